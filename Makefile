@@ -1,0 +1,37 @@
+# One entry point for people and CI. `make run` starts everything locally;
+# `make test` runs the whole suite against real PostgreSQL and Kafka.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: run stop test bench infra-up infra-down build lint fmt
+
+infra-up:
+	@bash infra/up.sh
+
+infra-down:
+	@bash infra/down.sh
+
+build:
+	$(CARGO) build --workspace --bins
+
+run: infra-up build
+	@bash infra/services.sh start
+
+stop:
+	@bash infra/services.sh stop
+	@bash infra/down.sh
+
+# Unit tests need nothing; integration and end-to-end tests use the
+# PostgreSQL server and Kafka broker started by infra-up (reused if running).
+test: infra-up build
+	$(CARGO) test --workspace --no-fail-fast
+
+bench: infra-up
+	@bash bench/run.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Starts (or stops) the five services in the background for `make run`,
+# against the PostgreSQL and Kafka of infra/up.sh. Logs in .run/logs/.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUN="$ROOT/.run"
+mkdir -p "$RUN/logs" "$RUN/pids"
+# shellcheck disable=SC1091
+source "$RUN/infra.env"
+
+SERVICES=(issuance:8081:issuance activation:8082:activation domain-binding:8083:domain_binding grant-sync:8084:grant_sync projector:8085:projector)
+
+start() {
+  for entry in "${SERVICES[@]}"; do
+    IFS=: read -r name port db <<<"$entry"
+    pidfile="$RUN/pids/$name.pid"
+    if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      echo "$name already running (pid $(cat "$pidfile"))"
+      continue
+    fi
+    LICENSING_HTTP_ADDR="127.0.0.1:$port" \
+    LICENSING_DATABASE_URL="$LICENSING_DATABASE_BASE_URL/$db" \
+    LICENSING_KAFKA_BROKERS="$LICENSING_KAFKA_BROKERS" \
+      nohup "$ROOT/target/debug/$name" >>"$RUN/logs/$name.log" 2>&1 &
+    echo $! >"$pidfile"
+  done
+  for entry in "${SERVICES[@]}"; do
+    IFS=: read -r name port _ <<<"$entry"
+    for _ in $(seq 1 120); do
+      if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then break; fi
+      sleep 0.5
+    done
+    if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then
+      echo "$name  http://127.0.0.1:$port"
+    else
+      echo "$name did not become ready; see .run/logs/$name.log" >&2
+      exit 1
+    fi
+  done
+}
+
+stop() {
+  for entry in "${SERVICES[@]}"; do
+    IFS=: read -r name _ _ <<<"$entry"
+    pidfile="$RUN/pids/$name.pid"
+    [[ -f "$pidfile" ]] || continue
+    pid="$(cat "$pidfile")"
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid"
+      for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+    echo "$name stopped"
+  done
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac

@@ -1,0 +1,430 @@
+//! A consumer with exactly-once effect: each partition's messages are handled
+//! in order, in batches, inside one Postgres transaction that also advances
+//! that partition's stored offset. A message below the stored offset was
+//! already applied and is skipped, whatever Kafka's own committed offset says.
+//!
+//! Kafka's committed offsets only choose where fetching starts. When a
+//! partition is (re)assigned, the first message is compared with the stored
+//! offset and the partition is sought back if Kafka started past it (a
+//! restored database, a new read model on an old group): nothing is skipped.
+//!
+//! A message the handler cannot ever apply (poison) goes to `<topic>.dlq`
+//! with the reason in its headers and is skipped; an infrastructure failure
+//! is retried with backoff and never skips anything.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use contracts::Topics;
+use rdkafka::config::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Offset;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// One Kafka message, owned, as handed to a handler.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Incoming {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The message can never be applied (malformed, unknown type): dead-letter it.
+    #[error("poison message: {0}")]
+    Poison(String),
+    /// Something outside the message failed (database, broker): retry it.
+    #[error("transient failure: {0}")]
+    Transient(String),
+}
+
+impl From<sqlx::Error> for HandleError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Transient(e.to_string())
+    }
+}
+
+/// Applies one message inside the caller's transaction. It must not commit.
+#[async_trait]
+pub trait TxHandler: Send + Sync + 'static {
+    async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Consumer group id, and the key of its offsets in `consumer_offsets`.
+    pub name: String,
+    pub brokers: String,
+    pub topics: Vec<String>,
+    /// Most messages of one partition applied in one transaction.
+    pub batch_max: usize,
+}
+
+impl ConsumerConfig {
+    pub fn new(name: impl Into<String>, brokers: impl Into<String>, topics: Vec<String>) -> Self {
+        Self {
+            name: name.into(),
+            brokers: brokers.into(),
+            topics,
+            batch_max: 200,
+        }
+    }
+}
+
+/// Remembers partitions assigned since their last message, so the consumer
+/// loop can check where Kafka started them against Postgres.
+#[derive(Default)]
+pub struct AssignTracker {
+    fresh: Mutex<HashSet<(String, i32)>>,
+}
+
+impl ClientContext for AssignTracker {}
+
+impl ConsumerContext for AssignTracker {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            if let Ok(mut fresh) = self.fresh.lock() {
+                for e in tpl.elements() {
+                    fresh.insert((e.topic().to_string(), e.partition()));
+                }
+            }
+        }
+    }
+}
+
+impl AssignTracker {
+    fn take(&self, topic: &str, partition: i32) -> bool {
+        self.fresh
+            .lock()
+            .map(|mut f| f.remove(&(topic.to_string(), partition)))
+            .unwrap_or(false)
+    }
+}
+
+/// Consumes until `shutdown` turns true, then finishes in-flight batches.
+pub async fn run_consumer<H: TxHandler>(
+    pool: PgPool,
+    dlq: FutureProducer,
+    config: ConsumerConfig,
+    handler: Arc<H>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let consumer: Arc<StreamConsumer<AssignTracker>> = Arc::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.name)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            // Kafka's committed offset is only a starting hint; Postgres decides.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "20")
+            .set("isolation.level", "read_committed")
+            .create_with_context(AssignTracker::default())?,
+    );
+    let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+
+    let worker = Arc::new(Worker {
+        pool,
+        dlq,
+        consumer: consumer.clone(),
+        name: config.name.clone(),
+        handler,
+        batch_max: config.batch_max.max(1),
+        shutdown: shutdown.clone(),
+    });
+    let mut lanes: HashMap<(String, i32), mpsc::Sender<Incoming>> = HashMap::new();
+    let mut tasks = JoinSet::new();
+    loop {
+        let msg = tokio::select! {
+            m = consumer.recv() => m,
+            _ = shutdown.changed() => break,
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(consumer = %config.name, error = %e, "kafka receive failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let incoming = Incoming {
+            topic: msg.topic().to_string(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().map(<[u8]>::to_vec),
+            headers: msg
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        if consumer.context().take(&incoming.topic, incoming.partition) {
+            match stored_offset(&worker.pool, &config.name, &incoming.topic, incoming.partition).await {
+                Ok(Some(next)) if incoming.offset > next => {
+                    tracing::info!(consumer = %config.name, topic = %incoming.topic,
+                        partition = incoming.partition, from = incoming.offset, to = next,
+                        "kafka started past the stored offset; seeking back");
+                    if let Err(e) = consumer.seek(&incoming.topic, incoming.partition, Offset::Offset(next), Duration::from_secs(10)) {
+                        tracing::warn!(consumer = %config.name, error = %e, "seek failed");
+                        consumer.context().fresh.lock().map(|mut f| f.insert((incoming.topic.clone(), incoming.partition))).ok();
+                    }
+                    continue;
+                }
+                Ok(None) if incoming.offset > 0 => {
+                    // Nothing applied yet here: start from the very beginning.
+                    if consumer.seek(&incoming.topic, incoming.partition, Offset::Beginning, Duration::from_secs(10)).is_ok() {
+                        continue;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(consumer = %config.name, error = %e, "stored offset unreadable");
+                    consumer.context().fresh.lock().map(|mut f| f.insert((incoming.topic.clone(), incoming.partition))).ok();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+        }
+        let lane = (incoming.topic.clone(), incoming.partition);
+        let tx = lanes.entry(lane).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(1_000);
+            tasks.spawn(worker.clone().lane(rx));
+            tx
+        });
+        // A full lane applies back-pressure to the whole consumer.
+        if tx.send(incoming).await.is_err() {
+            break;
+        }
+    }
+    drop(lanes);
+    while tasks.join_next().await.is_some() {}
+    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+    Ok(())
+}
+
+struct Worker<H> {
+    pool: PgPool,
+    dlq: FutureProducer,
+    consumer: Arc<StreamConsumer<AssignTracker>>,
+    name: String,
+    handler: Arc<H>,
+    batch_max: usize,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl<H: TxHandler> Worker<H> {
+    /// Applies one partition's messages in order.
+    async fn lane(self: Arc<Self>, mut rx: mpsc::Receiver<Incoming>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < self.batch_max {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match self.apply_batch(&batch).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(consumer = %self.name, error = %e, "batch failed; retrying");
+                        if *self.shutdown.borrow() {
+                            return;
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+            if let Some(last) = batch.last() {
+                // Lets Kafka's commit follow what Postgres already holds.
+                let _ = self.consumer.store_offset(
+                    &last.topic,
+                    last.partition,
+                    last.offset + 1,
+                );
+            }
+        }
+    }
+
+    /// The whole batch in one transaction; on a poison message, falls back to
+    /// one transaction per message so only the poison one is dead-lettered.
+    async fn apply_batch(&self, batch: &[Incoming]) -> Result<(), HandleError> {
+        match self.apply(batch).await {
+            Err(HandleError::Poison(_)) if batch.len() > 1 => {
+                for m in batch {
+                    self.apply_one(m).await?;
+                }
+                Ok(())
+            }
+            Err(HandleError::Poison(reason)) => self.dead_letter(&batch[0], &reason).await,
+            other => other,
+        }
+    }
+
+    async fn apply_one(&self, m: &Incoming) -> Result<(), HandleError> {
+        match self.apply(std::slice::from_ref(m)).await {
+            Err(HandleError::Poison(reason)) => self.dead_letter(m, &reason).await,
+            other => other,
+        }
+    }
+
+    async fn apply(&self, batch: &[Incoming]) -> Result<(), HandleError> {
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        let mut tx = self.pool.begin().await?;
+        let next = lock_offset(&mut tx, &self.name, &last.topic, last.partition).await?;
+        let mut applied = false;
+        for m in batch.iter().filter(|m| m.offset >= next) {
+            self.handler.handle(&mut tx, m).await?;
+            applied = true;
+        }
+        if applied {
+            store_offset(&mut tx, &self.name, &last.topic, last.partition, last.offset + 1)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, m: &Incoming, reason: &str) -> Result<(), HandleError> {
+        tracing::warn!(consumer = %self.name, topic = %m.topic, partition = m.partition,
+            offset = m.offset, reason, "dead-lettering message");
+        let mut headers = OwnedHeaders::new_with_capacity(m.headers.len() + 5);
+        for (k, v) in &m.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let partition = m.partition.to_string();
+        let offset = m.offset.to_string();
+        for (key, value) in [
+            ("dlq_reason", reason),
+            ("dlq_consumer", self.name.as_str()),
+            ("dlq_source_topic", m.topic.as_str()),
+            ("dlq_source_partition", partition.as_str()),
+            ("dlq_source_offset", offset.as_str()),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let topic = Topics::dlq(&m.topic);
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(headers);
+        if let Some(k) = &m.key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(p) = &m.payload {
+            record = record.payload(p.as_slice());
+        }
+        self.dlq
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| HandleError::Transient(format!("dead-letter publish: {e}")))?;
+        // Only now is it safe to move past the message.
+        let mut tx = self.pool.begin().await?;
+        let next = lock_offset(&mut tx, &self.name, &m.topic, m.partition).await?;
+        if m.offset >= next {
+            store_offset(&mut tx, &self.name, &m.topic, m.partition, m.offset + 1).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn stored_offset(
+    pool: &PgPool,
+    consumer: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT next_offset FROM consumer_offsets \
+         WHERE consumer = $1 AND topic = $2 AND partition = $3",
+    )
+    .bind(consumer)
+    .bind(topic)
+    .bind(partition)
+    .fetch_optional(pool)
+    .await
+}
+
+async fn lock_offset(
+    tx: &mut PgConnection,
+    consumer: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO consumer_offsets (consumer, topic, partition, next_offset) \
+         VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(topic)
+    .bind(partition)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query_scalar(
+        "SELECT next_offset FROM consumer_offsets \
+         WHERE consumer = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
+    )
+    .bind(consumer)
+    .bind(topic)
+    .bind(partition)
+    .fetch_one(&mut *tx)
+    .await
+}
+
+async fn store_offset(
+    tx: &mut PgConnection,
+    consumer: &str,
+    topic: &str,
+    partition: i32,
+    next: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE consumer_offsets SET next_offset = $4, updated_at = now() \
+         WHERE consumer = $1 AND topic = $2 AND partition = $3",
+    )
+    .bind(consumer)
+    .bind(topic)
+    .bind(partition)
+    .bind(next)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}

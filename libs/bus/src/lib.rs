@@ -1,0 +1,65 @@
+//! Kafka plumbing shared by every service: an idempotent producer, topic
+//! creation from `schemas/topics.toml`, and a consumer whose offsets live in
+//! Postgres, committed in the same transaction as the consumer's effect.
+
+pub mod consumer;
+pub mod topics;
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+
+pub use consumer::{run_consumer, ConsumerConfig, HandleError, Incoming, TxHandler};
+pub use topics::ensure_topics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("serialisation: {0}")]
+    Serde(#[from] serde_json::Error),
+    #[error("topics.toml: {0}")]
+    TopicsFile(String),
+}
+
+/// An idempotent producer (`acks=all`, `enable.idempotence=true`): broker-side
+/// de-duplication of retries and per-partition order.
+pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "200000")
+        .set("message.timeout.ms", "30000")
+        .create()
+}
+
+/// Publishes one JSON message and waits for the broker's acknowledgement.
+pub async fn publish_json<T: Serialize>(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    value: &T,
+    headers: &[(&str, &str)],
+) -> Result<(), BusError> {
+    let body = serde_json::to_vec(value)?;
+    let mut h = OwnedHeaders::new_with_capacity(headers.len());
+    for (key, value) in headers {
+        h = h.insert(Header {
+            key,
+            value: Some(*value),
+        });
+    }
+    let record = FutureRecord::to(topic).key(key).payload(&body).headers(h);
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| BusError::Kafka(e))?;
+    Ok(())
+}

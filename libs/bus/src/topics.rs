@@ -1,0 +1,103 @@
+use std::time::Duration;
+
+use contracts::Topics;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+use serde::Deserialize;
+
+use crate::BusError;
+
+/// The checked-in topic catalogue, compiled in so a service needs no files.
+const TOPICS_TOML: &str = include_str!("../../../schemas/topics.toml");
+
+#[derive(Debug, Deserialize)]
+struct Catalogue {
+    defaults: Defaults,
+    topic: Vec<TopicSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Defaults {
+    partitions: i32,
+    replication_factor: i32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TopicSpec {
+    pub name: String,
+    pub retention_ms: i64,
+    pub cleanup_policy: String,
+    #[serde(default)]
+    pub partitions: Option<i32>,
+}
+
+/// The catalogue's topics with their full (prefixed) names and partitions.
+pub fn catalogue(
+    topics: &Topics,
+    partitions: Option<i32>,
+) -> Result<Vec<(String, i32, i32, TopicSpec)>, BusError> {
+    let c: Catalogue =
+        toml::from_str(TOPICS_TOML).map_err(|e| BusError::TopicsFile(e.to_string()))?;
+    Ok(c.topic
+        .into_iter()
+        .map(|t| {
+            // A topic that fixes its partitions (a single-partition log) keeps them.
+            let p = t
+                .partitions
+                .or(partitions)
+                .unwrap_or(c.defaults.partitions);
+            (topics.named(&t.name), p, c.defaults.replication_factor, t)
+        })
+        .collect())
+}
+
+/// Creates every catalogue topic that does not exist yet; existing ones are
+/// left as they are. `partitions` overrides the catalogue (tests use few).
+pub async fn ensure_topics(
+    brokers: &str,
+    topics: &Topics,
+    partitions: Option<i32>,
+) -> Result<(), BusError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let specs = catalogue(topics, partitions)?;
+    let retention: Vec<String> = specs.iter().map(|s| s.3.retention_ms.to_string()).collect();
+    let new: Vec<NewTopic<'_>> = specs
+        .iter()
+        .zip(&retention)
+        .map(|((name, p, rf, spec), retention)| {
+            NewTopic::new(name, *p, TopicReplication::Fixed(*rf))
+                .set("retention.ms", retention)
+                .set("cleanup.policy", &spec.cleanup_policy)
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&new, &opts).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(BusError::TopicsFile(format!("creating {topic}: {code}")))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_names_are_prefixed_and_include_the_outcomes_topic() {
+        let specs = catalogue(&Topics::new("t1"), Some(3)).expect("catalogue parses");
+        let names: Vec<&str> = specs.iter().map(|s| s.0.as_str()).collect();
+        assert!(names.contains(&"t1.issuance.events"));
+        assert!(names.contains(&"t1.command-outcomes"));
+        let parts = |n: &str| specs.iter().find(|s| s.0 == n).map(|s| s.1);
+        assert_eq!(parts("t1.issuance.events"), Some(3));
+        assert_eq!(parts("t1.relay-checkpoints"), Some(1));
+    }
+}

@@ -1,0 +1,119 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Who caused a change: recorded on every event, shown in the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    pub kind: ActorKind,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    /// A caller authenticated by an API key (id = the key's public SecretId).
+    ApiKey,
+    /// Another internal service sending commands over Kafka.
+    Service,
+    /// Time-driven transitions (expiry, reclaim).
+    Scheduler,
+    /// The system itself (bootstrap, migrations).
+    System,
+}
+
+impl Actor {
+    pub fn new(kind: ActorKind, id: impl Into<String>) -> Self {
+        Self {
+            kind,
+            id: id.into(),
+        }
+    }
+}
+
+/// The part of an event's envelope that the command handler fixes; stored in
+/// the event store's `metadata` column and covered by the hash chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventMetadata {
+    pub occurred_at: DateTime<Utc>,
+    pub command_id: Uuid,
+    pub correlation_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    pub actor: Actor,
+}
+
+/// An event as published on `<prefix>.<context>.events`; also the audit record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventEnvelope {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub event_version: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: u64,
+    pub global_position: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub command_id: Uuid,
+    pub correlation_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    pub actor: Actor,
+    pub payload: Value,
+    /// Hex SHA-256 of the same aggregate's previous event (zeros for the first).
+    pub prev_hash: String,
+    /// Hex SHA-256 over `prev_hash` and the event's canonical bytes.
+    pub hash: String,
+}
+
+/// A command as sent on `<prefix>.<context>.commands`. `command_id` is the
+/// idempotency key: a duplicate returns the first outcome and appends nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandEnvelope {
+    pub command_id: Uuid,
+    pub command_type: String,
+    pub aggregate_id: String,
+    pub issued_at: DateTime<Utc>,
+    pub actor: Actor,
+    pub correlation_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    pub payload: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    Accepted,
+    Rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeError {
+    pub code: String,
+    pub message: String,
+    /// The payload field the rejection is about, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// The answer to a command, published on `<prefix>.command-outcomes` keyed by
+/// command id, and returned again for any duplicate of the command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandOutcome {
+    pub command_id: Uuid,
+    pub status: OutcomeStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<OutcomeError>,
+    pub aggregate_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+}

@@ -1,0 +1,15 @@
+//! The published language of the licensing backend: envelopes, payloads and
+//! topic names shared by every service. Nothing here does IO.
+//!
+//! Event-type strings and versions are constants: once published they never
+//! change; a new payload shape is a new version.
+
+pub mod envelope;
+pub mod issuance;
+pub mod topics;
+
+pub use envelope::{
+    Actor, ActorKind, CommandEnvelope, CommandOutcome, EventEnvelope, EventMetadata, OutcomeError,
+    OutcomeStatus,
+};
+pub use topics::Topics;

@@ -1,0 +1,20 @@
+//! The event store of every service: checked-in migrations, the command
+//! handler that appends events and the command's outcome in one transaction,
+//! the hash chain and its verifier, and the outbox relay to Kafka.
+//!
+//! Domain types come from cqrs-es (`Aggregate`, `DomainEvent`), so aggregates
+//! are tested with its `TestFramework`; the write path is ours because the
+//! idempotency record must commit atomically with the events (see
+//! docs/adr/0001-event-store.md).
+
+pub mod chain;
+pub mod db;
+pub mod relay;
+pub mod store;
+
+pub use chain::{verify_chain, ChainProblem, ChainReport, StoredEvent};
+pub use db::{connect, migrate};
+pub use store::{
+    request_digest, CodedError, CommandContext, Executed, Repository, StoreError,
+    DIGEST_MISMATCH_CODE,
+};

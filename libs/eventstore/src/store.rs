@@ -1,0 +1,394 @@
+//! The write path: load an aggregate from its events, run a command, and
+//! append the resulting events together with the command's outcome in one
+//! transaction. The outcome row (keyed by `command_id`) is the idempotency
+//! record: a duplicate command — over HTTP, over Kafka, concurrently or after
+//! a crash — returns the first outcome and appends nothing.
+
+use std::marker::PhantomData;
+
+use chrono::{DateTime, Utc};
+use contracts::{Actor, CommandOutcome, EventMetadata, OutcomeError, OutcomeStatus};
+use cqrs_es::{Aggregate, DomainEvent};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+/// Retries of a command whose aggregate moved on between load and append.
+const MAX_ATTEMPTS: usize = 8;
+
+/// The stable machine code of a business-rule failure.
+pub trait CodedError: std::error::Error {
+    fn code(&self) -> &'static str;
+    /// The payload field the failure is about, when there is one.
+    fn field(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// Digest of a command's type and (re-serialised, typed) payload: the same
+/// command sent over HTTP or Kafka has the same digest.
+pub fn request_digest<T: serde::Serialize>(command_type: &str, payload: &T) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(command_type.as_bytes());
+    h.update(b"\n");
+    h.update(serde_json::to_vec(payload).unwrap_or_default());
+    hex::encode(h.finalize())
+}
+
+pub const DIGEST_MISMATCH_CODE: &str = "IDEMPOTENCY_KEY_REUSED";
+
+/// What the caller of a command fixes: identity, provenance and time.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    pub command_id: Uuid,
+    pub command_type: String,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+    pub actor: Actor,
+    pub occurred_at: DateTime<Utc>,
+    /// Digest of the command's type and payload: a reused command id with a
+    /// different request is refused rather than answered with a stale outcome.
+    pub request_digest: String,
+}
+
+/// The result of a command: its outcome (accepted or rejected) and the
+/// aggregate's state afterwards.
+#[derive(Debug)]
+pub struct Executed<A> {
+    pub outcome: CommandOutcome,
+    pub aggregate: A,
+    /// True when this is the stored answer to an earlier identical command.
+    pub replayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("command id reused with a different request")]
+    DigestMismatch,
+    #[error("aggregate {0} kept changing concurrently")]
+    Conflict(String),
+    #[error("stored event cannot be read: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("serialisation error: {0}")]
+    Serde(#[from] serde_json::Error),
+}
+
+pub struct Repository<A: Aggregate> {
+    pool: PgPool,
+    services: A::Services,
+    _aggregate: PhantomData<A>,
+}
+
+impl<A> Repository<A>
+where
+    A: Aggregate,
+    A::Command: Clone,
+    A::Error: CodedError,
+{
+    pub fn new(pool: PgPool, services: A::Services) -> Self {
+        Self {
+            pool,
+            services,
+            _aggregate: PhantomData,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The aggregate folded from all its events, with its last sequence
+    /// (0 and the default state when it has none).
+    pub async fn load(&self, aggregate_id: &str) -> Result<(A, i64), StoreError> {
+        let rows = sqlx::query(
+            "SELECT sequence, event_type, payload::text AS payload FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut aggregate = A::default();
+        let mut sequence = 0;
+        for row in rows {
+            let event_type: String = row.try_get("event_type")?;
+            let payload: String = row.try_get("payload")?;
+            aggregate.apply(decode_event::<A::Event>(&event_type, &payload)?);
+            sequence = row.try_get("sequence")?;
+        }
+        Ok((aggregate, sequence))
+    }
+
+    /// The stored outcome of a command, if it was ever handled.
+    pub async fn outcome(&self, command_id: Uuid) -> Result<Option<CommandOutcome>, StoreError> {
+        Ok(self.stored_outcome(command_id).await?.map(|(o, _)| o))
+    }
+
+    pub async fn execute(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<Executed<A>, StoreError> {
+        if let Some(done) = self.replay(ctx).await? {
+            return Ok(done);
+        }
+        let metadata = serde_json::to_string(&EventMetadata {
+            occurred_at: ctx.occurred_at,
+            command_id: ctx.command_id,
+            correlation_id: ctx.correlation_id.clone(),
+            causation_id: ctx.causation_id.clone(),
+            actor: ctx.actor.clone(),
+        })?;
+        for _ in 0..MAX_ATTEMPTS {
+            let (mut aggregate, last) = self.load(aggregate_id).await?;
+            let sink = cqrs_es::event_sink::EventSink::default();
+            if let Err(e) = aggregate
+                .handle(command.clone(), &self.services, &sink)
+                .await
+            {
+                let (outcome, fresh) = self
+                    .record_rejection(aggregate_id, ctx, e.code(), &e.to_string(), e.field())
+                    .await?;
+                let (aggregate, _) = self.load(&outcome.aggregate_id).await?;
+                return Ok(Executed {
+                    outcome,
+                    aggregate,
+                    replayed: !fresh,
+                });
+            }
+            let events = sink.collect().await;
+            let sequence = last + events.len() as i64;
+            let outcome = CommandOutcome {
+                command_id: ctx.command_id,
+                status: OutcomeStatus::Accepted,
+                error: None,
+                aggregate_id: aggregate_id.to_string(),
+                sequence: u64::try_from(sequence).ok(),
+            };
+            match self
+                .append(aggregate_id, last, &events, &metadata, ctx, &outcome)
+                .await
+            {
+                Ok(()) => {
+                    return Ok(Executed {
+                        outcome,
+                        aggregate,
+                        replayed: false,
+                    })
+                }
+                Err(AppendError::SequenceTaken) => continue,
+                Err(AppendError::CommandTaken) => {
+                    if let Some(done) = self.replay(ctx).await? {
+                        return Ok(done);
+                    }
+                }
+                Err(AppendError::Store(e)) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict(aggregate_id.to_string()))
+    }
+
+    /// Records a rejection for a command that never reached the aggregate (its
+    /// payload did not parse, say), or that the aggregate refused. Returns the
+    /// first outcome when the command id was already used.
+    pub async fn reject(
+        &self,
+        aggregate_id: &str,
+        ctx: &CommandContext,
+        code: &str,
+        message: &str,
+        field: Option<&str>,
+    ) -> Result<CommandOutcome, StoreError> {
+        Ok(self
+            .record_rejection(aggregate_id, ctx, code, message, field)
+            .await?
+            .0)
+    }
+
+    async fn record_rejection(
+        &self,
+        aggregate_id: &str,
+        ctx: &CommandContext,
+        code: &str,
+        message: &str,
+        field: Option<&str>,
+    ) -> Result<(CommandOutcome, bool), StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO command_outcomes \
+               (command_id, command_type, request_digest, aggregate_id, status, error_code, error_message, error_field) \
+             VALUES ($1, $2, $3, $4, 'rejected', $5, $6, $7) ON CONFLICT (command_id) DO NOTHING",
+        )
+        .bind(ctx.command_id)
+        .bind(&ctx.command_type)
+        .bind(&ctx.request_digest)
+        .bind(aggregate_id)
+        .bind(code)
+        .bind(message)
+        .bind(field)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            let outcome = CommandOutcome {
+                command_id: ctx.command_id,
+                status: OutcomeStatus::Rejected,
+                error: Some(OutcomeError {
+                    code: code.to_string(),
+                    message: message.to_string(),
+                    field: field.map(str::to_string),
+                }),
+                aggregate_id: aggregate_id.to_string(),
+                sequence: None,
+            };
+            return Ok((outcome, true));
+        }
+        match self.stored_outcome(ctx.command_id).await? {
+            Some((o, digest)) if digest == ctx.request_digest => Ok((o, false)),
+            Some(_) => Err(StoreError::DigestMismatch),
+            None => Err(StoreError::Corrupt("outcome vanished".into())),
+        }
+    }
+
+    async fn replay(&self, ctx: &CommandContext) -> Result<Option<Executed<A>>, StoreError> {
+        let Some((outcome, digest)) = self.stored_outcome(ctx.command_id).await? else {
+            return Ok(None);
+        };
+        if digest != ctx.request_digest {
+            return Err(StoreError::DigestMismatch);
+        }
+        let (aggregate, _) = self.load(&outcome.aggregate_id).await?;
+        Ok(Some(Executed {
+            outcome,
+            aggregate,
+            replayed: true,
+        }))
+    }
+
+    async fn stored_outcome(
+        &self,
+        command_id: Uuid,
+    ) -> Result<Option<(CommandOutcome, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT aggregate_id, status, error_code, error_message, error_field, sequence, request_digest \
+             FROM command_outcomes WHERE command_id = $1",
+        )
+        .bind(command_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let status: String = row.try_get("status")?;
+        let code: Option<String> = row.try_get("error_code")?;
+        let message: Option<String> = row.try_get("error_message")?;
+        let field: Option<String> = row.try_get("error_field")?;
+        let sequence: Option<i64> = row.try_get("sequence")?;
+        let outcome = CommandOutcome {
+            command_id,
+            status: if status == "accepted" {
+                OutcomeStatus::Accepted
+            } else {
+                OutcomeStatus::Rejected
+            },
+            error: code.map(|code| OutcomeError {
+                code,
+                message: message.unwrap_or_default(),
+                field,
+            }),
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: sequence.and_then(|s| u64::try_from(s).ok()),
+        };
+        Ok(Some((outcome, row.try_get("request_digest")?)))
+    }
+
+    async fn append(
+        &self,
+        aggregate_id: &str,
+        last: i64,
+        events: &[A::Event],
+        metadata: &str,
+        ctx: &CommandContext,
+        outcome: &CommandOutcome,
+    ) -> Result<(), AppendError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        for (i, event) in events.iter().enumerate() {
+            let payload = encode_event(event)?;
+            sqlx::query(
+                "INSERT INTO events \
+                   (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 VALUES ($1, $2, $3, $4, $5, $6::text::json, $7::text::json)",
+            )
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .bind(last + 1 + i as i64)
+            .bind(event.event_type())
+            .bind(event.event_version())
+            .bind(payload)
+            .bind(metadata)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        sqlx::query(
+            "INSERT INTO command_outcomes \
+               (command_id, command_type, request_digest, aggregate_id, status, sequence) \
+             VALUES ($1, $2, $3, $4, 'accepted', $5)",
+        )
+        .bind(ctx.command_id)
+        .bind(&ctx.command_type)
+        .bind(&ctx.request_digest)
+        .bind(aggregate_id)
+        .bind(outcome.sequence.and_then(|s| i64::try_from(s).ok()))
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(())
+    }
+}
+
+enum AppendError {
+    SequenceTaken,
+    CommandTaken,
+    Store(StoreError),
+}
+
+impl From<StoreError> for AppendError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+fn classify(e: sqlx::Error) -> AppendError {
+    let constraint = e
+        .as_database_error()
+        .filter(|d| d.is_unique_violation())
+        .and_then(|d| d.constraint().map(str::to_string));
+    match constraint.as_deref() {
+        Some("events_pkey") => AppendError::SequenceTaken,
+        Some("command_outcomes_pkey") => AppendError::CommandTaken,
+        _ => AppendError::Store(StoreError::Database(e)),
+    }
+}
+
+/// Events are stored as their contract payload alone (the enum's variant is
+/// the `event_type` column), so the table holds exactly what is published.
+pub fn encode_event<E: DomainEvent>(event: &E) -> Result<String, StoreError> {
+    let value = serde_json::to_value(event)?;
+    let inner = match value {
+        serde_json::Value::Object(mut map) if map.len() == 1 => {
+            map.remove(&event.event_type()).unwrap_or(serde_json::Value::Null)
+        }
+        other => other,
+    };
+    Ok(serde_json::to_string(&inner)?)
+}
+
+pub fn decode_event<E: DomainEvent>(event_type: &str, payload: &str) -> Result<E, StoreError> {
+    let inner: serde_json::Value = serde_json::from_str(payload)?;
+    let mut map = serde_json::Map::new();
+    map.insert(event_type.to_string(), inner);
+    serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|e| StoreError::Corrupt(format!("{event_type}: {e}")))
+}

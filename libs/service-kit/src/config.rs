@@ -1,0 +1,353 @@
+//! Layered configuration: `base.toml`, then `<service>.toml`, then
+//! `LICENSING_*` environment variables, later layers winning.
+//!
+//! Files hold the shared local defaults that are checked in; environment
+//! variables are how deployments (and tests) inject addresses and secrets, so
+//! nothing environment-specific is ever a literal in code.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+/// Prefix of every environment variable this loader reads.
+pub const ENV_PREFIX: &str = "LICENSING_";
+/// Variable naming the directory of the TOML files (default `config`).
+pub const CONFIG_DIR_VAR: &str = "LICENSING_CONFIG_DIR";
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A config file exists but could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A config file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// The merged layers do not fit the service's config type.
+    #[error("invalid config at `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+/// Loads the config of `service` from files and the process environment.
+///
+/// Files: `$LICENSING_CONFIG_DIR/base.toml` then
+/// `$LICENSING_CONFIG_DIR/<service>.toml`, both optional. Environment:
+/// `LICENSING_<KEY>` sets top-level key `<key>` (lower-cased);
+/// `LICENSING_<A>__<B>` sets `b` inside table `a`. Values are read as TOML
+/// when they parse as a number, boolean, array or inline table, else as a
+/// plain string; quote a value (`'"8080"'`) to force a string.
+pub fn load<T: DeserializeOwned>(service: &str) -> Result<T, ConfigError> {
+    let dir = std::env::var_os(CONFIG_DIR_VAR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("config"));
+    // vars_os: a single non-UTF-8 variable must not make the service panic.
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    load_from(&dir, service, env)
+}
+
+/// [`load`] with the directory and environment given explicitly, so tests
+/// need not mutate process-global state.
+pub fn load_from<T: DeserializeOwned>(
+    dir: &Path,
+    service: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
+    let mut merged = toml::Table::new();
+    for file in [dir.join("base.toml"), dir.join(format!("{service}.toml"))] {
+        if let Some(layer) = read_layer(&file)? {
+            merge(&mut merged, layer);
+        }
+    }
+    merge(&mut merged, env_layer(env));
+    serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|err| {
+        ConfigError::Invalid {
+            field: err.path().to_string(),
+            message: err.into_inner().message().to_owned(),
+        }
+    })
+}
+
+fn read_layer(path: &Path) -> Result<Option<toml::Table>, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+}
+
+fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> toml::Table {
+    let mut layer = toml::Table::new();
+    for (name, raw) in env {
+        if name == CONFIG_DIR_VAR {
+            continue;
+        }
+        let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            continue;
+        }
+        let nested = nest(&path, env_value(&raw));
+        merge(&mut layer, nested);
+    }
+    layer
+}
+
+fn nest(path: &[String], value: toml::Value) -> toml::Table {
+    let mut table = toml::Table::new();
+    match path {
+        [] => {}
+        [last] => {
+            table.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            table.insert(first.clone(), toml::Value::Table(nest(rest, value)));
+        }
+    }
+    table
+}
+
+/// Typed when TOML says so (numbers, booleans, arrays, inline tables),
+/// otherwise the raw string. Datetimes stay strings: a field typed as a
+/// string must not break because its value happens to look like a date.
+fn env_value(raw: &str) -> toml::Value {
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| if t.len() == 1 { t.remove("v") } else { None });
+    match parsed {
+        Some(toml::Value::Datetime(_)) | None => toml::Value::String(raw.to_owned()),
+        Some(value) => value,
+    }
+}
+
+/// Deep merge: tables merge key by key, anything else is replaced.
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(incoming)) => {
+                merge(existing, incoming);
+            }
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Settings every service has. Flatten it into the service's own config:
+///
+/// ```
+/// #[derive(Debug, serde::Deserialize)]
+/// struct IssuanceConfig {
+///     #[serde(flatten)]
+///     common: service_kit::CommonConfig,
+///     #[serde(default)]
+///     reclaim_after_days: u32,
+/// }
+/// ```
+///
+/// Do not combine it with `deny_unknown_fields` (serde cannot, with
+/// flatten) — stray `LICENSING_*` variables are simply ignored.
+#[derive(Clone, Deserialize)]
+pub struct CommonConfig {
+    /// Listen address; port 0 picks a free one.
+    #[serde(default = "default_http_addr")]
+    pub http_addr: String,
+    /// Postgres DSN. Required: there is no sane default for a database, and
+    /// it may carry a password, hence the redacting `Debug`.
+    pub database_url: String,
+    /// Comma-separated bootstrap servers.
+    #[serde(default = "default_kafka_brokers")]
+    pub kafka_brokers: String,
+    /// Prefix of every topic name, so tests can isolate themselves.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// Partitions per topic when topics are created.
+    #[serde(default = "default_topic_partitions")]
+    pub topic_partitions: i32,
+    /// `json` (default) or `pretty`.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+    /// Upper bound of a JSON request body.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Prefix of Kafka consumer group ids (default: the topic prefix). A
+    /// second deployment reading the same topics (a rebuild, a replica read
+    /// model) sets its own.
+    #[serde(default)]
+    pub consumer_group_prefix: Option<String>,
+    /// Postgres connections per instance.
+    #[serde(default = "default_db_pool_size")]
+    pub db_pool_size: u32,
+}
+
+fn default_http_addr() -> String {
+    "127.0.0.1:0".into()
+}
+fn default_kafka_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_topic_prefix() -> String {
+    "licensing".into()
+}
+fn default_topic_partitions() -> i32 {
+    12
+}
+fn default_log_format() -> String {
+    "json".into()
+}
+fn default_db_pool_size() -> u32 {
+    32
+}
+fn default_max_body_bytes() -> usize {
+    crate::json::DEFAULT_BODY_LIMIT
+}
+
+impl fmt::Debug for CommonConfig {
+    // Configs get logged at start-up and end up in panic messages; the
+    // database password must not.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommonConfig")
+            .field("http_addr", &self.http_addr)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("kafka_brokers", &redact_url(&self.kafka_brokers))
+            .field("topic_prefix", &self.topic_prefix)
+            .field("topic_partitions", &self.topic_partitions)
+            .field("log_format", &self.log_format)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("db_pool_size", &self.db_pool_size)
+            .field("consumer_group_prefix", &self.consumer_group_prefix)
+            .finish()
+    }
+}
+
+const REDACTED: &str = "REDACTED";
+
+/// Hides the password of a connection string, for logs and `Debug`.
+///
+/// Handles `scheme://user:password@host/...`, a `password=` query parameter
+/// and libpq `key=value` strings (`host=x password=y`).
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let authority_start = scheme_end + 3;
+        let authority_end = out[authority_start..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| authority_start + i);
+        if let Some(at) = out[authority_start..authority_end].rfind('@') {
+            let userinfo = authority_start..authority_start + at;
+            if let Some(colon) = out[userinfo.clone()].find(':') {
+                out.replace_range(userinfo.start + colon + 1..userinfo.end, REDACTED);
+            }
+        }
+    }
+    redact_param(&out, "password=")
+}
+
+/// Replaces the value after every `name` that starts a parameter.
+fn redact_param(s: &str, name: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = find_param(rest, name) {
+        let value_start = pos + name.len();
+        out.push_str(&rest[..value_start]);
+        let value_len = rest[value_start..]
+            .find(['&', ' ', '#'])
+            .unwrap_or(rest.len() - value_start);
+        out.push_str(REDACTED);
+        rest = &rest[value_start + value_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn find_param(s: &str, name: &str) -> Option<usize> {
+    let lower = s.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find(name) {
+        let pos = from + i;
+        let at_boundary = pos == 0 || matches!(s.as_bytes()[pos - 1], b'?' | b'&' | b' ');
+        if at_boundary {
+            return Some(pos);
+        }
+        from = pos + name.len();
+    }
+    None
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://app:s3cr3t@db:5432/issuance"),
+            "postgres://app:REDACTED@db:5432/issuance"
+        );
+        assert_eq!(
+            redact_url("postgres://app:p@ss@db/x?sslmode=require"),
+            "postgres://app:REDACTED@db/x?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://app@db/x?password=hunter2&sslmode=disable"),
+            "postgres://app@db/x?password=REDACTED&sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("host=db user=app password=hunter2 dbname=x"),
+            "host=db user=app password=REDACTED dbname=x"
+        );
+        assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
+        assert_eq!(redact_url("127.0.0.1:9092"), "127.0.0.1:9092");
+        // Not a parameter boundary: left alone.
+        assert_eq!(
+            redact_url("postgres://db/mypassword=1"),
+            "postgres://db/mypassword=1"
+        );
+    }
+
+    #[test]
+    fn env_values_are_typed_when_toml_says_so() {
+        assert_eq!(env_value("42"), toml::Value::Integer(42));
+        assert_eq!(env_value("true"), toml::Value::Boolean(true));
+        assert_eq!(env_value("1.5"), toml::Value::Float(1.5));
+        assert_eq!(
+            env_value("postgres://u:p@h/db"),
+            toml::Value::String("postgres://u:p@h/db".into())
+        );
+        assert_eq!(env_value("\"8080\""), toml::Value::String("8080".into()));
+        assert_eq!(
+            env_value("2024-01-01"),
+            toml::Value::String("2024-01-01".into())
+        );
+        // A newline must not smuggle in extra keys.
+        assert_eq!(
+            env_value("1\nx = 2"),
+            toml::Value::String("1\nx = 2".into())
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! The actix-web bootstrap every licensing service shares: layered config,
+//! tracing with correlation ids, RFC 7807 problem responses, a strict JSON
+//! extractor, Prometheus metrics, health checks and graceful shutdown.
+//!
+//! It lives once here so that every service answers bad input, probes and
+//! scrapes the same way (STYLE rule 12).
+
+pub mod config;
+pub mod health;
+pub mod json;
+pub mod metrics;
+pub mod platform;
+pub mod problem;
+pub mod server;
+pub mod telemetry;
+
+pub use config::{load, redact_url, CommonConfig, ConfigError};
+pub use health::ReadyCheck;
+pub use json::{configure_extractors, BodyLimit, Json, DEFAULT_BODY_LIMIT};
+pub use metrics::Metrics;
+pub use problem::Problem;
+pub use server::{serve, shutdown_signal, ServiceApp};
+pub use telemetry::CorrelationId;

@@ -1,0 +1,210 @@
+//! Wiring: the App every service runs and the HTTP server around it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use actix_web::body::BoxBody;
+use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpServer};
+
+use crate::config::CommonConfig;
+use crate::health::{self, Readiness, ReadyCheck};
+use crate::json::{configure_extractors, BodyLimit, DEFAULT_BODY_LIMIT};
+use crate::metrics::{self, Metrics};
+use crate::{problem, telemetry};
+
+/// Seconds in-flight requests get to finish after a shutdown signal.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+
+/// What the kit needs to know about a service to run it.
+#[derive(Debug)]
+pub struct ServiceApp {
+    name: String,
+    metrics: Metrics,
+    ready_checks: Vec<ReadyCheck>,
+    body_limit: usize,
+    handle_signals: bool,
+    // Built once from `ready_checks` so that every worker shares one Kafka
+    // client per check instead of creating its own.
+    readiness: OnceLock<Arc<Readiness>>,
+}
+
+impl ServiceApp {
+    /// A service called `name` (the `service` label of its metrics and the
+    /// `service` field of its logs), with no readiness checks and the
+    /// default body limit.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            metrics: Metrics::new(),
+            ready_checks: Vec::new(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            handle_signals: true,
+            readiness: OnceLock::new(),
+        }
+    }
+
+    /// [`ServiceApp::new`] with the body limit taken from the config.
+    pub fn from_config(name: impl Into<String>, config: &CommonConfig) -> Self {
+        Self::new(name).with_body_limit(config.max_body_bytes)
+    }
+
+    /// Adds a dependency `/readyz` must reach.
+    pub fn with_ready_check(mut self, check: ReadyCheck) -> Self {
+        self.ready_checks.push(check);
+        self.readiness = OnceLock::new();
+        self
+    }
+
+    /// Largest accepted JSON body in bytes (see [`BodyLimit`]).
+    pub fn with_body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Uses a registry the caller already records into (e.g. from Kafka
+    /// consumers), so `/metrics` shows those too.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Leaves SIGTERM/SIGINT alone. For tests that start many servers in
+    /// one process: each server would otherwise install its own handlers
+    /// and all of them would stop on one Ctrl-C.
+    pub fn disable_signals(mut self) -> Self {
+        self.handle_signals = false;
+        self
+    }
+
+    /// The service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The registry `/metrics` renders; record service metrics into it.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn readiness(&self) -> Arc<Readiness> {
+        Arc::clone(
+            self.readiness
+                .get_or_init(|| Arc::new(Readiness::new(self.ready_checks.clone()))),
+        )
+    }
+
+    /// The App [`serve`] runs: middleware (correlation id and request log,
+    /// metrics, problem+json for every error), `/healthz`, `/readyz`,
+    /// `/metrics`, the extractor configs and problem+json 404/405 for requests
+    /// no route accepts, plus the service's `routes`.
+    ///
+    /// Public so tests can drive it with `actix_web::test::init_service`
+    /// without binding a port.
+    pub fn app<F>(
+        &self,
+        routes: F,
+    ) -> App<
+        impl ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<BoxBody>,
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+    >
+    where
+        F: FnOnce(&mut web::ServiceConfig),
+    {
+        let service: Arc<str> = Arc::from(self.name.as_str());
+        let service_for_metrics = Arc::clone(&service);
+        let metrics = self.metrics.clone();
+        App::new()
+            .app_data(web::Data::new(self.metrics.clone()))
+            .app_data(web::Data::from(self.readiness()))
+            .app_data(BodyLimit(self.body_limit))
+            .configure(configure_extractors)
+            .route("/healthz", web::get().to(health::healthz))
+            .route("/readyz", web::get().to(health::readyz))
+            .route("/metrics", web::get().to(metrics::handler))
+            .configure(routes)
+            .default_service(web::to(problem::no_route))
+            // Last wrapped runs first: correlation sees everything, then
+            // metrics, and errors are normalised before either looks.
+            .wrap(from_fn(problem::normalize_errors))
+            .wrap(from_fn(move |req: ServiceRequest, next: Next<BoxBody>| {
+                metrics::record(Arc::clone(&service_for_metrics), metrics.clone(), req, next)
+            }))
+            .wrap(from_fn(move |req: ServiceRequest, next: Next<BoxBody>| {
+                telemetry::correlate(Arc::clone(&service), req, next)
+            }))
+    }
+}
+
+/// Binds `addr` (port 0 picks a free port) and builds the server.
+///
+/// Returns the server not yet started, for the caller to spawn or await
+/// (e.g. in a `try_join!` with its consumers), and the address actually
+/// bound. If `addr` resolves to several addresses, the first bound one is
+/// returned. Unless [`ServiceApp::disable_signals`] was used, SIGTERM and
+/// SIGINT stop the server gracefully, giving requests 10 s to finish.
+pub async fn serve<F>(
+    app: ServiceApp,
+    addr: &str,
+    routes: F,
+) -> std::io::Result<(Server, SocketAddr)>
+where
+    F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+{
+    // Build the shared readiness state before the workers clone the app.
+    let _ = app.readiness();
+    let handle_signals = app.handle_signals;
+    let name = app.name.clone();
+    let app = Arc::new(app);
+    let mut server =
+        HttpServer::new(move || app.app(routes.clone())).shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
+    if !handle_signals {
+        server = server.disable_signals();
+    }
+    let server = server.bind(addr)?;
+    let bound = server.addrs().first().copied().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("{addr} resolved to no address"),
+        )
+    })?;
+    tracing::info!(service = %name, addr = %bound, "http server bound");
+    Ok((server.run(), bound))
+}
+
+/// Completes on SIGTERM or Ctrl-C, for stopping background tasks (Kafka
+/// consumers, relays) alongside the HTTP server.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,441 @@
+//! The kit's HTTP behaviour as a client sees it, driven in-process.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::time::{Duration, Instant};
+
+use actix_web::body::BoxBody;
+use actix_web::dev::ServiceResponse;
+use actix_web::http::{header, StatusCode};
+use actix_web::{test, web, HttpResponse};
+use serde::Deserialize;
+use service_kit::{CorrelationId, Json, Problem, ReadyCheck, ServiceApp};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateLicense {
+    product: String,
+    payload: Payload,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Payload {
+    seats: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    limit: u32,
+}
+
+async fn create(body: Json<CreateLicense>) -> HttpResponse {
+    HttpResponse::Created().json(serde_json::json!({
+        "product": body.product,
+        "seats": body.payload.seats,
+    }))
+}
+
+async fn get_one(id: web::Path<u64>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "id": id.into_inner() }))
+}
+
+async fn list(q: web::Query<ListQuery>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "limit": q.limit }))
+}
+
+async fn echo_correlation(id: CorrelationId) -> HttpResponse {
+    HttpResponse::Ok().body(id.0)
+}
+
+async fn conflict() -> Result<HttpResponse, Problem> {
+    Err(Problem::conflict("LICENSE_EXISTS", "already issued"))
+}
+
+async fn leaky() -> Result<HttpResponse, actix_web::Error> {
+    Err(actix_web::error::ErrorInternalServerError(
+        "password authentication failed for user app",
+    ))
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/licenses", web::post().to(create))
+        .route("/v1/licenses", web::get().to(list))
+        .route("/v1/licenses/{id}", web::get().to(get_one))
+        .route("/v1/correlation", web::get().to(echo_correlation))
+        .route("/v1/conflict", web::post().to(conflict))
+        .route("/v1/leaky", web::get().to(leaky))
+        .service(web::resource("/v1/things/{id}").route(web::get().to(get_one)));
+}
+
+/// The app as `serve` would run it, without a socket.
+macro_rules! service {
+    ($app:expr) => {
+        test::init_service($app.app(routes)).await
+    };
+}
+
+/// Status, content type and parsed body of a problem response.
+async fn problem(res: ServiceResponse<BoxBody>) -> (StatusCode, String, serde_json::Value) {
+    let status = res.status();
+    let ct = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body: serde_json::Value =
+        serde_json::from_slice(&test::read_body(res).await).unwrap_or(serde_json::Value::Null);
+    (status, ct, body)
+}
+
+fn post_json(body: &str) -> test::TestRequest {
+    test::TestRequest::post()
+        .uri("/v1/licenses")
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .set_payload(body.to_owned())
+}
+
+async fn assert_problem(
+    app: &ServiceApp,
+    req: test::TestRequest,
+    status: u16,
+    code: &str,
+    field: Option<&str>,
+) -> serde_json::Value {
+    let svc = service!(app);
+    let res = test::call_service(&svc, req.to_request()).await;
+    let (got_status, ct, body) = problem(res).await;
+    assert_eq!(got_status.as_u16(), status, "{body}");
+    assert_eq!(ct, "application/problem+json");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status);
+    assert_eq!(body["type"], format!("urn:problem:{code}"));
+    assert!(body["title"].is_string());
+    assert_eq!(body["field"].as_str(), field, "{body}");
+    body
+}
+
+#[actix_web::test]
+async fn valid_json_reaches_the_handler() {
+    let app = ServiceApp::new("test");
+    let svc = service!(app);
+    let req = post_json(r#"{"product":"p","payload":{"seats":3}}"#).to_request();
+    let res = test::call_service(&svc, req).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: serde_json::Value = test::read_body_json(res).await;
+    assert_eq!(body["seats"], 3);
+}
+
+#[actix_web::test]
+async fn charset_parameter_is_accepted() {
+    let app = ServiceApp::new("test");
+    let svc = service!(app);
+    let req = test::TestRequest::post()
+        .uri("/v1/licenses")
+        .insert_header((header::CONTENT_TYPE, "application/json; charset=utf-8"))
+        .set_payload(r#"{"product":"p","payload":{"seats":3}}"#)
+        .to_request();
+    assert_eq!(
+        test::call_service(&svc, req).await.status(),
+        StatusCode::CREATED
+    );
+}
+
+#[actix_web::test]
+async fn json_errors_are_problems_naming_the_field() {
+    let app = ServiceApp::new("test");
+    let cases: [(&str, u16, &str, Option<&str>); 7] = [
+        ("{", 400, "MALFORMED_JSON", None),
+        ("", 400, "MALFORMED_JSON", None),
+        (
+            r#"{"product":"p","payload":{"seats":1,"foo":1}}"#,
+            422,
+            "UNKNOWN_FIELD",
+            Some("payload.foo"),
+        ),
+        (
+            r#"{"product":"p","payload":{}}"#,
+            422,
+            "MISSING_FIELD",
+            Some("payload.seats"),
+        ),
+        (
+            r#"{"payload":{"seats":1}}"#,
+            422,
+            "MISSING_FIELD",
+            Some("product"),
+        ),
+        (
+            r#"{"product":"p","payload":{"seats":"many"}}"#,
+            422,
+            "INVALID_FIELD",
+            Some("payload.seats"),
+        ),
+        (
+            r#"{"product":"p","payload":{"seats":-1}}"#,
+            422,
+            "INVALID_FIELD",
+            Some("payload.seats"),
+        ),
+    ];
+    for (body, status, code, field) in cases {
+        let problem = assert_problem(&app, post_json(body), status, code, field).await;
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(
+            !detail.is_empty() && detail.chars().count() <= 201,
+            "{problem}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn wrong_or_missing_content_type_is_415() {
+    let app = ServiceApp::new("test");
+    let body = r#"{"product":"p","payload":{"seats":3}}"#;
+    let plain = test::TestRequest::post()
+        .uri("/v1/licenses")
+        .insert_header((header::CONTENT_TYPE, "text/plain"))
+        .set_payload(body);
+    assert_problem(&app, plain, 415, "UNSUPPORTED_MEDIA_TYPE", None).await;
+    let missing = test::TestRequest::post()
+        .uri("/v1/licenses")
+        .set_payload(body);
+    assert_problem(&app, missing, 415, "UNSUPPORTED_MEDIA_TYPE", None).await;
+}
+
+#[actix_web::test]
+async fn oversized_bodies_are_413() {
+    let app = ServiceApp::new("test").with_body_limit(48);
+    let big = format!(
+        r#"{{"product":"{}","payload":{{"seats":3}}}}"#,
+        "p".repeat(64)
+    );
+    // Announced by Content-Length.
+    assert_problem(&app, post_json(&big), 413, "BODY_TOO_LARGE", None).await;
+    // Not announced (as with chunked encoding, or a lying client): caught
+    // while reading.
+    let lying = post_json(&big).insert_header((header::CONTENT_LENGTH, "10"));
+    assert_problem(&app, lying, 413, "BODY_TOO_LARGE", None).await;
+    // Within the limit still works.
+    let svc = service!(app);
+    let ok = post_json(r#"{"product":"p","payload":{"seats":3}}"#).to_request();
+    assert_eq!(
+        test::call_service(&svc, ok).await.status(),
+        StatusCode::CREATED
+    );
+}
+
+#[actix_web::test]
+async fn path_and_query_errors_are_problems() {
+    let app = ServiceApp::new("test");
+    let bad_path = test::TestRequest::get().uri("/v1/licenses/abc");
+    assert_problem(&app, bad_path, 400, "INVALID_PATH", None).await;
+    let missing = test::TestRequest::get().uri("/v1/licenses");
+    assert_problem(&app, missing, 422, "INVALID_QUERY", Some("limit")).await;
+    let invalid = test::TestRequest::get().uri("/v1/licenses?limit=x");
+    assert_problem(&app, invalid, 422, "INVALID_QUERY", None).await;
+
+    let svc = service!(app);
+    let ok = test::TestRequest::get().uri("/v1/licenses/7").to_request();
+    assert_eq!(test::call_service(&svc, ok).await.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn unknown_route_and_wrong_method_are_problems() {
+    let app = ServiceApp::new("test");
+    let unknown = test::TestRequest::get().uri("/nope");
+    assert_problem(&app, unknown, 404, "NOT_FOUND", None).await;
+
+    // Method guard on the resource (`App::route` style).
+    let wrong_method = test::TestRequest::delete().uri("/v1/licenses/7");
+    assert_problem(&app, wrong_method, 405, "METHOD_NOT_ALLOWED", None).await;
+
+    // Method guard on a route inside a resource (`web::resource` style):
+    // actix answers itself, and the Allow header survives the rewrite.
+    let svc = service!(app);
+    let req = test::TestRequest::delete().uri("/v1/things/7").to_request();
+    let res = test::call_service(&svc, req).await;
+    assert_eq!(res.headers().get(header::ALLOW).unwrap(), "GET");
+    let (status, ct, body) = problem(res).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(ct, "application/problem+json");
+    assert_eq!(body["code"], "METHOD_NOT_ALLOWED");
+
+    let post_health = test::TestRequest::post().uri("/healthz");
+    assert_problem(&app, post_health, 405, "METHOD_NOT_ALLOWED", None).await;
+}
+
+#[actix_web::test]
+async fn handler_problems_pass_through_and_internal_text_never_leaks() {
+    let app = ServiceApp::new("test");
+    let conflict = test::TestRequest::post().uri("/v1/conflict");
+    let body = assert_problem(&app, conflict, 409, "LICENSE_EXISTS", None).await;
+    assert_eq!(body["detail"], "already issued");
+
+    let leaky = test::TestRequest::get().uri("/v1/leaky");
+    let body = assert_problem(&app, leaky, 500, "INTERNAL", None).await;
+    assert!(!body.to_string().contains("password"), "{body}");
+}
+
+#[actix_web::test]
+async fn correlation_id_is_echoed_replaced_or_generated() {
+    let app = ServiceApp::new("test");
+    let svc = service!(app);
+    let call = |id: Option<&str>| {
+        let mut req = test::TestRequest::get().uri("/v1/correlation");
+        if let Some(id) = id {
+            req = req.insert_header(("X-Correlation-Id", id));
+        }
+        req.to_request()
+    };
+
+    // Given a valid one: echoed, and the handler sees the same.
+    let res = test::call_service(&svc, call(Some("req-42.a_b"))).await;
+    assert_eq!(res.headers().get("x-correlation-id").unwrap(), "req-42.a_b");
+    assert_eq!(test::read_body(res).await, "req-42.a_b");
+
+    let uuid = "0190a5f2-6a4c-7c3e-8f5e-0a1b2c3d4e5f";
+    let res = test::call_service(&svc, call(Some(uuid))).await;
+    assert_eq!(res.headers().get("x-correlation-id").unwrap(), uuid);
+
+    // Given an invalid one: replaced by a fresh UUIDv7.
+    for bad in ["has spaces", &"x".repeat(65), "<script>"] {
+        let res = test::call_service(&svc, call(Some(bad))).await;
+        let echoed = res
+            .headers()
+            .get("x-correlation-id")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_ne!(echoed, bad);
+        assert_eq!(uuid::Uuid::parse_str(&echoed).unwrap().get_version_num(), 7);
+        let handler_saw = test::read_body(res).await;
+        assert_eq!(handler_saw, echoed.as_bytes().to_vec());
+    }
+
+    // Absent: generated, also on error responses.
+    let res = test::call_service(&svc, call(None)).await;
+    let generated = res
+        .headers()
+        .get("x-correlation-id")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(
+        uuid::Uuid::parse_str(generated).unwrap().get_version_num(),
+        7
+    );
+    let res = test::call_service(&svc, test::TestRequest::get().uri("/nope").to_request()).await;
+    assert!(res.headers().contains_key("x-correlation-id"));
+}
+
+#[actix_web::test]
+async fn metrics_use_the_route_pattern() {
+    let app = ServiceApp::new("issuance");
+    let svc = service!(app);
+    for uri in ["/v1/licenses/123", "/v1/licenses/456", "/no/such/thing/789"] {
+        test::call_service(&svc, test::TestRequest::get().uri(uri).to_request()).await;
+    }
+    app.metrics().inc_counter("licenses_issued_total", &[], 2);
+
+    let res = test::call_service(&svc, test::TestRequest::get().uri("/metrics").to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
+    assert!(
+        text.contains("# TYPE http_requests_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"http_requests_total{service="issuance",method="GET",route="/v1/licenses/{id}",status="200"} 2"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"http_requests_total{service="issuance",method="GET",route="unmatched",status="404"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE http_request_duration_seconds histogram"));
+    assert!(text.contains(
+        r#"http_request_duration_seconds_count{service="issuance",method="GET",route="/v1/licenses/{id}"} 2"#
+    ));
+    assert!(text.contains("licenses_issued_total 2"));
+    assert!(!text.contains("123") && !text.contains("789"), "{text}");
+}
+
+#[actix_web::test]
+async fn healthz_is_always_ok() {
+    let app = ServiceApp::new("test");
+    let svc = service!(app);
+    let res = test::call_service(&svc, test::TestRequest::get().uri("/healthz").to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: serde_json::Value = test::read_body_json(res).await;
+    assert_eq!(body, serde_json::json!({ "status": "ok" }));
+}
+
+#[actix_web::test]
+async fn readyz_without_checks_is_ready() {
+    let app = ServiceApp::new("test");
+    let svc = service!(app);
+    let res = test::call_service(&svc, test::TestRequest::get().uri("/readyz").to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn readyz_names_an_unreachable_postgres() {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect_lazy("postgres://app:hunter2@127.0.0.1:1/issuance")
+        .unwrap();
+    let app = ServiceApp::new("test").with_ready_check(ReadyCheck::Postgres(pool));
+    let svc = service!(app);
+    let started = Instant::now();
+    let res = test::call_service(&svc, test::TestRequest::get().uri("/readyz").to_request()).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let (status, ct, body) = problem(res).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ct, "application/problem+json");
+    assert_eq!(body["code"], "NOT_READY");
+    assert!(body["detail"].as_str().unwrap().contains("postgres"));
+    let text = body.to_string();
+    assert!(
+        !text.contains("hunter2") && !text.contains("refused"),
+        "{text}"
+    );
+}
+
+#[actix_web::test]
+async fn serve_binds_port_zero_and_answers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = ServiceApp::new("test").disable_signals();
+    let (server, addr) = service_kit::serve(app, "127.0.0.1:0", routes)
+        .await
+        .unwrap();
+    assert_ne!(addr.port(), 0);
+    let handle = server.handle();
+    let running = tokio::spawn(server);
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.to_ascii_lowercase().contains("x-correlation-id:"));
+    assert!(response.ends_with(r#"{"status":"ok"}"#), "{response}");
+
+    handle.stop(true).await;
+    running.await.unwrap().unwrap();
+}

@@ -1,0 +1,30 @@
+//! Activation: device activations, signed activation files, trials.
+//!
+//! Not built yet beyond the platform: it starts, migrates its event store,
+//! and serves health, readiness and metrics.
+
+use serde::Deserialize;
+use service_kit::platform::{Platform, PlatformError, Running};
+use service_kit::CommonConfig;
+
+pub const SERVICE: &str = "activation";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub common: CommonConfig,
+}
+
+impl AsRef<CommonConfig> for Config {
+    fn as_ref(&self) -> &CommonConfig {
+        &self.common
+    }
+}
+
+pub async fn start(config: Config, handle_signals: bool) -> Result<Running, PlatformError> {
+    let mut platform = Platform::start(SERVICE, config.common, None).await?;
+    if !handle_signals {
+        platform = platform.without_signals();
+    }
+    platform.serve(|_| {}).await
+}

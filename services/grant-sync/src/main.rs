@@ -1,0 +1,4 @@
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    service_kit::platform::run_main(grant_sync::SERVICE, |c| grant_sync::start(c, true)).await
+}

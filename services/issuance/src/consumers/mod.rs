@@ -1,0 +1,56 @@
+//! Commands arriving on `<prefix>.issuance.commands`: the same handler as
+//! the HTTP API; every outcome is published on `<prefix>.command-outcomes`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bus::{HandleError, Incoming, TxHandler};
+use contracts::{CommandEnvelope, CommandOutcome, OutcomeError, OutcomeStatus};
+use eventstore::{StoreError, DIGEST_MISMATCH_CODE};
+use rdkafka::producer::FutureProducer;
+use sqlx::PgConnection;
+
+use crate::commands::Issuance;
+
+pub struct CommandConsumer {
+    pub issuance: Arc<Issuance>,
+    pub producer: FutureProducer,
+    pub outcomes_topic: String,
+}
+
+#[async_trait]
+impl TxHandler for CommandConsumer {
+    async fn handle(&self, _tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError> {
+        let payload = msg
+            .payload
+            .as_deref()
+            .ok_or_else(|| HandleError::Poison("empty message".into()))?;
+        let env: CommandEnvelope = serde_json::from_slice(payload)
+            .map_err(|e| HandleError::Poison(format!("not a command envelope: {e}")))?;
+        let outcome = match self.issuance.dispatch(&env).await {
+            Ok(executed) => executed.outcome,
+            // Not stored: the first command with this id keeps its outcome.
+            Err(StoreError::DigestMismatch) => CommandOutcome {
+                command_id: env.command_id,
+                status: OutcomeStatus::Rejected,
+                error: Some(OutcomeError {
+                    code: DIGEST_MISMATCH_CODE.into(),
+                    message: "command id reused with a different command".into(),
+                    field: Some("command_id".into()),
+                }),
+                aggregate_id: env.aggregate_id.clone(),
+                sequence: None,
+            },
+            Err(e) => return Err(HandleError::Transient(e.to_string())),
+        };
+        bus::publish_json(
+            &self.producer,
+            &self.outcomes_topic,
+            &env.command_id.to_string(),
+            &outcome,
+            &[("correlation_id", env.correlation_id.as_str())],
+        )
+        .await
+        .map_err(|e| HandleError::Transient(e.to_string()))
+    }
+}

@@ -1,0 +1,301 @@
+//! Test harness: the Postgres server and Kafka broker that `make test`
+//! started (reused, never mocked), a fresh database and a unique topic
+//! prefix per test, services in-process on port 0 or as killable processes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use contracts::CommandEnvelope;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use service_kit::platform::Running;
+use service_kit::CommonConfig;
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// Where the project's own infra scripts put Postgres and Kafka.
+#[derive(Debug, Clone)]
+pub struct Infra {
+    pub pg_base: String,
+    pub brokers: String,
+}
+
+impl Infra {
+    /// From `LICENSING_DATABASE_BASE_URL` / `LICENSING_KAFKA_BROKERS`, else
+    /// from `.run/infra.env` written by `infra/up.sh`.
+    pub fn get() -> Self {
+        let mut vars: HashMap<String, String> = HashMap::new();
+        if let Ok(text) = std::fs::read_to_string(repo_root().join(".run/infra.env")) {
+            for line in text.lines() {
+                let line = line.trim().trim_start_matches("export ");
+                if let Some((k, v)) = line.split_once('=') {
+                    vars.insert(k.to_string(), v.trim_matches(['"', '\'']).to_string());
+                }
+            }
+        }
+        let pick = |k: &str, default: &str| {
+            std::env::var(k)
+                .ok()
+                .or_else(|| vars.get(k).cloned())
+                .unwrap_or_else(|| default.to_string())
+        };
+        Self {
+            pg_base: pick(
+                "LICENSING_DATABASE_BASE_URL",
+                "postgres://licensing:licensing@127.0.0.1:5432",
+            ),
+            brokers: pick("LICENSING_KAFKA_BROKERS", "127.0.0.1:9092"),
+        }
+    }
+
+    /// A new, empty database; its name carries `tag` for debugging.
+    pub async fn fresh_db(&self, tag: &str) -> String {
+        let name = format!("t_{}_{}", tag.replace('-', "_"), Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&format!("{}/postgres", self.pg_base))
+            .await
+            .expect("connect to the test Postgres (run `make infra-up`)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        format!("{}/{name}", self.pg_base)
+    }
+
+    pub fn config(&self, database_url: &str, prefix: &str) -> CommonConfig {
+        serde_json::from_value(serde_json::json!({
+            "database_url": database_url,
+            "kafka_brokers": self.brokers,
+            "topic_prefix": prefix,
+            "topic_partitions": 3,
+            "log_format": "pretty",
+            "db_pool_size": 16,
+        }))
+        .expect("valid config")
+    }
+}
+
+/// A topic prefix no other test uses.
+pub fn unique_prefix() -> String {
+    format!("t{}", &Uuid::new_v4().simple().to_string()[..12])
+}
+
+pub async fn pool(url: &str) -> PgPool {
+    PgPool::connect(url).await.expect("connect")
+}
+
+pub struct InProcess {
+    pub running: Running,
+    pub db: String,
+}
+
+impl InProcess {
+    pub fn url(&self) -> String {
+        self.running.url()
+    }
+}
+
+pub async fn start_issuance(infra: &Infra, prefix: &str) -> InProcess {
+    let db = infra.fresh_db("issuance").await;
+    let config = issuance::Config {
+        common: infra.config(&db, prefix),
+    };
+    let options = issuance::Options {
+        handle_signals: false,
+        ..Default::default()
+    };
+    let running = issuance::start(config, options)
+        .await
+        .expect("issuance starts");
+    InProcess { running, db }
+}
+
+pub async fn start_projector(infra: &Infra, prefix: &str) -> InProcess {
+    start_projector_on(infra, prefix, infra.fresh_db("projector").await).await
+}
+
+pub async fn start_projector_on(infra: &Infra, prefix: &str, db: String) -> InProcess {
+    let config = projector::Config {
+        common: infra.config(&db, prefix),
+    };
+    let running = projector::start(config, false)
+        .await
+        .expect("projector starts");
+    InProcess { running, db }
+}
+
+/// A service binary run as a process, so that a test can SIGKILL it.
+pub struct ServiceProcess {
+    child: Child,
+    pub url: String,
+    pub port: u16,
+}
+
+pub fn bin_path(name: &str) -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
+    target.join("debug").join(name)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl ServiceProcess {
+    pub async fn spawn(bin: &str, infra: &Infra, db: &str, prefix: &str, port: u16) -> Self {
+        let path = bin_path(bin);
+        assert!(
+            path.exists(),
+            "{} missing: `make test` builds the binaries first",
+            path.display()
+        );
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("{prefix}-{bin}-{port}.log")))
+            .expect("log file");
+        let child = Command::new(path)
+            .env("LICENSING_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("LICENSING_DATABASE_URL", db)
+            .env("LICENSING_KAFKA_BROKERS", &infra.brokers)
+            .env("LICENSING_TOPIC_PREFIX", prefix)
+            .env("LICENSING_TOPIC_PARTITIONS", "3")
+            .env("LICENSING_DB_POOL_SIZE", "40")
+            .env("LICENSING_CONFIG_DIR", "/nonexistent")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn service");
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let ready = wait_until(Duration::from_secs(60), || async {
+            client
+                .get(format!("{url}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+        assert!(ready, "{bin} did not become ready");
+        Self { child, url, port }
+    }
+
+    /// SIGKILL: no shutdown hook runs, nothing is flushed.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+pub async fn send_command(brokers: &str, topic: &str, env: &CommandEnvelope) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("producer");
+    send_raw(&producer, topic, &env.aggregate_id, &serde_json::to_vec(env).expect("json")).await;
+}
+
+pub async fn send_raw(producer: &FutureProducer, topic: &str, key: &str, body: &[u8]) {
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(body),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("message sent");
+}
+
+/// Every committed message of `topic` (all partitions, from the beginning),
+/// read until at least `min` arrived and every partition hit its end, or
+/// until `timeout`.
+pub async fn read_topic(brokers: &str, topic: &str, min: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    let brokers = brokers.to_string();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", format!("reader-{}", Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .create()
+            .expect("consumer");
+        let md = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .expect("metadata");
+        let partitions = md.topics()[0].partitions().len();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(&topic, p as i32, Offset::Beginning)
+                .expect("partition");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let mut out = Vec::new();
+        let mut at_end = std::collections::HashSet::new();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    at_end.remove(&m.partition());
+                    out.push(m.detach());
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    at_end.insert(p);
+                }
+                Some(Err(_)) | None => {}
+            }
+            if out.len() >= min && at_end.len() == partitions {
+                break;
+            }
+        }
+        out
+    })
+    .await
+    .expect("reader thread")
+}
+
+pub fn json_of(m: &OwnedMessage) -> serde_json::Value {
+    m.payload()
+        .and_then(|p| serde_json::from_slice(p).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.expect("count query")
+}

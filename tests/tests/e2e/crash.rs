@@ -1,0 +1,205 @@
+//! Crash safety: processes are SIGKILLed mid-stream and restarted.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use e2e::*;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::license_body;
+
+const COMMANDS: usize = 2_000;
+const CLIENTS: usize = 32;
+
+/// Issues `COMMANDS` licenses from `CLIENTS` concurrent clients, each command
+/// with its own idempotency key, retried with the same key until answered.
+async fn issue_many(
+    url: Arc<Mutex<String>>,
+    accepted: Arc<Mutex<HashMap<Uuid, String>>>,
+    next: Arc<AtomicUsize>,
+    deadline: Instant,
+) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    while next.fetch_add(1, Ordering::SeqCst) < COMMANDS {
+        let key = Uuid::now_v7();
+        loop {
+            assert!(Instant::now() < deadline, "command {key} never got an answer");
+            let base = url.lock().expect("url").clone();
+            let res = client
+                .post(format!("{base}/v1/licenses"))
+                .header("Idempotency-Key", key.to_string())
+                .json(&license_body())
+                .send()
+                .await;
+            match res {
+                Ok(r) if r.status() == 201 => {
+                    let body: Value = r.json().await.expect("json");
+                    let id = body["id"].as_str().expect("id").to_string();
+                    accepted.lock().expect("lock").insert(key, id);
+                    break;
+                }
+                Ok(r) if r.status().is_client_error() => panic!("rejected: {}", r.status()),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_issuance_under_load_loses_nothing_and_duplicates_nothing() {
+    let infra = Infra::get();
+    let prefix = unique_prefix();
+    let db = infra.fresh_db("issuance_kill").await;
+    let port = free_port();
+    let mut service = ServiceProcess::spawn("issuance", &infra, &db, &prefix, port).await;
+    let projector = start_projector(&infra, &prefix).await;
+
+    let url = Arc::new(Mutex::new(service.url.clone()));
+    let accepted = Arc::new(Mutex::new(HashMap::new()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(issue_many(url.clone(), accepted.clone(), next.clone(), deadline)))
+        .collect();
+
+    // Kill while commands are in flight, then restart on the same port.
+    let killed_at = loop {
+        let n = accepted.lock().expect("lock").len();
+        if n >= COMMANDS / 4 {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    service.kill();
+    println!("SIGKILL after {killed_at} accepted commands");
+    drop(service);
+    let service = ServiceProcess::spawn("issuance", &infra, &db, &prefix, port).await;
+    for c in clients {
+        c.await.expect("client task");
+    }
+    let accepted = accepted.lock().expect("lock").clone();
+    assert_eq!(accepted.len(), COMMANDS, "every command got a success answer");
+    let ids: HashSet<&String> = accepted.values().collect();
+    assert_eq!(ids.len(), COMMANDS, "one license per command");
+
+    // Postgres: exactly one event per accepted command.
+    let pool = pool(&db).await;
+    assert_eq!(count(&pool, "SELECT count(*) FROM events").await, COMMANDS as i64);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM (SELECT aggregate_id FROM events GROUP BY aggregate_id HAVING count(*) > 1) d").await,
+        0
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM command_outcomes").await, COMMANDS as i64);
+
+    // Kafka: exactly one message per event.
+    let topics = contracts::Topics::new(&prefix);
+    let messages = read_topic(&infra.brokers, &topics.events("issuance"), COMMANDS, Duration::from_secs(60)).await;
+    let mut per_license: HashMap<String, usize> = HashMap::new();
+    for m in &messages {
+        let e = json_of(m);
+        *per_license.entry(e["aggregate_id"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+    }
+    assert_eq!(messages.len(), COMMANDS, "no message lost or repeated on Kafka");
+    for id in &ids {
+        assert_eq!(per_license.get(*id), Some(&1), "license {id} on Kafka once");
+    }
+
+    // Projector: one row per license, one audit record per event.
+    let read = pool_of(&projector.db).await;
+    let caught_up = wait_until(Duration::from_secs(60), || async {
+        count(&read, "SELECT count(*) FROM license_state").await == COMMANDS as i64
+    })
+    .await;
+    assert!(caught_up, "projector did not catch up");
+    assert_eq!(count(&read, "SELECT count(*) FROM audit_trail").await, COMMANDS as i64);
+    drop(service);
+    projector.running.stop().await;
+}
+
+async fn pool_of(url: &str) -> sqlx::PgPool {
+    pool(url).await
+}
+
+async fn snapshot(pool: &sqlx::PgPool) -> (Vec<(Uuid, Value, i64)>, Vec<(Uuid, String, i64, String)>) {
+    let states: Vec<(Uuid, Value, i64)> = sqlx::query_as(
+        "SELECT license_id, state, last_sequence FROM license_state ORDER BY license_id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("states");
+    let audit: Vec<(Uuid, String, i64, String)> = sqlx::query_as(
+        "SELECT event_id, aggregate_id, sequence, hash FROM audit_trail ORDER BY event_id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("audit");
+    (states, audit)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_the_projector_mid_stream_ends_identical_to_a_fresh_rebuild() {
+    const LICENSES: usize = 1_500;
+    let infra = Infra::get();
+    let prefix = unique_prefix();
+    let issuance = start_issuance(&infra, &prefix).await;
+    let url = Arc::new(Mutex::new(issuance.url()));
+    let accepted = Arc::new(Mutex::new(HashMap::new()));
+    // Reuse the load generator for the first LICENSES commands only.
+    let next = Arc::new(AtomicUsize::new(COMMANDS - LICENSES));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let clients: Vec<_> = (0..16)
+        .map(|_| tokio::spawn(issue_many(url.clone(), accepted.clone(), next.clone(), deadline)))
+        .collect();
+    for c in clients {
+        c.await.expect("client");
+    }
+
+    let db = infra.fresh_db("projector_kill").await;
+    let port = free_port();
+    let mut projector = ServiceProcess::spawn("projector", &infra, &db, &prefix, port).await;
+    let read = pool(&db).await;
+    let mid = wait_until(Duration::from_secs(60), || async {
+        count(&read, "SELECT count(*) FROM audit_trail").await > 100
+    })
+    .await;
+    assert!(mid, "projector never started projecting");
+    projector.kill();
+    let at_kill = count(&read, "SELECT count(*) FROM audit_trail").await;
+    println!("SIGKILL with {at_kill} of {LICENSES} events projected");
+    drop(projector);
+    let projector = ServiceProcess::spawn("projector", &infra, &db, &prefix, port).await;
+    let done = wait_until(Duration::from_secs(60), || async {
+        count(&read, "SELECT count(*) FROM license_state").await == LICENSES as i64
+    })
+    .await;
+    assert!(done, "restarted projector did not finish");
+
+    // A fresh rebuild: another database, its own consumer group, same topics.
+    let mut config = infra.config(&infra.fresh_db("projector_rebuild").await, &prefix);
+    config.consumer_group_prefix = Some(format!("{prefix}-rebuild"));
+    let rebuild_db = config.database_url.clone();
+    let rebuild = projector::start(projector::Config { common: config }, false)
+        .await
+        .expect("rebuild starts");
+    let rebuilt = pool(&rebuild_db).await;
+    let done = wait_until(Duration::from_secs(60), || async {
+        count(&rebuilt, "SELECT count(*) FROM license_state").await == LICENSES as i64
+    })
+    .await;
+    assert!(done, "rebuild did not finish");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (live_states, live_audit) = snapshot(&read).await;
+    let (fresh_states, fresh_audit) = snapshot(&rebuilt).await;
+    assert_eq!(live_audit.len(), LICENSES);
+    assert_eq!(live_states, fresh_states, "license_state equals a fresh rebuild");
+    assert_eq!(live_audit, fresh_audit, "audit_trail equals a fresh rebuild");
+    drop(projector);
+    rebuild.stop().await;
+    issuance.running.stop().await;
+}
