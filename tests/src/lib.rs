@@ -165,8 +165,9 @@ impl ServiceProcess {
             "{} missing: `make test` builds the binaries first",
             path.display()
         );
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("{prefix}-{bin}-{port}.log")))
-            .expect("log file");
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("{prefix}-{bin}-{port}.log")))
+                .expect("log file");
         let child = Command::new(path)
             .env("LICENSING_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("LICENSING_DATABASE_URL", db)
@@ -228,7 +229,13 @@ pub async fn send_command(brokers: &str, topic: &str, env: &CommandEnvelope) {
         .set("bootstrap.servers", brokers)
         .create()
         .expect("producer");
-    send_raw(&producer, topic, &env.aggregate_id, &serde_json::to_vec(env).expect("json")).await;
+    send_raw(
+        &producer,
+        topic,
+        &env.aggregate_id,
+        &serde_json::to_vec(env).expect("json"),
+    )
+    .await;
 }
 
 pub async fn send_raw(producer: &FutureProducer, topic: &str, key: &str, body: &[u8]) {
@@ -244,7 +251,12 @@ pub async fn send_raw(producer: &FutureProducer, topic: &str, key: &str, body: &
 /// Every committed message of `topic` (all partitions, from the beginning),
 /// read until at least `min` arrived and every partition hit its end, or
 /// until `timeout`.
-pub async fn read_topic(brokers: &str, topic: &str, min: usize, timeout: Duration) -> Vec<OwnedMessage> {
+pub async fn read_topic(
+    brokers: &str,
+    topic: &str,
+    min: usize,
+    timeout: Duration,
+) -> Vec<OwnedMessage> {
     let brokers = brokers.to_string();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
@@ -297,5 +309,8 @@ pub fn json_of(m: &OwnedMessage) -> serde_json::Value {
 }
 
 pub async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.expect("count query")
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .expect("count query")
 }

@@ -18,9 +18,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use contracts::Topics;
-use rdkafka::config::ClientConfig;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Offset;
@@ -189,27 +191,57 @@ pub async fn run_consumer<H: TxHandler>(
                 .unwrap_or_default(),
         };
         if consumer.context().take(&incoming.topic, incoming.partition) {
-            match stored_offset(&worker.pool, &config.name, &incoming.topic, incoming.partition).await {
+            match stored_offset(
+                &worker.pool,
+                &config.name,
+                &incoming.topic,
+                incoming.partition,
+            )
+            .await
+            {
                 Ok(Some(next)) if incoming.offset > next => {
                     tracing::info!(consumer = %config.name, topic = %incoming.topic,
                         partition = incoming.partition, from = incoming.offset, to = next,
                         "kafka started past the stored offset; seeking back");
-                    if let Err(e) = consumer.seek(&incoming.topic, incoming.partition, Offset::Offset(next), Duration::from_secs(10)) {
+                    if let Err(e) = consumer.seek(
+                        &incoming.topic,
+                        incoming.partition,
+                        Offset::Offset(next),
+                        Duration::from_secs(10),
+                    ) {
                         tracing::warn!(consumer = %config.name, error = %e, "seek failed");
-                        consumer.context().fresh.lock().map(|mut f| f.insert((incoming.topic.clone(), incoming.partition))).ok();
+                        consumer
+                            .context()
+                            .fresh
+                            .lock()
+                            .map(|mut f| f.insert((incoming.topic.clone(), incoming.partition)))
+                            .ok();
                     }
                     continue;
                 }
                 Ok(None) if incoming.offset > 0 => {
                     // Nothing applied yet here: start from the very beginning.
-                    if consumer.seek(&incoming.topic, incoming.partition, Offset::Beginning, Duration::from_secs(10)).is_ok() {
+                    if consumer
+                        .seek(
+                            &incoming.topic,
+                            incoming.partition,
+                            Offset::Beginning,
+                            Duration::from_secs(10),
+                        )
+                        .is_ok()
+                    {
                         continue;
                     }
                 }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(consumer = %config.name, error = %e, "stored offset unreadable");
-                    consumer.context().fresh.lock().map(|mut f| f.insert((incoming.topic.clone(), incoming.partition))).ok();
+                    consumer
+                        .context()
+                        .fresh
+                        .lock()
+                        .map(|mut f| f.insert((incoming.topic.clone(), incoming.partition)))
+                        .ok();
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
@@ -269,11 +301,9 @@ impl<H: TxHandler> Worker<H> {
             }
             if let Some(last) = batch.last() {
                 // Lets Kafka's commit follow what Postgres already holds.
-                let _ = self.consumer.store_offset(
-                    &last.topic,
-                    last.partition,
-                    last.offset + 1,
-                );
+                let _ = self
+                    .consumer
+                    .store_offset(&last.topic, last.partition, last.offset + 1);
             }
         }
     }
@@ -312,8 +342,14 @@ impl<H: TxHandler> Worker<H> {
             applied = true;
         }
         if applied {
-            store_offset(&mut tx, &self.name, &last.topic, last.partition, last.offset + 1)
-                .await?;
+            store_offset(
+                &mut tx,
+                &self.name,
+                &last.topic,
+                last.partition,
+                last.offset + 1,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -44,10 +44,7 @@ pub fn catalogue(
         .into_iter()
         .map(|t| {
             // A topic that fixes its partitions (a single-partition log) keeps them.
-            let p = t
-                .partitions
-                .or(partitions)
-                .unwrap_or(c.defaults.partitions);
+            let p = t.partitions.or(partitions).unwrap_or(c.defaults.partitions);
             (topics.named(&t.name), p, c.defaults.replication_factor, t)
         })
         .collect())

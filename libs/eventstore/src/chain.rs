@@ -130,7 +130,11 @@ impl ChainReport {
 }
 
 /// Checks one aggregate's events, given in stored sequence order.
-pub fn verify_chain(aggregate_type: &str, aggregate_id: &str, events: &[StoredEvent]) -> ChainReport {
+pub fn verify_chain(
+    aggregate_type: &str,
+    aggregate_id: &str,
+    events: &[StoredEvent],
+) -> ChainReport {
     let mut problems = Vec::new();
     let mut prev: Vec<u8> = ZERO_HASH.to_vec();
     for (i, e) in events.iter().enumerate() {
@@ -255,10 +259,13 @@ mod tests {
         let mut c = chain(3);
         c.remove(1);
         let r = verify_chain("License", "a1", &c);
-        assert!(r.problems.contains(&ChainProblem::BrokenLink { sequence: 3 }));
         assert!(r
             .problems
-            .contains(&ChainProblem::SequenceGap { expected: 2, found: 3 }));
+            .contains(&ChainProblem::BrokenLink { sequence: 3 }));
+        assert!(r.problems.contains(&ChainProblem::SequenceGap {
+            expected: 2,
+            found: 3
+        }));
     }
 
     #[test]
@@ -266,7 +273,9 @@ mod tests {
         let mut c = chain(3);
         c.swap(1, 2);
         let r = verify_chain("License", "a1", &c);
-        assert!(r.problems.contains(&ChainProblem::BrokenLink { sequence: 3 }));
+        assert!(r
+            .problems
+            .contains(&ChainProblem::BrokenLink { sequence: 3 }));
         assert!(!r.is_intact());
     }
 

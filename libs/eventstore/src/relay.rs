@@ -233,8 +233,7 @@ impl Relay {
             while Instant::now() < deadline {
                 match consumer.poll(Duration::from_millis(500)) {
                     Some(Ok(m)) if m.key() == Some(key.as_bytes()) => {
-                        if let Some(cp) = m.payload().and_then(|p| serde_json::from_slice(p).ok())
-                        {
+                        if let Some(cp) = m.payload().and_then(|p| serde_json::from_slice(p).ok()) {
                             found = cp;
                         }
                     }

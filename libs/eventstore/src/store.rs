@@ -377,9 +377,9 @@ fn classify(e: sqlx::Error) -> AppendError {
 pub fn encode_event<E: DomainEvent>(event: &E) -> Result<String, StoreError> {
     let value = serde_json::to_value(event)?;
     let inner = match value {
-        serde_json::Value::Object(mut map) if map.len() == 1 => {
-            map.remove(&event.event_type()).unwrap_or(serde_json::Value::Null)
-        }
+        serde_json::Value::Object(mut map) if map.len() == 1 => map
+            .remove(&event.event_type())
+            .unwrap_or(serde_json::Value::Null),
         other => other,
     };
     Ok(serde_json::to_string(&inner)?)

@@ -70,7 +70,12 @@ impl Platform {
         }
         let producer = bus::producer(&config.kafka_brokers)?;
         let topics = Topics::new(config.topic_prefix.clone());
-        bus::ensure_topics(&config.kafka_brokers, &topics, Some(config.topic_partitions)).await?;
+        bus::ensure_topics(
+            &config.kafka_brokers,
+            &topics,
+            Some(config.topic_partitions),
+        )
+        .await?;
         let (shutdown, _) = watch::channel(false);
         Ok(Self {
             name: name.to_string(),
@@ -105,8 +110,14 @@ impl Platform {
         let stats = relay.stats();
         self.tasks.spawn(relay.run(self.shutdown.subscribe()));
         let metrics = self.metrics.clone();
-        metrics.describe("relay_published_total", "Events published to Kafka by the outbox relay.");
-        metrics.describe("relay_position", "Global position of the last published event.");
+        metrics.describe(
+            "relay_published_total",
+            "Events published to Kafka by the outbox relay.",
+        );
+        metrics.describe(
+            "relay_position",
+            "Global position of the last published event.",
+        );
         metrics.describe("relay_active", "1 when this instance holds the relay lock.");
         let mut shutdown = self.shutdown.subscribe();
         let context = context.to_string();
@@ -117,8 +128,16 @@ impl Platform {
                 let now = stats.published.load(Ordering::Relaxed);
                 metrics.inc_counter("relay_published_total", &labels, now - published);
                 published = now;
-                metrics.set_gauge("relay_position", &labels, stats.position.load(Ordering::Relaxed));
-                metrics.set_gauge("relay_active", &labels, i64::from(stats.active.load(Ordering::Relaxed)));
+                metrics.set_gauge(
+                    "relay_position",
+                    &labels,
+                    stats.position.load(Ordering::Relaxed),
+                );
+                metrics.set_gauge(
+                    "relay_active",
+                    &labels,
+                    i64::from(stats.active.load(Ordering::Relaxed)),
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = shutdown.changed() => return,
@@ -129,14 +148,20 @@ impl Platform {
 
     /// A consumer group named `<group prefix>.<service>.<consumer>`, applying
     /// `topics` through `handler` with offsets stored beside its effect.
-    pub fn spawn_consumer<H: TxHandler>(&mut self, consumer: &str, topics: Vec<String>, handler: H) {
+    pub fn spawn_consumer<H: TxHandler>(
+        &mut self,
+        consumer: &str,
+        topics: Vec<String>,
+        handler: H,
+    ) {
         let group = self
             .config
             .consumer_group_prefix
             .as_deref()
             .unwrap_or(self.topics.prefix());
         let name = format!("{group}.{}.{consumer}", self.name);
-        let config = bus::ConsumerConfig::new(name.clone(), self.config.kafka_brokers.clone(), topics);
+        let config =
+            bus::ConsumerConfig::new(name.clone(), self.config.kafka_brokers.clone(), topics);
         let run = bus::run_consumer(
             self.pool.clone(),
             self.producer.clone(),

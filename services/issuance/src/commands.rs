@@ -33,11 +33,20 @@ impl Issuance {
             ISSUE_LICENSE => {
                 let spec = match serde_json::from_value::<IssueLicense>(env.payload.clone()) {
                     Ok(spec) => spec,
-                    Err(e) => return self.refuse(env, &ctx, "INVALID_PAYLOAD", &e.to_string()).await,
+                    Err(e) => {
+                        return self
+                            .refuse(env, &ctx, "INVALID_PAYLOAD", &e.to_string())
+                            .await
+                    }
                 };
                 let Ok(license_id) = Uuid::parse_str(&env.aggregate_id) else {
                     return self
-                        .refuse(env, &ctx, "INVALID_AGGREGATE_ID", "aggregate_id must be a UUID")
+                        .refuse(
+                            env,
+                            &ctx,
+                            "INVALID_AGGREGATE_ID",
+                            "aggregate_id must be a UUID",
+                        )
                         .await;
                 };
                 ctx.request_digest = request_digest(ISSUE_LICENSE, &spec);

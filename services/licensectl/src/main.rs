@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use sqlx::PgPool;
 
-const USAGE: &str = "usage: licensectl verify --database-url URL [--aggregate-type TYPE --aggregate-id ID]";
+const USAGE: &str =
+    "usage: licensectl verify --database-url URL [--aggregate-type TYPE --aggregate-id ID]";
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -37,17 +38,19 @@ async fn run(args: Vec<String>) -> anyhow::Result<bool> {
     let url = flag(&args, "--database-url")
         .or_else(|| std::env::var("LICENSING_DATABASE_URL").ok())
         .context(USAGE)?;
-    let pool = PgPool::connect(&url).await.context("connecting to the event store")?;
+    let pool = PgPool::connect(&url)
+        .await
+        .context("connecting to the event store")?;
     let targets: Vec<(String, String)> = match (
         flag(&args, "--aggregate-type"),
         flag(&args, "--aggregate-id"),
     ) {
         (Some(t), Some(id)) => vec![(t, id)],
-        (None, None) => sqlx::query_as(
-            "SELECT DISTINCT aggregate_type, aggregate_id FROM events ORDER BY 1, 2",
-        )
-        .fetch_all(&pool)
-        .await?,
+        (None, None) => {
+            sqlx::query_as("SELECT DISTINCT aggregate_type, aggregate_id FROM events ORDER BY 1, 2")
+                .fetch_all(&pool)
+                .await?
+        }
         _ => bail!(USAGE),
     };
     let mut intact = true;

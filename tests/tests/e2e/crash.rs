@@ -29,7 +29,10 @@ async fn issue_many(
     while next.fetch_add(1, Ordering::SeqCst) < COMMANDS {
         let key = Uuid::now_v7();
         loop {
-            assert!(Instant::now() < deadline, "command {key} never got an answer");
+            assert!(
+                Instant::now() < deadline,
+                "command {key} never got an answer"
+            );
             let base = url.lock().expect("url").clone();
             let res = client
                 .post(format!("{base}/v1/licenses"))
@@ -65,7 +68,14 @@ async fn sigkill_of_issuance_under_load_loses_nothing_and_duplicates_nothing() {
     let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(240);
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| tokio::spawn(issue_many(url.clone(), accepted.clone(), next.clone(), deadline)))
+        .map(|_| {
+            tokio::spawn(issue_many(
+                url.clone(),
+                accepted.clone(),
+                next.clone(),
+                deadline,
+            ))
+        })
         .collect();
 
     // Kill while commands are in flight, then restart on the same port.
@@ -84,28 +94,50 @@ async fn sigkill_of_issuance_under_load_loses_nothing_and_duplicates_nothing() {
         c.await.expect("client task");
     }
     let accepted = accepted.lock().expect("lock").clone();
-    assert_eq!(accepted.len(), COMMANDS, "every command got a success answer");
+    assert_eq!(
+        accepted.len(),
+        COMMANDS,
+        "every command got a success answer"
+    );
     let ids: HashSet<&String> = accepted.values().collect();
     assert_eq!(ids.len(), COMMANDS, "one license per command");
 
     // Postgres: exactly one event per accepted command.
     let pool = pool(&db).await;
-    assert_eq!(count(&pool, "SELECT count(*) FROM events").await, COMMANDS as i64);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM events").await,
+        COMMANDS as i64
+    );
     assert_eq!(
         count(&pool, "SELECT count(*) FROM (SELECT aggregate_id FROM events GROUP BY aggregate_id HAVING count(*) > 1) d").await,
         0
     );
-    assert_eq!(count(&pool, "SELECT count(*) FROM command_outcomes").await, COMMANDS as i64);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM command_outcomes").await,
+        COMMANDS as i64
+    );
 
     // Kafka: exactly one message per event.
     let topics = contracts::Topics::new(&prefix);
-    let messages = read_topic(&infra.brokers, &topics.events("issuance"), COMMANDS, Duration::from_secs(60)).await;
+    let messages = read_topic(
+        &infra.brokers,
+        &topics.events("issuance"),
+        COMMANDS,
+        Duration::from_secs(60),
+    )
+    .await;
     let mut per_license: HashMap<String, usize> = HashMap::new();
     for m in &messages {
         let e = json_of(m);
-        *per_license.entry(e["aggregate_id"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+        *per_license
+            .entry(e["aggregate_id"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
     }
-    assert_eq!(messages.len(), COMMANDS, "no message lost or repeated on Kafka");
+    assert_eq!(
+        messages.len(),
+        COMMANDS,
+        "no message lost or repeated on Kafka"
+    );
     for id in &ids {
         assert_eq!(per_license.get(*id), Some(&1), "license {id} on Kafka once");
     }
@@ -117,7 +149,10 @@ async fn sigkill_of_issuance_under_load_loses_nothing_and_duplicates_nothing() {
     })
     .await;
     assert!(caught_up, "projector did not catch up");
-    assert_eq!(count(&read, "SELECT count(*) FROM audit_trail").await, COMMANDS as i64);
+    assert_eq!(
+        count(&read, "SELECT count(*) FROM audit_trail").await,
+        COMMANDS as i64
+    );
     drop(service);
     projector.running.stop().await;
 }
@@ -126,7 +161,9 @@ async fn pool_of(url: &str) -> sqlx::PgPool {
     pool(url).await
 }
 
-async fn snapshot(pool: &sqlx::PgPool) -> (Vec<(Uuid, Value, i64)>, Vec<(Uuid, String, i64, String)>) {
+async fn snapshot(
+    pool: &sqlx::PgPool,
+) -> (Vec<(Uuid, Value, i64)>, Vec<(Uuid, String, i64, String)>) {
     let states: Vec<(Uuid, Value, i64)> = sqlx::query_as(
         "SELECT license_id, state, last_sequence FROM license_state ORDER BY license_id",
     )
@@ -154,7 +191,14 @@ async fn sigkill_of_the_projector_mid_stream_ends_identical_to_a_fresh_rebuild()
     let next = Arc::new(AtomicUsize::new(COMMANDS - LICENSES));
     let deadline = Instant::now() + Duration::from_secs(120);
     let clients: Vec<_> = (0..16)
-        .map(|_| tokio::spawn(issue_many(url.clone(), accepted.clone(), next.clone(), deadline)))
+        .map(|_| {
+            tokio::spawn(issue_many(
+                url.clone(),
+                accepted.clone(),
+                next.clone(),
+                deadline,
+            ))
+        })
         .collect();
     for c in clients {
         c.await.expect("client");
@@ -197,8 +241,14 @@ async fn sigkill_of_the_projector_mid_stream_ends_identical_to_a_fresh_rebuild()
     let (live_states, live_audit) = snapshot(&read).await;
     let (fresh_states, fresh_audit) = snapshot(&rebuilt).await;
     assert_eq!(live_audit.len(), LICENSES);
-    assert_eq!(live_states, fresh_states, "license_state equals a fresh rebuild");
-    assert_eq!(live_audit, fresh_audit, "audit_trail equals a fresh rebuild");
+    assert_eq!(
+        live_states, fresh_states,
+        "license_state equals a fresh rebuild"
+    );
+    assert_eq!(
+        live_audit, fresh_audit,
+        "audit_trail equals a fresh rebuild"
+    );
     drop(projector);
     rebuild.stop().await;
     issuance.running.stop().await;

@@ -69,7 +69,14 @@ async fn issued_license_is_served_by_the_projector_with_its_audit_trail() {
     .await;
     assert!(served, "projector did not serve the license within 5 s");
     println!("commit -> projector row: {:?}", started.elapsed());
-    let view: Value = client.get(&url).send().await.expect("sent").json().await.expect("json");
+    let view: Value = client
+        .get(&url)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(view["id"], license["id"]);
     assert_eq!(view["customer"], "ACME Corp");
     assert_eq!(view["features"], json!(["datasource-mgmt", "data-access"]));
@@ -85,7 +92,10 @@ async fn issued_license_is_served_by_the_projector_with_its_audit_trail() {
     let items = audit["items"].as_array().expect("items");
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["event_type"], "LicenseIssued");
-    assert_eq!(items[0]["actor"], json!({"kind": "service", "id": "billing-service"}));
+    assert_eq!(
+        items[0]["actor"],
+        json!({"kind": "service", "id": "billing-service"})
+    );
     assert_eq!(items[0]["correlation_id"], correlation.as_str());
     assert_eq!(items[0]["context"], "issuance");
     assert_eq!(items[0]["sequence"], 1);
@@ -128,13 +138,23 @@ async fn one_command_over_http_and_over_kafka_is_applied_once_with_identical_out
     };
     send_command(&infra.brokers, &topics.commands("issuance"), &env).await;
 
-    let outcomes = read_topic(&infra.brokers, &topics.outcomes(), 1, Duration::from_secs(30)).await;
+    let outcomes = read_topic(
+        &infra.brokers,
+        &topics.outcomes(),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
     let over_kafka: Vec<CommandOutcome> = outcomes
         .iter()
         .filter_map(|m| serde_json::from_value(json_of(m)).ok())
         .filter(|o: &CommandOutcome| o.command_id == command_id)
         .collect();
-    assert_eq!(over_kafka.len(), 1, "one outcome message for the Kafka copy");
+    assert_eq!(
+        over_kafka.len(),
+        1,
+        "one outcome message for the Kafka copy"
+    );
     let over_http: CommandOutcome = client
         .get(format!("{}/v1/commands/{command_id}", issuance.url()))
         .send()
@@ -176,7 +196,13 @@ async fn one_command_over_http_and_over_kafka_is_applied_once_with_identical_out
 
     let db = pool(&issuance.db).await;
     assert_eq!(count(&db, "SELECT count(*) FROM events").await, 1);
-    let events = read_topic(&infra.brokers, &topics.events("issuance"), 1, Duration::from_secs(30)).await;
+    let events = read_topic(
+        &infra.brokers,
+        &topics.events("issuance"),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(events.len(), 1, "one event message on Kafka");
     issuance.running.stop().await;
 }
@@ -200,16 +226,81 @@ async fn bad_input_gets_a_problem_naming_it_and_stores_nothing() {
     bad_product["product"] = json!("Not A Code");
     let big = json!({"customer": "x".repeat(70_000)});
 
-    let cases: Vec<(&str, Vec<u8>, &str, u16, &str, Option<&str>)> = vec![
-        ("malformed", b"{\"product\": ".to_vec(), "application/json", 400, "MALFORMED_JSON", None),
-        ("unknown field", unknown.to_string().into_bytes(), "application/json", 422, "UNKNOWN_FIELD", Some("colour")),
-        ("wrong type", wrong_type.to_string().into_bytes(), "application/json", 422, "INVALID_FIELD", Some("features")),
-        ("bad enum", bad_kind.to_string().into_bytes(), "application/json", 422, "INVALID_FIELD", Some("kind")),
-        ("missing field", b"{\"product\":\"p\"}".to_vec(), "application/json", 422, "MISSING_FIELD", None),
-        ("oversize", big.to_string().into_bytes(), "application/json", 413, "BODY_TOO_LARGE", None),
-        ("not json", b"product=x".to_vec(), "text/plain", 415, "UNSUPPORTED_MEDIA_TYPE", None),
-        ("expiry in past", past.to_string().into_bytes(), "application/json", 422, "EXPIRY_IN_PAST", Some("expires_at")),
-        ("bad product", bad_product.to_string().into_bytes(), "application/json", 422, "INVALID_PRODUCT", Some("product")),
+    // (case, body, content type, status, code, field)
+    type Case<'a> = (&'a str, Vec<u8>, &'a str, u16, &'a str, Option<&'a str>);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "malformed",
+            b"{\"product\": ".to_vec(),
+            "application/json",
+            400,
+            "MALFORMED_JSON",
+            None,
+        ),
+        (
+            "unknown field",
+            unknown.to_string().into_bytes(),
+            "application/json",
+            422,
+            "UNKNOWN_FIELD",
+            Some("colour"),
+        ),
+        (
+            "wrong type",
+            wrong_type.to_string().into_bytes(),
+            "application/json",
+            422,
+            "INVALID_FIELD",
+            Some("features"),
+        ),
+        (
+            "bad enum",
+            bad_kind.to_string().into_bytes(),
+            "application/json",
+            422,
+            "INVALID_FIELD",
+            Some("kind"),
+        ),
+        (
+            "missing field",
+            b"{\"product\":\"p\"}".to_vec(),
+            "application/json",
+            422,
+            "MISSING_FIELD",
+            None,
+        ),
+        (
+            "oversize",
+            big.to_string().into_bytes(),
+            "application/json",
+            413,
+            "BODY_TOO_LARGE",
+            None,
+        ),
+        (
+            "not json",
+            b"product=x".to_vec(),
+            "text/plain",
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            None,
+        ),
+        (
+            "expiry in past",
+            past.to_string().into_bytes(),
+            "application/json",
+            422,
+            "EXPIRY_IN_PAST",
+            Some("expires_at"),
+        ),
+        (
+            "bad product",
+            bad_product.to_string().into_bytes(),
+            "application/json",
+            422,
+            "INVALID_PRODUCT",
+            Some("product"),
+        ),
     ];
     for (name, body, content_type, status, code, field) in cases {
         let res = client
@@ -253,7 +344,11 @@ async fn bad_input_gets_a_problem_naming_it_and_stores_nothing() {
     assert_eq!(res.status(), 404);
 
     let db = pool(&issuance.db).await;
-    assert_eq!(count(&db, "SELECT count(*) FROM events").await, 0, "nothing stored");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM events").await,
+        0,
+        "nothing stored"
+    );
     issuance.running.stop().await;
 }
 
@@ -271,7 +366,9 @@ async fn an_altered_stored_event_is_reported_by_verify() {
     let id = license["id"].as_str().expect("id");
     let db = pool(&issuance.db).await;
 
-    let report = eventstore::chain::verify(&db, "License", id).await.expect("verify");
+    let report = eventstore::chain::verify(&db, "License", id)
+        .await
+        .expect("verify");
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.events, 1);
 
@@ -283,7 +380,9 @@ async fn an_altered_stored_event_is_reported_by_verify() {
     .execute(&db)
     .await
     .expect("tamper");
-    let report = eventstore::chain::verify(&db, "License", id).await.expect("verify");
+    let report = eventstore::chain::verify(&db, "License", id)
+        .await
+        .expect("verify");
     assert_eq!(
         report.problems,
         vec![eventstore::ChainProblem::HashMismatch { sequence: 1 }]
@@ -291,7 +390,15 @@ async fn an_altered_stored_event_is_reported_by_verify() {
 
     // The operators' CLI reports it too, and exits non-zero.
     let out = std::process::Command::new(bin_path("licensectl"))
-        .args(["verify", "--database-url", &issuance.db, "--aggregate-type", "License", "--aggregate-id", id])
+        .args([
+            "verify",
+            "--database-url",
+            &issuance.db,
+            "--aggregate-type",
+            "License",
+            "--aggregate-id",
+            id,
+        ])
         .output()
         .expect("licensectl runs");
     assert!(!out.status.success());
@@ -338,13 +445,27 @@ async fn a_poison_command_is_dead_lettered_and_the_next_one_still_applies() {
             .headers()
             .map(|h| {
                 h.iter()
-                    .map(|x| (x.key.to_string(), String::from_utf8_lossy(x.value.unwrap_or_default()).to_string()))
+                    .map(|x| {
+                        (
+                            x.key.to_string(),
+                            String::from_utf8_lossy(x.value.unwrap_or_default()).to_string(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default()
     };
-    assert!(headers["dlq_reason"].contains("not a command envelope"), "{headers:?}");
-    let outcomes = read_topic(&infra.brokers, &topics.outcomes(), 1, Duration::from_secs(30)).await;
+    assert!(
+        headers["dlq_reason"].contains("not a command envelope"),
+        "{headers:?}"
+    );
+    let outcomes = read_topic(
+        &infra.brokers,
+        &topics.outcomes(),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
     let outcome: CommandOutcome = serde_json::from_value(json_of(&outcomes[0])).expect("outcome");
     assert_eq!(outcome.command_id, env.command_id);
     assert_eq!(outcome.status, OutcomeStatus::Accepted);
@@ -355,14 +476,23 @@ async fn a_poison_command_is_dead_lettered_and_the_next_one_still_applies() {
     bad.aggregate_id = Uuid::now_v7().to_string();
     bad.payload = json!({"product": "x"});
     send_command(&infra.brokers, &topics.commands("issuance"), &bad).await;
-    let outcomes = read_topic(&infra.brokers, &topics.outcomes(), 2, Duration::from_secs(30)).await;
+    let outcomes = read_topic(
+        &infra.brokers,
+        &topics.outcomes(),
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
     let rejected: CommandOutcome = outcomes
         .iter()
         .filter_map(|m| serde_json::from_value::<CommandOutcome>(json_of(m)).ok())
         .find(|o| o.command_id == bad.command_id)
         .expect("outcome of the bad command");
     assert_eq!(rejected.status, OutcomeStatus::Rejected);
-    assert_eq!(rejected.error.map(|e| e.code), Some("INVALID_PAYLOAD".to_string()));
+    assert_eq!(
+        rejected.error.map(|e| e.code),
+        Some("INVALID_PAYLOAD".to_string())
+    );
     issuance.running.stop().await;
 }
 
@@ -373,33 +503,62 @@ async fn every_service_serves_health_readiness_and_metrics() {
     let issuance = start_issuance(&infra, &prefix).await;
     let projector = start_projector(&infra, &prefix).await;
     let activation = activation::start(
-        activation::Config { common: infra.config(&infra.fresh_db("activation").await, &prefix) },
+        activation::Config {
+            common: infra.config(&infra.fresh_db("activation").await, &prefix),
+        },
         false,
     )
     .await
     .expect("activation starts");
     let domain = domain_binding::start(
-        domain_binding::Config { common: infra.config(&infra.fresh_db("domain").await, &prefix) },
+        domain_binding::Config {
+            common: infra.config(&infra.fresh_db("domain").await, &prefix),
+        },
         false,
     )
     .await
     .expect("domain-binding starts");
     let grants = grant_sync::start(
-        grant_sync::Config { common: infra.config(&infra.fresh_db("grants").await, &prefix) },
+        grant_sync::Config {
+            common: infra.config(&infra.fresh_db("grants").await, &prefix),
+        },
         false,
     )
     .await
     .expect("grant-sync starts");
     let client = reqwest::Client::new();
-    for url in [issuance.url(), projector.url(), activation.url(), domain.url(), grants.url()] {
+    for url in [
+        issuance.url(),
+        projector.url(),
+        activation.url(),
+        domain.url(),
+        grants.url(),
+    ] {
         for path in ["/healthz", "/readyz", "/metrics"] {
-            let res = client.get(format!("{url}{path}")).send().await.expect("sent");
+            let res = client
+                .get(format!("{url}{path}"))
+                .send()
+                .await
+                .expect("sent");
             assert_eq!(res.status(), 200, "{url}{path}");
         }
-        let metrics = client.get(format!("{url}/metrics")).send().await.expect("sent").text().await.expect("text");
+        let metrics = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("text");
         assert!(metrics.contains("http_requests_total"), "{url}: {metrics}");
     }
-    for r in [issuance.running, projector.running, activation, domain, grants] {
+    for r in [
+        issuance.running,
+        projector.running,
+        activation,
+        domain,
+        grants,
+    ] {
         r.stop().await;
     }
 }

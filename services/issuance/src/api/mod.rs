@@ -65,8 +65,11 @@ fn actor(req: &HttpRequest) -> Result<Actor, Problem> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
     if !ok {
-        return Err(Problem::bad_request("INVALID_ACTOR", "X-Actor must be 1-64 of A-Z a-z 0-9 . _ @ -")
-            .with_field("X-Actor"));
+        return Err(Problem::bad_request(
+            "INVALID_ACTOR",
+            "X-Actor must be 1-64 of A-Z a-z 0-9 . _ @ -",
+        )
+        .with_field("X-Actor"));
     }
     Ok(Actor::new(ActorKind::Service, id))
 }
@@ -148,11 +151,17 @@ async fn issue_license(
     if outcome.status == OutcomeStatus::Rejected {
         return Err(rejection(&outcome));
     }
-    let version = outcome.sequence.and_then(|s| i64::try_from(s).ok()).unwrap_or(0);
+    let version = outcome
+        .sequence
+        .and_then(|s| i64::try_from(s).ok())
+        .unwrap_or(0);
     let body = LicenseBody::from(&aggregate, version).ok_or_else(Problem::internal)?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/v1/licenses/{}", body.id)))
-        .insert_header(("Idempotent-Replayed", if replayed { "true" } else { "false" }))
+        .insert_header((
+            "Idempotent-Replayed",
+            if replayed { "true" } else { "false" },
+        ))
         .insert_header(("X-Command-Id", outcome.command_id.to_string()))
         .json(body))
 }

@@ -1,7 +1,6 @@
 use chrono::{DateTime, Utc};
 use contracts::issuance::{
-    IssueLicense, LicenseIssued, LicenseKind, LICENSE_AGGREGATE, LICENSE_ISSUED,
-    LICENSE_ISSUED_V1,
+    IssueLicense, LicenseIssued, LicenseKind, LICENSE_AGGREGATE, LICENSE_ISSUED, LICENSE_ISSUED_V1,
 };
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -42,7 +41,10 @@ pub struct LicenseState {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum LicenseCommand {
-    Issue { license_id: Uuid, spec: IssueLicense },
+    Issue {
+        license_id: Uuid,
+        spec: IssueLicense,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,7 +70,9 @@ impl DomainEvent for LicenseEvent {
 pub enum LicenseError {
     #[error("license already exists")]
     AlreadyExists,
-    #[error("{field} must be 1-64 characters of a-z, 0-9 and '-', starting with a letter or digit")]
+    #[error(
+        "{field} must be 1-64 characters of a-z, 0-9 and '-', starting with a letter or digit"
+    )]
     InvalidCode { field: &'static str },
     #[error("customer must be 1-200 characters without control characters")]
     InvalidCustomer,
@@ -305,7 +309,10 @@ mod tests {
     fn an_expiry_in_the_past_is_rejected() {
         framework()
             .given_no_previous_events()
-            .when(issue(spec(LicenseKind::Formal, Some(now() - Duration::seconds(1)))))
+            .when(issue(spec(
+                LicenseKind::Formal,
+                Some(now() - Duration::seconds(1)),
+            )))
             .then_expect_error(LicenseError::ExpiryInPast);
     }
 
@@ -358,7 +365,10 @@ mod tests {
     #[test]
     fn rejection_codes_are_stable() {
         assert_eq!(LicenseError::AlreadyExists.code(), "LICENSE_EXISTS");
-        assert_eq!(LicenseError::InvalidCode { field: "product" }.code(), "INVALID_PRODUCT");
+        assert_eq!(
+            LicenseError::InvalidCode { field: "product" }.code(),
+            "INVALID_PRODUCT"
+        );
         assert_eq!(LicenseError::ExpiryInPast.code(), "EXPIRY_IN_PAST");
         assert_eq!(LicenseError::ExpiryInPast.field(), Some("expires_at"));
     }

@@ -25,7 +25,10 @@ fn unavailable(e: sqlx::Error) -> Problem {
     )
 }
 
-async fn get_license(pool: web::Data<PgPool>, id: web::Path<Uuid>) -> Result<HttpResponse, Problem> {
+async fn get_license(
+    pool: web::Data<PgPool>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, Problem> {
     let state: Option<serde_json::Value> =
         sqlx::query_scalar("SELECT state FROM license_state WHERE license_id = $1")
             .bind(*id)
@@ -77,10 +80,15 @@ pub struct AuditPage {
     pub next_cursor: Option<Uuid>,
 }
 
-async fn audit(pool: web::Data<PgPool>, q: web::Query<AuditQuery>) -> Result<HttpResponse, Problem> {
+async fn audit(
+    pool: web::Data<PgPool>,
+    q: web::Query<AuditQuery>,
+) -> Result<HttpResponse, Problem> {
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Problem::unprocessable("INVALID_LIMIT", "limit must be 1-1000").with_field("limit"));
+        return Err(
+            Problem::unprocessable("INVALID_LIMIT", "limit must be 1-1000").with_field("limit"),
+        );
     }
     let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(
         "SELECT event_id, context, aggregate_type, aggregate_id, sequence, license_id, event_type, \

@@ -84,30 +84,38 @@ async fn record_audit(
     Ok(inserted == 1)
 }
 
-async fn fold_license(tx: &mut PgConnection, id: Uuid, e: &EventEnvelope) -> Result<(), HandleError> {
-    let row = sqlx::query("SELECT state, last_sequence FROM license_state WHERE license_id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let current = match row {
-        Some(r) => {
-            let last: i64 = r.try_get("last_sequence")?;
-            if u64::try_from(last).unwrap_or(0) >= e.sequence {
-                return Ok(());
+async fn fold_license(
+    tx: &mut PgConnection,
+    id: Uuid,
+    e: &EventEnvelope,
+) -> Result<(), HandleError> {
+    let row = sqlx::query(
+        "SELECT state, last_sequence FROM license_state WHERE license_id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let current =
+        match row {
+            Some(r) => {
+                let last: i64 = r.try_get("last_sequence")?;
+                if u64::try_from(last).unwrap_or(0) >= e.sequence {
+                    return Ok(());
+                }
+                let state: serde_json::Value = r.try_get("state")?;
+                Some(serde_json::from_value::<LicenseView>(state).map_err(|err| {
+                    HandleError::Transient(format!("stored view unreadable: {err}"))
+                })?)
             }
-            let state: serde_json::Value = r.try_get("state")?;
-            Some(
-                serde_json::from_value::<LicenseView>(state)
-                    .map_err(|err| HandleError::Transient(format!("stored view unreadable: {err}")))?,
-            )
-        }
-        None => None,
-    };
-    let Some(view) = LicenseView::fold(current, e).map_err(|err| HandleError::Poison(err.to_string()))?
+            None => None,
+        };
+    let Some(view) =
+        LicenseView::fold(current, e).map_err(|err| HandleError::Poison(err.to_string()))?
     else {
         return Ok(());
     };
-    let state = serde_json::to_value(&view).map_err(|err| HandleError::Transient(err.to_string()))?;
+    let state =
+        serde_json::to_value(&view).map_err(|err| HandleError::Transient(err.to_string()))?;
     sqlx::query(
         "INSERT INTO license_state (license_id, state, status, product, customer, expires_at, last_sequence, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \

@@ -129,8 +129,8 @@ mod tests {
     #[test]
     fn unknown_event_types_leave_the_view_unchanged() {
         let v = LicenseView::fold(None, &envelope(LICENSE_ISSUED, 1, issued())).expect("folds");
-        let after = LicenseView::fold(v.clone(), &envelope("SomethingNew", 2, json!({})))
-            .expect("folds");
+        let after =
+            LicenseView::fold(v.clone(), &envelope("SomethingNew", 2, json!({}))).expect("folds");
         assert_eq!(v, after);
     }
 
