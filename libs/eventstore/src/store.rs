@@ -142,7 +142,7 @@ where
             causation_id: ctx.causation_id.clone(),
             actor: ctx.actor.clone(),
         })?;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let (mut aggregate, last) = self.load(aggregate_id).await?;
             let sink = cqrs_es::event_sink::EventSink::default();
             if let Err(e) = aggregate
@@ -179,7 +179,16 @@ where
                         replayed: false,
                     })
                 }
-                Err(AppendError::SequenceTaken) => continue,
+                Err(AppendError::SequenceTaken) => {
+                    // Another writer won this sequence; spread the retries so
+                    // hot contenders do not collide again in lockstep.
+                    let jitter = (Uuid::new_v4().as_u128() % 5) as u64 + 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        jitter * (attempt as u64 + 1),
+                    ))
+                    .await;
+                    continue;
+                }
                 Err(AppendError::CommandTaken) => {
                     if let Some(done) = self.replay(ctx).await? {
                         return Ok(done);

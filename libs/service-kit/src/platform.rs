@@ -148,10 +148,15 @@ impl Platform {
 
     /// A consumer group named `<group prefix>.<service>.<consumer>`, applying
     /// `topics` through `handler` with offsets stored beside its effect.
+    ///
+    /// `batch_max` bounds how many messages share one transaction: large for
+    /// read models, small where a handler does slow work (commands), since
+    /// the open transaction holds back the relay's xmin watermark.
     pub fn spawn_consumer<H: TxHandler>(
         &mut self,
         consumer: &str,
         topics: Vec<String>,
+        batch_max: usize,
         handler: H,
     ) {
         let group = self
@@ -160,8 +165,9 @@ impl Platform {
             .as_deref()
             .unwrap_or(self.topics.prefix());
         let name = format!("{group}.{}.{consumer}", self.name);
-        let config =
+        let mut config =
             bus::ConsumerConfig::new(name.clone(), self.config.kafka_brokers.clone(), topics);
+        config.batch_max = batch_max;
         let run = bus::run_consumer(
             self.pool.clone(),
             self.producer.clone(),

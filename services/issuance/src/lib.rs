@@ -56,6 +56,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
     platform.spawn_consumer(
         "commands",
         vec![platform.topics.commands(ISSUANCE)],
+        1,
         CommandConsumer {
             issuance: issuance.clone(),
             producer: platform.producer.clone(),

@@ -42,7 +42,7 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<Running, Plat
         .map(|c| (platform.topics.events(c), (*c).to_string()))
         .collect();
     let topics = contexts.keys().cloned().collect();
-    platform.spawn_consumer("read-models", topics, EventProjector { contexts });
+    platform.spawn_consumer("read-models", topics, 500, EventProjector { contexts });
     let pool = web::Data::new(platform.pool.clone());
     platform
         .serve(move |cfg| {

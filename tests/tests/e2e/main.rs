@@ -2,6 +2,7 @@
 //! in-process on port 0 or as processes where a test kills them.
 
 mod crash;
+mod store;
 
 use std::collections::HashMap;
 use std::time::Duration;

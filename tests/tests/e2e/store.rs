@@ -1,0 +1,285 @@
+//! The event store and relay against real Postgres and Kafka: idempotency
+//! races, concurrent writers, and the xid8 watermark that never skips a
+//! late commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use contracts::{Actor, ActorKind, OutcomeStatus, Topics};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use e2e::*;
+use eventstore::relay::{Relay, RelayConfig};
+use eventstore::{CodedError, CommandContext, Repository};
+use serde::{Deserialize, Serialize};
+use sqlx::Connection;
+use uuid::Uuid;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Counter {
+    total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum CounterCommand {
+    Add(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Added {
+    by: u64,
+    total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum CounterEvent {
+    Added(Added),
+}
+
+impl DomainEvent for CounterEvent {
+    fn event_type(&self) -> String {
+        "Added".into()
+    }
+    fn event_version(&self) -> String {
+        "1".into()
+    }
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum CounterError {
+    #[error("zero is not an amount")]
+    Zero,
+}
+
+impl CodedError for CounterError {
+    fn code(&self) -> &'static str {
+        "ZERO"
+    }
+    fn field(&self) -> Option<&'static str> {
+        Some("by")
+    }
+}
+
+impl Aggregate for Counter {
+    const TYPE: &'static str = "Counter";
+    type Command = CounterCommand;
+    type Event = CounterEvent;
+    type Error = CounterError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        c: CounterCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), CounterError> {
+        let CounterCommand::Add(by) = c;
+        if by == 0 {
+            return Err(CounterError::Zero);
+        }
+        let total = self.total + by;
+        sink.write(CounterEvent::Added(Added { by, total }), self)
+            .await;
+        Ok(())
+    }
+
+    fn apply(&mut self, e: CounterEvent) {
+        let CounterEvent::Added(a) = e;
+        self.total = a.total;
+    }
+}
+
+fn ctx(command_id: Uuid, by: u64) -> CommandContext {
+    CommandContext {
+        command_id,
+        command_type: "Add".into(),
+        correlation_id: "store-test".into(),
+        causation_id: None,
+        actor: Actor::new(ActorKind::System, "test"),
+        occurred_at: Utc::now(),
+        request_digest: eventstore::request_digest("Add", &by),
+    }
+}
+
+async fn repository(infra: &Infra) -> (Arc<Repository<Counter>>, sqlx::PgPool) {
+    let db = infra.fresh_db("store").await;
+    let pool = eventstore::connect(&db, 32).await.expect("pool");
+    eventstore::migrate(&pool).await.expect("migrate");
+    (Arc::new(Repository::new(pool.clone(), ())), pool)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_duplicates_of_one_command_append_once_and_share_one_outcome() {
+    let infra = Infra::get();
+    let (repo, pool) = repository(&infra).await;
+    let id = Uuid::now_v7();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let repo = repo.clone();
+            tokio::spawn(async move {
+                repo.execute("c1", CounterCommand::Add(5), &ctx(id, 5))
+                    .await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    let mut fresh = 0;
+    for t in tasks {
+        let done = t.await.expect("task").expect("executed");
+        fresh += usize::from(!done.replayed);
+        assert_eq!(done.aggregate.total, 5);
+        outcomes.push(done.outcome);
+    }
+    assert_eq!(fresh, 1, "exactly one execution is not a replay");
+    assert!(
+        outcomes.windows(2).all(|w| w[0] == w[1]),
+        "one outcome for all"
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM events").await, 1);
+
+    // The same id with another request is refused, not answered.
+    let clash = repo
+        .execute("c1", CounterCommand::Add(6), &ctx(id, 6))
+        .await;
+    assert!(matches!(clash, Err(eventstore::StoreError::DigestMismatch)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commands_on_one_aggregate_all_apply_in_one_unbroken_chain() {
+    let infra = Infra::get();
+    let (repo, pool) = repository(&infra).await;
+    let tasks: Vec<_> = (1..=8u64)
+        .map(|by| {
+            let repo = repo.clone();
+            tokio::spawn(async move {
+                repo.execute("c2", CounterCommand::Add(by), &ctx(Uuid::now_v7(), by))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        let done = t.await.expect("task").expect("executed despite contention");
+        assert_eq!(done.outcome.status, OutcomeStatus::Accepted);
+    }
+    let (counter, last) = repo.load("c2").await.expect("load");
+    assert_eq!(counter.total, 36);
+    assert_eq!(last, 8);
+    let report = eventstore::chain::verify(&pool, "Counter", "c2")
+        .await
+        .expect("verify");
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.events, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rejection_is_stored_and_answered_again_without_an_event() {
+    let infra = Infra::get();
+    let (repo, pool) = repository(&infra).await;
+    let id = Uuid::now_v7();
+    let first = repo
+        .execute("c3", CounterCommand::Add(0), &ctx(id, 0))
+        .await
+        .expect("executed");
+    assert_eq!(first.outcome.status, OutcomeStatus::Rejected);
+    let err = first.outcome.error.clone().expect("error");
+    assert_eq!(
+        (err.code.as_str(), err.field.as_deref()),
+        ("ZERO", Some("by"))
+    );
+    assert!(!first.replayed);
+    let again = repo
+        .execute("c3", CounterCommand::Add(0), &ctx(id, 0))
+        .await
+        .expect("executed");
+    assert!(again.replayed);
+    assert_eq!(again.outcome, first.outcome);
+    assert_eq!(count(&pool, "SELECT count(*) FROM events").await, 0);
+}
+
+const INSERT: &str = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+     VALUES ('Counter', $1, 1, 'Added', '1', '{\"by\":1,\"total\":1}', \
+     json_build_object('occurred_at', '2026-11-01T00:00:00Z', 'command_id', gen_random_uuid(), \
+       'correlation_id', 'relay-test', 'actor', json_build_object('kind', 'system', 'id', 'test')))";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_waits_for_a_late_commit_instead_of_skipping_it() {
+    let infra = Infra::get();
+    let db = infra.fresh_db("relay").await;
+    let pool = eventstore::connect(&db, 8).await.expect("pool");
+    eventstore::migrate(&pool).await.expect("migrate");
+    let prefix = unique_prefix();
+    let topics = Topics::new(&prefix);
+    bus::ensure_topics(&infra.brokers, &topics, Some(1))
+        .await
+        .expect("topics");
+
+    // An early transaction writes first but commits last.
+    let mut early = sqlx::PgConnection::connect(&db).await.expect("connect");
+    let mut tx = early.begin().await.expect("begin");
+    sqlx::query(INSERT)
+        .bind("early")
+        .execute(&mut *tx)
+        .await
+        .expect("insert early");
+    sqlx::query(INSERT)
+        .bind("late")
+        .execute(&pool)
+        .await
+        .expect("insert late");
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let relay = Relay::new(
+        pool.clone(),
+        RelayConfig::new(
+            "test",
+            infra.brokers.clone(),
+            topics.events("issuance"),
+            topics.named("relay-checkpoints"),
+        ),
+    );
+    let stats = relay.stats();
+    let task = tokio::spawn(relay.run(stopped));
+    let active = wait_until(Duration::from_secs(30), || async {
+        stats.active.load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .await;
+    assert!(active, "relay became active");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = read_topic(
+        &infra.brokers,
+        &topics.events("issuance"),
+        0,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        before.is_empty(),
+        "nothing behind a running transaction is published"
+    );
+
+    tx.commit().await.expect("commit early");
+    let after = read_topic(
+        &infra.brokers,
+        &topics.events("issuance"),
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
+    let order: Vec<String> = after
+        .iter()
+        .map(|m| {
+            json_of(m)["aggregate_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        order,
+        vec!["early", "late"],
+        "published in commit-safe order, nothing skipped"
+    );
+    stop.send(true).expect("stop");
+    task.await.expect("relay stops");
+}
