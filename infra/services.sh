@@ -8,6 +8,22 @@ mkdir -p "$RUN/logs" "$RUN/pids"
 # shellcheck disable=SC1091
 source "$RUN/infra.env"
 
+# Secrets of this local installation, made once: the bootstrap admin key
+# (written to .run/admin.key, one line, the whole bearer token) and the
+# secret license keys are derived from.
+SECRETS="$RUN/secrets.env"
+if [[ ! -f "$SECRETS" ]]; then
+  umask 077
+  {
+    echo "LICENSING_ADMIN_KEY=AKIDadmin.$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+    echo "LICENSING_LICENSE_KEY_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+  } >"$SECRETS"
+fi
+# shellcheck disable=SC1090
+source "$SECRETS"
+export LICENSING_ADMIN_KEY LICENSING_LICENSE_KEY_SECRET
+printf '%s\n' "$LICENSING_ADMIN_KEY" >"$RUN/admin.key"
+
 SERVICES=(issuance:8081:issuance activation:8082:activation domain-binding:8083:domain_binding grant-sync:8084:grant_sync projector:8085:projector)
 
 start() {
@@ -37,6 +53,14 @@ start() {
       exit 1
     fi
   done
+  # The seed catalog; a product that exists already answers 409.
+  for seed in "$ROOT"/infra/seed/*.json; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:8081/v1/products" \
+      -H "Authorization: Bearer $LICENSING_ADMIN_KEY" -H 'content-type: application/json' \
+      --data-binary "@$seed")
+    [[ "$code" == 201 || "$code" == 409 ]] || echo "seeding $(basename "$seed"): HTTP $code" >&2
+  done
+  echo "admin key (also in .run/admin.key): $LICENSING_ADMIN_KEY"
 }
 
 stop() {

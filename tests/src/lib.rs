@@ -19,6 +19,50 @@ use service_kit::CommonConfig;
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
+/// The bootstrap admin key every test service is configured with.
+pub const ADMIN_TOKEN: &str = "AKIDtestadmin.0123456789abcdef0123456789abcdef";
+/// The license-key secret of test issuance services.
+pub const KEY_SECRET: &str = "test-license-key-secret-0123456789abcdef";
+
+/// An HTTP client that sends the admin key on every request.
+pub fn admin_client() -> reqwest::Client {
+    client_with(ADMIN_TOKEN)
+}
+
+pub fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+/// Loads the seed catalog (`infra/seed/*.json`) into an issuance service.
+pub async fn seed_products(issuance_url: &str) {
+    let client = admin_client();
+    for name in ["integration-platform", "cloud-engine"] {
+        let body = std::fs::read_to_string(repo_root().join(format!("infra/seed/{name}.json")))
+            .expect("seed file");
+        let res = client
+            .post(format!("{issuance_url}/v1/products"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("seed request");
+        assert!(
+            res.status().is_success() || res.status() == reqwest::StatusCode::CONFLICT,
+            "seeding {name}: {}",
+            res.status()
+        );
+    }
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -82,6 +126,7 @@ impl Infra {
             "topic_partitions": 3,
             "log_format": "pretty",
             "db_pool_size": 16,
+            "admin_key": ADMIN_TOKEN,
         }))
         .expect("valid config")
     }
@@ -109,16 +154,37 @@ impl InProcess {
 
 pub async fn start_issuance(infra: &Infra, prefix: &str) -> InProcess {
     let db = infra.fresh_db("issuance").await;
-    let config = issuance::Config {
-        common: infra.config(&db, prefix),
-    };
-    let options = issuance::Options {
-        handle_signals: false,
-        ..Default::default()
-    };
-    let running = issuance::start(config, options)
+    start_issuance_with(
+        infra,
+        prefix,
+        db,
+        issuance::Options {
+            handle_signals: false,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+pub fn issuance_config(infra: &Infra, db: &str, prefix: &str) -> issuance::Config {
+    issuance::Config {
+        common: infra.config(db, prefix),
+        license_key_secret: KEY_SECRET.into(),
+        scheduler_interval_ms: 100,
+    }
+}
+
+/// Issuance with the seed catalog loaded.
+pub async fn start_issuance_with(
+    infra: &Infra,
+    prefix: &str,
+    db: String,
+    options: issuance::Options,
+) -> InProcess {
+    let running = issuance::start(issuance_config(infra, &db, prefix), options)
         .await
         .expect("issuance starts");
+    seed_products(&running.url()).await;
     InProcess { running, db }
 }
 
@@ -176,14 +242,20 @@ impl ServiceProcess {
             .env("LICENSING_TOPIC_PARTITIONS", "3")
             .env("LICENSING_DB_POOL_SIZE", "40")
             .env("LICENSING_CONFIG_DIR", "/nonexistent")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .env("LICENSING_ADMIN_KEY", ADMIN_TOKEN)
+            .env("LICENSING_LICENSE_KEY_SECRET", KEY_SECRET)
+            .env("RUST_LOG", "info,sqlx=warn,actix_web=warn")
+            .stdout(
+                log.try_clone()
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .stderr(log)
             .spawn()
             .expect("spawn service");
         let url = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
-        let ready = wait_until(Duration::from_secs(60), || async {
+        let ready = wait_until(Duration::from_secs(90), || async {
             client
                 .get(format!("{url}/readyz"))
                 .send()
@@ -313,4 +385,46 @@ pub async fn count(pool: &PgPool, sql: &str) -> i64 {
         .fetch_one(pool)
         .await
         .expect("count query")
+}
+
+/// A clock the test moves by hand (the scheduler and the domain read it).
+pub struct ManualClock(std::sync::Mutex<chrono::DateTime<chrono::Utc>>);
+
+impl ManualClock {
+    pub fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self(std::sync::Mutex::new(chrono::Utc::now())))
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        if let Ok(mut t) = self.0.lock() {
+            *t += by;
+        }
+    }
+}
+
+impl issuance::domain::Clock for ManualClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.0
+            .lock()
+            .map(|t| *t)
+            .unwrap_or_else(|_| chrono::Utc::now())
+    }
+}
+
+/// GET/POST/PUT/DELETE with an optional JSON body; the status and body.
+pub async fn call(
+    client: &reqwest::Client,
+    method: &str,
+    url: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = client.request(method, url);
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let res = req.send().await.expect("request sent");
+    let status = res.status().as_u16();
+    let body = res.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
 }

@@ -95,6 +95,6 @@ mod tests {
         assert!(names.contains(&"t1.command-outcomes"));
         let parts = |n: &str| specs.iter().find(|s| s.0 == n).map(|s| s.1);
         assert_eq!(parts("t1.issuance.events"), Some(3));
-        assert_eq!(parts("t1.relay-checkpoints"), Some(1));
+        assert_eq!(parts("t1.relay-checkpoints"), Some(4));
     }
 }

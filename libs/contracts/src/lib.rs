@@ -6,6 +6,7 @@
 
 pub mod envelope;
 pub mod issuance;
+pub mod net;
 pub mod topics;
 
 pub use envelope::{

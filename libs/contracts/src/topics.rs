@@ -4,6 +4,17 @@ pub const ACTIVATION: &str = "activation";
 pub const DOMAIN: &str = "domain";
 pub const GRANTS: &str = "grants";
 
+/// The partition of `<prefix>.relay-checkpoints` owned by a context's relay.
+pub fn checkpoint_partition(context: &str) -> i32 {
+    match context {
+        ISSUANCE => 0,
+        ACTIVATION => 1,
+        DOMAIN => 2,
+        GRANTS => 3,
+        _ => 0,
+    }
+}
+
 /// Topic names under a configurable prefix (default `licensing`), so that
 /// several deployments — or parallel tests — share one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,8 +37,11 @@ pub struct RelayConfig {
     pub name: String,
     pub brokers: String,
     pub topic: String,
-    /// Compacted single-partition topic holding every relay's checkpoint.
+    /// Compacted topic holding relays' checkpoints, one partition each.
     pub checkpoint_topic: String,
+    /// This relay's partition of `checkpoint_topic`; no other relay of the
+    /// deployment may share it (its open transactions would hide ours).
+    pub checkpoint_partition: i32,
     /// Kafka transactional id; unique per relay and deployment.
     pub transactional_id: String,
     pub batch_size: i64,
@@ -52,9 +55,11 @@ impl RelayConfig {
         brokers: impl Into<String>,
         topic: impl Into<String>,
         checkpoint_topic: impl Into<String>,
+        checkpoint_partition: i32,
     ) -> Self {
         let topic = topic.into();
         Self {
+            checkpoint_partition,
             name: name.into(),
             brokers: brokers.into(),
             transactional_id: format!("relay.{topic}"),
@@ -208,11 +213,14 @@ impl Relay {
         Ok(producer)
     }
 
-    /// The last checkpoint committed to the checkpoint topic, read to its
-    /// end with read-committed isolation (an aborted batch does not count).
+    /// The last checkpoint committed to this relay's partition of the
+    /// checkpoint topic. Called after `init_transactions`, so every
+    /// transaction this relay's id ever began has ended; nobody else writes
+    /// the partition, so reading it (read-committed) to its end sees them all.
     async fn committed_checkpoint(&self) -> Result<Checkpoint, RelayError> {
         let brokers = self.config.brokers.clone();
         let topic = self.config.checkpoint_topic.clone();
+        let partition = self.config.checkpoint_partition;
         let key = self.config.name.clone();
         tokio::task::spawn_blocking(move || -> Result<Checkpoint, RelayError> {
             let consumer: BaseConsumer = ClientConfig::new()
@@ -223,7 +231,7 @@ impl Relay {
                 .set("enable.partition.eof", "true")
                 .create()?;
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
+            tpl.add_partition_offset(&topic, partition, Offset::Beginning)?;
             consumer.assign(&tpl)?;
             let mut found = Checkpoint {
                 tx_id: "0".into(),
@@ -231,7 +239,7 @@ impl Relay {
             };
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
-                match consumer.poll(Duration::from_millis(500)) {
+                match consumer.poll(Duration::from_millis(200)) {
                     Some(Ok(m)) if m.key() == Some(key.as_bytes()) => {
                         if let Some(cp) = m.payload().and_then(|p| serde_json::from_slice(p).ok()) {
                             found = cp;
@@ -297,6 +305,7 @@ impl Relay {
         let body = serde_json::to_vec(checkpoint)
             .map_err(|e| RelayError::Corrupt(checkpoint.global_position, e))?;
         let record = FutureRecord::to(&self.config.checkpoint_topic)
+            .partition(self.config.checkpoint_partition)
             .key(self.config.name.as_bytes())
             .payload(body.as_slice());
         send(producer, record, &mut pending).await?;

@@ -75,9 +75,23 @@ pub enum StoreError {
     Serde(#[from] serde_json::Error),
 }
 
+/// A read table kept by the writing service itself, updated in the same
+/// transaction as the events (lookups the command side needs right away:
+/// keys by digest, licenses due for expiry). Never a published read model.
+#[async_trait::async_trait]
+pub trait InlineProjection<A: Aggregate>: Send + Sync {
+    async fn apply(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        aggregate_id: &str,
+        aggregate: &A,
+    ) -> Result<(), sqlx::Error>;
+}
+
 pub struct Repository<A: Aggregate> {
     pool: PgPool,
     services: A::Services,
+    projection: Option<std::sync::Arc<dyn InlineProjection<A>>>,
     _aggregate: PhantomData<A>,
 }
 
@@ -91,8 +105,18 @@ where
         Self {
             pool,
             services,
+            projection: None,
             _aggregate: PhantomData,
         }
+    }
+
+    pub fn with_projection(mut self, projection: std::sync::Arc<dyn InlineProjection<A>>) -> Self {
+        self.projection = Some(projection);
+        self
+    }
+
+    pub fn services(&self) -> &A::Services {
+        &self.services
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -135,13 +159,6 @@ where
         if let Some(done) = self.replay(ctx).await? {
             return Ok(done);
         }
-        let metadata = serde_json::to_string(&EventMetadata {
-            occurred_at: ctx.occurred_at,
-            command_id: ctx.command_id,
-            correlation_id: ctx.correlation_id.clone(),
-            causation_id: ctx.causation_id.clone(),
-            actor: ctx.actor.clone(),
-        })?;
         for attempt in 0..MAX_ATTEMPTS {
             let (mut aggregate, last) = self.load(aggregate_id).await?;
             let sink = cqrs_es::event_sink::EventSink::default();
@@ -169,7 +186,14 @@ where
                 sequence: u64::try_from(sequence).ok(),
             };
             match self
-                .append(aggregate_id, last, &events, &metadata, ctx, &outcome)
+                .append(
+                    aggregate_id,
+                    last,
+                    &events,
+                    ctx,
+                    &outcome,
+                    &aggregate,
+                )
                 .await
             {
                 Ok(()) => {
@@ -316,10 +340,18 @@ where
         aggregate_id: &str,
         last: i64,
         events: &[A::Event],
-        metadata: &str,
         ctx: &CommandContext,
         outcome: &CommandOutcome,
+        aggregate: &A,
     ) -> Result<(), AppendError> {
+        let metadata = serde_json::to_string(&EventMetadata {
+            occurred_at: ctx.occurred_at,
+            command_id: ctx.command_id,
+            correlation_id: ctx.correlation_id.clone(),
+            causation_id: ctx.causation_id.clone(),
+            actor: ctx.actor.clone(),
+        })
+        .map_err(StoreError::from)?;
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
         for (i, event) in events.iter().enumerate() {
             let payload = encode_event(event)?;
@@ -334,7 +366,7 @@ where
             .bind(event.event_type())
             .bind(event.event_version())
             .bind(payload)
-            .bind(metadata)
+            .bind(&metadata)
             .execute(&mut *tx)
             .await
             .map_err(classify)?;
@@ -352,6 +384,11 @@ where
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
+        if let Some(p) = &self.projection {
+            p.apply(&mut tx, aggregate_id, aggregate)
+                .await
+                .map_err(classify)?;
+        }
         tx.commit().await.map_err(classify)?;
         Ok(())
     }

@@ -199,6 +199,13 @@ pub struct CommonConfig {
     /// model) sets its own.
     #[serde(default)]
     pub consumer_group_prefix: Option<String>,
+    /// Bootstrap admin API key (`<SecretId>.<SecretKey>`), holding every
+    /// scope; a secret, never logged.
+    #[serde(default)]
+    pub admin_key: Option<String>,
+    /// False opens every endpoint; only for measuring auth's cost.
+    #[serde(default = "default_true")]
+    pub auth_enabled: bool,
     /// Postgres connections per instance.
     #[serde(default = "default_db_pool_size")]
     pub db_pool_size: u32,
@@ -218,6 +225,9 @@ fn default_topic_partitions() -> i32 {
 }
 fn default_log_format() -> String {
     "json".into()
+}
+fn default_true() -> bool {
+    true
 }
 fn default_db_pool_size() -> u32 {
     32
@@ -240,6 +250,8 @@ impl fmt::Debug for CommonConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("db_pool_size", &self.db_pool_size)
             .field("consumer_group_prefix", &self.consumer_group_prefix)
+            .field("admin_key", &self.admin_key.as_ref().map(|_| REDACTED))
+            .field("auth_enabled", &self.auth_enabled)
             .finish()
     }
 }

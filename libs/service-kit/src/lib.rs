@@ -5,6 +5,7 @@
 //! It lives once here so that every service answers bad input, probes and
 //! scrapes the same way (STYLE rule 12).
 
+pub mod auth;
 pub mod config;
 pub mod health;
 pub mod json;

@@ -19,6 +19,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::auth::{ApiKeyReplica, Authenticator};
 use crate::config::CommonConfig;
 use crate::health::ReadyCheck;
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub enum PlatformError {
     Bus(#[from] bus::BusError),
     #[error("http: {0}")]
     Io(#[from] std::io::Error),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 pub struct Platform {
@@ -45,6 +48,7 @@ pub struct Platform {
     pub producer: FutureProducer,
     pub topics: Topics,
     pub metrics: Metrics,
+    pub auth: web::Data<Authenticator>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     handle_signals: bool,
@@ -77,17 +81,40 @@ impl Platform {
         )
         .await?;
         let (shutdown, _) = watch::channel(false);
-        Ok(Self {
+        let auth = web::Data::new(Authenticator::new(
+            pool.clone(),
+            config.admin_key.as_deref(),
+            config.auth_enabled,
+        ));
+        let mut platform = Self {
             name: name.to_string(),
             config,
             pool,
             producer,
             topics,
             metrics: Metrics::new(),
+            auth,
             shutdown,
             tasks: JoinSet::new(),
             handle_signals: true,
-        })
+        };
+        // Every service enforces API keys from its own replica of them.
+        let issuance_events = platform.topics.events(contracts::topics::ISSUANCE);
+        platform.spawn_consumer("api-keys", vec![issuance_events], 200, ApiKeyReplica);
+        Ok(platform)
+    }
+
+    /// Runs a background task until shutdown (it gets `shutdown_signal()`).
+    pub fn spawn<F>(&mut self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task);
+    }
+
+    /// Turns true when the service stops.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
     }
 
     /// For tests that start many services in one process.
@@ -105,6 +132,7 @@ impl Platform {
                 self.config.kafka_brokers.clone(),
                 self.topics.events(context),
                 self.topics.named("relay-checkpoints"),
+                contracts::topics::checkpoint_partition(context),
             ),
         );
         let stats = relay.stats();
@@ -197,6 +225,11 @@ impl Platform {
         if !self.handle_signals {
             app = app.disable_signals();
         }
+        let auth = self.auth.clone();
+        let routes = move |cfg: &mut web::ServiceConfig| {
+            cfg.app_data(auth.clone());
+            routes(cfg);
+        };
         let (server, addr) = serve(app, &self.config.http_addr, routes).await?;
         let handle = server.handle();
         Ok(Running {

@@ -1,44 +1,112 @@
 //! The one command handler behind both the HTTP API and the Kafka command
 //! topic: a command envelope in, the stored outcome and resulting state out.
 
-use contracts::issuance::{IssueLicense, ISSUE_LICENSE};
-use contracts::CommandEnvelope;
+use contracts::issuance::*;
+use contracts::{CommandEnvelope, CommandOutcome};
 use eventstore::{request_digest, CommandContext, Executed, Repository, StoreError};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use std::sync::Arc;
 use uuid::Uuid;
 
-use crate::domain::{IssuanceServices, License, LicenseCommand};
+use crate::domain::{
+    ApiKey, IssuanceServices, License, LicenseCommand, Product, ProductCommand, ProductState,
+};
+use crate::lookup::LicenseLookup;
+
+/// Payload of commands that carry nothing (reinstate, delete).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
 
 pub struct Issuance {
+    pub pool: PgPool,
     pub licenses: Repository<License>,
+    pub products: Repository<Product>,
+    pub api_keys: Repository<ApiKey>,
+}
+
+/// What a dispatched command produced.
+pub enum Dispatched {
+    License(Executed<License>),
+    Product(Executed<Product>),
+    /// Refused before reaching an aggregate (bad payload, unknown type).
+    Refused(CommandOutcome),
+}
+
+impl Dispatched {
+    pub fn outcome(&self) -> &CommandOutcome {
+        match self {
+            Self::License(e) => &e.outcome,
+            Self::Product(e) => &e.outcome,
+            Self::Refused(o) => o,
+        }
+    }
+}
+
+pub fn context(env: &CommandEnvelope) -> CommandContext {
+    CommandContext {
+        command_id: env.command_id,
+        command_type: env.command_type.clone(),
+        correlation_id: env.correlation_id.clone(),
+        causation_id: env.causation_id.clone(),
+        actor: env.actor.clone(),
+        occurred_at: env.issued_at,
+        request_digest: request_digest(&env.command_type, &env.payload),
+    }
 }
 
 impl Issuance {
-    pub fn new(pool: sqlx::PgPool, services: IssuanceServices) -> Self {
+    pub fn new(pool: PgPool, services: IssuanceServices) -> Self {
         Self {
-            licenses: Repository::new(pool, services),
+            licenses: Repository::new(pool.clone(), services.clone())
+                .with_projection(Arc::new(LicenseLookup)),
+            products: Repository::new(pool.clone(), services.clone()),
+            api_keys: Repository::new(pool.clone(), services),
+            pool,
         }
     }
 
-    pub async fn dispatch(&self, env: &CommandEnvelope) -> Result<Executed<License>, StoreError> {
-        let mut ctx = CommandContext {
-            command_id: env.command_id,
-            command_type: env.command_type.clone(),
-            correlation_id: env.correlation_id.clone(),
-            causation_id: env.causation_id.clone(),
-            actor: env.actor.clone(),
-            occurred_at: env.issued_at,
-            request_digest: request_digest(&env.command_type, &env.payload),
-        };
-        match env.command_type.as_str() {
-            ISSUE_LICENSE => {
-                let spec = match serde_json::from_value::<IssueLicense>(env.payload.clone()) {
-                    Ok(spec) => spec,
-                    Err(e) => {
+    pub async fn product(&self, code: &str) -> Result<Option<ProductState>, StoreError> {
+        Ok(self.products.load(code).await?.0.state)
+    }
+
+    pub async fn dispatch(&self, env: &CommandEnvelope) -> Result<Dispatched, StoreError> {
+        let mut ctx = context(env);
+        let t = env.command_type.as_str();
+        match t {
+            CREATE_PRODUCT | SET_POLICY => {
+                let command = if t == CREATE_PRODUCT {
+                    let p: CreateProduct = match self.typed(env, &mut ctx).await? {
+                        Ok(p) => p,
+                        Err(refused) => return Ok(refused),
+                    };
+                    if p.code != env.aggregate_id {
                         return self
-                            .refuse(env, &ctx, "INVALID_PAYLOAD", &e.to_string())
-                            .await
+                            .refuse(
+                                env,
+                                &ctx,
+                                "INVALID_AGGREGATE_ID",
+                                "aggregate_id must be the product code",
+                            )
+                            .await;
+                    }
+                    ProductCommand::Create(p)
+                } else {
+                    match self.typed(env, &mut ctx).await? {
+                        Ok(p) => ProductCommand::SetPolicy(p),
+                        Err(refused) => return Ok(refused),
                     }
                 };
+                let done = self
+                    .products
+                    .execute(&env.aggregate_id, command, &ctx)
+                    .await?;
+                Ok(Dispatched::Product(done))
+            }
+            ISSUE_LICENSE | RENEW_LICENSE | AMEND_FEATURES | SUSPEND_LICENSE
+            | REINSTATE_LICENSE | REVOKE_LICENSE | DELETE_LICENSE => {
                 let Ok(license_id) = Uuid::parse_str(&env.aggregate_id) else {
                     return self
                         .refuse(
@@ -49,14 +117,15 @@ impl Issuance {
                         )
                         .await;
                 };
-                ctx.request_digest = request_digest(ISSUE_LICENSE, &spec);
-                self.licenses
-                    .execute(
-                        &env.aggregate_id,
-                        LicenseCommand::Issue { license_id, spec },
-                        &ctx,
-                    )
-                    .await
+                let command = match self.license_command(env, &mut ctx, license_id).await? {
+                    Ok(c) => c,
+                    Err(refused) => return Ok(refused),
+                };
+                let done = self
+                    .licenses
+                    .execute(&env.aggregate_id, command, &ctx)
+                    .await?;
+                Ok(Dispatched::License(done))
             }
             other => {
                 let message = format!("unknown command type {other:?}");
@@ -65,7 +134,85 @@ impl Issuance {
         }
     }
 
-    /// A command that never reaches the aggregate still gets a stored outcome,
+    async fn license_command(
+        &self,
+        env: &CommandEnvelope,
+        ctx: &mut CommandContext,
+        license_id: Uuid,
+    ) -> Result<Result<LicenseCommand, Dispatched>, StoreError> {
+        Ok(Ok(match env.command_type.as_str() {
+            ISSUE_LICENSE => {
+                let spec: IssueLicense = match self.typed(env, ctx).await? {
+                    Ok(p) => p,
+                    Err(r) => return Ok(Err(r)),
+                };
+                let product = self.product(&spec.product).await?;
+                LicenseCommand::Issue {
+                    license_id,
+                    spec,
+                    product,
+                }
+            }
+            RENEW_LICENSE => match self.typed(env, ctx).await? {
+                Ok(p) => LicenseCommand::Renew(p),
+                Err(r) => return Ok(Err(r)),
+            },
+            AMEND_FEATURES => {
+                let amend: AmendFeatures = match self.typed(env, ctx).await? {
+                    Ok(p) => p,
+                    Err(r) => return Ok(Err(r)),
+                };
+                let (license, _) = self.licenses.load(&env.aggregate_id).await?;
+                let product = match license.state {
+                    Some(s) => self.product(&s.product).await?,
+                    None => None,
+                };
+                LicenseCommand::AmendFeatures { amend, product }
+            }
+            SUSPEND_LICENSE | REVOKE_LICENSE => {
+                let reason: Reason = match self.typed(env, ctx).await? {
+                    Ok(p) => p,
+                    Err(r) => return Ok(Err(r)),
+                };
+                if env.command_type == SUSPEND_LICENSE {
+                    LicenseCommand::Suspend(reason)
+                } else {
+                    LicenseCommand::Revoke(reason)
+                }
+            }
+            _ => {
+                let _: Empty = match self.typed(env, ctx).await? {
+                    Ok(p) => p,
+                    Err(r) => return Ok(Err(r)),
+                };
+                if env.command_type == REINSTATE_LICENSE {
+                    LicenseCommand::Reinstate
+                } else {
+                    LicenseCommand::Delete
+                }
+            }
+        }))
+    }
+
+    /// The typed payload, with the request digest taken over its canonical
+    /// form; or the stored refusal of an unreadable payload.
+    async fn typed<P: DeserializeOwned + Serialize>(
+        &self,
+        env: &CommandEnvelope,
+        ctx: &mut CommandContext,
+    ) -> Result<Result<P, Dispatched>, StoreError> {
+        match serde_json::from_value::<P>(env.payload.clone()) {
+            Ok(p) => {
+                ctx.request_digest = request_digest(&env.command_type, &p);
+                Ok(Ok(p))
+            }
+            Err(e) => Ok(Err(self
+                .refuse(env, ctx, "INVALID_PAYLOAD", &e.to_string())
+                .await?)),
+        }
+    }
+
+    /// A command that never reaches an aggregate still gets a stored outcome,
     /// so a duplicate of it is answered the same way.
     async fn refuse(
         &self,
@@ -73,15 +220,11 @@ impl Issuance {
         ctx: &CommandContext,
         code: &str,
         message: &str,
-    ) -> Result<Executed<License>, StoreError> {
+    ) -> Result<Dispatched, StoreError> {
         let outcome = self
             .licenses
             .reject(&env.aggregate_id, ctx, code, message, None)
             .await?;
-        Ok(Executed {
-            outcome,
-            aggregate: License::default(),
-            replayed: false,
-        })
+        Ok(Dispatched::Refused(outcome))
     }
 }

@@ -5,25 +5,52 @@ pub mod api;
 pub mod commands;
 pub mod consumers;
 pub mod domain;
+pub mod keys;
+pub mod lookup;
+pub mod scheduler;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web;
 use contracts::topics::ISSUANCE;
 use serde::Deserialize;
 use service_kit::platform::{Platform, PlatformError, Running};
 use service_kit::CommonConfig;
+use sqlx::migrate::Migrator;
 
 use crate::commands::Issuance;
 use crate::consumers::CommandConsumer;
-use crate::domain::IssuanceServices;
+use crate::domain::{Clock, IssuanceServices, SystemClock};
+use crate::keys::HmacKeys;
 
 pub const SERVICE: &str = "issuance";
 
-#[derive(Debug, Clone, Deserialize)]
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+fn default_scheduler_interval_ms() -> u64 {
+    1_000
+}
+
+#[derive(Clone, Deserialize)]
 pub struct Config {
     #[serde(flatten)]
     pub common: CommonConfig,
+    /// Secret from which license keys are derived (at least 32 characters).
+    /// Changing it changes every key: keep it like a signing key.
+    pub license_key_secret: String,
+    #[serde(default = "default_scheduler_interval_ms")]
+    pub scheduler_interval_ms: u64,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("common", &self.common)
+            .field("license_key_secret", &"REDACTED")
+            .field("scheduler_interval_ms", &self.scheduler_interval_ms)
+            .finish()
+    }
 }
 
 impl AsRef<CommonConfig> for Config {
@@ -34,24 +61,35 @@ impl AsRef<CommonConfig> for Config {
 
 pub struct Options {
     pub handle_signals: bool,
-    pub services: IssuanceServices,
+    /// The clock of the domain and the scheduler (tests move it).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             handle_signals: true,
-            services: IssuanceServices::system(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
 
 pub async fn start(config: Config, options: Options) -> Result<Running, PlatformError> {
-    let mut platform = Platform::start(SERVICE, config.common, None).await?;
+    let keys = HmacKeys::new(&config.license_key_secret).ok_or_else(|| {
+        PlatformError::Config(format!(
+            "license_key_secret must be at least {} characters",
+            keys::MIN_SECRET_LEN
+        ))
+    })?;
+    let mut platform = Platform::start(SERVICE, config.common, Some(&MIGRATOR)).await?;
     if !options.handle_signals {
         platform = platform.without_signals();
     }
-    let issuance = Arc::new(Issuance::new(platform.pool.clone(), options.services));
+    let services = IssuanceServices {
+        clock: options.clock,
+        keys: Arc::new(keys),
+    };
+    let issuance = Arc::new(Issuance::new(platform.pool.clone(), services));
     platform.spawn_relay(ISSUANCE);
     platform.spawn_consumer(
         "commands",
@@ -63,6 +101,11 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
             outcomes_topic: platform.topics.outcomes(),
         },
     );
+    platform.spawn(scheduler::run(
+        issuance.clone(),
+        Duration::from_millis(config.scheduler_interval_ms.max(10)),
+        platform.shutdown_signal(),
+    ));
     let data = web::Data::from(issuance);
     platform
         .serve(move |cfg| {

@@ -22,10 +22,7 @@ async fn issue_many(
     next: Arc<AtomicUsize>,
     deadline: Instant,
 ) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let client = admin_client();
     while next.fetch_add(1, Ordering::SeqCst) < COMMANDS {
         let key = Uuid::now_v7();
         loop {
@@ -61,6 +58,7 @@ async fn sigkill_of_issuance_under_load_loses_nothing_and_duplicates_nothing() {
     let db = infra.fresh_db("issuance_kill").await;
     let port = free_port();
     let mut service = ServiceProcess::spawn("issuance", &infra, &db, &prefix, port).await;
+    seed_products(&service.url).await;
     let projector = start_projector(&infra, &prefix).await;
 
     let url = Arc::new(Mutex::new(service.url.clone()));
@@ -105,27 +103,38 @@ async fn sigkill_of_issuance_under_load_loses_nothing_and_duplicates_nothing() {
     // Postgres: exactly one event per accepted command.
     let pool = pool(&db).await;
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM events").await,
+        count(
+            &pool,
+            "SELECT count(*) FROM events WHERE aggregate_type = 'License'"
+        )
+        .await,
         COMMANDS as i64
     );
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM (SELECT aggregate_id FROM events GROUP BY aggregate_id HAVING count(*) > 1) d").await,
+        count(&pool, "SELECT count(*) FROM (SELECT aggregate_id FROM events WHERE aggregate_type = 'License' GROUP BY aggregate_id HAVING count(*) > 1) d").await,
         0
     );
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM command_outcomes").await,
+        count(
+            &pool,
+            "SELECT count(*) FROM command_outcomes WHERE command_type = 'IssueLicense'"
+        )
+        .await,
         COMMANDS as i64
     );
 
     // Kafka: exactly one message per event.
     let topics = contracts::Topics::new(&prefix);
-    let messages = read_topic(
+    let messages: Vec<_> = read_topic(
         &infra.brokers,
         &topics.events("issuance"),
         COMMANDS,
         Duration::from_secs(60),
     )
-    .await;
+    .await
+    .into_iter()
+    .filter(|m| json_of(m)["aggregate_type"] == "License")
+    .collect();
     let mut per_license: HashMap<String, usize> = HashMap::new();
     for m in &messages {
         let e = json_of(m);
@@ -150,7 +159,11 @@ async fn sigkill_of_issuance_under_load_loses_nothing_and_duplicates_nothing() {
     .await;
     assert!(caught_up, "projector did not catch up");
     assert_eq!(
-        count(&read, "SELECT count(*) FROM audit_trail").await,
+        count(
+            &read,
+            "SELECT count(*) FROM audit_trail WHERE aggregate_type = 'License'"
+        )
+        .await,
         COMMANDS as i64
     );
     drop(service);
@@ -171,7 +184,7 @@ async fn snapshot(
     .await
     .expect("states");
     let audit: Vec<(Uuid, String, i64, String)> = sqlx::query_as(
-        "SELECT event_id, aggregate_id, sequence, hash FROM audit_trail ORDER BY event_id",
+        "SELECT event_id, aggregate_id, sequence, hash FROM audit_trail WHERE aggregate_type = 'License' ORDER BY event_id",
     )
     .fetch_all(pool)
     .await

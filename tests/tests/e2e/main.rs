@@ -2,6 +2,7 @@
 //! in-process on port 0 or as processes where a test kills them.
 
 mod crash;
+mod issuance;
 mod store;
 
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ use uuid::Uuid;
 pub(crate) fn license_body() -> Value {
     json!({
         "product": "integration-platform",
-        "edition": "mainland",
+        "edition": "enterprise",
         "customer": "ACME Corp",
         "kind": "formal",
         "features": ["datasource-mgmt", "data-access"],
@@ -38,14 +39,13 @@ async fn issued_license_is_served_by_the_projector_with_its_audit_trail() {
     let prefix = unique_prefix();
     let issuance = start_issuance(&infra, &prefix).await;
     let projector = start_projector(&infra, &prefix).await;
-    let client = reqwest::Client::new();
+    let client = admin_client();
 
     let correlation = Uuid::now_v7().to_string();
     let started = std::time::Instant::now();
     let res = client
         .post(format!("{}/v1/licenses", issuance.url()))
         .header("X-Correlation-Id", &correlation)
-        .header("X-Actor", "billing-service")
         .json(&license_body())
         .send()
         .await
@@ -95,7 +95,7 @@ async fn issued_license_is_served_by_the_projector_with_its_audit_trail() {
     assert_eq!(items[0]["event_type"], "LicenseIssued");
     assert_eq!(
         items[0]["actor"],
-        json!({"kind": "service", "id": "billing-service"})
+        json!({"kind": "api_key", "id": "AKIDtestadmin"})
     );
     assert_eq!(items[0]["correlation_id"], correlation.as_str());
     assert_eq!(items[0]["context"], "issuance");
@@ -111,7 +111,7 @@ async fn one_command_over_http_and_over_kafka_is_applied_once_with_identical_out
     let infra = Infra::get();
     let prefix = unique_prefix();
     let issuance = start_issuance(&infra, &prefix).await;
-    let client = reqwest::Client::new();
+    let client = admin_client();
     let topics = contracts::Topics::new(&prefix);
     let command_id = Uuid::now_v7();
 
@@ -196,7 +196,14 @@ async fn one_command_over_http_and_over_kafka_is_applied_once_with_identical_out
     assert_eq!(problem["code"], "IDEMPOTENCY_KEY_REUSED");
 
     let db = pool(&issuance.db).await;
-    assert_eq!(count(&db, "SELECT count(*) FROM events").await, 1);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM events WHERE aggregate_type = 'License'"
+        )
+        .await,
+        1
+    );
     let events = read_topic(
         &infra.brokers,
         &topics.events("issuance"),
@@ -204,7 +211,11 @@ async fn one_command_over_http_and_over_kafka_is_applied_once_with_identical_out
         Duration::from_secs(30),
     )
     .await;
-    assert_eq!(events.len(), 1, "one event message on Kafka");
+    let licenses: Vec<_> = events
+        .iter()
+        .filter(|m| json_of(m)["aggregate_type"] == "License")
+        .collect();
+    assert_eq!(licenses.len(), 1, "one license event message on Kafka");
     issuance.running.stop().await;
 }
 
@@ -213,7 +224,7 @@ async fn bad_input_gets_a_problem_naming_it_and_stores_nothing() {
     let infra = Infra::get();
     let prefix = unique_prefix();
     let issuance = start_issuance(&infra, &prefix).await;
-    let client = reqwest::Client::new();
+    let client = admin_client();
     let url = format!("{}/v1/licenses", issuance.url());
     let mut unknown = license_body();
     unknown["colour"] = json!("red");
@@ -346,7 +357,11 @@ async fn bad_input_gets_a_problem_naming_it_and_stores_nothing() {
 
     let db = pool(&issuance.db).await;
     assert_eq!(
-        count(&db, "SELECT count(*) FROM events").await,
+        count(
+            &db,
+            "SELECT count(*) FROM events WHERE aggregate_type = 'License'"
+        )
+        .await,
         0,
         "nothing stored"
     );
@@ -358,7 +373,7 @@ async fn an_altered_stored_event_is_reported_by_verify() {
     let infra = Infra::get();
     let prefix = unique_prefix();
     let issuance = start_issuance(&infra, &prefix).await;
-    let client = reqwest::Client::new();
+    let client = admin_client();
     let license: Value = issue(&client, &issuance.url(), &license_body())
         .await
         .json()
@@ -527,7 +542,7 @@ async fn every_service_serves_health_readiness_and_metrics() {
     )
     .await
     .expect("grant-sync starts");
-    let client = reqwest::Client::new();
+    let client = admin_client();
     for url in [
         issuance.url(),
         projector.url(),

@@ -236,6 +236,7 @@ async fn the_relay_waits_for_a_late_commit_instead_of_skipping_it() {
             infra.brokers.clone(),
             topics.events("issuance"),
             topics.named("relay-checkpoints"),
+            0,
         ),
     );
     let stats = relay.stats();

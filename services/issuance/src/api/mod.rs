@@ -1,90 +1,163 @@
 //! HTTP API of issuance. Handlers turn requests into command envelopes and
-//! call the same handler as the Kafka consumer.
+//! call the same handler as the Kafka consumer; API keys, whose secrets
+//! must never travel through Kafka, are managed over HTTP only.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::middleware::from_fn;
+use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
-use contracts::issuance::{IssueLicense, LicenseKind, ISSUE_LICENSE};
-use contracts::{Actor, ActorKind, CommandEnvelope, CommandOutcome, OutcomeStatus};
-use eventstore::{Executed, StoreError, DIGEST_MISMATCH_CODE};
-use serde::Serialize;
+use contracts::issuance::*;
+use contracts::{CommandEnvelope, CommandOutcome, OutcomeStatus};
+use eventstore::{request_digest, CommandContext, StoreError, DIGEST_MISMATCH_CODE};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use service_kit::auth::{require, secret_digest, Principal, ADMIN};
 use service_kit::{CorrelationId, Json, Problem};
 use uuid::Uuid;
 
-use crate::commands::Issuance;
-use crate::domain::{License, LicenseStatus};
+use crate::commands::{Dispatched, Empty, Issuance};
+use crate::domain::api_key::ApiKeyState;
+use crate::domain::license::LicenseState;
+use crate::domain::{ApiKeyCommand, License};
+
+const ISSUER: &str = "issuer";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/licenses", web::post().to(issue_license))
-        .route("/v1/licenses/{id}", web::get().to(get_license))
-        .route("/v1/commands/{id}", web::get().to(get_outcome));
+    let issuer = || from_fn(require(ISSUER));
+    let admin = || from_fn(require(ADMIN));
+    cfg.service(
+        web::resource("/v1/products")
+            .wrap(admin())
+            .route(web::post().to(create_product)),
+    )
+    .service(
+        web::resource("/v1/products/{code}")
+            .wrap(issuer())
+            .route(web::get().to(get_product)),
+    )
+    .service(
+        web::resource("/v1/products/{code}/policy")
+            .wrap(admin())
+            .route(web::put().to(set_policy)),
+    )
+    .service(
+        web::resource("/v1/licenses")
+            .wrap(issuer())
+            .route(web::post().to(issue_license)),
+    )
+    .service(
+        web::resource("/v1/licenses/recover")
+            .wrap(issuer())
+            .route(web::post().to(recover)),
+    )
+    .service(
+        web::resource("/v1/licenses/lookup")
+            .wrap(issuer())
+            .route(web::post().to(lookup)),
+    )
+    .service(
+        web::resource("/v1/licenses/{id}")
+            .wrap(issuer())
+            .route(web::get().to(get_license))
+            .route(web::delete().to(delete_license)),
+    )
+    .service(
+        web::resource("/v1/licenses/{id}/renew")
+            .wrap(issuer())
+            .route(web::post().to(renew)),
+    )
+    .service(
+        web::resource("/v1/licenses/{id}/features")
+            .wrap(issuer())
+            .route(web::post().to(amend)),
+    )
+    .service(
+        web::resource("/v1/licenses/{id}/suspend")
+            .wrap(issuer())
+            .route(web::post().to(suspend)),
+    )
+    .service(
+        web::resource("/v1/licenses/{id}/reinstate")
+            .wrap(issuer())
+            .route(web::post().to(reinstate)),
+    )
+    .service(
+        web::resource("/v1/licenses/{id}/revoke")
+            .wrap(issuer())
+            .route(web::post().to(revoke)),
+    )
+    .service(
+        web::resource("/v1/commands/{id}")
+            .wrap(issuer())
+            .route(web::get().to(get_outcome)),
+    )
+    .service(
+        web::resource("/v1/api-keys")
+            .wrap(admin())
+            .route(web::post().to(create_api_key)),
+    )
+    .service(
+        web::resource("/v1/api-keys/{id}")
+            .wrap(admin())
+            .route(web::get().to(get_api_key)),
+    )
+    .service(
+        web::resource("/v1/api-keys/{id}/revoke")
+            .wrap(admin())
+            .route(web::post().to(revoke_api_key)),
+    )
+    .service(
+        web::resource("/v1/api-keys/{id}/rotate")
+            .wrap(admin())
+            .route(web::post().to(rotate_api_key)),
+    )
+    .service(
+        web::resource("/v1/api-keys/{id}/allowlist")
+            .wrap(admin())
+            .route(web::put().to(set_allowlist)),
+    );
 }
 
-/// A license as answered by issuance.
+/// A license as answered by issuance. `key` only on issue and recovery.
 #[derive(Debug, Serialize)]
 pub struct LicenseBody {
     pub id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub product: String,
     pub edition: Option<String>,
     pub customer: String,
+    pub contract: Option<String>,
     pub kind: LicenseKind,
+    pub modules: Vec<String>,
     pub features: Vec<String>,
     pub status: LicenseStatus,
     pub issued_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub reclaim_at: Option<DateTime<Utc>>,
+    pub policy: Policy,
     pub version: i64,
 }
 
 impl LicenseBody {
-    fn from(license: &License, version: i64) -> Option<Self> {
-        let s = license.state.as_ref()?;
-        Some(Self {
+    fn of(s: &LicenseState, version: i64) -> Self {
+        Self {
             id: s.id,
+            key: None,
             product: s.product.clone(),
             edition: s.edition.clone(),
             customer: s.customer.clone(),
+            contract: s.contract.clone(),
             kind: s.kind,
+            modules: s.modules.clone(),
             features: s.features.clone(),
             status: s.status,
             issued_at: s.issued_at,
             expires_at: s.expires_at,
+            reclaim_at: s.reclaim_at(),
+            policy: s.policy.clone(),
             version,
-        })
-    }
-}
-
-/// Until API keys exist, callers name themselves; the name is audited.
-fn actor(req: &HttpRequest) -> Result<Actor, Problem> {
-    let Some(value) = req.headers().get("x-actor") else {
-        return Ok(Actor::new(ActorKind::Service, "anonymous"));
-    };
-    let id = value.to_str().unwrap_or_default();
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
-    if !ok {
-        return Err(Problem::bad_request(
-            "INVALID_ACTOR",
-            "X-Actor must be 1-64 of A-Z a-z 0-9 . _ @ -",
-        )
-        .with_field("X-Actor"));
-    }
-    Ok(Actor::new(ActorKind::Service, id))
-}
-
-fn idempotency_key(req: &HttpRequest) -> Result<Uuid, Problem> {
-    match req.headers().get("idempotency-key") {
-        None => Ok(Uuid::now_v7()),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| Uuid::parse_str(s.trim()).ok())
-            .ok_or_else(|| {
-                Problem::bad_request("INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be a UUID")
-                    .with_field("Idempotency-Key")
-            }),
+        }
     }
 }
 
@@ -96,7 +169,7 @@ pub fn store_problem(e: StoreError) -> Problem {
         ),
         StoreError::Conflict(_) => Problem::conflict(
             "CONCURRENT_MODIFICATION",
-            "the license changed concurrently; retry",
+            "the aggregate changed concurrently; retry",
         ),
         other => {
             tracing::error!(error = %other, "store failure");
@@ -115,10 +188,21 @@ fn rejection(outcome: &CommandOutcome) -> Problem {
         .as_ref()
         .map(|e| (e.code.clone(), e.message.clone(), e.field.clone()))
         .unwrap_or_default();
-    let status = if code == "LICENSE_EXISTS" {
-        StatusCode::CONFLICT
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
+    let status = match code.as_str() {
+        "LICENSE_NOT_FOUND" | "API_KEY_NOT_FOUND" => StatusCode::NOT_FOUND,
+        "PRODUCT_NOT_FOUND" if field.as_deref() == Some("code") => StatusCode::NOT_FOUND,
+        "LICENSE_EXISTS" | "PRODUCT_EXISTS" | "API_KEY_EXISTS" => StatusCode::CONFLICT,
+        "LICENSE_REVOKED"
+        | "LICENSE_DELETED"
+        | "LICENSE_RECLAIMED"
+        | "LICENSE_SUSPENDED"
+        | "LICENSE_EXPIRED"
+        | "LICENSE_NOT_SUSPENDED"
+        | "LICENSE_NOT_EXPIRED"
+        | "LICENSE_NOT_DUE"
+        | "LICENSE_PERPETUAL"
+        | "API_KEY_REVOKED" => StatusCode::CONFLICT,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
     };
     let p = Problem::new(status, code, "Command rejected").with_detail(message);
     match field {
@@ -127,27 +211,89 @@ fn rejection(outcome: &CommandOutcome) -> Problem {
     }
 }
 
-async fn issue_license(
-    req: HttpRequest,
-    issuance: web::Data<Issuance>,
+fn idempotency_key(req: &actix_web::HttpRequest) -> Result<Uuid, Problem> {
+    match req.headers().get("idempotency-key") {
+        None => Ok(Uuid::now_v7()),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| Uuid::parse_str(s.trim()).ok())
+            .ok_or_else(|| {
+                Problem::bad_request("INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be a UUID")
+                    .with_field("Idempotency-Key")
+            }),
+    }
+}
+
+/// What every command handler needs from the request.
+struct Caller {
+    command_id: Uuid,
+    principal: Principal,
     correlation: CorrelationId,
-    Json(spec): Json<IssueLicense>,
+}
+
+impl actix_web::FromRequest for Caller {
+    type Error = Problem;
+    type Future = futures::future::LocalBoxFuture<'static, Result<Self, Problem>>;
+
+    fn from_request(
+        req: &actix_web::HttpRequest,
+        payload: &mut actix_web::dev::Payload,
+    ) -> Self::Future {
+        let command_id = idempotency_key(req);
+        let principal = Principal::from_request(req, payload);
+        let correlation = CorrelationId::from_request(req, payload);
+        Box::pin(async move {
+            Ok(Self {
+                command_id: command_id?,
+                principal: principal.await?,
+                correlation: correlation.await.map_err(|_| Problem::internal())?,
+            })
+        })
+    }
+}
+
+impl Caller {
+    fn envelope<P: Serialize>(
+        &self,
+        command_type: &str,
+        aggregate_id: String,
+        payload: &P,
+    ) -> Result<CommandEnvelope, Problem> {
+        Ok(CommandEnvelope {
+            command_id: self.command_id,
+            command_type: command_type.to_string(),
+            aggregate_id,
+            issued_at: Utc::now(),
+            actor: self.principal.actor(),
+            correlation_id: self.correlation.0.clone(),
+            causation_id: None,
+            payload: serde_json::to_value(payload).map_err(|_| Problem::internal())?,
+        })
+    }
+
+    fn context<P: Serialize>(&self, command_type: &str, payload: &P) -> CommandContext {
+        CommandContext {
+            command_id: self.command_id,
+            command_type: command_type.to_string(),
+            correlation_id: self.correlation.0.clone(),
+            causation_id: None,
+            actor: self.principal.actor(),
+            occurred_at: Utc::now(),
+            request_digest: request_digest(command_type, payload),
+        }
+    }
+}
+
+/// Runs an envelope and renders the outcome: `status` on success.
+async fn run(
+    issuance: &Issuance,
+    env: CommandEnvelope,
+    status: StatusCode,
+    with_key: bool,
 ) -> Result<HttpResponse, Problem> {
-    let envelope = CommandEnvelope {
-        command_id: idempotency_key(&req)?,
-        command_type: ISSUE_LICENSE.to_string(),
-        aggregate_id: Uuid::now_v7().to_string(),
-        issued_at: Utc::now(),
-        actor: actor(&req)?,
-        correlation_id: correlation.0,
-        causation_id: None,
-        payload: serde_json::to_value(&spec).map_err(|_| Problem::internal())?,
-    };
-    let Executed {
-        outcome,
-        aggregate,
-        replayed,
-    } = issuance.dispatch(&envelope).await.map_err(store_problem)?;
+    let done = issuance.dispatch(&env).await.map_err(store_problem)?;
+    let outcome = done.outcome().clone();
     if outcome.status == OutcomeStatus::Rejected {
         return Err(rejection(&outcome));
     }
@@ -155,29 +301,171 @@ async fn issue_license(
         .sequence
         .and_then(|s| i64::try_from(s).ok())
         .unwrap_or(0);
-    let body = LicenseBody::from(&aggregate, version).ok_or_else(Problem::internal)?;
-    Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/v1/licenses/{}", body.id)))
-        .insert_header((
-            "Idempotent-Replayed",
-            if replayed { "true" } else { "false" },
-        ))
-        .insert_header(("X-Command-Id", outcome.command_id.to_string()))
-        .json(body))
+    let (body, replayed) = match done {
+        Dispatched::License(e) => {
+            let s = e.aggregate.state.as_ref().ok_or_else(Problem::internal)?;
+            let mut body = LicenseBody::of(s, version);
+            if with_key {
+                body.key = Some(crate::domain::KeySource::key_for(
+                    &*issuance.licenses.services().keys,
+                    s.id,
+                ));
+            }
+            (serde_json::to_value(body), e.replayed)
+        }
+        Dispatched::Product(e) => (serde_json::to_value(&e.aggregate.state), e.replayed),
+        Dispatched::Refused(_) => return Err(Problem::internal()),
+    };
+    let mut res = HttpResponse::build(status);
+    res.insert_header((
+        "Idempotent-Replayed",
+        if replayed { "true" } else { "false" },
+    ))
+    .insert_header(("X-Command-Id", outcome.command_id.to_string()));
+    Ok(res.json(body.map_err(|_| Problem::internal())?))
+}
+
+async fn create_product(
+    issuance: web::Data<Issuance>,
+    caller: Caller,
+    Json(p): Json<CreateProduct>,
+) -> Result<HttpResponse, Problem> {
+    let env = caller.envelope(CREATE_PRODUCT, p.code.clone(), &p)?;
+    run(&issuance, env, StatusCode::CREATED, false).await
+}
+
+async fn get_product(
+    issuance: web::Data<Issuance>,
+    code: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let product = issuance
+        .product(&code)
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(|| Problem::not_found("PRODUCT_NOT_FOUND", "no such product"))?;
+    Ok(HttpResponse::Ok().json(product))
+}
+
+async fn set_policy(
+    issuance: web::Data<Issuance>,
+    caller: Caller,
+    code: web::Path<String>,
+    Json(p): Json<SetPolicy>,
+) -> Result<HttpResponse, Problem> {
+    let env = caller.envelope(SET_POLICY, code.into_inner(), &p)?;
+    run(&issuance, env, StatusCode::OK, false).await
+}
+
+async fn issue_license(
+    issuance: web::Data<Issuance>,
+    caller: Caller,
+    Json(spec): Json<IssueLicense>,
+) -> Result<HttpResponse, Problem> {
+    let env = caller.envelope(ISSUE_LICENSE, Uuid::now_v7().to_string(), &spec)?;
+    run(&issuance, env, StatusCode::CREATED, true).await
 }
 
 async fn get_license(
     issuance: web::Data<Issuance>,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
-    let (license, version) = issuance
+    let (license, version): (License, i64) = issuance
         .licenses
         .load(&id.to_string())
         .await
         .map_err(store_problem)?;
-    let body = LicenseBody::from(&license, version)
+    let s = license
+        .state
         .ok_or_else(|| Problem::not_found("LICENSE_NOT_FOUND", "no such license"))?;
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(LicenseBody::of(&s, version)))
+}
+
+async fn renew(
+    issuance: web::Data<Issuance>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+    Json(p): Json<RenewLicense>,
+) -> Result<HttpResponse, Problem> {
+    run(
+        &issuance,
+        caller.envelope(RENEW_LICENSE, id.to_string(), &p)?,
+        StatusCode::OK,
+        false,
+    )
+    .await
+}
+
+async fn amend(
+    issuance: web::Data<Issuance>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+    Json(p): Json<AmendFeatures>,
+) -> Result<HttpResponse, Problem> {
+    run(
+        &issuance,
+        caller.envelope(AMEND_FEATURES, id.to_string(), &p)?,
+        StatusCode::OK,
+        false,
+    )
+    .await
+}
+
+async fn suspend(
+    issuance: web::Data<Issuance>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+    Json(p): Json<Reason>,
+) -> Result<HttpResponse, Problem> {
+    run(
+        &issuance,
+        caller.envelope(SUSPEND_LICENSE, id.to_string(), &p)?,
+        StatusCode::OK,
+        false,
+    )
+    .await
+}
+
+async fn reinstate(
+    issuance: web::Data<Issuance>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, Problem> {
+    run(
+        &issuance,
+        caller.envelope(REINSTATE_LICENSE, id.to_string(), &Empty {})?,
+        StatusCode::OK,
+        false,
+    )
+    .await
+}
+
+async fn revoke(
+    issuance: web::Data<Issuance>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+    Json(p): Json<Reason>,
+) -> Result<HttpResponse, Problem> {
+    run(
+        &issuance,
+        caller.envelope(REVOKE_LICENSE, id.to_string(), &p)?,
+        StatusCode::OK,
+        false,
+    )
+    .await
+}
+
+async fn delete_license(
+    issuance: web::Data<Issuance>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, Problem> {
+    run(
+        &issuance,
+        caller.envelope(DELETE_LICENSE, id.to_string(), &Empty {})?,
+        StatusCode::OK,
+        false,
+    )
+    .await
 }
 
 async fn get_outcome(
@@ -191,4 +479,291 @@ async fn get_outcome(
         .map_err(store_problem)?
         .ok_or_else(|| Problem::not_found("COMMAND_NOT_FOUND", "no such command"))?;
     Ok(HttpResponse::Ok().json(outcome))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lookup {
+    pub key: String,
+}
+
+/// Finds a license by its key. A mistyped key fails its check character
+/// and is refused before any lookup.
+async fn lookup(
+    issuance: web::Data<Issuance>,
+    Json(l): Json<Lookup>,
+) -> Result<HttpResponse, Problem> {
+    let normalized = crate::domain::license_key::normalize(&l.key).map_err(|e| {
+        let code = match e {
+            crate::domain::license_key::KeyError::Check => "KEY_CHECK_FAILED",
+            _ => "INVALID_LICENSE_KEY",
+        };
+        Problem::unprocessable(code, e.to_string()).with_field("key")
+    })?;
+    let id: Option<Uuid> =
+        sqlx::query_scalar("SELECT license_id FROM license_lookup WHERE key_digest = $1")
+            .bind(crate::domain::license_key::digest(&normalized))
+            .fetch_optional(&issuance.pool)
+            .await
+            .map_err(|e| store_problem(StoreError::Database(e)))?;
+    let id =
+        id.ok_or_else(|| Problem::not_found("LICENSE_NOT_FOUND", "no license has this key"))?;
+    let (license, version) = issuance
+        .licenses
+        .load(&id.to_string())
+        .await
+        .map_err(store_problem)?;
+    let s = license
+        .state
+        .ok_or_else(|| Problem::not_found("LICENSE_NOT_FOUND", "no license has this key"))?;
+    Ok(HttpResponse::Ok().json(LicenseBody::of(&s, version)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recover {
+    pub contract: Option<String>,
+    pub activation_file: Option<String>,
+    pub fingerprint: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Recovered {
+    licenses: Vec<LicenseBody>,
+}
+
+/// Shows the keys of a customer's licenses again; each recovery is an event.
+async fn recover(
+    issuance: web::Data<Issuance>,
+    caller: Caller,
+    Json(r): Json<Recover>,
+) -> Result<HttpResponse, Problem> {
+    let method = match (&r.contract, &r.activation_file, &r.fingerprint) {
+        (Some(c), None, None) if !c.trim().is_empty() && c.len() <= 200 => RecoveryMethod::Contract,
+        (None, Some(_), None) | (None, None, Some(_)) => {
+            return Err(Problem::unprocessable(
+                "RECOVERY_METHOD_UNAVAILABLE",
+                "recovery by activation file or fingerprint needs the activation service, which is not built yet",
+            ));
+        }
+        _ => {
+            return Err(Problem::unprocessable(
+                "INVALID_RECOVERY",
+                "give exactly one of contract, activation_file, fingerprint",
+            ))
+        }
+    };
+    let contract = r.contract.unwrap_or_default();
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT license_id FROM license_lookup WHERE contract = $1 AND status <> 'deleted' ORDER BY license_id LIMIT 100",
+    )
+    .bind(contract.trim())
+    .fetch_all(&issuance.pool)
+    .await
+    .map_err(|e| store_problem(StoreError::Database(e)))?;
+    if ids.is_empty() {
+        return Err(Problem::not_found("NO_LICENSES", "no license matches").with_field("contract"));
+    }
+    let mut licenses = Vec::with_capacity(ids.len());
+    for id in ids {
+        // One audited event per license shown; a distinct command id each.
+        let mut ctx = caller.context("RecordKeyRecovery", &(id, method));
+        ctx.command_id = Uuid::now_v7();
+        let done = issuance
+            .licenses
+            .execute(
+                &id.to_string(),
+                crate::domain::LicenseCommand::RecordKeyRecovery(method),
+                &ctx,
+            )
+            .await
+            .map_err(store_problem)?;
+        if let Some(s) = done.aggregate.state.as_ref() {
+            let mut body = LicenseBody::of(
+                s,
+                done.outcome
+                    .sequence
+                    .and_then(|v| i64::try_from(v).ok())
+                    .unwrap_or(0),
+            );
+            if done.outcome.status == OutcomeStatus::Accepted {
+                body.key = Some(crate::domain::KeySource::key_for(
+                    &*issuance.licenses.services().keys,
+                    s.id,
+                ));
+            }
+            licenses.push(body);
+        }
+    }
+    Ok(HttpResponse::Ok().json(Recovered { licenses }))
+}
+
+// ---------------------------------------------------------------- API keys
+
+#[derive(Debug, Serialize)]
+struct ApiKeyBody {
+    key_id: String,
+    scopes: Vec<String>,
+    allowlist: Vec<String>,
+    callback_url: Option<String>,
+    remark: Option<String>,
+    revoked: bool,
+    created_at: DateTime<Utc>,
+    /// Only when created or rotated: shown once, stored nowhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_key: Option<String>,
+    /// `<SecretId>.<SecretKey>`, the bearer token; shown once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+}
+
+impl ApiKeyBody {
+    fn of(s: &ApiKeyState, secret: Option<String>) -> Self {
+        Self {
+            key_id: s.key_id.clone(),
+            scopes: s.scopes.clone(),
+            allowlist: s.allowlist.clone(),
+            callback_url: s.callback_url.clone(),
+            remark: s.remark.clone(),
+            revoked: s.revoked,
+            created_at: s.created_at,
+            token: secret.as_ref().map(|k| format!("{}.{k}", s.key_id)),
+            secret_key: secret,
+        }
+    }
+}
+
+fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+async fn api_key_command(
+    issuance: &Issuance,
+    caller: &Caller,
+    key_id: &str,
+    command: ApiKeyCommand,
+    digest_of: &impl Serialize,
+    secret: Option<String>,
+    status: StatusCode,
+) -> Result<HttpResponse, Problem> {
+    let command_type = match &command {
+        ApiKeyCommand::Create { .. } => "CreateApiKey",
+        ApiKeyCommand::Rotate { .. } => "RotateApiKey",
+        ApiKeyCommand::Revoke => "RevokeApiKey",
+        ApiKeyCommand::SetAllowlist(_) => "SetAllowlist",
+    };
+    let ctx = caller.context(command_type, digest_of);
+    let done = issuance
+        .api_keys
+        .execute(key_id, command, &ctx)
+        .await
+        .map_err(store_problem)?;
+    if done.outcome.status == OutcomeStatus::Rejected {
+        return Err(rejection(&done.outcome));
+    }
+    let s = done
+        .aggregate
+        .state
+        .as_ref()
+        .ok_or_else(Problem::internal)?;
+    // A replayed create or rotate cannot show the secret again.
+    let secret = if done.replayed { None } else { secret };
+    Ok(HttpResponse::build(status).json(ApiKeyBody::of(s, secret)))
+}
+
+async fn create_api_key(
+    issuance: web::Data<Issuance>,
+    caller: Caller,
+    Json(spec): Json<CreateApiKey>,
+) -> Result<HttpResponse, Problem> {
+    let key_id = format!("AKID{}", Uuid::new_v4().simple());
+    let secret = new_secret();
+    let command = ApiKeyCommand::Create {
+        key_id: key_id.clone(),
+        secret_digest: secret_digest(&secret),
+        spec: spec.clone(),
+    };
+    api_key_command(
+        &issuance,
+        &caller,
+        &key_id,
+        command,
+        &spec,
+        Some(secret),
+        StatusCode::CREATED,
+    )
+    .await
+}
+
+fn check_key_id(id: &str) -> Result<(), Problem> {
+    if id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err(Problem::bad_request("INVALID_PATH", "not an API key id").with_field("id"))
+    }
+}
+
+async fn get_api_key(
+    issuance: web::Data<Issuance>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    check_key_id(&id)?;
+    let (key, _) = issuance.api_keys.load(&id).await.map_err(store_problem)?;
+    let s = key
+        .state
+        .ok_or_else(|| Problem::not_found("API_KEY_NOT_FOUND", "no such API key"))?;
+    Ok(HttpResponse::Ok().json(ApiKeyBody::of(&s, None)))
+}
+
+async fn revoke_api_key(
+    issuance: web::Data<Issuance>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    check_key_id(&id)?;
+    api_key_command(
+        &issuance,
+        &caller,
+        &id,
+        ApiKeyCommand::Revoke,
+        &id.as_str(),
+        None,
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn rotate_api_key(
+    issuance: web::Data<Issuance>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    check_key_id(&id)?;
+    let secret = new_secret();
+    let command = ApiKeyCommand::Rotate {
+        secret_digest: secret_digest(&secret),
+    };
+    api_key_command(
+        &issuance,
+        &caller,
+        &id,
+        command,
+        &caller.command_id,
+        Some(secret),
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn set_allowlist(
+    issuance: web::Data<Issuance>,
+    caller: Caller,
+    id: web::Path<String>,
+    Json(a): Json<SetAllowlist>,
+) -> Result<HttpResponse, Problem> {
+    check_key_id(&id)?;
+    let command = ApiKeyCommand::SetAllowlist(a.clone());
+    api_key_command(&issuance, &caller, &id, command, &a, None, StatusCode::OK).await
 }

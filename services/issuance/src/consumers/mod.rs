@@ -28,7 +28,7 @@ impl TxHandler for CommandConsumer {
         let env: CommandEnvelope = serde_json::from_slice(payload)
             .map_err(|e| HandleError::Poison(format!("not a command envelope: {e}")))?;
         let outcome = match self.issuance.dispatch(&env).await {
-            Ok(executed) => executed.outcome,
+            Ok(done) => done.outcome().clone(),
             // Not stored: the first command with this id keeps its outcome.
             Err(StoreError::DigestMismatch) => CommandOutcome {
                 command_id: env.command_id,

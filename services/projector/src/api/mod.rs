@@ -1,9 +1,11 @@
 //! Read API of the projector.
 
 use actix_web::http::StatusCode;
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use service_kit::auth::require;
 use service_kit::Problem;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
@@ -12,9 +14,20 @@ const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1_000;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/licenses/{id}", web::get().to(get_license))
-        .route("/v1/audit", web::get().to(audit));
+    let auditor = || from_fn(require(AUDITOR));
+    cfg.service(
+        web::resource("/v1/licenses/{id}")
+            .wrap(auditor())
+            .route(web::get().to(get_license)),
+    )
+    .service(
+        web::resource("/v1/audit")
+            .wrap(auditor())
+            .route(web::get().to(audit)),
+    );
 }
+
+const AUDITOR: &str = "auditor";
 
 fn unavailable(e: sqlx::Error) -> Problem {
     tracing::error!(error = %e, "read model query failed");

@@ -125,7 +125,7 @@ async fn fold_license(
     )
     .bind(id)
     .bind(&state)
-    .bind(&view.status)
+    .bind(view.status_text())
     .bind(&view.product)
     .bind(&view.customer)
     .bind(view.expires_at)

@@ -1,5 +1,5 @@
 use chrono::{DateTime, Utc};
-use contracts::issuance::{LicenseIssued, LicenseKind, LICENSE_AGGREGATE, LICENSE_ISSUED};
+use contracts::issuance::*;
 use contracts::EventEnvelope;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -11,11 +11,17 @@ pub struct LicenseView {
     pub product: String,
     pub edition: Option<String>,
     pub customer: String,
+    #[serde(default)]
+    pub contract: Option<String>,
     pub kind: LicenseKind,
+    #[serde(default)]
+    pub modules: Vec<String>,
     pub features: Vec<String>,
-    pub status: String,
+    pub status: LicenseStatus,
     pub issued_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub reclaim_at: Option<DateTime<Utc>>,
     /// Sequence of the last issuance event folded in.
     pub version: u64,
     pub updated_at: DateTime<Utc>,
@@ -46,25 +52,69 @@ impl LicenseView {
     /// Folds one issuance event into the view. Event types this projector
     /// does not know (yet) leave the view unchanged.
     pub fn fold(view: Option<Self>, e: &EventEnvelope) -> Result<Option<Self>, FoldError> {
-        match e.event_type.as_str() {
-            LICENSE_ISSUED => {
-                let p: LicenseIssued = decode(e)?;
-                Ok(Some(Self {
-                    id: p.license_id,
-                    product: p.product,
-                    edition: p.edition,
-                    customer: p.customer,
-                    kind: p.kind,
-                    features: p.features,
-                    status: "active".into(),
-                    issued_at: p.issued_at,
-                    expires_at: p.expires_at,
-                    version: e.sequence,
-                    updated_at: e.recorded_at,
-                }))
-            }
-            _ => Ok(view),
+        if e.event_type == LICENSE_ISSUED {
+            let p: LicenseIssued = decode(e)?;
+            let reclaim_at = p.expires_at.zip(p.policy.as_ref()).map(|(at, policy)| {
+                at + chrono::Duration::days(i64::from(policy.reclaim_after_days))
+            });
+            return Ok(Some(Self {
+                id: p.license_id,
+                product: p.product,
+                edition: p.edition,
+                customer: p.customer,
+                contract: p.contract,
+                kind: p.kind,
+                modules: p.modules,
+                features: p.features,
+                status: LicenseStatus::Active,
+                issued_at: p.issued_at,
+                expires_at: p.expires_at,
+                reclaim_at,
+                version: e.sequence,
+                updated_at: e.recorded_at,
+            }));
         }
+        let Some(mut v) = view else {
+            return Ok(None);
+        };
+        match e.event_type.as_str() {
+            LICENSE_RENEWED => {
+                let p: LicenseRenewed = decode(e)?;
+                if let (Some(old), Some(reclaim)) = (v.expires_at, v.reclaim_at) {
+                    v.reclaim_at = Some(reclaim + (p.expires_at - old));
+                }
+                v.expires_at = Some(p.expires_at);
+                if v.status == LicenseStatus::Expired {
+                    v.status = LicenseStatus::Active;
+                }
+            }
+            LICENSE_FEATURES_AMENDED => {
+                let p: LicenseFeaturesAmended = decode(e)?;
+                v.modules = p.modules;
+                v.features = p.features;
+            }
+            LICENSE_SUSPENDED => v.status = LicenseStatus::Suspended,
+            LICENSE_REINSTATED => v.status = LicenseStatus::Active,
+            LICENSE_REVOKED => v.status = LicenseStatus::Revoked,
+            LICENSE_EXPIRED => {
+                let p: LicenseExpired = decode(e)?;
+                v.status = LicenseStatus::Expired;
+                v.reclaim_at = Some(p.reclaim_at);
+            }
+            LICENSE_RECLAIMED => v.status = LicenseStatus::Reclaimed,
+            LICENSE_DELETED => v.status = LicenseStatus::Deleted,
+            _ => {}
+        }
+        v.version = e.sequence;
+        v.updated_at = e.recorded_at;
+        Ok(Some(v))
+    }
+
+    pub fn status_text(&self) -> String {
+        serde_json::to_value(self.status)
+            .ok()
+            .and_then(|s| s.as_str().map(str::to_string))
+            .unwrap_or_default()
     }
 }
 
@@ -104,34 +154,87 @@ mod tests {
         }
     }
 
+    const ID: &str = "0192f5c4-0000-7000-8000-000000000001";
+
     fn issued() -> serde_json::Value {
         json!({
-            "license_id": "0192f5c4-0000-7000-8000-000000000001",
+            "license_id": ID,
             "product": "integration-platform",
             "customer": "ACME",
             "kind": "formal",
             "features": ["data-access"],
-            "issued_at": "2026-11-01T00:00:00Z"
+            "issued_at": "2026-11-01T00:00:00Z",
+            "expires_at": "2027-11-01T00:00:00Z",
+            "policy": Policy::default(),
         })
+    }
+
+    fn view() -> Option<LicenseView> {
+        LicenseView::fold(None, &envelope(LICENSE_ISSUED, 1, issued())).expect("folds")
     }
 
     #[test]
     fn license_issued_creates_an_active_view() {
-        let v = LicenseView::fold(None, &envelope(LICENSE_ISSUED, 1, issued()))
-            .expect("folds")
-            .expect("view exists");
-        assert_eq!(v.status, "active");
+        let v = view().expect("view exists");
+        assert_eq!(v.status, LicenseStatus::Active);
         assert_eq!(v.product, "integration-platform");
         assert_eq!(v.version, 1);
-        assert_eq!(v.expires_at, None);
+        assert_eq!(
+            v.reclaim_at.map(|r| r.to_rfc3339()),
+            Some("2028-01-30T00:00:00+00:00".into())
+        );
     }
 
     #[test]
-    fn unknown_event_types_leave_the_view_unchanged() {
-        let v = LicenseView::fold(None, &envelope(LICENSE_ISSUED, 1, issued())).expect("folds");
-        let after =
-            LicenseView::fold(v.clone(), &envelope("SomethingNew", 2, json!({}))).expect("folds");
-        assert_eq!(v, after);
+    fn the_lifecycle_moves_the_status() {
+        let mut v = view();
+        let steps = [
+            (
+                LICENSE_SUSPENDED,
+                json!({"license_id": ID, "reason": "r", "suspended_at": "2026-11-02T00:00:00Z"}),
+                LicenseStatus::Suspended,
+            ),
+            (
+                LICENSE_REINSTATED,
+                json!({"license_id": ID, "reinstated_at": "2026-11-03T00:00:00Z"}),
+                LicenseStatus::Active,
+            ),
+            (
+                LICENSE_EXPIRED,
+                json!({"license_id": ID, "expires_at": "2027-11-01T00:00:00Z", "expired_at": "2027-11-01T00:00:00Z", "existing_grants_continue": true, "new_grants_allowed": false, "reclaim_at": "2028-01-30T00:00:00Z"}),
+                LicenseStatus::Expired,
+            ),
+            (
+                LICENSE_RENEWED,
+                json!({"license_id": ID, "previous_expires_at": "2027-11-01T00:00:00Z", "expires_at": "2028-11-01T00:00:00Z", "order_ref": "PO", "renewed_at": "2027-11-02T00:00:00Z"}),
+                LicenseStatus::Active,
+            ),
+            (
+                LICENSE_REVOKED,
+                json!({"license_id": ID, "reason": "r", "revoked_at": "2027-11-03T00:00:00Z"}),
+                LicenseStatus::Revoked,
+            ),
+        ];
+        for (i, (t, p, status)) in steps.into_iter().enumerate() {
+            v = LicenseView::fold(v, &envelope(t, i as u64 + 2, p)).expect("folds");
+            assert_eq!(v.as_ref().map(|v| v.status), Some(status), "{t}");
+        }
+        let v = v.expect("view");
+        assert_eq!(v.version, 6);
+        assert_eq!(
+            v.expires_at.map(|r| r.to_rfc3339()),
+            Some("2028-11-01T00:00:00+00:00".into())
+        );
+    }
+
+    #[test]
+    fn unknown_event_types_leave_the_view_unchanged_but_for_its_version() {
+        let v = view();
+        let after = LicenseView::fold(v.clone(), &envelope("SomethingNew", 2, json!({})))
+            .expect("folds")
+            .expect("view");
+        assert_eq!(after.status, LicenseStatus::Active);
+        assert_eq!(after.features, v.expect("view").features);
     }
 
     #[test]

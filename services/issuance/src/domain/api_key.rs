@@ -1,0 +1,419 @@
+//! API keys: SecretId (public) + SecretKey (shown once). The aggregate holds
+//! only the SecretKey's digest, scopes, an allowlist of at most 10 addresses
+//! or CIDRs, a callback URL and a remark.
+
+use chrono::{DateTime, Utc};
+use contracts::issuance::*;
+use contracts::net::Cidr;
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use eventstore::CodedError;
+use serde::{Deserialize, Serialize};
+
+use super::IssuanceServices;
+
+const MAX_URL_LEN: usize = 2048;
+const MAX_REMARK_LEN: usize = 500;
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub state: Option<ApiKeyState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyState {
+    pub key_id: String,
+    pub secret_digest: String,
+    pub scopes: Vec<String>,
+    pub allowlist: Vec<String>,
+    pub callback_url: Option<String>,
+    pub remark: Option<String>,
+    pub revoked: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiKeyCommand {
+    /// The caller generates the secret and passes only its digest.
+    Create {
+        key_id: String,
+        secret_digest: String,
+        spec: CreateApiKey,
+    },
+    Rotate {
+        secret_digest: String,
+    },
+    Revoke,
+    SetAllowlist(SetAllowlist),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ApiKeyEvent {
+    ApiKeyCreated(ApiKeyCreated),
+    ApiKeyRotated(ApiKeyRotated),
+    ApiKeyRevoked(ApiKeyRevoked),
+    ApiKeyAllowlistChanged(ApiKeyAllowlistChanged),
+}
+
+impl DomainEvent for ApiKeyEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::ApiKeyCreated(_) => API_KEY_CREATED,
+            Self::ApiKeyRotated(_) => API_KEY_ROTATED,
+            Self::ApiKeyRevoked(_) => API_KEY_REVOKED,
+            Self::ApiKeyAllowlistChanged(_) => API_KEY_ALLOWLIST_CHANGED,
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        V1.to_string()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiKeyError {
+    #[error("API key already exists")]
+    AlreadyExists,
+    #[error("no such API key")]
+    NotFound,
+    #[error("the API key is revoked")]
+    Revoked,
+    #[error("scopes must be a non-empty set of: admin, issuer, activator, domain-admin, sync-client, auditor")]
+    InvalidScopes,
+    #[error("an allowlist holds at most 10 addresses or CIDRs")]
+    AllowlistTooLong,
+    #[error("{0:?} is not an IP address or CIDR block")]
+    InvalidAllowlistEntry(String),
+    #[error("callback_url must be an http(s) URL of at most 2048 characters")]
+    InvalidCallbackUrl,
+    #[error("remark must be at most 500 characters without control characters")]
+    InvalidRemark,
+}
+
+impl CodedError for ApiKeyError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::AlreadyExists => "API_KEY_EXISTS",
+            Self::NotFound => "API_KEY_NOT_FOUND",
+            Self::Revoked => "API_KEY_REVOKED",
+            Self::InvalidScopes => "INVALID_SCOPES",
+            Self::AllowlistTooLong => "ALLOWLIST_TOO_LONG",
+            Self::InvalidAllowlistEntry(_) => "INVALID_ALLOWLIST_ENTRY",
+            Self::InvalidCallbackUrl => "INVALID_CALLBACK_URL",
+            Self::InvalidRemark => "INVALID_REMARK",
+        }
+    }
+
+    fn field(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidScopes => Some("scopes"),
+            Self::AllowlistTooLong | Self::InvalidAllowlistEntry(_) => Some("allowlist"),
+            Self::InvalidCallbackUrl => Some("callback_url"),
+            Self::InvalidRemark => Some("remark"),
+            _ => None,
+        }
+    }
+}
+
+fn check_allowlist(list: &[String]) -> Result<(), ApiKeyError> {
+    if list.len() > MAX_ALLOWLIST {
+        return Err(ApiKeyError::AllowlistTooLong);
+    }
+    match list.iter().find(|e| Cidr::parse(e).is_none()) {
+        Some(bad) => Err(ApiKeyError::InvalidAllowlistEntry(
+            bad.chars().take(64).collect(),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn check_spec(spec: &CreateApiKey) -> Result<(), ApiKeyError> {
+    let mut seen = std::collections::BTreeSet::new();
+    if spec.scopes.is_empty()
+        || !spec
+            .scopes
+            .iter()
+            .all(|s| SCOPES.contains(&s.as_str()) && seen.insert(s.as_str()))
+    {
+        return Err(ApiKeyError::InvalidScopes);
+    }
+    check_allowlist(&spec.allowlist)?;
+    if let Some(url) = &spec.callback_url {
+        let ok = (url.starts_with("https://") || url.starts_with("http://"))
+            && url.len() <= MAX_URL_LEN
+            && url.len() > "https://".len()
+            && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            return Err(ApiKeyError::InvalidCallbackUrl);
+        }
+    }
+    if let Some(r) = &spec.remark {
+        if r.chars().count() > MAX_REMARK_LEN || r.chars().any(char::is_control) {
+            return Err(ApiKeyError::InvalidRemark);
+        }
+    }
+    Ok(())
+}
+
+impl ApiKey {
+    fn live(&self) -> Result<&ApiKeyState, ApiKeyError> {
+        let s = self.state.as_ref().ok_or(ApiKeyError::NotFound)?;
+        if s.revoked {
+            return Err(ApiKeyError::Revoked);
+        }
+        Ok(s)
+    }
+}
+
+impl Aggregate for ApiKey {
+    const TYPE: &'static str = API_KEY_AGGREGATE;
+    type Command = ApiKeyCommand;
+    type Event = ApiKeyEvent;
+    type Error = ApiKeyError;
+    type Services = IssuanceServices;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let now = services.clock.now();
+        let event = match command {
+            ApiKeyCommand::Create {
+                key_id,
+                secret_digest,
+                spec,
+            } => {
+                if self.state.is_some() {
+                    return Err(ApiKeyError::AlreadyExists);
+                }
+                check_spec(&spec)?;
+                ApiKeyEvent::ApiKeyCreated(ApiKeyCreated {
+                    key_id,
+                    secret_digest,
+                    scopes: spec.scopes,
+                    allowlist: spec.allowlist,
+                    callback_url: spec.callback_url,
+                    remark: spec.remark,
+                    created_at: now,
+                })
+            }
+            ApiKeyCommand::Rotate { secret_digest } => {
+                let s = self.live()?;
+                ApiKeyEvent::ApiKeyRotated(ApiKeyRotated {
+                    key_id: s.key_id.clone(),
+                    secret_digest,
+                    rotated_at: now,
+                })
+            }
+            ApiKeyCommand::Revoke => {
+                let s = self.live()?;
+                ApiKeyEvent::ApiKeyRevoked(ApiKeyRevoked {
+                    key_id: s.key_id.clone(),
+                    revoked_at: now,
+                })
+            }
+            ApiKeyCommand::SetAllowlist(a) => {
+                let s = self.live()?;
+                check_allowlist(&a.allowlist)?;
+                ApiKeyEvent::ApiKeyAllowlistChanged(ApiKeyAllowlistChanged {
+                    key_id: s.key_id.clone(),
+                    allowlist: a.allowlist,
+                    changed_at: now,
+                })
+            }
+        };
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        if let ApiKeyEvent::ApiKeyCreated(e) = event {
+            self.state = Some(ApiKeyState {
+                key_id: e.key_id,
+                secret_digest: e.secret_digest,
+                scopes: e.scopes,
+                allowlist: e.allowlist,
+                callback_url: e.callback_url,
+                remark: e.remark,
+                revoked: false,
+                created_at: e.created_at,
+            });
+            return;
+        }
+        let Some(s) = self.state.as_mut() else {
+            return;
+        };
+        match event {
+            ApiKeyEvent::ApiKeyCreated(_) => {}
+            ApiKeyEvent::ApiKeyRotated(e) => s.secret_digest = e.secret_digest,
+            ApiKeyEvent::ApiKeyRevoked(_) => s.revoked = true,
+            ApiKeyEvent::ApiKeyAllowlistChanged(e) => s.allowlist = e.allowlist,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_es::test::TestFramework;
+
+    use super::*;
+    use crate::domain::test_support::{now, services};
+
+    fn spec() -> CreateApiKey {
+        CreateApiKey {
+            scopes: vec!["issuer".into(), "auditor".into()],
+            allowlist: vec!["10.0.0.0/8".into(), "203.0.113.7".into()],
+            callback_url: Some("https://billing.example/callback".into()),
+            remark: Some("billing".into()),
+        }
+    }
+
+    fn create(spec: CreateApiKey) -> ApiKeyCommand {
+        ApiKeyCommand::Create {
+            key_id: "AKID1".into(),
+            secret_digest: "d1".into(),
+            spec,
+        }
+    }
+
+    fn created() -> ApiKeyEvent {
+        let s = spec();
+        ApiKeyEvent::ApiKeyCreated(ApiKeyCreated {
+            key_id: "AKID1".into(),
+            secret_digest: "d1".into(),
+            scopes: s.scopes,
+            allowlist: s.allowlist,
+            callback_url: s.callback_url,
+            remark: s.remark,
+            created_at: now(),
+        })
+    }
+
+    fn revoked() -> ApiKeyEvent {
+        ApiKeyEvent::ApiKeyRevoked(ApiKeyRevoked {
+            key_id: "AKID1".into(),
+            revoked_at: now(),
+        })
+    }
+
+    fn fw() -> TestFramework<ApiKey> {
+        TestFramework::with(services())
+    }
+
+    #[test]
+    fn creating_rotating_revoking_and_changing_the_allowlist() {
+        fw().given_no_previous_events()
+            .when(create(spec()))
+            .then_expect_events(vec![created()]);
+        fw().given(vec![created()])
+            .when(ApiKeyCommand::Rotate {
+                secret_digest: "d2".into(),
+            })
+            .then_expect_events(vec![ApiKeyEvent::ApiKeyRotated(ApiKeyRotated {
+                key_id: "AKID1".into(),
+                secret_digest: "d2".into(),
+                rotated_at: now(),
+            })]);
+        fw().given(vec![created()])
+            .when(ApiKeyCommand::Revoke)
+            .then_expect_events(vec![revoked()]);
+        fw().given(vec![created()])
+            .when(ApiKeyCommand::SetAllowlist(SetAllowlist {
+                allowlist: vec!["::1".into()],
+            }))
+            .then_expect_events(vec![ApiKeyEvent::ApiKeyAllowlistChanged(
+                ApiKeyAllowlistChanged {
+                    key_id: "AKID1".into(),
+                    allowlist: vec!["::1".into()],
+                    changed_at: now(),
+                },
+            )]);
+    }
+
+    #[test]
+    fn create_rejections() {
+        let with = |f: &dyn Fn(&mut CreateApiKey)| {
+            let mut s = spec();
+            f(&mut s);
+            create(s)
+        };
+        let eleven: Vec<String> = (1..=11).map(|i| format!("10.0.0.{i}")).collect();
+        let cases = vec![
+            (with(&|s| s.scopes.clear()), ApiKeyError::InvalidScopes),
+            (
+                with(&|s| s.scopes.push("root".into())),
+                ApiKeyError::InvalidScopes,
+            ),
+            (
+                with(&|s| s.scopes.push("issuer".into())),
+                ApiKeyError::InvalidScopes,
+            ),
+            (
+                with(&|s| s.allowlist = eleven.clone()),
+                ApiKeyError::AllowlistTooLong,
+            ),
+            (
+                with(&|s| s.allowlist = vec!["example.com".into()]),
+                ApiKeyError::InvalidAllowlistEntry("example.com".into()),
+            ),
+            (
+                with(&|s| s.callback_url = Some("ftp://x".into())),
+                ApiKeyError::InvalidCallbackUrl,
+            ),
+            (
+                with(&|s| s.remark = Some("a\u{7}".into())),
+                ApiKeyError::InvalidRemark,
+            ),
+        ];
+        for (c, e) in cases {
+            fw().given_no_previous_events().when(c).then_expect_error(e);
+        }
+        fw().given(vec![created()])
+            .when(create(spec()))
+            .then_expect_error(ApiKeyError::AlreadyExists);
+    }
+
+    #[test]
+    fn ten_allowlist_entries_are_fine_an_eleventh_is_not() {
+        let ten: Vec<String> = (1..=10).map(|i| format!("10.0.0.{i}")).collect();
+        let mut eleven = ten.clone();
+        eleven.push("10.0.0.11".into());
+        fw().given(vec![created()])
+            .when(ApiKeyCommand::SetAllowlist(SetAllowlist {
+                allowlist: ten.clone(),
+            }))
+            .then_expect_events(vec![ApiKeyEvent::ApiKeyAllowlistChanged(
+                ApiKeyAllowlistChanged {
+                    key_id: "AKID1".into(),
+                    allowlist: ten,
+                    changed_at: now(),
+                },
+            )]);
+        fw().given(vec![created()])
+            .when(ApiKeyCommand::SetAllowlist(SetAllowlist {
+                allowlist: eleven,
+            }))
+            .then_expect_error(ApiKeyError::AllowlistTooLong);
+    }
+
+    #[test]
+    fn a_revoked_or_missing_key_changes_no_more() {
+        for c in [
+            ApiKeyCommand::Revoke,
+            ApiKeyCommand::Rotate {
+                secret_digest: "x".into(),
+            },
+            ApiKeyCommand::SetAllowlist(SetAllowlist { allowlist: vec![] }),
+        ] {
+            fw().given(vec![created(), revoked()])
+                .when(c.clone())
+                .then_expect_error(ApiKeyError::Revoked);
+            fw().given_no_previous_events()
+                .when(c)
+                .then_expect_error(ApiKeyError::NotFound);
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! The license lookup table, kept inline with the License's events.
+
+use async_trait::async_trait;
+use eventstore::InlineProjection;
+use sqlx::PgConnection;
+
+use crate::domain::License;
+
+pub struct LicenseLookup;
+
+#[async_trait]
+impl InlineProjection<License> for LicenseLookup {
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        _aggregate_id: &str,
+        license: &License,
+    ) -> Result<(), sqlx::Error> {
+        let Some(s) = &license.state else {
+            return Ok(());
+        };
+        let status = serde_json::to_value(s.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        sqlx::query(
+            "INSERT INTO license_lookup \
+               (license_id, key_digest, contract, product, customer, status, expires_at, reclaim_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (license_id) DO UPDATE SET status = EXCLUDED.status, \
+               expires_at = EXCLUDED.expires_at, reclaim_at = EXCLUDED.reclaim_at",
+        )
+        .bind(s.id)
+        .bind(&s.key_digest)
+        .bind(&s.contract)
+        .bind(&s.product)
+        .bind(&s.customer)
+        .bind(status)
+        .bind(s.expires_at)
+        .bind(s.reclaim_at())
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}
