@@ -186,14 +186,7 @@ where
                 sequence: u64::try_from(sequence).ok(),
             };
             match self
-                .append(
-                    aggregate_id,
-                    last,
-                    &events,
-                    ctx,
-                    &outcome,
-                    &aggregate,
-                )
+                .append(aggregate_id, last, &events, ctx, &outcome, &aggregate)
                 .await
             {
                 Ok(()) => {
