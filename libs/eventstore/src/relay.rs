@@ -65,7 +65,7 @@ impl RelayConfig {
             transactional_id: format!("relay.{topic}"),
             topic,
             checkpoint_topic: checkpoint_topic.into(),
-            batch_size: 5_000,
+            batch_size: 10_000,
             idle_wait: Duration::from_millis(10),
         }
     }

@@ -156,9 +156,10 @@ where
         command: A::Command,
         ctx: &CommandContext,
     ) -> Result<Executed<A>, StoreError> {
-        if let Some(done) = self.replay(ctx).await? {
-            return Ok(done);
-        }
+        // No look-up of the command id first: duplicates are rare, and the
+        // outcome row committed with the events is what makes them safe — a
+        // duplicate that reaches the append collides on it and is answered
+        // from it; one the aggregate refuses finds it when recording.
         for attempt in 0..MAX_ATTEMPTS {
             let (mut aggregate, last) = self.load(aggregate_id).await?;
             let sink = cqrs_es::event_sink::EventSink::default();
