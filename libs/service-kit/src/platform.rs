@@ -294,3 +294,17 @@ where
     tracing::info!(service, "stopped");
     Ok(())
 }
+
+/// A service with nothing of its own yet: event store, API-key replica,
+/// health, readiness and metrics.
+pub async fn start_bare(
+    name: &str,
+    config: CommonConfig,
+    handle_signals: bool,
+) -> Result<Running, PlatformError> {
+    let mut platform = Platform::start(name, config, None).await?;
+    if !handle_signals {
+        platform = platform.without_signals();
+    }
+    platform.serve(|_| {}).await
+}

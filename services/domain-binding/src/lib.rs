@@ -4,7 +4,7 @@
 //! and serves health, readiness and metrics.
 
 use serde::Deserialize;
-use service_kit::platform::{Platform, PlatformError, Running};
+use service_kit::platform::{PlatformError, Running};
 use service_kit::CommonConfig;
 
 pub const SERVICE: &str = "domain-binding";
@@ -22,9 +22,5 @@ impl AsRef<CommonConfig> for Config {
 }
 
 pub async fn start(config: Config, handle_signals: bool) -> Result<Running, PlatformError> {
-    let mut platform = Platform::start(SERVICE, config.common, None).await?;
-    if !handle_signals {
-        platform = platform.without_signals();
-    }
-    platform.serve(|_| {}).await
+    service_kit::platform::start_bare(SERVICE, config.common, handle_signals).await
 }

@@ -59,32 +59,44 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/licenses/{id}")
             .wrap(issuer())
             .route(web::get().to(get_license))
-            .route(web::delete().to(delete_license)),
+            .route(web::delete().to(|i, c, id| license_action(i, c, id, DELETE_LICENSE, Empty {}))),
     )
     .service(
         web::resource("/v1/licenses/{id}/renew")
             .wrap(issuer())
-            .route(web::post().to(renew)),
+            .route(web::post().to(|i, c, id, Json(p): Json<RenewLicense>| {
+                license_action(i, c, id, RENEW_LICENSE, p)
+            })),
     )
     .service(
         web::resource("/v1/licenses/{id}/features")
             .wrap(issuer())
-            .route(web::post().to(amend)),
+            .route(web::post().to(|i, c, id, Json(p): Json<AmendFeatures>| {
+                license_action(i, c, id, AMEND_FEATURES, p)
+            })),
     )
     .service(
         web::resource("/v1/licenses/{id}/suspend")
             .wrap(issuer())
-            .route(web::post().to(suspend)),
+            .route(web::post().to(|i, c, id, Json(p): Json<Reason>| {
+                license_action(i, c, id, SUSPEND_LICENSE, p)
+            })),
     )
     .service(
         web::resource("/v1/licenses/{id}/reinstate")
             .wrap(issuer())
-            .route(web::post().to(reinstate)),
+            .route(
+                web::post().to(|i, c, id| license_action(i, c, id, REINSTATE_LICENSE, Empty {})),
+            ),
     )
     .service(
         web::resource("/v1/licenses/{id}/revoke")
             .wrap(issuer())
-            .route(web::post().to(revoke)),
+            .route(
+                web::post().to(|i, c, id, Json(p): Json<Reason>| {
+                    license_action(i, c, id, REVOKE_LICENSE, p)
+                }),
+            ),
     )
     .service(
         web::resource("/v1/commands/{id}")
@@ -380,92 +392,16 @@ async fn get_license(
     Ok(HttpResponse::Ok().json(LicenseBody::of(&s, version)))
 }
 
-async fn renew(
+/// A lifecycle command on one license, answered with the license.
+async fn license_action<P: Serialize>(
     issuance: web::Data<Issuance>,
     caller: Caller,
     id: web::Path<Uuid>,
-    Json(p): Json<RenewLicense>,
+    command_type: &'static str,
+    payload: P,
 ) -> Result<HttpResponse, Problem> {
-    run(
-        &issuance,
-        caller.envelope(RENEW_LICENSE, id.to_string(), &p)?,
-        StatusCode::OK,
-        false,
-    )
-    .await
-}
-
-async fn amend(
-    issuance: web::Data<Issuance>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-    Json(p): Json<AmendFeatures>,
-) -> Result<HttpResponse, Problem> {
-    run(
-        &issuance,
-        caller.envelope(AMEND_FEATURES, id.to_string(), &p)?,
-        StatusCode::OK,
-        false,
-    )
-    .await
-}
-
-async fn suspend(
-    issuance: web::Data<Issuance>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-    Json(p): Json<Reason>,
-) -> Result<HttpResponse, Problem> {
-    run(
-        &issuance,
-        caller.envelope(SUSPEND_LICENSE, id.to_string(), &p)?,
-        StatusCode::OK,
-        false,
-    )
-    .await
-}
-
-async fn reinstate(
-    issuance: web::Data<Issuance>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, Problem> {
-    run(
-        &issuance,
-        caller.envelope(REINSTATE_LICENSE, id.to_string(), &Empty {})?,
-        StatusCode::OK,
-        false,
-    )
-    .await
-}
-
-async fn revoke(
-    issuance: web::Data<Issuance>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-    Json(p): Json<Reason>,
-) -> Result<HttpResponse, Problem> {
-    run(
-        &issuance,
-        caller.envelope(REVOKE_LICENSE, id.to_string(), &p)?,
-        StatusCode::OK,
-        false,
-    )
-    .await
-}
-
-async fn delete_license(
-    issuance: web::Data<Issuance>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, Problem> {
-    run(
-        &issuance,
-        caller.envelope(DELETE_LICENSE, id.to_string(), &Empty {})?,
-        StatusCode::OK,
-        false,
-    )
-    .await
+    let env = caller.envelope(command_type, id.to_string(), &payload)?;
+    run(&issuance, env, StatusCode::OK, false).await
 }
 
 async fn get_outcome(
