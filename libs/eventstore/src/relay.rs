@@ -264,10 +264,13 @@ impl Relay {
         at: &Checkpoint,
     ) -> Result<Vec<(String, StoredEvent)>, RelayError> {
         let sql = format!(
-            "SELECT tx_id::text AS tx_id, {STORED_EVENT_COLUMNS} FROM events \
-             WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
-               AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY tx_id, global_position LIMIT $3"
+            // The text copy of tx_id gets its own name: an alias `tx_id`
+            // would make ORDER BY sort by text ('1000000' < '999999') and
+            // miss the (tx_id, global_position) index.
+            "SELECT events.tx_id::text AS tx_id_text, {STORED_EVENT_COLUMNS} FROM events \
+             WHERE (events.tx_id, events.global_position) > ($1::text::xid8, $2) \
+               AND events.tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY events.tx_id, events.global_position LIMIT $3"
         );
         let rows = sqlx::query(&sql)
             .bind(&at.tx_id)
@@ -276,7 +279,7 @@ impl Relay {
             .fetch_all(&mut *conn)
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("tx_id")?, StoredEvent::from_row(r)?)))
+            .map(|r| Ok((r.try_get("tx_id_text")?, StoredEvent::from_row(r)?)))
             .collect()
     }
 

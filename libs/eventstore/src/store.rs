@@ -156,12 +156,39 @@ where
         command: A::Command,
         ctx: &CommandContext,
     ) -> Result<Executed<A>, StoreError> {
+        self.run(aggregate_id, command, ctx, false).await
+    }
+
+    /// `execute` for an aggregate id the caller just generated (a fresh
+    /// UUIDv7): it cannot have events yet, so the first attempt skips the
+    /// load. Should the id be taken after all, the append collides and the
+    /// retry loads as usual.
+    pub async fn execute_new(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        ctx: &CommandContext,
+    ) -> Result<Executed<A>, StoreError> {
+        self.run(aggregate_id, command, ctx, true).await
+    }
+
+    async fn run(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        ctx: &CommandContext,
+        fresh: bool,
+    ) -> Result<Executed<A>, StoreError> {
         // No look-up of the command id first: duplicates are rare, and the
         // outcome row committed with the events is what makes them safe — a
         // duplicate that reaches the append collides on it and is answered
         // from it; one the aggregate refuses finds it when recording.
         for attempt in 0..MAX_ATTEMPTS {
-            let (mut aggregate, last) = self.load(aggregate_id).await?;
+            let (mut aggregate, last) = if fresh && attempt == 0 {
+                (A::default(), 0)
+            } else {
+                self.load(aggregate_id).await?
+            };
             let sink = cqrs_es::event_sink::EventSink::default();
             if let Err(e) = aggregate
                 .handle(command.clone(), &self.services, &sink)

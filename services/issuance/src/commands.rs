@@ -73,6 +73,21 @@ impl Issuance {
     }
 
     pub async fn dispatch(&self, env: &CommandEnvelope) -> Result<Dispatched, StoreError> {
+        self.dispatch_to(env, false).await
+    }
+
+    /// `dispatch` for a command whose aggregate id the caller has just
+    /// generated (HTTP `POST /v1/licenses`): no load of a stream that cannot
+    /// exist yet.
+    pub async fn dispatch_new(&self, env: &CommandEnvelope) -> Result<Dispatched, StoreError> {
+        self.dispatch_to(env, true).await
+    }
+
+    async fn dispatch_to(
+        &self,
+        env: &CommandEnvelope,
+        fresh: bool,
+    ) -> Result<Dispatched, StoreError> {
         let mut ctx = context(env);
         let t = env.command_type.as_str();
         match t {
@@ -121,10 +136,15 @@ impl Issuance {
                     Ok(c) => c,
                     Err(refused) => return Ok(refused),
                 };
-                let done = self
-                    .licenses
-                    .execute(&env.aggregate_id, command, &ctx)
-                    .await?;
+                let done = if fresh {
+                    self.licenses
+                        .execute_new(&env.aggregate_id, command, &ctx)
+                        .await?
+                } else {
+                    self.licenses
+                        .execute(&env.aggregate_id, command, &ctx)
+                        .await?
+                };
                 Ok(Dispatched::License(done))
             }
             other => {

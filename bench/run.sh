@@ -1,0 +1,459 @@
+#!/usr/bin/env bash
+# `make bench`: throughput and latency figures of issuance (+ projector)
+# against the PostgreSQL and Kafka of infra/up.sh. See docs/benchmarks.md.
+#
+# Builds release binaries (unless BENCH_SKIP_BUILD=1), then in one run:
+#   1. IssueLicense over HTTP, 32 closed-loop clients     -> cmd/s, p50, p99
+#   2. pgbench: one ~300-byte JSON row per transaction     -> tps, ratio 1/2
+#   3. outbox relay draining a 100,000-event SQL backlog   -> events/s
+#   4. commit -> projector row latency at 500 cmd/s        -> p50, p99
+# Everything it starts (services on free ports, fresh databases
+# bench_{issuance,projector}_<rand>, topics <prefix>.*) it stops and removes
+# on exit; BENCH_KEEP=1 keeps databases and topics for inspection.
+# Raw numbers: .run/bench/results.json (and .run/bench/<run>/).
+#
+# Services run with a per-run bootstrap admin key (the load generator's
+# bearer token) and the seed catalog of infra/seed loaded.
+# Knobs (defaults are what docs/benchmarks.md reports):
+#   BENCH_CLIENTS=32 BENCH_COUNT=20000 BENCH_WARMUP=1000 BENCH_PGBENCH_SECS=20
+#   BENCH_BACKLOG=100000 BENCH_RATE=500 BENCH_RATE_SECS=20 BENCH_RUST_LOG=info
+#   BENCH_RATE_LOW=200 BENCH_RATE_LOW_SECS=15 (informative second open-loop step)
+#   BENCH_DB_POOL=40 BENCH_DEADLINE=590 (seconds after the build)
+#   BENCH_BODY='{...}' (IssueLicense body; default in bench/loadgen)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+[[ -f .run/infra.env ]] || { echo "bench: .run/infra.env missing; run 'make infra-up'" >&2; exit 1; }
+# shellcheck disable=SC1091
+source .run/infra.env
+
+CLIENTS="${BENCH_CLIENTS:-32}"
+COUNT="${BENCH_COUNT:-20000}"
+WARMUP="${BENCH_WARMUP:-1000}"
+PGBENCH_SECS="${BENCH_PGBENCH_SECS:-20}"
+BACKLOG="${BENCH_BACKLOG:-100000}"
+RATE="${BENCH_RATE:-500}"
+RATE_SECS="${BENCH_RATE_SECS:-20}"
+RATE_LOW="${BENCH_RATE_LOW:-200}"
+RATE_LOW_SECS="${BENCH_RATE_LOW_SECS:-15}"
+SERVICE_LOG="${BENCH_RUST_LOG:-info}"
+DB_POOL="${BENCH_DB_POOL:-40}"
+DEADLINE="${BENCH_DEADLINE:-590}"
+BODY_ARGS=(); [[ -n "${BENCH_BODY:-}" ]] && BODY_ARGS=(--body "$BENCH_BODY")
+PARTITIONS=12
+PGBIN="${LICENSING_PG_BIN:-/usr/lib/postgresql/15/bin}"
+PG_BASE="$LICENSING_DATABASE_BASE_URL"
+BROKERS="$LICENSING_KAFKA_BROKERS"
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+die() { printf 'bench: ERROR: %s\n' "$*" >&2; exit 1; }
+for tool in jq psql curl; do command -v "$tool" >/dev/null || die "$tool is required"; done
+[[ -x "$PGBIN/pgbench" ]] || die "$PGBIN/pgbench not found"
+
+# --- build ---------------------------------------------------------------------
+if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
+  say "building release binaries (cargo build --release -p issuance -p projector -p loadgen)"
+  cargo build --release -q -p issuance -p projector -p loadgen
+fi
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+for b in issuance projector loadgen; do [[ -x "$BIN/$b" ]] || die "$BIN/$b missing"; done
+LOADGEN="$BIN/loadgen"
+
+# --- run identity and cleanup -----------------------------------------------------
+RAND="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
+RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)_$RAND"
+DB_ISS="bench_issuance_$RAND"
+DB_PROJ="bench_projector_$RAND"
+PREFIX="bench$RAND"
+OUT="$ROOT/.run/bench"
+DIR="$OUT/$RUN_ID"
+mkdir -p "$DIR"
+ISS_URL_DB="$PG_BASE/$DB_ISS"
+PROJ_URL_DB="$PG_BASE/$DB_PROJ"
+
+# Per-run secrets: the bootstrap admin key (sent by the load generator as
+# its bearer token, via the environment) and the license-key secret.
+ADMIN_KEY="AKIDbench.$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+KEY_SECRET="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+export LOADGEN_TOKEN="$ADMIN_KEY"
+
+declare -A PIDS=()
+WATCHDOG=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [[ -n "$WATCHDOG" ]] && kill "$WATCHDOG" 2>/dev/null || true
+  for name in "${!PIDS[@]}"; do stop_service "$name"; done
+  if [[ "${BENCH_KEEP:-0}" != 1 ]]; then
+    for db in "$DB_ISS" "$DB_PROJ"; do
+      psql -q "$PG_BASE/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+    drop_topics || true
+  else
+    say "kept databases $DB_ISS $DB_PROJ and topics $PREFIX.*"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'say "interrupted"; exit 130' INT TERM
+
+# Best effort: the run's topics, with the broker's own TopicCommand.
+drop_topics() {
+  local cache="${LICENSING_KAFKA_CACHE:-$HOME/.cache/licensing/kafka-4.1.1}"
+  command -v java >/dev/null && [[ -d "$cache/libs" ]] || return 0
+  local cfg=(); [[ -f .run/kafka/admin.properties ]] && cfg=(--command-config .run/kafka/admin.properties)
+  timeout 60 java -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xlog:disable \
+    -Dlicensing.kafka.log.level=OFF "-Dlog4j2.configurationFile=$ROOT/infra/kafka/log4j2.xml" \
+    -cp "$cache/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" \
+    "${cfg[@]}" --delete --topic "$PREFIX\\..*" >/dev/null 2>&1
+}
+
+# Bounded: the whole measured part must end within $DEADLINE seconds.
+# (one-second sleeps: killing the watchdog leaves no long sleep behind)
+( for _ in $(seq 1 "$DEADLINE"); do sleep 1; done
+  say "deadline of ${DEADLINE}s reached; aborting"; kill -TERM $$ ) 2>/dev/null &
+WATCHDOG=$!
+
+# --- helpers ---------------------------------------------------------------------
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$(( 20000 + RANDOM % 12000 ))   # below the ephemeral range
+    port_free "$p" && { echo "$p"; return; }
+  done
+  die "no free port"
+}
+now_ms() { date +%s%3N; }
+sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+
+declare -A PORTS=()
+spawn_service() {   # name db_url -> PIDS[name], PORTS[name]; does not wait
+  local name="$1" db="$2" port
+  port="$(free_port)"
+  LICENSING_HTTP_ADDR="127.0.0.1:$port" \
+  LICENSING_DATABASE_URL="$db" \
+  LICENSING_KAFKA_BROKERS="$BROKERS" \
+  LICENSING_TOPIC_PREFIX="$PREFIX" \
+  LICENSING_TOPIC_PARTITIONS="$PARTITIONS" \
+  LICENSING_DB_POOL_SIZE="$DB_POOL" \
+  LICENSING_CONFIG_DIR=/nonexistent \
+  LICENSING_ADMIN_KEY="$ADMIN_KEY" \
+  LICENSING_LICENSE_KEY_SECRET="$KEY_SECRET" \
+  RUST_LOG="$SERVICE_LOG" \
+    "$BIN/$name" >>"$DIR/$name.log" 2>&1 &
+  PIDS[$name]=$!
+  PORTS[$name]=$port
+}
+wait_ready() {      # name [timeout_s]
+  local name="$1" limit="${2:-60}" url="http://127.0.0.1:${PORTS[$1]}/readyz"
+  for _ in $(seq 1 $((limit * 10))); do
+    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+    kill -0 "${PIDS[$name]}" 2>/dev/null || die "$name exited; see $DIR/$name.log"
+    sleep 0.1
+  done
+  die "$name not ready after ${limit}s; see $DIR/$name.log"
+}
+stop_service() {
+  local name="$1" pid="${PIDS[$1]:-}"
+  [[ -n "$pid" ]] || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+  unset "PIDS[$name]"
+}
+# This checkout's PostgreSQL (postmaster = parent of its checkpointer) and
+# Kafka broker: other stacks on the same machine are not counted as ours.
+PG_PID="$(sql "$PG_BASE/postgres" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")"
+PG_PID="$(awk '{ print $4 }' "/proc/$PG_PID/stat" 2>/dev/null || true)"
+KAFKA_PID="$(cat .run/kafka/kafka.pid 2>/dev/null || true)"
+[[ "$PG_PID" =~ ^[0-9]+$ ]] || die "cannot find the PostgreSQL postmaster"
+[[ "$KAFKA_PID" =~ ^[0-9]+$ ]] && kill -0 "$KAFKA_PID" 2>/dev/null || die "cannot find the Kafka broker (.run/kafka/kafka.pid)"
+cpu_snap() {        # file: CPU ticks of the services, Postgres, Kafka, machine
+  local args=("postgres=tree:$PG_PID" "kafka=$KAFKA_PID")
+  for name in "${!PIDS[@]}"; do args+=("$name=${PIDS[$name]}"); done
+  "$LOADGEN" cpu "${args[@]}" >"$1"
+}
+# Cores used per group between two snapshots taken `secs` apart.
+cpu_diff() {        # before after secs
+  jq -n --slurpfile a "$1" --slurpfile b "$2" --argjson secs "$3" --argjson hz "$(getconf CLK_TCK)" '
+    ($a[0]) as $a | ($b[0]) as $b
+    | ([$b | keys[] | select(startswith("machine_") | not)
+        | {key: ., value: ((($b[.] - ($a[.] // 0)) / $hz / $secs * 100 | round) / 100)}] | from_entries)
+    | (([to_entries[] | .value] | add) // 0) as $ours
+    | . + {machine_busy_cores: ((($b.machine_busy - $a.machine_busy) / $hz / $secs * 100 | round) / 100)}
+    | . + {other: (((.machine_busy_cores - $ours) * 100 | round) / 100)}
+    | . + {steal: ((((($b.machine_steal // 0) - ($a.machine_steal // 0))) / $hz / $secs * 100 | round) / 100)}'
+}
+
+# Busy cores of the whole machine over `secs` (default 2).
+machine_busy() {
+  local a b secs="${1:-2}"
+  read -r -a a < <(head -n1 /proc/stat); sleep "$secs"; read -r -a b < <(head -n1 /proc/stat)
+  local busy=$(( (b[1]+b[2]+b[3]+b[6]+b[7]+b[8]) - (a[1]+a[2]+a[3]+a[6]+a[7]+a[8]) ))
+  awk -v b="$busy" -v hz="$(getconf CLK_TCK)" -v s="$secs" 'BEGIN { printf "%.2f", b / hz / s }'
+}
+# Figures are only meaningful on an otherwise idle machine: wait (bounded)
+# for background load (builds, tests) to go away, and record what remained.
+IDLE_WAIT="${BENCH_IDLE_WAIT:-120}"
+BACKGROUND="$(machine_busy 2)"
+waited=0
+while awk -v b="$BACKGROUND" 'BEGIN { exit !(b > 0.25) }' && (( waited < IDLE_WAIT )); do
+  (( waited == 0 )) && say "machine busy ($BACKGROUND cores in use by other processes); waiting up to ${IDLE_WAIT}s for it to go idle"
+  BACKGROUND="$(machine_busy 3)"; waited=$((waited + 3))
+done
+if awk -v b="$BACKGROUND" 'BEGIN { exit !(b > 0.25) }'; then
+  say "WARNING: $BACKGROUND cores busy before the run; figures will be pessimistic"
+  ps -eo pcpu=,comm= --sort=-pcpu | head -n 5 | sed 's/^/bench:   /' >&2
+fi
+
+# Cumulative counters of a database (flushed by backends within ~1 s).
+db_stats() {        # db_url file
+  sleep 1.5
+  sql "$1" -c "SELECT json_build_object('xact_commit', xact_commit, 'tup_inserted', tup_inserted,
+    'tup_updated', tup_updated, 'tup_fetched', tup_fetched, 'tup_returned', tup_returned,
+    'blks_hit', blks_hit, 'blks_read', blks_read)
+    FROM pg_stat_database WHERE datname = current_database()" >"$2"
+}
+per_unit() {        # before after units -> counters per unit
+  jq -n --slurpfile a "$1" --slurpfile b "$2" --argjson n "$3" '
+    $a[0] as $a | $b[0] as $b | [$b | keys[] | {key: ., value: ((($b[.] - $a[.]) / $n * 100 | round) / 100)}] | from_entries'
+}
+
+say "run $RUN_ID: databases $DB_ISS / $DB_PROJ, topic prefix $PREFIX, output $DIR"
+sql "$PG_BASE/postgres" -c "CREATE DATABASE $DB_ISS" -c "CREATE DATABASE $DB_PROJ"
+
+# --- 1. IssueLicense over HTTP ----------------------------------------------------
+spawn_service issuance "$ISS_URL_DB"
+wait_ready issuance
+ISS="http://127.0.0.1:${PORTS[issuance]}"
+# The seed catalog (as infra/seed and the e2e tests): IssueLicense needs its product.
+for f in infra/seed/*.json; do
+  [[ -f "$f" ]] || continue
+  code="$(curl -sS -o "$DIR/seed.out" -w '%{http_code}' -X POST "$ISS/v1/products" \
+    -H "authorization: Bearer $ADMIN_KEY" -H 'content-type: application/json' \
+    -H "idempotency-key: $(cat /proc/sys/kernel/random/uuid)" --data-binary "@$f")"
+  [[ "$code" == 201 || "$code" == 409 ]] || die "seeding $f: HTTP $code $(cat "$DIR/seed.out")"
+done
+say "1/4 http: warm-up $WARMUP, then $COUNT IssueLicense with $CLIENTS clients ($ISS)"
+timeout 60 "$LOADGEN" http-issue "${BODY_ARGS[@]}" --url "$ISS" --clients "$CLIENTS" --count "$WARMUP" \
+  --correlation-id "bench-warmup-$RAND" >"$DIR/http-warmup.json"
+db_stats "$ISS_URL_DB" "$DIR/db-http-0.json"
+cpu_snap "$DIR/cpu-http-0.json"; t0=$(now_ms)
+timeout 180 "$LOADGEN" http-issue "${BODY_ARGS[@]}" --url "$ISS" --clients "$CLIENTS" --count "$COUNT" \
+  --correlation-id "bench-http-$RAND" >"$DIR/http.json"
+t1=$(now_ms); cpu_snap "$DIR/cpu-http-1.json"
+cpu_diff "$DIR/cpu-http-0.json" "$DIR/cpu-http-1.json" "$(( (t1 - t0) ))e-3" >"$DIR/cpu-http.json"
+errs="$(jq .errors "$DIR/http.json")"
+(( errs == 0 )) || die "$errs IssueLicense requests failed ($(jq -c .error_kinds "$DIR/http.json")); figures would be meaningless"
+db_stats "$ISS_URL_DB" "$DIR/db-http-1.json"
+per_unit "$DIR/db-http-0.json" "$DIR/db-http-1.json" "$(jq "[.ok, 1] | max" "$DIR/http.json")" >"$DIR/db-http.json"
+jq -c '{throughput_per_s, latency_ms, errors}' "$DIR/http.json" >&2
+stop_service issuance   # idle during pgbench; must be down for the backlog
+
+# --- 2. pgbench: one comparable row per transaction --------------------------------
+say "2/4 pgbench: -c $CLIENTS -j 2 -T $PGBENCH_SECS -n, one ~300-byte json row per transaction"
+sql "$ISS_URL_DB" -c "CREATE TABLE bench_rows (
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  payload json NOT NULL,
+  recorded_at timestamptz NOT NULL DEFAULT now())"
+cat >"$DIR/pgbench.sql" <<'EOF'
+\set n random(1, 1000000000)
+INSERT INTO bench_rows (payload) VALUES (('{"license_id":"' || gen_random_uuid() || '","product":"integration-platform","edition":"mainland","customer":"ACME Corp","kind":"formal","features":["data-access"],"issued_at":"' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '","command_id":"' || gen_random_uuid() || '","actor":{"kind":"service","id":"pgbench"},"n":' || :n || '}')::json);
+EOF
+db_stats "$ISS_URL_DB" "$DIR/db-pgbench-0.json"
+cpu_snap "$DIR/cpu-pgbench-0.json"; t0=$(now_ms)
+PGPASSWORD=licensing timeout $((PGBENCH_SECS + 60)) "$PGBIN/pgbench" -h 127.0.0.1 -p "$LICENSING_PG_PORT" \
+  -U licensing -n -c "$CLIENTS" -j 2 -T "$PGBENCH_SECS" -f "$DIR/pgbench.sql" "$DB_ISS" \
+  >"$DIR/pgbench.txt" 2>"$DIR/pgbench.err"
+t1=$(now_ms); cpu_snap "$DIR/cpu-pgbench-1.json"
+cpu_diff "$DIR/cpu-pgbench-0.json" "$DIR/cpu-pgbench-1.json" "$(( (t1 - t0) ))e-3" >"$DIR/cpu-pgbench.json"
+PG_TPS="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$DIR/pgbench.txt")"
+PG_LAT="$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$DIR/pgbench.txt")"
+PG_TX="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$DIR/pgbench.txt")"
+db_stats "$ISS_URL_DB" "$DIR/db-pgbench-1.json"
+per_unit "$DIR/db-pgbench-0.json" "$DIR/db-pgbench-1.json" "${PG_TX:-1}" >"$DIR/db-pgbench.json"
+PG_ROW_BYTES="$(sql "$ISS_URL_DB" -c "SELECT round(avg(octet_length(payload::text))) FROM bench_rows")"
+[[ -n "$PG_TPS" ]] || die "could not read pgbench tps; see $DIR/pgbench.txt"
+say "pgbench: $PG_TPS tps (latency avg $PG_LAT ms, payload $PG_ROW_BYTES bytes)"
+
+# --- 3. relay draining a backlog -------------------------------------------------
+say "3/4 relay: inserting a backlog of $BACKLOG events by SQL (issuance stopped)"
+t0=$(now_ms)
+sql "$ISS_URL_DB" <<EOF
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+SELECT 'License', id::text, 1, 'LicenseIssued', '1',
+       ('{"license_id":"' || id || '","product":"integration-platform","edition":"mainland",'
+        || '"customer":"ACME Corp","kind":"formal","features":["data-access"],"issued_at":"' || ts || '"}')::json,
+       ('{"occurred_at":"' || ts || '","command_id":"' || gen_random_uuid()
+        || '","correlation_id":"bench","actor":{"kind":"system","id":"bench"}}')::json
+FROM (SELECT gen_random_uuid() AS id,
+             to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS ts
+        FROM generate_series(1, $BACKLOG)) AS s;
+EOF
+t1=$(now_ms)
+INSERT_MS=$((t1 - t0))
+EV_BYTES="$(sql "$ISS_URL_DB" -c "SELECT round(avg(octet_length(payload::text) + octet_length(metadata::text))) FROM events WHERE metadata->>'correlation_id' = 'bench'")"
+say "backlog inserted in ${INSERT_MS} ms; starting issuance and polling relay_checkpoints every 100 ms"
+cpu_snap "$DIR/cpu-relay-0.json"
+t0=$(now_ms)
+spawn_service issuance "$ISS_URL_DB"
+timeout 150 "$LOADGEN" relay-watch --db "$ISS_URL_DB" --relay issuance --t0-ms "$t0" \
+  --timeout 120 --interval-ms 100 >"$DIR/relay.json"
+t1=$(now_ms); cpu_snap "$DIR/cpu-relay-1.json"
+cpu_diff "$DIR/cpu-relay-0.json" "$DIR/cpu-relay-1.json" "$(( (t1 - t0) ))e-3" >"$DIR/cpu-relay.json"
+wait_ready issuance
+ISS="http://127.0.0.1:${PORTS[issuance]}"
+# When the relay took its lock and read its Kafka checkpoint (log timestamp).
+ACTIVE_TS="$(grep -F '"relay active"' "$DIR/issuance.log" | tail -n1 | jq -r .timestamp 2>/dev/null || true)"
+RELAY_ACTIVE_MS=null
+[[ -n "$ACTIVE_TS" && "$ACTIVE_TS" != null ]] && RELAY_ACTIVE_MS=$(( $(date -d "$ACTIVE_TS" +%s%3N) - t0 ))
+jq -c '{backlog, caught_up, first_move_s, caught_up_s, events_per_s_from_spawn, events_per_s_after_first_batch}' "$DIR/relay.json" >&2
+
+# --- 4. commit -> projector latency at a steady rate --------------------------------
+say "4/4 projector: catching up with the topic, then $RATE cmd/s for ${RATE_SECS}s"
+TOTAL_EVENTS="$(sql "$ISS_URL_DB" -c "SELECT count(*) FROM events")"
+t0=$(now_ms)
+spawn_service projector "$PROJ_URL_DB"
+wait_ready projector
+CATCHUP_DONE=0; last_n=-1; still=0
+for _ in $(seq 1 1800); do   # at most 180 s; gives up after 15 s without progress
+  n="$(sql "$PROJ_URL_DB" -c "SELECT count(*) FROM audit_trail" 2>/dev/null || echo 0)"
+  if (( n >= TOTAL_EVENTS )); then CATCHUP_DONE=1; break; fi
+  if (( n == last_n )); then still=$((still + 1)); else still=0; last_n=$n; fi
+  (( still < 150 )) || break
+  sleep 0.1
+done
+t1=$(now_ms)
+CATCHUP_MS=$((t1 - t0))
+say "projector: $n of $TOTAL_EVENTS events projected $((CATCHUP_MS)) ms after spawn"
+(( CATCHUP_DONE == 1 )) || say "WARNING: projector did not catch up; phase-4 latencies include backlog"
+# One open-loop step: `rate` cmd/s for `secs`, then commit -> row latencies
+# of exactly its events (correlation id bench-<tag>-<rand>).
+latency_step() {    # tag rate secs
+  local tag="$1" rate="$2" secs="$3" corr="bench-$1-$RAND" ok n t0 t1 trace
+  cpu_snap "$DIR/cpu-$tag-0.json"; t0=$(now_ms)
+  # Splits the latency: commit -> relay checkpoint (published, Kafka-committed).
+  timeout $((secs + 60)) "$LOADGEN" relay-trace --db "$ISS_URL_DB" --correlation-id "$corr" \
+    --duration $((secs + 15)) --interval-ms 10 >"$DIR/$tag-relay.json" &
+  trace=$!
+  timeout $((secs + 60)) "$LOADGEN" http-issue "${BODY_ARGS[@]}" --url "$ISS" --rate "$rate" --duration "$secs" \
+    --max-inflight 512 --threads 1 --correlation-id "$corr" >"$DIR/$tag-http.json"
+  ok="$(jq .ok "$DIR/$tag-http.json")"
+  for _ in $(seq 1 600); do    # at most 60 s for the tail to be projected
+    n="$(sql "$PROJ_URL_DB" -c "SELECT count(*) FROM audit_trail WHERE correlation_id = '$corr'")"
+    (( n >= ok )) && break
+    sleep 0.1
+  done
+  t1=$(now_ms); cpu_snap "$DIR/cpu-$tag-1.json"
+  wait "$trace" || { say "WARNING: relay trace failed"; echo null >"$DIR/$tag-relay.json"; }
+  cpu_diff "$DIR/cpu-$tag-0.json" "$DIR/cpu-$tag-1.json" "$(( (t1 - t0) ))e-3" >"$DIR/cpu-$tag.json"
+  sql "$PROJ_URL_DB" >"$DIR/$tag-projector.json" <<EOF
+SELECT json_build_object(
+  'events', count(*),
+  'p50_ms', round((percentile_disc(0.50) WITHIN GROUP (ORDER BY d))::numeric, 2),
+  'p90_ms', round((percentile_disc(0.90) WITHIN GROUP (ORDER BY d))::numeric, 2),
+  'p99_ms', round((percentile_disc(0.99) WITHIN GROUP (ORDER BY d))::numeric, 2),
+  'max_ms', round(max(d)::numeric, 2),
+  'min_ms', round(min(d)::numeric, 2))
+FROM (SELECT extract(epoch FROM projected_at - recorded_at) * 1000 AS d
+        FROM audit_trail WHERE correlation_id = '$corr') AS t;
+EOF
+  jq -n --slurpfile h "$DIR/$tag-http.json" --slurpfile r "$DIR/$tag-relay.json" \
+    --slurpfile p "$DIR/$tag-projector.json" --slurpfile c "$DIR/cpu-$tag.json" \
+    '{http: $h[0], commit_to_row: $p[0], commit_to_relay_checkpoint: $r[0], cpu_cores: $c[0]}' >"$DIR/$tag.json"
+  jq -c '{rate: .http.target_rate_per_s, achieved: .http.achieved_rate_per_s, http_ms: .http.latency_ms, commit_to_row: .commit_to_row, relay_ms: .commit_to_relay_checkpoint.commit_to_published_ms}' "$DIR/$tag.json" >&2
+}
+latency_step lat "$RATE" "$RATE_SECS"
+# Informative only: the same at a rate the machine is not saturated by.
+say "4b: the same at $RATE_LOW cmd/s for ${RATE_LOW_SECS}s (not a target; separates saturation from pipeline latency)"
+latency_step low "$RATE_LOW" "$RATE_LOW_SECS"
+
+# --- results ----------------------------------------------------------------------
+MEM="$(free -b | awk '/^Mem:/ { printf "%.1f GiB", $2 / 1073741824 }')"
+CPU_MODEL="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+PG_VERSION="$(sql "$PG_BASE/postgres" -c "SHOW server_version")"
+PG_SETTINGS="$(sql "$PG_BASE/postgres" -c "SELECT json_object_agg(name, setting) FROM pg_settings WHERE name IN ('synchronous_commit','fsync','shared_buffers','wal_level','max_connections','full_page_writes','commit_delay')")"
+jq -n \
+  --arg run "$RUN_ID" --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+  --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  --arg dirty "$(git status --porcelain 2>/dev/null | grep -vcE '^(\?\? bench/| M Cargo\.(toml|lock)|\?\? docs/benchmarks\.md)' || true)" \
+  --arg nproc "$(nproc)" --arg mem "$MEM" --arg uname "$(uname -srm)" --arg cpu "$CPU_MODEL" \
+  --arg pgv "$PG_VERSION" --arg bg "$BACKGROUND" --argjson pgs "$PG_SETTINGS" --arg log "$SERVICE_LOG" \
+  --argjson pool "$DB_POOL" --argjson parts "$PARTITIONS" \
+  --slurpfile http "$DIR/http.json" --slurpfile cpu_http "$DIR/cpu-http.json" \
+  --slurpfile db_http "$DIR/db-http.json" --slurpfile db_pg "$DIR/db-pgbench.json" \
+  --argjson pg_tps "$PG_TPS" --argjson pg_lat "${PG_LAT:-null}" --argjson pg_tx "${PG_TX:-null}" \
+  --argjson pg_bytes "${PG_ROW_BYTES:-null}" --slurpfile cpu_pg "$DIR/cpu-pgbench.json" \
+  --argjson pg_secs "$PGBENCH_SECS" --argjson clients "$CLIENTS" \
+  --slurpfile relay "$DIR/relay.json" --slurpfile cpu_relay "$DIR/cpu-relay.json" \
+  --argjson insert_ms "$INSERT_MS" --argjson active_ms "$RELAY_ACTIVE_MS" --argjson ev_bytes "${EV_BYTES:-null}" \
+  --argjson catchup_ms "$CATCHUP_MS" --argjson catchup_events "$TOTAL_EVENTS" --argjson catchup_done "$CATCHUP_DONE" \
+  --slurpfile lat "$DIR/lat.json" --slurpfile low "$DIR/low.json" '
+  ($http[0]) as $h | ($relay[0]) as $r | ($lat[0].commit_to_row) as $l
+  | {
+    run: $run, date: $date, commit: $commit, uncommitted_paths: ($dirty | tonumber),
+    machine: {nproc: ($nproc | tonumber), memory: $mem, uname: $uname, cpu: $cpu},
+    postgres: {version: $pgv, settings: $pgs},
+    background_cores_before: ($bg | tonumber),
+    services: {rust_log: $log, db_pool_size: $pool, topic_partitions: $parts},
+    http_issue: ($h + {cpu_cores: $cpu_http[0], db_counters_per_command: $db_http[0]}),
+    pgbench: {tps: $pg_tps, latency_avg_ms: $pg_lat, transactions: $pg_tx, clients: $clients,
+              threads: 2, seconds: $pg_secs, payload_bytes_avg: $pg_bytes, cpu_cores: $cpu_pg[0],
+              db_counters_per_transaction: $db_pg[0]},
+    ratio_http_to_pgbench: (($h.throughput_per_s / $pg_tps * 1000 | round) / 1000),
+    relay: ($r + {backlog_insert_ms: $insert_ms, event_bytes_avg: $ev_bytes, cpu_cores: $cpu_relay[0],
+                  relay_active_s: (if $active_ms == null then null else $active_ms / 1000 end),
+                  events_per_s_from_relay_active: (if $active_ms == null or $r.caught_up_s == null then null
+                    else ($r.backlog / ($r.caught_up_s - $active_ms / 1000)) | round end)}),
+    projector_catch_up: {events: $catchup_events, ms_from_spawn: $catchup_ms, complete: ($catchup_done == 1),
+                         events_per_s: (if $catchup_ms > 0 then ($catchup_events / $catchup_ms * 1000 | round) else null end)},
+    projector_latency: $lat[0],
+    projector_latency_low_rate: $low[0],
+    targets: {
+      ratio: {target: ">= 0.5", met: (($h.throughput_per_s / $pg_tps) >= 0.5)},
+      relay: {target: ">= 30000 events/s", met: (($r.events_per_s_from_spawn // 0) >= 30000)},
+      projector_p99: {target: "<= 200 ms", met: (($l.p99_ms // 1e9) <= 200)}
+    }
+  }' >"$DIR/results.json"
+cp "$DIR/results.json" "$OUT/results.json"
+
+jq -r '
+  def yn: if . then "met" else "MISSED" end;
+  "",
+  "make bench — run \(.run) (\(.machine.nproc) cores, \(.machine.memory), \(.machine.uname))",
+  "",
+  (["measure", "result", "target"] | "  \(.[0] | . + " " * (46 - length))\(.[1] | " " * (16 - length) + .)   \(.[2])"),
+  ( [
+      ["IssueLicense HTTP, \(.http_issue.clients) clients: cmd/s", "\(.http_issue.throughput_per_s)", ""],
+      ["  latency p50 / p99 (ms)", "\(.http_issue.latency_ms.p50) / \(.http_issue.latency_ms.p99)", ""],
+      ["  errors", "\(.http_issue.errors) of \(.http_issue.requested)", ""],
+      ["pgbench insert, -c \(.pgbench.clients) -j 2: tps", "\(.pgbench.tps | round)", ""],
+      ["ratio HTTP cmd/s / pgbench tps", "\(.ratio_http_to_pgbench)", ">= 0.5  \(.targets.ratio.met | yn)"],
+      ["relay, \(.relay.backlog) backlog: events/s (from spawn)", "\(.relay.events_per_s_from_spawn // "n/a")", ">= 30000  \(.targets.relay.met | yn)"],
+      ["  events/s from relay active / after 1st batch", "\(.relay.events_per_s_from_relay_active // "n/a") / \(.relay.events_per_s_after_first_batch // "n/a")", ""],
+      ["  relay active / 1st batch / caught up (s)", "\(.relay.relay_active_s // "n/a") / \(.relay.first_move_s // "n/a") / \(.relay.caught_up_s // "n/a")", ""],
+      ["projector catch-up, \(.projector_catch_up.events) events: events/s", "\(.projector_catch_up.events_per_s // "n/a")", ""],
+      ["open loop \(.projector_latency.http.target_rate_per_s) cmd/s: achieved", "\(.projector_latency.http.achieved_rate_per_s)", ""],
+      ["  HTTP latency p50 / p99 (ms)", "\(.projector_latency.http.latency_ms.p50) / \(.projector_latency.http.latency_ms.p99)", ""],
+      ["  commit->projector row p50 / p99 (ms)", "\(.projector_latency.commit_to_row.p50_ms) / \(.projector_latency.commit_to_row.p99_ms)", "p99 <= 200  \(.targets.projector_p99.met | yn)"],
+      ["  of which commit->relay checkpoint p50 / p99", "\(.projector_latency.commit_to_relay_checkpoint.commit_to_published_ms.p50) / \(.projector_latency.commit_to_relay_checkpoint.commit_to_published_ms.p99)", ""],
+      ["(info) open loop \(.projector_latency_low_rate.http.target_rate_per_s) cmd/s: achieved", "\(.projector_latency_low_rate.http.achieved_rate_per_s)", ""],
+      ["  HTTP latency p50 / p99 (ms)", "\(.projector_latency_low_rate.http.latency_ms.p50) / \(.projector_latency_low_rate.http.latency_ms.p99)", ""],
+      ["  commit->projector row p50 / p99 (ms)", "\(.projector_latency_low_rate.commit_to_row.p50_ms) / \(.projector_latency_low_rate.commit_to_row.p99_ms)", ""],
+      ["  of which commit->relay checkpoint p50 / p99", "\(.projector_latency_low_rate.commit_to_relay_checkpoint.commit_to_published_ms.p50) / \(.projector_latency_low_rate.commit_to_relay_checkpoint.commit_to_published_ms.p99)", ""]
+    ][] | "  \(.[0] | . + " " * ([46 - length, 1] | max))\(.[1] | " " * ([16 - length, 0] | max) + .)   \(.[2])"),
+  "",
+  "  CPU cores used per phase (machine_busy_cores 2 = the whole machine; other = load generator, pgbench and any other process; steal = taken by the hypervisor):",
+  ( [["IssueLicense HTTP", .http_issue.cpu_cores], ["pgbench", .pgbench.cpu_cores],
+     ["relay backlog", .relay.cpu_cores], ["\(.projector_latency.http.target_rate_per_s) cmd/s + projector", .projector_latency.cpu_cores],
+     ["\(.projector_latency_low_rate.http.target_rate_per_s) cmd/s + projector", .projector_latency_low_rate.cpu_cores]][]
+    | "    \(.[0] | . + " " * ([24 - length, 1] | max))\(.[1] | to_entries | map("\(.key) \(.value)") | join(", "))"),
+  "  background load before the run: \(.background_cores_before) cores",
+  "",
+  "raw numbers: .run/bench/results.json (run directory .run/bench/\(.run)/)"
+' "$OUT/results.json"
