@@ -4,11 +4,14 @@
 #
 # Builds release binaries (unless BENCH_SKIP_BUILD=1), then in one run:
 #   1. IssueLicense over HTTP, 32 closed-loop clients     -> cmd/s, p50, p99
+#   1b. the same with auth on vs off (a second issuance, LICENSING_AUTH_ENABLED
+#       =false), rounds alternating on/off/on/off         -> cost = 1 - on/off
 #   2. pgbench: one ~300-byte JSON row per transaction     -> tps, ratio 1/2
 #   3. outbox relay draining a 100,000-event SQL backlog   -> events/s
 #   4. commit -> projector row latency at 500 cmd/s        -> p50, p99
 # Everything it starts (services on free ports, fresh databases
-# bench_{issuance,projector}_<rand>, topics <prefix>.*) it stops and removes
+# bench_{issuance,issuance_noauth,projector}_<rand>, topics <prefix>.* and
+# <prefix>noauth.*) it stops and removes
 # on exit; BENCH_KEEP=1 keeps databases and topics for inspection.
 # Raw numbers: .run/bench/results.json (and .run/bench/<run>/).
 #
@@ -18,6 +21,7 @@
 #   BENCH_CLIENTS=32 BENCH_COUNT=20000 BENCH_WARMUP=1000 BENCH_PGBENCH_SECS=20
 #   BENCH_BACKLOG=100000 BENCH_RATE=500 BENCH_RATE_SECS=20 BENCH_RUST_LOG=info
 #   BENCH_RATE_LOW=200 BENCH_RATE_LOW_SECS=15 (informative second open-loop step)
+#   BENCH_AUTH_COUNT=10000 BENCH_AUTH_ROUNDS=2 (per arm; phase 1b)
 #   BENCH_DB_POOL=40 BENCH_DEADLINE=590 (seconds after the build)
 #   BENCH_BODY='{...}' (IssueLicense body; default in bench/loadgen)
 set -euo pipefail
@@ -40,6 +44,8 @@ RATE_LOW_SECS="${BENCH_RATE_LOW_SECS:-15}"
 SERVICE_LOG="${BENCH_RUST_LOG:-info}"
 DB_POOL="${BENCH_DB_POOL:-40}"
 DEADLINE="${BENCH_DEADLINE:-590}"
+AUTH_COUNT="${BENCH_AUTH_COUNT:-10000}"
+AUTH_ROUNDS="${BENCH_AUTH_ROUNDS:-2}"
 BODY_ARGS=(); [[ -n "${BENCH_BODY:-}" ]] && BODY_ARGS=(--body "$BENCH_BODY")
 PARTITIONS=12
 PGBIN="${LICENSING_PG_BIN:-/usr/lib/postgresql/15/bin}"
@@ -56,6 +62,11 @@ if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
   say "building release binaries (cargo build --release -p issuance -p projector -p loadgen)"
   cargo build --release -q -p issuance -p projector -p loadgen
 fi
+# What was built: the commit, and changed paths outside bench/ and this doc
+# (taken now: other work may change the tree while the run goes on).
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+DIRTY_PATHS="$({ git status --porcelain 2>/dev/null || true; } \
+  | { grep -vE '^(\?\?| M) (bench/|docs/benchmarks\.md)' || true; } | jq -R . | jq -sc .)"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 for b in issuance projector loadgen; do [[ -x "$BIN/$b" ]] || die "$BIN/$b missing"; done
 LOADGEN="$BIN/loadgen"
@@ -65,12 +76,15 @@ RAND="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)_$RAND"
 DB_ISS="bench_issuance_$RAND"
 DB_PROJ="bench_projector_$RAND"
+DB_NOAUTH="bench_issuance_noauth_$RAND"
 PREFIX="bench$RAND"
+PREFIX_NOAUTH="${PREFIX}noauth"
 OUT="$ROOT/.run/bench"
 DIR="$OUT/$RUN_ID"
 mkdir -p "$DIR"
 ISS_URL_DB="$PG_BASE/$DB_ISS"
 PROJ_URL_DB="$PG_BASE/$DB_PROJ"
+NOAUTH_URL_DB="$PG_BASE/$DB_NOAUTH"
 
 # Per-run secrets: the bootstrap admin key (sent by the load generator as
 # its bearer token, via the environment) and the license-key secret.
@@ -86,19 +100,19 @@ cleanup() {
   [[ -n "$WATCHDOG" ]] && kill "$WATCHDOG" 2>/dev/null || true
   for name in "${!PIDS[@]}"; do stop_service "$name"; done
   if [[ "${BENCH_KEEP:-0}" != 1 ]]; then
-    for db in "$DB_ISS" "$DB_PROJ"; do
+    for db in "$DB_ISS" "$DB_NOAUTH" "$DB_PROJ"; do
       psql -q "$PG_BASE/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
     done
     drop_topics || true
   else
-    say "kept databases $DB_ISS $DB_PROJ and topics $PREFIX.*"
+    say "kept databases $DB_ISS $DB_NOAUTH $DB_PROJ and topics $PREFIX.* $PREFIX_NOAUTH.*"
   fi
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'say "interrupted"; exit 130' INT TERM
 
-# Best effort: the run's topics, with the broker's own TopicCommand.
+# Best effort: the run's topics (both prefixes), with the broker's own TopicCommand.
 drop_topics() {
   local cache="${LICENSING_KAFKA_CACHE:-$HOME/.cache/licensing/kafka-4.1.1}"
   command -v java >/dev/null && [[ -d "$cache/libs" ]] || return 0
@@ -106,7 +120,7 @@ drop_topics() {
   timeout 60 java -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xlog:disable \
     -Dlicensing.kafka.log.level=OFF "-Dlog4j2.configurationFile=$ROOT/infra/kafka/log4j2.xml" \
     -cp "$cache/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" \
-    "${cfg[@]}" --delete --topic "$PREFIX\\..*" >/dev/null 2>&1
+    "${cfg[@]}" --delete --topic "$PREFIX(noauth)?\\..*" >/dev/null 2>&1
 }
 
 # Bounded: the whole measured part must end within $DEADLINE seconds.
@@ -129,20 +143,23 @@ now_ms() { date +%s%3N; }
 sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 
 declare -A PORTS=()
-spawn_service() {   # name db_url -> PIDS[name], PORTS[name]; does not wait
-  local name="$1" db="$2" port
+# name db_url [binary [topic_prefix [auth_enabled]]] -> PIDS[name], PORTS[name];
+# does not wait. The binary defaults to the name, the prefix to $PREFIX.
+spawn_service() {
+  local name="$1" db="$2" bin="${3:-$1}" prefix="${4:-$PREFIX}" auth="${5:-true}" port
   port="$(free_port)"
   LICENSING_HTTP_ADDR="127.0.0.1:$port" \
   LICENSING_DATABASE_URL="$db" \
   LICENSING_KAFKA_BROKERS="$BROKERS" \
-  LICENSING_TOPIC_PREFIX="$PREFIX" \
+  LICENSING_TOPIC_PREFIX="$prefix" \
+  LICENSING_AUTH_ENABLED="$auth" \
   LICENSING_TOPIC_PARTITIONS="$PARTITIONS" \
   LICENSING_DB_POOL_SIZE="$DB_POOL" \
   LICENSING_CONFIG_DIR=/nonexistent \
   LICENSING_ADMIN_KEY="$ADMIN_KEY" \
   LICENSING_LICENSE_KEY_SECRET="$KEY_SECRET" \
   RUST_LOG="$SERVICE_LOG" \
-    "$BIN/$name" >>"$DIR/$name.log" 2>&1 &
+    "$BIN/$bin" >>"$DIR/$name.log" 2>&1 &
   PIDS[$name]=$!
   PORTS[$name]=$port
 }
@@ -227,18 +244,30 @@ per_unit() {        # before after units -> counters per unit
 say "run $RUN_ID: databases $DB_ISS / $DB_PROJ, topic prefix $PREFIX, output $DIR"
 sql "$PG_BASE/postgres" -c "CREATE DATABASE $DB_ISS" -c "CREATE DATABASE $DB_PROJ"
 
+# The seed catalog (as infra/seed and the e2e tests): IssueLicense needs its product.
+seed_catalog() {    # base_url
+  local f code
+  for f in infra/seed/*.json; do
+    [[ -f "$f" ]] || continue
+    code="$(curl -sS -o "$DIR/seed.out" -w '%{http_code}' -X POST "$1/v1/products" \
+      -H "authorization: Bearer $ADMIN_KEY" -H 'content-type: application/json' \
+      -H "idempotency-key: $(cat /proc/sys/kernel/random/uuid)" --data-binary "@$f")"
+    [[ "$code" == 201 || "$code" == 409 ]] || die "seeding $f on $1: HTTP $code $(cat "$DIR/seed.out")"
+  done
+}
+# Nearest-rank percentile (ms) of the pooled latencies (µs, one per line) of files.
+pooled_ms() {       # q file...
+  local q="$1"; shift
+  cat "$@" | sort -n | awk -v q="$q" '{ v[NR] = $1 }
+    END { if (NR == 0) { print "null"; exit } r = q * NR; i = int(r); if (i < r) i++; if (i < 1) i = 1
+          printf "%.2f\n", v[i] / 1000 }'
+}
+
 # --- 1. IssueLicense over HTTP ----------------------------------------------------
 spawn_service issuance "$ISS_URL_DB"
 wait_ready issuance
 ISS="http://127.0.0.1:${PORTS[issuance]}"
-# The seed catalog (as infra/seed and the e2e tests): IssueLicense needs its product.
-for f in infra/seed/*.json; do
-  [[ -f "$f" ]] || continue
-  code="$(curl -sS -o "$DIR/seed.out" -w '%{http_code}' -X POST "$ISS/v1/products" \
-    -H "authorization: Bearer $ADMIN_KEY" -H 'content-type: application/json' \
-    -H "idempotency-key: $(cat /proc/sys/kernel/random/uuid)" --data-binary "@$f")"
-  [[ "$code" == 201 || "$code" == 409 ]] || die "seeding $f: HTTP $code $(cat "$DIR/seed.out")"
-done
+seed_catalog "$ISS"
 say "1/4 http: warm-up $WARMUP, then $COUNT IssueLicense with $CLIENTS clients ($ISS)"
 timeout 60 "$LOADGEN" http-issue "${BODY_ARGS[@]}" --url "$ISS" --clients "$CLIENTS" --count "$WARMUP" \
   --correlation-id "bench-warmup-$RAND" >"$DIR/http-warmup.json"
@@ -253,6 +282,73 @@ errs="$(jq .errors "$DIR/http.json")"
 db_stats "$ISS_URL_DB" "$DIR/db-http-1.json"
 per_unit "$DIR/db-http-0.json" "$DIR/db-http-1.json" "$(jq "[.ok, 1] | max" "$DIR/http.json")" >"$DIR/db-http.json"
 jq -c '{throughput_per_s, latency_ms, errors}' "$DIR/http.json" >&2
+
+# --- 1b. IssueLicense with auth on vs off ------------------------------------------
+# A second issuance (same binary, its own fresh database and topic prefix,
+# same seed catalog) with LICENSING_AUTH_ENABLED=false; the load generator
+# sends the same bearer header to both (ignored by the open one). Rounds of
+# the same closed loop alternate on/off/on/off..., auth on first, so drift
+# (background load, growing tables, Kafka) falls on both arms alike. Both
+# processes run throughout; only the measured one gets load.
+say "1b: auth on vs off: second issuance with LICENSING_AUTH_ENABLED=false (database $DB_NOAUTH, topics $PREFIX_NOAUTH.*)"
+sql "$PG_BASE/postgres" -c "CREATE DATABASE $DB_NOAUTH"
+spawn_service issuance_noauth "$NOAUTH_URL_DB" issuance "$PREFIX_NOAUTH" false
+wait_ready issuance_noauth
+ISS_OFF="http://127.0.0.1:${PORTS[issuance_noauth]}"
+grep -qF 'AUTHENTICATION IS DISABLED' "$DIR/issuance_noauth.log" \
+  || die "issuance_noauth did not log that authentication is disabled; see $DIR/issuance_noauth.log"
+seed_catalog "$ISS_OFF"
+# The same warm-up the auth-on process had before phase 1.
+timeout 60 "$LOADGEN" http-issue "${BODY_ARGS[@]}" --url "$ISS_OFF" --clients "$CLIENTS" --count "$WARMUP" \
+  --correlation-id "bench-warmup-noauth-$RAND" >"$DIR/auth-off-warmup.json"
+AUTH_ROWS_BEFORE="$(jq -n --argjson on "$(sql "$ISS_URL_DB" -c "SELECT count(*) FROM events")" \
+  --argjson off "$(sql "$NOAUTH_URL_DB" -c "SELECT count(*) FROM events")" '{on: $on, off: $off}')"
+AUTH_FILES=()
+say "1b: $AUTH_ROUNDS rounds per arm of $AUTH_COUNT IssueLicense, $CLIENTS clients, order on/off/on/off..."
+for r in $(seq 1 "$AUTH_ROUNDS"); do
+  for arm in on off; do
+    if [[ "$arm" == on ]]; then url="$ISS"; svc=issuance; else url="$ISS_OFF"; svc=issuance_noauth; fi
+    tag="auth-$arm-$r"
+    cpu_snap "$DIR/cpu-$tag-0.json"; t0=$(now_ms)
+    timeout 180 "$LOADGEN" http-issue "${BODY_ARGS[@]}" --url "$url" --clients "$CLIENTS" --count "$AUTH_COUNT" \
+      --correlation-id "bench-$tag-$RAND" --latencies-out "$DIR/$tag.us" >"$DIR/$tag.json"
+    t1=$(now_ms); cpu_snap "$DIR/cpu-$tag-1.json"
+    cpu_diff "$DIR/cpu-$tag-0.json" "$DIR/cpu-$tag-1.json" "$(( (t1 - t0) ))e-3" >"$DIR/cpu-$tag.json"
+    errs="$(jq .errors "$DIR/$tag.json")"
+    (( errs == 0 )) || die "$tag: $errs IssueLicense requests failed ($(jq -c .error_kinds "$DIR/$tag.json"))"
+    jq -n --arg arm "$arm" --argjson round "$r" --arg svc "$svc" --slurpfile h "$DIR/$tag.json" \
+      --slurpfile c "$DIR/cpu-$tag.json" --argjson wall "$(( t1 - t0 ))e-3" '
+      $h[0] as $h | $c[0] as $c
+      | {arm: $arm, round: $round, throughput_per_s: $h.throughput_per_s, ok: $h.ok, errors: $h.errors,
+         elapsed_s: $h.elapsed_s, latency_ms: $h.latency_ms,
+         service_cores: $c[$svc], postgres_cores: $c.postgres, kafka_cores: $c.kafka,
+         machine_busy_cores: $c.machine_busy_cores, other_cores: $c.other, cpu_cores: $c,
+         service_cpu_ms_per_cmd: (($c[$svc] * $wall / ([$h.ok, 1] | max) * 1000000 | round) / 1000)}' \
+      >"$DIR/$tag.round.json"
+    AUTH_FILES+=("$DIR/$tag.round.json")
+    jq -c '{arm, round, throughput_per_s, p50: .latency_ms.p50, p99: .latency_ms.p99, service_cpu_ms_per_cmd}' \
+      "$DIR/$tag.round.json" >&2
+  done
+done
+stop_service issuance_noauth
+jq -s --argjson count "$AUTH_COUNT" --argjson clients "$CLIENTS" --argjson rounds "$AUTH_ROUNDS" \
+  --argjson rows "$AUTH_ROWS_BEFORE" \
+  --argjson on_p50 "$(pooled_ms 0.50 "$DIR"/auth-on-*.us)" --argjson on_p99 "$(pooled_ms 0.99 "$DIR"/auth-on-*.us)" \
+  --argjson off_p50 "$(pooled_ms 0.50 "$DIR"/auth-off-*.us)" --argjson off_p99 "$(pooled_ms 0.99 "$DIR"/auth-off-*.us)" '
+  def arm($a; $p50; $p99): [.[] | select(.arm == $a)] as $r
+    | {mean_throughput_per_s: (([$r[].throughput_per_s] | add / length) * 10 | round / 10),
+       rounds_throughput_per_s: [$r[].throughput_per_s],
+       p50_ms_pooled: $p50, p99_ms_pooled: $p99, rounds_p99_ms: [$r[].latency_ms.p99],
+       service_cpu_ms_per_cmd_mean: (([$r[].service_cpu_ms_per_cmd] | add / length) * 1000 | round / 1000)};
+  arm("on"; $on_p50; $on_p99) as $on | arm("off"; $off_p50; $off_p99) as $off
+  | {clients: $clients, count_per_round: $count, rounds_per_arm: $rounds,
+     order: [.[] | "\(.arm)\(.round)"], events_before_rounds: $rows,
+     rounds: ., on: $on, off: $off,
+     cost: ((1 - $on.mean_throughput_per_s / $off.mean_throughput_per_s) * 1000 | round / 1000),
+     p99_increase_ms: ((($on.p99_ms_pooled // 0) - ($off.p99_ms_pooled // 0)) * 100 | round / 100)}' \
+  "${AUTH_FILES[@]}" >"$DIR/auth.json"
+jq -c '{on: .on.mean_throughput_per_s, off: .off.mean_throughput_per_s, cost, p99_on: .on.p99_ms_pooled, p99_off: .off.p99_ms_pooled}' \
+  "$DIR/auth.json" >&2
 stop_service issuance   # idle during pgbench; must be down for the backlog
 
 # --- 2. pgbench: one comparable row per transaction --------------------------------
@@ -380,12 +476,12 @@ PG_VERSION="$(sql "$PG_BASE/postgres" -c "SHOW server_version")"
 PG_SETTINGS="$(sql "$PG_BASE/postgres" -c "SELECT json_object_agg(name, setting) FROM pg_settings WHERE name IN ('synchronous_commit','fsync','shared_buffers','wal_level','max_connections','full_page_writes','commit_delay')")"
 jq -n \
   --arg run "$RUN_ID" --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-  --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-  --arg dirty "$(git status --porcelain 2>/dev/null | grep -vcE '^(\?\? bench/| M Cargo\.(toml|lock)|\?\? docs/benchmarks\.md)' || true)" \
+  --arg commit "$COMMIT" \
+  --arg dirty "$(jq length <<<"$DIRTY_PATHS")" --argjson dirty_paths "$DIRTY_PATHS" \
   --arg nproc "$(nproc)" --arg mem "$MEM" --arg uname "$(uname -srm)" --arg cpu "$CPU_MODEL" \
   --arg pgv "$PG_VERSION" --arg bg "$BACKGROUND" --argjson pgs "$PG_SETTINGS" --arg log "$SERVICE_LOG" \
   --argjson pool "$DB_POOL" --argjson parts "$PARTITIONS" \
-  --slurpfile http "$DIR/http.json" --slurpfile cpu_http "$DIR/cpu-http.json" \
+  --slurpfile http "$DIR/http.json" --slurpfile cpu_http "$DIR/cpu-http.json" --slurpfile auth "$DIR/auth.json" \
   --slurpfile db_http "$DIR/db-http.json" --slurpfile db_pg "$DIR/db-pgbench.json" \
   --argjson pg_tps "$PG_TPS" --argjson pg_lat "${PG_LAT:-null}" --argjson pg_tx "${PG_TX:-null}" \
   --argjson pg_bytes "${PG_ROW_BYTES:-null}" --slurpfile cpu_pg "$DIR/cpu-pgbench.json" \
@@ -397,6 +493,7 @@ jq -n \
   ($http[0]) as $h | ($relay[0]) as $r | ($lat[0].commit_to_row) as $l
   | {
     run: $run, date: $date, commit: $commit, uncommitted_paths: ($dirty | tonumber),
+    uncommitted: $dirty_paths,
     machine: {nproc: ($nproc | tonumber), memory: $mem, uname: $uname, cpu: $cpu},
     postgres: {version: $pgv, settings: $pgs},
     background_cores_before: ($bg | tonumber),
@@ -406,6 +503,7 @@ jq -n \
               threads: 2, seconds: $pg_secs, payload_bytes_avg: $pg_bytes, cpu_cores: $cpu_pg[0],
               db_counters_per_transaction: $db_pg[0]},
     ratio_http_to_pgbench: (($h.throughput_per_s / $pg_tps * 1000 | round) / 1000),
+    auth_on_vs_off: $auth[0],
     relay: ($r + {backlog_insert_ms: $insert_ms, event_bytes_avg: $ev_bytes, cpu_cores: $cpu_relay[0],
                   relay_active_s: (if $active_ms == null then null else $active_ms / 1000 end),
                   events_per_s_from_relay_active: (if $active_ms == null or $r.caught_up_s == null then null
@@ -417,7 +515,8 @@ jq -n \
     targets: {
       ratio: {target: ">= 0.5", met: (($h.throughput_per_s / $pg_tps) >= 0.5)},
       relay: {target: ">= 30000 events/s", met: (($r.events_per_s_from_spawn // 0) >= 30000)},
-      projector_p99: {target: "<= 200 ms", met: (($l.p99_ms // 1e9) <= 200)}
+      projector_p99: {target: "<= 200 ms", met: (($l.p99_ms // 1e9) <= 200)},
+      auth_cost: {target: "< 10 %", met: (($auth[0].cost // 1) < 0.10)}
     }
   }' >"$DIR/results.json"
 cp "$DIR/results.json" "$OUT/results.json"
@@ -434,6 +533,10 @@ jq -r '
       ["  errors", "\(.http_issue.errors) of \(.http_issue.requested)", ""],
       ["pgbench insert, -c \(.pgbench.clients) -j 2: tps", "\(.pgbench.tps | round)", ""],
       ["ratio HTTP cmd/s / pgbench tps", "\(.ratio_http_to_pgbench)", ">= 0.5  \(.targets.ratio.met | yn)"],
+      ["auth on/off rounds of \(.auth_on_vs_off.count_per_round): cmd/s", "\(.auth_on_vs_off.rounds | map("\(.arm) \(.throughput_per_s)") | join(", "))", ""],
+      ["  mean cmd/s on / off", "\(.auth_on_vs_off.on.mean_throughput_per_s) / \(.auth_on_vs_off.off.mean_throughput_per_s)", ""],
+      ["  p99 (ms, pooled rounds) on / off", "\(.auth_on_vs_off.on.p99_ms_pooled) / \(.auth_on_vs_off.off.p99_ms_pooled)", ""],
+      ["  cost of auth = 1 - on/off", "\(.auth_on_vs_off.cost * 1000 | round / 10) %", "< 10 %  \(.targets.auth_cost.met | yn)"],
       ["relay, \(.relay.backlog) backlog: events/s (from spawn)", "\(.relay.events_per_s_from_spawn // "n/a")", ">= 30000  \(.targets.relay.met | yn)"],
       ["  events/s from relay active / after 1st batch", "\(.relay.events_per_s_from_relay_active // "n/a") / \(.relay.events_per_s_after_first_batch // "n/a")", ""],
       ["  relay active / 1st batch / caught up (s)", "\(.relay.relay_active_s // "n/a") / \(.relay.first_move_s // "n/a") / \(.relay.caught_up_s // "n/a")", ""],
@@ -449,10 +552,12 @@ jq -r '
     ][] | "  \(.[0] | . + " " * ([46 - length, 1] | max))\(.[1] | " " * ([16 - length, 0] | max) + .)   \(.[2])"),
   "",
   "  CPU cores used per phase (machine_busy_cores 2 = the whole machine; other = load generator, pgbench and any other process; steal = taken by the hypervisor):",
-  ( [["IssueLicense HTTP", .http_issue.cpu_cores], ["pgbench", .pgbench.cpu_cores],
+  ( ([["IssueLicense HTTP", .http_issue.cpu_cores]]
+    + [.auth_on_vs_off.rounds[] | ["auth \(.arm) round \(.round)", .cpu_cores]]
+    + [["pgbench", .pgbench.cpu_cores],
      ["relay backlog", .relay.cpu_cores], ["\(.projector_latency.http.target_rate_per_s) cmd/s + projector", .projector_latency.cpu_cores],
-     ["\(.projector_latency_low_rate.http.target_rate_per_s) cmd/s + projector", .projector_latency_low_rate.cpu_cores]][]
-    | "    \(.[0] | . + " " * ([24 - length, 1] | max))\(.[1] | to_entries | map("\(.key) \(.value)") | join(", "))"),
+     ["\(.projector_latency_low_rate.http.target_rate_per_s) cmd/s + projector", .projector_latency_low_rate.cpu_cores]])[]
+    | "    \(.[0] | . + " " * ([24 - length, 1] | max))\(.[1] // {} | to_entries | map("\(.key) \(.value)") | join(", "))"),
   "  background load before the run: \(.background_cores_before) cores",
   "",
   "raw numbers: .run/bench/results.json (run directory .run/bench/\(.run)/)"

@@ -8,6 +8,8 @@
 //!   loadgen http-issue --url U --clients 32 --count 20000 [--warmup 1000]
 //!       closed loop: `clients` workers, each sending the next request as soon
 //!       as its previous one answered, until `count` measured requests.
+//!       `--latencies-out FILE` also writes each successful request's
+//!       latency (microseconds, one per line) to FILE.
 //!   loadgen http-issue --url U --rate 500 --duration 20 [--max-inflight 512]
 //!       open loop: request i is due at start + i/rate whatever the answers;
 //!       latency is measured from the due time (no coordinated omission).
@@ -195,6 +197,9 @@ async fn closed_loop(o: &Opts, target: Arc<Target>) -> Result<Value> {
     let tally = run_workers(&target, clients, count).await;
     let elapsed = t0.elapsed().as_secs_f64();
     let ok = tally.ok_us.len() as u64;
+    if let Some(path) = o.get("latencies-out") {
+        write_latencies(path, &tally.ok_us)?;
+    }
     let mut out = summary(tally, elapsed);
     out["mode"] = json!("closed");
     out["clients"] = json!(clients);
@@ -288,6 +293,19 @@ async fn open_loop(o: &Opts, target: Arc<Target>) -> Result<Value> {
     out["started_at"] = json!(started_at.to_rfc3339());
     out["loadgen_cpu_ticks"] = json!(self_cpu_ticks().saturating_sub(cpu0));
     Ok(out)
+}
+
+/// One latency (microseconds) per line, for pooling rounds (`--latencies-out`).
+fn write_latencies(path: &str, us: &[u64]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {path}"))?,
+    );
+    for v in us {
+        writeln!(f, "{v}")?;
+    }
+    f.flush()?;
+    Ok(())
 }
 
 fn summary(mut t: Tally, elapsed: f64) -> Value {
