@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run stop test bench infra-up infra-down build lint fmt
+.PHONY: python-deps run stop test bench infra-up infra-down build lint fmt
 
 infra-up:
 	@bash infra/up.sh
@@ -23,7 +23,12 @@ stop:
 
 # Unit tests need nothing; integration and end-to-end tests use the
 # PostgreSQL server and Kafka broker started by infra-up (reused if running).
-test: infra-up build
+# The JOSE interoperability test verifies activation files with Python's
+# jwcrypto, from PyPI.
+python-deps:
+	@python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+
+test: infra-up build python-deps
 	$(CARGO) test --workspace --no-fail-fast
 
 bench: infra-up

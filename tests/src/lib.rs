@@ -188,6 +188,45 @@ pub async fn start_issuance_with(
     InProcess { running, db }
 }
 
+/// A signing key file of its own for each test (generated on first start).
+pub fn signing_key_path(prefix: &str) -> String {
+    std::env::temp_dir()
+        .join(format!("{prefix}-{}-signing.pem", Uuid::new_v4().simple()))
+        .display()
+        .to_string()
+}
+
+pub fn activation_config(
+    infra: &Infra,
+    db: &str,
+    prefix: &str,
+    key_file: &str,
+) -> activation::Config {
+    activation::Config {
+        common: infra.config(db, prefix),
+        signing_key_file: key_file.into(),
+        signing_key_generate: true,
+        clock_tolerance_secs: 600,
+        trial_wait_ms: 15_000,
+        issuer: "licensing.activation".into(),
+    }
+}
+
+pub async fn start_activation(infra: &Infra, prefix: &str) -> InProcess {
+    let db = infra.fresh_db("activation").await;
+    let config = activation_config(infra, &db, prefix, &signing_key_path(prefix));
+    let running = activation::start(
+        config,
+        activation::Options {
+            handle_signals: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("activation starts");
+    InProcess { running, db }
+}
+
 pub async fn start_projector(infra: &Infra, prefix: &str) -> InProcess {
     start_projector_on(infra, prefix, infra.fresh_db("projector").await).await
 }
@@ -244,6 +283,11 @@ impl ServiceProcess {
             .env("LICENSING_CONFIG_DIR", "/nonexistent")
             .env("LICENSING_ADMIN_KEY", ADMIN_TOKEN)
             .env("LICENSING_LICENSE_KEY_SECRET", KEY_SECRET)
+            .env(
+                "LICENSING_SIGNING_KEY_FILE",
+                std::env::temp_dir().join(format!("{prefix}-signing.pem")),
+            )
+            .env("LICENSING_SIGNING_KEY_GENERATE", "true")
             .env("RUST_LOG", "info,sqlx=warn,actix_web=warn")
             .stdout(
                 log.try_clone()

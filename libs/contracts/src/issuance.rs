@@ -112,6 +112,9 @@ fn d_currency() -> String {
 fn d_reclaim_days() -> u32 {
     90
 }
+fn d_fingerprint_min_matches() -> u32 {
+    3
+}
 
 /// The rules of one product edition. Money is in integer minor units.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +144,11 @@ pub struct Policy {
     pub reclaim_after_days: u32,
     #[serde(default)]
     pub requires_domain: bool,
+    /// How many hardware components of a device must match for it to be the
+    /// same device (one replaced disk keeps the seat; a new board and disk
+    /// make a new device).
+    #[serde(default = "d_fingerprint_min_matches")]
+    pub fingerprint_min_matches: u32,
 }
 
 impl Default for Policy {
@@ -157,6 +165,7 @@ impl Default for Policy {
             fee_currency: d_currency(),
             reclaim_after_days: d_reclaim_days(),
             requires_domain: false,
+            fingerprint_min_matches: d_fingerprint_min_matches(),
         }
     }
 }

@@ -4,8 +4,11 @@
 //! Event-type strings and versions are constants: once published they never
 //! change; a new payload shape is a new version.
 
+pub mod activation;
 pub mod envelope;
 pub mod issuance;
+pub mod license_key;
+pub mod license_view;
 pub mod net;
 pub mod topics;
 

@@ -1,5 +1,5 @@
-//! The JSON Schemas under `schemas/events` and `schemas/commands` against the
-//! serde types they describe: every instance serde writes is valid, and every
+//! The JSON Schemas under `schemas/events`, `schemas/commands` and
+//! `schemas/files` against the serde types they describe: every instance serde writes is valid, and every
 //! document the schema rejects for shape (unknown field, missing field, wrong
 //! type, wrong enum value, malformed id or timestamp) serde rejects too.
 //!
@@ -15,6 +15,7 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use contracts::activation::*;
 use contracts::issuance::*;
 use contracts::{
     Actor, ActorKind, CommandEnvelope, CommandOutcome, EventEnvelope, OutcomeError, OutcomeStatus,
@@ -35,35 +36,64 @@ const COMMAND_OUTCOME: &str = "commands/outcome.v1.json";
 const ISSUE_LICENSE_SCHEMA: &str = "commands/issuance/IssueLicense.v1.json";
 const EMPTY_SCHEMA: &str = "commands/issuance/Empty.v1.json";
 const LICENSE_KEY_RECOVERED_SCHEMA: &str = "events/issuance/LicenseKeyRecovered.v1.json";
+const DEVICE_ACTIVATED_SCHEMA: &str = "events/activation/DeviceActivated.v1.json";
+const ACTIVATIONS_REVOKED_SCHEMA: &str = "events/activation/ActivationsRevoked.v1.json";
+const ACTIVATION_CLAIMS_SCHEMA: &str = "files/ActivationClaims.v1.json";
 
-/// The pattern of a hex SHA-256 digest; every `*digest` and `*hash` has it.
+/// The pattern of a hex SHA-256 digest; every `*digest`, `*hash` and
+/// `fingerprint` has it, and every digest in a map of `components`.
 const SHA256: &str = "^[0-9a-f]{64}$";
 
+/// Whether the value at `pointer` is a hex SHA-256 digest by its name.
+fn is_sha256(pointer: &str) -> bool {
+    let mut segments = pointer.rsplit('/');
+    let last = segments.next().unwrap_or_default();
+    last.ends_with("digest")
+        || last.ends_with("hash")
+        || last == "fingerprint"
+        || segments.next() == Some("components")
+}
+
 /// Folders under `schemas/` whose every `*.json` must be covered here.
-const SCHEMA_DIRS: &[&str] = &["events", "commands"];
+const SCHEMA_DIRS: &[&str] = &["events", "commands", "files"];
 
 /// Members serde reads as any JSON value (`serde_json::Value`): only the
 /// schema checks them.
 const ANY_JSON: &[(&str, &str)] = &[(EVENT_ENVELOPE, "/payload"), (COMMAND_ENVELOPE, "/payload")];
 
-/// Every event type of the issuance context, with its aggregate type.
-const EVENT_TYPES: &[(&str, &str)] = &[
-    (PRODUCT_CREATED, PRODUCT_AGGREGATE),
-    (POLICY_SET, PRODUCT_AGGREGATE),
-    (LICENSE_ISSUED, LICENSE_AGGREGATE),
-    (LICENSE_RENEWED, LICENSE_AGGREGATE),
-    (LICENSE_FEATURES_AMENDED, LICENSE_AGGREGATE),
-    (LICENSE_SUSPENDED, LICENSE_AGGREGATE),
-    (LICENSE_REINSTATED, LICENSE_AGGREGATE),
-    (LICENSE_REVOKED, LICENSE_AGGREGATE),
-    (LICENSE_EXPIRED, LICENSE_AGGREGATE),
-    (LICENSE_RECLAIMED, LICENSE_AGGREGATE),
-    (LICENSE_DELETED, LICENSE_AGGREGATE),
-    (LICENSE_KEY_RECOVERED, LICENSE_AGGREGATE),
-    (API_KEY_CREATED, API_KEY_AGGREGATE),
-    (API_KEY_ROTATED, API_KEY_AGGREGATE),
-    (API_KEY_REVOKED, API_KEY_AGGREGATE),
-    (API_KEY_ALLOWLIST_CHANGED, API_KEY_AGGREGATE),
+/// The bounded contexts that publish events: each names the folder of its
+/// payload schemas under `events/`.
+const ISSUANCE: &str = "issuance";
+const ACTIVATION: &str = "activation";
+
+/// Every event type, with its context and aggregate type.
+const EVENT_TYPES: &[(&str, &str, &str)] = &[
+    (ISSUANCE, PRODUCT_CREATED, PRODUCT_AGGREGATE),
+    (ISSUANCE, POLICY_SET, PRODUCT_AGGREGATE),
+    (ISSUANCE, LICENSE_ISSUED, LICENSE_AGGREGATE),
+    (ISSUANCE, LICENSE_RENEWED, LICENSE_AGGREGATE),
+    (ISSUANCE, LICENSE_FEATURES_AMENDED, LICENSE_AGGREGATE),
+    (ISSUANCE, LICENSE_SUSPENDED, LICENSE_AGGREGATE),
+    (ISSUANCE, LICENSE_REINSTATED, LICENSE_AGGREGATE),
+    (ISSUANCE, LICENSE_REVOKED, LICENSE_AGGREGATE),
+    (ISSUANCE, LICENSE_EXPIRED, LICENSE_AGGREGATE),
+    (ISSUANCE, LICENSE_RECLAIMED, LICENSE_AGGREGATE),
+    (ISSUANCE, LICENSE_DELETED, LICENSE_AGGREGATE),
+    (ISSUANCE, LICENSE_KEY_RECOVERED, LICENSE_AGGREGATE),
+    (ISSUANCE, API_KEY_CREATED, API_KEY_AGGREGATE),
+    (ISSUANCE, API_KEY_ROTATED, API_KEY_AGGREGATE),
+    (ISSUANCE, API_KEY_REVOKED, API_KEY_AGGREGATE),
+    (ISSUANCE, API_KEY_ALLOWLIST_CHANGED, API_KEY_AGGREGATE),
+    (ACTIVATION, DEVICE_ACTIVATED, ACTIVATIONS_AGGREGATE),
+    (ACTIVATION, DEVICE_SEEN, ACTIVATIONS_AGGREGATE),
+    (ACTIVATION, CLOCK_ROLLBACK_DETECTED, ACTIVATIONS_AGGREGATE),
+    (ACTIVATION, ACTIVATION_UNINSTALLED, ACTIVATIONS_AGGREGATE),
+    (ACTIVATION, ACTIVATION_MIGRATED, ACTIVATIONS_AGGREGATE),
+    (ACTIVATION, ACTIVATIONS_REVOKED, ACTIVATIONS_AGGREGATE),
+    (ACTIVATION, TRIAL_STARTED, TRIAL_AGGREGATE),
+    (ACTIVATION, TRIAL_ACTIVATED, TRIAL_AGGREGATE),
+    (ACTIVATION, TRIAL_ENDED, TRIAL_AGGREGATE),
+    (ACTIVATION, SIGNING_KEY_PUBLISHED, SIGNING_KEY_AGGREGATE),
 ];
 
 /// Every command type of the issuance context that carries a payload. The
@@ -84,9 +114,24 @@ const COMMAND_TYPES: &[&str] = &[
     "SetAllowlist",
 ];
 
-/// The schema of an event's payload, named by its type and version.
-fn event_payload_schema(event_type: &str, version: &str) -> String {
-    format!("events/issuance/{event_type}.v{version}.json")
+/// The schema of an event's payload, named by its context, type and
+/// version.
+fn event_payload_schema(context: &str, event_type: &str, version: &str) -> String {
+    format!("events/{context}/{event_type}.v{version}.json")
+}
+
+/// The context and aggregate type of an event type, from [`EVENT_TYPES`].
+fn event_type_info(event_type: &str) -> (&'static str, &'static str) {
+    EVENT_TYPES
+        .iter()
+        .find(|(_, t, _)| *t == event_type)
+        .map(|&(context, _, aggregate)| (context, aggregate))
+        .unwrap_or_else(|| panic!("{event_type} is not listed in EVENT_TYPES"))
+}
+
+/// The payload schema of an event of a type listed in [`EVENT_TYPES`].
+fn payload_schema_of(event_type: &str, version: &str) -> String {
+    event_payload_schema(event_type_info(event_type).0, event_type, version)
 }
 
 /// The schema of a command's payload, named by its type; the commands that
@@ -143,7 +188,7 @@ fn event<T>(event_type: &str, instances: fn() -> Vec<T>) -> Contract
 where
     T: Serialize + DeserializeOwned + PartialEq + Debug + 'static,
 {
-    typed(event_payload_schema(event_type, V1), instances)
+    typed(payload_schema_of(event_type, V1), instances)
 }
 
 fn command<T>(command_type: &str, instances: fn() -> Vec<T>) -> Contract
@@ -175,6 +220,16 @@ fn contracts() -> Vec<Contract> {
         event(API_KEY_ROTATED, api_keys_rotated),
         event(API_KEY_REVOKED, api_keys_revoked),
         event(API_KEY_ALLOWLIST_CHANGED, allowlists_changed),
+        event(DEVICE_ACTIVATED, devices_activated),
+        event(DEVICE_SEEN, devices_seen),
+        event(CLOCK_ROLLBACK_DETECTED, clock_rollbacks),
+        event(ACTIVATION_UNINSTALLED, activations_uninstalled),
+        event(ACTIVATION_MIGRATED, activations_migrated),
+        event(ACTIVATIONS_REVOKED, activations_revoked),
+        event(TRIAL_STARTED, trials_started),
+        event(TRIAL_ACTIVATED, trials_activated),
+        event(TRIAL_ENDED, trials_ended),
+        event(SIGNING_KEY_PUBLISHED, signing_keys_published),
         // Commands.
         command(CREATE_PRODUCT, product_specs),
         command(SET_POLICY, policy_changes),
@@ -186,6 +241,8 @@ fn contracts() -> Vec<Contract> {
         command(REINSTATE_LICENSE, empties),
         command("CreateApiKey", api_key_specs),
         command("SetAllowlist", allowlists),
+        // Files.
+        typed(ACTIVATION_CLAIMS_SCHEMA, activation_claims),
     ]
 }
 
@@ -287,6 +344,7 @@ fn enterprise_policy() -> Policy {
         fee_currency: "USD".into(),
         reclaim_after_days: 180,
         requires_domain: true,
+        fingerprint_min_matches: 2,
     }
 }
 
@@ -713,6 +771,329 @@ fn allowlists_changed() -> Vec<ApiKeyAllowlistChanged> {
         .collect()
 }
 
+// Activation.
+
+const ACTIVATION_1: &str = "01956a3f-1a2b-7c3d-8e4f-506172839405";
+const ACTIVATION_2: &str = "01956a50-aaaa-7bbb-8ccc-dddddddddddd";
+const ACTIVATION_3: &str = "01956b20-0f0e-7d0c-9b0a-090807060504";
+const TRIAL_LICENSE: &str = "01956a60-7777-7888-9999-aaaaaaaaaaaa";
+
+/// A device's components as stored, from the raw values a client reports.
+fn components(raw: &[(&str, &str)]) -> BTreeMap<String, String> {
+    Fingerprint(
+        raw.iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
+    )
+    .components()
+    .expect("test fingerprint is valid")
+}
+
+/// A workstation reporting the four usual components.
+fn workstation() -> BTreeMap<String, String> {
+    components(&[
+        ("machine_id", "4c4c4544-0052-3510-8052-b4c04f4e3432"),
+        ("disk", "S4EWNX0R123456"),
+        ("board", "/7XZ9K12/CNWS200123001G/"),
+        ("mac", "3C:52:82:1A:2B:3C"),
+    ])
+}
+
+/// The workstation after its disk was replaced: still the same device.
+fn workstation_new_disk() -> BTreeMap<String, String> {
+    let mut c = workstation();
+    c.extend(components(&[("disk", "WD-WX12A3456789")]));
+    c
+}
+
+/// A container that reports only its machine id.
+fn container() -> BTreeMap<String, String> {
+    components(&[("machine_id", "b7d1c4e2a9f04c3e8d6b5a4f3e2d1c0b")])
+}
+
+fn devices_activated() -> Vec<DeviceActivated> {
+    vec![
+        // Every optional field set: offline, from a request file.
+        DeviceActivated {
+            activation_id: uuid(ACTIVATION_1),
+            license_id: uuid(LICENSE_1),
+            product: "integration-platform".into(),
+            kind: LicenseKind::Formal,
+            fingerprint: digest_of(&workstation()),
+            components: workstation(),
+            client_time: Some(at("2026-03-02T09:14:58+08:00")),
+            offline: true,
+            nonce: Some("n-5f0c1e7a2b".into()),
+            activated_at: at("2026-03-02T01:15:02.417Z"),
+        },
+        // None set.
+        DeviceActivated {
+            activation_id: uuid(ACTIVATION_2),
+            license_id: uuid(TRIAL_LICENSE),
+            product: "viewer".into(),
+            kind: LicenseKind::Trial,
+            fingerprint: digest_of(&container()),
+            components: container(),
+            client_time: None,
+            offline: false,
+            nonce: None,
+            activated_at: at("2026-03-05T12:00:00Z"),
+        },
+    ]
+}
+
+fn devices_seen() -> Vec<DeviceSeen> {
+    vec![
+        DeviceSeen {
+            activation_id: uuid(ACTIVATION_1),
+            license_id: uuid(LICENSE_1),
+            client_time: at("2026-04-10T08:00:03+08:00"),
+            seen_at: at("2026-04-10T00:00:04.25Z"),
+        },
+        DeviceSeen {
+            activation_id: uuid(ACTIVATION_2),
+            license_id: uuid(TRIAL_LICENSE),
+            client_time: at("2026-03-06T12:00:00Z"),
+            seen_at: at("2026-03-06T11:59:58Z"),
+        },
+    ]
+}
+
+fn clock_rollbacks() -> Vec<ClockRollbackDetected> {
+    vec![
+        // Every optional field set: the device holds a seat.
+        ClockRollbackDetected {
+            license_id: uuid(LICENSE_1),
+            activation_id: Some(uuid(ACTIVATION_1)),
+            fingerprint: digest_of(&workstation()),
+            client_time: at("2026-01-01T00:00:00Z"),
+            last_seen: at("2026-04-10T00:00:03Z"),
+            tolerance_secs: 86_400,
+            detected_at: at("2026-04-11T07:30:00.5Z"),
+        },
+        // None set: a device without a seat asked to activate.
+        ClockRollbackDetected {
+            license_id: uuid(TRIAL_LICENSE),
+            activation_id: None,
+            fingerprint: digest_of(&container()),
+            client_time: at("2026-03-01T00:00:00Z"),
+            last_seen: at("2026-03-06T12:00:00Z"),
+            tolerance_secs: 0,
+            detected_at: at("2026-03-07T09:00:00Z"),
+        },
+    ]
+}
+
+fn activations_uninstalled() -> Vec<ActivationUninstalled> {
+    vec![
+        ActivationUninstalled {
+            activation_id: uuid(ACTIVATION_1),
+            license_id: uuid(LICENSE_1),
+            uninstalled_at: at("2026-06-01T10:00:00Z"),
+        },
+        ActivationUninstalled {
+            activation_id: uuid(ACTIVATION_3),
+            license_id: uuid(LICENSE_2),
+            uninstalled_at: at("2026-06-02T16:45:30.001Z"),
+        },
+    ]
+}
+
+fn activations_migrated() -> Vec<ActivationMigrated> {
+    vec![
+        // Every optional field set.
+        ActivationMigrated {
+            license_id: uuid(LICENSE_1),
+            from_activation_id: uuid(ACTIVATION_1),
+            activation_id: uuid(ACTIVATION_3),
+            fingerprint: digest_of(&workstation_new_disk()),
+            components: workstation_new_disk(),
+            client_time: Some(at("2026-05-20T14:02:11+02:00")),
+            migrations_used: 1,
+            migrated_at: at("2026-05-20T12:02:12Z"),
+        },
+        // None set.
+        ActivationMigrated {
+            license_id: uuid(LICENSE_2),
+            from_activation_id: uuid(ACTIVATION_2),
+            activation_id: uuid(ACTIVATION_1),
+            fingerprint: digest_of(&container()),
+            components: container(),
+            client_time: None,
+            migrations_used: 3,
+            migrated_at: at("2026-05-21T00:00:00Z"),
+        },
+    ]
+}
+
+fn activations_revoked() -> Vec<ActivationsRevoked> {
+    let seats = [
+        (LICENSE_1, vec![ACTIVATION_1, ACTIVATION_3]),
+        (TRIAL_LICENSE, vec![ACTIVATION_2]),
+    ];
+    revocation_reasons()
+        .into_iter()
+        .zip(seats.iter().cycle())
+        .zip(license_moments().into_iter().cycle())
+        .map(
+            |((reason, (license, ids)), (_, revoked_at))| ActivationsRevoked {
+                license_id: uuid(license),
+                activation_ids: ids.iter().map(|id| uuid(id)).collect(),
+                reason,
+                revoked_at,
+            },
+        )
+        .collect()
+}
+
+fn trial_id(product: &str, components: &BTreeMap<String, String>) -> String {
+    format!("{product}:{}", digest_of(components))
+}
+
+fn trials_started() -> Vec<TrialStarted> {
+    vec![
+        // Every optional field set.
+        TrialStarted {
+            trial_id: trial_id("viewer", &container()),
+            product: "viewer".into(),
+            fingerprint: digest_of(&container()),
+            components: container(),
+            license_id: uuid(TRIAL_LICENSE),
+            issue_command_id: uuid("01956a60-7000-7000-8000-0000000000c1"),
+            features: strings(&["watermark", "export-pdf"]),
+            client_time: Some(at("2026-03-05T11:59:59Z")),
+            started_at: at("2026-03-05T11:59:59.8Z"),
+        },
+        // None set.
+        TrialStarted {
+            trial_id: trial_id("cad-suite", &workstation()),
+            product: "cad-suite".into(),
+            fingerprint: digest_of(&workstation()),
+            components: workstation(),
+            license_id: uuid(LICENSE_3),
+            issue_command_id: uuid("01956a60-7000-7000-8000-0000000000c2"),
+            features: vec![],
+            client_time: None,
+            started_at: at("2026-03-06T08:00:00Z"),
+        },
+    ]
+}
+
+fn trials_activated() -> Vec<TrialActivated> {
+    vec![
+        TrialActivated {
+            trial_id: trial_id("viewer", &container()),
+            license_id: uuid(TRIAL_LICENSE),
+            activation_id: uuid(ACTIVATION_2),
+            activated_at: at("2026-03-05T12:00:00Z"),
+        },
+        TrialActivated {
+            trial_id: trial_id("cad-suite", &workstation()),
+            license_id: uuid(LICENSE_3),
+            activation_id: uuid(ACTIVATION_3),
+            activated_at: at("2026-03-06T08:00:01.5Z"),
+        },
+    ]
+}
+
+fn trials_ended() -> Vec<TrialEnded> {
+    vec![
+        TrialEnded {
+            trial_id: trial_id("viewer", &container()),
+            license_id: uuid(TRIAL_LICENSE),
+            superseded_by: uuid(LICENSE_2),
+            ended_at: at("2026-03-20T09:00:00Z"),
+        },
+        TrialEnded {
+            trial_id: trial_id("cad-suite", &workstation()),
+            license_id: uuid(LICENSE_3),
+            superseded_by: uuid(LICENSE_1),
+            ended_at: at("2026-04-01T00:00:00.75Z"),
+        },
+    ]
+}
+
+fn signing_keys_published() -> Vec<SigningKeyPublished> {
+    vec![
+        // The P-256 key of RFC 7515, appendix A.3.
+        SigningKeyPublished {
+            kid: "activation-2026-01".into(),
+            kty: "EC".into(),
+            crv: "P-256".into(),
+            x: "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU".into(),
+            y: "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0".into(),
+            published_at: at("2026-01-01T00:00:00Z"),
+        },
+        // A key named by its RFC 7638 thumbprint.
+        SigningKeyPublished {
+            kid: "26fpH9PRSdgL6nEgoRd-E8CIKvviJbvQWnBj_AlzJsk".into(),
+            kty: "EC".into(),
+            crv: "P-256".into(),
+            x: "bmr9dcGcRuEOjAtWGRuTcIQ2haLnOoacmvE5sn46d2M".into(),
+            y: "-C0l-3PnAL0sb0Xo3KT_muenju6WYGWeMtLG599W_yA".into(),
+            published_at: at("2026-07-01T00:00:00.5Z"),
+        },
+    ]
+}
+
+fn activation_claims() -> Vec<ActivationClaims> {
+    vec![
+        // Every optional field set.
+        ActivationClaims {
+            typ: "activation".into(),
+            iss: "https://licensing.example.com".into(),
+            activation_id: uuid(ACTIVATION_1),
+            license_id: uuid(LICENSE_1),
+            product: "integration-platform".into(),
+            edition: Some("enterprise".into()),
+            kind: LicenseKind::Formal,
+            features: vec![
+                FeatureGrant {
+                    code: "datasource-mgmt".into(),
+                    expires_at: None,
+                },
+                FeatureGrant {
+                    code: "cdc-realtime".into(),
+                    expires_at: Some(at("2026-12-31T23:59:59Z")),
+                },
+            ],
+            fingerprint: digest_of(&workstation()),
+            iat: 1_772_414_102,
+            nbf: 1_772_414_042,
+            exp: Some(1_814_399_999),
+            event: EventPosition {
+                aggregate_type: ACTIVATIONS_AGGREGATE.into(),
+                aggregate_id: LICENSE_1.into(),
+                sequence: 2,
+                hash: DIGEST_1.into(),
+            },
+            nonce: Some("n-5f0c1e7a2b".into()),
+        },
+        // None set: the receipt of an uninstall, without features.
+        ActivationClaims {
+            typ: "uninstall-receipt".into(),
+            iss: "https://licensing.example.com".into(),
+            activation_id: uuid(ACTIVATION_3),
+            license_id: uuid(LICENSE_2),
+            product: "cad-suite".into(),
+            edition: None,
+            kind: LicenseKind::Temporary,
+            features: vec![],
+            fingerprint: digest_of(&container()),
+            iat: 1_780_418_730,
+            nbf: 1_780_418_730,
+            exp: None,
+            event: EventPosition {
+                aggregate_type: ACTIVATIONS_AGGREGATE.into(),
+                aggregate_id: LICENSE_2.into(),
+                sequence: 5,
+                hash: DIGEST_2.into(),
+            },
+            nonce: None,
+        },
+    ]
+}
+
 fn payload<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).expect("payload serialises")
 }
@@ -720,6 +1101,7 @@ fn payload<T: Serialize>(value: &T) -> Value {
 fn event_envelopes() -> Vec<EventEnvelope> {
     let issued = licenses_issued();
     let expired = licenses_expired();
+    let activated = devices_activated();
     vec![
         // Every optional field set.
         EventEnvelope {
@@ -777,6 +1159,25 @@ fn event_envelopes() -> Vec<EventEnvelope> {
             payload: payload(&expired[0]),
             prev_hash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
             hash: "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae".into(),
+        },
+        // An event of the activation context.
+        EventEnvelope {
+            event_id: uuid("01956a3f-1a40-7000-8000-000000000004"),
+            event_type: DEVICE_ACTIVATED.into(),
+            event_version: V1.into(),
+            aggregate_type: ACTIVATIONS_AGGREGATE.into(),
+            aggregate_id: LICENSE_1.into(),
+            sequence: 2,
+            global_position: 57,
+            occurred_at: activated[0].activated_at,
+            recorded_at: at("2026-03-02T01:15:02.421Z"),
+            command_id: uuid("01956a3f-1a00-7000-8000-0000000000d1"),
+            correlation_id: "req-a1b2c3d4".into(),
+            causation_id: None,
+            actor: Actor::new(ActorKind::Service, "activation"),
+            payload: payload(&activated[0]),
+            prev_hash: DIGEST_2.into(),
+            hash: DIGEST_1.into(),
         },
     ]
 }
@@ -1247,6 +1648,26 @@ fn recovery_methods() -> Vec<RecoveryMethod> {
     all
 }
 
+fn revocation_reasons() -> Vec<RevocationReason> {
+    let all = vec![
+        RevocationReason::LicenseSuspended,
+        RevocationReason::LicenseRevoked,
+        RevocationReason::LicenseReclaimed,
+        RevocationReason::LicenseDeleted,
+        RevocationReason::TrialEnded,
+    ];
+    for r in &all {
+        match r {
+            RevocationReason::LicenseSuspended
+            | RevocationReason::LicenseRevoked
+            | RevocationReason::LicenseReclaimed
+            | RevocationReason::LicenseDeleted
+            | RevocationReason::TrialEnded => {}
+        }
+    }
+    all
+}
+
 fn outcome_statuses() -> Vec<OutcomeStatus> {
     let all = vec![OutcomeStatus::Accepted, OutcomeStatus::Rejected];
     for s in &all {
@@ -1281,23 +1702,30 @@ fn every_schema_file_is_covered() {
 }
 
 /// Each event and command type has its payload schema, and each payload
-/// schema belongs to one; an event's schema names its aggregate.
+/// schema under `events/` and `commands/` belongs to one; an event's schema
+/// names its context, type, version and aggregate.
 #[test]
 fn every_message_type_has_a_payload_schema() {
     let root = schemas_dir();
     let mut on_disk = BTreeSet::new();
-    json_files(&root.join("events/issuance"), &root, &mut on_disk);
-    json_files(&root.join("commands/issuance"), &root, &mut on_disk);
+    json_files(&root.join("events"), &root, &mut on_disk);
+    json_files(&root.join("commands"), &root, &mut on_disk);
+    for envelope in [EVENT_ENVELOPE, COMMAND_ENVELOPE, COMMAND_OUTCOME] {
+        assert!(on_disk.remove(envelope), "{envelope} is not on disk");
+    }
     let mut named = BTreeSet::new();
-    for (event_type, aggregate) in EVENT_TYPES {
-        let path = event_payload_schema(event_type, V1);
+    for (context, event_type, aggregate) in EVENT_TYPES {
+        let path = event_payload_schema(context, event_type, V1);
         let s = schema(&path);
         let description = s["description"].as_str().unwrap_or_default();
-        assert!(
-            description.contains(&format!(r#"aggregate_type "{aggregate}""#)),
-            "{path} does not name aggregate {aggregate}: {description}"
+        let expected = format!(
+            r#"Payload of the {context} event {event_type}, event_version "{V1}", aggregate_type "{aggregate}"."#
         );
-        named.insert(path);
+        assert!(
+            description.starts_with(&expected),
+            "{path} does not start with {expected:?}: {description}"
+        );
+        assert!(named.insert(path), "{event_type} is listed twice");
     }
     named.extend(COMMAND_TYPES.iter().map(|t| command_payload_schema(t)));
     assert_eq!(named, on_disk);
@@ -1486,7 +1914,7 @@ fn formats_are_checked() {
         };
         let format = part.schema.get("format").and_then(Value::as_str);
         let pattern = part.schema.get("pattern").and_then(Value::as_str);
-        if part.pointer.ends_with("digest") || part.pointer.ends_with("hash") {
+        if is_sha256(&part.pointer) {
             assert_eq!(pattern, Some(SHA256), "{} {}", c.schema, part.pointer);
         }
         let cases: Vec<(Value, bool)> = match (format, pattern) {
@@ -1614,6 +2042,21 @@ fn enums_list_serde_variant_names() {
             "/$defs/recovery_method/enum",
             names(&recovery_methods()),
         ),
+        (
+            DEVICE_ACTIVATED_SCHEMA,
+            "/$defs/license_kind/enum",
+            names(&license_kinds()),
+        ),
+        (
+            ACTIVATIONS_REVOKED_SCHEMA,
+            "/$defs/revocation_reason/enum",
+            names(&revocation_reasons()),
+        ),
+        (
+            ACTIVATION_CLAIMS_SCHEMA,
+            "/$defs/license_kind/enum",
+            names(&license_kinds()),
+        ),
     ];
     for (path, pointer, expected) in cases {
         let s = schema(path);
@@ -1645,7 +2088,9 @@ fn enums_list_serde_variant_names() {
 #[test]
 fn event_payloads_match_their_schemas() {
     for e in event_envelopes() {
-        let path = event_payload_schema(&e.event_type, &e.event_version);
+        let (_, aggregate) = event_type_info(&e.event_type);
+        assert_eq!(e.aggregate_type, aggregate, "{}", e.event_type);
+        let path = payload_schema_of(&e.event_type, &e.event_version);
         assert_valid(&validator(&path), &e.payload, &path);
     }
 }
@@ -1996,6 +2441,61 @@ fn schemas_are_stricter_than_serde_where_documented() {
         &with(&spec, "/expires_at", json!(null)),
         "a null expires_at",
     );
+
+    // Components are as Fingerprint::components writes them: 1 to
+    // MAX_COMPONENTS, named in lower case.
+    let activated = to_values(&devices_activated()).remove(1);
+    type D = DeviceActivated;
+    assert_only_schema_rejects::<D>(
+        DEVICE_ACTIVATED_SCHEMA,
+        &with(&activated, "/client_time", json!(null)),
+        "a null client_time",
+    );
+    assert_only_schema_rejects::<D>(
+        DEVICE_ACTIVATED_SCHEMA,
+        &with(&activated, "/components", json!({})),
+        "no components",
+    );
+    let many: serde_json::Map<String, Value> = (0..=MAX_COMPONENTS)
+        .map(|i| (format!("c{i}"), json!(DIGEST_1)))
+        .collect();
+    assert_only_schema_rejects::<D>(
+        DEVICE_ACTIVATED_SCHEMA,
+        &with(&activated, "/components", Value::Object(many)),
+        "too many components",
+    );
+    assert_only_schema_rejects::<D>(
+        DEVICE_ACTIVATED_SCHEMA,
+        &with(&activated, "/components/Machine_ID", json!(DIGEST_2)),
+        "an upper-case component name",
+    );
+    assert_only_schema_rejects::<D>(
+        DEVICE_ACTIVATED_SCHEMA,
+        &with(&activated, "/components/network card", json!(DIGEST_2)),
+        "a component name with a space",
+    );
+    assert_only_schema_rejects::<D>(
+        DEVICE_ACTIVATED_SCHEMA,
+        &with(
+            &activated,
+            &format!("/components/{}", "x".repeat(33)),
+            json!(DIGEST_2),
+        ),
+        "a component name of 33 characters",
+    );
+
+    let claims = to_values(&activation_claims()).remove(1);
+    type A = ActivationClaims;
+    assert_only_schema_rejects::<A>(
+        ACTIVATION_CLAIMS_SCHEMA,
+        &with(&claims, "/exp", json!(null)),
+        "a null exp",
+    );
+    assert_only_schema_rejects::<A>(
+        ACTIVATION_CLAIMS_SCHEMA,
+        &with(&claims, "/event/sequence", json!(0)),
+        "event sequence 0",
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -2023,9 +2523,9 @@ fn policy_defaults_are_serdes() {
         copies.insert(c.schema);
     }
     let expected_copies: BTreeSet<String> = [
-        event_payload_schema(PRODUCT_CREATED, V1),
-        event_payload_schema(POLICY_SET, V1),
-        event_payload_schema(LICENSE_ISSUED, V1),
+        event_payload_schema(ISSUANCE, PRODUCT_CREATED, V1),
+        event_payload_schema(ISSUANCE, POLICY_SET, V1),
+        event_payload_schema(ISSUANCE, LICENSE_ISSUED, V1),
         command_payload_schema(CREATE_PRODUCT),
         command_payload_schema(SET_POLICY),
     ]
@@ -2046,7 +2546,7 @@ fn policies_may_be_partial() {
     );
     let issued = with(&to_values(&licenses_issued())[0], "/policy", json!({}));
     assert_accepted_by_both::<LicenseIssued>(
-        &event_payload_schema(LICENSE_ISSUED, V1),
+        &event_payload_schema(ISSUANCE, LICENSE_ISSUED, V1),
         &issued,
         "an empty policy",
     );
@@ -2061,7 +2561,8 @@ fn policies_may_be_partial() {
 
 /// A policy's numbers fit their Rust types, in the default policy and in an
 /// edition's; values inside those ranges are the Product aggregate's to
-/// check.
+/// check, except that the schema, too, wants fingerprint_min_matches of at
+/// least 1.
 #[test]
 fn policy_numbers_stay_in_their_rust_types() {
     let doc = to_values(&product_specs()).remove(0);
@@ -2095,6 +2596,18 @@ fn policy_numbers_stay_in_their_rust_types() {
         assert_accepted_by_both::<T>(p, &fee(json!(-1)), "a negative fee");
         let currency = with(&doc, &format!("{policy}/fee_currency"), json!("yuan"));
         assert_accepted_by_both::<T>(p, &currency, "a currency that is not ISO 4217");
+        // At least one component must match; the schema says so too.
+        let matches = |v: Value| with(&doc, &format!("{policy}/fingerprint_min_matches"), v);
+        assert_rejected_by_both::<T>(p, &matches(json!(-1)), "a negative match count");
+        assert_rejected_by_both::<T>(
+            p,
+            &matches(json!(4_294_967_296_u64)),
+            "a match count past u32",
+        );
+        assert_rejected_by_both::<T>(p, &matches(json!(2.5)), "a fractional match count");
+        assert_accepted_by_both::<T>(p, &matches(json!(u32::MAX)), "u32::MAX matches");
+        assert_accepted_by_both::<T>(p, &matches(json!(1)), "one match");
+        assert_only_schema_rejects::<T>(p, &matches(json!(0)), "no match needed");
     }
 }
 
@@ -2109,9 +2622,28 @@ fn positional_arrays_fail_the_schema_only() {
     );
     assert_only_schema_rejects::<Empty>(EMPTY_SCHEMA, &json!([]), "an empty array");
     assert_only_schema_rejects::<LicenseReinstated>(
-        &event_payload_schema(LICENSE_REINSTATED, V1),
+        &event_payload_schema(ISSUANCE, LICENSE_REINSTATED, V1),
         &json!([LICENSE_1, "2026-05-04T09:30:00Z"]),
         "an event as an array",
+    );
+    assert_only_schema_rejects::<DeviceSeen>(
+        &event_payload_schema(ACTIVATION, DEVICE_SEEN, V1),
+        &json!([
+            ACTIVATION_1,
+            LICENSE_1,
+            "2026-04-10T08:00:03+08:00",
+            "2026-04-10T00:00:04.25Z"
+        ]),
+        "an activation event as an array",
+    );
+    assert_only_schema_rejects::<ActivationClaims>(
+        ACTIVATION_CLAIMS_SCHEMA,
+        &with(
+            &to_values(&activation_claims())[0],
+            "/event",
+            json!([ACTIVATIONS_AGGREGATE, LICENSE_1, 2, DIGEST_1]),
+        ),
+        "an event position as an array",
     );
 }
 
@@ -2132,4 +2664,195 @@ fn seed_products_are_valid_create_product_payloads() {
             panic!("serde refuses seed {seed}: {e}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Activation payloads and the activation file.
+
+#[test]
+fn device_activated_is_strict() {
+    let doc = to_values(&devices_activated()).remove(0);
+    let p = DEVICE_ACTIVATED_SCHEMA;
+    type T = DeviceActivated;
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/kind", json!("Formal")),
+        "a PascalCase kind",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/components", json!([DIGEST_1, DIGEST_2])),
+        "components as a list",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/components/disk", json!(7)),
+        "a numeric component digest",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/offline", json!("true")),
+        "offline as a string",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/activation_id", json!("01956a3f1a2b")),
+        "a short activation_id",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/client_time", json!(1_772_414_098)),
+        "a unix client_time",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/activated_at", json!("2026-03-02")),
+        "a date without time",
+    );
+}
+
+#[test]
+fn activation_events_are_strict() {
+    let revoked = to_values(&activations_revoked()).remove(0);
+    let p = ACTIVATIONS_REVOKED_SCHEMA;
+    type R = ActivationsRevoked;
+    assert_rejected_by_both::<R>(
+        p,
+        &with(&revoked, "/activation_ids", json!(ACTIVATION_1)),
+        "one activation id, not a list",
+    );
+    assert_rejected_by_both::<R>(
+        p,
+        &with(&revoked, "/activation_ids/0", json!("seat-1")),
+        "a malformed activation id",
+    );
+    assert_rejected_by_both::<R>(
+        p,
+        &with(&revoked, "/reason", json!("suspended")),
+        "an unknown reason",
+    );
+    // No activations is a shape both take; the aggregate never writes it.
+    assert_accepted_by_both::<R>(
+        p,
+        &with(&revoked, "/activation_ids", json!([])),
+        "no activations",
+    );
+
+    let rollback = to_values(&clock_rollbacks()).remove(0);
+    let p = &event_payload_schema(ACTIVATION, CLOCK_ROLLBACK_DETECTED, V1);
+    type C = ClockRollbackDetected;
+    assert_rejected_by_both::<C>(
+        p,
+        &with(&rollback, "/tolerance_secs", json!(-60)),
+        "a negative tolerance",
+    );
+    assert_rejected_by_both::<C>(
+        p,
+        &with(&rollback, "/tolerance_secs", json!(4_294_967_296_u64)),
+        "a tolerance past u32",
+    );
+    assert_accepted_by_both::<C>(
+        p,
+        &with(&rollback, "/tolerance_secs", json!(u32::MAX)),
+        "u32::MAX seconds",
+    );
+
+    let migrated = to_values(&activations_migrated()).remove(0);
+    let p = &event_payload_schema(ACTIVATION, ACTIVATION_MIGRATED, V1);
+    type M = ActivationMigrated;
+    assert_rejected_by_both::<M>(
+        p,
+        &with(&migrated, "/migrations_used", json!(1.5)),
+        "a fractional count",
+    );
+    assert_rejected_by_both::<M>(
+        p,
+        &without(&migrated, "/from_activation_id"),
+        "no previous activation",
+    );
+
+    let started = to_values(&trials_started()).remove(0);
+    let p = &event_payload_schema(ACTIVATION, TRIAL_STARTED, V1);
+    type S = TrialStarted;
+    // Unlike the activation file, the event always carries its features.
+    assert_rejected_by_both::<S>(p, &without(&started, "/features"), "no features");
+    assert_rejected_by_both::<S>(
+        p,
+        &with(&started, "/features", json!([{"code": "watermark"}])),
+        "features as grants",
+    );
+}
+
+#[test]
+fn activation_claims_are_strict() {
+    let doc = to_values(&activation_claims()).remove(0);
+    let p = ACTIVATION_CLAIMS_SCHEMA;
+    type T = ActivationClaims;
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/iat", json!("2026-03-02T01:15:02Z")),
+        "an RFC 3339 iat",
+    );
+    assert_rejected_by_both::<T>(p, &with(&doc, "/nbf", json!(1.5)), "a fractional nbf");
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/exp", json!(9_223_372_036_854_775_808_u64)),
+        "an exp past i64",
+    );
+    assert_accepted_by_both::<T>(
+        p,
+        &with(&doc, "/nbf", json!(i64::MIN)),
+        "i64::MIN (JOSE libraries judge the time)",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/features", json!(["datasource-mgmt"])),
+        "features as codes",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &without(&doc, "/features/0/code"),
+        "a grant without code",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/features/1/expires_at", json!(1_798_761_599)),
+        "a NumericDate expires_at",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/event/sequence", json!(-1)),
+        "a negative sequence",
+    );
+    assert_rejected_by_both::<T>(p, &without(&doc, "/event/hash"), "an event without hash");
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/kind", json!("TEMPORARY")),
+        "an upper-case kind",
+    );
+    // Features may be left out: serde defaults them to none.
+    let bare = without(&to_values(&activation_claims())[1], "/features");
+    assert_valid(&validator(p), &bare, p);
+    let claims: T = serde_json::from_value(bare).expect("features default");
+    assert!(claims.features.is_empty());
+}
+
+/// The sample devices are what the fingerprint functions make: the
+/// fingerprint is the digest of the components, and a replaced disk keeps
+/// the device.
+#[test]
+fn activation_samples_are_consistent() {
+    for e in devices_activated() {
+        assert_eq!(e.fingerprint, digest_of(&e.components));
+    }
+    for e in activations_migrated() {
+        assert_eq!(e.fingerprint, digest_of(&e.components));
+    }
+    for e in trials_started() {
+        assert_eq!(e.fingerprint, digest_of(&e.components));
+        assert_eq!(e.trial_id, trial_id(&e.product, &e.components));
+    }
+    let min = Policy::default().fingerprint_min_matches;
+    assert!(same_device(&workstation(), &workstation_new_disk(), min));
+    assert!(!same_device(&workstation(), &container(), min));
 }

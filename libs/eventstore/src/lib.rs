@@ -15,6 +15,6 @@ pub mod store;
 pub use chain::{verify_chain, ChainProblem, ChainReport, StoredEvent};
 pub use db::{connect, migrate};
 pub use store::{
-    request_digest, CodedError, CommandContext, Executed, InlineProjection, Repository, StoreError,
-    DIGEST_MISMATCH_CODE,
+    derived_id, request_digest, CodedError, CommandContext, Executed, InlineProjection, Refusal,
+    Repository, StoreError, DIGEST_MISMATCH_CODE,
 };

@@ -24,6 +24,15 @@ pub trait CodedError: std::error::Error {
     }
 }
 
+/// An event that records a refusal (a detected clock rollback, say): the
+/// command's outcome is `rejected` with the event's code, and the event is
+/// stored all the same, so the refusal is part of the audited history.
+pub trait Refusal {
+    fn refusal(&self) -> Option<(&'static str, String)> {
+        None
+    }
+}
+
 /// Digest of a command's type and (re-serialised, typed) payload: the same
 /// command sent over HTTP or Kafka has the same digest.
 pub fn request_digest<T: serde::Serialize>(command_type: &str, payload: &T) -> String {
@@ -33,6 +42,19 @@ pub fn request_digest<T: serde::Serialize>(command_type: &str, payload: &T) -> S
     h.update(b"\n");
     h.update(serde_json::to_vec(payload).unwrap_or_default());
     hex::encode(h.finalize())
+}
+
+/// A command id fixed by what caused the command (an event id and the
+/// reaction's name): a reaction replayed after a crash or redelivery sends
+/// the same id again, and the outcome record makes it a no-op.
+pub fn derived_id(source: Uuid, purpose: &str) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(source.as_bytes());
+    h.update(purpose.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&h.finalize()[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
 pub const DIGEST_MISMATCH_CODE: &str = "IDEMPOTENCY_KEY_REUSED";
@@ -92,26 +114,41 @@ pub struct Repository<A: Aggregate> {
     pool: PgPool,
     services: A::Services,
     projection: Option<std::sync::Arc<dyn InlineProjection<A>>>,
+    stripes: Option<std::sync::Arc<[tokio::sync::Mutex<()>]>>,
     _aggregate: PhantomData<A>,
 }
+
+/// Stripes of in-process command serialisation (see `with_local_serialisation`).
+const STRIPES: usize = 64;
 
 impl<A> Repository<A>
 where
     A: Aggregate,
     A::Command: Clone,
     A::Error: CodedError,
+    A::Event: Refusal,
 {
     pub fn new(pool: PgPool, services: A::Services) -> Self {
         Self {
             pool,
             services,
             projection: None,
+            stripes: None,
             _aggregate: PhantomData,
         }
     }
 
     pub fn with_projection(mut self, projection: std::sync::Arc<dyn InlineProjection<A>>) -> Self {
         self.projection = Some(projection);
+        self
+    }
+
+    /// Runs the commands of one aggregate one at a time within this process.
+    /// For hot aggregates (fifty devices racing for the ten seats of one
+    /// license): optimistic retries alone would exhaust their attempts.
+    /// Other processes still meet at the append's unique key.
+    pub fn with_local_serialisation(mut self) -> Self {
+        self.stripes = Some((0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
         self
     }
 
@@ -179,6 +216,15 @@ where
         ctx: &CommandContext,
         fresh: bool,
     ) -> Result<Executed<A>, StoreError> {
+        let _turn = match &self.stripes {
+            Some(stripes) => {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                aggregate_id.hash(&mut h);
+                Some(stripes[(h.finish() as usize) % stripes.len()].lock().await)
+            }
+            None => None,
+        };
         // No look-up of the command id first: duplicates are rare, and the
         // outcome row committed with the events is what makes them safe — a
         // duplicate that reaches the append collides on it and is answered
@@ -206,10 +252,19 @@ where
             }
             let events = sink.collect().await;
             let sequence = last + events.len() as i64;
+            let refusal = events.iter().find_map(Refusal::refusal);
             let outcome = CommandOutcome {
                 command_id: ctx.command_id,
-                status: OutcomeStatus::Accepted,
-                error: None,
+                status: if refusal.is_some() {
+                    OutcomeStatus::Rejected
+                } else {
+                    OutcomeStatus::Accepted
+                },
+                error: refusal.map(|(code, message)| OutcomeError {
+                    code: code.to_string(),
+                    message,
+                    field: None,
+                }),
                 aggregate_id: aggregate_id.to_string(),
                 sequence: u64::try_from(sequence).ok(),
             };
@@ -392,16 +447,23 @@ where
             .await
             .map_err(classify)?;
         }
+        let (status, code, message) = match &outcome.error {
+            Some(e) => ("rejected", Some(e.code.as_str()), Some(e.message.as_str())),
+            None => ("accepted", None, None),
+        };
         sqlx::query(
             "INSERT INTO command_outcomes \
-               (command_id, command_type, request_digest, aggregate_id, status, sequence) \
-             VALUES ($1, $2, $3, $4, 'accepted', $5)",
+               (command_id, command_type, request_digest, aggregate_id, status, sequence, error_code, error_message) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(ctx.command_id)
         .bind(&ctx.command_type)
         .bind(&ctx.request_digest)
         .bind(aggregate_id)
+        .bind(status)
         .bind(outcome.sequence.and_then(|s| i64::try_from(s).ok()))
+        .bind(code)
+        .bind(message)
         .execute(&mut *tx)
         .await
         .map_err(classify)?;

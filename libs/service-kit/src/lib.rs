@@ -6,6 +6,8 @@
 //! scrapes the same way (STYLE rule 12).
 
 pub mod auth;
+pub mod clock;
+pub mod command;
 pub mod config;
 pub mod health;
 pub mod json;

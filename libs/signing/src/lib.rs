@@ -79,6 +79,28 @@ fn jwk(kid: &str, key: &VerifyingKey) -> Jwk {
     }
 }
 
+/// RFC 7638 JWK thumbprint (SHA-256, base64url) of a P-256 public key.
+pub fn thumbprint(key: &VerifyingKey) -> String {
+    use sha2::{Digest, Sha256};
+    let j = jwk("", key);
+    // The required members in lexicographic order, no whitespace.
+    let canonical = format!(
+        r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+        j.x, j.y
+    );
+    B64.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// A new P-256 private key as PKCS#8 PEM, for a key file.
+pub fn generate_pem() -> Result<String, SigningError> {
+    use p256::elliptic_curve::Generate;
+    use p256::pkcs8::{EncodePrivateKey, LineEnding};
+    let key = SigningKey::generate();
+    key.to_pkcs8_pem(LineEnding::LF)
+        .map(|pem| pem.to_string())
+        .map_err(|_| SigningError::BadKey)
+}
+
 /// Reads a JWK's public key.
 pub fn verifying_key(jwk: &Jwk) -> Result<VerifyingKey, SigningError> {
     if jwk.kty != "EC" || jwk.crv != "P-256" {
@@ -126,6 +148,14 @@ impl KeyRing {
             active: key,
             public,
         })
+    }
+
+    /// A ring whose active key is read from a PKCS#8 PEM, named by its RFC
+    /// 7638 thumbprint: the kid follows from the key, nothing to configure.
+    pub fn from_pem_thumbprint(pem: &str) -> Result<Self, SigningError> {
+        let key = SigningKey::from_pkcs8_pem(pem).map_err(|_| SigningError::BadKey)?;
+        let kid = thumbprint(key.verifying_key());
+        Self::with_key(&kid, key)
     }
 
     /// Makes `pem` the signing key under `kid`; older keys keep verifying.
@@ -334,5 +364,18 @@ mod tests {
             B64.encode(b"{}")
         );
         assert_eq!(ring.verify(&none), Err(SigningError::Header));
+    }
+
+    #[test]
+    fn a_generated_key_file_is_named_by_its_thumbprint() {
+        let pem = generate_pem().expect("pem");
+        let a = KeyRing::from_pem_thumbprint(&pem).expect("ring");
+        let b = KeyRing::from_pem_thumbprint(&pem).expect("ring");
+        assert_eq!(a.active_kid(), b.active_kid());
+        assert_eq!(a.active_kid().len(), 43);
+        let other = KeyRing::from_pem_thumbprint(&generate_pem().expect("pem")).expect("ring");
+        assert_ne!(a.active_kid(), other.active_kid());
+        let jws = a.sign(&serde_json::json!({"n": 1})).expect("signs");
+        assert_eq!(b.verify(&jws).expect("verifies")["n"], 1);
     }
 }

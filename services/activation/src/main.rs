@@ -1,4 +1,6 @@
+use activation::{start, Options, SERVICE};
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    service_kit::platform::run_main(activation::SERVICE, |c| activation::start(c, true)).await
+    service_kit::platform::run_main(SERVICE, |c| start(c, Options::default())).await
 }

@@ -326,10 +326,58 @@ async fn catalog_rules_and_key_checks_over_http() {
 }
 
 /// Every protected route of every service, and how it answers each caller.
-fn routes(issuance: &str, projector: &str) -> Vec<(&'static str, String, &'static str)> {
+fn routes(
+    issuance: &str,
+    projector: &str,
+    activation: &str,
+) -> Vec<(&'static str, String, &'static str)> {
     let id = "0192f5c4-0000-7000-8000-000000000001";
     let key = "AKIDnosuchkey";
     vec![
+        ("POST", format!("{activation}/v1/activations"), "activator"),
+        (
+            "POST",
+            format!("{activation}/v1/activations/offline"),
+            "activator",
+        ),
+        (
+            "POST",
+            format!("{activation}/v1/activations/search"),
+            "activator",
+        ),
+        (
+            "POST",
+            format!("{activation}/v1/activations/verify"),
+            "activator",
+        ),
+        (
+            "GET",
+            format!("{activation}/v1/activations/{id}"),
+            "activator",
+        ),
+        (
+            "GET",
+            format!("{activation}/v1/activations/{id}/file"),
+            "activator",
+        ),
+        (
+            "POST",
+            format!("{activation}/v1/activations/{id}/uninstall"),
+            "activator",
+        ),
+        (
+            "POST",
+            format!("{activation}/v1/activations/{id}/migrate"),
+            "activator",
+        ),
+        (
+            "GET",
+            format!("{activation}/v1/licenses/{id}/activations"),
+            "activator",
+        ),
+        ("POST", format!("{activation}/v1/trials"), "activator"),
+        ("GET", format!("{activation}/v1/trials/x"), "activator"),
+        ("POST", format!("{activation}/v1/validate"), "activator"),
         ("POST", format!("{issuance}/v1/products"), "admin"),
         (
             "GET",
@@ -425,14 +473,7 @@ async fn every_route_of_every_service_enforces_api_keys() {
     seed_products(&service.url).await;
     let projector = start_projector(&infra, &prefix).await;
     let others = [
-        activation::start(
-            activation::Config {
-                common: infra.config(&infra.fresh_db("activation").await, &prefix),
-            },
-            false,
-        )
-        .await
-        .expect("activation"),
+        start_activation(&infra, &prefix).await.running,
         domain_binding::start(
             domain_binding::Config {
                 common: infra.config(&infra.fresh_db("domain").await, &prefix),
@@ -489,9 +530,23 @@ async fn every_route_of_every_service_enforces_api_keys() {
     })
     .await;
     assert!(revocation_seen, "the revocation reached the projector");
+    let act = others[0].url();
+    let revocation_seen = wait_until(Duration::from_secs(10), || async {
+        call(
+            &client_with(&revoked),
+            "GET",
+            &format!("{act}/v1/trials/x"),
+            None,
+        )
+        .await
+        .1["code"]
+            == "API_KEY_REVOKED"
+    })
+    .await;
+    assert!(revocation_seen, "the revocation reached activation");
 
     let anonymous = reqwest::Client::new();
-    for (method, url, scope) in routes(&base, &proj) {
+    for (method, url, scope) in routes(&base, &proj, &act) {
         let wrong = if scope == "auditor" {
             &issuer
         } else {
@@ -559,6 +614,7 @@ async fn every_route_of_every_service_enforces_api_keys() {
     for url in [
         format!("{base}/v1/commands/{victim_id}"),
         format!("{proj}/v1/audit"),
+        format!("{act}/v1/trials/x"),
     ] {
         let gone = wait_until(Duration::from_secs(2), || async {
             call(&victim_client, "GET", &url, None).await.0 == 401

@@ -1,6 +1,7 @@
 //! End-to-end tests of the foundation: real Postgres, real Kafka, services
 //! in-process on port 0 or as processes where a test kills them.
 
+mod activation;
 mod crash;
 mod issuance;
 mod store;
@@ -518,14 +519,7 @@ async fn every_service_serves_health_readiness_and_metrics() {
     let prefix = unique_prefix();
     let issuance = start_issuance(&infra, &prefix).await;
     let projector = start_projector(&infra, &prefix).await;
-    let activation = activation::start(
-        activation::Config {
-            common: infra.config(&infra.fresh_db("activation").await, &prefix),
-        },
-        false,
-    )
-    .await
-    .expect("activation starts");
+    let activation = start_activation(&infra, &prefix).await.running;
     let domain = domain_binding::start(
         domain_binding::Config {
             common: infra.config(&infra.fresh_db("domain").await, &prefix),

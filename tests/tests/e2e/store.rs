@@ -37,6 +37,8 @@ enum CounterEvent {
     Added(Added),
 }
 
+impl eventstore::Refusal for CounterEvent {}
+
 impl DomainEvent for CounterEvent {
     fn event_type(&self) -> String {
         "Added".into()

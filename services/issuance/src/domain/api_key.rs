@@ -55,6 +55,8 @@ pub enum ApiKeyEvent {
     ApiKeyAllowlistChanged(ApiKeyAllowlistChanged),
 }
 
+impl eventstore::Refusal for ApiKeyEvent {}
+
 impl DomainEvent for ApiKeyEvent {
     fn event_type(&self) -> String {
         match self {

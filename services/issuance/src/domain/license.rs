@@ -92,6 +92,8 @@ pub enum LicenseEvent {
     LicenseKeyRecovered(LicenseKeyRecovered),
 }
 
+impl eventstore::Refusal for LicenseEvent {}
+
 impl DomainEvent for LicenseEvent {
     fn event_type(&self) -> String {
         match self {

@@ -3,29 +3,18 @@
 
 pub mod api_key;
 pub mod license;
-pub mod license_key;
+pub use contracts::license_key;
 pub mod product;
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use api_key::{ApiKey, ApiKeyCommand, ApiKeyError, ApiKeyEvent};
 pub use license::{License, LicenseCommand, LicenseError, LicenseEvent};
 pub use product::{Product, ProductCommand, ProductError, ProductEvent, ProductState};
 
-pub trait Clock: Send + Sync {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
+pub use service_kit::clock::{Clock, SystemClock};
 
 /// Where a license's key comes from. Keys are derived, not stored: a
 /// database leak alone reveals none, yet the owner can always recover one.
@@ -52,7 +41,7 @@ pub fn valid_code(s: &str) -> bool {
 #[cfg(test)]
 pub mod test_support {
     use super::*;
-    use chrono::TimeZone;
+    use chrono::{DateTime, TimeZone, Utc};
 
     pub struct FixedClock(pub DateTime<Utc>);
 

@@ -65,6 +65,8 @@ pub enum ProductEvent {
     PolicySet(PolicySet),
 }
 
+impl eventstore::Refusal for ProductEvent {}
+
 impl DomainEvent for ProductEvent {
     fn event_type(&self) -> String {
         match self {

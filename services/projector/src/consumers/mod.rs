@@ -10,8 +10,7 @@ use contracts::EventEnvelope;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use crate::domain::license_view::license_of;
-use crate::domain::LicenseView;
+use crate::domain::{license_of, LicenseView};
 
 pub struct EventProjector {
     /// Event topic → the context that owns it.

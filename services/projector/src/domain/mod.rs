@@ -1,6 +1,5 @@
 //! Pure folds of events into read models: the same functions build the live
-//! model, a rebuild and an as-of view. No IO.
+//! model, a rebuild and an as-of view. No IO. The license fold is shared with
+//! the other contexts' replicas, so it lives in `contracts`.
 
-pub mod license_view;
-
-pub use license_view::{FoldError, LicenseView};
+pub use contracts::license_view::{license_of, FoldError, LicenseView};

@@ -1,6 +1,10 @@
+//! A license folded from the issuance events: the read side's view and
+//! every other context's replica of the facts it needs. Pure, no IO, so the
+//! live model, a rebuild and an as-of answer fold alike.
+
+use crate::issuance::*;
+use crate::EventEnvelope;
 use chrono::{DateTime, Utc};
-use contracts::issuance::*;
-use contracts::EventEnvelope;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -22,6 +26,12 @@ pub struct LicenseView {
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub reclaim_at: Option<DateTime<Utc>>,
+    /// Hex SHA-256 of the normalised key (never the key itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_digest: Option<String>,
+    /// The edition's policy as it stood at issue time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
     /// Sequence of the last issuance event folded in.
     pub version: u64,
     pub updated_at: DateTime<Utc>,
@@ -70,6 +80,8 @@ impl LicenseView {
                 issued_at: p.issued_at,
                 expires_at: p.expires_at,
                 reclaim_at,
+                key_digest: p.key_digest,
+                policy: p.policy,
                 version: e.sequence,
                 updated_at: e.recorded_at,
             }));
@@ -128,7 +140,7 @@ fn decode<T: serde::de::DeserializeOwned>(e: &EventEnvelope) -> Result<T, FoldEr
 
 #[cfg(test)]
 mod tests {
-    use contracts::{Actor, ActorKind};
+    use crate::{Actor, ActorKind};
     use serde_json::json;
 
     use super::*;

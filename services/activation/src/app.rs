@@ -1,0 +1,554 @@
+//! The activation use cases behind the HTTP API and the Kafka reactions:
+//! find the license and the device, run the seat or trial command, sign
+//! the file.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
+use chrono::{DateTime, Utc};
+use contracts::activation::*;
+use contracts::issuance::{LicenseKind, LicenseStatus, Policy};
+use contracts::license_view::LicenseView;
+use contracts::{CommandOutcome, OutcomeStatus};
+use eventstore::{CommandContext, Executed, Repository, StoreError};
+use service_kit::command::store_problem;
+use service_kit::Problem;
+use sqlx::PgPool;
+use std::sync::Arc;
+use uuid::Uuid;
+
+use crate::domain::{
+    ActivationServices, Device, PublishSigningKey, Seat, SeatStatus, Seats, SeatsCommand,
+    SigningKey, Trial, TrialCommand,
+};
+use crate::signer::Signer;
+use crate::store::{self, KeyIndex, SeatIndex, TrialIndex};
+
+pub struct Activation {
+    pub pool: PgPool,
+    pub seats: Repository<Seats>,
+    pub trials: Repository<Trial>,
+    pub keys: Repository<SigningKey>,
+    pub signer: Signer,
+    pub issuer: String,
+}
+
+/// A seat and its freshly signed file.
+pub struct Issued {
+    pub seat: Seat,
+    pub license: LicenseView,
+    pub file: String,
+    /// False when the device already held this seat.
+    pub created: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+pub fn db_problem(e: sqlx::Error) -> Problem {
+    store_problem(StoreError::Database(e))
+}
+
+/// The HTTP answer to a refused command.
+pub fn rejection(outcome: &CommandOutcome) -> Problem {
+    let (code, message, field) = outcome
+        .error
+        .as_ref()
+        .map(|e| (e.code.clone(), e.message.clone(), e.field.clone()))
+        .unwrap_or_default();
+    let status = if code.ends_with("_NOT_FOUND") {
+        StatusCode::NOT_FOUND
+    } else if code.ends_with("_NOT_ALLOWED") && code != "TRIAL_NOT_ALLOWED" || code == "SAME_DEVICE"
+    {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::CONFLICT
+    };
+    let p = Problem::new(status, code, "Command rejected").with_detail(message);
+    match field {
+        Some(f) => p.with_field(f),
+        None => p,
+    }
+}
+
+fn accepted<A>(done: Executed<A>) -> Result<A, Problem> {
+    if done.outcome.status == OutcomeStatus::Rejected {
+        return Err(rejection(&done.outcome));
+    }
+    Ok(done.aggregate)
+}
+
+pub fn fingerprint_problem(e: FingerprintError) -> Problem {
+    Problem::unprocessable("INVALID_FINGERPRINT", e.to_string()).with_field("fingerprint")
+}
+
+impl Activation {
+    pub fn new(pool: PgPool, services: ActivationServices, signer: Signer, issuer: String) -> Self {
+        Self {
+            seats: Repository::new(pool.clone(), services.clone())
+                .with_projection(Arc::new(SeatIndex))
+                .with_local_serialisation(),
+            trials: Repository::new(pool.clone(), services.clone())
+                .with_projection(Arc::new(TrialIndex)),
+            keys: Repository::new(pool.clone(), services).with_projection(Arc::new(KeyIndex)),
+            pool,
+            signer,
+            issuer,
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.seats.services().clock.now()
+    }
+
+    /// Records the active signing key before anything is signed with it.
+    pub async fn publish_key(&self, ctx: &CommandContext) -> Result<(), String> {
+        let jwk = self.signer.active_jwk().ok_or("no active key")?;
+        let kid = jwk.kid.clone();
+        let done = self
+            .keys
+            .execute(&kid, PublishSigningKey(jwk), ctx)
+            .await
+            .map_err(|e| e.to_string())?;
+        match done.outcome.error {
+            Some(e) => Err(format!("{}: {}", e.code, e.message)),
+            None => Ok(()),
+        }
+    }
+
+    /// The license a typed key names; a mistyped key is caught by its check
+    /// character before any look-up.
+    pub async fn license_by_key(&self, key: &str) -> Result<LicenseView, Problem> {
+        let normalized = contracts::license_key::normalize(key).map_err(|e| {
+            let code = match e {
+                contracts::license_key::KeyError::Check => "KEY_CHECK_FAILED",
+                _ => "INVALID_LICENSE_KEY",
+            };
+            Problem::unprocessable(code, e.to_string()).with_field("license_key")
+        })?;
+        let digest = contracts::license_key::digest(&normalized);
+        match store::license_by_digest(&self.pool, &digest).await {
+            Ok(Some(l)) if l.status != LicenseStatus::Deleted => Ok(l),
+            Ok(_) => Err(Problem::not_found(
+                "LICENSE_NOT_FOUND",
+                "no license has this key",
+            )),
+            Err(e) => Err(db_problem(e)),
+        }
+    }
+
+    /// The device a request describes, with the latest time it reported
+    /// under any license.
+    pub async fn device(
+        &self,
+        fingerprint: &Fingerprint,
+        client_time: Option<DateTime<Utc>>,
+        policy: &Policy,
+    ) -> Result<Device, Problem> {
+        let components = fingerprint.components().map_err(fingerprint_problem)?;
+        let seen = store::seats_of_device(&self.pool, &components, policy.fingerprint_min_matches)
+            .await
+            .map_err(db_problem)?;
+        Ok(Device {
+            fingerprint: digest_of(&components),
+            last_seen: seen.iter().filter_map(|s| s.last_client_time).max(),
+            components,
+            client_time,
+        })
+    }
+
+    pub async fn activate(
+        &self,
+        ctx: &CommandContext,
+        license: LicenseView,
+        device: Device,
+        offline: bool,
+        nonce: Option<String>,
+    ) -> Result<Issued, Problem> {
+        let min = crate::domain::seats::policy(&license).fingerprint_min_matches;
+        let components = device.components.clone();
+        let new_id = Uuid::now_v7();
+        let command = SeatsCommand::Activate {
+            license: license.clone(),
+            device,
+            activation_id: new_id,
+            offline,
+            nonce,
+        };
+        let done = self
+            .seats
+            .execute(&license.id.to_string(), command, ctx)
+            .await
+            .map_err(store_problem)?;
+        let seats = accepted(done)?;
+        let seat = seats
+            .seat_of(&components, min)
+            .cloned()
+            .ok_or_else(Problem::internal)?;
+        let created = seat.activation_id == new_id;
+        self.issued(license, seat, created).await
+    }
+
+    /// Signs the file of a live seat with the license as it stands now (a
+    /// renewal shows in the next file).
+    pub async fn issued(
+        &self,
+        license: LicenseView,
+        seat: Seat,
+        created: bool,
+    ) -> Result<Issued, Problem> {
+        let file = self
+            .sign(&license, &seat, "activation", seat.granted_at_sequence)
+            .await?;
+        Ok(Issued {
+            expires_at: license.expires_at,
+            seat,
+            license,
+            file,
+            created,
+        })
+    }
+
+    async fn sign(
+        &self,
+        license: &LicenseView,
+        seat: &Seat,
+        typ: &str,
+        sequence: u64,
+    ) -> Result<String, Problem> {
+        let aggregate_id = license.id.to_string();
+        let hash = store::event_hash(&self.pool, ACTIVATIONS_AGGREGATE, &aggregate_id, sequence)
+            .await
+            .map_err(db_problem)?
+            .ok_or_else(Problem::internal)?;
+        let now = self.now().timestamp();
+        let claims = ActivationClaims {
+            typ: typ.into(),
+            iss: self.issuer.clone(),
+            activation_id: seat.activation_id,
+            license_id: license.id,
+            product: license.product.clone(),
+            edition: license.edition.clone(),
+            kind: license.kind,
+            features: license
+                .features
+                .iter()
+                .map(|code| FeatureGrant {
+                    code: code.clone(),
+                    expires_at: license.expires_at,
+                })
+                .collect(),
+            fingerprint: seat.fingerprint.clone(),
+            iat: now,
+            nbf: now,
+            exp: if typ == "activation" {
+                license.expires_at.map(|t| t.timestamp())
+            } else {
+                None
+            },
+            event: EventPosition {
+                aggregate_type: ACTIVATIONS_AGGREGATE.into(),
+                aggregate_id,
+                sequence,
+                hash,
+            },
+            nonce: seat.nonce.clone(),
+        };
+        self.signer.sign(&claims).map_err(|e| {
+            tracing::error!(error = %e, "signing failed");
+            Problem::internal()
+        })
+    }
+
+    /// The seats aggregate and license behind an activation id.
+    pub async fn seat(&self, activation_id: Uuid) -> Result<(LicenseView, Seats, Seat), Problem> {
+        let not_found = || Problem::not_found("ACTIVATION_NOT_FOUND", "no such activation");
+        let row = store::seat(&self.pool, activation_id)
+            .await
+            .map_err(db_problem)?
+            .ok_or_else(not_found)?;
+        let license = store::license(&self.pool, row.license_id)
+            .await
+            .map_err(db_problem)?
+            .ok_or_else(not_found)?;
+        let (seats, _) = self
+            .seats
+            .load(&row.license_id.to_string())
+            .await
+            .map_err(store_problem)?;
+        let seat = seats
+            .seats
+            .get(&activation_id)
+            .cloned()
+            .ok_or_else(not_found)?;
+        Ok((license, seats, seat))
+    }
+
+    /// Re-issues the file of a live activation (recovery).
+    pub async fn file(&self, activation_id: Uuid) -> Result<Issued, Problem> {
+        let (license, _, seat) = self.seat(activation_id).await?;
+        if seat.status != SeatStatus::Live {
+            return Err(Problem::conflict(
+                "ACTIVATION_REVOKED",
+                format!("the activation is {:?}", seat.status).to_lowercase(),
+            ));
+        }
+        crate::domain::seats::usable(&license, self.now())
+            .map_err(|e| Problem::conflict(eventstore::CodedError::code(&e), e.to_string()))?;
+        self.issued(license, seat, false).await
+    }
+
+    /// Uninstalls; the signed receipt cites the event that ended the seat.
+    pub async fn uninstall(
+        &self,
+        ctx: &CommandContext,
+        activation_id: Uuid,
+    ) -> Result<String, Problem> {
+        let (license, _, _) = self.seat(activation_id).await?;
+        let done = self
+            .seats
+            .execute(
+                &license.id.to_string(),
+                SeatsCommand::Uninstall {
+                    license: license.clone(),
+                    activation_id,
+                },
+                ctx,
+            )
+            .await
+            .map_err(store_problem)?;
+        let sequence = done.outcome.sequence.unwrap_or_default();
+        let seats = accepted(done)?;
+        let seat = seats
+            .seats
+            .get(&activation_id)
+            .cloned()
+            .ok_or_else(Problem::internal)?;
+        self.sign(&license, &seat, "uninstall-receipt", sequence)
+            .await
+    }
+
+    pub async fn migrate(
+        &self,
+        ctx: &CommandContext,
+        activation_id: Uuid,
+        fingerprint: &Fingerprint,
+        client_time: Option<DateTime<Utc>>,
+    ) -> Result<Issued, Problem> {
+        let (license, _, _) = self.seat(activation_id).await?;
+        let device = self
+            .device(
+                fingerprint,
+                client_time,
+                &crate::domain::seats::policy(&license),
+            )
+            .await?;
+        let new_id = Uuid::now_v7();
+        let done = self
+            .seats
+            .execute(
+                &license.id.to_string(),
+                SeatsCommand::Migrate {
+                    license: license.clone(),
+                    activation_id,
+                    device,
+                    new_activation_id: new_id,
+                },
+                ctx,
+            )
+            .await
+            .map_err(store_problem)?;
+        let seats = accepted(done)?;
+        // On a replayed command the new seat is the one migrated from ours.
+        let seat = seats
+            .seats
+            .values()
+            .filter(|s| s.status == SeatStatus::Live)
+            .find(|s| s.activation_id == new_id)
+            .or_else(|| {
+                seats
+                    .live()
+                    .filter(|s| s.activated_at >= ctx.occurred_at)
+                    .last()
+            })
+            .cloned()
+            .ok_or_else(Problem::internal)?;
+        self.issued(license, seat, true).await
+    }
+
+    /// Starts a trial; issuance issues its license over Kafka and the
+    /// replica consumer completes it.
+    pub async fn start_trial(
+        &self,
+        ctx: &CommandContext,
+        product: &str,
+        fingerprint: &Fingerprint,
+        client_time: Option<DateTime<Utc>>,
+    ) -> Result<Trial, Problem> {
+        let components = fingerprint.components().map_err(fingerprint_problem)?;
+        let features = store::product_features(&self.pool, product)
+            .await
+            .map_err(db_problem)?
+            .ok_or_else(|| {
+                Problem::not_found("PRODUCT_NOT_FOUND", "no such product").with_field("product")
+            })?;
+        let min = Policy::default().fingerprint_min_matches;
+        let fp = digest_of(&components);
+        let trial_id = format!("{product}:{fp}");
+        let similar = store::similar_trial(&self.pool, product, &components, min)
+            .await
+            .map_err(db_problem)?
+            .filter(|t| *t != trial_id);
+        let paid = store::seats_of_device(&self.pool, &components, min)
+            .await
+            .map_err(db_problem)?
+            .iter()
+            .any(|s| s.product == product && s.status == "live" && s.kind != "trial");
+        let command = TrialCommand::Start {
+            trial_id: trial_id.clone(),
+            product: product.to_string(),
+            fingerprint: fp,
+            components,
+            features,
+            client_time,
+            license_id: Uuid::now_v7(),
+            issue_command_id: Uuid::now_v7(),
+            similar_trial: similar,
+            holds_paid_seat: paid,
+        };
+        let done = self
+            .trials
+            .execute(&trial_id, command, ctx)
+            .await
+            .map_err(store_problem)?;
+        accepted(done)
+    }
+
+    pub async fn trial(&self, trial_id: &str) -> Result<Trial, Problem> {
+        let (t, _) = self.trials.load(trial_id).await.map_err(store_problem)?;
+        if t.state.is_none() {
+            return Err(Problem::not_found("TRIAL_NOT_FOUND", "no such trial"));
+        }
+        Ok(t)
+    }
+
+    /// Read-only validation: no event, whatever the answer.
+    pub async fn validate(&self, req: &ValidateRequest) -> Result<Validation, Problem> {
+        let mut v = Validation::default();
+        let license = match self.license_by_key(&req.license_key).await {
+            Ok(l) => l,
+            Err(p) if p.code() == "LICENSE_NOT_FOUND" => return Ok(v.code("NOT_FOUND")),
+            Err(p) => return Err(p),
+        };
+        v.license_id = Some(license.id);
+        v.expires_at = license.expires_at;
+        let components = match &req.fingerprint {
+            Some(f) => Some(f.components().map_err(fingerprint_problem)?),
+            None => None,
+        };
+        let status = match license.status {
+            LicenseStatus::Suspended => Some("SUSPENDED"),
+            LicenseStatus::Revoked | LicenseStatus::Reclaimed => Some("REVOKED"),
+            LicenseStatus::Expired => Some("EXPIRED"),
+            LicenseStatus::Deleted => Some("NOT_FOUND"),
+            LicenseStatus::Active if license.expires_at.is_some_and(|t| t <= self.now()) => {
+                Some("EXPIRED")
+            }
+            LicenseStatus::Active => None,
+        };
+        if let Some(code) = status {
+            return Ok(v.code(code));
+        }
+        let policy = crate::domain::seats::policy(&license);
+        if let Some(components) = components {
+            let (seats, _) = self
+                .seats
+                .load(&license.id.to_string())
+                .await
+                .map_err(store_problem)?;
+            let live = seats.live().count() as u32;
+            let Some(seat) = seats.seat_of(&components, policy.fingerprint_min_matches) else {
+                return Ok(v.code(match live {
+                    0 => "NO_ACTIVATION",
+                    n if n >= policy.max_activations => "TOO_MANY_ACTIVATIONS",
+                    _ => "FINGERPRINT_MISMATCH",
+                }));
+            };
+            v.activation_id = Some(seat.activation_id);
+            if live > policy.max_activations {
+                return Ok(v.code("TOO_MANY_ACTIVATIONS"));
+            }
+            let tolerance = self.seats.services().clock_tolerance;
+            if let (Some(t), Some(last)) = (req.client_time, seat.last_client_time) {
+                if t + tolerance < last {
+                    return Ok(v.code("CLOCK_ROLLBACK"));
+                }
+            }
+        }
+        let missing: Vec<String> = req
+            .features
+            .iter()
+            .filter(|f| !license.features.contains(f))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            v.missing_features = missing;
+            return Ok(v.code("FEATURES_MISSING"));
+        }
+        v.valid = true;
+        Ok(v.code("VALID"))
+    }
+
+    /// Recovery by device: every activation of a device, any license.
+    pub async fn by_device(
+        &self,
+        fingerprint: &Fingerprint,
+    ) -> Result<Vec<store::SeatRow>, Problem> {
+        let components = fingerprint.components().map_err(fingerprint_problem)?;
+        store::seats_of_device(
+            &self.pool,
+            &components,
+            Policy::default().fingerprint_min_matches,
+        )
+        .await
+        .map_err(db_problem)
+    }
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateRequest {
+    pub license_key: String,
+    #[serde(default)]
+    pub fingerprint: Option<Fingerprint>,
+    #[serde(default)]
+    pub features: Vec<String>,
+    #[serde(default)]
+    pub client_time: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Validation {
+    pub valid: bool,
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activation_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_features: Vec<String>,
+}
+
+impl Validation {
+    fn code(mut self, code: &str) -> Self {
+        self.code = code.into();
+        self
+    }
+}
+
+/// The kinds that end a trial on the same device.
+pub fn ends_trials(kind: LicenseKind) -> bool {
+    kind != LicenseKind::Trial
+}
+
+pub type Components = BTreeMap<String, String>;

@@ -1,0 +1,372 @@
+//! Kafka inputs of activation.
+//!
+//! - `ReplicaConsumer` folds `<prefix>.issuance.events` into the license and
+//!   product replicas (in the offset's transaction) and reacts: a license
+//!   leaving service revokes its seats; a trial's license being issued
+//!   completes the trial.
+//! - `ReactionConsumer` follows activation's own events: a started trial
+//!   sends `IssueLicense` to issuance; a temporary or formal activation ends
+//!   the device's trial of that product (no mixing).
+//!
+//! Reactions run as commands with ids derived from the causing event, so a
+//! redelivered event repeats nothing.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bus::{HandleError, Incoming, TxHandler};
+use chrono::Utc;
+use contracts::activation::*;
+use contracts::issuance::*;
+use contracts::license_view::LicenseView;
+use contracts::{Actor, ActorKind, CommandEnvelope, EventEnvelope, OutcomeStatus};
+use eventstore::{derived_id, request_digest, CommandContext, StoreError};
+use rdkafka::producer::FutureProducer;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::app::Activation;
+use crate::domain::{Device, SeatsCommand, TrialCommand};
+use crate::store;
+
+fn envelope(msg: &Incoming) -> Result<EventEnvelope, HandleError> {
+    let payload = msg
+        .payload
+        .as_deref()
+        .ok_or_else(|| HandleError::Poison("empty message".into()))?;
+    serde_json::from_slice(payload)
+        .map_err(|e| HandleError::Poison(format!("not an event envelope: {e}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(e: &EventEnvelope) -> Result<T, HandleError> {
+    serde_json::from_value(e.payload.clone())
+        .map_err(|err| HandleError::Poison(format!("{}: {err}", e.event_type)))
+}
+
+fn transient(e: impl std::fmt::Display) -> HandleError {
+    HandleError::Transient(e.to_string())
+}
+
+/// The context of a command caused by event `e`.
+pub fn reaction(e: &EventEnvelope, command_type: &str, purpose: &str) -> CommandContext {
+    CommandContext {
+        command_id: derived_id(e.event_id, purpose),
+        command_type: command_type.into(),
+        correlation_id: e.correlation_id.clone(),
+        causation_id: Some(e.event_id.to_string()),
+        actor: Actor::new(ActorKind::Service, crate::SERVICE),
+        occurred_at: Utc::now(),
+        request_digest: request_digest(command_type, &(e.event_id, purpose)),
+    }
+}
+
+fn refused(what: &str, outcome: &contracts::CommandOutcome) {
+    if outcome.status == OutcomeStatus::Rejected {
+        tracing::warn!(what, error = ?outcome.error, "reaction refused");
+    }
+}
+
+pub struct ReplicaConsumer {
+    pub app: Arc<Activation>,
+}
+
+#[async_trait]
+impl TxHandler for ReplicaConsumer {
+    async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError> {
+        let e = envelope(msg)?;
+        match e.aggregate_type.as_str() {
+            PRODUCT_AGGREGATE if e.event_type == PRODUCT_CREATED => {
+                let p: ProductCreated = decode(&e)?;
+                let features: Vec<String> = p.features.into_iter().map(|f| f.code).collect();
+                sqlx::query(
+                    "INSERT INTO product_replica (code, features) VALUES ($1, $2) \
+                     ON CONFLICT (code) DO NOTHING",
+                )
+                .bind(&p.code)
+                .bind(serde_json::to_value(features).unwrap_or_default())
+                .execute(&mut *tx)
+                .await
+                .map_err(transient)?;
+                Ok(())
+            }
+            LICENSE_AGGREGATE => {
+                let Some(view) = fold(tx, &e).await? else {
+                    return Ok(());
+                };
+                self.react(tx, &e, view).await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Folds a license event into the replica; the new view, or None when the
+/// event was applied before.
+async fn fold(
+    tx: &mut PgConnection,
+    e: &EventEnvelope,
+) -> Result<Option<LicenseView>, HandleError> {
+    let id = Uuid::parse_str(&e.aggregate_id)
+        .map_err(|_| HandleError::Poison("license id is not a UUID".into()))?;
+    let row =
+        sqlx::query("SELECT view, version FROM license_replica WHERE license_id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(transient)?;
+    let current =
+        match row {
+            Some(r) => {
+                let version: i64 = r.try_get("version").map_err(transient)?;
+                if u64::try_from(version).unwrap_or(0) >= e.sequence {
+                    return Ok(None);
+                }
+                let view: serde_json::Value = r.try_get("view").map_err(transient)?;
+                Some(serde_json::from_value::<LicenseView>(view).map_err(|err| {
+                    HandleError::Poison(format!("stored replica unreadable: {err}"))
+                })?)
+            }
+            None => None,
+        };
+    let Some(view) =
+        LicenseView::fold(current, e).map_err(|err| HandleError::Poison(err.to_string()))?
+    else {
+        return Ok(None);
+    };
+    sqlx::query(
+        "INSERT INTO license_replica (license_id, key_digest, product, version, view) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (license_id) DO UPDATE SET \
+           version = EXCLUDED.version, view = EXCLUDED.view",
+    )
+    .bind(id)
+    .bind(&view.key_digest)
+    .bind(&view.product)
+    .bind(i64::try_from(e.sequence).unwrap_or(i64::MAX))
+    .bind(serde_json::to_value(&view).map_err(transient)?)
+    .execute(&mut *tx)
+    .await
+    .map_err(transient)?;
+    Ok(Some(view))
+}
+
+impl ReplicaConsumer {
+    async fn react(
+        &self,
+        tx: &mut PgConnection,
+        e: &EventEnvelope,
+        view: LicenseView,
+    ) -> Result<(), HandleError> {
+        let reason = match e.event_type.as_str() {
+            LICENSE_SUSPENDED => RevocationReason::LicenseSuspended,
+            LICENSE_REVOKED => RevocationReason::LicenseRevoked,
+            LICENSE_RECLAIMED => RevocationReason::LicenseReclaimed,
+            LICENSE_DELETED => RevocationReason::LicenseDeleted,
+            LICENSE_ISSUED => return self.complete_trial(tx, e, view).await,
+            _ => return Ok(()),
+        };
+        let done = self
+            .app
+            .seats
+            .execute(
+                &view.id.to_string(),
+                SeatsCommand::RevokeAll {
+                    license_id: view.id,
+                    reason,
+                },
+                &reaction(e, REVOKE_ACTIVATIONS, "revoke-seats"),
+            )
+            .await
+            .map_err(transient)?;
+        refused("revoke seats", &done.outcome);
+        Ok(())
+    }
+
+    async fn complete_trial(
+        &self,
+        tx: &mut PgConnection,
+        e: &EventEnvelope,
+        view: LicenseView,
+    ) -> Result<(), HandleError> {
+        let Some(trial_id) = store::trial_by_issue_command(tx, e.command_id)
+            .await
+            .map_err(transient)?
+        else {
+            return Ok(());
+        };
+        let (trial, _) = self.app.trials.load(&trial_id).await.map_err(transient)?;
+        let Some(t) = trial.state else {
+            return Ok(());
+        };
+        let device = Device {
+            fingerprint: t.fingerprint.clone(),
+            components: t.components.clone(),
+            client_time: t.client_time,
+            last_seen: None,
+        };
+        let done = self
+            .app
+            .seats
+            .execute(
+                &view.id.to_string(),
+                SeatsCommand::Activate {
+                    license: view,
+                    device,
+                    activation_id: derived_id(e.event_id, "trial-seat"),
+                    offline: false,
+                    nonce: None,
+                },
+                &reaction(e, ACTIVATE, "trial-activate"),
+            )
+            .await
+            .map_err(transient)?;
+        refused("trial activation", &done.outcome);
+        let Some(seat) = done
+            .aggregate
+            .live()
+            .find(|s| s.fingerprint == t.fingerprint)
+        else {
+            return Ok(());
+        };
+        let done = self
+            .app
+            .trials
+            .execute(
+                &trial_id,
+                TrialCommand::Complete {
+                    activation_id: seat.activation_id,
+                },
+                &reaction(e, COMPLETE_TRIAL, "trial-complete"),
+            )
+            .await
+            .map_err(transient)?;
+        refused("trial completion", &done.outcome);
+        Ok(())
+    }
+}
+
+pub struct ReactionConsumer {
+    pub app: Arc<Activation>,
+    pub producer: FutureProducer,
+    /// `<prefix>.issuance.commands`.
+    pub issuance_commands: String,
+}
+
+#[async_trait]
+impl TxHandler for ReactionConsumer {
+    async fn handle(&self, _tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError> {
+        let e = envelope(msg)?;
+        match e.event_type.as_str() {
+            TRIAL_STARTED => self.issue_trial(&e).await,
+            DEVICE_ACTIVATED => {
+                let p: DeviceActivated = decode(&e)?;
+                if p.kind == LicenseKind::Trial {
+                    return Ok(());
+                }
+                self.end_trials(&e, &p.product, &p.components, p.license_id)
+                    .await
+            }
+            ACTIVATION_MIGRATED => {
+                let p: ActivationMigrated = decode(&e)?;
+                let license = store::license(&self.app.pool, p.license_id)
+                    .await
+                    .map_err(transient)?;
+                match license {
+                    Some(l) if l.kind != LicenseKind::Trial => {
+                        self.end_trials(&e, &l.product, &p.components, p.license_id)
+                            .await
+                    }
+                    _ => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl ReactionConsumer {
+    async fn issue_trial(&self, e: &EventEnvelope) -> Result<(), HandleError> {
+        let p: TrialStarted = decode(e)?;
+        let spec = IssueLicense {
+            product: p.product,
+            edition: None,
+            customer: format!("trial:{}", &p.fingerprint[..16.min(p.fingerprint.len())]),
+            contract: None,
+            kind: LicenseKind::Trial,
+            modules: vec![],
+            features: p.features,
+            expires_at: None,
+        };
+        let command = CommandEnvelope {
+            command_id: p.issue_command_id,
+            command_type: ISSUE_LICENSE.into(),
+            aggregate_id: p.license_id.to_string(),
+            issued_at: e.occurred_at,
+            actor: Actor::new(ActorKind::Service, crate::SERVICE),
+            correlation_id: e.correlation_id.clone(),
+            causation_id: Some(e.event_id.to_string()),
+            payload: serde_json::to_value(&spec).map_err(transient)?,
+        };
+        bus::publish_json(
+            &self.producer,
+            &self.issuance_commands,
+            &command.aggregate_id,
+            &command,
+            &[("correlation_id", e.correlation_id.as_str())],
+        )
+        .await
+        .map_err(transient)
+    }
+
+    /// No mixing: the trial seats of `product` on this device are revoked
+    /// and their trials ended.
+    async fn end_trials(
+        &self,
+        e: &EventEnvelope,
+        product: &str,
+        components: &std::collections::BTreeMap<String, String>,
+        superseded_by: Uuid,
+    ) -> Result<(), HandleError> {
+        let min = Policy::default().fingerprint_min_matches;
+        let seats = store::seats_of_device(&self.app.pool, components, min)
+            .await
+            .map_err(transient)?;
+        for s in seats
+            .iter()
+            .filter(|s| s.kind == "trial" && s.status == "live" && s.product == product)
+        {
+            let purpose = format!("end-trial-seat:{}", s.activation_id);
+            let done = self
+                .app
+                .seats
+                .execute(
+                    &s.license_id.to_string(),
+                    SeatsCommand::RevokeOne {
+                        activation_id: s.activation_id,
+                        reason: RevocationReason::TrialEnded,
+                    },
+                    &reaction(e, REVOKE_ACTIVATIONS, &purpose),
+                )
+                .await
+                .map_err(transient)?;
+            refused("trial seat revocation", &done.outcome);
+            if let Some(trial_id) = store::trial_of_license(&self.app.pool, s.license_id)
+                .await
+                .map_err(transient)?
+            {
+                let purpose = format!("end-trial:{trial_id}");
+                let done = self
+                    .app
+                    .trials
+                    .execute(
+                        &trial_id,
+                        TrialCommand::End { superseded_by },
+                        &reaction(e, END_TRIAL, &purpose),
+                    )
+                    .await
+                    .map_err(|err: StoreError| transient(err))?;
+                refused("trial end", &done.outcome);
+            }
+        }
+        Ok(())
+    }
+}

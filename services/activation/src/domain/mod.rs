@@ -1,0 +1,23 @@
+//! The activation domain: pure, no IO. Time comes in through
+//! `ActivationServices` so tests are deterministic.
+
+pub mod seats;
+pub mod signing_key;
+pub mod trial;
+
+use std::sync::Arc;
+
+pub use seats::{Device, Seat, SeatStatus, Seats, SeatsCommand, SeatsError, SeatsEvent};
+pub use service_kit::clock::{Clock, SystemClock};
+pub use signing_key::{PublishSigningKey, SigningKey};
+pub use trial::{Trial, TrialCommand, TrialError, TrialEvent, TrialStatus};
+
+#[derive(Clone)]
+pub struct ActivationServices {
+    pub clock: Arc<dyn Clock>,
+    /// How far a device's clock may fall behind a time it reported before.
+    pub clock_tolerance: chrono::Duration,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,537 @@
+//! The seats of one license: its device activations, the consistency
+//! boundary for max activations, uninstall and migration.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use contracts::activation::*;
+use contracts::issuance::{LicenseKind, LicenseStatus, Policy};
+use contracts::license_view::LicenseView;
+use cqrs_es::{Aggregate, DomainEvent};
+use eventstore::{CodedError, Refusal};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::ActivationServices;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeatStatus {
+    Live,
+    Uninstalled,
+    Migrated,
+    Revoked,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seat {
+    pub activation_id: Uuid,
+    pub license_id: Uuid,
+    pub product: String,
+    pub kind: LicenseKind,
+    pub fingerprint: String,
+    pub components: BTreeMap<String, String>,
+    pub status: SeatStatus,
+    pub activated_at: DateTime<Utc>,
+    /// Sequence of the event that granted the seat.
+    pub granted_at_sequence: u64,
+    pub last_client_time: Option<DateTime<Utc>>,
+    pub offline: bool,
+    pub nonce: Option<String>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Seats {
+    pub license_id: Option<Uuid>,
+    pub seats: BTreeMap<Uuid, Seat>,
+    pub migrations_used: u32,
+    /// Events folded so far (the next event's sequence is this plus one).
+    pub version: u64,
+}
+
+/// A device as a request presents it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    pub fingerprint: String,
+    pub components: BTreeMap<String, String>,
+    pub client_time: Option<DateTime<Utc>>,
+    /// The latest time this device reported under any license.
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeatsCommand {
+    Activate {
+        license: LicenseView,
+        device: Device,
+        /// The id a new seat gets.
+        activation_id: Uuid,
+        offline: bool,
+        nonce: Option<String>,
+    },
+    Uninstall {
+        license: LicenseView,
+        activation_id: Uuid,
+    },
+    Migrate {
+        license: LicenseView,
+        activation_id: Uuid,
+        device: Device,
+        new_activation_id: Uuid,
+    },
+    /// The license left service: every live seat is revoked.
+    RevokeAll {
+        license_id: Uuid,
+        reason: RevocationReason,
+    },
+    RevokeOne {
+        activation_id: Uuid,
+        reason: RevocationReason,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SeatsEvent {
+    DeviceActivated(DeviceActivated),
+    DeviceSeen(DeviceSeen),
+    ClockRollbackDetected(ClockRollbackDetected),
+    ActivationUninstalled(ActivationUninstalled),
+    ActivationMigrated(ActivationMigrated),
+    ActivationsRevoked(ActivationsRevoked),
+}
+
+impl DomainEvent for SeatsEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::DeviceActivated(_) => DEVICE_ACTIVATED,
+            Self::DeviceSeen(_) => DEVICE_SEEN,
+            Self::ClockRollbackDetected(_) => CLOCK_ROLLBACK_DETECTED,
+            Self::ActivationUninstalled(_) => ACTIVATION_UNINSTALLED,
+            Self::ActivationMigrated(_) => ACTIVATION_MIGRATED,
+            Self::ActivationsRevoked(_) => ACTIVATIONS_REVOKED,
+        }
+        .into()
+    }
+    fn event_version(&self) -> String {
+        contracts::issuance::V1.into()
+    }
+}
+
+impl Refusal for SeatsEvent {
+    fn refusal(&self) -> Option<(&'static str, String)> {
+        match self {
+            Self::ClockRollbackDetected(e) => Some((
+                CLOCK_ROLLBACK,
+                format!(
+                    "the device's clock reads {}, before {} it reported earlier",
+                    e.client_time.to_rfc3339(),
+                    e.last_seen.to_rfc3339()
+                ),
+            )),
+            _ => None,
+        }
+    }
+}
+
+pub const CLOCK_ROLLBACK: &str = "CLOCK_ROLLBACK";
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SeatsError {
+    #[error("no license has this key")]
+    LicenseNotFound,
+    #[error("the license is suspended")]
+    Suspended,
+    #[error("the license is revoked")]
+    Revoked,
+    #[error("the license has expired")]
+    Expired,
+    #[error("the license was reclaimed")]
+    Reclaimed,
+    #[error("the license allows {0} activations and all are in use")]
+    TooManyActivations(u32),
+    #[error("no activation with this id on this license")]
+    ActivationNotFound,
+    #[error("the activation is no longer live ({0:?})")]
+    ActivationEnded(SeatStatus),
+    #[error("only formal licenses whose policy allows it can be uninstalled")]
+    UninstallNotAllowed,
+    #[error("only formal licenses whose policy allows it can be migrated")]
+    MigrationNotAllowed,
+    #[error("the license's {0} migrations are used up")]
+    MigrationLimitReached(u32),
+    #[error("the new device is the device the activation is on")]
+    SameDevice,
+    #[error("the new device already holds a seat of this license")]
+    DeviceAlreadyActivated,
+}
+
+impl CodedError for SeatsError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::LicenseNotFound => "LICENSE_NOT_FOUND",
+            Self::Suspended => "LICENSE_SUSPENDED",
+            Self::Revoked => "LICENSE_REVOKED",
+            Self::Expired => "LICENSE_EXPIRED",
+            Self::Reclaimed => "LICENSE_RECLAIMED",
+            Self::TooManyActivations(_) => "TOO_MANY_ACTIVATIONS",
+            Self::ActivationNotFound => "ACTIVATION_NOT_FOUND",
+            Self::ActivationEnded(_) => "ACTIVATION_REVOKED",
+            Self::UninstallNotAllowed => "UNINSTALL_NOT_ALLOWED",
+            Self::MigrationNotAllowed => "MIGRATION_NOT_ALLOWED",
+            Self::MigrationLimitReached(_) => "MIGRATION_LIMIT_REACHED",
+            Self::SameDevice => "SAME_DEVICE",
+            Self::DeviceAlreadyActivated => "DEVICE_ALREADY_ACTIVATED",
+        }
+    }
+    fn field(&self) -> Option<&'static str> {
+        match self {
+            Self::SameDevice | Self::DeviceAlreadyActivated => Some("fingerprint"),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a license can take new activations at `now`.
+pub fn usable(license: &LicenseView, now: DateTime<Utc>) -> Result<(), SeatsError> {
+    match license.status {
+        LicenseStatus::Active => {}
+        LicenseStatus::Suspended => return Err(SeatsError::Suspended),
+        LicenseStatus::Revoked => return Err(SeatsError::Revoked),
+        LicenseStatus::Expired => return Err(SeatsError::Expired),
+        LicenseStatus::Reclaimed => return Err(SeatsError::Reclaimed),
+        LicenseStatus::Deleted => return Err(SeatsError::LicenseNotFound),
+    }
+    // The scheduler may not have fired yet: the date decides.
+    if license.expires_at.is_some_and(|at| at <= now) {
+        return Err(SeatsError::Expired);
+    }
+    Ok(())
+}
+
+pub fn policy(license: &LicenseView) -> Policy {
+    license.policy.clone().unwrap_or_default()
+}
+
+impl Seats {
+    pub fn live(&self) -> impl Iterator<Item = &Seat> {
+        self.seats.values().filter(|s| s.status == SeatStatus::Live)
+    }
+
+    /// The live seat of a device, if it holds one.
+    pub fn seat_of(&self, components: &BTreeMap<String, String>, min: u32) -> Option<&Seat> {
+        self.live()
+            .find(|s| same_device(&s.components, components, min))
+    }
+
+    fn rollback(
+        &self,
+        license_id: Uuid,
+        activation_id: Option<Uuid>,
+        device: &Device,
+        seat_time: Option<DateTime<Utc>>,
+        services: &ActivationServices,
+    ) -> Option<SeatsEvent> {
+        let client_time = device.client_time?;
+        let last_seen = match (device.last_seen, seat_time) {
+            (Some(a), Some(b)) => a.max(b),
+            (a, b) => a.or(b)?,
+        };
+        if client_time + services.clock_tolerance >= last_seen {
+            return None;
+        }
+        Some(SeatsEvent::ClockRollbackDetected(ClockRollbackDetected {
+            license_id,
+            activation_id,
+            fingerprint: device.fingerprint.clone(),
+            client_time,
+            last_seen,
+            tolerance_secs: u32::try_from(services.clock_tolerance.num_seconds()).unwrap_or(0),
+            detected_at: services.clock.now(),
+        }))
+    }
+
+    fn activate(
+        &self,
+        license: &LicenseView,
+        device: &Device,
+        activation_id: Uuid,
+        offline: bool,
+        nonce: Option<String>,
+        services: &ActivationServices,
+    ) -> Result<Vec<SeatsEvent>, SeatsError> {
+        let now = services.clock.now();
+        usable(license, now)?;
+        let policy = policy(license);
+        let existing = self.seat_of(&device.components, policy.fingerprint_min_matches);
+        if let Some(e) = self.rollback(
+            license.id,
+            existing.map(|s| s.activation_id),
+            device,
+            existing.and_then(|s| s.last_client_time),
+            services,
+        ) {
+            return Ok(vec![e]);
+        }
+        if let Some(seat) = existing {
+            // The same device again: its seat, not a new one.
+            return Ok(match device.client_time {
+                Some(t) if seat.last_client_time.is_none_or(|last| t > last) => {
+                    vec![SeatsEvent::DeviceSeen(DeviceSeen {
+                        activation_id: seat.activation_id,
+                        license_id: license.id,
+                        client_time: t,
+                        seen_at: now,
+                    })]
+                }
+                _ => vec![],
+            });
+        }
+        let in_use = self.live().count() as u32;
+        if in_use >= policy.max_activations {
+            return Err(SeatsError::TooManyActivations(policy.max_activations));
+        }
+        Ok(vec![SeatsEvent::DeviceActivated(DeviceActivated {
+            activation_id,
+            license_id: license.id,
+            product: license.product.clone(),
+            kind: license.kind,
+            fingerprint: device.fingerprint.clone(),
+            components: device.components.clone(),
+            client_time: device.client_time,
+            offline,
+            nonce,
+            activated_at: now,
+        })])
+    }
+
+    fn live_seat(&self, activation_id: Uuid) -> Result<&Seat, SeatsError> {
+        let seat = self
+            .seats
+            .get(&activation_id)
+            .ok_or(SeatsError::ActivationNotFound)?;
+        if seat.status != SeatStatus::Live {
+            return Err(SeatsError::ActivationEnded(seat.status));
+        }
+        Ok(seat)
+    }
+
+    fn uninstall(
+        &self,
+        license: &LicenseView,
+        activation_id: Uuid,
+        services: &ActivationServices,
+    ) -> Result<Vec<SeatsEvent>, SeatsError> {
+        let now = services.clock.now();
+        self.live_seat(activation_id)?;
+        if license.kind != LicenseKind::Formal || !policy(license).allow_uninstall {
+            return Err(SeatsError::UninstallNotAllowed);
+        }
+        // An expired license is deleted at issuance, never uninstalled.
+        if matches!(
+            license.status,
+            LicenseStatus::Expired | LicenseStatus::Reclaimed
+        ) || license.expires_at.is_some_and(|at| at <= now)
+        {
+            return Err(SeatsError::Expired);
+        }
+        usable(license, now)?;
+        Ok(vec![SeatsEvent::ActivationUninstalled(
+            ActivationUninstalled {
+                activation_id,
+                license_id: license.id,
+                uninstalled_at: now,
+            },
+        )])
+    }
+
+    fn migrate(
+        &self,
+        license: &LicenseView,
+        activation_id: Uuid,
+        device: &Device,
+        new_activation_id: Uuid,
+        services: &ActivationServices,
+    ) -> Result<Vec<SeatsEvent>, SeatsError> {
+        let now = services.clock.now();
+        let seat = self.live_seat(activation_id)?;
+        let policy = policy(license);
+        if license.kind != LicenseKind::Formal || !policy.allow_migration {
+            return Err(SeatsError::MigrationNotAllowed);
+        }
+        usable(license, now)?;
+        if self.migrations_used >= policy.max_migrations {
+            return Err(SeatsError::MigrationLimitReached(policy.max_migrations));
+        }
+        let min = policy.fingerprint_min_matches;
+        if same_device(&seat.components, &device.components, min) {
+            return Err(SeatsError::SameDevice);
+        }
+        if self.seat_of(&device.components, min).is_some() {
+            return Err(SeatsError::DeviceAlreadyActivated);
+        }
+        if let Some(e) = self.rollback(license.id, None, device, None, services) {
+            return Ok(vec![e]);
+        }
+        Ok(vec![SeatsEvent::ActivationMigrated(ActivationMigrated {
+            license_id: license.id,
+            from_activation_id: activation_id,
+            activation_id: new_activation_id,
+            fingerprint: device.fingerprint.clone(),
+            components: device.components.clone(),
+            client_time: device.client_time,
+            migrations_used: self.migrations_used + 1,
+            migrated_at: now,
+        })])
+    }
+
+    fn revoke(
+        &self,
+        license_id: Uuid,
+        ids: Vec<Uuid>,
+        reason: RevocationReason,
+        services: &ActivationServices,
+    ) -> Vec<SeatsEvent> {
+        if ids.is_empty() {
+            return vec![];
+        }
+        vec![SeatsEvent::ActivationsRevoked(ActivationsRevoked {
+            license_id,
+            activation_ids: ids,
+            reason,
+            revoked_at: services.clock.now(),
+        })]
+    }
+
+    fn end(&mut self, ids: &[Uuid], status: SeatStatus, at: DateTime<Utc>) {
+        for id in ids {
+            if let Some(s) = self.seats.get_mut(id) {
+                s.status = status;
+                s.ended_at = Some(at);
+            }
+        }
+    }
+}
+
+impl Aggregate for Seats {
+    const TYPE: &'static str = ACTIVATIONS_AGGREGATE;
+    type Command = SeatsCommand;
+    type Event = SeatsEvent;
+    type Error = SeatsError;
+    type Services = ActivationServices;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        services: &Self::Services,
+        sink: &cqrs_es::event_sink::EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let events = match command {
+            SeatsCommand::Activate {
+                license,
+                device,
+                activation_id,
+                offline,
+                nonce,
+            } => self.activate(&license, &device, activation_id, offline, nonce, services)?,
+            SeatsCommand::Uninstall {
+                license,
+                activation_id,
+            } => self.uninstall(&license, activation_id, services)?,
+            SeatsCommand::Migrate {
+                license,
+                activation_id,
+                device,
+                new_activation_id,
+            } => self.migrate(
+                &license,
+                activation_id,
+                &device,
+                new_activation_id,
+                services,
+            )?,
+            SeatsCommand::RevokeAll { license_id, reason } => {
+                let ids = self.live().map(|s| s.activation_id).collect();
+                self.revoke(license_id, ids, reason, services)
+            }
+            SeatsCommand::RevokeOne {
+                activation_id,
+                reason,
+            } => match (self.license_id, self.live_seat(activation_id)) {
+                (Some(license_id), Ok(_)) => {
+                    self.revoke(license_id, vec![activation_id], reason, services)
+                }
+                _ => vec![],
+            },
+        };
+        for e in events {
+            sink.write(e, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        self.version += 1;
+        let sequence = self.version;
+        match event {
+            SeatsEvent::DeviceActivated(e) => {
+                self.license_id = Some(e.license_id);
+                self.seats.insert(
+                    e.activation_id,
+                    Seat {
+                        activation_id: e.activation_id,
+                        license_id: e.license_id,
+                        product: e.product,
+                        kind: e.kind,
+                        fingerprint: e.fingerprint,
+                        components: e.components,
+                        status: SeatStatus::Live,
+                        activated_at: e.activated_at,
+                        granted_at_sequence: sequence,
+                        last_client_time: e.client_time,
+                        offline: e.offline,
+                        nonce: e.nonce,
+                        ended_at: None,
+                    },
+                );
+            }
+            SeatsEvent::DeviceSeen(e) => {
+                if let Some(s) = self.seats.get_mut(&e.activation_id) {
+                    s.last_client_time = Some(e.client_time);
+                }
+            }
+            SeatsEvent::ClockRollbackDetected(_) => {}
+            SeatsEvent::ActivationUninstalled(e) => self.end(
+                &[e.activation_id],
+                SeatStatus::Uninstalled,
+                e.uninstalled_at,
+            ),
+            SeatsEvent::ActivationMigrated(e) => {
+                let from = self.seats.get(&e.from_activation_id).cloned();
+                self.end(&[e.from_activation_id], SeatStatus::Migrated, e.migrated_at);
+                self.migrations_used = e.migrations_used;
+                if let Some(from) = from {
+                    self.seats.insert(
+                        e.activation_id,
+                        Seat {
+                            activation_id: e.activation_id,
+                            fingerprint: e.fingerprint,
+                            components: e.components,
+                            status: SeatStatus::Live,
+                            activated_at: e.migrated_at,
+                            granted_at_sequence: sequence,
+                            last_client_time: e.client_time,
+                            offline: false,
+                            nonce: None,
+                            ended_at: None,
+                            ..from
+                        },
+                    );
+                }
+            }
+            SeatsEvent::ActivationsRevoked(e) => {
+                self.end(&e.activation_ids, SeatStatus::Revoked, e.revoked_at)
+            }
+        }
+    }
+}

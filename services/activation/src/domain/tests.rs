@@ -1,0 +1,523 @@
+//! Given/when/then tests of the seats and trial rules.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use contracts::activation::*;
+use contracts::issuance::{LicenseKind, LicenseStatus, Policy};
+use contracts::license_view::LicenseView;
+use cqrs_es::test::TestFramework;
+use eventstore::Refusal;
+use uuid::Uuid;
+
+use super::*;
+
+struct FixedClock(DateTime<Utc>);
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0)
+        .single()
+        .expect("valid date")
+}
+
+fn services() -> ActivationServices {
+    ActivationServices {
+        clock: Arc::new(FixedClock(now())),
+        clock_tolerance: Duration::minutes(10),
+    }
+}
+
+fn seats() -> TestFramework<Seats> {
+    TestFramework::with(services())
+}
+
+fn license_id() -> Uuid {
+    Uuid::from_u128(0x0192_f5c4_0000_7000_8000_0000_0000_0001)
+}
+
+fn id(n: u128) -> Uuid {
+    Uuid::from_u128(0x0192_f5c4_0000_7000_8000_0000_0000_1000 + n)
+}
+
+fn license(kind: LicenseKind, max: u32) -> LicenseView {
+    LicenseView {
+        id: license_id(),
+        product: "integration-platform".into(),
+        edition: Some("standard".into()),
+        customer: "ACME".into(),
+        contract: None,
+        kind,
+        modules: vec![],
+        features: vec!["data-access".into()],
+        status: LicenseStatus::Active,
+        issued_at: now() - Duration::days(10),
+        expires_at: Some(now() + Duration::days(100)),
+        reclaim_at: None,
+        key_digest: None,
+        policy: Some(Policy {
+            max_activations: max,
+            max_migrations: 1,
+            ..Policy::default()
+        }),
+        version: 1,
+        updated_at: now(),
+    }
+}
+
+fn formal() -> LicenseView {
+    license(LicenseKind::Formal, 2)
+}
+
+/// Device `n` with four components; `changed` replaces that many of them.
+fn device_of(n: u32, changed: usize, client_time: Option<DateTime<Utc>>) -> Device {
+    let names = ["machine_id", "disk", "board", "mac"];
+    let fp = Fingerprint(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let v = if i >= names.len() - changed {
+                    format!("{name}-{n}-new")
+                } else {
+                    format!("{name}-{n}")
+                };
+                (name.to_string(), v)
+            })
+            .collect::<BTreeMap<_, _>>(),
+    );
+    let components = fp.components().expect("valid fingerprint");
+    Device {
+        fingerprint: digest_of(&components),
+        components,
+        client_time,
+        last_seen: None,
+    }
+}
+
+fn device(n: u32) -> Device {
+    device_of(n, 0, None)
+}
+
+fn activated(n: u32, seat: Uuid, kind: LicenseKind) -> SeatsEvent {
+    let d = device(n);
+    SeatsEvent::DeviceActivated(DeviceActivated {
+        activation_id: seat,
+        license_id: license_id(),
+        product: "integration-platform".into(),
+        kind,
+        fingerprint: d.fingerprint,
+        components: d.components,
+        client_time: None,
+        offline: false,
+        nonce: None,
+        activated_at: now(),
+    })
+}
+
+fn activate(l: LicenseView, d: Device, seat: Uuid) -> SeatsCommand {
+    SeatsCommand::Activate {
+        license: l,
+        device: d,
+        activation_id: seat,
+        offline: false,
+        nonce: None,
+    }
+}
+
+#[test]
+fn a_new_device_gets_a_seat() {
+    seats()
+        .given_no_previous_events()
+        .when(activate(formal(), device(1), id(1)))
+        .then_expect_events(vec![activated(1, id(1), LicenseKind::Formal)]);
+}
+
+#[test]
+fn the_same_device_keeps_its_seat_even_with_one_part_replaced() {
+    let events = seats()
+        .given(vec![activated(1, id(1), LicenseKind::Formal)])
+        .when(activate(formal(), device_of(1, 1, None), id(2)))
+        .inspect_result()
+        .expect("accepted");
+    assert!(events.is_empty(), "no new seat: {events:?}");
+}
+
+#[test]
+fn a_device_with_a_new_board_and_disk_is_a_new_device() {
+    seats()
+        .given(vec![activated(1, id(1), LicenseKind::Formal)])
+        .when(activate(formal(), device_of(1, 2, None), id(2)))
+        .then_expect_events(vec![SeatsEvent::DeviceActivated(DeviceActivated {
+            activation_id: id(2),
+            fingerprint: device_of(1, 2, None).fingerprint,
+            components: device_of(1, 2, None).components,
+            ..match activated(1, id(1), LicenseKind::Formal) {
+                SeatsEvent::DeviceActivated(e) => e,
+                _ => unreachable!("built above"),
+            }
+        })]);
+}
+
+#[test]
+fn beyond_max_activations_is_refused() {
+    seats()
+        .given(vec![
+            activated(1, id(1), LicenseKind::Formal),
+            activated(2, id(2), LicenseKind::Formal),
+        ])
+        .when(activate(formal(), device(3), id(3)))
+        .then_expect_error(SeatsError::TooManyActivations(2));
+}
+
+#[test]
+fn a_license_out_of_service_refuses_activation_with_its_own_code() {
+    for (status, error) in [
+        (LicenseStatus::Suspended, SeatsError::Suspended),
+        (LicenseStatus::Revoked, SeatsError::Revoked),
+        (LicenseStatus::Expired, SeatsError::Expired),
+        (LicenseStatus::Reclaimed, SeatsError::Reclaimed),
+        (LicenseStatus::Deleted, SeatsError::LicenseNotFound),
+    ] {
+        let l = LicenseView { status, ..formal() };
+        seats()
+            .given_no_previous_events()
+            .when(activate(l, device(1), id(1)))
+            .then_expect_error(error);
+    }
+}
+
+#[test]
+fn a_license_past_its_expiry_is_expired_before_the_scheduler_says_so() {
+    let l = LicenseView {
+        expires_at: Some(now() - Duration::seconds(1)),
+        ..formal()
+    };
+    seats()
+        .given_no_previous_events()
+        .when(activate(l, device(1), id(1)))
+        .then_expect_error(SeatsError::Expired);
+}
+
+#[test]
+fn a_clock_set_back_is_refused_and_recorded() {
+    let seen = SeatsEvent::DeviceSeen(DeviceSeen {
+        activation_id: id(1),
+        license_id: license_id(),
+        client_time: now(),
+        seen_at: now(),
+    });
+    let events = seats()
+        .given(vec![activated(1, id(1), LicenseKind::Formal), seen])
+        .when(activate(
+            formal(),
+            device_of(1, 0, Some(now() - Duration::hours(2))),
+            id(2),
+        ))
+        .inspect_result()
+        .expect("recorded, not an error");
+    assert_eq!(events.len(), 1);
+    let SeatsEvent::ClockRollbackDetected(e) = &events[0] else {
+        panic!("expected ClockRollbackDetected, got {events:?}");
+    };
+    assert_eq!(e.last_seen, now());
+    assert_eq!(events[0].refusal().map(|r| r.0), Some(CLOCK_ROLLBACK_CODE));
+}
+
+#[test]
+fn a_clock_within_tolerance_is_fine_and_a_later_time_is_remembered() {
+    seats()
+        .given(vec![activated(1, id(1), LicenseKind::Formal)])
+        .when(activate(
+            formal(),
+            device_of(1, 0, Some(now() + Duration::hours(1))),
+            id(2),
+        ))
+        .then_expect_events(vec![SeatsEvent::DeviceSeen(DeviceSeen {
+            activation_id: id(1),
+            license_id: license_id(),
+            client_time: now() + Duration::hours(1),
+            seen_at: now(),
+        })]);
+    // Another license saw this device later: a new seat is refused too.
+    let mut d = device_of(1, 0, Some(now() - Duration::minutes(5)));
+    d.last_seen = Some(now());
+    let events = seats()
+        .given_no_previous_events()
+        .when(activate(formal(), d, id(2)))
+        .inspect_result()
+        .expect("accepted");
+    assert!(
+        matches!(events[0], SeatsEvent::DeviceActivated(_)),
+        "5 min is within 10"
+    );
+}
+
+fn uninstall(l: LicenseView, seat: Uuid) -> SeatsCommand {
+    SeatsCommand::Uninstall {
+        license: l,
+        activation_id: seat,
+    }
+}
+
+#[test]
+fn a_formal_license_uninstalls_and_the_device_gets_a_new_id_afterwards() {
+    let gone = SeatsEvent::ActivationUninstalled(ActivationUninstalled {
+        activation_id: id(1),
+        license_id: license_id(),
+        uninstalled_at: now(),
+    });
+    seats()
+        .given(vec![activated(1, id(1), LicenseKind::Formal)])
+        .when(uninstall(formal(), id(1)))
+        .then_expect_events(vec![gone.clone()]);
+    // Never installed again: the same device comes back under a new id.
+    seats()
+        .given(vec![activated(1, id(1), LicenseKind::Formal), gone.clone()])
+        .when(activate(formal(), device(1), id(2)))
+        .then_expect_events(vec![activated(1, id(2), LicenseKind::Formal)]);
+    seats()
+        .given(vec![activated(1, id(1), LicenseKind::Formal), gone])
+        .when(uninstall(formal(), id(1)))
+        .then_expect_error(SeatsError::ActivationEnded(SeatStatus::Uninstalled));
+}
+
+#[test]
+fn trial_and_temporary_never_uninstall_and_expired_is_deleted_instead() {
+    for kind in [LicenseKind::Trial, LicenseKind::Temporary] {
+        seats()
+            .given(vec![activated(1, id(1), kind)])
+            .when(uninstall(license(kind, 2), id(1)))
+            .then_expect_error(SeatsError::UninstallNotAllowed);
+    }
+    let expired = LicenseView {
+        status: LicenseStatus::Expired,
+        ..formal()
+    };
+    seats()
+        .given(vec![activated(1, id(1), LicenseKind::Formal)])
+        .when(uninstall(expired, id(1)))
+        .then_expect_error(SeatsError::Expired);
+    let mut no = formal();
+    if let Some(p) = &mut no.policy {
+        p.allow_uninstall = false;
+    }
+    seats()
+        .given(vec![activated(1, id(1), LicenseKind::Formal)])
+        .when(uninstall(no, id(1)))
+        .then_expect_error(SeatsError::UninstallNotAllowed);
+    seats()
+        .given(vec![activated(1, id(1), LicenseKind::Formal)])
+        .when(uninstall(formal(), id(9)))
+        .then_expect_error(SeatsError::ActivationNotFound);
+}
+
+fn migrate(l: LicenseView, from: Uuid, to_device: u32, to: Uuid) -> SeatsCommand {
+    SeatsCommand::Migrate {
+        license: l,
+        activation_id: from,
+        device: device(to_device),
+        new_activation_id: to,
+    }
+}
+
+fn migrated(from: Uuid, to_device: u32, to: Uuid, used: u32) -> SeatsEvent {
+    let d = device(to_device);
+    SeatsEvent::ActivationMigrated(ActivationMigrated {
+        license_id: license_id(),
+        from_activation_id: from,
+        activation_id: to,
+        fingerprint: d.fingerprint,
+        components: d.components,
+        client_time: None,
+        migrations_used: used,
+        migrated_at: now(),
+    })
+}
+
+#[test]
+fn a_formal_license_migrates_within_its_limit() {
+    seats()
+        .given(vec![activated(1, id(1), LicenseKind::Formal)])
+        .when(migrate(formal(), id(1), 2, id(2)))
+        .then_expect_events(vec![migrated(id(1), 2, id(2), 1)]);
+    seats()
+        .given(vec![
+            activated(1, id(1), LicenseKind::Formal),
+            migrated(id(1), 2, id(2), 1),
+        ])
+        .when(migrate(formal(), id(2), 3, id(3)))
+        .then_expect_error(SeatsError::MigrationLimitReached(1));
+    // The old activation was revoked by the same event.
+    seats()
+        .given(vec![
+            activated(1, id(1), LicenseKind::Formal),
+            migrated(id(1), 2, id(2), 1),
+        ])
+        .when(uninstall(formal(), id(1)))
+        .then_expect_error(SeatsError::ActivationEnded(SeatStatus::Migrated));
+}
+
+#[test]
+fn migration_needs_a_formal_license_and_another_device() {
+    for kind in [LicenseKind::Trial, LicenseKind::Temporary] {
+        seats()
+            .given(vec![activated(1, id(1), kind)])
+            .when(migrate(license(kind, 2), id(1), 2, id(2)))
+            .then_expect_error(SeatsError::MigrationNotAllowed);
+    }
+    seats()
+        .given(vec![activated(1, id(1), LicenseKind::Formal)])
+        .when(migrate(formal(), id(1), 1, id(2)))
+        .then_expect_error(SeatsError::SameDevice);
+    seats()
+        .given(vec![
+            activated(1, id(1), LicenseKind::Formal),
+            activated(2, id(2), LicenseKind::Formal),
+        ])
+        .when(migrate(formal(), id(1), 2, id(3)))
+        .then_expect_error(SeatsError::DeviceAlreadyActivated);
+}
+
+#[test]
+fn a_license_leaving_service_revokes_every_live_seat() {
+    seats()
+        .given(vec![
+            activated(1, id(1), LicenseKind::Formal),
+            activated(2, id(2), LicenseKind::Formal),
+        ])
+        .when(SeatsCommand::RevokeAll {
+            license_id: license_id(),
+            reason: RevocationReason::LicenseSuspended,
+        })
+        .then_expect_events(vec![SeatsEvent::ActivationsRevoked(ActivationsRevoked {
+            license_id: license_id(),
+            activation_ids: vec![id(1), id(2)],
+            reason: RevocationReason::LicenseSuspended,
+            revoked_at: now(),
+        })]);
+    seats()
+        .given_no_previous_events()
+        .when(SeatsCommand::RevokeAll {
+            license_id: license_id(),
+            reason: RevocationReason::LicenseRevoked,
+        })
+        .then_expect_events(vec![]);
+}
+
+const CLOCK_ROLLBACK_CODE: &str = seats::CLOCK_ROLLBACK;
+
+fn trials() -> TestFramework<Trial> {
+    TestFramework::with(services())
+}
+
+fn start(similar: Option<&str>, paid: bool) -> TrialCommand {
+    let d = device(1);
+    TrialCommand::Start {
+        trial_id: format!("integration-platform:{}", d.fingerprint),
+        product: "integration-platform".into(),
+        fingerprint: d.fingerprint,
+        components: d.components,
+        features: vec!["data-access".into()],
+        client_time: None,
+        license_id: license_id(),
+        issue_command_id: id(50),
+        similar_trial: similar.map(str::to_string),
+        holds_paid_seat: paid,
+    }
+}
+
+fn started() -> TrialEvent {
+    let d = device(1);
+    TrialEvent::TrialStarted(TrialStarted {
+        trial_id: format!("integration-platform:{}", d.fingerprint),
+        product: "integration-platform".into(),
+        fingerprint: d.fingerprint,
+        components: d.components,
+        license_id: license_id(),
+        issue_command_id: id(50),
+        features: vec!["data-access".into()],
+        client_time: None,
+        started_at: now(),
+    })
+}
+
+#[test]
+fn one_trial_per_product_and_device_ever() {
+    trials()
+        .given_no_previous_events()
+        .when(start(None, false))
+        .then_expect_events(vec![started()]);
+    trials()
+        .given(vec![started()])
+        .when(start(None, false))
+        .then_expect_error(TrialError::AlreadyUsed);
+    trials()
+        .given_no_previous_events()
+        .when(start(Some("integration-platform:other"), false))
+        .then_expect_error(TrialError::AlreadyUsed);
+}
+
+#[test]
+fn a_device_with_a_paid_seat_gets_no_trial() {
+    trials()
+        .given_no_previous_events()
+        .when(start(None, true))
+        .then_expect_error(TrialError::NotMixable);
+}
+
+#[test]
+fn a_trial_completes_once_and_ends_once() {
+    let trial_id = match started() {
+        TrialEvent::TrialStarted(e) => e.trial_id,
+        _ => unreachable!("built above"),
+    };
+    let done = TrialEvent::TrialActivated(TrialActivated {
+        trial_id: trial_id.clone(),
+        license_id: license_id(),
+        activation_id: id(7),
+        activated_at: now(),
+    });
+    trials()
+        .given(vec![started()])
+        .when(TrialCommand::Complete {
+            activation_id: id(7),
+        })
+        .then_expect_events(vec![done.clone()]);
+    trials()
+        .given(vec![started(), done.clone()])
+        .when(TrialCommand::Complete {
+            activation_id: id(7),
+        })
+        .then_expect_events(vec![]);
+    let ended = TrialEvent::TrialEnded(TrialEnded {
+        trial_id,
+        license_id: license_id(),
+        superseded_by: id(99),
+        ended_at: now(),
+    });
+    trials()
+        .given(vec![started(), done.clone()])
+        .when(TrialCommand::End {
+            superseded_by: id(99),
+        })
+        .then_expect_events(vec![ended.clone()]);
+    trials()
+        .given(vec![started(), done, ended])
+        .when(TrialCommand::End {
+            superseded_by: id(99),
+        })
+        .then_expect_events(vec![]);
+    trials()
+        .given_no_previous_events()
+        .when(TrialCommand::Complete {
+            activation_id: id(7),
+        })
+        .then_expect_error(TrialError::NotFound);
+}

@@ -1,0 +1,224 @@
+//! A trial: one per product and device, ever. Started here, issued by
+//! issuance over Kafka, completed when its license arrives.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use contracts::activation::*;
+use cqrs_es::{Aggregate, DomainEvent};
+use eventstore::{CodedError, Refusal};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::ActivationServices;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrialStatus {
+    /// Waiting for issuance to issue the license.
+    Pending,
+    Active,
+    Ended,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialState {
+    pub trial_id: String,
+    pub product: String,
+    pub fingerprint: String,
+    pub components: BTreeMap<String, String>,
+    pub license_id: Uuid,
+    pub issue_command_id: Uuid,
+    pub features: Vec<String>,
+    pub client_time: Option<DateTime<Utc>>,
+    pub status: TrialStatus,
+    pub activation_id: Option<Uuid>,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    pub state: Option<TrialState>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrialCommand {
+    Start {
+        trial_id: String,
+        product: String,
+        fingerprint: String,
+        components: BTreeMap<String, String>,
+        features: Vec<String>,
+        client_time: Option<DateTime<Utc>>,
+        license_id: Uuid,
+        issue_command_id: Uuid,
+        /// Another trial of this product on a device that matches this one.
+        similar_trial: Option<String>,
+        /// The device holds a live temporary or formal seat of the product.
+        holds_paid_seat: bool,
+    },
+    Complete {
+        activation_id: Uuid,
+    },
+    End {
+        superseded_by: Uuid,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TrialEvent {
+    TrialStarted(TrialStarted),
+    TrialActivated(TrialActivated),
+    TrialEnded(TrialEnded),
+}
+
+impl DomainEvent for TrialEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::TrialStarted(_) => TRIAL_STARTED,
+            Self::TrialActivated(_) => TRIAL_ACTIVATED,
+            Self::TrialEnded(_) => TRIAL_ENDED,
+        }
+        .into()
+    }
+    fn event_version(&self) -> String {
+        contracts::issuance::V1.into()
+    }
+}
+
+impl Refusal for TrialEvent {}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TrialError {
+    #[error("this device already had a trial of this product")]
+    AlreadyUsed,
+    #[error("a trial cannot be mixed with a temporary or formal license on one device")]
+    NotMixable,
+    #[error("no such trial")]
+    NotFound,
+}
+
+impl CodedError for TrialError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::AlreadyUsed => "TRIAL_ALREADY_USED",
+            Self::NotMixable => "TRIAL_NOT_ALLOWED",
+            Self::NotFound => "TRIAL_NOT_FOUND",
+        }
+    }
+    fn field(&self) -> Option<&'static str> {
+        match self {
+            Self::AlreadyUsed | Self::NotMixable => Some("fingerprint"),
+            Self::NotFound => None,
+        }
+    }
+}
+
+impl Aggregate for Trial {
+    const TYPE: &'static str = TRIAL_AGGREGATE;
+    type Command = TrialCommand;
+    type Event = TrialEvent;
+    type Error = TrialError;
+    type Services = ActivationServices;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        services: &Self::Services,
+        sink: &cqrs_es::event_sink::EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let now = services.clock.now();
+        let event = match (command, &self.state) {
+            (
+                TrialCommand::Start {
+                    trial_id,
+                    product,
+                    fingerprint,
+                    components,
+                    features,
+                    client_time,
+                    license_id,
+                    issue_command_id,
+                    similar_trial,
+                    holds_paid_seat,
+                },
+                None,
+            ) => {
+                if similar_trial.is_some() {
+                    return Err(TrialError::AlreadyUsed);
+                }
+                if holds_paid_seat {
+                    return Err(TrialError::NotMixable);
+                }
+                TrialEvent::TrialStarted(TrialStarted {
+                    trial_id,
+                    product,
+                    fingerprint,
+                    components,
+                    license_id,
+                    issue_command_id,
+                    features,
+                    client_time,
+                    started_at: now,
+                })
+            }
+            (TrialCommand::Start { .. }, Some(_)) => return Err(TrialError::AlreadyUsed),
+            (_, None) => return Err(TrialError::NotFound),
+            (TrialCommand::Complete { activation_id }, Some(s)) => {
+                if s.status != TrialStatus::Pending {
+                    return Ok(());
+                }
+                TrialEvent::TrialActivated(TrialActivated {
+                    trial_id: s.trial_id.clone(),
+                    license_id: s.license_id,
+                    activation_id,
+                    activated_at: now,
+                })
+            }
+            (TrialCommand::End { superseded_by }, Some(s)) => {
+                if s.status == TrialStatus::Ended {
+                    return Ok(());
+                }
+                TrialEvent::TrialEnded(TrialEnded {
+                    trial_id: s.trial_id.clone(),
+                    license_id: s.license_id,
+                    superseded_by,
+                    ended_at: now,
+                })
+            }
+        };
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            TrialEvent::TrialStarted(e) => {
+                self.state = Some(TrialState {
+                    trial_id: e.trial_id,
+                    product: e.product,
+                    fingerprint: e.fingerprint,
+                    components: e.components,
+                    license_id: e.license_id,
+                    issue_command_id: e.issue_command_id,
+                    features: e.features,
+                    client_time: e.client_time,
+                    status: TrialStatus::Pending,
+                    activation_id: None,
+                    started_at: e.started_at,
+                })
+            }
+            TrialEvent::TrialActivated(e) => {
+                if let Some(s) = &mut self.state {
+                    s.status = TrialStatus::Active;
+                    s.activation_id = Some(e.activation_id);
+                }
+            }
+            TrialEvent::TrialEnded(_) => {
+                if let Some(s) = &mut self.state {
+                    s.status = TrialStatus::Ended;
+                }
+            }
+        }
+    }
+}

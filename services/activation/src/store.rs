@@ -1,0 +1,319 @@
+//! Activation's tables: the inline indexes of its aggregates (seats by id
+//! and by device, trials, signing keys) and the replica of issuance facts.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use contracts::activation::same_device;
+use contracts::license_view::LicenseView;
+use eventstore::InlineProjection;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::domain::{Seats, SigningKey, Trial};
+
+fn text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn digests(components: &BTreeMap<String, String>) -> Vec<String> {
+    components.values().cloned().collect()
+}
+
+pub struct SeatIndex;
+
+#[async_trait]
+impl InlineProjection<Seats> for SeatIndex {
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        _aggregate_id: &str,
+        seats: &Seats,
+    ) -> Result<(), sqlx::Error> {
+        for s in seats.seats.values() {
+            sqlx::query(
+                "INSERT INTO activations (activation_id, license_id, product, kind, fingerprint, \
+                   components, component_digests, status, activated_at, granted_at_sequence, \
+                   last_client_time, ended_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (activation_id) DO UPDATE SET status = EXCLUDED.status, \
+                   last_client_time = EXCLUDED.last_client_time, ended_at = EXCLUDED.ended_at",
+            )
+            .bind(s.activation_id)
+            .bind(s.license_id)
+            .bind(&s.product)
+            .bind(text(&s.kind))
+            .bind(&s.fingerprint)
+            .bind(serde_json::to_value(&s.components).unwrap_or_default())
+            .bind(digests(&s.components))
+            .bind(text(&s.status))
+            .bind(s.activated_at)
+            .bind(i64::try_from(s.granted_at_sequence).unwrap_or(i64::MAX))
+            .bind(s.last_client_time)
+            .bind(s.ended_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+pub struct TrialIndex;
+
+#[async_trait]
+impl InlineProjection<Trial> for TrialIndex {
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        _aggregate_id: &str,
+        trial: &Trial,
+    ) -> Result<(), sqlx::Error> {
+        let Some(t) = &trial.state else { return Ok(()) };
+        sqlx::query(
+            "INSERT INTO trials (trial_id, product, fingerprint, components, component_digests, \
+               license_id, issue_command_id, status, activation_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (trial_id) DO UPDATE SET status = EXCLUDED.status, \
+               activation_id = EXCLUDED.activation_id",
+        )
+        .bind(&t.trial_id)
+        .bind(&t.product)
+        .bind(&t.fingerprint)
+        .bind(serde_json::to_value(&t.components).unwrap_or_default())
+        .bind(digests(&t.components))
+        .bind(t.license_id)
+        .bind(t.issue_command_id)
+        .bind(text(&t.status))
+        .bind(t.activation_id)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}
+
+pub struct KeyIndex;
+
+#[async_trait]
+impl InlineProjection<SigningKey> for KeyIndex {
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        _aggregate_id: &str,
+        key: &SigningKey,
+    ) -> Result<(), sqlx::Error> {
+        let Some(p) = &key.published else {
+            return Ok(());
+        };
+        let jwk = crate::domain::signing_key::jwk_of(p);
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, jwk, published_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (kid) DO NOTHING",
+        )
+        .bind(&p.kid)
+        .bind(serde_json::to_value(&jwk).unwrap_or_default())
+        .bind(p.published_at)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// A seat as the index holds it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SeatRow {
+    pub activation_id: Uuid,
+    pub license_id: Uuid,
+    pub product: String,
+    pub kind: String,
+    pub fingerprint: String,
+    #[serde(skip)]
+    pub components: BTreeMap<String, String>,
+    pub status: String,
+    pub activated_at: DateTime<Utc>,
+    pub last_client_time: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+const SEAT_COLUMNS: &str = "activation_id, license_id, product, kind, fingerprint, components, \
+     status, activated_at, last_client_time, ended_at";
+
+fn seat_row(r: &sqlx::postgres::PgRow) -> Result<SeatRow, sqlx::Error> {
+    let components: Value = r.try_get("components")?;
+    Ok(SeatRow {
+        activation_id: r.try_get("activation_id")?,
+        license_id: r.try_get("license_id")?,
+        product: r.try_get("product")?,
+        kind: r.try_get("kind")?,
+        fingerprint: r.try_get("fingerprint")?,
+        components: serde_json::from_value(components).unwrap_or_default(),
+        status: r.try_get("status")?,
+        activated_at: r.try_get("activated_at")?,
+        last_client_time: r.try_get("last_client_time")?,
+        ended_at: r.try_get("ended_at")?,
+    })
+}
+
+pub async fn seat(pool: &PgPool, activation_id: Uuid) -> Result<Option<SeatRow>, sqlx::Error> {
+    let q = format!("SELECT {SEAT_COLUMNS} FROM activations WHERE activation_id = $1");
+    sqlx::query(&q)
+        .bind(activation_id)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(seat_row)
+        .transpose()
+}
+
+pub async fn seats_of_license(
+    pool: &PgPool,
+    license_id: Uuid,
+) -> Result<Vec<SeatRow>, sqlx::Error> {
+    let q = format!(
+        "SELECT {SEAT_COLUMNS} FROM activations WHERE license_id = $1 ORDER BY activated_at"
+    );
+    sqlx::query(&q)
+        .bind(license_id)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(seat_row)
+        .collect()
+}
+
+/// Every seat, of any license, on a device matching `components`.
+pub async fn seats_of_device(
+    pool: &PgPool,
+    components: &BTreeMap<String, String>,
+    min_matches: u32,
+) -> Result<Vec<SeatRow>, sqlx::Error> {
+    let q = format!(
+        "SELECT {SEAT_COLUMNS} FROM activations WHERE component_digests && $1 \
+         ORDER BY activated_at"
+    );
+    let rows = sqlx::query(&q)
+        .bind(digests(components))
+        .fetch_all(pool)
+        .await?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let s = seat_row(r)?;
+        if same_device(&s.components, components, min_matches) {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// Another trial of `product` on a device matching `components`.
+pub async fn similar_trial(
+    pool: &PgPool,
+    product: &str,
+    components: &BTreeMap<String, String>,
+    min_matches: u32,
+) -> Result<Option<String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT trial_id, components FROM trials WHERE product = $1 AND component_digests && $2",
+    )
+    .bind(product)
+    .bind(digests(components))
+    .fetch_all(pool)
+    .await?;
+    for r in rows {
+        let theirs: BTreeMap<String, String> =
+            serde_json::from_value(r.try_get("components")?).unwrap_or_default();
+        if same_device(&theirs, components, min_matches) {
+            return Ok(Some(r.try_get("trial_id")?));
+        }
+    }
+    Ok(None)
+}
+
+pub async fn trial_of_license(
+    pool: &PgPool,
+    license_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT trial_id FROM trials WHERE license_id = $1")
+        .bind(license_id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn trial_by_issue_command(
+    conn: &mut PgConnection,
+    command_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT trial_id FROM trials WHERE issue_command_id = $1")
+        .bind(command_id)
+        .fetch_optional(conn)
+        .await
+}
+
+fn view_of(v: Value) -> Option<LicenseView> {
+    serde_json::from_value(v).ok()
+}
+
+pub async fn license_by_digest(
+    pool: &PgPool,
+    key_digest: &str,
+) -> Result<Option<LicenseView>, sqlx::Error> {
+    let v: Option<Value> =
+        sqlx::query_scalar("SELECT view FROM license_replica WHERE key_digest = $1")
+            .bind(key_digest)
+            .fetch_optional(pool)
+            .await?;
+    Ok(v.and_then(view_of))
+}
+
+pub async fn license(pool: &PgPool, id: Uuid) -> Result<Option<LicenseView>, sqlx::Error> {
+    let v: Option<Value> =
+        sqlx::query_scalar("SELECT view FROM license_replica WHERE license_id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(v.and_then(view_of))
+}
+
+pub async fn product_features(
+    pool: &PgPool,
+    code: &str,
+) -> Result<Option<Vec<String>>, sqlx::Error> {
+    let v: Option<Value> =
+        sqlx::query_scalar("SELECT features FROM product_replica WHERE code = $1")
+            .bind(code)
+            .fetch_optional(pool)
+            .await?;
+    Ok(v.and_then(|v| serde_json::from_value(v).ok()))
+}
+
+/// The hash of one stored event (the position an activation file cites).
+pub async fn event_hash(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: u64,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT encode(hash, 'hex') FROM events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn jwks(pool: &PgPool) -> Result<Vec<signing::Jwk>, sqlx::Error> {
+    let rows: Vec<Value> = sqlx::query_scalar("SELECT jwk FROM signing_keys ORDER BY published_at")
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect())
+}

@@ -1,0 +1,837 @@
+//! Activation end to end: issuance and activation in-process on real
+//! Postgres and Kafka; license facts reach activation only over Kafka.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use e2e::*;
+use serde_json::{json, Value};
+
+struct Stack {
+    issuance: InProcess,
+    activation: InProcess,
+    iss: String,
+    act: String,
+    admin: reqwest::Client,
+    product: String,
+    /// Activation's database.
+    pool: sqlx::PgPool,
+}
+
+/// Issuance with the seed catalog plus a product of its own (max 10 seats,
+/// one migration), and activation, sharing a topic prefix.
+async fn stack(clock: Option<Arc<ManualClock>>) -> Stack {
+    service_kit::telemetry::init("e2e", "json");
+    let infra = Infra::get();
+    let prefix = unique_prefix();
+    let issuance = start_issuance(&infra, &prefix).await;
+    let db = infra.fresh_db("activation").await;
+    let mut options = activation::Options {
+        handle_signals: false,
+        ..Default::default()
+    };
+    if let Some(c) = clock {
+        options.clock = c;
+    }
+    let running = activation::start(
+        activation_config(&infra, &db, &prefix, &signing_key_path(&prefix)),
+        options,
+    )
+    .await
+    .expect("activation starts");
+    let pool = pool(&db).await;
+    let activation = InProcess { running, db };
+    let admin = admin_client();
+    let product = format!("seats-{prefix}");
+    let (s, b) = call(
+        &admin,
+        "POST",
+        &format!("{}/v1/products", issuance.running.url()),
+        Some(&json!({
+            "code": product,
+            "name": "Seat test product",
+            "features": [{"code": "f1", "name": "F1"}, {"code": "f2", "name": "F2"}],
+            "policy": {"max_activations": 10, "max_migrations": 1},
+        })),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    Stack {
+        iss: issuance.running.url(),
+        act: activation.running.url(),
+        issuance,
+        activation,
+        admin,
+        product,
+        pool,
+    }
+}
+
+impl Stack {
+    /// Issues a license; its id and key, once activation has the license.
+    async fn issue(&self, kind: &str, extra: Value) -> (String, String) {
+        let mut body = json!({
+            "product": self.product, "customer": "ACME", "kind": kind, "features": ["f1"],
+        });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let (s, b) = call(
+            &self.admin,
+            "POST",
+            &format!("{}/v1/licenses", self.iss),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        let key = b["key"].as_str().expect("key").to_string();
+        let id = b["id"].as_str().expect("id").to_string();
+        let act = self.act.clone();
+        let admin = self.admin.clone();
+        let k = key.clone();
+        let arrived = wait_until(Duration::from_secs(15), || {
+            let (act, admin, k) = (act.clone(), admin.clone(), k.clone());
+            async move {
+                call(
+                    &admin,
+                    "POST",
+                    &format!("{act}/v1/validate"),
+                    Some(&json!({"license_key": k})),
+                )
+                .await
+                .1["code"]
+                    != "NOT_FOUND"
+            }
+        })
+        .await;
+        assert!(arrived, "the license reached activation over Kafka");
+        (id, key)
+    }
+
+    async fn activate(&self, key: &str, device: &Value) -> (u16, Value) {
+        call(
+            &self.admin,
+            "POST",
+            &format!("{}/v1/activations", self.act),
+            Some(&json!({"license_key": key, "fingerprint": device})),
+        )
+        .await
+    }
+
+    async fn validate(&self, body: Value) -> Value {
+        let (s, b) = call(
+            &self.admin,
+            "POST",
+            &format!("{}/v1/validate", self.act),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        b
+    }
+
+    async fn post(&self, path: &str, body: Option<&Value>) -> (u16, Value) {
+        call(&self.admin, "POST", &format!("{}{path}", self.act), body).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        call(&self.admin, "GET", &format!("{}{path}", self.act), None).await
+    }
+
+    async fn events(&self) -> i64 {
+        count(&self.pool, "SELECT count(*) FROM events").await
+    }
+
+    async fn stop(self) {
+        self.activation.running.stop().await;
+        self.issuance.running.stop().await;
+    }
+}
+
+/// Device `n`; `changed` of its four components replaced.
+fn device(n: u32, changed: usize) -> Value {
+    let names = ["machine_id", "disk", "board", "mac"];
+    let mut m = serde_json::Map::new();
+    for (i, name) in names.iter().enumerate() {
+        let v = if i >= names.len() - changed {
+            format!("{name}-{n}-replaced")
+        } else {
+            format!("{name}-{n}")
+        };
+        m.insert(name.to_string(), json!(v));
+    }
+    Value::Object(m)
+}
+
+fn claims(jws: &str) -> Value {
+    use base64::Engine;
+    let payload = jws.split('.').nth(1).expect("payload part");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("json claims")
+}
+
+/// Runs the Python JOSE verifier; the payload when it verifies.
+fn python_verify(jwks: &Value, jws: &str) -> Option<Value> {
+    let dir = std::env::temp_dir().join(format!("jose-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (k, t) = (dir.join("jwks.json"), dir.join("file.jws"));
+    std::fs::write(&k, jwks.to_string()).expect("write jwks");
+    std::fs::write(&t, jws).expect("write jws");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/verify_jws.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&k)
+        .arg(&t)
+        .output()
+        .expect("python3 runs (make test installs jwcrypto)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "jwcrypto missing: run `make python-deps`: {stderr}"
+    );
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("payload json"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_activation_file_verifies_with_python_jose_and_any_flipped_byte_fails() {
+    let st = stack(None).await;
+    let (license_id, key) = st.issue("formal", json!({})).await;
+    let (s, b) = st.activate(&key, &device(1, 0)).await;
+    assert_eq!(s, 201, "{b}");
+    let file = b["activation_file"].as_str().expect("file").to_string();
+    // The JWKS is open: no API key.
+    let (s, jwks) = call(
+        &reqwest::Client::new(),
+        "GET",
+        &format!("{}/.well-known/jwks.json", st.act),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let payload = python_verify(&jwks, &file).expect("jwcrypto verifies the file");
+    assert_eq!(payload["license_id"], license_id.as_str());
+    assert_eq!(payload["activation_id"], b["activation_id"]);
+    assert_eq!(payload["kind"], "formal");
+    assert_eq!(payload["features"][0]["code"], "f1");
+    assert_eq!(payload["event"]["sequence"], 1);
+    assert_eq!(payload["event"]["aggregate_type"], "LicenseActivations");
+    let hash: String = sqlx::query_scalar(
+        "SELECT encode(hash, 'hex') FROM events WHERE aggregate_type = 'LicenseActivations' AND sequence = 1",
+    )
+    .fetch_one(&st.pool)
+    .await
+    .expect("granting event");
+    assert_eq!(payload["event"]["hash"], hash.as_str());
+    for field in ["iat", "nbf", "fingerprint", "product"] {
+        assert!(!payload[field].is_null(), "{field} in the file");
+    }
+    // Flip one byte at a time across the payload and the signature.
+    let (head, rest) = file.split_at(file.find('.').expect("dot") + 1);
+    let positions: Vec<usize> = (0..rest.len())
+        .filter(|i| rest.as_bytes()[*i] != b'.')
+        .step_by(9)
+        .collect();
+    assert!(positions.len() > 20);
+    for i in positions {
+        let mut bytes = rest.as_bytes().to_vec();
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        let altered = format!("{head}{}", String::from_utf8(bytes).expect("ascii"));
+        assert!(
+            python_verify(&jwks, &altered).is_none(),
+            "altered byte {i} still verified"
+        );
+    }
+    st.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn fifty_concurrent_devices_get_exactly_the_ten_seats() {
+    let st = stack(None).await;
+    let (license_id, key) = st.issue("formal", json!({})).await;
+    let mut tasks = Vec::new();
+    for n in 0..50 {
+        let (admin, act, key) = (st.admin.clone(), st.act.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            call(
+                &admin,
+                "POST",
+                &format!("{act}/v1/activations"),
+                Some(&json!({"license_key": key, "fingerprint": device(100 + n, 0)})),
+            )
+            .await
+        }));
+    }
+    let mut ok = 0;
+    let mut refused = 0;
+    for t in tasks {
+        let (s, b) = t.await.expect("task");
+        match s {
+            201 => ok += 1,
+            409 if b["code"] == "TOO_MANY_ACTIVATIONS" => refused += 1,
+            other => panic!("unexpected {other}: {b}"),
+        }
+    }
+    assert_eq!((ok, refused), (10, 40));
+    let (_, list) = st
+        .get(&format!("/v1/licenses/{license_id}/activations"))
+        .await;
+    let live = list["activations"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|a| a["status"] == "live")
+        .count();
+    assert_eq!(live, 10);
+    assert_eq!(
+        count(
+            &st.pool,
+            "SELECT count(*) FROM events WHERE event_type = 'DeviceActivated'"
+        )
+        .await,
+        10
+    );
+    st.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reactivation_uninstall_and_migration_keep_the_seats_honest() {
+    let st = stack(None).await;
+    let (license_id, key) = st.issue("formal", json!({})).await;
+    let (s, first) = st.activate(&key, &device(1, 0)).await;
+    assert_eq!(s, 201, "{first}");
+    let id1 = first["activation_id"].as_str().expect("id").to_string();
+    // The same device, one disk replaced: the same seat.
+    let (s, again) = st.activate(&key, &device(1, 1)).await;
+    assert_eq!((s, &again["activation_id"]), (200, &first["activation_id"]));
+    // Recovery: the file again, and the device's activations.
+    let (s, f) = st.get(&format!("/v1/activations/{id1}/file")).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        claims(f["activation_file"].as_str().expect("file"))["activation_id"],
+        id1.as_str()
+    );
+    let (s, found) = st
+        .post(
+            "/v1/activations/search",
+            Some(&json!({"fingerprint": device(1, 1)})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(found["activations"][0]["activation_id"], id1.as_str());
+
+    // Uninstall: a signed receipt; the old file is revoked for ever.
+    let (s, u) = st
+        .post(&format!("/v1/activations/{id1}/uninstall"), None)
+        .await;
+    assert_eq!(s, 200, "{u}");
+    let receipt = claims(u["receipt"].as_str().expect("receipt"));
+    assert_eq!(receipt["typ"], "uninstall-receipt");
+    assert_eq!(receipt["activation_id"], id1.as_str());
+    let old_file = first["activation_file"].as_str().expect("file");
+    let (_, v) = st
+        .post(
+            "/v1/activations/verify",
+            Some(&json!({"activation_file": old_file})),
+        )
+        .await;
+    assert_eq!(
+        (v["valid"].clone(), v["code"].clone()),
+        (json!(false), json!("REVOKED"))
+    );
+    let (s, _) = st.get(&format!("/v1/activations/{id1}/file")).await;
+    assert_eq!(s, 409);
+    let (s, _) = st
+        .post(&format!("/v1/activations/{id1}/uninstall"), None)
+        .await;
+    assert_eq!(s, 409);
+    let (_, list) = st
+        .get(&format!("/v1/licenses/{license_id}/activations"))
+        .await;
+    assert_eq!(list["revoked"], json!([id1]));
+    // The device comes back under a new id.
+    let (s, back) = st.activate(&key, &device(1, 0)).await;
+    assert_eq!(s, 201);
+    let id2 = back["activation_id"].as_str().expect("id").to_string();
+    assert_ne!(id2, id1);
+    let (_, v) = st
+        .post(
+            "/v1/activations/verify",
+            Some(&json!({"activation_file": back["activation_file"]})),
+        )
+        .await;
+    assert_eq!(v["code"], "VALID");
+
+    // Migration: the old activation revoked by the same event; one allowed.
+    let (s, m) = st
+        .post(
+            &format!("/v1/activations/{id2}/migrate"),
+            Some(&json!({"fingerprint": device(2, 0)})),
+        )
+        .await;
+    assert_eq!(s, 201, "{m}");
+    let id3 = m["activation_id"].as_str().expect("id").to_string();
+    assert_eq!(m["migrated_from"], id2.as_str());
+    let (_, old) = st.get(&format!("/v1/activations/{id2}")).await;
+    assert_eq!(old["status"], "migrated");
+    let (s, m) = st
+        .post(
+            &format!("/v1/activations/{id3}/migrate"),
+            Some(&json!({"fingerprint": device(3, 0)})),
+        )
+        .await;
+    assert_eq!(
+        (s, m["code"].as_str()),
+        (409, Some("MIGRATION_LIMIT_REACHED"))
+    );
+
+    // Temporary and trial licenses neither uninstall nor migrate.
+    let expires = (Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+    let (_, temp_key) = st.issue("temporary", json!({"expires_at": expires})).await;
+    let (s, t) = st.activate(&temp_key, &device(4, 0)).await;
+    assert_eq!(s, 201);
+    let tid = t["activation_id"].as_str().expect("id");
+    let (s, b) = st
+        .post(&format!("/v1/activations/{tid}/uninstall"), None)
+        .await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (422, Some("UNINSTALL_NOT_ALLOWED"))
+    );
+    let (s, b) = st
+        .post(
+            &format!("/v1/activations/{tid}/migrate"),
+            Some(&json!({"fingerprint": device(5, 0)})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (422, Some("MIGRATION_NOT_ALLOWED"))
+    );
+    st.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offline_activation_follows_the_online_rules() {
+    let st = stack(None).await;
+    let (license_id, key) = st.issue("formal", json!({})).await;
+    let request = json!({
+        "license_key": key, "fingerprint": device(1, 0),
+        "nonce": "n-123", "client_time": Utc::now().to_rfc3339(),
+    });
+    let (s, b) = st.post("/v1/activations/offline", Some(&request)).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["nonce"], "n-123");
+    let c = claims(b["response_file"].as_str().expect("response file"));
+    assert_eq!(
+        (c["nonce"].as_str(), c["license_id"].as_str()),
+        (Some("n-123"), Some(license_id.as_str()))
+    );
+    // Mistyped key and a request without its nonce: refused, nothing stored.
+    let before = st.events().await;
+    let mut typo = request.clone();
+    let mut k: Vec<char> = key.chars().collect();
+    k[0] = if k[0] == '0' { '1' } else { '0' };
+    typo["license_key"] = json!(k.into_iter().collect::<String>());
+    let (s, b) = st.post("/v1/activations/offline", Some(&typo)).await;
+    assert_eq!(
+        (s, b["code"].as_str(), b["field"].as_str()),
+        (422, Some("KEY_CHECK_FAILED"), Some("license_key"))
+    );
+    let mut no_nonce = request.clone();
+    no_nonce.as_object_mut().expect("object").remove("nonce");
+    let (s, b) = st.post("/v1/activations/offline", Some(&no_nonce)).await;
+    assert_eq!((s, b["field"].as_str()), (422, Some("nonce")));
+    assert_eq!(st.events().await, before);
+    st.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gets_a_named_4xx_and_changes_nothing() {
+    let st = stack(None).await;
+    let (_, key) = st.issue("formal", json!({})).await;
+    let before = st.events().await;
+    for (body, code, field) in [
+        (
+            json!({"license_key": key, "fingerprint": {}}),
+            "INVALID_FINGERPRINT",
+            "fingerprint",
+        ),
+        (
+            json!({"license_key": key, "fingerprint": {"Bad Name": "x"}}),
+            "INVALID_FINGERPRINT",
+            "fingerprint",
+        ),
+        (
+            json!({"license_key": key, "fingerprint": {"disk": "   "}}),
+            "INVALID_FINGERPRINT",
+            "fingerprint",
+        ),
+        (
+            json!({"license_key": key, "fingerprint": "abc"}),
+            "INVALID_FIELD",
+            "fingerprint",
+        ),
+        (json!({"license_key": key}), "MISSING_FIELD", "fingerprint"),
+        (
+            json!({"license_key": key, "fingerprint": device(1, 0), "extra": 1}),
+            "UNKNOWN_FIELD",
+            "extra",
+        ),
+        (
+            json!({"license_key": "short", "fingerprint": device(1, 0)}),
+            "INVALID_LICENSE_KEY",
+            "license_key",
+        ),
+        (
+            json!({"license_key": key, "fingerprint": device(1, 0), "client_time": "yesterday"}),
+            "INVALID_FIELD",
+            "client_time",
+        ),
+    ] {
+        let (s, b) = st.post("/v1/activations", Some(&body)).await;
+        assert!((400..500).contains(&s), "{body}: {s} {b}");
+        assert_eq!(
+            (b["code"].as_str(), b["field"].as_str()),
+            (Some(code), Some(field)),
+            "{body}"
+        );
+    }
+    let (s, b) = st.get("/v1/activations/not-a-uuid").await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("INVALID_ID")));
+    let (s, b) = st
+        .post(
+            "/v1/trials",
+            Some(&json!({"product": "no-such-product", "fingerprint": device(1, 0)})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["code"].as_str(), b["field"].as_str()),
+        (404, Some("PRODUCT_NOT_FOUND"), Some("product"))
+    );
+    assert_eq!(st.events().await, before);
+    st.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_clock_set_back_is_refused_recorded_and_reported_by_validate() {
+    let st = stack(None).await;
+    let (_, key) = st.issue("formal", json!({})).await;
+    let now = Utc::now();
+    let at = |t: DateTime<Utc>| json!({"license_key": key, "fingerprint": device(1, 0), "client_time": t.to_rfc3339()});
+    let (s, b) = st.post("/v1/activations", Some(&at(now))).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = st
+        .post(
+            "/v1/activations",
+            Some(&at(now + chrono::Duration::hours(1))),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = st
+        .post(
+            "/v1/activations",
+            Some(&at(now - chrono::Duration::hours(3))),
+        )
+        .await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (409, Some("CLOCK_ROLLBACK")),
+        "{b}"
+    );
+    assert_eq!(
+        count(
+            &st.pool,
+            "SELECT count(*) FROM events WHERE event_type = 'ClockRollbackDetected'"
+        )
+        .await,
+        1
+    );
+    // Validation reports it but records nothing.
+    let before = st.events().await;
+    let v = st
+        .validate(json!({"license_key": key, "fingerprint": device(1, 0),
+            "client_time": (now - chrono::Duration::hours(3)).to_rfc3339()}))
+        .await;
+    assert_eq!(
+        (v["valid"].as_bool(), v["code"].as_str()),
+        (Some(false), Some("CLOCK_ROLLBACK"))
+    );
+    assert_eq!(st.events().await, before);
+    st.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn validate_answers_every_code_and_appends_nothing() {
+    let clock = ManualClock::new();
+    let st = stack(Some(clock.clone())).await;
+    let (license_id, key) = st.issue("formal", json!({"features": ["f1"]})).await;
+    let v = |fp: Option<Value>, features: Value| {
+        let mut b = json!({"license_key": key, "features": features});
+        if let Some(f) = fp {
+            b["fingerprint"] = f;
+        }
+        b
+    };
+    assert_eq!(
+        st.validate(v(Some(device(1, 0)), json!([]))).await["code"],
+        "NO_ACTIVATION"
+    );
+    let (s, _) = st.activate(&key, &device(1, 0)).await;
+    assert_eq!(s, 201);
+    let before = st.events().await;
+    let ok = st.validate(v(Some(device(1, 1)), json!(["f1"]))).await;
+    assert_eq!(
+        (ok["valid"].as_bool(), ok["code"].as_str()),
+        (Some(true), Some("VALID"))
+    );
+    assert_eq!(ok["license_id"], license_id.as_str());
+    assert_eq!(st.validate(v(None, json!([]))).await["code"], "VALID");
+    assert_eq!(
+        st.validate(v(Some(device(2, 0)), json!([]))).await["code"],
+        "FINGERPRINT_MISMATCH"
+    );
+    let missing = st
+        .validate(v(Some(device(1, 0)), json!(["f1", "f2"])))
+        .await;
+    assert_eq!(
+        (missing["code"].as_str(), &missing["missing_features"]),
+        (Some("FEATURES_MISSING"), &json!(["f2"]))
+    );
+    let unknown = contracts::license_key::format(&[7u8; 17]);
+    assert_eq!(
+        st.validate(json!({"license_key": unknown})).await["code"],
+        "NOT_FOUND"
+    );
+    for n in 2..=10 {
+        let (s, _) = st.activate(&key, &device(n, 0)).await;
+        assert_eq!(s, 201);
+    }
+    assert_eq!(
+        st.validate(v(Some(device(11, 0)), json!([]))).await["code"],
+        "TOO_MANY_ACTIVATIONS"
+    );
+    let (s, b) = st.activate(&key, &device(11, 0)).await;
+    assert_eq!((s, b["code"].as_str()), (409, Some("TOO_MANY_ACTIVATIONS")));
+    // Expired by date, as activation's clock sees it.
+    let (_, temp_key) = st
+        .issue(
+            "temporary",
+            json!({"expires_at": (Utc::now() + chrono::Duration::days(2)).to_rfc3339()}),
+        )
+        .await;
+    clock.advance(chrono::Duration::days(3));
+    assert_eq!(
+        st.validate(json!({"license_key": temp_key})).await["code"],
+        "EXPIRED"
+    );
+    let (s, b) = st.activate(&temp_key, &device(20, 0)).await;
+    assert_eq!((s, b["code"].as_str()), (409, Some("LICENSE_EXPIRED")));
+    // Suspended, then revoked, at issuance: activation hears it over Kafka.
+    let (s, _) = call(
+        &st.admin,
+        "POST",
+        &format!("{}/v1/licenses/{license_id}/suspend", st.iss),
+        Some(&json!({"reason": "unpaid"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (act, admin, k) = (st.act.clone(), st.admin.clone(), key.clone());
+    let code_is = |want: &'static str| {
+        let (act, admin, k) = (act.clone(), admin.clone(), k.clone());
+        async move {
+            wait_until(Duration::from_secs(10), || {
+                let (act, admin, k) = (act.clone(), admin.clone(), k.clone());
+                async move {
+                    call(
+                        &admin,
+                        "POST",
+                        &format!("{act}/v1/validate"),
+                        Some(&json!({"license_key": k})),
+                    )
+                    .await
+                    .1["code"]
+                        == want
+                }
+            })
+            .await
+        }
+    };
+    assert!(code_is("SUSPENDED").await);
+    let (s, b) = st.activate(&key, &device(30, 0)).await;
+    assert_eq!((s, b["code"].as_str()), (409, Some("LICENSE_SUSPENDED")));
+    let (s, _) = call(
+        &st.admin,
+        "POST",
+        &format!("{}/v1/licenses/{license_id}/revoke", st.iss),
+        Some(&json!({"reason": "fraud"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(code_is("REVOKED").await);
+    // Validation appended nothing; the suspension revoked the ten seats.
+    let revoked = count(
+        &st.pool,
+        "SELECT count(*) FROM events WHERE event_type = 'ActivationsRevoked'",
+    )
+    .await;
+    assert_eq!(
+        revoked, 1,
+        "suspension revoked the seats once; revocation found none live"
+    );
+    let (_, list) = st
+        .get(&format!("/v1/licenses/{license_id}/activations"))
+        .await;
+    assert!(list["activations"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .all(|a| a["status"] == "revoked"));
+    let validations_appended = st.events().await - before - 9 - revoked;
+    assert_eq!(validations_appended, 0);
+    st.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_renewal_shows_in_the_next_file() {
+    let st = stack(None).await;
+    let expires = Utc::now() + chrono::Duration::days(30);
+    let (license_id, key) = st
+        .issue("temporary", json!({"expires_at": expires.to_rfc3339()}))
+        .await;
+    let (s, b) = st.activate(&key, &device(1, 0)).await;
+    assert_eq!(s, 201);
+    let id = b["activation_id"].as_str().expect("id").to_string();
+    assert_eq!(
+        claims(b["activation_file"].as_str().expect("file"))["exp"],
+        expires.timestamp()
+    );
+    let later = expires + chrono::Duration::days(365);
+    let (s, r) = call(
+        &st.admin,
+        "POST",
+        &format!("{}/v1/licenses/{license_id}/renew", st.iss),
+        Some(&json!({"expires_at": later.to_rfc3339(), "order_ref": "PO-1"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    let (act, admin) = (st.act.clone(), st.admin.clone());
+    let renewed = wait_until(Duration::from_secs(10), || {
+        let (act, admin, id) = (act.clone(), admin.clone(), id.clone());
+        async move {
+            let (_, f) = call(
+                &admin,
+                "GET",
+                &format!("{act}/v1/activations/{id}/file"),
+                None,
+            )
+            .await;
+            f["activation_file"]
+                .as_str()
+                .map(claims)
+                .is_some_and(|c| c["exp"] == later.timestamp())
+        }
+    })
+    .await;
+    assert!(renewed, "the recovered file carries the new expiry");
+    st.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trial_runs_over_kafka_once_per_device_and_ends_when_a_formal_license_arrives() {
+    let st = stack(None).await;
+    let body = json!({"product": st.product, "fingerprint": device(1, 0)});
+    // The product reaches activation's replica over Kafka; until then the
+    // trial is refused (404) and nothing is recorded.
+    let mut answer = (0, Value::Null);
+    for _ in 0..100 {
+        answer = st.post("/v1/trials", Some(&body)).await;
+        if answer.1["code"] != "PRODUCT_NOT_FOUND" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, t) = answer;
+    assert_eq!(s, 201, "{t}");
+    let c = claims(t["activation_file"].as_str().expect("file"));
+    assert_eq!(c["kind"], "trial");
+    let trial_id = t["trial_id"].as_str().expect("trial id").to_string();
+    let trial_license = t["license_id"].as_str().expect("license").to_string();
+    // Issuance issued it: a 180-day trial with the product's features.
+    let (s, l) = call(
+        &st.admin,
+        "GET",
+        &format!("{}/v1/licenses/{trial_license}", st.iss),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{l}");
+    assert_eq!(l["kind"], "trial");
+    let days = (DateTime::parse_from_rfc3339(l["expires_at"].as_str().expect("expiry"))
+        .expect("date")
+        .with_timezone(&Utc)
+        - Utc::now())
+    .num_days();
+    assert!((179..=180).contains(&days), "{days}");
+    // Once per product and device, ever — a replaced disk changes nothing.
+    for fp in [device(1, 0), device(1, 1)] {
+        let (s, b) = st
+            .post(
+                "/v1/trials",
+                Some(&json!({"product": st.product, "fingerprint": fp})),
+            )
+            .await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (409, Some("TRIAL_ALREADY_USED")),
+            "{b}"
+        );
+    }
+    // A formal license on the device ends the trial (no mixing).
+    let (_, key) = st.issue("formal", json!({})).await;
+    let (s, _) = st.activate(&key, &device(1, 0)).await;
+    assert_eq!(s, 201);
+    let (act, admin) = (st.act.clone(), st.admin.clone());
+    let ended = wait_until(Duration::from_secs(10), || {
+        let (act, admin, trial_id) = (act.clone(), admin.clone(), trial_id.clone());
+        async move {
+            call(&admin, "GET", &format!("{act}/v1/trials/{trial_id}"), None)
+                .await
+                .1["status"]
+                == "ended"
+        }
+    })
+    .await;
+    assert!(ended, "the trial ended");
+    let trial_activation = t["activation_id"].as_str().expect("activation");
+    let (_, a) = st.get(&format!("/v1/activations/{trial_activation}")).await;
+    assert_eq!(a["status"], "revoked");
+    // And a device holding a formal seat gets no trial of that product.
+    let (s, b) = st
+        .post(
+            "/v1/trials",
+            Some(&json!({"product": st.product, "fingerprint": device(9, 0)})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (_, key2) = st.issue("formal", json!({})).await;
+    let (s, _) = st.activate(&key2, &device(10, 0)).await;
+    assert_eq!(s, 201);
+    let (s, b) = st
+        .post(
+            "/v1/trials",
+            Some(&json!({"product": st.product, "fingerprint": device(10, 0)})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (409, Some("TRIAL_NOT_ALLOWED")),
+        "{b}"
+    );
+    st.stop().await;
+}
