@@ -22,6 +22,9 @@ fi
 # shellcheck disable=SC1090
 source "$SECRETS"
 export LICENSING_ADMIN_KEY LICENSING_LICENSE_KEY_SECRET
+# Activation's signing key: generated (mode 0600) on its first start.
+export LICENSING_SIGNING_KEY_FILE="$RUN/activation-signing.pem"
+export LICENSING_SIGNING_KEY_GENERATE=true
 printf '%s\n' "$LICENSING_ADMIN_KEY" >"$RUN/admin.key"
 
 SERVICES=(issuance:8081:issuance activation:8082:activation domain-binding:8083:domain_binding grant-sync:8084:grant_sync projector:8085:projector)

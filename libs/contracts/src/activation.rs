@@ -263,6 +263,16 @@ pub struct SigningKeyPublished {
     pub published_at: DateTime<Utc>,
 }
 
+impl SigningKeyPublished {
+    /// The key as an RFC 7517 JWK (what a JWKS lists).
+    pub fn jwk(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kty": self.kty, "crv": self.crv, "x": self.x, "y": self.y,
+            "kid": self.kid, "use": "sig", "alg": "ES256",
+        })
+    }
+}
+
 /// What an activation file (JWS payload) says. Times are JWT NumericDates
 /// (`iat`, `nbf`, `exp`) so standard JOSE libraries check them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

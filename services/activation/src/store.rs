@@ -109,13 +109,12 @@ impl InlineProjection<SigningKey> for KeyIndex {
         let Some(p) = &key.published else {
             return Ok(());
         };
-        let jwk = crate::domain::signing_key::jwk_of(p);
         sqlx::query(
             "INSERT INTO signing_keys (kid, jwk, published_at) VALUES ($1, $2, $3) \
              ON CONFLICT (kid) DO NOTHING",
         )
         .bind(&p.kid)
-        .bind(serde_json::to_value(&jwk).unwrap_or_default())
+        .bind(p.jwk())
         .bind(p.published_at)
         .execute(&mut *tx)
         .await?;

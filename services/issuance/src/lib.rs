@@ -7,13 +7,14 @@ pub mod consumers;
 pub mod domain;
 pub mod keys;
 pub mod lookup;
+pub mod recovery;
 pub mod scheduler;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use contracts::topics::ISSUANCE;
+use contracts::topics::{ACTIVATION, ISSUANCE};
 use serde::Deserialize;
 use service_kit::platform::{Platform, PlatformError, Running};
 use service_kit::CommonConfig;
@@ -100,6 +101,12 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
             producer: platform.producer.clone(),
             outcomes_topic: platform.topics.outcomes(),
         },
+    );
+    platform.spawn_consumer(
+        "activation-replica",
+        vec![platform.topics.events(ACTIVATION)],
+        200,
+        consumers::activations::ActivationReplica,
     );
     platform.spawn(scheduler::run(
         issuance.clone(),

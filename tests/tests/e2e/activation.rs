@@ -22,7 +22,6 @@ struct Stack {
 /// Issuance with the seed catalog plus a product of its own (max 10 seats,
 /// one migration), and activation, sharing a topic prefix.
 async fn stack(clock: Option<Arc<ManualClock>>) -> Stack {
-    service_kit::telemetry::init("e2e", "json");
     let infra = Infra::get();
     let prefix = unique_prefix();
     let issuance = start_issuance(&infra, &prefix).await;
@@ -833,5 +832,66 @@ async fn a_trial_runs_over_kafka_once_per_device_and_ends_when_a_formal_license_
         (409, Some("TRIAL_NOT_ALLOWED")),
         "{b}"
     );
+    st.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn license_keys_are_recovered_by_activation_file_and_by_device() {
+    let st = stack(None).await;
+    let (license_id, key) = st.issue("formal", json!({})).await;
+    let (s, b) = st.activate(&key, &device(1, 0)).await;
+    assert_eq!(s, 201);
+    let file = b["activation_file"].as_str().expect("file").to_string();
+    let recover = |body: Value| {
+        let (admin, iss) = (st.admin.clone(), st.iss.clone());
+        async move {
+            call(
+                &admin,
+                "POST",
+                &format!("{iss}/v1/licenses/recover"),
+                Some(&body),
+            )
+            .await
+        }
+    };
+    // Issuance learns activations over Kafka.
+    let mut answer = (0, Value::Null);
+    for _ in 0..100 {
+        answer = recover(json!({"activation_file": file})).await;
+        if answer.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, b) = answer;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["licenses"][0]["id"], license_id.as_str());
+    assert_eq!(b["licenses"][0]["key"], key.as_str());
+    // By device: one replaced disk still finds it.
+    let (s, b) = recover(json!({"fingerprint": device(1, 1)})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["licenses"][0]["key"], key.as_str());
+    let (s, b) = recover(json!({"fingerprint": device(2, 0)})).await;
+    assert_eq!((s, b["code"].as_str()), (404, Some("NO_LICENSES")));
+    // A forged file: the payload altered, the signature kept.
+    let mut parts: Vec<String> = file.split('.').map(str::to_string).collect();
+    parts[1] = parts[1].chars().rev().collect();
+    let (s, b) = recover(json!({"activation_file": parts.join(".")})).await;
+    assert_eq!(
+        (s, b["code"].as_str(), b["field"].as_str()),
+        (
+            422,
+            Some("INVALID_ACTIVATION_FILE"),
+            Some("activation_file")
+        )
+    );
+    // Every recovery is an audited event.
+    let issuance_pool = pool(&st.issuance.db).await;
+    let recovered = count(
+        &issuance_pool,
+        "SELECT count(*) FROM events WHERE event_type = 'LicenseKeyRecovered'",
+    )
+    .await;
+    assert_eq!(recovered, 2);
     st.stop().await;
 }

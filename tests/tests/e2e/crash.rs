@@ -266,3 +266,228 @@ async fn sigkill_of_the_projector_mid_stream_ends_identical_to_a_fresh_rebuild()
     rebuild.stop().await;
     issuance.running.stop().await;
 }
+
+/// One device's activation, retried with the same idempotency key until the
+/// service answers (it may be down): the status and the activation id.
+async fn activate_until_answered(
+    url: Arc<Mutex<String>>,
+    key: String,
+    device: Value,
+    deadline: Instant,
+    answered: Arc<AtomicUsize>,
+) -> (u16, Option<String>) {
+    let client = admin_client();
+    let idempotency = Uuid::now_v7().to_string();
+    loop {
+        assert!(Instant::now() < deadline, "activation never answered");
+        let base = url.lock().expect("url").clone();
+        let res = client
+            .post(format!("{base}/v1/activations"))
+            .header("Idempotency-Key", &idempotency)
+            .json(&serde_json::json!({"license_key": key, "fingerprint": device}))
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status().as_u16() < 500 => {
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.expect("json");
+                answered.fetch_add(1, Ordering::SeqCst);
+                return (status, body["activation_id"].as_str().map(str::to_string));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_activation_loses_no_seat_oversells_none_and_replays_reactions() {
+    const LICENSES: usize = 12;
+    const DEVICES: usize = 8;
+    const SEATS: i64 = 5;
+    let infra = Infra::get();
+    let prefix = unique_prefix();
+    let issuance = start_issuance(&infra, &prefix).await;
+    let iss = issuance.running.url();
+    let admin = admin_client();
+    let product = format!("kill-{prefix}");
+    let (s, b) = call(
+        &admin,
+        "POST",
+        &format!("{iss}/v1/products"),
+        Some(&serde_json::json!({
+            "code": product, "name": "Kill test", "features": [{"code": "f1", "name": "F1"}],
+            "policy": {"max_activations": SEATS},
+        })),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let db = infra.fresh_db("activation_kill").await;
+    let mut service = ServiceProcess::spawn("activation", &infra, &db, &prefix, free_port()).await;
+    let url = Arc::new(Mutex::new(service.url.clone()));
+    let mut keys = Vec::new();
+    for _ in 0..LICENSES {
+        let (s, b) = call(
+            &admin,
+            "POST",
+            &format!("{iss}/v1/licenses"),
+            Some(&serde_json::json!({
+                "product": product, "customer": "ACME", "kind": "formal", "features": ["f1"],
+            })),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        keys.push((
+            b["id"].as_str().expect("id").to_string(),
+            b["key"].as_str().expect("key").to_string(),
+        ));
+    }
+    let act = service.url.clone();
+    let last_key = keys[LICENSES - 1].1.clone();
+    let known = wait_until(Duration::from_secs(20), || async {
+        call(
+            &admin,
+            "POST",
+            &format!("{act}/v1/validate"),
+            Some(&serde_json::json!({"license_key": last_key})),
+        )
+        .await
+        .1["code"]
+            != "NOT_FOUND"
+    })
+    .await;
+    assert!(known, "licenses reached activation");
+
+    // Every license gets DEVICES devices racing for SEATS seats, while the
+    // service is SIGKILLed and restarted on another port.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut tasks = Vec::new();
+    let progress = Arc::new(AtomicUsize::new(0));
+    for (l, (_, key)) in keys.iter().enumerate() {
+        for d in 0..DEVICES {
+            let device = serde_json::json!({"machine_id": format!("m-{l}-{d}"), "disk": format!("d-{l}-{d}"),
+                "board": format!("b-{l}-{d}"), "mac": format!("mac-{l}-{d}")});
+            tasks.push(tokio::spawn(activate_until_answered(
+                url.clone(),
+                key.clone(),
+                device,
+                deadline,
+                progress.clone(),
+            )));
+        }
+    }
+    let started = wait_until(Duration::from_secs(30), || async {
+        progress.load(Ordering::SeqCst) >= 20
+    })
+    .await;
+    assert!(started, "activations are being answered");
+    service.kill();
+    let at_kill = progress.load(Ordering::SeqCst);
+    assert!(
+        at_kill < LICENSES * DEVICES,
+        "killed mid-stream ({at_kill} answered)"
+    );
+    let service = ServiceProcess::spawn("activation", &infra, &db, &prefix, free_port()).await;
+    *url.lock().expect("url") = service.url.clone();
+    let mut answered = Vec::new();
+    for t in tasks {
+        answered.push(t.await.expect("task"));
+    }
+    let ok: Vec<&String> = answered
+        .iter()
+        .filter(|(s, _)| *s == 201 || *s == 200)
+        .filter_map(|(_, id)| id.as_ref())
+        .collect();
+    let refused = answered.iter().filter(|(s, _)| *s == 409).count();
+    assert_eq!(
+        ok.len() as i64,
+        LICENSES as i64 * SEATS,
+        "answers: {answered:?}"
+    );
+    assert_eq!(refused, LICENSES * DEVICES - ok.len());
+    let distinct: HashSet<&String> = ok.iter().copied().collect();
+    assert_eq!(distinct.len(), ok.len(), "one seat per device");
+
+    let pool = pool(&db).await;
+    for (license_id, _) in &keys {
+        let live = count(&pool, &format!(
+            "SELECT count(*) FROM activations WHERE license_id = '{license_id}' AND status = 'live'")).await;
+        assert_eq!(live, SEATS, "license {license_id}");
+    }
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM events WHERE event_type = 'DeviceActivated'"
+        )
+        .await,
+        LICENSES as i64 * SEATS,
+        "no lost and no duplicated activation"
+    );
+    for id in &ok {
+        let found = count(
+            &pool,
+            &format!(
+                "SELECT count(*) FROM activations WHERE activation_id = '{id}' AND status = 'live'"
+            ),
+        )
+        .await;
+        assert_eq!(found, 1, "answered activation {id} is stored");
+    }
+    // Each activation event reaches Kafka once.
+    let topic = format!("{prefix}.activation.events");
+    let expected = LICENSES * SEATS as usize;
+    let messages = read_topic(
+        &infra.brokers,
+        &topic,
+        expected + 1,
+        Duration::from_secs(20),
+    )
+    .await;
+    let activated: Vec<_> = messages
+        .iter()
+        .filter(|m| {
+            use rdkafka::Message;
+            m.payload()
+                .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+                .is_some_and(|v| v["event_type"] == "DeviceActivated")
+        })
+        .collect();
+    assert_eq!(
+        activated.len(),
+        expected,
+        "one Kafka message per activation"
+    );
+
+    // A suspension while activation is down is applied once after restart.
+    let mut service = service;
+    service.kill();
+    let (suspended, _) = &keys[0];
+    let (s, _) = call(
+        &admin,
+        "POST",
+        &format!("{iss}/v1/licenses/{suspended}/suspend"),
+        Some(&serde_json::json!({"reason": "unpaid"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let _service = ServiceProcess::spawn("activation", &infra, &db, &prefix, free_port()).await;
+    let revoked_sql = format!(
+        "SELECT count(*) FROM activations WHERE license_id = '{suspended}' AND status = 'revoked'"
+    );
+    let p = pool.clone();
+    let revoked = wait_until(Duration::from_secs(20), || {
+        let (p, q) = (p.clone(), revoked_sql.clone());
+        async move { count(&p, &q).await == SEATS }
+    })
+    .await;
+    assert!(
+        revoked,
+        "the suspension revoked the seats after the restart"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        count(&pool, &format!(
+            "SELECT count(*) FROM events WHERE event_type = 'ActivationsRevoked' AND aggregate_id = '{suspended}'")).await,
+        1
+    );
+    issuance.running.stop().await;
+}

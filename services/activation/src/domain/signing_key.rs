@@ -81,16 +81,3 @@ impl Aggregate for SigningKey {
         self.published = Some(e);
     }
 }
-
-/// The JWK of a published key.
-pub fn jwk_of(p: &SigningKeyPublished) -> signing::Jwk {
-    signing::Jwk {
-        kty: p.kty.clone(),
-        crv: p.crv.clone(),
-        x: p.x.clone(),
-        y: p.y.clone(),
-        kid: p.kid.clone(),
-        use_: "sig".into(),
-        alg: "ES256".into(),
-    }
-}

@@ -372,7 +372,8 @@ async fn lookup(
 pub struct Recover {
     pub contract: Option<String>,
     pub activation_file: Option<String>,
-    pub fingerprint: Option<String>,
+    /// The device's hardware components, as at activation.
+    pub fingerprint: Option<contracts::activation::Fingerprint>,
 }
 
 #[derive(Debug, Serialize)]
@@ -386,13 +387,41 @@ async fn recover(
     caller: Caller,
     Json(r): Json<Recover>,
 ) -> Result<HttpResponse, Problem> {
-    let method = match (&r.contract, &r.activation_file, &r.fingerprint) {
-        (Some(c), None, None) if !c.trim().is_empty() && c.len() <= 200 => RecoveryMethod::Contract,
-        (None, Some(_), None) | (None, None, Some(_)) => {
-            return Err(Problem::unprocessable(
-                "RECOVERY_METHOD_UNAVAILABLE",
-                "recovery by activation file or fingerprint needs the activation service, which is not built yet",
-            ));
+    let db = |e: sqlx::Error| store_problem(StoreError::Database(e));
+    let (method, ids, field) = match (&r.contract, &r.activation_file, &r.fingerprint) {
+        (Some(c), None, None) if !c.trim().is_empty() && c.len() <= 200 => {
+            let ids: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT license_id FROM license_lookup WHERE contract = $1 AND status <> 'deleted' \
+                 ORDER BY license_id LIMIT 100",
+            )
+            .bind(c.trim())
+            .fetch_all(&issuance.pool)
+            .await
+            .map_err(db)?;
+            (RecoveryMethod::Contract, ids, "contract")
+        }
+        (None, Some(file), None) => {
+            let ids = crate::recovery::by_activation_file(&issuance.pool, file)
+                .await
+                .map_err(db)?
+                .ok_or_else(|| {
+                    Problem::unprocessable(
+                        "INVALID_ACTIVATION_FILE",
+                        "not an activation file signed by this installation",
+                    )
+                    .with_field("activation_file")
+                })?;
+            (RecoveryMethod::ActivationFile, ids, "activation_file")
+        }
+        (None, None, Some(fp)) => {
+            let components = fp.components().map_err(|e| {
+                Problem::unprocessable("INVALID_FINGERPRINT", e.to_string())
+                    .with_field("fingerprint")
+            })?;
+            let ids = crate::recovery::by_device(&issuance.pool, &components)
+                .await
+                .map_err(db)?;
+            (RecoveryMethod::Fingerprint, ids, "fingerprint")
         }
         _ => {
             return Err(Problem::unprocessable(
@@ -401,16 +430,8 @@ async fn recover(
             ))
         }
     };
-    let contract = r.contract.unwrap_or_default();
-    let ids: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT license_id FROM license_lookup WHERE contract = $1 AND status <> 'deleted' ORDER BY license_id LIMIT 100",
-    )
-    .bind(contract.trim())
-    .fetch_all(&issuance.pool)
-    .await
-    .map_err(|e| store_problem(StoreError::Database(e)))?;
     if ids.is_empty() {
-        return Err(Problem::not_found("NO_LICENSES", "no license matches").with_field("contract"));
+        return Err(Problem::not_found("NO_LICENSES", "no license matches").with_field(field));
     }
     let mut licenses = Vec::with_capacity(ids.len());
     for id in ids {

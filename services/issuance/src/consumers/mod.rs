@@ -10,6 +10,8 @@ use eventstore::{StoreError, DIGEST_MISMATCH_CODE};
 use rdkafka::producer::FutureProducer;
 use sqlx::PgConnection;
 
+pub mod activations;
+
 use crate::commands::Issuance;
 
 pub struct CommandConsumer {

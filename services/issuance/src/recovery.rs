@@ -1,0 +1,67 @@
+//! Finding the licenses to recover from an activation file or a device,
+//! through the replica of activation events.
+
+use std::collections::BTreeMap;
+
+use contracts::activation::{same_device, ActivationClaims};
+use contracts::issuance::Policy;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+/// The license of an activation file signed by one of activation's
+/// published keys; None when the file does not verify or names no known
+/// activation of that license.
+pub async fn by_activation_file(
+    pool: &PgPool,
+    file: &str,
+) -> Result<Option<Vec<Uuid>>, sqlx::Error> {
+    let keys: Vec<serde_json::Value> = sqlx::query_scalar("SELECT jwk FROM activation_keys")
+        .fetch_all(pool)
+        .await?;
+    let keys: Vec<signing::Jwk> = keys
+        .into_iter()
+        .filter_map(|k| serde_json::from_value(k).ok())
+        .collect();
+    let verified = signing::verify_with(file.trim(), |kid| {
+        keys.iter()
+            .find(|k| k.kid == kid)
+            .and_then(|k| signing::verifying_key(k).ok())
+    });
+    let Some(claims) = verified
+        .ok()
+        .and_then(|v| serde_json::from_value::<ActivationClaims>(v).ok())
+    else {
+        return Ok(None);
+    };
+    let license: Option<Uuid> =
+        sqlx::query_scalar("SELECT license_id FROM activation_replica WHERE activation_id = $1")
+            .bind(claims.activation_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(license.filter(|l| *l == claims.license_id).map(|l| vec![l]))
+}
+
+/// Licenses with a live activation on a device matching `components`.
+pub async fn by_device(
+    pool: &PgPool,
+    components: &BTreeMap<String, String>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT license_id, components FROM activation_replica \
+         WHERE status = 'live' AND component_digests && $1",
+    )
+    .bind(components.values().cloned().collect::<Vec<_>>())
+    .fetch_all(pool)
+    .await?;
+    let min = Policy::default().fingerprint_min_matches;
+    let mut ids = Vec::new();
+    for r in rows {
+        let theirs: BTreeMap<String, String> =
+            serde_json::from_value(r.try_get("components")?).unwrap_or_default();
+        let id: Uuid = r.try_get("license_id")?;
+        if same_device(&theirs, components, min) && !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
