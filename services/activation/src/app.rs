@@ -2,12 +2,10 @@
 //! find the license and the device, run the seat or trial command, sign
 //! the file.
 
-use std::collections::BTreeMap;
-
 use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
 use contracts::activation::*;
-use contracts::issuance::{LicenseKind, LicenseStatus, Policy};
+use contracts::issuance::{LicenseStatus, Policy};
 use contracts::license_view::LicenseView;
 use contracts::{CommandOutcome, OutcomeStatus};
 use eventstore::{CommandContext, Executed, Repository, StoreError};
@@ -17,6 +15,7 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use uuid::Uuid;
 
+use crate::domain::validation::{self, Check, Validation};
 use crate::domain::{
     ActivationServices, Device, PublishSigningKey, Seat, SeatStatus, Seats, SeatsCommand,
     SigningKey, Trial, TrialCommand,
@@ -432,69 +431,39 @@ impl Activation {
 
     /// Read-only validation: no event, whatever the answer.
     pub async fn validate(&self, req: &ValidateRequest) -> Result<Validation, Problem> {
-        let mut v = Validation::default();
         let license = match self.license_by_key(&req.license_key).await {
             Ok(l) => l,
-            Err(p) if p.code() == "LICENSE_NOT_FOUND" => return Ok(v.code("NOT_FOUND")),
+            Err(p) if p.code() == "LICENSE_NOT_FOUND" => {
+                return Ok(Validation::default().with_code("NOT_FOUND"))
+            }
             Err(p) => return Err(p),
         };
-        v.license_id = Some(license.id);
-        v.expires_at = license.expires_at;
-        let components = match &req.fingerprint {
+        let device = match &req.fingerprint {
             Some(f) => Some(f.components().map_err(fingerprint_problem)?),
             None => None,
         };
-        let status = match license.status {
-            LicenseStatus::Suspended => Some("SUSPENDED"),
-            LicenseStatus::Revoked | LicenseStatus::Reclaimed => Some("REVOKED"),
-            LicenseStatus::Expired => Some("EXPIRED"),
-            LicenseStatus::Deleted => Some("NOT_FOUND"),
-            LicenseStatus::Active if license.expires_at.is_some_and(|t| t <= self.now()) => {
-                Some("EXPIRED")
+        let seats = match device {
+            Some(_) => {
+                self.seats
+                    .load(&license.id.to_string())
+                    .await
+                    .map_err(store_problem)?
+                    .0
             }
-            LicenseStatus::Active => None,
+            None => Seats::default(),
         };
-        if let Some(code) = status {
-            return Ok(v.code(code));
-        }
-        let policy = crate::domain::seats::policy(&license);
-        if let Some(components) = components {
-            let (seats, _) = self
-                .seats
-                .load(&license.id.to_string())
-                .await
-                .map_err(store_problem)?;
-            let live = seats.live().count() as u32;
-            let Some(seat) = seats.seat_of(&components, policy.fingerprint_min_matches) else {
-                return Ok(v.code(match live {
-                    0 => "NO_ACTIVATION",
-                    n if n >= policy.max_activations => "TOO_MANY_ACTIVATIONS",
-                    _ => "FINGERPRINT_MISMATCH",
-                }));
-            };
-            v.activation_id = Some(seat.activation_id);
-            if live > policy.max_activations {
-                return Ok(v.code("TOO_MANY_ACTIVATIONS"));
-            }
-            let tolerance = self.seats.services().clock_tolerance;
-            if let (Some(t), Some(last)) = (req.client_time, seat.last_client_time) {
-                if t + tolerance < last {
-                    return Ok(v.code("CLOCK_ROLLBACK"));
-                }
-            }
-        }
-        let missing: Vec<String> = req
-            .features
-            .iter()
-            .filter(|f| !license.features.contains(f))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            v.missing_features = missing;
-            return Ok(v.code("FEATURES_MISSING"));
-        }
-        v.valid = true;
-        Ok(v.code("VALID"))
+        let check = Check {
+            device: device.as_ref(),
+            features: &req.features,
+            client_time: req.client_time,
+        };
+        Ok(validation::validate(
+            &license,
+            &seats,
+            &check,
+            self.now(),
+            self.seats.services().clock_tolerance,
+        ))
     }
 
     /// Recovery by device: every activation of a device, any license.
@@ -524,31 +493,3 @@ pub struct ValidateRequest {
     #[serde(default)]
     pub client_time: Option<DateTime<Utc>>,
 }
-
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Validation {
-    pub valid: bool,
-    pub code: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub license_id: Option<Uuid>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub activation_id: Option<Uuid>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub missing_features: Vec<String>,
-}
-
-impl Validation {
-    fn code(mut self, code: &str) -> Self {
-        self.code = code.into();
-        self
-    }
-}
-
-/// The kinds that end a trial on the same device.
-pub fn ends_trials(kind: LicenseKind) -> bool {
-    kind != LicenseKind::Trial
-}
-
-pub type Components = BTreeMap<String, String>;

@@ -895,3 +895,113 @@ async fn license_keys_are_recovered_by_activation_file_and_by_device() {
     assert_eq!(recovered, 2);
     st.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotated_key_keeps_older_files_valid_and_the_jwks_serves_both() {
+    let infra = Infra::get();
+    let prefix = unique_prefix();
+    let issuance = start_issuance(&infra, &prefix).await;
+    let db = infra.fresh_db("activation_rotate").await;
+    let (key_a, key_b) = (signing_key_path(&prefix), signing_key_path(&prefix));
+    let start = |key_file: String| {
+        let (infra, db, prefix) = (Infra::get(), db.clone(), prefix.clone());
+        async move {
+            activation::start(
+                activation_config(&infra, &db, &prefix, &key_file),
+                activation::Options {
+                    handle_signals: false,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("activation starts")
+        }
+    };
+    let admin = admin_client();
+    let iss = issuance.running.url();
+    let (s, b) = call(
+        &admin,
+        "POST",
+        &format!("{iss}/v1/licenses"),
+        Some(
+            &json!({"product": "integration-platform", "customer": "ACME", "kind": "formal",
+            "features": ["data-access"]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let key = b["key"].as_str().expect("key").to_string();
+    let first = start(key_a.clone()).await;
+    let act = first.url();
+    let body = json!({"license_key": key, "fingerprint": device(1, 0)});
+    let mut answer = (0, Value::Null);
+    for _ in 0..100 {
+        answer = call(
+            &admin,
+            "POST",
+            &format!("{act}/v1/activations"),
+            Some(&body),
+        )
+        .await;
+        if answer.0 == 201 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answer.0, 201, "{}", answer.1);
+    let old_file = answer.1["activation_file"]
+        .as_str()
+        .expect("file")
+        .to_string();
+    let old_id = answer.1["activation_id"].as_str().expect("id").to_string();
+    first.stop().await;
+
+    // Same database, a new key file: a rotation.
+    let second = start(key_b).await;
+    let act = second.url();
+    let (_, jwks) = call(
+        &reqwest::Client::new(),
+        "GET",
+        &format!("{act}/.well-known/jwks.json"),
+        None,
+    )
+    .await;
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2), "{jwks}");
+    assert!(
+        python_verify(&jwks, &old_file).is_some(),
+        "the old file still verifies"
+    );
+    let (_, v) = call(
+        &admin,
+        "POST",
+        &format!("{act}/v1/activations/verify"),
+        Some(&json!({"activation_file": old_file})),
+    )
+    .await;
+    assert_eq!(v["code"], "VALID");
+    let kid = |jws: &str| {
+        use base64::Engine;
+        let h = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(jws.split('.').next().expect("header"))
+            .expect("b64");
+        serde_json::from_slice::<Value>(&h).expect("header json")["kid"].clone()
+    };
+    let (s, f) = call(
+        &admin,
+        "GET",
+        &format!("{act}/v1/activations/{old_id}/file"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let new_file = f["activation_file"].as_str().expect("file");
+    assert_ne!(kid(new_file), kid(&old_file), "re-issued under the new key");
+    assert!(python_verify(&jwks, new_file).is_some());
+    // The private key is never served.
+    for k in jwks["keys"].as_array().expect("keys") {
+        assert!(k.get("d").is_none());
+    }
+    second.stop().await;
+    issuance.running.stop().await;
+    let _ = std::fs::remove_file(key_a);
+}

@@ -469,7 +469,7 @@ async fn sigkill_of_activation_loses_no_seat_oversells_none_and_replays_reaction
     )
     .await;
     assert_eq!(s, 200);
-    let _service = ServiceProcess::spawn("activation", &infra, &db, &prefix, free_port()).await;
+    let restarted = ServiceProcess::spawn("activation", &infra, &db, &prefix, free_port()).await;
     let revoked_sql = format!(
         "SELECT count(*) FROM activations WHERE license_id = '{suspended}' AND status = 'revoked'"
     );
@@ -483,6 +483,20 @@ async fn sigkill_of_activation_loses_no_seat_oversells_none_and_replays_reaction
         revoked,
         "the suspension revoked the seats after the restart"
     );
+    // The private signing key never reaches a log.
+    let pem = std::fs::read_to_string(std::env::temp_dir().join(format!("{prefix}-signing.pem")))
+        .expect("the generated key file");
+    let log = std::fs::read_to_string(
+        std::env::temp_dir().join(format!("{prefix}-activation-{}.log", restarted.port)),
+    )
+    .expect("service log");
+    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(
+            !log.contains(line),
+            "a line of the private key is in the log"
+        );
+    }
+    assert!(!log.contains("PRIVATE KEY"));
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         count(&pool, &format!(

@@ -4,6 +4,7 @@
 pub mod seats;
 pub mod signing_key;
 pub mod trial;
+pub mod validation;
 
 use std::sync::Arc;
 

@@ -521,3 +521,108 @@ fn a_trial_completes_once_and_ends_once() {
         })
         .then_expect_error(TrialError::NotFound);
 }
+
+fn check_of(license: LicenseView, given: Vec<SeatsEvent>, check: validation::Check<'_>) -> String {
+    let mut seats = Seats::default();
+    for e in given {
+        cqrs_es::Aggregate::apply(&mut seats, e);
+    }
+    validation::validate(&license, &seats, &check, now(), Duration::minutes(10)).code
+}
+
+#[test]
+fn validation_answers_each_code() {
+    use validation::Check;
+    let d1 = device(1).components;
+    let d1_disk = device_of(1, 1, None).components;
+    let d2 = device(2).components;
+    let one = || vec![activated(1, id(1), LicenseKind::Formal)];
+    let features = vec!["data-access".to_string()];
+    let more = vec!["data-access".to_string(), "cdc-realtime".to_string()];
+    let at = |device, features, client_time| Check {
+        device,
+        features,
+        client_time,
+    };
+    assert_eq!(
+        check_of(formal(), one(), at(Some(&d1_disk), &features, None)),
+        "VALID"
+    );
+    assert_eq!(check_of(formal(), vec![], at(None, &[], None)), "VALID");
+    assert_eq!(
+        check_of(formal(), vec![], at(Some(&d1), &[], None)),
+        "NO_ACTIVATION"
+    );
+    assert_eq!(
+        check_of(formal(), one(), at(Some(&d2), &[], None)),
+        "FINGERPRINT_MISMATCH"
+    );
+    let full = vec![
+        activated(1, id(1), LicenseKind::Formal),
+        activated(3, id(3), LicenseKind::Formal),
+    ];
+    assert_eq!(
+        check_of(formal(), full, at(Some(&d2), &[], None)),
+        "TOO_MANY_ACTIVATIONS"
+    );
+    assert_eq!(
+        check_of(formal(), one(), at(Some(&d1), &more, None)),
+        "FEATURES_MISSING"
+    );
+    let seen = SeatsEvent::DeviceSeen(DeviceSeen {
+        activation_id: id(1),
+        license_id: license_id(),
+        client_time: now(),
+        seen_at: now(),
+    });
+    let back = Some(now() - Duration::hours(1));
+    let mut given = one();
+    given.push(seen);
+    assert_eq!(
+        check_of(formal(), given, at(Some(&d1), &[], back)),
+        "CLOCK_ROLLBACK"
+    );
+    for (status, code) in [
+        (LicenseStatus::Suspended, "SUSPENDED"),
+        (LicenseStatus::Revoked, "REVOKED"),
+        (LicenseStatus::Reclaimed, "REVOKED"),
+        (LicenseStatus::Expired, "EXPIRED"),
+        (LicenseStatus::Deleted, "NOT_FOUND"),
+    ] {
+        let l = LicenseView { status, ..formal() };
+        assert_eq!(check_of(l, one(), at(Some(&d1), &[], None)), code);
+    }
+    let past = LicenseView {
+        expires_at: Some(now() - Duration::seconds(1)),
+        ..formal()
+    };
+    assert_eq!(check_of(past, one(), at(Some(&d1), &[], None)), "EXPIRED");
+}
+
+#[test]
+fn an_offline_activation_records_its_nonce_and_obeys_the_seat_limit() {
+    let offline = |n: u32, seat: Uuid| SeatsCommand::Activate {
+        license: formal(),
+        device: device_of(n, 0, Some(now())),
+        activation_id: seat,
+        offline: true,
+        nonce: Some("n-1".into()),
+    };
+    let events = seats()
+        .given_no_previous_events()
+        .when(offline(1, id(1)))
+        .inspect_result()
+        .expect("accepted");
+    let SeatsEvent::DeviceActivated(e) = &events[0] else {
+        panic!("expected DeviceActivated, got {events:?}");
+    };
+    assert!(e.offline);
+    assert_eq!(e.nonce.as_deref(), Some("n-1"));
+    seats()
+        .given(vec![
+            activated(1, id(1), LicenseKind::Formal),
+            activated(2, id(2), LicenseKind::Formal),
+        ])
+        .when(offline(3, id(3)))
+        .then_expect_error(SeatsError::TooManyActivations(2));
+}
