@@ -17,6 +17,7 @@ struct Stack {
     product: String,
     /// Activation's database.
     pool: sqlx::PgPool,
+    prefix: String,
 }
 
 /// Issuance with the seed catalog plus a product of its own (max 10 seats,
@@ -64,6 +65,7 @@ async fn stack(clock: Option<Arc<ManualClock>>) -> Stack {
         admin,
         product,
         pool,
+        prefix,
     }
 }
 
@@ -1004,4 +1006,31 @@ async fn a_rotated_key_keeps_older_files_valid_and_the_jwks_serves_both() {
     second.stop().await;
     issuance.running.stop().await;
     let _ = std::fs::remove_file(key_a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn activation_events_reach_the_audit_trail_with_their_actor() {
+    let st = stack(None).await;
+    let projector = start_projector(&Infra::get(), &st.prefix).await;
+    let (license_id, key) = st.issue("formal", json!({})).await;
+    let (s, _) = st.activate(&key, &device(1, 0)).await;
+    assert_eq!(s, 201);
+    let url = format!(
+        "{}/v1/audit?license_id={license_id}&event_type=DeviceActivated",
+        projector.running.url()
+    );
+    let admin = st.admin.clone();
+    let mut row = Value::Null;
+    for _ in 0..100 {
+        let (_, b) = call(&admin, "GET", &url, None).await;
+        if let Some(first) = b["items"].as_array().and_then(|a| a.first()) {
+            row = first.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(row["context"], "activation", "{row}");
+    assert_eq!(row["actor"]["kind"], "api_key", "{row}");
+    projector.running.stop().await;
+    st.stop().await;
 }
