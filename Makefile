@@ -33,6 +33,7 @@ test: infra-up build python-deps
 
 bench: infra-up
 	@bash bench/run.sh
+	@bash bench/activation.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

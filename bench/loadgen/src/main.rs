@@ -13,6 +13,21 @@
 //!   loadgen http-issue --url U --rate 500 --duration 20 [--max-inflight 512]
 //!       open loop: request i is due at start + i/rate whatever the answers;
 //!       latency is measured from the due time (no coordinated omission).
+//!   loadgen activate --url U --keys-file F [--clients 32] [--count 5000] [--warmup 200]
+//!       closed loop of POST /v1/activations, 201 expected: request i
+//!       activates device i (four components `<device-prefix>-<part>-i`) on
+//!       license key i mod K of the K keys of F (one per line; or `--keys
+//!       k1,k2`). The warm-up takes devices 0..warmup, the measured run the
+//!       next `count`.
+//!   loadgen validate --url U --keys-file F --devices N [--clients 32] (--duration 20 | --count N)
+//!       closed loop of POST /v1/validate {license_key, fingerprint} for the
+//!       devices 0..N that `activate` made (same keys and prefix), 200 with
+//!       code VALID expected.
+//!   (activate and validate also print count, seconds, per_sec, p50_ms, p99_ms.)
+//!   loadgen sign [--threads 2] [--duration 10] [--verify-duration 10]
+//!       bare ES256 loop of libs/signing on `threads` threads: sign an
+//!       activation-claims-sized payload (~600 bytes of JSON) for `duration`
+//!       seconds, then verify one such JWS for `verify-duration`.
 //!   loadgen relay-watch --db URL [--relay issuance] [--t0-ms EPOCH_MS] [--timeout 120]
 //!       polls `relay_checkpoints` every 100 ms until it reaches the current
 //!       max(global_position) of `events`.
@@ -43,19 +58,24 @@ const BODY: &str = r#"{"product":"integration-platform","edition":"enterprise","
 fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
-        bail!("usage: loadgen http-issue|relay-watch|cpu ... (see the source header)");
+        bail!("usage: loadgen http-issue|activate|validate|sign|relay-watch|relay-trace|cpu ... (see the source header)");
     }
     let cmd = args.remove(0);
     let opts = Opts::parse(&args)?;
-    let threads: usize = opts.num("threads", 1)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()?;
+    let rt = || -> Result<tokio::runtime::Runtime> {
+        let threads: usize = opts.num("threads", 1)?;
+        Ok(tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .enable_all()
+            .build()?)
+    };
     let out = match cmd.as_str() {
-        "http-issue" => rt.block_on(http_issue(&opts))?,
-        "relay-watch" => rt.block_on(relay_watch(&opts))?,
-        "relay-trace" => rt.block_on(relay_trace(&opts))?,
+        "http-issue" => rt()?.block_on(http_issue(&opts))?,
+        "activate" => rt()?.block_on(activate(&opts))?,
+        "validate" => rt()?.block_on(validate(&opts))?,
+        "relay-watch" => rt()?.block_on(relay_watch(&opts))?,
+        "relay-trace" => rt()?.block_on(relay_trace(&opts))?,
+        "sign" => sign(&opts)?,
         "cpu" => cpu(&args)?,
         other => bail!("unknown subcommand {other:?}"),
     };
@@ -96,7 +116,7 @@ impl Opts {
 
 #[derive(Default)]
 struct Tally {
-    /// Latencies of successful (201) requests, microseconds.
+    /// Latencies of successful requests, microseconds.
     ok_us: Vec<u64>,
     errors: BTreeMap<String, u64>,
 }
@@ -113,23 +133,58 @@ impl Tally {
 static SEEN_ERRORS: std::sync::Mutex<std::collections::BTreeSet<String>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
+/// Where a loop's requests go, what each one sends and what counts as a
+/// success.
 struct Target {
     client: reqwest::Client,
     url: String,
-    body: String,
     token: Option<String>,
     correlation: Option<String>,
+    /// The body of request number i.
+    body: Box<dyn Fn(u64) -> String + Send + Sync>,
+    /// The status of a success.
+    status: u16,
+    /// Also required of a success: this `code` in the JSON answer.
+    code: Option<&'static str>,
 }
 
 impl Target {
-    /// One IssueLicense with a fresh Idempotency-Key; Err(kind) when not 201.
-    async fn issue(&self) -> Result<(), String> {
+    /// POSTs to `path` of `--url`, with `Authorization: Bearer $LOADGEN_TOKEN`
+    /// when set and `--correlation-id` as X-Correlation-Id.
+    fn new(
+        o: &Opts,
+        path: &str,
+        status: u16,
+        body: impl Fn(u64) -> String + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let base = o.req("url")?.trim_end_matches('/');
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self {
+            client,
+            url: format!("{base}{path}"),
+            // The token is a secret: read from the environment, not argv.
+            token: std::env::var("LOADGEN_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+            correlation: o.get("correlation-id").map(str::to_string),
+            body: Box::new(body),
+            status,
+            code: None,
+        })
+    }
+
+    /// Request i with a fresh Idempotency-Key; Err(kind) when not a success.
+    async fn send(&self, i: u64) -> Result<(), String> {
         let mut req = self
             .client
             .post(&self.url)
             .header("content-type", "application/json")
             .header("idempotency-key", Uuid::new_v4().to_string())
-            .body(self.body.clone());
+            .body((self.body)(i));
         if let Some(c) = &self.correlation {
             req = req.header("x-correlation-id", c);
         }
@@ -138,19 +193,25 @@ impl Target {
         }
         match req.send().await {
             Ok(resp) => {
-                let status = resp.status();
+                let status = resp.status().as_u16();
                 // Read the body so the connection goes back to the pool.
                 let body = resp.bytes().await.unwrap_or_default();
-                if status.as_u16() == 201 {
-                    Ok(())
-                } else {
-                    let kind = format!("http_{}", status.as_u16());
-                    // First answer of each kind goes to stderr, for diagnosis.
-                    let mut seen = SEEN_ERRORS.lock().unwrap_or_else(|e| e.into_inner());
-                    if seen.insert(kind.clone()) {
-                        eprintln!("loadgen: {kind}: {}", String::from_utf8_lossy(&body));
+                if status != self.status {
+                    return Err(failure(format!("http_{status}"), &body));
+                }
+                match self.code {
+                    None => Ok(()),
+                    Some(want) => {
+                        let got = serde_json::from_slice::<Value>(&body)
+                            .ok()
+                            .and_then(|v| v.get("code").and_then(Value::as_str).map(str::to_string))
+                            .unwrap_or_else(|| "none".into());
+                        if got == want {
+                            Ok(())
+                        } else {
+                            Err(failure(format!("code_{got}"), &body))
+                        }
                     }
-                    Err(kind)
                 }
             }
             Err(e) if e.is_timeout() => Err("timeout".into()),
@@ -160,23 +221,19 @@ impl Target {
     }
 }
 
+/// The kind of a failed request; its first answer goes to stderr, for
+/// diagnosis.
+fn failure(kind: String, body: &[u8]) -> String {
+    let mut seen = SEEN_ERRORS.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.insert(kind.clone()) {
+        eprintln!("loadgen: {kind}: {}", String::from_utf8_lossy(body));
+    }
+    kind
+}
+
 async fn http_issue(o: &Opts) -> Result<Value> {
-    let base = o.req("url")?.trim_end_matches('/').to_string();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .timeout(Duration::from_secs(30))
-        .tcp_nodelay(true)
-        .build()?;
-    let target = Arc::new(Target {
-        client,
-        url: format!("{base}/v1/licenses"),
-        body: o.get("body").unwrap_or(BODY).to_string(),
-        // The token is a secret: read from the environment, not argv.
-        token: std::env::var("LOADGEN_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
-        correlation: o.get("correlation-id").map(str::to_string),
-    });
+    let body = o.get("body").unwrap_or(BODY).to_string();
+    let target = Arc::new(Target::new(o, "/v1/licenses", 201, move |_| body.clone())?);
     if o.get("rate").is_some() {
         open_loop(o, target).await
     } else {
@@ -184,17 +241,111 @@ async fn http_issue(o: &Opts) -> Result<Value> {
     }
 }
 
+// ------------------------------------------------------- activation load
+
+/// The license keys of `--keys-file` (one per line) or `--keys k1,k2,...`.
+fn license_keys(o: &Opts) -> Result<Arc<Vec<String>>> {
+    let text = match (o.get("keys-file"), o.get("keys")) {
+        (Some(f), _) => std::fs::read_to_string(f).with_context(|| format!("reading {f}"))?,
+        (None, Some(k)) => k.replace(',', "\n"),
+        (None, None) => bail!("--keys-file or --keys is required"),
+    };
+    let keys: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+        .collect();
+    if keys.is_empty() {
+        bail!("no license keys given");
+    }
+    Ok(Arc::new(keys))
+}
+
+/// `{license_key, fingerprint}` of device i: four components of its own
+/// (no two devices share one), on license i mod K. The same for
+/// `activate` and `validate`, so validate finds the seats activate made.
+fn device_body(keys: &[String], prefix: &str, i: u64) -> String {
+    let key = &keys[(i % keys.len() as u64) as usize];
+    json!({
+        "license_key": key,
+        "fingerprint": {
+            "machine_id": format!("{prefix}-machine-{i}"),
+            "disk": format!("{prefix}-disk-{i}"),
+            "board": format!("{prefix}-board-{i}"),
+            "mac": format!("{prefix}-mac-{i}"),
+        },
+    })
+    .to_string()
+}
+
+/// The figures every activation loop reports, flat.
+fn flat(mut out: Value) -> Value {
+    let ok = out["ok"].as_u64().unwrap_or(0);
+    let secs = out["elapsed_s"].as_f64().unwrap_or(0.0);
+    out["count"] = json!(ok);
+    out["seconds"] = json!(secs);
+    out["per_sec"] = json!(if secs > 0.0 {
+        round(ok as f64 / secs, 1)
+    } else {
+        0.0
+    });
+    out["p50_ms"] = out["latency_ms"]["p50"].clone();
+    out["p99_ms"] = out["latency_ms"]["p99"].clone();
+    out
+}
+
+async fn activate(o: &Opts) -> Result<Value> {
+    let keys = license_keys(o)?;
+    let prefix = o.get("device-prefix").unwrap_or("bench").to_string();
+    let k = keys.clone();
+    let target = Target::new(o, "/v1/activations", 201, move |i| {
+        device_body(&k, &prefix, i)
+    })?;
+    let mut out = flat(closed_loop(o, Arc::new(target)).await?);
+    out["licenses"] = json!(keys.len());
+    Ok(out)
+}
+
+async fn validate(o: &Opts) -> Result<Value> {
+    let keys = license_keys(o)?;
+    let prefix = o.get("device-prefix").unwrap_or("bench").to_string();
+    let devices: u64 = o.num("devices", 0)?;
+    if devices == 0 {
+        bail!("--devices (how many devices activate made) is required");
+    }
+    let k = keys.clone();
+    let mut target = Target::new(o, "/v1/validate", 200, move |i| {
+        device_body(&k, &prefix, i % devices)
+    })?;
+    target.code = Some("VALID");
+    let mut out = flat(closed_loop(o, Arc::new(target)).await?);
+    out["rps"] = out["per_sec"].clone();
+    out["devices"] = json!(devices);
+    out["licenses"] = json!(keys.len());
+    Ok(out)
+}
+
 async fn closed_loop(o: &Opts, target: Arc<Target>) -> Result<Value> {
     let clients: usize = o.num("clients", 32)?;
-    let count: u64 = o.num("count", 20_000)?;
+    // `--duration` without `--count`: as many requests as fit in it.
+    let duration: Option<f64> = o
+        .get("duration")
+        .map(|_| o.num("duration", 0.0))
+        .transpose()?;
+    let count: u64 = match (o.get("count"), duration) {
+        (None, Some(_)) => u64::MAX / 2,
+        _ => o.num("count", 20_000)?,
+    };
     let warmup: u64 = o.num("warmup", 0)?;
     if warmup > 0 {
-        run_workers(&target, clients, warmup).await;
+        run_workers(&target, clients, 0..warmup, None).await;
     }
     let cpu0 = self_cpu_ticks();
     let started_at = chrono::Utc::now();
     let t0 = Instant::now();
-    let tally = run_workers(&target, clients, count).await;
+    let until = duration.map(|d| t0 + Duration::from_secs_f64(d));
+    let tally = run_workers(&target, clients, warmup..warmup + count, until).await;
     let elapsed = t0.elapsed().as_secs_f64();
     let ok = tally.ok_us.len() as u64;
     if let Some(path) = o.get("latencies-out") {
@@ -204,25 +355,41 @@ async fn closed_loop(o: &Opts, target: Arc<Target>) -> Result<Value> {
     out["mode"] = json!("closed");
     out["clients"] = json!(clients);
     out["warmup"] = json!(warmup);
-    out["requested"] = json!(count);
+    out["requested"] = json!(if o.get("count").is_some() || duration.is_none() {
+        Some(count)
+    } else {
+        None
+    });
+    out["duration_s"] = json!(duration);
     out["throughput_per_s"] = json!(round(ok as f64 / elapsed, 1));
     out["started_at"] = json!(started_at.to_rfc3339());
     out["loadgen_cpu_ticks"] = json!(self_cpu_ticks().saturating_sub(cpu0));
     Ok(out)
 }
 
-/// `clients` workers share a counter of `count` requests.
-async fn run_workers(target: &Arc<Target>, clients: usize, count: u64) -> Tally {
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+/// `clients` workers share a counter over the request numbers `range`;
+/// none starts a request after `until`.
+async fn run_workers(
+    target: &Arc<Target>,
+    clients: usize,
+    range: std::ops::Range<u64>,
+    until: Option<Instant>,
+) -> Tally {
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(range.start));
+    let end = range.end;
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..clients.max(1) {
         let target = target.clone();
         let next = next.clone();
         set.spawn(async move {
             let mut t = Tally::default();
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= end || until.is_some_and(|u| Instant::now() >= u) {
+                    break;
+                }
                 let s = Instant::now();
-                match target.issue().await {
+                match target.send(i).await {
                     Ok(()) => t.ok_us.push(s.elapsed().as_micros() as u64),
                     Err(kind) => *t.errors.entry(kind).or_default() += 1,
                 }
@@ -265,7 +432,7 @@ async fn open_loop(o: &Opts, target: Arc<Target>) -> Result<Value> {
         let tx = tx.clone();
         tokio::spawn(async move {
             let r = target
-                .issue()
+                .send(i)
                 .await
                 .map(|()| due.elapsed().as_micros() as u64);
             drop(permit);
@@ -340,6 +507,114 @@ fn percentile(sorted: &[u64], q: f64) -> u64 {
 fn round(v: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (v * f).round() / f
+}
+
+// --------------------------------------------------------------- signing
+
+/// An activation file's claims as the service signs them for a formal
+/// license without expiry (two features, the fingerprint digest, the
+/// granting event's hash): about 600 bytes of JSON (bench/activation.sh
+/// records the size of a real one).
+fn claims_payload() -> Value {
+    json!({
+        "typ": "activation",
+        "iss": "licensing.activation",
+        "activation_id": "0195f3a2-7c4e-7d3b-9a41-2f6c8e1d5b70",
+        "license_id": "0195f3a1-0b2c-7e4d-8f5a-6b7c8d9e0f12",
+        "product": "integration-platform",
+        "edition": "enterprise",
+        "kind": "formal",
+        "features": [
+            {"code": "datasource-mgmt"},
+            {"code": "data-access"},
+        ],
+        "fingerprint": "9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c0b2d4f6e8a1c3e5b7d9f0a2c4e6b8d0f",
+        "iat": 1_774_000_000,
+        "nbf": 1_774_000_000,
+        "event": {
+            "aggregate_type": "LicenseActivations",
+            "aggregate_id": "0195f3a1-0b2c-7e4d-8f5a-6b7c8d9e0f12",
+            "sequence": 42,
+            "hash": "3b8e1f0c6d2a4e9b7f5c1a3d8e0b6f2c4a9d7e1b3f5c8a0e2d4b6f9c1e3a5d7b",
+        },
+    })
+}
+
+/// Runs `op` on `threads` threads for `secs` seconds; per thread the
+/// operations done and the seconds they took.
+fn spin(
+    threads: usize,
+    secs: f64,
+    op: &(dyn Fn() -> Result<(), signing::SigningError> + Sync),
+) -> Result<Vec<(u64, f64)>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(move || -> Result<(u64, f64)> {
+                    let t0 = Instant::now();
+                    let until = t0 + Duration::from_secs_f64(secs);
+                    let mut n = 0u64;
+                    while Instant::now() < until {
+                        op().map_err(|e| anyhow!("signing: {e}"))?;
+                        n += 1;
+                    }
+                    Ok((n, t0.elapsed().as_secs_f64()))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow!("a signing thread panicked"))?)
+            .collect()
+    })
+}
+
+/// Total and per-thread rates of a `spin`.
+fn rates(runs: &[(u64, f64)]) -> Value {
+    let per_thread: Vec<f64> = runs
+        .iter()
+        .map(|(n, s)| round(*n as f64 / s.max(1e-9), 1))
+        .collect();
+    let total: f64 = per_thread.iter().sum();
+    let ops: u64 = runs.iter().map(|(n, _)| n).sum();
+    json!({
+        "ops": ops,
+        "per_sec": round(total, 1),
+        "per_thread_per_sec": per_thread,
+        "mean_per_thread_per_sec": round(total / per_thread.len().max(1) as f64, 1),
+        // Wall time of one operation on one thread.
+        "us_per_op": round(per_thread.len() as f64 / total.max(1e-9) * 1e6, 2),
+    })
+}
+
+fn sign(o: &Opts) -> Result<Value> {
+    let threads: usize = o.num("threads", 2)?;
+    let secs: f64 = o.num("duration", 10.0)?;
+    let verify_secs: f64 = o.num("verify-duration", secs)?;
+    let ring = signing::KeyRing::generate("bench").map_err(|e| anyhow!("key: {e}"))?;
+    let payload = claims_payload();
+    let jws = ring.sign(&payload).map_err(|e| anyhow!("sign: {e}"))?;
+    let cpu0 = self_cpu_ticks();
+    let signs = spin(threads, secs, &|| ring.sign(&payload).map(drop))?;
+    let cpu1 = self_cpu_ticks();
+    let verifies = spin(threads, verify_secs, &|| ring.verify(&jws).map(drop))?;
+    let cpu2 = self_cpu_ticks();
+    let (s, v) = (rates(&signs), rates(&verifies));
+    Ok(json!({
+        "threads": threads,
+        "payload_bytes": serde_json::to_vec(&payload)?.len(),
+        "jws_bytes": jws.len(),
+        "sign_seconds": secs,
+        "verify_seconds": verify_secs,
+        "signs_per_sec": s["per_sec"],
+        "signs_per_sec_per_thread": s["mean_per_thread_per_sec"],
+        "verify_per_sec": v["per_sec"],
+        "verify_per_sec_per_thread": v["mean_per_thread_per_sec"],
+        "sign": s,
+        "verify": v,
+        // Below threads x seconds x CLK_TCK: the threads did not get whole cores.
+        "cpu_ticks": {"sign": cpu1.saturating_sub(cpu0), "verify": cpu2.saturating_sub(cpu1)},
+    }))
 }
 
 // -------------------------------------------------------------- relay watch

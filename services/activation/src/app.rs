@@ -443,13 +443,9 @@ impl Activation {
             None => None,
         };
         let seats = match device {
-            Some(_) => {
-                self.seats
-                    .load(&license.id.to_string())
-                    .await
-                    .map_err(store_problem)?
-                    .0
-            }
+            Some(_) => store::live_seats(&self.pool, license.id)
+                .await
+                .map_err(db_problem)?,
             None => Seats::default(),
         };
         let check = Check {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::domain::{Seats, SigningKey, Trial};
+use crate::domain::{Seat, SeatStatus, Seats, SigningKey, Trial};
 
 fn text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v)
@@ -35,7 +35,7 @@ impl InlineProjection<Seats> for SeatIndex {
         _aggregate_id: &str,
         seats: &Seats,
     ) -> Result<(), sqlx::Error> {
-        for s in seats.seats.values() {
+        for s in seats.changed.iter().filter_map(|id| seats.seats.get(id)) {
             sqlx::query(
                 "INSERT INTO activations (activation_id, license_id, product, kind, fingerprint, \
                    components, component_digests, status, activated_at, granted_at_sequence, \
@@ -182,6 +182,46 @@ pub async fn seats_of_license(
         .iter()
         .map(seat_row)
         .collect()
+}
+
+/// The live seats of a license as the domain sees them (validation reads
+/// these instead of folding the license's whole history).
+pub async fn live_seats(pool: &PgPool, license_id: Uuid) -> Result<Seats, sqlx::Error> {
+    let q = format!(
+        "SELECT {SEAT_COLUMNS}, granted_at_sequence FROM activations \
+         WHERE license_id = $1 AND status = 'live'"
+    );
+    let rows = sqlx::query(&q).bind(license_id).fetch_all(pool).await?;
+    let mut seats = Seats {
+        license_id: Some(license_id),
+        ..Seats::default()
+    };
+    for r in &rows {
+        let row = seat_row(r)?;
+        let granted: i64 = r.try_get("granted_at_sequence")?;
+        let Ok(kind) = serde_json::from_value(Value::String(row.kind.clone())) else {
+            continue;
+        };
+        seats.seats.insert(
+            row.activation_id,
+            Seat {
+                activation_id: row.activation_id,
+                license_id: row.license_id,
+                product: row.product,
+                kind,
+                fingerprint: row.fingerprint,
+                components: row.components,
+                status: SeatStatus::Live,
+                activated_at: row.activated_at,
+                granted_at_sequence: u64::try_from(granted).unwrap_or(0),
+                last_client_time: row.last_client_time,
+                offline: false,
+                nonce: None,
+                ended_at: None,
+            },
+        );
+    }
+    Ok(seats)
 }
 
 /// Every seat, of any license, on a device matching `components`.

@@ -48,6 +48,10 @@ pub struct Seats {
     pub migrations_used: u32,
     /// Events folded so far (the next event's sequence is this plus one).
     pub version: u64,
+    /// Seats the current command changed: the inline index rewrites only
+    /// these, not a license's whole history.
+    #[serde(skip)]
+    pub changed: std::collections::BTreeSet<Uuid>,
 }
 
 /// A device as a request presents it.
@@ -404,6 +408,7 @@ impl Seats {
     }
 
     fn end(&mut self, ids: &[Uuid], status: SeatStatus, at: DateTime<Utc>) {
+        self.changed.extend(ids);
         for id in ids {
             if let Some(s) = self.seats.get_mut(id) {
                 s.status = status;
@@ -426,6 +431,7 @@ impl Aggregate for Seats {
         services: &Self::Services,
         sink: &cqrs_es::event_sink::EventSink<Self>,
     ) -> Result<(), Self::Error> {
+        self.changed.clear();
         let events = match command {
             SeatsCommand::Activate {
                 license,
@@ -476,6 +482,7 @@ impl Aggregate for Seats {
         match event {
             SeatsEvent::DeviceActivated(e) => {
                 self.license_id = Some(e.license_id);
+                self.changed.insert(e.activation_id);
                 self.seats.insert(
                     e.activation_id,
                     Seat {
@@ -496,6 +503,7 @@ impl Aggregate for Seats {
                 );
             }
             SeatsEvent::DeviceSeen(e) => {
+                self.changed.insert(e.activation_id);
                 if let Some(s) = self.seats.get_mut(&e.activation_id) {
                     s.last_client_time = Some(e.client_time);
                 }
@@ -510,6 +518,7 @@ impl Aggregate for Seats {
                 let from = self.seats.get(&e.from_activation_id).cloned();
                 self.end(&[e.from_activation_id], SeatStatus::Migrated, e.migrated_at);
                 self.migrations_used = e.migrations_used;
+                self.changed.insert(e.activation_id);
                 if let Some(from) = from {
                     self.seats.insert(
                         e.activation_id,

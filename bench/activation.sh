@@ -1,0 +1,391 @@
+#!/usr/bin/env bash
+# Second half of `make bench` (issue 5, "Measure"): activations/s end to end
+# and POST /v1/validate requests/s with p99, beside a bare ES256 signing loop
+# of libs/signing in the same run (how much of the budget is crypto). See
+# docs/benchmarks.md, section "Activation (issue 5)".
+#
+# Builds release binaries (unless BENCH_SKIP_BUILD=1), starts release
+# issuance + activation on free ports (fresh databases
+# bench_act_{issuance,activation}_<rand>, topic prefix benchact<rand>, 12
+# partitions, a per-run admin key, a signing key generated into a temp
+# file), creates a product whose policy allows BENCH_ACT_MAX_ACTIVATIONS
+# seats, issues BENCH_ACT_LICENSES formal licenses and waits until
+# activation has them (over Kafka), then:
+#   1. loadgen sign: bare sign / verify loops on BENCH_ACT_SIGN_THREADS
+#      threads                                       -> signs/s, verify/s
+#   2. loadgen activate: warm-up, then N activations of distinct devices
+#      spread over the licenses, C closed-loop clients -> activations/s, p50, p99
+#   3. loadgen validate: D seconds of POST /v1/validate for the activated
+#      devices, C clients                             -> requests/s, p50, p99
+# and adds a block `activation` to .run/bench/results.json (created if
+# missing, other keys kept); raw files in .run/bench/<run>-activation/.
+# Everything it starts is stopped, and its databases and topics removed, on
+# exit (BENCH_KEEP=1 keeps databases and topics).
+#
+# Knobs (defaults are what docs/benchmarks.md reports):
+#   BENCH_ACT_LICENSES=50 BENCH_ACT_MAX_ACTIVATIONS=100000
+#   BENCH_ACT_COUNT=5000 BENCH_ACT_WARMUP=200 BENCH_ACT_CLIENTS=32
+#   BENCH_ACT_VALIDATE_SECS=20 BENCH_ACT_VALIDATE_WARMUP=200
+#   BENCH_ACT_SIGN_SECS=10 BENCH_ACT_VERIFY_SECS=5 BENCH_ACT_SIGN_THREADS=2
+#   BENCH_ACT_DB_POOL=40 BENCH_ACT_RUST_LOG=info BENCH_ACT_DEADLINE=300
+#   BENCH_ACT_IDLE_WAIT=60 (seconds waited, before the deadline starts, for
+#   the machine to go idle)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+[[ -f .run/infra.env ]] || { echo "bench: .run/infra.env missing; run 'make infra-up'" >&2; exit 1; }
+# shellcheck disable=SC1091
+source .run/infra.env
+
+LICENSES="${BENCH_ACT_LICENSES:-50}"
+MAX_ACT="${BENCH_ACT_MAX_ACTIVATIONS:-100000}"
+COUNT="${BENCH_ACT_COUNT:-5000}"
+WARMUP="${BENCH_ACT_WARMUP:-200}"
+CLIENTS="${BENCH_ACT_CLIENTS:-32}"
+VALIDATE_SECS="${BENCH_ACT_VALIDATE_SECS:-20}"
+VALIDATE_WARMUP="${BENCH_ACT_VALIDATE_WARMUP:-200}"
+SIGN_SECS="${BENCH_ACT_SIGN_SECS:-10}"
+VERIFY_SECS="${BENCH_ACT_VERIFY_SECS:-5}"
+SIGN_THREADS="${BENCH_ACT_SIGN_THREADS:-2}"
+DB_POOL="${BENCH_ACT_DB_POOL:-40}"
+SERVICE_LOG="${BENCH_ACT_RUST_LOG:-info}"
+DEADLINE="${BENCH_ACT_DEADLINE:-300}"
+IDLE_WAIT="${BENCH_ACT_IDLE_WAIT:-60}"
+PARTITIONS=12
+PG_BASE="$LICENSING_DATABASE_BASE_URL"
+BROKERS="$LICENSING_KAFKA_BROKERS"
+
+say() { printf 'bench-activation: %s\n' "$*" >&2; }
+die() { printf 'bench-activation: ERROR: %s\n' "$*" >&2; exit 1; }
+for tool in jq psql curl; do command -v "$tool" >/dev/null || die "$tool is required"; done
+
+# --- build -----------------------------------------------------------------------
+if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
+  say "building release binaries (cargo build --release -p issuance -p activation -p loadgen)"
+  cargo build --release -q -p issuance -p activation -p loadgen
+fi
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+DIRTY_PATHS="$({ git status --porcelain 2>/dev/null || true; } \
+  | { grep -vE '^(\?\?| M) (bench/|docs/benchmarks\.md)' || true; } | jq -R . | jq -sc .)"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+for b in issuance activation loadgen; do [[ -x "$BIN/$b" ]] || die "$BIN/$b missing"; done
+LOADGEN="$BIN/loadgen"
+
+# --- run identity and cleanup -------------------------------------------------------
+RAND="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
+RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)_$RAND"
+DB_ISS="bench_act_issuance_$RAND"
+DB_ACT="bench_act_activation_$RAND"
+PREFIX="benchact$RAND"
+OUT="$ROOT/.run/bench"
+DIR="$OUT/$RUN_ID-activation"
+mkdir -p "$DIR"
+KEY_DIR="$(mktemp -d)"
+ADMIN_KEY="AKIDbench.$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+KEY_SECRET="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+export LOADGEN_TOKEN="$ADMIN_KEY"
+
+declare -A PIDS=() PORTS=()
+WATCHDOG=""
+DBS_CREATED=0
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [[ -n "$WATCHDOG" ]] && kill "$WATCHDOG" 2>/dev/null || true
+  for name in "${!PIDS[@]}"; do stop_service "$name"; done
+  rm -rf "$KEY_DIR"
+  if [[ "${BENCH_KEEP:-0}" != 1 ]]; then
+    if (( DBS_CREATED )); then
+      for db in "$DB_ISS" "$DB_ACT"; do
+        psql -q "$PG_BASE/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+      done
+      drop_topics || true
+    fi
+  else
+    say "kept databases $DB_ISS $DB_ACT and topics $PREFIX.*"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'say "interrupted"; exit 130' INT TERM
+
+# Best effort: the run's topics, with the broker's own TopicCommand.
+drop_topics() {
+  local cache="${LICENSING_KAFKA_CACHE:-$HOME/.cache/licensing/kafka-4.1.1}"
+  command -v java >/dev/null && [[ -d "$cache/libs" ]] || return 0
+  local cfg=(); [[ -f .run/kafka/admin.properties ]] && cfg=(--command-config .run/kafka/admin.properties)
+  timeout 60 java -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xlog:disable \
+    -Dlicensing.kafka.log.level=OFF "-Dlog4j2.configurationFile=$ROOT/infra/kafka/log4j2.xml" \
+    -cp "$cache/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" \
+    "${cfg[@]}" --delete --topic "$PREFIX\\..*" >/dev/null 2>&1
+}
+
+# --- helpers ---------------------------------------------------------------------
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$(( 20000 + RANDOM % 12000 ))   # below the ephemeral range
+    port_free "$p" && { echo "$p"; return; }
+  done
+  die "no free port"
+}
+now_ms() { date +%s%3N; }
+sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+# name db_url [VAR=value ...] -> PIDS[name], PORTS[name]; does not wait.
+spawn_service() {
+  local name="$1" db="$2" port; shift 2
+  port="$(free_port)"
+  env LICENSING_HTTP_ADDR="127.0.0.1:$port" \
+    LICENSING_DATABASE_URL="$db" \
+    LICENSING_KAFKA_BROKERS="$BROKERS" \
+    LICENSING_TOPIC_PREFIX="$PREFIX" \
+    LICENSING_TOPIC_PARTITIONS="$PARTITIONS" \
+    LICENSING_DB_POOL_SIZE="$DB_POOL" \
+    LICENSING_CONFIG_DIR=/nonexistent \
+    LICENSING_ADMIN_KEY="$ADMIN_KEY" \
+    RUST_LOG="$SERVICE_LOG" \
+    "$@" "$BIN/$name" >>"$DIR/$name.log" 2>&1 &
+  PIDS[$name]=$!
+  PORTS[$name]=$port
+}
+wait_ready() {      # name [timeout_s]
+  local name="$1" limit="${2:-60}" url="http://127.0.0.1:${PORTS[$1]}/readyz"
+  for _ in $(seq 1 $((limit * 10))); do
+    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+    kill -0 "${PIDS[$name]}" 2>/dev/null || die "$name exited; see $DIR/$name.log"
+    sleep 0.1
+  done
+  die "$name not ready after ${limit}s; see $DIR/$name.log"
+}
+stop_service() {
+  local name="$1" pid="${PIDS[$1]:-}"
+  [[ -n "$pid" ]] || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+  unset "PIDS[$name]"
+}
+# POST as the admin: body in $DIR/post.out, status on stdout.
+post() {            # url json
+  curl -sS -o "$DIR/post.out" -w '%{http_code}' --max-time 20 -X POST "$1" \
+    -H "authorization: Bearer $ADMIN_KEY" -H 'content-type: application/json' \
+    -H "idempotency-key: $(cat /proc/sys/kernel/random/uuid)" --data-binary "$2"
+}
+machine_busy() {    # busy cores of the whole machine over `secs`
+  local a b secs="${1:-2}"
+  read -r -a a < <(head -n1 /proc/stat); sleep "$secs"; read -r -a b < <(head -n1 /proc/stat)
+  local busy=$(( (b[1]+b[2]+b[3]+b[6]+b[7]+b[8]) - (a[1]+a[2]+a[3]+a[6]+a[7]+a[8]) ))
+  awk -v b="$busy" -v hz="$(getconf CLK_TCK)" -v s="$secs" 'BEGIN { printf "%.2f", b / hz / s }'
+}
+# This checkout's PostgreSQL (postmaster = parent of its checkpointer) and Kafka.
+PG_PID="$(sql "$PG_BASE/postgres" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")"
+PG_PID="$(awk '{ print $4 }' "/proc/$PG_PID/stat" 2>/dev/null || true)"
+KAFKA_PID="$(cat .run/kafka/kafka.pid 2>/dev/null || true)"
+[[ "$PG_PID" =~ ^[0-9]+$ ]] || die "cannot find the PostgreSQL postmaster"
+[[ "$KAFKA_PID" =~ ^[0-9]+$ ]] && kill -0 "$KAFKA_PID" 2>/dev/null || die "cannot find the Kafka broker (.run/kafka/kafka.pid)"
+cpu_snap() {        # file
+  local args=("postgres=tree:$PG_PID" "kafka=$KAFKA_PID")
+  for name in "${!PIDS[@]}"; do args+=("$name=${PIDS[$name]}"); done
+  "$LOADGEN" cpu "${args[@]}" >"$1"
+}
+cpu_diff() {        # before after secs -> cores per group, machine, other, steal
+  jq -n --slurpfile a "$1" --slurpfile b "$2" --argjson secs "$3" --argjson hz "$(getconf CLK_TCK)" '
+    ($a[0]) as $a | ($b[0]) as $b
+    | ([$b | keys[] | select(startswith("machine_") | not)
+        | {key: ., value: ((($b[.] - ($a[.] // 0)) / $hz / $secs * 100 | round) / 100)}] | from_entries)
+    | (([to_entries[] | .value] | add) // 0) as $ours
+    | . + {machine_busy_cores: ((($b.machine_busy - $a.machine_busy) / $hz / $secs * 100 | round) / 100)}
+    | . + {other: (((.machine_busy_cores - $ours) * 100 | round) / 100)}
+    | . + {steal: ((((($b.machine_steal // 0) - ($a.machine_steal // 0))) / $hz / $secs * 100 | round) / 100)}'
+}
+# A loadgen phase with CPU snapshots around it: $DIR/<tag>.json, cpu-<tag>.json.
+measured() {        # tag timeout loadgen-args...
+  local tag="$1" limit="$2" t0 t1; shift 2
+  cpu_snap "$DIR/cpu-$tag-0.json"; t0=$(now_ms)
+  timeout "$limit" "$LOADGEN" "$@" >"$DIR/$tag.json" || die "loadgen $tag failed (see above)"
+  t1=$(now_ms); cpu_snap "$DIR/cpu-$tag-1.json"
+  cpu_diff "$DIR/cpu-$tag-0.json" "$DIR/cpu-$tag-1.json" "$(( t1 - t0 ))e-3" >"$DIR/cpu-$tag.json"
+}
+
+# Figures only mean something on an otherwise idle machine: wait (bounded).
+BACKGROUND="$(machine_busy 2)"
+waited=0
+while awk -v b="$BACKGROUND" 'BEGIN { exit !(b > 0.25) }' && (( waited < IDLE_WAIT )); do
+  (( waited == 0 )) && say "machine busy ($BACKGROUND cores in use by other processes); waiting up to ${IDLE_WAIT}s"
+  BACKGROUND="$(machine_busy 3)"; waited=$((waited + 3))
+done
+if awk -v b="$BACKGROUND" 'BEGIN { exit !(b > 0.25) }'; then
+  say "WARNING: $BACKGROUND cores busy before the run; figures will be pessimistic"
+  ps -eo pcpu=,comm= --sort=-pcpu | head -n 5 | sed 's/^/bench-activation:   /' >&2
+fi
+
+# Bounded from here on (one-second sleeps: killing the watchdog leaves none behind).
+( for _ in $(seq 1 "$DEADLINE"); do sleep 1; done
+  say "deadline of ${DEADLINE}s reached; aborting"; kill -TERM $$ ) 2>/dev/null &
+WATCHDOG=$!
+T_START=$(now_ms)
+
+# --- services, product, licenses ------------------------------------------------
+say "run $RUN_ID: databases $DB_ISS / $DB_ACT, topic prefix $PREFIX, output $DIR"
+DBS_CREATED=1
+sql "$PG_BASE/postgres" -c "CREATE DATABASE $DB_ISS" -c "CREATE DATABASE $DB_ACT"
+spawn_service issuance "$PG_BASE/$DB_ISS" LICENSING_LICENSE_KEY_SECRET="$KEY_SECRET"
+spawn_service activation "$PG_BASE/$DB_ACT" LICENSING_SIGNING_KEY_FILE="$KEY_DIR/signing.pem" \
+  LICENSING_SIGNING_KEY_GENERATE=true
+wait_ready issuance
+wait_ready activation
+ISS="http://127.0.0.1:${PORTS[issuance]}"
+ACT="http://127.0.0.1:${PORTS[activation]}"
+
+PRODUCT="bench-seats-$RAND"
+code="$(post "$ISS/v1/products" "$(jq -nc --arg p "$PRODUCT" --argjson max "$MAX_ACT" '{
+  code: $p, name: "Activation bench product",
+  features: [{code: "f1", name: "F1"}, {code: "f2", name: "F2"}],
+  policy: {max_activations: $max}}')")"
+[[ "$code" == 201 ]] || die "creating product $PRODUCT: HTTP $code $(cat "$DIR/post.out")"
+
+say "issuing $LICENSES formal licenses of $PRODUCT (max_activations $MAX_ACT)"
+: >"$DIR/keys.txt"
+LICENSE_BODY="$(jq -nc --arg p "$PRODUCT" '{product: $p, customer: "ACME Corp", kind: "formal", features: ["f1", "f2"]}')"
+for _ in $(seq 1 "$LICENSES"); do
+  code="$(post "$ISS/v1/licenses" "$LICENSE_BODY")"
+  [[ "$code" == 201 ]] || die "issuing a license: HTTP $code $(cat "$DIR/post.out")"
+  jq -er .key "$DIR/post.out" >>"$DIR/keys.txt"
+done
+
+# Activation learns licenses from issuance's events over Kafka.
+t0=$(now_ms)
+while read -r key; do
+  for i in $(seq 1 600); do
+    code="$(post "$ACT/v1/validate" "$(jq -nc --arg k "$key" '{license_key: $k}')")"
+    [[ "$code" == 200 ]] && [[ "$(jq -r .code "$DIR/post.out")" != NOT_FOUND ]] && break
+    (( i < 600 )) || die "license $key did not reach activation within 60 s"
+    sleep 0.1
+  done
+done <"$DIR/keys.txt"
+ARRIVAL_MS=$(( $(now_ms) - t0 ))
+say "all $LICENSES licenses at activation ${ARRIVAL_MS} ms after the last was issued"
+
+# One probe activation (its own device, license 1): the real size of a file's claims.
+code="$(post "$ACT/v1/activations" "$(jq -nc --arg k "$(head -n1 "$DIR/keys.txt")" '{license_key: $k,
+  fingerprint: {machine_id: "probe-m", disk: "probe-d", board: "probe-b", mac: "probe-n"}}')")"
+[[ "$code" == 201 ]] || die "probe activation: HTTP $code $(cat "$DIR/post.out")"
+CLAIMS_B64="$(jq -r .activation_file "$DIR/post.out" | cut -d. -f2)"
+CLAIMS_BYTES=$(( ${#CLAIMS_B64} * 3 / 4 ))
+FILE_BYTES="$(jq -r '.activation_file | length' "$DIR/post.out")"
+
+# --- 1. bare signing loop --------------------------------------------------------
+say "1/3 sign: ES256 sign ${SIGN_SECS}s, verify ${VERIFY_SECS}s, on $SIGN_THREADS threads (services idle)"
+measured sign $((SIGN_SECS + VERIFY_SECS + 30)) sign --threads "$SIGN_THREADS" \
+  --duration "$SIGN_SECS" --verify-duration "$VERIFY_SECS"
+jq -c '{signs_per_sec, signs_per_sec_per_thread, verify_per_sec, verify_per_sec_per_thread, payload_bytes}' "$DIR/sign.json" >&2
+
+# --- 2. activations ----------------------------------------------------------------
+say "2/3 activate: warm-up $WARMUP, then $COUNT activations of distinct devices, $CLIENTS clients, over $LICENSES licenses"
+measured activate 240 activate --url "$ACT" --keys-file "$DIR/keys.txt" --clients "$CLIENTS" \
+  --count "$COUNT" --warmup "$WARMUP" --device-prefix "bench-$RAND" --correlation-id "bench-act-$RAND"
+jq -c '{per_sec, p50_ms, p99_ms, errors, error_kinds}' "$DIR/activate.json" >&2
+
+# --- 3. validate -------------------------------------------------------------------
+DEVICES=$((WARMUP + COUNT))
+say "3/3 validate: ${VALIDATE_SECS}s of POST /v1/validate over the $DEVICES activated devices, $CLIENTS clients"
+measured validate $((VALIDATE_SECS + 60)) validate --url "$ACT" --keys-file "$DIR/keys.txt" \
+  --clients "$CLIENTS" --duration "$VALIDATE_SECS" --warmup "$VALIDATE_WARMUP" --devices "$DEVICES" \
+  --device-prefix "bench-$RAND" --correlation-id "bench-validate-$RAND"
+jq -c '{rps, p50_ms, p99_ms, errors, error_kinds}' "$DIR/validate.json" >&2
+
+SEATS="$(sql "$PG_BASE/$DB_ACT" -c "SELECT count(*) FROM events WHERE event_type = 'DeviceActivated'" 2>/dev/null || echo null)"
+[[ "$SEATS" =~ ^[0-9]+$ ]] || SEATS=null
+
+# --- results -------------------------------------------------------------------------
+MEM="$(free -b | awk '/^Mem:/ { printf "%.1f GiB", $2 / 1073741824 }')"
+CPU_MODEL="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+jq -n \
+  --arg run "$RUN_ID" --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg commit "$COMMIT" \
+  --argjson dirty_paths "$DIRTY_PATHS" --arg nproc "$(nproc)" --arg mem "$MEM" \
+  --arg uname "$(uname -srm)" --arg cpu "$CPU_MODEL" --arg bg "$BACKGROUND" --arg log "$SERVICE_LOG" \
+  --argjson pool "$DB_POOL" --argjson parts "$PARTITIONS" --argjson licenses "$LICENSES" \
+  --argjson max "$MAX_ACT" --argjson arrival "$ARRIVAL_MS" --argjson claims "$CLAIMS_BYTES" \
+  --argjson file "$FILE_BYTES" --argjson seats "$SEATS" --argjson wall "$(( $(now_ms) - T_START ))" \
+  --slurpfile s "$DIR/sign.json" --slurpfile a "$DIR/activate.json" --slurpfile v "$DIR/validate.json" \
+  --slurpfile cs "$DIR/cpu-sign.json" --slurpfile ca "$DIR/cpu-activate.json" --slurpfile cv "$DIR/cpu-validate.json" '
+  def r($d): . * pow(10; $d) | round / pow(10; $d);
+  $s[0] as $s | $a[0] as $a | $v[0] as $v | $ca[0] as $ca | $cv[0] as $cv
+  | (1000 / $s.signs_per_sec_per_thread) as $sign_ms
+  | ($ca.activation * 1000 / $a.per_sec) as $act_cpu_ms
+  | ($ca.machine_busy_cores * 1000 / $a.per_sec) as $machine_ms
+  | {
+    run: $run, date: $date, commit: $commit, uncommitted: $dirty_paths,
+    machine: {nproc: ($nproc | tonumber), memory: $mem, uname: $uname, cpu: $cpu},
+    background_cores_before: ($bg | tonumber),
+    services: {rust_log: $log, db_pool_size: $pool, topic_partitions: $parts},
+    setup: {licenses: $licenses, max_activations: $max, license_arrival_ms: $arrival,
+            claims_bytes: $claims, activation_file_bytes: $file,
+            device_activated_events: $seats,
+            seats_per_license_at_end: (if $seats == null then null else ($seats / $licenses | r(1)) end)},
+    wall_s: ($wall / 1000 | r(1)),
+    sign: ($s + {cpu_cores: $cs[0]}),
+    activate: ($a + {cpu_cores: $ca}),
+    validate: ($v + {cpu_cores: $cv}),
+    summary: {
+      activations_per_s: $a.per_sec, activate_p50_ms: $a.p50_ms, activate_p99_ms: $a.p99_ms,
+      activate_errors: $a.errors,
+      validate_rps: $v.rps, validate_p50_ms: $v.p50_ms, validate_p99_ms: $v.p99_ms,
+      validate_errors: $v.errors,
+      signs_per_sec: $s.signs_per_sec, signs_per_sec_per_thread: $s.signs_per_sec_per_thread,
+      verify_per_sec: $s.verify_per_sec, verify_per_sec_per_thread: $s.verify_per_sec_per_thread
+    },
+    crypto_share: {
+      note: "one ES256 signature per activation; validate signs nothing",
+      sign_ms_per_op_one_core: ($sign_ms | r(3)),
+      activations_per_s_over_signs_per_s: ($a.per_sec / $s.signs_per_sec | r(4)),
+      cores_signing_at_measured_rate: ($a.per_sec / $s.signs_per_sec_per_thread | r(4)),
+      activation_service_cpu_ms_per_activation: ($act_cpu_ms | r(3)),
+      machine_cpu_ms_per_activation: ($machine_ms | r(3)),
+      of_activation_service_cpu: ($sign_ms / $act_cpu_ms | r(4)),
+      of_machine_cpu: ($sign_ms / $machine_ms | r(4))
+    }
+  }' >"$DIR/activation.json"
+
+RESULTS="$OUT/results.json"
+if [[ -s "$RESULTS" ]] && jq -e 'type == "object"' "$RESULTS" >/dev/null 2>&1; then
+  jq --slurpfile a "$DIR/activation.json" '. + {activation: $a[0]}' "$RESULTS" >"$RESULTS.tmp"
+else
+  jq '{activation: .}' "$DIR/activation.json" >"$RESULTS.tmp"
+fi
+mv "$RESULTS.tmp" "$RESULTS"
+
+jq -r '
+  def row: "  \(.[0] | . + " " * ([50 - length, 1] | max))\(.[1])";
+  "",
+  "bench/activation.sh — run \(.run) (\(.machine.nproc) cores, commit \(.commit))",
+  "",
+  ( [
+    ["activations/s (\(.activate.clients) clients, \(.activate.count) devices, \(.setup.licenses) licenses)", "\(.activate.per_sec)"],
+    ["  p50 / p99 (ms)", "\(.activate.p50_ms) / \(.activate.p99_ms)"],
+    ["  errors", "\(.activate.errors) \(.activate.error_kinds)"],
+    ["validate requests/s (\(.validate.clients) clients, \(.validate.seconds) s)", "\(.validate.rps)"],
+    ["  p50 / p99 (ms)", "\(.validate.p50_ms) / \(.validate.p99_ms)"],
+    ["  errors", "\(.validate.errors) \(.validate.error_kinds)"],
+    ["bare ES256 sign/s (\(.sign.threads) threads; per thread)", "\(.sign.signs_per_sec) (\(.sign.signs_per_sec_per_thread))"],
+    ["bare ES256 verify/s (\(.sign.threads) threads; per thread)", "\(.sign.verify_per_sec) (\(.sign.verify_per_sec_per_thread))"],
+    ["one signature on one core (ms)", "\(.crypto_share.sign_ms_per_op_one_core)"],
+    ["activations/s ÷ signs/s (whole machine)", "\(.crypto_share.activations_per_s_over_signs_per_s)"],
+    ["cores busy signing at the measured rate", "\(.crypto_share.cores_signing_at_measured_rate)"],
+    ["activation CPU per activation (ms)", "\(.crypto_share.activation_service_cpu_ms_per_activation)"],
+    ["  signing share of it", "\(.crypto_share.of_activation_service_cpu * 100 | . * 10 | round / 10) %"],
+    ["machine CPU per activation (ms)", "\(.crypto_share.machine_cpu_ms_per_activation)"],
+    ["  signing share of it", "\(.crypto_share.of_machine_cpu * 100 | . * 10 | round / 10) %"]
+  ][] | row),
+  "",
+  "  CPU cores: activate \(.activate.cpu_cores | to_entries | map("\(.key) \(.value)") | join(", "))",
+  "             validate \(.validate.cpu_cores | to_entries | map("\(.key) \(.value)") | join(", "))",
+  "  background load before the run: \(.background_cores_before) cores",
+  "",
+  "raw numbers: .run/bench/results.json (key activation; run directory .run/bench/\(.run)-activation/)"
+' "$DIR/activation.json"
