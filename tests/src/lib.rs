@@ -227,6 +227,29 @@ pub async fn start_activation(infra: &Infra, prefix: &str) -> InProcess {
     InProcess { running, db }
 }
 
+pub fn domain_config(infra: &Infra, db: &str, prefix: &str) -> domain_binding::Config {
+    domain_binding::Config {
+        common: infra.config(db, prefix),
+        cache_refresh_ms: 100,
+        license_query_rate: 5,
+        license_query_burst: 10,
+    }
+}
+
+pub async fn start_domain_binding(infra: &Infra, prefix: &str) -> InProcess {
+    let db = infra.fresh_db("domain").await;
+    let running = domain_binding::start(
+        domain_config(infra, &db, prefix),
+        domain_binding::Options {
+            handle_signals: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("domain binding starts");
+    InProcess { running, db }
+}
+
 pub async fn start_projector(infra: &Infra, prefix: &str) -> InProcess {
     start_projector_on(infra, prefix, infra.fresh_db("projector").await).await
 }

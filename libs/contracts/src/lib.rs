@@ -5,6 +5,7 @@
 //! change; a new payload shape is a new version.
 
 pub mod activation;
+pub mod domain;
 pub mod envelope;
 pub mod issuance;
 pub mod license_key;

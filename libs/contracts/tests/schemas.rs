@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use contracts::activation::*;
+use contracts::domain::*;
 use contracts::issuance::*;
 use contracts::{
     Actor, ActorKind, CommandEnvelope, CommandOutcome, EventEnvelope, OutcomeError, OutcomeStatus,
@@ -39,6 +40,8 @@ const LICENSE_KEY_RECOVERED_SCHEMA: &str = "events/issuance/LicenseKeyRecovered.
 const DEVICE_ACTIVATED_SCHEMA: &str = "events/activation/DeviceActivated.v1.json";
 const ACTIVATIONS_REVOKED_SCHEMA: &str = "events/activation/ActivationsRevoked.v1.json";
 const ACTIVATION_CLAIMS_SCHEMA: &str = "files/ActivationClaims.v1.json";
+const DOMAIN_RELEASED_SCHEMA: &str = "events/domain/DomainReleased.v1.json";
+const BIND_DOMAIN_SCHEMA: &str = "commands/domain/BindDomain.v1.json";
 
 /// The pattern of a hex SHA-256 digest; every `*digest`, `*hash` and
 /// `fingerprint` has it, and every digest in a map of `components`.
@@ -54,6 +57,34 @@ fn is_sha256(pointer: &str) -> bool {
         || segments.next() == Some("components")
 }
 
+/// The pattern of a host or domain name as the domain events record it,
+/// as the domain-binding service normalises it: lower-case ASCII (punycode
+/// for IDNs), labels of 1 to 63 characters of a-z, 0-9, '-' and '_', at
+/// least two; `maxLength` 253 beside it, and [`NUMERIC_TLD`] under `not`.
+/// The service keeps underscores and hyphens at either end of a label (the
+/// WHATWG URL parser does), so the labels are not strictly LDH. Every
+/// `*domain` and `requested_host` of an event has it; in a command body the
+/// same fields are free text of 1 to 253 characters, which the server
+/// normalises.
+const DOMAIN_NAME: &str = r"^(?:[a-z0-9_-]{1,63}\.)+[a-z0-9_-]{1,63}$";
+
+/// A name whose last label is a number: an IPv4 address to the WHATWG URL
+/// parser, which the service refuses to bind.
+const NUMERIC_TLD: &str = r"\.(?:[0-9]+|0x[0-9a-f]*)$";
+
+/// The longest domain name, in characters.
+const MAX_DOMAIN_CHARS: usize = 253;
+
+/// Whether the value at `pointer` is a domain name or host by its name.
+fn is_domain(pointer: &str) -> bool {
+    let last = pointer.rsplit('/').next().unwrap_or_default();
+    last.ends_with("domain") || last == "requested_host"
+}
+
+/// The pattern of an ISO 4217 alphabetic code; every `currency` has it (a
+/// policy's `fee_currency` is free: the Product aggregate checks it).
+const CURRENCY: &str = "^[A-Z]{3}$";
+
 /// Folders under `schemas/` whose every `*.json` must be covered here.
 const SCHEMA_DIRS: &[&str] = &["events", "commands", "files"];
 
@@ -65,6 +96,7 @@ const ANY_JSON: &[(&str, &str)] = &[(EVENT_ENVELOPE, "/payload"), (COMMAND_ENVEL
 /// payload schemas under `events/`.
 const ISSUANCE: &str = "issuance";
 const ACTIVATION: &str = "activation";
+const DOMAIN: &str = contracts::topics::DOMAIN;
 
 /// Every event type, with its context and aggregate type.
 const EVENT_TYPES: &[(&str, &str, &str)] = &[
@@ -94,24 +126,32 @@ const EVENT_TYPES: &[(&str, &str, &str)] = &[
     (ACTIVATION, TRIAL_ACTIVATED, TRIAL_AGGREGATE),
     (ACTIVATION, TRIAL_ENDED, TRIAL_AGGREGATE),
     (ACTIVATION, SIGNING_KEY_PUBLISHED, SIGNING_KEY_AGGREGATE),
+    (DOMAIN, DOMAIN_BOUND, BINDING_AGGREGATE),
+    (DOMAIN, DOMAIN_CHANGED, BINDING_AGGREGATE),
+    (DOMAIN, DOMAIN_CHANGE_CHARGED, BINDING_AGGREGATE),
+    (DOMAIN, DOMAIN_RESET, BINDING_AGGREGATE),
+    (DOMAIN, DOMAIN_RELEASED, BINDING_AGGREGATE),
 ];
 
-/// Every command type of the issuance context that carries a payload. The
-/// API-key commands come only over HTTP and are named by the issuance service
+/// Every command type that carries a payload, with its context. The API-key
+/// commands come only over HTTP and are named by the issuance service
 /// (contracts has no constants for them); rotating and revoking a key take
-/// no body.
-const COMMAND_TYPES: &[&str] = &[
-    CREATE_PRODUCT,
-    SET_POLICY,
-    ISSUE_LICENSE,
-    RENEW_LICENSE,
-    AMEND_FEATURES,
-    SUSPEND_LICENSE,
-    REINSTATE_LICENSE,
-    REVOKE_LICENSE,
-    DELETE_LICENSE,
-    "CreateApiKey",
-    "SetAllowlist",
+/// no body, and neither does releasing a domain (`RELEASE_DOMAIN`).
+const COMMAND_TYPES: &[(&str, &str)] = &[
+    (ISSUANCE, CREATE_PRODUCT),
+    (ISSUANCE, SET_POLICY),
+    (ISSUANCE, ISSUE_LICENSE),
+    (ISSUANCE, RENEW_LICENSE),
+    (ISSUANCE, AMEND_FEATURES),
+    (ISSUANCE, SUSPEND_LICENSE),
+    (ISSUANCE, REINSTATE_LICENSE),
+    (ISSUANCE, REVOKE_LICENSE),
+    (ISSUANCE, DELETE_LICENSE),
+    (ISSUANCE, "CreateApiKey"),
+    (ISSUANCE, "SetAllowlist"),
+    (DOMAIN, BIND_DOMAIN),
+    (DOMAIN, CHANGE_DOMAIN),
+    (DOMAIN, RESET_DOMAIN),
 ];
 
 /// The schema of an event's payload, named by its context, type and
@@ -134,12 +174,24 @@ fn payload_schema_of(event_type: &str, version: &str) -> String {
     event_payload_schema(event_type_info(event_type).0, event_type, version)
 }
 
-/// The schema of a command's payload, named by its type; the commands that
-/// carry nothing share one.
+/// The context of a command type, from [`COMMAND_TYPES`].
+fn command_context(command_type: &str) -> &'static str {
+    COMMAND_TYPES
+        .iter()
+        .find(|(_, t)| *t == command_type)
+        .map(|&(context, _)| context)
+        .unwrap_or_else(|| panic!("{command_type} is not listed in COMMAND_TYPES"))
+}
+
+/// The schema of a command's payload, named by its context and type; the
+/// issuance commands that carry nothing share one.
 fn command_payload_schema(command_type: &str) -> String {
     match command_type {
         REINSTATE_LICENSE | DELETE_LICENSE => EMPTY_SCHEMA.to_string(),
-        _ => format!("commands/issuance/{command_type}.v1.json"),
+        _ => format!(
+            "commands/{}/{command_type}.v1.json",
+            command_context(command_type)
+        ),
     }
 }
 
@@ -230,6 +282,11 @@ fn contracts() -> Vec<Contract> {
         event(TRIAL_ACTIVATED, trials_activated),
         event(TRIAL_ENDED, trials_ended),
         event(SIGNING_KEY_PUBLISHED, signing_keys_published),
+        event(DOMAIN_BOUND, domains_bound),
+        event(DOMAIN_CHANGED, domains_changed),
+        event(DOMAIN_CHANGE_CHARGED, domain_changes_charged),
+        event(DOMAIN_RESET, domains_reset),
+        event(DOMAIN_RELEASED, domains_released),
         // Commands.
         command(CREATE_PRODUCT, product_specs),
         command(SET_POLICY, policy_changes),
@@ -241,6 +298,9 @@ fn contracts() -> Vec<Contract> {
         command(REINSTATE_LICENSE, empties),
         command("CreateApiKey", api_key_specs),
         command("SetAllowlist", allowlists),
+        command(BIND_DOMAIN, domain_bindings),
+        command(CHANGE_DOMAIN, domain_changes),
+        command(RESET_DOMAIN, domain_resets),
         // Files.
         typed(ACTIVATION_CLAIMS_SCHEMA, activation_claims),
     ]
@@ -1094,6 +1154,172 @@ fn activation_claims() -> Vec<ActivationClaims> {
     ]
 }
 
+// Domain binding.
+
+const MUELLER_DE: &str = "xn--mller-kva.de";
+
+/// What the domain-binding service asks of the operator after a binding or
+/// a change (`follow_up` in its binding module).
+fn follow_up(domain: &str) -> Vec<String> {
+    vec![
+        format!(
+            "Point the DNS A record of {domain} (or of the subdomain you serve) at your server; \
+             a later change of the server's IP needs no new binding."
+        ),
+        format!("Set the product's callback address to a host under {domain}."),
+    ]
+}
+
+fn domain_bindings() -> Vec<BindDomain> {
+    vec![
+        // As callers write hosts: the server normalises them.
+        BindDomain {
+            domain: "Shop.Example.COM".into(),
+        },
+        BindDomain {
+            domain: "müller.de".into(),
+        },
+    ]
+}
+
+fn domains_bound() -> Vec<DomainBound> {
+    vec![
+        DomainBound {
+            license_id: uuid(LICENSE_1),
+            product: "integration-platform".into(),
+            domain: "example.com".into(),
+            requested_host: "shop.example.com".into(),
+            follow_up: follow_up("example.com"),
+            bound_at: at("2026-05-06T08:00:00Z"),
+        },
+        // Bound by its registrable domain, in punycode.
+        DomainBound {
+            license_id: uuid(LICENSE_2),
+            product: "cad-suite".into(),
+            domain: MUELLER_DE.into(),
+            requested_host: MUELLER_DE.into(),
+            follow_up: follow_up(MUELLER_DE),
+            bound_at: at("2026-05-06T09:12:45.5Z"),
+        },
+    ]
+}
+
+fn domain_changes() -> Vec<ChangeDomain> {
+    vec![
+        // Every optional field set: past the free changes.
+        ChangeDomain {
+            domain: "WWW.Mueller-Shop.co.uk".into(),
+            accept_fee: true,
+        },
+        // None set.
+        ChangeDomain {
+            domain: "portal.example.org".into(),
+            accept_fee: false,
+        },
+    ]
+}
+
+fn domains_changed() -> Vec<DomainChanged> {
+    vec![
+        // A billable change: DomainChangeCharged follows.
+        DomainChanged {
+            license_id: uuid(LICENSE_2),
+            product: "cad-suite".into(),
+            from_domain: MUELLER_DE.into(),
+            domain: "mueller-shop.co.uk".into(),
+            requested_host: "www.mueller-shop.co.uk".into(),
+            changes_used: 4,
+            free: false,
+            follow_up: follow_up("mueller-shop.co.uk"),
+            changed_at: at("2026-06-10T14:30:00Z"),
+        },
+        // The first change, free.
+        DomainChanged {
+            license_id: uuid(LICENSE_1),
+            product: "integration-platform".into(),
+            from_domain: "example.com".into(),
+            domain: "example.org".into(),
+            requested_host: "portal.example.org".into(),
+            changes_used: 1,
+            free: true,
+            follow_up: follow_up("example.org"),
+            changed_at: at("2026-05-20T10:00:00.25Z"),
+        },
+    ]
+}
+
+fn domain_changes_charged() -> Vec<DomainChangeCharged> {
+    vec![
+        DomainChangeCharged {
+            license_id: uuid(LICENSE_2),
+            change_number: 4,
+            amount_minor: 4_900,
+            currency: "EUR".into(),
+            charged_at: at("2026-06-10T14:30:00Z"),
+        },
+        // The enterprise policy's fee.
+        DomainChangeCharged {
+            license_id: uuid(LICENSE_1),
+            change_number: 5,
+            amount_minor: 1_200_000,
+            currency: "USD".into(),
+            charged_at: at("2026-11-02T16:05:09.875Z"),
+        },
+    ]
+}
+
+fn domain_resets() -> Vec<ResetDomain> {
+    vec![
+        ResetDomain {
+            reason: "Customer moved the shop to a new agency (ticket #5120)".into(),
+        },
+        ResetDomain {
+            reason: "Bound to the staging host by mistake — see audit note".into(),
+        },
+    ]
+}
+
+fn domains_reset() -> Vec<DomainReset> {
+    let domains = ["example.org", "mueller-shop.co.uk"];
+    license_moments()
+        .into_iter()
+        .zip(domain_resets().into_iter().zip(domains))
+        .map(|((license_id, reset_at), (r, domain))| DomainReset {
+            license_id,
+            domain: domain.into(),
+            reason: r.reason,
+            reset_at,
+        })
+        .collect()
+}
+
+fn domains_released() -> Vec<DomainReleased> {
+    let bindings = [
+        (LICENSE_1, "example.org", at("2027-07-02T00:00:00Z")),
+        (
+            LICENSE_2,
+            "mueller-shop.co.uk",
+            at("2027-09-28T23:59:59.5Z"),
+        ),
+        // bücher.example
+        (
+            LICENSE_3,
+            "xn--bcher-kva.example",
+            at("2026-06-30T00:00:01Z"),
+        ),
+    ];
+    release_reasons()
+        .into_iter()
+        .zip(bindings)
+        .map(|(reason, (license, domain, released_at))| DomainReleased {
+            license_id: uuid(license),
+            domain: domain.into(),
+            reason,
+            released_at,
+        })
+        .collect()
+}
+
 fn payload<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).expect("payload serialises")
 }
@@ -1102,6 +1328,7 @@ fn event_envelopes() -> Vec<EventEnvelope> {
     let issued = licenses_issued();
     let expired = licenses_expired();
     let activated = devices_activated();
+    let charged = domain_changes_charged();
     vec![
         // Every optional field set.
         EventEnvelope {
@@ -1179,6 +1406,25 @@ fn event_envelopes() -> Vec<EventEnvelope> {
             prev_hash: DIGEST_2.into(),
             hash: DIGEST_1.into(),
         },
+        // An event of the domain context, after the change it charges for.
+        EventEnvelope {
+            event_id: uuid("01956d20-3333-7000-8000-000000000005"),
+            event_type: DOMAIN_CHANGE_CHARGED.into(),
+            event_version: V1.into(),
+            aggregate_type: BINDING_AGGREGATE.into(),
+            aggregate_id: LICENSE_2.into(),
+            sequence: 6,
+            global_position: 913,
+            occurred_at: charged[0].charged_at,
+            recorded_at: at("2026-06-10T14:30:00.006Z"),
+            command_id: uuid("01956d20-3300-7000-8000-0000000000e1"),
+            correlation_id: "req-d0ma1n42".into(),
+            causation_id: None,
+            actor: Actor::new(ActorKind::ApiKey, KEY_2),
+            payload: payload(&charged[0]),
+            prev_hash: DIGEST_1.into(),
+            hash: DIGEST_2.into(),
+        },
     ]
 }
 
@@ -1228,6 +1474,17 @@ fn command_envelopes() -> Vec<CommandEnvelope> {
             correlation_id: "dunning-run-2026-05-04".into(),
             causation_id: Some("invoice-2026-0142-overdue".into()),
             payload: payload(&suspensions()[0]),
+        },
+        // A command of the domain context, over HTTP.
+        CommandEnvelope {
+            command_id: uuid("01956d20-3300-7000-8000-0000000000e1"),
+            command_type: CHANGE_DOMAIN.into(),
+            aggregate_id: LICENSE_2.into(),
+            issued_at: at("2026-06-10T14:29:59.97Z"),
+            actor: Actor::new(ActorKind::ApiKey, KEY_2),
+            correlation_id: "req-d0ma1n42".into(),
+            causation_id: None,
+            payload: payload(&domain_changes()[0]),
         },
     ]
 }
@@ -1668,6 +1925,22 @@ fn revocation_reasons() -> Vec<RevocationReason> {
     all
 }
 
+fn release_reasons() -> Vec<ReleaseReason> {
+    let all = vec![
+        ReleaseReason::LicenseRevoked,
+        ReleaseReason::LicenseReclaimed,
+        ReleaseReason::LicenseDeleted,
+    ];
+    for r in &all {
+        match r {
+            ReleaseReason::LicenseRevoked
+            | ReleaseReason::LicenseReclaimed
+            | ReleaseReason::LicenseDeleted => {}
+        }
+    }
+    all
+}
+
 fn outcome_statuses() -> Vec<OutcomeStatus> {
     let all = vec![OutcomeStatus::Accepted, OutcomeStatus::Rejected];
     for s in &all {
@@ -1727,7 +2000,19 @@ fn every_message_type_has_a_payload_schema() {
         );
         assert!(named.insert(path), "{event_type} is listed twice");
     }
-    named.extend(COMMAND_TYPES.iter().map(|t| command_payload_schema(t)));
+    for (context, command_type) in COMMAND_TYPES {
+        let path = command_payload_schema(command_type);
+        if path != EMPTY_SCHEMA {
+            let s = schema(&path);
+            let description = s["description"].as_str().unwrap_or_default();
+            let expected = format!("Payload of the {context} command {command_type}");
+            assert!(
+                description.starts_with(&expected),
+                "{path} does not start with {expected:?}: {description}"
+            );
+        }
+        named.insert(path);
+    }
     assert_eq!(named, on_disk);
 }
 
@@ -1902,10 +2187,30 @@ fn defaults_mean_what_serde_fills_in() {
     assert!(seen > 0);
 }
 
-/// Malformed ids, timestamps and digests fail the schema; serde refuses the
-/// ones its types parse (`Uuid`, `DateTime`), not the forms it accepts or
-/// the digests it reads as plain strings. A string the schema leaves free
-/// is free to serde too, so no `Uuid` or `DateTime` lacks its format.
+/// Strings of `n` characters (two bytes each in UTF-8: lengths count
+/// characters).
+fn chars(n: usize) -> String {
+    "é".repeat(n)
+}
+
+/// A domain name of `n` characters (at least 4) that is valid but for its
+/// length: labels of up to 63 characters under `.example`.
+fn long_domain(n: usize) -> String {
+    let mut name = String::from("example");
+    while name.len() < n {
+        let label = (n - name.len() - 1).clamp(1, 63);
+        name = format!("{}.{name}", "a".repeat(label));
+    }
+    assert_eq!(name.len(), n);
+    name
+}
+
+/// Malformed ids, timestamps, digests, domain names and currency codes fail
+/// the schema; serde refuses the ones its types parse (`Uuid`, `DateTime`),
+/// not the forms it accepts or the values it reads as plain strings. Free
+/// text fails only outside its `minLength` and `maxLength`. A string the
+/// schema leaves free is free to serde too, so no `Uuid` or `DateTime` lacks
+/// its format.
 #[test]
 fn formats_are_checked() {
     each_part(|c, validator, doc, part| {
@@ -1914,39 +2219,124 @@ fn formats_are_checked() {
         };
         let format = part.schema.get("format").and_then(Value::as_str);
         let pattern = part.schema.get("pattern").and_then(Value::as_str);
+        let length = |k: &str| {
+            part.schema
+                .get(k)
+                .and_then(Value::as_u64)
+                .map(|n| usize::try_from(n).expect("a length fits usize"))
+        };
+        let (min, max) = (length("minLength"), length("maxLength"));
+        let at = format!("{} {}", c.schema, part.pointer);
         if is_sha256(&part.pointer) {
-            assert_eq!(pattern, Some(SHA256), "{} {}", c.schema, part.pointer);
+            assert_eq!(pattern, Some(SHA256), "{at}");
         }
-        let cases: Vec<(Value, bool)> = match (format, pattern) {
+        if is_domain(&part.pointer) {
+            if c.schema.starts_with("events/") {
+                assert_eq!(
+                    (pattern, min, max),
+                    (Some(DOMAIN_NAME), None, Some(MAX_DOMAIN_CHARS)),
+                    "{at}"
+                );
+                assert_eq!(part.schema["not"], json!({"pattern": NUMERIC_TLD}), "{at}");
+            } else {
+                assert_eq!(
+                    (pattern, min, max),
+                    (None, Some(1), Some(MAX_DOMAIN_CHARS)),
+                    "{at}"
+                );
+            }
+        }
+        if part.pointer.rsplit('/').next() == Some("currency") {
+            assert_eq!(pattern, Some(CURRENCY), "{at}");
+        }
+        // (value, whether the schema takes it, whether serde does)
+        let cases: Vec<(Value, bool, bool)> = match (format, pattern) {
             (None, None) if part.schema.get("enum").is_none() => {
-                vec![(json!("?"), true), (json!(""), true)]
+                let (min, max) = (min.unwrap_or(0), max.unwrap_or(usize::MAX));
+                let mut lengths = BTreeSet::from([0, 1, min.saturating_sub(1), min]);
+                if max < usize::MAX {
+                    lengths.extend([max, max + 1]);
+                }
+                let fits = |n: usize| (min..=max).contains(&n);
+                let mut cases = vec![(json!("?"), fits(1), true)];
+                cases.extend(
+                    lengths
+                        .into_iter()
+                        .map(|n| (json!(chars(n)), fits(n), true)),
+                );
+                cases
             }
             (Some("uuid"), _) => vec![
-                (json!("not-a-uuid"), false),
-                (json!(&text[..8]), false),
-                (json!(text.to_uppercase()), true),
-                (json!(text.replace('-', "")), true),
+                (json!("not-a-uuid"), false, false),
+                (json!(&text[..8]), false, false),
+                (json!(text.to_uppercase()), false, true),
+                (json!(text.replace('-', "")), false, true),
             ],
             (Some("date-time"), _) => vec![
-                (json!("yesterday"), false),
-                (json!("2026-13-01T00:00:00Z"), false),
-                (json!("2026-03-01T10:15:30"), false),
-                (json!("2026-03-01"), false),
+                (json!("yesterday"), false, false),
+                (json!("2026-13-01T00:00:00Z"), false, false),
+                (json!("2026-03-01T10:15:30"), false, false),
+                (json!("2026-03-01"), false, false),
             ],
             (None, Some(SHA256)) => vec![
-                (json!(text.to_uppercase()), true),
-                (json!(format!("{}F", &text[..63])), true),
-                (json!(&text[..62]), true),
-                (json!(format!("{text}0")), true),
+                (json!(text.to_uppercase()), false, true),
+                (json!(format!("{}F", &text[..63])), false, true),
+                (json!(&text[..62]), false, true),
+                (json!(format!("{text}0")), false, true),
             ],
+            (None, Some(DOMAIN_NAME)) => {
+                let mut cases: Vec<(Value, bool, bool)> = [
+                    text.to_uppercase(),
+                    "localhost".into(),
+                    "192.0.2.1".into(),
+                    "example.123".into(),
+                    "example.0x7f".into(),
+                    "bücher.example".into(),
+                    format!("{text}."),
+                    format!(".{text}"),
+                    format!("www..{text}"),
+                    format!("my shop.{text}"),
+                    format!("my%20shop.{text}"),
+                    format!("{text}:8443"),
+                    format!("https://{text}"),
+                    format!("*.{text}"),
+                    format!("{}.{text}", "a".repeat(64)),
+                    long_domain(MAX_DOMAIN_CHARS + 1),
+                    String::new(),
+                ]
+                .into_iter()
+                .map(|bad| (json!(bad), false, true))
+                .collect();
+                cases.extend(
+                    [
+                        "a.io".into(),
+                        "xn--bcher-kva.example".into(),
+                        "shop-1.example.co.uk".into(),
+                        "xn--80ak6aa92e.xn--p1ai".into(),
+                        "example.1com".into(),
+                        format!("www.{text}"),
+                        format!("my_app.{text}"),
+                        format!("-www.{text}"),
+                        format!("{}.{text}", "a".repeat(63)),
+                        long_domain(MAX_DOMAIN_CHARS),
+                    ]
+                    .into_iter()
+                    .map(|good| (json!(good), true, true)),
+                );
+                cases
+            }
+            (None, Some(CURRENCY)) => ["usd", "Eur", "US", "USDT", "US1", "€", ""]
+                .into_iter()
+                .map(|bad| (json!(bad), false, true))
+                .chain([(json!("CHF"), true, true)])
+                .collect(),
             (None, None) => return, // an enum: see enum_values_are_exact
-            other => panic!("{}: no cases for {other:?}", c.schema),
+            other => panic!("{at}: no cases for {other:?}"),
         };
-        let free = format.is_none() && pattern.is_none();
-        for (bad, serde_ok) in cases.into_iter().filter(|(bad, _)| bad != &part.value) {
-            let what = format!("{bad} at {}", part.pointer);
-            let doc = with(doc, &part.pointer, bad);
-            expect(c, validator, &doc, free, serde_ok, &what);
+        for (value, schema_ok, serde_ok) in cases.into_iter().filter(|(v, ..)| v != &part.value) {
+            let what = format!("{value} at {}", part.pointer);
+            let doc = with(doc, &part.pointer, value);
+            expect(c, validator, &doc, schema_ok, serde_ok, &what);
         }
     });
 }
@@ -2056,6 +2446,11 @@ fn enums_list_serde_variant_names() {
             ACTIVATION_CLAIMS_SCHEMA,
             "/$defs/license_kind/enum",
             names(&license_kinds()),
+        ),
+        (
+            DOMAIN_RELEASED_SCHEMA,
+            "/$defs/release_reason/enum",
+            names(&release_reasons()),
         ),
     ];
     for (path, pointer, expected) in cases {
@@ -2496,6 +2891,100 @@ fn schemas_are_stricter_than_serde_where_documented() {
         &with(&claims, "/event/sequence", json!(0)),
         "event sequence 0",
     );
+
+    // Domain events record registrable domains and hosts as the
+    // domain-binding service normalised them: lower-case ASCII (punycode),
+    // at least two labels, at most 253 characters, never an IP address.
+    let bound = to_values(&domains_bound()).remove(0);
+    let p = &event_payload_schema(DOMAIN, DOMAIN_BOUND, V1);
+    type B = DomainBound;
+    for field in ["/domain", "/requested_host"] {
+        let at = |v: &str| with(&bound, field, json!(v));
+        assert_only_schema_rejects::<B>(p, &at("Example.COM"), "an upper-case domain");
+        assert_only_schema_rejects::<B>(p, &at("bücher.example"), "a Unicode domain");
+        assert_only_schema_rejects::<B>(p, &at("localhost"), "a single label");
+        assert_only_schema_rejects::<B>(p, &at("192.0.2.1"), "an IP address");
+        assert_only_schema_rejects::<B>(p, &at("example.0x7f"), "a hex IPv4 spelling");
+        assert_only_schema_rejects::<B>(p, &at("example.com."), "a trailing dot");
+        assert_only_schema_rejects::<B>(p, &at("example.com:443"), "a port");
+        assert_only_schema_rejects::<B>(p, &at(""), "an empty domain");
+        assert_only_schema_rejects::<B>(
+            p,
+            &at(&long_domain(MAX_DOMAIN_CHARS + 1)),
+            "a domain of 254 characters",
+        );
+    }
+    let changed = to_values(&domains_changed()).remove(1);
+    let p = &event_payload_schema(DOMAIN, DOMAIN_CHANGED, V1);
+    type C = DomainChanged;
+    assert_only_schema_rejects::<C>(
+        p,
+        &with(&changed, "/from_domain", json!("Example.com")),
+        "an upper-case from_domain",
+    );
+    // A change counts itself.
+    assert_only_schema_rejects::<C>(
+        p,
+        &with(&changed, "/changes_used", json!(0)),
+        "changes_used 0",
+    );
+    let charged = to_values(&domain_changes_charged()).remove(1);
+    let p = &event_payload_schema(DOMAIN, DOMAIN_CHANGE_CHARGED, V1);
+    type G = DomainChangeCharged;
+    assert_only_schema_rejects::<G>(
+        p,
+        &with(&charged, "/change_number", json!(0)),
+        "change_number 0",
+    );
+    assert_only_schema_rejects::<G>(
+        p,
+        &with(&charged, "/currency", json!("usd")),
+        "a lower-case currency",
+    );
+    assert_only_schema_rejects::<G>(
+        p,
+        &with(&charged, "/currency", json!("US$")),
+        "a currency symbol",
+    );
+    let reset = to_values(&domains_reset()).remove(1);
+    assert_only_schema_rejects::<DomainReset>(
+        &event_payload_schema(DOMAIN, DOMAIN_RESET, V1),
+        &with(&reset, "/reason", json!("")),
+        "an empty reason",
+    );
+    let released = to_values(&domains_released()).remove(2);
+    assert_only_schema_rejects::<DomainReleased>(
+        DOMAIN_RELEASED_SCHEMA,
+        &with(&released, "/domain", json!("xn--bcher-kva.example.")),
+        "a fully qualified domain with its root dot",
+    );
+
+    // Request bodies take any host the server can normalise, but not none
+    // and not more than a domain name's 253 characters; a reset needs a
+    // reason.
+    let bind = to_values(&domain_bindings()).remove(1);
+    assert_only_schema_rejects::<BindDomain>(
+        BIND_DOMAIN_SCHEMA,
+        &with(&bind, "/domain", json!("")),
+        "an empty domain",
+    );
+    assert_only_schema_rejects::<BindDomain>(
+        BIND_DOMAIN_SCHEMA,
+        &with(&bind, "/domain", json!(chars(MAX_DOMAIN_CHARS + 1))),
+        "254 characters",
+    );
+    let change = to_values(&domain_changes()).remove(1);
+    assert_only_schema_rejects::<ChangeDomain>(
+        &command_payload_schema(CHANGE_DOMAIN),
+        &with(&change, "/domain", json!("")),
+        "an empty domain",
+    );
+    let reset = to_values(&domain_resets()).remove(0);
+    assert_only_schema_rejects::<ResetDomain>(
+        &command_payload_schema(RESET_DOMAIN),
+        &with(&reset, "/reason", json!("")),
+        "an empty reason",
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -2855,4 +3344,227 @@ fn activation_samples_are_consistent() {
     let min = Policy::default().fingerprint_min_matches;
     assert!(same_device(&workstation(), &workstation_new_disk(), min));
     assert!(!same_device(&workstation(), &container(), min));
+}
+
+// ---------------------------------------------------------------------------
+// Domain-binding payloads.
+
+#[test]
+fn domain_events_are_strict() {
+    let bound = to_values(&domains_bound()).remove(0);
+    let p = &event_payload_schema(DOMAIN, DOMAIN_BOUND, V1);
+    type B = DomainBound;
+    assert_rejected_by_both::<B>(
+        p,
+        &with(
+            &bound,
+            "/follow_up",
+            json!("Point the DNS A record at your server"),
+        ),
+        "follow_up as a string",
+    );
+    assert_rejected_by_both::<B>(
+        p,
+        &with(&bound, "/follow_up", json!([{"dns": "A"}])),
+        "a follow-up as an object",
+    );
+    // Always carried; empty is a shape both take, though the service always
+    // has something to ask.
+    assert_rejected_by_both::<B>(p, &without(&bound, "/follow_up"), "no follow_up");
+    assert_accepted_by_both::<B>(p, &with(&bound, "/follow_up", json!([])), "no follow-ups");
+    assert_rejected_by_both::<B>(
+        p,
+        &with(&bound, "/domain", json!(["example.com"])),
+        "a domain list",
+    );
+    assert_rejected_by_both::<B>(
+        p,
+        &with(&bound, "/license_id", json!("01956a3e7b1c")),
+        "a short license_id",
+    );
+    assert_rejected_by_both::<B>(
+        p,
+        &with(&bound, "/bound_at", json!("2026-05-06")),
+        "a date without time",
+    );
+    // Names the service writes, underscores and all.
+    for domain in ["a.io", "xn--80ak6aa92e.xn--p1ai", "shop-1.example.co.uk"] {
+        assert_accepted_by_both::<B>(p, &with(&bound, "/domain", json!(domain)), domain);
+    }
+    for host in ["my_app.example.com", "_dmarc.example.com"] {
+        assert_accepted_by_both::<B>(p, &with(&bound, "/requested_host", json!(host)), host);
+    }
+
+    let changed = to_values(&domains_changed()).remove(0);
+    let p = &event_payload_schema(DOMAIN, DOMAIN_CHANGED, V1);
+    type C = DomainChanged;
+    let used = |v: Value| with(&changed, "/changes_used", v);
+    assert_rejected_by_both::<C>(p, &used(json!(-1)), "a negative count");
+    assert_rejected_by_both::<C>(p, &used(json!(4_294_967_296_u64)), "a count past u32");
+    assert_rejected_by_both::<C>(p, &used(json!(1.5)), "a fractional count");
+    assert_accepted_by_both::<C>(p, &used(json!(u32::MAX)), "u32::MAX changes");
+    assert_rejected_by_both::<C>(
+        p,
+        &with(&changed, "/free", json!("false")),
+        "free as a string",
+    );
+    assert_rejected_by_both::<C>(p, &without(&changed, "/from_domain"), "no from_domain");
+
+    let charged = to_values(&domain_changes_charged()).remove(0);
+    let p = &event_payload_schema(DOMAIN, DOMAIN_CHANGE_CHARGED, V1);
+    type G = DomainChangeCharged;
+    let amount = |v: Value| with(&charged, "/amount_minor", v);
+    assert_rejected_by_both::<G>(
+        p,
+        &amount(json!(9_223_372_036_854_775_808_u64)),
+        "an amount past i64",
+    );
+    assert_rejected_by_both::<G>(p, &amount(json!(49.5)), "a fractional amount");
+    assert_rejected_by_both::<G>(p, &amount(json!("4900")), "an amount as a string");
+    assert_accepted_by_both::<G>(p, &amount(json!(i64::MAX)), "i64::MAX");
+    // The value is the policy's, judged by the aggregate, not by the shape.
+    assert_accepted_by_both::<G>(p, &amount(json!(-1)), "a negative amount");
+    let number = |v: Value| with(&charged, "/change_number", v);
+    assert_rejected_by_both::<G>(p, &number(json!(-4)), "a negative change number");
+    assert_rejected_by_both::<G>(
+        p,
+        &number(json!(4_294_967_296_u64)),
+        "a change number past u32",
+    );
+    assert_accepted_by_both::<G>(p, &number(json!(u32::MAX)), "u32::MAX");
+    assert_rejected_by_both::<G>(
+        p,
+        &with(&charged, "/currency", json!(978)),
+        "a numeric ISO 4217 code",
+    );
+
+    let reset = to_values(&domains_reset()).remove(0);
+    let p = &event_payload_schema(DOMAIN, DOMAIN_RESET, V1);
+    type R = DomainReset;
+    assert_rejected_by_both::<R>(
+        p,
+        &with(&reset, "/reason", json!(["moved"])),
+        "a reason list",
+    );
+    assert_rejected_by_both::<R>(p, &without(&reset, "/domain"), "no domain");
+
+    let released = to_values(&domains_released()).remove(0);
+    let p = DOMAIN_RELEASED_SCHEMA;
+    type L = DomainReleased;
+    assert_rejected_by_both::<L>(
+        p,
+        &with(&released, "/reason", json!("license_suspended")),
+        "a suspension (it keeps the domain)",
+    );
+    assert_rejected_by_both::<L>(
+        p,
+        &with(&released, "/reason", json!("trial_ended")),
+        "an activation revocation reason",
+    );
+    assert_rejected_by_both::<L>(
+        p,
+        &with(&released, "/reason", json!("LICENSE_REVOKED")),
+        "an upper-case reason",
+    );
+}
+
+#[test]
+fn domain_commands_are_strict() {
+    let bind = to_values(&domain_bindings()).remove(0);
+    let p = BIND_DOMAIN_SCHEMA;
+    type B = BindDomain;
+    assert_rejected_by_both::<B>(
+        p,
+        &with(&bind, "/domain", json!(["example.com", "example.org"])),
+        "a domain list",
+    );
+    assert_rejected_by_both::<B>(
+        p,
+        &with(&bind, "/license_id", json!(LICENSE_1)),
+        "a license_id (it is in the path)",
+    );
+    assert_rejected_by_both::<B>(
+        p,
+        &with(&bind, "/accept_fee", json!(true)),
+        "accept_fee on a binding",
+    );
+    // Free text: the server normalises it, or rejects it with its own code.
+    for host in [
+        "https://Shop.Example.COM/path",
+        "bücher.example",
+        "localhost",
+        " example.com ",
+    ] {
+        assert_accepted_by_both::<B>(p, &with(&bind, "/domain", json!(host)), host);
+    }
+    assert_accepted_by_both::<B>(
+        p,
+        &with(&bind, "/domain", json!(chars(MAX_DOMAIN_CHARS))),
+        "253 characters",
+    );
+
+    let change = to_values(&domain_changes()).remove(0);
+    let p = &command_payload_schema(CHANGE_DOMAIN);
+    type C = ChangeDomain;
+    assert_rejected_by_both::<C>(
+        p,
+        &with(&change, "/accept_fee", json!("yes")),
+        "accept_fee as a string",
+    );
+    assert_rejected_by_both::<C>(
+        p,
+        &with(&change, "/accept_fee", json!(1)),
+        "accept_fee as a number",
+    );
+    assert_rejected_by_both::<C>(
+        p,
+        &with(&change, "/from_domain", json!("example.com")),
+        "a from_domain",
+    );
+    // accept_fee may be left out: serde defaults it to false.
+    let bare = json!({"domain": "portal.example.org"});
+    assert_valid(&validator(p), &bare, p);
+    let spec: C = serde_json::from_value(bare).expect("accept_fee defaults");
+    assert!(!spec.accept_fee);
+
+    let reset = to_values(&domain_resets()).remove(0);
+    let p = &command_payload_schema(RESET_DOMAIN);
+    type R = ResetDomain;
+    assert_rejected_by_both::<R>(p, &json!({}), "no reason");
+    assert_rejected_by_both::<R>(
+        p,
+        &with(&reset, "/domain", json!("example.com")),
+        "a domain",
+    );
+    assert_only_schema_rejects::<R>(p, &json!(["moved"]), "a reason as an array");
+}
+
+/// The sample bindings are what the DomainBinding aggregate writes: a
+/// requested host is the domain or under it, a change moves to another
+/// domain, a change past the free ones is charged under its own number, and
+/// a change's request names its host and accepts the fee when it is not
+/// free.
+#[test]
+fn domain_samples_are_consistent() {
+    let under = |host: &str, domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
+    for e in domains_bound() {
+        assert!(under(&e.requested_host, &e.domain), "{e:?}");
+        assert_eq!(e.follow_up, follow_up(&e.domain));
+    }
+    let charges = domain_changes_charged();
+    for (e, request) in domains_changed().into_iter().zip(domain_changes()) {
+        assert!(under(&e.requested_host, &e.domain), "{e:?}");
+        assert_ne!(e.from_domain, e.domain);
+        assert_eq!(e.follow_up, follow_up(&e.domain));
+        assert!(e.changes_used >= 1);
+        assert_eq!(request.domain.to_ascii_lowercase(), e.requested_host);
+        assert_eq!(request.accept_fee, !e.free);
+        let charged = charges
+            .iter()
+            .any(|g| g.license_id == e.license_id && g.change_number == e.changes_used);
+        assert_eq!(charged, !e.free, "{e:?}");
+    }
+    for e in domains_reset() {
+        assert!(!e.reason.is_empty());
+    }
 }

@@ -14,6 +14,8 @@ pub mod json;
 pub mod metrics;
 pub mod platform;
 pub mod problem;
+pub mod rate_limit;
+pub mod replica;
 pub mod server;
 pub mod telemetry;
 

@@ -1,16 +1,6 @@
 -- Activation's own tables beside its event store.
 
--- Replica of the issuance facts activation needs, folded from
--- licensing.issuance.events (contracts::license_view) in the same
--- transaction as the consumer's offset.
-CREATE TABLE license_replica (
-    license_id  uuid        PRIMARY KEY,
-    key_digest  text        UNIQUE,
-    product     text        NOT NULL,
-    version     bigint      NOT NULL,
-    view        jsonb       NOT NULL
-);
-
+-- The license replica is the event store's (shared by every context).
 CREATE TABLE product_replica (
     code        text        PRIMARY KEY,
     features    jsonb       NOT NULL

@@ -22,7 +22,7 @@ use contracts::license_view::LicenseView;
 use contracts::{Actor, ActorKind, CommandEnvelope, EventEnvelope, OutcomeStatus};
 use eventstore::{derived_id, request_digest, CommandContext, StoreError};
 use rdkafka::producer::FutureProducer;
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::app::Activation;
@@ -90,7 +90,7 @@ impl TxHandler for ReplicaConsumer {
                 Ok(())
             }
             LICENSE_AGGREGATE => {
-                let Some(view) = fold(tx, &e).await? else {
+                let Some(view) = service_kit::replica::fold_license(tx, &e).await? else {
                     return Ok(());
                 };
                 self.react(tx, &e, view).await
@@ -98,55 +98,6 @@ impl TxHandler for ReplicaConsumer {
             _ => Ok(()),
         }
     }
-}
-
-/// Folds a license event into the replica; the new view, or None when the
-/// event was applied before.
-async fn fold(
-    tx: &mut PgConnection,
-    e: &EventEnvelope,
-) -> Result<Option<LicenseView>, HandleError> {
-    let id = Uuid::parse_str(&e.aggregate_id)
-        .map_err(|_| HandleError::Poison("license id is not a UUID".into()))?;
-    let row =
-        sqlx::query("SELECT view, version FROM license_replica WHERE license_id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(transient)?;
-    let current =
-        match row {
-            Some(r) => {
-                let version: i64 = r.try_get("version").map_err(transient)?;
-                if u64::try_from(version).unwrap_or(0) >= e.sequence {
-                    return Ok(None);
-                }
-                let view: serde_json::Value = r.try_get("view").map_err(transient)?;
-                Some(serde_json::from_value::<LicenseView>(view).map_err(|err| {
-                    HandleError::Poison(format!("stored replica unreadable: {err}"))
-                })?)
-            }
-            None => None,
-        };
-    let Some(view) =
-        LicenseView::fold(current, e).map_err(|err| HandleError::Poison(err.to_string()))?
-    else {
-        return Ok(None);
-    };
-    sqlx::query(
-        "INSERT INTO license_replica (license_id, key_digest, product, version, view) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (license_id) DO UPDATE SET \
-           version = EXCLUDED.version, view = EXCLUDED.view",
-    )
-    .bind(id)
-    .bind(&view.key_digest)
-    .bind(&view.product)
-    .bind(i64::try_from(e.sequence).unwrap_or(i64::MAX))
-    .bind(serde_json::to_value(&view).map_err(transient)?)
-    .execute(&mut *tx)
-    .await
-    .map_err(transient)?;
-    Ok(Some(view))
 }
 
 impl ReplicaConsumer {

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use contracts::activation::same_device;
-use contracts::license_view::LicenseView;
 use eventstore::InlineProjection;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
@@ -292,30 +291,7 @@ pub async fn trial_by_issue_command(
         .await
 }
 
-fn view_of(v: Value) -> Option<LicenseView> {
-    serde_json::from_value(v).ok()
-}
-
-pub async fn license_by_digest(
-    pool: &PgPool,
-    key_digest: &str,
-) -> Result<Option<LicenseView>, sqlx::Error> {
-    let v: Option<Value> =
-        sqlx::query_scalar("SELECT view FROM license_replica WHERE key_digest = $1")
-            .bind(key_digest)
-            .fetch_optional(pool)
-            .await?;
-    Ok(v.and_then(view_of))
-}
-
-pub async fn license(pool: &PgPool, id: Uuid) -> Result<Option<LicenseView>, sqlx::Error> {
-    let v: Option<Value> =
-        sqlx::query_scalar("SELECT view FROM license_replica WHERE license_id = $1")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
-    Ok(v.and_then(view_of))
-}
+pub use service_kit::replica::{license, license_by_digest};
 
 pub async fn product_features(
     pool: &PgPool,

@@ -1,18 +1,56 @@
-//! Domain-binding: registrable-domain bindings, domain changes and fees, host checks.
-//!
-//! Not built yet beyond the platform: it starts, migrates its event store,
-//! and serves health, readiness and metrics.
+//! Domain binding: licenses bound to a registrable domain, host checks,
+//! domain changes with a free quota and fees, the public license query.
+//! `start` wires the service so tests can run it in-process.
 
+pub mod api;
+pub mod app;
+pub mod cache;
+pub mod consumers;
+pub mod domain;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use contracts::topics::ISSUANCE;
 use serde::Deserialize;
-use service_kit::platform::{PlatformError, Running};
+use service_kit::platform::{Platform, PlatformError, Running};
+use service_kit::rate_limit::RateLimiter;
 use service_kit::CommonConfig;
+use sqlx::migrate::Migrator;
+
+use crate::app::DomainBinding;
+use crate::cache::Cache;
+use crate::consumers::ReplicaConsumer;
+use crate::domain::{BindingServices, Clock, SystemClock};
 
 pub const SERVICE: &str = "domain-binding";
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+fn d_refresh() -> u64 {
+    200
+}
+fn d_rate() -> u32 {
+    10
+}
+fn d_burst() -> u32 {
+    20
+}
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     #[serde(flatten)]
     pub common: CommonConfig,
+    /// How often the host-check cache reads what changed.
+    #[serde(default = "d_refresh")]
+    pub cache_refresh_ms: u64,
+    /// Public license query: requests per second per address, and burst.
+    #[serde(default = "d_rate")]
+    pub license_query_rate: u32,
+    #[serde(default = "d_burst")]
+    pub license_query_burst: u32,
 }
 
 impl AsRef<CommonConfig> for Config {
@@ -21,6 +59,58 @@ impl AsRef<CommonConfig> for Config {
     }
 }
 
-pub async fn start(config: Config, handle_signals: bool) -> Result<Running, PlatformError> {
-    service_kit::platform::start_bare(SERVICE, config.common, handle_signals).await
+pub struct Options {
+    pub handle_signals: bool,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            handle_signals: true,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+pub async fn start(config: Config, options: Options) -> Result<Running, PlatformError> {
+    let mut platform = Platform::start(SERVICE, config.common, Some(&MIGRATOR)).await?;
+    if !options.handle_signals {
+        platform = platform.without_signals();
+    }
+    let cache = Arc::new(Cache::new(platform.pool.clone()));
+    cache
+        .refresh()
+        .await
+        .map_err(|e| PlatformError::Config(format!("loading the host-check cache: {e}")))?;
+    let app = Arc::new(DomainBinding::new(
+        platform.pool.clone(),
+        BindingServices {
+            clock: options.clock,
+        },
+        cache.clone(),
+    ));
+    platform.spawn_relay(contracts::topics::DOMAIN);
+    platform.spawn_consumer(
+        "replica",
+        vec![platform.topics.events(ISSUANCE)],
+        200,
+        ReplicaConsumer { app: app.clone() },
+    );
+    platform.spawn(cache::run(
+        cache,
+        Duration::from_millis(config.cache_refresh_ms.max(10)),
+        platform.shutdown_signal(),
+    ));
+    let limiter = Arc::new(RateLimiter::new(
+        config.license_query_rate,
+        config.license_query_burst,
+    ));
+    let data = web::Data::from(app);
+    platform
+        .serve(move |cfg| {
+            cfg.app_data(data.clone());
+            api::routes(cfg, limiter.clone());
+        })
+        .await
 }

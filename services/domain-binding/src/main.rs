@@ -1,5 +1,6 @@
+use domain_binding::{start, Options, SERVICE};
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    service_kit::platform::run_main(domain_binding::SERVICE, |c| domain_binding::start(c, true))
-        .await
+    service_kit::platform::run_main(SERVICE, |c| start(c, Options::default())).await
 }

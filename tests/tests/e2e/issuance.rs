@@ -330,10 +330,33 @@ fn routes(
     issuance: &str,
     projector: &str,
     activation: &str,
+    domain: &str,
 ) -> Vec<(&'static str, String, &'static str)> {
     let id = "0192f5c4-0000-7000-8000-000000000001";
     let key = "AKIDnosuchkey";
     vec![
+        (
+            "GET",
+            format!("{domain}/v1/registrable-domain?host=example.com"),
+            "issuer",
+        ),
+        ("GET", format!("{domain}/v1/licenses/{id}/domain"), "issuer"),
+        ("PUT", format!("{domain}/v1/licenses/{id}/domain"), "issuer"),
+        (
+            "DELETE",
+            format!("{domain}/v1/licenses/{id}/domain"),
+            "domain-admin",
+        ),
+        (
+            "POST",
+            format!("{domain}/v1/licenses/{id}/domain/change"),
+            "issuer",
+        ),
+        (
+            "GET",
+            format!("{domain}/v1/domain-check?license_key=x&host=example.com"),
+            "activator",
+        ),
         ("POST", format!("{activation}/v1/activations"), "activator"),
         (
             "POST",
@@ -474,14 +497,7 @@ async fn every_route_of_every_service_enforces_api_keys() {
     let projector = start_projector(&infra, &prefix).await;
     let others = [
         start_activation(&infra, &prefix).await.running,
-        domain_binding::start(
-            domain_binding::Config {
-                common: infra.config(&infra.fresh_db("domain").await, &prefix),
-            },
-            false,
-        )
-        .await
-        .expect("domain"),
+        start_domain_binding(&infra, &prefix).await.running,
         grant_sync::start(
             grant_sync::Config {
                 common: infra.config(&infra.fresh_db("grants").await, &prefix),
@@ -544,9 +560,23 @@ async fn every_route_of_every_service_enforces_api_keys() {
     })
     .await;
     assert!(revocation_seen, "the revocation reached activation");
+    let dom = others[1].url();
+    let revocation_seen = wait_until(Duration::from_secs(10), || async {
+        call(
+            &client_with(&revoked),
+            "GET",
+            &format!("{dom}/v1/licenses/x/domain"),
+            None,
+        )
+        .await
+        .1["code"]
+            == "API_KEY_REVOKED"
+    })
+    .await;
+    assert!(revocation_seen, "the revocation reached domain binding");
 
     let anonymous = reqwest::Client::new();
-    for (method, url, scope) in routes(&base, &proj, &act) {
+    for (method, url, scope) in routes(&base, &proj, &act, &dom) {
         let wrong = if scope == "auditor" {
             &issuer
         } else {
@@ -589,6 +619,13 @@ async fn every_route_of_every_service_enforces_api_keys() {
             let (s, _) = call(&anonymous, "GET", &format!("{url}{path}"), None).await;
             assert_eq!(s, 200, "{url}{path}");
         }
+    }
+    for url in [
+        format!("{act}/.well-known/jwks.json"),
+        format!("{dom}/v1/license-query?domain=example.com"),
+    ] {
+        let (s, _) = call(&anonymous, "GET", &url, None).await;
+        assert_eq!(s, 200, "{url} is open");
     }
 
     // A revocation takes effect everywhere within 2 s.

@@ -3,6 +3,7 @@
 
 mod activation;
 mod crash;
+mod domain;
 mod issuance;
 mod store;
 
@@ -520,14 +521,7 @@ async fn every_service_serves_health_readiness_and_metrics() {
     let issuance = start_issuance(&infra, &prefix).await;
     let projector = start_projector(&infra, &prefix).await;
     let activation = start_activation(&infra, &prefix).await.running;
-    let domain = domain_binding::start(
-        domain_binding::Config {
-            common: infra.config(&infra.fresh_db("domain").await, &prefix),
-        },
-        false,
-    )
-    .await
-    .expect("domain-binding starts");
+    let domain = start_domain_binding(&infra, &prefix).await.running;
     let grants = grant_sync::start(
         grant_sync::Config {
             common: infra.config(&infra.fresh_db("grants").await, &prefix),

@@ -1,0 +1,176 @@
+//! HTTP API of domain binding. Binding and changing need `issuer`, the
+//! operator reset `domain-admin`, the host check `activator`; the public
+//! license query is open and rate-limited per address.
+
+use std::sync::Arc;
+
+use actix_web::middleware::from_fn;
+use actix_web::{web, HttpResponse};
+use chrono::Utc;
+use contracts::domain::*;
+use serde::Deserialize;
+use service_kit::auth::require;
+use service_kit::command::Caller;
+use service_kit::rate_limit::{limit, RateLimiter};
+use service_kit::{Json, Problem};
+use uuid::Uuid;
+
+use crate::app::{parse_host, DomainBinding};
+use crate::domain::binding::follow_up;
+use crate::domain::{check, host, Binding, BindingCommand};
+
+pub fn routes(cfg: &mut web::ServiceConfig, public_limit: Arc<RateLimiter>) {
+    let issuer = || from_fn(require("issuer"));
+    cfg.service(
+        web::resource("/v1/registrable-domain")
+            .wrap(issuer())
+            .route(web::get().to(registrable)),
+    )
+    .service(
+        web::resource("/v1/licenses/{id}/domain")
+            .route(web::get().to(get_binding).wrap(issuer()))
+            .route(web::put().to(bind).wrap(issuer()))
+            .route(
+                web::delete()
+                    .to(reset)
+                    .wrap(from_fn(require("domain-admin"))),
+            ),
+    )
+    .service(
+        web::resource("/v1/licenses/{id}/domain/change")
+            .wrap(issuer())
+            .route(web::post().to(change)),
+    )
+    .service(
+        web::resource("/v1/domain-check")
+            .wrap(from_fn(require("activator")))
+            .route(web::get().to(domain_check)),
+    )
+    .service(
+        web::resource("/v1/license-query")
+            .wrap(from_fn(limit(public_limit)))
+            .route(web::get().to(license_query)),
+    );
+}
+
+fn license_id(raw: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(raw)
+        .map_err(|_| Problem::bad_request("INVALID_ID", "id must be a UUID").with_field("id"))
+}
+
+fn body(license_id: Uuid, b: &Binding) -> serde_json::Value {
+    serde_json::json!({
+        "license_id": license_id,
+        "product": b.product,
+        "domain": b.domain,
+        "changes_used": b.changes_used,
+        "released": b.released,
+        "bound_at": b.bound_at,
+        "follow_up": b.domain.as_deref().map(follow_up).unwrap_or_default(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostQuery {
+    host: String,
+}
+
+async fn registrable(q: web::Query<HostQuery>) -> Result<HttpResponse, Problem> {
+    let r = parse_host(&q.host, "host")?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "host": r.host, "registrable_domain": r.domain, "suffix": r.suffix,
+    })))
+}
+
+async fn get_binding(
+    app: web::Data<DomainBinding>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let id = license_id(&id)?;
+    app.license(id).await?;
+    let b = app.binding(id).await?;
+    Ok(HttpResponse::Ok().json(body(id, &b)))
+}
+
+async fn bind(
+    app: web::Data<DomainBinding>,
+    caller: Caller,
+    id: web::Path<String>,
+    Json(req): Json<BindDomain>,
+) -> Result<HttpResponse, Problem> {
+    let id = license_id(&id)?;
+    let ctx = caller.context(BIND_DOMAIN, &(id, &req));
+    let b = app.bind(&ctx, id, &req.domain).await?;
+    Ok(HttpResponse::Ok().json(body(id, &b)))
+}
+
+async fn change(
+    app: web::Data<DomainBinding>,
+    caller: Caller,
+    id: web::Path<String>,
+    Json(req): Json<ChangeDomain>,
+) -> Result<HttpResponse, Problem> {
+    let id = license_id(&id)?;
+    let ctx = caller.context(CHANGE_DOMAIN, &(id, &req));
+    let b = app.change(&ctx, id, &req.domain, req.accept_fee).await?;
+    Ok(HttpResponse::Ok().json(body(id, &b)))
+}
+
+async fn reset(
+    app: web::Data<DomainBinding>,
+    caller: Caller,
+    id: web::Path<String>,
+    Json(req): Json<ResetDomain>,
+) -> Result<HttpResponse, Problem> {
+    let id = license_id(&id)?;
+    let ctx = caller.context(RESET_DOMAIN, &(id, &req));
+    let b = app
+        .unbind(&ctx, id, BindingCommand::Reset { reason: req.reason })
+        .await?;
+    Ok(HttpResponse::Ok().json(body(id, &b)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckQuery {
+    license_key: String,
+    host: String,
+}
+
+/// The hot path: memory only, no event.
+async fn domain_check(
+    app: web::Data<DomainBinding>,
+    q: web::Query<CheckQuery>,
+) -> Result<HttpResponse, Problem> {
+    let key = contracts::license_key::normalize(&q.license_key).map_err(|e| {
+        let code = match e {
+            contracts::license_key::KeyError::Check => "KEY_CHECK_FAILED",
+            _ => "INVALID_LICENSE_KEY",
+        };
+        Problem::unprocessable(code, e.to_string()).with_field("license_key")
+    })?;
+    let entry = app.cache.by_key(&contracts::license_key::digest(&key));
+    let host = host::registrable(&q.host);
+    Ok(HttpResponse::Ok().json(check::check(entry.as_ref(), &host, Utc::now())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DomainQuery {
+    domain: String,
+}
+
+/// Open: whether a domain holds a live license — never the key or customer.
+async fn license_query(
+    app: web::Data<DomainBinding>,
+    q: web::Query<DomainQuery>,
+) -> Result<HttpResponse, Problem> {
+    let r = parse_host(&q.domain, "domain")?;
+    let licenses = app.cache.live_licenses_of(&r.domain, Utc::now());
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "domain": r.domain,
+        "licensed": !licenses.is_empty(),
+        "licenses": licenses,
+    })))
+}

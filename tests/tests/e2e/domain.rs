@@ -1,0 +1,487 @@
+//! Domain binding end to end: issuance and domain binding in-process on
+//! real Postgres and Kafka; license facts reach domain binding over Kafka.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2e::*;
+use serde_json::{json, Value};
+
+struct Stack {
+    issuance: InProcess,
+    domain: InProcess,
+    iss: String,
+    dom: String,
+    admin: reqwest::Client,
+    pool: sqlx::PgPool,
+}
+
+async fn stack(clock: Option<Arc<ManualClock>>) -> Stack {
+    let infra = Infra::get();
+    let prefix = unique_prefix();
+    let db = infra.fresh_db("issuance").await;
+    let mut options = issuance::Options {
+        handle_signals: false,
+        ..Default::default()
+    };
+    if let Some(c) = clock {
+        options.clock = c;
+    }
+    let issuance = start_issuance_with(&infra, &prefix, db, options).await;
+    let domain = start_domain_binding(&infra, &prefix).await;
+    Stack {
+        iss: issuance.running.url(),
+        dom: domain.running.url(),
+        pool: pool(&domain.db).await,
+        issuance,
+        domain,
+        admin: admin_client(),
+    }
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Stack {
+    /// A cloud-engine license, once domain binding knows it: id and key.
+    async fn issue(&self, extra: Value) -> (String, String) {
+        let mut body = json!({"product": "cloud-engine", "edition": "mainland",
+            "customer": "ACME", "kind": "formal", "features": ["site-engine"]});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let (s, b) = call(
+            &self.admin,
+            "POST",
+            &format!("{}/v1/licenses", self.iss),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        let id = b["id"].as_str().expect("id").to_string();
+        let key = b["key"].as_str().expect("key").to_string();
+        let url = format!("{}/v1/licenses/{id}/domain", self.dom);
+        let admin = self.admin.clone();
+        let known = wait_until(Duration::from_secs(15), || {
+            let (admin, url) = (admin.clone(), url.clone());
+            async move { call(&admin, "GET", &url, None).await.0 == 200 }
+        })
+        .await;
+        assert!(known, "the license reached domain binding over Kafka");
+        let mut cached = false;
+        for _ in 0..100 {
+            if self.check(&key, "example.com").await["code"] != "NOT_FOUND" {
+                cached = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(cached, "the host-check cache has the license");
+        (id, key)
+    }
+
+    async fn bind(&self, id: &str, domain: &str) -> (u16, Value) {
+        call(
+            &self.admin,
+            "PUT",
+            &format!("{}/v1/licenses/{id}/domain", self.dom),
+            Some(&json!({"domain": domain})),
+        )
+        .await
+    }
+
+    async fn change(&self, id: &str, domain: &str, accept_fee: bool) -> (u16, Value) {
+        call(
+            &self.admin,
+            "POST",
+            &format!("{}/v1/licenses/{id}/domain/change", self.dom),
+            Some(&json!({"domain": domain, "accept_fee": accept_fee})),
+        )
+        .await
+    }
+
+    async fn check(&self, key: &str, host: &str) -> Value {
+        let (s, b) = call(
+            &self.admin,
+            "GET",
+            &format!(
+                "{}/v1/domain-check?license_key={}&host={}",
+                self.dom,
+                enc(key),
+                enc(host)
+            ),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        b
+    }
+
+    /// Waits until the host check answers `code` (the cache follows Kafka).
+    async fn check_becomes(&self, key: &str, host: &str, code: &str) -> bool {
+        for _ in 0..150 {
+            if self.check(key, host).await["code"] == code {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    async fn events(&self, event_type: &str) -> i64 {
+        count(
+            &self.pool,
+            &format!("SELECT count(*) FROM events WHERE event_type = '{event_type}'"),
+        )
+        .await
+    }
+
+    async fn stop(self) {
+        self.domain.running.stop().await;
+        self.issuance.running.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_public_suffix_list_test_cases_pass_through_the_api() {
+    let infra = Infra::get();
+    let prefix = unique_prefix();
+    let domain = start_domain_binding(&infra, &prefix).await;
+    let admin = admin_client();
+    let cases = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../services/domain-binding/src/domain/psl_cases.txt"),
+    )
+    .expect("psl cases");
+    let mut n = 0;
+    for line in cases
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let mut parts = line.split_whitespace();
+        let (Some(host), Some(expected)) = (parts.next(), parts.next()) else {
+            panic!("bad case line {line:?}");
+        };
+        let (s, b) = call(
+            &admin,
+            "GET",
+            &format!(
+                "{}/v1/registrable-domain?host={}",
+                domain.running.url(),
+                enc(host)
+            ),
+            None,
+        )
+        .await;
+        if expected == "null" {
+            assert!((400..500).contains(&s), "{host}: {s} {b}");
+            assert_eq!(b["field"], "host", "{host}: {b}");
+        } else {
+            assert_eq!(
+                (s, b["registrable_domain"].as_str()),
+                (200, Some(expected)),
+                "{host}: {b}"
+            );
+        }
+        n += 1;
+    }
+    assert!(n >= 60, "only {n} cases");
+    for (host, code) in [
+        ("1.2.3.4", "IP_NOT_ALLOWED"),
+        ("[::1]", "IP_NOT_ALLOWED"),
+        ("0x7f.1", "IP_NOT_ALLOWED"),
+        ("::ffff:1.2.3.4", "IP_NOT_ALLOWED"),
+        ("example.com:443", "PORT_NOT_ALLOWED"),
+        ("example.com/x", "PATH_NOT_ALLOWED"),
+        ("user@example.com", "USERINFO_NOT_ALLOWED"),
+        ("co.uk", "PUBLIC_SUFFIX"),
+        ("公司.cn", "PUBLIC_SUFFIX"),
+        (".example.com", "INVALID_HOST"),
+    ] {
+        let (s, b) = call(
+            &admin,
+            "GET",
+            &format!(
+                "{}/v1/registrable-domain?host={}",
+                domain.running.url(),
+                enc(host)
+            ),
+            None,
+        )
+        .await;
+        assert_eq!((s, b["code"].as_str()), (422, Some(code)), "{host}");
+    }
+    domain.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn twenty_concurrent_binds_of_one_domain_leave_exactly_one_winner() {
+    let st = stack(None).await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(st.issue(json!({})).await.0);
+    }
+    let mut tasks = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let (admin, dom, id) = (st.admin.clone(), st.dom.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            call(
+                &admin,
+                "PUT",
+                &format!("{dom}/v1/licenses/{id}/domain"),
+                Some(&json!({"domain": format!("node{i}.race.example.com")})),
+            )
+            .await
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        let (s, b) = t.await.expect("task");
+        match s {
+            200 => won += 1,
+            409 => assert_eq!(b["code"], "DOMAIN_TAKEN", "{b}"),
+            other => panic!("unexpected {other}: {b}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(st.events("DomainBound").await, 1);
+    assert_eq!(
+        count(
+            &st.pool,
+            "SELECT count(*) FROM domain_claims WHERE domain = 'example.com'"
+        )
+        .await,
+        1
+    );
+    st.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn free_paid_and_refused_changes_reset_and_host_checks() {
+    let st = stack(None).await;
+    let (id, key) = st.issue(json!({})).await;
+    let (other, _) = st.issue(json!({})).await;
+    assert_eq!(st.check(&key, "example.com").await["code"], "NOT_BOUND");
+    let (s, b) = st.bind(&id, "cloud.Example.COM.").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["domain"], "example.com");
+    assert!(
+        b["follow_up"][0]
+            .as_str()
+            .is_some_and(|f| f.contains("DNS A record")),
+        "{b}"
+    );
+    // Every subdomain works; raw IPs and other domains do not.
+    for (host, code) in [
+        ("example.com", "OK"),
+        ("a.b.example.com", "OK"),
+        ("example.org", "DOMAIN_MISMATCH"),
+        ("203.0.113.7", "IP_NOT_ALLOWED"),
+        ("[2001:db8::1]", "IP_NOT_ALLOWED"),
+    ] {
+        let c = st.check(&key, host).await;
+        assert_eq!(c["code"], code, "{host}: {c}");
+        assert_eq!(c["authorized"], json!(code == "OK"));
+    }
+    // The public query: which product and edition, never the key or customer.
+    let (s, q) = call(
+        &reqwest::Client::new(),
+        "GET",
+        &format!("{}/v1/license-query?domain=www.example.com", st.dom),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        (
+            q["licensed"].as_bool(),
+            q["licenses"][0]["product"].as_str(),
+            q["licenses"][0]["edition"].as_str()
+        ),
+        (Some(true), Some("cloud-engine"), Some("mainland"))
+    );
+    let text = q.to_string();
+    assert!(!text.contains(&key) && !text.contains("ACME"), "{text}");
+    // Another license of the product cannot take it.
+    let (s, b) = st.bind(&other, "shop.example.com").await;
+    assert_eq!((s, b["code"].as_str()), (409, Some("DOMAIN_TAKEN")));
+
+    // First change: free.
+    let (s, b) = st.change(&id, "example.org", false).await;
+    assert_eq!((s, b["changes_used"].as_i64()), (200, Some(1)), "{b}");
+    assert_eq!(st.check(&key, "www.example.org").await["code"], "OK");
+    assert_eq!(
+        st.check(&key, "example.com").await["code"],
+        "DOMAIN_MISMATCH"
+    );
+    // The old domain is free again.
+    let (s, _) = st.bind(&other, "example.com").await;
+    assert_eq!(s, 200);
+    // Second change: refused without consent, nothing recorded.
+    let before = count(&st.pool, "SELECT count(*) FROM events").await;
+    let (s, b) = st.change(&id, "example.net", false).await;
+    assert_eq!(
+        (s, b["code"].as_str(), b["field"].as_str()),
+        (402, Some("FEE_NOT_ACCEPTED"), Some("accept_fee")),
+        "{b}"
+    );
+    assert_eq!(count(&st.pool, "SELECT count(*) FROM events").await, before);
+    assert_eq!(st.check(&key, "example.org").await["code"], "OK");
+    // ... and charged with it.
+    let (s, b) = st.change(&id, "example.net", true).await;
+    assert_eq!((s, b["changes_used"].as_i64()), (200, Some(2)), "{b}");
+    let charge: Value = sqlx::query_scalar(
+        "SELECT payload::jsonb FROM events WHERE event_type = 'DomainChangeCharged'",
+    )
+    .fetch_one(&st.pool)
+    .await
+    .expect("charge event");
+    assert_eq!(
+        (charge["amount_minor"].as_i64(), charge["currency"].as_str()),
+        (Some(500_000), Some("CNY"))
+    );
+
+    // Operator reset (domain-admin): unbound, not counted as a change.
+    let (s, b) = call(
+        &st.admin,
+        "DELETE",
+        &format!("{}/v1/licenses/{id}/domain", st.dom),
+        Some(&json!({"reason": "customer moved hosting"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (b["domain"].clone(), b["changes_used"].as_i64()),
+        (Value::Null, Some(2))
+    );
+    assert_eq!(st.check(&key, "example.net").await["code"], "NOT_BOUND");
+    assert_eq!(st.events("DomainReset").await, 1);
+    // Bad input: a clear 4xx naming the field, nothing stored.
+    let before = count(&st.pool, "SELECT count(*) FROM events").await;
+    for (domain, code) in [
+        ("1.2.3.4", "IP_NOT_ALLOWED"),
+        ("com", "PUBLIC_SUFFIX"),
+        ("example.com:8080", "PORT_NOT_ALLOWED"),
+    ] {
+        let (s, b) = st.bind(&id, domain).await;
+        assert_eq!(
+            (s, b["code"].as_str(), b["field"].as_str()),
+            (422, Some(code), Some("domain")),
+            "{domain}"
+        );
+    }
+    assert_eq!(count(&st.pool, "SELECT count(*) FROM events").await, before);
+    st.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiry_keeps_the_binding_revoke_and_reclaim_release_it() {
+    let clock = ManualClock::new();
+    let st = stack(Some(clock.clone())).await;
+    let expires = {
+        use issuance::domain::Clock;
+        (clock.now() + chrono::Duration::days(10)).to_rfc3339()
+    };
+    let (id, key) = st
+        .issue(json!({"kind": "temporary", "expires_at": expires}))
+        .await;
+    let (s, _) = st.bind(&id, "expiring.example").await;
+    assert_eq!(s, 200);
+    assert_eq!(st.check(&key, "www.expiring.example").await["code"], "OK");
+    // Expired by issuance's scheduler: checks say so, the binding stays.
+    clock.advance(chrono::Duration::days(11));
+    assert!(
+        st.check_becomes(&key, "www.expiring.example", "LICENSE_EXPIRED")
+            .await
+    );
+    let (_, b) = call(
+        &st.admin,
+        "GET",
+        &format!("{}/v1/licenses/{id}/domain", st.dom),
+        None,
+    )
+    .await;
+    assert_eq!(b["domain"], "expiring.example");
+    // Reclaimed 90 days later: released, free for another license.
+    clock.advance(chrono::Duration::days(91));
+    assert!(
+        st.check_becomes(&key, "www.expiring.example", "LICENSE_REVOKED")
+            .await
+    );
+    let released = wait_until(Duration::from_secs(10), || async {
+        st.events("DomainReleased").await == 1
+    })
+    .await;
+    assert!(released);
+    let (next, _) = st.issue(json!({})).await;
+    let (s, b) = st.bind(&next, "expiring.example").await;
+    assert_eq!(s, 200, "{b}");
+    // Revoked: released at once, the check answers LICENSE_REVOKED.
+    let (s, _) = call(
+        &st.admin,
+        "POST",
+        &format!("{}/v1/licenses/{next}/revoke", st.iss),
+        Some(&json!({"reason": "fraud"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let released = wait_until(Duration::from_secs(10), || async {
+        st.events("DomainReleased").await == 2
+    })
+    .await;
+    assert!(released);
+    let (_, b) = call(
+        &st.admin,
+        "GET",
+        &format!("{}/v1/licenses/{next}/domain", st.dom),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (b["domain"].clone(), b["released"].as_bool()),
+        (Value::Null, Some(true))
+    );
+    st.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_public_license_query_is_rate_limited_per_address() {
+    let infra = Infra::get();
+    let domain = start_domain_binding(&infra, &unique_prefix()).await;
+    let anonymous = reqwest::Client::new();
+    let url = format!(
+        "{}/v1/license-query?domain=example.com",
+        domain.running.url()
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..15 {
+        let res = anonymous.get(&url).send().await.expect("request");
+        statuses.push((
+            res.status().as_u16(),
+            res.headers().get("retry-after").is_some(),
+        ));
+    }
+    // Burst 10 (tests' config), then 429 with Retry-After.
+    assert!(
+        statuses[..10].iter().all(|(s, _)| *s == 200),
+        "{statuses:?}"
+    );
+    let limited = statuses[10..]
+        .iter()
+        .filter(|(s, r)| *s == 429 && *r)
+        .count();
+    assert!(limited >= 3, "{statuses:?}");
+    let (s, b) = call(&anonymous, "GET", &url, None).await;
+    assert_eq!((s, b["code"].as_str()), (429, Some("RATE_LIMITED")));
+    domain.running.stop().await;
+}
