@@ -263,6 +263,29 @@ async fn twenty_concurrent_binds_of_one_domain_leave_exactly_one_winner() {
         .await,
         1
     );
+    // A claim left by a crash between claim and event (its holder never
+    // bound the domain) is taken over once stale; a fresh one is not.
+    let (orphan_holder, _) = st.issue(json!({})).await;
+    let (latecomer, _) = st.issue(json!({})).await;
+    let latecomer = &latecomer;
+    sqlx::query(&format!(
+        "INSERT INTO domain_claims (product, domain, license_id, claimed_at) \
+         VALUES ('cloud-engine', 'orphan.example', '{orphan_holder}', now())"
+    ))
+    .execute(&st.pool)
+    .await
+    .expect("fresh claim");
+    let (s, b) = st.bind(latecomer, "orphan.example").await;
+    assert_eq!((s, b["code"].as_str()), (409, Some("DOMAIN_TAKEN")), "{b}");
+    sqlx::query(
+        "UPDATE domain_claims SET claimed_at = now() - interval '1 minute' \
+         WHERE domain = 'orphan.example'",
+    )
+    .execute(&st.pool)
+    .await
+    .expect("age the claim");
+    let (s, b) = st.bind(latecomer, "orphan.example").await;
+    assert_eq!(s, 200, "{b}");
     st.stop().await;
 }
 
