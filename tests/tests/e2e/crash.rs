@@ -505,3 +505,142 @@ async fn sigkill_of_activation_loses_no_seat_oversells_none_and_replays_reaction
     );
     issuance.running.stop().await;
 }
+
+/// One bind, retried with the same idempotency key until answered.
+async fn bind_until_answered(
+    url: Arc<Mutex<String>>,
+    license_id: String,
+    domain: String,
+    deadline: Instant,
+    answered: Arc<AtomicUsize>,
+) -> u16 {
+    let client = admin_client();
+    let idempotency = Uuid::now_v7().to_string();
+    loop {
+        assert!(Instant::now() < deadline, "bind never answered");
+        let base = url.lock().expect("url").clone();
+        let res = client
+            .put(format!("{base}/v1/licenses/{license_id}/domain"))
+            .header("Idempotency-Key", &idempotency)
+            .json(&serde_json::json!({ "domain": domain }))
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status().as_u16() < 500 => {
+                answered.fetch_add(1, Ordering::SeqCst);
+                return r.status().as_u16();
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_domain_binding_loses_no_binding_and_leaves_no_claim_behind() {
+    const LICENSES: usize = 40;
+    let infra = Infra::get();
+    let prefix = unique_prefix();
+    let issuance = start_issuance(&infra, &prefix).await;
+    let iss = issuance.running.url();
+    let admin = admin_client();
+    let db = infra.fresh_db("domain_kill").await;
+    let mut service =
+        ServiceProcess::spawn("domain-binding", &infra, &db, &prefix, free_port()).await;
+    let mut ids = Vec::new();
+    for _ in 0..LICENSES {
+        let (s, b) = call(
+            &admin,
+            "POST",
+            &format!("{iss}/v1/licenses"),
+            Some(
+                &serde_json::json!({"product": "cloud-engine", "customer": "ACME",
+                "kind": "formal", "features": ["site-engine"]}),
+            ),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        ids.push(b["id"].as_str().expect("id").to_string());
+    }
+    let dom = service.url.clone();
+    let last = ids[LICENSES - 1].clone();
+    let known = wait_until(Duration::from_secs(20), || async {
+        call(
+            &admin,
+            "GET",
+            &format!("{dom}/v1/licenses/{last}/domain"),
+            None,
+        )
+        .await
+        .0 == 200
+    })
+    .await;
+    assert!(known, "licenses reached domain binding");
+
+    // Each license binds its own domain; licenses 2k and 2k+1 race for
+    // one domain. The service is SIGKILLed mid-stream and restarted.
+    let url = Arc::new(Mutex::new(service.url.clone()));
+    let progress = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let tasks: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            tokio::spawn(bind_until_answered(
+                url.clone(),
+                id.clone(),
+                format!("www.kill{}-{prefix}.com", i / 2),
+                deadline,
+                progress.clone(),
+            ))
+        })
+        .collect();
+    let started = wait_until(Duration::from_secs(30), || async {
+        progress.load(Ordering::SeqCst) >= 5
+    })
+    .await;
+    assert!(started);
+    service.kill();
+    let at_kill = progress.load(Ordering::SeqCst);
+    assert!(at_kill < LICENSES, "killed mid-stream ({at_kill} answered)");
+    let restarted =
+        ServiceProcess::spawn("domain-binding", &infra, &db, &prefix, free_port()).await;
+    *url.lock().expect("url") = restarted.url.clone();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task"));
+    }
+    let won = statuses.iter().filter(|s| **s == 200).count();
+    let lost = statuses.iter().filter(|s| **s == 409).count();
+    assert_eq!((won, lost), (LICENSES / 2, LICENSES / 2), "{statuses:?}");
+
+    let pool = pool(&db).await;
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM events WHERE event_type = 'DomainBound'"
+        )
+        .await,
+        (LICENSES / 2) as i64,
+        "one binding event per won bind, none lost, none doubled"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(DISTINCT domain) FROM bindings WHERE domain IS NOT NULL"
+        )
+        .await,
+        (LICENSES / 2) as i64
+    );
+    // Every claim belongs to the license holding the domain.
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM domain_claims c LEFT JOIN bindings b \
+             ON b.license_id = c.license_id AND b.domain = c.domain WHERE b.license_id IS NULL"
+        )
+        .await,
+        0,
+        "no claim without its binding"
+    );
+    issuance.running.stop().await;
+}
