@@ -34,6 +34,7 @@ test: infra-up build python-deps
 bench: infra-up
 	@bash bench/run.sh
 	@bash bench/activation.sh
+	@bash bench/domain.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

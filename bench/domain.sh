@@ -1,0 +1,545 @@
+#!/usr/bin/env bash
+# Third part of `make bench` (issue 6, "Measure"): host checks per second
+# with p50/p99, `GET /v1/domain-check` of domain binding under `wrk`. Target
+# >= 20,000 checks/s at p99 <= 5 ms on the 2-core machine. See
+# docs/benchmarks.md, section "Host checks (issue 6)".
+#
+# Builds release binaries (unless BENCH_SKIP_BUILD=1), installs wrk with apt
+# if it is missing, starts release issuance + domain-binding on free ports
+# (fresh databases bench_dom_{issuance,domain}_<rand>, topic prefix
+# benchdom<rand>, a per-run admin key), loads the seed catalog
+# (infra/seed/*.json) into issuance, issues BENCH_DOM_LICENSES cloud-engine
+# (mainland) licenses, waits until domain binding has them (over Kafka),
+# binds license i to its own registrable domain (bench<i>.com, or
+# bench<i>.co.uk for odd i) and checks every (key, host) pair of the load
+# once with curl (OK for the bound domain and its subdomains,
+# DOMAIN_MISMATCH for the others). Then, for each arm (BENCH_DOM_ARMS):
+#   on     domain binding restarted as configured (auth on, RUST_LOG as set)
+#   off    the same with LICENSING_AUTH_ENABLED=false (what auth costs)
+#   quiet  auth on, RUST_LOG=warn (what the per-request log line costs)
+#   norefresh  auth on, LICENSING_CACHE_REFRESH_MS=60000 (what the cache's
+#          200 ms refresh, which takes its write lock, costs)
+# and each connection count (BENCH_DOM_CONNECTIONS): a wrk warm-up of
+# BENCH_DOM_WARMUP s, then BENCH_DOM_SECS s measured with --latency and
+# BENCH_DOM_THREADS threads, CPU per process sampled over the measured
+# window (1 s in from each end). The wrk Lua script (written into the run
+# directory) rotates over the pairs with the Authorization header; any
+# answer other than 2xx counts as an error (wrk's non-2xx count), and so do
+# socket errors. Results: block `domain` of .run/bench/results.json
+# (created if missing, other keys kept); raw files in
+# .run/bench/<run>-domain/. Everything it starts is stopped, and its
+# databases and topics removed, on exit (BENCH_KEEP=1 keeps databases and
+# topics).
+#
+# Knobs (defaults are what docs/benchmarks.md reports):
+#   BENCH_DOM_LICENSES=200 BENCH_DOM_HOSTS=10 (hosts per license, the last
+#   of them a mismatch: 10 % mismatches) BENCH_DOM_CONNECTIONS="16 64"
+#   BENCH_DOM_THREADS=2 BENCH_DOM_SECS=20 BENCH_DOM_WARMUP=5
+#   BENCH_DOM_ARMS="on off quiet norefresh" BENCH_DOM_RUST_LOG=info BENCH_DOM_DEADLINE=900
+#   BENCH_DOM_IDLE_WAIT=60
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+[[ -f .run/infra.env ]] || { echo "bench: .run/infra.env missing; run 'make infra-up'" >&2; exit 1; }
+# shellcheck disable=SC1091
+source .run/infra.env
+
+LICENSES="${BENCH_DOM_LICENSES:-200}"
+HOSTS="${BENCH_DOM_HOSTS:-10}"
+read -r -a CONNECTIONS <<<"${BENCH_DOM_CONNECTIONS:-16 64}"
+THREADS="${BENCH_DOM_THREADS:-2}"
+SECS="${BENCH_DOM_SECS:-20}"
+WARMUP="${BENCH_DOM_WARMUP:-5}"
+read -r -a ARMS <<<"${BENCH_DOM_ARMS:-on off quiet norefresh}"
+SERVICE_LOG="${BENCH_DOM_RUST_LOG:-info}"
+DEADLINE="${BENCH_DOM_DEADLINE:-900}"
+IDLE_WAIT="${BENCH_DOM_IDLE_WAIT:-60}"
+DB_POOL=10
+PARTITIONS=12
+PG_BASE="$LICENSING_DATABASE_BASE_URL"
+BROKERS="$LICENSING_KAFKA_BROKERS"
+TARGET_RPS=20000
+TARGET_P99_MS=5
+
+say() { printf 'bench-domain: %s\n' "$*" >&2; }
+die() { printf 'bench-domain: ERROR: %s\n' "$*" >&2; exit 1; }
+for tool in jq psql curl; do command -v "$tool" >/dev/null || die "$tool is required"; done
+(( HOSTS >= 2 )) || die "BENCH_DOM_HOSTS must be at least 2"
+(( SECS >= 5 )) || die "BENCH_DOM_SECS must be at least 5"
+for arm in "${ARMS[@]}"; do
+  [[ "$arm" =~ ^(on|off|quiet|norefresh)$ ]] || die "unknown arm '$arm' in BENCH_DOM_ARMS (on, off, quiet, norefresh)"
+done
+
+# --- wrk ---------------------------------------------------------------------------
+if ! command -v wrk >/dev/null; then
+  say "wrk not found; installing it (apt-get install wrk)"
+  { apt-get update -qq && apt-get install -y -qq wrk; } >&2 \
+    || die "could not install wrk with apt-get; install wrk 4.x and rerun"
+  command -v wrk >/dev/null || die "apt-get installed no wrk binary"
+fi
+WRK_VERSION="$(wrk -v 2>&1 | head -n1 | awk '{ print $1, $2 }' || true)"
+
+# --- build -----------------------------------------------------------------------
+if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
+  say "building release binaries (cargo build --release -p issuance -p domain-binding -p loadgen)"
+  cargo build --release -q -p issuance -p domain-binding -p loadgen
+fi
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+DIRTY_PATHS="$({ git status --porcelain 2>/dev/null || true; } \
+  | { grep -vE '^(\?\?| M) (bench/|docs/benchmarks\.md|Makefile)' || true; } | jq -R . | jq -sc .)"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+for b in issuance domain-binding loadgen; do [[ -x "$BIN/$b" ]] || die "$BIN/$b missing"; done
+LOADGEN="$BIN/loadgen"
+
+# --- run identity and cleanup -------------------------------------------------------
+RAND="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
+RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)_$RAND"
+DB_ISS="bench_dom_issuance_$RAND"
+DB_DOM="bench_dom_domain_$RAND"
+PREFIX="benchdom$RAND"
+OUT="$ROOT/.run/bench"
+DIR="$OUT/$RUN_ID-domain"
+mkdir -p "$DIR"
+ADMIN_KEY="AKIDbench.$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+KEY_SECRET="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+# The wrk script reads the token, the request list and its output file from
+# the environment (the token stays off wrk's command line and out of files).
+export BENCH_DOM_TOKEN="$ADMIN_KEY"
+
+declare -A PIDS=() PORTS=()
+WATCHDOG=""
+WRK_PID=""
+DBS_CREATED=0
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [[ -n "$WATCHDOG" ]] && kill "$WATCHDOG" 2>/dev/null || true
+  [[ -n "$WRK_PID" ]] && kill "$WRK_PID" 2>/dev/null || true
+  for name in "${!PIDS[@]}"; do stop_service "$name"; done
+  slim_log "$DIR/domain-binding.log" || true
+  if [[ "${BENCH_KEEP:-0}" != 1 ]]; then
+    if (( DBS_CREATED )); then
+      for db in "$DB_ISS" "$DB_DOM"; do
+        psql -q "$PG_BASE/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+      done
+      drop_topics || true
+    fi
+  else
+    say "kept databases $DB_ISS $DB_DOM and topics $PREFIX.*"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'say "interrupted"; exit 130' INT TERM
+
+# The service logs one line per request (~300 bytes; gigabytes per run):
+# keep the other lines and a count of the host-check ones.
+slim_log() {        # file
+  [[ -f "$1" ]] || return 0
+  local n
+  n="$(grep -c '"message":"request completed".*"path":"/v1/domain-check"' "$1" || true)"
+  (( n > 0 )) || return 0
+  grep -v '"message":"request completed".*"path":"/v1/domain-check"' "$1" >"$1.slim" || true
+  printf '{"bench":"bench/domain.sh removed %s request-completed lines of /v1/domain-check from this log"}\n' "$n" >>"$1.slim"
+  mv "$1.slim" "$1"
+}
+# Best effort: the run's topics, with the broker's own TopicCommand.
+drop_topics() {
+  local cache="${LICENSING_KAFKA_CACHE:-$HOME/.cache/licensing/kafka-4.1.1}"
+  command -v java >/dev/null && [[ -d "$cache/libs" ]] || return 0
+  local cfg=(); [[ -f .run/kafka/admin.properties ]] && cfg=(--command-config .run/kafka/admin.properties)
+  timeout 60 java -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xlog:disable \
+    -Dlicensing.kafka.log.level=OFF "-Dlog4j2.configurationFile=$ROOT/infra/kafka/log4j2.xml" \
+    -cp "$cache/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" \
+    "${cfg[@]}" --delete --topic "$PREFIX\\..*" >/dev/null 2>&1
+}
+
+# --- helpers ---------------------------------------------------------------------
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$(( 20000 + RANDOM % 12000 ))   # below the ephemeral range
+    port_free "$p" && { echo "$p"; return; }
+  done
+  die "no free port"
+}
+now_ms() { date +%s%3N; }
+sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+# name binary db_url [VAR=value ...] -> PIDS[name], PORTS[name]; does not wait.
+spawn_service() {
+  local name="$1" bin="$2" db="$3" port; shift 3
+  port="$(free_port)"
+  env LICENSING_HTTP_ADDR="127.0.0.1:$port" \
+    LICENSING_DATABASE_URL="$db" \
+    LICENSING_KAFKA_BROKERS="$BROKERS" \
+    LICENSING_TOPIC_PREFIX="$PREFIX" \
+    LICENSING_TOPIC_PARTITIONS="$PARTITIONS" \
+    LICENSING_DB_POOL_SIZE="$DB_POOL" \
+    LICENSING_CONFIG_DIR=/nonexistent \
+    LICENSING_ADMIN_KEY="$ADMIN_KEY" \
+    RUST_LOG="$SERVICE_LOG" \
+    "$@" "$BIN/$bin" >>"$DIR/$name.log" 2>&1 &
+  PIDS[$name]=$!
+  PORTS[$name]=$port
+}
+wait_ready() {      # name [timeout_s]
+  local name="$1" limit="${2:-60}" url="http://127.0.0.1:${PORTS[$1]}/readyz"
+  for _ in $(seq 1 $((limit * 10))); do
+    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+    kill -0 "${PIDS[$name]}" 2>/dev/null || die "$name exited; see $DIR/$name.log"
+    sleep 0.1
+  done
+  die "$name not ready after ${limit}s; see $DIR/$name.log"
+}
+stop_service() {
+  local name="$1" pid="${PIDS[$1]:-}"
+  [[ -n "$pid" ]] || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+  unset "PIDS[$name]"
+}
+# As the admin: body in $DIR/call.out, status on stdout.
+call() {            # method url [json]
+  local args=(-sS -o "$DIR/call.out" -w '%{http_code}' --max-time 20 -X "$1" "$2"
+    -H "authorization: Bearer $ADMIN_KEY")
+  if [[ $# -ge 3 ]]; then
+    args+=(-H 'content-type: application/json' -H "idempotency-key: $(cat /proc/sys/kernel/random/uuid)"
+      --data-binary "$3")
+  fi
+  curl "${args[@]}"
+}
+machine_busy() {    # busy cores of the whole machine over `secs`
+  local a b secs="${1:-2}"
+  read -r -a a < <(head -n1 /proc/stat); sleep "$secs"; read -r -a b < <(head -n1 /proc/stat)
+  local busy=$(( (b[1]+b[2]+b[3]+b[6]+b[7]+b[8]) - (a[1]+a[2]+a[3]+a[6]+a[7]+a[8]) ))
+  awk -v b="$busy" -v hz="$(getconf CLK_TCK)" -v s="$secs" 'BEGIN { printf "%.2f", b / hz / s }'
+}
+# This checkout's PostgreSQL (postmaster = parent of its checkpointer) and Kafka.
+PG_PID="$(sql "$PG_BASE/postgres" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")"
+PG_PID="$(awk '{ print $4 }' "/proc/$PG_PID/stat" 2>/dev/null || true)"
+KAFKA_PID="$(cat .run/kafka/kafka.pid 2>/dev/null || true)"
+[[ "$PG_PID" =~ ^[0-9]+$ ]] || die "cannot find the PostgreSQL postmaster"
+[[ "$KAFKA_PID" =~ ^[0-9]+$ ]] && kill -0 "$KAFKA_PID" 2>/dev/null || die "cannot find the Kafka broker (.run/kafka/kafka.pid)"
+cpu_snap() {        # file [name=pid ...]
+  local file="$1"; shift
+  local args=("postgres=tree:$PG_PID" "kafka=$KAFKA_PID" "$@")
+  for name in "${!PIDS[@]}"; do args+=("$name=${PIDS[$name]}"); done
+  "$LOADGEN" cpu "${args[@]}" >"$file"
+}
+cpu_diff() {        # before after secs -> cores per group, machine, other, steal
+  jq -n --slurpfile a "$1" --slurpfile b "$2" --argjson secs "$3" --argjson hz "$(getconf CLK_TCK)" '
+    ($a[0]) as $a | ($b[0]) as $b
+    | ([$b | keys[] | select(startswith("machine_") | not)
+        | {key: ., value: ((($b[.] - ($a[.] // 0)) / $hz / $secs * 100 | round) / 100)}] | from_entries)
+    | (([to_entries[] | .value] | add) // 0) as $ours
+    | . + {machine_busy_cores: ((($b.machine_busy - $a.machine_busy) / $hz / $secs * 100 | round) / 100)}
+    | . + {other: (((.machine_busy_cores - $ours) * 100 | round) / 100)}
+    | . + {steal: ((((($b.machine_steal // 0) - ($a.machine_steal // 0))) / $hz / $secs * 100 | round) / 100)}'
+}
+
+# Figures only mean something on an otherwise idle machine: wait (bounded).
+BACKGROUND="$(machine_busy 2)"
+waited=0
+while awk -v b="$BACKGROUND" 'BEGIN { exit !(b > 0.25) }' && (( waited < IDLE_WAIT )); do
+  (( waited == 0 )) && say "machine busy ($BACKGROUND cores in use by other processes); waiting up to ${IDLE_WAIT}s"
+  BACKGROUND="$(machine_busy 3)"; waited=$((waited + 3))
+done
+if awk -v b="$BACKGROUND" 'BEGIN { exit !(b > 0.25) }'; then
+  say "WARNING: $BACKGROUND cores busy before the run; figures will be pessimistic"
+  ps -eo pcpu=,comm= --sort=-pcpu | head -n 5 | sed 's/^/bench-domain:   /' >&2
+fi
+
+# Bounded from here on (one-second sleeps: killing the watchdog leaves none behind).
+( for _ in $(seq 1 "$DEADLINE"); do sleep 1; done
+  say "deadline of ${DEADLINE}s reached; aborting"; kill -TERM $$ ) 2>/dev/null &
+WATCHDOG=$!
+T_START=$(now_ms)
+
+# --- services, catalog, licenses, bindings --------------------------------------------
+say "run $RUN_ID: databases $DB_ISS / $DB_DOM, topic prefix $PREFIX, output $DIR"
+DBS_CREATED=1
+sql "$PG_BASE/postgres" -c "CREATE DATABASE $DB_ISS" -c "CREATE DATABASE $DB_DOM"
+spawn_service issuance issuance "$PG_BASE/$DB_ISS" LICENSING_LICENSE_KEY_SECRET="$KEY_SECRET"
+spawn_service domain-binding domain-binding "$PG_BASE/$DB_DOM"
+wait_ready issuance
+wait_ready domain-binding
+ISS="http://127.0.0.1:${PORTS[issuance]}"
+DOM="http://127.0.0.1:${PORTS[domain-binding]}"
+
+# The seed catalog (as infra/seed, bench/run.sh and the e2e tests).
+for f in infra/seed/*.json; do
+  [[ -f "$f" ]] || continue
+  code="$(call POST "$ISS/v1/products" "$(cat "$f")")"
+  [[ "$code" == 201 || "$code" == 409 ]] || die "seeding $f: HTTP $code $(cat "$DIR/call.out")"
+done
+
+say "issuing $LICENSES cloud-engine (mainland) licenses"
+: >"$DIR/licenses.tsv"
+LICENSE_BODY='{"product":"cloud-engine","edition":"mainland","customer":"ACME Bench","kind":"formal","features":["site-engine"]}'
+for _ in $(seq 1 "$LICENSES"); do
+  code="$(call POST "$ISS/v1/licenses" "$LICENSE_BODY")"
+  [[ "$code" == 201 ]] || die "issuing a license: HTTP $code $(cat "$DIR/call.out")"
+  jq -er '"\(.id)\t\(.key)"' "$DIR/call.out" >>"$DIR/licenses.tsv"
+done
+
+# Domain binding learns licenses from issuance's events over Kafka.
+t0=$(now_ms)
+while IFS=$'\t' read -r id _; do
+  for i in $(seq 1 600); do
+    [[ "$(call GET "$DOM/v1/licenses/$id/domain")" == 200 ]] && break
+    (( i < 600 )) || die "license $id did not reach domain binding within 60 s"
+    sleep 0.1
+  done
+done <"$DIR/licenses.tsv"
+ARRIVAL_MS=$(( $(now_ms) - t0 ))
+say "all $LICENSES licenses at domain binding ${ARRIVAL_MS} ms after the last was issued"
+
+# License i: bench<i>.com (even i) or bench<i>.co.uk (odd i, a two-label
+# public suffix). Its hosts: the apex, then subdomains (authorised: OK), and
+# as the last of BENCH_DOM_HOSTS one host of the next license's domain
+# (DOMAIN_MISMATCH). Pairs are written host-major, so consecutive requests
+# hit different licenses.
+domain_of() { if (( $1 % 2 )); then echo "bench$1.co.uk"; else echo "bench$1.com"; fi; }
+SUBS=(www api cdn.eu app shop a.b.c m static img mail blog docs status)
+say "binding each license to its own domain"
+i=0
+while IFS=$'\t' read -r id _; do
+  i=$((i + 1))
+  d="$(domain_of "$i")"
+  code="$(call PUT "$DOM/v1/licenses/$id/domain" "$(jq -nc --arg d "www.$d" '{domain: $d}')")"
+  [[ "$code" == 200 ]] || die "binding $id to www.$d: HTTP $code $(cat "$DIR/call.out")"
+  [[ "$(jq -r .domain "$DIR/call.out")" == "$d" ]] || die "binding $id: domain $(jq -c .domain "$DIR/call.out"), expected $d"
+done <"$DIR/licenses.tsv"
+
+: >"$DIR/pairs.tsv"         # path <TAB> expected code
+for h in $(seq 0 $((HOSTS - 1))); do
+  i=0
+  while IFS=$'\t' read -r _ key; do
+    i=$((i + 1))
+    if (( h == HOSTS - 1 )); then
+      host="www.$(domain_of $(( i % LICENSES + 1 )))"; expect=DOMAIN_MISMATCH
+      (( LICENSES > 1 )) || host="www.unbound-bench.com"
+    elif (( h == 0 )); then
+      host="$(domain_of "$i")"; expect=OK
+    else
+      host="${SUBS[$(( (h - 1) % ${#SUBS[@]} ))]}.$(domain_of "$i")"; expect=OK
+    fi
+    printf '/v1/domain-check?license_key=%s&host=%s\t%s\n' "$key" "$host" "$expect" >>"$DIR/pairs.tsv"
+  done <"$DIR/licenses.tsv"
+done
+PAIRS="$(wc -l <"$DIR/pairs.tsv")"
+MISMATCHES="$(grep -c 'DOMAIN_MISMATCH$' "$DIR/pairs.tsv" || true)"
+cut -f1 "$DIR/pairs.tsv" >"$DIR/paths.txt"
+
+# Every pair once over one curl connection: HTTP 200 and the expected code.
+# `all` checks every pair, `sample` the first 50.
+verify_pairs() {    # base_url all|sample
+  local src="$DIR/pairs.tsv" n
+  [[ "$2" == all ]] || { head -n 50 "$DIR/pairs.tsv" >"$DIR/pairs-sample.tsv"; src="$DIR/pairs-sample.tsv"; }
+  awk -F'\t' -v base="$1" '{ printf "url = \"%s%s\"\n", base, $1 }' "$src" >"$DIR/verify.curl"
+  curl -sS --max-time 120 -K "$DIR/verify.curl" -H "authorization: Bearer $ADMIN_KEY" \
+    -w '\t%{http_code}\n' >"$DIR/verify.out" || die "verifying the pairs: curl failed"
+  n="$(paste <(cut -f2 "$src") "$DIR/verify.out" \
+    | awk -F'\t' '{ c = $2; sub(/.*"code":"/, "", c); sub(/".*/, "", c)
+                    if ($3 != 200 || c != $1) { bad++; if (bad <= 3) print "  expected " $1 ", got HTTP " $3 " " $2 > "/dev/stderr" } }
+                  END { print bad + 0 }')"
+  (( n == 0 )) || die "$n of $(wc -l <"$src") pairs did not answer as expected (see above)"
+}
+
+# The host-check cache follows within ~200 ms; this instance set it at once.
+t0=$(now_ms)
+for i in $(seq 1 100); do
+  code="$(call GET "$DOM$(tail -n1 "$DIR/paths.txt")")"
+  [[ "$code" == 200 && "$(jq -r .code "$DIR/call.out")" != NOT_FOUND ]] && break
+  (( i < 100 )) || die "the host-check cache does not know the last license after 10 s"
+  sleep 0.1
+done
+verify_pairs "$DOM" all
+say "$PAIRS (key, host) pairs, $MISMATCHES of them mismatches, all answer as expected ($(( $(now_ms) - t0 )) ms)"
+
+# --- the wrk script ------------------------------------------------------------------
+cat >"$DIR/domain-check.lua" <<'LUA'
+-- Written by bench/domain.sh. Rotates over the request paths of
+-- BENCH_DOM_PATHS (one a line), each thread from its own offset, with
+-- `Authorization: Bearer $BENCH_DOM_TOKEN`; the requests are formatted once,
+-- in init. done() writes the summary as JSON to BENCH_DOM_OUT (latencies in
+-- microseconds; errors.status = answers >= 400).
+local token = os.getenv("BENCH_DOM_TOKEN")
+local paths_file = os.getenv("BENCH_DOM_PATHS")
+local out_file = os.getenv("BENCH_DOM_OUT")
+
+local counter = 0
+function setup(thread)
+  thread:set("tid", counter)
+  counter = counter + 1
+end
+
+local reqs, n, i = {}, 0, 0
+function init(args)
+  local headers = { ["Authorization"] = "Bearer " .. token }
+  for path in io.lines(paths_file) do
+    n = n + 1
+    reqs[n] = wrk.format("GET", path, headers)
+  end
+  assert(n > 0, "no request paths")
+  i = math.floor(((tid or 0) * n) / 2) % n
+end
+
+function request()
+  i = i + 1
+  if i > n then i = 1 end
+  return reqs[i]
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  local f = assert(io.open(out_file, "w"))
+  f:write(string.format(
+    '{"duration_us":%d,"requests":%d,"bytes":%d,' ..
+    '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
+    '"latency_us":{"min":%d,"mean":%.1f,"stdev":%.1f,"max":%d,' ..
+    '"p50":%d,"p75":%d,"p90":%d,"p99":%d,"p999":%d}}\n',
+    summary.duration, summary.requests, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency.min, latency.mean, latency.stdev, latency.max,
+    latency:percentile(50), latency:percentile(75), latency:percentile(90),
+    latency:percentile(99), latency:percentile(99.9)))
+  f:close()
+end
+LUA
+export BENCH_DOM_PATHS="$DIR/paths.txt"
+
+# utime,stime (ticks) of a /proc/<pid>/stat (the command name may hold spaces).
+ut_st() { sed 's/^.*) //' "$1" | awk '{ print $12 "," $13 }'; }
+# One wrk run: $DIR/<tag>.wrk.txt (wrk's own report) and <tag>.wrk.json;
+# with `measure`, CPU per process over the run minus 1 s at either end.
+run_wrk() {         # tag url connections secs measure|warmup
+  local tag="$1" url="$2" conns="$3" secs="$4" t0 t1
+  rm -f "$DIR/$tag.wrk.json"
+  BENCH_DOM_OUT="$DIR/$tag.wrk.json" timeout $((secs + 30)) wrk --latency -t "$THREADS" -c "$conns" \
+    -d "${secs}s" -s "$DIR/domain-check.lua" "$url/v1/domain-check" >"$DIR/$tag.wrk.txt" 2>&1 &
+  WRK_PID=$!
+  if [[ "$5" == measure ]]; then
+    local stat="/proc/${PIDS[domain-binding]}/stat" a b
+    sleep 1
+    cpu_snap "$DIR/cpu-$tag-0.json" "wrk=tree:$WRK_PID"; t0=$(now_ms); a="$(ut_st "$stat")"
+    sleep $((secs - 2))
+    t1=$(now_ms); b="$(ut_st "$stat")"; cpu_snap "$DIR/cpu-$tag-1.json" "wrk=tree:$WRK_PID"
+    cpu_diff "$DIR/cpu-$tag-0.json" "$DIR/cpu-$tag-1.json" "$(( t1 - t0 ))e-3" \
+      | jq --argjson a "[$a]" --argjson b "[$b]" --argjson secs "$(( t1 - t0 ))e-3" --argjson hz "$(getconf CLK_TCK)" '
+          . + {"domain-binding_user": ((($b[0] - $a[0]) / $hz / $secs * 100 | round) / 100),
+               "domain-binding_sys": ((($b[1] - $a[1]) / $hz / $secs * 100 | round) / 100)}' >"$DIR/cpu-$tag.json"
+  fi
+  wait "$WRK_PID" || { WRK_PID=""; cat "$DIR/$tag.wrk.txt" >&2; die "wrk $tag failed"; }
+  WRK_PID=""
+  [[ -s "$DIR/$tag.wrk.json" ]] || { cat "$DIR/$tag.wrk.txt" >&2; die "wrk $tag wrote no summary"; }
+}
+
+# --- arms ----------------------------------------------------------------------------
+# Each arm restarts domain binding (same database: its cache loads every
+# license and binding at start-up) with the arm's settings.
+: >"$DIR/runs.jsonl"
+for arm in "${ARMS[@]}"; do
+  stop_service domain-binding
+  case "$arm" in
+    on)    extra=() ;;
+    off)   extra=(LICENSING_AUTH_ENABLED=false) ;;
+    quiet) extra=(RUST_LOG=warn) ;;
+    norefresh) extra=(LICENSING_CACHE_REFRESH_MS=60000) ;;
+  esac
+  spawn_service domain-binding domain-binding "$PG_BASE/$DB_DOM" "${extra[@]}"
+  wait_ready domain-binding
+  DOM="http://127.0.0.1:${PORTS[domain-binding]}"
+  noauth="$(curl -sS -o /dev/null -w '%{http_code}' "$DOM$(head -n1 "$DIR/paths.txt")")"
+  if [[ "$arm" == off ]]; then
+    [[ "$noauth" == 200 ]] || die "arm off: a check without a key answered HTTP $noauth, not 200"
+  else
+    [[ "$noauth" == 401 ]] || die "arm $arm: a check without a key answered HTTP $noauth, not 401"
+  fi
+  verify_pairs "$DOM" sample
+  for c in "${CONNECTIONS[@]}"; do
+    say "arm $arm (pid ${PIDS[domain-binding]}): $c connections, $THREADS threads: warm-up ${WARMUP}s, then ${SECS}s measured"
+    run_wrk "$arm-c$c-warmup" "$DOM" "$c" "$WARMUP" warmup
+    run_wrk "$arm-c$c" "$DOM" "$c" "$SECS" measure
+    jq -c --arg arm "$arm" --argjson c "$c" --argjson t "$THREADS" --slurpfile cpu "$DIR/cpu-$arm-c$c.json" '
+      def ms: . / 1000 * 1000 | round / 1000;
+      . as $w
+      | ($w.errors.connect + $w.errors.read + $w.errors.write + $w.errors.timeout) as $sock
+      | {arm: $arm, connections: $c, threads: $t,
+         seconds: ($w.duration_us / 1e6 * 100 | round / 100), requests: $w.requests,
+         rps: ($w.requests / ($w.duration_us / 1e6) | round),
+         p50_ms: ($w.latency_us.p50 | ms), p75_ms: ($w.latency_us.p75 | ms),
+         p90_ms: ($w.latency_us.p90 | ms), p99_ms: ($w.latency_us.p99 | ms),
+         p999_ms: ($w.latency_us.p999 | ms), max_ms: ($w.latency_us.max | ms),
+         mean_ms: ($w.latency_us.mean | ms),
+         non_2xx: $w.errors.status, socket_errors: $sock, socket_error_kinds: ($w.errors | del(.status)),
+         errors: ($w.errors.status + $sock),
+         bytes_per_response: (if $w.requests > 0 then ($w.bytes / $w.requests | round) else null end),
+         cpu_cores: $cpu[0]}' "$DIR/$arm-c$c.wrk.json" | tee -a "$DIR/runs.jsonl" \
+      | jq -c '{arm, connections, rps, p50_ms, p99_ms, errors, cpu: (.cpu_cores | {"domain-binding", "domain-binding_user", "domain-binding_sys", wrk, postgres, kafka, other, machine_busy_cores})}' >&2
+  done
+done
+
+# --- results -------------------------------------------------------------------------
+MEM="$(free -b | awk '/^Mem:/ { printf "%.1f GiB", $2 / 1073741824 }')"
+CPU_MODEL="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+jq -n \
+  --arg run "$RUN_ID" --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg commit "$COMMIT" \
+  --argjson dirty_paths "$DIRTY_PATHS" --arg nproc "$(nproc)" --arg mem "$MEM" \
+  --arg uname "$(uname -srm)" --arg cpu "$CPU_MODEL" --arg bg "$BACKGROUND" --arg log "$SERVICE_LOG" \
+  --arg wrk "$WRK_VERSION" --argjson threads "$THREADS" --argjson secs "$SECS" --argjson warmup "$WARMUP" \
+  --argjson licenses "$LICENSES" --argjson pairs "$PAIRS" --argjson mism "$MISMATCHES" \
+  --argjson arrival "$ARRIVAL_MS" --argjson wall "$(( $(now_ms) - T_START ))" \
+  --argjson trps "$TARGET_RPS" --argjson tp99 "$TARGET_P99_MS" \
+  --slurpfile runs "$DIR/runs.jsonl" '
+  ($runs | map(select(.arm == "on"))) as $on
+  | ($on | map(select(.rps >= $trps and .p99_ms <= $tp99 and .errors == 0))) as $met
+  | {
+    run: $run, date: $date, commit: $commit, uncommitted: $dirty_paths,
+    machine: {nproc: ($nproc | tonumber), memory: $mem, uname: $uname, cpu: $cpu},
+    background_cores_before: ($bg | tonumber),
+    services: {rust_log: $log, arms: {on: "auth on", off: "LICENSING_AUTH_ENABLED=false",
+               quiet: "auth on, RUST_LOG=warn",
+               norefresh: "auth on, LICENSING_CACHE_REFRESH_MS=60000"}},
+    setup: {licenses: $licenses, product: "cloud-engine", edition: "mainland", pairs: $pairs,
+            mismatch_pairs: $mism, license_arrival_ms: $arrival},
+    wrk: {version: $wrk, threads: $threads, seconds: $secs, warmup_seconds: $warmup,
+          endpoint: "GET /v1/domain-check?license_key=&host=", error: "answer >= 400 or socket error"},
+    wall_s: ($wall / 100 | round / 10),
+    runs: $runs,
+    target: {rps: $trps, p99_ms: $tp99, arm: "on",
+             met: ($met | length > 0), met_at_connections: ($met | map(.connections)),
+             best_rps: ($on | map(.rps) | max)},
+    summary: ($runs | map({key: "\(.arm)_c\(.connections)",
+                           value: {rps, p50_ms, p99_ms, errors}}) | from_entries)
+  }' >"$DIR/domain.json"
+
+RESULTS="$OUT/results.json"
+if [[ -s "$RESULTS" ]] && jq -e 'type == "object"' "$RESULTS" >/dev/null 2>&1; then
+  jq --slurpfile d "$DIR/domain.json" '. + {domain: $d[0]}' "$RESULTS" >"$RESULTS.tmp"
+else
+  jq '{domain: .}' "$DIR/domain.json" >"$RESULTS.tmp"
+fi
+mv "$RESULTS.tmp" "$RESULTS"
+
+jq -r '
+  def pad($n): tostring | . + " " * ([$n - length, 1] | max);  # at least one space
+  def lpad($n): tostring | " " * ([$n - length, 0] | max) + .;
+  "",
+  "bench/domain.sh — run \(.run) (\(.machine.nproc) cores, commit \(.commit), \(.wrk.version))",
+  "host checks: \(.setup.licenses) licenses, \(.setup.pairs) (key, host) pairs (\(.setup.mismatch_pairs) mismatches), \(.wrk.threads) wrk threads, \(.wrk.seconds) s per row after \(.wrk.warmup_seconds) s warm-up",
+  "",
+  "  \("arm" | pad(10))\("conns" | lpad(6))\("checks/s" | lpad(10))\("p50 ms" | lpad(9))\("p90 ms" | lpad(9))\("p99 ms" | lpad(9))\("errors" | lpad(8))   CPU cores: domain-binding (user+sys) / wrk / postgres / kafka / other (machine)",
+  ( .runs[] | "  \(.arm | pad(10))\(.connections | lpad(6))\(.rps | lpad(10))\(.p50_ms | lpad(9))\(.p90_ms | lpad(9))\(.p99_ms | lpad(9))\(.errors | lpad(8))   \(.cpu_cores | "\(."domain-binding") (\(."domain-binding_user")+\(."domain-binding_sys")) / \(.wrk) / \(.postgres) / \(.kafka) / \(.other) (\(.machine_busy_cores))")" ),
+  "",
+  "  target \(.target.rps)/s at p99 <= \(.target.p99_ms) ms (arm on): \(if .target.met then "MET at \(.target.met_at_connections | map(tostring) | join(", ")) connections" else "NOT MET (best \(.target.best_rps)/s)" end)",
+  "  background load before the run: \(.background_cores_before) cores",
+  "",
+  "raw numbers: .run/bench/results.json (key domain; run directory .run/bench/\(.run)-domain/)"
+' "$DIR/domain.json"
