@@ -342,17 +342,16 @@ async fn sigkill_of_activation_loses_no_seat_oversells_none_and_replays_reaction
         ));
     }
     let act = service.url.clone();
-    let last_key = keys[LICENSES - 1].1.clone();
-    let known = wait_until(Duration::from_secs(20), || async {
-        call(
-            &admin,
-            "POST",
-            &format!("{act}/v1/validate"),
-            Some(&serde_json::json!({"license_key": last_key})),
-        )
-        .await
-        .1["code"]
-            != "NOT_FOUND"
+    // Licenses arrive over Kafka on several partitions: wait for every one.
+    let known = wait_until(Duration::from_secs(30), || async {
+        for (_, key) in &keys {
+            let body = serde_json::json!({ "license_key": key });
+            let url = format!("{act}/v1/validate");
+            if call(&admin, "POST", &url, Some(&body)).await.1["code"] == "NOT_FOUND" {
+                return false;
+            }
+        }
+        true
     })
     .await;
     assert!(known, "licenses reached activation");
@@ -562,16 +561,15 @@ async fn sigkill_of_domain_binding_loses_no_binding_and_leaves_no_claim_behind()
         ids.push(b["id"].as_str().expect("id").to_string());
     }
     let dom = service.url.clone();
-    let last = ids[LICENSES - 1].clone();
-    let known = wait_until(Duration::from_secs(20), || async {
-        call(
-            &admin,
-            "GET",
-            &format!("{dom}/v1/licenses/{last}/domain"),
-            None,
-        )
-        .await
-        .0 == 200
+    // Licenses arrive over Kafka on several partitions: wait for every one.
+    let known = wait_until(Duration::from_secs(30), || async {
+        for id in &ids {
+            let url = format!("{dom}/v1/licenses/{id}/domain");
+            if call(&admin, "GET", &url, None).await.0 != 200 {
+                return false;
+            }
+        }
+        true
     })
     .await;
     assert!(known, "licenses reached domain binding");
