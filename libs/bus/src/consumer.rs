@@ -44,6 +44,20 @@ pub struct Incoming {
 }
 
 impl Incoming {
+    /// The message as an event envelope; a message that is not one is poison.
+    pub fn event(&self) -> Result<contracts::EventEnvelope, HandleError> {
+        self.json("an event envelope")
+    }
+
+    /// The JSON value of the message; unreadable (or empty) is poison.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, HandleError> {
+        let payload = self
+            .payload
+            .as_deref()
+            .ok_or_else(|| HandleError::Poison("empty message".into()))?;
+        serde_json::from_slice(payload).map_err(|e| HandleError::Poison(format!("not {what}: {e}")))
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -60,6 +74,14 @@ pub enum HandleError {
     /// Something outside the message failed (database, broker): retry it.
     #[error("transient failure: {0}")]
     Transient(String),
+}
+
+/// An event's payload as its contract type; a mismatch is poison.
+pub fn payload<T: serde::de::DeserializeOwned>(
+    e: &contracts::EventEnvelope,
+) -> Result<T, HandleError> {
+    serde_json::from_value(e.payload.clone())
+        .map_err(|err| HandleError::Poison(format!("{}: {err}", e.event_type)))
 }
 
 impl From<sqlx::Error> for HandleError {

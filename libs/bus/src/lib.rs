@@ -13,7 +13,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 
-pub use consumer::{run_consumer, ConsumerConfig, HandleError, Incoming, TxHandler};
+pub use consumer::{payload, run_consumer, ConsumerConfig, HandleError, Incoming, TxHandler};
 pub use topics::ensure_topics;
 
 #[derive(Debug, thiserror::Error)]

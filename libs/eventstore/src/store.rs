@@ -73,6 +73,29 @@ pub struct CommandContext {
     pub request_digest: String,
 }
 
+impl CommandContext {
+    /// The context of a command that reacts to event `e`: its id derived
+    /// from the event and the reaction's `purpose`, so a redelivered event
+    /// repeats nothing; correlated with the event, caused by it, acted by
+    /// `service`.
+    pub fn reaction(
+        e: &contracts::EventEnvelope,
+        command_type: &str,
+        purpose: &str,
+        service: &str,
+    ) -> Self {
+        Self {
+            command_id: derived_id(e.event_id, purpose),
+            command_type: command_type.into(),
+            correlation_id: e.correlation_id.clone(),
+            causation_id: Some(e.event_id.to_string()),
+            actor: Actor::new(contracts::ActorKind::Service, service),
+            occurred_at: Utc::now(),
+            request_digest: request_digest(command_type, &(e.event_id, purpose)),
+        }
+    }
+}
+
 /// The result of a command: its outcome (accepted or rejected) and the
 /// aggregate's state afterwards.
 #[derive(Debug)]

@@ -41,6 +41,22 @@ pub enum PlatformError {
     Config(String),
 }
 
+/// How a service is started: tests run services in-process without signal
+/// handlers and on a clock they move.
+pub struct Options {
+    pub handle_signals: bool,
+    pub clock: std::sync::Arc<dyn crate::clock::Clock>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            handle_signals: true,
+            clock: std::sync::Arc::new(crate::clock::SystemClock),
+        }
+    }
+}
+
 pub struct Platform {
     pub name: String,
     pub config: CommonConfig,

@@ -65,6 +65,21 @@ pub async fn fold_license(
     Ok(Some(view))
 }
 
+/// The digest a license is found by, from a typed key in `field`; a
+/// mistyped key fails its check character (422 `KEY_CHECK_FAILED`) before
+/// any look-up.
+pub fn key_digest(raw: &str, field: &str) -> Result<String, crate::Problem> {
+    use contracts::license_key::{digest, normalize, KeyError};
+    let key = normalize(raw).map_err(|e| {
+        let code = match e {
+            KeyError::Check => "KEY_CHECK_FAILED",
+            _ => "INVALID_LICENSE_KEY",
+        };
+        crate::Problem::unprocessable(code, e.to_string()).with_field(field)
+    })?;
+    Ok(digest(&key))
+}
+
 fn view_of(v: Value) -> Option<LicenseView> {
     serde_json::from_value(v).ok()
 }

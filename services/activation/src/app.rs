@@ -116,14 +116,7 @@ impl Activation {
     /// The license a typed key names; a mistyped key is caught by its check
     /// character before any look-up.
     pub async fn license_by_key(&self, key: &str) -> Result<LicenseView, Problem> {
-        let normalized = contracts::license_key::normalize(key).map_err(|e| {
-            let code = match e {
-                contracts::license_key::KeyError::Check => "KEY_CHECK_FAILED",
-                _ => "INVALID_LICENSE_KEY",
-            };
-            Problem::unprocessable(code, e.to_string()).with_field("license_key")
-        })?;
-        let digest = contracts::license_key::digest(&normalized);
+        let digest = service_kit::replica::key_digest(key, "license_key")?;
         match store::license_by_digest(&self.pool, &digest).await {
             Ok(Some(l)) if l.status != LicenseStatus::Deleted => Ok(l),
             Ok(_) => Err(Problem::not_found(
@@ -257,33 +250,38 @@ impl Activation {
         })
     }
 
-    /// The seats aggregate and license behind an activation id.
-    pub async fn seat(&self, activation_id: Uuid) -> Result<(LicenseView, Seats, Seat), Problem> {
+    /// The license an activation belongs to (from the seat index).
+    async fn license_of(&self, activation_id: Uuid) -> Result<LicenseView, Problem> {
         let not_found = || Problem::not_found("ACTIVATION_NOT_FOUND", "no such activation");
         let row = store::seat(&self.pool, activation_id)
             .await
             .map_err(db_problem)?
             .ok_or_else(not_found)?;
-        let license = store::license(&self.pool, row.license_id)
+        store::license(&self.pool, row.license_id)
             .await
             .map_err(db_problem)?
-            .ok_or_else(not_found)?;
+            .ok_or_else(not_found)
+    }
+
+    /// The license and seat behind an activation id.
+    pub async fn seat(&self, activation_id: Uuid) -> Result<(LicenseView, Seat), Problem> {
+        let license = self.license_of(activation_id).await?;
         let (seats, _) = self
             .seats
-            .load(&row.license_id.to_string())
+            .load(&license.id.to_string())
             .await
             .map_err(store_problem)?;
         let seat = seats
             .seats
             .get(&activation_id)
             .cloned()
-            .ok_or_else(not_found)?;
-        Ok((license, seats, seat))
+            .ok_or_else(|| Problem::not_found("ACTIVATION_NOT_FOUND", "no such activation"))?;
+        Ok((license, seat))
     }
 
     /// Re-issues the file of a live activation (recovery).
     pub async fn file(&self, activation_id: Uuid) -> Result<Issued, Problem> {
-        let (license, _, seat) = self.seat(activation_id).await?;
+        let (license, seat) = self.seat(activation_id).await?;
         if seat.status != SeatStatus::Live {
             return Err(Problem::conflict(
                 "ACTIVATION_REVOKED",
@@ -301,7 +299,7 @@ impl Activation {
         ctx: &CommandContext,
         activation_id: Uuid,
     ) -> Result<String, Problem> {
-        let (license, _, _) = self.seat(activation_id).await?;
+        let license = self.license_of(activation_id).await?;
         let done = self
             .seats
             .execute(
@@ -332,7 +330,7 @@ impl Activation {
         fingerprint: &Fingerprint,
         client_time: Option<DateTime<Utc>>,
     ) -> Result<Issued, Problem> {
-        let (license, _, _) = self.seat(activation_id).await?;
+        let license = self.license_of(activation_id).await?;
         let device = self
             .device(
                 fingerprint,

@@ -15,12 +15,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bus::{HandleError, Incoming, TxHandler};
-use chrono::Utc;
 use contracts::activation::*;
 use contracts::issuance::*;
 use contracts::license_view::LicenseView;
 use contracts::{Actor, ActorKind, CommandEnvelope, EventEnvelope, OutcomeStatus};
-use eventstore::{derived_id, request_digest, CommandContext, StoreError};
+use eventstore::{derived_id, CommandContext, StoreError};
 use rdkafka::producer::FutureProducer;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -29,35 +28,13 @@ use crate::app::Activation;
 use crate::domain::{Device, SeatsCommand, TrialCommand};
 use crate::store;
 
-fn envelope(msg: &Incoming) -> Result<EventEnvelope, HandleError> {
-    let payload = msg
-        .payload
-        .as_deref()
-        .ok_or_else(|| HandleError::Poison("empty message".into()))?;
-    serde_json::from_slice(payload)
-        .map_err(|e| HandleError::Poison(format!("not an event envelope: {e}")))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(e: &EventEnvelope) -> Result<T, HandleError> {
-    serde_json::from_value(e.payload.clone())
-        .map_err(|err| HandleError::Poison(format!("{}: {err}", e.event_type)))
-}
-
 fn transient(e: impl std::fmt::Display) -> HandleError {
     HandleError::Transient(e.to_string())
 }
 
 /// The context of a command caused by event `e`.
 pub fn reaction(e: &EventEnvelope, command_type: &str, purpose: &str) -> CommandContext {
-    CommandContext {
-        command_id: derived_id(e.event_id, purpose),
-        command_type: command_type.into(),
-        correlation_id: e.correlation_id.clone(),
-        causation_id: Some(e.event_id.to_string()),
-        actor: Actor::new(ActorKind::Service, crate::SERVICE),
-        occurred_at: Utc::now(),
-        request_digest: request_digest(command_type, &(e.event_id, purpose)),
-    }
+    CommandContext::reaction(e, command_type, purpose, crate::SERVICE)
 }
 
 fn refused(what: &str, outcome: &contracts::CommandOutcome) {
@@ -73,10 +50,10 @@ pub struct ReplicaConsumer {
 #[async_trait]
 impl TxHandler for ReplicaConsumer {
     async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError> {
-        let e = envelope(msg)?;
+        let e = msg.event()?;
         match e.aggregate_type.as_str() {
             PRODUCT_AGGREGATE if e.event_type == PRODUCT_CREATED => {
-                let p: ProductCreated = decode(&e)?;
+                let p: ProductCreated = bus::payload(&e)?;
                 let features: Vec<String> = p.features.into_iter().map(|f| f.code).collect();
                 sqlx::query(
                     "INSERT INTO product_replica (code, features) VALUES ($1, $2) \
@@ -205,11 +182,11 @@ pub struct ReactionConsumer {
 #[async_trait]
 impl TxHandler for ReactionConsumer {
     async fn handle(&self, _tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError> {
-        let e = envelope(msg)?;
+        let e = msg.event()?;
         match e.event_type.as_str() {
             TRIAL_STARTED => self.issue_trial(&e).await,
             DEVICE_ACTIVATED => {
-                let p: DeviceActivated = decode(&e)?;
+                let p: DeviceActivated = bus::payload(&e)?;
                 if p.kind == LicenseKind::Trial {
                     return Ok(());
                 }
@@ -217,7 +194,7 @@ impl TxHandler for ReactionConsumer {
                     .await
             }
             ACTIVATION_MIGRATED => {
-                let p: ActivationMigrated = decode(&e)?;
+                let p: ActivationMigrated = bus::payload(&e)?;
                 let license = store::license(&self.app.pool, p.license_id)
                     .await
                     .map_err(transient)?;
@@ -236,7 +213,7 @@ impl TxHandler for ReactionConsumer {
 
 impl ReactionConsumer {
     async fn issue_trial(&self, e: &EventEnvelope) -> Result<(), HandleError> {
-        let p: TrialStarted = decode(e)?;
+        let p: TrialStarted = bus::payload(e)?;
         let spec = IssueLicense {
             product: p.product,
             edition: None,

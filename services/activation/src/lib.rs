@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::app::Activation;
 use crate::consumers::{ReactionConsumer, ReplicaConsumer};
-use crate::domain::{ActivationServices, Clock, SystemClock};
+use crate::domain::ActivationServices;
 use crate::signer::Signer;
 
 pub const SERVICE: &str = "activation";
@@ -71,19 +71,7 @@ impl AsRef<CommonConfig> for Config {
     }
 }
 
-pub struct Options {
-    pub handle_signals: bool,
-    pub clock: Arc<dyn Clock>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            handle_signals: true,
-            clock: Arc::new(SystemClock),
-        }
-    }
-}
+pub use service_kit::platform::Options;
 
 fn signing_key(config: &Config) -> Result<String, PlatformError> {
     let path = std::path::Path::new(&config.signing_key_file);

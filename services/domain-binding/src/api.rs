@@ -143,14 +143,8 @@ async fn domain_check(
     app: web::Data<DomainBinding>,
     q: web::Query<CheckQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let key = contracts::license_key::normalize(&q.license_key).map_err(|e| {
-        let code = match e {
-            contracts::license_key::KeyError::Check => "KEY_CHECK_FAILED",
-            _ => "INVALID_LICENSE_KEY",
-        };
-        Problem::unprocessable(code, e.to_string()).with_field("license_key")
-    })?;
-    let entry = app.cache.by_key(&contracts::license_key::digest(&key));
+    let digest = service_kit::replica::key_digest(&q.license_key, "license_key")?;
+    let entry = app.cache.by_key(&digest);
     let host = host::registrable(&q.host);
     Ok(HttpResponse::Ok().json(check::check(entry.as_ref(), &host, Utc::now())))
 }

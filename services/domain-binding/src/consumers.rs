@@ -7,11 +7,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bus::{HandleError, Incoming, TxHandler};
-use chrono::Utc;
 use contracts::domain::{ReleaseReason, RELEASE_DOMAIN};
 use contracts::issuance::*;
-use contracts::{Actor, ActorKind, EventEnvelope};
-use eventstore::{derived_id, request_digest, CommandContext};
+use eventstore::CommandContext;
 use sqlx::PgConnection;
 
 use crate::app::DomainBinding;
@@ -24,12 +22,7 @@ pub struct ReplicaConsumer {
 #[async_trait]
 impl TxHandler for ReplicaConsumer {
     async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError> {
-        let payload = msg
-            .payload
-            .as_deref()
-            .ok_or_else(|| HandleError::Poison("empty message".into()))?;
-        let e: EventEnvelope = serde_json::from_slice(payload)
-            .map_err(|err| HandleError::Poison(format!("not an event envelope: {err}")))?;
+        let e = msg.event()?;
         if e.aggregate_type != LICENSE_AGGREGATE {
             return Ok(());
         }
@@ -42,15 +35,7 @@ impl TxHandler for ReplicaConsumer {
             LICENSE_DELETED => ReleaseReason::LicenseDeleted,
             _ => return Ok(()),
         };
-        let ctx = CommandContext {
-            command_id: derived_id(e.event_id, "release-domain"),
-            command_type: RELEASE_DOMAIN.into(),
-            correlation_id: e.correlation_id.clone(),
-            causation_id: Some(e.event_id.to_string()),
-            actor: Actor::new(ActorKind::Service, crate::SERVICE),
-            occurred_at: Utc::now(),
-            request_digest: request_digest(RELEASE_DOMAIN, &e.event_id),
-        };
+        let ctx = CommandContext::reaction(&e, RELEASE_DOMAIN, "release-domain", crate::SERVICE);
         self.app
             .unbind(
                 &ctx,

@@ -23,7 +23,7 @@ use sqlx::migrate::Migrator;
 use crate::app::DomainBinding;
 use crate::cache::Cache;
 use crate::consumers::ReplicaConsumer;
-use crate::domain::{BindingServices, Clock, SystemClock};
+use crate::domain::BindingServices;
 
 pub const SERVICE: &str = "domain-binding";
 
@@ -59,19 +59,7 @@ impl AsRef<CommonConfig> for Config {
     }
 }
 
-pub struct Options {
-    pub handle_signals: bool,
-    pub clock: Arc<dyn Clock>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            handle_signals: true,
-            clock: Arc::new(SystemClock),
-        }
-    }
-}
+pub use service_kit::platform::Options;
 
 pub async fn start(config: Config, options: Options) -> Result<Running, PlatformError> {
     let mut platform = Platform::start(SERVICE, config.common, Some(&MIGRATOR)).await?;

@@ -22,7 +22,7 @@ use sqlx::migrate::Migrator;
 
 use crate::commands::Issuance;
 use crate::consumers::CommandConsumer;
-use crate::domain::{Clock, IssuanceServices, SystemClock};
+use crate::domain::IssuanceServices;
 use crate::keys::HmacKeys;
 
 pub const SERVICE: &str = "issuance";
@@ -60,20 +60,7 @@ impl AsRef<CommonConfig> for Config {
     }
 }
 
-pub struct Options {
-    pub handle_signals: bool,
-    /// The clock of the domain and the scheduler (tests move it).
-    pub clock: Arc<dyn Clock>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            handle_signals: true,
-            clock: Arc::new(SystemClock),
-        }
-    }
-}
+pub use service_kit::platform::Options;
 
 pub async fn start(config: Config, options: Options) -> Result<Running, PlatformError> {
     let keys = HmacKeys::new(&config.license_key_secret).ok_or_else(|| {

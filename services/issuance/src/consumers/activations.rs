@@ -6,16 +6,10 @@
 use async_trait::async_trait;
 use bus::{HandleError, Incoming, TxHandler};
 use contracts::activation::*;
-use contracts::EventEnvelope;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub struct ActivationReplica;
-
-fn decode<T: serde::de::DeserializeOwned>(e: &EventEnvelope) -> Result<T, HandleError> {
-    serde_json::from_value(e.payload.clone())
-        .map_err(|err| HandleError::Poison(format!("{}: {err}", e.event_type)))
-}
 
 async fn insert(
     tx: &mut PgConnection,
@@ -48,22 +42,17 @@ async fn set_status(tx: &mut PgConnection, ids: &[Uuid], status: &str) -> Result
 #[async_trait]
 impl TxHandler for ActivationReplica {
     async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError> {
-        let payload = msg
-            .payload
-            .as_deref()
-            .ok_or_else(|| HandleError::Poison("empty message".into()))?;
-        let e: EventEnvelope = serde_json::from_slice(payload)
-            .map_err(|err| HandleError::Poison(format!("not an event envelope: {err}")))?;
+        let e = msg.event()?;
         let db = |err: sqlx::Error| HandleError::Transient(err.to_string());
         match e.event_type.as_str() {
             DEVICE_ACTIVATED => {
-                let p: DeviceActivated = decode(&e)?;
+                let p: DeviceActivated = bus::payload(&e)?;
                 insert(tx, p.activation_id, p.license_id, &p.components)
                     .await
                     .map_err(db)?;
             }
             ACTIVATION_MIGRATED => {
-                let p: ActivationMigrated = decode(&e)?;
+                let p: ActivationMigrated = bus::payload(&e)?;
                 set_status(tx, &[p.from_activation_id], "migrated")
                     .await
                     .map_err(db)?;
@@ -72,19 +61,19 @@ impl TxHandler for ActivationReplica {
                     .map_err(db)?;
             }
             ACTIVATION_UNINSTALLED => {
-                let p: ActivationUninstalled = decode(&e)?;
+                let p: ActivationUninstalled = bus::payload(&e)?;
                 set_status(tx, &[p.activation_id], "uninstalled")
                     .await
                     .map_err(db)?;
             }
             ACTIVATIONS_REVOKED => {
-                let p: ActivationsRevoked = decode(&e)?;
+                let p: ActivationsRevoked = bus::payload(&e)?;
                 set_status(tx, &p.activation_ids, "revoked")
                     .await
                     .map_err(db)?;
             }
             SIGNING_KEY_PUBLISHED => {
-                let p: SigningKeyPublished = decode(&e)?;
+                let p: SigningKeyPublished = bus::payload(&e)?;
                 sqlx::query(
                     "INSERT INTO activation_keys (kid, jwk) VALUES ($1, $2) ON CONFLICT (kid) DO NOTHING",
                 )

@@ -23,12 +23,7 @@ pub struct CommandConsumer {
 #[async_trait]
 impl TxHandler for CommandConsumer {
     async fn handle(&self, _tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError> {
-        let payload = msg
-            .payload
-            .as_deref()
-            .ok_or_else(|| HandleError::Poison("empty message".into()))?;
-        let env: CommandEnvelope = serde_json::from_slice(payload)
-            .map_err(|e| HandleError::Poison(format!("not a command envelope: {e}")))?;
+        let env: CommandEnvelope = msg.json("a command envelope")?;
         let outcome = match self.issuance.dispatch(&env).await {
             Ok(done) => done.outcome().clone(),
             // Not stored: the first command with this id keeps its outcome.

@@ -20,12 +20,7 @@ pub struct EventProjector {
 #[async_trait]
 impl TxHandler for EventProjector {
     async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError> {
-        let payload = msg
-            .payload
-            .as_deref()
-            .ok_or_else(|| HandleError::Poison("empty message".into()))?;
-        let e: EventEnvelope = serde_json::from_slice(payload)
-            .map_err(|err| HandleError::Poison(format!("not an event envelope: {err}")))?;
+        let e = msg.event()?;
         let context = self
             .contexts
             .get(&msg.topic)
