@@ -495,3 +495,91 @@ pub async fn call(
     let body = res.json().await.unwrap_or(serde_json::Value::Null);
     (status, body)
 }
+
+/// The claims of a compact JWS (not verified).
+pub fn claims(jws: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = jws.split('.').nth(1).expect("payload part");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("json claims")
+}
+
+/// Runs the Python JOSE verifier (jwcrypto) on a compact JWS against a
+/// JWKS; the payload when it verifies. With `check_time`, it is read as a
+/// JWT whose `exp` and `nbf` must hold now (no leeway).
+pub fn python_verify(
+    jwks: &serde_json::Value,
+    check_time: bool,
+    jws: &str,
+) -> Option<serde_json::Value> {
+    let dir = std::env::temp_dir().join(format!("jose-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (k, t) = (dir.join("jwks.json"), dir.join("file.jws"));
+    std::fs::write(&k, jwks.to_string()).expect("write jwks");
+    std::fs::write(&t, jws).expect("write jws");
+    let script = repo_root().join("tests/python/verify_jws.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).arg(&k).arg(&t);
+    if check_time {
+        cmd.arg("--check-time");
+    }
+    let out = cmd
+        .output()
+        .expect("python3 runs (make test installs jwcrypto)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "jwcrypto missing: run `make python-deps`: {stderr}"
+    );
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("payload json"))
+}
+
+pub fn grant_sync_config(
+    infra: &Infra,
+    db: &str,
+    prefix: &str,
+    key_file: &str,
+) -> grant_sync::Config {
+    grant_sync::Config {
+        common: infra.config(db, prefix),
+        signing_key_file: key_file.into(),
+        signing_key_generate: true,
+        issuer: "licensing.grant-sync".into(),
+        clock_tolerance_secs: 600,
+        sync_wait_ms: 10_000,
+        sync_max_wait_ms: 30_000,
+        scheduler_interval_ms: 100,
+        heartbeat_batch_max: 512,
+        upstream_timeout_ms: 5_000,
+    }
+}
+
+pub async fn start_grant_sync(infra: &Infra, prefix: &str) -> InProcess {
+    start_grant_sync_with(
+        infra,
+        prefix,
+        grant_sync::Options {
+            handle_signals: false,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+pub async fn start_grant_sync_with(
+    infra: &Infra,
+    prefix: &str,
+    options: grant_sync::Options,
+) -> InProcess {
+    let db = infra.fresh_db("grants").await;
+    let config = grant_sync_config(infra, &db, prefix, &signing_key_path(prefix));
+    let running = grant_sync::start(config, options)
+        .await
+        .expect("grant-sync starts");
+    InProcess { running, db }
+}

@@ -115,6 +115,15 @@ fn d_reclaim_days() -> u32 {
 fn d_fingerprint_min_matches() -> u32 {
     3
 }
+fn d_floating_seats() -> u32 {
+    1
+}
+fn d_lease_ttl_secs() -> u32 {
+    300
+}
+fn d_lease_grace_secs() -> u32 {
+    60
+}
 
 /// The rules of one product edition. Money is in integer minor units.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +158,16 @@ pub struct Policy {
     /// make a new device).
     #[serde(default = "d_fingerprint_min_matches")]
     pub fingerprint_min_matches: u32,
+    /// Concurrent leases of each feature a license allows when the license
+    /// does not set its own `seats`.
+    #[serde(default = "d_floating_seats")]
+    pub floating_seats: u32,
+    /// A feature lease lives this long after its last heartbeat ...
+    #[serde(default = "d_lease_ttl_secs")]
+    pub lease_ttl_secs: u32,
+    /// ... and is reclaimed this long after that.
+    #[serde(default = "d_lease_grace_secs")]
+    pub lease_grace_secs: u32,
 }
 
 impl Default for Policy {
@@ -166,6 +185,9 @@ impl Default for Policy {
             reclaim_after_days: d_reclaim_days(),
             requires_domain: false,
             fingerprint_min_matches: d_fingerprint_min_matches(),
+            floating_seats: d_floating_seats(),
+            lease_ttl_secs: d_lease_ttl_secs(),
+            lease_grace_secs: d_lease_grace_secs(),
         }
     }
 }
@@ -245,6 +267,10 @@ pub struct IssueLicense {
     pub modules: Vec<String>,
     #[serde(default)]
     pub features: Vec<String>,
+    /// Concurrent quantity (floating seats) of granted features; a feature
+    /// not listed gets the policy's `floating_seats`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub seats: std::collections::BTreeMap<String, u32>,
     /// None means perpetual (formal), or the policy's trial length (trial).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
@@ -265,6 +291,8 @@ pub struct LicenseIssued {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub modules: Vec<String>,
     pub features: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub seats: std::collections::BTreeMap<String, u32>,
     pub issued_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,

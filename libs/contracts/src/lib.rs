@@ -7,6 +7,7 @@
 pub mod activation;
 pub mod domain;
 pub mod envelope;
+pub mod grants;
 pub mod issuance;
 pub mod license_key;
 pub mod license_view;

@@ -21,6 +21,9 @@ pub struct LicenseView {
     #[serde(default)]
     pub modules: Vec<String>,
     pub features: Vec<String>,
+    /// Floating seats set by the license (others: the policy's).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub seats: std::collections::BTreeMap<String, u32>,
     pub status: LicenseStatus,
     pub issued_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -76,6 +79,7 @@ impl LicenseView {
                 kind: p.kind,
                 modules: p.modules,
                 features: p.features,
+                seats: p.seats,
                 status: LicenseStatus::Active,
                 issued_at: p.issued_at,
                 expires_at: p.expires_at,
@@ -120,6 +124,15 @@ impl LicenseView {
         v.version = e.sequence;
         v.updated_at = e.recorded_at;
         Ok(Some(v))
+    }
+
+    /// Concurrent quantity of `feature`: the license's own, else the
+    /// policy's floating seats.
+    pub fn seats_of(&self, feature: &str) -> u32 {
+        self.seats
+            .get(feature)
+            .copied()
+            .unwrap_or_else(|| self.policy.as_ref().map_or(1, |p| p.floating_seats))
     }
 
     pub fn status_text(&self) -> String {

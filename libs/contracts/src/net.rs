@@ -46,6 +46,38 @@ impl Cidr {
     }
 }
 
+/// Why an allowlist is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowlistError {
+    /// More than [`crate::issuance::MAX_ALLOWLIST`] entries.
+    TooLong,
+    /// An entry (shortened to 64 characters) that is no address or CIDR.
+    Invalid(String),
+}
+
+/// An allowlist of at most ten addresses or CIDR blocks.
+pub fn check_allowlist(list: &[String]) -> Result<(), AllowlistError> {
+    if list.len() > crate::issuance::MAX_ALLOWLIST {
+        return Err(AllowlistError::TooLong);
+    }
+    match list.iter().find(|e| Cidr::parse(e).is_none()) {
+        Some(bad) => Err(AllowlistError::Invalid(bad.chars().take(64).collect())),
+        None => Ok(()),
+    }
+}
+
+/// The longest callback or endpoint URL accepted.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// An `http://` or `https://` URL with something after the scheme, at most
+/// [`MAX_URL_LEN`] characters, no whitespace or control characters.
+pub fn is_http_url(url: &str) -> bool {
+    (url.starts_with("https://") || url.starts_with("http://"))
+        && url.len() <= MAX_URL_LEN
+        && url.len() > "https://".len()
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +101,28 @@ mod tests {
         assert!(Cidr::parse("0.0.0.0/0")
             .expect("all")
             .contains(ip("8.8.8.8")));
+    }
+
+    #[test]
+    fn allowlists_hold_ten_entries_at_most() {
+        let ten: Vec<String> = (0..10).map(|i| format!("10.0.0.{i}")).collect();
+        assert_eq!(check_allowlist(&ten), Ok(()));
+        let mut eleven = ten.clone();
+        eleven.push("10.0.0.99".into());
+        assert_eq!(check_allowlist(&eleven), Err(AllowlistError::TooLong));
+        assert_eq!(
+            check_allowlist(&["example.com".into()]),
+            Err(AllowlistError::Invalid("example.com".into()))
+        );
+    }
+
+    #[test]
+    fn http_urls() {
+        assert!(is_http_url("https://billing.example/callback"));
+        assert!(is_http_url("http://127.0.0.1:8084"));
+        for bad in ["ftp://x", "https://", "https://a b", "example.com"] {
+            assert!(!is_http_url(bad), "{bad}");
+        }
     }
 
     #[test]

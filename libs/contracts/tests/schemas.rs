@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use contracts::activation::*;
 use contracts::domain::*;
+use contracts::grants::*;
 use contracts::issuance::*;
 use contracts::{
     Actor, ActorKind, CommandEnvelope, CommandOutcome, EventEnvelope, OutcomeError, OutcomeStatus,
@@ -25,6 +26,7 @@ use jsonschema::Validator;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------
@@ -42,6 +44,14 @@ const ACTIVATIONS_REVOKED_SCHEMA: &str = "events/activation/ActivationsRevoked.v
 const ACTIVATION_CLAIMS_SCHEMA: &str = "files/ActivationClaims.v1.json";
 const DOMAIN_RELEASED_SCHEMA: &str = "events/domain/DomainReleased.v1.json";
 const BIND_DOMAIN_SCHEMA: &str = "commands/domain/BindDomain.v1.json";
+const LEASE_GRANTED_SCHEMA: &str = "events/grants/LeaseGranted.v1.json";
+const LEASES_REVOKED_SCHEMA: &str = "events/grants/LeasesRevoked.v1.json";
+const UPSTREAM_CHECKED_SCHEMA: &str = "events/grants/UpstreamChecked.v1.json";
+const UPSTREAM_SYNCED_SCHEMA: &str = "events/grants/UpstreamSynced.v1.json";
+const CHECKOUT_LEASE_SCHEMA: &str = "commands/grants/CheckoutLease.v1.json";
+const SYNC_SCHEMA: &str = "commands/grants/Sync.v1.json";
+const HEARTBEAT_SCHEMA: &str = "commands/grants/Heartbeat.v1.json";
+const GRANT_CLAIMS_SCHEMA: &str = "files/GrantClaims.v1.json";
 
 /// The pattern of a hex SHA-256 digest; every `*digest`, `*hash` and
 /// `fingerprint` has it, and every digest in a map of `components`.
@@ -63,8 +73,9 @@ fn is_sha256(pointer: &str) -> bool {
 /// least two; `maxLength` 253 beside it, and [`NUMERIC_TLD`] under `not`.
 /// The service keeps underscores and hyphens at either end of a label (the
 /// WHATWG URL parser does), so the labels are not strictly LDH. Every
-/// `*domain` and `requested_host` of an event has it; in a command body the
-/// same fields are free text of 1 to 253 characters, which the server
+/// `*domain` and `requested_host` of an event or of a file the server signs
+/// (a grant document's bound domain) has it; in a command body the same
+/// fields are free text of 1 to 253 characters, which the server
 /// normalises.
 const DOMAIN_NAME: &str = r"^(?:[a-z0-9_-]{1,63}\.)+[a-z0-9_-]{1,63}$";
 
@@ -97,6 +108,7 @@ const ANY_JSON: &[(&str, &str)] = &[(EVENT_ENVELOPE, "/payload"), (COMMAND_ENVEL
 const ISSUANCE: &str = "issuance";
 const ACTIVATION: &str = "activation";
 const DOMAIN: &str = contracts::topics::DOMAIN;
+const GRANTS: &str = contracts::topics::GRANTS;
 
 /// Every event type, with its context and aggregate type.
 const EVENT_TYPES: &[(&str, &str, &str)] = &[
@@ -131,12 +143,37 @@ const EVENT_TYPES: &[(&str, &str, &str)] = &[
     (DOMAIN, DOMAIN_CHANGE_CHARGED, BINDING_AGGREGATE),
     (DOMAIN, DOMAIN_RESET, BINDING_AGGREGATE),
     (DOMAIN, DOMAIN_RELEASED, BINDING_AGGREGATE),
+    (GRANTS, CLIENT_REGISTERED, CLIENT_AGGREGATE),
+    (GRANTS, CLIENT_REVOKED, CLIENT_AGGREGATE),
+    (GRANTS, CLIENT_CLOCK_ROLLBACK_DETECTED, CLIENT_AGGREGATE),
+    (GRANTS, LEASE_GRANTED, LEASES_AGGREGATE),
+    (GRANTS, LEASE_RELEASED, LEASES_AGGREGATE),
+    (GRANTS, LEASE_EXPIRED, LEASES_AGGREGATE),
+    (GRANTS, LEASES_REVOKED, LEASES_AGGREGATE),
+    (GRANTS, UPSTREAM_REGISTERED, UPSTREAM_AGGREGATE),
+    (GRANTS, UPSTREAM_CHECKED, UPSTREAM_AGGREGATE),
+    (GRANTS, UPSTREAM_SYNCED, UPSTREAM_AGGREGATE),
+    (GRANTS, UPSTREAM_PRODUCT_IMPORTED, UPSTREAM_AGGREGATE),
+    (
+        GRANTS,
+        UPSTREAM_LICENSE_IMPORTED,
+        UPSTREAM_LICENSE_AGGREGATE,
+    ),
+    (
+        GRANTS,
+        UPSTREAM_REVOCATIONS_IMPORTED,
+        UPSTREAM_LICENSE_AGGREGATE,
+    ),
 ];
 
 /// Every command type that carries a payload, with its context. The API-key
 /// commands come only over HTTP and are named by the issuance service
 /// (contracts has no constants for them); rotating and revoking a key take
-/// no body, and neither does releasing a domain (`RELEASE_DOMAIN`).
+/// no body, and neither does releasing a domain (`RELEASE_DOMAIN`). The
+/// other grant-sync command types (recording a client's clock, releasing,
+/// expiring and revoking leases, checking an upstream, importing a license)
+/// name commands the service makes itself, or from a request without a body
+/// (releasing a lease is a DELETE): contracts has no payload type for them.
 const COMMAND_TYPES: &[(&str, &str)] = &[
     (ISSUANCE, CREATE_PRODUCT),
     (ISSUANCE, SET_POLICY),
@@ -152,6 +189,20 @@ const COMMAND_TYPES: &[(&str, &str)] = &[
     (DOMAIN, BIND_DOMAIN),
     (DOMAIN, CHANGE_DOMAIN),
     (DOMAIN, RESET_DOMAIN),
+    (GRANTS, REGISTER_CLIENT),
+    (GRANTS, REVOKE_CLIENT),
+    (GRANTS, CHECKOUT_LEASE),
+    (GRANTS, REGISTER_UPSTREAM),
+    (GRANTS, SYNC_UPSTREAM),
+];
+
+/// HTTP request bodies under `commands/` that are no command's payload
+/// (contracts has no command type for them: a sync reads the change feed, a
+/// heartbeat renews a lease), with their context, name and route. Their
+/// schemas describe themselves as "Body of <route>".
+const REQUEST_BODIES: &[(&str, &str, &str)] = &[
+    (GRANTS, "Sync", "POST /v1/sync"),
+    (GRANTS, "Heartbeat", "POST /v1/leases/{id}/heartbeat"),
 ];
 
 /// The schema of an event's payload, named by its context, type and
@@ -193,6 +244,15 @@ fn command_payload_schema(command_type: &str) -> String {
             command_context(command_type)
         ),
     }
+}
+
+/// The schema of a request body listed in [`REQUEST_BODIES`].
+fn request_body_schema(name: &str) -> String {
+    let (context, ..) = REQUEST_BODIES
+        .iter()
+        .find(|(_, n, _)| *n == name)
+        .unwrap_or_else(|| panic!("{name} is not listed in REQUEST_BODIES"));
+    format!("commands/{context}/{name}.v1.json")
 }
 
 /// Mirror of the issuance service's `commands::Empty`, the payload of
@@ -250,6 +310,13 @@ where
     typed(command_payload_schema(command_type), instances)
 }
 
+fn request_body<T>(name: &str, instances: fn() -> Vec<T>) -> Contract
+where
+    T: Serialize + DeserializeOwned + PartialEq + Debug + 'static,
+{
+    typed(request_body_schema(name), instances)
+}
+
 fn contracts() -> Vec<Contract> {
     vec![
         typed(EVENT_ENVELOPE, event_envelopes),
@@ -287,6 +354,19 @@ fn contracts() -> Vec<Contract> {
         event(DOMAIN_CHANGE_CHARGED, domain_changes_charged),
         event(DOMAIN_RESET, domains_reset),
         event(DOMAIN_RELEASED, domains_released),
+        event(CLIENT_REGISTERED, clients_registered),
+        event(CLIENT_REVOKED, clients_revoked),
+        event(CLIENT_CLOCK_ROLLBACK_DETECTED, client_clock_rollbacks),
+        event(LEASE_GRANTED, leases_granted),
+        event(LEASE_RELEASED, leases_released),
+        event(LEASE_EXPIRED, leases_expired),
+        event(LEASES_REVOKED, leases_revoked),
+        event(UPSTREAM_REGISTERED, upstreams_registered),
+        event(UPSTREAM_CHECKED, upstreams_checked),
+        event(UPSTREAM_SYNCED, upstreams_synced),
+        event(UPSTREAM_PRODUCT_IMPORTED, upstream_products_imported),
+        event(UPSTREAM_LICENSE_IMPORTED, upstream_licenses_imported),
+        event(UPSTREAM_REVOCATIONS_IMPORTED, upstream_revocations_imported),
         // Commands.
         command(CREATE_PRODUCT, product_specs),
         command(SET_POLICY, policy_changes),
@@ -301,8 +381,17 @@ fn contracts() -> Vec<Contract> {
         command(BIND_DOMAIN, domain_bindings),
         command(CHANGE_DOMAIN, domain_changes),
         command(RESET_DOMAIN, domain_resets),
+        command(REGISTER_CLIENT, client_registrations),
+        command(REVOKE_CLIENT, client_revocations),
+        command(CHECKOUT_LEASE, lease_checkouts),
+        command(REGISTER_UPSTREAM, upstream_registrations),
+        command(SYNC_UPSTREAM, upstream_syncs),
+        // Request bodies that are no command.
+        request_body("Sync", sync_requests),
+        request_body("Heartbeat", heartbeats),
         // Files.
         typed(ACTIVATION_CLAIMS_SCHEMA, activation_claims),
+        typed(GRANT_CLAIMS_SCHEMA, grant_claims),
     ]
 }
 
@@ -405,6 +494,9 @@ fn enterprise_policy() -> Policy {
         reclaim_after_days: 180,
         requires_domain: true,
         fingerprint_min_matches: 2,
+        floating_seats: 5,
+        lease_ttl_secs: 900,
+        lease_grace_secs: 120,
     }
 }
 
@@ -497,6 +589,12 @@ fn policies_set() -> Vec<PolicySet> {
         .collect()
 }
 
+/// The floating seats the first sample license sets for two of its
+/// features; its third gets the enterprise policy's.
+fn license_seats() -> BTreeMap<String, u32> {
+    BTreeMap::from([("datasource-mgmt".into(), 20), ("cdc-realtime".into(), 2)])
+}
+
 fn issue_licenses() -> Vec<IssueLicense> {
     vec![
         // Every optional field set.
@@ -508,6 +606,7 @@ fn issue_licenses() -> Vec<IssueLicense> {
             kind: LicenseKind::Formal,
             modules: strings(&["data-integration"]),
             features: strings(&["datasource-mgmt", "data-access", "cdc-realtime"]),
+            seats: license_seats(),
             expires_at: Some(at("2027-06-30T23:59:59Z")),
         },
         // None set: a perpetual formal license without features.
@@ -519,6 +618,7 @@ fn issue_licenses() -> Vec<IssueLicense> {
             kind: LicenseKind::Formal,
             modules: vec![],
             features: vec![],
+            seats: BTreeMap::new(),
             expires_at: None,
         },
         IssueLicense {
@@ -529,6 +629,7 @@ fn issue_licenses() -> Vec<IssueLicense> {
             kind: LicenseKind::Trial,
             modules: vec![],
             features: strings(&["watermark"]),
+            seats: BTreeMap::new(),
             expires_at: Some(at("2026-04-01T00:00:00Z")),
         },
         IssueLicense {
@@ -539,6 +640,7 @@ fn issue_licenses() -> Vec<IssueLicense> {
             kind: LicenseKind::Temporary,
             modules: vec![],
             features: vec![],
+            seats: BTreeMap::new(),
             expires_at: Some(at("2026-09-30T12:00:00.5Z")),
         },
     ]
@@ -556,6 +658,7 @@ fn licenses_issued() -> Vec<LicenseIssued> {
             kind: LicenseKind::Formal,
             modules: strings(&["data-integration"]),
             features: strings(&["datasource-mgmt", "data-access", "cdc-realtime"]),
+            seats: license_seats(),
             issued_at: at("2026-03-01T10:15:30.123456789Z"),
             expires_at: Some(at("2027-06-30T23:59:59Z")),
             key_digest: Some(DIGEST_1.into()),
@@ -571,6 +674,7 @@ fn licenses_issued() -> Vec<LicenseIssued> {
             kind: LicenseKind::Formal,
             modules: vec![],
             features: vec![],
+            seats: BTreeMap::new(),
             issued_at: at("2026-03-01T10:16:00Z"),
             expires_at: None,
             key_digest: None,
@@ -585,6 +689,7 @@ fn licenses_issued() -> Vec<LicenseIssued> {
             kind: LicenseKind::Trial,
             modules: vec![],
             features: strings(&["watermark"]),
+            seats: BTreeMap::new(),
             issued_at: at("2026-03-02T08:00:00.000001Z"),
             expires_at: Some(at("2026-04-01T00:00:00Z")),
             key_digest: Some(DIGEST_2.into()),
@@ -1320,6 +1425,603 @@ fn domains_released() -> Vec<DomainReleased> {
         .collect()
 }
 
+// Grant sync.
+
+const CLIENT_1: &str = "01957a10-1c1e-7a11-8b22-c0ffee000001";
+const CLIENT_2: &str = "01957a12-2d2f-7b33-9c44-c0ffee000002";
+const CLIENT_KEY_1: &str = "AKID5e1f0c3a9b8d4e7f6a5b4c3d2e1f0a9b";
+const CLIENT_KEY_2: &str = "AKID0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+const LEASE_1: &str = "01957b00-0001-7c00-8d00-000000000001";
+const LEASE_2: &str = "01957b00-0002-7c00-8d00-000000000002";
+const LEASE_3: &str = "01957b05-0003-7c00-8d00-000000000003";
+const LEASE_4: &str = "01957b06-0004-7c00-8d00-000000000004";
+const UPSTREAM_1: &str = "01957c00-aaaa-7000-8000-0000000000f1";
+const UPSTREAM_2: &str = "01957c02-bbbb-7000-8000-0000000000f2";
+/// This server's client ids at the upstreams.
+const MEMBER_1: &str = "0195601a-1111-7222-8333-444455556666";
+const MEMBER_2: &str = "0195601b-7777-7888-9999-aaaabbbbcccc";
+/// Licenses the upstreams grant this server.
+const IMPORTED_1: &str = "01956f00-1234-7567-89ab-cdef01234567";
+const IMPORTED_2: &str = "01956f01-fedc-7ba9-8765-43210fedcba9";
+
+fn client_registrations() -> Vec<RegisterClient> {
+    vec![
+        // Every optional field set.
+        RegisterClient {
+            name: "Acme build farm (Shanghai)".into(),
+            licenses: vec![uuid(LICENSE_1), uuid(LICENSE_3)],
+            allowlist: strings(&["10.20.0.0/16", "203.0.113.7"]),
+            callback_url: Some("https://buildfarm.acme.example/hooks/licensing".into()),
+        },
+        // None set: from anywhere; serde still writes the empty list.
+        RegisterClient {
+            name: "Jane's workstation".into(),
+            licenses: vec![uuid(LICENSE_2)],
+            allowlist: vec![],
+            callback_url: None,
+        },
+    ]
+}
+
+fn clients_registered() -> Vec<ClientRegistered> {
+    let keys = [
+        (CLIENT_1, CLIENT_KEY_1, DIGEST_1, at("2026-07-01T09:00:00Z")),
+        (
+            CLIENT_2,
+            CLIENT_KEY_2,
+            DIGEST_2,
+            at("2026-07-02T14:30:15.5Z"),
+        ),
+    ];
+    client_registrations()
+        .into_iter()
+        .zip(keys)
+        .map(
+            |(r, (client, key, digest, registered_at))| ClientRegistered {
+                client_id: uuid(client),
+                name: r.name,
+                key_id: key.into(),
+                secret_digest: digest.into(),
+                licenses: r.licenses,
+                allowlist: r.allowlist,
+                callback_url: r.callback_url,
+                registered_at,
+            },
+        )
+        .collect()
+}
+
+fn client_revocations() -> Vec<RevokeClient> {
+    vec![
+        RevokeClient {
+            reason: "Build farm decommissioned (change request CR-2291)".into(),
+        },
+        RevokeClient {
+            reason: "Credentials leaked in a public repository — rotate and re-register".into(),
+        },
+    ]
+}
+
+fn clients_revoked() -> Vec<ClientRevoked> {
+    let clients = [
+        (CLIENT_1, CLIENT_KEY_1, at("2026-12-01T08:00:00Z")),
+        (CLIENT_2, CLIENT_KEY_2, at("2026-08-15T22:10:05.25Z")),
+    ];
+    client_revocations()
+        .into_iter()
+        .zip(clients)
+        .map(|(r, (client, key, revoked_at))| ClientRevoked {
+            client_id: uuid(client),
+            key_id: key.into(),
+            reason: r.reason,
+            revoked_at,
+        })
+        .collect()
+}
+
+fn client_clock_rollbacks() -> Vec<ClientClockRollbackDetected> {
+    vec![
+        ClientClockRollbackDetected {
+            client_id: uuid(CLIENT_1),
+            reported_time: at("2026-06-01T00:00:00Z"),
+            last_reported_time: at("2026-07-03T07:59:58.5Z"),
+            tolerance_secs: 300,
+            detected_at: at("2026-07-03T08:00:01Z"),
+        },
+        // No tolerance at all.
+        ClientClockRollbackDetected {
+            client_id: uuid(CLIENT_2),
+            reported_time: at("2026-07-04T09:59:59+02:00"),
+            last_reported_time: at("2026-07-04T08:00:00Z"),
+            tolerance_secs: 0,
+            detected_at: at("2026-07-04T08:00:02.75Z"),
+        },
+    ]
+}
+
+fn lease_checkouts() -> Vec<CheckoutLease> {
+    vec![
+        // Every optional field set: two seats of a module's features.
+        CheckoutLease {
+            license_id: uuid(LICENSE_1),
+            feature: "data-integration".into(),
+            quantity: 2,
+            client_time: Some(at("2026-07-03T16:00:00+08:00")),
+        },
+        // None set: one seat; serde still writes the quantity.
+        CheckoutLease {
+            license_id: uuid(LICENSE_1),
+            feature: "cdc-realtime".into(),
+            quantity: 1,
+            client_time: None,
+        },
+        CheckoutLease {
+            license_id: uuid(LICENSE_3),
+            feature: "watermark".into(),
+            quantity: MAX_QUANTITY,
+            client_time: Some(at("2026-03-10T09:00:00Z")),
+        },
+    ]
+}
+
+fn heartbeats() -> Vec<Heartbeat> {
+    vec![
+        Heartbeat {
+            client_time: Some(at("2026-07-03T16:04:59.9+08:00")),
+        },
+        // The body may be left out: {}.
+        Heartbeat::default(),
+    ]
+}
+
+fn leases_granted() -> Vec<LeaseGranted> {
+    vec![
+        // A module: every feature it requires, under the enterprise policy.
+        LeaseGranted {
+            lease_id: uuid(LEASE_1),
+            license_id: uuid(LICENSE_1),
+            client_id: uuid(CLIENT_1),
+            feature: "data-integration".into(),
+            features: strings(&["datasource-mgmt", "data-access"]),
+            quantity: 2,
+            ttl_secs: 900,
+            grace_secs: 120,
+            granted_at: at("2026-07-03T08:00:00.125Z"),
+        },
+        LeaseGranted {
+            lease_id: uuid(LEASE_2),
+            license_id: uuid(LICENSE_1),
+            client_id: uuid(CLIENT_1),
+            feature: "cdc-realtime".into(),
+            features: strings(&["cdc-realtime"]),
+            quantity: 1,
+            ttl_secs: 900,
+            grace_secs: 120,
+            granted_at: at("2026-07-03T08:00:03Z"),
+        },
+        // Under the default policy, with no grace.
+        LeaseGranted {
+            lease_id: uuid(LEASE_3),
+            license_id: uuid(LICENSE_3),
+            client_id: uuid(CLIENT_1),
+            feature: "watermark".into(),
+            features: strings(&["watermark"]),
+            quantity: 1,
+            ttl_secs: 300,
+            grace_secs: 0,
+            granted_at: at("2026-03-10T01:00:00Z"),
+        },
+        LeaseGranted {
+            lease_id: uuid(LEASE_4),
+            license_id: uuid(LICENSE_3),
+            client_id: uuid(CLIENT_1),
+            feature: "watermark".into(),
+            features: strings(&["watermark"]),
+            quantity: 1,
+            ttl_secs: 300,
+            grace_secs: 0,
+            granted_at: at("2026-03-12T09:00:00Z"),
+        },
+    ]
+}
+
+fn leases_released() -> Vec<LeaseReleased> {
+    vec![
+        LeaseReleased {
+            lease_id: uuid(LEASE_1),
+            license_id: uuid(LICENSE_1),
+            client_id: uuid(CLIENT_1),
+            released_at: at("2026-07-03T17:30:00Z"),
+        },
+        LeaseReleased {
+            lease_id: uuid(LEASE_4),
+            license_id: uuid(LICENSE_3),
+            client_id: uuid(CLIENT_1),
+            released_at: at("2026-03-12T09:04:12.5Z"),
+        },
+    ]
+}
+
+fn leases_expired() -> Vec<LeaseExpired> {
+    vec![
+        // The last heartbeat at 08:15:00 set 08:30:00; reclaimed after the
+        // two minutes' grace.
+        LeaseExpired {
+            lease_id: uuid(LEASE_2),
+            license_id: uuid(LICENSE_1),
+            client_id: uuid(CLIENT_1),
+            deadline: at("2026-07-03T08:30:00Z"),
+            expired_at: at("2026-07-03T08:32:00.4Z"),
+        },
+        LeaseExpired {
+            lease_id: uuid(LEASE_3),
+            license_id: uuid(LICENSE_3),
+            client_id: uuid(CLIENT_1),
+            deadline: at("2026-03-10T01:05:00Z"),
+            expired_at: at("2026-03-10T01:05:00Z"),
+        },
+    ]
+}
+
+fn leases_revoked() -> Vec<LeasesRevoked> {
+    let leases = [
+        (LICENSE_1, vec![LEASE_1, LEASE_2]),
+        (LICENSE_3, vec![LEASE_4]),
+    ];
+    let times = [
+        at("2026-07-04T09:30:00Z"),
+        at("2026-03-12T09:01:00.5Z"),
+        at("2027-09-28T23:59:59Z"),
+        at("2026-07-01T00:00:00Z"),
+        at("2026-07-05T11:00:00.25Z"),
+    ];
+    lease_end_reasons()
+        .into_iter()
+        .zip(leases.iter().cycle())
+        .zip(times)
+        .map(|((reason, (license, ids)), revoked_at)| LeasesRevoked {
+            license_id: uuid(license),
+            lease_ids: ids.iter().map(|id| uuid(id)).collect(),
+            reason,
+            revoked_at,
+        })
+        .collect()
+}
+
+/// Hex SHA-256 of a secret, as the Upstream aggregate records it.
+fn secret_digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn upstream_registrations() -> Vec<RegisterUpstream> {
+    vec![
+        // Every optional field set.
+        RegisterUpstream {
+            name: "Vendor licensing (EU)".into(),
+            member_id: uuid(MEMBER_1),
+            endpoint: "https://licensing.vendor.example/v1".into(),
+            secret: "gs_live_8c1f7a0e5d2b4c93a6e1f0d7b2c5a9e4".into(),
+            price_protection: true,
+            remark: Some("Contract VND-2026-07, renewed yearly".into()),
+        },
+        // None set: serde still writes price_protection.
+        RegisterUpstream {
+            name: "Regional distributor".into(),
+            member_id: uuid(MEMBER_2),
+            endpoint: "http://10.0.8.20:8080".into(),
+            secret: "dist-4f2a91".into(),
+            price_protection: false,
+            remark: None,
+        },
+    ]
+}
+
+fn upstreams_registered() -> Vec<UpstreamRegistered> {
+    let ids = [
+        (UPSTREAM_1, at("2026-06-20T10:00:00Z")),
+        (UPSTREAM_2, at("2026-06-21T11:11:11.111Z")),
+    ];
+    upstream_registrations()
+        .into_iter()
+        .zip(ids)
+        .map(|(r, (upstream, registered_at))| UpstreamRegistered {
+            upstream_id: uuid(upstream),
+            name: r.name,
+            member_id: r.member_id,
+            endpoint: r.endpoint,
+            secret_digest: secret_digest(&r.secret),
+            price_protection: r.price_protection,
+            remark: r.remark,
+            registered_at,
+        })
+        .collect()
+}
+
+fn upstreams_checked() -> Vec<UpstreamChecked> {
+    vec![
+        // Every optional field set.
+        UpstreamChecked {
+            upstream_id: uuid(UPSTREAM_1),
+            status: UpstreamStatus::Ok,
+            http_status: Some(200),
+            message: String::new(),
+            latency_ms: 84,
+            checked_at: at("2026-06-20T10:00:01Z"),
+        },
+        // None set: no answer came.
+        UpstreamChecked {
+            upstream_id: uuid(UPSTREAM_2),
+            status: UpstreamStatus::Unreachable,
+            http_status: None,
+            message: "connect to 10.0.8.20:8080 timed out after 5 s".into(),
+            latency_ms: 5_000,
+            checked_at: at("2026-06-21T11:11:16.2Z"),
+        },
+        UpstreamChecked {
+            upstream_id: uuid(UPSTREAM_2),
+            status: UpstreamStatus::BadCredentials,
+            http_status: Some(401),
+            message: "the upstream refused the secret".into(),
+            latency_ms: 37,
+            checked_at: at("2026-06-22T09:00:00Z"),
+        },
+    ]
+}
+
+fn upstream_syncs() -> Vec<SyncUpstream> {
+    vec![
+        SyncUpstream {
+            resource: "all".into(),
+        },
+        SyncUpstream {
+            resource: "revocations".into(),
+        },
+    ]
+}
+
+fn upstreams_synced() -> Vec<UpstreamSynced> {
+    let runs = [
+        (UpstreamStatus::Ok, 2, ""),
+        (UpstreamStatus::Ok, 0, "nothing changed"),
+        (
+            UpstreamStatus::MemberMismatch,
+            0,
+            "the secret belongs to another member",
+        ),
+    ];
+    sync_resources()
+        .into_iter()
+        .zip(runs)
+        .zip([
+            at("2026-07-01T02:00:00Z"),
+            at("2026-07-01T02:00:01.5Z"),
+            at("2026-07-01T02:00:02Z"),
+        ])
+        .map(
+            |((resource, (status, items, message)), synced_at)| UpstreamSynced {
+                upstream_id: uuid(UPSTREAM_1),
+                resource,
+                status,
+                items,
+                message: message.into(),
+                synced_at,
+            },
+        )
+        .collect()
+}
+
+fn upstream_products_imported() -> Vec<UpstreamProductImported> {
+    vec![
+        UpstreamProductImported {
+            upstream_id: uuid(UPSTREAM_1),
+            product: CatalogProduct {
+                code: "integration-platform".into(),
+                name: "Integration Platform".into(),
+                features: vec![
+                    feature("datasource-mgmt", "Data source management"),
+                    feature("data-access", "Data access"),
+                    feature("cdc-realtime", "Change data capture (real-time jobs)"),
+                ],
+                bundles: vec![bundle(
+                    "data-integration",
+                    "Data integration",
+                    &["datasource-mgmt", "data-access"],
+                    &["cdc-realtime"],
+                )],
+            },
+            imported_at: at("2026-07-01T02:00:00Z"),
+        },
+        // A product without features or modules yet.
+        UpstreamProductImported {
+            upstream_id: uuid(UPSTREAM_2),
+            product: CatalogProduct {
+                code: "cloud-engine".into(),
+                name: "Cloud Engine".into(),
+                features: vec![],
+                bundles: vec![],
+            },
+            imported_at: at("2026-07-01T02:05:00.5Z"),
+        },
+    ]
+}
+
+/// What the sample licenses grant: the first sets every optional field,
+/// the second none.
+fn grants() -> Vec<Grant> {
+    vec![
+        // The enterprise license: its own seats, and the policy's for the
+        // feature it sets none for.
+        Grant {
+            license_id: uuid(LICENSE_1),
+            product: "integration-platform".into(),
+            edition: Some("enterprise".into()),
+            kind: LicenseKind::Formal,
+            status: LicenseStatus::Active,
+            modules: strings(&["data-integration"]),
+            features: strings(&["datasource-mgmt", "data-access", "cdc-realtime"]),
+            seats: BTreeMap::from([
+                ("datasource-mgmt".into(), 20),
+                ("data-access".into(), 5),
+                ("cdc-realtime".into(), 2),
+            ]),
+            expires_at: Some(at("2027-06-30T23:59:59Z")),
+            offline_grace_hours: 168,
+            lease_ttl_secs: 900,
+            lease_grace_secs: 120,
+            domain: Some("example.com".into()),
+            version: 4,
+        },
+        // A perpetual license without features, bound to no domain.
+        Grant {
+            license_id: uuid(LICENSE_2),
+            product: "cad-suite".into(),
+            edition: None,
+            kind: LicenseKind::Formal,
+            status: LicenseStatus::Active,
+            modules: vec![],
+            features: vec![],
+            seats: BTreeMap::new(),
+            expires_at: None,
+            offline_grace_hours: 72,
+            lease_ttl_secs: 300,
+            lease_grace_secs: 60,
+            domain: None,
+            version: 1,
+        },
+        // An expired trial: its leases continue, new ones are refused.
+        Grant {
+            license_id: uuid(LICENSE_3),
+            product: "viewer".into(),
+            edition: None,
+            kind: LicenseKind::Trial,
+            status: LicenseStatus::Expired,
+            modules: vec![],
+            features: strings(&["watermark"]),
+            seats: BTreeMap::from([("watermark".into(), 1)]),
+            expires_at: Some(at("2026-04-01T00:00:00Z")),
+            offline_grace_hours: 72,
+            lease_ttl_secs: 300,
+            lease_grace_secs: 0,
+            domain: None,
+            version: 2,
+        },
+    ]
+}
+
+fn upstream_licenses_imported() -> Vec<UpstreamLicenseImported> {
+    grants()
+        .into_iter()
+        .zip([IMPORTED_1, IMPORTED_2])
+        .zip([at("2026-07-01T02:00:01Z"), at("2026-07-01T02:00:01.25Z")])
+        .map(|((grant, license), imported_at)| UpstreamLicenseImported {
+            upstream_id: uuid(UPSTREAM_1),
+            grant: Grant {
+                license_id: uuid(license),
+                ..grant
+            },
+            imported_at,
+        })
+        .collect()
+}
+
+fn upstream_revocations_imported() -> Vec<UpstreamRevocationsImported> {
+    vec![
+        UpstreamRevocationsImported {
+            upstream_id: uuid(UPSTREAM_1),
+            license_id: uuid(IMPORTED_1),
+            revocations: vec![
+                Revocation {
+                    activation_id: uuid(ACTIVATION_1),
+                    license_id: uuid(IMPORTED_1),
+                    reason: "uninstalled".into(),
+                    revoked_at: at("2026-06-01T10:00:00Z"),
+                },
+                Revocation {
+                    activation_id: uuid(ACTIVATION_3),
+                    license_id: uuid(IMPORTED_1),
+                    reason: "migrated".into(),
+                    revoked_at: at("2026-06-20T12:02:12.5Z"),
+                },
+            ],
+            imported_at: at("2026-07-01T02:00:02Z"),
+        },
+        UpstreamRevocationsImported {
+            upstream_id: uuid(UPSTREAM_1),
+            license_id: uuid(IMPORTED_2),
+            revocations: vec![Revocation {
+                activation_id: uuid(ACTIVATION_2),
+                license_id: uuid(IMPORTED_2),
+                reason: "license_revoked".into(),
+                revoked_at: at("2026-06-30T23:00:00Z"),
+            }],
+            imported_at: at("2026-07-01T02:00:02.5Z"),
+        },
+    ]
+}
+
+fn sync_requests() -> Vec<SyncRequest> {
+    vec![
+        // Every optional field set: a long poll from where the last sync
+        // ended.
+        SyncRequest {
+            cursor: Some("c1.913.8f3a".into()),
+            client_time: Some(at("2026-07-03T16:00:00.5+08:00")),
+            wait_ms: Some(25_000),
+        },
+        // None set: a first sync, answered at once.
+        SyncRequest::default(),
+    ]
+}
+
+fn grant_claims() -> Vec<GrantClaims> {
+    let all = grants();
+    let leased = leases_granted();
+    vec![
+        // Every optional field set (in its first grant): the build farm's
+        // document, with the leases it holds.
+        GrantClaims {
+            iss: "https://licensing.example.com".into(),
+            sub: CLIENT_1.into(),
+            iat: 1_783_065_900,
+            nbf: 1_783_065_900,
+            exp: 1_783_325_100,
+            typ: "grant-document".into(),
+            client_id: uuid(CLIENT_1),
+            server_time: at("2026-07-03T08:05:00Z"),
+            // The shortest offline grace of its grants: 72 hours.
+            valid_until: at("2026-07-06T08:05:00Z"),
+            grants: vec![all[0].clone(), all[2].clone()],
+            leases: leased[..2]
+                .iter()
+                .map(|l| LeaseSummary {
+                    lease_id: l.lease_id,
+                    license_id: l.license_id,
+                    feature: l.feature.clone(),
+                    features: l.features.clone(),
+                    quantity: l.quantity,
+                    // Their last heartbeat came at 08:05:00.
+                    deadline: at("2026-07-03T08:20:00Z"),
+                })
+                .collect(),
+        },
+        // None set: a client whose licenses all left service; without a
+        // grant there is nothing to work on offline.
+        GrantClaims {
+            iss: "https://licensing.example.com".into(),
+            sub: CLIENT_2.into(),
+            iat: 1_783_275_600,
+            nbf: 1_783_275_600,
+            exp: 1_783_275_600,
+            typ: "grant-document".into(),
+            client_id: uuid(CLIENT_2),
+            server_time: at("2026-07-05T18:20:00Z"),
+            valid_until: at("2026-07-05T18:20:00Z"),
+            grants: vec![],
+            leases: vec![],
+        },
+    ]
+}
+
 fn payload<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).expect("payload serialises")
 }
@@ -1329,6 +2031,7 @@ fn event_envelopes() -> Vec<EventEnvelope> {
     let expired = licenses_expired();
     let activated = devices_activated();
     let charged = domain_changes_charged();
+    let leased = leases_granted();
     vec![
         // Every optional field set.
         EventEnvelope {
@@ -1425,6 +2128,25 @@ fn event_envelopes() -> Vec<EventEnvelope> {
             prev_hash: DIGEST_1.into(),
             hash: DIGEST_2.into(),
         },
+        // An event of the grants context, for the client's checkout.
+        EventEnvelope {
+            event_id: uuid("01957b00-0001-7000-8000-000000000006"),
+            event_type: LEASE_GRANTED.into(),
+            event_version: V1.into(),
+            aggregate_type: LEASES_AGGREGATE.into(),
+            aggregate_id: LICENSE_1.into(),
+            sequence: 1,
+            global_position: 1_204,
+            occurred_at: leased[0].granted_at,
+            recorded_at: at("2026-07-03T08:00:00.131Z"),
+            command_id: uuid("01957b00-0001-7000-8000-0000000000c1"),
+            correlation_id: "req-1ea5e001".into(),
+            causation_id: None,
+            actor: Actor::new(ActorKind::ApiKey, CLIENT_KEY_1),
+            payload: payload(&leased[0]),
+            prev_hash: "0".repeat(64),
+            hash: DIGEST_1.into(),
+        },
     ]
 }
 
@@ -1485,6 +2207,17 @@ fn command_envelopes() -> Vec<CommandEnvelope> {
             correlation_id: "req-d0ma1n42".into(),
             causation_id: None,
             payload: payload(&domain_changes()[0]),
+        },
+        // A command of the grants context, over HTTP.
+        CommandEnvelope {
+            command_id: uuid("01957b00-0001-7000-8000-0000000000c1"),
+            command_type: CHECKOUT_LEASE.into(),
+            aggregate_id: LICENSE_1.into(),
+            issued_at: at("2026-07-03T08:00:00.118Z"),
+            actor: Actor::new(ActorKind::ApiKey, CLIENT_KEY_1),
+            correlation_id: "req-1ea5e001".into(),
+            causation_id: None,
+            payload: payload(&lease_checkouts()[0]),
         },
     ]
 }
@@ -1941,6 +2674,80 @@ fn release_reasons() -> Vec<ReleaseReason> {
     all
 }
 
+fn license_statuses() -> Vec<LicenseStatus> {
+    let all = vec![
+        LicenseStatus::Active,
+        LicenseStatus::Suspended,
+        LicenseStatus::Expired,
+        LicenseStatus::Reclaimed,
+        LicenseStatus::Revoked,
+        LicenseStatus::Deleted,
+    ];
+    for s in &all {
+        match s {
+            LicenseStatus::Active
+            | LicenseStatus::Suspended
+            | LicenseStatus::Expired
+            | LicenseStatus::Reclaimed
+            | LicenseStatus::Revoked
+            | LicenseStatus::Deleted => {}
+        }
+    }
+    all
+}
+
+fn lease_end_reasons() -> Vec<LeaseEndReason> {
+    let all = vec![
+        LeaseEndReason::LicenseSuspended,
+        LeaseEndReason::LicenseRevoked,
+        LeaseEndReason::LicenseReclaimed,
+        LeaseEndReason::LicenseDeleted,
+        LeaseEndReason::ClientRevoked,
+    ];
+    for r in &all {
+        match r {
+            LeaseEndReason::LicenseSuspended
+            | LeaseEndReason::LicenseRevoked
+            | LeaseEndReason::LicenseReclaimed
+            | LeaseEndReason::LicenseDeleted
+            | LeaseEndReason::ClientRevoked => {}
+        }
+    }
+    all
+}
+
+fn upstream_statuses() -> Vec<UpstreamStatus> {
+    let all = vec![
+        UpstreamStatus::Ok,
+        UpstreamStatus::Unreachable,
+        UpstreamStatus::BadCredentials,
+        UpstreamStatus::AddressNotAllowed,
+        UpstreamStatus::MemberMismatch,
+        UpstreamStatus::UpstreamError,
+    ];
+    for s in &all {
+        match s {
+            UpstreamStatus::Ok
+            | UpstreamStatus::Unreachable
+            | UpstreamStatus::BadCredentials
+            | UpstreamStatus::AddressNotAllowed
+            | UpstreamStatus::MemberMismatch
+            | UpstreamStatus::UpstreamError => {}
+        }
+    }
+    all
+}
+
+fn sync_resources() -> Vec<SyncResource> {
+    let all = SyncResource::ALL.to_vec();
+    for r in &all {
+        match r {
+            SyncResource::Catalog | SyncResource::Licenses | SyncResource::Revocations => {}
+        }
+    }
+    all
+}
+
 fn outcome_statuses() -> Vec<OutcomeStatus> {
     let all = vec![OutcomeStatus::Accepted, OutcomeStatus::Rejected];
     for s in &all {
@@ -1975,8 +2782,9 @@ fn every_schema_file_is_covered() {
 }
 
 /// Each event and command type has its payload schema, and each payload
-/// schema under `events/` and `commands/` belongs to one; an event's schema
-/// names its context, type, version and aggregate.
+/// schema under `events/` and `commands/` belongs to one, or is a request
+/// body listed in [`REQUEST_BODIES`]; an event's schema names its context,
+/// type, version and aggregate, a request body's its route.
 #[test]
 fn every_message_type_has_a_payload_schema() {
     let root = schemas_dir();
@@ -2012,6 +2820,17 @@ fn every_message_type_has_a_payload_schema() {
             );
         }
         named.insert(path);
+    }
+    for (_, name, route) in REQUEST_BODIES {
+        let path = request_body_schema(name);
+        let s = schema(&path);
+        let description = s["description"].as_str().unwrap_or_default();
+        let expected = format!("Body of {route}");
+        assert!(
+            description.starts_with(&expected),
+            "{path} does not start with {expected:?}: {description}"
+        );
+        assert!(named.insert(path), "{name} is also a command's payload");
     }
     assert_eq!(named, on_disk);
 }
@@ -2231,7 +3050,7 @@ fn formats_are_checked() {
             assert_eq!(pattern, Some(SHA256), "{at}");
         }
         if is_domain(&part.pointer) {
-            if c.schema.starts_with("events/") {
+            if !c.schema.starts_with("commands/") {
                 assert_eq!(
                     (pattern, min, max),
                     (Some(DOMAIN_NAME), None, Some(MAX_DOMAIN_CHARS)),
@@ -2451,6 +3270,31 @@ fn enums_list_serde_variant_names() {
             DOMAIN_RELEASED_SCHEMA,
             "/$defs/release_reason/enum",
             names(&release_reasons()),
+        ),
+        (
+            LEASES_REVOKED_SCHEMA,
+            "/$defs/lease_end_reason/enum",
+            names(&lease_end_reasons()),
+        ),
+        (
+            UPSTREAM_CHECKED_SCHEMA,
+            "/$defs/upstream_status/enum",
+            names(&upstream_statuses()),
+        ),
+        (
+            UPSTREAM_SYNCED_SCHEMA,
+            "/$defs/sync_resource/enum",
+            names(&sync_resources()),
+        ),
+        (
+            GRANT_CLAIMS_SCHEMA,
+            "/$defs/license_kind/enum",
+            names(&license_kinds()),
+        ),
+        (
+            GRANT_CLAIMS_SCHEMA,
+            "/$defs/license_status/enum",
+            names(&license_statuses()),
         ),
     ];
     for (path, pointer, expected) in cases {
@@ -2726,8 +3570,18 @@ fn issue_license_is_strict() {
     // modules and features may be left out: serde defaults them to none.
     let bare = json!({"product": "cad-suite", "customer": "Jane Doe", "kind": "formal"});
     assert_valid(&validator(p), &bare, p);
-    let spec: T = serde_json::from_value(bare).expect("modules and features default");
-    assert!(spec.modules.is_empty() && spec.features.is_empty());
+    let spec: T = serde_json::from_value(bare).expect("modules, features and seats default");
+    assert!(spec.modules.is_empty() && spec.features.is_empty() && spec.seats.is_empty());
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/seats", json!(["cdc-realtime"])),
+        "seats as a list of features",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/seats/cdc-realtime", json!("2")),
+        "seats as a string",
+    );
 }
 
 /// Where the schemas are deliberately stricter than serde: explicit nulls
@@ -2985,6 +3839,127 @@ fn schemas_are_stricter_than_serde_where_documented() {
         &with(&reset, "/reason", json!("")),
         "an empty reason",
     );
+
+    // Floating seats are 1 to 1000000 of a feature named by its code (1-64
+    // characters of a-z, 0-9 and '-', not starting with '-'), as the License
+    // aggregate accepts them.
+    let spec = to_values(&issue_licenses()).remove(0);
+    let issued = to_values(&licenses_issued()).remove(0);
+    for (p, doc) in [
+        (ISSUE_LICENSE_SCHEMA, &spec),
+        (LICENSE_ISSUED_SCHEMA, &issued),
+    ] {
+        let seats = |pointer: &str, v: Value| with(doc, &format!("/seats/{pointer}"), v);
+        let seat = |n: Value| seats("cdc-realtime", n);
+        if p == ISSUE_LICENSE_SCHEMA {
+            type T = IssueLicense;
+            assert_only_schema_rejects::<T>(p, &seat(json!(0)), "no seats");
+            assert_only_schema_rejects::<T>(p, &seat(json!(1_000_001)), "1000001 seats");
+            assert_only_schema_rejects::<T>(p, &seats("CDC", json!(1)), "an upper-case code");
+            assert_only_schema_rejects::<T>(
+                p,
+                &seats("-cdc", json!(1)),
+                "a code with a leading '-'",
+            );
+            assert_only_schema_rejects::<T>(
+                p,
+                &seats(&"a".repeat(65), json!(1)),
+                "a code of 65 characters",
+            );
+            assert_accepted_by_both::<T>(p, &seat(json!(1_000_000)), "1000000 seats");
+            assert_accepted_by_both::<T>(
+                p,
+                &seats(&"a".repeat(64), json!(1)),
+                "a code of 64 characters",
+            );
+            assert_rejected_by_both::<T>(p, &seat(json!(-1)), "negative seats");
+        } else {
+            type T = LicenseIssued;
+            assert_only_schema_rejects::<T>(p, &seat(json!(0)), "no seats");
+            assert_only_schema_rejects::<T>(p, &seat(json!(1_000_001)), "1000001 seats");
+            assert_only_schema_rejects::<T>(
+                p,
+                &seats("cdc realtime", json!(1)),
+                "a code with a space",
+            );
+            assert_accepted_by_both::<T>(p, &seat(json!(1_000_000)), "1000000 seats");
+            assert_rejected_by_both::<T>(p, &seat(json!(4_294_967_296_u64)), "seats past u32");
+        }
+    }
+
+    // Grant sync: a client draws from at most MAX_CLIENT_LICENSES licenses;
+    // a lease holds 1 to MAX_QUANTITY seats and lives at least a second.
+    let registered = to_values(&clients_registered()).remove(1);
+    let too_many: Vec<String> = (0..=MAX_CLIENT_LICENSES)
+        .map(|i| format!("01957a20-0000-7000-8000-{i:012x}"))
+        .collect();
+    let p = &event_payload_schema(GRANTS, CLIENT_REGISTERED, V1);
+    type CR = ClientRegistered;
+    let licenses = |v: Value| with(&registered, "/licenses", v);
+    assert_only_schema_rejects::<CR>(p, &licenses(json!(too_many)), "101 licenses");
+    assert_only_schema_rejects::<CR>(p, &licenses(json!([])), "no license");
+    assert_only_schema_rejects::<CR>(
+        p,
+        &licenses(json!([LICENSE_1, LICENSE_1])),
+        "a license twice",
+    );
+    assert_accepted_by_both::<CR>(
+        p,
+        &licenses(json!(too_many[..MAX_CLIENT_LICENSES])),
+        "MAX_CLIENT_LICENSES licenses",
+    );
+    let granted = to_values(&leases_granted()).remove(1);
+    type LG = LeaseGranted;
+    let p = LEASE_GRANTED_SCHEMA;
+    assert_only_schema_rejects::<LG>(p, &with(&granted, "/quantity", json!(0)), "no seats");
+    assert_only_schema_rejects::<LG>(
+        p,
+        &with(&granted, "/quantity", json!(MAX_QUANTITY + 1)),
+        "more than MAX_QUANTITY seats",
+    );
+    assert_only_schema_rejects::<LG>(p, &with(&granted, "/ttl_secs", json!(0)), "a TTL of 0");
+    let checkout = to_values(&lease_checkouts()).remove(1);
+    type CL = CheckoutLease;
+    let p = CHECKOUT_LEASE_SCHEMA;
+    assert_only_schema_rejects::<CL>(p, &with(&checkout, "/quantity", json!(0)), "no seats");
+    assert_only_schema_rejects::<CL>(
+        p,
+        &with(&checkout, "/quantity", json!(MAX_QUANTITY + 1)),
+        "more than MAX_QUANTITY seats",
+    );
+    assert_only_schema_rejects::<CL>(
+        p,
+        &with(&checkout, "/client_time", json!(null)),
+        "a null client_time",
+    );
+    assert_only_schema_rejects::<SyncRequest>(
+        SYNC_SCHEMA,
+        &with(&to_values(&sync_requests())[0], "/cursor", json!(null)),
+        "a null cursor",
+    );
+
+    // A grant document, like the events, names its domain as the
+    // domain-binding service normalised it.
+    let claims = to_values(&grant_claims()).remove(0);
+    type T = GrantClaims;
+    let p = GRANT_CLAIMS_SCHEMA;
+    let grant = |pointer: &str, v: Value| with(&claims, &format!("/grants/0/{pointer}"), v);
+    assert_only_schema_rejects::<T>(
+        p,
+        &grant("domain", json!("Example.COM")),
+        "an upper-case domain",
+    );
+    assert_only_schema_rejects::<T>(p, &grant("domain", json!("192.0.2.1")), "an IP address");
+    assert_only_schema_rejects::<T>(p, &grant("version", json!(0)), "version 0");
+    assert_only_schema_rejects::<T>(p, &grant("lease_ttl_secs", json!(0)), "a lease TTL of 0");
+    assert_only_schema_rejects::<T>(p, &grant("seats/data-access", json!(0)), "no seats");
+    assert_only_schema_rejects::<T>(p, &grant("seats/Data_Access", json!(5)), "a malformed code");
+    assert_only_schema_rejects::<T>(
+        p,
+        &with(&claims, "/leases/0/quantity", json!(0)),
+        "a lease of no seats",
+    );
+    assert_only_schema_rejects::<T>(p, &grant("edition", json!(null)), "a null edition");
 }
 
 // ---------------------------------------------------------------------------
@@ -3050,8 +4025,8 @@ fn policies_may_be_partial() {
 
 /// A policy's numbers fit their Rust types, in the default policy and in an
 /// edition's; values inside those ranges are the Product aggregate's to
-/// check, except that the schema, too, wants fingerprint_min_matches of at
-/// least 1.
+/// check, except that the schema, too, wants fingerprint_min_matches,
+/// floating_seats and lease_ttl_secs of at least 1.
 #[test]
 fn policy_numbers_stay_in_their_rust_types() {
     let doc = to_values(&product_specs()).remove(0);
@@ -3064,6 +4039,7 @@ fn policy_numbers_stay_in_their_rust_types() {
         "offline_grace_hours",
         "free_domain_changes",
         "reclaim_after_days",
+        "lease_grace_secs",
     ];
     for policy in ["/policy", "/edition_policies/enterprise"] {
         for field in counts {
@@ -3097,6 +4073,17 @@ fn policy_numbers_stay_in_their_rust_types() {
         assert_accepted_by_both::<T>(p, &matches(json!(u32::MAX)), "u32::MAX matches");
         assert_accepted_by_both::<T>(p, &matches(json!(1)), "one match");
         assert_only_schema_rejects::<T>(p, &matches(json!(0)), "no match needed");
+        // A feature has at least one floating seat, and a lease lives at
+        // least a second after its heartbeat.
+        for field in ["floating_seats", "lease_ttl_secs"] {
+            let at = |v: Value| with(&doc, &format!("{policy}/{field}"), v);
+            assert_rejected_by_both::<T>(p, &at(json!(-1)), "a negative count");
+            assert_rejected_by_both::<T>(p, &at(json!(4_294_967_296_u64)), "a count past u32");
+            assert_rejected_by_both::<T>(p, &at(json!(1.5)), "a fractional count");
+            assert_accepted_by_both::<T>(p, &at(json!(u32::MAX)), "u32::MAX");
+            assert_accepted_by_both::<T>(p, &at(json!(1)), "one");
+            assert_only_schema_rejects::<T>(p, &at(json!(0)), "zero");
+        }
     }
 }
 
@@ -3567,4 +4554,457 @@ fn domain_samples_are_consistent() {
     for e in domains_reset() {
         assert!(!e.reason.is_empty());
     }
+}
+
+// ---------------------------------------------------------------------------
+// Grant-sync payloads, request bodies and the grant document.
+
+#[test]
+fn grant_events_are_strict() {
+    let registered = to_values(&clients_registered()).remove(0);
+    let p = &event_payload_schema(GRANTS, CLIENT_REGISTERED, V1);
+    type R = ClientRegistered;
+    assert_rejected_by_both::<R>(
+        p,
+        &with(&registered, "/licenses", json!(LICENSE_1)),
+        "one license, not a list",
+    );
+    assert_rejected_by_both::<R>(
+        p,
+        &with(&registered, "/licenses/0", json!("LIC-0142")),
+        "a malformed license id",
+    );
+    // The allowlist is always written; an event without it is not one.
+    assert_rejected_by_both::<R>(p, &without(&registered, "/allowlist"), "no allowlist");
+
+    let rollback = to_values(&client_clock_rollbacks()).remove(0);
+    let p = &event_payload_schema(GRANTS, CLIENT_CLOCK_ROLLBACK_DETECTED, V1);
+    type C = ClientClockRollbackDetected;
+    let tolerance = |v: Value| with(&rollback, "/tolerance_secs", v);
+    assert_rejected_by_both::<C>(p, &tolerance(json!(-1)), "a negative tolerance");
+    assert_rejected_by_both::<C>(
+        p,
+        &tolerance(json!(4_294_967_296_u64)),
+        "a tolerance past u32",
+    );
+    assert_accepted_by_both::<C>(p, &tolerance(json!(u32::MAX)), "u32::MAX seconds");
+
+    let granted = to_values(&leases_granted()).remove(0);
+    let p = LEASE_GRANTED_SCHEMA;
+    type G = LeaseGranted;
+    let quantity = |v: Value| with(&granted, "/quantity", v);
+    assert_rejected_by_both::<G>(p, &quantity(json!(-1)), "a negative quantity");
+    assert_rejected_by_both::<G>(
+        p,
+        &quantity(json!(4_294_967_296_u64)),
+        "a quantity past u32",
+    );
+    assert_rejected_by_both::<G>(p, &quantity(json!(1.5)), "a fractional quantity");
+    assert_accepted_by_both::<G>(p, &quantity(json!(MAX_QUANTITY)), "MAX_QUANTITY");
+    assert_rejected_by_both::<G>(
+        p,
+        &with(&granted, "/features", json!("datasource-mgmt,data-access")),
+        "features as a string",
+    );
+    // No grace is a policy's choice.
+    assert_accepted_by_both::<G>(p, &with(&granted, "/grace_secs", json!(0)), "no grace");
+
+    let revoked = to_values(&leases_revoked()).remove(0);
+    let p = LEASES_REVOKED_SCHEMA;
+    type L = LeasesRevoked;
+    assert_rejected_by_both::<L>(
+        p,
+        &with(&revoked, "/lease_ids", json!(LEASE_1)),
+        "one lease id, not a list",
+    );
+    assert_rejected_by_both::<L>(
+        p,
+        &with(&revoked, "/reason", json!("trial_ended")),
+        "an activation revocation reason",
+    );
+    assert_rejected_by_both::<L>(
+        p,
+        &with(&revoked, "/reason", json!("lease_expired")),
+        "an expiry (it is LeaseExpired)",
+    );
+    // No leases is a shape both take; the aggregate never writes it.
+    assert_accepted_by_both::<L>(p, &with(&revoked, "/lease_ids", json!([])), "no leases");
+
+    let checked = to_values(&upstreams_checked()).remove(0);
+    let p = UPSTREAM_CHECKED_SCHEMA;
+    type K = UpstreamChecked;
+    let http = |v: Value| with(&checked, "/http_status", v);
+    assert_rejected_by_both::<K>(p, &http(json!(65_536)), "an HTTP status past u16");
+    assert_rejected_by_both::<K>(p, &http(json!(-1)), "a negative HTTP status");
+    assert_rejected_by_both::<K>(p, &http(json!("200 OK")), "an HTTP status line");
+    assert_rejected_by_both::<K>(
+        p,
+        &with(&checked, "/latency_ms", json!(-84)),
+        "a negative latency",
+    );
+    assert_rejected_by_both::<K>(
+        p,
+        &with(&checked, "/status", json!("timeout")),
+        "an unknown status",
+    );
+
+    let synced = to_values(&upstreams_synced()).remove(0);
+    let p = UPSTREAM_SYNCED_SCHEMA;
+    type S = UpstreamSynced;
+    // A sync request may ask for "all"; what was synced is one resource.
+    assert_rejected_by_both::<S>(p, &with(&synced, "/resource", json!("all")), "all");
+    assert_rejected_by_both::<S>(
+        p,
+        &with(&synced, "/resource", json!(["catalog"])),
+        "a resource list",
+    );
+    assert_rejected_by_both::<S>(p, &with(&synced, "/items", json!(-3)), "negative items");
+
+    let product = to_values(&upstream_products_imported()).remove(0);
+    let p = &event_payload_schema(GRANTS, UPSTREAM_PRODUCT_IMPORTED, V1);
+    type P = UpstreamProductImported;
+    assert_rejected_by_both::<P>(
+        p,
+        &with(&product, "/product/policy", json!({})),
+        "a policy (the catalog serves none)",
+    );
+    assert_rejected_by_both::<P>(
+        p,
+        &without(&product, "/product/bundles/0/requires"),
+        "a module without requires",
+    );
+    assert_rejected_by_both::<P>(
+        p,
+        &with(&product, "/product/features", json!(["datasource-mgmt"])),
+        "features as codes",
+    );
+
+    let imported = to_values(&upstream_licenses_imported()).remove(0);
+    let p = &event_payload_schema(GRANTS, UPSTREAM_LICENSE_IMPORTED, V1);
+    type I = UpstreamLicenseImported;
+    assert_rejected_by_both::<I>(
+        p,
+        &with(&imported, "/grant/status", json!("Active")),
+        "a PascalCase status",
+    );
+    assert_rejected_by_both::<I>(
+        p,
+        &with(&imported, "/grant/seats", json!([["datasource-mgmt", 20]])),
+        "seats as pairs",
+    );
+    assert_rejected_by_both::<I>(
+        p,
+        &with(&imported, "/grant/version", json!(-1)),
+        "a negative version",
+    );
+    assert_rejected_by_both::<I>(p, &without(&imported, "/grant/seats"), "no seats");
+    assert_accepted_by_both::<I>(
+        p,
+        &with(&imported, "/grant/seats", json!({})),
+        "no seats of any feature",
+    );
+    // Modules may be left out: serde defaults them to none.
+    let bare = without(&imported, "/grant/modules");
+    assert_valid(&validator(p), &bare, p);
+    let e: I = serde_json::from_value(bare).expect("modules default");
+    assert!(e.grant.modules.is_empty());
+
+    let revocations = to_values(&upstream_revocations_imported()).remove(0);
+    let p = &event_payload_schema(GRANTS, UPSTREAM_REVOCATIONS_IMPORTED, V1);
+    type V = UpstreamRevocationsImported;
+    assert_rejected_by_both::<V>(
+        p,
+        &with(&revocations, "/revocations", json!([ACTIVATION_1])),
+        "revocations as activation ids",
+    );
+    assert_rejected_by_both::<V>(
+        p,
+        &without(&revocations, "/revocations/0/activation_id"),
+        "a revocation without activation",
+    );
+    // The reason is the upstream's text: uninstalled, migrated, or the
+    // reason of a mass revocation.
+    assert_accepted_by_both::<V>(
+        p,
+        &with(&revocations, "/revocations/0/reason", json!("trial_ended")),
+        "a mass revocation's reason",
+    );
+}
+
+#[test]
+fn grant_commands_are_strict() {
+    let register = to_values(&client_registrations()).remove(0);
+    let p = &command_payload_schema(REGISTER_CLIENT);
+    type R = RegisterClient;
+    assert_rejected_by_both::<R>(p, &without(&register, "/licenses"), "no licenses");
+    assert_rejected_by_both::<R>(
+        p,
+        &with(&register, "/key_id", json!(CLIENT_KEY_1)),
+        "a key_id (the server makes the key)",
+    );
+    assert_rejected_by_both::<R>(
+        p,
+        &with(&register, "/allowlist", json!("10.20.0.0/16")),
+        "an allowlist as a string",
+    );
+    // allowlist may be left out: serde defaults it to anywhere.
+    let bare = json!({"name": "ci", "licenses": [LICENSE_2]});
+    assert_valid(&validator(p), &bare, p);
+    let spec: R = serde_json::from_value(bare).expect("allowlist defaults");
+    assert!(spec.allowlist.is_empty());
+
+    let checkout = to_values(&lease_checkouts()).remove(0);
+    let p = CHECKOUT_LEASE_SCHEMA;
+    type C = CheckoutLease;
+    assert_rejected_by_both::<C>(
+        p,
+        &with(
+            &checkout,
+            "/feature",
+            json!(["datasource-mgmt", "data-access"]),
+        ),
+        "a feature list",
+    );
+    assert_rejected_by_both::<C>(
+        p,
+        &with(&checkout, "/quantity", json!(-2)),
+        "a negative quantity",
+    );
+    assert_rejected_by_both::<C>(
+        p,
+        &with(&checkout, "/quantity", json!("2")),
+        "a quantity as a string",
+    );
+    assert_rejected_by_both::<C>(
+        p,
+        &with(&checkout, "/client_time", json!(1_783_065_600)),
+        "a unix client_time",
+    );
+    assert_rejected_by_both::<C>(
+        p,
+        &with(&checkout, "/client_id", json!(CLIENT_1)),
+        "a client_id (the credentials name it)",
+    );
+    // quantity may be left out: serde defaults it to one seat.
+    let bare = json!({"license_id": LICENSE_1, "feature": "cdc-realtime"});
+    assert_valid(&validator(p), &bare, p);
+    let spec: C = serde_json::from_value(bare).expect("quantity defaults");
+    assert_eq!(spec.quantity, 1);
+
+    let upstream = to_values(&upstream_registrations()).remove(0);
+    let p = &command_payload_schema(REGISTER_UPSTREAM);
+    type U = RegisterUpstream;
+    assert_rejected_by_both::<U>(p, &without(&upstream, "/secret"), "no secret");
+    assert_rejected_by_both::<U>(
+        p,
+        &with(&upstream, "/secret_digest", json!(DIGEST_1)),
+        "a digest instead of the secret",
+    );
+    assert_rejected_by_both::<U>(
+        p,
+        &with(&upstream, "/member_id", json!("member-1")),
+        "a malformed member_id",
+    );
+    assert_rejected_by_both::<U>(
+        p,
+        &with(&upstream, "/price_protection", json!("yes")),
+        "price_protection as a string",
+    );
+    let bare = without(&without(&upstream, "/price_protection"), "/remark");
+    assert_valid(&validator(p), &bare, p);
+    let spec: U = serde_json::from_value(bare).expect("price_protection defaults");
+    assert!(!spec.price_protection);
+
+    let sync = to_values(&upstream_syncs()).remove(0);
+    let p = &command_payload_schema(SYNC_UPSTREAM);
+    type S = SyncUpstream;
+    assert_rejected_by_both::<S>(p, &json!({}), "no resource");
+    assert_rejected_by_both::<S>(
+        p,
+        &with(&sync, "/resource", json!(["catalog", "licenses"])),
+        "a resource list",
+    );
+    // Free text: the Upstream aggregate knows the resources.
+    for resource in ["all", "catalog", "licenses", "revocations", "everything"] {
+        assert_accepted_by_both::<S>(p, &with(&sync, "/resource", json!(resource)), resource);
+    }
+}
+
+#[test]
+fn grant_request_bodies_are_strict() {
+    let sync = to_values(&sync_requests()).remove(0);
+    let p = SYNC_SCHEMA;
+    type S = SyncRequest;
+    assert_rejected_by_both::<S>(p, &with(&sync, "/wait_ms", json!(-1)), "a negative wait");
+    assert_rejected_by_both::<S>(p, &with(&sync, "/wait_ms", json!(2.5)), "a fractional wait");
+    assert_accepted_by_both::<S>(p, &with(&sync, "/wait_ms", json!(u64::MAX)), "u64::MAX");
+    assert_accepted_by_both::<S>(p, &with(&sync, "/wait_ms", json!(0)), "no wait");
+    assert_rejected_by_both::<S>(p, &with(&sync, "/cursor", json!(913)), "a numeric cursor");
+    assert_rejected_by_both::<S>(
+        p,
+        &with(&sync, "/client_id", json!(CLIENT_1)),
+        "a client_id (the credentials name it)",
+    );
+    assert_accepted_by_both::<S>(p, &json!({}), "a first sync");
+
+    let beat = to_values(&heartbeats()).remove(0);
+    let p = HEARTBEAT_SCHEMA;
+    type H = Heartbeat;
+    assert_rejected_by_both::<H>(
+        p,
+        &with(&beat, "/client_time", json!("16:04:59")),
+        "a time without date",
+    );
+    assert_rejected_by_both::<H>(
+        p,
+        &with(&beat, "/lease_id", json!(LEASE_1)),
+        "a lease_id (it is in the path)",
+    );
+    assert_accepted_by_both::<H>(p, &json!({}), "no client time");
+}
+
+#[test]
+fn grant_claims_are_strict() {
+    let doc = to_values(&grant_claims()).remove(0);
+    let p = GRANT_CLAIMS_SCHEMA;
+    type T = GrantClaims;
+    // Unlike an activation file, a grant document always expires.
+    assert_rejected_by_both::<T>(p, &without(&doc, "/exp"), "no exp");
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/iat", json!("2026-07-03T08:05:00Z")),
+        "an RFC 3339 iat",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/exp", json!(9_223_372_036_854_775_808_u64)),
+        "an exp past i64",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/valid_until", json!(1_783_325_100)),
+        "a NumericDate valid_until",
+    );
+    assert_rejected_by_both::<T>(p, &without(&doc, "/leases"), "no leases");
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/grants/0/kind", json!("perpetual")),
+        "an unknown kind",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/grants/0/status", json!("cancelled")),
+        "an unknown status",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/grants/0/seats/datasource-mgmt", json!(-1)),
+        "negative seats",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &with(
+            &doc,
+            "/grants/0/seats/datasource-mgmt",
+            json!(4_294_967_296_u64),
+        ),
+        "seats past u32",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/leases/0/deadline", json!("2026-07-03T08:20:00")),
+        "a deadline without offset",
+    );
+    assert_rejected_by_both::<T>(
+        p,
+        &without(&doc, "/leases/0/features"),
+        "a lease without features",
+    );
+}
+
+/// The grant-sync samples are what its aggregates write: a module's lease
+/// holds seats of the features the module requires, a lease ends after its
+/// deadline plus grace, an upstream keeps its secret's digest, a grant
+/// document's NumericDates are its times and its subject is its client, and
+/// a grant's seats are the license's own, else the policy's.
+#[test]
+fn grant_samples_are_consistent() {
+    let products = product_specs();
+    let granted = leases_granted();
+    for l in &granted {
+        assert!((1..=MAX_QUANTITY).contains(&l.quantity), "{}", l.lease_id);
+        let module = products
+            .iter()
+            .flat_map(|p| &p.bundles)
+            .find(|b| b.code == l.feature);
+        match module {
+            Some(b) => assert_eq!(l.features, b.requires, "{}", l.lease_id),
+            None => assert_eq!(
+                l.features,
+                std::slice::from_ref(&l.feature),
+                "{}",
+                l.lease_id
+            ),
+        }
+    }
+    for e in leases_expired() {
+        let g = granted
+            .iter()
+            .find(|g| g.lease_id == e.lease_id)
+            .expect("an expired lease was granted");
+        assert_eq!((g.license_id, g.client_id), (e.license_id, e.client_id));
+        assert!(e.deadline >= g.granted_at + chrono::Duration::seconds(g.ttl_secs.into()));
+        assert!(e.expired_at >= e.deadline + chrono::Duration::seconds(g.grace_secs.into()));
+    }
+    for e in leases_released() {
+        let g = granted
+            .iter()
+            .find(|g| g.lease_id == e.lease_id)
+            .expect("a released lease was granted");
+        assert_eq!((g.license_id, g.client_id), (e.license_id, e.client_id));
+        assert!(e.released_at > g.granted_at);
+    }
+    for (e, r) in upstreams_registered()
+        .into_iter()
+        .zip(upstream_registrations())
+    {
+        assert_eq!(e.secret_digest, secret_digest(&r.secret));
+        assert_ne!(e.secret_digest, r.secret);
+    }
+    for c in grant_claims() {
+        assert_eq!(c.sub, c.client_id.to_string());
+        assert_eq!(c.iat, c.server_time.timestamp());
+        assert_eq!(c.exp, c.valid_until.timestamp());
+        assert!(c.nbf <= c.iat && c.iat <= c.exp);
+        for l in &c.leases {
+            assert!(c.grants.iter().any(|g| g.license_id == l.license_id));
+            assert!(l.deadline > c.server_time);
+        }
+    }
+    // The enterprise license as issued, under its edition's policy.
+    let issued = &licenses_issued()[0];
+    let policy = issued.policy.clone().expect("recorded");
+    let grant = &grants()[0];
+    assert_eq!(grant.license_id, issued.license_id);
+    assert_eq!(grant.features, issued.features);
+    for f in &grant.features {
+        let expected = issued
+            .seats
+            .get(f)
+            .copied()
+            .unwrap_or(policy.floating_seats);
+        assert_eq!(grant.seats.get(f), Some(&expected), "{f}");
+    }
+    assert_eq!(
+        (
+            grant.offline_grace_hours,
+            grant.lease_ttl_secs,
+            grant.lease_grace_secs
+        ),
+        (
+            policy.offline_grace_hours,
+            policy.lease_ttl_secs,
+            policy.lease_grace_secs
+        )
+    );
 }

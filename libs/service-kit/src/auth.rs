@@ -188,12 +188,12 @@ impl Authenticator {
             .map(str::trim)
             .ok_or_else(|| Problem::unauthorized("UNAUTHENTICATED", "an API key is required"))?;
         let (key_id, secret) = split_token(token)
-            .ok_or_else(|| Problem::unauthorized("INVALID_API_KEY", "the API key is not valid"))?;
+            .ok_or_else(|| Problem::unauthorized("BAD_CREDENTIALS", "the API key is not valid"))?;
         let entry = self
             .entry(key_id)
             .await?
             .filter(|e| same(&e.secret_digest, &secret_digest(secret)))
-            .ok_or_else(|| Problem::unauthorized("INVALID_API_KEY", "the API key is not valid"))?;
+            .ok_or_else(|| Problem::unauthorized("BAD_CREDENTIALS", "the API key is not valid"))?;
         if entry.revoked {
             return Err(Problem::unauthorized(
                 "API_KEY_REVOKED",

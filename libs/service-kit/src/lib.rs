@@ -11,6 +11,7 @@ pub mod command;
 pub mod config;
 pub mod health;
 pub mod json;
+pub mod keys;
 pub mod metrics;
 pub mod platform;
 pub mod problem;

@@ -25,67 +25,67 @@ pub struct TrialWait(pub Duration);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let activator = || from_fn(require(ACTIVATOR));
-    cfg.route("/.well-known/jwks.json", web::get().to(jwks))
-        .service(
-            web::resource("/v1/activations")
-                .wrap(activator())
-                .route(web::post().to(activate)),
-        )
-        .service(
-            web::resource("/v1/activations/offline")
-                .wrap(activator())
-                .route(web::post().to(activate_offline)),
-        )
-        .service(
-            web::resource("/v1/activations/search")
-                .wrap(activator())
-                .route(web::post().to(search)),
-        )
-        .service(
-            web::resource("/v1/activations/verify")
-                .wrap(activator())
-                .route(web::post().to(verify)),
-        )
-        .service(
-            web::resource("/v1/activations/{id}")
-                .wrap(activator())
-                .route(web::get().to(get_activation)),
-        )
-        .service(
-            web::resource("/v1/activations/{id}/file")
-                .wrap(activator())
-                .route(web::get().to(get_file)),
-        )
-        .service(
-            web::resource("/v1/activations/{id}/uninstall")
-                .wrap(activator())
-                .route(web::post().to(uninstall)),
-        )
-        .service(
-            web::resource("/v1/activations/{id}/migrate")
-                .wrap(activator())
-                .route(web::post().to(migrate)),
-        )
-        .service(
-            web::resource("/v1/licenses/{id}/activations")
-                .wrap(activator())
-                .route(web::get().to(license_activations)),
-        )
-        .service(
-            web::resource("/v1/trials")
-                .wrap(activator())
-                .route(web::post().to(start_trial)),
-        )
-        .service(
-            web::resource("/v1/trials/{id}")
-                .wrap(activator())
-                .route(web::get().to(get_trial)),
-        )
-        .service(
-            web::resource("/v1/validate")
-                .wrap(activator())
-                .route(web::post().to(validate)),
-        );
+    service_kit::keys::routes::<Activation>(cfg);
+    cfg.service(
+        web::resource("/v1/activations")
+            .wrap(activator())
+            .route(web::post().to(activate)),
+    )
+    .service(
+        web::resource("/v1/activations/offline")
+            .wrap(activator())
+            .route(web::post().to(activate_offline)),
+    )
+    .service(
+        web::resource("/v1/activations/search")
+            .wrap(activator())
+            .route(web::post().to(search)),
+    )
+    .service(
+        web::resource("/v1/activations/verify")
+            .wrap(activator())
+            .route(web::post().to(verify)),
+    )
+    .service(
+        web::resource("/v1/activations/{id}")
+            .wrap(activator())
+            .route(web::get().to(get_activation)),
+    )
+    .service(
+        web::resource("/v1/activations/{id}/file")
+            .wrap(activator())
+            .route(web::get().to(get_file)),
+    )
+    .service(
+        web::resource("/v1/activations/{id}/uninstall")
+            .wrap(activator())
+            .route(web::post().to(uninstall)),
+    )
+    .service(
+        web::resource("/v1/activations/{id}/migrate")
+            .wrap(activator())
+            .route(web::post().to(migrate)),
+    )
+    .service(
+        web::resource("/v1/licenses/{id}/activations")
+            .wrap(activator())
+            .route(web::get().to(license_activations)),
+    )
+    .service(
+        web::resource("/v1/trials")
+            .wrap(activator())
+            .route(web::post().to(start_trial)),
+    )
+    .service(
+        web::resource("/v1/trials/{id}")
+            .wrap(activator())
+            .route(web::get().to(get_trial)),
+    )
+    .service(
+        web::resource("/v1/validate")
+            .wrap(activator())
+            .route(web::post().to(validate)),
+    );
 }
 
 fn id_of(raw: &str, field: &str) -> Result<Uuid, Problem> {
@@ -151,13 +151,6 @@ fn issued_body(i: &Issued) -> serde_json::Value {
         "expires_at": i.expires_at,
         "activation_file": i.file,
     })
-}
-
-async fn jwks(app: web::Data<Activation>) -> Result<HttpResponse, Problem> {
-    let jwks = app.signer.jwks().await.map_err(db_problem)?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/jwk-set+json")
-        .json(jwks))
 }
 
 async fn activate(
@@ -300,7 +293,7 @@ async fn verify(
         |code: &str| HttpResponse::Ok().json(serde_json::json!({ "valid": false, "code": code }));
     let claims = match app.signer.verify(&body.activation_file).await {
         Ok(c) => c,
-        Err(crate::signer::VerifyError::Store(e)) => return Err(db_problem(e)),
+        Err(service_kit::keys::VerifyError::Store(e)) => return Err(db_problem(e)),
         Err(_) => return Ok(invalid("BAD_SIGNATURE")),
     };
     let Ok(claims) = serde_json::from_value::<ActivationClaims>(claims) else {

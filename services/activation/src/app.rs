@@ -17,17 +17,16 @@ use uuid::Uuid;
 
 use crate::domain::validation::{self, Check, Validation};
 use crate::domain::{
-    ActivationServices, Device, PublishSigningKey, Seat, SeatStatus, Seats, SeatsCommand,
-    SigningKey, Trial, TrialCommand,
+    ActivationServices, Device, Seat, SeatStatus, Seats, SeatsCommand, Trial, TrialCommand,
 };
-use crate::signer::Signer;
-use crate::store::{self, KeyIndex, SeatIndex, TrialIndex};
+use crate::store::{self, SeatIndex, TrialIndex};
+use service_kit::keys::Signer;
 
 pub struct Activation {
     pub pool: PgPool,
     pub seats: Repository<Seats>,
     pub trials: Repository<Trial>,
-    pub keys: Repository<SigningKey>,
+    /// Signs the files; publishes and serves the keys (`SigningKey`).
     pub signer: Signer,
     pub issuer: String,
 }
@@ -79,15 +78,19 @@ pub fn fingerprint_problem(e: FingerprintError) -> Problem {
     Problem::unprocessable("INVALID_FINGERPRINT", e.to_string()).with_field("fingerprint")
 }
 
+impl AsRef<Signer> for Activation {
+    fn as_ref(&self) -> &Signer {
+        &self.signer
+    }
+}
+
 impl Activation {
     pub fn new(pool: PgPool, services: ActivationServices, signer: Signer, issuer: String) -> Self {
         Self {
             seats: Repository::new(pool.clone(), services.clone())
                 .with_projection(Arc::new(SeatIndex))
                 .with_local_serialisation(),
-            trials: Repository::new(pool.clone(), services.clone())
-                .with_projection(Arc::new(TrialIndex)),
-            keys: Repository::new(pool.clone(), services).with_projection(Arc::new(KeyIndex)),
+            trials: Repository::new(pool.clone(), services).with_projection(Arc::new(TrialIndex)),
             pool,
             signer,
             issuer,
@@ -96,21 +99,6 @@ impl Activation {
 
     fn now(&self) -> DateTime<Utc> {
         self.seats.services().clock.now()
-    }
-
-    /// Records the active signing key before anything is signed with it.
-    pub async fn publish_key(&self, ctx: &CommandContext) -> Result<(), String> {
-        let jwk = self.signer.active_jwk().ok_or("no active key")?;
-        let kid = jwk.kid.clone();
-        let done = self
-            .keys
-            .execute(&kid, PublishSigningKey(jwk), ctx)
-            .await
-            .map_err(|e| e.to_string())?;
-        match done.outcome.error {
-            Some(e) => Err(format!("{}: {}", e.code, e.message)),
-            None => Ok(()),
-        }
     }
 
     /// The license a typed key names; a mistyped key is caught by its check

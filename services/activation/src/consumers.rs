@@ -222,6 +222,7 @@ impl ReactionConsumer {
             kind: LicenseKind::Trial,
             modules: vec![],
             features: p.features,
+            seats: Default::default(),
             expires_at: None,
         };
         let command = CommandEnvelope {

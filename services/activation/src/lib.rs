@@ -6,27 +6,22 @@ pub mod api;
 pub mod app;
 pub mod consumers;
 pub mod domain;
-pub mod signer;
 pub mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use chrono::Utc;
 use contracts::topics::{ACTIVATION, ISSUANCE};
-use contracts::{Actor, ActorKind};
-use eventstore::{derived_id, request_digest, CommandContext};
 use serde::Deserialize;
+use service_kit::keys::{self, Signer};
 use service_kit::platform::{Platform, PlatformError, Running};
 use service_kit::CommonConfig;
 use sqlx::migrate::Migrator;
-use uuid::Uuid;
 
 use crate::app::Activation;
 use crate::consumers::{ReactionConsumer, ReplicaConsumer};
 use crate::domain::ActivationServices;
-use crate::signer::Signer;
 
 pub const SERVICE: &str = "activation";
 
@@ -73,65 +68,28 @@ impl AsRef<CommonConfig> for Config {
 
 pub use service_kit::platform::Options;
 
-fn signing_key(config: &Config) -> Result<String, PlatformError> {
-    let path = std::path::Path::new(&config.signing_key_file);
-    if !path.exists() && config.signing_key_generate {
-        let pem = signing::generate_pem()
-            .map_err(|e| PlatformError::Config(format!("generating a signing key: {e}")))?;
-        write_private(path, &pem)
-            .map_err(|e| PlatformError::Config(format!("writing {}: {e}", path.display())))?;
-    }
-    // The error names the file, never its content.
-    std::fs::read_to_string(path)
-        .map_err(|e| PlatformError::Config(format!("signing_key_file {}: {e}", path.display())))
-}
-
-fn write_private(path: &std::path::Path, pem: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(pem.as_bytes())
-}
-
 pub async fn start(config: Config, options: Options) -> Result<Running, PlatformError> {
-    let pem = signing_key(&config)?;
-    let ring = signing::KeyRing::from_pem_thumbprint(&pem).map_err(|e| {
-        PlatformError::Config(format!("signing_key_file {}: {e}", config.signing_key_file))
-    })?;
-    drop(pem);
+    let ring = keys::load_ring(
+        std::path::Path::new(&config.signing_key_file),
+        config.signing_key_generate,
+    )?;
     let mut platform = Platform::start(SERVICE, config.common, Some(&MIGRATOR)).await?;
     if !options.handle_signals {
         platform = platform.without_signals();
     }
     let services = ActivationServices {
-        clock: options.clock,
+        clock: options.clock.clone(),
         clock_tolerance: chrono::Duration::seconds(i64::from(config.clock_tolerance_secs)),
     };
-    let kid = ring.active_kid().to_string();
-    let signer = Signer::new(ring, platform.pool.clone());
+    let signer = Signer::new(ring, platform.pool.clone(), options.clock);
+    // The key is recorded before anything is signed with it.
+    signer.publish_at_startup(SERVICE).await?;
     let app = Arc::new(Activation::new(
         platform.pool.clone(),
         services,
         signer,
         config.issuer,
     ));
-    let ctx = CommandContext {
-        command_id: derived_id(Uuid::nil(), &format!("publish-key:{kid}")),
-        command_type: contracts::activation::PUBLISH_SIGNING_KEY.into(),
-        correlation_id: format!("startup-{kid}"),
-        causation_id: None,
-        actor: Actor::new(ActorKind::System, SERVICE),
-        occurred_at: Utc::now(),
-        request_digest: request_digest(contracts::activation::PUBLISH_SIGNING_KEY, &kid),
-    };
-    app.publish_key(&ctx).await.map_err(PlatformError::Config)?;
     platform.spawn_relay(ACTIVATION);
     platform.spawn_consumer(
         "replica",

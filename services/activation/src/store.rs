@@ -1,5 +1,6 @@
 //! Activation's tables: the inline indexes of its aggregates (seats by id
-//! and by device, trials, signing keys) and the replica of issuance facts.
+//! and by device, trials) and the replica of issuance facts. The signing
+//! keys' index is `service_kit::keys::KeyIndex`.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::domain::{Seat, SeatStatus, Seats, SigningKey, Trial};
+use crate::domain::{Seat, SeatStatus, Seats, Trial};
 
 fn text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v)
@@ -89,32 +90,6 @@ impl InlineProjection<Trial> for TrialIndex {
         .bind(t.issue_command_id)
         .bind(text(&t.status))
         .bind(t.activation_id)
-        .execute(&mut *tx)
-        .await?;
-        Ok(())
-    }
-}
-
-pub struct KeyIndex;
-
-#[async_trait]
-impl InlineProjection<SigningKey> for KeyIndex {
-    async fn apply(
-        &self,
-        tx: &mut PgConnection,
-        _aggregate_id: &str,
-        key: &SigningKey,
-    ) -> Result<(), sqlx::Error> {
-        let Some(p) = &key.published else {
-            return Ok(());
-        };
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, jwk, published_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (kid) DO NOTHING",
-        )
-        .bind(&p.kid)
-        .bind(p.jwk())
-        .bind(p.published_at)
         .execute(&mut *tx)
         .await?;
         Ok(())
@@ -321,14 +296,4 @@ pub async fn event_hash(
     .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
     .fetch_optional(pool)
     .await
-}
-
-pub async fn jwks(pool: &PgPool) -> Result<Vec<signing::Jwk>, sqlx::Error> {
-    let rows: Vec<Value> = sqlx::query_scalar("SELECT jwk FROM signing_keys ORDER BY published_at")
-        .fetch_all(pool)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|v| serde_json::from_value(v).ok())
-        .collect())
 }

@@ -1,18 +1,90 @@
-//! Grant-sync: license clients, feature leases, the sync protocol, upstream pools.
-//!
-//! Not built yet beyond the platform: it starts, migrates its event store,
-//! and serves health, readiness and metrics.
+//! Grant sync: the license server products connect to. License clients,
+//! feature leases with heartbeats and grace, the sync protocol with signed
+//! grant documents, and upstream license servers this one syncs from.
+//! `start` wires the service so tests can run it in-process.
 
+pub mod api;
+pub mod app;
+pub mod consumers;
+pub mod domain;
+pub mod heartbeat;
+pub mod notify;
+pub mod remote;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use contracts::topics::{ACTIVATION, DOMAIN, GRANTS, ISSUANCE};
 use serde::Deserialize;
-use service_kit::platform::{PlatformError, Running};
+use service_kit::platform::{Platform, PlatformError, Running};
 use service_kit::CommonConfig;
+use sqlx::migrate::Migrator;
+
+use crate::app::{GrantSync, Settings};
+use crate::consumers::{ReactionConsumer, ReplicaConsumer};
+use crate::domain::GrantServices;
+use crate::heartbeat::Heartbeats;
+use crate::notify::Notifier;
+use crate::remote::Remote;
 
 pub const SERVICE: &str = "grant-sync";
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+fn d_issuer() -> String {
+    "licensing.grant-sync".into()
+}
+fn d_tolerance() -> u32 {
+    600
+}
+fn d_wait() -> u64 {
+    25_000
+}
+fn d_max_wait() -> u64 {
+    60_000
+}
+fn d_interval() -> u64 {
+    1_000
+}
+fn d_batch() -> usize {
+    512
+}
+fn d_upstream_timeout() -> u64 {
+    10_000
+}
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     #[serde(flatten)]
     pub common: CommonConfig,
+    /// PKCS#8 PEM file of the P-256 key that signs grant documents; its kid
+    /// is its RFC 7638 thumbprint, and every key ever used stays in the JWKS.
+    pub signing_key_file: String,
+    /// Create `signing_key_file` (mode 0600) when missing: development only.
+    #[serde(default)]
+    pub signing_key_generate: bool,
+    /// `iss` of grant documents.
+    #[serde(default = "d_issuer")]
+    pub issuer: String,
+    /// How far a client's reported time may fall behind one it reported before.
+    #[serde(default = "d_tolerance")]
+    pub clock_tolerance_secs: u32,
+    /// How long a sync waits for a change when a client names no `wait_ms`,
+    /// and the most it may ask for.
+    #[serde(default = "d_wait")]
+    pub sync_wait_ms: u64,
+    #[serde(default = "d_max_wait")]
+    pub sync_max_wait_ms: u64,
+    /// How often the scheduler reclaims leases whose heartbeats stopped.
+    #[serde(default = "d_interval")]
+    pub scheduler_interval_ms: u64,
+    /// Most heartbeats renewed by one statement.
+    #[serde(default = "d_batch")]
+    pub heartbeat_batch_max: usize,
+    #[serde(default = "d_upstream_timeout")]
+    pub upstream_timeout_ms: u64,
 }
 
 impl AsRef<CommonConfig> for Config {
@@ -21,6 +93,83 @@ impl AsRef<CommonConfig> for Config {
     }
 }
 
-pub async fn start(config: Config, handle_signals: bool) -> Result<Running, PlatformError> {
-    service_kit::platform::start_bare(SERVICE, config.common, handle_signals).await
+pub use service_kit::platform::Options;
+
+pub async fn start(config: Config, options: Options) -> Result<Running, PlatformError> {
+    let ring = service_kit::keys::load_ring(
+        std::path::Path::new(&config.signing_key_file),
+        config.signing_key_generate,
+    )?;
+    let mut platform = Platform::start(SERVICE, config.common, Some(&MIGRATOR)).await?;
+    if !options.handle_signals {
+        platform = platform.without_signals();
+    }
+    let clock = options.clock;
+    let signer = service_kit::keys::Signer::new(ring, platform.pool.clone(), clock.clone());
+    signer.publish_at_startup(SERVICE).await?;
+    let notifier = Notifier::new();
+    let app = Arc::new(GrantSync::new(
+        platform.pool.clone(),
+        GrantServices {
+            clock: clock.clone(),
+        },
+        signer,
+        Heartbeats::start(platform.pool.clone(), clock, config.heartbeat_batch_max),
+        notifier.clone(),
+        Remote::new(Duration::from_millis(config.upstream_timeout_ms)),
+        Settings {
+            issuer: config.issuer,
+            clock_tolerance_secs: config.clock_tolerance_secs,
+            sync_wait: Duration::from_millis(config.sync_wait_ms),
+            sync_max_wait: Duration::from_millis(config.sync_max_wait_ms),
+        },
+    ));
+    platform.spawn_relay(GRANTS);
+    platform.spawn_consumer(
+        "replica",
+        vec![
+            platform.topics.events(ISSUANCE),
+            platform.topics.events(ACTIVATION),
+            platform.topics.events(DOMAIN),
+        ],
+        200,
+        ReplicaConsumer { app: app.clone() },
+    );
+    platform.spawn_consumer(
+        "reactions",
+        vec![platform.topics.events(GRANTS)],
+        50,
+        ReactionConsumer { app: app.clone() },
+    );
+    platform.spawn(notifier.listen(platform.pool.clone(), platform.shutdown_signal()));
+    platform.spawn(scheduler(
+        app.clone(),
+        Duration::from_millis(config.scheduler_interval_ms.max(10)),
+        platform.shutdown_signal(),
+    ));
+    let data = web::Data::from(app);
+    platform
+        .serve(move |cfg| {
+            cfg.app_data(data.clone());
+            api::routes(cfg);
+        })
+        .await
+}
+
+/// Reclaims leases whose heartbeats stopped. Every instance runs it: the
+/// claim (`FOR UPDATE SKIP LOCKED`, then `expiring`) gives each lease to one.
+async fn scheduler(
+    app: Arc<GrantSync>,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if let Err(p) = app.reclaim_due().await {
+            tracing::warn!(code = p.code(), "lease reclaim failed; retrying");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }

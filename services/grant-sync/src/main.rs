@@ -1,4 +1,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    service_kit::platform::run_main(grant_sync::SERVICE, |c| grant_sync::start(c, true)).await
+    service_kit::platform::run_main(grant_sync::SERVICE, |c| {
+        grant_sync::start(c, grant_sync::Options::default())
+    })
+    .await
 }

@@ -498,14 +498,7 @@ async fn every_route_of_every_service_enforces_api_keys() {
     let others = [
         start_activation(&infra, &prefix).await.running,
         start_domain_binding(&infra, &prefix).await.running,
-        grant_sync::start(
-            grant_sync::Config {
-                common: infra.config(&infra.fresh_db("grants").await, &prefix),
-            },
-            false,
-        )
-        .await
-        .expect("grants"),
+        start_grant_sync(&infra, &prefix).await.running,
     ];
     let admin = admin_client();
     let (base, proj) = (service.url.clone(), projector.url());

@@ -4,6 +4,7 @@
 mod activation;
 mod crash;
 mod domain;
+mod grants;
 mod issuance;
 mod store;
 
@@ -522,14 +523,7 @@ async fn every_service_serves_health_readiness_and_metrics() {
     let projector = start_projector(&infra, &prefix).await;
     let activation = start_activation(&infra, &prefix).await.running;
     let domain = start_domain_binding(&infra, &prefix).await.running;
-    let grants = grant_sync::start(
-        grant_sync::Config {
-            common: infra.config(&infra.fresh_db("grants").await, &prefix),
-        },
-        false,
-    )
-    .await
-    .expect("grant-sync starts");
+    let grants = start_grant_sync(&infra, &prefix).await.running;
     let client = admin_client();
     for url in [
         issuance.url(),

@@ -2,7 +2,6 @@
 //! `ActivationServices` so tests are deterministic.
 
 pub mod seats;
-pub mod signing_key;
 pub mod trial;
 pub mod validation;
 
@@ -10,7 +9,6 @@ use std::sync::Arc;
 
 pub use seats::{Device, Seat, SeatStatus, Seats, SeatsCommand, SeatsError, SeatsEvent};
 pub use service_kit::clock::{Clock, SystemClock};
-pub use signing_key::{PublishSigningKey, SigningKey};
 pub use trial::{Trial, TrialCommand, TrialError, TrialEvent, TrialStatus};
 
 #[derive(Clone)]

@@ -56,6 +56,7 @@ fn license(kind: LicenseKind, max: u32) -> LicenseView {
         kind,
         modules: vec![],
         features: vec!["data-access".into()],
+        seats: Default::default(),
         status: LicenseStatus::Active,
         issued_at: now() - Duration::days(10),
         expires_at: Some(now() + Duration::days(100)),

@@ -48,6 +48,7 @@ fn license() -> LicenseView {
         kind: LicenseKind::Formal,
         modules: vec![],
         features: vec![],
+        seats: Default::default(),
         status: LicenseStatus::Active,
         issued_at: now() - Duration::days(1),
         expires_at: Some(now() + Duration::days(365)),

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use contracts::issuance::*;
-use contracts::net::Cidr;
+use contracts::net;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use eventstore::CodedError;
@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use super::IssuanceServices;
 
-const MAX_URL_LEN: usize = 2048;
 const MAX_REMARK_LEN: usize = 500;
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,15 +118,10 @@ impl CodedError for ApiKeyError {
 }
 
 fn check_allowlist(list: &[String]) -> Result<(), ApiKeyError> {
-    if list.len() > MAX_ALLOWLIST {
-        return Err(ApiKeyError::AllowlistTooLong);
-    }
-    match list.iter().find(|e| Cidr::parse(e).is_none()) {
-        Some(bad) => Err(ApiKeyError::InvalidAllowlistEntry(
-            bad.chars().take(64).collect(),
-        )),
-        None => Ok(()),
-    }
+    net::check_allowlist(list).map_err(|e| match e {
+        net::AllowlistError::TooLong => ApiKeyError::AllowlistTooLong,
+        net::AllowlistError::Invalid(bad) => ApiKeyError::InvalidAllowlistEntry(bad),
+    })
 }
 
 fn check_spec(spec: &CreateApiKey) -> Result<(), ApiKeyError> {
@@ -142,11 +136,7 @@ fn check_spec(spec: &CreateApiKey) -> Result<(), ApiKeyError> {
     }
     check_allowlist(&spec.allowlist)?;
     if let Some(url) = &spec.callback_url {
-        let ok = (url.starts_with("https://") || url.starts_with("http://"))
-            && url.len() <= MAX_URL_LEN
-            && url.len() > "https://".len()
-            && !url.chars().any(|c| c.is_whitespace() || c.is_control());
-        if !ok {
+        if !net::is_http_url(url) {
             return Err(ApiKeyError::InvalidCallbackUrl);
         }
     }

@@ -140,6 +140,8 @@ pub enum LicenseError {
     InvalidText { field: &'static str },
     #[error("features must be at most 200 distinct codes")]
     InvalidFeatures,
+    #[error("seats must name granted features, each with 1-1000000 seats: {0}")]
+    InvalidSeats(String),
     #[error("temporary licenses must have an expiry")]
     ExpiryRequired,
     #[error("expires_at must be in the future")]
@@ -182,6 +184,7 @@ impl CodedError for LicenseError {
             Self::InvalidText { field: "customer" } => "INVALID_CUSTOMER",
             Self::InvalidText { .. } => "INVALID_TEXT",
             Self::InvalidFeatures => "INVALID_FEATURES",
+            Self::InvalidSeats(_) => "INVALID_SEATS",
             Self::ExpiryRequired => "EXPIRY_REQUIRED",
             Self::ExpiryInPast => "EXPIRY_IN_PAST",
             Self::ExpiryNotExtended(_) => "EXPIRY_NOT_EXTENDED",
@@ -202,6 +205,7 @@ impl CodedError for LicenseError {
             Self::UnknownProduct => Some("product"),
             Self::UnknownEdition(_) => Some("edition"),
             Self::UnknownFeatures(_) | Self::InvalidFeatures => Some("features"),
+            Self::InvalidSeats(_) => Some("seats"),
             Self::UnknownModules(_) | Self::ModuleFeaturesMissing { .. } => Some("modules"),
             Self::InvalidCode { field } | Self::InvalidText { field } => Some(field),
             Self::ExpiryRequired
@@ -308,6 +312,15 @@ impl License {
             }
         }
         check_grant(&product, &spec.modules, &spec.features)?;
+        let bad_seats: Vec<&str> = spec
+            .seats
+            .iter()
+            .filter(|(f, n)| !spec.features.contains(f) || !(1..=1_000_000).contains(*n))
+            .map(|(f, _)| f.as_str())
+            .collect();
+        if !bad_seats.is_empty() {
+            return Err(LicenseError::InvalidSeats(bad_seats.join(", ")));
+        }
         let policy = product.policy_for(spec.edition.as_deref()).clone();
         let expires_at = match (spec.kind, spec.expires_at) {
             (LicenseKind::Trial, None) => Some(now + Duration::days(i64::from(policy.trial_days))),
@@ -328,6 +341,7 @@ impl License {
             kind: spec.kind,
             modules: spec.modules,
             features: spec.features,
+            seats: spec.seats,
             issued_at: now,
             expires_at,
             key_digest,
@@ -601,6 +615,7 @@ mod tests {
                 "data-preprocess".into(),
                 "smart-scheduling".into(),
             ],
+            seats: Default::default(),
             expires_at,
         }
     }
@@ -625,6 +640,7 @@ mod tests {
             kind,
             modules: s.modules,
             features: s.features,
+            seats: s.seats,
             issued_at: now(),
             expires_at,
             key_digest: Some(license_key::digest(&key)),

@@ -157,6 +157,20 @@ pub fn validate_policy(p: &Policy) -> Result<(), ProductError> {
     if p.reclaim_after_days > 3_650 {
         return Err(ProductError::InvalidPolicy("policy.reclaim_after_days"));
     }
+    if p.fingerprint_min_matches == 0 {
+        return Err(ProductError::InvalidPolicy(
+            "policy.fingerprint_min_matches",
+        ));
+    }
+    if p.floating_seats == 0 || p.floating_seats > 1_000_000 {
+        return Err(ProductError::InvalidPolicy("policy.floating_seats"));
+    }
+    if p.lease_ttl_secs == 0 || p.lease_ttl_secs > 31 * 86_400 {
+        return Err(ProductError::InvalidPolicy("policy.lease_ttl_secs"));
+    }
+    if p.lease_grace_secs > 31 * 86_400 {
+        return Err(ProductError::InvalidPolicy("policy.lease_grace_secs"));
+    }
     Ok(())
 }
 

@@ -1,0 +1,503 @@
+//! Grant-sync context: license clients (`LicenseClient`), feature leases
+//! (`LicenseLeases`, one stream per license), upstream license servers
+//! (`Upstream`) and what they sent (`UpstreamLicense`, one stream per
+//! imported license) — command bodies, event payloads, and the sync
+//! protocol's documents.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::issuance::{BundleDef, FeatureDef, LicenseKind, LicenseStatus};
+
+pub const CLIENT_AGGREGATE: &str = "LicenseClient";
+pub const LEASES_AGGREGATE: &str = "LicenseLeases";
+pub const UPSTREAM_AGGREGATE: &str = "Upstream";
+pub const UPSTREAM_LICENSE_AGGREGATE: &str = "UpstreamLicense";
+
+// Command types (named in command outcomes).
+pub const REGISTER_CLIENT: &str = "RegisterClient";
+pub const REVOKE_CLIENT: &str = "RevokeClient";
+pub const RECORD_CLIENT_CLOCK: &str = "RecordClientClock";
+pub const CHECKOUT_LEASE: &str = "CheckoutLease";
+pub const RELEASE_LEASE: &str = "ReleaseLease";
+pub const EXPIRE_LEASE: &str = "ExpireLease";
+pub const REVOKE_LEASES: &str = "RevokeLeases";
+pub const REGISTER_UPSTREAM: &str = "RegisterUpstream";
+pub const CHECK_UPSTREAM: &str = "CheckUpstream";
+pub const SYNC_UPSTREAM: &str = "SyncUpstream";
+pub const IMPORT_LICENSE: &str = "ImportLicense";
+
+// Event types; every one is at version "1".
+pub const CLIENT_REGISTERED: &str = "ClientRegistered";
+pub const CLIENT_REVOKED: &str = "ClientRevoked";
+pub const CLIENT_CLOCK_ROLLBACK_DETECTED: &str = "ClientClockRollbackDetected";
+pub const LEASE_GRANTED: &str = "LeaseGranted";
+pub const LEASE_RELEASED: &str = "LeaseReleased";
+pub const LEASE_EXPIRED: &str = "LeaseExpired";
+pub const LEASES_REVOKED: &str = "LeasesRevoked";
+pub const UPSTREAM_REGISTERED: &str = "UpstreamRegistered";
+pub const UPSTREAM_CHECKED: &str = "UpstreamChecked";
+pub const UPSTREAM_SYNCED: &str = "UpstreamSynced";
+pub const UPSTREAM_PRODUCT_IMPORTED: &str = "UpstreamProductImported";
+pub const UPSTREAM_LICENSE_IMPORTED: &str = "UpstreamLicenseImported";
+pub const UPSTREAM_REVOCATIONS_IMPORTED: &str = "UpstreamRevocationsImported";
+
+pub const MAX_CLIENT_LICENSES: usize = 100;
+pub const MAX_QUANTITY: u32 = 10_000;
+
+// ---------------------------------------------------------------- clients
+
+/// Body of `POST /v1/clients`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterClient {
+    pub name: String,
+    /// The licenses the client may draw grants and leases from.
+    pub licenses: Vec<Uuid>,
+    /// Addresses or CIDRs the client may connect from (at most 10); empty
+    /// means anywhere.
+    #[serde(default)]
+    pub allowlist: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+}
+
+/// A license client was registered. Its credentials are an API key with
+/// scope `sync-client`: the secret is shown once and only its digest is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRegistered {
+    pub client_id: Uuid,
+    pub name: String,
+    pub key_id: String,
+    pub secret_digest: String,
+    pub licenses: Vec<Uuid>,
+    pub allowlist: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// Body of `POST /v1/clients/{id}/revoke`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeClient {
+    pub reason: String,
+}
+
+/// The client's credentials stop working; its leases end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRevoked {
+    pub client_id: Uuid,
+    pub key_id: String,
+    pub reason: String,
+    pub revoked_at: DateTime<Utc>,
+}
+
+/// A client reported a time earlier than one it reported before, by more
+/// than the tolerance: the request was refused with `CLOCK_ROLLBACK`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientClockRollbackDetected {
+    pub client_id: Uuid,
+    pub reported_time: DateTime<Utc>,
+    pub last_reported_time: DateTime<Utc>,
+    pub tolerance_secs: u32,
+    pub detected_at: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------- leases
+
+fn one() -> u32 {
+    1
+}
+
+/// Body of `POST /v1/leases`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutLease {
+    pub license_id: Uuid,
+    /// A feature code, or a module code: a module's work needs every
+    /// feature the module requires, and leases each of them.
+    pub feature: String,
+    #[serde(default = "one")]
+    pub quantity: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_time: Option<DateTime<Utc>>,
+}
+
+/// Body of `POST /v1/leases/{id}/heartbeat` (optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_time: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseGranted {
+    pub lease_id: Uuid,
+    pub license_id: Uuid,
+    pub client_id: Uuid,
+    /// What was asked for: a feature or a module.
+    pub feature: String,
+    /// The features the lease holds seats of.
+    pub features: Vec<String>,
+    pub quantity: u32,
+    /// Heartbeats renew the lease for `ttl_secs`; one that stops is
+    /// reclaimed `grace_secs` after its deadline.
+    pub ttl_secs: u32,
+    pub grace_secs: u32,
+    pub granted_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseReleased {
+    pub lease_id: Uuid,
+    pub license_id: Uuid,
+    pub client_id: Uuid,
+    pub released_at: DateTime<Utc>,
+}
+
+/// Reclaimed by the scheduler: no heartbeat came before its deadline plus
+/// the grace period. The seats are free again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseExpired {
+    pub lease_id: Uuid,
+    pub license_id: Uuid,
+    pub client_id: Uuid,
+    /// The deadline the last heartbeat had set.
+    pub deadline: DateTime<Utc>,
+    pub expired_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseEndReason {
+    LicenseSuspended,
+    LicenseRevoked,
+    LicenseReclaimed,
+    LicenseDeleted,
+    ClientRevoked,
+}
+
+/// Leases ended at once (suspension or revocation of the license, a
+/// revoked client); their heartbeats are refused from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeasesRevoked {
+    pub license_id: Uuid,
+    pub lease_ids: Vec<Uuid>,
+    pub reason: LeaseEndReason,
+    pub revoked_at: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------- upstreams
+
+/// Body of `POST /v1/upstreams`: a license server this one syncs from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterUpstream {
+    pub name: String,
+    /// This server's client id at the upstream.
+    pub member_id: Uuid,
+    /// Base URL of the upstream's grant-sync API.
+    pub endpoint: String,
+    /// The bearer token the upstream issued for `member_id`; never stored
+    /// in an event.
+    pub secret: String,
+    #[serde(default)]
+    pub price_protection: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remark: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamRegistered {
+    pub upstream_id: Uuid,
+    pub name: String,
+    pub member_id: Uuid,
+    pub endpoint: String,
+    /// Hex SHA-256 of the secret: shows which secret is in use, reveals nothing.
+    pub secret_digest: String,
+    pub price_protection: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remark: Option<String>,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// How a call to an upstream went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamStatus {
+    Ok,
+    Unreachable,
+    BadCredentials,
+    AddressNotAllowed,
+    MemberMismatch,
+    UpstreamError,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamChecked {
+    pub upstream_id: Uuid,
+    pub status: UpstreamStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    pub message: String,
+    pub latency_ms: u64,
+    pub checked_at: DateTime<Utc>,
+}
+
+/// A kind of resource pulled from an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncResource {
+    /// Products: features and modules.
+    Catalog,
+    /// Licenses and their grants assigned to this member.
+    Licenses,
+    /// Activations the upstream revoked (uninstalled, migrated).
+    Revocations,
+}
+
+impl SyncResource {
+    pub const ALL: [Self; 3] = [Self::Catalog, Self::Licenses, Self::Revocations];
+}
+
+/// Body of `POST /v1/upstreams/{id}/sync`: one resource or `"all"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncUpstream {
+    pub resource: String,
+}
+
+/// One resource pulled from an upstream: when, how it went, how many items
+/// changed here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSynced {
+    pub upstream_id: Uuid,
+    pub resource: SyncResource,
+    pub status: UpstreamStatus,
+    pub items: u32,
+    pub message: String,
+    pub synced_at: DateTime<Utc>,
+}
+
+/// A product as the catalog endpoint serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogProduct {
+    pub code: String,
+    pub name: String,
+    pub features: Vec<FeatureDef>,
+    pub bundles: Vec<BundleDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamProductImported {
+    pub upstream_id: Uuid,
+    pub product: CatalogProduct,
+    pub imported_at: DateTime<Utc>,
+}
+
+/// A license the upstream grants this member, as it stood at the upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamLicenseImported {
+    pub upstream_id: Uuid,
+    pub grant: Grant,
+    pub imported_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamRevocationsImported {
+    pub upstream_id: Uuid,
+    pub license_id: Uuid,
+    pub revocations: Vec<Revocation>,
+    pub imported_at: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------- sync
+
+/// What a license grants a client, as the sync protocol and grant
+/// documents carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub license_id: Uuid,
+    pub product: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edition: Option<String>,
+    pub kind: LicenseKind,
+    /// `expired`: work already granted continues, new work is refused.
+    pub status: LicenseStatus,
+    #[serde(default)]
+    pub modules: Vec<String>,
+    pub features: Vec<String>,
+    /// Concurrent quantity of each feature.
+    pub seats: BTreeMap<String, u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    pub offline_grace_hours: u32,
+    pub lease_ttl_secs: u32,
+    pub lease_grace_secs: u32,
+    /// The registrable domain the license is bound to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// The license's version at its issuer (issuance sequence).
+    pub version: u64,
+}
+
+/// An activation that may never be installed again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revocation {
+    pub activation_id: Uuid,
+    pub license_id: Uuid,
+    /// `uninstalled`, `migrated` or the reason of a mass revocation.
+    pub reason: String,
+    pub revoked_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    GrantAdded,
+    GrantChanged,
+    GrantRevoked,
+    ActivationRevoked,
+    DomainRebound,
+    LeaseRevoked,
+}
+
+/// One entry of the change feed a client syncs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub license_id: Uuid,
+    pub at: DateTime<Utc>,
+    /// The grant, revocation, domain or lease the change is about.
+    pub detail: serde_json::Value,
+}
+
+/// Body of `POST /v1/sync`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    /// `next_cursor` of the previous answer; none for a first sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_time: Option<DateTime<Utc>>,
+    /// How long to wait for a change when there is none (capped by the
+    /// server); 0 answers at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// The claims of a grant document (a compact JWS, ES256): everything the
+/// client holds, valid offline until `valid_until` (`exp`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantClaims {
+    pub iss: String,
+    /// The client id.
+    pub sub: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub typ: String,
+    pub client_id: Uuid,
+    pub server_time: DateTime<Utc>,
+    pub valid_until: DateTime<Utc>,
+    pub grants: Vec<Grant>,
+    pub leases: Vec<LeaseSummary>,
+}
+
+/// A live lease as the client's grant document lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseSummary {
+    pub lease_id: Uuid,
+    pub license_id: Uuid,
+    pub feature: String,
+    pub features: Vec<String>,
+    pub quantity: u32,
+    pub deadline: DateTime<Utc>,
+}
+
+impl Grant {
+    /// The grant of a license as its issuer's events left it, bound to
+    /// `domain` by the domain-binding context.
+    pub fn from_view(v: &crate::license_view::LicenseView, domain: Option<String>) -> Self {
+        let policy = v.policy.clone().unwrap_or_default();
+        Self {
+            license_id: v.id,
+            product: v.product.clone(),
+            edition: v.edition.clone(),
+            kind: v.kind,
+            status: v.status,
+            modules: v.modules.clone(),
+            features: v.features.clone(),
+            seats: v
+                .features
+                .iter()
+                .map(|f| (f.clone(), v.seats_of(f)))
+                .collect(),
+            expires_at: v.expires_at,
+            offline_grace_hours: policy.offline_grace_hours,
+            lease_ttl_secs: policy.lease_ttl_secs,
+            lease_grace_secs: policy.lease_grace_secs,
+            domain,
+            version: v.version,
+        }
+    }
+
+    /// Whether new work may start at `now`: active and not past its expiry.
+    /// Work already granted is not judged by this (expiry never stops it).
+    pub fn new_work_refusal(&self, now: DateTime<Utc>) -> Option<LicenseStatus> {
+        match self.status {
+            LicenseStatus::Active if self.expires_at.is_some_and(|t| t <= now) => {
+                Some(LicenseStatus::Expired)
+            }
+            LicenseStatus::Active => None,
+            other => Some(other),
+        }
+    }
+
+    /// How a client should read the move from `before` to this grant.
+    pub fn change_from(&self, before: Option<&Grant>) -> ChangeKind {
+        match (self.status, before) {
+            (LicenseStatus::Revoked | LicenseStatus::Reclaimed | LicenseStatus::Deleted, _) => {
+                ChangeKind::GrantRevoked
+            }
+            (_, None) => ChangeKind::GrantAdded,
+            (_, Some(_)) => ChangeKind::GrantChanged,
+        }
+    }
+
+    /// Suspension, revocation, reclaim and deletion end leases at once.
+    pub fn ends_leases(&self) -> bool {
+        matches!(
+            self.status,
+            LicenseStatus::Suspended
+                | LicenseStatus::Revoked
+                | LicenseStatus::Reclaimed
+                | LicenseStatus::Deleted
+        )
+    }
+}

@@ -1,0 +1,393 @@
+//! HTTP API of grant sync. License clients (credentials from
+//! `POST /v1/clients`, scope `sync-client`) check out leases, heartbeat
+//! and sync; operators register clients (`issuer`) and upstreams (`admin`);
+//! the JWKS is open.
+
+use actix_web::middleware::from_fn;
+use actix_web::{web, HttpResponse};
+use contracts::grants::*;
+use serde::Deserialize;
+use service_kit::auth::{require, Principal};
+use service_kit::command::Caller;
+use service_kit::{Json, Problem};
+use uuid::Uuid;
+
+use crate::app::{db_problem, GrantSync};
+use crate::domain::client::ClientState;
+use crate::domain::{Lease, Upstream};
+use crate::store::{self, ClientRow};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    let client = || from_fn(require("sync-client"));
+    let issuer = || from_fn(require("issuer"));
+    let admin = || from_fn(require("admin"));
+    cfg.service(
+        web::resource("/v1/clients")
+            .wrap(issuer())
+            .route(web::post().to(register_client)),
+    )
+    .service(
+        web::resource("/v1/clients/me")
+            .wrap(client())
+            .route(web::get().to(me)),
+    )
+    .service(
+        web::resource("/v1/clients/{id}")
+            .wrap(issuer())
+            .route(web::get().to(get_client)),
+    )
+    .service(
+        web::resource("/v1/clients/{id}/revoke")
+            .wrap(issuer())
+            .route(web::post().to(revoke_client)),
+    )
+    .service(
+        web::resource("/v1/catalog")
+            .wrap(client())
+            .route(web::get().to(catalog)),
+    )
+    .service(
+        web::resource("/v1/sync")
+            .wrap(client())
+            .route(web::post().to(sync)),
+    )
+    .service(
+        web::resource("/v1/leases")
+            .wrap(client())
+            .route(web::post().to(checkout)),
+    )
+    .service(
+        web::resource("/v1/leases/{id}")
+            .wrap(client())
+            .route(web::get().to(get_lease))
+            .route(web::delete().to(release)),
+    )
+    .service(
+        web::resource("/v1/leases/{id}/heartbeat")
+            .wrap(client())
+            .route(web::post().to(heartbeat)),
+    )
+    .service(
+        web::resource("/v1/licenses/{id}/leases")
+            .wrap(issuer())
+            .route(web::get().to(license_leases)),
+    )
+    .service(
+        web::resource("/v1/upstreams")
+            .wrap(admin())
+            .route(web::post().to(register_upstream)),
+    )
+    .service(
+        web::resource("/v1/upstreams/{id}")
+            .wrap(admin())
+            .route(web::get().to(get_upstream)),
+    )
+    .service(
+        web::resource("/v1/upstreams/{id}/check")
+            .wrap(admin())
+            .route(web::post().to(check_upstream)),
+    )
+    .service(
+        web::resource("/v1/upstreams/{id}/sync")
+            .wrap(admin())
+            .route(web::post().to(sync_upstream)),
+    );
+    service_kit::keys::routes::<GrantSync>(cfg);
+}
+
+fn path_id(raw: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(raw)
+        .map_err(|_| Problem::bad_request("INVALID_ID", "id must be a UUID").with_field("id"))
+}
+
+fn client_body(s: &ClientState, token: Option<String>) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "client_id": s.client_id,
+        "name": s.name,
+        "key_id": s.key_id,
+        "licenses": s.licenses,
+        "allowlist": s.allowlist,
+        "callback_url": s.callback_url,
+        "registered_at": s.registered_at,
+        "revoked": s.revoked,
+        "scopes": ["sync-client"],
+    });
+    if let Some(t) = token {
+        v["token"] = t.into();
+    }
+    v
+}
+
+fn lease_body(
+    license_id: Uuid,
+    l: &Lease,
+    deadline: Option<chrono::DateTime<chrono::Utc>>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "lease_id": l.lease_id,
+        "license_id": license_id,
+        "client_id": l.client_id,
+        "feature": l.feature,
+        "features": l.features,
+        "quantity": l.quantity,
+        "status": l.status,
+        "ttl_secs": l.ttl_secs,
+        "grace_secs": l.grace_secs,
+        "granted_at": l.granted_at,
+        "deadline": deadline.unwrap_or(l.granted_at + chrono::Duration::seconds(i64::from(l.ttl_secs))),
+        "ended_at": l.ended_at,
+    })
+}
+
+async fn register_client(
+    app: web::Data<GrantSync>,
+    caller: Caller,
+    Json(req): Json<RegisterClient>,
+) -> Result<HttpResponse, Problem> {
+    let ctx = caller.context(REGISTER_CLIENT, &req);
+    let (state, token) = app.register_client(&ctx, req).await?;
+    Ok(HttpResponse::Created().json(client_body(&state, token)))
+}
+
+async fn get_client(
+    app: web::Data<GrantSync>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let state = app.client_state(path_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(client_body(&state, None)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reason {
+    reason: String,
+}
+
+async fn revoke_client(
+    app: web::Data<GrantSync>,
+    caller: Caller,
+    id: web::Path<String>,
+    Json(req): Json<Reason>,
+) -> Result<HttpResponse, Problem> {
+    let id = path_id(&id)?;
+    let ctx = caller.context(REVOKE_CLIENT, &(id, &req.reason));
+    let state = app.revoke_client(&ctx, id, req.reason).await?;
+    Ok(HttpResponse::Ok().json(client_body(&state, None)))
+}
+
+async fn me(app: web::Data<GrantSync>, principal: Principal) -> Result<HttpResponse, Problem> {
+    let c = app.client(&principal).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "client_id": c.client_id, "name": c.name, "licenses": c.licenses,
+    })))
+}
+
+async fn catalog(app: web::Data<GrantSync>, principal: Principal) -> Result<HttpResponse, Problem> {
+    let c = app.client(&principal).await?;
+    let products = store::catalog_of(&app.pool, &c.licenses)
+        .await
+        .map_err(db_problem)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "products": products })))
+}
+
+async fn sync(
+    app: web::Data<GrantSync>,
+    principal: Principal,
+    Json(req): Json<SyncRequest>,
+) -> Result<HttpResponse, Problem> {
+    let c = app.client(&principal).await?;
+    Ok(HttpResponse::Ok().json(app.sync(&c, req).await?))
+}
+
+async fn checkout(
+    app: web::Data<GrantSync>,
+    caller: Caller,
+    Json(req): Json<CheckoutLease>,
+) -> Result<HttpResponse, Problem> {
+    let c = app.client(&caller.principal).await?;
+    let ctx = caller.context(CHECKOUT_LEASE, &req);
+    let license_id = req.license_id;
+    let lease = app.checkout(&ctx, &c, req).await?;
+    Ok(HttpResponse::Created().json(lease_body(license_id, &lease, None)))
+}
+
+async fn client_lease(
+    app: &GrantSync,
+    principal: &Principal,
+    id: &str,
+) -> Result<(ClientRow, Uuid), Problem> {
+    let lease_id = path_id(id)?;
+    Ok((app.client(principal).await?, lease_id))
+}
+
+async fn get_lease(
+    app: web::Data<GrantSync>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let (c, lease_id) = client_lease(&app, &principal, &id).await?;
+    let (license_id, lease) = app.lease(&c, lease_id).await?;
+    let deadline: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT deadline FROM leases WHERE lease_id = $1")
+            .bind(lease_id)
+            .fetch_optional(&app.pool)
+            .await
+            .map_err(db_problem)?;
+    Ok(HttpResponse::Ok().json(lease_body(license_id, &lease, deadline)))
+}
+
+async fn release(
+    app: web::Data<GrantSync>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let (c, lease_id) = client_lease(&app, &caller.principal, &id).await?;
+    let ctx = caller.context(RELEASE_LEASE, &lease_id);
+    let (license_id, lease) = app.release(&ctx, &c, lease_id).await?;
+    Ok(HttpResponse::Ok().json(lease_body(license_id, &lease, None)))
+}
+
+async fn heartbeat(
+    app: web::Data<GrantSync>,
+    principal: Principal,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, Problem> {
+    let (c, lease_id) = client_lease(&app, &principal, &id).await?;
+    let beat: Heartbeat = if body.iter().all(u8::is_ascii_whitespace) {
+        Heartbeat::default()
+    } else {
+        service_kit::json::parse(&body)?
+    };
+    if let Some(t) = beat.client_time {
+        app.check_clock(&c, t).await?;
+    }
+    let deadline = app.heartbeat(&c, lease_id).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "lease_id": lease_id, "deadline": deadline,
+    })))
+}
+
+async fn license_leases(
+    app: web::Data<GrantSync>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let license_id = path_id(&id)?;
+    let grant = app.grant(license_id).await?;
+    let (leases, _) = app
+        .leases
+        .load(&license_id.to_string())
+        .await
+        .map_err(service_kit::command::store_problem)?;
+    let live: Vec<serde_json::Value> = leases
+        .live()
+        .map(|l| lease_body(license_id, l, None))
+        .collect();
+    let seats: serde_json::Map<String, serde_json::Value> = grant
+        .seats
+        .iter()
+        .map(|(f, n)| {
+            (
+                f.clone(),
+                serde_json::json!({"seats": n, "in_use": leases.used(f)}),
+            )
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "license_id": license_id, "status": grant.status, "seats": seats, "leases": live,
+    })))
+}
+
+fn upstream_body(u: &Upstream) -> serde_json::Value {
+    let Some(r) = &u.registered else {
+        return serde_json::Value::Null;
+    };
+    let syncs: serde_json::Map<String, serde_json::Value> = SyncResource::ALL
+        .iter()
+        .map(|res| {
+            let key = serde_json::to_value(res)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let v = u.syncs.get(res).map_or(
+                serde_json::json!({"last_sync_at": null, "status": "never"}),
+                |s| {
+                    serde_json::json!({
+                        "last_sync_at": s.synced_at, "status": s.status,
+                        "items": s.items, "message": s.message,
+                    })
+                },
+            );
+            (key, v)
+        })
+        .collect();
+    serde_json::json!({
+        "upstream_id": r.upstream_id,
+        "name": r.name,
+        "member_id": r.member_id,
+        "endpoint": r.endpoint,
+        "secret_digest": r.secret_digest,
+        "price_protection": r.price_protection,
+        "remark": r.remark,
+        "registered_at": r.registered_at,
+        "last_check": u.last_check,
+        "resources": syncs,
+        "products": u.products.keys().collect::<Vec<_>>(),
+    })
+}
+
+async fn register_upstream(
+    app: web::Data<GrantSync>,
+    caller: Caller,
+    Json(req): Json<RegisterUpstream>,
+) -> Result<HttpResponse, Problem> {
+    let ctx = caller.context(REGISTER_UPSTREAM, &req);
+    let u = app.register_upstream(&ctx, req).await?;
+    Ok(HttpResponse::Created().json(upstream_body(&u)))
+}
+
+async fn get_upstream(
+    app: web::Data<GrantSync>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let u = app.upstream(path_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(upstream_body(&u)))
+}
+
+async fn check_upstream(
+    app: web::Data<GrantSync>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let id = path_id(&id)?;
+    let ctx = caller.context(CHECK_UPSTREAM, &id);
+    let u = app.check_upstream(&ctx, id).await?;
+    Ok(HttpResponse::Ok().json(upstream_body(&u)))
+}
+
+async fn sync_upstream(
+    app: web::Data<GrantSync>,
+    caller: Caller,
+    id: web::Path<String>,
+    Json(req): Json<SyncUpstream>,
+) -> Result<HttpResponse, Problem> {
+    let id = path_id(&id)?;
+    let resources: Vec<SyncResource> = if req.resource == "all" {
+        SyncResource::ALL.to_vec()
+    } else {
+        vec![
+            serde_json::from_value(serde_json::Value::String(req.resource.clone())).map_err(
+                |_| {
+                    Problem::unprocessable(
+                        "INVALID_RESOURCE",
+                        "resource must be catalog, licenses, revocations or all",
+                    )
+                    .with_field("resource")
+                },
+            )?,
+        ]
+    };
+    let ctx = caller.context(SYNC_UPSTREAM, &(id, &req));
+    let u = app.sync_upstream(&ctx, id, &resources).await?;
+    Ok(HttpResponse::Ok().json(upstream_body(&u)))
+}

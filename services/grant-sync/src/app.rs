@@ -1,0 +1,852 @@
+//! Grant-sync use cases behind the HTTP API, the consumers and the
+//! scheduler: register clients, check out and renew leases, answer syncs
+//! with signed grant documents, pull from upstreams.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use chrono::{DateTime, Utc};
+use contracts::grants::*;
+use contracts::OutcomeStatus;
+use eventstore::{derived_id, CommandContext, Executed, Repository};
+use service_kit::auth::Principal;
+use service_kit::command::store_problem;
+use service_kit::keys::Signer;
+use service_kit::Problem;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::domain::*;
+use crate::heartbeat::{Beat, Heartbeats};
+use crate::notify::Notifier;
+use crate::remote::Remote;
+use crate::store::{self, ClientRow, Cursor};
+
+/// Settings the use cases need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub issuer: String,
+    pub clock_tolerance_secs: u32,
+    pub sync_wait: Duration,
+    pub sync_max_wait: Duration,
+}
+
+pub struct GrantSync {
+    pub pool: PgPool,
+    pub clients: Repository<Client>,
+    pub leases: Repository<Leases>,
+    pub upstreams: Repository<Upstream>,
+    pub imported: Repository<ImportedLicense>,
+    pub signer: Signer,
+    pub heartbeats: Heartbeats,
+    pub notifier: Notifier,
+    pub remote: Remote,
+    pub settings: Settings,
+    clock: Arc<dyn Clock>,
+    client_cache: Mutex<HashMap<String, (ClientRow, Instant)>>,
+}
+
+impl AsRef<Signer> for GrantSync {
+    fn as_ref(&self) -> &Signer {
+        &self.signer
+    }
+}
+
+const CLIENT_CACHE: Duration = Duration::from_secs(1);
+
+pub fn db_problem(e: sqlx::Error) -> Problem {
+    store_problem(eventstore::StoreError::Database(e))
+}
+
+/// The problem of a rejected command, with its status.
+fn rejected<A>(done: &Executed<A>) -> Option<Problem> {
+    if done.outcome.status != OutcomeStatus::Rejected {
+        return None;
+    }
+    let e = done
+        .outcome
+        .error
+        .clone()
+        .unwrap_or(contracts::OutcomeError {
+            code: "REJECTED".into(),
+            message: String::new(),
+            field: None,
+        });
+    let status = match e.code.as_str() {
+        "LICENSE_NOT_FOUND" | "LEASE_NOT_FOUND" | "CLIENT_NOT_FOUND" | "UPSTREAM_NOT_FOUND" => {
+            StatusCode::NOT_FOUND
+        }
+        c if c.starts_with("INVALID_")
+            || c == "ALLOWLIST_TOO_LONG"
+            || c == "FEATURE_NOT_GRANTED"
+            || c == "FEATURES_MISSING" =>
+        {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        _ => StatusCode::CONFLICT,
+    };
+    let p = Problem::new(status, e.code, "Command rejected").with_detail(e.message);
+    Some(match e.field {
+        Some(f) => p.with_field(f),
+        None => p,
+    })
+}
+
+fn checked<A>(done: Result<Executed<A>, eventstore::StoreError>) -> Result<Executed<A>, Problem> {
+    let done = done.map_err(store_problem)?;
+    match rejected(&done) {
+        Some(p) => Err(p),
+        None => Ok(done),
+    }
+}
+
+/// A command this server gives itself (scheduler, reactions without a
+/// causing event), its id derived from what it is about.
+pub fn system_context(command_type: &str, about: &str) -> CommandContext {
+    CommandContext {
+        command_id: derived_id(Uuid::nil(), about),
+        command_type: command_type.into(),
+        correlation_id: about.into(),
+        causation_id: None,
+        actor: contracts::Actor::new(contracts::ActorKind::System, crate::SERVICE),
+        occurred_at: Utc::now(),
+        request_digest: eventstore::request_digest(command_type, &about),
+    }
+}
+
+/// 256 random bits, hex.
+fn new_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+impl GrantSync {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        pool: PgPool,
+        services: GrantServices,
+        signer: Signer,
+        heartbeats: Heartbeats,
+        notifier: Notifier,
+        remote: Remote,
+        settings: Settings,
+    ) -> Self {
+        let clock = services.clock.clone();
+        Self {
+            clients: Repository::new(pool.clone(), services.clone())
+                .with_projection(Arc::new(store::ClientIndex)),
+            leases: Repository::new(pool.clone(), services.clone())
+                .with_projection(Arc::new(store::LeaseIndex))
+                .with_local_serialisation(),
+            upstreams: Repository::new(pool.clone(), services.clone())
+                .with_projection(Arc::new(store::UpstreamIndex)),
+            imported: Repository::new(pool.clone(), services)
+                .with_projection(Arc::new(store::ImportedIndex))
+                .with_local_serialisation(),
+            pool,
+            signer,
+            heartbeats,
+            notifier,
+            remote,
+            settings,
+            clock,
+            client_cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    // ------------------------------------------------------------ clients
+
+    /// Registers a client; its state and its bearer token (shown once).
+    pub async fn register_client(
+        &self,
+        ctx: &CommandContext,
+        spec: RegisterClient,
+    ) -> Result<(client::ClientState, Option<String>), Problem> {
+        let client_id = Uuid::now_v7();
+        let key_id = format!("SC{}", client_id.simple());
+        let secret = new_secret();
+        let known: BTreeSet<Uuid> = store::known_licenses(&self.pool, &spec.licenses)
+            .await
+            .map_err(db_problem)?
+            .into_iter()
+            .collect();
+        let command = ClientCommand::Register {
+            client_id,
+            key_id: key_id.clone(),
+            secret_digest: service_kit::auth::secret_digest(&secret),
+            spec,
+            known,
+        };
+        let done = checked(
+            self.clients
+                .execute_new(&client_id.to_string(), command, ctx)
+                .await,
+        )?;
+        let state = done.aggregate.state.ok_or_else(Problem::internal)?;
+        // A replayed registration cannot show the secret again.
+        let token = (!done.replayed).then(|| format!("{}.{secret}", state.key_id));
+        Ok((state, token))
+    }
+
+    pub async fn client_state(&self, client_id: Uuid) -> Result<client::ClientState, Problem> {
+        let (c, _) = self
+            .clients
+            .load(&client_id.to_string())
+            .await
+            .map_err(store_problem)?;
+        c.state
+            .ok_or_else(|| Problem::not_found("CLIENT_NOT_FOUND", "no such client"))
+    }
+
+    pub async fn revoke_client(
+        &self,
+        ctx: &CommandContext,
+        client_id: Uuid,
+        reason: String,
+    ) -> Result<client::ClientState, Problem> {
+        let done = checked(
+            self.clients
+                .execute(
+                    &client_id.to_string(),
+                    ClientCommand::Revoke { reason },
+                    ctx,
+                )
+                .await,
+        )?;
+        done.aggregate.state.ok_or_else(Problem::internal)
+    }
+
+    /// The client behind a request's credentials (cached for a second, as
+    /// the keys themselves are).
+    pub async fn client(&self, principal: &Principal) -> Result<ClientRow, Problem> {
+        if let Ok(cache) = self.client_cache.lock() {
+            if let Some((c, at)) = cache.get(&principal.key_id) {
+                if at.elapsed() < CLIENT_CACHE {
+                    return Ok(c.clone());
+                }
+            }
+        }
+        let row = store::client_by_key(&self.pool, &principal.key_id)
+            .await
+            .map_err(db_problem)?
+            .ok_or_else(|| {
+                Problem::forbidden(
+                    "NOT_A_CLIENT",
+                    "these credentials belong to no license client; register one with POST /v1/clients",
+                )
+            })?;
+        if row.revoked {
+            return Err(Problem::unauthorized(
+                "CLIENT_REVOKED",
+                "this license client was revoked",
+            ));
+        }
+        if let Ok(mut cache) = self.client_cache.lock() {
+            if cache.len() > 100_000 {
+                cache.clear();
+            }
+            cache.insert(principal.key_id.clone(), (row.clone(), Instant::now()));
+        }
+        Ok(row)
+    }
+
+    pub fn assigned(client: &ClientRow, license_id: Uuid) -> Result<(), Problem> {
+        if client.licenses.contains(&license_id) {
+            Ok(())
+        } else {
+            Err(Problem::forbidden(
+                "LICENSE_NOT_ASSIGNED",
+                "this license is not assigned to this client",
+            )
+            .with_field("license_id"))
+        }
+    }
+
+    /// Refuses (and records) a reported time that fell back beyond the
+    /// tolerance.
+    pub async fn check_clock(
+        &self,
+        client: &ClientRow,
+        time: DateTime<Utc>,
+    ) -> Result<(), Problem> {
+        let last = store::report_client_time(&self.pool, client.client_id, time)
+            .await
+            .map_err(db_problem)?;
+        let tolerance = chrono::Duration::seconds(i64::from(self.settings.clock_tolerance_secs));
+        let Some(last) = last.filter(|last| time < *last - tolerance) else {
+            return Ok(());
+        };
+        let ctx = system_context(
+            RECORD_CLIENT_CLOCK,
+            &format!("clock:{}:{}", client.client_id, time.timestamp_micros()),
+        );
+        let command = ClientCommand::ClockRollback {
+            reported: time,
+            last,
+            tolerance_secs: self.settings.clock_tolerance_secs,
+        };
+        let done = self
+            .clients
+            .execute(&client.client_id.to_string(), command, &ctx)
+            .await
+            .map_err(store_problem)?;
+        Err(rejected(&done).unwrap_or_else(|| {
+            Problem::conflict("CLOCK_ROLLBACK", "the client's clock went backwards")
+        }))
+    }
+
+    // ------------------------------------------------------------ leases
+
+    pub async fn grant(&self, license_id: Uuid) -> Result<Grant, Problem> {
+        store::grant(&self.pool, license_id)
+            .await
+            .map_err(db_problem)?
+            .ok_or_else(|| Problem::not_found("LICENSE_NOT_FOUND", "no such license"))
+    }
+
+    pub async fn checkout(
+        &self,
+        ctx: &CommandContext,
+        client: &ClientRow,
+        req: CheckoutLease,
+    ) -> Result<Lease, Problem> {
+        Self::assigned(client, req.license_id)?;
+        if let Some(t) = req.client_time {
+            self.check_clock(client, t).await?;
+        }
+        let grant = self.grant(req.license_id).await?;
+        let bundles = store::bundles_of(&self.pool, &grant.product)
+            .await
+            .map_err(db_problem)?;
+        let lease_id = derived_id(ctx.command_id, "lease");
+        let command = LeasesCommand::Checkout {
+            lease_id,
+            client_id: client.client_id,
+            grant: Box::new(grant),
+            bundles,
+            feature: req.feature,
+            quantity: req.quantity,
+        };
+        let done = checked(
+            self.leases
+                .execute(&req.license_id.to_string(), command, ctx)
+                .await,
+        )?;
+        done.aggregate
+            .leases
+            .get(&lease_id)
+            .cloned()
+            .ok_or_else(Problem::internal)
+    }
+
+    pub async fn heartbeat(
+        &self,
+        client: &ClientRow,
+        lease_id: Uuid,
+    ) -> Result<DateTime<Utc>, Problem> {
+        let beat = self
+            .heartbeats
+            .beat(lease_id, client.client_id)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "heartbeat failed");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "STORE_UNAVAILABLE",
+                    "The lease store is unavailable",
+                )
+            })?;
+        match beat {
+            Beat::Renewed(deadline) => Ok(deadline),
+            Beat::NotFound => Err(Problem::not_found("LEASE_NOT_FOUND", "no such lease")),
+            Beat::Expired => Err(Problem::new(
+                StatusCode::GONE,
+                "LEASE_EXPIRED",
+                "the lease expired (no heartbeat within its TTL and grace) and its seats were reclaimed",
+            )),
+            Beat::Ended(status) => Err(Problem::conflict(
+                "LEASE_ENDED",
+                format!("the lease is {status}"),
+            )),
+        }
+    }
+
+    /// The license and state of one of a client's leases.
+    pub async fn lease(
+        &self,
+        client: &ClientRow,
+        lease_id: Uuid,
+    ) -> Result<(Uuid, Lease), Problem> {
+        let license_id: Option<Uuid> = sqlx::query_scalar(
+            "SELECT license_id FROM leases WHERE lease_id = $1 AND client_id = $2",
+        )
+        .bind(lease_id)
+        .bind(client.client_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_problem)?;
+        let license_id =
+            license_id.ok_or_else(|| Problem::not_found("LEASE_NOT_FOUND", "no such lease"))?;
+        let (leases, _) = self
+            .leases
+            .load(&license_id.to_string())
+            .await
+            .map_err(store_problem)?;
+        let lease = leases
+            .leases
+            .get(&lease_id)
+            .cloned()
+            .ok_or_else(|| Problem::not_found("LEASE_NOT_FOUND", "no such lease"))?;
+        Ok((license_id, lease))
+    }
+
+    pub async fn release(
+        &self,
+        ctx: &CommandContext,
+        client: &ClientRow,
+        lease_id: Uuid,
+    ) -> Result<(Uuid, Lease), Problem> {
+        let (license_id, _) = self.lease(client, lease_id).await?;
+        let command = LeasesCommand::Release {
+            lease_id,
+            client_id: client.client_id,
+        };
+        let done = checked(
+            self.leases
+                .execute(&license_id.to_string(), command, ctx)
+                .await,
+        )?;
+        let lease = done
+            .aggregate
+            .leases
+            .get(&lease_id)
+            .cloned()
+            .ok_or_else(Problem::internal)?;
+        Ok((license_id, lease))
+    }
+
+    /// Ends every live lease of a license (of one client, when given).
+    pub async fn revoke_leases(
+        &self,
+        ctx: &CommandContext,
+        license_id: Uuid,
+        reason: LeaseEndReason,
+        client_id: Option<Uuid>,
+    ) -> Result<(), Problem> {
+        let command = LeasesCommand::Revoke {
+            license_id,
+            reason,
+            client_id,
+        };
+        checked(
+            self.leases
+                .execute(&license_id.to_string(), command, ctx)
+                .await,
+        )?;
+        Ok(())
+    }
+
+    /// Reclaims leases whose heartbeats stopped: marks them `expiring` (no
+    /// heartbeat is accepted from then on) and records `LeaseExpired`. A
+    /// crash in between leaves them `expiring`, and the next round
+    /// finishes them; the derived command id makes a repeat a no-op.
+    pub async fn reclaim_due(&self) -> Result<usize, Problem> {
+        let now = self.now();
+        let rows: Vec<(Uuid, Uuid, DateTime<Utc>)> = sqlx::query_as(
+            "WITH due AS (SELECT lease_id FROM leases WHERE status = 'live' \
+               AND deadline + make_interval(secs => grace_secs) <= $1 \
+               ORDER BY deadline LIMIT 500 FOR UPDATE SKIP LOCKED) \
+             UPDATE leases l SET status = 'expiring' FROM due WHERE l.lease_id = due.lease_id \
+             RETURNING l.lease_id, l.license_id, l.deadline",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_problem)?;
+        let mut pending: Vec<(Uuid, Uuid, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT lease_id, license_id, deadline FROM leases WHERE status = 'expiring' LIMIT 500",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_problem)?;
+        pending.extend(rows);
+        pending.sort();
+        pending.dedup();
+        for (lease_id, license_id, deadline) in &pending {
+            let ctx = system_context(EXPIRE_LEASE, &format!("expire-lease:{lease_id}"));
+            let command = LeasesCommand::Expire {
+                lease_id: *lease_id,
+                deadline: *deadline,
+            };
+            let done = self
+                .leases
+                .execute(&license_id.to_string(), command, &ctx)
+                .await
+                .map_err(store_problem)?;
+            // Ended meanwhile (released, revoked): the index already says so.
+            if done.aggregate.leases.get(lease_id).map(|l| l.status) == Some(LeaseStatus::Live) {
+                tracing::warn!(%lease_id, "lease still live after expiry");
+            }
+        }
+        Ok(pending.len())
+    }
+
+    // ------------------------------------------------------------ sync
+
+    /// The grant document of a client: its grants and live leases, signed,
+    /// valid offline for the shortest grace of its licenses.
+    pub fn grant_document(
+        &self,
+        client: &ClientRow,
+        grants: &[Grant],
+        leases: Vec<LeaseSummary>,
+        now: DateTime<Utc>,
+    ) -> Result<(String, DateTime<Utc>), Problem> {
+        let grace = grants
+            .iter()
+            .map(|g| g.offline_grace_hours)
+            .min()
+            .unwrap_or(0);
+        let valid_until = now + chrono::Duration::hours(i64::from(grace));
+        let claims = GrantClaims {
+            iss: self.settings.issuer.clone(),
+            sub: client.client_id.to_string(),
+            iat: now.timestamp(),
+            nbf: now.timestamp(),
+            exp: valid_until.timestamp(),
+            typ: "grant-document".into(),
+            client_id: client.client_id,
+            server_time: now,
+            valid_until,
+            grants: grants.to_vec(),
+            leases,
+        };
+        let jws = self.signer.sign(&claims).map_err(|e| {
+            tracing::error!(error = %e, "signing a grant document failed");
+            Problem::internal()
+        })?;
+        Ok((jws, valid_until))
+    }
+
+    /// Answers `POST /v1/sync`: changes since the cursor (waiting up to the
+    /// long-poll time when there are none), the revocation list, and the
+    /// grant document.
+    pub async fn sync(
+        &self,
+        client: &ClientRow,
+        req: SyncRequest,
+    ) -> Result<serde_json::Value, Problem> {
+        if let Some(t) = req.client_time {
+            self.check_clock(client, t).await?;
+        }
+        let wait = req
+            .wait_ms
+            .map_or(self.settings.sync_wait, Duration::from_millis)
+            .min(self.settings.sync_max_wait);
+        let (changes, revocations, next) = match req.cursor.as_deref() {
+            None => {
+                // Head first: anything after it shows as a change next time.
+                let head = store::head(&self.pool).await.map_err(db_problem)?;
+                let revocations = store::revocations_of(&self.pool, &client.licenses)
+                    .await
+                    .map_err(db_problem)?;
+                (Vec::new(), revocations, head)
+            }
+            Some(raw) => {
+                let cursor = Cursor::decode(raw).ok_or_else(|| {
+                    Problem::bad_request(
+                        "INVALID_CURSOR",
+                        "cursor must be a next_cursor this server returned",
+                    )
+                    .with_field("cursor")
+                })?;
+                let (changes, next) = self.wait_for_changes(client, cursor, wait).await?;
+                let revocations = changes
+                    .iter()
+                    .filter(|c| c.kind == ChangeKind::ActivationRevoked)
+                    .filter_map(|c| serde_json::from_value(c.detail.clone()).ok())
+                    .collect::<Vec<Revocation>>();
+                (changes, revocations, next)
+            }
+        };
+        let now = self.now();
+        let grants = store::grants_of(&self.pool, &client.licenses)
+            .await
+            .map_err(db_problem)?;
+        let changes = if req.cursor.is_none() {
+            grants
+                .iter()
+                .map(|g| Change {
+                    kind: ChangeKind::GrantAdded,
+                    license_id: g.license_id,
+                    at: now,
+                    detail: serde_json::to_value(g).unwrap_or_default(),
+                })
+                .collect()
+        } else {
+            changes
+        };
+        let leases = store::live_leases(&self.pool, client.client_id)
+            .await
+            .map_err(db_problem)?;
+        let (document, valid_until) = self.grant_document(client, &grants, leases, now)?;
+        Ok(serde_json::json!({
+            "changes": changes,
+            "revocations": revocations,
+            "grants": grants,
+            "server_time": now,
+            "next_cursor": next.encode(),
+            "grant_document": document,
+            "valid_until": valid_until,
+        }))
+    }
+
+    async fn wait_for_changes(
+        &self,
+        client: &ClientRow,
+        cursor: Cursor,
+        wait: Duration,
+    ) -> Result<(Vec<Change>, Cursor), Problem> {
+        let mut rx = self.notifier.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        // After a relevant announcement, its row may still be below an older
+        // open transaction's watermark: look again soon, for a while.
+        let mut eager_until = tokio::time::Instant::now();
+        loop {
+            let (changes, next) =
+                store::changes_since(&self.pool, &client.licenses, client.client_id, cursor, 500)
+                    .await
+                    .map_err(db_problem)?;
+            let now = tokio::time::Instant::now();
+            if !changes.is_empty() || now >= deadline {
+                return Ok((changes, next));
+            }
+            let tick = if now < eager_until {
+                Duration::from_millis(25)
+            } else {
+                Duration::from_secs(1)
+            };
+            let wake = (now + tick).min(deadline);
+            loop {
+                tokio::select! {
+                    n = rx.recv() => match n {
+                        Ok(id) if id.is_nil() || client.licenses.contains(&id) => {
+                            eager_until = tokio::time::Instant::now() + Duration::from_secs(2);
+                            break;
+                        }
+                        Ok(_) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            tokio::time::sleep_until(wake).await;
+                            break;
+                        }
+                    },
+                    _ = tokio::time::sleep_until(wake) => break,
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ upstreams
+
+    pub async fn register_upstream(
+        &self,
+        ctx: &CommandContext,
+        spec: RegisterUpstream,
+    ) -> Result<Upstream, Problem> {
+        let upstream_id = derived_id(ctx.command_id, "upstream");
+        let secret_digest = service_kit::auth::secret_digest(&spec.secret);
+        // The secret is kept apart from the events; a registration that
+        // fails leaves a row nothing refers to.
+        sqlx::query(
+            "INSERT INTO upstream_credentials (upstream_id, secret) VALUES ($1, $2) \
+             ON CONFLICT (upstream_id) DO NOTHING",
+        )
+        .bind(upstream_id)
+        .bind(&spec.secret)
+        .execute(&self.pool)
+        .await
+        .map_err(db_problem)?;
+        let command = UpstreamCommand::Register {
+            upstream_id,
+            spec,
+            secret_digest,
+        };
+        let done = checked(
+            self.upstreams
+                .execute(&upstream_id.to_string(), command, ctx)
+                .await,
+        );
+        if done.is_err() {
+            let _ = sqlx::query("DELETE FROM upstream_credentials WHERE upstream_id = $1 \
+                                 AND NOT EXISTS (SELECT 1 FROM events WHERE aggregate_type = $2 AND aggregate_id = $3)")
+                .bind(upstream_id)
+                .bind(UPSTREAM_AGGREGATE)
+                .bind(upstream_id.to_string())
+                .execute(&self.pool)
+                .await;
+        }
+        Ok(done?.aggregate)
+    }
+
+    pub async fn upstream(&self, upstream_id: Uuid) -> Result<Upstream, Problem> {
+        let (u, _) = self
+            .upstreams
+            .load(&upstream_id.to_string())
+            .await
+            .map_err(store_problem)?;
+        if u.registered.is_none() {
+            return Err(Problem::not_found("UPSTREAM_NOT_FOUND", "no such upstream"));
+        }
+        Ok(u)
+    }
+
+    async fn credentials(
+        &self,
+        upstream_id: Uuid,
+    ) -> Result<(UpstreamRegistered, String), Problem> {
+        let u = self.upstream(upstream_id).await?;
+        let reg = u.registered.ok_or_else(Problem::internal)?;
+        let secret: Option<String> =
+            sqlx::query_scalar("SELECT secret FROM upstream_credentials WHERE upstream_id = $1")
+                .bind(upstream_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_problem)?;
+        let secret = secret.ok_or_else(|| {
+            Problem::conflict(
+                "UPSTREAM_SECRET_MISSING",
+                "the upstream's secret is not stored here",
+            )
+        })?;
+        Ok((reg, secret))
+    }
+
+    pub async fn check_upstream(
+        &self,
+        ctx: &CommandContext,
+        upstream_id: Uuid,
+    ) -> Result<Upstream, Problem> {
+        let (reg, secret) = self.credentials(upstream_id).await?;
+        let result = self
+            .remote
+            .check(&reg.endpoint, &secret, reg.member_id)
+            .await;
+        let done = checked(
+            self.upstreams
+                .execute(
+                    &upstream_id.to_string(),
+                    UpstreamCommand::RecordCheck(result),
+                    ctx,
+                )
+                .await,
+        )?;
+        Ok(done.aggregate)
+    }
+
+    /// Pulls `resources` from an upstream, one recorded sync each.
+    pub async fn sync_upstream(
+        &self,
+        ctx: &CommandContext,
+        upstream_id: Uuid,
+        resources: &[SyncResource],
+    ) -> Result<Upstream, Problem> {
+        let (reg, secret) = self.credentials(upstream_id).await?;
+        let mut last = None;
+        for (i, resource) in resources.iter().enumerate() {
+            let (result, items, products) = match resource {
+                SyncResource::Catalog => match self.remote.catalog(&reg.endpoint, &secret).await {
+                    Ok((products, r)) => (r, 0, products),
+                    Err(r) => (r, 0, vec![]),
+                },
+                SyncResource::Licenses | SyncResource::Revocations => {
+                    match self.remote.pull(&reg.endpoint, &secret).await {
+                        Ok((pulled, r)) => {
+                            let n = self.import(ctx, upstream_id, *resource, pulled).await?;
+                            (r, n, vec![])
+                        }
+                        Err(r) => (r, 0, vec![]),
+                    }
+                }
+            };
+            // One command per resource: its own id, derived from the request's.
+            let mut step = ctx.clone();
+            step.command_id = derived_id(ctx.command_id, &format!("sync:{i}"));
+            let command = UpstreamCommand::RecordSync {
+                resource: *resource,
+                result,
+                items,
+                products,
+            };
+            let done = checked(
+                self.upstreams
+                    .execute(&upstream_id.to_string(), command, &step)
+                    .await,
+            )?;
+            last = Some(done.aggregate);
+        }
+        last.ok_or_else(Problem::internal)
+    }
+
+    /// Imports grants (or revocations) from an upstream; how many changed.
+    async fn import(
+        &self,
+        ctx: &CommandContext,
+        upstream_id: Uuid,
+        resource: SyncResource,
+        pulled: crate::remote::Pulled,
+    ) -> Result<u32, Problem> {
+        let mut changed = 0;
+        let mut by_license: HashMap<Uuid, Vec<Revocation>> = HashMap::new();
+        if resource == SyncResource::Revocations {
+            for r in pulled.revocations {
+                by_license.entry(r.license_id).or_default().push(r);
+            }
+        }
+        let items: Vec<(Uuid, Option<Grant>, Vec<Revocation>)> = match resource {
+            SyncResource::Licenses => pulled
+                .grants
+                .into_iter()
+                .map(|g| (g.license_id, Some(g), vec![]))
+                .collect(),
+            _ => by_license
+                .into_iter()
+                .map(|(id, rs)| (id, None, rs))
+                .collect(),
+        };
+        for (license_id, grant, revocations) in items {
+            let mut step = ctx.clone();
+            step.command_id = derived_id(
+                ctx.command_id,
+                &format!(
+                    "import:{license_id}:{}",
+                    serde_json::to_string(&grant).unwrap_or_default()
+                ),
+            );
+            step.command_type = IMPORT_LICENSE.into();
+            let command = ImportedLicenseCommand::Import {
+                upstream_id,
+                grant,
+                revocations,
+            };
+            let done = checked(
+                self.imported
+                    .execute(&license_id.to_string(), command, &step)
+                    .await,
+            )?;
+            let a = &done.aggregate;
+            if a.grant_changed.is_some() || !a.new_revocations.is_empty() {
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+}

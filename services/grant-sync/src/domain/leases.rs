@@ -1,0 +1,402 @@
+//! The feature leases of one license (one stream per license: the
+//! consistency boundary of its floating seats). Heartbeats are not events:
+//! they move a deadline in a plain table; only grants, releases, expiries
+//! and revocations are recorded.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use contracts::grants::*;
+use contracts::issuance::{BundleDef, LicenseStatus};
+use cqrs_es::{Aggregate, DomainEvent};
+use eventstore::{CodedError, Refusal};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::GrantServices;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseStatus {
+    Live,
+    Released,
+    Expired,
+    Revoked,
+}
+
+impl LeaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Released => "released",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    pub lease_id: Uuid,
+    pub client_id: Uuid,
+    pub feature: String,
+    pub features: Vec<String>,
+    pub quantity: u32,
+    pub ttl_secs: u32,
+    pub grace_secs: u32,
+    pub granted_at: DateTime<Utc>,
+    pub status: LeaseStatus,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Leases {
+    pub license_id: Option<Uuid>,
+    pub leases: BTreeMap<Uuid, Lease>,
+    /// Leases the current command changed: the inline index rewrites only these.
+    #[serde(skip)]
+    pub changed: BTreeSet<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeasesCommand {
+    Checkout {
+        lease_id: Uuid,
+        client_id: Uuid,
+        grant: Box<Grant>,
+        /// The product's modules, for a checkout named by module.
+        bundles: Vec<BundleDef>,
+        feature: String,
+        quantity: u32,
+    },
+    Release {
+        lease_id: Uuid,
+        client_id: Uuid,
+    },
+    /// The scheduler found no heartbeat before `deadline` plus grace.
+    Expire {
+        lease_id: Uuid,
+        deadline: DateTime<Utc>,
+    },
+    /// End every live lease (of one client only, when given).
+    Revoke {
+        license_id: Uuid,
+        reason: LeaseEndReason,
+        client_id: Option<Uuid>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LeasesEvent {
+    LeaseGranted(LeaseGranted),
+    LeaseReleased(LeaseReleased),
+    LeaseExpired(LeaseExpired),
+    LeasesRevoked(LeasesRevoked),
+}
+
+impl DomainEvent for LeasesEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::LeaseGranted(_) => LEASE_GRANTED,
+            Self::LeaseReleased(_) => LEASE_RELEASED,
+            Self::LeaseExpired(_) => LEASE_EXPIRED,
+            Self::LeasesRevoked(_) => LEASES_REVOKED,
+        }
+        .into()
+    }
+    fn event_version(&self) -> String {
+        contracts::issuance::V1.into()
+    }
+}
+
+impl Refusal for LeasesEvent {}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LeasesError {
+    #[error("the license is suspended")]
+    Suspended,
+    #[error("the license is revoked")]
+    Revoked,
+    #[error("the license was reclaimed")]
+    Reclaimed,
+    #[error("the license is deleted")]
+    Deleted,
+    #[error("the license has expired: work already granted continues, new work is refused")]
+    Expired,
+    #[error("the license does not grant {0}")]
+    NotGranted(String),
+    #[error("module {module} needs features the license does not grant: {missing}")]
+    FeaturesMissing { module: String, missing: String },
+    #[error("quantity must be 1-10000")]
+    InvalidQuantity,
+    #[error("all {seats} seats of {feature} are in use ({used} leased)")]
+    NoSeats {
+        feature: String,
+        seats: u32,
+        used: u32,
+    },
+    #[error("no such lease")]
+    LeaseNotFound,
+    #[error("the lease is {0} already")]
+    LeaseEnded(&'static str),
+}
+
+impl CodedError for LeasesError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Suspended => "LICENSE_SUSPENDED",
+            Self::Revoked => "LICENSE_REVOKED",
+            Self::Reclaimed => "LICENSE_RECLAIMED",
+            Self::Deleted => "LICENSE_DELETED",
+            Self::Expired => "LICENSE_EXPIRED",
+            Self::NotGranted(_) => "FEATURE_NOT_GRANTED",
+            Self::FeaturesMissing { .. } => "FEATURES_MISSING",
+            Self::InvalidQuantity => "INVALID_QUANTITY",
+            Self::NoSeats { .. } => "NO_SEATS_AVAILABLE",
+            Self::LeaseNotFound => "LEASE_NOT_FOUND",
+            Self::LeaseEnded(_) => "LEASE_ENDED",
+        }
+    }
+
+    fn field(&self) -> Option<&'static str> {
+        match self {
+            Self::NotGranted(_) | Self::FeaturesMissing { .. } | Self::NoSeats { .. } => {
+                Some("feature")
+            }
+            Self::InvalidQuantity => Some("quantity"),
+            _ => None,
+        }
+    }
+}
+
+/// Whether new work may start under `grant` at `now`.
+pub fn may_start(grant: &Grant, now: DateTime<Utc>) -> Result<(), LeasesError> {
+    match grant.new_work_refusal(now) {
+        None => Ok(()),
+        Some(LicenseStatus::Expired) => Err(LeasesError::Expired),
+        Some(LicenseStatus::Suspended) => Err(LeasesError::Suspended),
+        Some(LicenseStatus::Reclaimed) => Err(LeasesError::Reclaimed),
+        Some(LicenseStatus::Deleted) => Err(LeasesError::Deleted),
+        Some(_) => Err(LeasesError::Revoked),
+    }
+}
+
+/// The features a checkout of `feature` needs: the feature itself, or every
+/// feature a module of that code requires.
+pub fn features_for(
+    grant: &Grant,
+    bundles: &[BundleDef],
+    feature: &str,
+) -> Result<Vec<String>, LeasesError> {
+    if grant.features.iter().any(|f| f == feature) {
+        return Ok(vec![feature.to_string()]);
+    }
+    let Some(bundle) = bundles.iter().find(|b| b.code == feature) else {
+        return Err(LeasesError::NotGranted(feature.chars().take(64).collect()));
+    };
+    let missing: Vec<&str> = bundle
+        .requires
+        .iter()
+        .filter(|f| !grant.features.contains(f))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(LeasesError::FeaturesMissing {
+            module: bundle.code.clone(),
+            missing: missing.join(", "),
+        });
+    }
+    Ok(bundle.requires.clone())
+}
+
+impl Leases {
+    /// Seats of `feature` held by live leases.
+    pub fn used(&self, feature: &str) -> u32 {
+        self.leases
+            .values()
+            .filter(|l| l.status == LeaseStatus::Live && l.features.iter().any(|f| f == feature))
+            .map(|l| l.quantity)
+            .sum()
+    }
+
+    pub fn live(&self) -> impl Iterator<Item = &Lease> {
+        self.leases
+            .values()
+            .filter(|l| l.status == LeaseStatus::Live)
+    }
+
+    fn owned(&self, lease_id: Uuid, client_id: Uuid) -> Result<&Lease, LeasesError> {
+        let lease = self
+            .leases
+            .get(&lease_id)
+            .filter(|l| l.client_id == client_id)
+            .ok_or(LeasesError::LeaseNotFound)?;
+        if lease.status != LeaseStatus::Live {
+            return Err(LeasesError::LeaseEnded(lease.status.as_str()));
+        }
+        Ok(lease)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn checkout(
+        &self,
+        lease_id: Uuid,
+        client_id: Uuid,
+        grant: &Grant,
+        bundles: &[BundleDef],
+        feature: String,
+        quantity: u32,
+        now: DateTime<Utc>,
+    ) -> Result<LeasesEvent, LeasesError> {
+        may_start(grant, now)?;
+        if quantity == 0 || quantity > MAX_QUANTITY {
+            return Err(LeasesError::InvalidQuantity);
+        }
+        let features = features_for(grant, bundles, &feature)?;
+        for f in &features {
+            let seats = grant.seats.get(f).copied().unwrap_or(0);
+            let used = self.used(f);
+            if used + quantity > seats {
+                return Err(LeasesError::NoSeats {
+                    feature: f.clone(),
+                    seats,
+                    used,
+                });
+            }
+        }
+        Ok(LeasesEvent::LeaseGranted(LeaseGranted {
+            lease_id,
+            license_id: grant.license_id,
+            client_id,
+            feature,
+            features,
+            quantity,
+            ttl_secs: grant.lease_ttl_secs.max(1),
+            grace_secs: grant.lease_grace_secs,
+            granted_at: now,
+        }))
+    }
+
+    fn end(&mut self, id: Uuid, status: LeaseStatus, at: DateTime<Utc>) {
+        if let Some(l) = self.leases.get_mut(&id) {
+            l.status = status;
+            l.ended_at = Some(at);
+            self.changed.insert(id);
+        }
+    }
+}
+
+impl Aggregate for Leases {
+    const TYPE: &'static str = LEASES_AGGREGATE;
+    type Command = LeasesCommand;
+    type Event = LeasesEvent;
+    type Error = LeasesError;
+    type Services = GrantServices;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        services: &Self::Services,
+        sink: &cqrs_es::event_sink::EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        self.changed.clear();
+        let now = services.clock.now();
+        let events = match command {
+            LeasesCommand::Checkout {
+                lease_id,
+                client_id,
+                grant,
+                bundles,
+                feature,
+                quantity,
+            } => vec![self.checkout(
+                lease_id, client_id, &grant, &bundles, feature, quantity, now,
+            )?],
+            LeasesCommand::Release {
+                lease_id,
+                client_id,
+            } => {
+                let lease = self.owned(lease_id, client_id)?;
+                vec![LeasesEvent::LeaseReleased(LeaseReleased {
+                    lease_id,
+                    license_id: self.license_id.unwrap_or_default(),
+                    client_id: lease.client_id,
+                    released_at: now,
+                })]
+            }
+            LeasesCommand::Expire { lease_id, deadline } => match self.leases.get(&lease_id) {
+                Some(l) if l.status == LeaseStatus::Live => {
+                    vec![LeasesEvent::LeaseExpired(LeaseExpired {
+                        lease_id,
+                        license_id: self.license_id.unwrap_or_default(),
+                        client_id: l.client_id,
+                        deadline,
+                        expired_at: now,
+                    })]
+                }
+                _ => vec![],
+            },
+            LeasesCommand::Revoke {
+                license_id,
+                reason,
+                client_id,
+            } => {
+                let lease_ids: Vec<Uuid> = self
+                    .live()
+                    .filter(|l| client_id.is_none_or(|c| c == l.client_id))
+                    .map(|l| l.lease_id)
+                    .collect();
+                if lease_ids.is_empty() {
+                    vec![]
+                } else {
+                    vec![LeasesEvent::LeasesRevoked(LeasesRevoked {
+                        license_id,
+                        lease_ids,
+                        reason,
+                        revoked_at: now,
+                    })]
+                }
+            }
+        };
+        for e in events {
+            sink.write(e, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            LeasesEvent::LeaseGranted(e) => {
+                self.license_id = Some(e.license_id);
+                self.changed.insert(e.lease_id);
+                self.leases.insert(
+                    e.lease_id,
+                    Lease {
+                        lease_id: e.lease_id,
+                        client_id: e.client_id,
+                        feature: e.feature,
+                        features: e.features,
+                        quantity: e.quantity,
+                        ttl_secs: e.ttl_secs,
+                        grace_secs: e.grace_secs,
+                        granted_at: e.granted_at,
+                        status: LeaseStatus::Live,
+                        ended_at: None,
+                    },
+                );
+            }
+            LeasesEvent::LeaseReleased(e) => {
+                self.end(e.lease_id, LeaseStatus::Released, e.released_at)
+            }
+            LeasesEvent::LeaseExpired(e) => {
+                self.end(e.lease_id, LeaseStatus::Expired, e.expired_at)
+            }
+            LeasesEvent::LeasesRevoked(e) => {
+                self.license_id = Some(e.license_id);
+                for id in e.lease_ids {
+                    self.end(id, LeaseStatus::Revoked, e.revoked_at);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Heartbeats: the hot path. A heartbeat is no event — it moves its lease's
+//! deadline in the `leases` table. Concurrent heartbeats are coalesced into
+//! one `UPDATE` per batch, so thousands per second cost tens of statements
+//! (and commits), not thousands; each caller still gets the answer of the
+//! row it renewed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Row};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use uuid::Uuid;
+
+use crate::domain::Clock;
+
+/// How a heartbeat went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Beat {
+    Renewed(DateTime<Utc>),
+    /// No such lease for this client.
+    NotFound,
+    /// Past its deadline plus grace, or reclaimed.
+    Expired,
+    /// Released or revoked.
+    Ended(String),
+}
+
+struct Request {
+    lease_id: Uuid,
+    client_id: Uuid,
+    reply: oneshot::Sender<Result<Beat, String>>,
+}
+
+#[derive(Clone)]
+pub struct Heartbeats {
+    tx: mpsc::Sender<Request>,
+}
+
+/// Batches in flight at once.
+const PARALLEL: usize = 4;
+
+impl Heartbeats {
+    /// Starts the batcher; it runs until every `Heartbeats` handle is dropped.
+    pub fn start(pool: PgPool, clock: Arc<dyn Clock>, batch_max: usize) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Request>(batch_max.max(1) * 8);
+        let permits = Arc::new(Semaphore::new(PARALLEL));
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < batch_max {
+                    match rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let (pool, now) = (pool.clone(), clock.now());
+                tokio::spawn(async move {
+                    answer(&pool, now, batch).await;
+                    drop(permit);
+                });
+            }
+        });
+        Self { tx }
+    }
+
+    pub async fn beat(&self, lease_id: Uuid, client_id: Uuid) -> Result<Beat, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request {
+                lease_id,
+                client_id,
+                reply,
+            })
+            .await
+            .map_err(|_| "heartbeat batcher stopped".to_string())?;
+        rx.await
+            .map_err(|_| "heartbeat batch dropped".to_string())?
+    }
+}
+
+async fn answer(pool: &PgPool, now: DateTime<Utc>, batch: Vec<Request>) {
+    match renew(pool, now, &batch).await {
+        Ok(results) => {
+            for r in batch {
+                let beat = results.get(&r.lease_id).cloned().unwrap_or(Beat::NotFound);
+                let _ = r.reply.send(Ok(beat));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "heartbeat batch failed");
+            for r in batch {
+                let _ = r.reply.send(Err(e.to_string()));
+            }
+        }
+    }
+}
+
+async fn renew(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    batch: &[Request],
+) -> Result<HashMap<Uuid, Beat>, sqlx::Error> {
+    let ids: Vec<Uuid> = batch.iter().map(|r| r.lease_id).collect();
+    let clients: Vec<Uuid> = batch.iter().map(|r| r.client_id).collect();
+    let rows = sqlx::query(
+        "UPDATE leases l SET deadline = $3 + make_interval(secs => l.ttl_secs) \
+         FROM unnest($1::uuid[], $2::uuid[]) AS b(lease_id, client_id) \
+         WHERE l.lease_id = b.lease_id AND l.client_id = b.client_id AND l.status = 'live' \
+           AND l.deadline + make_interval(secs => l.grace_secs) > $3 \
+         RETURNING l.lease_id, l.deadline",
+    )
+    .bind(&ids)
+    .bind(&clients)
+    .bind(now)
+    .fetch_all(pool)
+    .await?;
+    let mut out = HashMap::with_capacity(batch.len());
+    for r in rows {
+        out.insert(
+            r.try_get("lease_id")?,
+            Beat::Renewed(r.try_get("deadline")?),
+        );
+    }
+    let missed: Vec<Uuid> = ids.into_iter().filter(|id| !out.contains_key(id)).collect();
+    if missed.is_empty() {
+        return Ok(out);
+    }
+    let rows =
+        sqlx::query("SELECT lease_id, client_id, status FROM leases WHERE lease_id = ANY($1)")
+            .bind(&missed)
+            .fetch_all(pool)
+            .await?;
+    let mut found = HashMap::new();
+    for r in rows {
+        let id: Uuid = r.try_get("lease_id")?;
+        let client: Uuid = r.try_get("client_id")?;
+        let status: String = r.try_get("status")?;
+        found.insert(id, (client, status));
+    }
+    for req in batch.iter().filter(|r| missed.contains(&r.lease_id)) {
+        let beat = match found.get(&req.lease_id) {
+            Some((client, _)) if *client != req.client_id => Beat::NotFound,
+            None => Beat::NotFound,
+            Some((_, s)) if s == "released" || s == "revoked" => Beat::Ended(s.clone()),
+            Some(_) => Beat::Expired,
+        };
+        out.insert(req.lease_id, beat);
+    }
+    Ok(out)
+}
