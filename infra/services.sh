@@ -22,8 +22,8 @@ fi
 # shellcheck disable=SC1090
 source "$SECRETS"
 export LICENSING_ADMIN_KEY LICENSING_LICENSE_KEY_SECRET
-# Activation's signing key: generated (mode 0600) on its first start.
-export LICENSING_SIGNING_KEY_FILE="$RUN/activation-signing.pem"
+# Activation's and grant sync's signing keys (one each): generated (mode
+# 0600) on their first start.
 export LICENSING_SIGNING_KEY_GENERATE=true
 printf '%s\n' "$LICENSING_ADMIN_KEY" >"$RUN/admin.key"
 
@@ -37,6 +37,7 @@ start() {
       echo "$name already running (pid $(cat "$pidfile"))"
       continue
     fi
+    LICENSING_SIGNING_KEY_FILE="$RUN/$name-signing.pem" \
     LICENSING_HTTP_ADDR="127.0.0.1:$port" \
     LICENSING_DATABASE_URL="$LICENSING_DATABASE_BASE_URL/$db" \
     LICENSING_KAFKA_BROKERS="$LICENSING_KAFKA_BROKERS" \

@@ -8,7 +8,7 @@ pub mod domain;
 use std::collections::HashMap;
 
 use actix_web::web;
-use contracts::topics::{ACTIVATION, DOMAIN, ISSUANCE};
+use contracts::topics::{ACTIVATION, DOMAIN, GRANTS, ISSUANCE};
 use serde::Deserialize;
 use service_kit::platform::{Platform, PlatformError, Running};
 use service_kit::CommonConfig;
@@ -37,7 +37,7 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<Running, Plat
     if !handle_signals {
         platform = platform.without_signals();
     }
-    let contexts: HashMap<String, String> = [ISSUANCE, ACTIVATION, DOMAIN]
+    let contexts: HashMap<String, String> = [ISSUANCE, ACTIVATION, DOMAIN, GRANTS]
         .iter()
         .map(|c| (platform.topics.events(c), (*c).to_string()))
         .collect();

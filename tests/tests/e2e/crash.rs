@@ -642,3 +642,242 @@ async fn sigkill_of_domain_binding_loses_no_binding_and_leaves_no_claim_behind()
     );
     issuance.running.stop().await;
 }
+
+/// One checkout, retried with the same idempotency key until answered.
+async fn checkout_until_answered(
+    url: Arc<Mutex<String>>,
+    token: String,
+    license_id: String,
+    deadline: Instant,
+    answered: Arc<AtomicUsize>,
+) -> (u16, Option<String>) {
+    let client = client_with(&token);
+    let idempotency = Uuid::now_v7().to_string();
+    loop {
+        assert!(Instant::now() < deadline, "checkout never answered");
+        let base = url.lock().expect("url").clone();
+        let res = client
+            .post(format!("{base}/v1/leases"))
+            .header("Idempotency-Key", &idempotency)
+            .json(&serde_json::json!({"license_id": license_id, "feature": "data-access"}))
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status().as_u16() < 500 => {
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.expect("json");
+                answered.fetch_add(1, Ordering::SeqCst);
+                return (status, body["lease_id"].as_str().map(str::to_string));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_grant_sync_loses_no_lease_oversells_no_seat_and_revokes_once() {
+    const LICENSES: usize = 6;
+    const CLIENTS: usize = 8;
+    const SEATS: i64 = 4;
+    let infra = Infra::get();
+    let prefix = unique_prefix();
+    let issuance = start_issuance(&infra, &prefix).await;
+    let iss = issuance.running.url();
+    let admin = admin_client();
+    let db = infra.fresh_db("grants_kill").await;
+    let mut service = ServiceProcess::spawn("grant-sync", &infra, &db, &prefix, free_port()).await;
+    let url = Arc::new(Mutex::new(service.url.clone()));
+    let mut licenses = Vec::new();
+    for _ in 0..LICENSES {
+        let (s, b) = call(
+            &admin,
+            "POST",
+            &format!("{iss}/v1/licenses"),
+            Some(&serde_json::json!({
+                "product": "integration-platform", "edition": "enterprise", "customer": "ACME",
+                "kind": "formal", "features": ["data-access"], "seats": {"data-access": SEATS},
+            })),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        licenses.push(b["id"].as_str().expect("id").to_string());
+    }
+    let gs = service.url.clone();
+    let known = wait_until(Duration::from_secs(30), || async {
+        for id in &licenses {
+            let url = format!("{gs}/v1/licenses/{id}/leases");
+            if call(&admin, "GET", &url, None).await.0 != 200 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(known, "licenses reached grant sync");
+    let mut tokens = Vec::new();
+    for id in &licenses {
+        for c in 0..CLIENTS {
+            let (s, b) = call(
+                &admin,
+                "POST",
+                &format!("{gs}/v1/clients"),
+                Some(&serde_json::json!({"name": format!("worker {c}"), "licenses": [id]})),
+            )
+            .await;
+            assert_eq!(s, 201, "{b}");
+            tokens.push((id.clone(), b["token"].as_str().expect("token").to_string()));
+        }
+    }
+
+    // Every client of every license races for a seat while grant sync is
+    // SIGKILLed and restarted on another port.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let progress = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for (license, token) in &tokens {
+        tasks.push(tokio::spawn(checkout_until_answered(
+            url.clone(),
+            token.clone(),
+            license.clone(),
+            deadline,
+            progress.clone(),
+        )));
+    }
+    let started = wait_until(Duration::from_secs(30), || async {
+        progress.load(Ordering::SeqCst) >= 8
+    })
+    .await;
+    assert!(started, "checkouts are being answered");
+    service.kill();
+    let at_kill = progress.load(Ordering::SeqCst);
+    assert!(
+        at_kill < tokens.len(),
+        "killed mid-stream ({at_kill} answered)"
+    );
+    let service = ServiceProcess::spawn("grant-sync", &infra, &db, &prefix, free_port()).await;
+    *url.lock().expect("url") = service.url.clone();
+    let mut answered = Vec::new();
+    for t in tasks {
+        answered.push(t.await.expect("task"));
+    }
+    let granted: Vec<&String> = answered
+        .iter()
+        .filter(|(s, _)| *s == 201)
+        .filter_map(|(_, id)| id.as_ref())
+        .collect();
+    let refused = answered.iter().filter(|(s, _)| *s == 409).count();
+    assert_eq!(
+        granted.len() as i64,
+        LICENSES as i64 * SEATS,
+        "{answered:?}"
+    );
+    assert_eq!(refused, tokens.len() - granted.len(), "{answered:?}");
+
+    let pool = pool(&db).await;
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM events WHERE event_type = 'LeaseGranted'"
+        )
+        .await,
+        LICENSES as i64 * SEATS,
+        "no lost and no duplicated lease"
+    );
+    for license in &licenses {
+        let live = count(
+            &pool,
+            &format!(
+                "SELECT count(*) FROM leases WHERE license_id = '{license}' AND status = 'live'"
+            ),
+        )
+        .await;
+        assert_eq!(live, SEATS, "license {license}");
+    }
+    // Every answered lease is stored and renews after the restart.
+    let by_lease: HashMap<&String, &String> = answered
+        .iter()
+        .zip(&tokens)
+        .filter_map(|((s, id), (_, token))| (*s == 201).then_some((id.as_ref()?, token)))
+        .collect();
+    for (lease, token) in &by_lease {
+        let (s, b) = call(
+            &client_with(token),
+            "POST",
+            &format!("{}/v1/leases/{lease}/heartbeat", service.url),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "lease {lease}: {b}");
+    }
+    // Each lease event reaches Kafka once.
+    let topic = format!("{prefix}.grants.events");
+    let expected = LICENSES * SEATS as usize;
+    let messages = read_topic(&infra.brokers, &topic, expected, Duration::from_secs(20)).await;
+    let leased = messages
+        .iter()
+        .filter(|m| {
+            use rdkafka::Message;
+            m.payload()
+                .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+                .is_some_and(|v| v["event_type"] == "LeaseGranted")
+        })
+        .count();
+    assert_eq!(leased, expected, "one Kafka message per lease");
+
+    // A suspension while grant sync is down ends that license's leases
+    // once, after the restart.
+    let mut service = service;
+    service.kill();
+    let suspended = &licenses[0];
+    let (s, _) = call(
+        &admin,
+        "POST",
+        &format!("{iss}/v1/licenses/{suspended}/suspend"),
+        Some(&serde_json::json!({"reason": "unpaid"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let restarted = ServiceProcess::spawn("grant-sync", &infra, &db, &prefix, free_port()).await;
+    let revoked_sql = format!(
+        "SELECT count(*) FROM leases WHERE license_id = '{suspended}' AND status = 'revoked'"
+    );
+    let p = pool.clone();
+    let revoked = wait_until(Duration::from_secs(20), || {
+        let (p, q) = (p.clone(), revoked_sql.clone());
+        async move { count(&p, &q).await == SEATS }
+    })
+    .await;
+    assert!(revoked, "the suspension ended the leases after the restart");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        count(&pool, &format!(
+            "SELECT count(*) FROM events WHERE event_type = 'LeasesRevoked' AND aggregate_id = '{suspended}'")).await,
+        1
+    );
+    // Neither the signing key nor a client secret reaches the log.
+    let pem = std::fs::read_to_string(std::env::temp_dir().join(format!("{prefix}-signing.pem")))
+        .expect("the generated key file");
+    drop(restarted);
+    // The logs of all three runs: the first registered the clients.
+    let log: String = std::fs::read_dir(std::env::temp_dir())
+        .expect("temp dir")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.starts_with(&format!("{prefix}-grant-sync-")) && name.ends_with(".log")
+        })
+        .map(|e| std::fs::read_to_string(e.path()).expect("service log"))
+        .collect();
+    assert!(log.contains("started"), "the service logs were read");
+    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(
+            !log.contains(line),
+            "a line of the private key is in the log"
+        );
+    }
+    for (_, token) in &tokens {
+        let secret = token.split('.').nth(1).expect("secret");
+        assert!(!log.contains(secret), "a client secret is in the log");
+    }
+    issuance.running.stop().await;
+}

@@ -331,10 +331,21 @@ fn routes(
     projector: &str,
     activation: &str,
     domain: &str,
+    grants: &str,
 ) -> Vec<(&'static str, String, &'static str)> {
     let id = "0192f5c4-0000-7000-8000-000000000001";
     let key = "AKIDnosuchkey";
     vec![
+        // Grant sync's operator routes; its client routes are held to the
+        // client's own credentials in grants.rs.
+        ("POST", format!("{grants}/v1/clients"), "issuer"),
+        ("GET", format!("{grants}/v1/clients/{id}"), "issuer"),
+        ("POST", format!("{grants}/v1/clients/{id}/revoke"), "issuer"),
+        ("GET", format!("{grants}/v1/licenses/{id}/leases"), "issuer"),
+        ("POST", format!("{grants}/v1/upstreams"), "admin"),
+        ("GET", format!("{grants}/v1/upstreams/{id}"), "admin"),
+        ("POST", format!("{grants}/v1/upstreams/{id}/check"), "admin"),
+        ("POST", format!("{grants}/v1/upstreams/{id}/sync"), "admin"),
         (
             "GET",
             format!("{domain}/v1/registrable-domain?host=example.com"),
@@ -567,9 +578,23 @@ async fn every_route_of_every_service_enforces_api_keys() {
     })
     .await;
     assert!(revocation_seen, "the revocation reached domain binding");
+    let grants = others[2].url();
+    let revocation_seen = wait_until(Duration::from_secs(10), || async {
+        call(
+            &client_with(&revoked),
+            "GET",
+            &format!("{grants}/v1/upstreams/x"),
+            None,
+        )
+        .await
+        .1["code"]
+            == "API_KEY_REVOKED"
+    })
+    .await;
+    assert!(revocation_seen, "the revocation reached grant sync");
 
     let anonymous = reqwest::Client::new();
-    for (method, url, scope) in routes(&base, &proj, &act, &dom) {
+    for (method, url, scope) in routes(&base, &proj, &act, &dom, &grants) {
         let wrong = if scope == "auditor" {
             &issuer
         } else {
