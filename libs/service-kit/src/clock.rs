@@ -14,3 +14,12 @@ impl Clock for SystemClock {
         Utc::now()
     }
 }
+
+/// A clock that stands still: for given/when/then tests.
+pub struct FixedClock(pub DateTime<Utc>);
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}

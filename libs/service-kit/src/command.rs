@@ -4,7 +4,7 @@
 
 use actix_web::http::StatusCode;
 use chrono::Utc;
-use contracts::CommandEnvelope;
+use contracts::{CommandEnvelope, CommandOutcome, OutcomeStatus};
 use eventstore::{request_digest, CommandContext, StoreError, DIGEST_MISMATCH_CODE};
 use serde::Serialize;
 use uuid::Uuid;
@@ -31,6 +31,29 @@ pub fn store_problem(e: StoreError) -> Problem {
             )
         }
     }
+}
+
+/// The problem of a command the aggregate refused: its stored code, message
+/// and field, with the HTTP status the service gives that code
+/// (`status_of(code, field)`). None when the command was accepted.
+pub fn rejection(
+    outcome: &CommandOutcome,
+    status_of: impl Fn(&str, Option<&str>) -> StatusCode,
+) -> Option<Problem> {
+    if outcome.status != OutcomeStatus::Rejected {
+        return None;
+    }
+    let (code, message, field) = outcome
+        .error
+        .as_ref()
+        .map(|e| (e.code.clone(), e.message.clone(), e.field.clone()))
+        .unwrap_or_else(|| ("REJECTED".into(), String::new(), None));
+    let status = status_of(&code, field.as_deref());
+    let p = Problem::new(status, code, "Command rejected").with_detail(message);
+    Some(match field {
+        Some(f) => p.with_field(f),
+        None => p,
+    })
 }
 
 pub fn idempotency_key(req: &actix_web::HttpRequest) -> Result<Uuid, Problem> {

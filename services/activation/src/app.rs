@@ -46,25 +46,19 @@ pub fn db_problem(e: sqlx::Error) -> Problem {
 }
 
 /// The HTTP answer to a refused command.
-pub fn rejection(outcome: &CommandOutcome) -> Problem {
-    let (code, message, field) = outcome
-        .error
-        .as_ref()
-        .map(|e| (e.code.clone(), e.message.clone(), e.field.clone()))
-        .unwrap_or_default();
-    let status = if code.ends_with("_NOT_FOUND") {
+fn status_of(code: &str, _field: Option<&str>) -> StatusCode {
+    if code.ends_with("_NOT_FOUND") {
         StatusCode::NOT_FOUND
     } else if code.ends_with("_NOT_ALLOWED") && code != "TRIAL_NOT_ALLOWED" || code == "SAME_DEVICE"
     {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
         StatusCode::CONFLICT
-    };
-    let p = Problem::new(status, code, "Command rejected").with_detail(message);
-    match field {
-        Some(f) => p.with_field(f),
-        None => p,
     }
+}
+
+pub fn rejection(outcome: &CommandOutcome) -> Problem {
+    service_kit::command::rejection(outcome, status_of).unwrap_or_else(Problem::internal)
 }
 
 fn accepted<A>(done: Executed<A>) -> Result<A, Problem> {

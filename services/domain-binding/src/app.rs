@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use contracts::license_view::LicenseView;
-use contracts::OutcomeStatus;
 use eventstore::{CommandContext, Executed, Repository};
 use service_kit::command::store_problem;
 use service_kit::Problem;
@@ -34,32 +33,19 @@ pub fn parse_host(raw: &str, field: &str) -> Result<Registrable, Problem> {
         .map_err(|e| Problem::unprocessable(e.code(), e.to_string()).with_field(field))
 }
 
-fn rejection(done: &Executed<Binding>) -> Option<Problem> {
-    if done.outcome.status != OutcomeStatus::Rejected {
-        return None;
-    }
-    let e = done
-        .outcome
-        .error
-        .clone()
-        .unwrap_or_else(|| contracts::OutcomeError {
-            code: "REJECTED".into(),
-            message: String::new(),
-            field: None,
-        });
-    let status = match e.code.as_str() {
+fn status_of(code: &str, _field: Option<&str>) -> StatusCode {
+    match code {
         "LICENSE_NOT_FOUND" => StatusCode::NOT_FOUND,
         "FEE_NOT_ACCEPTED" => StatusCode::PAYMENT_REQUIRED,
         "INVALID_REASON" | "SAME_DOMAIN" | "DOMAIN_NOT_REQUIRED" => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         _ => StatusCode::CONFLICT,
-    };
-    let p = Problem::new(status, e.code, "Command rejected").with_detail(e.message);
-    Some(match e.field {
-        Some(f) => p.with_field(f),
-        None => p,
-    })
+    }
+}
+
+fn rejection(done: &Executed<Binding>) -> Option<Problem> {
+    service_kit::command::rejection(&done.outcome, status_of)
 }
 
 impl DomainBinding {

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
 use contracts::grants::*;
-use contracts::OutcomeStatus;
 use eventstore::{derived_id, CommandContext, Executed, Repository};
 use service_kit::auth::Principal;
 use service_kit::command::store_problem;
@@ -60,21 +59,8 @@ pub fn db_problem(e: sqlx::Error) -> Problem {
     store_problem(eventstore::StoreError::Database(e))
 }
 
-/// The problem of a rejected command, with its status.
-fn rejected<A>(done: &Executed<A>) -> Option<Problem> {
-    if done.outcome.status != OutcomeStatus::Rejected {
-        return None;
-    }
-    let e = done
-        .outcome
-        .error
-        .clone()
-        .unwrap_or(contracts::OutcomeError {
-            code: "REJECTED".into(),
-            message: String::new(),
-            field: None,
-        });
-    let status = match e.code.as_str() {
+fn status_of(code: &str, _field: Option<&str>) -> StatusCode {
+    match code {
         "LICENSE_NOT_FOUND" | "LEASE_NOT_FOUND" | "CLIENT_NOT_FOUND" | "UPSTREAM_NOT_FOUND" => {
             StatusCode::NOT_FOUND
         }
@@ -86,12 +72,11 @@ fn rejected<A>(done: &Executed<A>) -> Option<Problem> {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         _ => StatusCode::CONFLICT,
-    };
-    let p = Problem::new(status, e.code, "Command rejected").with_detail(e.message);
-    Some(match e.field {
-        Some(f) => p.with_field(f),
-        None => p,
-    })
+    }
+}
+
+fn rejected<A>(done: &Executed<A>) -> Option<Problem> {
+    service_kit::command::rejection(&done.outcome, status_of)
 }
 
 fn checked<A>(done: Result<Executed<A>, eventstore::StoreError>) -> Result<Executed<A>, Problem> {

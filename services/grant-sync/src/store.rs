@@ -283,6 +283,17 @@ pub async fn upsert_local_grant(
     .bind(serde_json::to_value(&grant).unwrap_or_default())
     .execute(&mut *tx)
     .await?;
+    // Events that leave the grant as it was (a key recovery) tell clients
+    // nothing.
+    let same = before.as_ref().is_some_and(|b| {
+        Grant {
+            version: grant.version,
+            ..b.clone()
+        } == grant
+    });
+    if same {
+        return Ok(grant);
+    }
     record_change(
         tx,
         grant.license_id,
@@ -572,4 +583,24 @@ pub async fn changes_since(
         });
     }
     Ok((out, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cursor;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let c = Cursor {
+            tx: 7_000_123,
+            position: 42,
+        };
+        assert_eq!(c.encode(), "c1.7000123.42");
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        for bad in [
+            "", "c1.", "c1.1", "c1.1.2.3", "c2.1.2", "c1.-1.2", "c1.x.2", "nonsense",
+        ] {
+            assert_eq!(Cursor::decode(bad), None, "{bad}");
+        }
+    }
 }

@@ -267,32 +267,35 @@ async fn sigkill_of_the_projector_mid_stream_ends_identical_to_a_fresh_rebuild()
     issuance.running.stop().await;
 }
 
-/// One device's activation, retried with the same idempotency key until the
-/// service answers (it may be down): the status and the activation id.
-async fn activate_until_answered(
+/// One request (`method` on the path under the service's current URL),
+/// retried with the same idempotency key until the service answers below
+/// 500 — across a SIGKILL and a restart on another port. The status and
+/// body of the answer.
+async fn until_answered(
+    client: reqwest::Client,
     url: Arc<Mutex<String>>,
-    key: String,
-    device: Value,
+    method: reqwest::Method,
+    path: String,
+    body: Value,
     deadline: Instant,
     answered: Arc<AtomicUsize>,
-) -> (u16, Option<String>) {
-    let client = admin_client();
+) -> (u16, Value) {
     let idempotency = Uuid::now_v7().to_string();
     loop {
-        assert!(Instant::now() < deadline, "activation never answered");
+        assert!(Instant::now() < deadline, "{path} never answered");
         let base = url.lock().expect("url").clone();
         let res = client
-            .post(format!("{base}/v1/activations"))
+            .request(method.clone(), format!("{base}{path}"))
             .header("Idempotency-Key", &idempotency)
-            .json(&serde_json::json!({"license_key": key, "fingerprint": device}))
+            .json(&body)
             .send()
             .await;
         match res {
             Ok(r) if r.status().as_u16() < 500 => {
                 let status = r.status().as_u16();
-                let body: Value = r.json().await.expect("json");
+                let body: Value = r.json().await.unwrap_or(Value::Null);
                 answered.fetch_add(1, Ordering::SeqCst);
-                return (status, body["activation_id"].as_str().map(str::to_string));
+                return (status, body);
             }
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
@@ -365,13 +368,20 @@ async fn sigkill_of_activation_loses_no_seat_oversells_none_and_replays_reaction
         for d in 0..DEVICES {
             let device = serde_json::json!({"machine_id": format!("m-{l}-{d}"), "disk": format!("d-{l}-{d}"),
                 "board": format!("b-{l}-{d}"), "mac": format!("mac-{l}-{d}")});
-            tasks.push(tokio::spawn(activate_until_answered(
-                url.clone(),
-                key.clone(),
-                device,
-                deadline,
-                progress.clone(),
-            )));
+            let (url, progress, key) = (url.clone(), progress.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                let (s, b) = until_answered(
+                    admin_client(),
+                    url,
+                    reqwest::Method::POST,
+                    "/v1/activations".into(),
+                    serde_json::json!({"license_key": key, "fingerprint": device}),
+                    deadline,
+                    progress,
+                )
+                .await;
+                (s, b["activation_id"].as_str().map(str::to_string))
+            }));
         }
     }
     let started = wait_until(Duration::from_secs(30), || async {
@@ -505,35 +515,6 @@ async fn sigkill_of_activation_loses_no_seat_oversells_none_and_replays_reaction
     issuance.running.stop().await;
 }
 
-/// One bind, retried with the same idempotency key until answered.
-async fn bind_until_answered(
-    url: Arc<Mutex<String>>,
-    license_id: String,
-    domain: String,
-    deadline: Instant,
-    answered: Arc<AtomicUsize>,
-) -> u16 {
-    let client = admin_client();
-    let idempotency = Uuid::now_v7().to_string();
-    loop {
-        assert!(Instant::now() < deadline, "bind never answered");
-        let base = url.lock().expect("url").clone();
-        let res = client
-            .put(format!("{base}/v1/licenses/{license_id}/domain"))
-            .header("Idempotency-Key", &idempotency)
-            .json(&serde_json::json!({ "domain": domain }))
-            .send()
-            .await;
-        match res {
-            Ok(r) if r.status().as_u16() < 500 => {
-                answered.fetch_add(1, Ordering::SeqCst);
-                return r.status().as_u16();
-            }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_of_domain_binding_loses_no_binding_and_leaves_no_claim_behind() {
     const LICENSES: usize = 40;
@@ -583,10 +564,12 @@ async fn sigkill_of_domain_binding_loses_no_binding_and_leaves_no_claim_behind()
         .iter()
         .enumerate()
         .map(|(i, id)| {
-            tokio::spawn(bind_until_answered(
+            tokio::spawn(until_answered(
+                admin_client(),
                 url.clone(),
-                id.clone(),
-                format!("www.kill{}-{prefix}.com", i / 2),
+                reqwest::Method::PUT,
+                format!("/v1/licenses/{id}/domain"),
+                serde_json::json!({ "domain": format!("www.kill{}-{prefix}.com", i / 2) }),
                 deadline,
                 progress.clone(),
             ))
@@ -605,7 +588,7 @@ async fn sigkill_of_domain_binding_loses_no_binding_and_leaves_no_claim_behind()
     *url.lock().expect("url") = restarted.url.clone();
     let mut statuses = Vec::new();
     for t in tasks {
-        statuses.push(t.await.expect("task"));
+        statuses.push(t.await.expect("task").0);
     }
     let won = statuses.iter().filter(|s| **s == 200).count();
     let lost = statuses.iter().filter(|s| **s == 409).count();
@@ -641,37 +624,6 @@ async fn sigkill_of_domain_binding_loses_no_binding_and_leaves_no_claim_behind()
         "no claim without its binding"
     );
     issuance.running.stop().await;
-}
-
-/// One checkout, retried with the same idempotency key until answered.
-async fn checkout_until_answered(
-    url: Arc<Mutex<String>>,
-    token: String,
-    license_id: String,
-    deadline: Instant,
-    answered: Arc<AtomicUsize>,
-) -> (u16, Option<String>) {
-    let client = client_with(&token);
-    let idempotency = Uuid::now_v7().to_string();
-    loop {
-        assert!(Instant::now() < deadline, "checkout never answered");
-        let base = url.lock().expect("url").clone();
-        let res = client
-            .post(format!("{base}/v1/leases"))
-            .header("Idempotency-Key", &idempotency)
-            .json(&serde_json::json!({"license_id": license_id, "feature": "data-access"}))
-            .send()
-            .await;
-        match res {
-            Ok(r) if r.status().as_u16() < 500 => {
-                let status = r.status().as_u16();
-                let body: Value = r.json().await.expect("json");
-                answered.fetch_add(1, Ordering::SeqCst);
-                return (status, body["lease_id"].as_str().map(str::to_string));
-            }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -735,13 +687,25 @@ async fn sigkill_of_grant_sync_loses_no_lease_oversells_no_seat_and_revokes_once
     let progress = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for (license, token) in &tokens {
-        tasks.push(tokio::spawn(checkout_until_answered(
+        let (url, progress, token, license) = (
             url.clone(),
+            progress.clone(),
             token.clone(),
             license.clone(),
-            deadline,
-            progress.clone(),
-        )));
+        );
+        tasks.push(tokio::spawn(async move {
+            let (s, b) = until_answered(
+                client_with(&token),
+                url,
+                reqwest::Method::POST,
+                "/v1/leases".into(),
+                serde_json::json!({"license_id": license, "feature": "data-access"}),
+                deadline,
+                progress,
+            )
+            .await;
+            (s, b["lease_id"].as_str().map(str::to_string))
+        }));
     }
     let started = wait_until(Duration::from_secs(30), || async {
         progress.load(Ordering::SeqCst) >= 8

@@ -174,15 +174,10 @@ impl LicenseBody {
     }
 }
 
-fn rejection(outcome: &CommandOutcome) -> Problem {
-    let (code, message, field) = outcome
-        .error
-        .as_ref()
-        .map(|e| (e.code.clone(), e.message.clone(), e.field.clone()))
-        .unwrap_or_default();
-    let status = match code.as_str() {
+fn status_of(code: &str, field: Option<&str>) -> StatusCode {
+    match code {
         "LICENSE_NOT_FOUND" | "API_KEY_NOT_FOUND" => StatusCode::NOT_FOUND,
-        "PRODUCT_NOT_FOUND" if field.as_deref() == Some("code") => StatusCode::NOT_FOUND,
+        "PRODUCT_NOT_FOUND" if field == Some("code") => StatusCode::NOT_FOUND,
         "LICENSE_EXISTS" | "PRODUCT_EXISTS" | "API_KEY_EXISTS" => StatusCode::CONFLICT,
         "LICENSE_REVOKED"
         | "LICENSE_DELETED"
@@ -195,12 +190,11 @@ fn rejection(outcome: &CommandOutcome) -> Problem {
         | "LICENSE_PERPETUAL"
         | "API_KEY_REVOKED" => StatusCode::CONFLICT,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
-    };
-    let p = Problem::new(status, code, "Command rejected").with_detail(message);
-    match field {
-        Some(f) => p.with_field(f),
-        None => p,
     }
+}
+
+fn rejection(outcome: &CommandOutcome) -> Problem {
+    service_kit::command::rejection(outcome, status_of).unwrap_or_else(Problem::internal)
 }
 
 /// Runs an envelope and renders the outcome: `status` on success.

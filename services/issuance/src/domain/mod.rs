@@ -43,13 +43,7 @@ pub mod test_support {
     use super::*;
     use chrono::{DateTime, TimeZone, Utc};
 
-    pub struct FixedClock(pub DateTime<Utc>);
-
-    impl Clock for FixedClock {
-        fn now(&self) -> DateTime<Utc> {
-            self.0
-        }
-    }
+    pub use service_kit::clock::FixedClock;
 
     pub struct FixedKeys;
 
