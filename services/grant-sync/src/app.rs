@@ -18,6 +18,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::domain::*;
+use crate::flight::SingleFlight;
 use crate::heartbeat::{Beat, Heartbeats};
 use crate::notify::Notifier;
 use crate::remote::Remote;
@@ -45,7 +46,12 @@ pub struct GrantSync {
     pub settings: Settings,
     clock: Arc<dyn Clock>,
     client_cache: Mutex<HashMap<String, (ClientRow, Instant)>>,
+    feeds: SingleFlight<FeedKey, Arc<(Vec<store::FeedRow>, Cursor)>>,
+    grant_sets: SingleFlight<FeedKey, Arc<Vec<Grant>>>,
 }
+
+/// A set of licenses read from a cursor: what single-flight reads share.
+type FeedKey = (Vec<Uuid>, Cursor);
 
 impl AsRef<Signer> for GrantSync {
     fn as_ref(&self) -> &Signer {
@@ -53,10 +59,22 @@ impl AsRef<Signer> for GrantSync {
     }
 }
 
-const CLIENT_CACHE: Duration = Duration::from_secs(1);
+/// A client's licenses never change after registration, and its
+/// revocation is enforced by its API key (checked on every request), so
+/// the client row can be kept long.
+const CLIENT_CACHE: Duration = Duration::from_secs(300);
 
 pub fn db_problem(e: sqlx::Error) -> Problem {
     store_problem(eventstore::StoreError::Database(e))
+}
+
+fn flight_problem(e: String) -> Problem {
+    tracing::error!(error = %e, "sync read failed");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "STORE_UNAVAILABLE",
+        "The grant store is unavailable",
+    )
 }
 
 fn status_of(code: &str, _field: Option<&str>) -> StatusCode {
@@ -140,6 +158,8 @@ impl GrantSync {
             settings,
             clock,
             client_cache: Mutex::new(HashMap::new()),
+            feeds: SingleFlight::default(),
+            grant_sets: SingleFlight::default(),
         }
     }
 
@@ -209,8 +229,7 @@ impl GrantSync {
         done.aggregate.state.ok_or_else(Problem::internal)
     }
 
-    /// The client behind a request's credentials (cached for a second, as
-    /// the keys themselves are).
+    /// The client behind a request's credentials.
     pub async fn client(&self, principal: &Principal) -> Result<ClientRow, Problem> {
         if let Ok(cache) = self.client_cache.lock() {
             if let Some((c, at)) = cache.get(&principal.key_id) {
@@ -563,9 +582,19 @@ impl GrantSync {
             }
         };
         let now = self.now();
-        let grants = store::grants_of(&self.pool, &client.licenses)
+        // Every client of these licenses answering from this cursor needs
+        // the same grants.
+        let (pool, licenses) = (self.pool.clone(), client.licenses.clone());
+        let grants = self
+            .grant_sets
+            .run((client.licenses.clone(), next), move || async move {
+                store::grants_of(&pool, &licenses)
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
             .await
-            .map_err(db_problem)?;
+            .map_err(flight_problem)?;
         let changes = if req.cursor.is_none() {
             grants
                 .iter()
@@ -583,6 +612,7 @@ impl GrantSync {
             .await
             .map_err(db_problem)?;
         let (document, valid_until) = self.grant_document(client, &grants, leases, now)?;
+        let grants: &[Grant] = &grants;
         Ok(serde_json::json!({
             "changes": changes,
             "revocations": revocations,
@@ -606,18 +636,33 @@ impl GrantSync {
         // open transaction's watermark: look again soon, for a while.
         let mut eager_until = tokio::time::Instant::now();
         loop {
-            let (changes, next) =
-                store::changes_since(&self.pool, &client.licenses, client.client_id, cursor, 500)
-                    .await
-                    .map_err(db_problem)?;
+            let (pool, licenses) = (self.pool.clone(), client.licenses.clone());
+            let feed = self
+                .feeds
+                .run((client.licenses.clone(), cursor), move || async move {
+                    store::changes_since(&pool, &licenses, cursor, 500)
+                        .await
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(flight_problem)?;
+            let next = feed.1;
+            let changes: Vec<Change> = feed
+                .0
+                .iter()
+                .filter(|(only, _)| only.is_none_or(|c| c == client.client_id))
+                .map(|(_, c)| c.clone())
+                .collect();
             let now = tokio::time::Instant::now();
             if !changes.is_empty() || now >= deadline {
                 return Ok((changes, next));
             }
+            // Notifications wake a waiter; the slow tick is only a safety net.
             let tick = if now < eager_until {
                 Duration::from_millis(25)
             } else {
-                Duration::from_secs(1)
+                Duration::from_secs(5)
             };
             let wake = (now + tick).min(deadline);
             loop {

@@ -37,8 +37,9 @@ pub struct Heartbeats {
     tx: mpsc::Sender<Request>,
 }
 
-/// Batches in flight at once.
-const PARALLEL: usize = 4;
+/// Batches in flight at once: enough to overlap a commit with the next
+/// statement, few enough that batches grow under load.
+const PARALLEL: usize = 2;
 
 impl Heartbeats {
     /// Starts the batcher; it runs until every `Heartbeats` handle is dropped.
@@ -104,14 +105,17 @@ async fn renew(
     now: DateTime<Utc>,
     batch: &[Request],
 ) -> Result<HashMap<Uuid, Beat>, sqlx::Error> {
-    let ids: Vec<Uuid> = batch.iter().map(|r| r.lease_id).collect();
-    let clients: Vec<Uuid> = batch.iter().map(|r| r.client_id).collect();
+    // One row per lease, in lease-id order: concurrent batches then lock
+    // their rows in the same order and cannot deadlock.
+    let mut pairs: Vec<(Uuid, Uuid)> = batch.iter().map(|r| (r.lease_id, r.client_id)).collect();
+    pairs.sort();
+    pairs.dedup();
+    let ids: Vec<Uuid> = pairs.iter().map(|p| p.0).collect();
+    let clients: Vec<Uuid> = pairs.iter().map(|p| p.1).collect();
+    // `lease_id = ANY` keeps the look-up on the primary key whatever the
+    // statistics say; the client must be the lease's own.
     let rows = sqlx::query(
-        "UPDATE leases l SET deadline = $3 + make_interval(secs => l.ttl_secs) \
-         FROM unnest($1::uuid[], $2::uuid[]) AS b(lease_id, client_id) \
-         WHERE l.lease_id = b.lease_id AND l.client_id = b.client_id AND l.status = 'live' \
-           AND l.deadline + make_interval(secs => l.grace_secs) > $3 \
-         RETURNING l.lease_id, l.deadline",
+        "WITH b AS (SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS b(lease_id, client_id)),          due AS (SELECT l.lease_id FROM leases l JOIN b ON b.lease_id = l.lease_id                    AND b.client_id = l.client_id                  WHERE l.lease_id = ANY($1) AND l.status = 'live'                    AND l.deadline + make_interval(secs => l.grace_secs) > $3                  ORDER BY l.lease_id FOR UPDATE OF l)          UPDATE leases l SET deadline = $3 + make_interval(secs => l.ttl_secs)          FROM due WHERE l.lease_id = due.lease_id AND l.lease_id = ANY($1)          RETURNING l.lease_id, l.deadline",
     )
     .bind(&ids)
     .bind(&clients)

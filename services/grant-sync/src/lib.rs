@@ -7,6 +7,7 @@ pub mod api;
 pub mod app;
 pub mod consumers;
 pub mod domain;
+pub mod flight;
 pub mod heartbeat;
 pub mod notify;
 pub mod remote;

@@ -503,7 +503,7 @@ pub async fn report_client_time(
 }
 
 /// A position in the change feed: `(tx_id, position)` of the last row seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Cursor {
     pub tx: u64,
     pub position: i64,
@@ -541,24 +541,27 @@ pub async fn head(pool: &PgPool) -> Result<Cursor, sqlx::Error> {
     })
 }
 
-/// Changes of `licenses` (and of `client_id`'s own leases) after `cursor`,
-/// at most `limit`, and the cursor after the last one.
+/// A change-feed row: the change, and the one client it concerns (None:
+/// every client of the license).
+pub type FeedRow = (Option<Uuid>, Change);
+
+/// Changes of `licenses` after `cursor`, at most `limit`, and the cursor
+/// after the last one. Every client of these licenses asks the same, so the
+/// rows of one client's leases come too and callers keep their own.
 pub async fn changes_since(
     pool: &PgPool,
     licenses: &[Uuid],
-    client_id: Uuid,
     cursor: Cursor,
     limit: i64,
-) -> Result<(Vec<Change>, Cursor), sqlx::Error> {
+) -> Result<(Vec<FeedRow>, Cursor), sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT tx_id::text AS tx, position, license_id, kind, at, detail FROM sync_changes \
-         WHERE license_id = ANY($1) AND (client_id IS NULL OR client_id = $2) \
-           AND (tx_id, position) > ($3::text::xid8, $4) \
+        "SELECT tx_id::text AS tx, position, license_id, client_id, kind, at, detail \
+         FROM sync_changes \
+         WHERE license_id = ANY($1) AND (tx_id, position) > ($2::text::xid8, $3) \
            AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY tx_id, position LIMIT $5",
+         ORDER BY tx_id, position LIMIT $4",
     )
     .bind(licenses)
-    .bind(client_id)
     .bind(cursor.tx.to_string())
     .bind(cursor.position)
     .bind(limit)
@@ -575,12 +578,15 @@ pub async fn changes_since(
         let Ok(kind) = serde_json::from_value(Value::String(kind)) else {
             continue;
         };
-        out.push(Change {
-            kind,
-            license_id: r.try_get("license_id")?,
-            at: r.try_get("at")?,
-            detail: r.try_get("detail")?,
-        });
+        out.push((
+            r.try_get("client_id")?,
+            Change {
+                kind,
+                license_id: r.try_get("license_id")?,
+                at: r.try_get("at")?,
+                detail: r.try_get("detail")?,
+            },
+        ));
     }
     Ok((out, next))
 }
