@@ -35,6 +35,7 @@ bench: infra-up
 	@bash bench/run.sh
 	@bash bench/activation.sh
 	@bash bench/domain.sh
+	@bash bench/grants.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

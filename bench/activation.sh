@@ -32,11 +32,9 @@
 #   the machine to go idle)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
-cd "$ROOT"
-[[ -f .run/infra.env ]] || { echo "bench: .run/infra.env missing; run 'make infra-up'" >&2; exit 1; }
-# shellcheck disable=SC1091
-source .run/infra.env
+BENCH_NAME=bench-activation
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LICENSES="${BENCH_ACT_LICENSES:-50}"
 MAX_ACT="${BENCH_ACT_MAX_ACTIVATIONS:-100000}"
@@ -53,189 +51,43 @@ SERVICE_LOG="${BENCH_ACT_RUST_LOG:-info}"
 DEADLINE="${BENCH_ACT_DEADLINE:-300}"
 IDLE_WAIT="${BENCH_ACT_IDLE_WAIT:-60}"
 PARTITIONS=12
-PG_BASE="$LICENSING_DATABASE_BASE_URL"
-BROKERS="$LICENSING_KAFKA_BROKERS"
 
-say() { printf 'bench-activation: %s\n' "$*" >&2; }
-die() { printf 'bench-activation: ERROR: %s\n' "$*" >&2; exit 1; }
-for tool in jq psql curl; do command -v "$tool" >/dev/null || die "$tool is required"; done
+require_tools jq psql curl
 
 # --- build -----------------------------------------------------------------------
-if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-  say "building release binaries (cargo build --release -p issuance -p activation -p loadgen)"
-  cargo build --release -q -p issuance -p activation -p loadgen
-fi
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-DIRTY_PATHS="$({ git status --porcelain 2>/dev/null || true; } \
-  | { grep -vE '^(\?\?| M) (bench/|docs/benchmarks\.md)' || true; } | jq -R . | jq -sc .)"
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-for b in issuance activation loadgen; do [[ -x "$BIN/$b" ]] || die "$BIN/$b missing"; done
-LOADGEN="$BIN/loadgen"
+build_release issuance activation loadgen
 
 # --- run identity and cleanup -------------------------------------------------------
-RAND="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
-RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)_$RAND"
+new_run -activation
 DB_ISS="bench_act_issuance_$RAND"
 DB_ACT="bench_act_activation_$RAND"
 PREFIX="benchact$RAND"
-OUT="$ROOT/.run/bench"
-DIR="$OUT/$RUN_ID-activation"
-mkdir -p "$DIR"
 KEY_DIR="$(mktemp -d)"
-ADMIN_KEY="AKIDbench.$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-KEY_SECRET="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
 export LOADGEN_TOKEN="$ADMIN_KEY"
-
-declare -A PIDS=() PORTS=()
-WATCHDOG=""
-DBS_CREATED=0
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  [[ -n "$WATCHDOG" ]] && kill "$WATCHDOG" 2>/dev/null || true
-  for name in "${!PIDS[@]}"; do stop_service "$name"; done
-  rm -rf "$KEY_DIR"
-  if [[ "${BENCH_KEEP:-0}" != 1 ]]; then
-    if (( DBS_CREATED )); then
-      for db in "$DB_ISS" "$DB_ACT"; do
-        psql -q "$PG_BASE/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-      done
-      drop_topics || true
-    fi
-  else
-    say "kept databases $DB_ISS $DB_ACT and topics $PREFIX.*"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'say "interrupted"; exit 130' INT TERM
-
-# Best effort: the run's topics, with the broker's own TopicCommand.
-drop_topics() {
-  local cache="${LICENSING_KAFKA_CACHE:-$HOME/.cache/licensing/kafka-4.1.1}"
-  command -v java >/dev/null && [[ -d "$cache/libs" ]] || return 0
-  local cfg=(); [[ -f .run/kafka/admin.properties ]] && cfg=(--command-config .run/kafka/admin.properties)
-  timeout 60 java -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xlog:disable \
-    -Dlicensing.kafka.log.level=OFF "-Dlog4j2.configurationFile=$ROOT/infra/kafka/log4j2.xml" \
-    -cp "$cache/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" \
-    "${cfg[@]}" --delete --topic "$PREFIX\\..*" >/dev/null 2>&1
-}
+BENCH_DBS=("$DB_ISS" "$DB_ACT")
+cleanup_hook() { rm -rf "$KEY_DIR"; }
+install_traps
 
 # --- helpers ---------------------------------------------------------------------
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 12000 ))   # below the ephemeral range
-    port_free "$p" && { echo "$p"; return; }
-  done
-  die "no free port"
-}
-now_ms() { date +%s%3N; }
-sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-# name db_url [VAR=value ...] -> PIDS[name], PORTS[name]; does not wait.
-spawn_service() {
-  local name="$1" db="$2" port; shift 2
-  port="$(free_port)"
-  env LICENSING_HTTP_ADDR="127.0.0.1:$port" \
-    LICENSING_DATABASE_URL="$db" \
-    LICENSING_KAFKA_BROKERS="$BROKERS" \
-    LICENSING_TOPIC_PREFIX="$PREFIX" \
-    LICENSING_TOPIC_PARTITIONS="$PARTITIONS" \
-    LICENSING_DB_POOL_SIZE="$DB_POOL" \
-    LICENSING_CONFIG_DIR=/nonexistent \
-    LICENSING_ADMIN_KEY="$ADMIN_KEY" \
-    RUST_LOG="$SERVICE_LOG" \
-    "$@" "$BIN/$name" >>"$DIR/$name.log" 2>&1 &
-  PIDS[$name]=$!
-  PORTS[$name]=$port
-}
-wait_ready() {      # name [timeout_s]
-  local name="$1" limit="${2:-60}" url="http://127.0.0.1:${PORTS[$1]}/readyz"
-  for _ in $(seq 1 $((limit * 10))); do
-    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
-    kill -0 "${PIDS[$name]}" 2>/dev/null || die "$name exited; see $DIR/$name.log"
-    sleep 0.1
-  done
-  die "$name not ready after ${limit}s; see $DIR/$name.log"
-}
-stop_service() {
-  local name="$1" pid="${PIDS[$1]:-}"
-  [[ -n "$pid" ]] || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-  unset "PIDS[$name]"
-}
 # POST as the admin: body in $DIR/post.out, status on stdout.
 post() {            # url json
   curl -sS -o "$DIR/post.out" -w '%{http_code}' --max-time 20 -X POST "$1" \
     -H "authorization: Bearer $ADMIN_KEY" -H 'content-type: application/json' \
     -H "idempotency-key: $(cat /proc/sys/kernel/random/uuid)" --data-binary "$2"
 }
-machine_busy() {    # busy cores of the whole machine over `secs`
-  local a b secs="${1:-2}"
-  read -r -a a < <(head -n1 /proc/stat); sleep "$secs"; read -r -a b < <(head -n1 /proc/stat)
-  local busy=$(( (b[1]+b[2]+b[3]+b[6]+b[7]+b[8]) - (a[1]+a[2]+a[3]+a[6]+a[7]+a[8]) ))
-  awk -v b="$busy" -v hz="$(getconf CLK_TCK)" -v s="$secs" 'BEGIN { printf "%.2f", b / hz / s }'
-}
-# This checkout's PostgreSQL (postmaster = parent of its checkpointer) and Kafka.
-PG_PID="$(sql "$PG_BASE/postgres" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")"
-PG_PID="$(awk '{ print $4 }' "/proc/$PG_PID/stat" 2>/dev/null || true)"
-KAFKA_PID="$(cat .run/kafka/kafka.pid 2>/dev/null || true)"
-[[ "$PG_PID" =~ ^[0-9]+$ ]] || die "cannot find the PostgreSQL postmaster"
-[[ "$KAFKA_PID" =~ ^[0-9]+$ ]] && kill -0 "$KAFKA_PID" 2>/dev/null || die "cannot find the Kafka broker (.run/kafka/kafka.pid)"
-cpu_snap() {        # file
-  local args=("postgres=tree:$PG_PID" "kafka=$KAFKA_PID")
-  for name in "${!PIDS[@]}"; do args+=("$name=${PIDS[$name]}"); done
-  "$LOADGEN" cpu "${args[@]}" >"$1"
-}
-cpu_diff() {        # before after secs -> cores per group, machine, other, steal
-  jq -n --slurpfile a "$1" --slurpfile b "$2" --argjson secs "$3" --argjson hz "$(getconf CLK_TCK)" '
-    ($a[0]) as $a | ($b[0]) as $b
-    | ([$b | keys[] | select(startswith("machine_") | not)
-        | {key: ., value: ((($b[.] - ($a[.] // 0)) / $hz / $secs * 100 | round) / 100)}] | from_entries)
-    | (([to_entries[] | .value] | add) // 0) as $ours
-    | . + {machine_busy_cores: ((($b.machine_busy - $a.machine_busy) / $hz / $secs * 100 | round) / 100)}
-    | . + {other: (((.machine_busy_cores - $ours) * 100 | round) / 100)}
-    | . + {steal: ((((($b.machine_steal // 0) - ($a.machine_steal // 0))) / $hz / $secs * 100 | round) / 100)}'
-}
-# A loadgen phase with CPU snapshots around it: $DIR/<tag>.json, cpu-<tag>.json.
-measured() {        # tag timeout loadgen-args...
-  local tag="$1" limit="$2" t0 t1; shift 2
-  cpu_snap "$DIR/cpu-$tag-0.json"; t0=$(now_ms)
-  timeout "$limit" "$LOADGEN" "$@" >"$DIR/$tag.json" || die "loadgen $tag failed (see above)"
-  t1=$(now_ms); cpu_snap "$DIR/cpu-$tag-1.json"
-  cpu_diff "$DIR/cpu-$tag-0.json" "$DIR/cpu-$tag-1.json" "$(( t1 - t0 ))e-3" >"$DIR/cpu-$tag.json"
-}
+locate_infra
+wait_idle
 
-# Figures only mean something on an otherwise idle machine: wait (bounded).
-BACKGROUND="$(machine_busy 2)"
-waited=0
-while awk -v b="$BACKGROUND" 'BEGIN { exit !(b > 0.25) }' && (( waited < IDLE_WAIT )); do
-  (( waited == 0 )) && say "machine busy ($BACKGROUND cores in use by other processes); waiting up to ${IDLE_WAIT}s"
-  BACKGROUND="$(machine_busy 3)"; waited=$((waited + 3))
-done
-if awk -v b="$BACKGROUND" 'BEGIN { exit !(b > 0.25) }'; then
-  say "WARNING: $BACKGROUND cores busy before the run; figures will be pessimistic"
-  ps -eo pcpu=,comm= --sort=-pcpu | head -n 5 | sed 's/^/bench-activation:   /' >&2
-fi
-
-# Bounded from here on (one-second sleeps: killing the watchdog leaves none behind).
-( for _ in $(seq 1 "$DEADLINE"); do sleep 1; done
-  say "deadline of ${DEADLINE}s reached; aborting"; kill -TERM $$ ) 2>/dev/null &
-WATCHDOG=$!
+# Bounded from here on.
+start_watchdog "$DEADLINE"
 T_START=$(now_ms)
 
 # --- services, product, licenses ------------------------------------------------
 say "run $RUN_ID: databases $DB_ISS / $DB_ACT, topic prefix $PREFIX, output $DIR"
 DBS_CREATED=1
 sql "$PG_BASE/postgres" -c "CREATE DATABASE $DB_ISS" -c "CREATE DATABASE $DB_ACT"
-spawn_service issuance "$PG_BASE/$DB_ISS" LICENSING_LICENSE_KEY_SECRET="$KEY_SECRET"
-spawn_service activation "$PG_BASE/$DB_ACT" LICENSING_SIGNING_KEY_FILE="$KEY_DIR/signing.pem" \
+spawn_service issuance issuance "$PG_BASE/$DB_ISS" LICENSING_LICENSE_KEY_SECRET="$KEY_SECRET"
+spawn_service activation activation "$PG_BASE/$DB_ACT" LICENSING_SIGNING_KEY_FILE="$KEY_DIR/signing.pem" \
   LICENSING_SIGNING_KEY_GENERATE=true
 wait_ready issuance
 wait_ready activation
@@ -352,13 +204,7 @@ jq -n \
     }
   }' >"$DIR/activation.json"
 
-RESULTS="$OUT/results.json"
-if [[ -s "$RESULTS" ]] && jq -e 'type == "object"' "$RESULTS" >/dev/null 2>&1; then
-  jq --slurpfile a "$DIR/activation.json" '. + {activation: $a[0]}' "$RESULTS" >"$RESULTS.tmp"
-else
-  jq '{activation: .}' "$DIR/activation.json" >"$RESULTS.tmp"
-fi
-mv "$RESULTS.tmp" "$RESULTS"
+merge_results activation "$DIR/activation.json"
 
 jq -r '
   def row: "  \(.[0] | . + " " * ([50 - length, 1] | max))\(.[1])";

@@ -39,11 +39,9 @@
 #   BENCH_DOM_IDLE_WAIT=60
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
-cd "$ROOT"
-[[ -f .run/infra.env ]] || { echo "bench: .run/infra.env missing; run 'make infra-up'" >&2; exit 1; }
-# shellcheck disable=SC1091
-source .run/infra.env
+BENCH_NAME=bench-domain
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LICENSES="${BENCH_DOM_LICENSES:-200}"
 HOSTS="${BENCH_DOM_HOSTS:-10}"
@@ -57,14 +55,10 @@ DEADLINE="${BENCH_DOM_DEADLINE:-900}"
 IDLE_WAIT="${BENCH_DOM_IDLE_WAIT:-60}"
 DB_POOL=10
 PARTITIONS=12
-PG_BASE="$LICENSING_DATABASE_BASE_URL"
-BROKERS="$LICENSING_KAFKA_BROKERS"
 TARGET_RPS=20000
 TARGET_P99_MS=5
 
-say() { printf 'bench-domain: %s\n' "$*" >&2; }
-die() { printf 'bench-domain: ERROR: %s\n' "$*" >&2; exit 1; }
-for tool in jq psql curl; do command -v "$tool" >/dev/null || die "$tool is required"; done
+require_tools jq psql curl
 (( HOSTS >= 2 )) || die "BENCH_DOM_HOSTS must be at least 2"
 (( SECS >= 5 )) || die "BENCH_DOM_SECS must be at least 5"
 for arm in "${ARMS[@]}"; do
@@ -72,193 +66,31 @@ for arm in "${ARMS[@]}"; do
 done
 
 # --- wrk ---------------------------------------------------------------------------
-if ! command -v wrk >/dev/null; then
-  say "wrk not found; installing it (apt-get install wrk)"
-  { apt-get update -qq && apt-get install -y -qq wrk; } >&2 \
-    || die "could not install wrk with apt-get; install wrk 4.x and rerun"
-  command -v wrk >/dev/null || die "apt-get installed no wrk binary"
-fi
-WRK_VERSION="$(wrk -v 2>&1 | head -n1 | awk '{ print $1, $2 }' || true)"
+ensure_wrk
 
 # --- build -----------------------------------------------------------------------
-if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-  say "building release binaries (cargo build --release -p issuance -p domain-binding -p loadgen)"
-  cargo build --release -q -p issuance -p domain-binding -p loadgen
-fi
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-DIRTY_PATHS="$({ git status --porcelain 2>/dev/null || true; } \
-  | { grep -vE '^(\?\?| M) (bench/|docs/benchmarks\.md|Makefile)' || true; } | jq -R . | jq -sc .)"
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-for b in issuance domain-binding loadgen; do [[ -x "$BIN/$b" ]] || die "$BIN/$b missing"; done
-LOADGEN="$BIN/loadgen"
+DIRTY_EXCLUDE='bench/|docs/benchmarks\.md|Makefile'
+build_release issuance domain-binding loadgen
 
 # --- run identity and cleanup -------------------------------------------------------
-RAND="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
-RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)_$RAND"
+new_run -domain
 DB_ISS="bench_dom_issuance_$RAND"
 DB_DOM="bench_dom_domain_$RAND"
 PREFIX="benchdom$RAND"
-OUT="$ROOT/.run/bench"
-DIR="$OUT/$RUN_ID-domain"
-mkdir -p "$DIR"
-ADMIN_KEY="AKIDbench.$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-KEY_SECRET="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
 # The wrk script reads the token, the request list and its output file from
 # the environment (the token stays off wrk's command line and out of files).
 export BENCH_DOM_TOKEN="$ADMIN_KEY"
-
-declare -A PIDS=() PORTS=()
-WATCHDOG=""
-WRK_PID=""
-DBS_CREATED=0
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  [[ -n "$WATCHDOG" ]] && kill "$WATCHDOG" 2>/dev/null || true
-  [[ -n "$WRK_PID" ]] && kill "$WRK_PID" 2>/dev/null || true
-  for name in "${!PIDS[@]}"; do stop_service "$name"; done
-  slim_log "$DIR/domain-binding.log" || true
-  if [[ "${BENCH_KEEP:-0}" != 1 ]]; then
-    if (( DBS_CREATED )); then
-      for db in "$DB_ISS" "$DB_DOM"; do
-        psql -q "$PG_BASE/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-      done
-      drop_topics || true
-    fi
-  else
-    say "kept databases $DB_ISS $DB_DOM and topics $PREFIX.*"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'say "interrupted"; exit 130' INT TERM
-
-# The service logs one line per request (~300 bytes; gigabytes per run):
-# keep the other lines and a count of the host-check ones.
-slim_log() {        # file
-  [[ -f "$1" ]] || return 0
-  local n
-  n="$(grep -c '"message":"request completed".*"path":"/v1/domain-check"' "$1" || true)"
-  (( n > 0 )) || return 0
-  grep -v '"message":"request completed".*"path":"/v1/domain-check"' "$1" >"$1.slim" || true
-  printf '{"bench":"bench/domain.sh removed %s request-completed lines of /v1/domain-check from this log"}\n' "$n" >>"$1.slim"
-  mv "$1.slim" "$1"
-}
-# Best effort: the run's topics, with the broker's own TopicCommand.
-drop_topics() {
-  local cache="${LICENSING_KAFKA_CACHE:-$HOME/.cache/licensing/kafka-4.1.1}"
-  command -v java >/dev/null && [[ -d "$cache/libs" ]] || return 0
-  local cfg=(); [[ -f .run/kafka/admin.properties ]] && cfg=(--command-config .run/kafka/admin.properties)
-  timeout 60 java -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xlog:disable \
-    -Dlicensing.kafka.log.level=OFF "-Dlog4j2.configurationFile=$ROOT/infra/kafka/log4j2.xml" \
-    -cp "$cache/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" \
-    "${cfg[@]}" --delete --topic "$PREFIX\\..*" >/dev/null 2>&1
-}
+BENCH_DBS=("$DB_ISS" "$DB_DOM")
+# The service logs one line per request: keep a count of the host checks'.
+cleanup_hook() { slim_log "$DIR/domain-binding.log" /v1/domain-check bench/domain.sh; }
+install_traps
 
 # --- helpers ---------------------------------------------------------------------
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 12000 ))   # below the ephemeral range
-    port_free "$p" && { echo "$p"; return; }
-  done
-  die "no free port"
-}
-now_ms() { date +%s%3N; }
-sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-# name binary db_url [VAR=value ...] -> PIDS[name], PORTS[name]; does not wait.
-spawn_service() {
-  local name="$1" bin="$2" db="$3" port; shift 3
-  port="$(free_port)"
-  env LICENSING_HTTP_ADDR="127.0.0.1:$port" \
-    LICENSING_DATABASE_URL="$db" \
-    LICENSING_KAFKA_BROKERS="$BROKERS" \
-    LICENSING_TOPIC_PREFIX="$PREFIX" \
-    LICENSING_TOPIC_PARTITIONS="$PARTITIONS" \
-    LICENSING_DB_POOL_SIZE="$DB_POOL" \
-    LICENSING_CONFIG_DIR=/nonexistent \
-    LICENSING_ADMIN_KEY="$ADMIN_KEY" \
-    RUST_LOG="$SERVICE_LOG" \
-    "$@" "$BIN/$bin" >>"$DIR/$name.log" 2>&1 &
-  PIDS[$name]=$!
-  PORTS[$name]=$port
-}
-wait_ready() {      # name [timeout_s]
-  local name="$1" limit="${2:-60}" url="http://127.0.0.1:${PORTS[$1]}/readyz"
-  for _ in $(seq 1 $((limit * 10))); do
-    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
-    kill -0 "${PIDS[$name]}" 2>/dev/null || die "$name exited; see $DIR/$name.log"
-    sleep 0.1
-  done
-  die "$name not ready after ${limit}s; see $DIR/$name.log"
-}
-stop_service() {
-  local name="$1" pid="${PIDS[$1]:-}"
-  [[ -n "$pid" ]] || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-  unset "PIDS[$name]"
-}
-# As the admin: body in $DIR/call.out, status on stdout.
-call() {            # method url [json]
-  local args=(-sS -o "$DIR/call.out" -w '%{http_code}' --max-time 20 -X "$1" "$2"
-    -H "authorization: Bearer $ADMIN_KEY")
-  if [[ $# -ge 3 ]]; then
-    args+=(-H 'content-type: application/json' -H "idempotency-key: $(cat /proc/sys/kernel/random/uuid)"
-      --data-binary "$3")
-  fi
-  curl "${args[@]}"
-}
-machine_busy() {    # busy cores of the whole machine over `secs`
-  local a b secs="${1:-2}"
-  read -r -a a < <(head -n1 /proc/stat); sleep "$secs"; read -r -a b < <(head -n1 /proc/stat)
-  local busy=$(( (b[1]+b[2]+b[3]+b[6]+b[7]+b[8]) - (a[1]+a[2]+a[3]+a[6]+a[7]+a[8]) ))
-  awk -v b="$busy" -v hz="$(getconf CLK_TCK)" -v s="$secs" 'BEGIN { printf "%.2f", b / hz / s }'
-}
-# This checkout's PostgreSQL (postmaster = parent of its checkpointer) and Kafka.
-PG_PID="$(sql "$PG_BASE/postgres" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")"
-PG_PID="$(awk '{ print $4 }' "/proc/$PG_PID/stat" 2>/dev/null || true)"
-KAFKA_PID="$(cat .run/kafka/kafka.pid 2>/dev/null || true)"
-[[ "$PG_PID" =~ ^[0-9]+$ ]] || die "cannot find the PostgreSQL postmaster"
-[[ "$KAFKA_PID" =~ ^[0-9]+$ ]] && kill -0 "$KAFKA_PID" 2>/dev/null || die "cannot find the Kafka broker (.run/kafka/kafka.pid)"
-cpu_snap() {        # file [name=pid ...]
-  local file="$1"; shift
-  local args=("postgres=tree:$PG_PID" "kafka=$KAFKA_PID" "$@")
-  for name in "${!PIDS[@]}"; do args+=("$name=${PIDS[$name]}"); done
-  "$LOADGEN" cpu "${args[@]}" >"$file"
-}
-cpu_diff() {        # before after secs -> cores per group, machine, other, steal
-  jq -n --slurpfile a "$1" --slurpfile b "$2" --argjson secs "$3" --argjson hz "$(getconf CLK_TCK)" '
-    ($a[0]) as $a | ($b[0]) as $b
-    | ([$b | keys[] | select(startswith("machine_") | not)
-        | {key: ., value: ((($b[.] - ($a[.] // 0)) / $hz / $secs * 100 | round) / 100)}] | from_entries)
-    | (([to_entries[] | .value] | add) // 0) as $ours
-    | . + {machine_busy_cores: ((($b.machine_busy - $a.machine_busy) / $hz / $secs * 100 | round) / 100)}
-    | . + {other: (((.machine_busy_cores - $ours) * 100 | round) / 100)}
-    | . + {steal: ((((($b.machine_steal // 0) - ($a.machine_steal // 0))) / $hz / $secs * 100 | round) / 100)}'
-}
+locate_infra
+wait_idle
 
-# Figures only mean something on an otherwise idle machine: wait (bounded).
-BACKGROUND="$(machine_busy 2)"
-waited=0
-while awk -v b="$BACKGROUND" 'BEGIN { exit !(b > 0.25) }' && (( waited < IDLE_WAIT )); do
-  (( waited == 0 )) && say "machine busy ($BACKGROUND cores in use by other processes); waiting up to ${IDLE_WAIT}s"
-  BACKGROUND="$(machine_busy 3)"; waited=$((waited + 3))
-done
-if awk -v b="$BACKGROUND" 'BEGIN { exit !(b > 0.25) }'; then
-  say "WARNING: $BACKGROUND cores busy before the run; figures will be pessimistic"
-  ps -eo pcpu=,comm= --sort=-pcpu | head -n 5 | sed 's/^/bench-domain:   /' >&2
-fi
-
-# Bounded from here on (one-second sleeps: killing the watchdog leaves none behind).
-( for _ in $(seq 1 "$DEADLINE"); do sleep 1; done
-  say "deadline of ${DEADLINE}s reached; aborting"; kill -TERM $$ ) 2>/dev/null &
-WATCHDOG=$!
+# Bounded from here on.
+start_watchdog "$DEADLINE"
 T_START=$(now_ms)
 
 # --- services, catalog, licenses, bindings --------------------------------------------
@@ -368,11 +200,11 @@ cat >"$DIR/domain-check.lua" <<'LUA'
 -- Written by bench/domain.sh. Rotates over the request paths of
 -- BENCH_DOM_PATHS (one a line), each thread from its own offset, with
 -- `Authorization: Bearer $BENCH_DOM_TOKEN`; the requests are formatted once,
--- in init. done() writes the summary as JSON to BENCH_DOM_OUT (latencies in
+-- in init. done() writes the summary as JSON to BENCH_WRK_OUT (latencies in
 -- microseconds; errors.status = answers >= 400).
 local token = os.getenv("BENCH_DOM_TOKEN")
 local paths_file = os.getenv("BENCH_DOM_PATHS")
-local out_file = os.getenv("BENCH_DOM_OUT")
+local out_file = os.getenv("BENCH_WRK_OUT")
 
 local counter = 0
 function setup(thread)
@@ -414,32 +246,9 @@ function done(summary, latency, requests)
 end
 LUA
 export BENCH_DOM_PATHS="$DIR/paths.txt"
-
-# utime,stime (ticks) of a /proc/<pid>/stat (the command name may hold spaces).
-ut_st() { sed 's/^.*) //' "$1" | awk '{ print $12 "," $13 }'; }
-# One wrk run: $DIR/<tag>.wrk.txt (wrk's own report) and <tag>.wrk.json;
-# with `measure`, CPU per process over the run minus 1 s at either end.
-run_wrk() {         # tag url connections secs measure|warmup
-  local tag="$1" url="$2" conns="$3" secs="$4" t0 t1
-  rm -f "$DIR/$tag.wrk.json"
-  BENCH_DOM_OUT="$DIR/$tag.wrk.json" timeout $((secs + 30)) wrk --latency -t "$THREADS" -c "$conns" \
-    -d "${secs}s" -s "$DIR/domain-check.lua" "$url/v1/domain-check" >"$DIR/$tag.wrk.txt" 2>&1 &
-  WRK_PID=$!
-  if [[ "$5" == measure ]]; then
-    local stat="/proc/${PIDS[domain-binding]}/stat" a b
-    sleep 1
-    cpu_snap "$DIR/cpu-$tag-0.json" "wrk=tree:$WRK_PID"; t0=$(now_ms); a="$(ut_st "$stat")"
-    sleep $((secs - 2))
-    t1=$(now_ms); b="$(ut_st "$stat")"; cpu_snap "$DIR/cpu-$tag-1.json" "wrk=tree:$WRK_PID"
-    cpu_diff "$DIR/cpu-$tag-0.json" "$DIR/cpu-$tag-1.json" "$(( t1 - t0 ))e-3" \
-      | jq --argjson a "[$a]" --argjson b "[$b]" --argjson secs "$(( t1 - t0 ))e-3" --argjson hz "$(getconf CLK_TCK)" '
-          . + {"domain-binding_user": ((($b[0] - $a[0]) / $hz / $secs * 100 | round) / 100),
-               "domain-binding_sys": ((($b[1] - $a[1]) / $hz / $secs * 100 | round) / 100)}' >"$DIR/cpu-$tag.json"
-  fi
-  wait "$WRK_PID" || { WRK_PID=""; cat "$DIR/$tag.wrk.txt" >&2; die "wrk $tag failed"; }
-  WRK_PID=""
-  [[ -s "$DIR/$tag.wrk.json" ]] || { cat "$DIR/$tag.wrk.txt" >&2; die "wrk $tag wrote no summary"; }
-}
+WRK_SCRIPT="$DIR/domain-check.lua"
+WRK_THREADS="$THREADS"
+WRK_SERVICE=domain-binding
 
 # --- arms ----------------------------------------------------------------------------
 # Each arm restarts domain binding (same database: its cache loads every
@@ -465,8 +274,8 @@ for arm in "${ARMS[@]}"; do
   verify_pairs "$DOM" sample
   for c in "${CONNECTIONS[@]}"; do
     say "arm $arm (pid ${PIDS[domain-binding]}): $c connections, $THREADS threads: warm-up ${WARMUP}s, then ${SECS}s measured"
-    run_wrk "$arm-c$c-warmup" "$DOM" "$c" "$WARMUP" warmup
-    run_wrk "$arm-c$c" "$DOM" "$c" "$SECS" measure
+    run_wrk "$arm-c$c-warmup" "$DOM/v1/domain-check" "$c" "$WARMUP" warmup
+    run_wrk "$arm-c$c" "$DOM/v1/domain-check" "$c" "$SECS" measure
     jq -c --arg arm "$arm" --argjson c "$c" --argjson t "$THREADS" --slurpfile cpu "$DIR/cpu-$arm-c$c.json" '
       def ms: . / 1000 * 1000 | round / 1000;
       . as $w
@@ -520,13 +329,7 @@ jq -n \
                            value: {rps, p50_ms, p99_ms, errors}}) | from_entries)
   }' >"$DIR/domain.json"
 
-RESULTS="$OUT/results.json"
-if [[ -s "$RESULTS" ]] && jq -e 'type == "object"' "$RESULTS" >/dev/null 2>&1; then
-  jq --slurpfile d "$DIR/domain.json" '. + {domain: $d[0]}' "$RESULTS" >"$RESULTS.tmp"
-else
-  jq '{domain: .}' "$DIR/domain.json" >"$RESULTS.tmp"
-fi
-mv "$RESULTS.tmp" "$RESULTS"
+merge_results domain "$DIR/domain.json"
 
 jq -r '
   def pad($n): tostring | . + " " * ([$n - length, 1] | max);  # at least one space

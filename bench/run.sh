@@ -26,11 +26,9 @@
 #   BENCH_BODY='{...}' (IssueLicense body; default in bench/loadgen)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
-cd "$ROOT"
-[[ -f .run/infra.env ]] || { echo "bench: .run/infra.env missing; run 'make infra-up'" >&2; exit 1; }
-# shellcheck disable=SC1091
-source .run/infra.env
+BENCH_NAME=bench
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CLIENTS="${BENCH_CLIENTS:-32}"
 COUNT="${BENCH_COUNT:-20000}"
@@ -46,200 +44,46 @@ DB_POOL="${BENCH_DB_POOL:-40}"
 DEADLINE="${BENCH_DEADLINE:-590}"
 AUTH_COUNT="${BENCH_AUTH_COUNT:-10000}"
 AUTH_ROUNDS="${BENCH_AUTH_ROUNDS:-2}"
+IDLE_WAIT="${BENCH_IDLE_WAIT:-120}"
 BODY_ARGS=(); [[ -n "${BENCH_BODY:-}" ]] && BODY_ARGS=(--body "$BENCH_BODY")
 PARTITIONS=12
 PGBIN="${LICENSING_PG_BIN:-/usr/lib/postgresql/15/bin}"
-PG_BASE="$LICENSING_DATABASE_BASE_URL"
-BROKERS="$LICENSING_KAFKA_BROKERS"
 
-say() { printf 'bench: %s\n' "$*" >&2; }
-die() { printf 'bench: ERROR: %s\n' "$*" >&2; exit 1; }
-for tool in jq psql curl; do command -v "$tool" >/dev/null || die "$tool is required"; done
+require_tools jq psql curl
 [[ -x "$PGBIN/pgbench" ]] || die "$PGBIN/pgbench not found"
 
 # --- build ---------------------------------------------------------------------
-if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-  say "building release binaries (cargo build --release -p issuance -p projector -p loadgen)"
-  cargo build --release -q -p issuance -p projector -p loadgen
-fi
-# What was built: the commit, and changed paths outside bench/ and this doc
-# (taken now: other work may change the tree while the run goes on).
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-DIRTY_PATHS="$({ git status --porcelain 2>/dev/null || true; } \
-  | { grep -vE '^(\?\?| M) (bench/|docs/benchmarks\.md)' || true; } | jq -R . | jq -sc .)"
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-for b in issuance projector loadgen; do [[ -x "$BIN/$b" ]] || die "$BIN/$b missing"; done
-LOADGEN="$BIN/loadgen"
+build_release issuance projector loadgen
 
 # --- run identity and cleanup -----------------------------------------------------
-RAND="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
-RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)_$RAND"
+new_run
 DB_ISS="bench_issuance_$RAND"
 DB_PROJ="bench_projector_$RAND"
 DB_NOAUTH="bench_issuance_noauth_$RAND"
 PREFIX="bench$RAND"
 PREFIX_NOAUTH="${PREFIX}noauth"
-OUT="$ROOT/.run/bench"
-DIR="$OUT/$RUN_ID"
-mkdir -p "$DIR"
 ISS_URL_DB="$PG_BASE/$DB_ISS"
 PROJ_URL_DB="$PG_BASE/$DB_PROJ"
 NOAUTH_URL_DB="$PG_BASE/$DB_NOAUTH"
-
-# Per-run secrets: the bootstrap admin key (sent by the load generator as
-# its bearer token, via the environment) and the license-key secret.
-ADMIN_KEY="AKIDbench.$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-KEY_SECRET="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+# The bootstrap admin key is the load generator's bearer token (via the
+# environment); every service gets the license-key secret and auth on
+# unless told otherwise.
 export LOADGEN_TOKEN="$ADMIN_KEY"
+SPAWN_ENV=(LICENSING_AUTH_ENABLED=true LICENSING_LICENSE_KEY_SECRET="$KEY_SECRET")
 
-declare -A PIDS=()
-WATCHDOG=""
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  [[ -n "$WATCHDOG" ]] && kill "$WATCHDOG" 2>/dev/null || true
-  for name in "${!PIDS[@]}"; do stop_service "$name"; done
-  if [[ "${BENCH_KEEP:-0}" != 1 ]]; then
-    for db in "$DB_ISS" "$DB_NOAUTH" "$DB_PROJ"; do
-      psql -q "$PG_BASE/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-    done
-    drop_topics || true
-  else
-    say "kept databases $DB_ISS $DB_NOAUTH $DB_PROJ and topics $PREFIX.* $PREFIX_NOAUTH.*"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'say "interrupted"; exit 130' INT TERM
-
-# Best effort: the run's topics (both prefixes), with the broker's own TopicCommand.
-drop_topics() {
-  local cache="${LICENSING_KAFKA_CACHE:-$HOME/.cache/licensing/kafka-4.1.1}"
-  command -v java >/dev/null && [[ -d "$cache/libs" ]] || return 0
-  local cfg=(); [[ -f .run/kafka/admin.properties ]] && cfg=(--command-config .run/kafka/admin.properties)
-  timeout 60 java -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xlog:disable \
-    -Dlicensing.kafka.log.level=OFF "-Dlog4j2.configurationFile=$ROOT/infra/kafka/log4j2.xml" \
-    -cp "$cache/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" \
-    "${cfg[@]}" --delete --topic "$PREFIX(noauth)?\\..*" >/dev/null 2>&1
-}
+# Cleanup (lib.sh) drops these databases and the topics of both prefixes.
+BENCH_DBS=("$DB_ISS" "$DB_NOAUTH" "$DB_PROJ")
+DBS_CREATED=1
+TOPIC_REGEX="$PREFIX(noauth)?\\..*"
+KEPT_TOPICS="$PREFIX.* $PREFIX_NOAUTH.*"
+install_traps
 
 # Bounded: the whole measured part must end within $DEADLINE seconds.
-# (one-second sleeps: killing the watchdog leaves no long sleep behind)
-( for _ in $(seq 1 "$DEADLINE"); do sleep 1; done
-  say "deadline of ${DEADLINE}s reached; aborting"; kill -TERM $$ ) 2>/dev/null &
-WATCHDOG=$!
+start_watchdog "$DEADLINE"
 
 # --- helpers ---------------------------------------------------------------------
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 12000 ))   # below the ephemeral range
-    port_free "$p" && { echo "$p"; return; }
-  done
-  die "no free port"
-}
-now_ms() { date +%s%3N; }
-sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-
-declare -A PORTS=()
-# name db_url [binary [topic_prefix [auth_enabled]]] -> PIDS[name], PORTS[name];
-# does not wait. The binary defaults to the name, the prefix to $PREFIX.
-spawn_service() {
-  local name="$1" db="$2" bin="${3:-$1}" prefix="${4:-$PREFIX}" auth="${5:-true}" port
-  port="$(free_port)"
-  LICENSING_HTTP_ADDR="127.0.0.1:$port" \
-  LICENSING_DATABASE_URL="$db" \
-  LICENSING_KAFKA_BROKERS="$BROKERS" \
-  LICENSING_TOPIC_PREFIX="$prefix" \
-  LICENSING_AUTH_ENABLED="$auth" \
-  LICENSING_TOPIC_PARTITIONS="$PARTITIONS" \
-  LICENSING_DB_POOL_SIZE="$DB_POOL" \
-  LICENSING_CONFIG_DIR=/nonexistent \
-  LICENSING_ADMIN_KEY="$ADMIN_KEY" \
-  LICENSING_LICENSE_KEY_SECRET="$KEY_SECRET" \
-  RUST_LOG="$SERVICE_LOG" \
-    "$BIN/$bin" >>"$DIR/$name.log" 2>&1 &
-  PIDS[$name]=$!
-  PORTS[$name]=$port
-}
-wait_ready() {      # name [timeout_s]
-  local name="$1" limit="${2:-60}" url="http://127.0.0.1:${PORTS[$1]}/readyz"
-  for _ in $(seq 1 $((limit * 10))); do
-    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
-    kill -0 "${PIDS[$name]}" 2>/dev/null || die "$name exited; see $DIR/$name.log"
-    sleep 0.1
-  done
-  die "$name not ready after ${limit}s; see $DIR/$name.log"
-}
-stop_service() {
-  local name="$1" pid="${PIDS[$1]:-}"
-  [[ -n "$pid" ]] || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-  unset "PIDS[$name]"
-}
-# This checkout's PostgreSQL (postmaster = parent of its checkpointer) and
-# Kafka broker: other stacks on the same machine are not counted as ours.
-PG_PID="$(sql "$PG_BASE/postgres" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")"
-PG_PID="$(awk '{ print $4 }' "/proc/$PG_PID/stat" 2>/dev/null || true)"
-KAFKA_PID="$(cat .run/kafka/kafka.pid 2>/dev/null || true)"
-[[ "$PG_PID" =~ ^[0-9]+$ ]] || die "cannot find the PostgreSQL postmaster"
-[[ "$KAFKA_PID" =~ ^[0-9]+$ ]] && kill -0 "$KAFKA_PID" 2>/dev/null || die "cannot find the Kafka broker (.run/kafka/kafka.pid)"
-cpu_snap() {        # file: CPU ticks of the services, Postgres, Kafka, machine
-  local args=("postgres=tree:$PG_PID" "kafka=$KAFKA_PID")
-  for name in "${!PIDS[@]}"; do args+=("$name=${PIDS[$name]}"); done
-  "$LOADGEN" cpu "${args[@]}" >"$1"
-}
-# Cores used per group between two snapshots taken `secs` apart.
-cpu_diff() {        # before after secs
-  jq -n --slurpfile a "$1" --slurpfile b "$2" --argjson secs "$3" --argjson hz "$(getconf CLK_TCK)" '
-    ($a[0]) as $a | ($b[0]) as $b
-    | ([$b | keys[] | select(startswith("machine_") | not)
-        | {key: ., value: ((($b[.] - ($a[.] // 0)) / $hz / $secs * 100 | round) / 100)}] | from_entries)
-    | (([to_entries[] | .value] | add) // 0) as $ours
-    | . + {machine_busy_cores: ((($b.machine_busy - $a.machine_busy) / $hz / $secs * 100 | round) / 100)}
-    | . + {other: (((.machine_busy_cores - $ours) * 100 | round) / 100)}
-    | . + {steal: ((((($b.machine_steal // 0) - ($a.machine_steal // 0))) / $hz / $secs * 100 | round) / 100)}'
-}
-
-# Busy cores of the whole machine over `secs` (default 2).
-machine_busy() {
-  local a b secs="${1:-2}"
-  read -r -a a < <(head -n1 /proc/stat); sleep "$secs"; read -r -a b < <(head -n1 /proc/stat)
-  local busy=$(( (b[1]+b[2]+b[3]+b[6]+b[7]+b[8]) - (a[1]+a[2]+a[3]+a[6]+a[7]+a[8]) ))
-  awk -v b="$busy" -v hz="$(getconf CLK_TCK)" -v s="$secs" 'BEGIN { printf "%.2f", b / hz / s }'
-}
-# Figures are only meaningful on an otherwise idle machine: wait (bounded)
-# for background load (builds, tests) to go away, and record what remained.
-IDLE_WAIT="${BENCH_IDLE_WAIT:-120}"
-BACKGROUND="$(machine_busy 2)"
-waited=0
-while awk -v b="$BACKGROUND" 'BEGIN { exit !(b > 0.25) }' && (( waited < IDLE_WAIT )); do
-  (( waited == 0 )) && say "machine busy ($BACKGROUND cores in use by other processes); waiting up to ${IDLE_WAIT}s for it to go idle"
-  BACKGROUND="$(machine_busy 3)"; waited=$((waited + 3))
-done
-if awk -v b="$BACKGROUND" 'BEGIN { exit !(b > 0.25) }'; then
-  say "WARNING: $BACKGROUND cores busy before the run; figures will be pessimistic"
-  ps -eo pcpu=,comm= --sort=-pcpu | head -n 5 | sed 's/^/bench:   /' >&2
-fi
-
-# Cumulative counters of a database (flushed by backends within ~1 s).
-db_stats() {        # db_url file
-  sleep 1.5
-  sql "$1" -c "SELECT json_build_object('xact_commit', xact_commit, 'tup_inserted', tup_inserted,
-    'tup_updated', tup_updated, 'tup_fetched', tup_fetched, 'tup_returned', tup_returned,
-    'blks_hit', blks_hit, 'blks_read', blks_read)
-    FROM pg_stat_database WHERE datname = current_database()" >"$2"
-}
-per_unit() {        # before after units -> counters per unit
-  jq -n --slurpfile a "$1" --slurpfile b "$2" --argjson n "$3" '
-    $a[0] as $a | $b[0] as $b | [$b | keys[] | {key: ., value: ((($b[.] - $a[.]) / $n * 100 | round) / 100)}] | from_entries'
-}
+locate_infra
+wait_idle " for it to go idle"
 
 say "run $RUN_ID: databases $DB_ISS / $DB_PROJ, topic prefix $PREFIX, output $DIR"
 sql "$PG_BASE/postgres" -c "CREATE DATABASE $DB_ISS" -c "CREATE DATABASE $DB_PROJ"
@@ -264,7 +108,7 @@ pooled_ms() {       # q file...
 }
 
 # --- 1. IssueLicense over HTTP ----------------------------------------------------
-spawn_service issuance "$ISS_URL_DB"
+spawn_service issuance issuance "$ISS_URL_DB"
 wait_ready issuance
 ISS="http://127.0.0.1:${PORTS[issuance]}"
 seed_catalog "$ISS"
@@ -292,7 +136,8 @@ jq -c '{throughput_per_s, latency_ms, errors}' "$DIR/http.json" >&2
 # processes run throughout; only the measured one gets load.
 say "1b: auth on vs off: second issuance with LICENSING_AUTH_ENABLED=false (database $DB_NOAUTH, topics $PREFIX_NOAUTH.*)"
 sql "$PG_BASE/postgres" -c "CREATE DATABASE $DB_NOAUTH"
-spawn_service issuance_noauth "$NOAUTH_URL_DB" issuance "$PREFIX_NOAUTH" false
+spawn_service issuance_noauth issuance "$NOAUTH_URL_DB" LICENSING_TOPIC_PREFIX="$PREFIX_NOAUTH" \
+  LICENSING_AUTH_ENABLED=false
 wait_ready issuance_noauth
 ISS_OFF="http://127.0.0.1:${PORTS[issuance_noauth]}"
 grep -qF 'AUTHENTICATION IS DISABLED' "$DIR/issuance_noauth.log" \
@@ -397,7 +242,7 @@ EV_BYTES="$(sql "$ISS_URL_DB" -c "SELECT round(avg(octet_length(payload::text) +
 say "backlog inserted in ${INSERT_MS} ms; starting issuance and polling relay_checkpoints every 100 ms"
 cpu_snap "$DIR/cpu-relay-0.json"
 t0=$(now_ms)
-spawn_service issuance "$ISS_URL_DB"
+spawn_service issuance issuance "$ISS_URL_DB"
 timeout 150 "$LOADGEN" relay-watch --db "$ISS_URL_DB" --relay issuance --t0-ms "$t0" \
   --timeout 120 --interval-ms 100 >"$DIR/relay.json"
 t1=$(now_ms); cpu_snap "$DIR/cpu-relay-1.json"
@@ -414,7 +259,7 @@ jq -c '{backlog, caught_up, first_move_s, caught_up_s, events_per_s_from_spawn, 
 say "4/4 projector: catching up with the topic, then $RATE cmd/s for ${RATE_SECS}s"
 TOTAL_EVENTS="$(sql "$ISS_URL_DB" -c "SELECT count(*) FROM events")"
 t0=$(now_ms)
-spawn_service projector "$PROJ_URL_DB"
+spawn_service projector projector "$PROJ_URL_DB"
 wait_ready projector
 CATCHUP_DONE=0; last_n=-1; still=0
 for _ in $(seq 1 1800); do   # at most 180 s; gives up after 15 s without progress

@@ -39,6 +39,14 @@
 //!   loadgen cpu [name=pid | name=tree:pid ...]
 //!       CPU ticks used so far by the given processes (`tree:`: with their
 //!       children, exited ones included) and by the whole machine.
+//!   loadgen grants-setup --url G --license L [--clients 1000] [--leases N] --clients-out F --leases-out F
+//!       grant sync: registers license clients (POST /v1/clients as the
+//!       admin) and checks out lease j (POST /v1/leases) with client j mod
+//!       clients; writes their tokens and lease ids (src/grants.rs).
+//!   loadgen sync-fanout --url G --clients-file F --license L --trigger-url U --trigger-bodies F [--rounds 3]
+//!       grant sync: parks every client in a long-poll POST /v1/sync, makes
+//!       one license change per round at issuance and times each client's
+//!       answer from the change's HTTP 200 (src/grants.rs).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,6 +58,8 @@ use sqlx::Connection;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+mod grants;
+
 /// Default `IssueLicense` body (override with `--body`). The edition must be
 /// one the product has: the seed catalog's integration-platform has
 /// standard and enterprise.
@@ -58,7 +68,7 @@ const BODY: &str = r#"{"product":"integration-platform","edition":"enterprise","
 fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
-        bail!("usage: loadgen http-issue|activate|validate|sign|relay-watch|relay-trace|cpu ... (see the source header)");
+        bail!("usage: loadgen http-issue|activate|validate|sign|relay-watch|relay-trace|cpu|grants-setup|sync-fanout ... (see the source header)");
     }
     let cmd = args.remove(0);
     let opts = Opts::parse(&args)?;
@@ -75,6 +85,8 @@ fn main() -> Result<()> {
         "validate" => rt()?.block_on(validate(&opts))?,
         "relay-watch" => rt()?.block_on(relay_watch(&opts))?,
         "relay-trace" => rt()?.block_on(relay_trace(&opts))?,
+        "grants-setup" => rt()?.block_on(grants::setup(&opts))?,
+        "sync-fanout" => rt()?.block_on(grants::fanout(&opts))?,
         "sign" => sign(&opts)?,
         "cpu" => cpu(&args)?,
         other => bail!("unknown subcommand {other:?}"),

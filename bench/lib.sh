@@ -1,0 +1,325 @@
+# bench/lib.sh: what the bench scripts (run.sh, activation.sh, domain.sh,
+# grants.sh) share: set-up against this checkout's infrastructure, release
+# build, run identity, services on free 127.0.0.1 ports, the idle wait and
+# the watchdog, CPU sampling, wrk runs, results merging, and the cleanup that
+# stops everything a run started and removes its databases and topics.
+# Sourced, never run:
+#
+#   set -euo pipefail
+#   BENCH_NAME=bench-foo            # prefix of every message
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# On sourcing it cds to the checkout, reads .run/infra.env and sets PG_BASE
+# and BROKERS. A script then sets its knobs (PARTITIONS, DB_POOL,
+# SERVICE_LOG are read by spawn_service), calls build_release, new_run,
+# install_traps, and lists what cleanup removes in BENCH_DBS (dropped once
+# DBS_CREATED=1) and TOPIC_REGEX (default "<PREFIX>\..*"); a function
+# `cleanup_hook`, when defined, runs after the services stopped.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+[[ -f .run/infra.env ]] || { echo "bench: .run/infra.env missing; run 'make infra-up'" >&2; exit 1; }
+# shellcheck disable=SC1091
+source .run/infra.env
+PG_BASE="$LICENSING_DATABASE_BASE_URL"
+BROKERS="$LICENSING_KAFKA_BROKERS"
+OUT="$ROOT/.run/bench"
+
+say() { printf '%s: %s\n' "$BENCH_NAME" "$*" >&2; }
+die() { printf '%s: ERROR: %s\n' "$BENCH_NAME" "$*" >&2; exit 1; }
+require_tools() { local t; for t in "$@"; do command -v "$t" >/dev/null || die "$t is required"; done; }
+
+# --- build -----------------------------------------------------------------------
+# Release binaries of the given packages (unless BENCH_SKIP_BUILD=1), then
+# COMMIT, DIRTY_PATHS (changed paths, those matching DIRTY_EXCLUDE left out;
+# taken now: other work may change the tree while the run goes on), BIN and
+# LOADGEN. Every package must build a binary of its own name.
+DIRTY_EXCLUDE='bench/|docs/benchmarks\.md'
+build_release() {   # package...
+  local b args=()
+  for b in "$@"; do args+=(-p "$b"); done
+  if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
+    say "building release binaries (cargo build --release ${args[*]})"
+    cargo build --release -q "${args[@]}"
+  fi
+  COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  DIRTY_PATHS="$({ git status --porcelain 2>/dev/null || true; } \
+    | { grep -vE "^(\\?\\?| M) ($DIRTY_EXCLUDE)" || true; } | jq -R . | jq -sc .)"
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+  for b in "$@"; do [[ -x "$BIN/$b" ]] || die "$BIN/$b missing"; done
+  LOADGEN="$BIN/loadgen"
+}
+
+# --- run identity ------------------------------------------------------------------
+# RAND, RUN_ID, DIR (.run/bench/<run><suffix>, created), and the per-run
+# secrets: the bootstrap admin key and the license-key secret.
+new_run() {         # [dir_suffix]
+  RAND="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
+  RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)_$RAND"
+  DIR="$OUT/$RUN_ID${1:-}"
+  mkdir -p "$DIR"
+  ADMIN_KEY="AKIDbench.$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+  KEY_SECRET="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+}
+
+# --- cleanup ---------------------------------------------------------------------
+declare -A PIDS=() PORTS=()
+BENCH_DBS=()
+DBS_CREATED=0
+TOPIC_REGEX=""
+KEPT_TOPICS=""
+WATCHDOG=""
+WRK_PID=""
+BG_PIDS=()
+cleanup() {
+  local rc=$? name db pid
+  trap - EXIT INT TERM
+  [[ -n "$WATCHDOG" ]] && kill "$WATCHDOG" 2>/dev/null || true
+  [[ -n "$WRK_PID" ]] && kill "$WRK_PID" 2>/dev/null || true
+  for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for name in "${!PIDS[@]}"; do stop_service "$name"; done
+  if declare -F cleanup_hook >/dev/null; then cleanup_hook || true; fi
+  if [[ "${BENCH_KEEP:-0}" != 1 ]]; then
+    if (( DBS_CREATED )); then
+      for db in "${BENCH_DBS[@]}"; do
+        psql -q "$PG_BASE/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+      done
+      drop_topics || true
+    fi
+  else
+    say "kept databases ${BENCH_DBS[*]} and topics ${KEPT_TOPICS:-$PREFIX.*}"
+  fi
+  exit "$rc"
+}
+install_traps() {
+  trap cleanup EXIT
+  trap 'say "interrupted"; exit 130' INT TERM
+}
+
+# Best effort: the run's topics, with the broker's own TopicCommand.
+drop_topics() {
+  local cache="${LICENSING_KAFKA_CACHE:-$HOME/.cache/licensing/kafka-4.1.1}"
+  command -v java >/dev/null && [[ -d "$cache/libs" ]] || return 0
+  local cfg=(); [[ -f .run/kafka/admin.properties ]] && cfg=(--command-config .run/kafka/admin.properties)
+  timeout 60 java -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xlog:disable \
+    -Dlicensing.kafka.log.level=OFF "-Dlog4j2.configurationFile=$ROOT/infra/kafka/log4j2.xml" \
+    -cp "$cache/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" \
+    "${cfg[@]}" --delete --topic "${TOPIC_REGEX:-$PREFIX\\..*}" >/dev/null 2>&1
+}
+
+# Bounded: TERMs the script after `secs` seconds (one-second sleeps: killing
+# the watchdog leaves no long sleep behind).
+start_watchdog() {  # secs
+  local secs="$1"
+  ( for _ in $(seq 1 "$secs"); do sleep 1; done
+    say "deadline of ${secs}s reached; aborting"; kill -TERM $$ ) 2>/dev/null &
+  WATCHDOG=$!
+}
+
+# --- helpers ---------------------------------------------------------------------
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$(( 20000 + RANDOM % 12000 ))   # below the ephemeral range
+    port_free "$p" && { echo "$p"; return; }
+  done
+  die "no free port"
+}
+now_ms() { date +%s%3N; }
+sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+
+# name binary db_url [VAR=value ...] -> PIDS[name], PORTS[name]; does not
+# wait. Environment: the run's settings, then SPAWN_ENV (the script's own
+# defaults), then the arguments (later assignments win). Log: $DIR/<name>.log.
+SPAWN_ENV=()
+spawn_service() {
+  local name="$1" bin="$2" db="$3" port; shift 3
+  port="$(free_port)"
+  env LICENSING_HTTP_ADDR="127.0.0.1:$port" \
+    LICENSING_DATABASE_URL="$db" \
+    LICENSING_KAFKA_BROKERS="$BROKERS" \
+    LICENSING_TOPIC_PREFIX="$PREFIX" \
+    LICENSING_TOPIC_PARTITIONS="$PARTITIONS" \
+    LICENSING_DB_POOL_SIZE="$DB_POOL" \
+    LICENSING_CONFIG_DIR=/nonexistent \
+    LICENSING_ADMIN_KEY="$ADMIN_KEY" \
+    RUST_LOG="$SERVICE_LOG" \
+    "${SPAWN_ENV[@]}" "$@" "$BIN/$bin" >>"$DIR/$name.log" 2>&1 &
+  PIDS[$name]=$!
+  PORTS[$name]=$port
+}
+wait_ready() {      # name [timeout_s]
+  local name="$1" limit="${2:-60}" url="http://127.0.0.1:${PORTS[$1]}/readyz"
+  for _ in $(seq 1 $((limit * 10))); do
+    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+    kill -0 "${PIDS[$name]}" 2>/dev/null || die "$name exited; see $DIR/$name.log"
+    sleep 0.1
+  done
+  die "$name not ready after ${limit}s; see $DIR/$name.log"
+}
+stop_service() {
+  local name="$1" pid="${PIDS[$1]:-}"
+  [[ -n "$pid" ]] || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+  unset "PIDS[$name]"
+}
+# As the admin: body in $DIR/call.out, status on stdout.
+call() {            # method url [json]
+  local args=(-sS -o "$DIR/call.out" -w '%{http_code}' --max-time 20 -X "$1" "$2"
+    -H "authorization: Bearer $ADMIN_KEY")
+  if [[ $# -ge 3 ]]; then
+    args+=(-H 'content-type: application/json' -H "idempotency-key: $(cat /proc/sys/kernel/random/uuid)"
+      --data-binary "$3")
+  fi
+  curl "${args[@]}"
+}
+
+# --- the machine -------------------------------------------------------------------
+machine_busy() {    # busy cores of the whole machine over `secs` (default 2)
+  local a b secs="${1:-2}"
+  read -r -a a < <(head -n1 /proc/stat); sleep "$secs"; read -r -a b < <(head -n1 /proc/stat)
+  local busy=$(( (b[1]+b[2]+b[3]+b[6]+b[7]+b[8]) - (a[1]+a[2]+a[3]+a[6]+a[7]+a[8]) ))
+  awk -v b="$busy" -v hz="$(getconf CLK_TCK)" -v s="$secs" 'BEGIN { printf "%.2f", b / hz / s }'
+}
+# Figures only mean something on an otherwise idle machine: wait (at most
+# IDLE_WAIT seconds) for background load (builds, tests) to go away; what
+# remained is BACKGROUND.
+wait_idle() {       # [message suffix]
+  local waited=0
+  BACKGROUND="$(machine_busy 2)"
+  while awk -v b="$BACKGROUND" 'BEGIN { exit !(b > 0.25) }' && (( waited < IDLE_WAIT )); do
+    (( waited == 0 )) && say "machine busy ($BACKGROUND cores in use by other processes); waiting up to ${IDLE_WAIT}s${1:-}"
+    BACKGROUND="$(machine_busy 3)"; waited=$((waited + 3))
+  done
+  if awk -v b="$BACKGROUND" 'BEGIN { exit !(b > 0.25) }'; then
+    say "WARNING: $BACKGROUND cores busy before the run; figures will be pessimistic"
+    ps -eo pcpu=,comm= --sort=-pcpu | head -n 5 | sed "s/^/$BENCH_NAME:   /" >&2
+  fi
+  return 0
+}
+# This checkout's PostgreSQL (postmaster = parent of its checkpointer) and
+# Kafka broker: other stacks on the same machine are not counted as ours.
+locate_infra() {
+  PG_PID="$(sql "$PG_BASE/postgres" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")"
+  PG_PID="$(awk '{ print $4 }' "/proc/$PG_PID/stat" 2>/dev/null || true)"
+  KAFKA_PID="$(cat .run/kafka/kafka.pid 2>/dev/null || true)"
+  [[ "$PG_PID" =~ ^[0-9]+$ ]] || die "cannot find the PostgreSQL postmaster"
+  [[ "$KAFKA_PID" =~ ^[0-9]+$ ]] && kill -0 "$KAFKA_PID" 2>/dev/null || die "cannot find the Kafka broker (.run/kafka/kafka.pid)"
+}
+
+# --- CPU ---------------------------------------------------------------------------
+# CPU ticks of Postgres (with its backends), Kafka, every running service
+# and any extra name=pid / name=tree:pid, and of the whole machine.
+cpu_snap() {        # file [name=pid ...]
+  local file="$1"; shift
+  local args=("postgres=tree:$PG_PID" "kafka=$KAFKA_PID" "$@")
+  for name in "${!PIDS[@]}"; do args+=("$name=${PIDS[$name]}"); done
+  "$LOADGEN" cpu "${args[@]}" >"$file"
+}
+# Cores used per group between two snapshots taken `secs` apart, machine
+# busy, other (= machine busy - ours) and steal.
+cpu_diff() {        # before after secs
+  jq -n --slurpfile a "$1" --slurpfile b "$2" --argjson secs "$3" --argjson hz "$(getconf CLK_TCK)" '
+    ($a[0]) as $a | ($b[0]) as $b
+    | ([$b | keys[] | select(startswith("machine_") | not)
+        | {key: ., value: ((($b[.] - ($a[.] // 0)) / $hz / $secs * 100 | round) / 100)}] | from_entries)
+    | (([to_entries[] | .value] | add) // 0) as $ours
+    | . + {machine_busy_cores: ((($b.machine_busy - $a.machine_busy) / $hz / $secs * 100 | round) / 100)}
+    | . + {other: (((.machine_busy_cores - $ours) * 100 | round) / 100)}
+    | . + {steal: ((((($b.machine_steal // 0) - ($a.machine_steal // 0))) / $hz / $secs * 100 | round) / 100)}'
+}
+# A loadgen phase with CPU snapshots around it: $DIR/<tag>.json, cpu-<tag>.json.
+measured() {        # tag timeout loadgen-args...
+  local tag="$1" limit="$2" t0 t1; shift 2
+  cpu_snap "$DIR/cpu-$tag-0.json"; t0=$(now_ms)
+  timeout "$limit" "$LOADGEN" "$@" >"$DIR/$tag.json" || die "loadgen $tag failed (see above)"
+  t1=$(now_ms); cpu_snap "$DIR/cpu-$tag-1.json"
+  cpu_diff "$DIR/cpu-$tag-0.json" "$DIR/cpu-$tag-1.json" "$(( t1 - t0 ))e-3" >"$DIR/cpu-$tag.json"
+}
+
+# --- database counters -------------------------------------------------------------
+# Cumulative counters of a database (flushed by backends within ~1 s).
+db_stats() {        # db_url file
+  sleep 1.5
+  sql "$1" -c "SELECT json_build_object('xact_commit', xact_commit, 'tup_inserted', tup_inserted,
+    'tup_updated', tup_updated, 'tup_fetched', tup_fetched, 'tup_returned', tup_returned,
+    'blks_hit', blks_hit, 'blks_read', blks_read)
+    FROM pg_stat_database WHERE datname = current_database()" >"$2"
+}
+per_unit() {        # before after units -> counters per unit
+  jq -n --slurpfile a "$1" --slurpfile b "$2" --argjson n "$3" '
+    $a[0] as $a | $b[0] as $b | [$b | keys[] | {key: ., value: ((($b[.] - $a[.]) / $n * 100 | round) / 100)}] | from_entries'
+}
+
+# --- wrk ---------------------------------------------------------------------------
+# wrk, installed with apt when missing; WRK_VERSION.
+ensure_wrk() {
+  if ! command -v wrk >/dev/null; then
+    say "wrk not found; installing it (apt-get install wrk)"
+    { apt-get update -qq && apt-get install -y -qq wrk; } >&2 \
+      || die "could not install wrk with apt-get; install wrk 4.x and rerun"
+    command -v wrk >/dev/null || die "apt-get installed no wrk binary"
+  fi
+  WRK_VERSION="$(wrk -v 2>&1 | head -n1 | awk '{ print $1, $2 }' || true)"
+}
+# utime,stime (ticks) of a /proc/<pid>/stat (the command name may hold spaces).
+ut_st() { sed 's/^.*) //' "$1" | awk '{ print $12 "," $13 }'; }
+# One wrk run of the Lua script WRK_SCRIPT with WRK_THREADS threads:
+# $DIR/<tag>.wrk.txt (wrk's own report) and <tag>.wrk.json (what the
+# script's done() writes to $BENCH_WRK_OUT); with `measure`, CPU per process
+# over the run minus 1 s at either end, wrk's included, and the user/system
+# split of the service WRK_SERVICE (<service>_user, <service>_sys).
+run_wrk() {         # tag url connections secs measure|warmup
+  local tag="$1" url="$2" conns="$3" secs="$4" t0 t1
+  rm -f "$DIR/$tag.wrk.json"
+  BENCH_WRK_OUT="$DIR/$tag.wrk.json" timeout $((secs + 30)) wrk --latency -t "$WRK_THREADS" -c "$conns" \
+    -d "${secs}s" -s "$WRK_SCRIPT" "$url" >"$DIR/$tag.wrk.txt" 2>&1 &
+  WRK_PID=$!
+  if [[ "$5" == measure ]]; then
+    local stat="/proc/${PIDS[$WRK_SERVICE]}/stat" a b
+    sleep 1
+    cpu_snap "$DIR/cpu-$tag-0.json" "wrk=tree:$WRK_PID"; t0=$(now_ms); a="$(ut_st "$stat")"
+    sleep $((secs - 2))
+    t1=$(now_ms); b="$(ut_st "$stat")"; cpu_snap "$DIR/cpu-$tag-1.json" "wrk=tree:$WRK_PID"
+    cpu_diff "$DIR/cpu-$tag-0.json" "$DIR/cpu-$tag-1.json" "$(( t1 - t0 ))e-3" \
+      | jq --argjson a "[$a]" --argjson b "[$b]" --argjson secs "$(( t1 - t0 ))e-3" --argjson hz "$(getconf CLK_TCK)" \
+          --arg svc "$WRK_SERVICE" '
+          . + {("\($svc)_user"): ((($b[0] - $a[0]) / $hz / $secs * 100 | round) / 100),
+               ("\($svc)_sys"): ((($b[1] - $a[1]) / $hz / $secs * 100 | round) / 100)}' >"$DIR/cpu-$tag.json"
+  fi
+  wait "$WRK_PID" || { WRK_PID=""; cat "$DIR/$tag.wrk.txt" >&2; die "wrk $tag failed"; }
+  WRK_PID=""
+  [[ -s "$DIR/$tag.wrk.json" ]] || { cat "$DIR/$tag.wrk.txt" >&2; die "wrk $tag wrote no summary"; }
+}
+
+# A service logs one line per request (~300 bytes; gigabytes per wrk run):
+# keep the other lines and a count of those of `path` (a regular
+# expression matched against the line's "path" value).
+slim_log() {        # file path_regex who
+  [[ -f "$1" ]] || return 0
+  local n re="\"message\":\"request completed\".*\"path\":\"$2\""
+  n="$(grep -c "$re" "$1" || true)"
+  (( n > 0 )) || return 0
+  grep -v "$re" "$1" >"$1.slim" || true
+  printf '{"bench":"%s removed %s request-completed lines of %s from this log"}\n' "$3" "$n" "$2" >>"$1.slim"
+  mv "$1.slim" "$1"
+}
+
+# --- results -------------------------------------------------------------------------
+# Adds (or replaces) block `key` of .run/bench/results.json with the JSON of
+# `file` (the results file is created if missing; other keys are kept).
+merge_results() {   # key file
+  local results="$OUT/results.json"
+  if [[ -s "$results" ]] && jq -e 'type == "object"' "$results" >/dev/null 2>&1; then
+    jq --arg k "$1" --slurpfile d "$2" '. + {($k): $d[0]}' "$results" >"$results.tmp"
+  else
+    jq --arg k "$1" '{($k): .}' "$2" >"$results.tmp"
+  fi
+  mv "$results.tmp" "$results"
+}
