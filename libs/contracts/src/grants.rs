@@ -194,8 +194,15 @@ pub enum LeaseEndReason {
 #[serde(deny_unknown_fields)]
 pub struct LeasesRevoked {
     pub license_id: Uuid,
+    /// Empty when the license had no live lease: the event still records
+    /// that the license's version `license_version` ends leases, so a
+    /// checkout decided on an older version of the license is refused.
     pub lease_ids: Vec<Uuid>,
     pub reason: LeaseEndReason,
+    /// The license's version (issuance sequence) whose status ended them;
+    /// none when a client was revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license_version: Option<u64>,
     pub revoked_at: DateTime<Utc>,
 }
 

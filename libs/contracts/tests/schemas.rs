@@ -1679,12 +1679,16 @@ fn leases_revoked() -> Vec<LeasesRevoked> {
         .into_iter()
         .zip(leases.iter().cycle())
         .zip(times)
-        .map(|((reason, (license, ids)), revoked_at)| LeasesRevoked {
-            license_id: uuid(license),
-            lease_ids: ids.iter().map(|id| uuid(id)).collect(),
-            reason,
-            revoked_at,
-        })
+        .enumerate()
+        .map(
+            |(i, ((reason, (license, ids)), revoked_at))| LeasesRevoked {
+                license_id: uuid(license),
+                lease_ids: ids.iter().map(|id| uuid(id)).collect(),
+                reason,
+                license_version: (i == 0).then_some(4),
+                revoked_at,
+            },
+        )
         .collect()
 }
 

@@ -205,7 +205,12 @@ async fn checkout(
     Json(req): Json<CheckoutLease>,
 ) -> Result<HttpResponse, Problem> {
     let c = app.client(&caller.principal).await?;
-    let ctx = caller.context(CHECKOUT_LEASE, &req);
+    // The client is part of the request (one client's key never answers
+    // another's); its clock reading is not.
+    let ctx = caller.context(
+        CHECKOUT_LEASE,
+        &(c.client_id, req.license_id, &req.feature, req.quantity),
+    );
     let license_id = req.license_id;
     let lease = app.checkout(&ctx, &c, req).await?;
     Ok(HttpResponse::Created().json(lease_body(license_id, &lease, None)))
@@ -242,7 +247,7 @@ async fn release(
     id: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
     let (c, lease_id) = client_lease(&app, &caller.principal, &id).await?;
-    let ctx = caller.context(RELEASE_LEASE, &lease_id);
+    let ctx = caller.context(RELEASE_LEASE, &(c.client_id, lease_id));
     let (license_id, lease) = app.release(&ctx, &c, lease_id).await?;
     Ok(HttpResponse::Ok().json(lease_body(license_id, &lease, None)))
 }

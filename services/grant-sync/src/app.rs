@@ -281,16 +281,21 @@ impl GrantSync {
         client: &ClientRow,
         time: DateTime<Utc>,
     ) -> Result<(), Problem> {
-        let last = store::report_client_time(&self.pool, client.client_id, time)
-            .await
-            .map_err(db_problem)?;
         let tolerance = chrono::Duration::seconds(i64::from(self.settings.clock_tolerance_secs));
+        // A time ahead of the server's is kept as the server's time plus
+        // the tolerance: one wrong reading does not lock the client out.
+        let last =
+            store::report_client_time(&self.pool, client.client_id, time, self.now() + tolerance)
+                .await
+                .map_err(db_problem)?;
         let Some(last) = last.filter(|last| time < *last - tolerance) else {
             return Ok(());
         };
+        // One record per time fallen back from: a client stuck behind it is
+        // refused each time, recorded once.
         let ctx = system_context(
             RECORD_CLIENT_CLOCK,
-            &format!("clock:{}:{}", client.client_id, time.timestamp_micros()),
+            &format!("clock:{}:{}", client.client_id, last.timestamp_micros()),
         );
         let command = ClientCommand::ClockRollback {
             reported: time,
@@ -437,18 +442,22 @@ impl GrantSync {
         Ok((license_id, lease))
     }
 
-    /// Ends every live lease of a license (of one client, when given).
+    /// Ends every live lease of a license (of one client, when given);
+    /// with `license_version`, checkouts decided on older versions of the
+    /// license are refused from now on.
     pub async fn revoke_leases(
         &self,
         ctx: &CommandContext,
         license_id: Uuid,
         reason: LeaseEndReason,
         client_id: Option<Uuid>,
+        license_version: Option<u64>,
     ) -> Result<(), Problem> {
         let command = LeasesCommand::Revoke {
             license_id,
             reason,
             client_id,
+            license_version,
         };
         checked(
             self.leases
@@ -519,7 +528,9 @@ impl GrantSync {
             .map(|g| g.offline_grace_hours)
             .min()
             .unwrap_or(0);
-        let valid_until = now + chrono::Duration::hours(i64::from(grace));
+        let valid_until = chrono::Duration::try_hours(i64::from(grace))
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(now);
         let claims = GrantClaims {
             iss: self.settings.issuer.clone(),
             sub: client.client_id.to_string(),
@@ -627,7 +638,7 @@ impl GrantSync {
     async fn wait_for_changes(
         &self,
         client: &ClientRow,
-        cursor: Cursor,
+        mut cursor: Cursor,
         wait: Duration,
     ) -> Result<(Vec<Change>, Cursor), Problem> {
         let mut rx = self.notifier.subscribe();
@@ -657,6 +668,11 @@ impl GrantSync {
             let now = tokio::time::Instant::now();
             if !changes.is_empty() || now >= deadline {
                 return Ok((changes, next));
+            }
+            if next != cursor {
+                // Only other clients' rows (their leases): read on at once.
+                cursor = next;
+                continue;
             }
             // Notifications wake a waiter; the slow tick is only a safety net.
             let tick = if now < eager_until {
@@ -792,21 +808,31 @@ impl GrantSync {
         let (reg, secret) = self.credentials(upstream_id).await?;
         let mut last = None;
         for (i, resource) in resources.iter().enumerate() {
-            let (result, items, products) = match resource {
+            let (mut result, items, products, skipped) = match resource {
                 SyncResource::Catalog => match self.remote.catalog(&reg.endpoint, &secret).await {
-                    Ok((products, r)) => (r, 0, products),
-                    Err(r) => (r, 0, vec![]),
+                    Ok((products, r)) => {
+                        let (products, skipped) = self.own_products(upstream_id, products).await?;
+                        (r, 0, products, skipped)
+                    }
+                    Err(r) => (r, 0, vec![], 0),
                 },
                 SyncResource::Licenses | SyncResource::Revocations => {
                     match self.remote.pull(&reg.endpoint, &secret).await {
                         Ok((pulled, r)) => {
-                            let n = self.import(ctx, upstream_id, *resource, pulled).await?;
-                            (r, n, vec![])
+                            let (n, skipped) =
+                                self.import(ctx, upstream_id, *resource, pulled).await?;
+                            (r, n, vec![], skipped)
                         }
-                        Err(r) => (r, 0, vec![]),
+                        Err(r) => (r, 0, vec![], 0),
                     }
                 }
             };
+            if skipped > 0 {
+                result.message = format!(
+                    "{}; {skipped} skipped: held here or by another upstream",
+                    result.message
+                );
+            }
             // One command per resource: its own id, derived from the request's.
             let mut step = ctx.clone();
             step.command_id = derived_id(ctx.command_id, &format!("sync:{i}"));
@@ -826,24 +852,85 @@ impl GrantSync {
         last.ok_or_else(Problem::internal)
     }
 
-    /// Imports grants (or revocations) from an upstream; how many changed.
+    /// Who holds each of `ids` here: None for this server's own licenses,
+    /// an upstream's id for imported ones; absent when unknown.
+    async fn holders(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Option<Uuid>>, Problem> {
+        let rows: Vec<(Uuid, Option<Uuid>)> =
+            sqlx::query_as("SELECT license_id, upstream_id FROM grants WHERE license_id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_problem)?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// The products an upstream may define here: not this server's own,
+    /// not another upstream's. And how many were left out.
+    async fn own_products(
+        &self,
+        upstream_id: Uuid,
+        products: Vec<CatalogProduct>,
+    ) -> Result<(Vec<CatalogProduct>, u32), Problem> {
+        let codes: Vec<String> = products.iter().map(|p| p.code.clone()).collect();
+        let held: HashMap<String, Option<Uuid>> =
+            sqlx::query_as("SELECT code, upstream_id FROM products WHERE code = ANY($1)")
+                .bind(&codes)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_problem)?
+                .into_iter()
+                .collect();
+        let total = products.len();
+        let kept: Vec<CatalogProduct> = products
+            .into_iter()
+            .filter(|p| held.get(&p.code).is_none_or(|h| *h == Some(upstream_id)))
+            .collect();
+        let skipped = u32::try_from(total - kept.len()).unwrap_or(u32::MAX);
+        Ok((kept, skipped))
+    }
+
+    /// Imports grants (or revocations) from an upstream: how many changed,
+    /// and how many were left out (a license held here or by another
+    /// upstream; a revocation of a license not imported from this one).
     async fn import(
         &self,
         ctx: &CommandContext,
         upstream_id: Uuid,
         resource: SyncResource,
         pulled: crate::remote::Pulled,
-    ) -> Result<u32, Problem> {
+    ) -> Result<(u32, u32), Problem> {
         let mut changed = 0;
+        let mut skipped = 0;
+        let ids: Vec<Uuid> = match resource {
+            SyncResource::Licenses => pulled.grants.iter().map(|g| g.license_id).collect(),
+            _ => pulled.revocations.iter().map(|r| r.license_id).collect(),
+        };
+        let holders = self.holders(&ids).await?;
+        let ours = |id: &Uuid| holders.get(id) == Some(&Some(upstream_id));
         let mut by_license: HashMap<Uuid, Vec<Revocation>> = HashMap::new();
         if resource == SyncResource::Revocations {
             for r in pulled.revocations {
-                by_license.entry(r.license_id).or_default().push(r);
+                if ours(&r.license_id) {
+                    by_license.entry(r.license_id).or_default().push(r);
+                } else {
+                    skipped += 1;
+                }
             }
         }
+        let grants: Vec<Grant> = pulled
+            .grants
+            .into_iter()
+            .filter(|_| resource == SyncResource::Licenses)
+            .filter(|g| {
+                let free = !holders.contains_key(&g.license_id) || ours(&g.license_id);
+                if !free {
+                    skipped += 1;
+                }
+                free
+            })
+            .collect();
         let items: Vec<(Uuid, Option<Grant>, Vec<Revocation>)> = match resource {
-            SyncResource::Licenses => pulled
-                .grants
+            SyncResource::Licenses => grants
                 .into_iter()
                 .map(|g| (g.license_id, Some(g), vec![]))
                 .collect(),
@@ -877,6 +964,6 @@ impl GrantSync {
                 changed += 1;
             }
         }
-        Ok(changed)
+        Ok((changed, skipped))
     }
 }

@@ -77,7 +77,7 @@ impl ReplicaConsumer {
         };
         let ctx = CommandContext::reaction(e, REVOKE_LEASES, "revoke-leases", crate::SERVICE);
         self.app
-            .revoke_leases(&ctx, view.id, reason, None)
+            .revoke_leases(&ctx, view.id, reason, None, Some(view.version))
             .await
             .map_err(problem)
     }
@@ -188,6 +188,7 @@ impl TxHandler for ReactionConsumer {
                             license_id,
                             LeaseEndReason::ClientRevoked,
                             Some(p.client_id),
+                            None,
                         )
                         .await
                         .map_err(problem)?;
@@ -208,7 +209,13 @@ impl TxHandler for ReactionConsumer {
                 let ctx =
                     CommandContext::reaction(&e, REVOKE_LEASES, "revoke-leases", crate::SERVICE);
                 self.app
-                    .revoke_leases(&ctx, p.grant.license_id, reason, None)
+                    .revoke_leases(
+                        &ctx,
+                        p.grant.license_id,
+                        reason,
+                        None,
+                        Some(p.grant.version),
+                    )
                     .await
                     .map_err(problem)
             }

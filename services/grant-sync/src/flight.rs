@@ -4,37 +4,42 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
 type Flight<V> = Shared<BoxFuture<'static, Result<V, String>>>;
+type Flights<K, V> = Arc<Mutex<HashMap<K, (u64, Flight<V>)>>>;
 
 pub struct SingleFlight<K, V: Clone> {
-    inflight: Mutex<HashMap<K, Flight<V>>>,
+    inflight: Flights<K, V>,
+    next: AtomicU64,
 }
 
 impl<K, V> Default for SingleFlight<K, V>
 where
-    K: Eq + Hash + Clone,
+    K: Eq + Hash + Clone + Send + 'static,
     V: Clone + Send + Sync + 'static,
 {
     fn default() -> Self {
         Self {
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Arc::new(Mutex::new(HashMap::new())),
+            next: AtomicU64::new(0),
         }
     }
 }
 
 impl<K, V> SingleFlight<K, V>
 where
-    K: Eq + Hash + Clone,
+    K: Eq + Hash + Clone + Send + 'static,
     V: Clone + Send + Sync + 'static,
 {
     /// The answer of the query for `key` in flight, or of `query` started
-    /// now. A caller that joins a flight started before its own question
-    /// may get an older answer: callers key by everything that fixes the
-    /// answer (a cursor, say) or re-ask when it looks stale.
+    /// now. The query runs as a task of its own: it finishes (and leaves
+    /// the map) even when every asker has gone. A caller that joins a
+    /// flight started before its own question may get an older answer:
+    /// callers key by everything that fixes the answer (a cursor, say).
     pub async fn run<F>(&self, key: K, query: impl FnOnce() -> F) -> Result<V, String>
     where
         F: std::future::Future<Output = Result<V, String>> + Send + 'static,
@@ -44,21 +49,29 @@ where
                 return query().await;
             };
             match map.get(&key) {
-                Some(f) => f.clone(),
+                Some((_, f)) => f.clone(),
                 None => {
-                    let f = query().boxed().shared();
-                    map.insert(key.clone(), f.clone());
+                    let id = self.next.fetch_add(1, Ordering::Relaxed);
+                    let (map_ref, k) = (self.inflight.clone(), key.clone());
+                    let fut = query();
+                    let task = tokio::spawn(async move {
+                        let out = fut.await;
+                        if let Ok(mut m) = map_ref.lock() {
+                            if m.get(&k).is_some_and(|(i, _)| *i == id) {
+                                m.remove(&k);
+                            }
+                        }
+                        out
+                    });
+                    let f = async move { task.await.map_err(|e| e.to_string())? }
+                        .boxed()
+                        .shared();
+                    map.insert(key, (id, f.clone()));
                     f
                 }
             }
         };
-        let out = flight.clone().await;
-        if let Ok(mut map) = self.inflight.lock() {
-            if map.get(&key).is_some_and(|f| f.ptr_eq(&flight)) {
-                map.remove(&key);
-            }
-        }
-        out
+        flight.await
     }
 }
 
@@ -94,5 +107,25 @@ mod tests {
         // Once landed, the next question runs a new query.
         let again = flights.run(7, || async { Ok(43) }).await;
         assert_eq!(again, Ok(43));
+    }
+
+    #[tokio::test]
+    async fn a_flight_whose_askers_all_left_still_lands_and_is_not_reused() {
+        let flights: Arc<SingleFlight<u32, u32>> = Arc::new(SingleFlight::default());
+        let asker = {
+            let flights = flights.clone();
+            tokio::spawn(async move {
+                flights
+                    .run(7, || async {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(1)
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        asker.abort();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(flights.run(7, || async { Ok(2) }).await, Ok(2));
     }
 }

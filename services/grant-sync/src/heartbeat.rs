@@ -87,7 +87,10 @@ async fn answer(pool: &PgPool, now: DateTime<Utc>, batch: Vec<Request>) {
     match renew(pool, now, &batch).await {
         Ok(results) => {
             for r in batch {
-                let beat = results.get(&r.lease_id).cloned().unwrap_or(Beat::NotFound);
+                let beat = results
+                    .get(&(r.lease_id, r.client_id))
+                    .cloned()
+                    .unwrap_or(Beat::NotFound);
                 let _ = r.reply.send(Ok(beat));
             }
         }
@@ -104,7 +107,7 @@ async fn renew(
     pool: &PgPool,
     now: DateTime<Utc>,
     batch: &[Request],
-) -> Result<HashMap<Uuid, Beat>, sqlx::Error> {
+) -> Result<HashMap<(Uuid, Uuid), Beat>, sqlx::Error> {
     // One row per lease, in lease-id order: concurrent batches then lock
     // their rows in the same order and cannot deadlock.
     let mut pairs: Vec<(Uuid, Uuid)> = batch.iter().map(|r| (r.lease_id, r.client_id)).collect();
@@ -115,7 +118,15 @@ async fn renew(
     // `lease_id = ANY` keeps the look-up on the primary key whatever the
     // statistics say; the client must be the lease's own.
     let rows = sqlx::query(
-        "WITH b AS (SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS b(lease_id, client_id)),          due AS (SELECT l.lease_id FROM leases l JOIN b ON b.lease_id = l.lease_id                    AND b.client_id = l.client_id                  WHERE l.lease_id = ANY($1) AND l.status = 'live'                    AND l.deadline + make_interval(secs => l.grace_secs) > $3                  ORDER BY l.lease_id FOR UPDATE OF l)          UPDATE leases l SET deadline = $3 + make_interval(secs => l.ttl_secs)          FROM due WHERE l.lease_id = due.lease_id AND l.lease_id = ANY($1)          RETURNING l.lease_id, l.deadline",
+        "WITH b AS (SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS b(lease_id, client_id)), \
+         due AS (SELECT l.lease_id FROM leases l JOIN b ON b.lease_id = l.lease_id \
+                   AND b.client_id = l.client_id \
+                 WHERE l.lease_id = ANY($1) AND l.status = 'live' \
+                   AND l.deadline + make_interval(secs => l.grace_secs) > $3 \
+                 ORDER BY l.lease_id FOR UPDATE OF l) \
+         UPDATE leases l SET deadline = $3 + make_interval(secs => l.ttl_secs) \
+         FROM due WHERE l.lease_id = due.lease_id AND l.lease_id = ANY($1) \
+         RETURNING l.lease_id, l.client_id, l.deadline",
     )
     .bind(&ids)
     .bind(&clients)
@@ -124,12 +135,14 @@ async fn renew(
     .await?;
     let mut out = HashMap::with_capacity(batch.len());
     for r in rows {
-        out.insert(
-            r.try_get("lease_id")?,
-            Beat::Renewed(r.try_get("deadline")?),
-        );
+        let key = (r.try_get("lease_id")?, r.try_get("client_id")?);
+        out.insert(key, Beat::Renewed(r.try_get("deadline")?));
     }
-    let missed: Vec<Uuid> = ids.into_iter().filter(|id| !out.contains_key(id)).collect();
+    let missed: Vec<Uuid> = pairs
+        .iter()
+        .filter(|p| !out.contains_key(p))
+        .map(|p| p.0)
+        .collect();
     if missed.is_empty() {
         return Ok(out);
     }
@@ -145,14 +158,18 @@ async fn renew(
         let status: String = r.try_get("status")?;
         found.insert(id, (client, status));
     }
-    for req in batch.iter().filter(|r| missed.contains(&r.lease_id)) {
+    let unanswered: Vec<&Request> = batch
+        .iter()
+        .filter(|r| !out.contains_key(&(r.lease_id, r.client_id)))
+        .collect();
+    for req in unanswered {
         let beat = match found.get(&req.lease_id) {
             Some((client, _)) if *client != req.client_id => Beat::NotFound,
             None => Beat::NotFound,
             Some((_, s)) if s == "released" || s == "revoked" => Beat::Ended(s.clone()),
             Some(_) => Beat::Expired,
         };
-        out.insert(req.lease_id, beat);
+        out.insert((req.lease_id, req.client_id), beat);
     }
     Ok(out)
 }

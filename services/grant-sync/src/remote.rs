@@ -68,12 +68,19 @@ impl Remote {
             }
         };
         let code = res.status().as_u16();
-        let body: Value = res.json().await.unwrap_or(Value::Null);
+        let body = read_json(res).await;
         let latency_ms = ms();
         if (200..300).contains(&code) {
             return (Ok(body), latency_ms);
         }
-        let problem = body["code"].as_str().unwrap_or("").to_string();
+        // An upstream's words go into events: bounded, printable.
+        let problem: String = body["code"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(64)
+            .collect();
         let status = match (code, problem.as_str()) {
             (401, _) => UpstreamStatus::BadCredentials,
             (403, "ADDRESS_NOT_ALLOWED") => UpstreamStatus::AddressNotAllowed,
@@ -168,11 +175,34 @@ impl Remote {
     }
 }
 
+/// The most of an upstream's answer read: a catalog or the grants of a
+/// member fit well within it.
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// The answer's JSON, Null when it is not JSON or larger than
+/// [`MAX_ANSWER_BYTES`].
+async fn read_json(mut res: reqwest::Response) -> Value {
+    let mut buf = Vec::new();
+    loop {
+        match res.chunk().await {
+            Ok(Some(chunk)) if buf.len() + chunk.len() <= MAX_ANSWER_BYTES => {
+                buf.extend_from_slice(&chunk)
+            }
+            Ok(Some(_)) | Err(_) => return Value::Null,
+            Ok(None) => break,
+        }
+    }
+    serde_json::from_slice(&buf).unwrap_or(Value::Null)
+}
+
 fn bad_answer(what: &str, e: &serde_json::Error, latency_ms: u64) -> CallResult {
     CallResult {
         status: UpstreamStatus::UpstreamError,
         http_status: Some(200),
-        message: format!("the upstream's {what} cannot be read: {e}"),
+        message: format!("the upstream's {what} cannot be read: {e}")
+            .chars()
+            .take(300)
+            .collect(),
         latency_ms,
     }
 }

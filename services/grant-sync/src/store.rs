@@ -172,7 +172,8 @@ pub async fn upsert_product(
     sqlx::query(
         "INSERT INTO products (code, name, features, bundles, upstream_id) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, features = EXCLUDED.features, \
-           bundles = EXCLUDED.bundles, upstream_id = EXCLUDED.upstream_id",
+           bundles = EXCLUDED.bundles, upstream_id = EXCLUDED.upstream_id \
+         WHERE EXCLUDED.upstream_id IS NULL OR products.upstream_id = EXCLUDED.upstream_id",
     )
     .bind(&p.code)
     .bind(&p.name)
@@ -197,8 +198,8 @@ impl InlineProjection<ImportedLicense> for ImportedIndex {
         if let (Some(kind), Some(g)) = (l.grant_changed, &l.grant) {
             sqlx::query(
                 "INSERT INTO grants (license_id, upstream_id, product, grant_doc) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (license_id) DO UPDATE SET upstream_id = EXCLUDED.upstream_id, \
-                   grant_doc = EXCLUDED.grant_doc, updated_at = now()",
+                 ON CONFLICT (license_id) DO UPDATE SET grant_doc = EXCLUDED.grant_doc, updated_at = now() \
+                 WHERE grants.upstream_id = EXCLUDED.upstream_id",
             )
             .bind(g.license_id)
             .bind(l.upstream_id)
@@ -255,12 +256,25 @@ pub async fn insert_revocation(
     Ok(())
 }
 
+/// Serialises, until the transaction ends, every writer of one license's
+/// grant (license events and domain events arrive on different
+/// partitions, even before the grant row exists).
+async fn lock_license(tx: &mut PgConnection, license_id: Uuid) -> Result<(), sqlx::Error> {
+    // The two-key form: a lock space apart from the relays' one-key locks.
+    sqlx::query("SELECT pg_advisory_xact_lock(1196642131, hashtext($1::text))")
+        .bind(license_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 /// Writes the grant of a license this server's issuance owns and announces
 /// how it changed.
 pub async fn upsert_local_grant(
     tx: &mut PgConnection,
     view: &contracts::license_view::LicenseView,
 ) -> Result<Grant, sqlx::Error> {
+    lock_license(tx, view.id).await?;
     let domain: Option<String> =
         sqlx::query_scalar("SELECT domain FROM license_domains WHERE license_id = $1")
             .bind(view.id)
@@ -276,7 +290,8 @@ pub async fn upsert_local_grant(
     let grant = Grant::from_view(view, domain);
     sqlx::query(
         "INSERT INTO grants (license_id, upstream_id, product, grant_doc) VALUES ($1, NULL, $2, $3) \
-         ON CONFLICT (license_id) DO UPDATE SET grant_doc = EXCLUDED.grant_doc, updated_at = now()",
+         ON CONFLICT (license_id) DO UPDATE SET upstream_id = NULL, grant_doc = EXCLUDED.grant_doc, \
+           updated_at = now()",
     )
     .bind(grant.license_id)
     .bind(&grant.product)
@@ -314,6 +329,7 @@ pub async fn set_domain(
     version: i64,
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    lock_license(tx, license_id).await?;
     let applied = sqlx::query(
         "INSERT INTO license_domains (license_id, domain, version) VALUES ($1, $2, $3) \
          ON CONFLICT (license_id) DO UPDATE SET domain = EXCLUDED.domain, version = EXCLUDED.version \
@@ -483,20 +499,22 @@ pub async fn client_by_key(pool: &PgPool, key_id: &str) -> Result<Option<ClientR
     .transpose()
 }
 
-/// Records the time a client reported; the latest time it had reported
-/// before (None the first time).
+/// Records the time a client reported (at most `ceiling`); the latest
+/// time it had reported before (None the first time).
 pub async fn report_client_time(
     pool: &PgPool,
     client_id: Uuid,
     time: DateTime<Utc>,
+    ceiling: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar(
         "WITH old AS (SELECT last_client_time FROM clients WHERE client_id = $1 FOR UPDATE) \
-         UPDATE clients SET last_client_time = greatest(old.last_client_time, $2) FROM old \
-         WHERE client_id = $1 RETURNING old.last_client_time",
+         UPDATE clients SET last_client_time = greatest(old.last_client_time, least($2, $3)) \
+         FROM old WHERE client_id = $1 RETURNING old.last_client_time",
     )
     .bind(client_id)
     .bind(time)
+    .bind(ceiling)
     .fetch_optional(pool)
     .await
     .map(Option::flatten)

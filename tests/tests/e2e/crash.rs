@@ -776,7 +776,9 @@ async fn sigkill_of_grant_sync_loses_no_lease_oversells_no_seat_and_revokes_once
     // Each lease event reaches Kafka once.
     let topic = format!("{prefix}.grants.events");
     let expected = LICENSES * SEATS as usize;
-    let messages = read_topic(&infra.brokers, &topic, expected, Duration::from_secs(20)).await;
+    // Every event of the topic: the registrations, the key, the leases.
+    let all = tokens.len() + 1 + expected;
+    let messages = read_topic(&infra.brokers, &topic, all, Duration::from_secs(20)).await;
     let leased = messages
         .iter()
         .filter(|m| {

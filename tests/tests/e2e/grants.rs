@@ -263,7 +263,10 @@ async fn clients_connect_with_their_credentials_only_and_get_clear_errors() {
     }
     assert_eq!(events(&grants.db, "ClientRegistered").await, before);
 
-    // A revoked client is locked out at once.
+    // A revoked client is locked out at once, and its leases end.
+    let (s, lease) = checkout(&g, &good, &license, "data-access").await;
+    assert_eq!(s, 201, "{lease}");
+    let lease_id = lease["lease_id"].as_str().expect("lease").to_string();
     let client_id = client["client_id"].as_str().expect("id");
     let (s, b) = call(
         &admin_client(),
@@ -274,10 +277,26 @@ async fn clients_connect_with_their_credentials_only_and_get_clear_errors() {
     .await;
     assert_eq!(s, 200, "{b}");
     let locked = wait_until(Duration::from_secs(3), || async {
-        sync(&g, &good, json!({})).await.0 == 401
+        sync(&g, &good, json!({})).await.1["code"] == "API_KEY_REVOKED"
     })
     .await;
     assert!(locked, "the revoked client's credentials stop working");
+    let p = pool(&grants.db).await;
+    let sql =
+        format!("SELECT count(*) FROM leases WHERE lease_id = '{lease_id}' AND status = 'revoked'");
+    let ended = wait_until(Duration::from_secs(15), || {
+        let (p, q) = (p.clone(), sql.clone());
+        async move { count(&p, &q).await == 1 }
+    })
+    .await;
+    assert!(ended, "the revoked client's lease ended");
+    let reason: String = sqlx::query_scalar(
+        "SELECT payload->>'reason' FROM events WHERE event_type = 'LeasesRevoked'",
+    )
+    .fetch_one(&p)
+    .await
+    .expect("event");
+    assert_eq!(reason, "client_revoked");
 
     issuance.running.stop().await;
     grants.running.stop().await;
@@ -540,17 +559,23 @@ async fn after_expiry_live_leases_keep_renewing_while_new_checkouts_fail_and_sus
     assert!(ended, "the suspension ended the lease");
     let (_, hb) = heartbeat(&g, &a, &lease_id).await;
     assert_eq!(hb["code"], "LEASE_ENDED");
-    let (_, delta) = sync(&g, &a, json!({"cursor": cursor, "wait_ms": 5000})).await;
-    let kinds: Vec<&str> = delta["changes"]
-        .as_array()
-        .expect("changes")
-        .iter()
-        .filter_map(|c| c["kind"].as_str())
-        .collect();
-    assert!(
-        kinds.contains(&"lease_revoked") || kinds.contains(&"grant_changed"),
-        "{delta}"
-    );
+    // The client learns both: its grant changed, its lease was revoked.
+    let mut kinds: Vec<String> = Vec::new();
+    let mut cursor = cursor;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline && !kinds.iter().any(|k| k == "lease_revoked") {
+        let (_, delta) = sync(&g, &a, json!({"cursor": cursor, "wait_ms": 2000})).await;
+        cursor = delta["next_cursor"].as_str().expect("cursor").to_string();
+        kinds.extend(
+            delta["changes"]
+                .as_array()
+                .expect("changes")
+                .iter()
+                .filter_map(|c| c["kind"].as_str().map(str::to_string)),
+        );
+    }
+    assert!(kinds.iter().any(|k| k == "grant_changed"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "lease_revoked"), "{kinds:?}");
     assert_eq!(events(&grants.db, "LeasesRevoked").await, 1);
 
     issuance.running.stop().await;
@@ -638,7 +663,8 @@ async fn sync_long_polls_for_domain_rebinding_revocations_and_grant_changes() {
     let (license, key) = issue(
         &iss,
         json!({"product": "cloud-engine", "edition": "mainland", "customer": "Web Co",
-               "kind": "formal", "features": ["site-engine"]}),
+               "kind": "formal", "features": ["site-engine"],
+               "expires_at": "2030-01-01T00:00:00Z"}),
     )
     .await;
     wait_for_grant(&g, &license).await;
@@ -733,15 +759,14 @@ async fn sync_long_polls_for_domain_rebinding_revocations_and_grant_changes() {
         Some(&json!({"expires_at": "2031-01-01T00:00:00Z", "order_ref": "PO-9"})),
     )
     .await;
-    assert!(s == 200 || s == 409, "{b}");
-    if s == 200 {
-        let (_, d) = sync(&g, &t, json!({"cursor": cursor, "wait_ms": 15000})).await;
-        assert_eq!(d["changes"][0]["kind"], "grant_changed", "{d}");
-        assert_eq!(
-            d["changes"][0]["detail"]["expires_at"],
-            "2031-01-01T00:00:00Z"
-        );
-    }
+    assert_eq!(s, 200, "{b}");
+    let (_, d) = sync(&g, &t, json!({"cursor": cursor, "wait_ms": 15000})).await;
+    assert_eq!(d["changes"][0]["kind"], "grant_changed", "{d}");
+    assert_eq!(
+        d["changes"][0]["detail"]["expires_at"],
+        "2031-01-01T00:00:00Z"
+    );
+    assert_eq!(d["grants"][0]["expires_at"], "2031-01-01T00:00:00Z");
 
     // A clock set back beyond the tolerance is refused and recorded.
     let now = chrono::Utc::now();
@@ -784,10 +809,26 @@ async fn a_distributor_syncs_from_the_vendor_and_serves_its_own_clients() {
     let (vendor_prefix, dist_prefix) = (unique_prefix(), unique_prefix());
     let issuance = start_issuance(&infra, &vendor_prefix).await;
     let vendor = start_grant_sync(&infra, &vendor_prefix).await;
+    // The distributor sells products of its own too: the same catalog codes.
+    let dist_issuance = start_issuance(&infra, &dist_prefix).await;
     let dist = start_grant_sync(&infra, &dist_prefix).await;
     let (v, d) = (vendor.url(), dist.url());
     let (license, _) = issue(&issuance.url(), floating(4)).await;
     wait_for_grant(&v, &license).await;
+    let dp = pool(&dist.db).await;
+    let own_catalog = wait_until(Duration::from_secs(15), || async {
+        count(
+            &dp,
+            "SELECT count(*) FROM products WHERE upstream_id IS NULL",
+        )
+        .await
+            == 2
+    })
+    .await;
+    assert!(
+        own_catalog,
+        "the distributor's own catalog reached its grant sync"
+    );
     // The vendor knows the distributor as one of its clients.
     let member = register(&v, "Distributor East", &[&license], &[]).await;
     let member_id = member["client_id"].as_str().expect("id").to_string();
@@ -851,7 +892,15 @@ async fn a_distributor_syncs_from_the_vendor_and_serves_its_own_clients() {
         assert_eq!(synced["resources"][r]["status"], "ok", "{r}: {synced}");
         assert!(synced["resources"][r]["last_sync_at"].is_string());
     }
-    assert_eq!(synced["resources"]["catalog"]["items"], 1);
+    // The vendor's product of the same code does not replace the
+    // distributor's own.
+    assert_eq!(synced["resources"]["catalog"]["items"], 0, "{synced}");
+    assert!(
+        synced["resources"]["catalog"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 skipped")),
+        "{synced}"
+    );
     assert_eq!(synced["resources"]["licenses"]["items"], 1);
     let (_, shown) = call(&admin, "GET", &format!("{d}/v1/upstreams/{up_id}"), None).await;
     assert_eq!(shown["resources"], synced["resources"]);
@@ -875,7 +924,13 @@ async fn a_distributor_syncs_from_the_vendor_and_serves_its_own_clients() {
     assert!(imported.iter().any(|(t, p)| t == "UpstreamLicenseImported"
         && p["upstream_id"] == up_id.as_str()
         && p["grant"]["license_id"] == license.as_str()));
-    assert!(imported.iter().any(|(t, _)| t == "UpstreamProductImported"));
+    assert!(!imported.iter().any(|(t, _)| t == "UpstreamProductImported"));
+    let upstream_products: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM products WHERE upstream_id IS NOT NULL")
+            .fetch_one(&p)
+            .await
+            .expect("count");
+    assert_eq!(upstream_products, 0);
     let secret = token(&member);
     let stored: i64 =
         sqlx::query_scalar("SELECT count(*) FROM events WHERE payload::text LIKE '%' || $1 || '%'")
@@ -947,5 +1002,6 @@ async fn a_distributor_syncs_from_the_vendor_and_serves_its_own_clients() {
 
     issuance.running.stop().await;
     vendor.running.stop().await;
+    dist_issuance.running.stop().await;
     dist.running.stop().await;
 }

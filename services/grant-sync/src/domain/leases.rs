@@ -53,6 +53,10 @@ pub struct Lease {
 pub struct Leases {
     pub license_id: Option<Uuid>,
     pub leases: BTreeMap<Uuid, Lease>,
+    /// The newest license version known to end leases, and why: a
+    /// checkout decided on a grant no newer than it is refused, whatever
+    /// that (stale) grant says.
+    pub ended_at_version: Option<(u64, LeaseEndReason)>,
     /// Leases the current command changed: the inline index rewrites only these.
     #[serde(skip)]
     pub changed: BTreeSet<Uuid>,
@@ -78,11 +82,14 @@ pub enum LeasesCommand {
         lease_id: Uuid,
         deadline: DateTime<Utc>,
     },
-    /// End every live lease (of one client only, when given).
+    /// End every live lease (of one client only, when given). With
+    /// `license_version`, the license's version that ends them is recorded
+    /// even when no lease is live.
     Revoke {
         license_id: Uuid,
         reason: LeaseEndReason,
         client_id: Option<Uuid>,
+        license_version: Option<u64>,
     },
 }
 
@@ -181,6 +188,15 @@ pub fn may_start(grant: &Grant, now: DateTime<Utc>) -> Result<(), LeasesError> {
     }
 }
 
+fn ended_error(reason: LeaseEndReason) -> LeasesError {
+    match reason {
+        LeaseEndReason::LicenseSuspended => LeasesError::Suspended,
+        LeaseEndReason::LicenseReclaimed => LeasesError::Reclaimed,
+        LeaseEndReason::LicenseDeleted => LeasesError::Deleted,
+        LeaseEndReason::LicenseRevoked | LeaseEndReason::ClientRevoked => LeasesError::Revoked,
+    }
+}
+
 /// The features a checkout of `feature` needs: the feature itself, or every
 /// feature a module of that code requires.
 pub fn features_for(
@@ -248,6 +264,11 @@ impl Leases {
         quantity: u32,
         now: DateTime<Utc>,
     ) -> Result<LeasesEvent, LeasesError> {
+        if let Some((version, reason)) = self.ended_at_version {
+            if grant.version <= version {
+                return Err(ended_error(reason));
+            }
+        }
         may_start(grant, now)?;
         if quantity == 0 || quantity > MAX_QUANTITY {
             return Err(LeasesError::InvalidQuantity);
@@ -340,19 +361,23 @@ impl Aggregate for Leases {
                 license_id,
                 reason,
                 client_id,
+                license_version,
             } => {
                 let lease_ids: Vec<Uuid> = self
                     .live()
                     .filter(|l| client_id.is_none_or(|c| c == l.client_id))
                     .map(|l| l.lease_id)
                     .collect();
-                if lease_ids.is_empty() {
+                let newer = license_version
+                    .is_some_and(|v| self.ended_at_version.is_none_or(|(known, _)| v > known));
+                if lease_ids.is_empty() && !newer {
                     vec![]
                 } else {
                     vec![LeasesEvent::LeasesRevoked(LeasesRevoked {
                         license_id,
                         lease_ids,
                         reason,
+                        license_version: license_version.filter(|_| newer),
                         revoked_at: now,
                     })]
                 }
@@ -393,6 +418,9 @@ impl Aggregate for Leases {
             }
             LeasesEvent::LeasesRevoked(e) => {
                 self.license_id = Some(e.license_id);
+                if let Some(v) = e.license_version {
+                    self.ended_at_version = Some((v, e.reason));
+                }
                 for id in e.lease_ids {
                     self.end(id, LeaseStatus::Revoked, e.revoked_at);
                 }

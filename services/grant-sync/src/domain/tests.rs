@@ -158,6 +158,7 @@ fn released_expired_and_revoked_leases_free_their_seats() {
             license_id: license_id(),
             lease_ids: vec![id(103)],
             reason: LeaseEndReason::ClientRevoked,
+            license_version: None,
             revoked_at: now(),
         }),
     ];
@@ -326,11 +327,13 @@ fn revocation_ends_every_live_lease_or_one_clients() {
             license_id: license_id(),
             reason: LeaseEndReason::LicenseSuspended,
             client_id: None,
+            license_version: Some(2),
         })
         .then_expect_events(vec![LeasesEvent::LeasesRevoked(LeasesRevoked {
             license_id: license_id(),
             lease_ids: vec![id(101), id(102)],
             reason: LeaseEndReason::LicenseSuspended,
+            license_version: Some(2),
             revoked_at: now(),
         })]);
     leases()
@@ -339,21 +342,78 @@ fn revocation_ends_every_live_lease_or_one_clients() {
             license_id: license_id(),
             reason: LeaseEndReason::ClientRevoked,
             client_id: Some(id(202)),
+            license_version: None,
         })
         .then_expect_events(vec![LeasesEvent::LeasesRevoked(LeasesRevoked {
             license_id: license_id(),
             lease_ids: vec![id(102)],
             reason: LeaseEndReason::ClientRevoked,
+            license_version: None,
             revoked_at: now(),
         })]);
+    // A revoked client without leases: nothing to record.
     leases()
         .given_no_previous_events()
         .when(LeasesCommand::Revoke {
             license_id: license_id(),
-            reason: LeaseEndReason::LicenseRevoked,
-            client_id: None,
+            reason: LeaseEndReason::ClientRevoked,
+            client_id: Some(id(202)),
+            license_version: None,
         })
         .then_expect_events(vec![]);
+}
+
+fn suspended_at(version: u64, lease_ids: Vec<Uuid>) -> LeasesEvent {
+    LeasesEvent::LeasesRevoked(LeasesRevoked {
+        license_id: license_id(),
+        lease_ids,
+        reason: LeaseEndReason::LicenseSuspended,
+        license_version: Some(version),
+        revoked_at: now(),
+    })
+}
+
+#[test]
+fn a_suspension_without_live_leases_is_still_recorded_once() {
+    let suspend = |version| LeasesCommand::Revoke {
+        license_id: license_id(),
+        reason: LeaseEndReason::LicenseSuspended,
+        client_id: None,
+        license_version: Some(version),
+    };
+    leases()
+        .given_no_previous_events()
+        .when(suspend(3))
+        .then_expect_events(vec![suspended_at(3, vec![])]);
+    leases()
+        .given(vec![suspended_at(3, vec![])])
+        .when(suspend(3))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_checkout_decided_on_a_grant_older_than_a_recorded_suspension_is_refused() {
+    // The checkout read the grant (version 1, active) before the
+    // suspension (version 2) reached the grants table; the suspension's
+    // reaction found no lease yet.
+    leases()
+        .given(vec![suspended_at(2, vec![])])
+        .when(checkout(1, 1, "data-access", 1))
+        .then_expect_error(LeasesError::Suspended);
+    // After a reinstatement (version 3) the grant is newer: allowed.
+    let mut g = grant();
+    g.version = 3;
+    leases()
+        .given(vec![suspended_at(2, vec![])])
+        .when(LeasesCommand::Checkout {
+            lease_id: id(101),
+            client_id: id(201),
+            grant: Box::new(g),
+            bundles: vec![],
+            feature: "data-access".into(),
+            quantity: 1,
+        })
+        .then_expect_events(vec![granted(1, 1, "data-access", &["data-access"], 1)]);
 }
 
 #[tokio::test]
@@ -518,6 +578,29 @@ fn a_revoked_client_stays_revoked_and_a_rollback_is_recorded() {
 
 // ---------------------------------------------------------------- upstreams
 
+#[tokio::test]
+async fn an_upstream_registers_without_its_secret_in_the_event() {
+    let mut u = Upstream::default();
+    let sink = cqrs_es::event_sink::EventSink::default();
+    u.handle(
+        UpstreamCommand::Register {
+            upstream_id: id(300),
+            spec: upstream_spec(),
+            secret_digest: "cd".repeat(32),
+        },
+        &services(),
+        &sink,
+    )
+    .await
+    .expect("registered");
+    let stored = serde_json::to_string(&sink.collect().await).expect("json");
+    assert!(stored.contains(&"cd".repeat(32)), "{stored}");
+    assert!(
+        !stored.contains("0123abcd"),
+        "the secret is in the event: {stored}"
+    );
+}
+
 fn upstream_spec() -> RegisterUpstream {
     RegisterUpstream {
         name: "Vendor pool".into(),
@@ -547,7 +630,7 @@ fn upstreams() -> TestFramework<Upstream> {
 }
 
 #[test]
-fn an_upstream_registers_without_its_secret_in_the_event() {
+fn an_upstream_registers_with_valid_fields_only() {
     upstreams()
         .given_no_previous_events()
         .when(UpstreamCommand::Register {

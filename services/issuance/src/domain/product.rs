@@ -157,6 +157,9 @@ pub fn validate_policy(p: &Policy) -> Result<(), ProductError> {
     if p.reclaim_after_days > 3_650 {
         return Err(ProductError::InvalidPolicy("policy.reclaim_after_days"));
     }
+    if p.offline_grace_hours > 87_600 {
+        return Err(ProductError::InvalidPolicy("policy.offline_grace_hours"));
+    }
     if p.fingerprint_min_matches == 0 {
         return Err(ProductError::InvalidPolicy(
             "policy.fingerprint_min_matches",
