@@ -105,11 +105,7 @@ ISS="http://127.0.0.1:${PORTS[issuance]}"
 DOM="http://127.0.0.1:${PORTS[domain-binding]}"
 
 # The seed catalog (as infra/seed, bench/run.sh and the e2e tests).
-for f in infra/seed/*.json; do
-  [[ -f "$f" ]] || continue
-  code="$(call POST "$ISS/v1/products" "$(cat "$f")")"
-  [[ "$code" == 201 || "$code" == 409 ]] || die "seeding $f: HTTP $code $(cat "$DIR/call.out")"
-done
+seed_catalog "$ISS"
 
 say "issuing $LICENSES cloud-engine (mainland) licenses"
 : >"$DIR/licenses.tsv"
@@ -196,7 +192,9 @@ verify_pairs "$DOM" all
 say "$PAIRS (key, host) pairs, $MISMATCHES of them mismatches, all answer as expected ($(( $(now_ms) - t0 )) ms)"
 
 # --- the wrk script ------------------------------------------------------------------
-cat >"$DIR/domain-check.lua" <<'LUA'
+{
+wrk_lua_head
+cat <<'LUA'
 -- Written by bench/domain.sh. Rotates over the request paths of
 -- BENCH_DOM_PATHS (one a line), each thread from its own offset, with
 -- `Authorization: Bearer $BENCH_DOM_TOKEN`; the requests are formatted once,
@@ -204,15 +202,7 @@ cat >"$DIR/domain-check.lua" <<'LUA'
 -- microseconds; errors.status = answers >= 400).
 local token = os.getenv("BENCH_DOM_TOKEN")
 local paths_file = os.getenv("BENCH_DOM_PATHS")
-local out_file = os.getenv("BENCH_WRK_OUT")
 
-local counter = 0
-function setup(thread)
-  thread:set("tid", counter)
-  counter = counter + 1
-end
-
-local reqs, n, i = {}, 0, 0
 function init(args)
   local headers = { ["Authorization"] = "Bearer " .. token }
   for path in io.lines(paths_file) do
@@ -223,28 +213,9 @@ function init(args)
   i = math.floor(((tid or 0) * n) / 2) % n
 end
 
-function request()
-  i = i + 1
-  if i > n then i = 1 end
-  return reqs[i]
-end
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  local f = assert(io.open(out_file, "w"))
-  f:write(string.format(
-    '{"duration_us":%d,"requests":%d,"bytes":%d,' ..
-    '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
-    '"latency_us":{"min":%d,"mean":%.1f,"stdev":%.1f,"max":%d,' ..
-    '"p50":%d,"p75":%d,"p90":%d,"p99":%d,"p999":%d}}\n',
-    summary.duration, summary.requests, summary.bytes,
-    e.connect, e.read, e.write, e.status, e.timeout,
-    latency.min, latency.mean, latency.stdev, latency.max,
-    latency:percentile(50), latency:percentile(75), latency:percentile(90),
-    latency:percentile(99), latency:percentile(99.9)))
-  f:close()
-end
 LUA
+wrk_lua_tail
+} >"$DIR/domain-check.lua"
 export BENCH_DOM_PATHS="$DIR/paths.txt"
 WRK_SCRIPT="$DIR/domain-check.lua"
 WRK_THREADS="$THREADS"

@@ -133,11 +133,7 @@ wait_ready grant-sync
 ISS="http://127.0.0.1:${PORTS[issuance]}"
 GS="http://127.0.0.1:${PORTS[grant-sync]}"
 
-for f in infra/seed/*.json; do
-  [[ -f "$f" ]] || continue
-  code="$(call POST "$ISS/v1/products" "$(cat "$f")")"
-  [[ "$code" == 201 || "$code" == 409 ]] || die "seeding $f: HTTP $code $(cat "$DIR/call.out")"
-done
+seed_catalog "$ISS"
 
 EXP_DAY="$(date -u -d '+365 days' +%Y-%m-%d)"
 EXPIRES="${EXP_DAY}T00:00:00Z"
@@ -182,7 +178,9 @@ code="$(curl -sS -o "$DIR/call.out" -w '%{http_code}' --max-time 10 -X POST "$GS
 say "$LIVE live leases; a heartbeat answers 200 (deadline $(jq -r .deadline "$DIR/call.out"))"
 
 # --- 1. heartbeats -------------------------------------------------------------------
-cat >"$DIR/heartbeat.lua" <<'LUA'
+{
+wrk_lua_head
+cat <<'LUA'
 -- Written by bench/grants.sh. Rotates over the leases of BENCH_GS_PAIRS
 -- (lease_id <TAB> token <TAB> client_id, one a line), each thread from its
 -- own offset: `POST /v1/leases/{id}/heartbeat` without a body, with
@@ -190,15 +188,7 @@ cat >"$DIR/heartbeat.lua" <<'LUA'
 -- formatted once, in init. done() writes the summary as JSON to
 -- BENCH_WRK_OUT (latencies in microseconds; errors.status = answers >= 400).
 local pairs_file = os.getenv("BENCH_GS_PAIRS")
-local out_file = os.getenv("BENCH_WRK_OUT")
 
-local counter = 0
-function setup(thread)
-  thread:set("tid", counter)
-  counter = counter + 1
-end
-
-local reqs, n, i = {}, 0, 0
 function init(args)
   for line in io.lines(pairs_file) do
     local id, token = line:match("^([^\t]+)\t([^\t]+)")
@@ -212,28 +202,9 @@ function init(args)
   i = math.floor(((tid or 0) * n) / 2) % n
 end
 
-function request()
-  i = i + 1
-  if i > n then i = 1 end
-  return reqs[i]
-end
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  local f = assert(io.open(out_file, "w"))
-  f:write(string.format(
-    '{"duration_us":%d,"requests":%d,"bytes":%d,' ..
-    '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
-    '"latency_us":{"min":%d,"mean":%.1f,"stdev":%.1f,"max":%d,' ..
-    '"p50":%d,"p75":%d,"p90":%d,"p99":%d,"p999":%d}}\n',
-    summary.duration, summary.requests, summary.bytes,
-    e.connect, e.read, e.write, e.status, e.timeout,
-    latency.min, latency.mean, latency.stdev, latency.max,
-    latency:percentile(50), latency:percentile(75), latency:percentile(90),
-    latency:percentile(99), latency:percentile(99.9)))
-  f:close()
-end
 LUA
+wrk_lua_tail
+} >"$DIR/heartbeat.lua"
 export BENCH_GS_PAIRS="$DIR/leases.tsv"
 WRK_SCRIPT="$DIR/heartbeat.lua"
 WRK_THREADS="$THREADS"

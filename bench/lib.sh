@@ -275,6 +275,62 @@ ut_st() { sed 's/^.*) //' "$1" | awk '{ print $12 "," $13 }'; }
 # script's done() writes to $BENCH_WRK_OUT); with `measure`, CPU per process
 # over the run minus 1 s at either end, wrk's included, and the user/system
 # split of the service WRK_SERVICE (<service>_user, <service>_sys).
+# The seed catalog (infra/seed, as `make run` and the e2e tests): licenses
+# need their product.
+seed_catalog() {    # base_url
+  local f code
+  for f in infra/seed/*.json; do
+    [[ -f "$f" ]] || continue
+    code="$(curl -sS -o "$DIR/seed.out" -w '%{http_code}' -X POST "$1/v1/products" \
+      -H "authorization: Bearer $ADMIN_KEY" -H 'content-type: application/json' \
+      -H "idempotency-key: $(cat /proc/sys/kernel/random/uuid)" --data-binary "@$f")"
+    [[ "$code" == 201 || "$code" == 409 ]] || die "seeding $f on $1: HTTP $code $(cat "$DIR/seed.out")"
+  done
+}
+
+# The start of every wrk script: each thread gets its number (tid) for its
+# offset into reqs[1..n], which the script's init fills.
+wrk_lua_head() {
+  cat <<'LUA'
+local counter = 0
+function setup(thread)
+  thread:set("tid", counter)
+  counter = counter + 1
+end
+
+local reqs, n, i = {}, 0, 0
+LUA
+}
+
+# The end of every wrk script: rotate over reqs[1..n] (each thread from its
+# own offset, set by its init) and write the summary JSON run_wrk reads.
+wrk_lua_tail() {
+  cat <<'LUA'
+
+function request()
+  i = i + 1
+  if i > n then i = 1 end
+  return reqs[i]
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  local f = assert(io.open(os.getenv("BENCH_WRK_OUT"), "w"))
+  f:write(string.format(
+    '{"duration_us":%d,"requests":%d,"bytes":%d,' ..
+    '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
+    '"latency_us":{"min":%d,"mean":%.1f,"stdev":%.1f,"max":%d,' ..
+    '"p50":%d,"p75":%d,"p90":%d,"p99":%d,"p999":%d}}\n',
+    summary.duration, summary.requests, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency.min, latency.mean, latency.stdev, latency.max,
+    latency:percentile(50), latency:percentile(75), latency:percentile(90),
+    latency:percentile(99), latency:percentile(99.9)))
+  f:close()
+end
+LUA
+}
+
 run_wrk() {         # tag url connections secs measure|warmup
   local tag="$1" url="$2" conns="$3" secs="$4" t0 t1
   rm -f "$DIR/$tag.wrk.json"

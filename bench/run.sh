@@ -88,17 +88,6 @@ wait_idle " for it to go idle"
 say "run $RUN_ID: databases $DB_ISS / $DB_PROJ, topic prefix $PREFIX, output $DIR"
 sql "$PG_BASE/postgres" -c "CREATE DATABASE $DB_ISS" -c "CREATE DATABASE $DB_PROJ"
 
-# The seed catalog (as infra/seed and the e2e tests): IssueLicense needs its product.
-seed_catalog() {    # base_url
-  local f code
-  for f in infra/seed/*.json; do
-    [[ -f "$f" ]] || continue
-    code="$(curl -sS -o "$DIR/seed.out" -w '%{http_code}' -X POST "$1/v1/products" \
-      -H "authorization: Bearer $ADMIN_KEY" -H 'content-type: application/json' \
-      -H "idempotency-key: $(cat /proc/sys/kernel/random/uuid)" --data-binary "@$f")"
-    [[ "$code" == 201 || "$code" == 409 ]] || die "seeding $f on $1: HTTP $code $(cat "$DIR/seed.out")"
-  done
-}
 # Nearest-rank percentile (ms) of the pooled latencies (µs, one per line) of files.
 pooled_ms() {       # q file...
   local q="$1"; shift

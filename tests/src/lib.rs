@@ -583,3 +583,58 @@ pub async fn start_grant_sync_with(
         .expect("grant-sync starts");
     InProcess { running, db }
 }
+
+/// Waits until `sql` (a `count(*)`) answers `want`.
+pub async fn wait_for_count(pool: &PgPool, sql: &str, want: i64, timeout: Duration) -> bool {
+    wait_until(timeout, || async { count(pool, sql).await == want }).await
+}
+
+/// How many of `messages` carry an event envelope of `event_type`.
+pub fn events_of_type(messages: &[OwnedMessage], event_type: &str) -> usize {
+    messages
+        .iter()
+        .filter(|m| json_of(m)["event_type"] == event_type)
+        .count()
+}
+
+/// Every log of `bin` run as a [`ServiceProcess`] under `prefix`, joined.
+pub fn service_logs(prefix: &str, bin: &str) -> String {
+    let start = format!("{prefix}-{bin}-");
+    std::fs::read_dir(std::env::temp_dir())
+        .expect("temp dir")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.starts_with(&start) && name.ends_with(".log")
+        })
+        .map(|e| std::fs::read_to_string(e.path()).expect("service log"))
+        .collect()
+}
+
+/// Fails when any line of the signing key that service processes under
+/// `prefix` generated appears in `log`.
+pub fn assert_signing_key_not_in(log: &str, prefix: &str) {
+    let pem = std::fs::read_to_string(std::env::temp_dir().join(format!("{prefix}-signing.pem")))
+        .expect("the generated key file");
+    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(
+            !log.contains(line),
+            "a line of the private key is in the log"
+        );
+    }
+    assert!(!log.contains("PRIVATE KEY"));
+}
+
+/// Waits until every one of `urls` answers 200 (facts replicated over
+/// Kafka arrive on several partitions, in no order).
+pub async fn wait_all_found(client: &reqwest::Client, urls: &[String], timeout: Duration) -> bool {
+    wait_until(timeout, || async {
+        for url in urls {
+            if call(client, "GET", url, None).await.0 != 200 {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+}

@@ -8,11 +8,9 @@
 //! revocation takes effect everywhere within the relay and consumer delay
 //! plus one second.
 
-use std::collections::HashMap;
 use std::future::{ready, Ready};
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::body::BoxBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -31,6 +29,7 @@ use futures::future::LocalBoxFuture;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool, Row};
 
+use crate::cache::TtlCache;
 use crate::problem::Problem;
 
 const CACHE_TTL: Duration = Duration::from_secs(1);
@@ -71,6 +70,14 @@ struct KeyEntry {
     revoked: bool,
 }
 
+/// A new SecretKey: 256 random bits, hex.
+pub fn new_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
 /// Hex SHA-256 of a SecretKey: what events, tables and comparisons hold.
 pub fn secret_digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
@@ -100,7 +107,7 @@ pub struct Authenticator {
     pool: PgPool,
     admin: Option<(String, String)>,
     enabled: bool,
-    cache: Mutex<HashMap<String, (Option<KeyEntry>, Instant)>>,
+    cache: TtlCache<String, Option<KeyEntry>>,
 }
 
 impl Authenticator {
@@ -121,7 +128,7 @@ impl Authenticator {
             pool,
             admin,
             enabled,
-            cache: Mutex::new(HashMap::new()),
+            cache: TtlCache::new(CACHE_TTL),
         }
     }
 
@@ -136,12 +143,8 @@ impl Authenticator {
                 }));
             }
         }
-        if let Ok(cache) = self.cache.lock() {
-            if let Some((entry, at)) = cache.get(key_id) {
-                if at.elapsed() < CACHE_TTL {
-                    return Ok(entry.clone());
-                }
-            }
+        if let Some(entry) = self.cache.get(&key_id.to_string()) {
+            return Ok(entry);
         }
         let row = sqlx::query(
             "SELECT secret_digest, scopes, allowlist, revoked FROM api_keys WHERE key_id = $1",
@@ -169,12 +172,7 @@ impl Authenticator {
             }
             None => None,
         };
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() > 100_000 {
-                cache.clear();
-            }
-            cache.insert(key_id.to_string(), (entry.clone(), Instant::now()));
-        }
+        self.cache.insert(key_id.to_string(), entry.clone());
         Ok(entry)
     }
 

@@ -6,6 +6,7 @@
 //! scrapes the same way (STYLE rule 12).
 
 pub mod auth;
+pub mod cache;
 pub mod clock;
 pub mod command;
 pub mod config;

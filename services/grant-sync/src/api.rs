@@ -231,14 +231,8 @@ async fn get_lease(
     id: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
     let (c, lease_id) = client_lease(&app, &principal, &id).await?;
-    let (license_id, lease) = app.lease(&c, lease_id).await?;
-    let deadline: Option<chrono::DateTime<chrono::Utc>> =
-        sqlx::query_scalar("SELECT deadline FROM leases WHERE lease_id = $1")
-            .bind(lease_id)
-            .fetch_optional(&app.pool)
-            .await
-            .map_err(db_problem)?;
-    Ok(HttpResponse::Ok().json(lease_body(license_id, &lease, deadline)))
+    let (license_id, deadline, lease) = app.lease(&c, lease_id).await?;
+    Ok(HttpResponse::Ok().json(lease_body(license_id, &lease, Some(deadline))))
 }
 
 async fn release(

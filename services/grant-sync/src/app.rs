@@ -3,14 +3,15 @@
 //! with signed grant documents, pull from upstreams.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
 use contracts::grants::*;
 use eventstore::{derived_id, CommandContext, Executed, Repository};
 use service_kit::auth::Principal;
+use service_kit::cache::TtlCache;
 use service_kit::command::store_problem;
 use service_kit::keys::Signer;
 use service_kit::Problem;
@@ -45,7 +46,7 @@ pub struct GrantSync {
     pub remote: Remote,
     pub settings: Settings,
     clock: Arc<dyn Clock>,
-    client_cache: Mutex<HashMap<String, (ClientRow, Instant)>>,
+    clients_seen: TtlCache<String, ClientRow>,
     feeds: SingleFlight<FeedKey, Arc<(Vec<store::FeedRow>, Cursor)>>,
     grant_sets: SingleFlight<FeedKey, Arc<Vec<Grant>>>,
 }
@@ -119,14 +120,6 @@ pub fn system_context(command_type: &str, about: &str) -> CommandContext {
     }
 }
 
-/// 256 random bits, hex.
-fn new_secret() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
 impl GrantSync {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -157,7 +150,7 @@ impl GrantSync {
             remote,
             settings,
             clock,
-            client_cache: Mutex::new(HashMap::new()),
+            clients_seen: TtlCache::new(CLIENT_CACHE),
             feeds: SingleFlight::default(),
             grant_sets: SingleFlight::default(),
         }
@@ -177,7 +170,7 @@ impl GrantSync {
     ) -> Result<(client::ClientState, Option<String>), Problem> {
         let client_id = Uuid::now_v7();
         let key_id = format!("SC{}", client_id.simple());
-        let secret = new_secret();
+        let secret = service_kit::auth::new_secret();
         let known: BTreeSet<Uuid> = store::known_licenses(&self.pool, &spec.licenses)
             .await
             .map_err(db_problem)?
@@ -231,12 +224,8 @@ impl GrantSync {
 
     /// The client behind a request's credentials.
     pub async fn client(&self, principal: &Principal) -> Result<ClientRow, Problem> {
-        if let Ok(cache) = self.client_cache.lock() {
-            if let Some((c, at)) = cache.get(&principal.key_id) {
-                if at.elapsed() < CLIENT_CACHE {
-                    return Ok(c.clone());
-                }
-            }
+        if let Some(c) = self.clients_seen.get(&principal.key_id) {
+            return Ok(c);
         }
         let row = store::client_by_key(&self.pool, &principal.key_id)
             .await
@@ -253,12 +242,8 @@ impl GrantSync {
                 "this license client was revoked",
             ));
         }
-        if let Ok(mut cache) = self.client_cache.lock() {
-            if cache.len() > 100_000 {
-                cache.clear();
-            }
-            cache.insert(principal.key_id.clone(), (row.clone(), Instant::now()));
-        }
+        self.clients_seen
+            .insert(principal.key_id.clone(), row.clone());
         Ok(row)
     }
 
@@ -388,22 +373,30 @@ impl GrantSync {
         }
     }
 
-    /// The license and state of one of a client's leases.
-    pub async fn lease(
+    /// The license and heartbeat deadline of one of the client's leases.
+    async fn lease_row(
         &self,
         client: &ClientRow,
         lease_id: Uuid,
-    ) -> Result<(Uuid, Lease), Problem> {
-        let license_id: Option<Uuid> = sqlx::query_scalar(
-            "SELECT license_id FROM leases WHERE lease_id = $1 AND client_id = $2",
+    ) -> Result<(Uuid, DateTime<Utc>), Problem> {
+        sqlx::query_as(
+            "SELECT license_id, deadline FROM leases WHERE lease_id = $1 AND client_id = $2",
         )
         .bind(lease_id)
         .bind(client.client_id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(db_problem)?;
-        let license_id =
-            license_id.ok_or_else(|| Problem::not_found("LEASE_NOT_FOUND", "no such lease"))?;
+        .map_err(db_problem)?
+        .ok_or_else(|| Problem::not_found("LEASE_NOT_FOUND", "no such lease"))
+    }
+
+    /// One of the client's leases: its license, its deadline, its state.
+    pub async fn lease(
+        &self,
+        client: &ClientRow,
+        lease_id: Uuid,
+    ) -> Result<(Uuid, DateTime<Utc>, Lease), Problem> {
+        let (license_id, deadline) = self.lease_row(client, lease_id).await?;
         let (leases, _) = self
             .leases
             .load(&license_id.to_string())
@@ -414,7 +407,7 @@ impl GrantSync {
             .get(&lease_id)
             .cloned()
             .ok_or_else(|| Problem::not_found("LEASE_NOT_FOUND", "no such lease"))?;
-        Ok((license_id, lease))
+        Ok((license_id, deadline, lease))
     }
 
     pub async fn release(
@@ -423,7 +416,7 @@ impl GrantSync {
         client: &ClientRow,
         lease_id: Uuid,
     ) -> Result<(Uuid, Lease), Problem> {
-        let (license_id, _) = self.lease(client, lease_id).await?;
+        let (license_id, _) = self.lease_row(client, lease_id).await?;
         let command = LeasesCommand::Release {
             lease_id,
             client_id: client.client_id,

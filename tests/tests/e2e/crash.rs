@@ -451,17 +451,8 @@ async fn sigkill_of_activation_loses_no_seat_oversells_none_and_replays_reaction
         Duration::from_secs(20),
     )
     .await;
-    let activated: Vec<_> = messages
-        .iter()
-        .filter(|m| {
-            use rdkafka::Message;
-            m.payload()
-                .and_then(|p| serde_json::from_slice::<Value>(p).ok())
-                .is_some_and(|v| v["event_type"] == "DeviceActivated")
-        })
-        .collect();
     assert_eq!(
-        activated.len(),
+        events_of_type(&messages, "DeviceActivated"),
         expected,
         "one Kafka message per activation"
     );
@@ -482,36 +473,20 @@ async fn sigkill_of_activation_loses_no_seat_oversells_none_and_replays_reaction
     let revoked_sql = format!(
         "SELECT count(*) FROM activations WHERE license_id = '{suspended}' AND status = 'revoked'"
     );
-    let p = pool.clone();
-    let revoked = wait_until(Duration::from_secs(20), || {
-        let (p, q) = (p.clone(), revoked_sql.clone());
-        async move { count(&p, &q).await == SEATS }
-    })
-    .await;
+    let revoked = wait_for_count(&pool, &revoked_sql, SEATS, Duration::from_secs(20)).await;
     assert!(
         revoked,
         "the suspension revoked the seats after the restart"
     );
-    // The private signing key never reaches a log.
-    let pem = std::fs::read_to_string(std::env::temp_dir().join(format!("{prefix}-signing.pem")))
-        .expect("the generated key file");
-    let log = std::fs::read_to_string(
-        std::env::temp_dir().join(format!("{prefix}-activation-{}.log", restarted.port)),
-    )
-    .expect("service log");
-    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
-        assert!(
-            !log.contains(line),
-            "a line of the private key is in the log"
-        );
-    }
-    assert!(!log.contains("PRIVATE KEY"));
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         count(&pool, &format!(
             "SELECT count(*) FROM events WHERE event_type = 'ActivationsRevoked' AND aggregate_id = '{suspended}'")).await,
         1
     );
+    // The private signing key never reaches a log (of any of the runs).
+    drop(restarted);
+    assert_signing_key_not_in(&service_logs(&prefix, "activation"), &prefix);
     issuance.running.stop().await;
 }
 
@@ -542,17 +517,11 @@ async fn sigkill_of_domain_binding_loses_no_binding_and_leaves_no_claim_behind()
         ids.push(b["id"].as_str().expect("id").to_string());
     }
     let dom = service.url.clone();
-    // Licenses arrive over Kafka on several partitions: wait for every one.
-    let known = wait_until(Duration::from_secs(30), || async {
-        for id in &ids {
-            let url = format!("{dom}/v1/licenses/{id}/domain");
-            if call(&admin, "GET", &url, None).await.0 != 200 {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    let urls: Vec<String> = ids
+        .iter()
+        .map(|id| format!("{dom}/v1/licenses/{id}/domain"))
+        .collect();
+    let known = wait_all_found(&admin, &urls, Duration::from_secs(30)).await;
     assert!(known, "licenses reached domain binding");
 
     // Each license binds its own domain; licenses 2k and 2k+1 race for
@@ -655,16 +624,11 @@ async fn sigkill_of_grant_sync_loses_no_lease_oversells_no_seat_and_revokes_once
         licenses.push(b["id"].as_str().expect("id").to_string());
     }
     let gs = service.url.clone();
-    let known = wait_until(Duration::from_secs(30), || async {
-        for id in &licenses {
-            let url = format!("{gs}/v1/licenses/{id}/leases");
-            if call(&admin, "GET", &url, None).await.0 != 200 {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    let urls: Vec<String> = licenses
+        .iter()
+        .map(|id| format!("{gs}/v1/licenses/{id}/leases"))
+        .collect();
+    let known = wait_all_found(&admin, &urls, Duration::from_secs(30)).await;
     assert!(known, "licenses reached grant sync");
     let mut tokens = Vec::new();
     for id in &licenses {
@@ -779,16 +743,11 @@ async fn sigkill_of_grant_sync_loses_no_lease_oversells_no_seat_and_revokes_once
     // Every event of the topic: the registrations, the key, the leases.
     let all = tokens.len() + 1 + expected;
     let messages = read_topic(&infra.brokers, &topic, all, Duration::from_secs(20)).await;
-    let leased = messages
-        .iter()
-        .filter(|m| {
-            use rdkafka::Message;
-            m.payload()
-                .and_then(|p| serde_json::from_slice::<Value>(p).ok())
-                .is_some_and(|v| v["event_type"] == "LeaseGranted")
-        })
-        .count();
-    assert_eq!(leased, expected, "one Kafka message per lease");
+    assert_eq!(
+        events_of_type(&messages, "LeaseGranted"),
+        expected,
+        "one Kafka message per lease"
+    );
 
     // A suspension while grant sync is down ends that license's leases
     // once, after the restart.
@@ -807,12 +766,7 @@ async fn sigkill_of_grant_sync_loses_no_lease_oversells_no_seat_and_revokes_once
     let revoked_sql = format!(
         "SELECT count(*) FROM leases WHERE license_id = '{suspended}' AND status = 'revoked'"
     );
-    let p = pool.clone();
-    let revoked = wait_until(Duration::from_secs(20), || {
-        let (p, q) = (p.clone(), revoked_sql.clone());
-        async move { count(&p, &q).await == SEATS }
-    })
-    .await;
+    let revoked = wait_for_count(&pool, &revoked_sql, SEATS, Duration::from_secs(20)).await;
     assert!(revoked, "the suspension ended the leases after the restart");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
@@ -820,27 +774,12 @@ async fn sigkill_of_grant_sync_loses_no_lease_oversells_no_seat_and_revokes_once
             "SELECT count(*) FROM events WHERE event_type = 'LeasesRevoked' AND aggregate_id = '{suspended}'")).await,
         1
     );
-    // Neither the signing key nor a client secret reaches the log.
-    let pem = std::fs::read_to_string(std::env::temp_dir().join(format!("{prefix}-signing.pem")))
-        .expect("the generated key file");
+    // Neither the signing key nor a client secret reaches the logs of the
+    // three runs (the first registered the clients).
     drop(restarted);
-    // The logs of all three runs: the first registered the clients.
-    let log: String = std::fs::read_dir(std::env::temp_dir())
-        .expect("temp dir")
-        .filter_map(Result::ok)
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            name.starts_with(&format!("{prefix}-grant-sync-")) && name.ends_with(".log")
-        })
-        .map(|e| std::fs::read_to_string(e.path()).expect("service log"))
-        .collect();
+    let log = service_logs(&prefix, "grant-sync");
     assert!(log.contains("started"), "the service logs were read");
-    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
-        assert!(
-            !log.contains(line),
-            "a line of the private key is in the log"
-        );
-    }
+    assert_signing_key_not_in(&log, &prefix);
     for (_, token) in &tokens {
         let secret = token.split('.').nth(1).expect("secret");
         assert!(!log.contains(secret), "a client secret is in the log");

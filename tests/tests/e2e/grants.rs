@@ -284,11 +284,7 @@ async fn clients_connect_with_their_credentials_only_and_get_clear_errors() {
     let p = pool(&grants.db).await;
     let sql =
         format!("SELECT count(*) FROM leases WHERE lease_id = '{lease_id}' AND status = 'revoked'");
-    let ended = wait_until(Duration::from_secs(15), || {
-        let (p, q) = (p.clone(), sql.clone());
-        async move { count(&p, &q).await == 1 }
-    })
-    .await;
+    let ended = wait_for_count(&p, &sql, 1, Duration::from_secs(15)).await;
     assert!(ended, "the revoked client's lease ended");
     let reason: String = sqlx::query_scalar(
         "SELECT payload->>'reason' FROM events WHERE event_type = 'LeasesRevoked'",

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use contracts::issuance::*;
 use contracts::{CommandEnvelope, CommandOutcome, OutcomeStatus};
 use eventstore::StoreError;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use service_kit::auth::{require, secret_digest, ADMIN};
 use service_kit::command::{store_problem, Caller};
@@ -496,12 +495,6 @@ impl ApiKeyBody {
     }
 }
 
-fn new_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
 async fn api_key_command(
     issuance: &Issuance,
     caller: &Caller,
@@ -542,7 +535,7 @@ async fn create_api_key(
     Json(spec): Json<CreateApiKey>,
 ) -> Result<HttpResponse, Problem> {
     let key_id = format!("AKID{}", Uuid::new_v4().simple());
-    let secret = new_secret();
+    let secret = service_kit::auth::new_secret();
     let command = ApiKeyCommand::Create {
         key_id: key_id.clone(),
         secret_digest: secret_digest(&secret),
@@ -604,7 +597,7 @@ async fn rotate_api_key(
     id: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
     check_key_id(&id)?;
-    let secret = new_secret();
+    let secret = service_kit::auth::new_secret();
     let command = ApiKeyCommand::Rotate {
         secret_digest: secret_digest(&secret),
     };
