@@ -254,10 +254,22 @@ pub async fn start_projector(infra: &Infra, prefix: &str) -> InProcess {
     start_projector_on(infra, prefix, infra.fresh_db("projector").await).await
 }
 
+pub fn projector_config(infra: &Infra, db: &str, prefix: &str) -> projector::Config {
+    projector::Config {
+        common: infra.config(db, prefix),
+        signing_key_file: signing_key_path(prefix),
+        signing_key_generate: true,
+        issuer: "licensing-projector".into(),
+        models: None,
+        clock_tolerance_secs: 600,
+    }
+}
+
 pub async fn start_projector_on(infra: &Infra, prefix: &str, db: String) -> InProcess {
-    let config = projector::Config {
-        common: infra.config(&db, prefix),
-    };
+    start_projector_with(projector_config(infra, &db, prefix), db).await
+}
+
+pub async fn start_projector_with(config: projector::Config, db: String) -> InProcess {
     let running = projector::start(config, false)
         .await
         .expect("projector starts");

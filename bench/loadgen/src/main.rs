@@ -47,6 +47,11 @@
 //!       grant sync: parks every client in a long-poll POST /v1/sync, makes
 //!       one license change per round at issuance and times each client's
 //!       answer from the change's HTTP 200 (src/grants.rs).
+//!   loadgen events --out-dir D [--licenses 100000] [--events 1000000] [--hot-license-events 10000]
+//!       projector: a synthetic, contract-valid history of the four
+//!       contexts' events as `<key>\t<json>` lines for Kafka's console
+//!       producer, D/<context>.tsv; `--hot-file F`, `--ids-out F`
+//!       (src/events.rs).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,6 +63,7 @@ use sqlx::Connection;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
+mod events;
 mod grants;
 
 /// Default `IssueLicense` body (override with `--body`). The edition must be
@@ -68,7 +74,7 @@ const BODY: &str = r#"{"product":"integration-platform","edition":"enterprise","
 fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
-        bail!("usage: loadgen http-issue|activate|validate|sign|relay-watch|relay-trace|cpu|grants-setup|sync-fanout ... (see the source header)");
+        bail!("usage: loadgen http-issue|activate|validate|sign|relay-watch|relay-trace|cpu|grants-setup|sync-fanout|events ... (see the source header)");
     }
     let cmd = args.remove(0);
     let opts = Opts::parse(&args)?;
@@ -87,6 +93,7 @@ fn main() -> Result<()> {
         "relay-trace" => rt()?.block_on(relay_trace(&opts))?,
         "grants-setup" => rt()?.block_on(grants::setup(&opts))?,
         "sync-fanout" => rt()?.block_on(grants::fanout(&opts))?,
+        "events" => events::run(&opts)?,
         "sign" => sign(&opts)?,
         "cpu" => cpu(&args)?,
         other => bail!("unknown subcommand {other:?}"),

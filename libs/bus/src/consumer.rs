@@ -94,6 +94,19 @@ impl From<sqlx::Error> for HandleError {
 #[async_trait]
 pub trait TxHandler: Send + Sync + 'static {
     async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError>;
+
+    /// One partition's messages, in order, in one transaction. Handlers that
+    /// can write a batch in fewer statements than one per message override it.
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        msgs: &[&Incoming],
+    ) -> Result<(), HandleError> {
+        for m in msgs {
+            self.handle(tx, m).await?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -358,12 +371,9 @@ impl<H: TxHandler> Worker<H> {
         };
         let mut tx = self.pool.begin().await?;
         let next = lock_offset(&mut tx, &self.name, &last.topic, last.partition).await?;
-        let mut applied = false;
-        for m in batch.iter().filter(|m| m.offset >= next) {
-            self.handler.handle(&mut tx, m).await?;
-            applied = true;
-        }
-        if applied {
+        let fresh: Vec<&Incoming> = batch.iter().filter(|m| m.offset >= next).collect();
+        if !fresh.is_empty() {
+            self.handler.handle_batch(&mut tx, &fresh).await?;
             store_offset(
                 &mut tx,
                 &self.name,

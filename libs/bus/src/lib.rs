@@ -63,3 +63,46 @@ pub async fn publish_json<T: Serialize>(
         .map_err(|(e, _)| BusError::Kafka(e))?;
     Ok(())
 }
+
+/// Reads partitions' low and high watermarks: how far a consumer is behind.
+pub struct Watermarks {
+    client: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
+}
+
+/// One partition: `(topic, partition, low, high)`.
+pub type PartitionMarks = (String, i32, i64, i64);
+
+impl Watermarks {
+    pub fn new(brokers: &str) -> Result<Self, KafkaError> {
+        let client = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()?;
+        Ok(Self {
+            client: std::sync::Arc::new(client),
+        })
+    }
+
+    /// Every partition of `topics` (blocking calls, run off the runtime).
+    pub async fn of(&self, topics: &[String]) -> Result<Vec<PartitionMarks>, KafkaError> {
+        use rdkafka::consumer::Consumer;
+        let client = self.client.clone();
+        let topics = topics.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(5);
+            let mut out = Vec::new();
+            for topic in topics {
+                let meta = client.fetch_metadata(Some(&topic), timeout)?;
+                for t in meta.topics() {
+                    for p in t.partitions() {
+                        let (low, high) = client.fetch_watermarks(&topic, p.id(), timeout)?;
+                        out.push((topic.clone(), p.id(), low, high));
+                    }
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?
+    }
+}

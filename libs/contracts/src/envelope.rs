@@ -47,9 +47,12 @@ pub struct EventMetadata {
 }
 
 /// An event as published on `<prefix>.<context>.events`; also the audit record.
+/// `P` is the payload: a parsed value for most readers, the exact stored text
+/// (`Box<RawValue>`) for the relay and the projector, because the hash chain
+/// covers that text byte for byte and a re-serialised value would reorder keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EventEnvelope {
+pub struct EventEnvelope<P = Value> {
     pub event_id: Uuid,
     pub event_type: String,
     pub event_version: String,
@@ -64,11 +67,35 @@ pub struct EventEnvelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<String>,
     pub actor: Actor,
-    pub payload: Value,
+    pub payload: P,
     /// Hex SHA-256 of the same aggregate's previous event (zeros for the first).
     pub prev_hash: String,
     /// Hex SHA-256 over `prev_hash` and the event's canonical bytes.
     pub hash: String,
+}
+
+impl<P> EventEnvelope<P> {
+    /// The same envelope around another payload.
+    pub fn with_payload<Q>(self, payload: Q) -> EventEnvelope<Q> {
+        EventEnvelope {
+            event_id: self.event_id,
+            event_type: self.event_type,
+            event_version: self.event_version,
+            aggregate_type: self.aggregate_type,
+            aggregate_id: self.aggregate_id,
+            sequence: self.sequence,
+            global_position: self.global_position,
+            occurred_at: self.occurred_at,
+            recorded_at: self.recorded_at,
+            command_id: self.command_id,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            actor: self.actor,
+            payload,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        }
+    }
 }
 
 /// A command as sent on `<prefix>.<context>.commands`. `command_id` is the

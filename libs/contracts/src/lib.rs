@@ -5,6 +5,7 @@
 //! change; a new payload shape is a new version.
 
 pub mod activation;
+pub mod decision;
 pub mod domain;
 pub mod envelope;
 pub mod grants;

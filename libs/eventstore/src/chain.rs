@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use contracts::{EventEnvelope, EventMetadata};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -79,8 +80,16 @@ impl StoredEvent {
         h.finalize().into()
     }
 
-    /// The envelope published on Kafka and kept in the audit trail.
+    /// The envelope with the payload parsed.
     pub fn to_envelope(&self) -> Result<EventEnvelope, serde_json::Error> {
+        let raw = self.to_raw_envelope()?;
+        let payload = serde_json::from_str(raw.payload.get())?;
+        Ok(raw.with_payload(payload))
+    }
+
+    /// The envelope published on Kafka: the payload is the stored text
+    /// verbatim, so a reader can re-hash the event from the message alone.
+    pub fn to_raw_envelope(&self) -> Result<EventEnvelope<Box<RawValue>>, serde_json::Error> {
         let meta: EventMetadata = serde_json::from_str(&self.metadata)?;
         Ok(EventEnvelope {
             event_id: self.event_id,
@@ -96,11 +105,49 @@ impl StoredEvent {
             correlation_id: meta.correlation_id,
             causation_id: meta.causation_id,
             actor: meta.actor,
-            payload: serde_json::from_str(&self.payload)?,
+            payload: RawValue::from_string(self.payload.clone())?,
             prev_hash: hex::encode(&self.prev_hash),
             hash: hex::encode(&self.hash),
         })
     }
+
+    /// The stored row back from a published envelope. The metadata text is
+    /// re-serialised from its struct, as the event store wrote it; a
+    /// verifier of the result is what proves the round trip exact.
+    pub fn from_raw_envelope(e: &EventEnvelope<Box<RawValue>>) -> Result<Self, StoredEventError> {
+        let metadata = serde_json::to_string(&EventMetadata {
+            occurred_at: e.occurred_at,
+            command_id: e.command_id,
+            correlation_id: e.correlation_id.clone(),
+            causation_id: e.causation_id.clone(),
+            actor: e.actor.clone(),
+        })
+        .map_err(|_| StoredEventError::Metadata)?;
+        Ok(Self {
+            global_position: e.global_position,
+            event_id: e.event_id,
+            aggregate_type: e.aggregate_type.clone(),
+            aggregate_id: e.aggregate_id.clone(),
+            sequence: i64::try_from(e.sequence).map_err(|_| StoredEventError::Sequence)?,
+            event_type: e.event_type.clone(),
+            event_version: e.event_version.clone(),
+            payload: e.payload.get().to_string(),
+            metadata,
+            recorded_at: e.recorded_at,
+            prev_hash: hex::decode(&e.prev_hash).map_err(|_| StoredEventError::Hash)?,
+            hash: hex::decode(&e.hash).map_err(|_| StoredEventError::Hash)?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoredEventError {
+    #[error("the envelope's metadata cannot be serialised")]
+    Metadata,
+    #[error("the envelope's sequence is out of range")]
+    Sequence,
+    #[error("the envelope's prev_hash or hash is not hex")]
+    Hash,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,6 +284,32 @@ mod tests {
             out.push(event(s, &prev, &format!("{{\"n\":{s}}}")));
         }
         out
+    }
+
+    #[test]
+    fn a_published_envelope_gives_back_the_stored_row_byte_for_byte() {
+        let metadata = serde_json::to_string(&EventMetadata {
+            occurred_at: Utc::now(),
+            command_id: Uuid::now_v7(),
+            correlation_id: "c1".into(),
+            causation_id: None,
+            actor: contracts::Actor::new(contracts::ActorKind::ApiKey, "AK1"),
+        })
+        .expect("metadata");
+        // Keys out of alphabetical order and non-ASCII text: a parsed value
+        // would come back sorted and the hash would no longer match.
+        let mut e = event(
+            1,
+            &ZERO_HASH,
+            "{\"z\":1,\"a\":\"é\\n\",\"m\":[1.5,{\"y\":null,\"b\":true}]}",
+        );
+        e.metadata = metadata;
+        e.hash = e.compute_hash(&ZERO_HASH).to_vec();
+        let wire = serde_json::to_vec(&e.to_raw_envelope().expect("envelope")).expect("json");
+        let read: EventEnvelope<Box<RawValue>> = serde_json::from_slice(&wire).expect("parses");
+        let back = StoredEvent::from_raw_envelope(&read).expect("row");
+        assert_eq!(back, e);
+        assert!(verify_chain("License", "a1", &[back]).is_intact());
     }
 
     #[test]

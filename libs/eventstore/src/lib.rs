@@ -7,6 +7,7 @@
 //! idempotency record must commit atomically with the events (see
 //! docs/adr/0001-event-store.md).
 
+pub mod bundle;
 pub mod chain;
 pub mod db;
 pub mod relay;

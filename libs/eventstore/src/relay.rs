@@ -295,7 +295,7 @@ impl Relay {
         let mut pending = Vec::with_capacity(batch.len() + 1);
         for (_, event) in batch {
             let envelope = event
-                .to_envelope()
+                .to_raw_envelope()
                 .map_err(|e| RelayError::Corrupt(event.global_position, e))?;
             let body = serde_json::to_vec(&envelope)
                 .map_err(|e| RelayError::Corrupt(event.global_position, e))?;
@@ -350,7 +350,7 @@ async fn send(
     }
 }
 
-fn envelope_headers(e: &contracts::EventEnvelope) -> OwnedHeaders {
+fn envelope_headers<P>(e: &contracts::EventEnvelope<P>) -> OwnedHeaders {
     let sequence = e.sequence.to_string();
     let event_id = e.event_id.to_string();
     let mut h = OwnedHeaders::new_with_capacity(8);

@@ -3,19 +3,52 @@
 //! `licensectl verify --database-url URL [--aggregate-type T --aggregate-id ID]`
 //! re-hashes an aggregate's stored events (or every aggregate's) and prints
 //! one JSON report per aggregate; exits 1 when any chain is broken.
+//!
+//! `licensectl verify-bundle` checks a dispute bundle offline, and
+//! `licensectl rebuild` drives a projector rebuild; see `USAGE`.
+//!
+//! Exit codes: 0 success, 1 the check or the rebuild failed, 2 usage or IO.
 
+mod rebuild;
+mod verify_bundle;
+
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use sqlx::PgPool;
 
-const USAGE: &str =
-    "usage: licensectl verify --database-url URL [--aggregate-type TYPE --aggregate-id ID]";
+const USAGE: &str = "usage:
+  licensectl verify --database-url URL [--aggregate-type TYPE --aggregate-id ID]
+  licensectl verify-bundle --bundle FILE (--jwks FILE | --public-key PEM_FILE)
+  licensectl rebuild --url BASE_URL --api-key KEY [--models M1,M2] [--poll-ms 500] [--timeout-secs 3600]
+environment: LICENSING_DATABASE_URL, LICENSING_PROJECTOR_URL, LICENSING_API_KEY
+exit codes: 0 ok, 1 chain broken / bundle invalid / rebuild failed, 2 usage or IO error";
 
 fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// `--name value` pairs; unlike `flag`, refuses unknown, repeated and
+/// value-less flags, so that a typo cannot silently fall back to a default.
+fn flags(args: &[String], known: &[&str]) -> anyhow::Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    let mut it = args.iter();
+    while let Some(name) = it.next() {
+        if !known.contains(&name.as_str()) {
+            bail!("unknown argument {name:?}\n{USAGE}");
+        }
+        let value = it
+            .next()
+            .filter(|v| !v.starts_with("--"))
+            .with_context(|| format!("{name} needs a value\n{USAGE}"))?;
+        if out.insert(name.clone(), value.clone()).is_some() {
+            bail!("{name} given twice\n{USAGE}");
+        }
+    }
+    Ok(out)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -32,9 +65,17 @@ async fn main() -> ExitCode {
 
 async fn run(args: Vec<String>) -> anyhow::Result<bool> {
     match args.first().map(String::as_str) {
-        Some("verify") => {}
+        Some("verify") => verify(args).await,
+        Some("verify-bundle") => verify_bundle::run(&verify_bundle::parse(&args[1..])?),
+        Some("rebuild") => {
+            let env = |k: &str| std::env::var(k).ok();
+            rebuild::run(&rebuild::parse(&args[1..], env)?).await
+        }
         _ => bail!(USAGE),
     }
+}
+
+async fn verify(args: Vec<String>) -> anyhow::Result<bool> {
     let url = flag(&args, "--database-url")
         .or_else(|| std::env::var("LICENSING_DATABASE_URL").ok())
         .context(USAGE)?;
@@ -60,4 +101,24 @@ async fn run(args: Vec<String>) -> anyhow::Result<bool> {
         println!("{}", serde_json::to_string(&report)?);
     }
     Ok(intact)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn flags_are_pairs_of_known_names_and_values() {
+        let f = flags(&args("--a 1 --b x"), &["--a", "--b"]).expect("parses");
+        assert_eq!(f["--a"], "1");
+        assert_eq!(f["--b"], "x");
+        assert!(flags(&args("--c 1"), &["--a"]).is_err());
+        assert!(flags(&args("--a"), &["--a"]).is_err());
+        assert!(flags(&args("--a --b 1"), &["--a", "--b"]).is_err());
+        assert!(flags(&args("--a 1 --a 2"), &["--a"]).is_err());
+    }
 }

@@ -1,29 +1,63 @@
 //! Projector: read models built from every context's events — license state
-//! and the audit trail. `start` wires it so tests can run it in-process.
+//! and the audit trail — with blue/green rebuilds, as-of state, history and
+//! signed dispute bundles. `start` wires it so tests can run it in-process.
 
 pub mod api;
-pub mod consumers;
 pub mod domain;
+pub mod models;
+pub mod rebuild;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix_web::web;
 use contracts::topics::{ACTIVATION, DOMAIN, GRANTS, ISSUANCE};
 use serde::Deserialize;
+use service_kit::clock::{Clock, SystemClock};
+use service_kit::keys::Signer;
 use service_kit::platform::{Platform, PlatformError, Running};
 use service_kit::CommonConfig;
 use sqlx::migrate::Migrator;
 
-use crate::consumers::EventProjector;
+use crate::models::ModelConsumer;
+use crate::rebuild::Projections;
 
 pub const SERVICE: &str = "projector";
 
+/// Messages per live transaction.
+const LIVE_BATCH: usize = 1_000;
+
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+fn d_issuer() -> String {
+    "licensing-projector".into()
+}
+
+fn d_tolerance() -> u32 {
+    600
+}
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     #[serde(flatten)]
     pub common: CommonConfig,
+    /// PKCS#8 PEM file of the P-256 key that signs dispute-bundle
+    /// checkpoints; every key ever used stays in the JWKS.
+    pub signing_key_file: String,
+    /// Create `signing_key_file` (mode 0600) when missing: development only.
+    #[serde(default)]
+    pub signing_key_generate: bool,
+    /// `iss` of checkpoints.
+    #[serde(default = "d_issuer")]
+    pub issuer: String,
+    /// The read models to maintain (default: all). A model added here later
+    /// is backfilled over the full history by its own consumer.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// Clock tolerance of re-evaluated validations (the activation
+    /// service's `clock_tolerance_secs`).
+    #[serde(default = "d_tolerance")]
+    pub clock_tolerance_secs: u32,
 }
 
 impl AsRef<CommonConfig> for Config {
@@ -32,21 +66,95 @@ impl AsRef<CommonConfig> for Config {
     }
 }
 
+/// What the HTTP handlers share.
+pub struct App {
+    pub pool: sqlx::PgPool,
+    pub signer: Signer,
+    pub projections: Arc<Projections>,
+    pub clock: Arc<dyn Clock>,
+    pub issuer: String,
+    pub tolerance: chrono::Duration,
+}
+
+impl AsRef<Signer> for App {
+    fn as_ref(&self) -> &Signer {
+        &self.signer
+    }
+}
+
 pub async fn start(config: Config, handle_signals: bool) -> Result<Running, PlatformError> {
-    let mut platform = Platform::start(SERVICE, config.common, Some(&MIGRATOR)).await?;
+    let mut platform = Platform::start(SERVICE, config.common.clone(), Some(&MIGRATOR)).await?;
     if !handle_signals {
         platform = platform.without_signals();
     }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ring = service_kit::keys::load_ring(
+        std::path::Path::new(&config.signing_key_file),
+        config.signing_key_generate,
+    )?;
+    let signer = Signer::new(ring, platform.pool.clone(), clock.clone());
+    signer.publish_at_startup(SERVICE).await?;
+
     let contexts: HashMap<String, String> = [ISSUANCE, ACTIVATION, DOMAIN, GRANTS]
         .iter()
         .map(|c| (platform.topics.events(c), (*c).to_string()))
         .collect();
-    let topics = contexts.keys().cloned().collect();
-    platform.spawn_consumer("read-models", topics, 500, EventProjector { contexts });
-    let pool = web::Data::new(platform.pool.clone());
+    let mut topics: Vec<String> = contexts.keys().cloned().collect();
+    topics.sort();
+    let contexts = Arc::new(contexts);
+    let models: Vec<_> = models::all()
+        .into_iter()
+        .filter(|m| {
+            config
+                .models
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|n| n == m.name()))
+        })
+        .collect();
+    for m in &models {
+        platform.spawn_consumer(
+            m.name(),
+            topics.clone(),
+            LIVE_BATCH,
+            ModelConsumer {
+                model: m.clone(),
+                contexts: contexts.clone(),
+                suffix: "",
+            },
+        );
+    }
+    let group = platform
+        .config
+        .consumer_group_prefix
+        .clone()
+        .unwrap_or_else(|| platform.topics.prefix().to_string());
+    let projections = Arc::new(Projections {
+        pool: platform.pool.clone(),
+        dlq: platform.producer.clone(),
+        brokers: platform.config.kafka_brokers.clone(),
+        topics,
+        contexts,
+        group_base: format!("{group}.{SERVICE}"),
+        models,
+        watermarks: bus::Watermarks::new(&platform.config.kafka_brokers)
+            .map_err(|e| PlatformError::Config(format!("kafka: {e}")))?,
+        shutdown: platform.shutdown_signal(),
+    });
+    projections
+        .resume()
+        .await
+        .map_err(|e| PlatformError::Config(format!("resuming rebuilds: {e}")))?;
+    let app = web::Data::new(App {
+        pool: platform.pool.clone(),
+        signer,
+        projections,
+        clock,
+        issuer: config.issuer,
+        tolerance: chrono::Duration::seconds(i64::from(config.clock_tolerance_secs)),
+    });
     platform
         .serve(move |cfg| {
-            cfg.app_data(pool.clone());
+            cfg.app_data(app.clone());
             api::routes(cfg);
         })
         .await

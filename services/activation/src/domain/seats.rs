@@ -1,11 +1,12 @@
 //! The seats of one license: its device activations, the consistency
 //! boundary for max activations, uninstall and migration.
 
+use contracts::decision::StatusRefusal;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use contracts::activation::*;
-use contracts::issuance::{LicenseKind, LicenseStatus, Policy};
+use contracts::issuance::{LicenseKind, LicenseStatus};
 use contracts::license_view::LicenseView;
 use cqrs_es::{Aggregate, DomainEvent};
 use eventstore::{CodedError, Refusal};
@@ -198,24 +199,17 @@ impl CodedError for SeatsError {
 
 /// Whether a license can take new activations at `now`.
 pub fn usable(license: &LicenseView, now: DateTime<Utc>) -> Result<(), SeatsError> {
-    match license.status {
-        LicenseStatus::Active => {}
-        LicenseStatus::Suspended => return Err(SeatsError::Suspended),
-        LicenseStatus::Revoked => return Err(SeatsError::Revoked),
-        LicenseStatus::Expired => return Err(SeatsError::Expired),
-        LicenseStatus::Reclaimed => return Err(SeatsError::Reclaimed),
-        LicenseStatus::Deleted => return Err(SeatsError::LicenseNotFound),
+    match contracts::decision::status_refusal(license, now) {
+        None => Ok(()),
+        Some(StatusRefusal::Suspended) => Err(SeatsError::Suspended),
+        Some(StatusRefusal::Revoked) => Err(SeatsError::Revoked),
+        Some(StatusRefusal::Expired) => Err(SeatsError::Expired),
+        Some(StatusRefusal::Reclaimed) => Err(SeatsError::Reclaimed),
+        Some(StatusRefusal::Deleted) => Err(SeatsError::LicenseNotFound),
     }
-    // The scheduler may not have fired yet: the date decides.
-    if license.expires_at.is_some_and(|at| at <= now) {
-        return Err(SeatsError::Expired);
-    }
-    Ok(())
 }
 
-pub fn policy(license: &LicenseView) -> Policy {
-    license.policy.clone().unwrap_or_default()
-}
+pub use contracts::decision::policy;
 
 impl Seats {
     pub fn live(&self) -> impl Iterator<Item = &Seat> {

@@ -1,35 +1,79 @@
 //! Read API of the projector.
 
+mod admin;
+mod audit;
+mod licenses;
+
 use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
-use actix_web::{web, HttpResponse};
+use actix_web::web;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use contracts::{Actor, ActorKind, EventEnvelope};
+use eventstore::chain::StoredEvent;
 use service_kit::auth::require;
 use service_kit::Problem;
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
-use uuid::Uuid;
+use sqlx::postgres::PgRow;
+use sqlx::Row;
 
-const DEFAULT_PAGE: i64 = 100;
-const MAX_PAGE: i64 = 1_000;
+use crate::App;
+
+pub use audit::AuditRecord;
+
+const AUDITOR: &str = "auditor";
+const ADMIN: &str = "admin";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let auditor = || from_fn(require(AUDITOR));
+    let admin = || from_fn(require(ADMIN));
+    service_kit::keys::routes::<App>(cfg);
     cfg.service(
+        web::resource("/v1/licenses")
+            .wrap(auditor())
+            .route(web::get().to(licenses::list)),
+    )
+    .service(
         web::resource("/v1/licenses/{id}")
             .wrap(auditor())
-            .route(web::get().to(get_license)),
+            .route(web::get().to(licenses::get)),
+    )
+    .service(
+        web::resource("/v1/licenses/{id}/state")
+            .wrap(auditor())
+            .route(web::get().to(licenses::as_of)),
+    )
+    .service(
+        web::resource("/v1/licenses/{id}/history")
+            .wrap(auditor())
+            .route(web::get().to(licenses::history)),
+    )
+    .service(
+        web::resource("/v1/licenses/{id}/dispute-bundle")
+            .wrap(auditor())
+            .route(web::get().to(licenses::dispute_bundle)),
+    )
+    .service(
+        web::resource("/v1/licenses/{id}/decisions")
+            .wrap(auditor())
+            .route(web::post().to(licenses::decision)),
     )
     .service(
         web::resource("/v1/audit")
             .wrap(auditor())
-            .route(web::get().to(audit)),
+            .route(web::get().to(audit::query)),
+    )
+    .service(
+        web::resource("/v1/admin/rebuild")
+            .wrap(admin())
+            .route(web::post().to(admin::rebuild)),
+    )
+    .service(
+        web::resource("/v1/admin/projections")
+            .wrap(admin())
+            .route(web::get().to(admin::projections)),
     );
 }
 
-const AUDITOR: &str = "auditor";
-
-fn unavailable(e: sqlx::Error) -> Problem {
+fn unavailable(e: impl std::fmt::Display) -> Problem {
     tracing::error!(error = %e, "read model query failed");
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -38,135 +82,77 @@ fn unavailable(e: sqlx::Error) -> Problem {
     )
 }
 
-async fn get_license(
-    pool: web::Data<PgPool>,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, Problem> {
-    let state: Option<serde_json::Value> =
-        sqlx::query_scalar("SELECT state FROM license_state WHERE license_id = $1")
-            .bind(*id)
-            .fetch_optional(pool.get_ref())
-            .await
-            .map_err(unavailable)?;
-    let state = state.ok_or_else(|| Problem::not_found("LICENSE_NOT_FOUND", "no such license"))?;
-    Ok(HttpResponse::Ok().json(state))
+/// The audit columns every event query reads, `payload` and `metadata` as
+/// their exact stored text.
+const EVENT_COLUMNS: &str = "event_id, context, aggregate_type, aggregate_id, sequence, \
+     global_position, license_id, event_type, event_version, occurred_at, recorded_at, actor_kind, \
+     actor_id, command_id, correlation_id, causation_id, payload::text AS payload, \
+     metadata::text AS metadata, prev_hash, hash";
+
+/// One audit row: the event as the event store holds it, and its context.
+struct EventRow {
+    context: String,
+    stored: StoredEvent,
+    envelope: EventEnvelope,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditQuery {
-    pub license_id: Option<Uuid>,
-    pub actor: Option<String>,
-    pub event_type: Option<String>,
-    pub correlation_id: Option<String>,
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-    /// The last `event_id` of the previous page.
-    pub cursor: Option<Uuid>,
-    pub limit: Option<i64>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct AuditRecord {
-    pub event_id: Uuid,
-    pub context: String,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub license_id: Option<Uuid>,
-    pub event_type: String,
-    pub event_version: String,
-    pub occurred_at: DateTime<Utc>,
-    pub recorded_at: DateTime<Utc>,
-    pub actor: serde_json::Value,
-    pub command_id: Uuid,
-    pub correlation_id: String,
-    pub causation_id: Option<String>,
-    pub payload: serde_json::Value,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct AuditPage {
-    pub items: Vec<AuditRecord>,
-    pub next_cursor: Option<Uuid>,
-}
-
-async fn audit(
-    pool: web::Data<PgPool>,
-    q: web::Query<AuditQuery>,
-) -> Result<HttpResponse, Problem> {
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(
-            Problem::unprocessable("INVALID_LIMIT", "limit must be 1-1000").with_field("limit"),
-        );
-    }
-    let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(
-        "SELECT event_id, context, aggregate_type, aggregate_id, sequence, license_id, event_type, \
-         event_version, occurred_at, recorded_at, actor_kind, actor_id, command_id, correlation_id, \
-         causation_id, payload, prev_hash, hash FROM audit_trail WHERE true",
-    );
-    if let Some(v) = q.license_id {
-        sql.push(" AND license_id = ").push_bind(v);
-    }
-    if let Some(v) = &q.actor {
-        sql.push(" AND actor_id = ").push_bind(v.clone());
-    }
-    if let Some(v) = &q.event_type {
-        sql.push(" AND event_type = ").push_bind(v.clone());
-    }
-    if let Some(v) = &q.correlation_id {
-        sql.push(" AND correlation_id = ").push_bind(v.clone());
-    }
-    if let Some(v) = q.from {
-        sql.push(" AND recorded_at >= ").push_bind(v);
-    }
-    if let Some(v) = q.to {
-        sql.push(" AND recorded_at < ").push_bind(v);
-    }
-    if let Some(v) = q.cursor {
-        sql.push(" AND event_id > ").push_bind(v);
-    }
-    sql.push(" ORDER BY event_id LIMIT ").push_bind(limit);
-    let rows = sql
-        .build()
-        .fetch_all(pool.get_ref())
-        .await
-        .map_err(unavailable)?;
-    let items = rows
-        .iter()
-        .map(|r| {
-            Ok(AuditRecord {
-                event_id: r.try_get("event_id")?,
-                context: r.try_get("context")?,
-                aggregate_type: r.try_get("aggregate_type")?,
-                aggregate_id: r.try_get("aggregate_id")?,
-                sequence: r.try_get("sequence")?,
-                license_id: r.try_get("license_id")?,
-                event_type: r.try_get("event_type")?,
-                event_version: r.try_get("event_version")?,
-                occurred_at: r.try_get("occurred_at")?,
-                recorded_at: r.try_get("recorded_at")?,
-                actor: serde_json::json!({
-                    "kind": r.try_get::<String, _>("actor_kind")?,
-                    "id": r.try_get::<String, _>("actor_id")?,
-                }),
-                command_id: r.try_get("command_id")?,
-                correlation_id: r.try_get("correlation_id")?,
-                causation_id: r.try_get("causation_id")?,
-                payload: r.try_get("payload")?,
-                prev_hash: r.try_get("prev_hash")?,
-                hash: r.try_get("hash")?,
-            })
+impl EventRow {
+    fn from_row(r: &PgRow) -> Result<Self, RowError> {
+        let payload: String = r.try_get("payload")?;
+        let prev_hash: String = r.try_get("prev_hash")?;
+        let hash: String = r.try_get("hash")?;
+        let recorded_at: DateTime<Utc> = r.try_get("recorded_at")?;
+        let sequence: i64 = r.try_get("sequence")?;
+        let kind: String = r.try_get("actor_kind")?;
+        let envelope = EventEnvelope {
+            event_id: r.try_get("event_id")?,
+            event_type: r.try_get("event_type")?,
+            event_version: r.try_get("event_version")?,
+            aggregate_type: r.try_get("aggregate_type")?,
+            aggregate_id: r.try_get("aggregate_id")?,
+            sequence: u64::try_from(sequence).unwrap_or_default(),
+            global_position: r.try_get("global_position")?,
+            occurred_at: r.try_get("occurred_at")?,
+            recorded_at,
+            command_id: r.try_get("command_id")?,
+            correlation_id: r.try_get("correlation_id")?,
+            causation_id: r.try_get("causation_id")?,
+            actor: Actor {
+                kind: serde_json::from_value::<ActorKind>(serde_json::Value::String(kind))?,
+                id: r.try_get("actor_id")?,
+            },
+            payload: serde_json::from_str(&payload)?,
+            prev_hash: prev_hash.clone(),
+            hash: hash.clone(),
+        };
+        let stored = StoredEvent {
+            global_position: envelope.global_position,
+            event_id: envelope.event_id,
+            aggregate_type: envelope.aggregate_type.clone(),
+            aggregate_id: envelope.aggregate_id.clone(),
+            sequence,
+            event_type: envelope.event_type.clone(),
+            event_version: envelope.event_version.clone(),
+            payload,
+            metadata: r.try_get("metadata")?,
+            recorded_at,
+            prev_hash: hex::decode(prev_hash)?,
+            hash: hex::decode(hash)?,
+        };
+        Ok(Self {
+            context: r.try_get("context")?,
+            stored,
+            envelope,
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()
-        .map_err(unavailable)?;
-    let next_cursor = if items.len() as i64 == limit {
-        items.last().map(|i| i.event_id)
-    } else {
-        None
-    };
-    Ok(HttpResponse::Ok().json(AuditPage { items, next_cursor }))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RowError {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Hex(#[from] hex::FromHexError),
 }

@@ -1,0 +1,178 @@
+//! The rules that decide a validation and whether a device may activate, as
+//! pure functions of a license and its live seats. The activation service
+//! answers requests with them; the projector re-evaluates a past request
+//! with them against the state in force at an instant.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::activation::same_device;
+use crate::issuance::{LicenseStatus, Policy};
+use crate::license_view::LicenseView;
+
+/// A live seat as the rules need it.
+pub trait LiveSeat {
+    fn activation_id(&self) -> Uuid;
+    fn components(&self) -> &BTreeMap<String, String>;
+    fn last_client_time(&self) -> Option<DateTime<Utc>>;
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Validation {
+    pub valid: bool,
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activation_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_features: Vec<String>,
+}
+
+impl Validation {
+    pub fn with_code(mut self, code: &str) -> Self {
+        self.valid = code == "VALID";
+        self.code = code.into();
+        self
+    }
+}
+
+/// What the caller asks about.
+#[derive(Debug, Clone, Default)]
+pub struct Check<'a> {
+    /// Component digests of the device, when one is named.
+    pub device: Option<&'a BTreeMap<String, String>>,
+    pub features: &'a [String],
+    pub client_time: Option<DateTime<Utc>>,
+}
+
+/// Why a license takes no new activation (and fails validation) at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusRefusal {
+    Suspended,
+    Revoked,
+    Expired,
+    Reclaimed,
+    Deleted,
+}
+
+/// The status in force at `now`: the expiry date decides even before the
+/// scheduler's event has been recorded.
+pub fn status_refusal(license: &LicenseView, now: DateTime<Utc>) -> Option<StatusRefusal> {
+    match license.status {
+        LicenseStatus::Suspended => Some(StatusRefusal::Suspended),
+        LicenseStatus::Revoked => Some(StatusRefusal::Revoked),
+        LicenseStatus::Expired => Some(StatusRefusal::Expired),
+        LicenseStatus::Reclaimed => Some(StatusRefusal::Reclaimed),
+        LicenseStatus::Deleted => Some(StatusRefusal::Deleted),
+        LicenseStatus::Active if license.expires_at.is_some_and(|t| t <= now) => {
+            Some(StatusRefusal::Expired)
+        }
+        LicenseStatus::Active => None,
+    }
+}
+
+pub fn policy(license: &LicenseView) -> Policy {
+    license.policy.clone().unwrap_or_default()
+}
+
+/// The live seat a device holds, if any.
+pub fn seat_of<'a, S: LiveSeat>(
+    live: &[&'a S],
+    device: &BTreeMap<String, String>,
+    min_matches: u32,
+) -> Option<&'a S> {
+    live.iter()
+        .copied()
+        .find(|s| same_device(s.components(), device, min_matches))
+}
+
+pub fn validate<S: LiveSeat>(
+    license: &LicenseView,
+    live: &[&S],
+    check: &Check<'_>,
+    now: DateTime<Utc>,
+    tolerance: Duration,
+) -> Validation {
+    let v = Validation {
+        license_id: Some(license.id),
+        expires_at: license.expires_at,
+        ..Validation::default()
+    };
+    if let Some(refusal) = status_refusal(license, now) {
+        return v.with_code(match refusal {
+            StatusRefusal::Suspended => "SUSPENDED",
+            StatusRefusal::Revoked | StatusRefusal::Reclaimed => "REVOKED",
+            StatusRefusal::Expired => "EXPIRED",
+            StatusRefusal::Deleted => "NOT_FOUND",
+        });
+    }
+    let mut v = v;
+    let policy = policy(license);
+    if let Some(device) = check.device {
+        let in_use = live.len() as u32;
+        let Some(seat) = seat_of(live, device, policy.fingerprint_min_matches) else {
+            return v.with_code(match in_use {
+                0 => "NO_ACTIVATION",
+                n if n >= policy.max_activations => "TOO_MANY_ACTIVATIONS",
+                _ => "FINGERPRINT_MISMATCH",
+            });
+        };
+        v.activation_id = Some(seat.activation_id());
+        // A policy lowered below the seats in use.
+        if in_use > policy.max_activations {
+            return v.with_code("TOO_MANY_ACTIVATIONS");
+        }
+        if let (Some(t), Some(last)) = (check.client_time, seat.last_client_time()) {
+            if t + tolerance < last {
+                return v.with_code("CLOCK_ROLLBACK");
+            }
+        }
+    }
+    let missing: Vec<String> = check
+        .features
+        .iter()
+        .filter(|f| !license.features.contains(f))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        v.missing_features = missing;
+        return v.with_code("FEATURES_MISSING");
+    }
+    v.with_code("VALID")
+}
+
+/// Whether a device activating at `now` gets a seat: its existing one, a new
+/// one, or a refusal. (Clock-rollback refusals need the device's history
+/// under every license and are left to the activation service.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Existing(Uuid),
+    New,
+    Refused(StatusRefusal),
+    TooManyActivations(u32),
+}
+
+pub fn admit<S: LiveSeat>(
+    license: &LicenseView,
+    live: &[&S],
+    device: &BTreeMap<String, String>,
+    now: DateTime<Utc>,
+) -> Admission {
+    if let Some(r) = status_refusal(license, now) {
+        return Admission::Refused(r);
+    }
+    let policy = policy(license);
+    if let Some(seat) = seat_of(live, device, policy.fingerprint_min_matches) {
+        return Admission::Existing(seat.activation_id());
+    }
+    if live.len() as u32 >= policy.max_activations {
+        return Admission::TooManyActivations(policy.max_activations);
+    }
+    Admission::New
+}

@@ -1,0 +1,232 @@
+//! `licensectl verify-bundle`: checks a dispute bundle with nothing but a
+//! trusted public key, so an auditor needs no access to our systems.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use eventstore::bundle::{verify_bundle, BundleReport, DisputeBundle};
+use p256::ecdsa::VerifyingKey;
+use p256::pkcs8::DecodePublicKey;
+
+use crate::{flags, USAGE};
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeySource {
+    Jwks(PathBuf),
+    PublicKey(PathBuf),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Args {
+    pub bundle: PathBuf,
+    pub key: KeySource,
+}
+
+pub fn parse(args: &[String]) -> anyhow::Result<Args> {
+    let mut f = flags(args, &["--bundle", "--jwks", "--public-key"])?;
+    let bundle = f
+        .remove("--bundle")
+        .with_context(|| format!("--bundle is required\n{USAGE}"))?;
+    let key = match (f.remove("--jwks"), f.remove("--public-key")) {
+        (Some(p), None) => KeySource::Jwks(p.into()),
+        (None, Some(p)) => KeySource::PublicKey(p.into()),
+        _ => bail!("exactly one of --jwks and --public-key is required\n{USAGE}"),
+    };
+    Ok(Args {
+        bundle: bundle.into(),
+        key,
+    })
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+enum Keys {
+    ByKid(Vec<(String, VerifyingKey)>),
+    /// A bare PEM carries no kid, so it answers for any.
+    Single(VerifyingKey),
+}
+
+impl Keys {
+    fn load(source: &KeySource) -> anyhow::Result<Self> {
+        match source {
+            KeySource::Jwks(path) => {
+                let jwks: signing::Jwks = serde_json::from_str(&read(path)?)
+                    .with_context(|| format!("{} is not a JWKS", path.display()))?;
+                let keys = jwks
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        signing::verifying_key(k)
+                            .map(|v| (k.kid.clone(), v))
+                            .with_context(|| format!("key {:?} of {}", k.kid, path.display()))
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+                Ok(Self::ByKid(keys))
+            }
+            KeySource::PublicKey(path) => VerifyingKey::from_public_key_pem(&read(path)?)
+                .map(Self::Single)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{} is not a P-256 public key (SPKI PEM expected): {e}",
+                        path.display()
+                    )
+                }),
+        }
+    }
+
+    fn get(&self, kid: &str) -> Option<VerifyingKey> {
+        match self {
+            Self::ByKid(keys) => keys.iter().find(|(k, _)| k == kid).map(|(_, v)| *v),
+            Self::Single(v) => Some(*v),
+        }
+    }
+}
+
+pub fn run(args: &Args) -> anyhow::Result<bool> {
+    let keys = Keys::load(&args.key)?;
+    let bundle: DisputeBundle = serde_json::from_str(&read(&args.bundle)?)
+        .with_context(|| format!("{} is not a dispute bundle", args.bundle.display()))?;
+    let report = verify_bundle(&bundle, |kid| keys.get(kid));
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    eprintln!("{}", summary(&report).join("\n"));
+    Ok(report.valid)
+}
+
+/// The stderr lines for a report.
+fn summary(report: &BundleReport) -> Vec<String> {
+    if !report.valid {
+        return report
+            .failures
+            .iter()
+            .map(|f| format!("licensectl: bundle INVALID: {f}"))
+            .collect();
+    }
+    let events: usize = report.chains.iter().map(|c| c.events).sum();
+    vec![format!(
+        "licensectl: bundle valid: {} chains, {events} events, signed by kid {} at {}",
+        report.chains.len(),
+        report.kid.as_deref().unwrap_or("?"),
+        report.exported_at.to_rfc3339(),
+    )]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_one_key_source() {
+        assert_eq!(
+            parse(&args("--bundle b.json --jwks k.json")).expect("jwks"),
+            Args {
+                bundle: "b.json".into(),
+                key: KeySource::Jwks("k.json".into())
+            }
+        );
+        assert_eq!(
+            parse(&args("--public-key k.pem --bundle b.json"))
+                .expect("pem")
+                .key,
+            KeySource::PublicKey("k.pem".into())
+        );
+        assert!(parse(&args("--bundle b.json")).is_err());
+        assert!(parse(&args("--bundle b.json --jwks a --public-key b")).is_err());
+        assert!(parse(&args("--jwks k.json")).is_err());
+    }
+
+    #[test]
+    fn a_public_key_pem_is_read() {
+        use p256::pkcs8::{EncodePublicKey, LineEnding};
+        let ring = signing::KeyRing::generate("k1").expect("ring");
+        let key = signing::verifying_key(&ring.jwks().keys[0]).expect("key");
+        let pem = key.to_public_key_pem(LineEnding::LF).expect("pem");
+        let path = std::env::temp_dir().join(format!("licensectl-{}.pem", std::process::id()));
+        std::fs::write(&path, pem).expect("write");
+        let keys = Keys::load(&KeySource::PublicKey(path.clone())).expect("loads");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(keys.get("whatever"), Some(key));
+    }
+
+    fn sample_bundle(ring: &signing::KeyRing) -> DisputeBundle {
+        let mut e = eventstore::StoredEvent {
+            global_position: 1,
+            event_id: uuid::Uuid::now_v7(),
+            aggregate_type: "License".into(),
+            aggregate_id: "l1".into(),
+            sequence: 1,
+            event_type: "LicenseIssued".into(),
+            event_version: "1".into(),
+            payload: "{}".into(),
+            metadata: "{}".into(),
+            recorded_at: chrono::Utc::now(),
+            prev_hash: eventstore::chain::ZERO_HASH.to_vec(),
+            hash: vec![],
+        };
+        e.hash = e.compute_hash(&e.prev_hash).to_vec();
+        let chain = eventstore::bundle::BundleChain {
+            context: "issuance".into(),
+            aggregate_type: "License".into(),
+            aggregate_id: "l1".into(),
+            events: vec![e],
+        };
+        eventstore::bundle::seal(
+            uuid::Uuid::now_v7(),
+            chrono::Utc::now(),
+            vec![chain],
+            "t",
+            |c| ring.sign(c),
+        )
+        .expect("seal")
+    }
+
+    #[test]
+    fn checks_bundle_files() {
+        let ring = signing::KeyRing::generate("k1").expect("ring");
+        let dir = std::env::temp_dir().join(format!("licensectl-bundle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let jwks = dir.join("jwks.json");
+        std::fs::write(&jwks, serde_json::to_string(&ring.jwks()).expect("json")).expect("write");
+        let path = dir.join("bundle.json");
+        let run_on = |b: &str| {
+            std::fs::write(&path, b).expect("write");
+            run(&Args {
+                bundle: path.clone(),
+                key: KeySource::Jwks(jwks.clone()),
+            })
+        };
+
+        let mut b = sample_bundle(&ring);
+        assert!(run_on(&serde_json::to_string(&b).expect("json")).expect("runs"));
+        b.chains[0].events[0].payload = "{\"seats\":9}".into();
+        assert!(!run_on(&serde_json::to_string(&b).expect("json")).expect("runs"));
+        assert!(run_on("{\"format\": 1}").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn summarises_on_stderr() {
+        let ring = signing::KeyRing::generate("k1").expect("ring");
+        let mut b = sample_bundle(&ring);
+        let jwks = ring.jwks();
+        let key = |_: &str| signing::verifying_key(&jwks.keys[0]).ok();
+        let lines = summary(&verify_bundle(&b, key));
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0]
+                .starts_with("licensectl: bundle valid: 1 chains, 1 events, signed by kid k1 at "),
+            "{lines:?}"
+        );
+        b.chains.clear();
+        let lines = summary(&verify_bundle(&b, key));
+        assert_eq!(
+            lines,
+            ["licensectl: bundle INVALID: License l1 (issuance): chain is in the signed checkpoint but missing from the bundle"]
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! `GET /v1/audit`: filtered pages of the audit trail, or the whole filtered
+//! trail streamed as NDJSON or CSV, row by row, without holding it in memory.
+
+use actix_web::web::Bytes;
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use service_kit::Problem;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::licenses::{limit_of, Page};
+use super::unavailable;
+use crate::App;
+
+const MAX_TEXT: usize = 256;
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Json,
+    Ndjson,
+    Csv,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub license_id: Option<Uuid>,
+    pub actor: Option<String>,
+    pub event_type: Option<String>,
+    pub correlation_id: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// The last `event_id` of the previous page (pages only).
+    pub cursor: Option<Uuid>,
+    pub limit: Option<i64>,
+    #[serde(default)]
+    pub format: Format,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditRecord {
+    pub event_id: Uuid,
+    pub context: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub license_id: Option<Uuid>,
+    pub event_type: String,
+    pub event_version: String,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub actor: serde_json::Value,
+    pub command_id: Uuid,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+    pub payload: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+const COLUMNS: &str = "event_id, context, aggregate_type, aggregate_id, sequence, license_id, \
+     event_type, event_version, occurred_at, recorded_at, actor_kind, actor_id, command_id, \
+     correlation_id, causation_id, payload, prev_hash, hash";
+
+/// CSV header; `payload` is the event's JSON text.
+const CSV_HEADER: &str = "event_id,context,aggregate_type,aggregate_id,sequence,license_id,\
+     event_type,event_version,occurred_at,recorded_at,actor_kind,actor_id,command_id,\
+     correlation_id,causation_id,payload,prev_hash,hash\n";
+
+fn record(r: &PgRow) -> Result<AuditRecord, sqlx::Error> {
+    Ok(AuditRecord {
+        event_id: r.try_get("event_id")?,
+        context: r.try_get("context")?,
+        aggregate_type: r.try_get("aggregate_type")?,
+        aggregate_id: r.try_get("aggregate_id")?,
+        sequence: r.try_get("sequence")?,
+        license_id: r.try_get("license_id")?,
+        event_type: r.try_get("event_type")?,
+        event_version: r.try_get("event_version")?,
+        occurred_at: r.try_get("occurred_at")?,
+        recorded_at: r.try_get("recorded_at")?,
+        actor: serde_json::json!({
+            "kind": r.try_get::<String, _>("actor_kind")?,
+            "id": r.try_get::<String, _>("actor_id")?,
+        }),
+        command_id: r.try_get("command_id")?,
+        correlation_id: r.try_get("correlation_id")?,
+        causation_id: r.try_get("causation_id")?,
+        payload: r.try_get("payload")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+fn check(q: &AuditQuery) -> Result<(), Problem> {
+    for (field, v) in [
+        ("actor", &q.actor),
+        ("event_type", &q.event_type),
+        ("correlation_id", &q.correlation_id),
+    ] {
+        if v.as_ref().is_some_and(|v| v.is_empty() || v.len() > MAX_TEXT) {
+            return Err(Problem::unprocessable(
+                "INVALID_FILTER",
+                format!("{field} must be 1-{MAX_TEXT} characters"),
+            )
+            .with_field(field));
+        }
+    }
+    if let (Some(from), Some(to)) = (q.from, q.to) {
+        if from > to {
+            return Err(
+                Problem::unprocessable("INVALID_RANGE", "from must not be after to")
+                    .with_field("from"),
+            );
+        }
+    }
+    if q.format != Format::Json && (q.cursor.is_some() || q.limit.is_some()) {
+        return Err(Problem::unprocessable(
+            "EXPORT_NOT_PAGED",
+            "exports stream every matching event; cursor and limit are for pages",
+        )
+        .with_field(if q.cursor.is_some() { "cursor" } else { "limit" }));
+    }
+    Ok(())
+}
+
+fn select(q: &AuditQuery) -> QueryBuilder<'static, Postgres> {
+    let mut sql: QueryBuilder<'static, Postgres> =
+        QueryBuilder::new(format!("SELECT {COLUMNS} FROM audit_trail WHERE true"));
+    if let Some(v) = q.license_id {
+        sql.push(" AND license_id = ").push_bind(v);
+    }
+    if let Some(v) = &q.actor {
+        sql.push(" AND actor_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = &q.event_type {
+        sql.push(" AND event_type = ").push_bind(v.clone());
+    }
+    if let Some(v) = &q.correlation_id {
+        sql.push(" AND correlation_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = q.from {
+        sql.push(" AND recorded_at >= ").push_bind(v);
+    }
+    if let Some(v) = q.to {
+        sql.push(" AND recorded_at < ").push_bind(v);
+    }
+    if let Some(v) = q.cursor {
+        sql.push(" AND event_id > ").push_bind(v);
+    }
+    sql.push(" ORDER BY event_id");
+    sql
+}
+
+pub async fn query(
+    app: web::Data<App>,
+    q: web::Query<AuditQuery>,
+) -> Result<HttpResponse, Problem> {
+    let q = q.into_inner();
+    check(&q)?;
+    if q.format != Format::Json {
+        return Ok(export(app.pool.clone(), q));
+    }
+    let limit = limit_of(q.limit)?;
+    let mut sql = select(&q);
+    sql.push(" LIMIT ").push_bind(limit);
+    let rows = sql
+        .build()
+        .fetch_all(&app.pool)
+        .await
+        .map_err(unavailable)?;
+    let items = rows
+        .iter()
+        .map(record)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unavailable)?;
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(|i| i.event_id.to_string()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+/// Streams rows as the database sends them; the bounded channel holds the
+/// query back while the client reads slowly.
+fn export(pool: PgPool, q: AuditQuery) -> HttpResponse {
+    let format = q.format;
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        if format == Format::Csv && tx.send(Ok(Bytes::from(CSV_HEADER))).await.is_err() {
+            return;
+        }
+        let mut sql = select(&q);
+        let mut rows = sql.build().fetch(&pool);
+        loop {
+            let line = match rows.try_next().await {
+                Ok(Some(r)) => match record(&r) {
+                    Ok(rec) => line_of(format, &rec),
+                    Err(e) => Err(e.to_string()),
+                },
+                Ok(None) => break,
+                Err(e) => Err(e.to_string()),
+            };
+            let chunk = line.map(Bytes::from).map_err(|e| {
+                tracing::error!(error = %e, "audit export failed mid-stream");
+                // Cuts the response short, so a client never mistakes a
+                // truncated export for a complete one.
+                std::io::Error::other("audit export failed")
+            });
+            let failed = chunk.is_err();
+            if tx.send(chunk).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let content_type = match format {
+        Format::Csv => "text/csv; charset=utf-8",
+        _ => "application/x-ndjson",
+    };
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .streaming(body)
+}
+
+fn line_of(format: Format, r: &AuditRecord) -> Result<String, String> {
+    match format {
+        Format::Csv => {
+            let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+            let fields = [
+                r.event_id.to_string(),
+                r.context.clone(),
+                r.aggregate_type.clone(),
+                r.aggregate_id.clone(),
+                r.sequence.to_string(),
+                r.license_id.map(|v| v.to_string()).unwrap_or_default(),
+                r.event_type.clone(),
+                r.event_version.clone(),
+                r.occurred_at.to_rfc3339(),
+                r.recorded_at.to_rfc3339(),
+                r.actor["kind"].as_str().unwrap_or_default().to_string(),
+                r.actor["id"].as_str().unwrap_or_default().to_string(),
+                r.command_id.to_string(),
+                r.correlation_id.clone(),
+                opt(&r.causation_id),
+                r.payload.to_string(),
+                r.prev_hash.clone(),
+                r.hash.clone(),
+            ];
+            let mut line = fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",");
+            line.push('\n');
+            Ok(line)
+        }
+        _ => {
+            let mut line = serde_json::to_string(r).map_err(|e| e.to_string())?;
+            line.push('\n');
+            Ok(line)
+        }
+    }
+}
+
+/// RFC 4180 quoting; a leading formula character is quoted behind an
+/// apostrophe so a spreadsheet shows the value rather than running it.
+fn csv_field(v: &str) -> String {
+    let v = if v.starts_with(['=', '+', '-', '@']) {
+        format!("'{v}")
+    } else {
+        v.to_string()
+    };
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_fields_are_quoted_when_they_must_be() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("{\"a\":1}"), "\"{\"\"a\"\":1}\"");
+        assert_eq!(csv_field("line\nbreak"), "\"line\nbreak\"");
+        assert_eq!(csv_field("=cmd()"), "'=cmd()");
+    }
+}

@@ -1,0 +1,430 @@
+//! Licenses: the live row, the filtered list, the state at an instant, the
+//! history with its hash-chain links, the signed dispute bundle, and the
+//! re-evaluation of a past request.
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use contracts::activation::Fingerprint;
+use contracts::issuance::LicenseStatus;
+use eventstore::bundle::{self, BundleChain};
+use eventstore::chain::{verify_chain, ChainReport};
+use serde::{Deserialize, Serialize};
+use service_kit::json::Json;
+use service_kit::Problem;
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use super::{unavailable, EventRow, EVENT_COLUMNS};
+use crate::domain::decision::{self, Decision, Kind};
+use crate::domain::LicenseState;
+use crate::App;
+
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1_000;
+
+fn not_found() -> Problem {
+    Problem::not_found("LICENSE_NOT_FOUND", "no such license")
+}
+
+pub async fn get(app: web::Data<App>, id: web::Path<Uuid>) -> Result<HttpResponse, Problem> {
+    let state: Option<serde_json::Value> = sqlx::query_scalar(
+        "SELECT state FROM license_state WHERE license_id = $1 AND status IS NOT NULL",
+    )
+    .bind(*id)
+    .fetch_optional(&app.pool)
+    .await
+    .map_err(unavailable)?;
+    Ok(HttpResponse::Ok().json(state.ok_or_else(not_found)?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub status: Option<String>,
+    pub product: Option<String>,
+    pub customer: Option<String>,
+    pub expiring_before: Option<DateTime<Utc>>,
+    /// The last `license_id` of the previous page.
+    pub cursor: Option<Uuid>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+pub fn limit_of(limit: Option<i64>) -> Result<i64, Problem> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(
+            Problem::unprocessable("INVALID_LIMIT", "limit must be 1-1000").with_field("limit"),
+        );
+    }
+    Ok(limit)
+}
+
+pub async fn list(
+    app: web::Data<App>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, Problem> {
+    let limit = limit_of(q.limit)?;
+    if let Some(s) = &q.status {
+        if serde_json::from_value::<LicenseStatus>(serde_json::Value::String(s.clone())).is_err()
+        {
+            return Err(Problem::unprocessable(
+                "INVALID_STATUS",
+                "status must be active, suspended, expired, revoked, reclaimed or deleted",
+            )
+            .with_field("status"));
+        }
+    }
+    let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(
+        "SELECT license_id, state FROM license_state WHERE status IS NOT NULL",
+    );
+    if let Some(v) = &q.status {
+        sql.push(" AND status = ").push_bind(v.clone());
+    }
+    if let Some(v) = &q.product {
+        sql.push(" AND product = ").push_bind(v.clone());
+    }
+    if let Some(v) = &q.customer {
+        sql.push(" AND customer = ").push_bind(v.clone());
+    }
+    if let Some(v) = q.expiring_before {
+        sql.push(" AND expires_at < ").push_bind(v);
+    }
+    if let Some(v) = q.cursor {
+        sql.push(" AND license_id > ").push_bind(v);
+    }
+    sql.push(" ORDER BY license_id LIMIT ").push_bind(limit);
+    let rows: Vec<(Uuid, serde_json::Value)> = sql
+        .build_query_as()
+        .fetch_all(&app.pool)
+        .await
+        .map_err(unavailable)?;
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|(id, _)| id.to_string()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(Page {
+        items: rows.into_iter().map(|(_, s)| s).collect(),
+        next_cursor,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsOfQuery {
+    /// Default: now.
+    pub as_of: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AsOf {
+    pub license_id: Uuid,
+    pub as_of: DateTime<Utc>,
+    /// False when the license had no event yet at `as_of`.
+    pub exists: bool,
+    pub events_folded: u64,
+    /// The status in force at `as_of` (an active license past its expiry is
+    /// expired, whether or not the scheduler had recorded it yet).
+    pub effective_status: Option<LicenseStatus>,
+    pub state: Option<LicenseState>,
+}
+
+/// Every event of the license recorded up to `at`, folded with the live
+/// model's own function. Events come ordered by aggregate and sequence: the
+/// fold depends only on each aggregate's order.
+pub async fn state_at(
+    pool: &PgPool,
+    id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<Option<LicenseState>, Problem> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM audit_trail WHERE license_id = $1 AND recorded_at <= $2 \
+         ORDER BY context, aggregate_type, aggregate_id, sequence"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(id)
+        .bind(at)
+        .fetch_all(pool)
+        .await
+        .map_err(unavailable)?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut state = LicenseState::new(id);
+    for r in &rows {
+        let e = EventRow::from_row(r).map_err(unavailable)?;
+        state.apply(&e.context, &e.envelope).map_err(unavailable)?;
+    }
+    Ok(Some(state))
+}
+
+async fn known(pool: &PgPool, id: Uuid) -> Result<(), Problem> {
+    let any: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM audit_trail WHERE license_id = $1)")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .map_err(unavailable)?;
+    if any {
+        Ok(())
+    } else {
+        Err(not_found())
+    }
+}
+
+pub async fn as_of(
+    app: web::Data<App>,
+    id: web::Path<Uuid>,
+    q: web::Query<AsOfQuery>,
+) -> Result<HttpResponse, Problem> {
+    let at = q.as_of.unwrap_or_else(|| app.clock.now());
+    let state = state_at(&app.pool, *id, at).await?;
+    if state.is_none() {
+        known(&app.pool, *id).await?;
+    }
+    Ok(HttpResponse::Ok().json(AsOf {
+        license_id: *id,
+        as_of: at,
+        exists: state.is_some(),
+        events_folded: state.as_ref().map_or(0, |s| s.events),
+        effective_status: state.as_ref().and_then(|s| s.status_at(at)),
+        state,
+    }))
+}
+
+/// Every aggregate that has an event about the license, whole: a chain can
+/// only be checked from its first event.
+async fn chains_of(pool: &PgPool, id: Uuid) -> Result<Vec<BundleChain>, Problem> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM audit_trail WHERE (aggregate_type, aggregate_id) IN \
+           (SELECT DISTINCT aggregate_type, aggregate_id FROM audit_trail WHERE license_id = $1) \
+         ORDER BY context, aggregate_type, aggregate_id, sequence"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(id)
+        .fetch_all(pool)
+        .await
+        .map_err(unavailable)?;
+    let mut chains: Vec<BundleChain> = Vec::new();
+    for r in &rows {
+        let e = EventRow::from_row(r).map_err(unavailable)?;
+        let same = chains.last().is_some_and(|c| {
+            c.context == e.context
+                && c.aggregate_type == e.stored.aggregate_type
+                && c.aggregate_id == e.stored.aggregate_id
+        });
+        if !same {
+            chains.push(BundleChain {
+                context: e.context.clone(),
+                aggregate_type: e.stored.aggregate_type.clone(),
+                aggregate_id: e.stored.aggregate_id.clone(),
+                events: Vec::new(),
+            });
+        }
+        if let Some(c) = chains.last_mut() {
+            c.events.push(e.stored);
+        }
+    }
+    if chains.is_empty() {
+        return Err(not_found());
+    }
+    Ok(chains)
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryEvent {
+    pub context: String,
+    pub event_id: Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub recorded_at: DateTime<Utc>,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+    /// `hash` is the hash of this content after `prev_hash`, and `prev_hash`
+    /// is the previous event's `hash`.
+    pub link_ok: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct History {
+    pub license_id: Uuid,
+    pub events: Vec<HistoryEvent>,
+    pub chains: Vec<ChainSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChainSummary {
+    pub context: String,
+    #[serde(flatten)]
+    pub report: ChainReport,
+}
+
+pub async fn history(app: web::Data<App>, id: web::Path<Uuid>) -> Result<HttpResponse, Problem> {
+    let chains = chains_of(&app.pool, *id).await?;
+    let mut events = Vec::new();
+    let mut summaries = Vec::new();
+    for c in &chains {
+        let report = verify_chain(&c.aggregate_type, &c.aggregate_id, &c.events);
+        let mut prev = eventstore::chain::ZERO_HASH.to_vec();
+        for e in &c.events {
+            let link_ok = e.prev_hash == prev && e.compute_hash(&e.prev_hash)[..] == e.hash[..];
+            prev = e.hash.clone();
+            events.push(HistoryEvent {
+                context: c.context.clone(),
+                event_id: e.event_id,
+                aggregate_type: e.aggregate_type.clone(),
+                aggregate_id: e.aggregate_id.clone(),
+                sequence: e.sequence,
+                event_type: e.event_type.clone(),
+                event_version: e.event_version.clone(),
+                recorded_at: e.recorded_at,
+                payload: serde_json::from_str(&e.payload).unwrap_or_default(),
+                metadata: serde_json::from_str(&e.metadata).unwrap_or_default(),
+                prev_hash: hex::encode(&e.prev_hash),
+                hash: hex::encode(&e.hash),
+                link_ok,
+            });
+        }
+        summaries.push(ChainSummary {
+            context: c.context.clone(),
+            report,
+        });
+    }
+    // Across contexts there is no common sequence: the time each store
+    // recorded the event orders them, the event id breaks ties.
+    events.sort_by(|a, b| (a.recorded_at, a.event_id).cmp(&(b.recorded_at, b.event_id)));
+    Ok(HttpResponse::Ok().json(History {
+        license_id: *id,
+        events,
+        chains: summaries,
+    }))
+}
+
+pub async fn dispute_bundle(
+    app: web::Data<App>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, Problem> {
+    let chains = chains_of(&app.pool, *id).await?;
+    // Whole microseconds: the export time must read back exactly as signed.
+    let now = app.clock.now();
+    let exported_at =
+        DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+    let bundle = bundle::seal(*id, exported_at, chains, &app.issuer, |c| {
+        app.signer.sign(c)
+    })
+    .map_err(|e| {
+        tracing::error!(error = %e, "signing a dispute checkpoint failed");
+        Problem::internal()
+    })?;
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"dispute-{id}.json\""),
+        ))
+        .json(bundle))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum DecisionKind {
+    Validation,
+    Activation,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    pub kind: DecisionKind,
+    /// The instant the request was (or would have been) made.
+    pub at: DateTime<Utc>,
+    /// The device's components as the client reports them (hashed here as
+    /// the activation service hashes them).
+    #[serde(default)]
+    pub fingerprint: Option<Fingerprint>,
+    #[serde(default)]
+    pub features: Vec<String>,
+    #[serde(default)]
+    pub client_time: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DecisionAnswer {
+    pub license_id: Uuid,
+    pub at: DateTime<Utc>,
+    pub kind: &'static str,
+    pub decision: Decision,
+    pub effective_status: Option<LicenseStatus>,
+    pub events_folded: u64,
+    /// Activations of the license live at `at`.
+    pub live_activations: u32,
+}
+
+const MAX_FEATURES: usize = 64;
+
+pub async fn decision(
+    app: web::Data<App>,
+    id: web::Path<Uuid>,
+    body: Json<DecisionRequest>,
+) -> Result<HttpResponse, Problem> {
+    let req = body.0;
+    if req.features.len() > MAX_FEATURES || req.features.iter().any(|f| f.len() > 64) {
+        return Err(Problem::unprocessable(
+            "INVALID_FEATURES",
+            "at most 64 features of at most 64 characters",
+        )
+        .with_field("features"));
+    }
+    let device: Option<BTreeMap<String, String>> = match &req.fingerprint {
+        Some(f) => Some(f.components().map_err(|e| {
+            Problem::unprocessable("INVALID_FINGERPRINT", e.to_string()).with_field("fingerprint")
+        })?),
+        None => None,
+    };
+    let (kind, kind_name) = match req.kind {
+        DecisionKind::Validation => (Kind::Validation, "validation"),
+        DecisionKind::Activation => (Kind::Activation, "activation"),
+    };
+    if kind == Kind::Activation && device.is_none() {
+        return Err(Problem::unprocessable(
+            "FINGERPRINT_REQUIRED",
+            "an activation names the device's fingerprint",
+        )
+        .with_field("fingerprint"));
+    }
+    let state = match state_at(&app.pool, *id, req.at).await? {
+        Some(s) => s,
+        None => {
+            known(&app.pool, *id).await?;
+            LicenseState::new(*id)
+        }
+    };
+    let decision = decision::reevaluate(
+        &state,
+        kind,
+        device.as_ref(),
+        &req.features,
+        req.client_time,
+        req.at,
+        app.tolerance,
+    );
+    Ok(HttpResponse::Ok().json(DecisionAnswer {
+        license_id: *id,
+        at: req.at,
+        kind: kind_name,
+        decision,
+        effective_status: state.status_at(req.at),
+        events_folded: state.events,
+        live_activations: state.live_activations,
+    }))
+}

@@ -1,0 +1,97 @@
+//! Read models. Each has its own consumer group, offsets and tables, so one
+//! can be added and backfilled over the full history — or rebuilt — without
+//! touching the others. The same `apply` writes the live tables and a
+//! rebuild's (`suffix`), which is what makes a rebuild equal to the live rows.
+
+pub mod audit;
+pub mod license_state;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bus::{HandleError, Incoming, TxHandler};
+use contracts::EventEnvelope;
+use serde_json::value::RawValue;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::license_of;
+
+/// The tables of a model being rebuilt carry this suffix until the swap.
+pub const NEXT: &str = "_next";
+
+/// One event as the models receive it: the exact stored payload text (for
+/// the audit trail and its hash chain) and the parsed envelope (for folds).
+pub struct Decoded {
+    pub context: String,
+    pub license_id: Option<Uuid>,
+    pub raw: EventEnvelope<Box<RawValue>>,
+    pub event: EventEnvelope,
+}
+
+impl Decoded {
+    pub fn from_message(context: &str, msg: &Incoming) -> Result<Self, HandleError> {
+        let raw: EventEnvelope<Box<RawValue>> = msg.json("an event envelope")?;
+        let payload = serde_json::from_str(raw.payload.get())
+            .map_err(|e| HandleError::Poison(format!("payload is not JSON: {e}")))?;
+        let event = raw.clone().with_payload(payload);
+        Ok(Self {
+            context: context.to_string(),
+            license_id: license_of(&event),
+            raw,
+            event,
+        })
+    }
+}
+
+#[async_trait]
+pub trait ReadModel: Send + Sync + 'static {
+    /// Also the consumer name and the model's name in the admin API.
+    fn name(&self) -> &'static str;
+    /// Its tables, live names; a rebuild writes `<table>_next`.
+    fn tables(&self) -> &'static [&'static str];
+    /// Applies one partition's events, in order, inside the consumer's
+    /// transaction. Must be idempotent: a replayed event changes nothing.
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        suffix: &str,
+        events: &[Decoded],
+    ) -> Result<(), HandleError>;
+}
+
+/// Every read model this projector maintains.
+pub fn all() -> Vec<Arc<dyn ReadModel>> {
+    vec![Arc::new(audit::AuditTrail), Arc::new(license_state::LicenseStates)]
+}
+
+/// Feeds one model from the event topics.
+pub struct ModelConsumer {
+    pub model: Arc<dyn ReadModel>,
+    /// Event topic → the context that owns it.
+    pub contexts: Arc<HashMap<String, String>>,
+    pub suffix: &'static str,
+}
+
+#[async_trait]
+impl TxHandler for ModelConsumer {
+    async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError> {
+        self.handle_batch(tx, &[msg]).await
+    }
+
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        msgs: &[&Incoming],
+    ) -> Result<(), HandleError> {
+        let events = msgs
+            .iter()
+            .map(|m| {
+                let context = self.contexts.get(&m.topic).unwrap_or(&m.topic);
+                Decoded::from_message(context, m)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.model.apply(tx, self.suffix, &events).await
+    }
+}
