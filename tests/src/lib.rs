@@ -262,6 +262,7 @@ pub fn projector_config(infra: &Infra, db: &str, prefix: &str) -> projector::Con
         issuer: "licensing-projector".into(),
         models: None,
         clock_tolerance_secs: 600,
+        rebuild_batch: 5_000,
     }
 }
 
@@ -299,6 +300,18 @@ pub fn free_port() -> u16 {
 
 impl ServiceProcess {
     pub async fn spawn(bin: &str, infra: &Infra, db: &str, prefix: &str, port: u16) -> Self {
+        Self::spawn_with(bin, infra, db, prefix, port, &[]).await
+    }
+
+    /// As `spawn`, with extra environment variables (configuration).
+    pub async fn spawn_with(
+        bin: &str,
+        infra: &Infra,
+        db: &str,
+        prefix: &str,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Self {
         let path = bin_path(bin);
         assert!(
             path.exists(),
@@ -324,6 +337,7 @@ impl ServiceProcess {
             )
             .env("LICENSING_SIGNING_KEY_GENERATE", "true")
             .env("RUST_LOG", "info,sqlx=warn,actix_web=warn")
+            .envs(env.iter().copied())
             .stdout(
                 log.try_clone()
                     .map(Stdio::from)

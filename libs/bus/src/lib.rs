@@ -82,6 +82,67 @@ impl Watermarks {
         })
     }
 
+    /// Of `(topic, partition, offset)`, the partitions holding a message at
+    /// or after `offset`. A transactional producer's commit markers take
+    /// offsets too, so a consumer that applied every message still sits
+    /// below the high watermark; reading on to the partition's end tells a
+    /// marker from a message.
+    pub async fn unread(
+        &self,
+        brokers: &str,
+        from: Vec<(String, i32, i64)>,
+    ) -> Result<std::collections::HashSet<(String, i32)>, KafkaError> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::{Message, Offset, TopicPartitionList};
+        let mut unread = std::collections::HashSet::new();
+        if from.is_empty() {
+            return Ok(unread);
+        }
+        let brokers = brokers.to_string();
+        tokio::task::spawn_blocking(move || {
+            // One consumer per topic: an end-of-partition event names only
+            // the partition number.
+            let mut topics: Vec<&str> = from.iter().map(|(t, _, _)| t.as_str()).collect();
+            topics.sort();
+            topics.dedup();
+            for topic in topics {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .set("group.id", "watermarks-peek")
+                    .set("enable.auto.commit", "false")
+                    .set("enable.partition.eof", "true")
+                    .set("isolation.level", "read_committed")
+                    .create()?;
+                let mut tpl = TopicPartitionList::new();
+                let mut open = std::collections::HashSet::new();
+                for (_, p, o) in from.iter().filter(|(t, _, _)| t == topic) {
+                    tpl.add_partition_offset(topic, *p, Offset::Offset(*o))?;
+                    open.insert(*p);
+                }
+                consumer.assign(&tpl)?;
+                let deadline = std::time::Instant::now() + Duration::from_secs(2);
+                while !open.is_empty() && std::time::Instant::now() < deadline {
+                    match consumer.poll(Duration::from_millis(100)) {
+                        Some(Ok(m)) if open.remove(&m.partition()) => {
+                            unread.insert((topic.to_string(), m.partition()));
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(KafkaError::PartitionEOF(p))) => {
+                            open.remove(&p);
+                        }
+                        Some(Err(e)) => return Err(e),
+                        None => {}
+                    }
+                }
+                // Unresolved within the deadline: counted as unread.
+                unread.extend(open.into_iter().map(|p| (topic.to_string(), p)));
+            }
+            Ok(unread)
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?
+    }
+
     /// Every partition of `topics` (blocking calls, run off the runtime).
     pub async fn of(&self, topics: &[String]) -> Result<Vec<PartitionMarks>, KafkaError> {
         use rdkafka::consumer::Consumer;

@@ -530,7 +530,10 @@ mod tests {
             chain("issuance", "License", "l1", 4),
             chain("activation", "Activation", "a1", 3),
         ];
-        seal(Uuid::now_v7(), exported_at, chains, "test", |c| ring.sign(c)).expect("seal")
+        seal(Uuid::now_v7(), exported_at, chains, "test", |c| {
+            ring.sign(c)
+        })
+        .expect("seal")
     }
 
     fn check(b: &DisputeBundle, ring: &signing::KeyRing) -> BundleReport {

@@ -37,6 +37,10 @@ fn d_tolerance() -> u32 {
     600
 }
 
+fn d_rebuild_batch() -> usize {
+    5_000
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     #[serde(flatten)]
@@ -58,6 +62,9 @@ pub struct Config {
     /// service's `clock_tolerance_secs`).
     #[serde(default = "d_tolerance")]
     pub clock_tolerance_secs: u32,
+    /// Most messages of one partition per rebuild transaction (a checkpoint).
+    #[serde(default = "d_rebuild_batch")]
+    pub rebuild_batch: usize,
 }
 
 impl AsRef<CommonConfig> for Config {
@@ -136,6 +143,7 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<Running, Plat
         contexts,
         group_base: format!("{group}.{SERVICE}"),
         models,
+        batch: config.rebuild_batch.max(1),
         watermarks: bus::Watermarks::new(&platform.config.kafka_brokers)
             .map_err(|e| PlatformError::Config(format!("kafka: {e}")))?,
         shutdown: platform.shutdown_signal(),

@@ -20,9 +20,9 @@ use uuid::Uuid;
 
 use crate::models::{ModelConsumer, ReadModel, NEXT};
 
-/// Messages per rebuild transaction: large, since nothing else waits on them.
-const REBUILD_BATCH: usize = 5_000;
 const POLL: Duration = Duration::from_millis(250);
+/// A remainder up to this many offsets may be commit markers alone.
+const MARKER_SLACK: i64 = 16;
 
 pub struct Projections {
     pub pool: PgPool,
@@ -33,6 +33,8 @@ pub struct Projections {
     /// `<group prefix>.projector`: consumer names are `<this>.<model>`.
     pub group_base: String,
     pub models: Vec<Arc<dyn ReadModel>>,
+    /// Messages per rebuild transaction: large, since nothing waits on them.
+    pub batch: usize,
     pub watermarks: Watermarks,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -111,11 +113,10 @@ impl Projections {
         };
         let id = Uuid::now_v7();
         let mut tx = self.pool.begin().await?;
-        let running: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM projection_rebuilds WHERE status = 'running'",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        let running: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM projection_rebuilds WHERE status = 'running'")
+                .fetch_one(&mut *tx)
+                .await?;
         if running > 0 {
             return Err(RebuildError::InProgress);
         }
@@ -191,7 +192,7 @@ impl Projections {
         loop {
             let (stop, stop_rx) = watch::channel(false);
             let mut config = ConsumerConfig::new(&group, &self.brokers, self.topics.clone());
-            config.batch_max = REBUILD_BATCH;
+            config.batch_max = self.batch;
             let handler = Arc::new(ModelConsumer {
                 model: model.clone(),
                 contexts: self.contexts.clone(),
@@ -249,7 +250,7 @@ impl Projections {
     async fn record_progress(&self, id: Uuid, model: &str, group: &str) -> Result<(), sqlx::Error> {
         sqlx::query(
             "UPDATE projection_rebuilds SET events = \
-               (SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer = $3) \
+               (SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE consumer = $3) \
              WHERE rebuild_id = $1 AND model = $2 AND status = 'running'",
         )
         .bind(id)
@@ -263,7 +264,12 @@ impl Projections {
     /// The swap: one transaction, under locks that hold the live consumer
     /// off the live tables. False (and nothing changed) when the live
     /// consumer got ahead again.
-    async fn swap(&self, id: Uuid, model: &dyn ReadModel, group: &str) -> Result<bool, sqlx::Error> {
+    async fn swap(
+        &self,
+        id: Uuid,
+        model: &dyn ReadModel,
+        group: &str,
+    ) -> Result<bool, sqlx::Error> {
         let live = self.live_group(model.name());
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET LOCAL lock_timeout = '10s'")
@@ -292,7 +298,7 @@ impl Projections {
         .execute(&mut *tx)
         .await?;
         let events: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer = $1",
+            "SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE consumer = $1",
         )
         .bind(group)
         .fetch_one(&mut *tx)
@@ -320,7 +326,7 @@ impl Projections {
         let mut out = Vec::new();
         for m in &self.models {
             let consumer = self.live_group(m.name());
-            let checkpoints = checkpoints(&self.pool, &consumer, &marks).await?;
+            let checkpoints = self.checkpoints(&consumer, &marks).await?;
             let lag = checkpoints.iter().map(|c| c.lag).sum();
             let rebuild = self.latest_rebuild(m.name(), &marks).await?;
             out.push(ModelStatus {
@@ -335,11 +341,38 @@ impl Projections {
         Ok(out)
     }
 
+    /// A consumer's checkpoints; a small remainder below the high watermark
+    /// is checked for being only commit markers, which are not lag.
+    async fn checkpoints(
+        &self,
+        consumer: &str,
+        marks: &[bus::PartitionMarks],
+    ) -> Result<Vec<Checkpoint>, StatusError> {
+        let mut cps = checkpoints(&self.pool, consumer, marks).await?;
+        let small: Vec<(String, i32, i64)> = cps
+            .iter()
+            .filter(|c| (1..=MARKER_SLACK).contains(&c.lag))
+            .map(|c| (c.topic.clone(), c.partition, c.next_offset))
+            .collect();
+        if !small.is_empty() {
+            let unread = self.watermarks.unread(&self.brokers, small).await?;
+            for c in cps
+                .iter_mut()
+                .filter(|c| (1..=MARKER_SLACK).contains(&c.lag))
+            {
+                if !unread.contains(&(c.topic.clone(), c.partition)) {
+                    c.lag = 0;
+                }
+            }
+        }
+        Ok(cps)
+    }
+
     async fn latest_rebuild(
         &self,
         model: &str,
         marks: &[bus::PartitionMarks],
-    ) -> Result<Option<RebuildStatus>, sqlx::Error> {
+    ) -> Result<Option<RebuildStatus>, StatusError> {
         let Some(r) = sqlx::query(
             "SELECT rebuild_id, status, started_at, finished_at, events, error, \
                clock_timestamp() AS now FROM projection_rebuilds \
@@ -357,15 +390,24 @@ impl Projections {
         let finished_at: Option<DateTime<Utc>> = r.try_get("finished_at")?;
         let now: DateTime<Utc> = r.try_get("now")?;
         let (events, lag) = if status == "running" {
-            let cps = checkpoints(&self.pool, &self.rebuild_group(model, id), marks).await?;
+            let cps = self
+                .checkpoints(&self.rebuild_group(model, id), marks)
+                .await?;
             let consumed: i64 = cps.iter().map(|c| c.next_offset).sum();
             let low: i64 = marks.iter().map(|m| m.2).sum();
-            (consumed - low.min(consumed), cps.iter().map(|c| c.lag).sum())
+            (
+                consumed - low.min(consumed),
+                cps.iter().map(|c| c.lag).sum(),
+            )
         } else {
             (r.try_get("events")?, 0)
         };
         let secs = (finished_at.unwrap_or(now) - started_at).num_milliseconds() as f64 / 1000.0;
-        let rate = if secs > 0.0 { events as f64 / secs } else { 0.0 };
+        let rate = if secs > 0.0 {
+            events as f64 / secs
+        } else {
+            0.0
+        };
         Ok(Some(RebuildStatus {
             id,
             table: format!("{model}{}", if status == "running" { NEXT } else { "" }),
@@ -401,7 +443,12 @@ async fn checkpoints(
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|r| Ok(((r.try_get("topic")?, r.try_get("partition")?), r.try_get("next_offset")?)))
+    .map(|r| {
+        Ok((
+            (r.try_get("topic")?, r.try_get("partition")?),
+            r.try_get("next_offset")?,
+        ))
+    })
     .collect::<Result<_, sqlx::Error>>()?;
     Ok(marks
         .iter()

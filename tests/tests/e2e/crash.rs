@@ -176,13 +176,12 @@ async fn pool_of(url: &str) -> sqlx::PgPool {
 
 async fn snapshot(
     pool: &sqlx::PgPool,
-) -> (Vec<(Uuid, Value, i64)>, Vec<(Uuid, String, i64, String)>) {
-    let states: Vec<(Uuid, Value, i64)> = sqlx::query_as(
-        "SELECT license_id, state, last_sequence FROM license_state ORDER BY license_id",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("states");
+) -> (Vec<(Uuid, Value, String)>, Vec<(Uuid, String, i64, String)>) {
+    let states: Vec<(Uuid, Value, String)> =
+        sqlx::query_as("SELECT license_id, state, status FROM license_state ORDER BY license_id")
+            .fetch_all(pool)
+            .await
+            .expect("states");
     let audit: Vec<(Uuid, String, i64, String)> = sqlx::query_as(
         "SELECT event_id, aggregate_id, sequence, hash FROM audit_trail WHERE aggregate_type = 'License' ORDER BY event_id",
     )
@@ -238,10 +237,10 @@ async fn sigkill_of_the_projector_mid_stream_ends_identical_to_a_fresh_rebuild()
     assert!(done, "restarted projector did not finish");
 
     // A fresh rebuild: another database, its own consumer group, same topics.
-    let mut config = infra.config(&infra.fresh_db("projector_rebuild").await, &prefix);
-    config.consumer_group_prefix = Some(format!("{prefix}-rebuild"));
-    let rebuild_db = config.database_url.clone();
-    let rebuild = projector::start(projector::Config { common: config }, false)
+    let mut config = projector_config(&infra, &infra.fresh_db("projector_rebuild").await, &prefix);
+    config.common.consumer_group_prefix = Some(format!("{prefix}-rebuild"));
+    let rebuild_db = config.common.database_url.clone();
+    let rebuild = projector::start(config, false)
         .await
         .expect("rebuild starts");
     let rebuilt = pool(&rebuild_db).await;

@@ -473,6 +473,29 @@ fn routes(
         ),
         ("GET", format!("{projector}/v1/licenses/{id}"), "auditor"),
         ("GET", format!("{projector}/v1/audit"), "auditor"),
+        ("GET", format!("{projector}/v1/licenses"), "auditor"),
+        (
+            "GET",
+            format!("{projector}/v1/licenses/{id}/state"),
+            "auditor",
+        ),
+        (
+            "GET",
+            format!("{projector}/v1/licenses/{id}/history"),
+            "auditor",
+        ),
+        (
+            "GET",
+            format!("{projector}/v1/licenses/{id}/dispute-bundle"),
+            "auditor",
+        ),
+        (
+            "POST",
+            format!("{projector}/v1/licenses/{id}/decisions"),
+            "auditor",
+        ),
+        ("POST", format!("{projector}/v1/admin/rebuild"), "admin"),
+        ("GET", format!("{projector}/v1/admin/projections"), "admin"),
     ]
 }
 

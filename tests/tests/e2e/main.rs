@@ -6,6 +6,7 @@ mod crash;
 mod domain;
 mod grants;
 mod issuance;
+mod projector;
 mod store;
 
 use std::collections::HashMap;

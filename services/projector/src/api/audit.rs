@@ -104,7 +104,9 @@ fn check(q: &AuditQuery) -> Result<(), Problem> {
         ("event_type", &q.event_type),
         ("correlation_id", &q.correlation_id),
     ] {
-        if v.as_ref().is_some_and(|v| v.is_empty() || v.len() > MAX_TEXT) {
+        if v.as_ref()
+            .is_some_and(|v| v.is_empty() || v.len() > MAX_TEXT)
+        {
             return Err(Problem::unprocessable(
                 "INVALID_FILTER",
                 format!("{field} must be 1-{MAX_TEXT} characters"),
@@ -125,7 +127,11 @@ fn check(q: &AuditQuery) -> Result<(), Problem> {
             "EXPORT_NOT_PAGED",
             "exports stream every matching event; cursor and limit are for pages",
         )
-        .with_field(if q.cursor.is_some() { "cursor" } else { "limit" }));
+        .with_field(if q.cursor.is_some() {
+            "cursor"
+        } else {
+            "limit"
+        }));
     }
     Ok(())
 }
@@ -252,7 +258,11 @@ fn line_of(format: Format, r: &AuditRecord) -> Result<String, String> {
                 r.prev_hash.clone(),
                 r.hash.clone(),
             ];
-            let mut line = fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",");
+            let mut line = fields
+                .iter()
+                .map(|f| csv_field(f))
+                .collect::<Vec<_>>()
+                .join(",");
             line.push('\n');
             Ok(line)
         }

@@ -67,14 +67,10 @@ pub fn limit_of(limit: Option<i64>) -> Result<i64, Problem> {
     Ok(limit)
 }
 
-pub async fn list(
-    app: web::Data<App>,
-    q: web::Query<ListQuery>,
-) -> Result<HttpResponse, Problem> {
+pub async fn list(app: web::Data<App>, q: web::Query<ListQuery>) -> Result<HttpResponse, Problem> {
     let limit = limit_of(q.limit)?;
     if let Some(s) = &q.status {
-        if serde_json::from_value::<LicenseStatus>(serde_json::Value::String(s.clone())).is_err()
-        {
+        if serde_json::from_value::<LicenseStatus>(serde_json::Value::String(s.clone())).is_err() {
             return Err(Problem::unprocessable(
                 "INVALID_STATUS",
                 "status must be active, suspended, expired, revoked, reclaimed or deleted",
@@ -82,9 +78,8 @@ pub async fn list(
             .with_field("status"));
         }
     }
-    let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(
-        "SELECT license_id, state FROM license_state WHERE status IS NOT NULL",
-    );
+    let mut sql: QueryBuilder<'_, Postgres> =
+        QueryBuilder::new("SELECT license_id, state FROM license_state WHERE status IS NOT NULL");
     if let Some(v) = &q.status {
         sql.push(" AND status = ").push_bind(v.clone());
     }
@@ -303,7 +298,7 @@ pub async fn history(app: web::Data<App>, id: web::Path<Uuid>) -> Result<HttpRes
     }
     // Across contexts there is no common sequence: the time each store
     // recorded the event orders them, the event id breaks ties.
-    events.sort_by(|a, b| (a.recorded_at, a.event_id).cmp(&(b.recorded_at, b.event_id)));
+    events.sort_by_key(|e| (e.recorded_at, e.event_id));
     Ok(HttpResponse::Ok().json(History {
         license_id: *id,
         events,
@@ -318,8 +313,7 @@ pub async fn dispute_bundle(
     let chains = chains_of(&app.pool, *id).await?;
     // Whole microseconds: the export time must read back exactly as signed.
     let now = app.clock.now();
-    let exported_at =
-        DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+    let exported_at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
     let bundle = bundle::seal(*id, exported_at, chains, &app.issuer, |c| {
         app.signer.sign(c)
     })

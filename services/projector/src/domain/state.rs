@@ -119,7 +119,11 @@ impl LicenseState {
     /// event was already folded (its aggregate's sequence is not ahead).
     pub fn apply(&mut self, context: &str, e: &EventEnvelope) -> Result<bool, FoldError> {
         let key = format!("{}/{}", e.aggregate_type, e.aggregate_id);
-        if self.sequences.get(&key).is_some_and(|last| *last >= e.sequence) {
+        if self
+            .sequences
+            .get(&key)
+            .is_some_and(|last| *last >= e.sequence)
+        {
             return Ok(false);
         }
         match e.aggregate_type.as_str() {
@@ -183,11 +187,19 @@ impl LicenseState {
             }
             ACTIVATION_UNINSTALLED => {
                 let p: ActivationUninstalled = decode(e)?;
-                self.end(p.activation_id, ActivationStatus::Uninstalled, p.uninstalled_at);
+                self.end(
+                    p.activation_id,
+                    ActivationStatus::Uninstalled,
+                    p.uninstalled_at,
+                );
             }
             ACTIVATION_MIGRATED => {
                 let p: ActivationMigrated = decode(e)?;
-                self.end(p.from_activation_id, ActivationStatus::Migrated, p.migrated_at);
+                self.end(
+                    p.from_activation_id,
+                    ActivationStatus::Migrated,
+                    p.migrated_at,
+                );
                 self.activations.insert(
                     p.activation_id,
                     ActivationView {
@@ -357,45 +369,80 @@ mod tests {
             (
                 "issuance",
                 vec![
-                    ev(LICENSE_AGGREGATE, 1, "LicenseIssued", json!({
+                    ev(
+                        LICENSE_AGGREGATE,
+                        1,
+                        "LicenseIssued",
+                        json!({
                         "license_id": ID, "product": "p", "customer": "ACME", "kind": "formal",
                         "features": ["a", "b"], "issued_at": "2026-01-01T00:00:00Z",
-                        "expires_at": "2027-01-01T00:00:00Z"})),
-                    ev(LICENSE_AGGREGATE, 2, "LicenseSuspended", json!({
-                        "license_id": ID, "reason": "r", "suspended_at": "2026-02-01T00:00:00Z"})),
+                        "expires_at": "2027-01-01T00:00:00Z"}),
+                    ),
+                    ev(
+                        LICENSE_AGGREGATE,
+                        2,
+                        "LicenseSuspended",
+                        json!({
+                        "license_id": ID, "reason": "r", "suspended_at": "2026-02-01T00:00:00Z"}),
+                    ),
                 ],
             ),
             (
                 "activation",
                 vec![
-                    ev(ACTIVATIONS_AGGREGATE, 1, DEVICE_ACTIVATED, json!({
+                    ev(
+                        ACTIVATIONS_AGGREGATE,
+                        1,
+                        DEVICE_ACTIVATED,
+                        json!({
                         "activation_id": ACT, "license_id": ID, "product": "p", "kind": "formal",
                         "fingerprint": "f", "components": {"disk": "d1"}, "offline": false,
-                        "activated_at": "2026-01-02T00:00:00Z"})),
-                    ev(ACTIVATIONS_AGGREGATE, 2, ACTIVATION_UNINSTALLED, json!({
+                        "activated_at": "2026-01-02T00:00:00Z"}),
+                    ),
+                    ev(
+                        ACTIVATIONS_AGGREGATE,
+                        2,
+                        ACTIVATION_UNINSTALLED,
+                        json!({
                         "activation_id": ACT, "license_id": ID,
-                        "uninstalled_at": "2026-01-03T00:00:00Z"})),
+                        "uninstalled_at": "2026-01-03T00:00:00Z"}),
+                    ),
                 ],
             ),
             (
                 "domain",
                 vec![
-                    ev(BINDING_AGGREGATE, 1, DOMAIN_BOUND, json!({
+                    ev(
+                        BINDING_AGGREGATE,
+                        1,
+                        DOMAIN_BOUND,
+                        json!({
                         "license_id": ID, "product": "p", "domain": "a.com",
                         "requested_host": "www.a.com", "follow_up": [],
-                        "bound_at": "2026-01-02T00:00:00Z"})),
-                    ev(BINDING_AGGREGATE, 2, DOMAIN_CHANGED, json!({
+                        "bound_at": "2026-01-02T00:00:00Z"}),
+                    ),
+                    ev(
+                        BINDING_AGGREGATE,
+                        2,
+                        DOMAIN_CHANGED,
+                        json!({
                         "license_id": ID, "product": "p", "from_domain": "a.com", "domain": "b.com",
                         "requested_host": "b.com", "changes_used": 1, "free": true,
-                        "follow_up": [], "changed_at": "2026-01-04T00:00:00Z"})),
+                        "follow_up": [], "changed_at": "2026-01-04T00:00:00Z"}),
+                    ),
                 ],
             ),
             (
                 "grants",
-                vec![ev(LEASES_AGGREGATE, 1, LEASE_GRANTED, json!({
+                vec![ev(
+                    LEASES_AGGREGATE,
+                    1,
+                    LEASE_GRANTED,
+                    json!({
                     "lease_id": LEASE, "license_id": ID, "client_id": ACT, "feature": "a",
                     "features": ["a"], "quantity": 2, "ttl_secs": 60, "grace_secs": 30,
-                    "granted_at": "2026-01-02T00:00:00Z"}))],
+                    "granted_at": "2026-01-02T00:00:00Z"}),
+                )],
             ),
         ]
     }
@@ -410,10 +457,17 @@ mod tests {
 
     #[test]
     fn every_context_lands_in_its_part() {
-        let s = fold(streams().into_iter().flat_map(|(c, es)| es.into_iter().map(move |e| (c, e))));
+        let s = fold(
+            streams()
+                .into_iter()
+                .flat_map(|(c, es)| es.into_iter().map(move |e| (c, e))),
+        );
         assert_eq!(s.status(), Some(LicenseStatus::Suspended));
         assert_eq!(s.feature_grants.len(), 2);
-        assert_eq!(s.activations[&Uuid::parse_str(ACT).expect("id")].status, ActivationStatus::Uninstalled);
+        assert_eq!(
+            s.activations[&Uuid::parse_str(ACT).expect("id")].status,
+            ActivationStatus::Uninstalled
+        );
         assert_eq!(s.live_activations, 0);
         let d = s.domain.as_ref().expect("domain");
         assert_eq!((d.domain.as_deref(), d.changes_used), (Some("b.com"), 1));
@@ -425,7 +479,10 @@ mod tests {
     #[test]
     fn how_the_topics_interleave_does_not_change_the_result() {
         let all = streams();
-        let forward = fold(all.iter().flat_map(|(c, es)| es.iter().map(move |e| (*c, e.clone()))));
+        let forward = fold(
+            all.iter()
+                .flat_map(|(c, es)| es.iter().map(move |e| (*c, e.clone()))),
+        );
         // Contexts in reverse, and each one's first event before any second.
         let mut interleaved = Vec::new();
         for round in 0..2 {
@@ -440,11 +497,19 @@ mod tests {
 
     #[test]
     fn a_replayed_event_changes_nothing() {
-        let events: Vec<_> = streams().into_iter().flat_map(|(c, es)| es.into_iter().map(move |e| (c, e))).collect();
+        let events: Vec<_> = streams()
+            .into_iter()
+            .flat_map(|(c, es)| es.into_iter().map(move |e| (c, e)))
+            .collect();
         let mut s = fold(events.clone().into_iter());
         let before = s.clone();
         for (c, e) in &events {
-            assert!(!s.apply(c, e).expect("folds"), "{} #{} applied twice", e.event_type, e.sequence);
+            assert!(
+                !s.apply(c, e).expect("folds"),
+                "{} #{} applied twice",
+                e.event_type,
+                e.sequence
+            );
         }
         assert_eq!(s, before);
     }
@@ -452,9 +517,14 @@ mod tests {
     #[test]
     fn the_state_reads_back_as_stored_with_or_without_its_license() {
         let empty = LicenseState::new(id());
-        let back: LicenseState = serde_json::from_value(serde_json::to_value(&empty).expect("json")).expect("reads");
+        let back: LicenseState =
+            serde_json::from_value(serde_json::to_value(&empty).expect("json")).expect("reads");
         assert_eq!(back, empty);
-        let full = fold(streams().into_iter().flat_map(|(c, es)| es.into_iter().map(move |e| (c, e))));
+        let full = fold(
+            streams()
+                .into_iter()
+                .flat_map(|(c, es)| es.into_iter().map(move |e| (c, e))),
+        );
         let json = serde_json::to_value(&full).expect("json");
         // The license's own fields stay at the top level, as before.
         assert_eq!(json["customer"], "ACME");
@@ -465,7 +535,12 @@ mod tests {
 
     #[test]
     fn an_active_license_past_its_expiry_is_expired_at_that_instant() {
-        let s = fold(streams().into_iter().take(1).flat_map(|(c, es)| es.into_iter().take(1).map(move |e| (c, e))));
+        let s = fold(
+            streams()
+                .into_iter()
+                .take(1)
+                .flat_map(|(c, es)| es.into_iter().take(1).map(move |e| (c, e))),
+        );
         let before = "2026-12-31T00:00:00Z".parse().expect("time");
         let after = "2027-01-02T00:00:00Z".parse().expect("time");
         assert_eq!(s.status_at(before), Some(LicenseStatus::Active));

@@ -63,7 +63,10 @@ pub trait ReadModel: Send + Sync + 'static {
 
 /// Every read model this projector maintains.
 pub fn all() -> Vec<Arc<dyn ReadModel>> {
-    vec![Arc::new(audit::AuditTrail), Arc::new(license_state::LicenseStates)]
+    vec![
+        Arc::new(audit::AuditTrail),
+        Arc::new(license_state::LicenseStates),
+    ]
 }
 
 /// Feeds one model from the event topics.

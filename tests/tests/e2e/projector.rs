@@ -1,0 +1,1242 @@
+//! The projector end to end: every context's events over real Kafka into
+//! the read models in real Postgres; as-of state and re-evaluated decisions
+//! at instants of a scripted lifecycle; blue/green rebuilds (equal rows, a
+//! restart mid-rebuild, a model added later); dispute bundles verified
+//! offline by `licensectl`, tampered ones refused by name.
+
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use e2e::*;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+fn device(n: u32) -> Value {
+    json!({"machine_id": format!("m-{n}"), "disk": format!("d-{n}"),
+           "board": format!("b-{n}"), "mac": format!("aa:bb:{n}")})
+}
+
+/// Polls the live row until `cond` holds; the row.
+async fn live_until(proj: &str, id: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let admin = admin_client();
+    let url = format!("{proj}/v1/licenses/{id}");
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let (s, b) = call(&admin, "GET", &url, None).await;
+        if s == 200 && cond(&b) {
+            return b;
+        }
+        last = b;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("projector never showed {what}: {last}");
+}
+
+async fn as_of(proj: &str, id: &str, at: DateTime<Utc>) -> Value {
+    let at = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let (s, b) = call(
+        &admin_client(),
+        "GET",
+        &format!(
+            "{proj}/v1/licenses/{id}/state?as_of={}",
+            at.replace('+', "%2B")
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    b
+}
+
+async fn decide(proj: &str, id: &str, body: Value) -> Value {
+    let (s, b) = call(
+        &admin_client(),
+        "POST",
+        &format!("{proj}/v1/licenses/{id}/decisions"),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    b
+}
+
+/// The activation service's own answer, now.
+async fn validate_now(act: &str, key: &str, fingerprint: &Value) -> String {
+    let (s, b) = call(
+        &admin_client(),
+        "POST",
+        &format!("{act}/v1/validate"),
+        Some(&json!({"license_key": key, "fingerprint": fingerprint})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    b["code"].as_str().unwrap_or_default().to_string()
+}
+
+/// A moment strictly after everything recorded so far, and before anything
+/// recorded next.
+async fn instant() -> DateTime<Utc> {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let t = Utc::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn as_of_state_and_decisions_follow_a_scripted_lifecycle() {
+    let infra = Infra::get();
+    let prefix = unique_prefix();
+    let clock = ManualClock::new();
+    let issuance = start_issuance_with(
+        &infra,
+        &prefix,
+        infra.fresh_db("issuance").await,
+        issuance::Options {
+            handle_signals: false,
+            clock: clock.clone(),
+        },
+    )
+    .await;
+    let activation = start_activation(&infra, &prefix).await;
+    let domain = start_domain_binding(&infra, &prefix).await;
+    let projector = start_projector(&infra, &prefix).await;
+    let (iss, act, dom, proj) = (
+        issuance.url(),
+        activation.url(),
+        domain.url(),
+        projector.url(),
+    );
+    let admin = admin_client();
+    let (a, b) = (device(1), device(2));
+
+    let t0 = instant().await;
+    use issuance::domain::Clock;
+    let expires = clock.now() + chrono::Duration::hours(1);
+    let (s, lic) = call(
+        &admin,
+        "POST",
+        &format!("{iss}/v1/licenses"),
+        Some(
+            &json!({"product": "cloud-engine", "edition": "mainland", "customer": "Lifecycle Ltd",
+                     "kind": "formal", "features": ["site-engine"],
+                     "expires_at": expires.to_rfc3339()}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{lic}");
+    let id = lic["id"].as_str().expect("id").to_string();
+    let key = lic["key"].as_str().expect("key").to_string();
+    live_until(&proj, &id, "the issued license", |v| {
+        v["status"] == "active"
+    })
+    .await;
+    let ready = wait_until(Duration::from_secs(15), || async {
+        validate_now(&act, &key, &a).await == "NO_ACTIVATION"
+    })
+    .await;
+    assert!(ready, "the license reached activation");
+    let t1 = instant().await;
+    let live_t1 = validate_now(&act, &key, &a).await;
+
+    let (s, body) = call(
+        &admin,
+        "POST",
+        &format!("{act}/v1/activations"),
+        Some(&json!({"license_key": key, "fingerprint": a})),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    let activation_id = body["activation_id"].as_str().expect("id").to_string();
+    live_until(&proj, &id, "the activation", |v| v["live_activations"] == 1).await;
+    let t2 = instant().await;
+    let live_t2 = (
+        validate_now(&act, &key, &a).await,
+        validate_now(&act, &key, &b).await,
+    );
+
+    let bound = wait_until(Duration::from_secs(15), || async {
+        call(
+            &admin,
+            "PUT",
+            &format!("{dom}/v1/licenses/{id}/domain"),
+            Some(&json!({"domain": "www.lifecycle-one.com"})),
+        )
+        .await
+        .0 == 200
+    })
+    .await;
+    assert!(bound, "the domain was bound");
+    live_until(&proj, &id, "the binding", |v| {
+        v["domain"]["domain"] == "lifecycle-one.com"
+    })
+    .await;
+    let t3 = instant().await;
+
+    let (s, body) = call(
+        &admin,
+        "POST",
+        &format!("{dom}/v1/licenses/{id}/domain/change"),
+        Some(&json!({"domain": "lifecycle-two.com", "accept_fee": false})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    live_until(&proj, &id, "the domain change", |v| {
+        v["domain"]["domain"] == "lifecycle-two.com"
+    })
+    .await;
+    let t4 = instant().await;
+
+    clock.advance(chrono::Duration::minutes(61));
+    live_until(&proj, &id, "the expiry", |v| v["status"] == "expired").await;
+    let expired = wait_until(Duration::from_secs(15), || async {
+        validate_now(&act, &key, &a).await == "EXPIRED"
+    })
+    .await;
+    assert!(expired, "activation saw the expiry");
+    let t5 = instant().await;
+
+    let renewed_to = clock.now() + chrono::Duration::days(365);
+    let (s, body) = call(
+        &admin,
+        "POST",
+        &format!("{iss}/v1/licenses/{id}/renew"),
+        Some(&json!({"expires_at": renewed_to.to_rfc3339(), "order_ref": "PO-LIFE-2"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let live_row = live_until(&proj, &id, "the renewal", |v| v["status"] == "active").await;
+    let renewed = wait_until(Duration::from_secs(15), || async {
+        validate_now(&act, &key, &a).await == "VALID"
+    })
+    .await;
+    assert!(renewed, "activation saw the renewal");
+    let t6 = instant().await;
+
+    // Hand-computed expectations at each instant.
+    let s0 = as_of(&proj, &id, t0).await;
+    assert_eq!(
+        (s0["exists"].clone(), s0["state"].clone()),
+        (json!(false), Value::Null)
+    );
+    let s1 = as_of(&proj, &id, t1).await;
+    assert_eq!(s1["state"]["status"], "active");
+    assert_eq!(s1["state"]["live_activations"], 0);
+    assert_eq!(s1["state"]["domain"], Value::Null);
+    assert_eq!(s1["state"]["feature_grants"][0]["code"], "site-engine");
+    let s2 = as_of(&proj, &id, t2).await;
+    assert_eq!(s2["state"]["live_activations"], 1);
+    assert_eq!(s2["state"]["activations"][&activation_id]["status"], "live");
+    assert_eq!(s2["state"]["domain"], Value::Null);
+    let s3 = as_of(&proj, &id, t3).await;
+    assert_eq!(s3["state"]["domain"]["domain"], "lifecycle-one.com");
+    assert_eq!(s3["state"]["domain"]["changes_used"], 0);
+    let s4 = as_of(&proj, &id, t4).await;
+    assert_eq!(s4["state"]["domain"]["domain"], "lifecycle-two.com");
+    assert_eq!(s4["state"]["domain"]["changes_used"], 1);
+    assert_eq!(s4["state"]["status"], "active");
+    let s5 = as_of(&proj, &id, t5).await;
+    assert_eq!(s5["state"]["status"], "expired");
+    assert_eq!(s5["effective_status"], "expired");
+    assert_eq!(
+        s5["state"]["expires_at"]
+            .as_str()
+            .map(|t| t.parse::<DateTime<Utc>>().ok()),
+        Some(Some(expires))
+    );
+    let s6 = as_of(&proj, &id, t6).await;
+    assert_eq!(s6["state"]["status"], "active");
+    assert_eq!(
+        s6["state"]["expires_at"]
+            .as_str()
+            .map(|t| t.parse::<DateTime<Utc>>().ok()),
+        Some(Some(renewed_to))
+    );
+    // Events only grow along the timeline.
+    let folded: Vec<u64> = [&s1, &s2, &s3, &s4, &s5, &s6]
+        .iter()
+        .map(|s| s["events_folded"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(folded.windows(2).all(|w| w[0] < w[1]), "{folded:?}");
+    // as_of = now is the live row, field for field.
+    // (Each read model has its own consumer, so wait for both to settle.)
+    let live_now = live_until(&proj, &id, "the live row", |_| true).await;
+    let mut now = Value::Null;
+    for _ in 0..100 {
+        now = as_of(&proj, &id, Utc::now()).await;
+        if now["state"] == live_now {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(now["state"], live_now);
+    assert_eq!(live_now["status"], live_row["status"]);
+
+    // Re-evaluated validations answer what the activation service answered.
+    let at =
+        |t: DateTime<Utc>, fp: &Value| json!({"kind": "validation", "at": t, "fingerprint": fp});
+    assert_eq!(
+        decide(&proj, &id, at(t0, &a)).await["decision"]["code"],
+        "NOT_FOUND"
+    );
+    assert_eq!(
+        decide(&proj, &id, at(t1, &a)).await["decision"]["code"],
+        live_t1.as_str()
+    );
+    assert_eq!(
+        decide(&proj, &id, at(t2, &a)).await["decision"]["code"],
+        live_t2.0.as_str()
+    );
+    assert_eq!(
+        decide(&proj, &id, at(t2, &b)).await["decision"]["code"],
+        live_t2.1.as_str()
+    );
+    assert_eq!(
+        live_t2,
+        ("VALID".to_string(), "TOO_MANY_ACTIVATIONS".to_string())
+    );
+    let d5 = decide(&proj, &id, at(t5, &a)).await;
+    assert_eq!(
+        (
+            d5["decision"]["code"].as_str(),
+            d5["decision"]["allowed"].as_bool()
+        ),
+        (Some("EXPIRED"), Some(false))
+    );
+    let d6 = decide(&proj, &id, at(t6, &a)).await;
+    assert_eq!(d6["decision"]["code"], "VALID");
+    assert_eq!(d6["decision"]["activation_id"], activation_id.as_str());
+    let missing = decide(
+        &proj,
+        &id,
+        json!({"kind": "validation", "at": t6, "features": ["cdn-accel"]}),
+    )
+    .await;
+    assert_eq!(missing["decision"]["code"], "FEATURES_MISSING");
+    // And activations: another device was refused while A held the seat, and
+    // nothing activates on an expired license.
+    let act_at =
+        |t: DateTime<Utc>, fp: &Value| json!({"kind": "activation", "at": t, "fingerprint": fp});
+    assert_eq!(
+        decide(&proj, &id, act_at(t1, &b)).await["decision"]["code"],
+        "ACTIVATED"
+    );
+    assert_eq!(
+        decide(&proj, &id, act_at(t2, &b)).await["decision"]["code"],
+        "TOO_MANY_ACTIVATIONS"
+    );
+    assert_eq!(
+        decide(&proj, &id, act_at(t2, &a)).await["decision"]["code"],
+        "ALREADY_ACTIVATED"
+    );
+    assert_eq!(
+        decide(&proj, &id, act_at(t5, &b)).await["decision"]["code"],
+        "LICENSE_EXPIRED"
+    );
+
+    // The list filters and pages.
+    let list = |q: String| {
+        let admin = admin.clone();
+        let proj = proj.clone();
+        async move { call(&admin, "GET", &format!("{proj}/v1/licenses?{q}"), None).await }
+    };
+    let (s, page) = list("product=cloud-engine&status=active".into()).await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page["items"][0]["id"], id.as_str());
+    let (_, none) = list("status=expired".into()).await;
+    assert_eq!(none["items"], json!([]));
+    let soon = (renewed_to + chrono::Duration::days(1))
+        .to_rfc3339()
+        .replace('+', "%2B");
+    let (_, expiring) = list(format!("expiring_before={soon}&customer=Lifecycle%20Ltd")).await;
+    assert_eq!(expiring["items"].as_array().map(Vec::len), Some(1));
+    let early = renewed_to.to_rfc3339().replace('+', "%2B");
+    let (_, not_yet) = list(format!("expiring_before={early}")).await;
+    assert_eq!(not_yet["items"], json!([]));
+
+    // Bad input: named, 4xx, nothing changed.
+    for (q, code, field) in [
+        ("status=bogus", "INVALID_STATUS", "status"),
+        ("limit=0", "INVALID_LIMIT", "limit"),
+    ] {
+        let (s, b) = list(q.into()).await;
+        assert_eq!(
+            (s, b["code"].as_str(), b["field"].as_str()),
+            (422, Some(code), Some(field)),
+            "{q}: {b}"
+        );
+    }
+    let (s, b) = list("colour=red".into()).await;
+    assert!((400..500).contains(&s), "{b}");
+    let (s, b) = call(
+        &admin,
+        "GET",
+        &format!("{proj}/v1/licenses/{id}/state?as_of=yesterday"),
+        None,
+    )
+    .await;
+    assert!((400..500).contains(&s) && b["code"].is_string(), "{s} {b}");
+    let (s, b) = call(
+        &admin,
+        "GET",
+        &format!("{proj}/v1/licenses/{}/state", Uuid::now_v7()),
+        None,
+    )
+    .await;
+    assert_eq!((s, b["code"].as_str()), (404, Some("LICENSE_NOT_FOUND")));
+    for (body, code, field) in [
+        (
+            json!({"kind": "activation", "at": t2}),
+            "FINGERPRINT_REQUIRED",
+            "fingerprint",
+        ),
+        (
+            json!({"kind": "validation", "at": t2, "fingerprint": {}}),
+            "INVALID_FINGERPRINT",
+            "fingerprint",
+        ),
+        (
+            json!({"kind": "validation", "at": t2, "colour": 1}),
+            "UNKNOWN_FIELD",
+            "colour",
+        ),
+        (json!({"kind": "guess", "at": t2}), "INVALID_FIELD", "kind"),
+    ] {
+        let (s, b) = call(
+            &admin,
+            "POST",
+            &format!("{proj}/v1/licenses/{id}/decisions"),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(
+            (s, b["code"].as_str(), b["field"].as_str()),
+            (422, Some(code), Some(field)),
+            "{body}: {b}"
+        );
+    }
+
+    projector.running.stop().await;
+    domain.running.stop().await;
+    activation.running.stop().await;
+    issuance.running.stop().await;
+}
+
+/// Every row of both read models, in a stable order.
+async fn rows(pool: &sqlx::PgPool) -> (Vec<Value>, Vec<Value>) {
+    let states: Vec<Value> =
+        sqlx::query_scalar("SELECT to_jsonb(t) FROM license_state t ORDER BY license_id")
+            .fetch_all(pool)
+            .await
+            .expect("states");
+    let audit: Vec<Value> = sqlx::query_scalar(
+        "SELECT to_jsonb(t) || jsonb_build_object('payload', payload::text, 'metadata', metadata::text) \
+         FROM audit_trail t ORDER BY event_id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("audit");
+    (states, audit)
+}
+
+/// Issues `n` licenses with a suspension each (two issuance events apiece).
+async fn issue_many(iss: &str, n: usize) -> Vec<String> {
+    let admin = admin_client();
+    let mut ids = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (admin, iss) = (admin.clone(), iss.to_string());
+        tasks.spawn(async move {
+            let (s, b) = call(
+                &admin,
+                "POST",
+                &format!("{iss}/v1/licenses"),
+                Some(
+                    &json!({"product": "integration-platform", "edition": "enterprise",
+                             "customer": format!("Customer {}", i % 7), "kind": "formal",
+                             "features": ["data-access"]}),
+                ),
+            )
+            .await;
+            assert_eq!(s, 201, "{b}");
+            let id = b["id"].as_str().expect("id").to_string();
+            let (s, b) = call(
+                &admin,
+                "POST",
+                &format!("{iss}/v1/licenses/{id}/suspend"),
+                Some(&json!({"reason": "review"})),
+            )
+            .await;
+            assert_eq!(s, 200, "{b}");
+            id
+        });
+        if tasks.len() >= 16 {
+            if let Some(r) = tasks.join_next().await {
+                ids.push(r.expect("issued"));
+            }
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        ids.push(r.expect("issued"));
+    }
+    ids
+}
+
+async fn projections(proj: &str) -> Value {
+    let (s, b) = call(
+        &admin_client(),
+        "GET",
+        &format!("{proj}/v1/admin/projections"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    b
+}
+
+/// Waits until every model's latest rebuild `id` is done.
+async fn rebuild_done(proj: &str, id: &str, timeout: Duration) -> Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let status = projections(proj).await;
+        let done = status["models"].as_array().is_some_and(|ms| {
+            ms.iter()
+                .all(|m| m["rebuild"]["id"] == id && m["rebuild"]["status"] == "done")
+        });
+        if done {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rebuild {id} did not finish: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_serve() {
+    let infra = Infra::get();
+    let prefix = unique_prefix();
+    let issuance = start_issuance(&infra, &prefix).await;
+    let projector = start_projector(&infra, &prefix).await;
+    let (iss, proj) = (issuance.url(), projector.url());
+    let ids = issue_many(&iss, 200).await;
+    let pool = pool(&projector.db).await;
+    let caught_up = wait_until(Duration::from_secs(30), || async {
+        count(
+            &pool,
+            "SELECT count(*) FROM license_state WHERE status = 'suspended'",
+        )
+        .await
+            == 200
+    })
+    .await;
+    assert!(caught_up, "live projection caught up");
+    let before = rows(&pool).await;
+    let licensed = |rows: &[Value]| rows.iter().filter(|r| !r["license_id"].is_null()).count();
+    assert_eq!(licensed(&before.1), 400);
+
+    // The CLI starts the rebuild and follows it to the end.
+    let out = Command::new(bin_path("licensectl"))
+        .args([
+            "rebuild",
+            "--url",
+            &proj,
+            "--api-key",
+            ADMIN_TOKEN,
+            "--poll-ms",
+            "100",
+            "--timeout-secs",
+            "120",
+        ])
+        .output()
+        .expect("licensectl runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "licensectl rebuild: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(&stdout).expect("summary JSON");
+    assert_eq!(summary["status"], "done", "{summary}");
+    let status = projections(&proj).await;
+    for m in status["models"].as_array().expect("models") {
+        assert_eq!(m["rebuild"]["status"], "done", "{m}");
+        assert!(m["rebuild"]["events"].as_i64().unwrap_or(0) >= 400, "{m}");
+        assert_eq!(m["lag"], 0, "{m}");
+    }
+    let after = rows(&pool).await;
+    assert_eq!(after.0, before.0, "license_state equal row for row");
+    assert_eq!(after.1, before.1, "audit_trail equal row for row");
+    let next: i64 = count(
+        &pool,
+        "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%\\_next'",
+    )
+    .await;
+    assert_eq!(next, 0, "no next table left behind");
+
+    // While a second rebuild runs, the live tables keep serving and the
+    // live consumer keeps projecting; a second start is refused.
+    let (s, started) = call(
+        &admin_client(),
+        "POST",
+        &format!("{proj}/v1/admin/rebuild"),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(s, 202, "{started}");
+    let rid = started["rebuild_id"].as_str().expect("id").to_string();
+    let (s, b) = call(
+        &admin_client(),
+        "POST",
+        &format!("{proj}/v1/admin/rebuild"),
+        Some(&json!({"models": ["audit_trail"]})),
+    )
+    .await;
+    assert_eq!((s, b["code"].as_str()), (409, Some("REBUILD_IN_PROGRESS")));
+    let (s, b) = call(
+        &admin_client(),
+        "GET",
+        &format!("{proj}/v1/licenses/{}", ids[0]),
+        None,
+    )
+    .await;
+    assert_eq!((s, b["status"].as_str()), (200, Some("suspended")));
+    let (s, b) = call(
+        &admin_client(),
+        "POST",
+        &format!("{iss}/v1/licenses/{}/reinstate", ids[1]),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    rebuild_done(&proj, &rid, Duration::from_secs(60)).await;
+    live_until(&proj, &ids[1], "the reinstatement", |v| {
+        v["status"] == "active"
+    })
+    .await;
+    let rebuilt = rows(&pool).await;
+    assert_eq!(rebuilt.1.len(), before.1.len() + 1);
+
+    // A fresh projector of its own on the same topics agrees, row for row.
+    let mut config = projector_config(&infra, &infra.fresh_db("projector_fresh").await, &prefix);
+    config.common.consumer_group_prefix = Some(format!("{prefix}-fresh"));
+    let fresh_db = config.common.database_url.clone();
+    let fresh = start_projector_with(config, fresh_db.clone()).await;
+    let fresh_pool = e2e::pool(&fresh_db).await;
+    let total = rebuilt.1.len() as i64;
+    let done = wait_until(Duration::from_secs(30), || async {
+        count(&fresh_pool, "SELECT count(*) FROM audit_trail").await == total
+    })
+    .await;
+    assert!(done, "fresh projector caught up");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rows(&fresh_pool).await, rows(&pool).await);
+
+    // Bad input changes nothing.
+    for (body, code) in [
+        (json!({"models": ["no-such-model"]}), "UNKNOWN_MODEL"),
+        (json!({"models": "audit_trail"}), "INVALID_FIELD"),
+        (json!({"colour": 1}), "UNKNOWN_FIELD"),
+    ] {
+        let (s, b) = call(
+            &admin_client(),
+            "POST",
+            &format!("{proj}/v1/admin/rebuild"),
+            Some(&body),
+        )
+        .await;
+        assert_eq!((s, b["code"].as_str()), (422, Some(code)), "{body}: {b}");
+    }
+    fresh.running.stop().await;
+    projector.running.stop().await;
+    issuance.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_interrupted_by_sigkill_resumes_from_its_checkpoint_and_ends_identical() {
+    let infra = Infra::get();
+    let prefix = unique_prefix();
+    let issuance = start_issuance(&infra, &prefix).await;
+    let ids = issue_many(&issuance.url(), 400).await;
+    assert_eq!(ids.len(), 400);
+    let db = infra.fresh_db("projector_resume").await;
+    let port = free_port();
+    let spawn = |batch: &'static str| {
+        let (db, prefix) = (db.clone(), prefix.clone());
+        async move {
+            ServiceProcess::spawn_with(
+                "projector",
+                &Infra::get(),
+                &db,
+                &prefix,
+                port,
+                &[("LICENSING_REBUILD_BATCH", batch)],
+            )
+            .await
+        }
+    };
+    // One message per checkpoint, so the rebuild takes long enough to be
+    // interrupted in the middle.
+    let mut projector = spawn("1").await;
+    let proj = projector.url.clone();
+    let pool = pool(&db).await;
+    let caught_up = wait_until(Duration::from_secs(60), || async {
+        count(
+            &pool,
+            "SELECT count(*) FROM audit_trail WHERE license_id IS NOT NULL",
+        )
+        .await
+            == 800
+    })
+    .await;
+    assert!(caught_up, "live projection caught up");
+    let before = rows(&pool).await;
+
+    let (s, started) = call(
+        &admin_client(),
+        "POST",
+        &format!("{proj}/v1/admin/rebuild"),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(s, 202, "{started}");
+    let rid = started["rebuild_id"].as_str().expect("id").to_string();
+    let mid = wait_until(Duration::from_secs(60), || async {
+        count(&pool, "SELECT count(*) FROM audit_trail_next").await > 50
+    })
+    .await;
+    assert!(mid, "the rebuild made progress");
+    projector.kill();
+    let at_kill = count(&pool, "SELECT count(*) FROM audit_trail_next").await;
+    assert!(
+        at_kill < 800,
+        "killed mid-rebuild ({at_kill} of 800 rebuilt)"
+    );
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM projection_rebuilds WHERE model = 'audit_trail'")
+            .fetch_one(&pool)
+            .await
+            .expect("status");
+    assert_eq!(status, "running");
+    let checkpoint: i64 = count(&pool, &format!(
+        "SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE consumer LIKE '%rebuild.audit_trail.{}'",
+        rid.replace('-', "")
+    )).await;
+    assert!(checkpoint > 0, "a checkpoint was committed before the kill");
+    drop(projector);
+
+    let projector = spawn("500").await;
+    rebuild_done(&projector.url, &rid, Duration::from_secs(90)).await;
+    let after = rows(&pool).await;
+    assert_eq!(after.0, before.0, "license_state equal row for row");
+    assert_eq!(after.1, before.1, "audit_trail equal row for row");
+    drop(projector);
+    issuance.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_model_added_later_is_backfilled_without_touching_the_others() {
+    let infra = Infra::get();
+    let prefix = unique_prefix();
+    let issuance = start_issuance(&infra, &prefix).await;
+    issue_many(&issuance.url(), 50).await;
+    let db = infra.fresh_db("projector_added").await;
+    let mut config = projector_config(&infra, &db, &prefix);
+    config.models = Some(vec!["audit_trail".into()]);
+    let only_audit = start_projector_with(config.clone(), db.clone()).await;
+    let pool = pool(&db).await;
+    let audited = wait_until(Duration::from_secs(30), || async {
+        count(
+            &pool,
+            "SELECT count(*) FROM audit_trail WHERE license_id IS NOT NULL",
+        )
+        .await
+            == 100
+    })
+    .await;
+    assert!(audited, "audit trail projected");
+    assert_eq!(count(&pool, "SELECT count(*) FROM license_state").await, 0);
+    only_audit.running.stop().await;
+    let offsets = |model: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, i32, i64, DateTime<Utc>)>(&format!(
+                "SELECT topic, partition, next_offset, updated_at FROM consumer_offsets \
+                 WHERE consumer LIKE '%.projector.{model}' ORDER BY 1, 2"
+            ))
+            .fetch_all(&pool)
+            .await
+            .expect("offsets")
+        }
+    };
+    let audit_offsets = offsets("audit_trail").await;
+    let audit_rows = rows(&pool).await.1;
+
+    config.models = None;
+    let all = start_projector_with(config, db.clone()).await;
+    let backfilled = wait_until(Duration::from_secs(30), || async {
+        count(
+            &pool,
+            "SELECT count(*) FROM license_state WHERE status = 'suspended'",
+        )
+        .await
+            == 50
+    })
+    .await;
+    assert!(backfilled, "license_state backfilled over the full history");
+    assert_eq!(
+        offsets("audit_trail").await,
+        audit_offsets,
+        "audit_trail's consumer untouched"
+    );
+    assert_eq!(
+        rows(&pool).await.1,
+        audit_rows,
+        "audit_trail's rows untouched"
+    );
+    all.running.stop().await;
+    issuance.running.stop().await;
+}
+
+fn write(path: &std::path::Path, v: &Value) {
+    std::fs::write(path, serde_json::to_vec_pretty(v).expect("json")).expect("write");
+}
+
+/// `licensectl verify-bundle`: success and the stderr text.
+fn verify_bundle(bundle: &Value, jwks: &Value, dir: &std::path::Path) -> (bool, String) {
+    let (b, k) = (dir.join("bundle.json"), dir.join("jwks.json"));
+    write(&b, bundle);
+    write(&k, jwks);
+    let out = Command::new(bin_path("licensectl"))
+        .arg("verify-bundle")
+        .arg("--bundle")
+        .arg(&b)
+        .arg("--jwks")
+        .arg(&k)
+        .output()
+        .expect("licensectl runs");
+    let code = out.status.code();
+    assert!(
+        code == Some(0) || code == Some(1),
+        "exit {code:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dispute_bundle_verifies_offline_and_every_tampering_is_named() {
+    let infra = Infra::get();
+    let prefix = unique_prefix();
+    let issuance = start_issuance(&infra, &prefix).await;
+    let activation = start_activation(&infra, &prefix).await;
+    let projector = start_projector(&infra, &prefix).await;
+    let (iss, act, proj) = (issuance.url(), activation.url(), projector.url());
+    let admin = admin_client();
+    let (s, lic) = call(&admin, "POST", &format!("{iss}/v1/licenses"),
+        Some(&json!({"product": "integration-platform", "edition": "enterprise",
+                     "customer": "Dispute GmbH \u{e9}", "kind": "formal", "features": ["data-access"],
+                     "expires_at": (Utc::now() + chrono::Duration::days(30)).to_rfc3339()}))).await;
+    assert_eq!(s, 201, "{lic}");
+    let id = lic["id"].as_str().expect("id").to_string();
+    let key = lic["key"].as_str().expect("key").to_string();
+    for (n, days) in [(1, 365), (2, 730)] {
+        let body = json!({"expires_at": (Utc::now() + chrono::Duration::days(days)).to_rfc3339(),
+                          "order_ref": format!("PO-DISPUTE-{n}")});
+        let (s, b) = call(
+            &admin,
+            "POST",
+            &format!("{iss}/v1/licenses/{id}/renew"),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let activated = wait_until(Duration::from_secs(15), || async {
+        call(
+            &admin,
+            "POST",
+            &format!("{act}/v1/activations"),
+            Some(&json!({"license_key": key, "fingerprint": device(7)})),
+        )
+        .await
+        .0 == 201
+    })
+    .await;
+    assert!(activated, "activated");
+    live_until(&proj, &id, "the activation", |v| {
+        v["live_activations"] == 1 && v["status"] == "active"
+    })
+    .await;
+
+    // The history: every event with its links, every chain intact. (The
+    // audit trail has its own consumer: wait for it too.)
+    let mut history = Value::Null;
+    for _ in 0..100 {
+        let (s, h) = call(
+            &admin,
+            "GET",
+            &format!("{proj}/v1/licenses/{id}/history"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{h}");
+        history = h;
+        if history["chains"].as_array().map(Vec::len) == Some(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events = history["events"].as_array().expect("events");
+    assert!(events.len() >= 4, "{history}");
+    assert!(events.iter().all(|e| e["link_ok"] == true), "{history}");
+    let chains = history["chains"].as_array().expect("chains");
+    assert_eq!(chains.len(), 2, "License and LicenseActivations: {history}");
+    assert!(
+        chains.iter().all(|c| c["problems"] == json!([])),
+        "{history}"
+    );
+    let times: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["recorded_at"].as_str())
+        .collect();
+    let mut sorted: Vec<DateTime<Utc>> = times.iter().filter_map(|t| t.parse().ok()).collect();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        times
+            .iter()
+            .filter_map(|t| t.parse().ok())
+            .collect::<Vec<DateTime<Utc>>>()
+    );
+
+    let (s, bundle) = call(
+        &admin,
+        "GET",
+        &format!("{proj}/v1/licenses/{id}/dispute-bundle"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{bundle}");
+    let (s, jwks) = call(
+        &reqwest::Client::new(),
+        "GET",
+        &format!("{proj}/.well-known/jwks.json"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{jwks}");
+    // The checkpoint is a JWS any JOSE library verifies.
+    let claims = python_verify(&jwks, false, bundle["checkpoint"].as_str().expect("jws"))
+        .expect("jwcrypto verifies the checkpoint");
+    assert_eq!(claims["license_id"], id.as_str());
+    assert_eq!(claims["chains"].as_array().map(Vec::len), Some(2));
+
+    let dir = std::env::temp_dir().join(format!("{prefix}-bundle"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (ok, msg) = verify_bundle(&bundle, &jwks, &dir);
+    assert!(ok, "the untouched bundle verifies: {msg}");
+
+    let license_chain = bundle["chains"]
+        .as_array()
+        .and_then(|cs| cs.iter().position(|c| c["aggregate_type"] == "License"))
+        .expect("license chain");
+    let tampered = |f: &dyn Fn(&mut Vec<Value>)| {
+        let mut b = bundle.clone();
+        if let Some(events) = b["chains"][license_chain]["events"].as_array_mut() {
+            f(events);
+        }
+        b
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "edited",
+            tampered(&|es| {
+                es[1]["payload"] = json!(es[1]["payload"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .replace("PO-DISPUTE-1", "PO-FORGED-1"));
+            }),
+            "edited",
+        ),
+        (
+            "removed",
+            tampered(&|es| {
+                es.remove(1);
+            }),
+            "removed",
+        ),
+        (
+            "removed last",
+            tampered(&|es| {
+                es.pop();
+            }),
+            "removed",
+        ),
+        ("reordered", tampered(&|es| es.swap(1, 2)), "reordered"),
+        (
+            "inserted",
+            tampered(&|es| {
+                let copy = es[1].clone();
+                es.insert(2, copy);
+            }),
+            "inserted",
+        ),
+    ];
+    for (case, b, word) in cases {
+        let (ok, msg) = verify_bundle(&b, &jwks, &dir);
+        assert!(!ok, "{case} bundle refused");
+        assert!(
+            msg.to_lowercase().contains(word),
+            "{case}: the message names it: {msg}"
+        );
+    }
+    // Another key with the same kid: the signature fails, by name.
+    let other = serde_json::to_value(
+        signing::KeyRing::generate(jwks["keys"][0]["kid"].as_str().expect("kid"))
+            .expect("ring")
+            .jwks(),
+    )
+    .expect("jwks");
+    let (ok, msg) = verify_bundle(&bundle, &other, &dir);
+    assert!(
+        !ok && msg.to_lowercase().contains("signature"),
+        "wrong key: {msg}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let (s, b) = call(
+        &admin,
+        "GET",
+        &format!("{proj}/v1/licenses/{}/dispute-bundle", Uuid::now_v7()),
+        None,
+    )
+    .await;
+    assert_eq!((s, b["code"].as_str()), (404, Some("LICENSE_NOT_FOUND")));
+    projector.running.stop().await;
+    activation.running.stop().await;
+    issuance.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_audit_trail_filters_pages_streams_exports_and_follows_a_trial_across_services() {
+    let infra = Infra::get();
+    let prefix = unique_prefix();
+    let issuance = start_issuance(&infra, &prefix).await;
+    let activation = start_activation(&infra, &prefix).await;
+    let projector = start_projector(&infra, &prefix).await;
+    let (iss, act, proj) = (issuance.url(), activation.url(), projector.url());
+    let admin = admin_client();
+    let from = instant().await;
+    let ids = issue_many(&iss, 30).await;
+    let to = instant().await;
+
+    // A trial: activation asks issuance over Kafka, then activates.
+    let mut trial = (0, Value::Null);
+    for _ in 0..100 {
+        trial = call(
+            &admin,
+            "POST",
+            &format!("{act}/v1/trials"),
+            Some(&json!({"product": "integration-platform", "fingerprint": device(9)})),
+        )
+        .await;
+        if trial.0 == 201 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(trial.0, 201, "{}", trial.1);
+    let trial_license = trial.1["license_id"].as_str().expect("license").to_string();
+    let pool = pool(&projector.db).await;
+    let projected = wait_until(Duration::from_secs(30), || async {
+        count(
+            &pool,
+            "SELECT count(*) FROM audit_trail WHERE event_type = 'LicenseSuspended'",
+        )
+        .await
+            == 30
+            && count(
+                &pool,
+                "SELECT count(*) FROM audit_trail WHERE event_type = 'TrialActivated'",
+            )
+            .await
+                == 1
+    })
+    .await;
+    assert!(projected, "events projected");
+    let correlation: String = sqlx::query_scalar(
+        "SELECT correlation_id FROM audit_trail WHERE event_type = 'TrialStarted'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("trial started");
+    let (s, chain) = call(
+        &admin,
+        "GET",
+        &format!("{proj}/v1/audit?correlation_id={correlation}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{chain}");
+    let mut steps: Vec<(String, String, String)> = chain["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| {
+            (
+                e["recorded_at"].as_str().unwrap_or_default().to_string(),
+                e["context"].as_str().unwrap_or_default().to_string(),
+                e["event_type"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    steps.sort();
+    let path: Vec<(&str, &str)> = steps
+        .iter()
+        .map(|(_, c, t)| (c.as_str(), t.as_str()))
+        .collect();
+    let started = path
+        .iter()
+        .position(|p| *p == ("activation", "TrialStarted"))
+        .expect("started");
+    let issued = path
+        .iter()
+        .position(|p| *p == ("issuance", "LicenseIssued"))
+        .expect("issued");
+    let activated = path
+        .iter()
+        .position(|p| *p == ("activation", "TrialActivated"))
+        .expect("activated");
+    assert!(
+        started < issued && issued < activated,
+        "activation -> issuance -> activation: {path:?}"
+    );
+    let (_, by_license) = call(
+        &admin,
+        "GET",
+        &format!("{proj}/v1/audit?license_id={trial_license}"),
+        None,
+    )
+    .await;
+    assert!(
+        by_license["items"].as_array().is_some_and(|i| i.len() >= 3),
+        "{by_license}"
+    );
+
+    // Filters: event type and time range, actor; pages by cursor.
+    let range = |t: DateTime<Utc>| t.to_rfc3339().replace('+', "%2B");
+    let base = format!(
+        "{proj}/v1/audit?event_type=LicenseSuspended&from={}&to={}",
+        range(from),
+        range(to)
+    );
+    let mut seen = Vec::new();
+    let mut url = format!("{base}&limit=7");
+    loop {
+        let (s, page) = call(&admin, "GET", &url, None).await;
+        assert_eq!(s, 200, "{page}");
+        let items = page["items"].as_array().expect("items");
+        assert!(items.len() <= 7);
+        seen.extend(
+            items
+                .iter()
+                .map(|i| i["license_id"].as_str().unwrap_or_default().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => url = format!("{base}&limit=7&cursor={c}"),
+            None => break,
+        }
+    }
+    let mut expected = ids.clone();
+    expected.sort();
+    let mut got = seen.clone();
+    got.sort();
+    assert_eq!(got, expected, "every suspension once, across pages");
+    let (_, none) = call(
+        &admin,
+        "GET",
+        &format!(
+            "{proj}/v1/audit?event_type=LicenseSuspended&to={}",
+            range(from)
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(none["items"], json!([]));
+    let (_, by_actor) = call(
+        &admin,
+        "GET",
+        &format!("{proj}/v1/audit?actor=AKIDtestadmin&event_type=LicenseIssued&limit=1000"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        by_actor["items"].as_array().map(Vec::len),
+        Some(30),
+        "the trial's license was issued by a service"
+    );
+
+    // Exports stream every matching row.
+    let client = admin_client();
+    let ndjson = client
+        .get(format!("{base}&format=ndjson"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(ndjson.headers()["content-type"], "application/x-ndjson");
+    let text = ndjson.text().await.expect("body");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 30);
+    assert!(lines.iter().all(|l| l["event_type"] == "LicenseSuspended"));
+    let csv = client
+        .get(format!("{base}&format=csv"))
+        .send()
+        .await
+        .expect("sent");
+    assert!(csv.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("text/csv"));
+    let text = csv.text().await.expect("body");
+    let mut rows = text.lines();
+    assert!(rows
+        .next()
+        .is_some_and(|h| h.starts_with("event_id,context,")));
+    assert_eq!(rows.filter(|r| r.contains("LicenseSuspended")).count(), 30);
+
+    for (q, code, field) in [
+        ("limit=5000", "INVALID_LIMIT", "limit"),
+        ("format=ndjson&limit=5", "EXPORT_NOT_PAGED", "limit"),
+        ("actor=", "INVALID_FILTER", "actor"),
+    ] {
+        let (s, b) = call(&admin, "GET", &format!("{proj}/v1/audit?{q}"), None).await;
+        assert_eq!(
+            (s, b["code"].as_str(), b["field"].as_str()),
+            (422, Some(code), Some(field)),
+            "{q}: {b}"
+        );
+    }
+    let (s, b) = call(
+        &admin,
+        "GET",
+        &format!("{proj}/v1/audit?from={}&to={}", range(to), range(from)),
+        None,
+    )
+    .await;
+    assert_eq!((s, b["code"].as_str()), (422, Some("INVALID_RANGE")), "{b}");
+    let (s, _) = call(&admin, "GET", &format!("{proj}/v1/audit?format=xml"), None).await;
+    assert!((400..500).contains(&s));
+    projector.running.stop().await;
+    activation.running.stop().await;
+    issuance.running.stop().await;
+}
