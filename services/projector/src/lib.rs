@@ -109,6 +109,15 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<Running, Plat
     let mut topics: Vec<String> = contexts.keys().cloned().collect();
     topics.sort();
     let contexts = Arc::new(contexts);
+    if let Some(names) = &config.models {
+        let known: Vec<&str> = models::all().iter().map(|m| m.name()).collect();
+        if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
+            return Err(PlatformError::Config(format!(
+                "models: no read model named {bad} (known: {})",
+                known.join(", ")
+            )));
+        }
+    }
     let models: Vec<_> = models::all()
         .into_iter()
         .filter(|m| {
