@@ -583,10 +583,11 @@ async fn the_grant_document_verifies_with_python_jose_and_stops_being_valid_at_v
     let infra = Infra::get();
     let prefix = unique_prefix();
     let issuance = start_issuance(&infra, &prefix).await;
-    // Grant sync's clock stands 72 h minus 3 s behind: with the policy's 72 h
-    // of offline grace, its documents expire 3 s from now in real time.
+    // Grant sync's clock stands 72 h minus 15 s behind: with the policy's 72 h
+    // of offline grace, its documents expire 15 s from now in real time
+    // (room for the set-up below on a loaded machine).
     let clock = ManualClock::new();
-    clock.advance(chrono::Duration::seconds(3) - chrono::Duration::hours(72));
+    clock.advance(chrono::Duration::seconds(15) - chrono::Duration::hours(72));
     let grants = start_grant_sync_with(
         &infra,
         &prefix,
