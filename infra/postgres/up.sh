@@ -161,6 +161,9 @@ shared_buffers = 256MB
 fsync = on
 synchronous_commit = on
 full_page_writes = on
+# Bulk writes (read-model rebuilds) would otherwise checkpoint every few
+# seconds, each checkpoint followed by a wave of full-page images.
+max_wal_size = 4GB
 password_encryption = 'scram-sha-256'
 timezone = 'UTC'
 log_timezone = 'UTC'

@@ -115,14 +115,7 @@ impl StoredEvent {
     /// re-serialised from its struct, as the event store wrote it; a
     /// verifier of the result is what proves the round trip exact.
     pub fn from_raw_envelope(e: &EventEnvelope<Box<RawValue>>) -> Result<Self, StoredEventError> {
-        let metadata = serde_json::to_string(&EventMetadata {
-            occurred_at: e.occurred_at,
-            command_id: e.command_id,
-            correlation_id: e.correlation_id.clone(),
-            causation_id: e.causation_id.clone(),
-            actor: e.actor.clone(),
-        })
-        .map_err(|_| StoredEventError::Metadata)?;
+        let metadata = metadata_text(e)?;
         Ok(Self {
             global_position: e.global_position,
             event_id: e.event_id,
@@ -138,6 +131,18 @@ impl StoredEvent {
             hash: hex::decode(&e.hash).map_err(|_| StoredEventError::Hash)?,
         })
     }
+}
+
+/// The `metadata` text the event store wrote for an envelope's event.
+pub fn metadata_text<P>(e: &EventEnvelope<P>) -> Result<String, StoredEventError> {
+    serde_json::to_string(&EventMetadata {
+        occurred_at: e.occurred_at,
+        command_id: e.command_id,
+        correlation_id: e.correlation_id.clone(),
+        causation_id: e.causation_id.clone(),
+        actor: e.actor.clone(),
+    })
+    .map_err(|_| StoredEventError::Metadata)
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -125,11 +125,31 @@ impl Projections {
                 sqlx::query(&format!("DROP TABLE IF EXISTS {table}{NEXT}"))
                     .execute(&mut *tx)
                     .await?;
+                // The primary key now (it is the duplicate guard), the other
+                // indexes once the rows are in: building an index in one
+                // pass is far cheaper than maintaining it row by row.
                 sqlx::query(&format!(
-                    "CREATE TABLE {table}{NEXT} (LIKE {table} INCLUDING ALL)"
+                    "CREATE TABLE {table}{NEXT} (LIKE {table} INCLUDING ALL EXCLUDING INDEXES)"
                 ))
                 .execute(&mut *tx)
                 .await?;
+                let key: Vec<String> = sqlx::query_scalar(
+                    "SELECT a.attname::text FROM pg_index i \
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                     WHERE i.indrelid = $1::regclass AND i.indisprimary \
+                     ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                )
+                .bind(*table)
+                .fetch_all(&mut *tx)
+                .await?;
+                if !key.is_empty() {
+                    sqlx::query(&format!(
+                        "ALTER TABLE {table}{NEXT} ADD PRIMARY KEY ({})",
+                        key.join(", ")
+                    ))
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
             let inserted =
                 sqlx::query("INSERT INTO projection_rebuilds (rebuild_id, model, status) VALUES ($1, $2, 'running') ON CONFLICT DO NOTHING")
@@ -222,9 +242,12 @@ impl Projections {
                 }
             }
             // Stop the rebuild's consumer so nothing writes the next tables
-            // while they become the live ones.
+            // while they are indexed and become the live ones.
             let _ = stop.send(true);
             let _ = consumer.await;
+            for table in model.tables() {
+                index_next(&self.pool, table).await?;
+            }
             let swapped = match self.swap(id, model.as_ref(), &group).await {
                 Err(sqlx::Error::Database(e))
                     if matches!(e.code().as_deref(), Some("55P03" | "40P01")) =>
@@ -485,6 +508,29 @@ where
     .iter()
     .map(|r| Ok((r.try_get("topic")?, r.try_get("partition")?)))
     .collect()
+}
+
+/// Gives `table_next` every index of `table` but its primary key (kept from
+/// the start), under the live names plus `_next`.
+async fn index_next(pool: &PgPool, table: &str) -> Result<(), sqlx::Error> {
+    let indexes: Vec<(String, bool, String)> = sqlx::query_as(
+        "SELECT c.relname::text, i.indisunique, \
+           regexp_replace(pg_get_indexdef(i.indexrelid), '^CREATE (UNIQUE )?INDEX \\S+ ON \\S+ ', '') \
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         WHERE i.indrelid = $1::regclass AND NOT i.indisprimary",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await?;
+    for (name, unique, shape) in indexes {
+        let unique = if unique { "UNIQUE " } else { "" };
+        sqlx::query(&format!(
+            "CREATE {unique}INDEX IF NOT EXISTS {name}{NEXT} ON {table}{NEXT} {shape}"
+        ))
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Drops `table` and renames `table_next` to it, its indexes taking the old

@@ -535,6 +535,20 @@ async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_ser
     .await;
     assert!(caught_up, "live projection caught up");
     let before = rows(&pool).await;
+    let indexes = || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT indexname::text, regexp_replace(indexdef, ' ON \\S+ ', ' ON t ') FROM pg_indexes \
+                 WHERE tablename IN ('audit_trail', 'license_state') ORDER BY 1",
+            )
+            .fetch_all(&pool)
+            .await
+            .expect("indexes")
+        }
+    };
+    let indexes_before = indexes().await;
+    assert!(indexes_before.len() >= 10, "{indexes_before:?}");
     let licensed = |rows: &[Value]| rows.iter().filter(|r| !r["license_id"].is_null()).count();
     assert_eq!(licensed(&before.1), 400);
 
@@ -570,6 +584,11 @@ async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_ser
     let after = rows(&pool).await;
     assert_eq!(after.0, before.0, "license_state equal row for row");
     assert_eq!(after.1, before.1, "audit_trail equal row for row");
+    assert_eq!(
+        indexes().await,
+        indexes_before,
+        "the same indexes under the same names"
+    );
     let next: i64 = count(
         &pool,
         "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%\\_next'",

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use bus::HandleError;
 use chrono::{DateTime, Utc};
-use eventstore::chain::StoredEvent;
+use eventstore::chain::metadata_text;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -110,15 +110,16 @@ struct Columns {
 impl Columns {
     fn push(&mut self, d: &Decoded) -> Result<(), HandleError> {
         let e = &d.raw;
-        // The stored row as the event store holds it: its metadata text is
-        // what the hash chain covers.
-        let stored = StoredEvent::from_raw_envelope(e)
-            .map_err(|err| HandleError::Poison(err.to_string()))?;
+        // The metadata text the event store hashed.
+        let metadata = metadata_text(e).map_err(|err| HandleError::Poison(err.to_string()))?;
         self.event_id.push(e.event_id);
         self.context.push(d.context.clone());
         self.aggregate_type.push(e.aggregate_type.clone());
         self.aggregate_id.push(e.aggregate_id.clone());
-        self.sequence.push(stored.sequence);
+        self.sequence.push(
+            i64::try_from(e.sequence)
+                .map_err(|_| HandleError::Poison("sequence out of range".into()))?,
+        );
         self.global_position.push(e.global_position);
         self.license_id.push(d.license_id);
         self.event_type.push(e.event_type.clone());
@@ -130,8 +131,8 @@ impl Columns {
         self.command_id.push(e.command_id);
         self.correlation_id.push(e.correlation_id.clone());
         self.causation_id.push(e.causation_id.clone());
-        self.payload.push(stored.payload);
-        self.metadata.push(stored.metadata);
+        self.payload.push(e.payload.get().to_string());
+        self.metadata.push(metadata);
         self.prev_hash.push(e.prev_hash.clone());
         self.hash.push(e.hash.clone());
         Ok(())

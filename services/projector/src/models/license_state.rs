@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use bus::HandleError;
 use chrono::{DateTime, Utc};
+use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -62,13 +63,8 @@ impl ReadModel for LicenseStates {
         let mut current: BTreeMap<Uuid, LicenseState> = BTreeMap::new();
         for r in rows {
             let id: Uuid = r.try_get("license_id")?;
-            let state: Option<serde_json::Value> = r.try_get("state")?;
-            let state = match state {
-                Some(s) => serde_json::from_value(s).map_err(|err| {
-                    HandleError::Transient(format!("stored state of {id} unreadable: {err}"))
-                })?,
-                None => LicenseState::new(id),
-            };
+            let state: Option<Json<LicenseState>> = r.try_get("state")?;
+            let state = state.map_or_else(|| LicenseState::new(id), |s| s.0);
             current.insert(id, state);
         }
         let mut out = Updates::default();
@@ -77,7 +73,7 @@ impl ReadModel for LicenseStates {
             let mut changed = false;
             for d in evs {
                 changed |= state
-                    .apply(&d.context, &d.event)
+                    .apply(&d.context, &d.event()?)
                     .map_err(|err| HandleError::Poison(err.to_string()))?;
             }
             if changed {
