@@ -13,10 +13,10 @@ use eventstore::chain::{verify_chain, ChainReport};
 use serde::{Deserialize, Serialize};
 use service_kit::json::Json;
 use service_kit::Problem;
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::{unavailable, EventRow, EVENT_COLUMNS};
+use super::{envelope_of, unavailable, EventRow, ENVELOPE_COLUMNS, EVENT_COLUMNS};
 use crate::domain::decision::{self, Decision, Kind};
 use crate::domain::LicenseState;
 use crate::App;
@@ -139,7 +139,7 @@ pub async fn state_at(
     at: DateTime<Utc>,
 ) -> Result<Option<LicenseState>, Problem> {
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM audit_trail WHERE license_id = $1 AND recorded_at <= $2 \
+        "SELECT {ENVELOPE_COLUMNS} FROM audit_trail WHERE license_id = $1 AND recorded_at <= $2 \
          ORDER BY context, aggregate_type, aggregate_id, sequence"
     );
     let rows = sqlx::query(&sql)
@@ -153,8 +153,9 @@ pub async fn state_at(
     }
     let mut state = LicenseState::new(id);
     for r in &rows {
-        let e = EventRow::from_row(r).map_err(unavailable)?;
-        state.apply(&e.context, &e.envelope).map_err(unavailable)?;
+        let context: &str = r.try_get("context").map_err(unavailable)?;
+        let e = envelope_of(r).map_err(unavailable)?;
+        state.apply(context, &e).map_err(unavailable)?;
     }
     Ok(Some(state))
 }

@@ -7,7 +7,6 @@ mod licenses;
 use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
 use actix_web::web;
-use chrono::{DateTime, Utc};
 use contracts::{Actor, ActorKind, EventEnvelope};
 use eventstore::chain::StoredEvent;
 use service_kit::auth::require;
@@ -93,56 +92,61 @@ const EVENT_COLUMNS: &str = "event_id, context, aggregate_type, aggregate_id, se
 struct EventRow {
     context: String,
     stored: StoredEvent,
-    envelope: EventEnvelope,
 }
+
+/// The envelope of an audit row (the columns of `ENVELOPE_COLUMNS`).
+fn envelope_of(r: &PgRow) -> Result<EventEnvelope, RowError> {
+    let payload: &str = r.try_get("payload")?;
+    let sequence: i64 = r.try_get("sequence")?;
+    let kind: &str = r.try_get("actor_kind")?;
+    Ok(EventEnvelope {
+        event_id: r.try_get("event_id")?,
+        event_type: r.try_get("event_type")?,
+        event_version: r.try_get("event_version")?,
+        aggregate_type: r.try_get("aggregate_type")?,
+        aggregate_id: r.try_get("aggregate_id")?,
+        sequence: u64::try_from(sequence).unwrap_or_default(),
+        global_position: r.try_get("global_position")?,
+        occurred_at: r.try_get("occurred_at")?,
+        recorded_at: r.try_get("recorded_at")?,
+        command_id: r.try_get("command_id")?,
+        correlation_id: r.try_get("correlation_id")?,
+        causation_id: r.try_get("causation_id")?,
+        actor: Actor {
+            kind: serde_json::from_value::<ActorKind>(serde_json::Value::String(kind.into()))?,
+            id: r.try_get("actor_id")?,
+        },
+        payload: serde_json::from_str(payload)?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+/// What an as-of fold reads: the envelope without the metadata text.
+const ENVELOPE_COLUMNS: &str = "event_id, context, aggregate_type, aggregate_id, sequence, \
+     global_position, event_type, event_version, occurred_at, recorded_at, actor_kind, actor_id, \
+     command_id, correlation_id, causation_id, payload::text AS payload, prev_hash, hash";
 
 impl EventRow {
     fn from_row(r: &PgRow) -> Result<Self, RowError> {
-        let payload: String = r.try_get("payload")?;
-        let prev_hash: String = r.try_get("prev_hash")?;
-        let hash: String = r.try_get("hash")?;
-        let recorded_at: DateTime<Utc> = r.try_get("recorded_at")?;
-        let sequence: i64 = r.try_get("sequence")?;
-        let kind: String = r.try_get("actor_kind")?;
-        let envelope = EventEnvelope {
-            event_id: r.try_get("event_id")?,
-            event_type: r.try_get("event_type")?,
-            event_version: r.try_get("event_version")?,
-            aggregate_type: r.try_get("aggregate_type")?,
-            aggregate_id: r.try_get("aggregate_id")?,
-            sequence: u64::try_from(sequence).unwrap_or_default(),
-            global_position: r.try_get("global_position")?,
-            occurred_at: r.try_get("occurred_at")?,
-            recorded_at,
-            command_id: r.try_get("command_id")?,
-            correlation_id: r.try_get("correlation_id")?,
-            causation_id: r.try_get("causation_id")?,
-            actor: Actor {
-                kind: serde_json::from_value::<ActorKind>(serde_json::Value::String(kind))?,
-                id: r.try_get("actor_id")?,
-            },
-            payload: serde_json::from_str(&payload)?,
-            prev_hash: prev_hash.clone(),
-            hash: hash.clone(),
-        };
-        let stored = StoredEvent {
-            global_position: envelope.global_position,
-            event_id: envelope.event_id,
-            aggregate_type: envelope.aggregate_type.clone(),
-            aggregate_id: envelope.aggregate_id.clone(),
-            sequence,
-            event_type: envelope.event_type.clone(),
-            event_version: envelope.event_version.clone(),
-            payload,
-            metadata: r.try_get("metadata")?,
-            recorded_at,
-            prev_hash: hex::decode(prev_hash)?,
-            hash: hex::decode(hash)?,
-        };
+        let prev_hash: &str = r.try_get("prev_hash")?;
+        let hash: &str = r.try_get("hash")?;
         Ok(Self {
             context: r.try_get("context")?,
-            stored,
-            envelope,
+            stored: StoredEvent {
+                global_position: r.try_get("global_position")?,
+                event_id: r.try_get("event_id")?,
+                aggregate_type: r.try_get("aggregate_type")?,
+                aggregate_id: r.try_get("aggregate_id")?,
+                sequence: r.try_get("sequence")?,
+                event_type: r.try_get("event_type")?,
+                event_version: r.try_get("event_version")?,
+                payload: r.try_get("payload")?,
+                metadata: r.try_get("metadata")?,
+                recorded_at: r.try_get("recorded_at")?,
+                prev_hash: hex::decode(prev_hash)?,
+                hash: hex::decode(hash)?,
+            },
         })
     }
 }

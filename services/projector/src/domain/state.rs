@@ -127,7 +127,10 @@ impl LicenseState {
             return Ok(false);
         }
         match e.aggregate_type.as_str() {
-            LICENSE_AGGREGATE => self.license = LicenseView::fold(self.license.take(), e)?,
+            LICENSE_AGGREGATE => {
+                self.license = LicenseView::fold(self.license.take(), e)?;
+                self.refresh_grants();
+            }
             ACTIVATIONS_AGGREGATE => self.activation(e)?,
             BINDING_AGGREGATE => self.binding(e)?,
             LEASES_AGGREGATE => self.lease(e)?,
@@ -139,11 +142,12 @@ impl LicenseState {
         *pos = (*pos).max(e.global_position);
         self.events += 1;
         self.last_event_at = self.last_event_at.max(Some(e.recorded_at));
-        self.refresh();
         Ok(true)
     }
 
-    fn refresh(&mut self) {
+    /// Recomputed per license event only: a fold over thousands of
+    /// activation or lease events must stay linear.
+    fn refresh_grants(&mut self) {
         self.feature_grants = self.license.as_ref().map_or_else(Vec::new, |l| {
             l.features
                 .iter()
@@ -153,31 +157,44 @@ impl LicenseState {
                 })
                 .collect()
         });
-        self.live_activations = self
-            .activations
-            .values()
-            .filter(|a| a.status == ActivationStatus::Live)
-            .count() as u32;
-        self.leases_in_use = self.leases.values().map(|l| l.quantity).sum();
+    }
+
+    fn add_activation(&mut self, a: ActivationView) {
+        if let Some(old) = self.activations.insert(a.activation_id, a) {
+            if old.status == ActivationStatus::Live {
+                self.live_activations -= 1;
+            }
+        }
+        self.live_activations += 1;
+    }
+
+    fn add_lease(&mut self, l: LeaseView) {
+        self.leases_in_use += l.quantity;
+        if let Some(old) = self.leases.insert(l.lease_id, l) {
+            self.leases_in_use -= old.quantity;
+        }
+    }
+
+    fn remove_lease(&mut self, id: &Uuid) {
+        if let Some(old) = self.leases.remove(id) {
+            self.leases_in_use -= old.quantity;
+        }
     }
 
     fn activation(&mut self, e: &EventEnvelope) -> Result<(), FoldError> {
         match e.event_type.as_str() {
             DEVICE_ACTIVATED => {
                 let p: DeviceActivated = decode(e)?;
-                self.activations.insert(
-                    p.activation_id,
-                    ActivationView {
-                        activation_id: p.activation_id,
-                        fingerprint: p.fingerprint,
-                        components: p.components,
-                        status: ActivationStatus::Live,
-                        activated_at: p.activated_at,
-                        ended_at: None,
-                        last_client_time: p.client_time,
-                        offline: p.offline,
-                    },
-                );
+                self.add_activation(ActivationView {
+                    activation_id: p.activation_id,
+                    fingerprint: p.fingerprint,
+                    components: p.components,
+                    status: ActivationStatus::Live,
+                    activated_at: p.activated_at,
+                    ended_at: None,
+                    last_client_time: p.client_time,
+                    offline: p.offline,
+                });
             }
             DEVICE_SEEN => {
                 let p: DeviceSeen = decode(e)?;
@@ -230,6 +247,7 @@ impl LicenseState {
             if a.status == ActivationStatus::Live {
                 a.status = status;
                 a.ended_at = Some(at);
+                self.live_activations -= 1;
             }
         }
     }
@@ -270,30 +288,27 @@ impl LicenseState {
         match e.event_type.as_str() {
             LEASE_GRANTED => {
                 let p: LeaseGranted = decode(e)?;
-                self.leases.insert(
-                    p.lease_id,
-                    LeaseView {
-                        lease_id: p.lease_id,
-                        client_id: p.client_id,
-                        feature: p.feature,
-                        features: p.features,
-                        quantity: p.quantity,
-                        granted_at: p.granted_at,
-                    },
-                );
+                self.add_lease(LeaseView {
+                    lease_id: p.lease_id,
+                    client_id: p.client_id,
+                    feature: p.feature,
+                    features: p.features,
+                    quantity: p.quantity,
+                    granted_at: p.granted_at,
+                });
             }
             LEASE_RELEASED => {
                 let p: LeaseReleased = decode(e)?;
-                self.leases.remove(&p.lease_id);
+                self.remove_lease(&p.lease_id);
             }
             LEASE_EXPIRED => {
                 let p: LeaseExpired = decode(e)?;
-                self.leases.remove(&p.lease_id);
+                self.remove_lease(&p.lease_id);
             }
             LEASES_REVOKED => {
                 let p: LeasesRevoked = decode(e)?;
                 for id in p.lease_ids {
-                    self.leases.remove(&id);
+                    self.remove_lease(&id);
                 }
             }
             _ => {}

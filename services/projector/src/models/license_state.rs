@@ -83,16 +83,19 @@ impl ReadModel for LicenseStates {
         if out.id.is_empty() {
             return Ok(());
         }
+        // An upsert, not UPDATE … FROM unnest: the planner cannot see how
+        // few rows the arrays hold and would join by scanning the table.
         sqlx::query(&format!(
-            "UPDATE license_state{suffix} AS t SET state = u.state, status = u.status, \
-               kind = u.kind, product = u.product, edition = u.edition, customer = u.customer, \
-               expires_at = u.expires_at, live_activations = u.live_activations, \
-               leases_in_use = u.leases_in_use, domain = u.domain, updated_at = u.updated_at \
-             FROM unnest($1::uuid[], $2::jsonb[], $3::text[], $4::text[], $5::text[], $6::text[], \
-               $7::text[], $8::timestamptz[], $9::int4[], $10::int4[], $11::text[], $12::timestamptz[]) \
-               AS u(id, state, status, kind, product, edition, customer, expires_at, \
-               live_activations, leases_in_use, domain, updated_at) \
-             WHERE t.license_id = u.id"
+            "INSERT INTO license_state{suffix} (license_id, state, status, kind, product, edition, \
+               customer, expires_at, live_activations, leases_in_use, domain, updated_at) \
+             SELECT * FROM unnest($1::uuid[], $2::jsonb[], $3::text[], $4::text[], $5::text[], \
+               $6::text[], $7::text[], $8::timestamptz[], $9::int4[], $10::int4[], $11::text[], \
+               $12::timestamptz[]) \
+             ON CONFLICT (license_id) DO UPDATE SET state = EXCLUDED.state, status = EXCLUDED.status, \
+               kind = EXCLUDED.kind, product = EXCLUDED.product, edition = EXCLUDED.edition, \
+               customer = EXCLUDED.customer, expires_at = EXCLUDED.expires_at, \
+               live_activations = EXCLUDED.live_activations, leases_in_use = EXCLUDED.leases_in_use, \
+               domain = EXCLUDED.domain, updated_at = EXCLUDED.updated_at"
         ))
         .bind(out.id)
         .bind(out.state)
