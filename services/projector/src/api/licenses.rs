@@ -138,9 +138,10 @@ pub async fn state_at(
     id: Uuid,
     at: DateTime<Utc>,
 ) -> Result<Option<LicenseState>, Problem> {
+    // Sorted here rather than by the database: a long history would not
+    // fit the server's sort memory and spill to disk.
     let sql = format!(
-        "SELECT {ENVELOPE_COLUMNS} FROM audit_trail WHERE license_id = $1 AND recorded_at <= $2 \
-         ORDER BY context, aggregate_type, aggregate_id, sequence"
+        "SELECT {ENVELOPE_COLUMNS} FROM audit_trail WHERE license_id = $1 AND recorded_at <= $2"
     );
     let rows = sqlx::query(&sql)
         .bind(id)
@@ -151,11 +152,22 @@ pub async fn state_at(
     if rows.is_empty() {
         return Ok(None);
     }
+    let mut events = rows
+        .iter()
+        .map(|r| Ok((r.try_get::<String, _>("context")?, envelope_of(r)?)))
+        .collect::<Result<Vec<_>, super::RowError>>()
+        .map_err(unavailable)?;
+    events.sort_unstable_by(|(c1, a), (c2, b)| {
+        (c1, &a.aggregate_type, &a.aggregate_id, a.sequence).cmp(&(
+            c2,
+            &b.aggregate_type,
+            &b.aggregate_id,
+            b.sequence,
+        ))
+    });
     let mut state = LicenseState::new(id);
-    for r in &rows {
-        let context: &str = r.try_get("context").map_err(unavailable)?;
-        let e = envelope_of(r).map_err(unavailable)?;
-        state.apply(context, &e).map_err(unavailable)?;
+    for (context, e) in &events {
+        state.apply(context, e).map_err(unavailable)?;
     }
     Ok(Some(state))
 }

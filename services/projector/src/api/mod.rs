@@ -95,7 +95,7 @@ struct EventRow {
 }
 
 /// The envelope of an audit row (the columns of `ENVELOPE_COLUMNS`).
-fn envelope_of(r: &PgRow) -> Result<EventEnvelope, RowError> {
+pub(crate) fn envelope_of(r: &PgRow) -> Result<EventEnvelope, RowError> {
     let payload: &str = r.try_get("payload")?;
     let sequence: i64 = r.try_get("sequence")?;
     let kind: &str = r.try_get("actor_kind")?;
@@ -152,7 +152,7 @@ impl EventRow {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum RowError {
+pub(crate) enum RowError {
     #[error(transparent)]
     Db(#[from] sqlx::Error),
     #[error(transparent)]
