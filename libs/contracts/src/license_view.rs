@@ -143,8 +143,10 @@ impl LicenseView {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(e: &EventEnvelope) -> Result<T, FoldError> {
-    serde_json::from_value(e.payload.clone()).map_err(|err| FoldError::BadPayload {
+/// An event's payload as its contract type, read in place (no copy of the
+/// value: folds over long histories decode thousands).
+pub fn decode<T: serde::de::DeserializeOwned>(e: &EventEnvelope) -> Result<T, FoldError> {
+    T::deserialize(&e.payload).map_err(|err| FoldError::BadPayload {
         event_type: e.event_type.clone(),
         version: e.event_version.clone(),
         reason: err.to_string(),

@@ -17,7 +17,7 @@ use contracts::grants::{
     LEASE_EXPIRED, LEASE_GRANTED, LEASE_RELEASED,
 };
 use contracts::issuance::{LicenseStatus, LICENSE_AGGREGATE};
-use contracts::license_view::{FoldError, LicenseView};
+use contracts::license_view::{decode, FoldError, LicenseView};
 use contracts::EventEnvelope;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -138,8 +138,12 @@ impl LicenseState {
             _ => {}
         }
         self.sequences.insert(key, e.sequence);
-        let pos = self.positions.entry(context.to_string()).or_insert(0);
-        *pos = (*pos).max(e.global_position);
+        match self.positions.get_mut(context) {
+            Some(pos) => *pos = (*pos).max(e.global_position),
+            None => {
+                self.positions.insert(context.to_string(), e.global_position);
+            }
+        }
         self.events += 1;
         self.last_event_at = self.last_event_at.max(Some(e.recorded_at));
         Ok(true)
@@ -333,13 +337,6 @@ impl LicenseState {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(e: &EventEnvelope) -> Result<T, FoldError> {
-    serde_json::from_value(e.payload.clone()).map_err(|err| FoldError::BadPayload {
-        event_type: e.event_type.clone(),
-        version: e.event_version.clone(),
-        reason: err.to_string(),
-    })
-}
 
 #[cfg(test)]
 mod tests {
