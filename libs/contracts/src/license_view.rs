@@ -64,7 +64,10 @@ pub fn license_of(e: &EventEnvelope) -> Option<Uuid> {
 impl LicenseView {
     /// Folds one issuance event into the view. Event types this projector
     /// does not know (yet) leave the view unchanged.
-    pub fn fold(view: Option<Self>, e: &EventEnvelope) -> Result<Option<Self>, FoldError> {
+    pub fn fold<P: Payload>(
+        view: Option<Self>,
+        e: &EventEnvelope<P>,
+    ) -> Result<Option<Self>, FoldError> {
         if e.event_type == LICENSE_ISSUED {
             let p: LicenseIssued = decode(e)?;
             let reclaim_at = p.expires_at.zip(p.policy.as_ref()).map(|(at, policy)| {
@@ -143,10 +146,30 @@ impl LicenseView {
     }
 }
 
-/// An event's payload as its contract type, read in place (no copy of the
-/// value: folds over long histories decode thousands).
-pub fn decode<T: serde::de::DeserializeOwned>(e: &EventEnvelope) -> Result<T, FoldError> {
-    T::deserialize(&e.payload).map_err(|err| FoldError::BadPayload {
+/// A payload a fold can read: a parsed value, or the text as published
+/// (read straight into the contract type, with no value tree between: folds
+/// over long histories decode thousands).
+pub trait Payload {
+    fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error>;
+}
+
+impl Payload for serde_json::Value {
+    fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(self)
+    }
+}
+
+impl Payload for Box<serde_json::value::RawValue> {
+    fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.get())
+    }
+}
+
+/// An event's payload as its contract type.
+pub fn decode<T: serde::de::DeserializeOwned, P: Payload>(
+    e: &EventEnvelope<P>,
+) -> Result<T, FoldError> {
+    e.payload.decode().map_err(|err| FoldError::BadPayload {
         event_type: e.event_type.clone(),
         version: e.event_version.clone(),
         reason: err.to_string(),

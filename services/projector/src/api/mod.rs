@@ -9,6 +9,7 @@ use actix_web::middleware::from_fn;
 use actix_web::web;
 use contracts::{Actor, ActorKind, EventEnvelope};
 use eventstore::chain::StoredEvent;
+use serde_json::value::RawValue;
 use service_kit::auth::require;
 use service_kit::Problem;
 use sqlx::postgres::PgRow;
@@ -95,8 +96,8 @@ struct EventRow {
 }
 
 /// The envelope of an audit row (the columns of `ENVELOPE_COLUMNS`).
-pub(crate) fn envelope_of(r: &PgRow) -> Result<EventEnvelope, RowError> {
-    let payload: &str = r.try_get("payload")?;
+pub(crate) fn envelope_of(r: &PgRow) -> Result<EventEnvelope<Box<RawValue>>, RowError> {
+    let payload: String = r.try_get("payload")?;
     let sequence: i64 = r.try_get("sequence")?;
     let kind: &str = r.try_get("actor_kind")?;
     Ok(EventEnvelope {
@@ -116,7 +117,7 @@ pub(crate) fn envelope_of(r: &PgRow) -> Result<EventEnvelope, RowError> {
             kind: serde_json::from_value::<ActorKind>(serde_json::Value::String(kind.into()))?,
             id: r.try_get("actor_id")?,
         },
-        payload: serde_json::from_str(payload)?,
+        payload: RawValue::from_string(payload)?,
         prev_hash: r.try_get("prev_hash")?,
         hash: r.try_get("hash")?,
     })

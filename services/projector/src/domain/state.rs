@@ -17,7 +17,7 @@ use contracts::grants::{
     LEASE_EXPIRED, LEASE_GRANTED, LEASE_RELEASED,
 };
 use contracts::issuance::{LicenseStatus, LICENSE_AGGREGATE};
-use contracts::license_view::{decode, FoldError, LicenseView};
+use contracts::license_view::{decode, FoldError, LicenseView, Payload};
 use contracts::EventEnvelope;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -117,7 +117,11 @@ impl LicenseState {
 
     /// Folds one event of `context` about this license. False when the
     /// event was already folded (its aggregate's sequence is not ahead).
-    pub fn apply(&mut self, context: &str, e: &EventEnvelope) -> Result<bool, FoldError> {
+    pub fn apply<P: Payload>(
+        &mut self,
+        context: &str,
+        e: &EventEnvelope<P>,
+    ) -> Result<bool, FoldError> {
         let key = format!("{}/{}", e.aggregate_type, e.aggregate_id);
         if self
             .sequences
@@ -185,7 +189,7 @@ impl LicenseState {
         }
     }
 
-    fn activation(&mut self, e: &EventEnvelope) -> Result<(), FoldError> {
+    fn activation<P: Payload>(&mut self, e: &EventEnvelope<P>) -> Result<(), FoldError> {
         match e.event_type.as_str() {
             DEVICE_ACTIVATED => {
                 let p: DeviceActivated = decode(e)?;
@@ -256,7 +260,7 @@ impl LicenseState {
         }
     }
 
-    fn binding(&mut self, e: &EventEnvelope) -> Result<(), FoldError> {
+    fn binding<P: Payload>(&mut self, e: &EventEnvelope<P>) -> Result<(), FoldError> {
         match e.event_type.as_str() {
             DOMAIN_BOUND => {
                 let p: DomainBound = decode(e)?;
@@ -288,7 +292,7 @@ impl LicenseState {
         Ok(())
     }
 
-    fn lease(&mut self, e: &EventEnvelope) -> Result<(), FoldError> {
+    fn lease<P: Payload>(&mut self, e: &EventEnvelope<P>) -> Result<(), FoldError> {
         match e.event_type.as_str() {
             LEASE_GRANTED => {
                 let p: LeaseGranted = decode(e)?;

@@ -73,7 +73,7 @@ impl ReadModel for LicenseStates {
             let mut changed = false;
             for d in evs {
                 changed |= state
-                    .apply(&d.context, &d.event()?)
+                    .apply(&d.context, &d.raw)
                     .map_err(|err| HandleError::Poison(err.to_string()))?;
             }
             if changed {

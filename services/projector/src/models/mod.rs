@@ -22,7 +22,7 @@ use contracts::issuance::LICENSE_AGGREGATE;
 pub const NEXT: &str = "_next";
 
 /// One event as the models receive it: the exact stored payload text (for
-/// the audit trail and its hash chain); folds parse it when they need it.
+/// the audit trail and its hash chain), which folds read into their types.
 pub struct Decoded {
     pub context: String,
     pub license_id: Option<Uuid>,
@@ -53,13 +53,6 @@ impl Decoded {
             license_id,
             raw,
         })
-    }
-
-    /// The envelope with its payload parsed.
-    pub fn event(&self) -> Result<EventEnvelope, HandleError> {
-        let payload = serde_json::from_str(self.raw.payload.get())
-            .map_err(|e| HandleError::Poison(format!("payload is not JSON: {e}")))?;
-        Ok(self.raw.clone().with_payload(payload))
     }
 }
 
