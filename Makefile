@@ -36,6 +36,7 @@ bench: infra-up
 	@bash bench/activation.sh
 	@bash bench/domain.sh
 	@bash bench/grants.sh
+	@bash bench/projector.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -36,9 +36,11 @@
 # BENCH_PROJ_LIVE_TIMEOUT). Then:
 #   rebuild  `POST /v1/admin/rebuild {}` (202 {rebuild_id, models, status}),
 #            `GET /v1/admin/projections` every 0.5 s until each model's
-#            rebuild is done (any failed one aborts the run; bounded by
-#            BENCH_PROJ_REBUILD_TIMEOUT); CPU of the projector, PostgreSQL
-#            and Kafka over the rebuild; the audit trail's row count after.
+#            rebuild is done or failed (bounded by BENCH_PROJ_REBUILD_TIMEOUT;
+#            a failure is reported, with the time each model had consumed
+#            every event, and the reads still run on the live tables); CPU
+#            of the projector, PostgreSQL and Kafka over the rebuild; the
+#            audit trail's row count after.
 #   as_of    one curl per instant checks the answer (200; its expires_at
 #            and version, when it has them, against what loadgen recorded),
 #            then for each instant (mid, end) and connection count
@@ -50,6 +52,11 @@
 # The wrk Lua script (in the run directory) rotates over the request paths
 # with the Authorization header; an answer >= 400 or a socket error is an
 # error. CPU per process over each measured window (1 s in from each end).
+# With every poll of the live projection and of the rebuild, the wait
+# events of the database's active backends (pg_stat_activity) are sampled:
+# the mean number of backends per wait state is reported; and the
+# database's counters (pg_stat_database: transactions, rows, blocks) per
+# event over both.
 # Results: block `projector` of .run/bench/results.json (created if missing,
 # other keys kept); raw files in .run/bench/<run>-projector/ (the seed
 # files, about 1 KiB per event, are deleted at exit unless BENCH_KEEP=1;
@@ -61,7 +68,7 @@
 # Knobs (defaults are what docs/benchmarks.md reports):
 #   BENCH_PROJ_EVENTS=1000000 BENCH_PROJ_LICENSES=<events / 10>
 #   BENCH_PROJ_HOT_EVENTS=10000 BENCH_PROJ_AUDIT_IDS=1000
-#   BENCH_PROJ_ASOF_CONNECTIONS="1 4" BENCH_PROJ_AUDIT_CONNECTIONS=16
+#   BENCH_PROJ_ASOF_CONNECTIONS="1 4" BENCH_PROJ_AUDIT_CONNECTIONS=16 (lists)
 #   BENCH_PROJ_THREADS=2 BENCH_PROJ_SECS=20 BENCH_PROJ_WARMUP=5
 #   BENCH_PROJ_DB_POOL=32 BENCH_PROJ_RUST_LOG=info
 #   BENCH_PROJ_LIVE_TIMEOUT=1800 BENCH_PROJ_REBUILD_TIMEOUT=1800
@@ -79,7 +86,7 @@ LICENSES="${BENCH_PROJ_LICENSES:-$(( ${BENCH_PROJ_EVENTS:-1000000} / 10 ))}"
 HOT_EVENTS="${BENCH_PROJ_HOT_EVENTS:-10000}"
 AUDIT_IDS="${BENCH_PROJ_AUDIT_IDS:-1000}"
 read -r -a ASOF_CONNS <<<"${BENCH_PROJ_ASOF_CONNECTIONS:-1 4}"
-AUDIT_CONNS="${BENCH_PROJ_AUDIT_CONNECTIONS:-16}"
+read -r -a AUDIT_CONNS <<<"${BENCH_PROJ_AUDIT_CONNECTIONS:-16}"
 THREADS="${BENCH_PROJ_THREADS:-2}"
 SECS="${BENCH_PROJ_SECS:-20}"
 WARMUP="${BENCH_PROJ_WARMUP:-5}"
@@ -113,8 +120,10 @@ new_run -projector
 DB="bench_proj_$RAND"
 PREFIX="benchproj$RAND"
 SEED_DIR="$DIR/seed"
+KEY_DIR="$(mktemp -d)"
 BENCH_DBS=("$DB")
 cleanup_hook() {
+  rm -rf "$KEY_DIR"
   slim_log "$DIR/projector.log" '/v1/(licenses/[0-9a-f-]*/state|audit)' bench/projector.sh
   local f
   for f in "$DIR"/produce-*.pid; do [[ -f "$f" ]] && kill "$(cat "$f")" 2>/dev/null; done
@@ -245,8 +254,10 @@ fi
 say "2/4 starting the projector on the backlog of $TOTAL events"
 DBS_CREATED=1
 sql "$PG_BASE/postgres" -c "CREATE DATABASE $DB"
+db_stats "$PG_BASE/$DB" "$DIR/db-live-0.json"
 cpu_snap "$DIR/cpu-live-0.json"; T_SPAWN=$(now_ms)
-spawn_service projector projector "$PG_BASE/$DB"
+spawn_service projector projector "$PG_BASE/$DB" LICENSING_SIGNING_KEY_FILE="$KEY_DIR/signing.pem" \
+  LICENSING_SIGNING_KEY_GENERATE=true
 wait_ready projector 120
 T_READY=$(now_ms)
 PROJ="http://127.0.0.1:${PORTS[projector]}"
@@ -263,17 +274,35 @@ progress() {        # -> "<min covered over models> <all lags 0: true|false> <mo
     | "\($m | map(.covered) | min // 0) \($m | all(.lag == 0)) \($m | length)"' "$DIR/call.out" 2>/dev/null \
     || echo "- false 0"
 }
+# What the database's active backends are doing, one sample (for "where the
+# time goes"): {"<wait_event_type>:<wait_event>" or "CPU": backends}.
+pg_waits() {        # file tag t_ms
+  sql "$PG_BASE/$DB" -c "SELECT json_build_object('t_ms', $3, 'waits', coalesce(json_object_agg(k, n), '{}'))
+    FROM (SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') AS k, count(*) AS n
+          FROM pg_stat_activity WHERE datname = current_database() AND state = 'active'
+            AND pid <> pg_backend_pid() GROUP BY 1) s" >>"$1" 2>/dev/null || true
+}
+# Mean active backends per wait state over a phase's samples.
+waits_summary() {   # file
+  jq -s '(length) as $n | if $n == 0 then {} else
+    {samples: $n, mean_active_backends: ([.[].waits | to_entries[]] | group_by(.key)
+      | map({key: .[0].key, value: ((map(.value) | add) / $n * 100 | round / 100)}) | from_entries)} end' "$1"
+}
 : >"$DIR/live-progress.jsonl"
+: >"$DIR/waits-live.jsonl"
 LIVE_DONE=0
 for _ in $(seq 1 "$LIVE_TIMEOUT"); do
   read -r covered lag0 nmodels < <(progress)
   printf '{"t_ms":%d,"covered":"%s","lag0":%s,"models":%s}\n' "$(( $(now_ms) - T_SPAWN ))" "$covered" "$lag0" "$nmodels" >>"$DIR/live-progress.jsonl"
+  pg_waits "$DIR/waits-live.jsonl" live "$(( $(now_ms) - T_SPAWN ))"
   if [[ "$covered" != - ]] && (( nmodels > 0 && covered >= TOTAL )) && [[ "$lag0" == true ]]; then LIVE_DONE=1; break; fi
   kill -0 "${PIDS[projector]}" 2>/dev/null || die "the projector exited; see $DIR/projector.log"
   sleep 1
 done
 T_LIVE=$(now_ms)
 cpu_snap "$DIR/cpu-live-1.json"
+db_stats "$PG_BASE/$DB" "$DIR/db-live-1.json"
+per_unit "$DIR/db-live-0.json" "$DIR/db-live-1.json" "$TOTAL" >"$DIR/db-live.json"
 cpu_diff "$DIR/cpu-live-0.json" "$DIR/cpu-live-1.json" "$(( T_LIVE - T_SPAWN ))e-3" >"$DIR/cpu-live.json"
 (( LIVE_DONE )) || die "the projector did not project the backlog within ${LIVE_TIMEOUT}s (last: $(tail -n1 "$DIR/live-progress.jsonl")); see $DIR/projector.log"
 cp "$DIR/call.out" "$DIR/projections-live.json"
@@ -292,13 +321,15 @@ say "live: $TOTAL events projected $(( T_LIVE - T_SPAWN )) ms after spawn ($(( T
 wait_idle " before the rebuild"
 BG_REBUILD="$BACKGROUND"
 say "3/4 rebuild: POST /v1/admin/rebuild"
+db_stats "$PG_BASE/$DB" "$DIR/db-rebuild-0.json"
 cpu_snap "$DIR/cpu-rebuild-0.json"; T_RB0=$(now_ms)
 code="$(call POST "$PROJ/v1/admin/rebuild" '{}')"
 [[ "$code" == 202 ]] || die "POST /v1/admin/rebuild: HTTP $code $(cat "$DIR/call.out")"
 cp "$DIR/call.out" "$DIR/rebuild-accepted.json"
 REBUILD_ID="$(jq -er .rebuild_id "$DIR/rebuild-accepted.json")"
 : >"$DIR/rebuild-progress.jsonl"
-RB_DONE=0
+: >"$DIR/waits-rebuild.jsonl"
+RB_STATUS=running
 for _ in $(seq 1 $(( REBUILD_TIMEOUT * 2 ))); do
   sleep 0.5
   code="$(call GET "$PROJ/v1/admin/projections")" || code=000
@@ -306,28 +337,39 @@ for _ in $(seq 1 $(( REBUILD_TIMEOUT * 2 ))); do
     jq -c --argjson t "$(( $(now_ms) - T_RB0 ))" --arg id "$REBUILD_ID" \
       '{t_ms: $t, models: [.models[] | {name, lag, rebuild: (.rebuild | if . == null then null
         else {id, status, events, events_per_sec, lag, eta_secs} end)}]}' "$DIR/call.out" >>"$DIR/rebuild-progress.jsonl"
-    # Done when every model the rebuild named (all, if it named none) is.
-    state="$(jq -r --arg id "$REBUILD_ID" --slurpfile acc "$DIR/rebuild-accepted.json" '
+    pg_waits "$DIR/waits-rebuild.jsonl" rebuild "$(( $(now_ms) - T_RB0 ))"
+    # Over when every model the rebuild named (all, if it named none) is
+    # done or failed: a failed model is reported, the other ones waited for.
+    RB_STATUS="$(jq -r --arg id "$REBUILD_ID" --slurpfile acc "$DIR/rebuild-accepted.json" '
       ([$acc[0].models[]? | if type == "object" then .name else . end]) as $named
       | [.models[] | select(($named | length) == 0 or (.name as $n | $named | index([$n])))] as $ms
       | [$ms[] | .rebuild | select(. != null and .id == $id) | .status] as $s
-      | if ($s | any(. == "failed")) then "failed"
-        elif ($ms | length) > 0 and ($s | length) == ($ms | length) and ($s | all(. == "done")) then "done"
-        else "running" end' "$DIR/call.out")"
-    [[ "$state" != failed ]] || { cp "$DIR/call.out" "$DIR/projections-rebuild.json"; die "rebuild $REBUILD_ID failed: $(jq -c '[.models[] | {name, rebuild}]' "$DIR/call.out")"; }
-    if [[ "$state" == done ]]; then RB_DONE=1; break; fi
+      | if ($ms | length) == 0 or ($s | length) < ($ms | length) or ($s | any(. == "running")) then "running"
+        elif ($s | all(. == "done")) then "done"
+        else "failed" end' "$DIR/call.out")"
+    [[ "$RB_STATUS" == running ]] || break
   fi
   kill -0 "${PIDS[projector]}" 2>/dev/null || die "the projector exited during the rebuild; see $DIR/projector.log"
 done
 T_RB1=$(now_ms)
 cpu_snap "$DIR/cpu-rebuild-1.json"
+db_stats "$PG_BASE/$DB" "$DIR/db-rebuild-1.json"
+per_unit "$DIR/db-rebuild-0.json" "$DIR/db-rebuild-1.json" "$TOTAL" >"$DIR/db-rebuild.json"
 cpu_diff "$DIR/cpu-rebuild-0.json" "$DIR/cpu-rebuild-1.json" "$(( T_RB1 - T_RB0 ))e-3" >"$DIR/cpu-rebuild.json"
-(( RB_DONE )) || die "rebuild $REBUILD_ID not done within ${REBUILD_TIMEOUT}s; see $DIR/rebuild-progress.jsonl"
+[[ "$RB_STATUS" != running ]] || die "rebuild $REBUILD_ID not over within ${REBUILD_TIMEOUT}s; see $DIR/rebuild-progress.jsonl"
 cp "$DIR/call.out" "$DIR/projections-rebuild.json"
+if [[ "$RB_STATUS" == failed ]]; then
+  say "WARNING: rebuild $REBUILD_ID failed: $(jq -c '[.models[] | {name, status: .rebuild.status, error: .rebuild.error}]' "$DIR/projections-rebuild.json")"
+  say "WARNING: going on with the reads (on the live tables); the rebuild figures are up to the failure"
+fi
+# When each model's rebuild had consumed every event (first poll showing it).
+jq -s --argjson n "$TOTAL" '[.[] | .t_ms as $t | .models[] | select(.rebuild != null and (.rebuild.events // 0) >= $n)
+  | {name, t: $t}] | group_by(.name) | map({key: .[0].name, value: (map(.t) | min)}) | from_entries' \
+  "$DIR/rebuild-progress.jsonl" >"$DIR/rebuild-consumed.json"
 AUDIT_ROWS_RB="$(sql "$PG_BASE/$DB" -c "SELECT count(*) FROM audit_trail")"
 table_sizes "$DIR/tables-rebuild.json"
 jq -c --slurpfile cpu "$DIR/cpu-rebuild.json" --argjson wall "$(( T_RB1 - T_RB0 ))" --argjson n "$TOTAL" '
-  {wall_ms: $wall, events_per_s_wall: ($n / ($wall / 1000) | round),
+  {status: "'"$RB_STATUS"'", wall_ms: $wall, events_per_s_wall: ($n / ($wall / 1000) | round),
    models: [.models[] | {name, events: .rebuild.events, events_per_sec: .rebuild.events_per_sec}],
    cpu: ($cpu[0] | {projector, postgres, kafka, other, machine_busy_cores})}' "$DIR/projections-rebuild.json" >&2
 (( AUDIT_ROWS_RB == TOTAL )) || say "WARNING: audit_trail holds $AUDIT_ROWS_RB rows after the rebuild, not $TOTAL"
@@ -399,17 +441,15 @@ for at in mid end; do
   cp "$DIR/call.out" "$DIR/asof-$at.json"
   jq -c --arg at "$at" --arg as_of "$as_of" --argjson ms "$ms" --argjson bytes "$(wc -c <"$DIR/call.out")" \
     --arg exp "$(sed -n "s/^${at}_expires_at=//p" "$DIR/hot.env")" \
-    --arg ver "$(sed -n "s/^${at}_version=//p" "$DIR/hot.env")" \
-    --arg status "$(sed -n "s/^${at}_status=//p" "$DIR/hot.env")" '
-    ([.. | objects | select(has("expires_at")) | .expires_at] | first) as $got_exp
-    | ([.. | objects | select(has("version")) | .version] | first) as $got_ver
-    | ([.. | objects | select(has("status")) | .status | strings] | first) as $got_status
-    | {at: $at, as_of: $as_of, first_answer_ms: $ms, bytes: $bytes,
-       expected: {expires_at: $exp, version: ($ver | tonumber), status: $status},
-       answered: {expires_at: $got_exp, version: $got_ver, status: $got_status},
-       matches: {expires_at: (if $got_exp == null then null else $got_exp == $exp end),
-                 version: (if $got_ver == null then null else $got_ver == ($ver | tonumber) end),
-                 status: (if $got_status == null then null else $got_status == $status end)}}' \
+    --argjson ver "$(sed -n "s/^${at}_version=//p" "$DIR/hot.env")" \
+    --arg status "$(sed -n "s/^${at}_status=//p" "$DIR/hot.env")" \
+    --argjson events "$(sed -n "s/^${at}_events=//p" "$DIR/hot.env")" '
+    def found($k): (.state[$k]? // ([.. | objects | select(has($k)) | .[$k]] | first));
+    {expires_at: found("expires_at"), version: found("version"), status: found("status"),
+     events: (.events_folded // .state.events?)} as $got
+    | {expires_at: $exp, version: $ver, status: $status, events: $events} as $want
+    | {at: $at, as_of: $as_of, first_answer_ms: $ms, bytes: $bytes, expected: $want, answered: $got,
+       matches: ($want | with_entries(.key as $k | .value = (if $got[$k] == null then null else $got[$k] == .value end)))}' \
     "$DIR/call.out" | tee -a "$DIR/asof-checks.jsonl" >&2
 done
 
@@ -430,7 +470,7 @@ BG_READS="$BACKGROUND"
 for at in mid end; do
   for c in "${ASOF_CONNS[@]}"; do read_row "asof-$at-c$c" "as_of_$at" "$DIR/paths-asof-$at.txt" "$c"; done
 done
-read_row "audit-c$AUDIT_CONNS" audit "$DIR/paths-audit.txt" "$AUDIT_CONNS"
+for c in "${AUDIT_CONNS[@]}"; do read_row "audit-c$c" audit "$DIR/paths-audit.txt" "$c"; done
 
 # --- results -------------------------------------------------------------------------
 jq -n "${COMMON_ARGS[@]}" \
@@ -444,17 +484,26 @@ jq -n "${COMMON_ARGS[@]}" \
   --argjson trb "$TARGET_REBUILD" --argjson tasof "$TARGET_ASOF_P99_MS" --argjson taudit "$TARGET_AUDIT_P99_MS" \
   --slurpfile livecpu "$DIR/cpu-live.json" --slurpfile rbcpu "$DIR/cpu-rebuild.json" \
   --slurpfile accepted "$DIR/rebuild-accepted.json" --slurpfile proj "$DIR/projections-rebuild.json" \
+  --slurpfile consumed "$DIR/rebuild-consumed.json" --arg rb_status "$RB_STATUS" \
+  --argjson waits_live "$(waits_summary "$DIR/waits-live.jsonl")" \
+  --slurpfile dblive "$DIR/db-live.json" --slurpfile dbrb "$DIR/db-rebuild.json" \
+  --slurpfile dbrb0 "$DIR/db-rebuild-0.json" --slurpfile dbrb1 "$DIR/db-rebuild-1.json" \
+  --slurpfile dblive0 "$DIR/db-live-0.json" --slurpfile dblive1 "$DIR/db-live-1.json" \
+  --argjson waits_rb "$(waits_summary "$DIR/waits-rebuild.jsonl")" \
   --slurpfile tlive "$DIR/tables-live.json" --slurpfile trb_tables "$DIR/tables-rebuild.json" \
   --slurpfile checks <(jq -s . "$DIR/asof-checks.jsonl") --slurpfile reads <(jq -s . "$DIR/reads.jsonl") '
   def ts: capture("^(?<s>[0-9-]+T[0-9:]+)(?<f>\\.[0-9]+)?") | ((.s + "Z") | fromdateiso8601) + ((.f // ".0") | "0" + . | tonumber);
   ($reads[0]) as $reads
   | ($proj[0].models | map(select(.rebuild != null) | .rebuild as $r
       | (if $r.started_at != null and $r.finished_at != null then ($r.finished_at | ts) - ($r.started_at | ts) else null end) as $s
-      | {name, table, events: $r.events, seconds: (if $s == null then null else ($s * 1000 | round) / 1000 end),
+      | ($consumed[0][.name]) as $c
+      | {name, table, status: $r.status, error: $r.error, events: $r.events,
+         seconds: (if $s == null then null else ($s * 1000 | round) / 1000 end),
          events_per_s: (if $s == null or $s <= 0 then null else ($r.events / $s | round) end),
          total_events_per_s: (if $s == null or $s <= 0 then null else ($total / $s | round) end),
          reported_events_per_sec: $r.events_per_sec, started_at: $r.started_at, finished_at: $r.finished_at,
-         status: $r.status})) as $models
+         consumed_all_ms_after_post: $c,
+         events_per_s_to_consumed_all: (if $c == null or $c <= 0 then null else ($total / ($c / 1000) | round) end)})) as $models
   | (($t_rb1 - $t_rb0) / 1000) as $rb_s
   | ($total / $rb_s | round) as $rb_rate
   | ($reads | map(select(.kind | startswith("as_of")))) as $asof
@@ -469,13 +518,18 @@ jq -n "${COMMON_ARGS[@]}" \
     live: {events: $total, spawn_to_ready_ms: ($t_ready - $t_spawn), spawn_to_caught_up_ms: ($t_live - $t_spawn),
            events_per_s_from_spawn: ($total / (($t_live - $t_spawn) / 1000) | round),
            events_per_s_from_ready: ($total / ([($t_live - $t_ready), 1] | max / 1000) | round),
-           audit_rows: $audit_rows, cpu_cores: $livecpu[0], tables: $tlive[0],
+           audit_rows: $audit_rows, cpu_cores: $livecpu[0], tables: $tlive[0], pg_waits: $waits_live,
+           db_counters_per_event: $dblive[0],
+           events_per_transaction: ($total / ([$dblive1[0].xact_commit - $dblive0[0].xact_commit, 1] | max) | round),
            poll: "GET /v1/admin/projections every 1 s"},
-    rebuild: {rebuild_id: $rebuild_id, accepted: $accepted[0], wall_ms: ($t_rb1 - $t_rb0),
+    rebuild: {rebuild_id: $rebuild_id, status: $rb_status, accepted: $accepted[0], wall_ms: ($t_rb1 - $t_rb0),
               events_per_s_wall: $rb_rate, models: $models, audit_rows_after: $audit_rows_rb,
-              cpu_cores: $rbcpu[0], tables_after: $trb_tables[0], poll: "GET /v1/admin/projections every 0.5 s",
-              target: {events_per_s: $trb, met: ($rb_rate >= $trb),
-                       met_per_model: ($models | map({key: .name, value: ((.events_per_s // 0) >= $trb)}) | from_entries)}},
+              cpu_cores: $rbcpu[0], tables_after: $trb_tables[0], pg_waits: $waits_rb,
+              db_counters_per_event: $dbrb[0],
+              events_per_transaction: ($total / ([$dbrb1[0].xact_commit - $dbrb0[0].xact_commit, 1] | max) | round),
+              poll: "GET /v1/admin/projections every 0.5 s",
+              target: {events_per_s: $trb, met: ($rb_status == "done" and $rb_rate >= $trb),
+                       met_per_model: ($models | map({key: .name, value: (.status == "done" and (.events_per_s // 0) >= $trb)}) | from_entries)}},
     as_of: {license_id: $hot, checks: $checks[0],
             wrk: {version: $wrk, threads: $threads, seconds: $secs, warmup_seconds: $warmup,
                   endpoint: "GET /v1/licenses/{id}/state?as_of=", error: "answer >= 400 or socket error"},
@@ -499,9 +553,11 @@ jq -r '
   "seed: \(.seed.wall_ms) ms with four console producers (\(.seed.events_per_s) events/s)",
   "live: backlog projected \(.live.spawn_to_caught_up_ms) ms after spawn (\(.live.events_per_s_from_ready) events/s from ready); CPU projector \(.live.cpu_cores.projector) / postgres \(.live.cpu_cores.postgres) / kafka \(.live.cpu_cores.kafka)",
   "",
-  "  1. rebuild: \(.rebuild.wall_ms) ms wall, \(.rebuild.events_per_s_wall) events/s (target \(.rebuild.target.events_per_s): \(if .rebuild.target.met then "MET" else "NOT MET" end))",
-  ( .rebuild.models[] | "     \(.name): \(.events) events in \(.seconds) s = \(.events_per_s) events/s (reported \(.reported_events_per_sec))" ),
+  "  1. rebuild \(.rebuild.status): \(.rebuild.wall_ms) ms wall, \(.rebuild.events_per_s_wall) events/s (target \(.rebuild.target.events_per_s): \(if .rebuild.target.met then "MET" else "NOT MET" end))",
+  ( .rebuild.models[] | "     \(.name) \(.status): \(.events) events in \(.seconds) s = \(.events_per_s) events/s (reported \(.reported_events_per_sec | floor)); every event consumed \(.consumed_all_ms_after_post) ms after the POST (\(.events_per_s_to_consumed_all) events/s)\(if .error then "; error: \(.error)" else "" end)" ),
   "     CPU cores: projector \(.rebuild.cpu_cores.projector) / postgres \(.rebuild.cpu_cores.postgres) / kafka \(.rebuild.cpu_cores.kafka) / other \(.rebuild.cpu_cores.other) (machine \(.rebuild.cpu_cores.machine_busy_cores))",
+  "     \(.rebuild.events_per_transaction) events per transaction (every model'"'"'s counted); per event \(.rebuild.db_counters_per_event | "\(.tup_inserted) rows inserted, \(.tup_updated) updated, \(.blks_hit + .blks_read) blocks"); CPU \((.rebuild.cpu_cores.projector * .rebuild.wall_ms / .seed.events * 1000 | round)) µs projector + \((.rebuild.cpu_cores.postgres * .rebuild.wall_ms / .seed.events * 1000 | round)) µs postgres",
+  "     active backends (mean of \(.rebuild.pg_waits.samples // 0) samples): \(.rebuild.pg_waits.mean_active_backends // {} | to_entries | sort_by(-.value) | map("\(.key) \(.value)") | join(", "))",
   "",
   "  2./3. reads (\(.as_of.wrk.seconds) s per row after \(.as_of.wrk.warmup_seconds) s warm-up)",
   "  \("what" | lpad(12))\("conns" | lpad(7))\("req/s" | lpad(9))\("p50 ms" | lpad(9))\("p99 ms" | lpad(9))\("max ms" | lpad(9))\("errors" | lpad(8))   CPU: projector / wrk / postgres (machine)",
