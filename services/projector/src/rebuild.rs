@@ -102,12 +102,18 @@ impl Projections {
 
     /// Creates the next tables and the rebuild's rows in one transaction,
     /// then starts rebuilding. `names` empty means every model.
-    pub async fn start(self: &Arc<Self>, names: &[String]) -> Result<Uuid, RebuildError> {
+    pub async fn start(
+        self: &Arc<Self>,
+        names: &[String],
+    ) -> Result<(Uuid, Vec<String>), RebuildError> {
         let models: Vec<Arc<dyn ReadModel>> = if names.is_empty() {
             self.models.clone()
         } else {
-            names
-                .iter()
+            let mut unique: Vec<&String> = names.iter().collect();
+            unique.sort();
+            unique.dedup();
+            unique
+                .into_iter()
                 .map(|n| self.model(n))
                 .collect::<Result<_, _>>()?
         };
@@ -151,24 +157,26 @@ impl Projections {
                     .await?;
                 }
             }
-            let inserted =
-                sqlx::query("INSERT INTO projection_rebuilds (rebuild_id, model, status) VALUES ($1, $2, 'running') ON CONFLICT DO NOTHING")
-                    .bind(id)
-                    .bind(m.name())
-                    .execute(&mut *tx)
-                    .await;
-            match inserted {
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                    return Err(RebuildError::InProgress)
-                }
-                other => other?,
-            };
+            // The partial unique index allows one running rebuild per model,
+            // whichever projector instance started it.
+            let inserted = sqlx::query(
+                "INSERT INTO projection_rebuilds (rebuild_id, model, status) \
+                 VALUES ($1, $2, 'running') ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(m.name())
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() != 1 {
+                return Err(RebuildError::InProgress);
+            }
         }
         tx.commit().await?;
+        let started = models.iter().map(|m| m.name().to_string()).collect();
         for m in models {
             self.spawn(id, m);
         }
-        Ok(id)
+        Ok((id, started))
     }
 
     /// Resumes rebuilds a stopped projector left running.
@@ -181,14 +189,10 @@ impl Projections {
         for r in rows {
             let id: Uuid = r.try_get("rebuild_id")?;
             let name: String = r.try_get("model")?;
-            match self.model(&name) {
-                Ok(m) => {
-                    tracing::info!(rebuild = %id, model = %name, "resuming rebuild");
-                    self.spawn(id, m);
-                }
-                Err(_) => {
-                    fail(&self.pool, id, &name, "the model is no longer configured").await;
-                }
+            // A model this instance does not serve is another instance's.
+            if let Ok(m) = self.model(&name) {
+                tracing::info!(rebuild = %id, model = %name, "resuming rebuild");
+                self.spawn(id, m);
             }
         }
         Ok(())
@@ -218,7 +222,7 @@ impl Projections {
                 contexts: self.contexts.clone(),
                 suffix: NEXT,
             });
-            let consumer = tokio::spawn(bus::run_consumer(
+            let mut consumer = tokio::spawn(bus::run_consumer(
                 self.pool.clone(),
                 self.dlq.clone(),
                 config,
@@ -230,15 +234,30 @@ impl Projections {
                 tokio::select! {
                     _ = tokio::time::sleep(POLL) => {}
                     _ = shutdown.changed() => {}
+                    ended = &mut consumer => {
+                        let why = match ended {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "the rebuild's consumer stopped".to_string(),
+                        };
+                        return Err(sqlx::Error::Protocol(format!("kafka: {why}")));
+                    }
                 }
                 if *shutdown.borrow() {
                     let _ = stop.send(true);
                     let _ = consumer.await;
                     return Ok(());
                 }
-                self.record_progress(id, name, &group).await?;
-                if self.behind(&group, name).await?.is_empty() {
-                    break;
+                // A failed read is retried at the next poll, not fatal.
+                if let Err(e) = self.record_progress(id, name, &group).await {
+                    tracing::warn!(rebuild = %id, model = name, error = %e, "progress not recorded");
+                    continue;
+                }
+                match self.behind(&group, name).await {
+                    Ok(b) if b.is_empty() => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(rebuild = %id, model = name, error = %e, "offsets unreadable");
+                    }
                 }
             }
             // Stop the rebuild's consumer so nothing writes the next tables
@@ -248,18 +267,22 @@ impl Projections {
             for table in model.tables() {
                 index_next(&self.pool, table).await?;
             }
-            let swapped = match self.swap(id, model.as_ref(), &group).await {
+            match self.swap(id, model.as_ref(), &group).await {
+                Ok(Swap::Done) => {
+                    tracing::info!(rebuild = %id, model = name, "rebuild swapped in");
+                    return Ok(());
+                }
+                // Another task took this rebuild over or ended it.
+                Ok(Swap::NotOurs) => return Ok(()),
+                Ok(Swap::Behind) => {}
+                // Lock timeout (a long export, a busy live batch) or a
+                // deadlock: nothing changed; try again after more consuming.
                 Err(sqlx::Error::Database(e))
                     if matches!(e.code().as_deref(), Some("55P03" | "40P01")) =>
                 {
-                    // Lock timeout or deadlock with a live batch: try again.
-                    false
+                    tracing::info!(rebuild = %id, model = name, "swap postponed: {e}");
                 }
-                other => other?,
-            };
-            if swapped {
-                tracing::info!(rebuild = %id, model = name, "rebuild swapped in");
-                return Ok(());
+                Err(e) => return Err(e),
             }
             // The live consumer moved ahead meanwhile: consume some more.
         }
@@ -292,19 +315,43 @@ impl Projections {
         id: Uuid,
         model: &dyn ReadModel,
         group: &str,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<Swap, sqlx::Error> {
         let live = self.live_group(model.name());
+        for table in model.tables() {
+            sqlx::query(&format!("ANALYZE {table}{NEXT}"))
+                .execute(&self.pool)
+                .await?;
+        }
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SET LOCAL lock_timeout = '10s'")
+        sqlx::query("SET LOCAL lock_timeout = '1s'")
             .execute(&mut *tx)
             .await?;
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM projection_rebuilds WHERE rebuild_id = $1 AND model = $2 FOR UPDATE",
+        )
+        .bind(id)
+        .bind(model.name())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if status.as_deref() != Some("running") {
+            return Ok(Swap::NotOurs);
+        }
+        // The live consumer's offset rows first, as each of its batches
+        // takes them (then the tables): waiting for a batch rather than
+        // deadlocking with it, and the offsets read below cannot move.
+        sqlx::query(
+            "SELECT 1 FROM consumer_offsets WHERE consumer = $1 ORDER BY topic, partition FOR UPDATE",
+        )
+        .bind(&live)
+        .execute(&mut *tx)
+        .await?;
         let tables = model.tables().join(", ");
         sqlx::query(&format!("LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE"))
             .execute(&mut *tx)
             .await?;
         if !behind(&mut *tx, group, &live).await?.is_empty() {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(Swap::Behind);
         }
         for table in model.tables() {
             replace_table(&mut tx, table).await?;
@@ -340,7 +387,7 @@ impl Projections {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Swap::Done)
     }
 
     /// Every model's checkpoints, lag and the latest rebuild's progress.
@@ -446,6 +493,14 @@ impl Projections {
     }
 }
 
+enum Swap {
+    Done,
+    /// The live consumer is ahead on some partition.
+    Behind,
+    /// The rebuild is no longer running (another task finished it).
+    NotOurs,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
     #[error("kafka: {0}")]
@@ -515,7 +570,7 @@ where
 async fn index_next(pool: &PgPool, table: &str) -> Result<(), sqlx::Error> {
     let indexes: Vec<(String, bool, String)> = sqlx::query_as(
         "SELECT c.relname::text, i.indisunique, \
-           regexp_replace(pg_get_indexdef(i.indexrelid), '^CREATE (UNIQUE )?INDEX \\S+ ON \\S+ ', '') \
+           regexp_replace(pg_get_indexdef(i.indexrelid), '^CREATE (UNIQUE )?INDEX \\S+ ON \\S+ ', '\\1') \
          FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
          WHERE i.indrelid = $1::regclass AND NOT i.indisprimary",
     )
@@ -538,7 +593,7 @@ async fn index_next(pool: &PgPool, table: &str) -> Result<(), sqlx::Error> {
 async fn replace_table(tx: &mut PgConnection, table: &str) -> Result<(), sqlx::Error> {
     let shapes = |t: String| {
         sqlx::query_as::<_, (String, String)>(
-            "SELECT indexname, regexp_replace(indexdef, '^CREATE (UNIQUE )?INDEX \\S+ ON \\S+ ', '') \
+            "SELECT indexname, regexp_replace(indexdef, '^CREATE (UNIQUE )?INDEX \\S+ ON \\S+ ', '\\1') \
              FROM pg_indexes WHERE schemaname = current_schema() AND tablename = $1",
         )
         .bind(t)

@@ -639,6 +639,44 @@ async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_ser
     let rebuilt = rows(&pool).await;
     assert_eq!(rebuilt.1.len(), before.1.len() + 1);
 
+    // One model named twice is rebuilt once.
+    let (s, one) = call(
+        &admin_client(),
+        "POST",
+        &format!("{proj}/v1/admin/rebuild"),
+        Some(&json!({"models": ["audit_trail", "audit_trail"]})),
+    )
+    .await;
+    assert_eq!(
+        (s, one["models"].clone()),
+        (202, json!(["audit_trail"])),
+        "{one}"
+    );
+    let audit_done = wait_until(Duration::from_secs(60), || async {
+        projections(&proj).await["models"]
+            .as_array()
+            .is_some_and(|ms| {
+                ms.iter().any(|m| {
+                    m["name"] == "audit_trail"
+                        && m["rebuild"]["id"] == one["rebuild_id"]
+                        && m["rebuild"]["status"] == "done"
+                })
+            })
+    })
+    .await;
+    assert!(audit_done, "the audit trail rebuilt alone");
+    let rebuilt_once = count(
+        &pool,
+        "SELECT count(*) FROM projection_rebuilds WHERE status = 'running'",
+    )
+    .await;
+    assert_eq!(rebuilt_once, 0);
+    assert_eq!(
+        rows(&pool).await.1,
+        rebuilt.1,
+        "audit_trail equal row for row"
+    );
+
     // A fresh projector of its own on the same topics agrees, row for row.
     let mut config = projector_config(&infra, &infra.fresh_db("projector_fresh").await, &prefix);
     config.common.consumer_group_prefix = Some(format!("{prefix}-fresh"));

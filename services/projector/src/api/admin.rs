@@ -38,22 +38,11 @@ pub async fn rebuild(
         );
     }
     match app.projections.start(&names).await {
-        Ok(id) => {
-            let models = if names.is_empty() {
-                app.projections
-                    .models
-                    .iter()
-                    .map(|m| m.name().to_string())
-                    .collect()
-            } else {
-                names
-            };
-            Ok(HttpResponse::Accepted().json(RebuildStarted {
-                rebuild_id: id,
-                models,
-                status: "running",
-            }))
-        }
+        Ok((id, models)) => Ok(HttpResponse::Accepted().json(RebuildStarted {
+            rebuild_id: id,
+            models,
+            status: "running",
+        })),
         Err(RebuildError::InProgress) => Err(Problem::conflict(
             "REBUILD_IN_PROGRESS",
             "a rebuild is already running; follow it at /v1/admin/projections",

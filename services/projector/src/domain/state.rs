@@ -132,7 +132,8 @@ impl LicenseState {
         }
         match e.aggregate_type.as_str() {
             LICENSE_AGGREGATE => {
-                self.license = LicenseView::fold(self.license.take(), e)?;
+                // A payload that does not decode leaves the state as it was.
+                self.license = LicenseView::fold(self.license.clone(), e)?;
                 self.refresh_grants();
             }
             ACTIVATIONS_AGGREGATE => self.activation(e)?,
@@ -145,7 +146,8 @@ impl LicenseState {
         match self.positions.get_mut(context) {
             Some(pos) => *pos = (*pos).max(e.global_position),
             None => {
-                self.positions.insert(context.to_string(), e.global_position);
+                self.positions
+                    .insert(context.to_string(), e.global_position);
             }
         }
         self.events += 1;
@@ -170,22 +172,22 @@ impl LicenseState {
     fn add_activation(&mut self, a: ActivationView) {
         if let Some(old) = self.activations.insert(a.activation_id, a) {
             if old.status == ActivationStatus::Live {
-                self.live_activations -= 1;
+                self.live_activations = self.live_activations.saturating_sub(1);
             }
         }
         self.live_activations += 1;
     }
 
     fn add_lease(&mut self, l: LeaseView) {
-        self.leases_in_use += l.quantity;
+        self.leases_in_use = self.leases_in_use.saturating_add(l.quantity);
         if let Some(old) = self.leases.insert(l.lease_id, l) {
-            self.leases_in_use -= old.quantity;
+            self.leases_in_use = self.leases_in_use.saturating_sub(old.quantity);
         }
     }
 
     fn remove_lease(&mut self, id: &Uuid) {
         if let Some(old) = self.leases.remove(id) {
-            self.leases_in_use -= old.quantity;
+            self.leases_in_use = self.leases_in_use.saturating_sub(old.quantity);
         }
     }
 
@@ -225,19 +227,16 @@ impl LicenseState {
                     ActivationStatus::Migrated,
                     p.migrated_at,
                 );
-                self.activations.insert(
-                    p.activation_id,
-                    ActivationView {
-                        activation_id: p.activation_id,
-                        fingerprint: p.fingerprint,
-                        components: p.components,
-                        status: ActivationStatus::Live,
-                        activated_at: p.migrated_at,
-                        ended_at: None,
-                        last_client_time: p.client_time,
-                        offline: false,
-                    },
-                );
+                self.add_activation(ActivationView {
+                    activation_id: p.activation_id,
+                    fingerprint: p.fingerprint,
+                    components: p.components,
+                    status: ActivationStatus::Live,
+                    activated_at: p.migrated_at,
+                    ended_at: None,
+                    last_client_time: p.client_time,
+                    offline: false,
+                });
             }
             ACTIVATIONS_REVOKED => {
                 let p: ActivationsRevoked = decode(e)?;
@@ -255,7 +254,7 @@ impl LicenseState {
             if a.status == ActivationStatus::Live {
                 a.status = status;
                 a.ended_at = Some(at);
-                self.live_activations -= 1;
+                self.live_activations = self.live_activations.saturating_sub(1);
             }
         }
     }
@@ -340,7 +339,6 @@ impl LicenseState {
         })
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -509,6 +507,113 @@ mod tests {
             }
         }
         assert_eq!(fold(interleaved.into_iter()), forward);
+    }
+
+    #[test]
+    fn counts_equal_a_recount_after_every_event_of_a_migration_and_leases() {
+        const B: &str = "0192f5c4-0000-7000-8000-0000000000a2";
+        const L2: &str = "0192f5c4-0000-7000-8000-0000000000b2";
+        let activated = |seq, act: &str| {
+            ev(
+                ACTIVATIONS_AGGREGATE,
+                seq,
+                DEVICE_ACTIVATED,
+                json!({
+            "activation_id": act, "license_id": ID, "product": "p", "kind": "formal",
+            "fingerprint": "f", "components": {"disk": "d1"}, "offline": false,
+            "activated_at": "2026-01-02T00:00:00Z"}),
+            )
+        };
+        let granted = |seq, lease: &str, q: u32| {
+            ev(
+                LEASES_AGGREGATE,
+                seq,
+                LEASE_GRANTED,
+                json!({
+            "lease_id": lease, "license_id": ID, "client_id": ACT, "feature": "a",
+            "features": ["a"], "quantity": q, "ttl_secs": 60, "grace_secs": 30,
+            "granted_at": "2026-01-02T00:00:00Z"}),
+            )
+        };
+        let events = vec![
+            ("activation", activated(1, ACT)),
+            (
+                "activation",
+                ev(
+                    ACTIVATIONS_AGGREGATE,
+                    2,
+                    ACTIVATION_MIGRATED,
+                    json!({
+                "license_id": ID, "from_activation_id": ACT, "activation_id": B,
+                "fingerprint": "g", "components": {"disk": "d2"}, "migrations_used": 1,
+                "migrated_at": "2026-01-03T00:00:00Z"}),
+                ),
+            ),
+            ("grants", granted(1, LEASE, 2)),
+            ("grants", granted(2, L2, 3)),
+            (
+                "activation",
+                ev(
+                    ACTIVATIONS_AGGREGATE,
+                    3,
+                    ACTIVATION_UNINSTALLED,
+                    json!({
+                "activation_id": B, "license_id": ID, "uninstalled_at": "2026-01-04T00:00:00Z"}),
+                ),
+            ),
+            (
+                "grants",
+                ev(
+                    LEASES_AGGREGATE,
+                    3,
+                    LEASE_RELEASED,
+                    json!({
+                "lease_id": LEASE, "license_id": ID, "client_id": ACT,
+                "released_at": "2026-01-04T00:00:00Z"}),
+                ),
+            ),
+            ("activation", activated(4, ACT)),
+        ];
+        let mut s = LicenseState::new(id());
+        for (c, e) in &events {
+            s.apply(c, e).expect("folds");
+            let live = s
+                .activations
+                .values()
+                .filter(|a| a.status == ActivationStatus::Live)
+                .count();
+            let seats: u32 = s.leases.values().map(|l| l.quantity).sum();
+            assert_eq!(
+                s.live_activations as usize, live,
+                "after {} #{}",
+                e.event_type, e.sequence
+            );
+            assert_eq!(
+                s.leases_in_use, seats,
+                "after {} #{}",
+                e.event_type, e.sequence
+            );
+        }
+        assert_eq!((s.live_activations, s.leases_in_use), (1, 3));
+    }
+
+    #[test]
+    fn a_payload_off_contract_changes_nothing() {
+        let mut s = fold(
+            streams()
+                .into_iter()
+                .take(1)
+                .flat_map(|(c, es)| es.into_iter().take(1).map(move |e| (c, e))),
+        );
+        let before = s.clone();
+        let bad = ev(
+            LICENSE_AGGREGATE,
+            2,
+            "LicenseRenewed",
+            json!({"license_id": ID}),
+        );
+        assert!(s.apply("issuance", &bad).is_err());
+        assert_eq!(s, before);
     }
 
     #[test]

@@ -99,12 +99,6 @@ impl TxHandler for ModelConsumer {
         tx: &mut PgConnection,
         msgs: &[&Incoming],
     ) -> Result<(), HandleError> {
-        // A crash can lose only the last commits, whose offsets roll back
-        // with their rows: the messages are applied again. So the commit
-        // need not wait for the WAL flush.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
         let events = msgs
             .iter()
             .map(|m| {
