@@ -212,6 +212,18 @@ async fn as_of_state_and_decisions_follow_a_scripted_lifecycle() {
     .await;
     assert!(renewed, "activation saw the renewal");
     let t6 = instant().await;
+    // The audit trail (which as-of folds) has its own consumer: let it
+    // catch up with the live row before reading the past from it.
+    let live_events = live_until(&proj, &id, "the live row", |_| true).await["events"].clone();
+    let mut folded_now = Value::Null;
+    for _ in 0..100 {
+        folded_now = as_of(&proj, &id, Utc::now()).await["events_folded"].clone();
+        if folded_now == live_events {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(folded_now, live_events);
 
     // Hand-computed expectations at each instant.
     let s0 = as_of(&proj, &id, t0).await;
@@ -533,7 +545,17 @@ async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_ser
             == 200
     })
     .await;
-    assert!(caught_up, "live projection caught up");
+    assert!(caught_up, "live license_state caught up");
+    let audited = wait_until(Duration::from_secs(30), || async {
+        count(
+            &pool,
+            "SELECT count(*) FROM audit_trail WHERE license_id IS NOT NULL",
+        )
+        .await
+            == 400
+    })
+    .await;
+    assert!(audited, "live audit trail caught up");
     let before = rows(&pool).await;
     let indexes = || {
         let pool = pool.clone();
@@ -636,6 +658,12 @@ async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_ser
         v["status"] == "active"
     })
     .await;
+    let grown = before.1.len() as i64 + 1;
+    let audited = wait_until(Duration::from_secs(30), || async {
+        count(&pool, "SELECT count(*) FROM audit_trail").await == grown
+    })
+    .await;
+    assert!(audited, "the reinstatement reached the audit trail");
     let rebuilt = rows(&pool).await;
     assert_eq!(rebuilt.1.len(), before.1.len() + 1);
 
@@ -689,8 +717,17 @@ async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_ser
     })
     .await;
     assert!(done, "fresh projector caught up");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(rows(&fresh_pool).await, rows(&pool).await);
+    // Each model has its own consumer: wait for the other one too.
+    let live_rows = rows(&pool).await;
+    let mut fresh_rows = rows(&fresh_pool).await;
+    for _ in 0..100 {
+        if fresh_rows == live_rows {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        fresh_rows = rows(&fresh_pool).await;
+    }
+    assert_eq!(fresh_rows, live_rows);
 
     // Bad input changes nothing.
     for (body, code) in [
@@ -749,7 +786,18 @@ async fn a_rebuild_interrupted_by_sigkill_resumes_from_its_checkpoint_and_ends_i
             == 800
     })
     .await;
-    assert!(caught_up, "live projection caught up");
+    assert!(caught_up, "live audit trail caught up");
+    // The other model has its own consumer: wait for it too.
+    let states = wait_until(Duration::from_secs(60), || async {
+        count(
+            &pool,
+            "SELECT count(*) FROM license_state WHERE status = 'suspended'",
+        )
+        .await
+            == 400
+    })
+    .await;
+    assert!(states, "live license_state caught up");
     let before = rows(&pool).await;
 
     let (s, started) = call(
@@ -815,6 +863,14 @@ async fn a_read_model_added_later_is_backfilled_without_touching_the_others() {
     })
     .await;
     assert!(audited, "audit trail projected");
+    // Every message consumed (products too), so the restart has nothing
+    // left to give this model.
+    let url = only_audit.url();
+    let idle = wait_until(Duration::from_secs(30), || async {
+        projections(&url).await["models"][0]["lag"] == 0
+    })
+    .await;
+    assert!(idle, "the audit trail's consumer caught up");
     assert_eq!(count(&pool, "SELECT count(*) FROM license_state").await, 0);
     only_audit.running.stop().await;
     let offsets = |model: &'static str| {
