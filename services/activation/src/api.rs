@@ -349,10 +349,18 @@ async fn start_trial(
         let s = t.state.ok_or_else(Problem::internal)?;
         if s.status == TrialStatus::Active {
             if let Some(activation_id) = s.activation_id {
-                let issued = app.file(activation_id).await?;
-                let mut body = issued_body(&issued);
-                body["trial_id"] = serde_json::json!(s.trial_id);
-                return Ok(HttpResponse::Created().json(body));
+                // The trial's seat commits just before the license replica
+                // row of the same reaction: until then the file cannot be
+                // built yet, which is a reason to wait, not a 404.
+                match app.file(activation_id).await {
+                    Ok(issued) => {
+                        let mut body = issued_body(&issued);
+                        body["trial_id"] = serde_json::json!(s.trial_id);
+                        return Ok(HttpResponse::Created().json(body));
+                    }
+                    Err(p) if p.code() == "ACTIVATION_NOT_FOUND" => {}
+                    Err(p) => return Err(p),
+                }
             }
         }
         if s.status == TrialStatus::Ended || tokio::time::Instant::now() >= deadline {
