@@ -247,21 +247,8 @@ for arm in "${ARMS[@]}"; do
     say "arm $arm (pid ${PIDS[domain-binding]}): $c connections, $THREADS threads: warm-up ${WARMUP}s, then ${SECS}s measured"
     run_wrk "$arm-c$c-warmup" "$DOM/v1/domain-check" "$c" "$WARMUP" warmup
     run_wrk "$arm-c$c" "$DOM/v1/domain-check" "$c" "$SECS" measure
-    jq -c --arg arm "$arm" --argjson c "$c" --argjson t "$THREADS" --slurpfile cpu "$DIR/cpu-$arm-c$c.json" '
-      def ms: . / 1000 * 1000 | round / 1000;
-      . as $w
-      | ($w.errors.connect + $w.errors.read + $w.errors.write + $w.errors.timeout) as $sock
-      | {arm: $arm, connections: $c, threads: $t,
-         seconds: ($w.duration_us / 1e6 * 100 | round / 100), requests: $w.requests,
-         rps: ($w.requests / ($w.duration_us / 1e6) | round),
-         p50_ms: ($w.latency_us.p50 | ms), p75_ms: ($w.latency_us.p75 | ms),
-         p90_ms: ($w.latency_us.p90 | ms), p99_ms: ($w.latency_us.p99 | ms),
-         p999_ms: ($w.latency_us.p999 | ms), max_ms: ($w.latency_us.max | ms),
-         mean_ms: ($w.latency_us.mean | ms),
-         non_2xx: $w.errors.status, socket_errors: $sock, socket_error_kinds: ($w.errors | del(.status)),
-         errors: ($w.errors.status + $sock),
-         bytes_per_response: (if $w.requests > 0 then ($w.bytes / $w.requests | round) else null end),
-         cpu_cores: $cpu[0]}' "$DIR/$arm-c$c.wrk.json" | tee -a "$DIR/runs.jsonl" \
+    jq -c --arg arm "$arm" --argjson c "$c" --argjson t "$THREADS" --slurpfile cpu "$DIR/cpu-$arm-c$c.json" \
+      "$WRK_RECORD_JQ"' {arm: $arm} + wrk_record($c; $t; $cpu[0])' "$DIR/$arm-c$c.wrk.json" | tee -a "$DIR/runs.jsonl" \
       | jq -c '{arm, connections, rps, p50_ms, p99_ms, errors, cpu: (.cpu_cores | {"domain-binding", "domain-binding_user", "domain-binding_sys", wrk, postgres, kafka, other, machine_busy_cores})}' >&2
   done
 done

@@ -238,21 +238,11 @@ for c in "${CONNECTIONS[@]}"; do
   per_unit "$DIR/db-$tag-0.json" "$DIR/db-$tag-1.json" "$(jq '[.requests, 1] | max' "$DIR/$tag.wrk.json")" \
     >"$DIR/db-$tag.json"
   jq -c --argjson c "$c" --argjson t "$THREADS" --slurpfile cpu "$DIR/cpu-$tag.json" \
-    --slurpfile db "$DIR/db-$tag.json" --slurpfile la "$DIR/leases-$tag-0.json" --slurpfile lb "$DIR/leases-$tag-1.json" '
-    def ms: . / 1000 * 1000 | round / 1000;
+    --slurpfile db "$DIR/db-$tag.json" --slurpfile la "$DIR/leases-$tag-0.json" --slurpfile lb "$DIR/leases-$tag-1.json" \
+    "$WRK_RECORD_JQ"'
     . as $w
-    | ($w.errors.connect + $w.errors.read + $w.errors.write + $w.errors.timeout) as $sock
     | ($w.duration_us / 1e6) as $secs
-    | {connections: $c, threads: $t, seconds: ($secs * 100 | round / 100), requests: $w.requests,
-       rps: ($w.requests / $secs | round),
-       p50_ms: ($w.latency_us.p50 | ms), p75_ms: ($w.latency_us.p75 | ms),
-       p90_ms: ($w.latency_us.p90 | ms), p99_ms: ($w.latency_us.p99 | ms),
-       p999_ms: ($w.latency_us.p999 | ms), max_ms: ($w.latency_us.max | ms),
-       mean_ms: ($w.latency_us.mean | ms),
-       non_2xx: $w.errors.status, socket_errors: $sock, socket_error_kinds: ($w.errors | del(.status)),
-       errors: ($w.errors.status + $sock),
-       bytes_per_response: (if $w.requests > 0 then ($w.bytes / $w.requests | round) else null end),
-       cpu_cores: $cpu[0],
+    | wrk_record($c; $t; $cpu[0]) + {
        grant_sync_cpu_us_per_heartbeat: (if $w.requests > 0 then ($cpu[0]["grant-sync"] * $secs / $w.requests * 1e6 | round) else null end),
        postgres_cpu_us_per_heartbeat: (if $w.requests > 0 then ($cpu[0].postgres * $secs / $w.requests * 1e6 | round) else null end),
        db_counters_per_heartbeat: $db[0],

@@ -379,3 +379,24 @@ merge_results() {   # key file
   fi
   mv "$results.tmp" "$results"
 }
+
+# --- wrk reports ---------------------------------------------------------------------
+# jq definitions shared by the scripts: `wrk_record($c; $t; $cpu)` turns a wrk
+# JSON report (the input, bound as $w) into one measured row.
+WRK_RECORD_JQ='
+  def ms: . / 1000 * 1000 | round / 1000;
+  def wrk_record($c; $t; $cpu):
+    . as $w
+    | ($w.errors.connect + $w.errors.read + $w.errors.write + $w.errors.timeout) as $sock
+    | ($w.duration_us / 1e6) as $secs
+    | {connections: $c, threads: $t, seconds: ($secs * 100 | round / 100), requests: $w.requests,
+       rps: ($w.requests / $secs | round),
+       p50_ms: ($w.latency_us.p50 | ms), p75_ms: ($w.latency_us.p75 | ms),
+       p90_ms: ($w.latency_us.p90 | ms), p99_ms: ($w.latency_us.p99 | ms),
+       p999_ms: ($w.latency_us.p999 | ms), max_ms: ($w.latency_us.max | ms),
+       mean_ms: ($w.latency_us.mean | ms),
+       non_2xx: $w.errors.status, socket_errors: $sock, socket_error_kinds: ($w.errors | del(.status)),
+       errors: ($w.errors.status + $sock),
+       bytes_per_response: (if $w.requests > 0 then ($w.bytes / $w.requests | round) else null end),
+       cpu_cores: $cpu};
+'

@@ -411,21 +411,8 @@ read_row() {        # tag kind paths_file connections
   say "$kind: $c connections, $WRK_THREADS threads: warm-up ${WARMUP}s, then ${SECS}s measured"
   run_wrk "$tag-warmup" "$PROJ" "$c" "$WARMUP" warmup
   run_wrk "$tag" "$PROJ" "$c" "$SECS" measure
-  jq -c --arg kind "$kind" --argjson c "$c" --argjson t "$WRK_THREADS" --slurpfile cpu "$DIR/cpu-$tag.json" '
-    def ms: . / 1000 * 1000 | round / 1000;
-    . as $w
-    | ($w.errors.connect + $w.errors.read + $w.errors.write + $w.errors.timeout) as $sock
-    | {kind: $kind, connections: $c, threads: $t,
-       seconds: ($w.duration_us / 1e6 * 100 | round / 100), requests: $w.requests,
-       rps: ($w.requests / ($w.duration_us / 1e6) | round),
-       p50_ms: ($w.latency_us.p50 | ms), p75_ms: ($w.latency_us.p75 | ms),
-       p90_ms: ($w.latency_us.p90 | ms), p99_ms: ($w.latency_us.p99 | ms),
-       p999_ms: ($w.latency_us.p999 | ms), max_ms: ($w.latency_us.max | ms),
-       mean_ms: ($w.latency_us.mean | ms),
-       non_2xx: $w.errors.status, socket_errors: $sock, socket_error_kinds: ($w.errors | del(.status)),
-       errors: ($w.errors.status + $sock),
-       bytes_per_response: (if $w.requests > 0 then ($w.bytes / $w.requests | round) else null end),
-       cpu_cores: $cpu[0]}' "$DIR/$tag.wrk.json" | tee -a "$DIR/reads.jsonl" \
+  jq -c --arg kind "$kind" --argjson c "$c" --argjson t "$WRK_THREADS" --slurpfile cpu "$DIR/cpu-$tag.json" \
+    "$WRK_RECORD_JQ"' {kind: $kind} + wrk_record($c; $t; $cpu[0])' "$DIR/$tag.wrk.json" | tee -a "$DIR/reads.jsonl" \
     | jq -c '{kind, connections, rps, p50_ms, p99_ms, max_ms, errors, cpu: (.cpu_cores | {projector, wrk, postgres, other, machine_busy_cores})}' >&2
 }
 

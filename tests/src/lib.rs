@@ -175,6 +175,20 @@ pub fn issuance_config(infra: &Infra, db: &str, prefix: &str) -> issuance::Confi
 }
 
 /// Issuance with the seed catalog loaded.
+/// Issuance on a fresh database whose scheduler runs on `clock`.
+pub async fn start_issuance_on(
+    infra: &Infra,
+    prefix: &str,
+    clock: std::sync::Arc<ManualClock>,
+) -> InProcess {
+    let db = infra.fresh_db("issuance").await;
+    let options = issuance::Options {
+        handle_signals: false,
+        clock,
+    };
+    start_issuance_with(infra, prefix, db, options).await
+}
+
 pub async fn start_issuance_with(
     infra: &Infra,
     prefix: &str,

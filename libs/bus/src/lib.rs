@@ -67,6 +67,7 @@ pub async fn publish_json<T: Serialize>(
 /// Reads partitions' low and high watermarks: how far a consumer is behind.
 pub struct Watermarks {
     client: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
+    brokers: String,
 }
 
 /// One partition: `(topic, partition, low, high)`.
@@ -79,6 +80,7 @@ impl Watermarks {
             .create()?;
         Ok(Self {
             client: std::sync::Arc::new(client),
+            brokers: brokers.to_string(),
         })
     }
 
@@ -89,7 +91,6 @@ impl Watermarks {
     /// marker from a message.
     pub async fn unread(
         &self,
-        brokers: &str,
         from: Vec<(String, i32, i64)>,
     ) -> Result<std::collections::HashSet<(String, i32)>, KafkaError> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -98,7 +99,7 @@ impl Watermarks {
         if from.is_empty() {
             return Ok(unread);
         }
-        let brokers = brokers.to_string();
+        let brokers = self.brokers.clone();
         tokio::task::spawn_blocking(move || {
             // One consumer per topic: an end-of-partition event names only
             // the partition number.

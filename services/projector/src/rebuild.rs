@@ -425,7 +425,7 @@ impl Projections {
             .map(|c| (c.topic.clone(), c.partition, c.next_offset))
             .collect();
         if !small.is_empty() {
-            let unread = self.watermarks.unread(&self.brokers, small).await?;
+            let unread = self.watermarks.unread(small).await?;
             for c in cps
                 .iter_mut()
                 .filter(|c| (1..=MARKER_SLACK).contains(&c.lag))

@@ -454,16 +454,7 @@ async fn after_expiry_live_leases_keep_renewing_while_new_checkouts_fail_and_sus
     let infra = Infra::get();
     let prefix = unique_prefix();
     let clock = ManualClock::new();
-    let issuance = start_issuance_with(
-        &infra,
-        &prefix,
-        infra.fresh_db("issuance").await,
-        issuance::Options {
-            handle_signals: false,
-            clock: clock.clone(),
-        },
-    )
-    .await;
+    let issuance = start_issuance_on(&infra, &prefix, clock.clone()).await;
     let grants = start_grant_sync_with(
         &infra,
         &prefix,

@@ -44,17 +44,7 @@ async fn the_license_lifecycle_end_to_end_with_the_scheduler_on_a_test_clock() {
     let infra = Infra::get();
     let prefix = unique_prefix();
     let clock = ManualClock::new();
-    let db = infra.fresh_db("issuance").await;
-    let issuance = start_issuance_with(
-        &infra,
-        &prefix,
-        db,
-        issuance::Options {
-            handle_signals: false,
-            clock: clock.clone(),
-        },
-    )
-    .await;
+    let issuance = start_issuance_on(&infra, &prefix, clock.clone()).await;
     let projector = start_projector(&infra, &prefix).await;
     let client = admin_client();
     let base = issuance.url();

@@ -88,16 +88,7 @@ async fn as_of_state_and_decisions_follow_a_scripted_lifecycle() {
     let infra = Infra::get();
     let prefix = unique_prefix();
     let clock = ManualClock::new();
-    let issuance = start_issuance_with(
-        &infra,
-        &prefix,
-        infra.fresh_db("issuance").await,
-        issuance::Options {
-            handle_signals: false,
-            clock: clock.clone(),
-        },
-    )
-    .await;
+    let issuance = start_issuance_on(&infra, &prefix, clock.clone()).await;
     let activation = start_activation(&infra, &prefix).await;
     let domain = start_domain_binding(&infra, &prefix).await;
     let projector = start_projector(&infra, &prefix).await;
@@ -536,24 +527,20 @@ async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_ser
     let (iss, proj) = (issuance.url(), projector.url());
     let ids = issue_many(&iss, 200).await;
     let pool = pool(&projector.db).await;
-    let caught_up = wait_until(Duration::from_secs(30), || async {
-        count(
-            &pool,
-            "SELECT count(*) FROM license_state WHERE status = 'suspended'",
-        )
-        .await
-            == 200
-    })
+    let caught_up = wait_for_count(
+        &pool,
+        "SELECT count(*) FROM license_state WHERE status = 'suspended'",
+        200,
+        Duration::from_secs(30),
+    )
     .await;
     assert!(caught_up, "live license_state caught up");
-    let audited = wait_until(Duration::from_secs(30), || async {
-        count(
-            &pool,
-            "SELECT count(*) FROM audit_trail WHERE license_id IS NOT NULL",
-        )
-        .await
-            == 400
-    })
+    let audited = wait_for_count(
+        &pool,
+        "SELECT count(*) FROM audit_trail WHERE license_id IS NOT NULL",
+        400,
+        Duration::from_secs(30),
+    )
     .await;
     assert!(audited, "live audit trail caught up");
     let before = rows(&pool).await;
@@ -659,9 +646,12 @@ async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_ser
     })
     .await;
     let grown = before.1.len() as i64 + 1;
-    let audited = wait_until(Duration::from_secs(30), || async {
-        count(&pool, "SELECT count(*) FROM audit_trail").await == grown
-    })
+    let audited = wait_for_count(
+        &pool,
+        "SELECT count(*) FROM audit_trail",
+        grown,
+        Duration::from_secs(30),
+    )
     .await;
     assert!(audited, "the reinstatement reached the audit trail");
     let rebuilt = rows(&pool).await;
@@ -712,9 +702,12 @@ async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_ser
     let fresh = start_projector_with(config, fresh_db.clone()).await;
     let fresh_pool = e2e::pool(&fresh_db).await;
     let total = rebuilt.1.len() as i64;
-    let done = wait_until(Duration::from_secs(30), || async {
-        count(&fresh_pool, "SELECT count(*) FROM audit_trail").await == total
-    })
+    let done = wait_for_count(
+        &fresh_pool,
+        "SELECT count(*) FROM audit_trail",
+        total,
+        Duration::from_secs(30),
+    )
     .await;
     assert!(done, "fresh projector caught up");
     // Each model has its own consumer: wait for the other one too.
@@ -777,25 +770,21 @@ async fn a_rebuild_interrupted_by_sigkill_resumes_from_its_checkpoint_and_ends_i
     let mut projector = spawn("1").await;
     let proj = projector.url.clone();
     let pool = pool(&db).await;
-    let caught_up = wait_until(Duration::from_secs(60), || async {
-        count(
-            &pool,
-            "SELECT count(*) FROM audit_trail WHERE license_id IS NOT NULL",
-        )
-        .await
-            == 800
-    })
+    let caught_up = wait_for_count(
+        &pool,
+        "SELECT count(*) FROM audit_trail WHERE license_id IS NOT NULL",
+        800,
+        Duration::from_secs(60),
+    )
     .await;
     assert!(caught_up, "live audit trail caught up");
     // The other model has its own consumer: wait for it too.
-    let states = wait_until(Duration::from_secs(60), || async {
-        count(
-            &pool,
-            "SELECT count(*) FROM license_state WHERE status = 'suspended'",
-        )
-        .await
-            == 400
-    })
+    let states = wait_for_count(
+        &pool,
+        "SELECT count(*) FROM license_state WHERE status = 'suspended'",
+        400,
+        Duration::from_secs(60),
+    )
     .await;
     assert!(states, "live license_state caught up");
     let before = rows(&pool).await;
@@ -853,14 +842,12 @@ async fn a_read_model_added_later_is_backfilled_without_touching_the_others() {
     config.models = Some(vec!["audit_trail".into()]);
     let only_audit = start_projector_with(config.clone(), db.clone()).await;
     let pool = pool(&db).await;
-    let audited = wait_until(Duration::from_secs(30), || async {
-        count(
-            &pool,
-            "SELECT count(*) FROM audit_trail WHERE license_id IS NOT NULL",
-        )
-        .await
-            == 100
-    })
+    let audited = wait_for_count(
+        &pool,
+        "SELECT count(*) FROM audit_trail WHERE license_id IS NOT NULL",
+        100,
+        Duration::from_secs(30),
+    )
     .await;
     assert!(audited, "audit trail projected");
     // Every message consumed (products too), so the restart has nothing
@@ -890,14 +877,12 @@ async fn a_read_model_added_later_is_backfilled_without_touching_the_others() {
 
     config.models = None;
     let all = start_projector_with(config, db.clone()).await;
-    let backfilled = wait_until(Duration::from_secs(30), || async {
-        count(
-            &pool,
-            "SELECT count(*) FROM license_state WHERE status = 'suspended'",
-        )
-        .await
-            == 50
-    })
+    let backfilled = wait_for_count(
+        &pool,
+        "SELECT count(*) FROM license_state WHERE status = 'suspended'",
+        50,
+        Duration::from_secs(30),
+    )
     .await;
     assert!(backfilled, "license_state backfilled over the full history");
     assert_eq!(
