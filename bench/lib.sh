@@ -36,7 +36,7 @@ require_tools() { local t; for t in "$@"; do command -v "$t" >/dev/null || die "
 # LOADGEN. Every package must build a binary of its own name.
 DIRTY_EXCLUDE='bench/|docs/benchmarks\.md'
 build_release() {   # package...
-  local b args=()
+  local b args=(-p licensectl)   # provisions each run's topics and ACLs
   for b in "$@"; do args+=(-p "$b"); done
   if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
     say "building release binaries (cargo build --release ${args[*]})"
@@ -100,7 +100,7 @@ install_traps() {
 drop_topics() {
   local cache="${LICENSING_KAFKA_CACHE:-$HOME/.cache/licensing/kafka-4.1.1}"
   command -v java >/dev/null && [[ -d "$cache/libs" ]] || return 0
-  local cfg=(); [[ -f .run/kafka/admin.properties ]] && cfg=(--command-config .run/kafka/admin.properties)
+  local cfg=(); [[ -f .run/kafka/admin.java.properties ]] && cfg=(--command-config .run/kafka/admin.java.properties)
   timeout 60 java -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xlog:disable \
     -Dlicensing.kafka.log.level=OFF "-Dlog4j2.configurationFile=$ROOT/infra/kafka/log4j2.xml" \
     -cp "$cache/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" \
@@ -129,16 +129,30 @@ free_port() {
 now_ms() { date +%s%3N; }
 sql() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 
+# The run's topics and ACLs (PREFIX, PARTITIONS), as the Kafka
+# administrator; once per run.
+PROVISIONED=""
+provision() {
+  [[ "$PROVISIONED" == "$PREFIX" ]] && return 0
+  "$BIN/licensectl" kafka provision --config "$LICENSING_KAFKA_CLIENTS/admin.properties" \
+    --prefix "$PREFIX" --partitions "$PARTITIONS" >>"$DIR/provision.log" 2>&1 \
+    || die "provisioning $PREFIX failed; see $DIR/provision.log"
+  PROVISIONED="$PREFIX"
+}
+
 # name binary db_url [VAR=value ...] -> PIDS[name], PORTS[name]; does not
 # wait. Environment: the run's settings, then SPAWN_ENV (the script's own
-# defaults), then the arguments (later assignments win). Log: $DIR/<name>.log.
+# defaults), then the arguments (later assignments win). Each service runs
+# as its own Kafka principal (binary = role). Log: $DIR/<name>.log.
 SPAWN_ENV=()
 spawn_service() {
   local name="$1" bin="$2" db="$3" port; shift 3
+  provision
   port="$(free_port)"
   env LICENSING_HTTP_ADDR="127.0.0.1:$port" \
     LICENSING_DATABASE_URL="$db" \
     LICENSING_KAFKA_BROKERS="$BROKERS" \
+    LICENSING_KAFKA_PROPERTIES_FILE="$LICENSING_KAFKA_CLIENTS/$bin.properties" \
     LICENSING_TOPIC_PREFIX="$PREFIX" \
     LICENSING_TOPIC_PARTITIONS="$PARTITIONS" \
     LICENSING_DB_POOL_SIZE="$DB_POOL" \

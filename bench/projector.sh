@@ -147,7 +147,7 @@ ktool() {
     -Dlicensing.kafka.log.level=OFF "-Dlog4j2.configurationFile=$ROOT/infra/kafka/log4j2.xml" \
     -cp "$KAFKA_CACHE/libs/*" "$@"
 }
-ADMIN_CFG=(); [[ -f .run/kafka/admin.properties ]] && ADMIN_CFG=(--command-config .run/kafka/admin.properties)
+ADMIN_CFG=(--command-config .run/kafka/admin.java.properties)
 
 # --- 0. the history --------------------------------------------------------------------
 say "0/4 generating $EVENTS events: $LICENSES licenses + one of $HOT_EVENTS events (loadgen events)"
@@ -165,17 +165,8 @@ TOTAL="$(jq -r .events "$DIR/generate.json")"
 
 # --- 1. topics and seeding ---------------------------------------------------------------
 DBS_CREATED=1       # from here on, cleanup drops the topics (and the database)
-say "1/4 creating the event topics ($PARTITIONS partitions) and seeding them with the console producer"
-topic_pids=()
-for c in "${CONTEXTS[@]}"; do
-  ktool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" "${ADMIN_CFG[@]}" \
-    --create --if-not-exists --topic "$PREFIX.$c.events" --partitions "$PARTITIONS" --replication-factor 1 \
-    --config retention.ms=-1 --config cleanup.policy=delete >"$DIR/topic-$c.out" 2>&1 &
-  topic_pids+=($!)
-done
-for i in "${!topic_pids[@]}"; do
-  wait "${topic_pids[$i]}" || { cat "$DIR/topic-${CONTEXTS[$i]}.out" >&2; die "creating $PREFIX.${CONTEXTS[$i]}.events failed"; }
-done
+say "1/4 provisioning the topics ($PARTITIONS partitions) and seeding them with the console producer"
+provision
 
 # One console producer per topic, all four at once; each timed on its own.
 produce() {         # context
@@ -185,6 +176,7 @@ produce() {         # context
     -Dlicensing.kafka.log.level=WARN "-Dlog4j2.configurationFile=$ROOT/infra/kafka/log4j2.xml" \
     -cp "$KAFKA_CACHE/libs/*" org.apache.kafka.tools.ConsoleProducer \
     --bootstrap-server "$BROKERS" --topic "$PREFIX.$c.events" \
+    --producer.config .run/kafka/admin.java.properties \
     --property parse.key=true --property "key.separator=$(printf '\t')" \
     --compression-codec zstd --timeout 50 --max-partition-memory-bytes 1048576 \
     --max-memory-bytes 134217728 --request-timeout-ms 30000 --request-required-acks all \

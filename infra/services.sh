@@ -30,6 +30,9 @@ printf '%s\n' "$LICENSING_ADMIN_KEY" >"$RUN/admin.key"
 SERVICES=(issuance:8081:issuance activation:8082:activation domain-binding:8083:domain_binding grant-sync:8084:grant_sync projector:8085:projector)
 
 start() {
+  # Topics and ACLs of the deployment, as the Kafka administrator.
+  "$ROOT/target/debug/licensectl" kafka provision \
+    --config "$LICENSING_KAFKA_CLIENTS/admin.properties" --prefix "$LICENSING_TOPIC_PREFIX"
   for entry in "${SERVICES[@]}"; do
     IFS=: read -r name port db <<<"$entry"
     pidfile="$RUN/pids/$name.pid"
@@ -41,6 +44,7 @@ start() {
     LICENSING_HTTP_ADDR="127.0.0.1:$port" \
     LICENSING_DATABASE_URL="$LICENSING_DATABASE_BASE_URL/$db" \
     LICENSING_KAFKA_BROKERS="$LICENSING_KAFKA_BROKERS" \
+    LICENSING_KAFKA_PROPERTIES_FILE="$LICENSING_KAFKA_CLIENTS/$name.properties" \
       nohup "$ROOT/target/debug/$name" >>"$RUN/logs/$name.log" 2>&1 &
     echo $! >"$pidfile"
   done
@@ -65,6 +69,8 @@ start() {
     [[ "$code" == 201 || "$code" == 409 ]] || echo "seeding $(basename "$seed"): HTTP $code" >&2
   done
   echo "admin key (also in .run/admin.key): $LICENSING_ADMIN_KEY"
+  echo "Kafka (SASL_SSL): every topic readable with $LICENSING_KAFKA_CLIENTS/operator.properties;"
+  echo "  internal services send commands with $LICENSING_KAFKA_CLIENTS/caller.properties"
 }
 
 stop() {

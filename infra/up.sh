@@ -12,6 +12,10 @@ ROOT="$(dirname "$HERE")"
 "$HERE/kafka/up.sh"
 
 mkdir -p "$ROOT/.run"
-"$HERE/env.sh" --plain >"$ROOT/.run/infra.env.tmp"
+{
+  "$HERE/env.sh" --plain
+  # librdkafka properties (SASL_SSL credentials) of each principal, by role
+  echo "LICENSING_KAFKA_CLIENTS=$ROOT/.run/kafka/clients"
+} >"$ROOT/.run/infra.env.tmp"
 mv -f "$ROOT/.run/infra.env.tmp" "$ROOT/.run/infra.env"
 echo "infra: ready; settings in .run/infra.env (or: eval \"\$(infra/env.sh)\")"

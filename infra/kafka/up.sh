@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
 # Start the local single-node Apache Kafka 4.1.1 broker (KRaft) of this
-# checkout and create the topics of schemas/topics.toml (idempotent).
+# checkout, authenticated and authorised (idempotent).
 #
 #   jars     ${LICENSING_KAFKA_CACHE:-~/.cache/licensing/kafka-4.1.1}/libs (Maven Central, via pom.xml)
 #   config   $ROOT/.run/kafka/server.properties      data  $ROOT/.run/kafka/data
 #   pid      $ROOT/.run/kafka/kafka.pid              log   $ROOT/.run/logs/kafka.log
 #   listens  127.0.0.1:${LICENSING_KAFKA_PORT:-9092} (controller ${LICENSING_KAFKA_CONTROLLER_PORT:-9093})
-#   topics   ${LICENSING_TOPIC_PREFIX:-licensing}.<name>
 #
-# Already running: reused (only missing topics are created).
+# Security: both listeners are SASL_SSL (no anonymous listener). A CA and
+# the broker's certificate are generated at first start (.run/kafka/tls/);
+# clients authenticate with SCRAM-SHA-512, the controller listener with
+# PLAIN. Every principal of schemas/acls.toml gets a SCRAM user with a
+# random password, bootstrapped when the storage is formatted, and a
+# librdkafka properties file in .run/kafka/clients/<role>.properties
+# (admin.properties: the super user that provisions). The StandardAuthorizer
+# refuses whatever no ACL grants; topics and ACLs are provisioned by
+# `licensectl kafka provision` (make run) or the tests' harness.
+#
+# Already running: reused.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
@@ -20,23 +29,24 @@ LOG="$RUN/logs/kafka.log"
 PROPS="$KDIR/server.properties"
 LOG4J="$ROOT/infra/kafka/log4j2.xml"
 POM="$ROOT/infra/kafka/pom.xml"
-TOPICS_TOML="$ROOT/schemas/topics.toml"
+ACLS_TOML="$ROOT/schemas/acls.toml"
+TLS="$KDIR/tls"
+SECRETS="$KDIR/secrets"
+CLIENTS="$KDIR/clients"
 PORT="${LICENSING_KAFKA_PORT:-9092}"
 CTL="${LICENSING_KAFKA_CONTROLLER_PORT:-9093}"
-PREFIX="${LICENSING_TOPIC_PREFIX:-licensing}"
 CACHE="${LICENSING_KAFKA_CACHE:-$HOME/.cache/licensing/kafka-4.1.1}"
 LIBS="$CACHE/libs"
 READY_TIMEOUT="${LICENSING_KAFKA_READY_TIMEOUT:-90}"
-TOPIC_JOBS="${LICENSING_KAFKA_TOPIC_JOBS:-4}"   # parallel topic-creating JVMs
 
 say() { printf 'kafka: %s\n' "$*"; }
 die() { printf 'kafka: ERROR: %s\n' "$*" >&2; exit 1; }
 
-for v in PORT CTL READY_TIMEOUT TOPIC_JOBS; do
+for v in PORT CTL READY_TIMEOUT; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a number, got '${!v}'"
 done
 [[ "$PORT" != "$CTL" ]] || die "broker and controller ports must differ (both $PORT)"
-[[ -f "$TOPICS_TOML" ]] || die "$TOPICS_TOML not found"
+[[ -f "$ACLS_TOML" ]] || die "$ACLS_TOML not found"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -83,40 +93,6 @@ if [[ "$(cat "$CACHE/.complete" 2>/dev/null || true)" != "$want_mark" ]]; then
   exec 8>&-
 fi
 
-# --- topics.toml -> "name|partitions|replication_factor|retention_ms|cleanup_policy" lines
-parse_topics() {
-  awk '
-    function value(line) {
-      sub(/^[^=]*=[ \t]*/, "", line)
-      if (line ~ /^"/) { sub(/^"/, "", line); sub(/".*$/, "", line) }
-      else { sub(/[ \t]*#.*$/, "", line); sub(/[ \t]+$/, "", line) }
-      return line
-    }
-    BEGIN { sec = ""; n = 0; dp = 3; dr = 1 }
-    /^[ \t]*(#|$)/ { next }
-    /^[ \t]*\[\[[ \t]*topic[ \t]*\]\]/ { sec = "topic"; n++; next }
-    /^[ \t]*\[/ { sec = $0; gsub(/[][ \t]/, "", sec); next }
-    /=/ {
-      key = $0; sub(/[ \t]*=.*$/, "", key); gsub(/^[ \t]+/, "", key)
-      v = value($0)
-      if (sec == "defaults") {
-        if (key == "partitions") dp = v
-        else if (key == "replication_factor") dr = v
-      } else if (sec == "topic") {
-        t[n, key] = v
-      }
-    }
-    END {
-      for (i = 1; i <= n; i++) {
-        p = ((i, "partitions") in t) ? t[i, "partitions"] : dp
-        r = ((i, "replication_factor") in t) ? t[i, "replication_factor"] : dr
-        ret = ((i, "retention_ms") in t) ? t[i, "retention_ms"] : ""
-        cp = ((i, "cleanup_policy") in t) ? t[i, "cleanup_policy"] : ""
-        print t[i, "name"] "|" p "|" r "|" ret "|" cp
-      }
-    }' "$TOPICS_TOML"
-}
-
 # --- helpers -------------------------------------------------------------------
 kafka_pid() {    # prints the pid of this checkout's broker, fails when not running
   local pid
@@ -131,7 +107,7 @@ topic_cmd() {     # [-XX:... JVM option] TopicCommand arguments...
   if [[ "${1:-}" == -XX:* ]]; then jvm=("$1"); shift
   elif [[ -f "$CDS" ]]; then jvm=("-XX:SharedArchiveFile=$CDS"); fi
   timeout 60 "${TOOL_JAVA[@]}" "${jvm[@]}" org.apache.kafka.tools.TopicCommand \
-    --bootstrap-server "127.0.0.1:$PORT" --command-config "$KDIR/admin.properties" "$@" 9>&-
+    --bootstrap-server "127.0.0.1:$PORT" --command-config "$KDIR/admin.java.properties" "$@" 9>&-
 }
 
 list_topics() {  # into EXISTING; makes the CDS archive on first success
@@ -163,63 +139,81 @@ wait_ready() {   # until the broker answers a metadata request (topic list)
   done
 }
 
-create_topics() {  # the missing ones, up to $TOPIC_JOBS tool JVMs at a time
-  local name parts rf ret cp full tmpd line pid failed=0 created=0 running=0
-  local -a specs args
-  local -A job_topic=()
-  mapfile -t specs < <(parse_topics)
-  (( ${#specs[@]} > 0 )) || die "no [[topic]] in $TOPICS_TOML"
-  tmpd="$(mktemp -d "$KDIR/topics.XXXXXX")"
-  reap() {
-    local pid
-    if wait -n -p pid; then
-      created=$((created + 1))
-    else
-      failed=$((failed + 1))
-      printf 'kafka: ERROR: creating %s failed:\n' "${job_topic[$pid]}" >&2
-      sed 's/^/  /' "$tmpd/${job_topic[$pid]}.out" >&2
-    fi
-    running=$((running - 1))
-  }
-  for line in "${specs[@]}"; do
-    IFS='|' read -r name parts rf ret cp <<<"$line"
-    [[ "$name" =~ ^[A-Za-z0-9._-]+$ ]] || die "bad topic name '$name' in $TOPICS_TOML"
-    [[ "$parts" =~ ^[0-9]+$ && "$rf" =~ ^[0-9]+$ ]] || die "bad partitions/replication_factor for '$name' in $TOPICS_TOML"
-    full="$PREFIX.$name"
-    if grep -qxF -- "$full" <<<"$EXISTING"; then continue; fi
-    args=(--create --if-not-exists --topic "$full" --partitions "$parts" --replication-factor "$rf")
-    if [[ -n "$ret" ]]; then args+=(--config "retention.ms=$ret"); fi
-    if [[ -n "$cp" ]]; then args+=(--config "cleanup.policy=$cp"); fi
-    topic_cmd "${args[@]}" >"$tmpd/$full.out" 2>&1 &
-    job_topic[$!]="$full"
-    running=$((running + 1))
-    while (( running >= TOPIC_JOBS )); do reap; done
-  done
-  while (( running > 0 )); do reap; done
-  rm -rf "$tmpd"
-  (( failed == 0 )) || die "$failed topic(s) could not be created"
-  if (( created > 0 )); then
-    say "topics: created $created, ${#specs[@]} in all (prefix $PREFIX)"
-  else
-    say "topics: all ${#specs[@]} present (prefix $PREFIX)"
+# --- security material (made once, kept with the data) ----------------------------
+secret() {        # the password of user $1, generated on first use
+  local f="$SECRETS/$1"
+  if [[ ! -s "$f" ]]; then
+    (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$f")
   fi
+  cat "$f"
 }
 
-write_admin_props() {
-  cat >"$KDIR/admin.properties" <<EOF
+make_tls() {      # a CA and the broker's certificate for 127.0.0.1/localhost
+  [[ -s "$TLS/broker.pem" && -s "$TLS/ca.pem" ]] && return 0
+  command -v openssl >/dev/null 2>&1 || apt_install openssl openssl
+  say "generating a CA and the broker certificate in $TLS"
+  rm -rf "$TLS"; mkdir -p "$TLS"; chmod 700 "$TLS"
+  (
+    cd "$TLS"; umask 077
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -keyout ca.key -out ca.pem -subj "/CN=licensing local CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout broker.key -out broker.csr -subj "/CN=localhost"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n' >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile broker.ext -out broker.crt
+    # Kafka's PEM key store: an unencrypted PKCS#8 key, then the chain.
+    openssl pkcs8 -topk8 -nocrypt -in broker.key -out broker.p8
+    cat broker.p8 broker.crt ca.pem >broker.pem
+    rm -f broker.csr broker.ext broker.key broker.p8 ca.srl
+    chmod 644 ca.pem
+  ) >>"$LOG" 2>&1 || die "could not generate TLS material, see $LOG"
+  chmod 755 "$TLS"
+}
+
+# role:user of the super user and of every principal of acls.toml.
+principals() {
+  echo "admin:licensing-admin"
+  awk -F'"' '/^role = /{r=$2} /^user = /{print r ":" $2}' "$ACLS_TOML"
+}
+
+write_clients() { # librdkafka properties per principal, and the tools' Java one
+  local role user pw
+  mkdir -p "$CLIENTS"; chmod 700 "$CLIENTS"
+  while IFS=: read -r role user; do
+    pw="$(secret "$user")"
+    (umask 077; cat >"$CLIENTS/$role.properties.tmp" <<EOF
+# principal $user ($role), written by infra/kafka/up.sh
+bootstrap.servers=127.0.0.1:$PORT
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.username=$user
+sasl.password=$pw
+ssl.ca.location=$TLS/ca.pem
+EOF
+    )
+    mv -f "$CLIENTS/$role.properties.tmp" "$CLIENTS/$role.properties"
+  done < <(principals)
+  (umask 077; cat >"$KDIR/admin.java.properties" <<EOF
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="licensing-admin" password="$(secret licensing-admin)";
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS/ca.pem
 request.timeout.ms=10000
 default.api.timeout.ms=15000
 EOF
+  )
 }
 
 # --- already running? -----------------------------------------------------------
 if pid="$(kafka_pid)"; then
-  grep -qxF "listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CTL" "$PROPS" ||
-    die "this checkout's broker (pid $pid) runs with other ports than $PORT/$CTL; run infra/kafka/down.sh first"
-  write_admin_props
+  grep -qxF "listeners=SASL_SSL://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CTL" "$PROPS" ||
+    die "this checkout's broker (pid $pid) runs with other ports or without authentication; run infra/kafka/down.sh first"
+  write_clients
   wait_ready
   say "reused, 127.0.0.1:$PORT (pid $pid)"
-  create_topics
   exit 0
 fi
 rm -f "$PIDF"
@@ -235,16 +229,31 @@ jmajor="${jv%%.*}"; [[ "$jmajor" == 1 ]] && jmajor="$(cut -d. -f2 <<<"$jv")"
 [[ "$jmajor" =~ ^[0-9]+$ && "$jmajor" -ge 17 ]] || die "Kafka 4 needs Java 17 or newer; 'java' is version '$jv'"
 
 # --- config, format once ------------------------------------------------------------
-cat >"$PROPS" <<EOF
+mkdir -p "$SECRETS"; chmod 700 "$SECRETS"
+make_tls
+(umask 077; cat >"$PROPS" <<EOF
 # written by infra/kafka/up.sh on every start; edits are lost
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$CTL
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CTL
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
-inter.broker.listener.name=PLAINTEXT
+listeners=SASL_SSL://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CTL
+advertised.listeners=SASL_SSL://127.0.0.1:$PORT
+inter.broker.listener.name=SASL_SSL
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_SSL
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="licensing-broker" password="$(secret licensing-broker)";
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="licensing-controller" password="$(secret licensing-controller)" user_licensing-controller="$(secret licensing-controller)";
+ssl.keystore.type=PEM
+ssl.keystore.location=$TLS/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS/ca.pem
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:licensing-broker;User:licensing-controller;User:licensing-admin
 log.dirs=$DATA
 num.partitions=3
 default.replication.factor=1
@@ -258,7 +267,17 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 delete.topic.enable=true
 EOF
-write_admin_props
+)
+write_clients
+
+# SCRAM users are bootstrapped when the storage is formatted: data
+# formatted for other users (or before authentication) is local test data,
+# formatted again.
+want_users="$(principals | cut -d: -f2 | sort | tr '\n' ' ')"
+if [[ -f "$DATA/meta.properties" && "$(cat "$KDIR/formatted-users" 2>/dev/null)" != "$want_users" ]]; then
+  say "data in $DATA was formatted for other users; formatting again"
+  rm -rf "$DATA"
+fi
 
 if [[ -f "$DATA/meta.properties" ]]; then
   fmt_ctl="$(cat "$KDIR/formatted-controller-port" 2>/dev/null || echo "$CTL")"
@@ -271,9 +290,14 @@ else
   done
   say "format $DATA (cluster id $cid)"
   mkdir -p "$DATA"
+  scram=(--add-scram "SCRAM-SHA-512=[name=licensing-broker,password=$(secret licensing-broker)]")
+  while IFS=: read -r _ user; do
+    scram+=(--add-scram "SCRAM-SHA-512=[name=$user,password=$(secret "$user")]")
+  done < <(principals)
   "${TOOL_JAVA[@]}" kafka.tools.StorageTool format --standalone --cluster-id "$cid" \
-    --config "$PROPS" >>"$LOG" 2>&1 9>&- || die "storage format failed, see $LOG"
+    --config "$PROPS" "${scram[@]}" >>"$LOG" 2>&1 9>&- || die "storage format failed, see $LOG"
   printf '%s\n' "$CTL" >"$KDIR/formatted-controller-port"
+  printf '%s' "$want_users" >"$KDIR/formatted-users"
 fi
 
 # --- start -------------------------------------------------------------------
@@ -291,5 +315,4 @@ fi
 for _ in $(seq 50); do [[ -s "$PIDF" ]] && break; sleep 0.1; done
 [[ -s "$PIDF" ]] || die "broker did not start, see $LOG"
 wait_ready
-say "started, 127.0.0.1:$PORT (pid $(cat "$PIDF"))"
-create_topics
+say "started, 127.0.0.1:$PORT (SASL_SSL, pid $(cat "$PIDF")); client credentials in $CLIENTS"

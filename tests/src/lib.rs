@@ -8,7 +8,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use contracts::CommandEnvelope;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
@@ -75,11 +74,15 @@ pub fn repo_root() -> PathBuf {
 pub struct Infra {
     pub pg_base: String,
     pub brokers: String,
+    /// The librdkafka properties of each principal (`<role>.properties`),
+    /// written by `infra/kafka/up.sh`.
+    pub kafka_clients: PathBuf,
 }
 
 impl Infra {
-    /// From `LICENSING_DATABASE_BASE_URL` / `LICENSING_KAFKA_BROKERS`, else
-    /// from `.run/infra.env` written by `infra/up.sh`.
+    /// From `LICENSING_DATABASE_BASE_URL` / `LICENSING_KAFKA_BROKERS` /
+    /// `LICENSING_KAFKA_CLIENTS`, else from `.run/infra.env` written by
+    /// `infra/up.sh`.
     pub fn get() -> Self {
         let mut vars: HashMap<String, String> = HashMap::new();
         if let Ok(text) = std::fs::read_to_string(repo_root().join(".run/infra.env")) {
@@ -102,7 +105,52 @@ impl Infra {
                 "postgres://licensing:licensing@127.0.0.1:5432",
             ),
             brokers: pick("LICENSING_KAFKA_BROKERS", "127.0.0.1:9092"),
+            kafka_clients: PathBuf::from(pick(
+                "LICENSING_KAFKA_CLIENTS",
+                &repo_root().join(".run/kafka/clients").display().to_string(),
+            )),
         }
+    }
+
+    /// The properties file of a principal (`issuance`, `operator`, `admin`, ...).
+    pub fn kafka_file(&self, role: &str) -> PathBuf {
+        self.kafka_clients.join(format!("{role}.properties"))
+    }
+
+    /// The client settings of a principal.
+    pub fn kafka(&self, role: &str) -> bus::Kafka {
+        bus::Kafka::default()
+            .with_file(&self.kafka_file(role))
+            .expect("Kafka credentials (run `make infra-up`)")
+    }
+
+    /// Reads every topic.
+    pub fn operator(&self) -> bus::Kafka {
+        self.kafka("operator")
+    }
+
+    /// Another team's service: sends non-admin commands.
+    pub fn caller(&self) -> bus::Kafka {
+        self.kafka("caller")
+    }
+
+    /// A topic prefix no other test uses, provisioned (topics and ACLs) as
+    /// `licensectl kafka provision` does it.
+    pub async fn prefix(&self) -> String {
+        let prefix = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+        self.provision(&prefix, &prefix).await;
+        prefix
+    }
+
+    /// Provisions `prefix` with consumer groups under `group_prefix` (a
+    /// second read side over the same topics has groups of its own).
+    pub async fn provision(&self, prefix: &str, group_prefix: &str) {
+        let mut d = bus::Deployment::new(contracts::Topics::new(prefix));
+        d.partitions = Some(3);
+        d.group_prefix = group_prefix.to_string();
+        bus::provision(&self.kafka("admin"), &d)
+            .await
+            .expect("provision the test prefix");
     }
 
     /// A new, empty database; its name carries `tag` for debugging.
@@ -118,10 +166,12 @@ impl Infra {
         format!("{}/{name}", self.pg_base)
     }
 
-    pub fn config(&self, database_url: &str, prefix: &str) -> CommonConfig {
+    /// The configuration of `service`, running as its own Kafka principal.
+    pub fn config(&self, service: &str, database_url: &str, prefix: &str) -> CommonConfig {
         serde_json::from_value(serde_json::json!({
             "database_url": database_url,
             "kafka_brokers": self.brokers,
+            "kafka_properties_file": self.kafka_file(service),
             "topic_prefix": prefix,
             "topic_partitions": 3,
             "log_format": "pretty",
@@ -130,11 +180,6 @@ impl Infra {
         }))
         .expect("valid config")
     }
-}
-
-/// A topic prefix no other test uses.
-pub fn unique_prefix() -> String {
-    format!("t{}", &Uuid::new_v4().simple().to_string()[..12])
 }
 
 pub async fn pool(url: &str) -> PgPool {
@@ -168,7 +213,7 @@ pub async fn start_issuance(infra: &Infra, prefix: &str) -> InProcess {
 
 pub fn issuance_config(infra: &Infra, db: &str, prefix: &str) -> issuance::Config {
     issuance::Config {
-        common: infra.config(db, prefix),
+        common: infra.config("issuance", db, prefix),
         license_key_secret: KEY_SECRET.into(),
         scheduler_interval_ms: 100,
     }
@@ -217,7 +262,7 @@ pub fn activation_config(
     key_file: &str,
 ) -> activation::Config {
     activation::Config {
-        common: infra.config(db, prefix),
+        common: infra.config("activation", db, prefix),
         signing_key_file: key_file.into(),
         signing_key_generate: true,
         clock_tolerance_secs: 600,
@@ -243,7 +288,7 @@ pub async fn start_activation(infra: &Infra, prefix: &str) -> InProcess {
 
 pub fn domain_config(infra: &Infra, db: &str, prefix: &str) -> domain_binding::Config {
     domain_binding::Config {
-        common: infra.config(db, prefix),
+        common: infra.config("domain-binding", db, prefix),
         cache_refresh_ms: 100,
         license_query_rate: 5,
         license_query_burst: 10,
@@ -270,7 +315,7 @@ pub async fn start_projector(infra: &Infra, prefix: &str) -> InProcess {
 
 pub fn projector_config(infra: &Infra, db: &str, prefix: &str) -> projector::Config {
     projector::Config {
-        common: infra.config(db, prefix),
+        common: infra.config("projector", db, prefix),
         signing_key_file: signing_key_path(prefix),
         signing_key_generate: true,
         issuer: "licensing-projector".into(),
@@ -339,6 +384,7 @@ impl ServiceProcess {
             .env("LICENSING_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("LICENSING_DATABASE_URL", db)
             .env("LICENSING_KAFKA_BROKERS", &infra.brokers)
+            .env("LICENSING_KAFKA_PROPERTIES_FILE", infra.kafka_file(bin))
             .env("LICENSING_TOPIC_PREFIX", prefix)
             .env("LICENSING_TOPIC_PARTITIONS", "3")
             .env("LICENSING_DB_POOL_SIZE", "40")
@@ -403,11 +449,8 @@ where
     false
 }
 
-pub async fn send_command(brokers: &str, topic: &str, env: &CommandEnvelope) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("producer");
+pub async fn send_command(kafka: &bus::Kafka, topic: &str, env: &CommandEnvelope) {
+    let producer: FutureProducer = kafka.client().create().expect("producer");
     send_raw(
         &producer,
         topic,
@@ -431,17 +474,22 @@ pub async fn send_raw(producer: &FutureProducer, topic: &str, key: &str, body: &
 /// read until at least `min` arrived and every partition hit its end, or
 /// until `timeout`.
 pub async fn read_topic(
-    brokers: &str,
+    kafka: &bus::Kafka,
     topic: &str,
     min: usize,
     timeout: Duration,
 ) -> Vec<OwnedMessage> {
-    let brokers = brokers.to_string();
+    let kafka = kafka.clone();
     let topic = topic.to_string();
+    // The operator's groups: `<prefix>.operator.*`.
+    let prefix = topic.split('.').next().unwrap_or_default().to_string();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", format!("reader-{}", Uuid::new_v4()))
+        let consumer: BaseConsumer = kafka
+            .client()
+            .set(
+                "group.id",
+                format!("{prefix}.operator.reader-{}", Uuid::new_v4()),
+            )
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "true")
@@ -586,7 +634,7 @@ pub fn grant_sync_config(
     key_file: &str,
 ) -> grant_sync::Config {
     grant_sync::Config {
-        common: infra.config(db, prefix),
+        common: infra.config("grant-sync", db, prefix),
         signing_key_file: key_file.into(),
         signing_key_generate: true,
         issuer: "licensing.grant-sync".into(),

@@ -11,6 +11,12 @@
 //! A message the handler cannot ever apply (poison) goes to `<topic>.dlq`
 //! with the reason in its headers and is skipped; an infrastructure failure
 //! is retried with backoff and never skips anything.
+//!
+//! Consumers of event topics also guard every aggregate's sequence
+//! (`consumer_sequences`, in the same transaction): an event that is not
+//! the next of its aggregate is dead-lettered (a gap or jump: a forged or
+//! misrouted message cannot freeze what follows), one already applied is
+//! skipped.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -19,7 +25,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use contracts::Topics;
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -113,19 +118,23 @@ pub trait TxHandler: Send + Sync + 'static {
 pub struct ConsumerConfig {
     /// Consumer group id, and the key of its offsets in `consumer_offsets`.
     pub name: String,
-    pub brokers: String,
+    pub kafka: crate::Kafka,
     pub topics: Vec<String>,
     /// Most messages of one partition applied in one transaction.
     pub batch_max: usize,
+    /// The topics carry event envelopes whose per-aggregate sequences are
+    /// guarded (every consumer but a command topic's).
+    pub sequenced: bool,
 }
 
 impl ConsumerConfig {
-    pub fn new(name: impl Into<String>, brokers: impl Into<String>, topics: Vec<String>) -> Self {
+    pub fn new(name: impl Into<String>, kafka: &crate::Kafka, topics: Vec<String>) -> Self {
         Self {
             name: name.into(),
-            brokers: brokers.into(),
+            kafka: kafka.clone(),
             topics,
             batch_max: 200,
+            sequenced: true,
         }
     }
 }
@@ -169,8 +178,9 @@ pub async fn run_consumer<H: TxHandler>(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), rdkafka::error::KafkaError> {
     let consumer: Arc<StreamConsumer<AssignTracker>> = Arc::new(
-        ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        config
+            .kafka
+            .client()
             .set("group.id", &config.name)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
@@ -193,6 +203,7 @@ pub async fn run_consumer<H: TxHandler>(
         name: config.name.clone(),
         handler,
         batch_max: config.batch_max.max(1),
+        sequenced: config.sequenced,
         shutdown: shutdown.clone(),
     });
     let mut lanes: HashMap<(String, i32), mpsc::Sender<Incoming>> = HashMap::new();
@@ -306,7 +317,25 @@ struct Worker<H> {
     name: String,
     handler: Arc<H>,
     batch_max: usize,
+    sequenced: bool,
     shutdown: watch::Receiver<bool>,
+}
+
+/// Where an event stands in its aggregate's stream, as read from its
+/// envelope (the headers are not trusted: the body is what gets applied).
+#[derive(serde::Deserialize)]
+struct Position {
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+}
+
+/// Why a message was refused.
+enum Refusal {
+    /// By the handler (or unreadable): past it, the aggregate moves on.
+    Poison(String),
+    /// By the sequence guard: not the next event of its aggregate.
+    OutOfSequence(String),
 }
 
 impl<H: TxHandler> Worker<H> {
@@ -343,37 +372,50 @@ impl<H: TxHandler> Worker<H> {
         }
     }
 
-    /// The whole batch in one transaction; on a poison message, falls back to
-    /// one transaction per message so only the poison one is dead-lettered.
+    /// The whole batch in one transaction; on a refused message, falls back
+    /// to one transaction per message so only that one is dead-lettered.
     async fn apply_batch(&self, batch: &[Incoming]) -> Result<(), HandleError> {
-        match self.apply(batch).await {
-            Err(HandleError::Poison(_)) if batch.len() > 1 => {
+        match self.apply(batch).await? {
+            Ok(()) => Ok(()),
+            Err(_) if batch.len() > 1 => {
                 for m in batch {
                     self.apply_one(m).await?;
                 }
                 Ok(())
             }
-            Err(HandleError::Poison(reason)) => self.dead_letter(&batch[0], &reason).await,
-            other => other,
+            Err(refusal) => self.dead_letter(&batch[0], refusal).await,
         }
     }
 
     async fn apply_one(&self, m: &Incoming) -> Result<(), HandleError> {
-        match self.apply(std::slice::from_ref(m)).await {
-            Err(HandleError::Poison(reason)) => self.dead_letter(m, &reason).await,
-            other => other,
+        match self.apply(std::slice::from_ref(m)).await? {
+            Ok(()) => Ok(()),
+            Err(refusal) => self.dead_letter(m, refusal).await,
         }
     }
 
-    async fn apply(&self, batch: &[Incoming]) -> Result<(), HandleError> {
+    /// Ok(Err(_)) when a message is refused: nothing of the batch applied.
+    async fn apply(&self, batch: &[Incoming]) -> Result<Result<(), Refusal>, HandleError> {
         let Some(last) = batch.last() else {
-            return Ok(());
+            return Ok(Ok(()));
         };
         let mut tx = self.pool.begin().await?;
         let next = lock_offset(&mut tx, &self.name, &last.topic, last.partition).await?;
-        let fresh: Vec<&Incoming> = batch.iter().filter(|m| m.offset >= next).collect();
+        let mut fresh: Vec<&Incoming> = batch.iter().filter(|m| m.offset >= next).collect();
         if !fresh.is_empty() {
-            self.handler.handle_batch(&mut tx, &fresh).await?;
+            if self.sequenced {
+                fresh = match guard(&mut tx, &self.name, &fresh).await? {
+                    Ok(kept) => kept,
+                    Err(refusal) => return Ok(Err(refusal)),
+                };
+            }
+            if !fresh.is_empty() {
+                match self.handler.handle_batch(&mut tx, &fresh).await {
+                    Ok(()) => {}
+                    Err(HandleError::Poison(reason)) => return Ok(Err(Refusal::Poison(reason))),
+                    Err(e) => return Err(e),
+                }
+            }
             store_offset(
                 &mut tx,
                 &self.name,
@@ -384,10 +426,14 @@ impl<H: TxHandler> Worker<H> {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(Ok(()))
     }
 
-    async fn dead_letter(&self, m: &Incoming, reason: &str) -> Result<(), HandleError> {
+    async fn dead_letter(&self, m: &Incoming, refusal: Refusal) -> Result<(), HandleError> {
+        let (reason, in_sequence) = match &refusal {
+            Refusal::Poison(r) => (r.as_str(), true),
+            Refusal::OutOfSequence(r) => (r.as_str(), false),
+        };
         tracing::warn!(consumer = %self.name, topic = %m.topic, partition = m.partition,
             offset = m.offset, reason, "dead-lettering message");
         let mut headers = OwnedHeaders::new_with_capacity(m.headers.len() + 5);
@@ -427,11 +473,108 @@ impl<H: TxHandler> Worker<H> {
         let mut tx = self.pool.begin().await?;
         let next = lock_offset(&mut tx, &self.name, &m.topic, m.partition).await?;
         if m.offset >= next {
+            // A genuine next event its handler could not apply still counts
+            // as seen, so the aggregate's later events are not gaps.
+            if self.sequenced && in_sequence {
+                let _ = guard(&mut tx, &self.name, &[m]).await?;
+            }
             store_offset(&mut tx, &self.name, &m.topic, m.partition, m.offset + 1).await?;
         }
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The messages to apply: the next event of each aggregate, in order; an
+/// event applied before is dropped. Records the new last sequences.
+async fn guard<'a>(
+    tx: &mut PgConnection,
+    consumer: &str,
+    msgs: &[&'a Incoming],
+) -> Result<Result<Vec<&'a Incoming>, Refusal>, HandleError> {
+    let mut positions = Vec::with_capacity(msgs.len());
+    for m in msgs {
+        let p: Position = match m.json("an event envelope") {
+            Ok(p) => p,
+            Err(HandleError::Poison(r)) => return Ok(Err(Refusal::Poison(r))),
+            Err(e) => return Err(e),
+        };
+        positions.push(p);
+    }
+    let mut keys: Vec<(&str, &str, &str)> = msgs
+        .iter()
+        .zip(&positions)
+        .map(|(m, p)| {
+            (
+                m.topic.as_str(),
+                p.aggregate_type.as_str(),
+                p.aggregate_id.as_str(),
+            )
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let topics: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let types: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    let ids: Vec<&str> = keys.iter().map(|k| k.2).collect();
+    // Sorted, so concurrent batches lock in one order.
+    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT s.topic, s.aggregate_type, s.aggregate_id, s.last_sequence FROM consumer_sequences s \
+         JOIN unnest($2::text[], $3::text[], $4::text[]) AS k(tp, t, i) \
+           ON s.topic = k.tp AND s.aggregate_type = k.t AND s.aggregate_id = k.i \
+         WHERE s.consumer = $1 ORDER BY s.topic, s.aggregate_type, s.aggregate_id FOR UPDATE OF s",
+    )
+    .bind(consumer)
+    .bind(&topics)
+    .bind(&types)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut last: HashMap<(String, String, String), i64> = rows
+        .into_iter()
+        .map(|(tp, t, i, s)| ((tp, t, i), s))
+        .collect();
+    let mut kept = Vec::with_capacity(msgs.len());
+    for (m, p) in msgs.iter().zip(&positions) {
+        let key = (
+            m.topic.clone(),
+            p.aggregate_type.clone(),
+            p.aggregate_id.clone(),
+        );
+        let expected = last.get(&key).copied().unwrap_or(0) + 1;
+        if p.sequence < expected {
+            continue;
+        }
+        if p.sequence > expected {
+            return Ok(Err(Refusal::OutOfSequence(format!(
+                "sequence out of order: {}/{} expected {expected}, got {}",
+                p.aggregate_type, p.aggregate_id, p.sequence
+            ))));
+        }
+        last.insert(key, p.sequence);
+        kept.push(*m);
+    }
+    let (mut tp, mut t, mut i, mut q) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((topic, ty, id), seq) in &last {
+        tp.push(topic.as_str());
+        t.push(ty.as_str());
+        i.push(id.as_str());
+        q.push(*seq);
+    }
+    sqlx::query(
+        "INSERT INTO consumer_sequences (consumer, topic, aggregate_type, aggregate_id, last_sequence) \
+         SELECT $1, tp, t, i, q FROM unnest($2::text[], $3::text[], $4::text[], $5::int8[]) AS u(tp, t, i, q) \
+         ON CONFLICT (consumer, topic, aggregate_type, aggregate_id) \
+         DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
+    )
+    .bind(consumer)
+    .bind(&tp)
+    .bind(&t)
+    .bind(&i)
+    .bind(&q)
+    .execute(&mut *tx)
+    .await?;
+    Ok(Ok(kept))
 }
 
 async fn stored_offset(

@@ -2,18 +2,24 @@
 //! creation from `schemas/topics.toml`, and a consumer whose offsets live in
 //! Postgres, committed in the same transaction as the consumer's effect.
 
+pub mod acl;
 pub mod consumer;
+pub mod kafka;
+pub mod provision;
+pub mod scram;
 pub mod topics;
+pub mod wire;
 
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 
 pub use consumer::{payload, run_consumer, ConsumerConfig, HandleError, Incoming, TxHandler};
+pub use kafka::Kafka;
+pub use provision::{provision, Deployment};
 pub use topics::ensure_topics;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,13 +30,15 @@ pub enum BusError {
     Serde(#[from] serde_json::Error),
     #[error("topics.toml: {0}")]
     TopicsFile(String),
+    #[error("provisioning: {0}")]
+    Provision(String),
 }
 
 /// An idempotent producer (`acks=all`, `enable.idempotence=true`): broker-side
 /// de-duplication of retries and per-partition order.
-pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+pub fn producer(kafka: &Kafka) -> Result<FutureProducer, KafkaError> {
+    kafka
+        .client()
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
@@ -67,20 +75,22 @@ pub async fn publish_json<T: Serialize>(
 /// Reads partitions' low and high watermarks: how far a consumer is behind.
 pub struct Watermarks {
     client: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
-    brokers: String,
+    kafka: Kafka,
+    group: String,
 }
 
 /// One partition: `(topic, partition, low, high)`.
 pub type PartitionMarks = (String, i32, i64, i64);
 
 impl Watermarks {
-    pub fn new(brokers: &str) -> Result<Self, KafkaError> {
-        let client = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .create()?;
+    /// `group`: the id its peeking consumers use (they only assign, but
+    /// librdkafka wants one), under the principal's granted groups.
+    pub fn new(kafka: &Kafka, group: &str) -> Result<Self, KafkaError> {
+        let client = kafka.client().create()?;
         Ok(Self {
             client: std::sync::Arc::new(client),
-            brokers: brokers.to_string(),
+            kafka: kafka.clone(),
+            group: group.to_string(),
         })
     }
 
@@ -99,7 +109,8 @@ impl Watermarks {
         if from.is_empty() {
             return Ok(unread);
         }
-        let brokers = self.brokers.clone();
+        let kafka = self.kafka.clone();
+        let group = self.group.clone();
         tokio::task::spawn_blocking(move || {
             // One consumer per topic: an end-of-partition event names only
             // the partition number.
@@ -107,9 +118,9 @@ impl Watermarks {
             topics.sort();
             topics.dedup();
             for topic in topics {
-                let consumer: BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", &brokers)
-                    .set("group.id", "watermarks-peek")
+                let consumer: BaseConsumer = kafka
+                    .client()
+                    .set("group.id", &group)
                     .set("enable.auto.commit", "false")
                     .set("enable.partition.eof", "true")
                     .set("isolation.level", "read_committed")

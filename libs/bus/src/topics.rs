@@ -3,11 +3,11 @@ use std::time::Duration;
 use contracts::Topics;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Deserialize;
 
-use crate::BusError;
+use crate::{BusError, Kafka};
 
 /// The checked-in topic catalogue, compiled in so a service needs no files.
 const TOPICS_TOML: &str = include_str!("../../../schemas/topics.toml");
@@ -52,14 +52,13 @@ pub fn catalogue(
 
 /// Creates every catalogue topic that does not exist yet; existing ones are
 /// left as they are. `partitions` overrides the catalogue (tests use few).
+/// Needs a principal allowed to create topics (provisioning).
 pub async fn ensure_topics(
-    brokers: &str,
+    kafka: &Kafka,
     topics: &Topics,
     partitions: Option<i32>,
 ) -> Result<(), BusError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = kafka.client().create()?;
     let specs = catalogue(topics, partitions)?;
     let retention: Vec<String> = specs.iter().map(|s| s.3.retention_ms.to_string()).collect();
     let new: Vec<NewTopic<'_>> = specs
@@ -83,6 +82,28 @@ pub async fn ensure_topics(
     Ok(())
 }
 
+/// Of `names`, those this principal cannot see: missing, or not granted.
+/// A service checks its topics at start-up instead of creating them.
+pub async fn unavailable(kafka: &Kafka, names: Vec<String>) -> Result<Vec<String>, BusError> {
+    let client: BaseConsumer = kafka.client().create()?;
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for name in names {
+            let md = client.fetch_metadata(Some(&name), Duration::from_secs(10))?;
+            let ok = md
+                .topics()
+                .iter()
+                .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty());
+            if !ok {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| BusError::TopicsFile(e.to_string()))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +116,6 @@ mod tests {
         assert!(names.contains(&"t1.command-outcomes"));
         let parts = |n: &str| specs.iter().find(|s| s.0 == n).map(|s| s.1);
         assert_eq!(parts("t1.issuance.events"), Some(3));
-        assert_eq!(parts("t1.relay-checkpoints"), Some(4));
+        assert_eq!(parts("t1.issuance.relay-checkpoints"), Some(1));
     }
 }

@@ -9,6 +9,12 @@ use uuid::Uuid;
 pub struct Actor {
     pub kind: ActorKind,
     pub id: String,
+    /// The Kafka topic a command came through (`kafka:<topic>`), recorded
+    /// by the receiving service whatever the envelope claims: a command's
+    /// authority is who may write that topic. Absent for HTTP callers,
+    /// whose `id` is an authenticated API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,7 +35,14 @@ impl Actor {
         Self {
             kind,
             id: id.into(),
+            via: None,
         }
+    }
+
+    /// This actor as claimed by a command that arrived on `topic`.
+    pub fn via_topic(mut self, topic: &str) -> Self {
+        self.via = Some(format!("kafka:{topic}"));
+        self
     }
 }
 

@@ -4,17 +4,6 @@ pub const ACTIVATION: &str = "activation";
 pub const DOMAIN: &str = "domain";
 pub const GRANTS: &str = "grants";
 
-/// The partition of `<prefix>.relay-checkpoints` owned by a context's relay.
-pub fn checkpoint_partition(context: &str) -> i32 {
-    match context {
-        ISSUANCE => 0,
-        ACTIVATION => 1,
-        DOMAIN => 2,
-        GRANTS => 3,
-        _ => 0,
-    }
-}
-
 /// Topic names under a configurable prefix (default `licensing`), so that
 /// several deployments — or parallel tests — share one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +33,16 @@ impl Topics {
 
     pub fn commands(&self, context: &str) -> String {
         self.named(&format!("{context}.commands"))
+    }
+
+    /// Commands only administrators may send (products, policies).
+    pub fn admin_commands(&self, context: &str) -> String {
+        self.named(&format!("{context}.admin-commands"))
+    }
+
+    /// The relay of a context's checkpoint topic (one partition).
+    pub fn relay_checkpoints(&self, context: &str) -> String {
+        self.named(&format!("{context}.relay-checkpoints"))
     }
 
     pub fn outcomes(&self) -> String {

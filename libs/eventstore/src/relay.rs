@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -35,15 +34,17 @@ use crate::chain::{StoredEvent, STORED_EVENT_COLUMNS};
 pub struct RelayConfig {
     /// Checkpoint and lock name, one per event table (e.g. "issuance").
     pub name: String,
-    pub brokers: String,
+    pub kafka: bus::Kafka,
     pub topic: String,
-    /// Compacted topic holding relays' checkpoints, one partition each.
+    /// This relay's compacted, single-partition checkpoint topic; no other
+    /// relay may write it (its open transactions would hide ours, and its
+    /// records could move ours).
     pub checkpoint_topic: String,
-    /// This relay's partition of `checkpoint_topic`; no other relay of the
-    /// deployment may share it (its open transactions would hide ours).
-    pub checkpoint_partition: i32,
     /// Kafka transactional id; unique per relay and deployment.
     pub transactional_id: String,
+    /// Group id of the checkpoint reader (it only assigns; librdkafka wants
+    /// one): under the service's granted group prefix.
+    pub reader_group: String,
     pub batch_size: i64,
     /// How long to wait before polling again when nothing is pending.
     pub idle_wait: Duration,
@@ -52,17 +53,16 @@ pub struct RelayConfig {
 impl RelayConfig {
     pub fn new(
         name: impl Into<String>,
-        brokers: impl Into<String>,
+        kafka: &bus::Kafka,
         topic: impl Into<String>,
         checkpoint_topic: impl Into<String>,
-        checkpoint_partition: i32,
     ) -> Self {
         let topic = topic.into();
         Self {
-            checkpoint_partition,
             name: name.into(),
-            brokers: brokers.into(),
+            kafka: kafka.clone(),
             transactional_id: format!("relay.{topic}"),
+            reader_group: format!("{topic}.relay-reader"),
             topic,
             checkpoint_topic: checkpoint_topic.into(),
             batch_size: 10_000,
@@ -196,8 +196,10 @@ impl Relay {
     }
 
     async fn transactional_producer(&self) -> Result<FutureProducer, RelayError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.config.brokers)
+        let producer: FutureProducer = self
+            .config
+            .kafka
+            .client()
             .set("transactional.id", &self.config.transactional_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -213,19 +215,20 @@ impl Relay {
         Ok(producer)
     }
 
-    /// The last checkpoint committed to this relay's partition of the
-    /// checkpoint topic. Called after `init_transactions`, so every
-    /// transaction this relay's id ever began has ended; nobody else writes
-    /// the partition, so reading it (read-committed) to its end sees them all.
+    /// The last checkpoint committed to this relay's checkpoint topic.
+    /// Called after `init_transactions`, so every transaction this relay's
+    /// id ever began has ended; nobody else writes the topic, so reading it
+    /// (read-committed) to its end sees them all.
     async fn committed_checkpoint(&self) -> Result<Checkpoint, RelayError> {
-        let brokers = self.config.brokers.clone();
+        let kafka = self.config.kafka.clone();
         let topic = self.config.checkpoint_topic.clone();
-        let partition = self.config.checkpoint_partition;
+        let partition = 0;
         let key = self.config.name.clone();
+        let group = self.config.reader_group.clone();
         tokio::task::spawn_blocking(move || -> Result<Checkpoint, RelayError> {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .set("group.id", format!("{topic}.reader"))
+            let consumer: BaseConsumer = kafka
+                .client()
+                .set("group.id", &group)
                 .set("enable.auto.commit", "false")
                 .set("isolation.level", "read_committed")
                 .set("enable.partition.eof", "true")
@@ -308,7 +311,7 @@ impl Relay {
         let body = serde_json::to_vec(checkpoint)
             .map_err(|e| RelayError::Corrupt(checkpoint.global_position, e))?;
         let record = FutureRecord::to(&self.config.checkpoint_topic)
-            .partition(self.config.checkpoint_partition)
+            .partition(0)
             .key(self.config.name.as_bytes())
             .payload(body.as_slice());
         send(producer, record, &mut pending).await?;

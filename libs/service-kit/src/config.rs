@@ -182,6 +182,27 @@ pub struct CommonConfig {
     /// Comma-separated bootstrap servers.
     #[serde(default = "default_kafka_brokers")]
     pub kafka_brokers: String,
+    /// A librdkafka `.properties` file with this service's identity
+    /// (`security.protocol`, `sasl.*`, `ssl.*`, ...); the settings below
+    /// and `kafka_brokers` win over it.
+    #[serde(default)]
+    pub kafka_properties_file: Option<String>,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[serde(default)]
+    pub kafka_security_protocol: Option<String>,
+    /// SASL mechanism, e.g. `SCRAM-SHA-512`.
+    #[serde(default)]
+    pub kafka_sasl_mechanism: Option<String>,
+    /// This service's SASL user (its own principal).
+    #[serde(default)]
+    pub kafka_username: Option<String>,
+    /// Its password; a secret, never logged.
+    #[serde(default)]
+    pub kafka_password: Option<String>,
+    /// PEM file of the CA that signed the brokers' certificates (default:
+    /// the system's roots).
+    #[serde(default)]
+    pub kafka_ca_file: Option<String>,
     /// Prefix of every topic name, so tests can isolate themselves.
     #[serde(default = "default_topic_prefix")]
     pub topic_prefix: String,
@@ -244,6 +265,15 @@ impl fmt::Debug for CommonConfig {
             .field("http_addr", &self.http_addr)
             .field("database_url", &redact_url(&self.database_url))
             .field("kafka_brokers", &redact_url(&self.kafka_brokers))
+            .field("kafka_properties_file", &self.kafka_properties_file)
+            .field("kafka_security_protocol", &self.kafka_security_protocol)
+            .field("kafka_sasl_mechanism", &self.kafka_sasl_mechanism)
+            .field("kafka_username", &self.kafka_username)
+            .field(
+                "kafka_password",
+                &self.kafka_password.as_ref().map(|_| REDACTED),
+            )
+            .field("kafka_ca_file", &self.kafka_ca_file)
             .field("topic_prefix", &self.topic_prefix)
             .field("topic_partitions", &self.topic_partitions)
             .field("log_format", &self.log_format)
@@ -257,6 +287,29 @@ impl fmt::Debug for CommonConfig {
 }
 
 const REDACTED: &str = "REDACTED";
+
+impl CommonConfig {
+    /// The Kafka client settings of this service's principal.
+    pub fn kafka(&self) -> Result<bus::Kafka, bus::kafka::KafkaConfigError> {
+        let mut k = bus::Kafka::default();
+        if let Some(f) = &self.kafka_properties_file {
+            k = k.with_file(Path::new(f))?;
+        }
+        k = k.set("bootstrap.servers", &self.kafka_brokers);
+        for (key, value) in [
+            ("security.protocol", &self.kafka_security_protocol),
+            ("sasl.mechanism", &self.kafka_sasl_mechanism),
+            ("sasl.username", &self.kafka_username),
+            ("sasl.password", &self.kafka_password),
+            ("ssl.ca.location", &self.kafka_ca_file),
+        ] {
+            if let Some(v) = value {
+                k = k.set(key, v);
+            }
+        }
+        Ok(k)
+    }
+}
 
 /// Hides the password of a connection string, for logs and `Debug`.
 ///

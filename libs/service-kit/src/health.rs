@@ -7,7 +7,6 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use rdkafka::producer::{BaseProducer, Producer};
-use rdkafka::ClientConfig;
 
 use crate::problem::Problem;
 
@@ -20,8 +19,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum ReadyCheck {
     /// `SELECT 1` on the pool.
     Postgres(sqlx::PgPool),
-    /// Broker metadata round trip.
-    Kafka { brokers: String },
+    /// Broker metadata round trip, as the service's principal.
+    Kafka { kafka: bus::Kafka },
 }
 
 impl std::fmt::Debug for ReadyCheck {
@@ -49,7 +48,7 @@ pub(crate) struct Readiness {
 enum Runner {
     Postgres(sqlx::PgPool),
     Kafka {
-        brokers: String,
+        kafka: bus::Kafka,
         // Created on first probe and reused: a client per probe would open
         // fresh broker connections (and threads) every few seconds.
         producer: Mutex<Option<Arc<BaseProducer>>>,
@@ -69,8 +68,8 @@ impl Readiness {
             .into_iter()
             .map(|check| match check {
                 ReadyCheck::Postgres(pool) => Runner::Postgres(pool),
-                ReadyCheck::Kafka { brokers } => Runner::Kafka {
-                    brokers,
+                ReadyCheck::Kafka { kafka } => Runner::Kafka {
+                    kafka,
                     producer: Mutex::new(None),
                 },
             })
@@ -98,7 +97,7 @@ impl Runner {
     async fn run(&self) -> Option<&'static str> {
         let result = match self {
             Runner::Postgres(pool) => check_postgres(pool).await,
-            Runner::Kafka { brokers, producer } => match kafka_producer(brokers, producer) {
+            Runner::Kafka { kafka, producer } => match kafka_producer(kafka, producer) {
                 Ok(producer) => check_kafka(producer).await,
                 Err(err) => Err(err),
             },
@@ -122,17 +121,14 @@ async fn check_postgres(pool: &sqlx::PgPool) -> Result<(), String> {
 }
 
 fn kafka_producer(
-    brokers: &str,
+    kafka: &bus::Kafka,
     slot: &Mutex<Option<Arc<BaseProducer>>>,
 ) -> Result<Arc<BaseProducer>, String> {
     let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(producer) = slot.as_ref() {
         return Ok(Arc::clone(producer));
     }
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(|err| err.to_string())?;
+    let producer: BaseProducer = kafka.client().create().map_err(|err| err.to_string())?;
     let producer = Arc::new(producer);
     *slot = Some(Arc::clone(&producer));
     Ok(producer)

@@ -61,6 +61,8 @@ pub struct Platform {
     pub name: String,
     pub config: CommonConfig,
     pub pool: PgPool,
+    /// This service's Kafka principal: every client it creates uses it.
+    pub kafka: bus::Kafka,
     pub producer: FutureProducer,
     pub topics: Topics,
     pub metrics: Metrics,
@@ -68,11 +70,15 @@ pub struct Platform {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     handle_signals: bool,
+    /// Topics read or written so far, checked at start-up.
+    used_topics: Vec<String>,
 }
 
 impl Platform {
-    /// Connects, migrates (event store, then the service's own `migrator`),
-    /// and makes sure the topics exist.
+    /// Connects and migrates (event store, then the service's own
+    /// `migrator`). Topics are not created here: a service's principal may
+    /// not; provisioning (`licensectl kafka provision`) does, and `serve`
+    /// checks that every topic the service uses is there.
     pub async fn start(
         name: &str,
         config: CommonConfig,
@@ -88,14 +94,11 @@ impl Platform {
             m.set_ignore_missing(true);
             m.run(&pool).await?;
         }
-        let producer = bus::producer(&config.kafka_brokers)?;
+        let kafka = config
+            .kafka()
+            .map_err(|e| PlatformError::Config(e.to_string()))?;
+        let producer = bus::producer(&kafka)?;
         let topics = Topics::new(config.topic_prefix.clone());
-        bus::ensure_topics(
-            &config.kafka_brokers,
-            &topics,
-            Some(config.topic_partitions),
-        )
-        .await?;
         let (shutdown, _) = watch::channel(false);
         let auth = web::Data::new(Authenticator::new(
             pool.clone(),
@@ -106,6 +109,7 @@ impl Platform {
             name: name.to_string(),
             config,
             pool,
+            kafka,
             producer,
             topics,
             metrics: Metrics::new(),
@@ -113,6 +117,7 @@ impl Platform {
             shutdown,
             tasks: JoinSet::new(),
             handle_signals: true,
+            used_topics: Vec::new(),
         };
         // Every service enforces API keys from its own replica of them.
         let issuance_events = platform.topics.events(contracts::topics::ISSUANCE);
@@ -139,18 +144,29 @@ impl Platform {
         self
     }
 
+    /// A consumer group id of this service: `<group prefix>.<service>.<name>`,
+    /// what its Kafka principal is granted.
+    pub fn group(&self, name: &str) -> String {
+        let prefix = self
+            .config
+            .consumer_group_prefix
+            .as_deref()
+            .unwrap_or(self.topics.prefix());
+        format!("{prefix}.{}.{name}", self.name)
+    }
+
     /// Publishes this service's events to `<prefix>.<context>.events`.
     pub fn spawn_relay(&mut self, context: &str) {
-        let relay = Relay::new(
-            self.pool.clone(),
-            RelayConfig::new(
-                context,
-                self.config.kafka_brokers.clone(),
-                self.topics.events(context),
-                self.topics.named("relay-checkpoints"),
-                contracts::topics::checkpoint_partition(context),
-            ),
+        let mut config = RelayConfig::new(
+            context,
+            &self.kafka,
+            self.topics.events(context),
+            self.topics.relay_checkpoints(context),
         );
+        config.reader_group = self.group(&format!("relay-{context}"));
+        self.used_topics
+            .extend([config.topic.clone(), config.checkpoint_topic.clone()]);
+        let relay = Relay::new(self.pool.clone(), config);
         let stats = relay.stats();
         self.tasks.spawn(relay.run(self.shutdown.subscribe()));
         let metrics = self.metrics.clone();
@@ -190,8 +206,10 @@ impl Platform {
         });
     }
 
-    /// A consumer group named `<group prefix>.<service>.<consumer>`, applying
-    /// `topics` through `handler` with offsets stored beside its effect.
+    /// A consumer of event topics: a consumer group named `<group
+    /// prefix>.<service>.<consumer>`, applying `topics` through `handler`
+    /// with offsets (and each aggregate's last sequence) stored beside its
+    /// effect.
     ///
     /// `batch_max` bounds how many messages share one transaction: large for
     /// read models, small where a handler does slow work (commands), since
@@ -203,15 +221,33 @@ impl Platform {
         batch_max: usize,
         handler: H,
     ) {
-        let group = self
-            .config
-            .consumer_group_prefix
-            .as_deref()
-            .unwrap_or(self.topics.prefix());
-        let name = format!("{group}.{}.{consumer}", self.name);
-        let mut config =
-            bus::ConsumerConfig::new(name.clone(), self.config.kafka_brokers.clone(), topics);
+        self.spawn_any_consumer(consumer, topics, batch_max, handler, true);
+    }
+
+    /// A consumer of command topics (no per-aggregate sequences to guard).
+    pub fn spawn_command_consumer<H: TxHandler>(
+        &mut self,
+        consumer: &str,
+        topics: Vec<String>,
+        batch_max: usize,
+        handler: H,
+    ) {
+        self.spawn_any_consumer(consumer, topics, batch_max, handler, false);
+    }
+
+    fn spawn_any_consumer<H: TxHandler>(
+        &mut self,
+        consumer: &str,
+        topics: Vec<String>,
+        batch_max: usize,
+        handler: H,
+        sequenced: bool,
+    ) {
+        let name = self.group(consumer);
+        self.used_topics.extend(topics.iter().cloned());
+        let mut config = bus::ConsumerConfig::new(name.clone(), &self.kafka, topics);
         config.batch_max = batch_max;
+        config.sequenced = sequenced;
         let run = bus::run_consumer(
             self.pool.clone(),
             self.producer.clone(),
@@ -232,11 +268,22 @@ impl Platform {
     where
         F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
     {
+        let mut used = self.used_topics.clone();
+        used.sort();
+        used.dedup();
+        let missing = bus::topics::unavailable(&self.kafka, used).await?;
+        if !missing.is_empty() {
+            return Err(PlatformError::Config(format!(
+                "topics missing or not granted to this service's principal: {} \
+                 (provision the cluster: licensectl kafka provision)",
+                missing.join(", ")
+            )));
+        }
         let mut app = ServiceApp::from_config(self.name.clone(), &self.config)
             .with_metrics(self.metrics.clone())
             .with_ready_check(ReadyCheck::Postgres(self.pool.clone()))
             .with_ready_check(ReadyCheck::Kafka {
-                brokers: self.config.kafka_brokers.clone(),
+                kafka: self.kafka.clone(),
             });
         if !self.handle_signals {
             app = app.disable_signals();

@@ -27,6 +27,21 @@ pub struct Issuance {
     pub api_keys: Repository<ApiKey>,
 }
 
+/// What the channel a command came through entitles it to: over HTTP the
+/// route's scope decided already; over Kafka, who may write the topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authority {
+    /// The admin scope: HTTP routes that require it, the admin-commands topic.
+    Admin,
+    /// License commands only (the `issuer` scope, `<prefix>.issuance.commands`).
+    Issuer,
+}
+
+/// Commands that change the catalog: the admin scope's alone.
+pub fn needs_admin(command_type: &str) -> bool {
+    matches!(command_type, CREATE_PRODUCT | SET_POLICY)
+}
+
 /// What a dispatched command produced.
 pub enum Dispatched {
     License(Executed<License>),
@@ -74,6 +89,25 @@ impl Issuance {
 
     pub async fn dispatch(&self, env: &CommandEnvelope) -> Result<Dispatched, StoreError> {
         self.dispatch_to(env, false).await
+    }
+
+    /// `dispatch` of a command whose channel grants `authority`: a catalog
+    /// command without the admin authority is refused (and the refusal
+    /// stored, like every other).
+    pub async fn dispatch_as(
+        &self,
+        env: &CommandEnvelope,
+        authority: Authority,
+    ) -> Result<Dispatched, StoreError> {
+        if authority != Authority::Admin && needs_admin(&env.command_type) {
+            let ctx = context(env);
+            let message = format!(
+                "{} needs the admin scope: send it on the admin-commands topic",
+                env.command_type
+            );
+            return self.refuse(env, &ctx, "INSUFFICIENT_SCOPE", &message).await;
+        }
+        self.dispatch(env).await
     }
 
     /// `dispatch` for a command whose aggregate id the caller has just

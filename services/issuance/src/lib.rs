@@ -79,14 +79,18 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
     };
     let issuance = Arc::new(Issuance::new(platform.pool.clone(), services));
     platform.spawn_relay(ISSUANCE);
-    platform.spawn_consumer(
+    platform.spawn_command_consumer(
         "commands",
-        vec![platform.topics.commands(ISSUANCE)],
+        vec![
+            platform.topics.commands(ISSUANCE),
+            platform.topics.admin_commands(ISSUANCE),
+        ],
         1,
         CommandConsumer {
             issuance: issuance.clone(),
             producer: platform.producer.clone(),
             outcomes_topic: platform.topics.outcomes(),
+            admin_topic: platform.topics.admin_commands(ISSUANCE),
         },
     );
     platform.spawn_consumer(

@@ -4,11 +4,13 @@
 //! re-hashes an aggregate's stored events (or every aggregate's) and prints
 //! one JSON report per aggregate; exits 1 when any chain is broken.
 //!
-//! `licensectl verify-bundle` checks a dispute bundle offline, and
-//! `licensectl rebuild` drives a projector rebuild; see `USAGE`.
+//! `licensectl verify-bundle` checks a dispute bundle offline,
+//! `licensectl rebuild` drives a projector rebuild, and `licensectl kafka
+//! provision` creates a deployment's topics and ACLs; see `USAGE`.
 //!
 //! Exit codes: 0 success, 1 the check or the rebuild failed, 2 usage or IO.
 
+mod kafka;
 mod rebuild;
 mod verify_bundle;
 
@@ -22,7 +24,10 @@ const USAGE: &str = "usage:
   licensectl verify --database-url URL [--aggregate-type TYPE --aggregate-id ID]
   licensectl verify-bundle --bundle FILE (--jwks FILE | --public-key PEM_FILE)
   licensectl rebuild --url BASE_URL --api-key KEY [--models M1,M2] [--poll-ms 500] [--timeout-secs 3600]
-environment: LICENSING_DATABASE_URL, LICENSING_PROJECTOR_URL, LICENSING_API_KEY
+  licensectl kafka provision --config ADMIN_PROPERTIES [--brokers HOSTS] [--prefix licensing]
+                             [--group-prefix G] [--partitions N] [--users role=user,...]
+environment: LICENSING_DATABASE_URL, LICENSING_PROJECTOR_URL, LICENSING_API_KEY,
+             LICENSING_KAFKA_ADMIN_CONFIG, LICENSING_TOPIC_PREFIX
 exit codes: 0 ok, 1 chain broken / bundle invalid / rebuild failed, 2 usage or IO error";
 
 fn flag(args: &[String], name: &str) -> Option<String> {
@@ -70,6 +75,10 @@ async fn run(args: Vec<String>) -> anyhow::Result<bool> {
         Some("rebuild") => {
             let env = |k: &str| std::env::var(k).ok();
             rebuild::run(&rebuild::parse(&args[1..], env)?).await
+        }
+        Some("kafka") => {
+            let env = |k: &str| std::env::var(k).ok();
+            kafka::run(&kafka::parse(&args[1..], env)?).await
         }
         _ => bail!(USAGE),
     }

@@ -147,13 +147,13 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<Running, Plat
     let projections = Arc::new(Projections {
         pool: platform.pool.clone(),
         dlq: platform.producer.clone(),
-        brokers: platform.config.kafka_brokers.clone(),
+        kafka: platform.kafka.clone(),
         topics,
         contexts,
         group_base: format!("{group}.{SERVICE}"),
         models,
         batch: config.rebuild_batch.max(1),
-        watermarks: bus::Watermarks::new(&platform.config.kafka_brokers)
+        watermarks: bus::Watermarks::new(&platform.kafka, &platform.group("watermarks"))
             .map_err(|e| PlatformError::Config(format!("kafka: {e}")))?,
         shutdown: platform.shutdown_signal(),
     });

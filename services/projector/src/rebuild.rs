@@ -27,7 +27,7 @@ const MARKER_SLACK: i64 = 16;
 pub struct Projections {
     pub pool: PgPool,
     pub dlq: FutureProducer,
-    pub brokers: String,
+    pub kafka: bus::Kafka,
     pub topics: Vec<String>,
     pub contexts: Arc<HashMap<String, String>>,
     /// `<group prefix>.projector`: consumer names are `<this>.<model>`.
@@ -215,7 +215,7 @@ impl Projections {
         let mut shutdown = self.shutdown.clone();
         loop {
             let (stop, stop_rx) = watch::channel(false);
-            let mut config = ConsumerConfig::new(&group, &self.brokers, self.topics.clone());
+            let mut config = ConsumerConfig::new(&group, &self.kafka, self.topics.clone());
             config.batch_max = self.batch;
             let handler = Arc::new(ModelConsumer {
                 model: model.clone(),
@@ -367,6 +367,22 @@ impl Projections {
         .bind(group)
         .execute(&mut *tx)
         .await?;
+        // Each aggregate's last sequence goes with the offsets.
+        sqlx::query(
+            "INSERT INTO consumer_sequences (consumer, topic, aggregate_type, aggregate_id, last_sequence) \
+             SELECT $1, topic, aggregate_type, aggregate_id, last_sequence FROM consumer_sequences \
+             WHERE consumer = $2 \
+             ON CONFLICT (consumer, topic, aggregate_type, aggregate_id) DO UPDATE \
+               SET last_sequence = GREATEST(consumer_sequences.last_sequence, EXCLUDED.last_sequence)",
+        )
+        .bind(&live)
+        .bind(group)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM consumer_sequences WHERE consumer = $1")
+            .bind(group)
+            .execute(&mut *tx)
+            .await?;
         let events: i64 = sqlx::query_scalar(
             "SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE consumer = $1",
         )

@@ -24,7 +24,7 @@ struct Stack {
 /// one migration), and activation, sharing a topic prefix.
 async fn stack(clock: Option<Arc<ManualClock>>) -> Stack {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let db = infra.fresh_db("activation").await;
     let mut options = activation::Options {
@@ -867,7 +867,7 @@ async fn license_keys_are_recovered_by_activation_file_and_by_device() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rotated_key_keeps_older_files_valid_and_the_jwks_serves_both() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let db = infra.fresh_db("activation_rotate").await;
     let (key_a, key_b) = (signing_key_path(&prefix), signing_key_path(&prefix));

@@ -54,7 +54,7 @@ async fn issue_many(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_of_issuance_under_load_loses_nothing_and_duplicates_nothing() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let db = infra.fresh_db("issuance_kill").await;
     let port = free_port();
     let mut service = ServiceProcess::spawn("issuance", &infra, &db, &prefix, port).await;
@@ -126,7 +126,7 @@ async fn sigkill_of_issuance_under_load_loses_nothing_and_duplicates_nothing() {
     // Kafka: exactly one message per event.
     let topics = contracts::Topics::new(&prefix);
     let messages: Vec<_> = read_topic(
-        &infra.brokers,
+        &infra.operator(),
         &topics.events("issuance"),
         COMMANDS,
         Duration::from_secs(60),
@@ -195,7 +195,7 @@ async fn snapshot(
 async fn sigkill_of_the_projector_mid_stream_ends_identical_to_a_fresh_rebuild() {
     const LICENSES: usize = 1_500;
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let url = Arc::new(Mutex::new(issuance.url()));
     let accepted = Arc::new(Mutex::new(HashMap::new()));
@@ -238,7 +238,9 @@ async fn sigkill_of_the_projector_mid_stream_ends_identical_to_a_fresh_rebuild()
 
     // A fresh rebuild: another database, its own consumer group, same topics.
     let mut config = projector_config(&infra, &infra.fresh_db("projector_rebuild").await, &prefix);
-    config.common.consumer_group_prefix = Some(format!("{prefix}-rebuild"));
+    let group = format!("{prefix}-rebuild");
+    infra.provision(&prefix, &group).await;
+    config.common.consumer_group_prefix = Some(group);
     let rebuild_db = config.common.database_url.clone();
     let rebuild = projector::start(config, false)
         .await
@@ -307,7 +309,7 @@ async fn sigkill_of_activation_loses_no_seat_oversells_none_and_replays_reaction
     const DEVICES: usize = 8;
     const SEATS: i64 = 5;
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let iss = issuance.running.url();
     let admin = admin_client();
@@ -444,7 +446,7 @@ async fn sigkill_of_activation_loses_no_seat_oversells_none_and_replays_reaction
     let topic = format!("{prefix}.activation.events");
     let expected = LICENSES * SEATS as usize;
     let messages = read_topic(
-        &infra.brokers,
+        &infra.operator(),
         &topic,
         expected + 1,
         Duration::from_secs(20),
@@ -493,7 +495,7 @@ async fn sigkill_of_activation_loses_no_seat_oversells_none_and_replays_reaction
 async fn sigkill_of_domain_binding_loses_no_binding_and_leaves_no_claim_behind() {
     const LICENSES: usize = 40;
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let iss = issuance.running.url();
     let admin = admin_client();
@@ -600,7 +602,7 @@ async fn sigkill_of_grant_sync_loses_no_lease_oversells_no_seat_and_revokes_once
     const CLIENTS: usize = 8;
     const SEATS: i64 = 4;
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let iss = issuance.running.url();
     let admin = admin_client();
@@ -741,7 +743,7 @@ async fn sigkill_of_grant_sync_loses_no_lease_oversells_no_seat_and_revokes_once
     let expected = LICENSES * SEATS as usize;
     // Every event of the topic: the registrations, the key, the leases.
     let all = tokens.len() + 1 + expected;
-    let messages = read_topic(&infra.brokers, &topic, all, Duration::from_secs(20)).await;
+    let messages = read_topic(&infra.operator(), &topic, all, Duration::from_secs(20)).await;
     assert_eq!(
         events_of_type(&messages, "LeaseGranted"),
         expected,

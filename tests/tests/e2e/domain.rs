@@ -18,7 +18,7 @@ struct Stack {
 
 async fn stack(clock: Option<Arc<ManualClock>>) -> Stack {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let db = infra.fresh_db("issuance").await;
     let mut options = issuance::Options {
         handle_signals: false,
@@ -154,7 +154,7 @@ impl Stack {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_public_suffix_list_test_cases_pass_through_the_api() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let domain = start_domain_binding(&infra, &prefix).await;
     let admin = admin_client();
     let cases = std::fs::read_to_string(
@@ -480,7 +480,7 @@ async fn expiry_keeps_the_binding_revoke_and_reclaim_release_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_public_license_query_is_rate_limited_per_address() {
     let infra = Infra::get();
-    let domain = start_domain_binding(&infra, &unique_prefix()).await;
+    let domain = start_domain_binding(&infra, &infra.prefix().await).await;
     let anonymous = reqwest::Client::new();
     let url = format!(
         "{}/v1/license-query?domain=example.com",

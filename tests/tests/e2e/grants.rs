@@ -121,7 +121,7 @@ async fn events(db: &str, event_type: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_connect_with_their_credentials_only_and_get_clear_errors() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let grants = start_grant_sync(&infra, &prefix).await;
     let (g, iss) = (grants.url(), issuance.url());
@@ -301,7 +301,7 @@ async fn clients_connect_with_their_credentials_only_and_get_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_clients_racing_for_ten_seats_get_exactly_ten_leases() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let grants = start_grant_sync(&infra, &prefix).await;
     let g = grants.url();
@@ -355,7 +355,7 @@ async fn thirty_clients_racing_for_ten_seats_get_exactly_ten_leases() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lease_whose_heartbeats_stop_is_reclaimed_after_ttl_and_grace() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let grants = start_grant_sync(&infra, &prefix).await;
     let g = grants.url();
@@ -452,7 +452,7 @@ async fn a_lease_whose_heartbeats_stop_is_reclaimed_after_ttl_and_grace() {
 async fn after_expiry_live_leases_keep_renewing_while_new_checkouts_fail_and_suspension_ends_them()
 {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let clock = ManualClock::new();
     let issuance = start_issuance_on(&infra, &prefix, clock.clone()).await;
     let grants = start_grant_sync_with(
@@ -576,7 +576,7 @@ async fn after_expiry_live_leases_keep_renewing_while_new_checkouts_fail_and_sus
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_grant_document_verifies_with_python_jose_and_stops_being_valid_at_valid_until() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     // Grant sync's clock stands 72 h minus 15 s behind: with the policy's 72 h
     // of offline grace, its documents expire 15 s from now in real time
@@ -646,7 +646,7 @@ async fn the_grant_document_verifies_with_python_jose_and_stops_being_valid_at_v
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sync_long_polls_for_domain_rebinding_revocations_and_grant_changes() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let activation = start_activation(&infra, &prefix).await;
     let domain = start_domain_binding(&infra, &prefix).await;
@@ -798,7 +798,7 @@ async fn sync_long_polls_for_domain_rebinding_revocations_and_grant_changes() {
 async fn a_distributor_syncs_from_the_vendor_and_serves_its_own_clients() {
     let infra = Infra::get();
     // Two instances on one broker: the vendor's and the distributor's.
-    let (vendor_prefix, dist_prefix) = (unique_prefix(), unique_prefix());
+    let (vendor_prefix, dist_prefix) = (infra.prefix().await, infra.prefix().await);
     let issuance = start_issuance(&infra, &vendor_prefix).await;
     let vendor = start_grant_sync(&infra, &vendor_prefix).await;
     // The distributor sells products of its own too: the same catalog codes.

@@ -42,7 +42,7 @@ async fn audit_types(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_license_lifecycle_end_to_end_with_the_scheduler_on_a_test_clock() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let clock = ManualClock::new();
     let issuance = start_issuance_on(&infra, &prefix, clock.clone()).await;
     let projector = start_projector(&infra, &prefix).await;
@@ -237,7 +237,7 @@ async fn the_license_lifecycle_end_to_end_with_the_scheduler_on_a_test_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn catalog_rules_and_key_checks_over_http() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let client = admin_client();
     let base = issuance.url();
@@ -513,7 +513,7 @@ async fn new_key(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_route_of_every_service_enforces_api_keys() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let db = infra.fresh_db("issuance_access").await;
     let port = free_port();
     let service = ServiceProcess::spawn("issuance", &infra, &db, &prefix, port).await;
@@ -740,7 +740,7 @@ async fn every_route_of_every_service_enforces_api_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_keys_show_their_secret_once_rotate_and_bound_their_allowlist() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let admin = admin_client();
     let base = issuance.url();

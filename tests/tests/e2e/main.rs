@@ -8,6 +8,7 @@ mod grants;
 mod issuance;
 mod projector;
 mod store;
+mod trust;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -40,7 +41,7 @@ async fn issue(client: &reqwest::Client, url: &str, body: &Value) -> reqwest::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn issued_license_is_served_by_the_projector_with_its_audit_trail() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let projector = start_projector(&infra, &prefix).await;
     let client = admin_client();
@@ -113,7 +114,7 @@ async fn issued_license_is_served_by_the_projector_with_its_audit_trail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_command_over_http_and_over_kafka_is_applied_once_with_identical_outcomes() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let client = admin_client();
     let topics = contracts::Topics::new(&prefix);
@@ -141,10 +142,10 @@ async fn one_command_over_http_and_over_kafka_is_applied_once_with_identical_out
         causation_id: None,
         payload: license_body(),
     };
-    send_command(&infra.brokers, &topics.commands("issuance"), &env).await;
+    send_command(&infra.caller(), &topics.commands("issuance"), &env).await;
 
     let outcomes = read_topic(
-        &infra.brokers,
+        &infra.operator(),
         &topics.outcomes(),
         1,
         Duration::from_secs(30),
@@ -209,7 +210,7 @@ async fn one_command_over_http_and_over_kafka_is_applied_once_with_identical_out
         1
     );
     let events = read_topic(
-        &infra.brokers,
+        &infra.operator(),
         &topics.events("issuance"),
         1,
         Duration::from_secs(30),
@@ -226,7 +227,7 @@ async fn one_command_over_http_and_over_kafka_is_applied_once_with_identical_out
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_gets_a_problem_naming_it_and_stores_nothing() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let client = admin_client();
     let url = format!("{}/v1/licenses", issuance.url());
@@ -375,7 +376,7 @@ async fn bad_input_gets_a_problem_naming_it_and_stores_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_altered_stored_event_is_reported_by_verify() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let client = admin_client();
     let license: Value = issue(&client, &issuance.url(), &license_body())
@@ -430,13 +431,10 @@ async fn an_altered_stored_event_is_reported_by_verify() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_poison_command_is_dead_lettered_and_the_next_one_still_applies() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let topics = contracts::Topics::new(&prefix);
-    let producer = rdkafka::config::ClientConfig::new()
-        .set("bootstrap.servers", &infra.brokers)
-        .create()
-        .expect("producer");
+    let producer = infra.caller().client().create().expect("producer");
     let id = Uuid::now_v7().to_string();
     send_raw(&producer, &topics.commands("issuance"), &id, b"{not json").await;
     let env = CommandEnvelope {
@@ -449,10 +447,10 @@ async fn a_poison_command_is_dead_lettered_and_the_next_one_still_applies() {
         causation_id: None,
         payload: license_body(),
     };
-    send_command(&infra.brokers, &topics.commands("issuance"), &env).await;
+    send_command(&infra.caller(), &topics.commands("issuance"), &env).await;
 
     let dlq = read_topic(
-        &infra.brokers,
+        &infra.operator(),
         &contracts::Topics::dlq(&topics.commands("issuance")),
         1,
         Duration::from_secs(30),
@@ -480,7 +478,7 @@ async fn a_poison_command_is_dead_lettered_and_the_next_one_still_applies() {
         "{headers:?}"
     );
     let outcomes = read_topic(
-        &infra.brokers,
+        &infra.operator(),
         &topics.outcomes(),
         1,
         Duration::from_secs(30),
@@ -495,9 +493,9 @@ async fn a_poison_command_is_dead_lettered_and_the_next_one_still_applies() {
     bad.command_id = Uuid::now_v7();
     bad.aggregate_id = Uuid::now_v7().to_string();
     bad.payload = json!({"product": "x"});
-    send_command(&infra.brokers, &topics.commands("issuance"), &bad).await;
+    send_command(&infra.caller(), &topics.commands("issuance"), &bad).await;
     let outcomes = read_topic(
-        &infra.brokers,
+        &infra.operator(),
         &topics.outcomes(),
         2,
         Duration::from_secs(30),
@@ -519,7 +517,7 @@ async fn a_poison_command_is_dead_lettered_and_the_next_one_still_applies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_service_serves_health_readiness_and_metrics() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let projector = start_projector(&infra, &prefix).await;
     let activation = start_activation(&infra, &prefix).await.running;

@@ -86,7 +86,7 @@ async fn instant() -> DateTime<Utc> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn as_of_state_and_decisions_follow_a_scripted_lifecycle() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let clock = ManualClock::new();
     let issuance = start_issuance_on(&infra, &prefix, clock.clone()).await;
     let activation = start_activation(&infra, &prefix).await;
@@ -521,7 +521,7 @@ async fn rebuild_done(proj: &str, id: &str, timeout: Duration) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_serve() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let projector = start_projector(&infra, &prefix).await;
     let (iss, proj) = (issuance.url(), projector.url());
@@ -697,7 +697,9 @@ async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_ser
 
     // A fresh projector of its own on the same topics agrees, row for row.
     let mut config = projector_config(&infra, &infra.fresh_db("projector_fresh").await, &prefix);
-    config.common.consumer_group_prefix = Some(format!("{prefix}-fresh"));
+    let group = format!("{prefix}-fresh");
+    infra.provision(&prefix, &group).await;
+    config.common.consumer_group_prefix = Some(group);
     let fresh_db = config.common.database_url.clone();
     let fresh = start_projector_with(config, fresh_db.clone()).await;
     let fresh_pool = e2e::pool(&fresh_db).await;
@@ -745,7 +747,7 @@ async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_ser
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_interrupted_by_sigkill_resumes_from_its_checkpoint_and_ends_identical() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let ids = issue_many(&issuance.url(), 400).await;
     assert_eq!(ids.len(), 400);
@@ -834,7 +836,7 @@ async fn a_rebuild_interrupted_by_sigkill_resumes_from_its_checkpoint_and_ends_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_read_model_added_later_is_backfilled_without_touching_the_others() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     issue_many(&issuance.url(), 50).await;
     let db = infra.fresh_db("projector_added").await;
@@ -931,7 +933,7 @@ fn verify_bundle(bundle: &Value, jwks: &Value, dir: &std::path::Path) -> (bool, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dispute_bundle_verifies_offline_and_every_tampering_is_named() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let activation = start_activation(&infra, &prefix).await;
     let projector = start_projector(&infra, &prefix).await;
@@ -1125,7 +1127,7 @@ async fn a_dispute_bundle_verifies_offline_and_every_tampering_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_audit_trail_filters_pages_streams_exports_and_follows_a_trial_across_services() {
     let infra = Infra::get();
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let issuance = start_issuance(&infra, &prefix).await;
     let activation = start_activation(&infra, &prefix).await;
     let projector = start_projector(&infra, &prefix).await;

@@ -210,11 +210,8 @@ async fn the_relay_waits_for_a_late_commit_instead_of_skipping_it() {
     let db = infra.fresh_db("relay").await;
     let pool = eventstore::connect(&db, 8).await.expect("pool");
     eventstore::migrate(&pool).await.expect("migrate");
-    let prefix = unique_prefix();
+    let prefix = infra.prefix().await;
     let topics = Topics::new(&prefix);
-    bus::ensure_topics(&infra.brokers, &topics, Some(1))
-        .await
-        .expect("topics");
 
     // An early transaction writes first but commits last.
     let mut early = sqlx::PgConnection::connect(&db).await.expect("connect");
@@ -231,16 +228,14 @@ async fn the_relay_waits_for_a_late_commit_instead_of_skipping_it() {
         .expect("insert late");
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let relay = Relay::new(
-        pool.clone(),
-        RelayConfig::new(
-            "test",
-            infra.brokers.clone(),
-            topics.events("issuance"),
-            topics.named("relay-checkpoints"),
-            0,
-        ),
+    let mut config = RelayConfig::new(
+        "test",
+        &infra.kafka("issuance"),
+        topics.events("issuance"),
+        topics.relay_checkpoints("issuance"),
     );
+    config.reader_group = format!("{prefix}.issuance.relay-test");
+    let relay = Relay::new(pool.clone(), config);
     let stats = relay.stats();
     let task = tokio::spawn(relay.run(stopped));
     let active = wait_until(Duration::from_secs(30), || async {
@@ -250,7 +245,7 @@ async fn the_relay_waits_for_a_late_commit_instead_of_skipping_it() {
     assert!(active, "relay became active");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = read_topic(
-        &infra.brokers,
+        &infra.operator(),
         &topics.events("issuance"),
         0,
         Duration::from_secs(5),
@@ -263,7 +258,7 @@ async fn the_relay_waits_for_a_late_commit_instead_of_skipping_it() {
 
     tx.commit().await.expect("commit early");
     let after = read_topic(
-        &infra.brokers,
+        &infra.operator(),
         &topics.events("issuance"),
         2,
         Duration::from_secs(30),

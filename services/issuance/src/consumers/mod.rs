@@ -1,5 +1,9 @@
-//! Commands arriving on `<prefix>.issuance.commands`: the same handler as
-//! the HTTP API; every outcome is published on `<prefix>.command-outcomes`.
+//! Commands arriving on `<prefix>.issuance.commands` and
+//! `<prefix>.issuance.admin-commands`: the same handler as the HTTP API;
+//! every outcome is published on `<prefix>.command-outcomes`. A command's
+//! authority is the topic it came through (only administrators write the
+//! admin topic), and the stored actor records that topic beside the actor
+//! the envelope claims.
 
 use std::sync::Arc;
 
@@ -12,19 +16,27 @@ use sqlx::PgConnection;
 
 pub mod activations;
 
-use crate::commands::Issuance;
+use crate::commands::{Authority, Issuance};
 
 pub struct CommandConsumer {
     pub issuance: Arc<Issuance>,
     pub producer: FutureProducer,
     pub outcomes_topic: String,
+    /// The topic whose commands carry the admin authority.
+    pub admin_topic: String,
 }
 
 #[async_trait]
 impl TxHandler for CommandConsumer {
     async fn handle(&self, _tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError> {
-        let env: CommandEnvelope = msg.json("a command envelope")?;
-        let outcome = match self.issuance.dispatch(&env).await {
+        let mut env: CommandEnvelope = msg.json("a command envelope")?;
+        env.actor = env.actor.via_topic(&msg.topic);
+        let authority = if msg.topic == self.admin_topic {
+            Authority::Admin
+        } else {
+            Authority::Issuer
+        };
+        let outcome = match self.issuance.dispatch_as(&env, authority).await {
             Ok(done) => done.outcome().clone(),
             // Not stored: the first command with this id keeps its outcome.
             Err(StoreError::DigestMismatch) => CommandOutcome {

@@ -65,12 +65,12 @@ pub struct AuditRecord {
 }
 
 const COLUMNS: &str = "event_id, context, aggregate_type, aggregate_id, sequence, license_id, \
-     event_type, event_version, occurred_at, recorded_at, actor_kind, actor_id, command_id, \
-     correlation_id, causation_id, payload, prev_hash, hash";
+     event_type, event_version, occurred_at, recorded_at, actor_kind, actor_id, actor_via, \
+     command_id, correlation_id, causation_id, payload, prev_hash, hash";
 
 /// CSV header; `payload` is the event's JSON text.
 const CSV_HEADER: &str = "event_id,context,aggregate_type,aggregate_id,sequence,license_id,\
-     event_type,event_version,occurred_at,recorded_at,actor_kind,actor_id,command_id,\
+     event_type,event_version,occurred_at,recorded_at,actor_kind,actor_id,actor_via,command_id,\
      correlation_id,causation_id,payload,prev_hash,hash\n";
 
 fn record(r: &PgRow) -> Result<AuditRecord, sqlx::Error> {
@@ -85,10 +85,16 @@ fn record(r: &PgRow) -> Result<AuditRecord, sqlx::Error> {
         event_version: r.try_get("event_version")?,
         occurred_at: r.try_get("occurred_at")?,
         recorded_at: r.try_get("recorded_at")?,
-        actor: serde_json::json!({
-            "kind": r.try_get::<String, _>("actor_kind")?,
-            "id": r.try_get::<String, _>("actor_id")?,
-        }),
+        actor: {
+            let mut a = serde_json::json!({
+                "kind": r.try_get::<String, _>("actor_kind")?,
+                "id": r.try_get::<String, _>("actor_id")?,
+            });
+            if let Some(via) = r.try_get::<Option<String>, _>("actor_via")? {
+                a["via"] = via.into();
+            }
+            a
+        },
         command_id: r.try_get("command_id")?,
         correlation_id: r.try_get("correlation_id")?,
         causation_id: r.try_get("causation_id")?,
@@ -251,6 +257,7 @@ fn line_of(format: Format, r: &AuditRecord) -> Result<String, String> {
                 r.recorded_at.to_rfc3339(),
                 r.actor["kind"].as_str().unwrap_or_default().to_string(),
                 r.actor["id"].as_str().unwrap_or_default().to_string(),
+                r.actor["via"].as_str().unwrap_or_default().to_string(),
                 r.command_id.to_string(),
                 r.correlation_id.clone(),
                 opt(&r.causation_id),

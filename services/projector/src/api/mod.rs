@@ -86,7 +86,7 @@ fn unavailable(e: impl std::fmt::Display) -> Problem {
 /// their exact stored text.
 const EVENT_COLUMNS: &str = "event_id, context, aggregate_type, aggregate_id, sequence, \
      global_position, license_id, event_type, event_version, occurred_at, recorded_at, actor_kind, \
-     actor_id, command_id, correlation_id, causation_id, payload::text AS payload, \
+     actor_id, actor_via, command_id, correlation_id, causation_id, payload::text AS payload, \
      metadata::text AS metadata, prev_hash, hash";
 
 /// One audit row: the event as the event store holds it, and its context.
@@ -116,6 +116,7 @@ pub(crate) fn envelope_of(r: &PgRow) -> Result<EventEnvelope<Box<RawValue>>, Row
         actor: Actor {
             kind: serde_json::from_value::<ActorKind>(serde_json::Value::String(kind.into()))?,
             id: r.try_get("actor_id")?,
+            via: r.try_get("actor_via")?,
         },
         payload: RawValue::from_string(payload)?,
         prev_hash: r.try_get("prev_hash")?,
@@ -125,7 +126,7 @@ pub(crate) fn envelope_of(r: &PgRow) -> Result<EventEnvelope<Box<RawValue>>, Row
 
 /// What an as-of fold reads: the envelope without the metadata text.
 const ENVELOPE_COLUMNS: &str = "event_id, context, aggregate_type, aggregate_id, sequence, \
-     global_position, event_type, event_version, occurred_at, recorded_at, actor_kind, actor_id, \
+     global_position, event_type, event_version, occurred_at, recorded_at, actor_kind, actor_id, actor_via, \
      command_id, correlation_id, causation_id, payload::text AS payload, prev_hash, hash";
 
 impl EventRow {
