@@ -4,8 +4,13 @@
 #   data     $ROOT/.run/pg/data      socket dir  $ROOT/.run/pg
 #   log      $ROOT/.run/logs/postgres.log
 #   listens  127.0.0.1:${LICENSING_PG_PORT:-5432} only
-#   role     licensing / licensing (SUPERUSER, CREATEDB), scram-sha-256 over TCP
-#   dbs      issuance activation domain_binding grant_sync projector
+#   roles    licensing / licensing (SUPERUSER: administration and the tests' set-up);
+#            licensing_owner (owns the databases, runs migrations); one login role
+#            per service (licensing_issuance, ...): what each serves requests as,
+#            never a superuser. Passwords of the non-superusers are random, made
+#            once, in .run/pg-roles.env (ROLE=PASSWORD lines, mode 0600).
+#            scram-sha-256 over TCP.
+#   dbs      issuance activation domain_binding grant_sync projector (owner licensing_owner)
 #
 # Already running and healthy: reused, exits 0 at once. Run as root: the server
 # itself runs as the `postgres` OS user (initdb refuses root). When that user
@@ -19,6 +24,8 @@ PORT="${LICENSING_PG_PORT:-5432}"
 PGBIN="${LICENSING_PG_BIN:-/usr/lib/postgresql/15/bin}"
 LOG="$RUN/logs/postgres.log"
 DATABASES=(issuance activation domain_binding grant_sync projector)
+SERVICE_ROLES=(licensing_issuance licensing_activation licensing_domain_binding licensing_grant_sync licensing_projector)
+ROLES_FILE="$RUN/pg-roles.env"
 
 say() { printf 'postgres: %s\n' "$*"; }
 die() { printf 'postgres: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -95,8 +102,30 @@ psql_admin() {   # as the superuser, over the unix socket (peer auth)
   as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PGBASE" -p "$PORT" -U "$OSUSER" -d postgres
 }
 
+role_password() {   # the password of role $1, made once
+  local pw
+  pw="$(sed -n "s/^$1=//p" "$ROLES_FILE" 2>/dev/null | head -n1)"
+  if [[ -z "$pw" ]]; then
+    pw="$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    (umask 077; echo "$1=$pw" >>"$ROLES_FILE")
+  fi
+  echo "$pw"
+}
+
 ensure_role_and_dbs() {
-  local list; list="$(printf "'%s'," "${DATABASES[@]}")"; list="${list%,}"
+  local list r sql_roles=""
+  list="$(printf "'%s'," "${DATABASES[@]}")"; list="${list%,}"
+  for r in licensing_owner "${SERVICE_ROLES[@]}"; do
+    sql_roles+="SELECT format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE', '$r')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$r')
+\\gexec
+ALTER ROLE $r WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$(role_password "$r")';
+"
+  done
+  # The owner is a member of each service role: it hands the projector the
+  # read-model tables it rebuilds and may still migrate them.
+  for r in "${SERVICE_ROLES[@]}"; do sql_roles+="GRANT $r TO licensing_owner;
+"; done
   psql_admin >/dev/null <<SQL
 DO \$\$
 BEGIN
@@ -105,11 +134,23 @@ BEGIN
   END IF;
 END
 \$\$;
-SELECT format('CREATE DATABASE %I OWNER licensing', d)
+$sql_roles
+SELECT format('CREATE DATABASE %I OWNER licensing_owner', d)
   FROM unnest(ARRAY[$list]) AS d
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = d)
 \gexec
 SQL
+  # Databases made before there was an owner role: hand them over.
+  local d
+  for d in "${DATABASES[@]}"; do
+    if [[ "$(psql_admin -At <<<"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '$d'")" != licensing_owner ]]; then
+      psql_admin >/dev/null <<SQL
+ALTER DATABASE $d OWNER TO licensing_owner;
+\\c $d
+REASSIGN OWNED BY licensing TO licensing_owner;
+SQL
+    fi
+  done
 }
 
 check_tcp_login() {

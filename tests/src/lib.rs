@@ -28,17 +28,27 @@ pub fn admin_client() -> reqwest::Client {
     client_with(ADMIN_TOKEN)
 }
 
+/// A client with `token`, trusting the tests' CA (services a test serves
+/// over HTTPS have certificates from [`test_ca`]).
 pub fn client_with(token: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
         format!("Bearer {token}").parse().expect("header value"),
     );
+    let pem = std::fs::read(&test_ca().ca_file).expect("CA file");
     reqwest::Client::builder()
         .default_headers(headers)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA"))
         .timeout(Duration::from_secs(20))
         .build()
         .expect("client")
+}
+
+/// The CA of the certificates tests serve HTTPS with (one per test process).
+pub fn test_ca() -> &'static TestCa {
+    static CA: std::sync::OnceLock<TestCa> = std::sync::OnceLock::new();
+    CA.get_or_init(|| TestCa::new("e2e"))
 }
 
 /// Loads the seed catalog (`infra/seed/*.json`) into an issuance service.
@@ -77,6 +87,9 @@ pub struct Infra {
     /// The librdkafka properties of each principal (`<role>.properties`),
     /// written by `infra/kafka/up.sh`.
     pub kafka_clients: PathBuf,
+    /// Passwords of the database owner and the services' login roles
+    /// (`.run/pg-roles.env`, written by `infra/postgres/up.sh`).
+    pub pg_roles: HashMap<String, String>,
 }
 
 impl Infra {
@@ -109,7 +122,40 @@ impl Infra {
                 "LICENSING_KAFKA_CLIENTS",
                 &repo_root().join(".run/kafka/clients").display().to_string(),
             )),
+            pg_roles: std::fs::read_to_string(pick(
+                "LICENSING_PG_ROLES_FILE",
+                &repo_root().join(".run/pg-roles.env").display().to_string(),
+            ))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         }
+    }
+
+    /// `db` (a URL of the administrator's) as `role` sees it.
+    pub fn as_role(&self, role: &str, db: &str) -> String {
+        let password = self
+            .pg_roles
+            .get(role)
+            .unwrap_or_else(|| panic!("no password for {role} (run `make infra-up`)"));
+        let host_and_db = db.rsplit_once('@').map_or(db, |(_, rest)| rest);
+        format!("postgres://{role}:{password}@{host_and_db}")
+    }
+
+    /// The login role a service serves as.
+    pub fn service_role(service: &str) -> String {
+        format!("licensing_{}", service.replace('-', "_"))
+    }
+
+    /// The database URL `service` serves with (its own role) and the one it
+    /// migrates with (the owner's).
+    pub fn service_db(&self, service: &str, db: &str) -> (String, String) {
+        (
+            self.as_role(&Self::service_role(service), db),
+            self.as_role("licensing_owner", db),
+        )
     }
 
     /// The properties file of a principal (`issuance`, `operator`, `admin`, ...).
@@ -137,16 +183,25 @@ impl Infra {
     /// A topic prefix no other test uses, provisioned (topics and ACLs) as
     /// `licensectl kafka provision` does it.
     pub async fn prefix(&self) -> String {
+        self.prefix_with_partitions(3).await
+    }
+
+    /// As [`Infra::prefix`], its topics with `partitions` partitions.
+    pub async fn prefix_with_partitions(&self, partitions: i32) -> String {
         let prefix = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
-        self.provision(&prefix, &prefix).await;
+        self.provision_with(&prefix, &prefix, partitions).await;
         prefix
     }
 
     /// Provisions `prefix` with consumer groups under `group_prefix` (a
     /// second read side over the same topics has groups of its own).
     pub async fn provision(&self, prefix: &str, group_prefix: &str) {
+        self.provision_with(prefix, group_prefix, 3).await;
+    }
+
+    async fn provision_with(&self, prefix: &str, group_prefix: &str, partitions: i32) {
         let mut d = bus::Deployment::new(contracts::Topics::new(prefix));
-        d.partitions = Some(3);
+        d.partitions = Some(partitions);
         d.group_prefix = group_prefix.to_string();
         bus::provision(&self.kafka("admin"), &d)
             .await
@@ -159,17 +214,24 @@ impl Infra {
         let mut admin = PgConnection::connect(&format!("{}/postgres", self.pg_base))
             .await
             .expect("connect to the test Postgres (run `make infra-up`)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
+        sqlx::query(&format!("CREATE DATABASE {name} OWNER licensing_owner"))
             .execute(&mut admin)
             .await
             .expect("create test database");
         format!("{}/{name}", self.pg_base)
     }
 
-    /// The configuration of `service`, running as its own Kafka principal.
+    /// The configuration of `service`, serving as its own database role
+    /// (migrating as the owner) and its own Kafka principal.
     pub fn config(&self, service: &str, database_url: &str, prefix: &str) -> CommonConfig {
+        let (serving, owner) = self.service_db(service, database_url);
         serde_json::from_value(serde_json::json!({
-            "database_url": database_url,
+            "database_url": serving,
+            "database_migration_url": owner,
+            // Every service signs (checkpoints at least): a key of its own.
+            "signing_key_file": signing_key_path(prefix),
+            "signing_key_generate": true,
+            "checkpoint_interval_ms": 1000,
             "kafka_brokers": self.brokers,
             "kafka_properties_file": self.kafka_file(service),
             "topic_prefix": prefix,
@@ -261,10 +323,10 @@ pub fn activation_config(
     prefix: &str,
     key_file: &str,
 ) -> activation::Config {
+    let mut common = infra.config("activation", db, prefix);
+    common.signing_key_file = Some(key_file.into());
     activation::Config {
-        common: infra.config("activation", db, prefix),
-        signing_key_file: key_file.into(),
-        signing_key_generate: true,
+        common,
         clock_tolerance_secs: 600,
         trial_wait_ms: 15_000,
         issuer: "licensing.activation".into(),
@@ -316,8 +378,6 @@ pub async fn start_projector(infra: &Infra, prefix: &str) -> InProcess {
 pub fn projector_config(infra: &Infra, db: &str, prefix: &str) -> projector::Config {
     projector::Config {
         common: infra.config("projector", db, prefix),
-        signing_key_file: signing_key_path(prefix),
-        signing_key_generate: true,
         issuer: "licensing-projector".into(),
         models: None,
         clock_tolerance_secs: 600,
@@ -380,9 +440,11 @@ impl ServiceProcess {
         let log =
             std::fs::File::create(std::env::temp_dir().join(format!("{prefix}-{bin}-{port}.log")))
                 .expect("log file");
+        let (serving, owner) = infra.service_db(bin, db);
         let child = Command::new(path)
             .env("LICENSING_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("LICENSING_DATABASE_URL", db)
+            .env("LICENSING_DATABASE_URL", serving)
+            .env("LICENSING_DATABASE_MIGRATION_URL", owner)
             .env("LICENSING_KAFKA_BROKERS", &infra.brokers)
             .env("LICENSING_KAFKA_PROPERTIES_FILE", infra.kafka_file(bin))
             .env("LICENSING_TOPIC_PREFIX", prefix)
@@ -535,6 +597,21 @@ pub fn json_of(m: &OwnedMessage) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
+/// Runs `statements` as the administrator through the explicit
+/// maintenance path that lets history be rewritten (what an attacker with
+/// superuser rights can do).
+pub async fn rewrite_history(admin: &PgPool, statements: &[&str]) {
+    let mut tx = admin.begin().await.expect("begin");
+    sqlx::query("SET LOCAL licensing.maintenance = 'rewrite-history'")
+        .execute(&mut *tx)
+        .await
+        .expect("maintenance path");
+    for sql in statements {
+        sqlx::query(sql).execute(&mut *tx).await.expect("rewrite");
+    }
+    tx.commit().await.expect("commit");
+}
+
 pub async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql)
         .fetch_one(pool)
@@ -633,10 +710,10 @@ pub fn grant_sync_config(
     prefix: &str,
     key_file: &str,
 ) -> grant_sync::Config {
+    let mut common = infra.config("grant-sync", db, prefix);
+    common.signing_key_file = Some(key_file.into());
     grant_sync::Config {
-        common: infra.config("grant-sync", db, prefix),
-        signing_key_file: key_file.into(),
-        signing_key_generate: true,
+        common,
         issuer: "licensing.grant-sync".into(),
         clock_tolerance_secs: 600,
         sync_wait_ms: 10_000,
@@ -644,6 +721,8 @@ pub fn grant_sync_config(
         scheduler_interval_ms: 100,
         heartbeat_batch_max: 512,
         upstream_timeout_ms: 5_000,
+        upstream_ca_file: None,
+        upstream_allowed_networks: vec![],
     }
 }
 
@@ -657,6 +736,25 @@ pub async fn start_grant_sync(infra: &Infra, prefix: &str) -> InProcess {
         },
     )
     .await
+}
+
+/// Grant sync with its configuration adjusted by `adjust`.
+pub async fn start_grant_sync_configured(
+    infra: &Infra,
+    prefix: &str,
+    adjust: impl FnOnce(&mut grant_sync::Config),
+) -> InProcess {
+    let db = infra.fresh_db("grants").await;
+    let mut config = grant_sync_config(infra, &db, prefix, &signing_key_path(prefix));
+    adjust(&mut config);
+    let options = grant_sync::Options {
+        handle_signals: false,
+        ..Default::default()
+    };
+    let running = grant_sync::start(config, options)
+        .await
+        .expect("grant-sync starts");
+    InProcess { running, db }
 }
 
 pub async fn start_grant_sync_with(
@@ -725,4 +823,62 @@ pub async fn wait_all_found(client: &reqwest::Client, urls: &[String], timeout: 
         true
     })
     .await
+}
+
+/// A certificate authority made for one test, and certificates it signs
+/// for 127.0.0.1 / localhost (PEM files in a temporary folder).
+pub struct TestCa {
+    pub dir: PathBuf,
+    pub ca_file: PathBuf,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("ca-{name}-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).expect("CA certificate");
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, issuer.pem()).expect("write CA");
+        Self {
+            dir,
+            ca_file,
+            issuer,
+        }
+    }
+
+    /// A server certificate for 127.0.0.1 and localhost: (cert, key) files.
+    pub fn server(&self, name: &str) -> (String, String) {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
+                127, 0, 0, 1,
+            ])));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_string());
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("server certificate");
+        let (c, k) = (
+            self.dir.join(format!("{name}.crt")),
+            self.dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).expect("write cert");
+        std::fs::write(&k, key.serialize_pem()).expect("write key");
+        (c.display().to_string(), k.display().to_string())
+    }
 }

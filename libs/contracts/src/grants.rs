@@ -224,6 +224,10 @@ pub struct RegisterUpstream {
     pub price_protection: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remark: Option<String>,
+    /// Let this upstream be called over plain `http://` (its secret and
+    /// answers then cross the network in clear text): an explicit choice.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +243,20 @@ pub struct UpstreamRegistered {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remark: Option<String>,
     pub registered_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure_http: bool,
+}
+
+/// A public key of an upstream's JWKS (RFC 7517), pinned when the upstream
+/// is checked: its grant documents must verify under one of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedKey {
+    pub kid: String,
+    pub kty: String,
+    pub crv: String,
+    pub x: String,
+    pub y: String,
 }
 
 /// How a call to an upstream went.
@@ -263,6 +281,10 @@ pub struct UpstreamChecked {
     pub message: String,
     pub latency_ms: u64,
     pub checked_at: DateTime<Utc>,
+    /// The upstream's signing keys as its JWKS served them at this check
+    /// (a successful one): pinned until the next check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pinned_keys: Vec<PinnedKey>,
 }
 
 /// A kind of resource pulled from an upstream.
@@ -433,6 +455,11 @@ pub struct GrantClaims {
     pub valid_until: DateTime<Utc>,
     pub grants: Vec<Grant>,
     pub leases: Vec<LeaseSummary>,
+    /// The revoked activations this answer reports (all of them on a sync
+    /// without cursor): signed with the grants, so a downstream server
+    /// takes both from the document only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revocations: Vec<Revocation>,
 }
 
 /// A live lease as the client's grant document lists it.

@@ -5,6 +5,7 @@
 //! change; a new payload shape is a new version.
 
 pub mod activation;
+pub mod checkpoint;
 pub mod decision;
 pub mod domain;
 pub mod envelope;

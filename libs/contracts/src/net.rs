@@ -46,6 +46,66 @@ impl Cidr {
     }
 }
 
+/// Why an outbound call may not go to `ip`: None for a public unicast
+/// address. Loopback, private (RFC 1918, ULA), link-local, CGNAT,
+/// unspecified, broadcast, multicast, documentation and benchmarking
+/// ranges are refused (an IPv4-mapped IPv6 address as its IPv4), unless
+/// one of `allowed` contains the address.
+pub fn refused_destination(ip: IpAddr, allowed: &[Cidr]) -> Option<&'static str> {
+    if allowed.iter().any(|c| c.contains(ip)) {
+        return None;
+    }
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    let in_any = |nets: &[&str]| {
+        nets.iter()
+            .filter_map(|n| Cidr::parse(n))
+            .any(|c| c.contains(ip))
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            if v4.is_loopback() {
+                Some("a loopback address")
+            } else if v4.is_private() {
+                Some("a private address")
+            } else if v4.is_link_local() {
+                Some("a link-local address")
+            } else if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() {
+                Some("not a unicast address")
+            } else if in_any(&[
+                "0.0.0.0/8",
+                "100.64.0.0/10",
+                "192.0.0.0/24",
+                "198.18.0.0/15",
+                "240.0.0.0/4",
+            ]) {
+                Some("a reserved address")
+            } else if v4.is_documentation() {
+                Some("a documentation address")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            if v6.is_loopback() {
+                Some("a loopback address")
+            } else if v6.is_unspecified() || v6.is_multicast() {
+                Some("not a unicast address")
+            } else if in_any(&["fc00::/7"]) {
+                Some("a private address")
+            } else if in_any(&["fe80::/10"]) {
+                Some("a link-local address")
+            } else if in_any(&["2001:db8::/32", "100::/64", "64:ff9b:1::/48"]) {
+                Some("a reserved address")
+            } else {
+                None
+            }
+        }
+    }
+}
+
 /// Why an allowlist is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowlistError {
@@ -80,6 +140,38 @@ pub fn is_http_url(url: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_public_unicast_destinations_pass_unless_allowed() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        for bad in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "2001:db8::1",
+            "198.18.0.1",
+        ] {
+            assert!(refused_destination(ip(bad), &[]).is_some(), "{bad}");
+        }
+        for good in ["93.184.216.34", "2606:4700::1111", "1.1.1.1"] {
+            assert_eq!(refused_destination(ip(good), &[]), None, "{good}");
+        }
+        let lo = [Cidr::parse("127.0.0.0/8").expect("cidr")];
+        assert_eq!(refused_destination(ip("127.0.0.1"), &lo), None);
+        assert!(refused_destination(ip("10.0.0.1"), &lo).is_some());
+    }
     use super::*;
 
     fn ip(s: &str) -> IpAddr {

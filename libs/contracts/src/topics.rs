@@ -45,6 +45,11 @@ impl Topics {
         self.named(&format!("{context}.relay-checkpoints"))
     }
 
+    /// Every service's signed checkpoints (key = context).
+    pub fn checkpoints(&self) -> String {
+        self.named("checkpoints")
+    }
+
     pub fn outcomes(&self) -> String {
         self.named("command-outcomes")
     }

@@ -52,6 +52,7 @@ const CHECKOUT_LEASE_SCHEMA: &str = "commands/grants/CheckoutLease.v1.json";
 const SYNC_SCHEMA: &str = "commands/grants/Sync.v1.json";
 const HEARTBEAT_SCHEMA: &str = "commands/grants/Heartbeat.v1.json";
 const GRANT_CLAIMS_SCHEMA: &str = "files/GrantClaims.v1.json";
+const CHECKPOINT_CLAIMS_SCHEMA: &str = "files/CheckpointClaims.v1.json";
 
 /// The pattern of a hex SHA-256 digest; every `*digest`, `*hash` and
 /// `fingerprint` has it, and every digest in a map of `components`.
@@ -392,6 +393,34 @@ fn contracts() -> Vec<Contract> {
         // Files.
         typed(ACTIVATION_CLAIMS_SCHEMA, activation_claims),
         typed(GRANT_CLAIMS_SCHEMA, grant_claims),
+        typed(CHECKPOINT_CLAIMS_SCHEMA, checkpoint_claims),
+    ]
+}
+
+fn checkpoint_claims() -> Vec<contracts::checkpoint::CheckpointClaims> {
+    use contracts::checkpoint::{CheckpointClaims, CHECKPOINT_TYP};
+    vec![
+        CheckpointClaims {
+            iss: "issuance".into(),
+            typ: CHECKPOINT_TYP.into(),
+            context: "issuance".into(),
+            tree_size: 1_204,
+            root_hash: DIGEST_1.into(),
+            last_position: Some(1_311),
+            iat: 1_783_065_900,
+            signed_at: at("2026-07-03T08:05:00Z"),
+        },
+        // An empty store: no last position, the empty tree's hash.
+        CheckpointClaims {
+            iss: "domain-binding".into(),
+            typ: CHECKPOINT_TYP.into(),
+            context: "domain".into(),
+            tree_size: 0,
+            root_hash: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
+            last_position: None,
+            iat: 1_783_065_901,
+            signed_at: at("2026-07-03T08:05:01.25Z"),
+        },
     ]
 }
 
@@ -1707,6 +1736,7 @@ fn upstream_registrations() -> Vec<RegisterUpstream> {
             secret: "gs_live_8c1f7a0e5d2b4c93a6e1f0d7b2c5a9e4".into(),
             price_protection: true,
             remark: Some("Contract VND-2026-07, renewed yearly".into()),
+            allow_insecure_http: true,
         },
         // None set: serde still writes price_protection.
         RegisterUpstream {
@@ -1716,6 +1746,7 @@ fn upstream_registrations() -> Vec<RegisterUpstream> {
             secret: "dist-4f2a91".into(),
             price_protection: false,
             remark: None,
+            allow_insecure_http: false,
         },
     ]
 }
@@ -1737,6 +1768,7 @@ fn upstreams_registered() -> Vec<UpstreamRegistered> {
             price_protection: r.price_protection,
             remark: r.remark,
             registered_at,
+            allow_insecure_http: r.allow_insecure_http,
         })
         .collect()
 }
@@ -1751,6 +1783,13 @@ fn upstreams_checked() -> Vec<UpstreamChecked> {
             message: String::new(),
             latency_ms: 84,
             checked_at: at("2026-06-20T10:00:01Z"),
+            pinned_keys: vec![PinnedKey {
+                kid: "Z0tC4Wwy8znEvIRgxmiMqyAIn86grVgyD3uJRY1QtDk".into(),
+                kty: "EC".into(),
+                crv: "P-256".into(),
+                x: "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU".into(),
+                y: "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0".into(),
+            }],
         },
         // None set: no answer came.
         UpstreamChecked {
@@ -1760,6 +1799,7 @@ fn upstreams_checked() -> Vec<UpstreamChecked> {
             message: "connect to 10.0.8.20:8080 timed out after 5 s".into(),
             latency_ms: 5_000,
             checked_at: at("2026-06-21T11:11:16.2Z"),
+            pinned_keys: vec![],
         },
         UpstreamChecked {
             upstream_id: uuid(UPSTREAM_2),
@@ -1768,6 +1808,7 @@ fn upstreams_checked() -> Vec<UpstreamChecked> {
             message: "the upstream refused the secret".into(),
             latency_ms: 37,
             checked_at: at("2026-06-22T09:00:00Z"),
+            pinned_keys: vec![],
         },
     ]
 }
@@ -2007,6 +2048,12 @@ fn grant_claims() -> Vec<GrantClaims> {
                     deadline: at("2026-07-03T08:20:00Z"),
                 })
                 .collect(),
+            revocations: vec![Revocation {
+                activation_id: uuid(LICENSE_3),
+                license_id: uuid(LICENSE_1),
+                reason: "uninstalled".into(),
+                revoked_at: at("2026-07-02T16:00:00Z"),
+            }],
         },
         // None set: a client whose licenses all left service; without a
         // grant there is nothing to work on offline.
@@ -2022,6 +2069,7 @@ fn grant_claims() -> Vec<GrantClaims> {
             valid_until: at("2026-07-05T18:20:00Z"),
             grants: vec![],
             leases: vec![],
+            revocations: vec![],
         },
     ]
 }

@@ -1,8 +1,16 @@
 //! The dispute bundle: every event of a license's chains plus a signed
 //! checkpoint of each chain's head, so that a third party can check offline,
-//! with only the public key, that nothing was edited, removed, inserted or
+//! with only the public keys, that nothing was edited, removed, inserted or
 //! reordered since the export. The hash chain alone cannot expose a cut tail
 //! or a wholesale rewrite; the signed count and head hash can.
+//!
+//! It also carries, per context, the owning service's own signed checkpoint
+//! (a Merkle tree head over every event of its store, see
+//! `service_kit::checkpoints`) and an inclusion proof of each of the
+//! license's events under it: evidence from the service itself, signed when
+//! the event was published, that the events are those it recorded — which
+//! holds even against someone who rewrote a database and recomputed every
+//! hash before the export.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashSet};
@@ -12,9 +20,12 @@ use p256::ecdsa::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::chain::{verify_chain, ChainProblem, StoredEvent};
+use contracts::checkpoint::{CheckpointClaims, CHECKPOINT_TYP as CHECKPOINT_TYP_SERVICE};
 
-pub const BUNDLE_FORMAT: &str = "licensing.dispute-bundle/v1";
+use crate::chain::{verify_chain, ChainProblem, StoredEvent};
+use crate::merkle;
+
+pub const BUNDLE_FORMAT: &str = "licensing.dispute-bundle/v2";
 pub const CHECKPOINT_TYP: &str = "dispute-checkpoint";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +37,38 @@ pub struct DisputeBundle {
     pub chains: Vec<BundleChain>,
     /// Compact JWS (ES256) of a [`Checkpoint`].
     pub checkpoint: String,
+    /// The services' signed checkpoints the inclusion proofs are against.
+    #[serde(default)]
+    pub service_checkpoints: Vec<ServiceCheckpoint>,
+}
+
+/// A service's own checkpoint (compact JWS of
+/// `contracts::checkpoint::CheckpointClaims`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceCheckpoint {
+    pub context: String,
+    pub checkpoint: String,
+}
+
+/// That one event (by sequence) is leaf `leaf_index` of the tree of
+/// `tree_size` leaves a service checkpoint signed: the audit path, hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionProof {
+    pub sequence: i64,
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    pub path: Vec<String>,
+}
+
+/// What the projector signs of a service checkpoint it used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceHead {
+    pub context: String,
+    pub tree_size: u64,
+    pub root_hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +78,10 @@ pub struct BundleChain {
     pub aggregate_type: String,
     pub aggregate_id: String,
     pub events: Vec<StoredEvent>,
+    /// Inclusion proofs of the chain's first events (those published before
+    /// the service checkpoint of the context), in order.
+    #[serde(default)]
+    pub proofs: Vec<InclusionProof>,
 }
 
 /// The JWS payload of `checkpoint`.
@@ -47,6 +94,9 @@ pub struct Checkpoint {
     pub exported_at: DateTime<Utc>,
     pub iat: i64,
     pub chains: Vec<ChainHead>,
+    /// The service checkpoints the bundle's proofs are against.
+    #[serde(default)]
+    pub service_checkpoints: Vec<ServiceHead>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +107,9 @@ pub struct ChainHead {
     pub aggregate_id: String,
     pub events: usize,
     pub head_hash: String,
+    /// How many of the first events have inclusion proofs.
+    #[serde(default)]
+    pub proven: usize,
 }
 
 /// The signed heads of `chains`. An empty chain has no head to sign, so it
@@ -71,6 +124,7 @@ pub fn heads(chains: &[BundleChain]) -> Vec<ChainHead> {
                 aggregate_id: c.aggregate_id.clone(),
                 events: c.events.len(),
                 head_hash: hex::encode(&last.hash),
+                proven: c.proofs.len(),
             })
         })
         .collect()
@@ -80,6 +134,7 @@ pub fn checkpoint_for(
     license_id: Uuid,
     exported_at: DateTime<Utc>,
     chains: &[BundleChain],
+    service_checkpoints: Vec<ServiceHead>,
     iss: &str,
 ) -> Checkpoint {
     Checkpoint {
@@ -89,6 +144,7 @@ pub fn checkpoint_for(
         exported_at,
         iat: exported_at.timestamp(),
         chains: heads(chains),
+        service_checkpoints,
     }
 }
 
@@ -98,16 +154,31 @@ pub fn seal(
     license_id: Uuid,
     exported_at: DateTime<Utc>,
     chains: Vec<BundleChain>,
+    service_checkpoints: Vec<(ServiceHead, String)>,
     iss: &str,
     sign: impl FnOnce(&Checkpoint) -> Result<String, signing::SigningError>,
 ) -> Result<DisputeBundle, signing::SigningError> {
-    let checkpoint = sign(&checkpoint_for(license_id, exported_at, &chains, iss))?;
+    let heads = service_checkpoints.iter().map(|(h, _)| h.clone()).collect();
+    let checkpoint = sign(&checkpoint_for(
+        license_id,
+        exported_at,
+        &chains,
+        heads,
+        iss,
+    ))?;
     Ok(DisputeBundle {
         format: BUNDLE_FORMAT.to_string(),
         license_id,
         exported_at,
         chains,
         checkpoint,
+        service_checkpoints: service_checkpoints
+            .into_iter()
+            .map(|(h, jws)| ServiceCheckpoint {
+                context: h.context,
+                checkpoint: jws,
+            })
+            .collect(),
     })
 }
 
@@ -134,6 +205,9 @@ pub struct ChainCheck {
     pub head_hash: Option<String>,
     pub signed_events: Option<usize>,
     pub signed_head_hash: Option<String>,
+    /// Events shown, by a verified inclusion proof, to be in their
+    /// service's signed checkpoint.
+    pub proven: usize,
     /// What the hash chain itself shows, before comparing with the checkpoint.
     pub problems: Vec<ChainProblem>,
     pub valid: bool,
@@ -209,6 +283,26 @@ pub enum Failure {
         context: String,
         aggregate_type: String,
         aggregate_id: String,
+    },
+    #[error("{context}: service checkpoint does not verify: {reason}")]
+    BadServiceCheckpoint { context: String, reason: String },
+    #[error("{context}: the service checkpoint of {tree_size} events is signed in the bundle's checkpoint but missing")]
+    MissingServiceCheckpoint { context: String, tree_size: u64 },
+    #[error("{aggregate_type} {aggregate_id} ({context}): event {sequence} is not the event the service's checkpoint of {tree_size} events holds (changed since it was published)")]
+    NotInCheckpoint {
+        context: String,
+        aggregate_type: String,
+        aggregate_id: String,
+        sequence: i64,
+        tree_size: u64,
+    },
+    #[error("{aggregate_type} {aggregate_id} ({context}): {proven} events were proven at export, the bundle proves {found}")]
+    MissingProof {
+        context: String,
+        aggregate_type: String,
+        aggregate_id: String,
+        proven: usize,
+        found: usize,
     },
 }
 
@@ -292,6 +386,41 @@ pub fn verify_bundle(
         );
     }
 
+    // The services' own checkpoints, each under its service's key.
+    let mut services: Vec<CheckpointClaims> = Vec::new();
+    for sc in &bundle.service_checkpoints {
+        let claims = signing::verify_with(&sc.checkpoint, &key_for)
+            .map_err(|e| e.to_string())
+            .and_then(|v| serde_json::from_value::<CheckpointClaims>(v).map_err(|e| e.to_string()))
+            .and_then(|c| {
+                if c.typ != CHECKPOINT_TYP_SERVICE || c.context != sc.context {
+                    Err(format!("not a checkpoint of {}", sc.context))
+                } else {
+                    Ok(c)
+                }
+            });
+        match claims {
+            Ok(c) => services.push(c),
+            Err(reason) => failures.push(Failure::BadServiceCheckpoint {
+                context: sc.context.clone(),
+                reason,
+            }),
+        }
+    }
+    if let Some(c) = &checkpoint {
+        for h in &c.service_checkpoints {
+            let present = services.iter().any(|s| {
+                s.context == h.context && s.tree_size == h.tree_size && s.root_hash == h.root_hash
+            });
+            if !present {
+                failures.push(Failure::MissingServiceCheckpoint {
+                    context: h.context.clone(),
+                    tree_size: h.tree_size,
+                });
+            }
+        }
+    }
+
     let signed_heads: &[ChainHead] = checkpoint.as_ref().map_or(&[], |c| &c.chains);
     let same = |h: &ChainHead, c: &BundleChain| {
         h.context == c.context
@@ -331,7 +460,7 @@ pub fn verify_bundle(
                 });
             }
         }
-        let (check, found) = check_chain(chain, signed);
+        let (check, found) = check_chain(chain, signed, &services);
         failures.extend(found);
         chains.push(check);
     }
@@ -358,7 +487,11 @@ pub fn verify_bundle(
 /// Classifies one chain's damage. Sequence numbers are covered by each
 /// event's hash, so once edits are ruled out they tell removal, insertion
 /// and reordering apart; broken links and the head catch the rest.
-fn check_chain(chain: &BundleChain, signed: Option<&ChainHead>) -> (ChainCheck, Vec<Failure>) {
+fn check_chain(
+    chain: &BundleChain,
+    signed: Option<&ChainHead>,
+    services: &[CheckpointClaims],
+) -> (ChainCheck, Vec<Failure>) {
     let (ctx, ty, id) = (&chain.context, &chain.aggregate_type, &chain.aggregate_id);
     let mut failures = Vec::new();
     let inserted = |sequence: i64, belongs_to: Option<String>| Failure::InsertedEvent {
@@ -459,6 +592,19 @@ fn check_chain(chain: &BundleChain, signed: Option<&ChainHead>) -> (ChainCheck, 
         }
     }
 
+    let proven = check_proofs(chain, &own, services, &mut failures);
+    if let Some(h) = signed {
+        if proven < h.proven {
+            failures.push(Failure::MissingProof {
+                context: ctx.clone(),
+                aggregate_type: ty.clone(),
+                aggregate_id: id.clone(),
+                proven: h.proven,
+                found: proven,
+            });
+        }
+    }
+
     let check = ChainCheck {
         context: ctx.clone(),
         aggregate_type: ty.clone(),
@@ -467,10 +613,58 @@ fn check_chain(chain: &BundleChain, signed: Option<&ChainHead>) -> (ChainCheck, 
         head_hash: chain.events.last().map(|e| hex::encode(&e.hash)),
         signed_events: signed.map(|h| h.events),
         signed_head_hash: signed.map(|h| h.head_hash.clone()),
+        proven,
         problems: report.problems,
         valid: failures.is_empty(),
     };
     (check, failures)
+}
+
+/// Verifies each inclusion proof of `chain` against its service's
+/// checkpoint; how many of its events are proven.
+fn check_proofs(
+    chain: &BundleChain,
+    own: &[StoredEvent],
+    services: &[CheckpointClaims],
+    failures: &mut Vec<Failure>,
+) -> usize {
+    let mut proven = 0;
+    for p in &chain.proofs {
+        let Some(event) = own.iter().find(|e| e.sequence == p.sequence) else {
+            continue;
+        };
+        let root = services
+            .iter()
+            .find(|s| s.context == chain.context && s.tree_size == p.tree_size)
+            .and_then(|s| hash32(&s.root_hash));
+        let path: Option<Vec<merkle::Hash>> = p.path.iter().map(|h| hash32(h)).collect();
+        let ok = match (root, path) {
+            (Some(root), Some(path)) => merkle::verify_inclusion(
+                &merkle::leaf_hash(&event.hash),
+                p.leaf_index,
+                p.tree_size,
+                &path,
+                &root,
+            ),
+            _ => false,
+        };
+        if ok {
+            proven += 1;
+        } else {
+            failures.push(Failure::NotInCheckpoint {
+                context: chain.context.clone(),
+                aggregate_type: chain.aggregate_type.clone(),
+                aggregate_id: chain.aggregate_id.clone(),
+                sequence: p.sequence,
+                tree_size: p.tree_size,
+            });
+        }
+    }
+    proven
+}
+
+fn hash32(h: &str) -> Option<merkle::Hash> {
+    hex::decode(h).ok()?.try_into().ok()
 }
 
 #[cfg(test)]
@@ -517,6 +711,7 @@ mod tests {
             aggregate_type: ty.into(),
             aggregate_id: id.into(),
             events,
+            proofs: vec![],
         }
     }
 
@@ -530,10 +725,168 @@ mod tests {
             chain("issuance", "License", "l1", 4),
             chain("activation", "Activation", "a1", 3),
         ];
-        seal(Uuid::now_v7(), exported_at, chains, "test", |c| {
+        seal(Uuid::now_v7(), exported_at, chains, vec![], "test", |c| {
             ring.sign(c)
         })
         .expect("seal")
+    }
+
+    /// A bundle whose chains' events are leaves of a service's tree (with
+    /// other events between them), every one proven under the service's
+    /// checkpoint, signed with `service`'s key.
+    fn proven_bundle(ring: &signing::KeyRing, service: &signing::KeyRing) -> DisputeBundle {
+        let mut chains = vec![chain("issuance", "License", "l1", 4)];
+        let other = chain("issuance", "License", "other", 6);
+        // The store's publication order: the chain's events interleaved.
+        let mut store: Vec<(Option<i64>, Vec<u8>)> = Vec::new();
+        for i in 0..6 {
+            store.push((None, other.events[i].hash.clone()));
+            if let Some(e) = chains[0].events.get(i) {
+                store.push((Some(e.sequence), e.hash.clone()));
+            }
+        }
+        let leaves: Vec<merkle::Hash> = store.iter().map(|(_, h)| merkle::leaf_hash(h)).collect();
+        let mut tree = merkle::Tree::new(&leaves);
+        let size = leaves.len() as u64;
+        let root = hex::encode(tree.root(size));
+        chains[0].proofs = store
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (s, _))| s.map(|s| (i as u64, s)))
+            .map(|(i, sequence)| InclusionProof {
+                sequence,
+                leaf_index: i,
+                tree_size: size,
+                path: tree
+                    .inclusion_proof(i, size)
+                    .iter()
+                    .map(hex::encode)
+                    .collect(),
+            })
+            .collect();
+        let claims = CheckpointClaims {
+            iss: "issuance".into(),
+            typ: CHECKPOINT_TYP_SERVICE.into(),
+            context: "issuance".into(),
+            tree_size: size,
+            root_hash: root.clone(),
+            last_position: Some(size as i64),
+            iat: 1_800_000_000,
+            signed_at: at(1_800_000_000),
+        };
+        let head = ServiceHead {
+            context: "issuance".into(),
+            tree_size: size,
+            root_hash: root,
+        };
+        let jws = service.sign(&claims).expect("sign");
+        seal(
+            Uuid::now_v7(),
+            at(1_800_000_100),
+            chains,
+            vec![(head, jws)],
+            "test",
+            |c| ring.sign(c),
+        )
+        .expect("seal")
+    }
+
+    fn check_with(b: &DisputeBundle, rings: &[&signing::KeyRing]) -> BundleReport {
+        let keys: Vec<signing::Jwk> = rings.iter().flat_map(|r| r.jwks().keys).collect();
+        verify_bundle(b, |kid| {
+            keys.iter()
+                .find(|k| k.kid == kid)
+                .and_then(|k| signing::verifying_key(k).ok())
+        })
+    }
+
+    #[test]
+    fn inclusion_proofs_verify_and_every_tampering_with_them_is_named() {
+        let (k, s) = (ring("projector"), ring("issuance"));
+        let b = proven_bundle(&k, &s);
+        let r = check_with(&b, &[&k, &s]);
+        assert!(r.valid, "{:#?}", r.failures);
+        assert_eq!(r.chains[0].proven, 4);
+
+        // Edited: its content no longer matches its hash, which the
+        // service's tree still holds.
+        let mut e = b.clone();
+        e.chains[0].events[1].payload = "{\"n\":99}".into();
+        let r = check_with(&e, &[&k, &s]);
+        assert!(matches!(
+            only_failure(&r),
+            Failure::EditedEvent { sequence: 2, .. }
+        ));
+        // Edited with its hash recomputed: the tree does not hold it.
+        let ev = &mut e.chains[0].events[1];
+        ev.hash = ev.compute_hash(&ev.prev_hash).to_vec();
+        let r = check_with(&e, &[&k, &s]);
+        assert!(
+            r.failures
+                .iter()
+                .any(|f| matches!(f, Failure::NotInCheckpoint { sequence: 2, .. })),
+            "{:#?}",
+            r.failures
+        );
+
+        // Rewritten before the export, hashes recomputed, the projector
+        // fooled into signing it: only the service's tree tells.
+        let mut chains = b.chains.clone();
+        chains[0].events[2].payload = "{\"n\":77}".into();
+        rehash(&mut chains[0].events);
+        let heads = vec![(
+            serde_json::from_value::<Checkpoint>(
+                signing::verify_with(&b.checkpoint, |_| {
+                    signing::verifying_key(&k.jwks().keys[0]).ok()
+                })
+                .expect("own checkpoint"),
+            )
+            .expect("claims")
+            .service_checkpoints[0]
+                .clone(),
+            b.service_checkpoints[0].checkpoint.clone(),
+        )];
+        let forged = seal(b.license_id, b.exported_at, chains, heads, "test", |c| {
+            k.sign(c)
+        })
+        .expect("seal");
+        let r = check_with(&forged, &[&k, &s]);
+        assert!(!r.valid);
+        let not_in: Vec<i64> = r
+            .failures
+            .iter()
+            .filter_map(|f| match f {
+                Failure::NotInCheckpoint { sequence, .. } => Some(*sequence),
+                _ => None,
+            })
+            .collect();
+        // The edited event and every later one (their hashes were recomputed).
+        assert_eq!(not_in, vec![3, 4], "{:#?}", r.failures);
+
+        // A proof stripped, a service checkpoint dropped, or signed by
+        // another key: each named.
+        let mut p = b.clone();
+        p.chains[0].proofs.pop();
+        assert!(matches!(
+            only_failure(&check_with(&p, &[&k, &s])),
+            Failure::MissingProof {
+                proven: 4,
+                found: 3,
+                ..
+            }
+        ));
+        let mut d = b.clone();
+        d.service_checkpoints.clear();
+        let r = check_with(&d, &[&k, &s]);
+        assert!(r
+            .failures
+            .iter()
+            .any(|f| matches!(f, Failure::MissingServiceCheckpoint { .. })));
+        let r = check_with(&b, &[&k]);
+        assert!(r
+            .failures
+            .iter()
+            .any(|f| matches!(f, Failure::BadServiceCheckpoint { .. })));
     }
 
     fn check(b: &DisputeBundle, ring: &signing::KeyRing) -> BundleReport {

@@ -16,6 +16,57 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
+/// After the migrations, run as the owner: what the serving `role` may do.
+/// Read and write every table, except that the history (events, command
+/// outcomes, the Merkle leaves and the signed checkpoints) can only be
+/// appended (no UPDATE, DELETE or TRUNCATE), and the migrations table only
+/// read. `owned`: tables the role rebuilds (drops and renames),
+/// which it therefore owns, and may create tables beside.
+pub async fn grant_serving(owner: &PgPool, role: &str, owned: &[&str]) -> Result<(), sqlx::Error> {
+    let r = ident(role);
+    let mut tx = owner.begin().await?;
+    // Concurrent GRANTs of starting instances would collide.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('licensing-grants'))")
+        .execute(&mut *tx)
+        .await?;
+    let mut statements = vec![
+        format!("GRANT USAGE ON SCHEMA public TO {r}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {r}"),
+        format!("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {r}"),
+        format!(
+            "REVOKE UPDATE, DELETE, TRUNCATE ON events, command_outcomes, merkle_leaves, \
+             checkpoints FROM {r}"
+        ),
+        format!("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON _sqlx_migrations FROM {r}"),
+    ];
+    if !owned.is_empty() {
+        statements.push(format!("GRANT CREATE ON SCHEMA public TO {r}"));
+        for t in owned {
+            statements.push(format!("ALTER TABLE {} OWNER TO {r}", ident(t)));
+        }
+    }
+    for sql in statements {
+        sqlx::query(&sql).execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
+/// Whether the pool's role could rewrite history: a superuser, or one
+/// allowed to update or delete events.
+pub async fn can_rewrite_history(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT rolsuper OR has_table_privilege('events', 'UPDATE') \
+                OR has_table_privilege('events', 'DELETE') \
+         FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
 /// Applies the event-store tables. Services run their own migrator over the
 /// same database after this one, hence `ignore_missing`.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {

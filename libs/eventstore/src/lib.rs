@@ -10,11 +10,12 @@
 pub mod bundle;
 pub mod chain;
 pub mod db;
+pub mod merkle;
 pub mod relay;
 pub mod store;
 
 pub use chain::{verify_chain, ChainProblem, ChainReport, StoredEvent};
-pub use db::{connect, migrate};
+pub use db::{can_rewrite_history, connect, grant_serving, migrate};
 pub use store::{
     derived_id, request_digest, CodedError, CommandContext, Executed, InlineProjection, Refusal,
     Repository, StoreError, DIGEST_MISMATCH_CODE,

@@ -96,6 +96,10 @@ enum RelayError {
 struct Checkpoint {
     tx_id: String,
     global_position: i64,
+    /// Events published so far: the next event's leaf index in the store's
+    /// Merkle tree (the same order: see `service_kit::checkpoints`).
+    #[serde(default)]
+    leaves: Option<u64>,
 }
 
 pub struct Relay {
@@ -154,19 +158,32 @@ impl Relay {
         }
         let producer = self.transactional_producer().await?;
         let mut at = self.committed_checkpoint().await?;
+        if at.leaves.is_none() {
+            // A checkpoint written before leaves were counted.
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM events WHERE (tx_id, global_position) <= ($1::text::xid8, $2)",
+            )
+            .bind(&at.tx_id)
+            .bind(at.global_position)
+            .fetch_one(&mut conn)
+            .await?;
+            at.leaves = Some(u64::try_from(n).unwrap_or_default());
+        }
         self.stats.active.store(true, Ordering::Relaxed);
         tracing::info!(relay = %self.config.name, topic = %self.config.topic,
             tx_id = %at.tx_id, position = at.global_position, "relay active");
         loop {
             let batch = self.pending(&mut conn, &at).await?;
+            let first_leaf = at.leaves.unwrap_or_default();
             let Some(next) = batch.last().map(|(tx_id, e)| Checkpoint {
                 tx_id: tx_id.clone(),
                 global_position: e.global_position,
+                leaves: Some(first_leaf + batch.len() as u64),
             }) else {
                 tokio::time::sleep(self.config.idle_wait).await;
                 continue;
             };
-            if let Err(e) = self.publish(&producer, &batch, &next).await {
+            if let Err(e) = self.publish(&producer, &batch, first_leaf, &next).await {
                 let p = producer.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     p.abort_transaction(Duration::from_secs(10))
@@ -239,6 +256,7 @@ impl Relay {
             let mut found = Checkpoint {
                 tx_id: "0".into(),
                 global_position: 0,
+                leaves: Some(0),
             };
             let deadline = Instant::now() + Duration::from_secs(60);
             while Instant::now() < deadline {
@@ -292,11 +310,12 @@ impl Relay {
         &self,
         producer: &FutureProducer,
         batch: &[(String, StoredEvent)],
+        first_leaf: u64,
         checkpoint: &Checkpoint,
     ) -> Result<(), RelayError> {
         producer.begin_transaction()?;
         let mut pending = Vec::with_capacity(batch.len() + 1);
-        for (_, event) in batch {
+        for (leaf, (_, event)) in (first_leaf..).zip(batch) {
             let envelope = event
                 .to_raw_envelope()
                 .map_err(|e| RelayError::Corrupt(event.global_position, e))?;
@@ -305,7 +324,7 @@ impl Relay {
             let record = FutureRecord::to(&self.config.topic)
                 .key(envelope.aggregate_id.as_bytes())
                 .payload(body.as_slice())
-                .headers(envelope_headers(&envelope));
+                .headers(envelope_headers(&envelope, leaf));
             send(producer, record, &mut pending).await?;
         }
         let body = serde_json::to_vec(checkpoint)
@@ -353,10 +372,11 @@ async fn send(
     }
 }
 
-fn envelope_headers<P>(e: &contracts::EventEnvelope<P>) -> OwnedHeaders {
+fn envelope_headers<P>(e: &contracts::EventEnvelope<P>, leaf: u64) -> OwnedHeaders {
     let sequence = e.sequence.to_string();
     let event_id = e.event_id.to_string();
-    let mut h = OwnedHeaders::new_with_capacity(8);
+    let leaf = leaf.to_string();
+    let mut h = OwnedHeaders::new_with_capacity(9);
     for (key, value) in [
         ("event_id", event_id.as_str()),
         ("event_type", e.event_type.as_str()),
@@ -366,6 +386,7 @@ fn envelope_headers<P>(e: &contracts::EventEnvelope<P>) -> OwnedHeaders {
         ("sequence", sequence.as_str()),
         ("correlation_id", e.correlation_id.as_str()),
         ("causation_id", e.causation_id.as_deref().unwrap_or("")),
+        ("leaf_index", leaf.as_str()),
     ] {
         h = h.insert(Header {
             key,

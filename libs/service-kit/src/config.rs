@@ -179,6 +179,12 @@ pub struct CommonConfig {
     /// Postgres DSN. Required: there is no sane default for a database, and
     /// it may carry a password, hence the redacting `Debug`.
     pub database_url: String,
+    /// DSN of the database's owner, for migrations (and the grants that
+    /// follow) at start-up only; the service then serves as the role of
+    /// `database_url`, which may append events but never change them.
+    /// Unset: migrations run as `database_url`'s role (development).
+    #[serde(default)]
+    pub database_migration_url: Option<String>,
     /// Comma-separated bootstrap servers.
     #[serde(default = "default_kafka_brokers")]
     pub kafka_brokers: String,
@@ -230,6 +236,26 @@ pub struct CommonConfig {
     /// Postgres connections per instance.
     #[serde(default = "default_db_pool_size")]
     pub db_pool_size: u32,
+    /// PKCS#8 PEM file of the P-256 key this service signs with (its
+    /// checkpoints, and its documents: activation files, grant documents,
+    /// dispute bundles). Its kid is its RFC 7638 thumbprint; to rotate,
+    /// point this at a new file (every key ever used stays in the JWKS).
+    #[serde(default)]
+    pub signing_key_file: Option<String>,
+    /// Create `signing_key_file` (mode 0600) when it does not exist: for
+    /// development; in production the key is provisioned.
+    #[serde(default)]
+    pub signing_key_generate: bool,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key_file`);
+    /// unset: plain HTTP (behind a TLS-terminating proxy).
+    #[serde(default)]
+    pub tls_cert_file: Option<String>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<String>,
+    /// Least time between two signed checkpoints while events arrive.
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
 }
 
 fn default_http_addr() -> String {
@@ -253,6 +279,9 @@ fn default_true() -> bool {
 fn default_db_pool_size() -> u32 {
     32
 }
+fn default_checkpoint_interval_ms() -> u64 {
+    5_000
+}
 fn default_max_body_bytes() -> usize {
     crate::json::DEFAULT_BODY_LIMIT
 }
@@ -264,6 +293,10 @@ impl fmt::Debug for CommonConfig {
         f.debug_struct("CommonConfig")
             .field("http_addr", &self.http_addr)
             .field("database_url", &redact_url(&self.database_url))
+            .field(
+                "database_migration_url",
+                &self.database_migration_url.as_deref().map(redact_url),
+            )
             .field("kafka_brokers", &redact_url(&self.kafka_brokers))
             .field("kafka_properties_file", &self.kafka_properties_file)
             .field("kafka_security_protocol", &self.kafka_security_protocol)
@@ -282,6 +315,11 @@ impl fmt::Debug for CommonConfig {
             .field("consumer_group_prefix", &self.consumer_group_prefix)
             .field("admin_key", &self.admin_key.as_ref().map(|_| REDACTED))
             .field("auth_enabled", &self.auth_enabled)
+            .field("signing_key_file", &self.signing_key_file)
+            .field("signing_key_generate", &self.signing_key_generate)
+            .field("checkpoint_interval_ms", &self.checkpoint_interval_ms)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
             .finish()
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod checkpoints;
 pub mod clock;
 pub mod command;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod health;
 pub mod json;
 pub mod keys;
 pub mod metrics;
+pub mod outbound;
 pub mod platform;
 pub mod problem;
 pub mod rate_limit;

@@ -4,6 +4,7 @@
 //! stopped together.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +21,11 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::auth::{ApiKeyReplica, Authenticator};
+use crate::checkpoints::{CheckpointConfig, Checkpointer};
+use crate::clock::Clock;
 use crate::config::CommonConfig;
 use crate::health::ReadyCheck;
+use crate::keys::Signer;
 use crate::metrics::Metrics;
 use crate::server::{serve, ServiceApp};
 
@@ -72,6 +76,8 @@ pub struct Platform {
     handle_signals: bool,
     /// Topics read or written so far, checked at start-up.
     used_topics: Vec<String>,
+    signer: Option<Arc<Signer>>,
+    checkpointer: Option<Arc<Checkpointer>>,
 }
 
 impl Platform {
@@ -84,15 +90,35 @@ impl Platform {
         config: CommonConfig,
         migrator: Option<&Migrator>,
     ) -> Result<Self, PlatformError> {
+        Self::start_owning(name, config, migrator, &[]).await
+    }
+
+    /// `start` for a service that rebuilds `owned` tables (drops and
+    /// renames them), which its serving role therefore owns.
+    pub async fn start_owning(
+        name: &str,
+        config: CommonConfig,
+        migrator: Option<&Migrator>,
+        owned: &[&str],
+    ) -> Result<Self, PlatformError> {
         let pool = eventstore::connect(&config.database_url, config.db_pool_size).await?;
-        eventstore::migrate(&pool).await?;
-        if let Some(m) = migrator {
-            let mut m = Migrator {
-                migrations: m.migrations.clone(),
-                ..Migrator::DEFAULT
-            };
-            m.set_ignore_missing(true);
-            m.run(&pool).await?;
+        match &config.database_migration_url {
+            Some(url) => {
+                let owner = eventstore::connect(url, 2).await?;
+                migrate_all(&owner, migrator).await?;
+                let role: String = sqlx::query_scalar("SELECT current_user::text")
+                    .fetch_one(&pool)
+                    .await?;
+                eventstore::grant_serving(&owner, &role, owned).await?;
+                owner.close().await;
+            }
+            None => migrate_all(&pool, migrator).await?,
+        }
+        if eventstore::can_rewrite_history(&pool).await? {
+            tracing::warn!(
+                "the database role this service serves as can change or delete events: \
+                 give it a role of its own and migrate as the owner (database_migration_url)"
+            );
         }
         let kafka = config
             .kafka()
@@ -118,6 +144,8 @@ impl Platform {
             tasks: JoinSet::new(),
             handle_signals: true,
             used_topics: Vec::new(),
+            signer: None,
+            checkpointer: None,
         };
         // Every service enforces API keys from its own replica of them.
         let issuance_events = platform.topics.events(contracts::topics::ISSUANCE);
@@ -155,8 +183,44 @@ impl Platform {
         format!("{prefix}.{}.{name}", self.name)
     }
 
-    /// Publishes this service's events to `<prefix>.<context>.events`.
-    pub fn spawn_relay(&mut self, context: &str) {
+    /// The service's signer: the key of `signing_key_file`, recorded as
+    /// `SigningKeyPublished` before anything is signed with it, and served
+    /// at `/.well-known/jwks.json`.
+    pub async fn signer(&mut self, clock: Arc<dyn Clock>) -> Result<Arc<Signer>, PlatformError> {
+        if let Some(s) = &self.signer {
+            return Ok(s.clone());
+        }
+        let file = self.config.signing_key_file.as_deref().ok_or_else(|| {
+            PlatformError::Config("signing_key_file is required: this service signs".into())
+        })?;
+        let ring = crate::keys::load_ring(Path::new(file), self.config.signing_key_generate)?;
+        let signer = Arc::new(Signer::new(ring, self.pool.clone(), clock));
+        signer.publish_at_startup(&self.name).await?;
+        self.signer = Some(signer.clone());
+        Ok(signer)
+    }
+
+    /// Publishes this service's events to `<prefix>.<context>.events`, and
+    /// signs checkpoints of them (so [`Platform::signer`] comes first).
+    pub fn spawn_relay(&mut self, context: &str) -> Result<(), PlatformError> {
+        let signer = self.signer.clone().ok_or_else(|| {
+            PlatformError::Config("the relay's checkpoints need the service's signer".into())
+        })?;
+        let checkpointer = Arc::new(Checkpointer::new(
+            self.pool.clone(),
+            signer,
+            self.producer.clone(),
+            CheckpointConfig {
+                service: self.name.clone(),
+                context: context.to_string(),
+                topic: self.topics.checkpoints(),
+                interval: Duration::from_millis(self.config.checkpoint_interval_ms.max(10)),
+            },
+        ));
+        self.used_topics.push(self.topics.checkpoints());
+        self.tasks
+            .spawn(checkpointer.clone().run(self.shutdown.subscribe()));
+        self.checkpointer = Some(checkpointer);
         let mut config = RelayConfig::new(
             context,
             &self.kafka,
@@ -204,6 +268,7 @@ impl Platform {
                 }
             }
         });
+        Ok(())
     }
 
     /// A consumer of event topics: a consumer group named `<group
@@ -224,8 +289,9 @@ impl Platform {
         self.spawn_any_consumer(consumer, topics, batch_max, handler, true);
     }
 
-    /// A consumer of command topics (no per-aggregate sequences to guard).
-    pub fn spawn_command_consumer<H: TxHandler>(
+    /// A consumer of topics that carry no event streams (commands,
+    /// checkpoints): no per-aggregate sequences to guard.
+    pub fn spawn_unsequenced_consumer<H: TxHandler>(
         &mut self,
         consumer: &str,
         topics: Vec<String>,
@@ -279,7 +345,7 @@ impl Platform {
                 missing.join(", ")
             )));
         }
-        let mut app = ServiceApp::from_config(self.name.clone(), &self.config)
+        let mut app = ServiceApp::from_config(self.name.clone(), &self.config)?
             .with_metrics(self.metrics.clone())
             .with_ready_check(ReadyCheck::Postgres(self.pool.clone()))
             .with_ready_check(ReadyCheck::Kafka {
@@ -289,14 +355,31 @@ impl Platform {
             app = app.disable_signals();
         }
         let auth = self.auth.clone();
+        let signer = self.signer.clone().map(web::Data::from);
+        let checkpointer = self.checkpointer.clone().map(web::Data::from);
         let routes = move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(auth.clone());
+            if let Some(s) = &signer {
+                cfg.app_data(s.clone());
+                crate::keys::routes::<Signer>(cfg);
+            }
+            if let Some(c) = &checkpointer {
+                cfg.app_data(c.clone()).service(
+                    web::resource(CHECKPOINTS_PATH)
+                        .wrap(actix_web::middleware::from_fn(crate::auth::require(
+                            crate::auth::ADMIN,
+                        )))
+                        .route(web::post().to(checkpoint_now)),
+                );
+            }
             routes(cfg);
         };
+        let tls = app.is_tls();
         let (server, addr) = serve(app, &self.config.http_addr, routes).await?;
         let handle = server.handle();
         Ok(Running {
             addr,
+            tls,
             handle,
             server: tokio::spawn(server),
             shutdown: self.shutdown,
@@ -305,9 +388,47 @@ impl Platform {
     }
 }
 
+async fn migrate_all(pool: &PgPool, migrator: Option<&Migrator>) -> Result<(), PlatformError> {
+    eventstore::migrate(pool).await?;
+    if let Some(m) = migrator {
+        let mut m = Migrator {
+            migrations: m.migrations.clone(),
+            ..Migrator::DEFAULT
+        };
+        m.set_ignore_missing(true);
+        m.run(pool).await?;
+    }
+    Ok(())
+}
+
+/// Where an administrator asks for a checkpoint now.
+pub const CHECKPOINTS_PATH: &str = "/v1/admin/checkpoints";
+
+/// `POST /v1/admin/checkpoints` (admin): signs and publishes a checkpoint
+/// of every event committed so far, and answers it (the latest one when
+/// nothing was appended since).
+async fn checkpoint_now(
+    c: web::Data<Checkpointer>,
+) -> Result<actix_web::HttpResponse, crate::Problem> {
+    match c.round(true).await {
+        Ok(Some(signed)) => Ok(actix_web::HttpResponse::Ok().json(signed)),
+        Ok(None) => Err(crate::Problem::internal()),
+        Err(e) => {
+            tracing::warn!(error = %e, "checkpoint on demand failed");
+            Err(crate::Problem::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "STORE_UNAVAILABLE",
+                "Service Unavailable",
+            ))
+        }
+    }
+}
+
 /// A started service.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Serves HTTPS.
+    pub tls: bool,
     handle: ServerHandle,
     server: JoinHandle<std::io::Result<()>>,
     shutdown: watch::Sender<bool>,
@@ -316,7 +437,8 @@ pub struct Running {
 
 impl Running {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Runs until the HTTP server stops (SIGTERM/SIGINT), then stops the

@@ -28,6 +28,7 @@ pub struct ServiceApp {
     // Built once from `ready_checks` so that every worker shares one Kafka
     // client per check instead of creating its own.
     readiness: OnceLock<Arc<Readiness>>,
+    tls: Option<rustls::ServerConfig>,
 }
 
 impl ServiceApp {
@@ -42,12 +43,34 @@ impl ServiceApp {
             body_limit: DEFAULT_BODY_LIMIT,
             handle_signals: true,
             readiness: OnceLock::new(),
+            tls: None,
         }
     }
 
-    /// [`ServiceApp::new`] with the body limit taken from the config.
-    pub fn from_config(name: impl Into<String>, config: &CommonConfig) -> Self {
-        Self::new(name).with_body_limit(config.max_body_bytes)
+    /// [`ServiceApp::new`] with the body limit and TLS taken from the
+    /// config.
+    pub fn from_config(name: impl Into<String>, config: &CommonConfig) -> std::io::Result<Self> {
+        let app = Self::new(name).with_body_limit(config.max_body_bytes);
+        Ok(match (&config.tls_cert_file, &config.tls_key_file) {
+            (Some(cert), Some(key)) => app.with_tls(tls_config(cert, key)?),
+            (None, None) => app,
+            _ => {
+                return Err(std::io::Error::other(
+                    "tls_cert_file and tls_key_file go together",
+                ))
+            }
+        })
+    }
+
+    /// Serves HTTPS only, with `tls`.
+    pub fn with_tls(mut self, tls: rustls::ServerConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Whether it serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Adds a dependency `/readyz` must reach.
@@ -161,13 +184,17 @@ where
     let _ = app.readiness();
     let handle_signals = app.handle_signals;
     let name = app.name.clone();
+    let tls = app.tls.clone();
     let app = Arc::new(app);
     let mut server =
         HttpServer::new(move || app.app(routes.clone())).shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
     if !handle_signals {
         server = server.disable_signals();
     }
-    let server = server.bind(addr)?;
+    let server = match tls {
+        Some(tls) => server.bind_rustls_0_23(addr, tls)?,
+        None => server.bind(addr)?,
+    };
     let bound = server.addrs().first().copied().ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::AddrNotAvailable,
@@ -176,6 +203,26 @@ where
     })?;
     tracing::info!(service = %name, addr = %bound, "http server bound");
     Ok((server.run(), bound))
+}
+
+/// A TLS server configuration from PEM files: the certificate chain and its
+/// private key (PKCS#8, SEC1 or PKCS#1).
+pub fn tls_config(cert_file: &str, key_file: &str) -> std::io::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| std::io::Error::other(format!("{what}: {e}"));
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .map_err(|e| bad(cert_file, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert_file, &e))?;
+    // The key file's name only: never its content.
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| bad(key_file, &e))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("tls", &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad(cert_file, &e))
 }
 
 /// Completes on SIGTERM or Ctrl-C, for stopping background tasks (Kafka

@@ -25,7 +25,6 @@ pub struct TrialWait(pub Duration);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let activator = || from_fn(require(ACTIVATOR));
-    service_kit::keys::routes::<Activation>(cfg);
     cfg.service(
         web::resource("/v1/activations")
             .wrap(activator())

@@ -27,7 +27,7 @@ pub struct Activation {
     pub seats: Repository<Seats>,
     pub trials: Repository<Trial>,
     /// Signs the files; publishes and serves the keys (`SigningKey`).
-    pub signer: Signer,
+    pub signer: Arc<Signer>,
     pub issuer: String,
 }
 
@@ -79,7 +79,12 @@ impl AsRef<Signer> for Activation {
 }
 
 impl Activation {
-    pub fn new(pool: PgPool, services: ActivationServices, signer: Signer, issuer: String) -> Self {
+    pub fn new(
+        pool: PgPool,
+        services: ActivationServices,
+        signer: Arc<Signer>,
+        issuer: String,
+    ) -> Self {
         Self {
             seats: Repository::new(pool.clone(), services.clone())
                 .with_projection(Arc::new(SeatIndex))

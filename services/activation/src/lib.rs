@@ -14,7 +14,7 @@ use std::time::Duration;
 use actix_web::web;
 use contracts::topics::{ACTIVATION, ISSUANCE};
 use serde::Deserialize;
-use service_kit::keys::{self, Signer};
+
 use service_kit::platform::{Platform, PlatformError, Running};
 use service_kit::CommonConfig;
 use sqlx::migrate::Migrator;
@@ -41,14 +41,6 @@ fn d_issuer() -> String {
 pub struct Config {
     #[serde(flatten)]
     pub common: CommonConfig,
-    /// PKCS#8 PEM file of the P-256 key that signs activation files. Its kid
-    /// is its RFC 7638 thumbprint; to rotate, point this at a new file (every
-    /// key ever used stays in the JWKS).
-    pub signing_key_file: String,
-    /// Create `signing_key_file` (mode 0600) when it does not exist: for
-    /// development; in production the key is provisioned.
-    #[serde(default)]
-    pub signing_key_generate: bool,
     /// How far a device's clock may fall behind a time it reported before.
     #[serde(default = "d_tolerance")]
     pub clock_tolerance_secs: u32,
@@ -69,10 +61,6 @@ impl AsRef<CommonConfig> for Config {
 pub use service_kit::platform::Options;
 
 pub async fn start(config: Config, options: Options) -> Result<Running, PlatformError> {
-    let ring = keys::load_ring(
-        std::path::Path::new(&config.signing_key_file),
-        config.signing_key_generate,
-    )?;
     let mut platform = Platform::start(SERVICE, config.common, Some(&MIGRATOR)).await?;
     if !options.handle_signals {
         platform = platform.without_signals();
@@ -81,16 +69,16 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
         clock: options.clock.clone(),
         clock_tolerance: chrono::Duration::seconds(i64::from(config.clock_tolerance_secs)),
     };
-    let signer = Signer::new(ring, platform.pool.clone(), options.clock);
-    // The key is recorded before anything is signed with it.
-    signer.publish_at_startup(SERVICE).await?;
+    // The key of activation files (and checkpoints), recorded before
+    // anything is signed with it.
+    let signer = platform.signer(options.clock).await?;
     let app = Arc::new(Activation::new(
         platform.pool.clone(),
         services,
         signer,
         config.issuer,
     ));
-    platform.spawn_relay(ACTIVATION);
+    platform.spawn_relay(ACTIVATION)?;
     platform.spawn_consumer(
         "replica",
         vec![platform.topics.events(ISSUANCE)],

@@ -78,7 +78,11 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
         },
         cache.clone(),
     ));
-    platform.spawn_relay(contracts::topics::DOMAIN);
+    // Its key signs the checkpoints of its events.
+    platform
+        .signer(Arc::new(service_kit::clock::SystemClock))
+        .await?;
+    platform.spawn_relay(contracts::topics::DOMAIN)?;
     platform.spawn_consumer(
         "replica",
         vec![platform.topics.events(ISSUANCE)],

@@ -92,7 +92,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .wrap(admin())
             .route(web::post().to(sync_upstream)),
     );
-    service_kit::keys::routes::<GrantSync>(cfg);
 }
 
 fn path_id(raw: &str) -> Result<Uuid, Problem> {

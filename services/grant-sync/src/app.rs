@@ -22,7 +22,7 @@ use crate::domain::*;
 use crate::flight::SingleFlight;
 use crate::heartbeat::{Beat, Heartbeats};
 use crate::notify::Notifier;
-use crate::remote::Remote;
+use crate::remote::{Remote, Target};
 use crate::store::{self, ClientRow, Cursor};
 
 /// Settings the use cases need.
@@ -40,7 +40,7 @@ pub struct GrantSync {
     pub leases: Repository<Leases>,
     pub upstreams: Repository<Upstream>,
     pub imported: Repository<ImportedLicense>,
-    pub signer: Signer,
+    pub signer: Arc<Signer>,
     pub heartbeats: Heartbeats,
     pub notifier: Notifier,
     pub remote: Remote,
@@ -85,6 +85,7 @@ fn status_of(code: &str, _field: Option<&str>) -> StatusCode {
         }
         c if c.starts_with("INVALID_")
             || c == "ALLOWLIST_TOO_LONG"
+            || c == "INSECURE_ENDPOINT"
             || c == "FEATURE_NOT_GRANTED"
             || c == "FEATURES_MISSING" =>
         {
@@ -125,7 +126,7 @@ impl GrantSync {
     pub fn new(
         pool: PgPool,
         services: GrantServices,
-        signer: Signer,
+        signer: Arc<Signer>,
         heartbeats: Heartbeats,
         notifier: Notifier,
         remote: Remote,
@@ -514,6 +515,7 @@ impl GrantSync {
         client: &ClientRow,
         grants: &[Grant],
         leases: Vec<LeaseSummary>,
+        revocations: &[Revocation],
         now: DateTime<Utc>,
     ) -> Result<(String, DateTime<Utc>), Problem> {
         let grace = grants
@@ -536,6 +538,7 @@ impl GrantSync {
             valid_until,
             grants: grants.to_vec(),
             leases,
+            revocations: revocations.to_vec(),
         };
         let jws = self.signer.sign(&claims).map_err(|e| {
             tracing::error!(error = %e, "signing a grant document failed");
@@ -615,7 +618,8 @@ impl GrantSync {
         let leases = store::live_leases(&self.pool, client.client_id)
             .await
             .map_err(db_problem)?;
-        let (document, valid_until) = self.grant_document(client, &grants, leases, now)?;
+        let (document, valid_until) =
+            self.grant_document(client, &grants, leases, &revocations, now)?;
         let grants: &[Grant] = &grants;
         Ok(serde_json::json!({
             "changes": changes,
@@ -751,8 +755,9 @@ impl GrantSync {
     async fn credentials(
         &self,
         upstream_id: Uuid,
-    ) -> Result<(UpstreamRegistered, String), Problem> {
+    ) -> Result<(UpstreamRegistered, String, Vec<PinnedKey>), Problem> {
         let u = self.upstream(upstream_id).await?;
+        let pinned = u.pinned_keys.clone();
         let reg = u.registered.ok_or_else(Problem::internal)?;
         let secret: Option<String> =
             sqlx::query_scalar("SELECT secret FROM upstream_credentials WHERE upstream_id = $1")
@@ -766,7 +771,7 @@ impl GrantSync {
                 "the upstream's secret is not stored here",
             )
         })?;
-        Ok((reg, secret))
+        Ok((reg, secret, pinned))
     }
 
     pub async fn check_upstream(
@@ -774,11 +779,13 @@ impl GrantSync {
         ctx: &CommandContext,
         upstream_id: Uuid,
     ) -> Result<Upstream, Problem> {
-        let (reg, secret) = self.credentials(upstream_id).await?;
-        let result = self
-            .remote
-            .check(&reg.endpoint, &secret, reg.member_id)
-            .await;
+        let (reg, secret, _) = self.credentials(upstream_id).await?;
+        let target = Target {
+            endpoint: &reg.endpoint,
+            token: &secret,
+            allow_http: reg.allow_insecure_http,
+        };
+        let result = self.remote.check(&target, reg.member_id).await;
         let done = checked(
             self.upstreams
                 .execute(
@@ -798,11 +805,16 @@ impl GrantSync {
         upstream_id: Uuid,
         resources: &[SyncResource],
     ) -> Result<Upstream, Problem> {
-        let (reg, secret) = self.credentials(upstream_id).await?;
+        let (reg, secret, pinned) = self.credentials(upstream_id).await?;
+        let target = Target {
+            endpoint: &reg.endpoint,
+            token: &secret,
+            allow_http: reg.allow_insecure_http,
+        };
         let mut last = None;
         for (i, resource) in resources.iter().enumerate() {
             let (mut result, items, products, skipped) = match resource {
-                SyncResource::Catalog => match self.remote.catalog(&reg.endpoint, &secret).await {
+                SyncResource::Catalog => match self.remote.catalog(&target).await {
                     Ok((products, r)) => {
                         let (products, skipped) = self.own_products(upstream_id, products).await?;
                         (r, 0, products, skipped)
@@ -810,7 +822,11 @@ impl GrantSync {
                     Err(r) => (r, 0, vec![], 0),
                 },
                 SyncResource::Licenses | SyncResource::Revocations => {
-                    match self.remote.pull(&reg.endpoint, &secret).await {
+                    match self
+                        .remote
+                        .pull(&target, reg.member_id, &pinned, self.now())
+                        .await
+                    {
                         Ok((pulled, r)) => {
                             let (n, skipped) =
                                 self.import(ctx, upstream_id, *resource, pulled).await?;

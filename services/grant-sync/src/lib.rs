@@ -19,6 +19,7 @@ use std::time::Duration;
 use actix_web::web;
 use contracts::topics::{ACTIVATION, DOMAIN, GRANTS, ISSUANCE};
 use serde::Deserialize;
+use service_kit::outbound::OutboundConfig;
 use service_kit::platform::{Platform, PlatformError, Running};
 use service_kit::CommonConfig;
 use sqlx::migrate::Migrator;
@@ -60,12 +61,6 @@ fn d_upstream_timeout() -> u64 {
 pub struct Config {
     #[serde(flatten)]
     pub common: CommonConfig,
-    /// PKCS#8 PEM file of the P-256 key that signs grant documents; its kid
-    /// is its RFC 7638 thumbprint, and every key ever used stays in the JWKS.
-    pub signing_key_file: String,
-    /// Create `signing_key_file` (mode 0600) when missing: development only.
-    #[serde(default)]
-    pub signing_key_generate: bool,
     /// `iss` of grant documents.
     #[serde(default = "d_issuer")]
     pub issuer: String,
@@ -86,6 +81,14 @@ pub struct Config {
     pub heartbeat_batch_max: usize,
     #[serde(default = "d_upstream_timeout")]
     pub upstream_timeout_ms: u64,
+    /// PEM file of a CA trusted for upstreams' certificates besides the
+    /// system roots.
+    #[serde(default)]
+    pub upstream_ca_file: Option<String>,
+    /// Networks (CIDRs) upstreams may be reached in although not public:
+    /// loopback, private and link-local addresses are refused otherwise.
+    #[serde(default)]
+    pub upstream_allowed_networks: Vec<String>,
 }
 
 impl AsRef<CommonConfig> for Config {
@@ -97,17 +100,22 @@ impl AsRef<CommonConfig> for Config {
 pub use service_kit::platform::Options;
 
 pub async fn start(config: Config, options: Options) -> Result<Running, PlatformError> {
-    let ring = service_kit::keys::load_ring(
-        std::path::Path::new(&config.signing_key_file),
-        config.signing_key_generate,
-    )?;
+    let remote = Remote::new(&OutboundConfig {
+        timeout: Duration::from_millis(config.upstream_timeout_ms),
+        ca_file: config.upstream_ca_file.clone(),
+        allowed_networks: service_kit::outbound::networks(&config.upstream_allowed_networks)
+            .map_err(|bad| {
+                PlatformError::Config(format!("upstream_allowed_networks: {bad:?} is no CIDR"))
+            })?,
+    })
+    .map_err(|e| PlatformError::Config(format!("upstream client: {e}")))?;
     let mut platform = Platform::start(SERVICE, config.common, Some(&MIGRATOR)).await?;
     if !options.handle_signals {
         platform = platform.without_signals();
     }
     let clock = options.clock;
-    let signer = service_kit::keys::Signer::new(ring, platform.pool.clone(), clock.clone());
-    signer.publish_at_startup(SERVICE).await?;
+    // Grant sync's own key (grant documents, checkpoints).
+    let signer = platform.signer(clock.clone()).await?;
     let notifier = Notifier::new();
     let app = Arc::new(GrantSync::new(
         platform.pool.clone(),
@@ -117,7 +125,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
         signer,
         Heartbeats::start(platform.pool.clone(), clock, config.heartbeat_batch_max),
         notifier.clone(),
-        Remote::new(Duration::from_millis(config.upstream_timeout_ms)),
+        remote,
         Settings {
             issuer: config.issuer,
             clock_tolerance_secs: config.clock_tolerance_secs,
@@ -125,7 +133,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
             sync_max_wait: Duration::from_millis(config.sync_max_wait_ms),
         },
     ));
-    platform.spawn_relay(GRANTS);
+    platform.spawn_relay(GRANTS)?;
     platform.spawn_consumer(
         "replica",
         vec![

@@ -77,9 +77,11 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
         clock: options.clock,
         keys: Arc::new(keys),
     };
+    // Its key signs the checkpoints of its events.
+    platform.signer(services.clock.clone()).await?;
     let issuance = Arc::new(Issuance::new(platform.pool.clone(), services));
-    platform.spawn_relay(ISSUANCE);
-    platform.spawn_command_consumer(
+    platform.spawn_relay(ISSUANCE)?;
+    platform.spawn_unsequenced_consumer(
         "commands",
         vec![
             platform.topics.commands(ISSUANCE),

@@ -2,7 +2,10 @@
 //!
 //! `licensectl verify --database-url URL [--aggregate-type T --aggregate-id ID]`
 //! re-hashes an aggregate's stored events (or every aggregate's) and prints
-//! one JSON report per aggregate; exits 1 when any chain is broken.
+//! one JSON report per aggregate; exits 1 when any chain is broken. With
+//! checkpoints (`--checkpoints FILE` or `--kafka-config FILE`, `--context`,
+//! `--jwks`) it also checks every stored event against the service's
+//! signed checkpoints (see `checkpoints`).
 //!
 //! `licensectl verify-bundle` checks a dispute bundle offline,
 //! `licensectl rebuild` drives a projector rebuild, and `licensectl kafka
@@ -10,6 +13,7 @@
 //!
 //! Exit codes: 0 success, 1 the check or the rebuild failed, 2 usage or IO.
 
+mod checkpoints;
 mod kafka;
 mod rebuild;
 mod verify_bundle;
@@ -22,6 +26,7 @@ use sqlx::PgPool;
 
 const USAGE: &str = "usage:
   licensectl verify --database-url URL [--aggregate-type TYPE --aggregate-id ID]
+                    [--context C --jwks F1[,F2] (--checkpoints FILE | --kafka-config FILE [--prefix P])]
   licensectl verify-bundle --bundle FILE (--jwks FILE | --public-key PEM_FILE)
   licensectl rebuild --url BASE_URL --api-key KEY [--models M1,M2] [--poll-ms 500] [--timeout-secs 3600]
   licensectl kafka provision --config ADMIN_PROPERTIES [--brokers HOSTS] [--prefix licensing]
@@ -29,12 +34,6 @@ const USAGE: &str = "usage:
 environment: LICENSING_DATABASE_URL, LICENSING_PROJECTOR_URL, LICENSING_API_KEY,
              LICENSING_KAFKA_ADMIN_CONFIG, LICENSING_TOPIC_PREFIX
 exit codes: 0 ok, 1 chain broken / bundle invalid / rebuild failed, 2 usage or IO error";
-
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
 
 /// `--name value` pairs; unlike `flag`, refuses unknown, repeated and
 /// value-less flags, so that a typo cannot silently fall back to a default.
@@ -85,29 +84,97 @@ async fn run(args: Vec<String>) -> anyhow::Result<bool> {
 }
 
 async fn verify(args: Vec<String>) -> anyhow::Result<bool> {
-    let url = flag(&args, "--database-url")
+    let mut f = flags(
+        &args[1..],
+        &[
+            "--database-url",
+            "--aggregate-type",
+            "--aggregate-id",
+            "--checkpoints",
+            "--kafka-config",
+            "--prefix",
+            "--context",
+            "--jwks",
+        ],
+    )?;
+    let url = f
+        .remove("--database-url")
         .or_else(|| std::env::var("LICENSING_DATABASE_URL").ok())
         .context(USAGE)?;
+    let source = match (f.remove("--checkpoints"), f.remove("--kafka-config")) {
+        (Some(_), Some(_)) => bail!("--checkpoints or --kafka-config, not both\n{USAGE}"),
+        (Some(p), None) => Some(checkpoints::Source::File(p.into())),
+        (None, Some(c)) => Some(checkpoints::Source::Kafka {
+            config: c.into(),
+            prefix: f
+                .remove("--prefix")
+                .or_else(|| std::env::var("LICENSING_TOPIC_PREFIX").ok())
+                .unwrap_or_else(|| "licensing".into()),
+        }),
+        (None, None) => None,
+    };
+    let against = match source {
+        Some(source) => Some(checkpoints::Args {
+            source,
+            context: f
+                .remove("--context")
+                .with_context(|| format!("checkpoints need --context\n{USAGE}"))?,
+            jwks: f
+                .remove("--jwks")
+                .with_context(|| format!("checkpoints need --jwks (the service's keys)\n{USAGE}"))?
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(Into::into)
+                .collect(),
+        }),
+        None => None,
+    };
     let pool = PgPool::connect(&url)
         .await
         .context("connecting to the event store")?;
-    let targets: Vec<(String, String)> = match (
-        flag(&args, "--aggregate-type"),
-        flag(&args, "--aggregate-id"),
-    ) {
-        (Some(t), Some(id)) => vec![(t, id)],
-        (None, None) => {
-            sqlx::query_as("SELECT DISTINCT aggregate_type, aggregate_id FROM events ORDER BY 1, 2")
+    let targets: Vec<(String, String)> =
+        match (f.remove("--aggregate-type"), f.remove("--aggregate-id")) {
+            (Some(t), Some(id)) => vec![(t, id)],
+            (None, None) => {
+                sqlx::query_as(
+                    "SELECT DISTINCT aggregate_type, aggregate_id FROM events ORDER BY 1, 2",
+                )
                 .fetch_all(&pool)
                 .await?
-        }
-        _ => bail!(USAGE),
-    };
+            }
+            _ => bail!(USAGE),
+        };
     let mut intact = true;
     for (t, id) in targets {
         let report = eventstore::chain::verify(&pool, &t, &id).await?;
         intact &= report.is_intact();
         println!("{}", serde_json::to_string(&report)?);
+    }
+    if let Some(a) = against {
+        let (reports, hold) = checkpoints::run(&pool, &a).await?;
+        for r in &reports {
+            println!(
+                "{}",
+                serde_json::to_string(&serde_json::json!({ "checkpoint": r }))?
+            );
+            if r.status == "contradicted" {
+                for e in &r.inconsistent_events {
+                    eprintln!(
+                        "licensectl: {} {} #{} (position {}) contradicts the {} checkpoint of {} events signed {}",
+                        e.aggregate_type, e.aggregate_id, e.sequence, e.global_position,
+                        r.context, r.tree_size, r.signed_at
+                    );
+                }
+            }
+        }
+        let verified = reports.iter().filter(|r| r.status != "unverified").count();
+        if verified == 0 {
+            eprintln!(
+                "licensectl: no checkpoint of {} verifies under the given keys",
+                a.context
+            );
+        }
+        intact &= hold;
     }
     Ok(intact)
 }

@@ -1,5 +1,8 @@
-//! `licensectl verify-bundle`: checks a dispute bundle with nothing but a
-//! trusted public key, so an auditor needs no access to our systems.
+//! `licensectl verify-bundle`: checks a dispute bundle with nothing but
+//! trusted public keys, so an auditor needs no access to our systems: the
+//! projector's (its checkpoint of the chain heads) and the services' (their
+//! own checkpoints, against which the bundle's inclusion proofs are
+//! checked); several JWKS files are merged.
 
 use std::path::PathBuf;
 
@@ -12,7 +15,7 @@ use crate::{flags, USAGE};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum KeySource {
-    Jwks(PathBuf),
+    Jwks(Vec<PathBuf>),
     PublicKey(PathBuf),
 }
 
@@ -28,7 +31,12 @@ pub fn parse(args: &[String]) -> anyhow::Result<Args> {
         .remove("--bundle")
         .with_context(|| format!("--bundle is required\n{USAGE}"))?;
     let key = match (f.remove("--jwks"), f.remove("--public-key")) {
-        (Some(p), None) => KeySource::Jwks(p.into()),
+        (Some(p), None) => KeySource::Jwks(
+            p.split(',')
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .collect(),
+        ),
         (None, Some(p)) => KeySource::PublicKey(p.into()),
         _ => bail!("exactly one of --jwks and --public-key is required\n{USAGE}"),
     };
@@ -51,18 +59,17 @@ enum Keys {
 impl Keys {
     fn load(source: &KeySource) -> anyhow::Result<Self> {
         match source {
-            KeySource::Jwks(path) => {
-                let jwks: signing::Jwks = serde_json::from_str(&read(path)?)
-                    .with_context(|| format!("{} is not a JWKS", path.display()))?;
-                let keys = jwks
-                    .keys
-                    .iter()
-                    .map(|k| {
-                        signing::verifying_key(k)
-                            .map(|v| (k.kid.clone(), v))
-                            .with_context(|| format!("key {:?} of {}", k.kid, path.display()))
-                    })
-                    .collect::<anyhow::Result<_>>()?;
+            KeySource::Jwks(paths) => {
+                let mut keys = Vec::new();
+                for path in paths {
+                    let jwks: signing::Jwks = serde_json::from_str(&read(path)?)
+                        .with_context(|| format!("{} is not a JWKS", path.display()))?;
+                    for k in &jwks.keys {
+                        let v = signing::verifying_key(k)
+                            .with_context(|| format!("key {:?} of {}", k.kid, path.display()))?;
+                        keys.push((k.kid.clone(), v));
+                    }
+                }
                 Ok(Self::ByKid(keys))
             }
             KeySource::PublicKey(path) => VerifyingKey::from_public_key_pem(&read(path)?)
@@ -104,8 +111,10 @@ fn summary(report: &BundleReport) -> Vec<String> {
             .collect();
     }
     let events: usize = report.chains.iter().map(|c| c.events).sum();
+    let proven: usize = report.chains.iter().map(|c| c.proven).sum();
     vec![format!(
-        "licensectl: bundle valid: {} chains, {events} events, signed by kid {} at {}",
+        "licensectl: bundle valid: {} chains, {events} events ({proven} proven in their \
+         services' signed checkpoints), signed by kid {} at {}",
         report.chains.len(),
         report.kid.as_deref().unwrap_or("?"),
         report.exported_at.to_rfc3339(),
@@ -126,7 +135,7 @@ mod tests {
             parse(&args("--bundle b.json --jwks k.json")).expect("jwks"),
             Args {
                 bundle: "b.json".into(),
-                key: KeySource::Jwks("k.json".into())
+                key: KeySource::Jwks(vec!["k.json".into()])
             }
         );
         assert_eq!(
@@ -174,11 +183,13 @@ mod tests {
             aggregate_type: "License".into(),
             aggregate_id: "l1".into(),
             events: vec![e],
+            proofs: vec![],
         };
         eventstore::bundle::seal(
             uuid::Uuid::now_v7(),
             chrono::Utc::now(),
             vec![chain],
+            vec![],
             "t",
             |c| ring.sign(c),
         )
@@ -197,7 +208,7 @@ mod tests {
             std::fs::write(&path, b).expect("write");
             run(&Args {
                 bundle: path.clone(),
-                key: KeySource::Jwks(jwks.clone()),
+                key: KeySource::Jwks(vec![jwks.clone()]),
             })
         };
 
@@ -219,7 +230,7 @@ mod tests {
         assert_eq!(lines.len(), 1);
         assert!(
             lines[0]
-                .starts_with("licensectl: bundle valid: 1 chains, 1 events, signed by kid k1 at "),
+                .starts_with("licensectl: bundle valid: 1 chains, 1 events (0 proven in their services' signed checkpoints), signed by kid k1 at "),
             "{lines:?}"
         );
         b.chains.clear();

@@ -3,6 +3,7 @@
 //! signed dispute bundles. `start` wires it so tests can run it in-process.
 
 pub mod api;
+pub mod checkpoints;
 pub mod domain;
 pub mod models;
 pub mod rebuild;
@@ -45,12 +46,6 @@ fn d_rebuild_batch() -> usize {
 pub struct Config {
     #[serde(flatten)]
     pub common: CommonConfig,
-    /// PKCS#8 PEM file of the P-256 key that signs dispute-bundle
-    /// checkpoints; every key ever used stays in the JWKS.
-    pub signing_key_file: String,
-    /// Create `signing_key_file` (mode 0600) when missing: development only.
-    #[serde(default)]
-    pub signing_key_generate: bool,
     /// `iss` of checkpoints.
     #[serde(default = "d_issuer")]
     pub issuer: String,
@@ -76,7 +71,7 @@ impl AsRef<CommonConfig> for Config {
 /// What the HTTP handlers share.
 pub struct App {
     pub pool: sqlx::PgPool,
-    pub signer: Signer,
+    pub signer: Arc<Signer>,
     pub projections: Arc<Projections>,
     pub clock: Arc<dyn Clock>,
     pub issuer: String,
@@ -90,17 +85,19 @@ impl AsRef<Signer> for App {
 }
 
 pub async fn start(config: Config, handle_signals: bool) -> Result<Running, PlatformError> {
-    let mut platform = Platform::start(SERVICE, config.common.clone(), Some(&MIGRATOR)).await?;
+    // Its serving role owns the read models' tables: a rebuild swaps them.
+    let owned: Vec<&str> = models::all()
+        .iter()
+        .flat_map(|m| m.tables().iter().copied())
+        .collect();
+    let mut platform =
+        Platform::start_owning(SERVICE, config.common.clone(), Some(&MIGRATOR), &owned).await?;
     if !handle_signals {
         platform = platform.without_signals();
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let ring = service_kit::keys::load_ring(
-        std::path::Path::new(&config.signing_key_file),
-        config.signing_key_generate,
-    )?;
-    let signer = Signer::new(ring, platform.pool.clone(), clock.clone());
-    signer.publish_at_startup(SERVICE).await?;
+    // The key of dispute bundles' checkpoints.
+    let signer = platform.signer(clock.clone()).await?;
 
     let contexts: HashMap<String, String> = [ISSUANCE, ACTIVATION, DOMAIN, GRANTS]
         .iter()
@@ -139,6 +136,12 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<Running, Plat
             },
         );
     }
+    platform.spawn_unsequenced_consumer(
+        "checkpoints",
+        vec![platform.topics.checkpoints()],
+        200,
+        checkpoints::CheckpointConsumer,
+    );
     let group = platform
         .config
         .consumer_group_prefix

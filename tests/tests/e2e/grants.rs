@@ -800,11 +800,23 @@ async fn a_distributor_syncs_from_the_vendor_and_serves_its_own_clients() {
     // Two instances on one broker: the vendor's and the distributor's.
     let (vendor_prefix, dist_prefix) = (infra.prefix().await, infra.prefix().await);
     let issuance = start_issuance(&infra, &vendor_prefix).await;
-    let vendor = start_grant_sync(&infra, &vendor_prefix).await;
+    // The vendor serves HTTPS, with a certificate of the test CA.
+    let vendor = start_grant_sync_configured(&infra, &vendor_prefix, |c| {
+        let (cert, key) = test_ca().server("vendor");
+        c.common.tls_cert_file = Some(cert);
+        c.common.tls_key_file = Some(key);
+    })
+    .await;
     // The distributor sells products of its own too: the same catalog codes.
+    // It trusts the test CA and may reach its upstream on loopback.
     let dist_issuance = start_issuance(&infra, &dist_prefix).await;
-    let dist = start_grant_sync(&infra, &dist_prefix).await;
+    let dist = start_grant_sync_configured(&infra, &dist_prefix, |c| {
+        c.upstream_ca_file = Some(test_ca().ca_file.display().to_string());
+        c.upstream_allowed_networks = vec!["127.0.0.0/8".into()];
+    })
+    .await;
     let (v, d) = (vendor.url(), dist.url());
+    assert!(v.starts_with("https://127.0.0.1:"), "{v}");
     let (license, _) = issue(&issuance.url(), floating(4)).await;
     wait_for_grant(&v, &license).await;
     let dp = pool(&dist.db).await;
@@ -870,6 +882,12 @@ async fn a_distributor_syncs_from_the_vendor_and_serves_its_own_clients() {
     )
     .await;
     assert_eq!(checked["last_check"]["status"], "ok", "{checked}");
+    assert!(
+        checked["last_check"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("signing keys pinned")),
+        "{checked}"
+    );
     assert_eq!(checked["resources"]["licenses"]["status"], "never");
 
     let (s, synced) = call(

@@ -486,6 +486,21 @@ fn routes(
         ),
         ("POST", format!("{projector}/v1/admin/rebuild"), "admin"),
         ("GET", format!("{projector}/v1/admin/projections"), "admin"),
+        ("GET", format!("{projector}/v1/checkpoints"), "auditor"),
+        (
+            "GET",
+            format!("{projector}/v1/checkpoints/consistency?context=issuance&from=0&to=0"),
+            "auditor",
+        ),
+        // Every service that publishes events signs checkpoints on demand.
+        ("POST", format!("{issuance}/v1/admin/checkpoints"), "admin"),
+        (
+            "POST",
+            format!("{activation}/v1/admin/checkpoints"),
+            "admin",
+        ),
+        ("POST", format!("{domain}/v1/admin/checkpoints"), "admin"),
+        ("POST", format!("{grants}/v1/admin/checkpoints"), "admin"),
     ]
 }
 

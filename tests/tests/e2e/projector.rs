@@ -1040,8 +1040,24 @@ async fn a_dispute_bundle_verifies_offline_and_every_tampering_is_named() {
 
     let dir = std::env::temp_dir().join(format!("{prefix}-bundle"));
     std::fs::create_dir_all(&dir).expect("dir");
-    let (ok, msg) = verify_bundle(&bundle, &jwks, &dir);
+    // The services' own checkpoints verify under their keys: the verifier
+    // is given those too.
+    let mut all = jwks.clone();
+    for service in [&iss, &act] {
+        let (_, k) = call(
+            &reqwest::Client::new(),
+            "GET",
+            &format!("{service}/.well-known/jwks.json"),
+            None,
+        )
+        .await;
+        if let (Some(into), Some(from)) = (all["keys"].as_array_mut(), k["keys"].as_array()) {
+            into.extend(from.iter().cloned());
+        }
+    }
+    let (ok, msg) = verify_bundle(&bundle, &all, &dir);
     assert!(ok, "the untouched bundle verifies: {msg}");
+    let jwks = all;
 
     let license_chain = bundle["chains"]
         .as_array()

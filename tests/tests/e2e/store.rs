@@ -210,7 +210,8 @@ async fn the_relay_waits_for_a_late_commit_instead_of_skipping_it() {
     let db = infra.fresh_db("relay").await;
     let pool = eventstore::connect(&db, 8).await.expect("pool");
     eventstore::migrate(&pool).await.expect("migrate");
-    let prefix = infra.prefix().await;
+    // One partition: the topic's order is the order of publication.
+    let prefix = infra.prefix_with_partitions(1).await;
     let topics = Topics::new(&prefix);
 
     // An early transaction writes first but commits last.

@@ -434,3 +434,94 @@ async fn an_event_with_a_jumped_sequence_is_dead_lettered_everywhere_and_later_e
         s.running.stop().await;
     }
 }
+
+/// The SQLSTATE of what `sql` answered, None when it succeeded.
+async fn sqlstate(url: &str, sql: &str) -> Option<String> {
+    let p = pool(url).await;
+    let r = sqlx::query(sql).execute(&p).await;
+    p.close().await;
+    match r {
+        Ok(_) => None,
+        Err(sqlx::Error::Database(e)) => Some(e.code().map(|c| c.to_string()).unwrap_or_default()),
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn service_roles_append_events_but_postgres_refuses_to_change_them() {
+    let infra = Infra::get();
+    let prefix = infra.prefix().await;
+    let issuance = start_issuance(&infra, &prefix).await;
+    let projector = start_projector(&infra, &prefix).await;
+    let (s, license) = call(
+        &admin_client(),
+        "POST",
+        &format!("{}/v1/licenses", issuance.url()),
+        Some(&license_body()),
+    )
+    .await;
+    assert_eq!(s, 201, "the service appended as its own role: {license}");
+    let id = license["id"].as_str().expect("id");
+
+    for (service, db) in [("issuance", &issuance.db), ("projector", &projector.db)] {
+        let (role_url, _) = infra.service_db(service, db);
+        let p = pool(&role_url).await;
+        let (superuser, user): (bool, String) = sqlx::query_as(
+            "SELECT rolsuper, current_user::text FROM pg_roles WHERE rolname = current_user",
+        )
+        .fetch_one(&p)
+        .await
+        .expect("role");
+        p.close().await;
+        assert!(!superuser, "{service} serves as a superuser");
+        assert_eq!(user, Infra::service_role(service));
+        for sql in [
+            format!(
+                "UPDATE events SET payload = '{{\"forged\":true}}' WHERE aggregate_id = '{id}'"
+            ),
+            "UPDATE events SET payload = payload".to_string(),
+            "DELETE FROM events".to_string(),
+            "TRUNCATE events".to_string(),
+            "UPDATE command_outcomes SET status = 'rejected'".to_string(),
+            "DELETE FROM command_outcomes".to_string(),
+            "DELETE FROM _sqlx_migrations".to_string(),
+            "CREATE TABLE IF NOT EXISTS events_shadow (x int)".to_string(),
+        ] {
+            let refused = sqlstate(&role_url, &sql).await;
+            let allowed_ddl = service == "projector" && sql.starts_with("CREATE");
+            if allowed_ddl {
+                // The projector rebuilds its read models: it may create tables.
+                assert_eq!(refused, None, "{service}: {sql}");
+            } else {
+                assert_eq!(refused.as_deref(), Some("42501"), "{service}: {sql}");
+            }
+        }
+    }
+    // Not even the owner or a superuser, but by the explicit maintenance path.
+    let (_, owner_url) = infra.service_db("issuance", &issuance.db);
+    for url in [owner_url.as_str(), issuance.db.as_str()] {
+        assert_eq!(
+            sqlstate(url, "UPDATE events SET payload = payload")
+                .await
+                .as_deref(),
+            Some("42501")
+        );
+        assert_eq!(
+            sqlstate(url, "DELETE FROM command_outcomes")
+                .await
+                .as_deref(),
+            Some("42501")
+        );
+    }
+    let p = pool(&issuance.db).await;
+    assert_eq!(
+        count(
+            &p,
+            "SELECT count(*) FROM events WHERE aggregate_type = 'License'"
+        )
+        .await,
+        1
+    );
+    issuance.running.stop().await;
+    projector.running.stop().await;
+}

@@ -609,6 +609,7 @@ fn upstream_spec() -> RegisterUpstream {
         secret: "SC1.0123abcd".into(),
         price_protection: true,
         remark: Some("east region".into()),
+        allow_insecure_http: false,
     }
 }
 
@@ -622,6 +623,7 @@ fn upstream_registered() -> UpstreamEvent {
         price_protection: true,
         remark: Some("east region".into()),
         registered_at: now(),
+        allow_insecure_http: false,
     })
 }
 
@@ -654,6 +656,14 @@ fn an_upstream_registers_with_valid_fields_only() {
             },
             UpstreamError::InvalidSecret,
         ),
+        // Plain http only by the operator's explicit choice.
+        (
+            RegisterUpstream {
+                endpoint: "http://vendor.example".into(),
+                ..upstream_spec()
+            },
+            UpstreamError::InsecureEndpoint,
+        ),
         (
             RegisterUpstream {
                 name: "".into(),
@@ -679,6 +689,7 @@ fn ok() -> CallResult {
         http_status: Some(200),
         message: "1 products".into(),
         latency_ms: 3,
+        keys: vec![],
     }
 }
 

@@ -19,6 +19,10 @@ pub struct Upstream {
     pub last_check: Option<UpstreamChecked>,
     pub syncs: BTreeMap<SyncResource, UpstreamSynced>,
     pub products: BTreeMap<String, CatalogProduct>,
+    /// The upstream's signing keys as of its last successful check: what
+    /// its grant documents must verify under.
+    #[serde(default)]
+    pub pinned_keys: Vec<PinnedKey>,
     /// Products the current command imported.
     #[serde(skip)]
     pub imported: Vec<String>,
@@ -32,6 +36,8 @@ pub struct CallResult {
     pub http_status: Option<u16>,
     pub message: String,
     pub latency_ms: u64,
+    /// A check's: the upstream's signing keys (its JWKS), to pin.
+    pub keys: Vec<PinnedKey>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +92,8 @@ pub enum UpstreamError {
     InvalidName,
     #[error("endpoint must be an http(s) URL of at most 2048 characters")]
     InvalidEndpoint,
+    #[error("endpoint must be an https:// URL (plain http only with allow_insecure_http)")]
+    InsecureEndpoint,
     #[error("secret must be the token the upstream issued (<SecretId>.<SecretKey>)")]
     InvalidSecret,
     #[error("remark must be at most 500 characters without control characters")]
@@ -101,6 +109,7 @@ impl CodedError for UpstreamError {
             Self::NotFound => "UPSTREAM_NOT_FOUND",
             Self::InvalidName => "INVALID_NAME",
             Self::InvalidEndpoint => "INVALID_ENDPOINT",
+            Self::InsecureEndpoint => "INSECURE_ENDPOINT",
             Self::InvalidSecret => "INVALID_SECRET",
             Self::InvalidRemark => "INVALID_REMARK",
             Self::OtherUpstream(_) => "LICENSE_FROM_OTHER_UPSTREAM",
@@ -110,7 +119,7 @@ impl CodedError for UpstreamError {
     fn field(&self) -> Option<&'static str> {
         match self {
             Self::InvalidName => Some("name"),
-            Self::InvalidEndpoint => Some("endpoint"),
+            Self::InvalidEndpoint | Self::InsecureEndpoint => Some("endpoint"),
             Self::InvalidSecret => Some("secret"),
             Self::InvalidRemark => Some("remark"),
             _ => None,
@@ -124,6 +133,9 @@ fn check_spec(spec: &RegisterUpstream) -> Result<(), UpstreamError> {
     }
     if !net::is_http_url(&spec.endpoint) {
         return Err(UpstreamError::InvalidEndpoint);
+    }
+    if !spec.endpoint.starts_with("https://") && !spec.allow_insecure_http {
+        return Err(UpstreamError::InsecureEndpoint);
     }
     if service_kit::auth::split_token(&spec.secret).is_none() {
         return Err(UpstreamError::InvalidSecret);
@@ -173,6 +185,7 @@ impl Aggregate for Upstream {
                     price_protection: spec.price_protection,
                     remark: spec.remark,
                     registered_at: now,
+                    allow_insecure_http: spec.allow_insecure_http,
                 }));
             }
             UpstreamCommand::RecordCheck(r) => {
@@ -184,6 +197,11 @@ impl Aggregate for Upstream {
                     message: r.message,
                     latency_ms: r.latency_ms,
                     checked_at: now,
+                    pinned_keys: if r.status == UpstreamStatus::Ok {
+                        r.keys
+                    } else {
+                        vec![]
+                    },
                 }));
             }
             UpstreamCommand::RecordSync {
@@ -226,7 +244,12 @@ impl Aggregate for Upstream {
     fn apply(&mut self, event: Self::Event) {
         match event {
             UpstreamEvent::UpstreamRegistered(e) => self.registered = Some(e),
-            UpstreamEvent::UpstreamChecked(e) => self.last_check = Some(e),
+            UpstreamEvent::UpstreamChecked(e) => {
+                if e.status == UpstreamStatus::Ok && !e.pinned_keys.is_empty() {
+                    self.pinned_keys = e.pinned_keys.clone();
+                }
+                self.last_check = Some(e);
+            }
             UpstreamEvent::UpstreamProductImported(e) => {
                 self.imported.push(e.product.code.clone());
                 self.products.insert(e.product.code.clone(), e.product);

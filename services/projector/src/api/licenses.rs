@@ -237,6 +237,7 @@ async fn chains_of(pool: &PgPool, id: Uuid) -> Result<Vec<BundleChain>, Problem>
                 aggregate_type: e.stored.aggregate_type.clone(),
                 aggregate_id: e.stored.aggregate_id.clone(),
                 events: Vec::new(),
+                proofs: Vec::new(),
             });
         }
         if let Some(c) = chains.last_mut() {
@@ -323,15 +324,142 @@ pub async fn history(app: web::Data<App>, id: web::Path<Uuid>) -> Result<HttpRes
     }))
 }
 
+fn inconsistent(detail: String) -> Problem {
+    tracing::error!(%detail, "history contradicts itself or a signed checkpoint");
+    Problem::new(
+        actix_web::http::StatusCode::CONFLICT,
+        "HISTORY_INCONSISTENT",
+        "The recorded history does not verify",
+    )
+    .with_detail(detail)
+}
+
+/// Each event's leaf in its service's tree, for the license's chains.
+async fn leaf_indexes(
+    pool: &PgPool,
+    id: Uuid,
+) -> Result<std::collections::HashMap<(String, String, String, i64), u64>, Problem> {
+    let rows: Vec<(String, String, String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT context, aggregate_type, aggregate_id, sequence, leaf_index FROM audit_trail \
+         WHERE (aggregate_type, aggregate_id) IN \
+           (SELECT DISTINCT aggregate_type, aggregate_id FROM audit_trail WHERE license_id = $1)",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .map_err(unavailable)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(c, t, a, s, l)| Some(((c, t, a, s), u64::try_from(l?).ok()?)))
+        .collect())
+}
+
+/// Per context, the latest service checkpoint the projector can stand
+/// behind (its signature verifies under the service's published keys and
+/// the projector's own copy of the events gives its root), with an
+/// inclusion proof of each of the license's events it covers.
+async fn prove(
+    pool: &PgPool,
+    id: Uuid,
+    chains: &mut [BundleChain],
+) -> Result<Vec<(bundle::ServiceHead, String)>, Problem> {
+    use crate::checkpoints::{keys_of, leaves, select, signature, Select, Signature};
+    let leaf_of = leaf_indexes(pool, id).await?;
+    let mut contexts: Vec<String> = chains.iter().map(|c| c.context.clone()).collect();
+    contexts.sort();
+    contexts.dedup();
+    let mut heads = Vec::new();
+    for context in contexts {
+        let keys = keys_of(pool, &context).await.map_err(unavailable)?;
+        let candidates = sqlx::query_scalar::<_, i64>(
+            "SELECT DISTINCT tree_size FROM service_checkpoints WHERE context = $1 \
+             ORDER BY tree_size DESC LIMIT 8",
+        )
+        .bind(&context)
+        .fetch_all(pool)
+        .await
+        .map_err(unavailable)?;
+        'sizes: for size in candidates {
+            let size = u64::try_from(size).unwrap_or_default();
+            let Some(l) = leaves(pool, &context, size).await.map_err(unavailable)? else {
+                // Not every event it covers has reached the projector yet.
+                continue;
+            };
+            let mut tree = eventstore::merkle::Tree::new(&l);
+            let root = hex::encode(tree.root(size));
+            for cp in select(pool, &Select::Size(context.clone(), size))
+                .await
+                .map_err(unavailable)?
+            {
+                if signature(&keys, &cp) != Signature::Valid {
+                    tracing::warn!(%context, tree_size = size, "ignoring a checkpoint whose signature does not verify");
+                    continue;
+                }
+                if cp.root_hash != root {
+                    return Err(inconsistent(format!(
+                        "the projector's {context} events give root {root} for {size} events; \
+                         the service signed {}",
+                        cp.root_hash
+                    )));
+                }
+                for chain in chains.iter_mut().filter(|c| c.context == context) {
+                    for e in &chain.events {
+                        let key = (
+                            context.clone(),
+                            e.aggregate_type.clone(),
+                            e.aggregate_id.clone(),
+                            e.sequence,
+                        );
+                        let Some(&leaf) = leaf_of.get(&key).filter(|l| **l < size) else {
+                            continue;
+                        };
+                        chain.proofs.push(bundle::InclusionProof {
+                            sequence: e.sequence,
+                            leaf_index: leaf,
+                            tree_size: size,
+                            path: tree
+                                .inclusion_proof(leaf, size)
+                                .iter()
+                                .map(hex::encode)
+                                .collect(),
+                        });
+                    }
+                }
+                heads.push((
+                    bundle::ServiceHead {
+                        context: context.clone(),
+                        tree_size: size,
+                        root_hash: root,
+                    },
+                    cp.checkpoint,
+                ));
+                break 'sizes;
+            }
+        }
+    }
+    Ok(heads)
+}
+
 pub async fn dispute_bundle(
     app: web::Data<App>,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
-    let chains = chains_of(&app.pool, *id).await?;
+    let mut chains = chains_of(&app.pool, *id).await?;
+    // The projector signs only a history that verifies.
+    for c in &chains {
+        let report = verify_chain(&c.aggregate_type, &c.aggregate_id, &c.events);
+        if !report.is_intact() {
+            return Err(inconsistent(format!(
+                "{} {} ({}): {:?}",
+                c.aggregate_type, c.aggregate_id, c.context, report.problems
+            )));
+        }
+    }
+    let heads = prove(&app.pool, *id, &mut chains).await?;
     // Whole microseconds: the export time must read back exactly as signed.
     let now = app.clock.now();
     let exported_at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
-    let bundle = bundle::seal(*id, exported_at, chains, &app.issuer, |c| {
+    let bundle = bundle::seal(*id, exported_at, chains, heads, &app.issuer, |c| {
         app.signer.sign(c)
     })
     .map_err(|e| {

@@ -2,6 +2,7 @@
 
 mod admin;
 mod audit;
+mod checkpoints;
 mod licenses;
 
 use actix_web::http::StatusCode;
@@ -15,8 +16,6 @@ use service_kit::Problem;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
-use crate::App;
-
 pub use audit::AuditRecord;
 
 const AUDITOR: &str = "auditor";
@@ -25,7 +24,6 @@ const ADMIN: &str = "admin";
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let auditor = || from_fn(require(AUDITOR));
     let admin = || from_fn(require(ADMIN));
-    service_kit::keys::routes::<App>(cfg);
     cfg.service(
         web::resource("/v1/licenses")
             .wrap(auditor())
@@ -55,6 +53,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/licenses/{id}/decisions")
             .wrap(auditor())
             .route(web::post().to(licenses::decision)),
+    )
+    .service(
+        web::resource("/v1/checkpoints")
+            .wrap(auditor())
+            .route(web::get().to(checkpoints::list)),
+    )
+    .service(
+        web::resource("/v1/checkpoints/consistency")
+            .wrap(auditor())
+            .route(web::get().to(checkpoints::consistency)),
     )
     .service(
         web::resource("/v1/audit")

@@ -42,19 +42,20 @@ impl ReadModel for AuditTrail {
             "INSERT INTO audit_trail{suffix} (event_id, context, aggregate_type, aggregate_id, sequence, \
                global_position, license_id, event_type, event_version, occurred_at, recorded_at, \
                actor_kind, actor_id, command_id, correlation_id, causation_id, payload, metadata, \
-               prev_hash, hash, actor_via) \
+               prev_hash, hash, actor_via, leaf_index) \
              SELECT u.event_id, u.context, u.aggregate_type, u.aggregate_id, u.sequence, \
                u.global_position, u.license_id, u.event_type, u.event_version, u.occurred_at, \
                u.recorded_at, u.actor_kind, u.actor_id, u.command_id, u.correlation_id, \
-               u.causation_id, u.payload::json, u.metadata::json, u.prev_hash, u.hash, u.actor_via \
+               u.causation_id, u.payload::json, u.metadata::json, u.prev_hash, u.hash, u.actor_via, \
+               u.leaf_index \
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], \
                $7::uuid[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], \
                $12::text[], $13::text[], $14::uuid[], $15::text[], $16::text[], $17::text[], \
-               $18::text[], $19::text[], $20::text[], $21::text[]) \
+               $18::text[], $19::text[], $20::text[], $21::text[], $22::int8[]) \
                AS u(event_id, context, aggregate_type, aggregate_id, sequence, global_position, \
                license_id, event_type, event_version, occurred_at, recorded_at, actor_kind, \
                actor_id, command_id, correlation_id, causation_id, payload, metadata, prev_hash, hash, \
-               actor_via) \
+               actor_via, leaf_index) \
              ON CONFLICT (event_id) DO NOTHING"
         );
         sqlx::query(&sql)
@@ -79,6 +80,7 @@ impl ReadModel for AuditTrail {
             .bind(cols.prev_hash)
             .bind(cols.hash)
             .bind(cols.actor_via)
+            .bind(cols.leaf_index)
             .execute(&mut *tx)
             .await?;
         Ok(())
@@ -108,6 +110,7 @@ struct Columns {
     prev_hash: Vec<String>,
     hash: Vec<String>,
     actor_via: Vec<Option<String>>,
+    leaf_index: Vec<Option<i64>>,
 }
 
 impl Columns {
@@ -139,6 +142,7 @@ impl Columns {
         self.prev_hash.push(e.prev_hash.clone());
         self.hash.push(e.hash.clone());
         self.actor_via.push(e.actor.via.clone());
+        self.leaf_index.push(d.leaf_index);
         Ok(())
     }
 }

@@ -26,6 +26,8 @@ pub const NEXT: &str = "_next";
 pub struct Decoded {
     pub context: String,
     pub license_id: Option<Uuid>,
+    /// Its leaf in the service's Merkle tree (the relay's header).
+    pub leaf_index: Option<i64>,
     pub raw: EventEnvelope<Box<RawValue>>,
 }
 
@@ -51,6 +53,7 @@ impl Decoded {
         Ok(Self {
             context: context.to_string(),
             license_id,
+            leaf_index: msg.header("leaf_index").and_then(|v| v.parse().ok()),
             raw,
         })
     }
