@@ -37,6 +37,7 @@ bench: infra-up
 	@bash bench/domain.sh
 	@bash bench/grants.sh
 	@bash bench/projector.sh
+	@bash bench/trust.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

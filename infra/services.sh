@@ -27,8 +27,9 @@ export LICENSING_ADMIN_KEY LICENSING_LICENSE_KEY_SECRET
 export LICENSING_SIGNING_KEY_GENERATE=true
 printf '%s\n' "$LICENSING_ADMIN_KEY" >"$RUN/admin.key"
 
-# Each service serves as its own database role and migrates as the owner
-# (passwords made by infra/postgres/up.sh).
+# Each service serves as its own database role; `<service> migrate` applies
+# its migrations as the owner first, so that the serving process never holds
+# the owner's password (passwords made by infra/postgres/up.sh).
 pg_password() { sed -n "s/^$1=//p" "$RUN/pg-roles.env" | head -n1; }
 
 SERVICES=(issuance:8081:issuance activation:8082:activation domain-binding:8083:domain_binding grant-sync:8084:grant_sync projector:8085:projector)
@@ -45,10 +46,14 @@ start() {
       continue
     fi
     role="licensing_${db}"
+    serving_url="postgres://$role:$(pg_password "$role")@127.0.0.1:$LICENSING_PG_PORT/$db"
+    LICENSING_DATABASE_URL="$serving_url" \
+    LICENSING_DATABASE_MIGRATION_URL="postgres://licensing_owner:$(pg_password licensing_owner)@127.0.0.1:$LICENSING_PG_PORT/$db" \
+      "$ROOT/target/debug/$name" migrate >>"$RUN/logs/$name.log" 2>&1 \
+      || { echo "$name: migrating failed; see .run/logs/$name.log" >&2; exit 1; }
     LICENSING_SIGNING_KEY_FILE="$RUN/$name-signing.pem" \
     LICENSING_HTTP_ADDR="127.0.0.1:$port" \
-    LICENSING_DATABASE_URL="postgres://$role:$(pg_password "$role")@127.0.0.1:$LICENSING_PG_PORT/$db" \
-    LICENSING_DATABASE_MIGRATION_URL="postgres://licensing_owner:$(pg_password licensing_owner)@127.0.0.1:$LICENSING_PG_PORT/$db" \
+    LICENSING_DATABASE_URL="$serving_url" \
     LICENSING_KAFKA_BROKERS="$LICENSING_KAFKA_BROKERS" \
     LICENSING_KAFKA_PROPERTIES_FILE="$LICENSING_KAFKA_CLIENTS/$name.properties" \
       nohup "$ROOT/target/debug/$name" >>"$RUN/logs/$name.log" 2>&1 &

@@ -81,6 +81,26 @@ pub enum HandleError {
     Transient(String),
 }
 
+/// A failure a handler hit: transient, unless it is a database error the
+/// message's data caused (see `From<sqlx::Error>`), which is poison.
+pub fn transient<E: std::fmt::Display + 'static>(e: E) -> HandleError {
+    let any: &dyn std::any::Any = &e;
+    match any.downcast_ref::<sqlx::Error>() {
+        Some(db) if caused_by_data(db) => {
+            HandleError::Poison(format!("the database refuses its data: {db}"))
+        }
+        _ => HandleError::Transient(e.to_string()),
+    }
+}
+
+/// SQLSTATE classes 22 (data exception: a NUL byte, a date or number out
+/// of range) and 54 (program limit exceeded: a value too large to index).
+fn caused_by_data(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c.starts_with("22") || c.starts_with("54"))
+}
+
 /// An event's payload as its contract type; a mismatch is poison.
 pub fn payload<T: serde::de::DeserializeOwned>(
     e: &contracts::EventEnvelope,
@@ -90,8 +110,16 @@ pub fn payload<T: serde::de::DeserializeOwned>(
 }
 
 impl From<sqlx::Error> for HandleError {
+    /// A database error the message's own data caused (a NUL byte, a date
+    /// or number out of range, a value too large to index: SQLSTATE
+    /// classes 22 and 54) will fail the same way every time: poison, so one
+    /// hostile message cannot stall its partition. Anything else may pass.
     fn from(e: sqlx::Error) -> Self {
-        Self::Transient(e.to_string())
+        if caused_by_data(&e) {
+            Self::Poison(format!("the database refuses its data: {e}"))
+        } else {
+            Self::Transient(e.to_string())
+        }
     }
 }
 

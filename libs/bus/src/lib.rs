@@ -17,7 +17,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 
-pub use consumer::{payload, run_consumer, ConsumerConfig, HandleError, Incoming, TxHandler};
+pub use consumer::{
+    payload, run_consumer, transient, ConsumerConfig, HandleError, Incoming, TxHandler,
+};
 pub use kafka::Kafka;
 pub use provision::{provision, Deployment};
 pub use topics::ensure_topics;

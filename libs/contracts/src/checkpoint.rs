@@ -9,6 +9,18 @@ use serde::{Deserialize, Serialize};
 /// The `typ` claim of a checkpoint.
 pub const CHECKPOINT_TYP: &str = "licensing-checkpoint";
 
+/// The service whose checkpoints cover a context's events: the only one
+/// whose signature is evidence for it.
+pub fn service_of(context: &str) -> Option<&'static str> {
+    match context {
+        crate::topics::ISSUANCE => Some("issuance"),
+        crate::topics::ACTIVATION => Some("activation"),
+        crate::topics::DOMAIN => Some("domain-binding"),
+        crate::topics::GRANTS => Some("grant-sync"),
+        _ => None,
+    }
+}
+
 /// The claims of a checkpoint (schema `files/CheckpointClaims.v1.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +43,15 @@ pub struct CheckpointClaims {
     /// JWT NumericDate of signing.
     pub iat: i64,
     pub signed_at: DateTime<Utc>,
+}
+
+impl CheckpointClaims {
+    /// A checkpoint of a known context, signed by that context's service.
+    pub fn is_of(&self, context: &str) -> bool {
+        self.typ == CHECKPOINT_TYP
+            && self.context == context
+            && service_of(context) == Some(self.iss.as_str())
+    }
 }
 
 /// A checkpoint as published on `<prefix>.checkpoints` (key = context).

@@ -127,6 +127,50 @@ pub struct CommandEnvelope {
     pub payload: Value,
 }
 
+/// A correlation or causation id: a UUID, or 1–64 characters of
+/// `[A-Za-z0-9._-]`. Ids are echoed in headers, written to logs and stored
+/// in every event's metadata, so they never carry arbitrary text.
+pub fn is_trace_id(raw: &str) -> bool {
+    let plain = !raw.is_empty()
+        && raw.len() <= 64
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    plain || Uuid::parse_str(raw).is_ok()
+}
+
+fn printable(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+impl CommandEnvelope {
+    /// The envelope's own fields — which a sender over Kafka chooses and
+    /// which end up in every resulting event's metadata — bounded and
+    /// printable; the field that is not, on error.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if !printable(&self.command_type, 64) {
+            return Err("command_type");
+        }
+        if !printable(&self.aggregate_id, 200) {
+            return Err("aggregate_id");
+        }
+        if !is_trace_id(&self.correlation_id) {
+            return Err("correlation_id");
+        }
+        if self
+            .causation_id
+            .as_deref()
+            .is_some_and(|c| !is_trace_id(c))
+        {
+            return Err("causation_id");
+        }
+        if !printable(&self.actor.id, 128) {
+            return Err("actor.id");
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeStatus {

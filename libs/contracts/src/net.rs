@@ -49,7 +49,8 @@ impl Cidr {
 /// Why an outbound call may not go to `ip`: None for a public unicast
 /// address. Loopback, private (RFC 1918, ULA), link-local, CGNAT,
 /// unspecified, broadcast, multicast, documentation and benchmarking
-/// ranges are refused (an IPv4-mapped IPv6 address as its IPv4), unless
+/// ranges are refused (an IPv4-mapped IPv6 address as its IPv4, and every
+/// other IPv6 form that embeds an IPv4 address outright), unless
 /// one of `allowed` contains the address.
 pub fn refused_destination(ip: IpAddr, allowed: &[Cidr]) -> Option<&'static str> {
     if allowed.iter().any(|c| c.contains(ip)) {
@@ -97,6 +98,11 @@ pub fn refused_destination(ip: IpAddr, allowed: &[Cidr]) -> Option<&'static str>
                 Some("a private address")
             } else if in_any(&["fe80::/10"]) {
                 Some("a link-local address")
+            } else if in_any(&["::/96", "64:ff9b::/96", "2002::/16", "2001::/32"]) {
+                // IPv4-compatible, NAT64, 6to4 and Teredo addresses carry an
+                // IPv4 address a gateway may deliver to: judging them as
+                // IPv6 would let 10.0.0.1 through as 2002:a00:1::.
+                Some("an IPv6 transition address")
             } else if in_any(&["2001:db8::/32", "100::/64", "64:ff9b:1::/48"]) {
                 Some("a reserved address")
             } else {
@@ -129,13 +135,20 @@ pub fn check_allowlist(list: &[String]) -> Result<(), AllowlistError> {
 /// The longest callback or endpoint URL accepted.
 pub const MAX_URL_LEN: usize = 2048;
 
-/// An `http://` or `https://` URL with something after the scheme, at most
-/// [`MAX_URL_LEN`] characters, no whitespace or control characters.
+/// An `http://` or `https://` URL that parses, names a host, carries no
+/// user name or password (it would be stored in events and shown in
+/// answers), at most [`MAX_URL_LEN`] characters, no whitespace or control
+/// characters.
 pub fn is_http_url(url: &str) -> bool {
-    (url.starts_with("https://") || url.starts_with("http://"))
-        && url.len() <= MAX_URL_LEN
-        && url.len() > "https://".len()
-        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+    if url.len() > MAX_URL_LEN || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    url::Url::parse(url).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host_str().is_some_and(|h| !h.is_empty())
+            && u.username().is_empty()
+            && u.password().is_none()
+    })
 }
 
 #[cfg(test)]
@@ -162,6 +175,12 @@ mod tests {
             "::ffff:10.0.0.1",
             "2001:db8::1",
             "198.18.0.1",
+            "::10.0.0.1",
+            "::7f00:1",
+            "64:ff9b::a00:1",
+            "64:ff9b::808:808",
+            "2002:a00:1::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(refused_destination(ip(bad), &[]).is_some(), "{bad}");
         }
@@ -212,7 +231,18 @@ mod tests {
     fn http_urls() {
         assert!(is_http_url("https://billing.example/callback"));
         assert!(is_http_url("http://127.0.0.1:8084"));
-        for bad in ["ftp://x", "https://", "https://a b", "example.com"] {
+        assert!(is_http_url("https://[2001:db8::1]:8443/v1"));
+        for bad in [
+            "ftp://x",
+            "https://",
+            "https://a b",
+            "example.com",
+            "https://:443/x",
+            "https://[::1",
+            "https://user:secret@vendor.example",
+            "https://user@vendor.example",
+            "http://%zz/",
+        ] {
             assert!(!is_http_url(bad), "{bad}");
         }
     }

@@ -20,7 +20,7 @@ use p256::ecdsa::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use contracts::checkpoint::{CheckpointClaims, CHECKPOINT_TYP as CHECKPOINT_TYP_SERVICE};
+use contracts::checkpoint::{service_of, CheckpointClaims};
 
 use crate::chain::{verify_chain, ChainProblem, StoredEvent};
 use crate::merkle;
@@ -322,10 +322,14 @@ fn inserted(belongs_to: Option<&str>) -> String {
 }
 
 /// Checks a bundle against its own signed checkpoint, offline: `key_for`
-/// maps the JWS kid to a trusted public key.
+/// maps the JWS kid to a trusted key of the exporter (the projector);
+/// `service_key_for(context, kid)` to a trusted key of the service that
+/// owns `context`. Kept apart so that neither the projector nor one service
+/// can vouch for another service's history.
 pub fn verify_bundle(
     bundle: &DisputeBundle,
     key_for: impl Fn(&str) -> Option<VerifyingKey>,
+    service_key_for: impl Fn(&str, &str) -> Option<VerifyingKey>,
 ) -> BundleReport {
     let mut failures = Vec::new();
     if bundle.format != BUNDLE_FORMAT {
@@ -389,12 +393,16 @@ pub fn verify_bundle(
     // The services' own checkpoints, each under its service's key.
     let mut services: Vec<CheckpointClaims> = Vec::new();
     for sc in &bundle.service_checkpoints {
-        let claims = signing::verify_with(&sc.checkpoint, &key_for)
+        let claims = signing::verify_with(&sc.checkpoint, |kid| service_key_for(&sc.context, kid))
             .map_err(|e| e.to_string())
             .and_then(|v| serde_json::from_value::<CheckpointClaims>(v).map_err(|e| e.to_string()))
             .and_then(|c| {
-                if c.typ != CHECKPOINT_TYP_SERVICE || c.context != sc.context {
-                    Err(format!("not a checkpoint of {}", sc.context))
+                if !c.is_of(&sc.context) {
+                    Err(format!(
+                        "not a checkpoint of {} signed by {}",
+                        sc.context,
+                        service_of(&sc.context).unwrap_or("a known service")
+                    ))
                 } else {
                     Ok(c)
                 }
@@ -633,20 +641,26 @@ fn check_proofs(
         let Some(event) = own.iter().find(|e| e.sequence == p.sequence) else {
             continue;
         };
-        let root = services
+        // Without a trusted checkpoint of that size there is nothing to
+        // prove against: that failure is named once, for the checkpoint
+        // (and the count of proven events), not again for every event.
+        let Some(root) = services
             .iter()
             .find(|s| s.context == chain.context && s.tree_size == p.tree_size)
-            .and_then(|s| hash32(&s.root_hash));
+            .and_then(|s| hash32(&s.root_hash))
+        else {
+            continue;
+        };
         let path: Option<Vec<merkle::Hash>> = p.path.iter().map(|h| hash32(h)).collect();
-        let ok = match (root, path) {
-            (Some(root), Some(path)) => merkle::verify_inclusion(
+        let ok = match path {
+            Some(path) => merkle::verify_inclusion(
                 &merkle::leaf_hash(&event.hash),
                 p.leaf_index,
                 p.tree_size,
                 &path,
                 &root,
             ),
-            _ => false,
+            None => false,
         };
         if ok {
             proven += 1;
@@ -735,6 +749,14 @@ mod tests {
     /// other events between them), every one proven under the service's
     /// checkpoint, signed with `service`'s key.
     fn proven_bundle(ring: &signing::KeyRing, service: &signing::KeyRing) -> DisputeBundle {
+        proven_bundle_by(ring, service, "issuance")
+    }
+
+    fn proven_bundle_by(
+        ring: &signing::KeyRing,
+        service: &signing::KeyRing,
+        iss: &str,
+    ) -> DisputeBundle {
         let mut chains = vec![chain("issuance", "License", "l1", 4)];
         let other = chain("issuance", "License", "other", 6);
         // The store's publication order: the chain's events interleaved.
@@ -765,8 +787,8 @@ mod tests {
             })
             .collect();
         let claims = CheckpointClaims {
-            iss: "issuance".into(),
-            typ: CHECKPOINT_TYP_SERVICE.into(),
+            iss: iss.into(),
+            typ: contracts::checkpoint::CHECKPOINT_TYP.into(),
             context: "issuance".into(),
             tree_size: size,
             root_hash: root.clone(),
@@ -791,20 +813,38 @@ mod tests {
         .expect("seal")
     }
 
-    fn check_with(b: &DisputeBundle, rings: &[&signing::KeyRing]) -> BundleReport {
-        let keys: Vec<signing::Jwk> = rings.iter().flat_map(|r| r.jwks().keys).collect();
-        verify_bundle(b, |kid| {
-            keys.iter()
-                .find(|k| k.kid == kid)
-                .and_then(|k| signing::verifying_key(k).ok())
-        })
+    fn key_in(ring: &signing::KeyRing, kid: &str) -> Option<VerifyingKey> {
+        ring.jwks()
+            .keys
+            .iter()
+            .find(|k| k.kid == kid)
+            .and_then(|k| signing::verifying_key(k).ok())
+    }
+
+    /// Verifies with `exporter`'s keys for the bundle and each
+    /// `(context, ring)` for that context's service checkpoints.
+    fn check_with(
+        b: &DisputeBundle,
+        exporter: &signing::KeyRing,
+        services: &[(&str, &signing::KeyRing)],
+    ) -> BundleReport {
+        verify_bundle(
+            b,
+            |kid| key_in(exporter, kid),
+            |context, kid| {
+                services
+                    .iter()
+                    .filter(|(c, _)| *c == context)
+                    .find_map(|(_, r)| key_in(r, kid))
+            },
+        )
     }
 
     #[test]
     fn inclusion_proofs_verify_and_every_tampering_with_them_is_named() {
         let (k, s) = (ring("projector"), ring("issuance"));
         let b = proven_bundle(&k, &s);
-        let r = check_with(&b, &[&k, &s]);
+        let r = check_with(&b, &k, &[("issuance", &s)]);
         assert!(r.valid, "{:#?}", r.failures);
         assert_eq!(r.chains[0].proven, 4);
 
@@ -812,7 +852,7 @@ mod tests {
         // service's tree still holds.
         let mut e = b.clone();
         e.chains[0].events[1].payload = "{\"n\":99}".into();
-        let r = check_with(&e, &[&k, &s]);
+        let r = check_with(&e, &k, &[("issuance", &s)]);
         assert!(matches!(
             only_failure(&r),
             Failure::EditedEvent { sequence: 2, .. }
@@ -820,7 +860,7 @@ mod tests {
         // Edited with its hash recomputed: the tree does not hold it.
         let ev = &mut e.chains[0].events[1];
         ev.hash = ev.compute_hash(&ev.prev_hash).to_vec();
-        let r = check_with(&e, &[&k, &s]);
+        let r = check_with(&e, &k, &[("issuance", &s)]);
         assert!(
             r.failures
                 .iter()
@@ -850,7 +890,7 @@ mod tests {
             k.sign(c)
         })
         .expect("seal");
-        let r = check_with(&forged, &[&k, &s]);
+        let r = check_with(&forged, &k, &[("issuance", &s)]);
         assert!(!r.valid);
         let not_in: Vec<i64> = r
             .failures
@@ -868,7 +908,7 @@ mod tests {
         let mut p = b.clone();
         p.chains[0].proofs.pop();
         assert!(matches!(
-            only_failure(&check_with(&p, &[&k, &s])),
+            only_failure(&check_with(&p, &k, &[("issuance", &s)])),
             Failure::MissingProof {
                 proven: 4,
                 found: 3,
@@ -877,26 +917,47 @@ mod tests {
         ));
         let mut d = b.clone();
         d.service_checkpoints.clear();
-        let r = check_with(&d, &[&k, &s]);
+        let r = check_with(&d, &k, &[("issuance", &s)]);
         assert!(r
             .failures
             .iter()
             .any(|f| matches!(f, Failure::MissingServiceCheckpoint { .. })));
-        let r = check_with(&b, &[&k]);
+        let r = check_with(&b, &k, &[]);
         assert!(r
             .failures
             .iter()
             .any(|f| matches!(f, Failure::BadServiceCheckpoint { .. })));
     }
 
-    fn check(b: &DisputeBundle, ring: &signing::KeyRing) -> BundleReport {
-        let jwks = ring.jwks();
-        verify_bundle(b, |kid| {
-            jwks.keys
+    #[test]
+    fn a_service_checkpoint_counts_only_under_its_own_service_key() {
+        let (k, s, a) = (ring("projector"), ring("issuance"), ring("activation"));
+        let bad = |r: &BundleReport| {
+            r.failures
                 .iter()
-                .find(|k| k.kid == kid)
-                .and_then(|k| signing::verifying_key(k).ok())
-        })
+                .any(|f| matches!(f, Failure::BadServiceCheckpoint { context, .. } if context == "issuance"))
+        };
+        // The exporter's key vouches for the bundle, never for a service's
+        // history: the same bundle with the issuance tree signed by the
+        // projector is refused even though the projector's key is trusted.
+        let by_projector = proven_bundle(&k, &k);
+        assert!(bad(&check_with(&by_projector, &k, &[("issuance", &s)])));
+        // Another service's trusted key does not count for issuance either.
+        let by_activation = proven_bundle(&k, &a);
+        let r = check_with(&by_activation, &k, &[("issuance", &s), ("activation", &a)]);
+        assert!(bad(&r), "{:#?}", r.failures);
+        // A trusted key's checkpoint must still name the context's own
+        // service as issuer.
+        let misnamed = proven_bundle_by(&k, &s, "activation");
+        let r = check_with(&misnamed, &k, &[("issuance", &s)]);
+        assert!(bad(&r), "{:#?}", r.failures);
+        // Accepted only under its own.
+        let by_issuance = proven_bundle(&k, &s);
+        assert!(check_with(&by_issuance, &k, &[("issuance", &s)]).valid);
+    }
+
+    fn check(b: &DisputeBundle, ring: &signing::KeyRing) -> BundleReport {
+        check_with(b, ring, &[])
     }
 
     /// The one failure of the report, which must be invalid.

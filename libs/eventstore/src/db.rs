@@ -29,7 +29,15 @@ pub async fn grant_serving(owner: &PgPool, role: &str, owned: &[&str]) -> Result
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('licensing-grants'))")
         .execute(&mut *tx)
         .await?;
+    let db: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&mut *tx)
+        .await?;
+    let d = ident(&db);
     let mut statements = vec![
+        // Every role may connect to a new database and make temporary
+        // tables in it: only this service's may.
+        format!("REVOKE CONNECT, TEMPORARY ON DATABASE {d} FROM PUBLIC"),
+        format!("GRANT CONNECT ON DATABASE {d} TO {r}"),
         format!("GRANT USAGE ON SCHEMA public TO {r}"),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {r}"),
         format!("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {r}"),
@@ -49,6 +57,33 @@ pub async fn grant_serving(owner: &PgPool, role: &str, owned: &[&str]) -> Result
         sqlx::query(&sql).execute(&mut *tx).await?;
     }
     tx.commit().await
+}
+
+/// Whether every migration of the event store and of `service` is applied,
+/// as it is now (same checksum): then a serving role that may not migrate
+/// need not try.
+pub async fn is_migrated(pool: &PgPool, service: Option<&Migrator>) -> Result<bool, sqlx::Error> {
+    let applied: Vec<(i64, Vec<u8>)> =
+        match sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(rows) => rows,
+            // undefined_table: a database never migrated.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        };
+    Ok(MIGRATOR
+        .iter()
+        .chain(service.into_iter().flat_map(|m| m.iter()))
+        .filter(|m| m.migration_type.is_up_migration())
+        .all(|m| {
+            applied
+                .iter()
+                .any(|(v, c)| *v == m.version && c.as_slice() == m.checksum.as_ref())
+        }))
 }
 
 /// Whether the pool's role could rewrite history: a superuser, or one

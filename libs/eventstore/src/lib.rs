@@ -15,7 +15,7 @@ pub mod relay;
 pub mod store;
 
 pub use chain::{verify_chain, ChainProblem, ChainReport, StoredEvent};
-pub use db::{can_rewrite_history, connect, grant_serving, migrate};
+pub use db::{can_rewrite_history, connect, grant_serving, is_migrated, migrate};
 pub use store::{
     derived_id, request_digest, CodedError, CommandContext, Executed, InlineProjection, Refusal,
     Repository, StoreError, DIGEST_MISMATCH_CODE,

@@ -256,6 +256,9 @@ pub struct CommonConfig {
     /// Least time between two signed checkpoints while events arrive.
     #[serde(default = "default_checkpoint_interval_ms")]
     pub checkpoint_interval_ms: u64,
+    /// False stops signing checkpoints; exists only to measure their cost.
+    #[serde(default = "default_true")]
+    pub checkpoints_enabled: bool,
 }
 
 fn default_http_addr() -> String {
@@ -318,6 +321,7 @@ impl fmt::Debug for CommonConfig {
             .field("signing_key_file", &self.signing_key_file)
             .field("signing_key_generate", &self.signing_key_generate)
             .field("checkpoint_interval_ms", &self.checkpoint_interval_ms)
+            .field("checkpoints_enabled", &self.checkpoints_enabled)
             .field("tls_cert_file", &self.tls_cert_file)
             .field("tls_key_file", &self.tls_key_file)
             .finish()

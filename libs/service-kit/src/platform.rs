@@ -81,38 +81,31 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// Connects and migrates (event store, then the service's own
-    /// `migrator`). Topics are not created here: a service's principal may
+    /// Connects, and migrates when given the owner's URL (or, without one,
+    /// when migrations are pending and the serving role may apply them:
+    /// development). Topics are not created here: a service's principal may
     /// not; provisioning (`licensectl kafka provision`) does, and `serve`
     /// checks that every topic the service uses is there.
     pub async fn start(
         name: &str,
         config: CommonConfig,
-        migrator: Option<&Migrator>,
+        schema: &Schema,
     ) -> Result<Self, PlatformError> {
-        Self::start_owning(name, config, migrator, &[]).await
-    }
-
-    /// `start` for a service that rebuilds `owned` tables (drops and
-    /// renames them), which its serving role therefore owns.
-    pub async fn start_owning(
-        name: &str,
-        config: CommonConfig,
-        migrator: Option<&Migrator>,
-        owned: &[&str],
-    ) -> Result<Self, PlatformError> {
+        // Migrated and granted first: until then the serving role may not
+        // even connect to a database the owner has locked down.
+        if config.database_migration_url.is_some() {
+            migrate(&config, schema).await?;
+        }
         let pool = eventstore::connect(&config.database_url, config.db_pool_size).await?;
-        match &config.database_migration_url {
-            Some(url) => {
-                let owner = eventstore::connect(url, 2).await?;
-                migrate_all(&owner, migrator).await?;
-                let role: String = sqlx::query_scalar("SELECT current_user::text")
-                    .fetch_one(&pool)
-                    .await?;
-                eventstore::grant_serving(&owner, &role, owned).await?;
-                owner.close().await;
-            }
-            None => migrate_all(&pool, migrator).await?,
+        if config.database_migration_url.is_none()
+            && !eventstore::is_migrated(&pool, schema.migrator).await?
+        {
+            migrate_all(&pool, schema.migrator).await.map_err(|e| {
+                PlatformError::Config(format!(
+                    "migrations are pending and this database role cannot apply them ({e}); \
+                     run `{name} migrate` with database_migration_url set to the owner's"
+                ))
+            })?;
         }
         if eventstore::can_rewrite_history(&pool).await? {
             tracing::warn!(
@@ -206,6 +199,9 @@ impl Platform {
         let signer = self.signer.clone().ok_or_else(|| {
             PlatformError::Config("the relay's checkpoints need the service's signer".into())
         })?;
+        if !self.config.checkpoints_enabled {
+            tracing::warn!("CHECKPOINTS ARE DISABLED: this history is anchored nowhere");
+        }
         let checkpointer = Arc::new(Checkpointer::new(
             self.pool.clone(),
             signer,
@@ -218,8 +214,10 @@ impl Platform {
             },
         ));
         self.used_topics.push(self.topics.checkpoints());
-        self.tasks
-            .spawn(checkpointer.clone().run(self.shutdown.subscribe()));
+        if self.config.checkpoints_enabled {
+            self.tasks
+                .spawn(checkpointer.clone().run(self.shutdown.subscribe()));
+        }
         self.checkpointer = Some(checkpointer);
         let mut config = RelayConfig::new(
             context,
@@ -388,6 +386,50 @@ impl Platform {
     }
 }
 
+/// What a service keeps in its database: its own migrations (applied after
+/// the event store's) and the tables its serving role owns because it
+/// rebuilds them (drops and renames).
+#[derive(Clone, Default)]
+pub struct Schema {
+    pub migrator: Option<&'static Migrator>,
+    pub owned: Vec<&'static str>,
+}
+
+impl Schema {
+    pub fn of(migrator: &'static Migrator) -> Self {
+        Self {
+            migrator: Some(migrator),
+            owned: vec![],
+        }
+    }
+}
+
+/// Migrates as the owner (`database_migration_url`), then grants the
+/// serving role (`database_url`'s) what it may do: what `<service>
+/// migrate` does, so that a serving process need never hold the owner's
+/// password.
+pub async fn migrate(config: &CommonConfig, schema: &Schema) -> Result<(), PlatformError> {
+    let url = config.database_migration_url.as_deref().ok_or_else(|| {
+        PlatformError::Config("migrating needs database_migration_url (the owner's)".into())
+    })?;
+    let owner = eventstore::connect(url, 2).await?;
+    migrate_all(&owner, schema.migrator).await?;
+    let role = config
+        .database_url
+        .parse::<sqlx::postgres::PgConnectOptions>()?
+        .get_username()
+        .to_string();
+    let owner_role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&owner)
+        .await?;
+    // One role for both (development): nothing to grant, nothing to take.
+    if role != owner_role {
+        eventstore::grant_serving(&owner, &role, &schema.owned).await?;
+    }
+    owner.close().await;
+    Ok(())
+}
+
 async fn migrate_all(pool: &PgPool, migrator: Option<&Migrator>) -> Result<(), PlatformError> {
     eventstore::migrate(pool).await?;
     if let Some(m) = migrator {
@@ -463,15 +505,29 @@ impl Running {
 }
 
 /// The whole `main` of a service: layered config, logging, start, run until
-/// SIGTERM.
-pub async fn run_main<C, F, Fut>(service: &str, start: F) -> anyhow::Result<()>
+/// SIGTERM; or, as `<service> migrate`, migrate and exit.
+pub async fn run_main<C, F, Fut>(service: &str, schema: Schema, start: F) -> anyhow::Result<()>
 where
     C: serde::de::DeserializeOwned + AsRef<CommonConfig>,
     F: FnOnce(C) -> Fut,
     Fut: std::future::Future<Output = Result<Running, PlatformError>>,
 {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let migrate_only = match args.as_slice() {
+        [] => false,
+        [m] if m == "migrate" => true,
+        _ => anyhow::bail!(
+            "usage: {service} [migrate]\n  migrate: apply the migrations as the owner \
+             (database_migration_url), grant the serving role (database_url), and exit"
+        ),
+    };
     let config: C = crate::config::load(service)?;
     crate::telemetry::init(service, &config.as_ref().log_format);
+    if migrate_only {
+        migrate(config.as_ref(), &schema).await?;
+        tracing::info!(service, "migrated");
+        return Ok(());
+    }
     tracing::info!(service, config = ?config.as_ref(), "starting");
     let running = start(config).await?;
     tracing::info!(service, url = %running.url(), "started");
@@ -487,7 +543,7 @@ pub async fn start_bare(
     config: CommonConfig,
     handle_signals: bool,
 ) -> Result<Running, PlatformError> {
-    let mut platform = Platform::start(name, config, None).await?;
+    let mut platform = Platform::start(name, config, &Schema::default()).await?;
     if !handle_signals {
         platform = platform.without_signals();
     }

@@ -3,16 +3,12 @@
 //! shared fold of `contracts::license_view`, written in the consumer
 //! offset's transaction, and its look-ups.
 
-use bus::HandleError;
+use bus::{transient, HandleError};
 use contracts::license_view::LicenseView;
 use contracts::EventEnvelope;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
-
-fn transient(e: impl std::fmt::Display) -> HandleError {
-    HandleError::Transient(e.to_string())
-}
 
 /// Folds a License event into the replica; the new view, or None when the
 /// event was applied before (or the license is unknown and the event is

@@ -61,18 +61,16 @@ impl CorrelationId {
     /// `[A-Za-z0-9._-]`. Anything else is refused: the id is echoed in a
     /// header and written to logs, so it must not carry arbitrary text.
     pub fn parse(raw: &str) -> Option<Self> {
-        let plain = !raw.is_empty()
-            && raw.len() <= 64
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if plain {
-            return Some(Self(raw.to_owned()));
+        if !contracts::envelope::is_trace_id(raw) {
+            return None;
         }
         // Braced and URN forms are UUIDs too; store them canonically.
-        uuid::Uuid::parse_str(raw)
-            .ok()
-            .map(|id| Self(id.hyphenated().to_string()))
+        Some(match uuid::Uuid::parse_str(raw) {
+            Ok(id) if raw.len() > 36 || raw.contains(['{', ':']) => {
+                Self(id.hyphenated().to_string())
+            }
+            _ => Self(raw.to_owned()),
+        })
     }
 
     /// The id as text.

@@ -8,9 +8,12 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
-use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::DecodePrivateKey;
 use serde::{Deserialize, Serialize};
+
+/// The public key type every verifier here works with.
+pub use p256::ecdsa::VerifyingKey;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SigningError {

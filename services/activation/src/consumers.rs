@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bus::{HandleError, Incoming, TxHandler};
+use bus::{transient, HandleError, Incoming, TxHandler};
 use contracts::activation::*;
 use contracts::issuance::*;
 use contracts::license_view::LicenseView;
@@ -27,10 +27,6 @@ use uuid::Uuid;
 use crate::app::Activation;
 use crate::domain::{Device, SeatsCommand, TrialCommand};
 use crate::store;
-
-fn transient(e: impl std::fmt::Display) -> HandleError {
-    HandleError::Transient(e.to_string())
-}
 
 /// The context of a command caused by event `e`.
 pub fn reaction(e: &EventEnvelope, command_type: &str, purpose: &str) -> CommandContext {

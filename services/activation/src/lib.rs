@@ -27,6 +27,11 @@ pub const SERVICE: &str = "activation";
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// Its migrations; it owns no table.
+pub fn schema() -> service_kit::platform::Schema {
+    service_kit::platform::Schema::of(&MIGRATOR)
+}
+
 fn d_tolerance() -> u32 {
     600
 }
@@ -61,7 +66,7 @@ impl AsRef<CommonConfig> for Config {
 pub use service_kit::platform::Options;
 
 pub async fn start(config: Config, options: Options) -> Result<Running, PlatformError> {
-    let mut platform = Platform::start(SERVICE, config.common, Some(&MIGRATOR)).await?;
+    let mut platform = Platform::start(SERVICE, config.common, &schema()).await?;
     if !options.handle_signals {
         platform = platform.without_signals();
     }

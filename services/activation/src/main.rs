@@ -1,6 +1,6 @@
-use activation::{start, Options, SERVICE};
+use activation::{schema, start, Options, SERVICE};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    service_kit::platform::run_main(SERVICE, |c| start(c, Options::default())).await
+    service_kit::platform::run_main(SERVICE, schema(), |c| start(c, Options::default())).await
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bus::{HandleError, Incoming, TxHandler};
+use bus::{transient, HandleError, Incoming, TxHandler};
 use contracts::activation::*;
 use contracts::domain::*;
 use contracts::grants::*;
@@ -20,10 +20,6 @@ use uuid::Uuid;
 
 use crate::app::GrantSync;
 use crate::store;
-
-fn transient(e: impl std::fmt::Display) -> HandleError {
-    HandleError::Transient(e.to_string())
-}
 
 fn problem(p: service_kit::Problem) -> HandleError {
     HandleError::Transient(format!("{}: {:?}", p.code(), p.detail()))

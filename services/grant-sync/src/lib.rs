@@ -35,6 +35,11 @@ pub const SERVICE: &str = "grant-sync";
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// Its migrations; it owns no table.
+pub fn schema() -> service_kit::platform::Schema {
+    service_kit::platform::Schema::of(&MIGRATOR)
+}
+
 fn d_issuer() -> String {
     "licensing.grant-sync".into()
 }
@@ -109,7 +114,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
             })?,
     })
     .map_err(|e| PlatformError::Config(format!("upstream client: {e}")))?;
-    let mut platform = Platform::start(SERVICE, config.common, Some(&MIGRATOR)).await?;
+    let mut platform = Platform::start(SERVICE, config.common, &schema()).await?;
     if !options.handle_signals {
         platform = platform.without_signals();
     }

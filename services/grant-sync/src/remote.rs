@@ -68,6 +68,7 @@ impl Remote {
         t: &Target<'_>,
         path: &str,
         body: Option<Value>,
+        max_bytes: usize,
     ) -> (Result<Value, CallResult>, u64) {
         let started = Instant::now();
         let ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -116,7 +117,7 @@ impl Remote {
                 m,
             );
         }
-        let body = read_json(res).await;
+        let body = read_json(res, max_bytes).await;
         let latency_ms = ms();
         if (200..300).contains(&code) {
             return (Ok(body), latency_ms);
@@ -161,7 +162,13 @@ impl Remote {
     /// this server as `member_id`) and fetches the keys to pin.
     pub async fn check(&self, t: &Target<'_>, member_id: Uuid) -> CallResult {
         let (me, ms) = match self
-            .call(reqwest::Method::GET, t, "/v1/clients/me", None)
+            .call(
+                reqwest::Method::GET,
+                t,
+                "/v1/clients/me",
+                None,
+                MAX_SMALL_ANSWER,
+            )
             .await
         {
             (Err(r), _) => return r,
@@ -179,7 +186,13 @@ impl Remote {
             );
         }
         let (jwks, ms) = match self
-            .call(reqwest::Method::GET, t, "/.well-known/jwks.json", None)
+            .call(
+                reqwest::Method::GET,
+                t,
+                "/.well-known/jwks.json",
+                None,
+                MAX_SMALL_ANSWER,
+            )
             .await
         {
             (Err(r), _) => return r,
@@ -211,7 +224,13 @@ impl Remote {
         t: &Target<'_>,
     ) -> Result<(Vec<CatalogProduct>, CallResult), CallResult> {
         let (body, ms) = self
-            .call(reqwest::Method::GET, t, "/v1/catalog", None)
+            .call(
+                reqwest::Method::GET,
+                t,
+                "/v1/catalog",
+                None,
+                MAX_ANSWER_BYTES,
+            )
             .await;
         let products: Vec<CatalogProduct> = serde_json::from_value(body?["products"].take())
             .map_err(|e| bad_answer(&format!("catalog cannot be read: {e}"), ms))?;
@@ -242,6 +261,7 @@ impl Remote {
                 t,
                 "/v1/sync",
                 Some(serde_json::json!({"wait_ms": 0})),
+                MAX_ANSWER_BYTES,
             )
             .await;
         let body = body?;
@@ -262,7 +282,22 @@ impl Remote {
     }
 }
 
-/// The EC P-256 keys of a JWKS, bounded.
+/// The key a pinned JWK stands for, if it is a valid P-256 point.
+fn key_of(k: &PinnedKey) -> Option<signing::VerifyingKey> {
+    signing::verifying_key(&signing::Jwk {
+        kty: k.kty.clone(),
+        crv: k.crv.clone(),
+        x: k.x.clone(),
+        y: k.y.clone(),
+        kid: k.kid.clone(),
+        use_: "sig".into(),
+        alg: "ES256".into(),
+    })
+    .ok()
+}
+
+/// The P-256 keys of a JWKS that verify something, bounded: a key that is
+/// no point on the curve is not pinned (and so not counted as one).
 fn pinnable(jwks: &Value) -> Vec<PinnedKey> {
     jwks["keys"]
         .as_array()
@@ -283,6 +318,7 @@ fn pinnable(jwks: &Value) -> Vec<PinnedKey> {
                         y: s("y")?,
                     })
                 })
+                .filter(|k| key_of(k).is_some())
                 .take(32)
                 .collect()
         })
@@ -301,16 +337,7 @@ fn verified_document(
         .as_str()
         .ok_or("the answer carries no grant document")?;
     let payload = signing::verify_with(doc, |kid| {
-        pinned
-            .iter()
-            .find(|k| k.kid == kid)
-            .and_then(|k| serde_json::to_value(k).ok())
-            .and_then(|mut v| {
-                v["use"] = "sig".into();
-                v["alg"] = "ES256".into();
-                serde_json::from_value::<signing::Jwk>(v).ok()
-            })
-            .and_then(|jwk| signing::verifying_key(&jwk).ok())
+        pinned.iter().find(|k| k.kid == kid).and_then(key_of)
     })
     .map_err(|e| match e {
         signing::SigningError::UnknownKid(k) => {
@@ -341,15 +368,15 @@ fn verified_document(
 /// member fit well within it.
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
-/// The answer's JSON, Null when it is not JSON or larger than
-/// [`MAX_ANSWER_BYTES`].
-async fn read_json(mut res: reqwest::Response) -> Value {
+/// The most of a JWKS or an identity answer read: 32 keys fit in 8 KiB.
+const MAX_SMALL_ANSWER: usize = 64 * 1024;
+
+/// The answer's JSON, Null when it is not JSON or larger than `max`.
+async fn read_json(mut res: reqwest::Response, max: usize) -> Value {
     let mut buf = Vec::new();
     loop {
         match res.chunk().await {
-            Ok(Some(chunk)) if buf.len() + chunk.len() <= MAX_ANSWER_BYTES => {
-                buf.extend_from_slice(&chunk)
-            }
+            Ok(Some(chunk)) if buf.len() + chunk.len() <= max => buf.extend_from_slice(&chunk),
             Ok(Some(_)) | Err(_) => return Value::Null,
             Ok(None) => break,
         }
@@ -395,6 +422,10 @@ mod tests {
         let ring = signing::KeyRing::generate("vendor-1").unwrap();
         let pinned = pinnable(&serde_json::to_value(ring.jwks()).unwrap());
         assert_eq!(pinned.len(), 1);
+        // A key that is no point on the curve is not pinned.
+        let mut off_curve = serde_json::to_value(ring.jwks()).unwrap();
+        off_curve["keys"][0]["y"] = off_curve["keys"][0]["x"].clone();
+        assert!(pinnable(&off_curve).is_empty());
         let member = Uuid::now_v7();
         let now = Utc::now();
         assert!(verified_document(&document(&ring, member, 3600), member, &pinned, now).is_ok());

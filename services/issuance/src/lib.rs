@@ -29,6 +29,11 @@ pub const SERVICE: &str = "issuance";
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// Its migrations; it owns no table.
+pub fn schema() -> service_kit::platform::Schema {
+    service_kit::platform::Schema::of(&MIGRATOR)
+}
+
 fn default_scheduler_interval_ms() -> u64 {
     1_000
 }
@@ -69,7 +74,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
             keys::MIN_SECRET_LEN
         ))
     })?;
-    let mut platform = Platform::start(SERVICE, config.common, Some(&MIGRATOR)).await?;
+    let mut platform = Platform::start(SERVICE, config.common, &schema()).await?;
     if !options.handle_signals {
         platform = platform.without_signals();
     }

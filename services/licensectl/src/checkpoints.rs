@@ -84,45 +84,42 @@ pub struct CheckpointReport {
     pub diverges_between: Option<(u64, u64)>,
 }
 
-fn read_jwks(paths: &[PathBuf]) -> anyhow::Result<signing::Jwks> {
-    let mut keys = Vec::new();
-    for p in paths {
-        let text =
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        let jwks: signing::Jwks = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a JWKS", p.display()))?;
-        keys.extend(jwks.keys);
-    }
-    Ok(signing::Jwks { keys })
-}
-
-/// The JWS of each checkpoint the source holds.
+/// The JWS of each checkpoint the source holds. A line that is not one is
+/// said on stderr and left out: one bad line must not hide the others.
 async fn load(source: &Source) -> anyhow::Result<Vec<String>> {
     match source {
         Source::File(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let text = crate::read_bounded(path, crate::MAX_DATA_FILE)?;
             let trimmed = text.trim_start();
             if trimmed.starts_with('[') {
                 let all: Vec<CheckpointMessage> = serde_json::from_str(trimmed)
                     .with_context(|| format!("{}: not an array of checkpoints", path.display()))?;
                 return Ok(all.into_iter().map(|m| m.checkpoint).collect());
             }
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(|l| {
-                    if l.starts_with('{') {
+            Ok(text
+                .lines()
+                .enumerate()
+                .map(|(i, l)| (i + 1, l.trim()))
+                .filter(|(_, l)| !l.is_empty())
+                .filter_map(|(n, l)| {
+                    let jws = if l.starts_with('{') {
                         serde_json::from_str::<CheckpointMessage>(l)
                             .map(|m| m.checkpoint)
-                            .with_context(|| {
-                                format!("{}: not a checkpoint message", path.display())
-                            })
+                            .map_err(|e| e.to_string())
                     } else {
-                        Ok(l.to_string())
-                    }
+                        signing::peek(l)
+                            .map(|_| l.to_string())
+                            .map_err(|e| e.to_string())
+                    };
+                    jws.map_err(|e| {
+                        eprintln!(
+                            "licensectl: {} line {n} is not a checkpoint ({e}); skipped",
+                            path.display()
+                        )
+                    })
+                    .ok()
                 })
-                .collect()
+                .collect())
         }
         Source::Kafka { config, prefix } => {
             let kafka = bus::Kafka::default()
@@ -171,14 +168,13 @@ fn read_topic(kafka: &bus::Kafka, topic: &str, group: &str) -> anyhow::Result<Ve
             bail!("{topic}: not read to its end within 120 s");
         }
         match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                if let Some(m) = m
-                    .payload()
-                    .and_then(|p| serde_json::from_slice::<CheckpointMessage>(p).ok())
-                {
-                    out.push(m.checkpoint);
-                }
-            }
+            Some(Ok(m)) => match m.payload().map(serde_json::from_slice::<CheckpointMessage>) {
+                Some(Ok(c)) => out.push(c.checkpoint),
+                _ => eprintln!(
+                    "licensectl: {topic} offset {} is not a checkpoint; skipped",
+                    m.offset()
+                ),
+            },
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 ended.insert(p);
             }
@@ -238,7 +234,7 @@ fn roots_at(inputs: &[&[u8]], sizes: &[u64]) -> Vec<Option<String>> {
 /// Checks every checkpoint of the source against the store; the reports,
 /// and whether all verified ones hold (and at least one verified).
 pub async fn run(pool: &PgPool, a: &Args) -> anyhow::Result<(Vec<CheckpointReport>, bool)> {
-    let jwks = read_jwks(&a.jwks)?;
+    let keys = crate::read_jwks(&a.jwks)?;
     let mut verified: Vec<(CheckpointClaims, Option<String>)> = Vec::new();
     let mut reports = Vec::new();
     for jws in load(&a.source).await? {
@@ -252,8 +248,8 @@ pub async fn run(pool: &PgPool, a: &Args) -> anyhow::Result<(Vec<CheckpointRepor
         if claims.context != a.context || claims.typ != CHECKPOINT_TYP {
             continue;
         }
-        match service_kit_verify(&jwks, &jws) {
-            Ok(c) if c == claims => verified.push((claims, kid)),
+        match verify_claims(&keys, &jws) {
+            Ok(c) if c == claims && c.is_of(&a.context) => verified.push((claims, kid)),
             outcome => reports.push(CheckpointReport {
                 context: claims.context.clone(),
                 tree_size: claims.tree_size,
@@ -263,6 +259,10 @@ pub async fn run(pool: &PgPool, a: &Args) -> anyhow::Result<(Vec<CheckpointRepor
                 status: "unverified",
                 reason: Some(match outcome {
                     Err(e) => e,
+                    Ok(c) if c == claims => format!(
+                        "signed by {:?}, not by the service that owns {}",
+                        c.iss, a.context
+                    ),
                     Ok(_) => "signed claims differ".into(),
                 }),
                 inconsistent_events: vec![],
@@ -357,13 +357,13 @@ pub async fn run(pool: &PgPool, a: &Args) -> anyhow::Result<(Vec<CheckpointRepor
     Ok((reports, all_hold))
 }
 
-/// The claims of a checkpoint whose signature verifies under `jwks`.
-fn service_kit_verify(jwks: &signing::Jwks, jws: &str) -> Result<CheckpointClaims, String> {
+/// The claims of a checkpoint whose signature verifies under `keys`.
+fn verify_claims(
+    keys: &[(String, p256::ecdsa::VerifyingKey)],
+    jws: &str,
+) -> Result<CheckpointClaims, String> {
     let v = signing::verify_with(jws, |kid| {
-        jwks.keys
-            .iter()
-            .find(|k| k.kid == kid)
-            .and_then(|k| signing::verifying_key(k).ok())
+        keys.iter().find(|(k, _)| k == kid).map(|(_, v)| *v)
     })
     .map_err(|e| e.to_string())?;
     serde_json::from_value(v).map_err(|e| e.to_string())

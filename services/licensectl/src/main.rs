@@ -27,13 +27,67 @@ use sqlx::PgPool;
 const USAGE: &str = "usage:
   licensectl verify --database-url URL [--aggregate-type TYPE --aggregate-id ID]
                     [--context C --jwks F1[,F2] (--checkpoints FILE | --kafka-config FILE [--prefix P])]
-  licensectl verify-bundle --bundle FILE (--jwks FILE | --public-key PEM_FILE)
+  licensectl verify-bundle --bundle FILE (--jwks F1[,F2] | --public-key PEM_FILE)
+                           [--service-jwks CONTEXT=FILE[,CONTEXT=FILE]]
   licensectl rebuild --url BASE_URL --api-key KEY [--models M1,M2] [--poll-ms 500] [--timeout-secs 3600]
   licensectl kafka provision --config ADMIN_PROPERTIES [--brokers HOSTS] [--prefix licensing]
                              [--group-prefix G] [--partitions N] [--users role=user,...]
 environment: LICENSING_DATABASE_URL, LICENSING_PROJECTOR_URL, LICENSING_API_KEY,
              LICENSING_KAFKA_ADMIN_CONFIG, LICENSING_TOPIC_PREFIX
 exit codes: 0 ok, 1 chain broken / bundle invalid / rebuild failed, 2 usage or IO error";
+
+/// Largest bundle or checkpoint file read: a dispute bundle of a license
+/// with a long history is tens of MiB; beyond this it is not ours.
+const MAX_DATA_FILE: u64 = 256 << 20;
+/// Largest JWKS read.
+const MAX_JWKS_FILE: u64 = 1 << 20;
+
+/// A file's text, refused beyond `max` bytes rather than read into memory
+/// whatever its size (a path may name a device or a pipe).
+fn read_bounded(path: &std::path::Path, max: u64) -> anyhow::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > max {
+        bail!("{} is larger than {max} bytes", path.display());
+    }
+    String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
+}
+
+/// A comma-separated list of files; an empty one is a usage error, not "no
+/// keys".
+fn file_list(flag: &str, value: &str) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let files: Vec<std::path::PathBuf> = value
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(Into::into)
+        .collect();
+    if files.is_empty() {
+        bail!("{flag} names no file\n{USAGE}");
+    }
+    Ok(files)
+}
+
+/// The keys of JWKS files, each one checked to be a key we can verify
+/// with: a file holding something else is an error, not silently fewer keys.
+fn read_jwks(
+    paths: &[std::path::PathBuf],
+) -> anyhow::Result<Vec<(String, p256::ecdsa::VerifyingKey)>> {
+    let mut keys = Vec::new();
+    for path in paths {
+        let jwks: signing::Jwks = serde_json::from_str(&read_bounded(path, MAX_JWKS_FILE)?)
+            .with_context(|| format!("{} is not a JWKS", path.display()))?;
+        for k in &jwks.keys {
+            let v = signing::verifying_key(k)
+                .with_context(|| format!("key {:?} of {}", k.kid, path.display()))?;
+            keys.push((k.kid.clone(), v));
+        }
+    }
+    Ok(keys)
+}
 
 /// `--name value` pairs; unlike `flag`, refuses unknown, repeated and
 /// value-less flags, so that a typo cannot silently fall back to a default.
@@ -119,13 +173,12 @@ async fn verify(args: Vec<String>) -> anyhow::Result<bool> {
             context: f
                 .remove("--context")
                 .with_context(|| format!("checkpoints need --context\n{USAGE}"))?,
-            jwks: f
-                .remove("--jwks")
-                .with_context(|| format!("checkpoints need --jwks (the service's keys)\n{USAGE}"))?
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(Into::into)
-                .collect(),
+            jwks: file_list(
+                "--jwks",
+                &f.remove("--jwks").with_context(|| {
+                    format!("checkpoints need --jwks (the service's keys)\n{USAGE}")
+                })?,
+            )?,
         }),
         None => None,
     };
@@ -196,5 +249,21 @@ mod tests {
         assert!(flags(&args("--a"), &["--a"]).is_err());
         assert!(flags(&args("--a --b 1"), &["--a", "--b"]).is_err());
         assert!(flags(&args("--a 1 --a 2"), &["--a"]).is_err());
+    }
+
+    #[test]
+    fn an_empty_file_list_is_a_usage_error() {
+        assert!(file_list("--jwks", ",").is_err());
+        assert!(file_list("--jwks", "").is_err());
+        assert_eq!(file_list("--jwks", "a,,b").expect("two").len(), 2);
+    }
+
+    #[test]
+    fn files_are_read_only_up_to_a_bound() {
+        let path = std::env::temp_dir().join(format!("licensectl-bound-{}", std::process::id()));
+        std::fs::write(&path, "x".repeat(11)).expect("write");
+        assert!(read_bounded(&path, 10).is_err());
+        assert_eq!(read_bounded(&path, 11).expect("fits").len(), 11);
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -1,8 +1,10 @@
 //! `licensectl verify-bundle`: checks a dispute bundle with nothing but
 //! trusted public keys, so an auditor needs no access to our systems: the
-//! projector's (its checkpoint of the chain heads) and the services' (their
-//! own checkpoints, against which the bundle's inclusion proofs are
-//! checked); several JWKS files are merged.
+//! projector's (`--jwks` or `--public-key`: its checkpoint of the chain
+//! heads) and, per context, the owning service's (`--service-jwks
+//! issuance=FILE,...`: their own checkpoints, against which the bundle's
+//! inclusion proofs are checked). The two are kept apart so that the
+//! exporter's key can never stand in for a service's.
 
 use std::path::PathBuf;
 
@@ -11,7 +13,7 @@ use eventstore::bundle::{verify_bundle, BundleReport, DisputeBundle};
 use p256::ecdsa::VerifyingKey;
 use p256::pkcs8::DecodePublicKey;
 
-use crate::{flags, USAGE};
+use crate::{file_list, flags, read_bounded, read_jwks, MAX_DATA_FILE, MAX_JWKS_FILE, USAGE};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum KeySource {
@@ -23,31 +25,46 @@ pub enum KeySource {
 pub struct Args {
     pub bundle: PathBuf,
     pub key: KeySource,
+    /// (context, JWKS file) of each service whose checkpoints are trusted.
+    pub service_jwks: Vec<(String, PathBuf)>,
 }
 
 pub fn parse(args: &[String]) -> anyhow::Result<Args> {
-    let mut f = flags(args, &["--bundle", "--jwks", "--public-key"])?;
+    let mut f = flags(
+        args,
+        &["--bundle", "--jwks", "--public-key", "--service-jwks"],
+    )?;
     let bundle = f
         .remove("--bundle")
         .with_context(|| format!("--bundle is required\n{USAGE}"))?;
     let key = match (f.remove("--jwks"), f.remove("--public-key")) {
-        (Some(p), None) => KeySource::Jwks(
-            p.split(',')
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from)
-                .collect(),
-        ),
+        (Some(p), None) => KeySource::Jwks(file_list("--jwks", &p)?),
         (None, Some(p)) => KeySource::PublicKey(p.into()),
         _ => bail!("exactly one of --jwks and --public-key is required\n{USAGE}"),
+    };
+    let service_jwks = match f.remove("--service-jwks") {
+        None => vec![],
+        Some(v) => v
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|pair| match pair.split_once('=') {
+                Some((ctx, file))
+                    if contracts::checkpoint::service_of(ctx).is_some() && !file.is_empty() =>
+                {
+                    Ok((ctx.to_string(), PathBuf::from(file)))
+                }
+                _ => bail!(
+                    "--service-jwks wants CONTEXT=FILE with CONTEXT one of issuance, \
+                     activation, domain, grants; got {pair:?}\n{USAGE}"
+                ),
+            })
+            .collect::<anyhow::Result<_>>()?,
     };
     Ok(Args {
         bundle: bundle.into(),
         key,
+        service_jwks,
     })
-}
-
-fn read(path: &PathBuf) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
 enum Keys {
@@ -59,27 +76,17 @@ enum Keys {
 impl Keys {
     fn load(source: &KeySource) -> anyhow::Result<Self> {
         match source {
-            KeySource::Jwks(paths) => {
-                let mut keys = Vec::new();
-                for path in paths {
-                    let jwks: signing::Jwks = serde_json::from_str(&read(path)?)
-                        .with_context(|| format!("{} is not a JWKS", path.display()))?;
-                    for k in &jwks.keys {
-                        let v = signing::verifying_key(k)
-                            .with_context(|| format!("key {:?} of {}", k.kid, path.display()))?;
-                        keys.push((k.kid.clone(), v));
-                    }
-                }
-                Ok(Self::ByKid(keys))
+            KeySource::Jwks(paths) => read_jwks(paths).map(Self::ByKid),
+            KeySource::PublicKey(path) => {
+                VerifyingKey::from_public_key_pem(&read_bounded(path, MAX_JWKS_FILE)?)
+                    .map(Self::Single)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{} is not a P-256 public key (SPKI PEM expected): {e}",
+                            path.display()
+                        )
+                    })
             }
-            KeySource::PublicKey(path) => VerifyingKey::from_public_key_pem(&read(path)?)
-                .map(Self::Single)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "{} is not a P-256 public key (SPKI PEM expected): {e}",
-                        path.display()
-                    )
-                }),
         }
     }
 
@@ -93,9 +100,25 @@ impl Keys {
 
 pub fn run(args: &Args) -> anyhow::Result<bool> {
     let keys = Keys::load(&args.key)?;
-    let bundle: DisputeBundle = serde_json::from_str(&read(&args.bundle)?)
-        .with_context(|| format!("{} is not a dispute bundle", args.bundle.display()))?;
-    let report = verify_bundle(&bundle, |kid| keys.get(kid));
+    let mut services: Vec<(String, String, VerifyingKey)> = Vec::new();
+    for (context, file) in &args.service_jwks {
+        for (kid, key) in read_jwks(std::slice::from_ref(file))? {
+            services.push((context.clone(), kid, key));
+        }
+    }
+    let bundle: DisputeBundle =
+        serde_json::from_str(&read_bounded(&args.bundle, MAX_DATA_FILE)?)
+            .with_context(|| format!("{} is not a dispute bundle", args.bundle.display()))?;
+    let report = verify_bundle(
+        &bundle,
+        |kid| keys.get(kid),
+        |context, kid| {
+            services
+                .iter()
+                .find(|(c, k, _)| c == context && k == kid)
+                .map(|(_, _, v)| *v)
+        },
+    );
     println!("{}", serde_json::to_string_pretty(&report)?);
     eprintln!("{}", summary(&report).join("\n"));
     Ok(report.valid)
@@ -135,9 +158,24 @@ mod tests {
             parse(&args("--bundle b.json --jwks k.json")).expect("jwks"),
             Args {
                 bundle: "b.json".into(),
-                key: KeySource::Jwks(vec!["k.json".into()])
+                key: KeySource::Jwks(vec!["k.json".into()]),
+                service_jwks: vec![],
             }
         );
+        assert_eq!(
+            parse(&args(
+                "--bundle b --jwks p --service-jwks issuance=i.json,activation=a.json"
+            ))
+            .expect("services")
+            .service_jwks,
+            vec![
+                ("issuance".to_string(), PathBuf::from("i.json")),
+                ("activation".to_string(), PathBuf::from("a.json"))
+            ]
+        );
+        assert!(parse(&args("--bundle b --jwks p --service-jwks i.json")).is_err());
+        assert!(parse(&args("--bundle b --jwks p --service-jwks projector=p.json")).is_err());
+        assert!(parse(&args("--bundle b --jwks ,")).is_err());
         assert_eq!(
             parse(&args("--public-key k.pem --bundle b.json"))
                 .expect("pem")
@@ -209,6 +247,7 @@ mod tests {
             run(&Args {
                 bundle: path.clone(),
                 key: KeySource::Jwks(vec![jwks.clone()]),
+                service_jwks: vec![],
             })
         };
 
@@ -226,7 +265,7 @@ mod tests {
         let mut b = sample_bundle(&ring);
         let jwks = ring.jwks();
         let key = |_: &str| signing::verifying_key(&jwks.keys[0]).ok();
-        let lines = summary(&verify_bundle(&b, key));
+        let lines = summary(&verify_bundle(&b, key, |_, _| None));
         assert_eq!(lines.len(), 1);
         assert!(
             lines[0]
@@ -234,7 +273,7 @@ mod tests {
             "{lines:?}"
         );
         b.chains.clear();
-        let lines = summary(&verify_bundle(&b, key));
+        let lines = summary(&verify_bundle(&b, key, |_, _| None));
         assert_eq!(
             lines,
             ["licensectl: bundle INVALID: License l1 (issuance): chain is in the signed checkpoint but missing from the bundle"]

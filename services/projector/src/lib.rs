@@ -84,14 +84,20 @@ impl AsRef<Signer> for App {
     }
 }
 
+/// Its migrations, and the read models' tables, which its serving role owns:
+/// a rebuild swaps them.
+pub fn schema() -> service_kit::platform::Schema {
+    service_kit::platform::Schema {
+        migrator: Some(&MIGRATOR),
+        owned: models::all()
+            .iter()
+            .flat_map(|m| m.tables().iter().copied())
+            .collect(),
+    }
+}
+
 pub async fn start(config: Config, handle_signals: bool) -> Result<Running, PlatformError> {
-    // Its serving role owns the read models' tables: a rebuild swaps them.
-    let owned: Vec<&str> = models::all()
-        .iter()
-        .flat_map(|m| m.tables().iter().copied())
-        .collect();
-    let mut platform =
-        Platform::start_owning(SERVICE, config.common.clone(), Some(&MIGRATOR), &owned).await?;
+    let mut platform = Platform::start(SERVICE, config.common.clone(), &schema()).await?;
     if !handle_signals {
         platform = platform.without_signals();
     }
@@ -142,6 +148,10 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<Running, Plat
         200,
         checkpoints::CheckpointConsumer,
     );
+    platform.spawn(checkpoints::verify_pending(
+        platform.pool.clone(),
+        platform.shutdown_signal(),
+    ));
     let group = platform
         .config
         .consumer_group_prefix

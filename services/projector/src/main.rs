@@ -1,4 +1,7 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    service_kit::platform::run_main(projector::SERVICE, |c| projector::start(c, true)).await
+    service_kit::platform::run_main(projector::SERVICE, projector::schema(), |c| {
+        projector::start(c, true)
+    })
+    .await
 }

@@ -59,7 +59,7 @@ fn licensectl_verify(db: &str, extra: &[&str]) -> (bool, String, String) {
 }
 
 /// Asks the service for a checkpoint of everything so far.
-async fn checkpoint_now(service: &str) -> Value {
+pub(crate) async fn checkpoint_now(service: &str) -> Value {
     let (s, b) = call(
         &admin_client(),
         "POST",
@@ -163,7 +163,9 @@ async fn a_rewrite_that_recomputes_every_hash_is_caught_by_the_signed_checkpoint
         .iter()
         .map(|m| format!("{}\n", json_of(m)))
         .collect();
-    std::fs::write(&file, lines).expect("write checkpoints");
+    // Unreadable lines are named and skipped, not fatal and not silent.
+    std::fs::write(&file, format!("not-a-jws\n{{\"context\":1}}\n{lines}"))
+        .expect("write checkpoints");
     let file_arg = file.display().to_string();
     let from_file = [
         "--context",
@@ -173,7 +175,12 @@ async fn a_rewrite_that_recomputes_every_hash_is_caught_by_the_signed_checkpoint
         "--checkpoints",
         &file_arg,
     ];
-    assert!(licensectl_verify(&issuance.db, &from_file).0);
+    let (ok, out, err) = licensectl_verify(&issuance.db, &from_file);
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("line 1 is not a checkpoint") && err.contains("line 2 is not a checkpoint"),
+        "{err}"
+    );
 
     // The rewrite: every hash recomputed, so the chains alone still verify.
     rewrite_history(
@@ -324,6 +331,29 @@ async fn dispute_bundles_carry_inclusion_proofs_that_verify_offline_and_fail_aft
         (s, b["code"].as_str(), b["field"].as_str()),
         (422, Some("INVALID_CONTEXT"), Some("context"))
     );
+    for (query, field) in [
+        (
+            "?context=issuance&tree_size=9223372036854775808",
+            "tree_size",
+        ),
+        (
+            "/consistency?context=issuance&from=1&to=18446744073709551615",
+            "to",
+        ),
+    ] {
+        let (s, b) = call(
+            &admin,
+            "GET",
+            &format!("{proj}/v1/checkpoints{query}"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (s, b["code"].as_str(), b["field"].as_str()),
+            (422, Some("INVALID_TREE_SIZE"), Some(field)),
+            "{query}"
+        );
+    }
 
     // Two checkpoints are consistent: the projector's proof verifies
     // against both signed roots.
@@ -407,11 +437,8 @@ async fn dispute_bundles_carry_inclusion_proofs_that_verify_offline_and_fail_aft
     for (f, v) in files {
         std::fs::write(dir.join(f), v.to_string()).expect("write jwks");
     }
-    let jwks_arg = format!(
-        "{},{}",
-        dir.join(files[0].0).display(),
-        dir.join(files[1].0).display()
-    );
+    let jwks_arg = dir.join(files[0].0).display().to_string();
+    let service_arg = format!("issuance={}", dir.join(files[1].0).display());
     let verify = |b: &Value| {
         let file = dir.join(format!("{}.json", uuid::Uuid::new_v4().simple()));
         std::fs::write(&file, b.to_string()).expect("write bundle");
@@ -422,6 +449,8 @@ async fn dispute_bundles_carry_inclusion_proofs_that_verify_offline_and_fail_aft
                 &file.display().to_string(),
                 "--jwks",
                 &jwks_arg,
+                "--service-jwks",
+                &service_arg,
             ])
             .output()
             .expect("licensectl runs");

@@ -679,7 +679,7 @@ async fn sync_long_polls_for_domain_rebinding_revocations_and_grant_changes() {
         let (g, t, cursor) = (g.clone(), t.clone(), cursor.clone());
         tokio::spawn(async move {
             let started = Instant::now();
-            let r = sync(&g, &t, json!({"cursor": cursor, "wait_ms": 20000})).await;
+            let r = sync(&g, &t, json!({"cursor": cursor, "wait_ms": 18000})).await;
             (r, started.elapsed())
         })
     };

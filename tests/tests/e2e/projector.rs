@@ -905,19 +905,35 @@ fn write(path: &std::path::Path, v: &Value) {
     std::fs::write(path, serde_json::to_vec_pretty(v).expect("json")).expect("write");
 }
 
-/// `licensectl verify-bundle`: success and the stderr text.
-fn verify_bundle(bundle: &Value, jwks: &Value, dir: &std::path::Path) -> (bool, String) {
+/// `licensectl verify-bundle` with the projector's `jwks` and each
+/// `(context, jwks)` of `services`: success and the stderr text.
+fn verify_bundle(
+    bundle: &Value,
+    jwks: &Value,
+    services: &[(&str, &Value)],
+    dir: &std::path::Path,
+) -> (bool, String) {
     let (b, k) = (dir.join("bundle.json"), dir.join("jwks.json"));
     write(&b, bundle);
     write(&k, jwks);
-    let out = Command::new(bin_path("licensectl"))
-        .arg("verify-bundle")
+    let mut cmd = Command::new(bin_path("licensectl"));
+    cmd.arg("verify-bundle")
         .arg("--bundle")
         .arg(&b)
         .arg("--jwks")
-        .arg(&k)
-        .output()
-        .expect("licensectl runs");
+        .arg(&k);
+    if !services.is_empty() {
+        let pairs: Vec<String> = services
+            .iter()
+            .map(|(context, keys)| {
+                let f = dir.join(format!("{context}-jwks.json"));
+                write(&f, keys);
+                format!("{context}={}", f.display())
+            })
+            .collect();
+        cmd.arg("--service-jwks").arg(pairs.join(","));
+    }
+    let out = cmd.output().expect("licensectl runs");
     let code = out.status.code();
     assert!(
         code == Some(0) || code == Some(1),
@@ -1040,9 +1056,9 @@ async fn a_dispute_bundle_verifies_offline_and_every_tampering_is_named() {
 
     let dir = std::env::temp_dir().join(format!("{prefix}-bundle"));
     std::fs::create_dir_all(&dir).expect("dir");
-    // The services' own checkpoints verify under their keys: the verifier
-    // is given those too.
-    let mut all = jwks.clone();
+    // The services' own checkpoints verify under their keys, each given
+    // for its own context.
+    let mut service_keys = Vec::new();
     for service in [&iss, &act] {
         let (_, k) = call(
             &reqwest::Client::new(),
@@ -1051,13 +1067,33 @@ async fn a_dispute_bundle_verifies_offline_and_every_tampering_is_named() {
             None,
         )
         .await;
-        if let (Some(into), Some(from)) = (all["keys"].as_array_mut(), k["keys"].as_array()) {
+        service_keys.push(k);
+    }
+    let services = [
+        ("issuance", &service_keys[0]),
+        ("activation", &service_keys[1]),
+    ];
+    let (ok, msg) = verify_bundle(&bundle, &jwks, &services, &dir);
+    assert!(ok, "the untouched bundle verifies: {msg}");
+    // The projector's key does not vouch for a service's history, nor one
+    // service's key for another's.
+    let mut merged = jwks.clone();
+    for k in &service_keys {
+        if let (Some(into), Some(from)) = (merged["keys"].as_array_mut(), k["keys"].as_array()) {
             into.extend(from.iter().cloned());
         }
     }
-    let (ok, msg) = verify_bundle(&bundle, &all, &dir);
-    assert!(ok, "the untouched bundle verifies: {msg}");
-    let jwks = all;
+    let (ok, msg) = verify_bundle(&bundle, &merged, &[], &dir);
+    assert!(
+        !ok && msg.contains("issuance: service checkpoint does not verify"),
+        "service checkpoints under the exporter's keys only: {msg}"
+    );
+    let swapped = [
+        ("issuance", &service_keys[1]),
+        ("activation", &service_keys[0]),
+    ];
+    let (ok, msg) = verify_bundle(&bundle, &jwks, &swapped, &dir);
+    assert!(!ok, "service keys given for the wrong contexts: {msg}");
 
     let license_chain = bundle["chains"]
         .as_array()
@@ -1106,7 +1142,7 @@ async fn a_dispute_bundle_verifies_offline_and_every_tampering_is_named() {
         ),
     ];
     for (case, b, word) in cases {
-        let (ok, msg) = verify_bundle(&b, &jwks, &dir);
+        let (ok, msg) = verify_bundle(&b, &jwks, &services, &dir);
         assert!(!ok, "{case} bundle refused");
         assert!(
             msg.to_lowercase().contains(word),
@@ -1120,7 +1156,7 @@ async fn a_dispute_bundle_verifies_offline_and_every_tampering_is_named() {
             .jwks(),
     )
     .expect("jwks");
-    let (ok, msg) = verify_bundle(&bundle, &other, &dir);
+    let (ok, msg) = verify_bundle(&bundle, &other, &services, &dir);
     assert!(
         !ok && msg.to_lowercase().contains("signature"),
         "wrong key: {msg}"

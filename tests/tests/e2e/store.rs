@@ -214,20 +214,8 @@ async fn the_relay_waits_for_a_late_commit_instead_of_skipping_it() {
     let prefix = infra.prefix_with_partitions(1).await;
     let topics = Topics::new(&prefix);
 
-    // An early transaction writes first but commits last.
-    let mut early = sqlx::PgConnection::connect(&db).await.expect("connect");
-    let mut tx = early.begin().await.expect("begin");
-    sqlx::query(INSERT)
-        .bind("early")
-        .execute(&mut *tx)
-        .await
-        .expect("insert early");
-    sqlx::query(INSERT)
-        .bind("late")
-        .execute(&pool)
-        .await
-        .expect("insert late");
-
+    // The relay runs first: the open transaction below holds back every
+    // watermark of the cluster (other tests' too) and should do so briefly.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut config = RelayConfig::new(
         "test",
@@ -244,6 +232,20 @@ async fn the_relay_waits_for_a_late_commit_instead_of_skipping_it() {
     })
     .await;
     assert!(active, "relay became active");
+
+    // An early transaction writes first but commits last.
+    let mut early = sqlx::PgConnection::connect(&db).await.expect("connect");
+    let mut tx = early.begin().await.expect("begin");
+    sqlx::query(INSERT)
+        .bind("early")
+        .execute(&mut *tx)
+        .await
+        .expect("insert early");
+    sqlx::query(INSERT)
+        .bind("late")
+        .execute(&pool)
+        .await
+        .expect("insert late");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = read_topic(
         &infra.operator(),

@@ -13,6 +13,7 @@ use rdkafka::Message;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::checkpoints::checkpoint_now;
 use crate::license_body;
 
 /// Sends one message as `kafka`; the broker's answer.
@@ -524,4 +525,308 @@ async fn service_roles_append_events_but_postgres_refuses_to_change_them() {
     );
     issuance.running.stop().await;
     projector.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_migrates_as_the_owner_then_serves_without_the_owners_password() {
+    let infra = Infra::get();
+    let prefix = infra.prefix().await;
+    let db = infra.fresh_db("issuance").await;
+    let (serving, owner) = infra.service_db("issuance", &db);
+    let mut config = issuance_config(&infra, &db, &prefix);
+    config.common.database_migration_url = None;
+    let options = || issuance::Options {
+        handle_signals: false,
+        ..Default::default()
+    };
+
+    // Never migrated: the serving role cannot, and says what to run.
+    let refused = issuance::start(config.clone(), options()).await;
+    let Err(e) = refused else {
+        panic!("issuance served an unmigrated database as its own role");
+    };
+    assert!(e.to_string().contains("issuance migrate"), "{e}");
+
+    // `issuance migrate`, as the operator would run it, then exits.
+    let empty = std::env::temp_dir().join(format!("{prefix}-no-config"));
+    let out = std::process::Command::new(bin_path("issuance"))
+        .arg("migrate")
+        .env(service_kit::config::CONFIG_DIR_VAR, &empty)
+        .env("LICENSING_DATABASE_URL", &serving)
+        .env("LICENSING_DATABASE_MIGRATION_URL", &owner)
+        .env("LICENSING_LICENSE_KEY_SECRET", "x".repeat(64))
+        .env("LICENSING_LOG_FORMAT", "json")
+        .output()
+        .expect("issuance runs");
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{logs}");
+    assert!(logs.contains("migrated"), "{logs}");
+    assert!(
+        !logs.contains(owner.rsplit_once('@').map_or("", |(cred, _)| cred)),
+        "the owner's credentials are not logged: {logs}"
+    );
+    let out = std::process::Command::new(bin_path("issuance"))
+        .arg("serve-everything")
+        .env(service_kit::config::CONFIG_DIR_VAR, &empty)
+        .output()
+        .expect("issuance runs");
+    assert!(!out.status.success(), "an unknown mode is refused");
+
+    // Now it serves with nothing but its own role.
+    let running = issuance::start(config, options())
+        .await
+        .expect("issuance serves a migrated database as its own role");
+    seed_products(&running.url()).await;
+    let (s, b) = call(
+        &admin_client(),
+        "POST",
+        &format!("{}/v1/licenses", running.url()),
+        Some(&license_body()),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+
+    // Only its role may connect to its database: another service's is
+    // refused at the door.
+    let (other, _) = infra.service_db("activation", &db);
+    let err = sqlx::PgPool::connect(&other)
+        .await
+        .expect_err("another service's role cannot connect");
+    assert!(
+        matches!(&err, sqlx::Error::Database(d) if d.code().as_deref() == Some("42501")),
+        "{err}"
+    );
+    running.stop().await;
+}
+
+/// A checkpoint message of `context` whose claims name `iss`, signed by
+/// `ring`.
+fn checkpoint_message(
+    ring: &signing::KeyRing,
+    context: &str,
+    iss: &str,
+    tree_size: u64,
+    root_hash: &str,
+) -> Vec<u8> {
+    let now = Utc::now();
+    let claims = contracts::checkpoint::CheckpointClaims {
+        iss: iss.into(),
+        typ: contracts::checkpoint::CHECKPOINT_TYP.into(),
+        context: context.into(),
+        tree_size,
+        root_hash: root_hash.into(),
+        last_position: Some(1),
+        iat: now.timestamp(),
+        signed_at: now,
+    };
+    serde_json::to_vec(&contracts::checkpoint::CheckpointMessage {
+        context: context.into(),
+        tree_size,
+        root_hash: root_hash.into(),
+        checkpoint: ring.sign(&claims).expect("sign"),
+    })
+    .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_projector_serves_only_checkpoints_their_contexts_service_signed() {
+    let infra = Infra::get();
+    let prefix = infra.prefix().await;
+    let topics = contracts::Topics::new(&prefix);
+    let issuance = start_issuance(&infra, &prefix).await;
+    let projector = start_projector(&infra, &prefix).await;
+    let (iss, proj) = (issuance.url(), projector.url());
+    let admin = admin_client();
+    let pp = pool(&projector.db).await;
+    assert!(
+        wait_for_count(
+            &pp,
+            "SELECT count(*) FROM audit_trail WHERE context = 'issuance' \
+             AND event_type = 'SigningKeyPublished'",
+            1,
+            Duration::from_secs(30),
+        )
+        .await,
+        "the projector holds issuance's key"
+    );
+    let (_, jwks) = call(&admin, "GET", &format!("{iss}/.well-known/jwks.json"), None).await;
+    let kid = jwks["keys"][0]["kid"].as_str().expect("kid").to_string();
+    let root = |b: u8| hex::encode([b; 32]);
+
+    // A compromised service writing to the checkpoints topic.
+    let attacker = infra.kafka("activation");
+    let topic = topics.checkpoints();
+    let stranger = signing::KeyRing::generate("stranger").expect("ring");
+    let poison: Vec<(&str, Vec<u8>)> = vec![
+        // Issuance's kid, another key.
+        (
+            "issuance's kid, another key",
+            checkpoint_message(
+                &signing::KeyRing::generate(&kid).expect("ring"),
+                "issuance",
+                "issuance",
+                7,
+                &root(7),
+            ),
+        ),
+        // Issuance's claims filed under activation.
+        (
+            "another service's claims",
+            checkpoint_message(&stranger, "activation", "issuance", 9, &root(9)),
+        ),
+        // A NUL byte PostgreSQL cannot store: refused, not retried forever.
+        (
+            "a NUL byte",
+            checkpoint_message(&stranger, "activation", "activation", 8, "ab\u{0}cd"),
+        ),
+        ("not JSON", b"{not json".to_vec()),
+    ];
+    for (case, body) in &poison {
+        produce(&attacker, &topic, "issuance", body)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+    }
+    // A checkpoint of domain binding's, under a key the projector has not
+    // seen yet: kept aside, not served.
+    let pem = signing::generate_pem().expect("pem");
+    let key_file = std::env::temp_dir().join(format!("{prefix}-domain-signing.pem"));
+    std::fs::write(&key_file, &pem).expect("write key");
+    let domain_ring = signing::KeyRing::from_pem_thumbprint(&pem).expect("ring");
+    produce(
+        &infra.kafka("domain-binding"),
+        &topic,
+        "domain",
+        &checkpoint_message(&domain_ring, "domain", "domain-binding", 3, &root(3)),
+    )
+    .await
+    .expect("produce");
+
+    // The genuine one, after all of them, is served.
+    let genuine = checkpoint_now(&iss).await;
+    let url =
+        |context: &str, n: u64| format!("{proj}/v1/checkpoints?context={context}&tree_size={n}");
+    let n = genuine["tree_size"].as_u64().expect("tree_size");
+    let served = wait_until(Duration::from_secs(30), || async {
+        let (s, b) = call(&admin, "GET", &url("issuance", n), None).await;
+        s == 200 && b["items"][0]["signature"] == "valid"
+    })
+    .await;
+    assert!(served, "the genuine checkpoint is served after the poison");
+    for (context, n) in [
+        ("issuance", 7),
+        ("activation", 9),
+        ("activation", 8),
+        ("domain", 3),
+    ] {
+        let (s, b) = call(&admin, "GET", &url(context, n), None).await;
+        assert_eq!(s, 404, "{context} {n} is not served: {b}");
+    }
+    let dead = read_topic(
+        &infra.operator(),
+        &contracts::Topics::dlq(&topic),
+        poison.len(),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(dead.len(), poison.len(), "each forgery is dead-lettered");
+    assert_eq!(
+        count(
+            &pp,
+            "SELECT count(*) FROM service_checkpoints WHERE context = 'domain' AND verified IS NULL"
+        )
+        .await,
+        1,
+        "the one under an unknown key waits"
+    );
+
+    // Its key arrives (domain binding starts with it and publishes it on
+    // its events topic): now it verifies, and is served.
+    let mut config = domain_config(&infra, &infra.fresh_db("domain").await, &prefix);
+    config.common.signing_key_file = Some(key_file.display().to_string());
+    config.common.signing_key_generate = false;
+    let domain = domain_binding::start(
+        config,
+        domain_binding::Options {
+            handle_signals: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("domain binding starts");
+    let verified = wait_until(Duration::from_secs(30), || async {
+        let (s, b) = call(&admin, "GET", &url("domain", 3), None).await;
+        s == 200 && b["items"][0]["signature"] == "valid"
+    })
+    .await;
+    assert!(verified, "verified once its key was projected");
+    let _ = std::fs::remove_file(&key_file);
+    domain.stop().await;
+    issuance.running.stop().await;
+    projector.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_malformed_command_envelope_is_answered_and_stores_nothing_and_later_commands_apply() {
+    let infra = Infra::get();
+    let prefix = infra.prefix().await;
+    let topics = contracts::Topics::new(&prefix);
+    let issuance = start_issuance(&infra, &prefix).await;
+    let p = pool(&issuance.db).await;
+    let stored_before = count(&p, "SELECT count(*) FROM command_outcomes").await;
+    let id = Uuid::now_v7().to_string();
+    let cases: Vec<(&str, CommandEnvelope)> = vec![
+        ("correlation_id", {
+            let mut e = command("IssueLicense", &id, license_body());
+            e.correlation_id = "trace\u{0}id".into();
+            e
+        }),
+        ("causation_id", {
+            let mut e = command("IssueLicense", &id, license_body());
+            e.causation_id = Some("x".repeat(65));
+            e
+        }),
+        ("actor.id", {
+            let mut e = command("IssueLicense", &id, license_body());
+            e.actor = Actor::new(ActorKind::ApiKey, "AKID\u{7}bell");
+            e
+        }),
+        (
+            "aggregate_id",
+            command("IssueLicense", &"l".repeat(201), license_body()),
+        ),
+    ];
+    for (field, env) in &cases {
+        send_command(&infra.caller(), &topics.commands("issuance"), env).await;
+        let o = outcome_of(&infra, &topics, env.command_id).await;
+        assert_eq!(o.status, OutcomeStatus::Rejected, "{field}: {o:?}");
+        let e = o.error.expect("error");
+        assert_eq!(
+            (e.code.as_str(), e.field.as_deref()),
+            ("INVALID_ENVELOPE", Some(*field)),
+            "{field}"
+        );
+    }
+    // The same partition goes on: the next command of the aggregate applies.
+    let env = command("IssueLicense", &id, license_body());
+    send_command(&infra.caller(), &topics.commands("issuance"), &env).await;
+    let o = outcome_of(&infra, &topics, env.command_id).await;
+    assert_eq!(o.status, OutcomeStatus::Accepted, "{o:?}");
+    assert_eq!(
+        count(&p, "SELECT count(*) FROM command_outcomes").await,
+        stored_before + 1,
+        "only the valid command was stored"
+    );
+    assert_eq!(
+        count(
+            &p,
+            "SELECT count(*) FROM events WHERE metadata::text LIKE '%\\\\u0000%' OR metadata::text LIKE '%bell%'"
+        )
+        .await,
+        0
+    );
+    issuance.running.stop().await;
 }

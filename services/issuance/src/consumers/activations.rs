@@ -43,7 +43,7 @@ async fn set_status(tx: &mut PgConnection, ids: &[Uuid], status: &str) -> Result
 impl TxHandler for ActivationReplica {
     async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError> {
         let e = msg.event()?;
-        let db = |err: sqlx::Error| HandleError::Transient(err.to_string());
+        let db = HandleError::from;
         match e.event_type.as_str() {
             DEVICE_ACTIVATED => {
                 let p: DeviceActivated = bus::payload(&e)?;

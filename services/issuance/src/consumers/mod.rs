@@ -30,6 +30,26 @@ pub struct CommandConsumer {
 impl TxHandler for CommandConsumer {
     async fn handle(&self, _tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError> {
         let mut env: CommandEnvelope = msg.json("a command envelope")?;
+        if let Err(field) = env.check() {
+            // Answered, not stored: nothing of it may reach an event.
+            let outcome = CommandOutcome {
+                command_id: env.command_id,
+                status: OutcomeStatus::Rejected,
+                error: Some(OutcomeError {
+                    code: "INVALID_ENVELOPE".into(),
+                    message: format!("{field} is missing, too long or not printable"),
+                    field: Some(field.into()),
+                }),
+                aggregate_id: env
+                    .aggregate_id
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(200)
+                    .collect(),
+                sequence: None,
+            };
+            return self.answer(&env, &outcome).await;
+        }
         env.actor = env.actor.via_topic(&msg.topic);
         let authority = if msg.topic == self.admin_topic {
             Authority::Admin
@@ -50,14 +70,31 @@ impl TxHandler for CommandConsumer {
                 aggregate_id: env.aggregate_id.clone(),
                 sequence: None,
             },
+            // Data the database refuses fails the same way every time.
+            Err(StoreError::Database(e)) => return Err(HandleError::from(e)),
             Err(e) => return Err(HandleError::Transient(e.to_string())),
+        };
+        self.answer(&env, &outcome).await
+    }
+}
+
+impl CommandConsumer {
+    async fn answer(
+        &self,
+        env: &CommandEnvelope,
+        outcome: &CommandOutcome,
+    ) -> Result<(), HandleError> {
+        let correlation = if contracts::envelope::is_trace_id(&env.correlation_id) {
+            env.correlation_id.as_str()
+        } else {
+            ""
         };
         bus::publish_json(
             &self.producer,
             &self.outcomes_topic,
             &env.command_id.to_string(),
-            &outcome,
-            &[("correlation_id", env.correlation_id.as_str())],
+            outcome,
+            &[("correlation_id", correlation)],
         )
         .await
         .map_err(|e| HandleError::Transient(e.to_string()))

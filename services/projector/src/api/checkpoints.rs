@@ -47,6 +47,20 @@ fn context(c: &str) -> Result<String, Problem> {
     }
 }
 
+/// A tree size the store can hold (a BIGINT); past it, the caller's
+/// mistake, not an empty answer.
+fn size(field: &str, n: u64) -> Result<u64, Problem> {
+    if i64::try_from(n).is_ok() {
+        Ok(n)
+    } else {
+        Err(Problem::unprocessable(
+            "INVALID_TREE_SIZE",
+            format!("{field} must be at most {}", i64::MAX),
+        )
+        .with_field(field))
+    }
+}
+
 fn needs_context(field: &str) -> Problem {
     Problem::unprocessable("INVALID_FILTER", format!("{field} needs a context"))
         .with_field("context")
@@ -59,7 +73,7 @@ pub async fn list(
     let q = q.into_inner();
     let s = match (
         q.context.as_deref().map(context).transpose()?,
-        q.tree_size,
+        q.tree_size.map(|n| size("tree_size", n)).transpose()?,
         q.position,
     ) {
         (_, Some(_), Some(_)) => {
@@ -118,6 +132,8 @@ pub async fn consistency(
 ) -> Result<HttpResponse, Problem> {
     let q = q.into_inner();
     let c = context(&q.context)?;
+    size("from", q.from)?;
+    size("to", q.to)?;
     if q.from > q.to {
         return Err(
             Problem::unprocessable("INVALID_RANGE", "from must not exceed to").with_field("from"),

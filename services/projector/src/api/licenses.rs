@@ -372,7 +372,7 @@ async fn prove(
     for context in contexts {
         let keys = keys_of(pool, &context).await.map_err(unavailable)?;
         let candidates = sqlx::query_scalar::<_, i64>(
-            "SELECT DISTINCT tree_size FROM service_checkpoints WHERE context = $1 \
+            "SELECT DISTINCT tree_size FROM service_checkpoints WHERE verified AND context = $1 \
              ORDER BY tree_size DESC LIMIT 8",
         )
         .bind(&context)
