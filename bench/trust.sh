@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
 # Part of `make bench` (issue 14, "Measure"): what the trust model costs,
 # each figure beside its reference in the same run:
+#   0. a warm-up drain per arm (not measured): the plaintext broker is a
+#      fresh JVM, the SASL_SSL one has been running
 #   1. IssueLicense over HTTP, 32 closed-loop clients, against the SASL_SSL
 #      broker (SCRAM-SHA-512, ACLs) vs a plaintext broker without an
 #      authorizer started for this run; two issuances (own databases and
-#      prefixes), rounds alternating sasl/plain/...     -> cost = 1 - sasl/plain
-#   2. the outbox relay draining a backlog (SQL-inserted, issuance stopped),
-#      sasl vs plain, rounds alternating                -> cost
+#      prefixes), rounds in ABBA order (sasl/plain, plain/sasl, ...) so that
+#      a drift of the machine's speed falls on both arms -> cost = 1 - sasl/plain
+#   2. the outbox relay draining a backlog (SQL-inserted and vacuumed, so
+#      that autovacuum does not land in one arm's drain, issuance stopped),
+#      sasl vs plain, ABBA                                -> cost
 #   3. the same backlog on the SASL_SSL broker with checkpoints on vs off
-#      (LICENSING_CHECKPOINTS_ENABLED), rounds alternating: the cost of
+#      (LICENSING_CHECKPOINTS_ENABLED), ABBA: the cost of
 #      signed checkpoints at the relay's full rate, and how fast the
 #      checkpointer turns the backlog into Merkle leaves
 # Everything it starts it stops; databases bench_trust_* and the topics of
 # its prefixes are removed (BENCH_KEEP=1 keeps them). Raw numbers: key
 # `trust` of .run/bench/results.json, run directory .run/bench/<run>-trust/.
-# Knobs: BENCH_CLIENTS=32 BENCH_TRUST_COUNT=5000 BENCH_TRUST_ROUNDS=2
-#   BENCH_TRUST_BACKLOG=50000 BENCH_DB_POOL=40 BENCH_DEADLINE=900
+# Each cost is given from the arms' means and, steadier against a drifting
+# machine, as the median of the rounds' own ratios.
+# Knobs: BENCH_CLIENTS=32 BENCH_TRUST_COUNT=5000 BENCH_TRUST_ROUNDS=4
+#   BENCH_TRUST_BACKLOG=100000 BENCH_DB_POOL=40 BENCH_DEADLINE=1500
 set -euo pipefail
 
 BENCH_NAME=bench-trust
@@ -24,10 +30,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CLIENTS="${BENCH_CLIENTS:-32}"
 COUNT="${BENCH_TRUST_COUNT:-5000}"
-ROUNDS="${BENCH_TRUST_ROUNDS:-2}"
-BACKLOG="${BENCH_TRUST_BACKLOG:-50000}"
+ROUNDS="${BENCH_TRUST_ROUNDS:-4}"
+BACKLOG="${BENCH_TRUST_BACKLOG:-100000}"
 DB_POOL="${BENCH_DB_POOL:-40}"
-DEADLINE="${BENCH_DEADLINE:-900}"
+DEADLINE="${BENCH_DEADLINE:-1500}"
 IDLE_WAIT="${BENCH_IDLE_WAIT:-120}"
 SERVICE_LOG="${BENCH_RUST_LOG:-info}"
 PARTITIONS=12
@@ -127,6 +133,14 @@ start_arm() {       # arm [VAR=value ...]
   spawn_arm "$@"
   wait_ready "iss_$1"
 }
+# The two arms of round r, in ABBA order.
+order() {           # r a b
+  if (( $1 % 2 == 1 )); then echo "$2 $3"; else echo "$3 $2"; fi
+}
+# CPU snapshots that also name the plaintext broker: the CPU each broker
+# spends per command or event is steadier than throughput on a machine
+# whose speed drifts.
+snap() { cpu_snap "$1" "kafka_plain=$PLAIN_PID"; }
 pooled_ms() {       # q file...
   local q="$1"; shift
   cat "$@" | sort -n | awk -v q="$q" '{ v[NR] = $1 }
@@ -134,42 +148,7 @@ pooled_ms() {       # q file...
           printf "%.2f\n", v[i] / 1000 }'
 }
 
-# --- 1. IssueLicense, sasl vs plain --------------------------------------------------
-for arm in sasl plain; do
-  start_arm "$arm"
-  url="http://127.0.0.1:${PORTS[iss_$arm]}"
-  seed_catalog "$url"
-  timeout 60 "$LOADGEN" http-issue --url "$url" --clients "$CLIENTS" --count 1000 \
-    --correlation-id "trust-warmup-$arm-$RAND" >"$DIR/warmup-$arm.json"
-done
-ISSUE_FILES=()
-say "1/3 IssueLicense: $ROUNDS rounds per arm of $COUNT, $CLIENTS clients, order sasl/plain/..."
-for r in $(seq 1 "$ROUNDS"); do
-  for arm in sasl plain; do
-    tag="issue-$arm-$r"; url="http://127.0.0.1:${PORTS[iss_$arm]}"
-    cpu_snap "$DIR/cpu-$tag-0.json"; t0=$(now_ms)
-    timeout 180 "$LOADGEN" http-issue --url "$url" --clients "$CLIENTS" --count "$COUNT" \
-      --correlation-id "trust-$tag-$RAND" --latencies-out "$DIR/$tag.us" >"$DIR/$tag.json"
-    t1=$(now_ms); cpu_snap "$DIR/cpu-$tag-1.json"
-    cpu_diff "$DIR/cpu-$tag-0.json" "$DIR/cpu-$tag-1.json" "$(( t1 - t0 ))e-3" >"$DIR/cpu-$tag.json"
-    (( $(jq .errors "$DIR/$tag.json") == 0 )) || die "$tag: requests failed ($(jq -c .error_kinds "$DIR/$tag.json"))"
-    jq -n --arg arm "$arm" --argjson round "$r" --slurpfile h "$DIR/$tag.json" --slurpfile c "$DIR/cpu-$tag.json" \
-      '{arm: $arm, round: $round, throughput_per_s: $h[0].throughput_per_s, latency_ms: $h[0].latency_ms,
-        kafka_cores: $c[0].kafka, cpu_cores: $c[0]}' >"$DIR/$tag.round.json"
-    ISSUE_FILES+=("$DIR/$tag.round.json")
-    jq -c '{arm, round, throughput_per_s, p99: .latency_ms.p99}' "$DIR/$tag.round.json" >&2
-  done
-done
-jq -s --argjson sasl_p99 "$(pooled_ms 0.99 "$DIR"/issue-sasl-*.us)" --argjson plain_p99 "$(pooled_ms 0.99 "$DIR"/issue-plain-*.us)" '
-  def mean($a): [.[] | select(.arm == $a) | .throughput_per_s] | add / length | . * 10 | round / 10;
-  {rounds: ., sasl: {mean_throughput_per_s: mean("sasl"), p99_ms_pooled: $sasl_p99},
-   plain: {mean_throughput_per_s: mean("plain"), p99_ms_pooled: $plain_p99}}
-  | . + {cost: ((1 - .sasl.mean_throughput_per_s / .plain.mean_throughput_per_s) * 1000 | round / 1000)}' \
-  "${ISSUE_FILES[@]}" >"$DIR/issue.json"
-jq -c '{sasl: .sasl, plain: .plain, cost}' "$DIR/issue.json" >&2
-for arm in sasl plain; do stop_service "iss_$arm"; done
-
-# --- 2./3. the relay draining a backlog ------------------------------------------------
+# --- the relay draining a backlog (phases 0, 2 and 3) -----------------------------------
 backlog() {         # db_url
   sql "$1" <<EOF
 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
@@ -182,6 +161,8 @@ FROM (SELECT gen_random_uuid() AS id,
              to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS ts
         FROM generate_series(1, $BACKLOG)) AS s;
 EOF
+  # Now, not in the middle of one arm's drain.
+  sql "$1" -c "VACUUM ANALYZE events" -c "VACUUM ANALYZE merkle_leaves" >/dev/null
 }
 # One drain: backlog inserted with issuance stopped, then issuance started and
 # the relay's checkpoint followed to the end (and the leaves, when on).
@@ -190,7 +171,7 @@ drain() {           # tag arm checkpoints(true|false)
   db="$(arm_db "$arm")"
   backlog "$db"
   leaves0="$(sql "$db" -c "SELECT count(*) FROM merkle_leaves")"
-  cpu_snap "$DIR/cpu-$tag-0.json"; t0=$(now_ms)
+  snap "$DIR/cpu-$tag-0.json"; t0=$(now_ms)
   spawn_arm "$arm" LICENSING_CHECKPOINTS_ENABLED="$cps"
   timeout 150 "$LOADGEN" relay-watch --db "$db" --relay issuance --t0-ms "$t0" --timeout 120 \
     --interval-ms 100 >"$DIR/$tag.json"
@@ -202,40 +183,118 @@ drain() {           # tag arm checkpoints(true|false)
       sleep 0.1
     done
   fi
-  t1=$(now_ms); cpu_snap "$DIR/cpu-$tag-1.json"
+  t1=$(now_ms); snap "$DIR/cpu-$tag-1.json"
   cpu_diff "$DIR/cpu-$tag-0.json" "$DIR/cpu-$tag-1.json" "$(( t1 - t0 ))e-3" >"$DIR/cpu-$tag.json"
   stop_service "iss_$arm"
   jq -n --arg tag "$tag" --arg arm "$arm" --argjson cps "$cps" --slurpfile r "$DIR/$tag.json" \
-    --slurpfile c "$DIR/cpu-$tag.json" --argjson leaf_s "$leaf_s" --argjson backlog "$BACKLOG" '
+    --slurpfile c "$DIR/cpu-$tag.json" --argjson leaf_s "$leaf_s" --argjson backlog "$BACKLOG" \
+    --argjson window_s "$(( t1 - t0 ))e-3" '
+    ($c[0] | if $arm == "sasl" then .kafka else .kafka_plain end) as $broker
+    | def per_event($cores): $cores * $window_s / $backlog * 1e6 | . * 10 | round / 10;
     {tag: $tag, arm: $arm, checkpoints: $cps, caught_up: $r[0].caught_up, caught_up_s: $r[0].caught_up_s,
      events_per_s_from_spawn: $r[0].events_per_s_from_spawn,
      events_per_s_after_first_batch: $r[0].events_per_s_after_first_batch,
      leaves_appended_s_from_spawn: $leaf_s,
      leaves_per_s_from_spawn: (if $leaf_s == null then null else ($backlog / $leaf_s | round) end),
+     window_s: $window_s,
+     broker_us_per_event: per_event($broker),
+     service_us_per_event: per_event($c[0]["iss_" + $arm]),
+     postgres_us_per_event: per_event($c[0].postgres),
      cpu_cores: $c[0]}' >"$DIR/$tag.round.json"
-  jq -c '{tag, events_per_s_from_spawn, events_per_s_after_first_batch, leaves_per_s_from_spawn}' "$DIR/$tag.round.json" >&2
+  jq -c '{tag, events_per_s_from_spawn, events_per_s_after_first_batch, leaves_per_s_from_spawn,
+          broker_us_per_event, service_us_per_event, postgres_us_per_event}' "$DIR/$tag.round.json" >&2
 }
-RELAY_FILES=(); CP_FILES=()
-say "2/3 relay: $ROUNDS rounds per arm of a $BACKLOG-event backlog, sasl/plain alternating"
-for r in $(seq 1 "$ROUNDS"); do
-  for arm in sasl plain; do drain "relay-$arm-$r" "$arm" true; RELAY_FILES+=("$DIR/relay-$arm-$r.round.json"); done
+# --- 0. warm-up -----------------------------------------------------------------------
+# The plaintext broker is a JVM started a minute ago; the SASL_SSL one has
+# run for as long as infra/kafka/up.sh's. A drain per arm, not measured,
+# gets both JITs through the relay's paths before anything is compared.
+say "0/3 warm-up: one $BACKLOG-event drain per arm"
+for arm in sasl plain; do
+  start_arm "$arm"; stop_service "iss_$arm"   # migrated: the backlog has its table
+  drain "warm-$arm" "$arm" true
 done
-say "3/3 relay with checkpoints on/off (SASL_SSL): $ROUNDS rounds per arm, alternating"
+
+# --- 1. IssueLicense, sasl vs plain --------------------------------------------------
+for arm in sasl plain; do
+  start_arm "$arm"
+  url="http://127.0.0.1:${PORTS[iss_$arm]}"
+  seed_catalog "$url"
+  timeout 60 "$LOADGEN" http-issue --url "$url" --clients "$CLIENTS" --count 3000 \
+    --correlation-id "trust-warmup-$arm-$RAND" >"$DIR/warmup-$arm.json"
+done
+ISSUE_FILES=()
+say "1/3 IssueLicense: $ROUNDS rounds per arm of $COUNT, $CLIENTS clients, ABBA"
 for r in $(seq 1 "$ROUNDS"); do
-  for cps in true false; do drain "cp-$cps-$r" sasl "$cps"; CP_FILES+=("$DIR/cp-$cps-$r.round.json"); done
+  for arm in $(order "$r" sasl plain); do
+    tag="issue-$arm-$r"; url="http://127.0.0.1:${PORTS[iss_$arm]}"
+    snap "$DIR/cpu-$tag-0.json"; t0=$(now_ms)
+    timeout 180 "$LOADGEN" http-issue --url "$url" --clients "$CLIENTS" --count "$COUNT" \
+      --correlation-id "trust-$tag-$RAND" --latencies-out "$DIR/$tag.us" >"$DIR/$tag.json"
+    t1=$(now_ms); snap "$DIR/cpu-$tag-1.json"
+    cpu_diff "$DIR/cpu-$tag-0.json" "$DIR/cpu-$tag-1.json" "$(( t1 - t0 ))e-3" >"$DIR/cpu-$tag.json"
+    (( $(jq .errors "$DIR/$tag.json") == 0 )) || die "$tag: requests failed ($(jq -c .error_kinds "$DIR/$tag.json"))"
+    jq -n --arg arm "$arm" --argjson round "$r" --slurpfile h "$DIR/$tag.json" --slurpfile c "$DIR/cpu-$tag.json" \
+      '($c[0] | if $arm == "sasl" then .kafka else .kafka_plain end) as $broker
+      | ($c[0]["iss_" + $arm]) as $service
+      | {arm: $arm, round: $round, throughput_per_s: $h[0].throughput_per_s, latency_ms: $h[0].latency_ms,
+         broker_us_per_command: ($broker / $h[0].throughput_per_s * 1e6 | round),
+         service_us_per_command: ($service / $h[0].throughput_per_s * 1e6 | round),
+         cpu_cores: $c[0]}' >"$DIR/$tag.round.json"
+    ISSUE_FILES+=("$DIR/$tag.round.json")
+    jq -c '{arm, round, throughput_per_s, p99: .latency_ms.p99, broker_us_per_command, service_us_per_command}' \
+      "$DIR/$tag.round.json" >&2
+  done
+done
+jq -s --argjson sasl_p99 "$(pooled_ms 0.99 "$DIR"/issue-sasl-*.us)" --argjson plain_p99 "$(pooled_ms 0.99 "$DIR"/issue-plain-*.us)" '
+  def mean($a): [.[] | select(.arm == $a) | .throughput_per_s] | add / length | . * 10 | round / 10;
+  def us($a; $f): [.[] | select(.arm == $a) | .[$f]] | add / length | round;
+  def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+  . as $all
+  | {rounds: .,
+     sasl: {mean_throughput_per_s: mean("sasl"), p99_ms_pooled: $sasl_p99,
+            broker_us_per_command: us("sasl"; "broker_us_per_command"),
+            service_us_per_command: us("sasl"; "service_us_per_command")},
+     plain: {mean_throughput_per_s: mean("plain"), p99_ms_pooled: $plain_p99,
+             broker_us_per_command: us("plain"; "broker_us_per_command"),
+             service_us_per_command: us("plain"; "service_us_per_command")}}
+  | . + {cost: ((1 - .sasl.mean_throughput_per_s / .plain.mean_throughput_per_s) * 1000 | round / 1000),
+         cost_median_of_rounds: ([$all | group_by(.round)[]
+           | (map(select(.arm == "sasl"))[0].throughput_per_s / map(select(.arm == "plain"))[0].throughput_per_s)]
+           | median | (1 - .) * 1000 | round / 1000)}' \
+  "${ISSUE_FILES[@]}" >"$DIR/issue.json"
+jq -c '{sasl: .sasl, plain: .plain, cost, cost_median_of_rounds}' "$DIR/issue.json" >&2
+for arm in sasl plain; do stop_service "iss_$arm"; done
+
+RELAY_FILES=(); CP_FILES=()
+say "2/3 relay: $ROUNDS rounds per arm of a $BACKLOG-event backlog, sasl/plain ABBA"
+for r in $(seq 1 "$ROUNDS"); do
+  for arm in $(order "$r" sasl plain); do drain "relay-$arm-$r" "$arm" true; RELAY_FILES+=("$DIR/relay-$arm-$r.round.json"); done
+done
+say "3/3 relay with checkpoints on/off (SASL_SSL): $ROUNDS rounds per arm, ABBA"
+for r in $(seq 1 "$ROUNDS"); do
+  for cps in $(order "$r" true false); do drain "cp-$cps-$r" sasl "$cps"; CP_FILES+=("$DIR/cp-$cps-$r.round.json"); done
 done
 summarise() {       # key_on key_off field (jq over the rounds)
   jq -s --arg on "$1" --arg off "$2" --arg by "$3" '
     def sel($v): [.[] | select((if $by == "arm" then .arm else (.checkpoints | tostring) end) == $v)];
     def mean($r; $f): [$r[] | .[$f] // empty] | if length == 0 then null else add / length | round end;
+    def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+    def ratio($x; $y; $f): [range(0; [($x | length), ($y | length)] | min) as $i | $x[$i][$f] / $y[$i][$f]]
+      | median | (1 - .) * 1000 | round / 1000;
+    def us($r; $f): [$r[] | .[$f]] | add / length | . * 10 | round / 10;
+    def cpu($r): {broker_us_per_event: us($r; "broker_us_per_event"),
+                  service_us_per_event: us($r; "service_us_per_event"),
+                  postgres_us_per_event: us($r; "postgres_us_per_event")};
     (sel($on)) as $a | (sel($off)) as $b
-    | {rounds: ., ($on): {events_per_s_from_spawn: mean($a; "events_per_s_from_spawn"),
+    | {rounds: ., ($on): ({events_per_s_from_spawn: mean($a; "events_per_s_from_spawn"),
                          events_per_s_after_first_batch: mean($a; "events_per_s_after_first_batch"),
-                         leaves_per_s_from_spawn: mean($a; "leaves_per_s_from_spawn")},
-       ($off): {events_per_s_from_spawn: mean($b; "events_per_s_from_spawn"),
-                events_per_s_after_first_batch: mean($b; "events_per_s_after_first_batch")}}
+                         leaves_per_s_from_spawn: mean($a; "leaves_per_s_from_spawn")} + cpu($a)),
+       ($off): ({events_per_s_from_spawn: mean($b; "events_per_s_from_spawn"),
+                 events_per_s_after_first_batch: mean($b; "events_per_s_after_first_batch")} + cpu($b))}
     | . + {cost_from_spawn: ((1 - .[$on].events_per_s_from_spawn / .[$off].events_per_s_from_spawn) * 1000 | round / 1000),
-           cost_steady: ((1 - .[$on].events_per_s_after_first_batch / .[$off].events_per_s_after_first_batch) * 1000 | round / 1000)}'
+           cost_steady: ((1 - .[$on].events_per_s_after_first_batch / .[$off].events_per_s_after_first_batch) * 1000 | round / 1000),
+           cost_from_spawn_median_of_rounds: ratio($a; $b; "events_per_s_from_spawn"),
+           cost_steady_median_of_rounds: ratio($a; $b; "events_per_s_after_first_batch")}'
 }
 summarise sasl plain arm <<<"$(cat "${RELAY_FILES[@]}")" >"$DIR/relay.json"
 summarise true false checkpoints <<<"$(cat "${CP_FILES[@]}")" >"$DIR/checkpoints.json"
@@ -250,8 +309,10 @@ jq -n --arg run "$RUN_ID" --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg comm
            sasl: "SASL_SSL, SCRAM-SHA-512, StandardAuthorizer with ACLs (infra/kafka/up.sh)",
            plain: "PLAINTEXT, no authorizer, same jars, heap and collector, started by bench/trust.sh"},
    issue_license: $i[0], relay: $r[0], checkpoints: $c[0],
-   targets: {issue_sasl_cost: {target: "< 5 %", met: ($i[0].cost < 0.05)},
-             relay_sasl_cost: {target: "< 5 %", met: ($r[0].cost_from_spawn < 0.05)}}}' >"$DIR/trust.json"
+   targets: {issue_sasl_cost: {target: "< 5 %", met: ($i[0].cost < 0.05),
+                               met_by_median_of_rounds: ($i[0].cost_median_of_rounds < 0.05)},
+             relay_sasl_cost: {target: "< 5 %", met: ($r[0].cost_from_spawn < 0.05),
+                               met_by_median_of_rounds: ($r[0].cost_from_spawn_median_of_rounds < 0.05)}}}' >"$DIR/trust.json"
 merge_results trust "$DIR/trust.json"
 
 jq -r '
@@ -260,11 +321,14 @@ jq -r '
   "", "bench/trust.sh — run \(.run) (\(.nproc) cores, commit \(.commit))", "",
   "  IssueLicense HTTP (\(.setup.clients) clients, \(.setup.rounds_per_arm)×\(.setup.issue_count_per_round) per arm)",
   "    SASL_SSL \(.issue_license.sasl.mean_throughput_per_s) cmd/s (p99 \(.issue_license.sasl.p99_ms_pooled) ms)  vs  plaintext \(.issue_license.plain.mean_throughput_per_s) cmd/s (p99 \(.issue_license.plain.p99_ms_pooled) ms)",
-  "    cost \(.issue_license.cost | pct)   target < 5 %  \(.targets.issue_sasl_cost.met | yn)",
+  "    CPU per command: broker \(.issue_license.sasl.broker_us_per_command) µs vs \(.issue_license.plain.broker_us_per_command) µs, issuance \(.issue_license.sasl.service_us_per_command) µs vs \(.issue_license.plain.service_us_per_command) µs",
+  "    cost \(.issue_license.cost | pct) (median of rounds \(.issue_license.cost_median_of_rounds | pct))   target < 5 %  \(.targets.issue_sasl_cost.met | yn)",
   "  relay, \(.setup.backlog)-event backlog (events/s from spawn; after the first batch)",
   "    SASL_SSL \(.relay.sasl.events_per_s_from_spawn); \(.relay.sasl.events_per_s_after_first_batch)  vs  plaintext \(.relay.plain.events_per_s_from_spawn); \(.relay.plain.events_per_s_after_first_batch)",
-  "    cost \(.relay.cost_from_spawn | pct); steady \(.relay.cost_steady | pct)   target < 5 %  \(.targets.relay_sasl_cost.met | yn)",
+  "    CPU per event: broker \(.relay.sasl.broker_us_per_event) µs vs \(.relay.plain.broker_us_per_event) µs, issuance \(.relay.sasl.service_us_per_event) µs vs \(.relay.plain.service_us_per_event) µs",
+  "    cost \(.relay.cost_from_spawn | pct) (median of rounds \(.relay.cost_from_spawn_median_of_rounds | pct)); steady \(.relay.cost_steady | pct) (\(.relay.cost_steady_median_of_rounds | pct))   target < 5 %  \(.targets.relay_sasl_cost.met | yn)",
   "  checkpoints at the relay'"'"'s full rate (SASL_SSL)",
   "    on \(.checkpoints["true"].events_per_s_from_spawn); \(.checkpoints["true"].events_per_s_after_first_batch)  vs  off \(.checkpoints["false"].events_per_s_from_spawn); \(.checkpoints["false"].events_per_s_after_first_batch)",
-  "    cost \(.checkpoints.cost_from_spawn | pct); steady \(.checkpoints.cost_steady | pct); the checkpointer appended \(.checkpoints["true"].leaves_per_s_from_spawn) leaves/s",
+  "    CPU per event: issuance \(.checkpoints["true"].service_us_per_event) µs vs \(.checkpoints["false"].service_us_per_event) µs, PostgreSQL \(.checkpoints["true"].postgres_us_per_event) µs vs \(.checkpoints["false"].postgres_us_per_event) µs",
+  "    cost \(.checkpoints.cost_from_spawn | pct) (median of rounds \(.checkpoints.cost_from_spawn_median_of_rounds | pct)); steady \(.checkpoints.cost_steady | pct) (\(.checkpoints.cost_steady_median_of_rounds | pct)); the checkpointer appended \(.checkpoints["true"].leaves_per_s_from_spawn) leaves/s",
   "", "raw numbers: .run/bench/results.json (key trust; run directory .run/bench/\(.run)-trust/)"' "$DIR/trust.json"
