@@ -1032,14 +1032,34 @@ async fn a_dispute_bundle_verifies_offline_and_every_tampering_is_named() {
             .collect::<Vec<DateTime<Utc>>>()
     );
 
-    let (s, bundle) = call(
-        &admin,
-        "GET",
-        &format!("{proj}/v1/licenses/{id}/dispute-bundle"),
-        None,
-    )
+    // Exported once both services' checkpoints cover the license's events
+    // (they sign every second here), so that every event is proven.
+    let bundle_url = format!("{proj}/v1/licenses/{id}/dispute-bundle");
+    let covered = wait_until(Duration::from_secs(30), || async {
+        let (s, b) = call(&admin, "GET", &bundle_url, None).await;
+        s == 200
+            && b["chains"].as_array().is_some_and(|cs| {
+                cs.iter().all(|c| {
+                    c["proofs"].as_array().map(Vec::len) == c["events"].as_array().map(Vec::len)
+                })
+            })
+    })
     .await;
+    assert!(
+        covered,
+        "the bundle proves every event under its service's checkpoint"
+    );
+    let (s, bundle) = call(&admin, "GET", &bundle_url, None).await;
     assert_eq!(s, 200, "{bundle}");
+    let exported: usize = bundle["chains"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c["events"].as_array())
+                .map(Vec::len)
+                .sum()
+        })
+        .unwrap_or_default();
     let (s, jwks) = call(
         &reqwest::Client::new(),
         "GET",
@@ -1075,6 +1095,10 @@ async fn a_dispute_bundle_verifies_offline_and_every_tampering_is_named() {
     ];
     let (ok, msg) = verify_bundle(&bundle, &jwks, &services, &dir);
     assert!(ok, "the untouched bundle verifies: {msg}");
+    assert!(
+        msg.contains(&format!("{exported} events ({exported} proven")),
+        "every event proven: {msg}"
+    );
     // The projector's key does not vouch for a service's history, nor one
     // service's key for another's.
     let mut merged = jwks.clone();
