@@ -18,6 +18,8 @@ use service_kit::CommonConfig;
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
+pub mod routes;
+
 /// The bootstrap admin key every test service is configured with.
 pub const ADMIN_TOKEN: &str = "AKIDtestadmin.0123456789abcdef0123456789abcdef";
 /// The license-key secret of test issuance services.
@@ -382,6 +384,7 @@ pub fn projector_config(infra: &Infra, db: &str, prefix: &str) -> projector::Con
         models: None,
         clock_tolerance_secs: 600,
         rebuild_batch: 5_000,
+        export_timeout_secs: 600,
     }
 }
 

@@ -123,6 +123,15 @@ impl From<sqlx::Error> for HandleError {
     }
 }
 
+/// The text of a panic's payload (`panic!("…")` gives a `&str` or a `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
 /// Applies one message inside the caller's transaction. It must not commit.
 #[async_trait]
 pub trait TxHandler: Send + Sync + 'static {
@@ -438,7 +447,20 @@ impl<H: TxHandler> Worker<H> {
                 };
             }
             if !fresh.is_empty() {
-                match self.handler.handle_batch(&mut tx, &fresh).await {
+                use futures::FutureExt;
+                // A handler that panics on a message would panic on it after
+                // every restart: the message is poison, the lane goes on.
+                let handled =
+                    std::panic::AssertUnwindSafe(self.handler.handle_batch(&mut tx, &fresh))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|panic| {
+                            Err(HandleError::Poison(format!(
+                                "the handler panicked: {}",
+                                panic_message(&*panic)
+                            )))
+                        });
+                match handled {
                     Ok(()) => {}
                     Err(HandleError::Poison(reason)) => return Ok(Err(Refusal::Poison(reason))),
                     Err(e) => return Err(e),

@@ -47,7 +47,7 @@ impl Validation {
 pub struct Check<'a> {
     /// Component digests of the device, when one is named.
     pub device: Option<&'a BTreeMap<String, String>>,
-    pub features: &'a [String],
+    pub features: &'a [crate::text::Name],
     pub client_time: Option<DateTime<Utc>>,
 }
 
@@ -129,7 +129,7 @@ pub fn validate<S: LiveSeat>(
             return v.with_code("TOO_MANY_ACTIVATIONS");
         }
         if let (Some(t), Some(last)) = (check.client_time, seat.last_client_time()) {
-            if t + tolerance < last {
+            if crate::time::add(t, tolerance) < last {
                 return v.with_code("CLOCK_ROLLBACK");
             }
         }
@@ -137,8 +137,8 @@ pub fn validate<S: LiveSeat>(
     let missing: Vec<String> = check
         .features
         .iter()
-        .filter(|f| !license.features.contains(f))
-        .cloned()
+        .filter(|f| !license.features.iter().any(|g| g == *f))
+        .map(|f| f.to_string())
         .collect();
     if !missing.is_empty() {
         v.missing_features = missing;

@@ -5,6 +5,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::text::{Note, Text};
+
+/// A host or domain as a caller writes it (253 octets at most once in
+/// punycode; the Unicode form may be longer).
+pub type HostText = Text<1024>;
+
 pub const BINDING_AGGREGATE: &str = "DomainBinding";
 
 // Command types (named in command outcomes).
@@ -25,14 +31,14 @@ pub const DOMAIN_RELEASED: &str = "DomainReleased";
 #[serde(deny_unknown_fields)]
 pub struct BindDomain {
     /// Any host of the domain; the registrable domain is what gets bound.
-    pub domain: String,
+    pub domain: HostText,
 }
 
 /// Body of `POST /v1/licenses/{id}/domain/change`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeDomain {
-    pub domain: String,
+    pub domain: HostText,
     /// Required once the policy's free changes are used up.
     #[serde(default)]
     pub accept_fee: bool,
@@ -42,7 +48,7 @@ pub struct ChangeDomain {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResetDomain {
-    pub reason: String,
+    pub reason: Note,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

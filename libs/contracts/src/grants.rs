@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::issuance::{BundleDef, FeatureDef, LicenseKind, LicenseStatus};
+use crate::text::{Name, Note, Text};
 
 pub const CLIENT_AGGREGATE: &str = "LicenseClient";
 pub const LEASES_AGGREGATE: &str = "LicenseLeases";
@@ -54,15 +55,15 @@ pub const MAX_QUANTITY: u32 = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterClient {
-    pub name: String,
+    pub name: Name,
     /// The licenses the client may draw grants and leases from.
     pub licenses: Vec<Uuid>,
     /// Addresses or CIDRs the client may connect from (at most 10); empty
     /// means anywhere.
     #[serde(default)]
-    pub allowlist: Vec<String>,
+    pub allowlist: Vec<Text<64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub callback_url: Option<String>,
+    pub callback_url: Option<Text<2048>>,
 }
 
 /// A license client was registered. Its credentials are an API key with
@@ -85,7 +86,7 @@ pub struct ClientRegistered {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeClient {
-    pub reason: String,
+    pub reason: Note,
 }
 
 /// The client's credentials stop working; its leases end.
@@ -123,10 +124,14 @@ pub struct CheckoutLease {
     pub license_id: Uuid,
     /// A feature code, or a module code: a module's work needs every
     /// feature the module requires, and leases each of them.
-    pub feature: String,
+    pub feature: Name,
     #[serde(default = "one")]
     pub quantity: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::strict_option"
+    )]
     pub client_time: Option<DateTime<Utc>>,
 }
 
@@ -134,7 +139,11 @@ pub struct CheckoutLease {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::strict_option"
+    )]
     pub client_time: Option<DateTime<Utc>>,
 }
 
@@ -212,18 +221,18 @@ pub struct LeasesRevoked {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterUpstream {
-    pub name: String,
+    pub name: Name,
     /// This server's client id at the upstream.
     pub member_id: Uuid,
     /// Base URL of the upstream's grant-sync API.
-    pub endpoint: String,
+    pub endpoint: Text<2048>,
     /// The bearer token the upstream issued for `member_id`; never stored
     /// in an event.
-    pub secret: String,
+    pub secret: Text<512>,
     #[serde(default)]
     pub price_protection: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remark: Option<String>,
+    pub remark: Option<Note>,
     /// Let this upstream be called over plain `http://` (its secret and
     /// answers then cross the network in clear text): an explicit choice.
     #[serde(default)]
@@ -307,7 +316,7 @@ impl SyncResource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncUpstream {
-    pub resource: String,
+    pub resource: Name,
 }
 
 /// One resource pulled from an upstream: when, how it went, how many items
@@ -429,8 +438,12 @@ pub struct Change {
 pub struct SyncRequest {
     /// `next_cursor` of the previous answer; none for a first sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<Text<128>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::strict_option"
+    )]
     pub client_time: Option<DateTime<Utc>>,
     /// How long to wait for a change when there is none (capped by the
     /// server); 0 answers at once.

@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::text::{Name, Note, Text};
+
 pub const LICENSE_AGGREGATE: &str = "License";
 pub const PRODUCT_AGGREGATE: &str = "Product";
 pub const API_KEY_AGGREGATE: &str = "ApiKey";
@@ -196,10 +198,10 @@ impl Default for Policy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
-    pub code: String,
-    pub name: String,
+    pub code: Name,
+    pub name: Name,
     #[serde(default)]
-    pub editions: Vec<String>,
+    pub editions: Vec<Name>,
     #[serde(default)]
     pub features: Vec<FeatureDef>,
     #[serde(default)]
@@ -233,7 +235,7 @@ pub struct ProductCreated {
 pub struct SetPolicy {
     /// None sets the product's default policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub edition: Option<String>,
+    pub edition: Option<Name>,
     pub policy: Policy,
 }
 
@@ -254,25 +256,29 @@ pub struct PolicySet {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssueLicense {
-    pub product: String,
+    pub product: Name,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub edition: Option<String>,
-    pub customer: String,
+    pub edition: Option<Name>,
+    pub customer: Name,
     /// The sales contract, for recovery by contract number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contract: Option<String>,
+    pub contract: Option<Name>,
     pub kind: LicenseKind,
     /// Product modules granted; each needs all of its required features.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub modules: Vec<String>,
+    pub modules: Vec<Name>,
     #[serde(default)]
-    pub features: Vec<String>,
+    pub features: Vec<Name>,
     /// Concurrent quantity (floating seats) of granted features; a feature
     /// not listed gets the policy's `floating_seats`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub seats: std::collections::BTreeMap<String, u32>,
     /// None means perpetual (formal), or the policy's trial length (trial).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::strict_option"
+    )]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -308,9 +314,10 @@ pub struct LicenseIssued {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RenewLicense {
+    #[serde(with = "crate::time::strict")]
     pub expires_at: DateTime<Utc>,
     /// The purchase order or invoice behind the renewal.
-    pub order_ref: String,
+    pub order_ref: Name,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -328,8 +335,8 @@ pub struct LicenseRenewed {
 #[serde(deny_unknown_fields)]
 pub struct AmendFeatures {
     #[serde(default)]
-    pub modules: Vec<String>,
-    pub features: Vec<String>,
+    pub modules: Vec<Name>,
+    pub features: Vec<Name>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -346,7 +353,7 @@ pub struct LicenseFeaturesAmended {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reason {
-    pub reason: String,
+    pub reason: Note,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -435,14 +442,14 @@ pub const MAX_ALLOWLIST: usize = 10;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
-    pub scopes: Vec<String>,
+    pub scopes: Vec<Name>,
     /// Addresses or CIDRs allowed to use the key; empty = anywhere.
     #[serde(default)]
-    pub allowlist: Vec<String>,
+    pub allowlist: Vec<Text<64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub callback_url: Option<String>,
+    pub callback_url: Option<Text<2048>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remark: Option<String>,
+    pub remark: Option<Note>,
 }
 
 /// `secret_digest` is the hex SHA-256 of a 256-bit random secret: it cannot
@@ -479,7 +486,7 @@ pub struct ApiKeyRevoked {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetAllowlist {
-    pub allowlist: Vec<String>,
+    pub allowlist: Vec<Text<64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

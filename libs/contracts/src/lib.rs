@@ -14,6 +14,8 @@ pub mod issuance;
 pub mod license_key;
 pub mod license_view;
 pub mod net;
+pub mod text;
+pub mod time;
 pub mod topics;
 
 pub use envelope::{

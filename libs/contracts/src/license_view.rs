@@ -70,9 +70,10 @@ impl LicenseView {
     ) -> Result<Option<Self>, FoldError> {
         if e.event_type == LICENSE_ISSUED {
             let p: LicenseIssued = decode(e)?;
-            let reclaim_at = p.expires_at.zip(p.policy.as_ref()).map(|(at, policy)| {
-                at + chrono::Duration::days(i64::from(policy.reclaim_after_days))
-            });
+            let reclaim_at = p
+                .expires_at
+                .zip(p.policy.as_ref())
+                .map(|(at, policy)| crate::time::add_days(at, policy.reclaim_after_days));
             return Ok(Some(Self {
                 id: p.license_id,
                 product: p.product,

@@ -122,12 +122,14 @@ pub enum AllowlistError {
 }
 
 /// An allowlist of at most ten addresses or CIDR blocks.
-pub fn check_allowlist(list: &[String]) -> Result<(), AllowlistError> {
+pub fn check_allowlist<S: AsRef<str>>(list: &[S]) -> Result<(), AllowlistError> {
     if list.len() > crate::issuance::MAX_ALLOWLIST {
         return Err(AllowlistError::TooLong);
     }
-    match list.iter().find(|e| Cidr::parse(e).is_none()) {
-        Some(bad) => Err(AllowlistError::Invalid(bad.chars().take(64).collect())),
+    match list.iter().find(|e| Cidr::parse(e.as_ref()).is_none()) {
+        Some(bad) => Err(AllowlistError::Invalid(
+            bad.as_ref().chars().take(64).collect(),
+        )),
         None => Ok(()),
     }
 }
@@ -222,7 +224,7 @@ mod tests {
         eleven.push("10.0.0.99".into());
         assert_eq!(check_allowlist(&eleven), Err(AllowlistError::TooLong));
         assert_eq!(
-            check_allowlist(&["example.com".into()]),
+            check_allowlist(&["example.com"]),
             Err(AllowlistError::Invalid("example.com".into()))
         );
     }

@@ -470,7 +470,7 @@ fn per_license_with<T>(reasons: Vec<Reason>, make: fn(Uuid, String, DateTime<Utc
     license_moments()
         .into_iter()
         .zip(reasons)
-        .map(|((id, at), r)| make(id, r.reason, at))
+        .map(|((id, at), r)| make(id, String::from(r.reason), at))
         .collect()
 }
 
@@ -533,9 +533,12 @@ fn product_specs() -> Vec<CreateProduct> {
     vec![
         // Every optional field set.
         CreateProduct {
-            code: "integration-platform".into(),
-            name: "Integration Platform".into(),
-            editions: strings(&["standard", "enterprise"]),
+            code: "integration-platform".try_into().expect("valid text"),
+            name: "Integration Platform".try_into().expect("valid text"),
+            editions: strings(&["standard", "enterprise"])
+                .into_iter()
+                .map(|s| s.try_into().expect("valid text"))
+                .collect::<Vec<_>>(),
             features: vec![
                 feature("datasource-mgmt", "Data source management"),
                 feature("data-access", "Data access"),
@@ -562,8 +565,8 @@ fn product_specs() -> Vec<CreateProduct> {
         },
         // None set: what serde fills in.
         CreateProduct {
-            code: "cloud-engine".into(),
-            name: "Cloud Engine".into(),
+            code: "cloud-engine".try_into().expect("valid text"),
+            name: "Cloud Engine".try_into().expect("valid text"),
             editions: vec![],
             features: vec![],
             bundles: vec![],
@@ -579,9 +582,9 @@ fn products_created() -> Vec<ProductCreated> {
         .into_iter()
         .zip(times)
         .map(|(c, created_at)| ProductCreated {
-            code: c.code,
-            name: c.name,
-            editions: c.editions,
+            code: String::from(c.code),
+            name: String::from(c.name),
+            editions: contracts::text::strings(c.editions),
             features: c.features,
             bundles: c.bundles,
             policy: c.policy,
@@ -594,7 +597,7 @@ fn products_created() -> Vec<ProductCreated> {
 fn policy_changes() -> Vec<SetPolicy> {
     vec![
         SetPolicy {
-            edition: Some("enterprise".into()),
+            edition: Some("enterprise".try_into().expect("valid text")),
             policy: enterprise_policy(),
         },
         SetPolicy {
@@ -611,7 +614,7 @@ fn policies_set() -> Vec<PolicySet> {
         .zip(times)
         .map(|(p, set_at)| PolicySet {
             product: "integration-platform".into(),
-            edition: p.edition,
+            edition: p.edition.map(String::from),
             policy: p.policy,
             set_at,
         })
@@ -628,21 +631,27 @@ fn issue_licenses() -> Vec<IssueLicense> {
     vec![
         // Every optional field set.
         IssueLicense {
-            product: "integration-platform".into(),
-            edition: Some("enterprise".into()),
-            customer: "Acme Engineering GmbH".into(),
-            contract: Some("HT-2026-0142".into()),
+            product: "integration-platform".try_into().expect("valid text"),
+            edition: Some("enterprise".try_into().expect("valid text")),
+            customer: "Acme Engineering GmbH".try_into().expect("valid text"),
+            contract: Some("HT-2026-0142".try_into().expect("valid text")),
             kind: LicenseKind::Formal,
-            modules: strings(&["data-integration"]),
-            features: strings(&["datasource-mgmt", "data-access", "cdc-realtime"]),
+            modules: strings(&["data-integration"])
+                .into_iter()
+                .map(|s| s.try_into().expect("valid text"))
+                .collect::<Vec<_>>(),
+            features: strings(&["datasource-mgmt", "data-access", "cdc-realtime"])
+                .into_iter()
+                .map(|s| s.try_into().expect("valid text"))
+                .collect::<Vec<_>>(),
             seats: license_seats(),
             expires_at: Some(at("2027-06-30T23:59:59Z")),
         },
         // None set: a perpetual formal license without features.
         IssueLicense {
-            product: "cad-suite".into(),
+            product: "cad-suite".try_into().expect("valid text"),
             edition: None,
-            customer: "Jane Doe".into(),
+            customer: "Jane Doe".try_into().expect("valid text"),
             contract: None,
             kind: LicenseKind::Formal,
             modules: vec![],
@@ -651,21 +660,24 @@ fn issue_licenses() -> Vec<IssueLicense> {
             expires_at: None,
         },
         IssueLicense {
-            product: "viewer".into(),
+            product: "viewer".try_into().expect("valid text"),
             edition: None,
-            customer: "Müller & Söhne KG".into(),
+            customer: "Müller & Söhne KG".try_into().expect("valid text"),
             contract: None,
             kind: LicenseKind::Trial,
             modules: vec![],
-            features: strings(&["watermark"]),
+            features: strings(&["watermark"])
+                .into_iter()
+                .map(|s| s.try_into().expect("valid text"))
+                .collect::<Vec<_>>(),
             seats: BTreeMap::new(),
             expires_at: Some(at("2026-04-01T00:00:00Z")),
         },
         IssueLicense {
-            product: "cad-suite".into(),
-            edition: Some("edu".into()),
-            customer: "TU Example".into(),
-            contract: Some("RA-7731".into()),
+            product: "cad-suite".try_into().expect("valid text"),
+            edition: Some("edu".try_into().expect("valid text")),
+            customer: "TU Example".try_into().expect("valid text"),
+            contract: Some("RA-7731".try_into().expect("valid text")),
             kind: LicenseKind::Temporary,
             modules: vec![],
             features: vec![],
@@ -731,11 +743,11 @@ fn renewals() -> Vec<RenewLicense> {
     vec![
         RenewLicense {
             expires_at: at("2028-06-30T23:59:59Z"),
-            order_ref: "PO-2026-0815".into(),
+            order_ref: "PO-2026-0815".try_into().expect("valid text"),
         },
         RenewLicense {
             expires_at: at("2026-12-31T00:00:00.25Z"),
-            order_ref: "INV 77131 / line 2".into(),
+            order_ref: "INV 77131 / line 2".try_into().expect("valid text"),
         },
     ]
 }
@@ -750,7 +762,7 @@ fn licenses_renewed() -> Vec<LicenseRenewed> {
                 license_id,
                 previous_expires_at,
                 expires_at: r.expires_at,
-                order_ref: r.order_ref,
+                order_ref: String::from(r.order_ref),
                 renewed_at,
             },
         )
@@ -760,8 +772,14 @@ fn licenses_renewed() -> Vec<LicenseRenewed> {
 fn amendments() -> Vec<AmendFeatures> {
     vec![
         AmendFeatures {
-            modules: strings(&["data-integration", "message-integration"]),
-            features: strings(&["datasource-mgmt", "data-access", "topic-mgmt", "pub-sub"]),
+            modules: strings(&["data-integration", "message-integration"])
+                .into_iter()
+                .map(|s| s.try_into().expect("valid text"))
+                .collect::<Vec<_>>(),
+            features: strings(&["datasource-mgmt", "data-access", "topic-mgmt", "pub-sub"])
+                .into_iter()
+                .map(|s| s.try_into().expect("valid text"))
+                .collect::<Vec<_>>(),
         },
         // No modules; serde still writes the empty list.
         AmendFeatures {
@@ -782,8 +800,8 @@ fn features_amended() -> Vec<LicenseFeaturesAmended> {
         .map(
             |((license_id, amended_at), (a, (added, removed)))| LicenseFeaturesAmended {
                 license_id,
-                modules: a.modules,
-                features: a.features,
+                modules: contracts::text::strings(a.modules),
+                features: contracts::text::strings(a.features),
                 added: strings(added),
                 removed: strings(removed),
                 amended_at,
@@ -796,7 +814,7 @@ fn reasons(texts: [&str; 2]) -> Vec<Reason> {
     texts
         .iter()
         .map(|r| Reason {
-            reason: r.to_string(),
+            reason: r.to_string().try_into().expect("valid text"),
         })
         .collect()
 }
@@ -900,14 +918,27 @@ fn api_key_specs() -> Vec<CreateApiKey> {
     vec![
         // Every optional field set.
         CreateApiKey {
-            scopes: strings(&["issuer", "auditor"]),
-            allowlist: strings(&["10.0.0.0/8", "203.0.113.7", "2001:db8::/32"]),
-            callback_url: Some("https://billing.example.com/hooks/licensing".into()),
-            remark: Some("Billing system (prod)".into()),
+            scopes: strings(&["issuer", "auditor"])
+                .into_iter()
+                .map(|s| s.try_into().expect("valid text"))
+                .collect::<Vec<_>>(),
+            allowlist: strings(&["10.0.0.0/8", "203.0.113.7", "2001:db8::/32"])
+                .into_iter()
+                .map(|s| s.try_into().expect("valid text"))
+                .collect::<Vec<_>>(),
+            callback_url: Some(
+                "https://billing.example.com/hooks/licensing"
+                    .try_into()
+                    .expect("valid text"),
+            ),
+            remark: Some("Billing system (prod)".try_into().expect("valid text")),
         },
         // None set: usable from anywhere; serde still writes the empty list.
         CreateApiKey {
-            scopes: strings(&["admin"]),
+            scopes: strings(&["admin"])
+                .into_iter()
+                .map(|s| s.try_into().expect("valid text"))
+                .collect::<Vec<_>>(),
             allowlist: vec![],
             callback_url: None,
             remark: None,
@@ -922,10 +953,10 @@ fn api_keys_created() -> Vec<ApiKeyCreated> {
         .map(|((key_id, secret_digest, created_at), s)| ApiKeyCreated {
             key_id,
             secret_digest,
-            scopes: s.scopes,
-            allowlist: s.allowlist,
-            callback_url: s.callback_url,
-            remark: s.remark,
+            scopes: contracts::text::strings(s.scopes),
+            allowlist: contracts::text::strings(s.allowlist),
+            callback_url: s.callback_url.map(String::from),
+            remark: s.remark.map(String::from),
             created_at,
         })
         .collect()
@@ -946,7 +977,10 @@ fn api_keys_revoked() -> Vec<ApiKeyRevoked> {
 fn allowlists() -> Vec<SetAllowlist> {
     vec![
         SetAllowlist {
-            allowlist: strings(&["192.0.2.10", "198.51.100.0/24"]),
+            allowlist: strings(&["192.0.2.10", "198.51.100.0/24"])
+                .into_iter()
+                .map(|s| s.try_into().expect("valid text"))
+                .collect::<Vec<_>>(),
         },
         // Anywhere again.
         SetAllowlist { allowlist: vec![] },
@@ -959,7 +993,7 @@ fn allowlists_changed() -> Vec<ApiKeyAllowlistChanged> {
         .zip(allowlists())
         .map(|((key_id, changed_at), a)| ApiKeyAllowlistChanged {
             key_id,
-            allowlist: a.allowlist,
+            allowlist: contracts::text::strings(a.allowlist),
             changed_at,
         })
         .collect()
@@ -1308,10 +1342,10 @@ fn domain_bindings() -> Vec<BindDomain> {
     vec![
         // As callers write hosts: the server normalises them.
         BindDomain {
-            domain: "Shop.Example.COM".into(),
+            domain: "Shop.Example.COM".try_into().expect("valid text"),
         },
         BindDomain {
-            domain: "müller.de".into(),
+            domain: "müller.de".try_into().expect("valid text"),
         },
     ]
 }
@@ -1342,12 +1376,12 @@ fn domain_changes() -> Vec<ChangeDomain> {
     vec![
         // Every optional field set: past the free changes.
         ChangeDomain {
-            domain: "WWW.Mueller-Shop.co.uk".into(),
+            domain: "WWW.Mueller-Shop.co.uk".try_into().expect("valid text"),
             accept_fee: true,
         },
         // None set.
         ChangeDomain {
-            domain: "portal.example.org".into(),
+            domain: "portal.example.org".try_into().expect("valid text"),
             accept_fee: false,
         },
     ]
@@ -1405,10 +1439,14 @@ fn domain_changes_charged() -> Vec<DomainChangeCharged> {
 fn domain_resets() -> Vec<ResetDomain> {
     vec![
         ResetDomain {
-            reason: "Customer moved the shop to a new agency (ticket #5120)".into(),
+            reason: "Customer moved the shop to a new agency (ticket #5120)"
+                .try_into()
+                .expect("valid text"),
         },
         ResetDomain {
-            reason: "Bound to the staging host by mistake — see audit note".into(),
+            reason: "Bound to the staging host by mistake — see audit note"
+                .try_into()
+                .expect("valid text"),
         },
     ]
 }
@@ -1421,7 +1459,7 @@ fn domains_reset() -> Vec<DomainReset> {
         .map(|((license_id, reset_at), (r, domain))| DomainReset {
             license_id,
             domain: domain.into(),
-            reason: r.reason,
+            reason: String::from(r.reason),
             reset_at,
         })
         .collect()
@@ -1477,14 +1515,21 @@ fn client_registrations() -> Vec<RegisterClient> {
     vec![
         // Every optional field set.
         RegisterClient {
-            name: "Acme build farm (Shanghai)".into(),
+            name: "Acme build farm (Shanghai)".try_into().expect("valid text"),
             licenses: vec![uuid(LICENSE_1), uuid(LICENSE_3)],
-            allowlist: strings(&["10.20.0.0/16", "203.0.113.7"]),
-            callback_url: Some("https://buildfarm.acme.example/hooks/licensing".into()),
+            allowlist: strings(&["10.20.0.0/16", "203.0.113.7"])
+                .into_iter()
+                .map(|s| s.try_into().expect("valid text"))
+                .collect::<Vec<_>>(),
+            callback_url: Some(
+                "https://buildfarm.acme.example/hooks/licensing"
+                    .try_into()
+                    .expect("valid text"),
+            ),
         },
         // None set: from anywhere; serde still writes the empty list.
         RegisterClient {
-            name: "Jane's workstation".into(),
+            name: "Jane's workstation".try_into().expect("valid text"),
             licenses: vec![uuid(LICENSE_2)],
             allowlist: vec![],
             callback_url: None,
@@ -1508,12 +1553,12 @@ fn clients_registered() -> Vec<ClientRegistered> {
         .map(
             |(r, (client, key, digest, registered_at))| ClientRegistered {
                 client_id: uuid(client),
-                name: r.name,
+                name: String::from(r.name),
                 key_id: key.into(),
                 secret_digest: digest.into(),
                 licenses: r.licenses,
-                allowlist: r.allowlist,
-                callback_url: r.callback_url,
+                allowlist: contracts::text::strings(r.allowlist),
+                callback_url: r.callback_url.map(String::from),
                 registered_at,
             },
         )
@@ -1523,10 +1568,14 @@ fn clients_registered() -> Vec<ClientRegistered> {
 fn client_revocations() -> Vec<RevokeClient> {
     vec![
         RevokeClient {
-            reason: "Build farm decommissioned (change request CR-2291)".into(),
+            reason: "Build farm decommissioned (change request CR-2291)"
+                .try_into()
+                .expect("valid text"),
         },
         RevokeClient {
-            reason: "Credentials leaked in a public repository — rotate and re-register".into(),
+            reason: "Credentials leaked in a public repository — rotate and re-register"
+                .try_into()
+                .expect("valid text"),
         },
     ]
 }
@@ -1542,7 +1591,7 @@ fn clients_revoked() -> Vec<ClientRevoked> {
         .map(|(r, (client, key, revoked_at))| ClientRevoked {
             client_id: uuid(client),
             key_id: key.into(),
-            reason: r.reason,
+            reason: String::from(r.reason),
             revoked_at,
         })
         .collect()
@@ -1573,20 +1622,20 @@ fn lease_checkouts() -> Vec<CheckoutLease> {
         // Every optional field set: two seats of a module's features.
         CheckoutLease {
             license_id: uuid(LICENSE_1),
-            feature: "data-integration".into(),
+            feature: "data-integration".try_into().expect("valid text"),
             quantity: 2,
             client_time: Some(at("2026-07-03T16:00:00+08:00")),
         },
         // None set: one seat; serde still writes the quantity.
         CheckoutLease {
             license_id: uuid(LICENSE_1),
-            feature: "cdc-realtime".into(),
+            feature: "cdc-realtime".try_into().expect("valid text"),
             quantity: 1,
             client_time: None,
         },
         CheckoutLease {
             license_id: uuid(LICENSE_3),
-            feature: "watermark".into(),
+            feature: "watermark".try_into().expect("valid text"),
             quantity: MAX_QUANTITY,
             client_time: Some(at("2026-03-10T09:00:00Z")),
         },
@@ -1730,20 +1779,28 @@ fn upstream_registrations() -> Vec<RegisterUpstream> {
     vec![
         // Every optional field set.
         RegisterUpstream {
-            name: "Vendor licensing (EU)".into(),
+            name: "Vendor licensing (EU)".try_into().expect("valid text"),
             member_id: uuid(MEMBER_1),
-            endpoint: "https://licensing.vendor.example/v1".into(),
-            secret: "gs_live_8c1f7a0e5d2b4c93a6e1f0d7b2c5a9e4".into(),
+            endpoint: "https://licensing.vendor.example/v1"
+                .try_into()
+                .expect("valid text"),
+            secret: "gs_live_8c1f7a0e5d2b4c93a6e1f0d7b2c5a9e4"
+                .try_into()
+                .expect("valid text"),
             price_protection: true,
-            remark: Some("Contract VND-2026-07, renewed yearly".into()),
+            remark: Some(
+                "Contract VND-2026-07, renewed yearly"
+                    .try_into()
+                    .expect("valid text"),
+            ),
             allow_insecure_http: true,
         },
         // None set: serde still writes price_protection.
         RegisterUpstream {
-            name: "Regional distributor".into(),
+            name: "Regional distributor".try_into().expect("valid text"),
             member_id: uuid(MEMBER_2),
-            endpoint: "http://10.0.8.20:8080".into(),
-            secret: "dist-4f2a91".into(),
+            endpoint: "http://10.0.8.20:8080".try_into().expect("valid text"),
+            secret: "dist-4f2a91".try_into().expect("valid text"),
             price_protection: false,
             remark: None,
             allow_insecure_http: false,
@@ -1761,12 +1818,12 @@ fn upstreams_registered() -> Vec<UpstreamRegistered> {
         .zip(ids)
         .map(|(r, (upstream, registered_at))| UpstreamRegistered {
             upstream_id: uuid(upstream),
-            name: r.name,
+            name: String::from(r.name),
             member_id: r.member_id,
-            endpoint: r.endpoint,
+            endpoint: String::from(r.endpoint),
             secret_digest: secret_digest(&r.secret),
             price_protection: r.price_protection,
-            remark: r.remark,
+            remark: r.remark.map(String::from),
             registered_at,
             allow_insecure_http: r.allow_insecure_http,
         })
@@ -1816,10 +1873,10 @@ fn upstreams_checked() -> Vec<UpstreamChecked> {
 fn upstream_syncs() -> Vec<SyncUpstream> {
     vec![
         SyncUpstream {
-            resource: "all".into(),
+            resource: "all".try_into().expect("valid text"),
         },
         SyncUpstream {
-            resource: "revocations".into(),
+            resource: "revocations".try_into().expect("valid text"),
         },
     ]
 }
@@ -2009,7 +2066,7 @@ fn sync_requests() -> Vec<SyncRequest> {
         // Every optional field set: a long poll from where the last sync
         // ended.
         SyncRequest {
-            cursor: Some("c1.913.8f3a".into()),
+            cursor: Some("c1.913.8f3a".try_into().expect("valid text")),
             client_time: Some(at("2026-07-03T16:00:00.5+08:00")),
             wait_ms: Some(25_000),
         },

@@ -59,6 +59,26 @@ pub fn derived_id(source: Uuid, purpose: &str) -> Uuid {
 
 pub const DIGEST_MISMATCH_CODE: &str = "IDEMPOTENCY_KEY_REUSED";
 
+/// A command's stored outcome and what identifies the command it answers.
+struct Stored {
+    outcome: CommandOutcome,
+    digest: String,
+    command_type: String,
+}
+
+impl Stored {
+    /// Whether a command id used again is the same command: the same type,
+    /// the same payload (digest) and, when the caller names its target
+    /// (`target`), the same aggregate. A key reused for another license
+    /// must not answer with the first license's outcome and skip the
+    /// second's command.
+    fn is_for(&self, ctx: &CommandContext, target: Option<&str>) -> bool {
+        self.digest == ctx.request_digest
+            && self.command_type == ctx.command_type
+            && target.is_none_or(|id| id == self.outcome.aggregate_id)
+    }
+}
+
 /// What the caller of a command fixes: identity, provenance and time.
 #[derive(Debug, Clone)]
 pub struct CommandContext {
@@ -207,7 +227,7 @@ where
 
     /// The stored outcome of a command, if it was ever handled.
     pub async fn outcome(&self, command_id: Uuid) -> Result<Option<CommandOutcome>, StoreError> {
-        Ok(self.stored_outcome(command_id).await?.map(|(o, _)| o))
+        Ok(self.stored_outcome(command_id).await?.map(|s| s.outcome))
     }
 
     pub async fn execute(
@@ -264,7 +284,14 @@ where
                 .await
             {
                 let (outcome, fresh) = self
-                    .record_rejection(aggregate_id, ctx, e.code(), &e.to_string(), e.field())
+                    .record_rejection(
+                        aggregate_id,
+                        ctx,
+                        e.code(),
+                        &e.to_string(),
+                        e.field(),
+                        !fresh,
+                    )
                     .await?;
                 let (aggregate, _) = self.load(&outcome.aggregate_id).await?;
                 return Ok(Executed {
@@ -313,7 +340,8 @@ where
                     continue;
                 }
                 Err(AppendError::CommandTaken) => {
-                    if let Some(done) = self.replay(ctx).await? {
+                    let target = (!fresh).then_some(aggregate_id);
+                    if let Some(done) = self.replay(ctx, target).await? {
                         return Ok(done);
                     }
                 }
@@ -335,11 +363,13 @@ where
         field: Option<&str>,
     ) -> Result<CommandOutcome, StoreError> {
         Ok(self
-            .record_rejection(aggregate_id, ctx, code, message, field)
+            .record_rejection(aggregate_id, ctx, code, message, field, true)
             .await?
             .0)
     }
 
+    /// `named`: the caller chose `aggregate_id` (it was not generated for
+    /// this request), so a reused command id must name it too.
     async fn record_rejection(
         &self,
         aggregate_id: &str,
@@ -347,6 +377,7 @@ where
         code: &str,
         message: &str,
         field: Option<&str>,
+        named: bool,
     ) -> Result<(CommandOutcome, bool), StoreError> {
         let inserted = sqlx::query(
             "INSERT INTO command_outcomes \
@@ -378,19 +409,28 @@ where
             return Ok((outcome, true));
         }
         match self.stored_outcome(ctx.command_id).await? {
-            Some((o, digest)) if digest == ctx.request_digest => Ok((o, false)),
+            Some(stored) if stored.is_for(ctx, named.then_some(aggregate_id)) => {
+                Ok((stored.outcome, false))
+            }
             Some(_) => Err(StoreError::DigestMismatch),
             None => Err(StoreError::Corrupt("outcome vanished".into())),
         }
     }
 
-    async fn replay(&self, ctx: &CommandContext) -> Result<Option<Executed<A>>, StoreError> {
-        let Some((outcome, digest)) = self.stored_outcome(ctx.command_id).await? else {
+    /// The stored answer to a command id used before, when it was used for
+    /// this same command (see [`Stored::is_for`]).
+    async fn replay(
+        &self,
+        ctx: &CommandContext,
+        target: Option<&str>,
+    ) -> Result<Option<Executed<A>>, StoreError> {
+        let Some(stored) = self.stored_outcome(ctx.command_id).await? else {
             return Ok(None);
         };
-        if digest != ctx.request_digest {
+        if !stored.is_for(ctx, target) {
             return Err(StoreError::DigestMismatch);
         }
+        let outcome = stored.outcome;
         let (aggregate, _) = self.load(&outcome.aggregate_id).await?;
         Ok(Some(Executed {
             outcome,
@@ -399,12 +439,10 @@ where
         }))
     }
 
-    async fn stored_outcome(
-        &self,
-        command_id: Uuid,
-    ) -> Result<Option<(CommandOutcome, String)>, StoreError> {
+    async fn stored_outcome(&self, command_id: Uuid) -> Result<Option<Stored>, StoreError> {
         let row = sqlx::query(
-            "SELECT aggregate_id, status, error_code, error_message, error_field, sequence, request_digest \
+            "SELECT aggregate_id, status, error_code, error_message, error_field, sequence, \
+               request_digest, command_type \
              FROM command_outcomes WHERE command_id = $1",
         )
         .bind(command_id)
@@ -431,7 +469,11 @@ where
             aggregate_id: row.try_get("aggregate_id")?,
             sequence: sequence.and_then(|s| u64::try_from(s).ok()),
         };
-        Ok(Some((outcome, row.try_get("request_digest")?)))
+        Ok(Some(Stored {
+            outcome,
+            digest: row.try_get("request_digest")?,
+            command_type: row.try_get("command_type")?,
+        }))
     }
 
     async fn append(

@@ -14,10 +14,12 @@ use crate::{CorrelationId, Problem};
 
 pub fn store_problem(e: StoreError) -> Problem {
     match e {
-        StoreError::DigestMismatch => Problem::conflict(
+        StoreError::DigestMismatch => Problem::unprocessable(
             DIGEST_MISMATCH_CODE,
-            "this Idempotency-Key was used for a different request",
-        ),
+            "this Idempotency-Key was used for a different request (another command, \
+             target or payload)",
+        )
+        .with_field("Idempotency-Key"),
         StoreError::Conflict(_) => Problem::conflict(
             "CONCURRENT_MODIFICATION",
             "the aggregate changed concurrently; retry",

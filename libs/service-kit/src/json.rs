@@ -1,5 +1,9 @@
-//! A strict JSON body extractor whose errors name the offending field, and
-//! problem+json handlers for actix's own `Path` and `Query` extractors.
+//! What a caller sends, read strictly and refused with a problem naming
+//! the field: JSON bodies ([`Json`]), query strings ([`Query`]), path
+//! segments ([`path_config`]), and control characters anywhere in a URL
+//! ([`refuse_control_in_url`]). Strings are [`contracts::text::Text`]s in
+//! the request types; control characters are refused in every string of
+//! every body here, whatever its type, so none reaches a database.
 
 use std::ops::{Deref, DerefMut};
 
@@ -136,8 +140,13 @@ fn too_large(limit: usize) -> Problem {
     .with_detail(format!("request body exceeds {limit} bytes"))
 }
 
-/// Parses `bytes` into `T`, mapping serde's errors onto problem codes.
+/// Parses `bytes` into `T`, mapping serde's errors onto problem codes. A
+/// control character in any string (key or value) is refused first, as
+/// 422 `INVALID_FIELD` naming where it is.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    if let Some(field) = contracts::text::control_in_json(bytes).filter(|f| !f.is_empty()) {
+        return Err(control_problem(field));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().clone();
@@ -216,11 +225,137 @@ fn truncate(message: &str) -> String {
     }
 }
 
-/// `web::PathConfig` turning bad path segments into 400 `INVALID_PATH`.
+fn control_problem(field: String) -> Problem {
+    Problem::unprocessable("INVALID_FIELD", "must not contain control characters").with_field(field)
+}
+
+/// `web::PathConfig` turning bad path segments into 400 `INVALID_PATH`,
+/// naming the segment (the route's one, or the first that is not text).
 pub fn path_config() -> web::PathConfig {
-    web::PathConfig::default().error_handler(|err, _req| {
-        Problem::bad_request("INVALID_PATH", truncate(&err.to_string())).into()
+    web::PathConfig::default().error_handler(|err, req| {
+        let segments: Vec<(&str, &str)> = req.match_info().iter().collect();
+        let field = match segments.as_slice() {
+            [(name, _)] => Some(*name),
+            _ => segments
+                .iter()
+                .find(|(_, v)| v.chars().any(char::is_control))
+                .map(|(name, _)| *name),
+        };
+        let problem = Problem::bad_request("INVALID_PATH", truncate(&err.to_string()));
+        match field {
+            Some(f) => problem.with_field(f).into(),
+            None => problem.into(),
+        }
     })
+}
+
+/// A query string read into `T`, refused with 422 `INVALID_QUERY` naming
+/// the parameter. Unlike `web::Query`, whose errors do not say which
+/// parameter failed. Put `#[serde(deny_unknown_fields)]` on `T`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query<T>(pub T);
+
+impl<T> Query<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> Deref for Query<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned> Query<T> {
+    /// Reads a raw query string (without the `?`).
+    pub fn parse(query: &str) -> Result<Self, Problem> {
+        let de = serde_urlencoded::Deserializer::new(url_form(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(Query)
+            .map_err(|err| {
+                let path = path_string(err.path());
+                let message = err.inner().to_string();
+                let field = quoted_after(&message, "missing field `")
+                    .or_else(|| quoted_after(&message, "unknown field `"))
+                    .map(str::to_owned)
+                    .or((!path.is_empty()).then_some(path));
+                let problem = Problem::unprocessable("INVALID_QUERY", truncate(&message));
+                match field {
+                    Some(field) => problem.with_field(field),
+                    None => problem,
+                }
+            })
+    }
+}
+
+fn url_form(bytes: &[u8]) -> url::form_urlencoded::Parse<'_> {
+    url::form_urlencoded::parse(bytes)
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Query<T> {
+    type Error = Problem;
+    type Future = std::future::Ready<Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(Self::parse(req.query_string()))
+    }
+}
+
+/// Middleware (every service's App has it): a URL whose path or query
+/// string decodes to a control character (`%00`, `%0A`, …) or to bytes
+/// that are not UTF-8 is refused before routing, naming the query
+/// parameter (or `path`), so no handler or database sees it.
+pub(crate) async fn refuse_control_in_url(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<actix_web::body::BoxBody>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    if let Some(problem) = url_problem(req.path(), req.query_string()) {
+        use actix_web::ResponseError;
+        return Ok(req.into_response(problem.error_response()));
+    }
+    next.call(req).await
+}
+
+fn url_problem(path: &str, query: &str) -> Option<Problem> {
+    let bad = |s: &str| s.chars().any(char::is_control);
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8();
+    if !decoded.is_ok_and(|p| !bad(&p)) {
+        return Some(
+            Problem::bad_request(
+                "INVALID_PATH",
+                "the path must be text without control characters",
+            )
+            .with_field("path"),
+        );
+    }
+    if query.is_empty() {
+        return None;
+    }
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let text = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8()
+                .ok()
+                .filter(|t| !bad(t))
+                .map(|t| t.into_owned())
+        };
+        let Some(name_text) = text(name) else {
+            return Some(
+                Problem::unprocessable("INVALID_QUERY", "a parameter name is not text")
+                    .with_field("query"),
+            );
+        };
+        if text(value).is_none() {
+            return Some(
+                Problem::unprocessable("INVALID_QUERY", "must be text without control characters")
+                    .with_field(truncate(&name_text)),
+            );
+        }
+    }
+    None
 }
 
 /// `web::QueryConfig` turning bad query strings into 422 `INVALID_QUERY`,
@@ -250,6 +385,47 @@ pub fn configure_extractors(cfg: &mut web::ServiceConfig) {
 mod tests {
     use super::*;
     use serde::Deserialize;
+
+    #[test]
+    fn control_characters_in_bodies_are_refused_by_field() {
+        let p = err(r#"{"id":1,"payload":{"seats":1,"items":[{"sku":"a\u0000"}]}}"#);
+        assert_eq!(
+            (p.code(), p.field()),
+            ("INVALID_FIELD", Some("payload.items[0].sku"))
+        );
+    }
+
+    #[test]
+    fn urls_with_control_characters_are_refused_by_parameter() {
+        assert!(url_problem("/v1/products/abc", "a=1&b=x%20y").is_none());
+        let p = url_problem("/v1/products/%00", "").unwrap();
+        assert_eq!((p.code(), p.field()), ("INVALID_PATH", Some("path")));
+        let p = url_problem("/v1/audit", "format=ndjson&actor=%00").unwrap();
+        assert_eq!((p.code(), p.field()), ("INVALID_QUERY", Some("actor")));
+        let p = url_problem("/v1/audit", "actor=%ff").unwrap();
+        assert_eq!(p.field(), Some("actor"));
+        let p = url_problem("/v1/audit", "a%0Ab=1").unwrap();
+        assert_eq!(p.field(), Some("query"));
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Filter {
+        actor: Option<contracts::text::Text<4>>,
+        limit: Option<u32>,
+    }
+
+    #[test]
+    fn queries_name_the_parameter() {
+        assert!(Query::<Filter>::parse("actor=ab&limit=2").is_ok());
+        let p = Query::<Filter>::parse("actor=abcdef").unwrap_err();
+        assert_eq!((p.code(), p.field()), ("INVALID_QUERY", Some("actor")));
+        let p = Query::<Filter>::parse("limit=x").unwrap_err();
+        assert_eq!(p.field(), Some("limit"));
+        let p = Query::<Filter>::parse("nope=1").unwrap_err();
+        assert_eq!(p.field(), Some("nope"));
+    }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -25,7 +25,7 @@ pub mod telemetry;
 
 pub use config::{load, redact_url, CommonConfig, ConfigError};
 pub use health::ReadyCheck;
-pub use json::{configure_extractors, BodyLimit, Json, DEFAULT_BODY_LIMIT};
+pub use json::{configure_extractors, BodyLimit, Json, Query, DEFAULT_BODY_LIMIT};
 pub use metrics::Metrics;
 pub use problem::Problem;
 pub use server::{serve, shutdown_signal, ServiceApp};

@@ -25,6 +25,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 const HTTP_REQUESTS: &str = "http_requests_total";
 const HTTP_DURATION: &str = "http_request_duration_seconds";
+const HTTP_PANICS: &str = "http_panics_total";
 
 /// Process-wide metric registry. Clones share the same data.
 ///
@@ -89,6 +90,10 @@ impl Metrics {
         let metrics = Self::default();
         metrics.describe(HTTP_REQUESTS, "HTTP requests served.");
         metrics.describe(HTTP_DURATION, "HTTP request latency in seconds.");
+        metrics.describe(
+            HTTP_PANICS,
+            "Requests whose handler panicked (answered 500).",
+        );
         metrics
     }
 
@@ -284,7 +289,7 @@ pub(crate) async fn record(
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     // Matched against the app's route table, so it is known before (and
     // whether or not) the handler runs.
     let route = req
@@ -300,7 +305,7 @@ pub(crate) async fn record(
         HTTP_REQUESTS,
         &[
             ("service", &service),
-            ("method", &method),
+            ("method", method),
             ("route", &route),
             ("status", &status),
         ],
@@ -308,14 +313,53 @@ pub(crate) async fn record(
     );
     metrics.observe_histogram(
         HTTP_DURATION,
-        &[
-            ("service", &service),
-            ("method", &method),
-            ("route", &route),
-        ],
+        &[("service", &service), ("method", method), ("route", &route)],
         started.elapsed().as_secs_f64(),
     );
     result
+}
+
+/// A method as a label: the standard ones by name, any other (actix takes
+/// invented methods of up to ~128 KB) as `OTHER`, so no caller can add a
+/// series.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Middleware, innermost: a handler that panics answers 500 `INTERNAL`
+/// for its own request (counted in `http_panics_total`, logged with the
+/// panic's message) instead of dropping the connection.
+pub(crate) async fn contain_panics(
+    service: Arc<str>,
+    metrics: Metrics,
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    use futures::FutureExt;
+    // The request cannot be kept aside (routing needs it unshared), so the
+    // answer is an error, which actix renders without it.
+    let path = req.path().to_owned();
+    match std::panic::AssertUnwindSafe(next.call(req))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => result,
+        Err(panic) => {
+            tracing::error!(path = %path, panic = %bus::panic_message(&*panic), "handler panicked");
+            metrics.inc_counter(HTTP_PANICS, &[("service", &service)], 1);
+            Err(crate::Problem::internal().into())
+        }
+    }
 }
 
 /// `GET /metrics`.

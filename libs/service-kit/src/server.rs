@@ -10,7 +10,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::config::CommonConfig;
 use crate::health::{self, Readiness, ReadyCheck};
-use crate::json::{configure_extractors, BodyLimit, DEFAULT_BODY_LIMIT};
+use crate::json::{self, configure_extractors, BodyLimit, DEFAULT_BODY_LIMIT};
 use crate::metrics::{self, Metrics};
 use crate::{problem, telemetry};
 
@@ -142,7 +142,9 @@ impl ServiceApp {
     {
         let service: Arc<str> = Arc::from(self.name.as_str());
         let service_for_metrics = Arc::clone(&service);
+        let service_for_panics = Arc::clone(&service);
         let metrics = self.metrics.clone();
+        let metrics_for_panics = self.metrics.clone();
         App::new()
             .app_data(web::Data::new(self.metrics.clone()))
             .app_data(web::Data::from(self.readiness()))
@@ -154,7 +156,18 @@ impl ServiceApp {
             .configure(routes)
             .default_service(web::to(problem::no_route))
             // Last wrapped runs first: correlation sees everything, then
-            // metrics, and errors are normalised before either looks.
+            // metrics, and errors are normalised before either looks; a URL
+            // with control characters never reaches the router, a panic
+            // never leaves the handler.
+            .wrap(from_fn(move |req: ServiceRequest, next: Next<BoxBody>| {
+                metrics::contain_panics(
+                    Arc::clone(&service_for_panics),
+                    metrics_for_panics.clone(),
+                    req,
+                    next,
+                )
+            }))
+            .wrap(from_fn(json::refuse_control_in_url))
             .wrap(from_fn(problem::normalize_errors))
             .wrap(from_fn(move |req: ServiceRequest, next: Next<BoxBody>| {
                 metrics::record(Arc::clone(&service_for_metrics), metrics.clone(), req, next)

@@ -58,8 +58,14 @@ async fn leaky() -> Result<HttpResponse, actix_web::Error> {
     ))
 }
 
+#[allow(clippy::panic)]
+async fn panicking() -> HttpResponse {
+    panic!("a bug in a handler")
+}
+
 fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/licenses", web::post().to(create))
+        .route("/v1/panic", web::get().to(panicking))
         .route("/v1/licenses", web::get().to(list))
         .route("/v1/licenses/{id}", web::get().to(get_one))
         .route("/v1/correlation", web::get().to(echo_correlation))
@@ -229,7 +235,7 @@ async fn oversized_bodies_are_413() {
 async fn path_and_query_errors_are_problems() {
     let app = ServiceApp::new("test");
     let bad_path = test::TestRequest::get().uri("/v1/licenses/abc");
-    assert_problem(&app, bad_path, 400, "INVALID_PATH", None).await;
+    assert_problem(&app, bad_path, 400, "INVALID_PATH", Some("id")).await;
     let missing = test::TestRequest::get().uri("/v1/licenses");
     assert_problem(&app, missing, 422, "INVALID_QUERY", Some("limit")).await;
     let invalid = test::TestRequest::get().uri("/v1/licenses?limit=x");
@@ -442,4 +448,97 @@ async fn serve_binds_port_zero_and_answers() {
 
     handle.stop(true).await;
     running.await.unwrap().unwrap();
+}
+
+#[actix_web::test]
+async fn a_panicking_handler_answers_500_and_is_counted() {
+    let app = ServiceApp::new("test");
+    let svc = service!(app);
+    for _ in 0..2 {
+        // A panic becomes an error that actix renders (the request itself
+        // cannot be kept aside while routing needs it).
+        let err =
+            test::try_call_service(&svc, test::TestRequest::get().uri("/v1/panic").to_request())
+                .await
+                .expect_err("an error for actix to render");
+        let res = err.error_response();
+        let status = res.status();
+        let ct = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body: serde_json::Value =
+            serde_json::from_slice(&actix_web::body::to_bytes(res.into_body()).await.unwrap())
+                .unwrap();
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(ct, "application/problem+json");
+        assert_eq!(body["code"], "INTERNAL");
+        assert!(!body.to_string().contains("a bug"), "{body}");
+    }
+    // The worker lives on.
+    let res = test::call_service(&svc, test::TestRequest::get().uri("/healthz").to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = app.metrics().render();
+    assert!(
+        text.contains("http_panics_total{service=\"test\"} 2"),
+        "{text}"
+    );
+}
+
+#[actix_web::test]
+async fn invented_methods_add_no_metric_series() {
+    let app = ServiceApp::new("test");
+    let svc = service!(app);
+    let series = |text: String| text.lines().filter(|l| !l.starts_with('#')).count();
+    let mut sizes = Vec::new();
+    for i in 0..50 {
+        let method =
+            actix_web::http::Method::from_bytes(format!("INVENTED{i}X").as_bytes()).unwrap();
+        let req = test::TestRequest::default()
+            .method(method)
+            .uri(&format!("/v1/unrouted/{i}"))
+            .to_request();
+        let res = test::call_service(&svc, req).await;
+        assert!(res.status().is_client_error(), "{}", res.status());
+        sizes.push(series(app.metrics().render()));
+    }
+    let text = app.metrics().render();
+    assert!(!text.contains("INVENTED"), "{text}");
+    assert!(text.contains("method=\"OTHER\""), "{text}");
+    assert_eq!(
+        sizes[1], sizes[49],
+        "the exposition grew with invented methods"
+    );
+}
+
+#[actix_web::test]
+async fn control_characters_in_urls_are_refused_before_routing() {
+    let app = ServiceApp::new("test");
+    assert_problem(
+        &app,
+        test::TestRequest::get().uri("/v1/licenses/%00"),
+        400,
+        "INVALID_PATH",
+        Some("path"),
+    )
+    .await;
+    assert_problem(
+        &app,
+        test::TestRequest::get().uri("/v1/licenses?limit=1&x=%00"),
+        422,
+        "INVALID_QUERY",
+        Some("x"),
+    )
+    .await;
+    assert_problem(
+        &app,
+        post_json(r#"{"product":"p\u0000","payload":{"seats":3}}"#),
+        422,
+        "INVALID_FIELD",
+        Some("product"),
+    )
+    .await;
 }

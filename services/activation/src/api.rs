@@ -7,6 +7,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use contracts::activation::*;
+use contracts::text::{Name, Text};
 use serde::{Deserialize, Serialize};
 use service_kit::auth::require;
 use service_kit::command::Caller;
@@ -18,6 +19,11 @@ use crate::domain::TrialStatus;
 use crate::store;
 
 pub const ACTIVATOR: &str = "activator";
+
+/// A license key as typed (the check character decides if it is one).
+pub type LicenseKeyText = Text<64>;
+/// A signed file (compact JWS) as a caller sends it back.
+pub type FileText = Text<16384>;
 
 /// How long `POST /v1/trials` waits for issuance before answering 202.
 #[derive(Clone, Copy)]
@@ -96,9 +102,9 @@ fn id_of(raw: &str, field: &str) -> Result<Uuid, Problem> {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActivateBody {
-    pub license_key: String,
+    pub license_key: LicenseKeyText,
     pub fingerprint: Fingerprint,
-    #[serde(default)]
+    #[serde(default, with = "contracts::time::strict_option")]
     pub client_time: Option<DateTime<Utc>>,
 }
 
@@ -106,9 +112,10 @@ pub struct ActivateBody {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfflineRequest {
-    pub license_key: String,
+    pub license_key: LicenseKeyText,
     pub fingerprint: Fingerprint,
-    pub nonce: String,
+    pub nonce: Text<128>,
+    #[serde(with = "contracts::time::strict")]
     pub client_time: DateTime<Utc>,
 }
 
@@ -116,16 +123,16 @@ pub struct OfflineRequest {
 #[serde(deny_unknown_fields)]
 pub struct MigrateBody {
     pub fingerprint: Fingerprint,
-    #[serde(default)]
+    #[serde(default, with = "contracts::time::strict_option")]
     pub client_time: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrialBody {
-    pub product: String,
+    pub product: Name,
     pub fingerprint: Fingerprint,
-    #[serde(default)]
+    #[serde(default, with = "contracts::time::strict_option")]
     pub client_time: Option<DateTime<Utc>>,
 }
 
@@ -138,7 +145,7 @@ pub struct DeviceBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
-    pub activation_file: String,
+    pub activation_file: FileText,
 }
 
 fn issued_body(i: &Issued) -> serde_json::Value {
@@ -177,7 +184,7 @@ async fn activate_offline(
     caller: Caller,
     Json(req): Json<OfflineRequest>,
 ) -> Result<HttpResponse, Problem> {
-    if req.nonce.is_empty() || req.nonce.len() > 128 {
+    if req.nonce.is_empty() {
         return Err(
             Problem::unprocessable("INVALID_NONCE", "nonce must be 1-128 characters")
                 .with_field("nonce"),
@@ -190,7 +197,7 @@ async fn activate_offline(
         .await?;
     let ctx = caller.context(ACTIVATE, &req);
     let issued = app
-        .activate(&ctx, license, device, true, Some(req.nonce.clone()))
+        .activate(&ctx, license, device, true, Some(req.nonce.to_string()))
         .await?;
     let mut res = if issued.created {
         HttpResponse::Created()
@@ -373,7 +380,7 @@ async fn start_trial(
 
 async fn get_trial(
     app: web::Data<Activation>,
-    id: web::Path<String>,
+    id: web::Path<Text<512>>,
 ) -> Result<HttpResponse, Problem> {
     let t = app.trial(&id).await?;
     let s = t.state.ok_or_else(Problem::internal)?;

@@ -340,21 +340,22 @@ impl Activation {
             )
             .await
             .map_err(store_problem)?;
+        let granted_at = done.outcome.sequence;
         let seats = accepted(done)?;
-        // On a replayed command the new seat is the one migrated from ours.
+        // A replayed command answers with the seat its first run granted:
+        // the one whose event is the outcome's.
         let seat = seats
             .seats
             .values()
-            .filter(|s| s.status == SeatStatus::Live)
-            .find(|s| s.activation_id == new_id)
-            .or_else(|| {
-                seats
-                    .live()
-                    .filter(|s| s.activated_at >= ctx.occurred_at)
-                    .last()
-            })
+            .find(|s| s.activation_id == new_id || Some(s.granted_at_sequence) == granted_at)
             .cloned()
             .ok_or_else(Problem::internal)?;
+        if seat.status != SeatStatus::Live {
+            return Err(Problem::conflict(
+                "ACTIVATION_REVOKED",
+                format!("the activation is {:?}", seat.status).to_lowercase(),
+            ));
+        }
         self.issued(license, seat, true).await
     }
 
@@ -466,11 +467,11 @@ impl Activation {
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
-    pub license_key: String,
+    pub license_key: crate::api::LicenseKeyText,
     #[serde(default)]
     pub fingerprint: Option<Fingerprint>,
     #[serde(default)]
-    pub features: Vec<String>,
-    #[serde(default)]
+    pub features: Vec<contracts::text::Name>,
+    #[serde(default, with = "contracts::time::strict_option")]
     pub client_time: Option<DateTime<Utc>>,
 }

@@ -210,14 +210,21 @@ impl TxHandler for ReactionConsumer {
 impl ReactionConsumer {
     async fn issue_trial(&self, e: &EventEnvelope) -> Result<(), HandleError> {
         let p: TrialStarted = bus::payload(e)?;
+        let name = |s: String| {
+            contracts::text::Name::parse(s)
+                .map_err(|err| HandleError::Poison(format!("{}: {err}", e.event_type)))
+        };
         let spec = IssueLicense {
-            product: p.product,
+            product: name(p.product)?,
             edition: None,
-            customer: format!("trial:{}", &p.fingerprint[..16.min(p.fingerprint.len())]),
+            customer: name(format!(
+                "trial:{}",
+                p.fingerprint.chars().take(16).collect::<String>()
+            ))?,
             contract: None,
             kind: LicenseKind::Trial,
             modules: vec![],
-            features: p.features,
+            features: p.features.into_iter().map(name).collect::<Result<_, _>>()?,
             seats: Default::default(),
             expires_at: None,
         };

@@ -8,11 +8,12 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use contracts::domain::*;
+use contracts::text::Text;
 use serde::Deserialize;
 use service_kit::auth::require;
 use service_kit::command::Caller;
 use service_kit::rate_limit::{limit, RateLimiter};
-use service_kit::{Json, Problem};
+use service_kit::{Json, Problem, Query};
 use uuid::Uuid;
 
 use crate::app::{parse_host, DomainBinding};
@@ -73,10 +74,10 @@ fn body(license_id: Uuid, b: &Binding) -> serde_json::Value {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HostQuery {
-    host: String,
+    host: HostText,
 }
 
-async fn registrable(q: web::Query<HostQuery>) -> Result<HttpResponse, Problem> {
+async fn registrable(q: Query<HostQuery>) -> Result<HttpResponse, Problem> {
     let r = parse_host(&q.host, "host")?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "host": r.host, "registrable_domain": r.domain, "suffix": r.suffix,
@@ -126,7 +127,13 @@ async fn reset(
     let id = license_id(&id)?;
     let ctx = caller.context(RESET_DOMAIN, &(id, &req));
     let b = app
-        .unbind(&ctx, id, BindingCommand::Reset { reason: req.reason })
+        .unbind(
+            &ctx,
+            id,
+            BindingCommand::Reset {
+                reason: req.reason.into(),
+            },
+        )
         .await?;
     Ok(HttpResponse::Ok().json(body(id, &b)))
 }
@@ -134,14 +141,14 @@ async fn reset(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CheckQuery {
-    license_key: String,
-    host: String,
+    license_key: Text<64>,
+    host: HostText,
 }
 
 /// The hot path: memory only, no event.
 async fn domain_check(
     app: web::Data<DomainBinding>,
-    q: web::Query<CheckQuery>,
+    q: Query<CheckQuery>,
 ) -> Result<HttpResponse, Problem> {
     let digest = service_kit::replica::key_digest(&q.license_key, "license_key")?;
     let entry = app.cache.by_key(&digest);
@@ -152,13 +159,13 @@ async fn domain_check(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DomainQuery {
-    domain: String,
+    domain: HostText,
 }
 
 /// Open: whether a domain holds a live license — never the key or customer.
 async fn license_query(
     app: web::Data<DomainBinding>,
-    q: web::Query<DomainQuery>,
+    q: Query<DomainQuery>,
 ) -> Result<HttpResponse, Problem> {
     let r = parse_host(&q.domain, "domain")?;
     let licenses = app.cache.live_licenses_of(&r.domain, Utc::now());

@@ -133,7 +133,7 @@ fn lease_body(
         "ttl_secs": l.ttl_secs,
         "grace_secs": l.grace_secs,
         "granted_at": l.granted_at,
-        "deadline": deadline.unwrap_or(l.granted_at + chrono::Duration::seconds(i64::from(l.ttl_secs))),
+        "deadline": deadline.unwrap_or(contracts::time::add_secs(l.granted_at, i64::from(l.ttl_secs))),
         "ended_at": l.ended_at,
     })
 }
@@ -374,7 +374,7 @@ async fn sync_upstream(
         SyncResource::ALL.to_vec()
     } else {
         vec![
-            serde_json::from_value(serde_json::Value::String(req.resource.clone())).map_err(
+            serde_json::from_value(serde_json::Value::String(req.resource.to_string())).map_err(
                 |_| {
                     Problem::unprocessable(
                         "INVALID_RESOURCE",

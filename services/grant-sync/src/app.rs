@@ -270,11 +270,15 @@ impl GrantSync {
         let tolerance = chrono::Duration::seconds(i64::from(self.settings.clock_tolerance_secs));
         // A time ahead of the server's is kept as the server's time plus
         // the tolerance: one wrong reading does not lock the client out.
-        let last =
-            store::report_client_time(&self.pool, client.client_id, time, self.now() + tolerance)
-                .await
-                .map_err(db_problem)?;
-        let Some(last) = last.filter(|last| time < *last - tolerance) else {
+        let last = store::report_client_time(
+            &self.pool,
+            client.client_id,
+            time,
+            contracts::time::add(self.now(), tolerance),
+        )
+        .await
+        .map_err(db_problem)?;
+        let Some(last) = last.filter(|last| time < contracts::time::add(*last, -tolerance)) else {
             return Ok(());
         };
         // One record per time fallen back from: a client stuck behind it is
@@ -327,7 +331,7 @@ impl GrantSync {
             client_id: client.client_id,
             grant: Box::new(grant),
             bundles,
-            feature: req.feature,
+            feature: req.feature.into(),
             quantity: req.quantity,
         };
         let done = checked(
@@ -714,7 +718,7 @@ impl GrantSync {
              ON CONFLICT (upstream_id) DO NOTHING",
         )
         .bind(upstream_id)
-        .bind(&spec.secret)
+        .bind(spec.secret.as_str())
         .execute(&self.pool)
         .await
         .map_err(db_problem)?;

@@ -106,7 +106,7 @@ impl InlineProjection<Leases> for LeaseIndex {
             return Ok(());
         };
         for l in leases.changed.iter().filter_map(|id| leases.leases.get(id)) {
-            let deadline = l.granted_at + chrono::Duration::seconds(i64::from(l.ttl_secs));
+            let deadline = contracts::time::add_secs(l.granted_at, i64::from(l.ttl_secs));
             sqlx::query(
                 "INSERT INTO leases (lease_id, license_id, client_id, feature, features, quantity, \
                    status, ttl_secs, grace_secs, granted_at, deadline, ended_at) \

@@ -42,6 +42,10 @@ fn d_rebuild_batch() -> usize {
     5_000
 }
 
+fn d_export_timeout() -> u64 {
+    600
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     #[serde(flatten)]
@@ -60,6 +64,10 @@ pub struct Config {
     /// Most messages of one partition per rebuild transaction (a checkpoint).
     #[serde(default = "d_rebuild_batch")]
     pub rebuild_batch: usize,
+    /// Longest an audit export may stream, however slowly its client
+    /// reads; past it the export ends with an error line.
+    #[serde(default = "d_export_timeout")]
+    pub export_timeout_secs: u64,
 }
 
 impl AsRef<CommonConfig> for Config {
@@ -76,6 +84,7 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub issuer: String,
     pub tolerance: chrono::Duration,
+    pub export_timeout: std::time::Duration,
 }
 
 impl AsRef<Signer> for App {
@@ -181,6 +190,7 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<Running, Plat
         clock,
         issuer: config.issuer,
         tolerance: chrono::Duration::seconds(i64::from(config.clock_tolerance_secs)),
+        export_timeout: std::time::Duration::from_secs(config.export_timeout_secs.max(1)),
     });
     platform
         .serve(move |cfg| {

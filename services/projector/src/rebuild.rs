@@ -435,10 +435,17 @@ impl Projections {
         marks: &[bus::PartitionMarks],
     ) -> Result<Vec<Checkpoint>, StatusError> {
         let mut cps = checkpoints(&self.pool, consumer, marks).await?;
-        let small: Vec<(String, i32, i64)> = cps
+        let small: Vec<bus::PartitionRange> = cps
             .iter()
             .filter(|c| (1..=MARKER_SLACK).contains(&c.lag))
-            .map(|c| (c.topic.clone(), c.partition, c.next_offset))
+            .map(|c| {
+                (
+                    c.topic.clone(),
+                    c.partition,
+                    c.next_offset,
+                    c.high_watermark,
+                )
+            })
             .collect();
         if !small.is_empty() {
             let unread = self.watermarks.unread(small).await?;

@@ -6,6 +6,7 @@ mod checkpoints;
 mod crash;
 mod domain;
 mod grants;
+mod hostile;
 mod issuance;
 mod projector;
 mod store;
@@ -201,7 +202,7 @@ async fn one_command_over_http_and_over_kafka_is_applied_once_with_identical_out
         .send()
         .await
         .expect("sent");
-    assert_eq!(clash.status(), 409);
+    assert_eq!(clash.status(), 422);
     let problem: Value = clash.json().await.expect("json");
     assert_eq!(problem["code"], "IDEMPOTENCY_KEY_REUSED");
 

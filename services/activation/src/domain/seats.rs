@@ -235,7 +235,7 @@ impl Seats {
             (Some(a), Some(b)) => a.max(b),
             (a, b) => a.or(b)?,
         };
-        if client_time + services.clock_tolerance >= last_seen {
+        if contracts::time::add(client_time, services.clock_tolerance) >= last_seen {
             return None;
         }
         Some(SeatsEvent::ClockRollbackDetected(ClockRollbackDetected {

@@ -532,8 +532,9 @@ fn validation_answers_each_code() {
     let d1_disk = device_of(1, 1, None).components;
     let d2 = device(2).components;
     let one = || vec![activated(1, id(1), LicenseKind::Formal)];
-    let features = vec!["data-access".to_string()];
-    let more = vec!["data-access".to_string(), "cdc-realtime".to_string()];
+    let name = |s: &str| contracts::text::Name::parse(s).expect("valid text");
+    let features = vec![name("data-access")];
+    let more = vec![name("data-access"), name("cdc-realtime")];
     let at = |device, features, client_time| Check {
         device,
         features,

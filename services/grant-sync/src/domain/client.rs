@@ -207,8 +207,8 @@ impl Aggregate for Client {
                     key_id,
                     secret_digest,
                     licenses: spec.licenses,
-                    allowlist: spec.allowlist,
-                    callback_url: spec.callback_url,
+                    allowlist: contracts::text::strings(spec.allowlist),
+                    callback_url: spec.callback_url.map(String::from),
                     registered_at: now,
                 })
             }

@@ -440,10 +440,14 @@ fn register(licenses: Vec<Uuid>, known: &[Uuid]) -> ClientCommand {
         key_id: "SC1".into(),
         secret_digest: "ab".repeat(32),
         spec: RegisterClient {
-            name: "Plant 7 scheduler".into(),
+            name: "Plant 7 scheduler".try_into().expect("valid text"),
             licenses,
-            allowlist: vec!["10.0.0.0/8".into()],
-            callback_url: Some("https://plant7.example/licensing".into()),
+            allowlist: vec!["10.0.0.0/8".try_into().expect("valid text")],
+            callback_url: Some(
+                "https://plant7.example/licensing"
+                    .try_into()
+                    .expect("valid text"),
+            ),
         },
         known: known.iter().copied().collect(),
     }
@@ -506,22 +510,31 @@ fn bad_registrations_name_their_field() {
     };
     let eleven: Vec<String> = (0..11).map(|i| format!("10.0.0.{i}")).collect();
     let cases: Vec<(ClientCommand, ClientError)> = vec![
-        (with(&|s| s.name = " ".into()), ClientError::InvalidName),
+        (
+            with(&|s| s.name = " ".try_into().expect("valid text")),
+            ClientError::InvalidName,
+        ),
         (with(&|s| s.licenses = vec![]), ClientError::InvalidLicenses),
         (
             with(&|s| s.licenses = vec![license_id(), license_id()]),
             ClientError::InvalidLicenses,
         ),
         (
-            with(&|s| s.allowlist = eleven.clone()),
+            with(&|s| {
+                s.allowlist = eleven
+                    .clone()
+                    .into_iter()
+                    .map(|s| s.try_into().expect("valid text"))
+                    .collect::<Vec<_>>()
+            }),
             ClientError::AllowlistTooLong,
         ),
         (
-            with(&|s| s.allowlist = vec!["plant7.example".into()]),
+            with(&|s| s.allowlist = vec!["plant7.example".try_into().expect("valid text")]),
             ClientError::InvalidAllowlistEntry("plant7.example".into()),
         ),
         (
-            with(&|s| s.callback_url = Some("ftp://x".into())),
+            with(&|s| s.callback_url = Some("ftp://x".try_into().expect("valid text"))),
             ClientError::InvalidCallbackUrl,
         ),
     ];
@@ -603,12 +616,12 @@ async fn an_upstream_registers_without_its_secret_in_the_event() {
 
 fn upstream_spec() -> RegisterUpstream {
     RegisterUpstream {
-        name: "Vendor pool".into(),
+        name: "Vendor pool".try_into().expect("valid text"),
         member_id: id(201),
-        endpoint: "https://vendor.example/".into(),
-        secret: "SC1.0123abcd".into(),
+        endpoint: "https://vendor.example/".try_into().expect("valid text"),
+        secret: "SC1.0123abcd".try_into().expect("valid text"),
         price_protection: true,
-        remark: Some("east region".into()),
+        remark: Some("east region".try_into().expect("valid text")),
         allow_insecure_http: false,
     }
 }
@@ -644,14 +657,14 @@ fn an_upstream_registers_with_valid_fields_only() {
     for (spec, error) in [
         (
             RegisterUpstream {
-                endpoint: "vendor.example".into(),
+                endpoint: "vendor.example".try_into().expect("valid text"),
                 ..upstream_spec()
             },
             UpstreamError::InvalidEndpoint,
         ),
         (
             RegisterUpstream {
-                secret: "no-dot".into(),
+                secret: "no-dot".try_into().expect("valid text"),
                 ..upstream_spec()
             },
             UpstreamError::InvalidSecret,
@@ -659,14 +672,14 @@ fn an_upstream_registers_with_valid_fields_only() {
         // Plain http only by the operator's explicit choice.
         (
             RegisterUpstream {
-                endpoint: "http://vendor.example".into(),
+                endpoint: "http://vendor.example".try_into().expect("valid text"),
                 ..upstream_spec()
             },
             UpstreamError::InsecureEndpoint,
         ),
         (
             RegisterUpstream {
-                name: "".into(),
+                name: "".try_into().expect("valid text"),
                 ..upstream_spec()
             },
             UpstreamError::InvalidName,

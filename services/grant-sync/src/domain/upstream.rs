@@ -183,7 +183,7 @@ impl Aggregate for Upstream {
                     endpoint: spec.endpoint.trim_end_matches('/').to_string(),
                     secret_digest,
                     price_protection: spec.price_protection,
-                    remark: spec.remark,
+                    remark: spec.remark.map(String::from),
                     registered_at: now,
                     allow_insecure_http: spec.allow_insecure_http,
                 }));

@@ -7,6 +7,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use contracts::issuance::*;
+use contracts::text::{Name, Text};
 use contracts::{CommandEnvelope, CommandOutcome, OutcomeStatus};
 use eventstore::StoreError;
 use serde::{Deserialize, Serialize};
@@ -247,13 +248,13 @@ async fn create_product(
     caller: Caller,
     Json(p): Json<CreateProduct>,
 ) -> Result<HttpResponse, Problem> {
-    let env = caller.envelope(CREATE_PRODUCT, p.code.clone(), &p)?;
+    let env = caller.envelope(CREATE_PRODUCT, p.code.to_string(), &p)?;
     run(&issuance, env, StatusCode::CREATED, false).await
 }
 
 async fn get_product(
     issuance: web::Data<Issuance>,
-    code: web::Path<String>,
+    code: web::Path<Name>,
 ) -> Result<HttpResponse, Problem> {
     let product = issuance
         .product(&code)
@@ -266,10 +267,10 @@ async fn get_product(
 async fn set_policy(
     issuance: web::Data<Issuance>,
     caller: Caller,
-    code: web::Path<String>,
+    code: web::Path<Name>,
     Json(p): Json<SetPolicy>,
 ) -> Result<HttpResponse, Problem> {
-    let env = caller.envelope(SET_POLICY, code.into_inner(), &p)?;
+    let env = caller.envelope(SET_POLICY, code.into_inner().into(), &p)?;
     run(&issuance, env, StatusCode::OK, false).await
 }
 
@@ -325,7 +326,7 @@ async fn get_outcome(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lookup {
-    pub key: String,
+    pub key: Text<64>,
 }
 
 /// Finds a license by its key. A mistyped key fails its check character
@@ -363,8 +364,8 @@ async fn lookup(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recover {
-    pub contract: Option<String>,
-    pub activation_file: Option<String>,
+    pub contract: Option<Name>,
+    pub activation_file: Option<Text<16384>>,
     /// The device's hardware components, as at activation.
     pub fingerprint: Option<contracts::activation::Fingerprint>,
 }

@@ -50,6 +50,27 @@ impl TxHandler for CommandConsumer {
             };
             return self.answer(&env, &outcome).await;
         }
+        // As over HTTP: no control character in any string of the payload,
+        // whatever its type (PostgreSQL cannot even store a NUL).
+        if let Some(field) = msg
+            .payload
+            .as_deref()
+            .and_then(contracts::text::control_in_json)
+            .filter(|f| f.starts_with("payload"))
+        {
+            let outcome = CommandOutcome {
+                command_id: env.command_id,
+                status: OutcomeStatus::Rejected,
+                error: Some(OutcomeError {
+                    code: "INVALID_FIELD".into(),
+                    message: "must not contain control characters".into(),
+                    field: Some(field),
+                }),
+                aggregate_id: env.aggregate_id.clone(),
+                sequence: None,
+            };
+            return self.answer(&env, &outcome).await;
+        }
         env.actor = env.actor.via_topic(&msg.topic);
         let authority = if msg.topic == self.admin_topic {
             Authority::Admin

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use contracts::issuance::*;
-use contracts::net;
+use contracts::{net, text};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use eventstore::CodedError;
@@ -117,7 +117,7 @@ impl CodedError for ApiKeyError {
     }
 }
 
-fn check_allowlist(list: &[String]) -> Result<(), ApiKeyError> {
+fn check_allowlist<S: AsRef<str>>(list: &[S]) -> Result<(), ApiKeyError> {
     net::check_allowlist(list).map_err(|e| match e {
         net::AllowlistError::TooLong => ApiKeyError::AllowlistTooLong,
         net::AllowlistError::Invalid(bad) => ApiKeyError::InvalidAllowlistEntry(bad),
@@ -185,10 +185,10 @@ impl Aggregate for ApiKey {
                 ApiKeyEvent::ApiKeyCreated(ApiKeyCreated {
                     key_id,
                     secret_digest,
-                    scopes: spec.scopes,
-                    allowlist: spec.allowlist,
-                    callback_url: spec.callback_url,
-                    remark: spec.remark,
+                    scopes: text::strings(spec.scopes),
+                    allowlist: text::strings(spec.allowlist),
+                    callback_url: spec.callback_url.map(String::from),
+                    remark: spec.remark.map(String::from),
                     created_at: now,
                 })
             }
@@ -212,7 +212,7 @@ impl Aggregate for ApiKey {
                 check_allowlist(&a.allowlist)?;
                 ApiKeyEvent::ApiKeyAllowlistChanged(ApiKeyAllowlistChanged {
                     key_id: s.key_id.clone(),
-                    allowlist: a.allowlist,
+                    allowlist: text::strings(a.allowlist),
                     changed_at: now,
                 })
             }
@@ -256,10 +256,20 @@ mod tests {
 
     fn spec() -> CreateApiKey {
         CreateApiKey {
-            scopes: vec!["issuer".into(), "auditor".into()],
-            allowlist: vec!["10.0.0.0/8".into(), "203.0.113.7".into()],
-            callback_url: Some("https://billing.example/callback".into()),
-            remark: Some("billing".into()),
+            scopes: vec![
+                "issuer".try_into().expect("valid text"),
+                "auditor".try_into().expect("valid text"),
+            ],
+            allowlist: vec![
+                "10.0.0.0/8".try_into().expect("valid text"),
+                "203.0.113.7".try_into().expect("valid text"),
+            ],
+            callback_url: Some(
+                "https://billing.example/callback"
+                    .try_into()
+                    .expect("valid text"),
+            ),
+            remark: Some("billing".try_into().expect("valid text")),
         }
     }
 
@@ -276,10 +286,10 @@ mod tests {
         ApiKeyEvent::ApiKeyCreated(ApiKeyCreated {
             key_id: "AKID1".into(),
             secret_digest: "d1".into(),
-            scopes: s.scopes,
-            allowlist: s.allowlist,
-            callback_url: s.callback_url,
-            remark: s.remark,
+            scopes: contracts::text::strings(s.scopes),
+            allowlist: contracts::text::strings(s.allowlist),
+            callback_url: s.callback_url.map(String::from),
+            remark: s.remark.map(String::from),
             created_at: now(),
         })
     }
@@ -314,7 +324,7 @@ mod tests {
             .then_expect_events(vec![revoked()]);
         fw().given(vec![created()])
             .when(ApiKeyCommand::SetAllowlist(SetAllowlist {
-                allowlist: vec!["::1".into()],
+                allowlist: vec!["::1".try_into().expect("valid text")],
             }))
             .then_expect_events(vec![ApiKeyEvent::ApiKeyAllowlistChanged(
                 ApiKeyAllowlistChanged {
@@ -336,27 +346,33 @@ mod tests {
         let cases = vec![
             (with(&|s| s.scopes.clear()), ApiKeyError::InvalidScopes),
             (
-                with(&|s| s.scopes.push("root".into())),
+                with(&|s| s.scopes.push("root".try_into().expect("valid text"))),
                 ApiKeyError::InvalidScopes,
             ),
             (
-                with(&|s| s.scopes.push("issuer".into())),
+                with(&|s| s.scopes.push("issuer".try_into().expect("valid text"))),
                 ApiKeyError::InvalidScopes,
             ),
             (
-                with(&|s| s.allowlist = eleven.clone()),
+                with(&|s| {
+                    s.allowlist = eleven
+                        .clone()
+                        .into_iter()
+                        .map(|s| s.try_into().expect("valid text"))
+                        .collect::<Vec<_>>()
+                }),
                 ApiKeyError::AllowlistTooLong,
             ),
             (
-                with(&|s| s.allowlist = vec!["example.com".into()]),
+                with(&|s| s.allowlist = vec!["example.com".try_into().expect("valid text")]),
                 ApiKeyError::InvalidAllowlistEntry("example.com".into()),
             ),
             (
-                with(&|s| s.callback_url = Some("ftp://x".into())),
+                with(&|s| s.callback_url = Some("ftp://x".try_into().expect("valid text"))),
                 ApiKeyError::InvalidCallbackUrl,
             ),
             (
-                with(&|s| s.remark = Some("a\u{7}".into())),
+                with(&|s| s.remark = Some("r".repeat(501).try_into().expect("valid text"))),
                 ApiKeyError::InvalidRemark,
             ),
         ];
@@ -375,7 +391,11 @@ mod tests {
         eleven.push("10.0.0.11".into());
         fw().given(vec![created()])
             .when(ApiKeyCommand::SetAllowlist(SetAllowlist {
-                allowlist: ten.clone(),
+                allowlist: ten
+                    .clone()
+                    .into_iter()
+                    .map(|s| s.try_into().expect("valid text"))
+                    .collect::<Vec<_>>(),
             }))
             .then_expect_events(vec![ApiKeyEvent::ApiKeyAllowlistChanged(
                 ApiKeyAllowlistChanged {
@@ -386,7 +406,10 @@ mod tests {
             )]);
         fw().given(vec![created()])
             .when(ApiKeyCommand::SetAllowlist(SetAllowlist {
-                allowlist: eleven,
+                allowlist: eleven
+                    .into_iter()
+                    .map(|s| s.try_into().expect("valid text"))
+                    .collect::<Vec<_>>(),
             }))
             .then_expect_error(ApiKeyError::AllowlistTooLong);
     }

@@ -10,8 +10,9 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use contracts::issuance::*;
+use contracts::text::{self, Name};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use eventstore::CodedError;
@@ -50,7 +51,7 @@ pub struct LicenseState {
 impl LicenseState {
     pub fn reclaim_at(&self) -> Option<DateTime<Utc>> {
         self.expires_at
-            .map(|e| e + Duration::days(i64::from(self.policy.reclaim_after_days)))
+            .map(|e| contracts::time::add_days(e, self.policy.reclaim_after_days))
     }
 }
 
@@ -224,8 +225,8 @@ fn valid_text(s: &str) -> bool {
 /// Checks a grant of modules and features against the catalog.
 fn check_grant(
     product: &ProductState,
-    modules: &[String],
-    features: &[String],
+    modules: &[Name],
+    features: &[Name],
 ) -> Result<(), LicenseError> {
     let mut seen = BTreeSet::new();
     if features.len() > MAX_FEATURES
@@ -238,7 +239,7 @@ fn check_grant(
     let unknown: Vec<&str> = features
         .iter()
         .filter(|f| !product.has_feature(f))
-        .map(String::as_str)
+        .map(Name::as_str)
         .collect();
     if !unknown.is_empty() {
         return Err(LicenseError::UnknownFeatures(unknown.join(", ")));
@@ -246,7 +247,7 @@ fn check_grant(
     let unknown: Vec<&str> = modules
         .iter()
         .filter(|m| product.bundle(m).is_none())
-        .map(String::as_str)
+        .map(Name::as_str)
         .collect();
     if !unknown.is_empty() {
         return Err(LicenseError::UnknownModules(unknown.join(", ")));
@@ -263,7 +264,7 @@ fn check_grant(
             .collect();
         if !missing.is_empty() {
             return Err(LicenseError::ModuleFeaturesMissing {
-                module: m.clone(),
+                module: m.to_string(),
                 missing: missing.join(", "),
             });
         }
@@ -307,15 +308,17 @@ impl License {
         }
         let product = product.ok_or(LicenseError::UnknownProduct)?;
         if let Some(e) = &spec.edition {
-            if !product.editions.contains(e) {
-                return Err(LicenseError::UnknownEdition(e.clone()));
+            if !product.editions.iter().any(|x| x == e) {
+                return Err(LicenseError::UnknownEdition(e.to_string()));
             }
         }
         check_grant(&product, &spec.modules, &spec.features)?;
         let bad_seats: Vec<&str> = spec
             .seats
             .iter()
-            .filter(|(f, n)| !spec.features.contains(f) || !(1..=1_000_000).contains(*n))
+            .filter(|(f, n)| {
+                !spec.features.iter().any(|x| x == *f) || !(1..=1_000_000).contains(*n)
+            })
             .map(|(f, _)| f.as_str())
             .collect();
         if !bad_seats.is_empty() {
@@ -323,7 +326,7 @@ impl License {
         }
         let policy = product.policy_for(spec.edition.as_deref()).clone();
         let expires_at = match (spec.kind, spec.expires_at) {
-            (LicenseKind::Trial, None) => Some(now + Duration::days(i64::from(policy.trial_days))),
+            (LicenseKind::Trial, None) => Some(contracts::time::add_days(now, policy.trial_days)),
             (LicenseKind::Temporary, None) => return Err(LicenseError::ExpiryRequired),
             (_, Some(at)) if at <= now => return Err(LicenseError::ExpiryInPast),
             (_, at) => at,
@@ -334,13 +337,13 @@ impl License {
             .ok();
         Ok(LicenseEvent::LicenseIssued(LicenseIssued {
             license_id,
-            product: spec.product,
-            edition: spec.edition,
+            product: spec.product.into(),
+            edition: spec.edition.map(String::from),
             customer: spec.customer.trim().to_string(),
             contract: spec.contract.map(|c| c.trim().to_string()),
             kind: spec.kind,
-            modules: spec.modules,
-            features: spec.features,
+            modules: text::strings(spec.modules),
+            features: text::strings(spec.features),
             seats: spec.seats,
             issued_at: now,
             expires_at,
@@ -384,14 +387,14 @@ impl License {
                 }
                 let product = product.ok_or(LicenseError::UnknownProduct)?;
                 check_grant(&product, &amend.modules, &amend.features)?;
-                let before: BTreeSet<&String> = s.features.iter().collect();
-                let after: BTreeSet<&String> = amend.features.iter().collect();
+                let before: BTreeSet<&str> = s.features.iter().map(String::as_str).collect();
+                let after: BTreeSet<&str> = amend.features.iter().map(Name::as_str).collect();
                 LicenseEvent::LicenseFeaturesAmended(LicenseFeaturesAmended {
                     license_id,
-                    added: after.difference(&before).map(|f| (*f).clone()).collect(),
-                    removed: before.difference(&after).map(|f| (*f).clone()).collect(),
-                    modules: amend.modules,
-                    features: amend.features,
+                    added: after.difference(&before).map(|f| f.to_string()).collect(),
+                    removed: before.difference(&after).map(|f| f.to_string()).collect(),
+                    modules: text::strings(amend.modules),
+                    features: text::strings(amend.features),
                     amended_at: now,
                 })
             }
@@ -584,9 +587,9 @@ mod tests {
         .expect("seed");
         let mut p = Product::default();
         p.apply(ProductEvent::ProductCreated(ProductCreated {
-            code: seed.code,
-            name: seed.name,
-            editions: seed.editions,
+            code: String::from(seed.code),
+            name: String::from(seed.name),
+            editions: contracts::text::strings(seed.editions),
             features: seed.features,
             bundles: seed.bundles,
             policy: seed.policy,
@@ -603,17 +606,17 @@ mod tests {
 
     fn spec(kind: LicenseKind, expires_at: Option<DateTime<Utc>>) -> IssueLicense {
         IssueLicense {
-            product: "integration-platform".into(),
-            edition: Some("enterprise".into()),
-            customer: "ACME Corp".into(),
-            contract: Some("C-2026-001".into()),
+            product: "integration-platform".try_into().expect("valid text"),
+            edition: Some("enterprise".try_into().expect("valid text")),
+            customer: "ACME Corp".try_into().expect("valid text"),
+            contract: Some("C-2026-001".try_into().expect("valid text")),
             kind,
-            modules: vec!["data-integration".into()],
+            modules: vec!["data-integration".try_into().expect("valid text")],
             features: vec![
-                "datasource-mgmt".into(),
-                "data-access".into(),
-                "data-preprocess".into(),
-                "smart-scheduling".into(),
+                "datasource-mgmt".try_into().expect("valid text"),
+                "data-access".try_into().expect("valid text"),
+                "data-preprocess".try_into().expect("valid text"),
+                "smart-scheduling".try_into().expect("valid text"),
             ],
             seats: Default::default(),
             expires_at,
@@ -633,13 +636,13 @@ mod tests {
         let key = license_key::normalize(&FixedKeys.key_for(id())).expect("key");
         LicenseEvent::LicenseIssued(LicenseIssued {
             license_id: id(),
-            product: s.product,
-            edition: s.edition,
-            customer: s.customer,
-            contract: s.contract,
+            product: String::from(s.product),
+            edition: s.edition.map(String::from),
+            customer: String::from(s.customer),
+            contract: s.contract.map(String::from),
             kind,
-            modules: s.modules,
-            features: s.features,
+            modules: contracts::text::strings(s.modules),
+            features: contracts::text::strings(s.features),
             seats: s.seats,
             issued_at: now(),
             expires_at,
@@ -649,7 +652,7 @@ mod tests {
     }
 
     fn in_days(d: i64) -> DateTime<Utc> {
-        now() + Duration::days(d)
+        now() + chrono::Duration::days(d)
     }
 
     fn formal() -> LicenseEvent {
@@ -666,7 +669,7 @@ mod tests {
 
     fn reason() -> Reason {
         Reason {
-            reason: "payment overdue".into(),
+            reason: "payment overdue".try_into().expect("valid text"),
         }
     }
 
@@ -722,35 +725,41 @@ mod tests {
         };
         let cases: Vec<(LicenseCommand, LicenseError)> = vec![
             (
-                with(&|s| s.product = "Bad Code".into()),
+                with(&|s| s.product = "Bad Code".try_into().expect("valid text")),
                 LicenseError::InvalidCode { field: "product" },
             ),
             (
-                with(&|s| s.edition = Some(String::new())),
+                with(&|s| s.edition = Some(String::new().try_into().expect("valid text"))),
                 LicenseError::InvalidCode { field: "edition" },
             ),
             (
-                with(&|s| s.edition = Some("moon".into())),
+                with(&|s| s.edition = Some("moon".try_into().expect("valid text"))),
                 LicenseError::UnknownEdition("moon".into()),
             ),
             (
-                with(&|s| s.customer = " ".into()),
+                with(&|s| s.customer = " ".try_into().expect("valid text")),
                 LicenseError::InvalidText { field: "customer" },
             ),
             (
-                with(&|s| s.contract = Some("\n".into())),
+                with(&|s| s.contract = Some("   ".try_into().expect("valid text"))),
                 LicenseError::InvalidText { field: "contract" },
             ),
             (
-                with(&|s| s.features.push("data-access".into())),
+                with(&|s| {
+                    s.features
+                        .push("data-access".try_into().expect("valid text"))
+                }),
                 LicenseError::InvalidFeatures,
             ),
             (
-                with(&|s| s.features.push("teleport".into())),
+                with(&|s| s.features.push("teleport".try_into().expect("valid text"))),
                 LicenseError::UnknownFeatures("teleport".into()),
             ),
             (
-                with(&|s| s.modules.push("time-travel".into())),
+                with(&|s| {
+                    s.modules
+                        .push("time-travel".try_into().expect("valid text"))
+                }),
                 LicenseError::UnknownModules("time-travel".into()),
             ),
             (
@@ -807,7 +816,7 @@ mod tests {
     fn renewing_extends_the_expiry_and_revives_an_expired_license() {
         let renew = LicenseCommand::Renew(RenewLicense {
             expires_at: in_days(400),
-            order_ref: "PO-77".into(),
+            order_ref: "PO-77".try_into().expect("valid text"),
         });
         let renewed = |at| {
             vec![LicenseEvent::LicenseRenewed(LicenseRenewed {
@@ -837,7 +846,7 @@ mod tests {
         let renew = |d, r: &str| {
             LicenseCommand::Renew(RenewLicense {
                 expires_at: in_days(d),
-                order_ref: r.into(),
+                order_ref: r.try_into().expect("valid text"),
             })
         };
         fw().given_no_previous_events()
@@ -866,7 +875,7 @@ mod tests {
     #[test]
     fn amending_features_records_what_changed() {
         let mut features = spec(LicenseKind::Formal, None).features;
-        features.push("cdc-realtime".into());
+        features.push("cdc-realtime".try_into().expect("valid text"));
         features.retain(|f| f != "data-preprocess");
         let amend = AmendFeatures {
             modules: vec![],
@@ -881,7 +890,7 @@ mod tests {
                 LicenseFeaturesAmended {
                     license_id: id(),
                     modules: vec![],
-                    features,
+                    features: contracts::text::strings(features),
                     added: vec!["cdc-realtime".into()],
                     removed: vec!["data-preprocess".into()],
                     amended_at: now(),
@@ -893,8 +902,14 @@ mod tests {
     fn amend_rejections() {
         let amend = |modules: Vec<&str>, features: Vec<&str>| LicenseCommand::AmendFeatures {
             amend: AmendFeatures {
-                modules: modules.into_iter().map(String::from).collect(),
-                features: features.into_iter().map(String::from).collect(),
+                modules: modules
+                    .into_iter()
+                    .map(|m| m.try_into().expect("valid text"))
+                    .collect(),
+                features: features
+                    .into_iter()
+                    .map(|f| f.try_into().expect("valid text"))
+                    .collect(),
             },
             product: Some(catalog()),
         };
@@ -942,7 +957,9 @@ mod tests {
             .when(LicenseCommand::Suspend(reason()))
             .then_expect_error(LicenseError::Expired);
         fw().given(vec![formal()])
-            .when(LicenseCommand::Suspend(Reason { reason: "".into() }))
+            .when(LicenseCommand::Suspend(Reason {
+                reason: "".try_into().expect("valid text"),
+            }))
             .then_expect_error(LicenseError::InvalidText { field: "reason" });
         fw().given(vec![formal()])
             .when(LicenseCommand::Reinstate)
@@ -961,7 +978,9 @@ mod tests {
             .when(LicenseCommand::Revoke(reason()))
             .then_expect_error(LicenseError::Revoked);
         fw().given(vec![formal()])
-            .when(LicenseCommand::Revoke(Reason { reason: " ".into() }))
+            .when(LicenseCommand::Revoke(Reason {
+                reason: " ".try_into().expect("valid text"),
+            }))
             .then_expect_error(LicenseError::InvalidText { field: "reason" });
     }
 

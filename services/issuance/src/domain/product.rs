@@ -184,7 +184,7 @@ fn validate(c: &CreateProduct) -> Result<(), ProductError> {
     if !valid_name(&c.name) {
         return Err(ProductError::InvalidName("name"));
     }
-    if !c.editions.iter().all(|e| valid_code(e)) || !unique(c.editions.iter().map(String::as_str)) {
+    if !c.editions.iter().all(|e| valid_code(e)) || !unique(c.editions.iter().map(|e| e.as_str())) {
         return Err(ProductError::InvalidList("editions"));
     }
     if !c
@@ -221,7 +221,7 @@ fn validate(c: &CreateProduct) -> Result<(), ProductError> {
     }
     validate_policy(&c.policy)?;
     for (edition, p) in &c.edition_policies {
-        if !c.editions.contains(edition) {
+        if !c.editions.iter().any(|e| e == edition) {
             return Err(ProductError::UnknownEdition(edition.clone()));
         }
         validate_policy(p)?;
@@ -250,9 +250,9 @@ impl Aggregate for Product {
                 }
                 validate(&c)?;
                 let event = ProductCreated {
-                    code: c.code,
+                    code: c.code.into(),
                     name: c.name.trim().to_string(),
-                    editions: c.editions,
+                    editions: contracts::text::strings(c.editions),
                     features: c.features,
                     bundles: c.bundles,
                     policy: c.policy,
@@ -264,14 +264,14 @@ impl Aggregate for Product {
             ProductCommand::SetPolicy(c) => {
                 let state = self.state.as_ref().ok_or(ProductError::NotFound)?;
                 if let Some(e) = &c.edition {
-                    if !state.editions.contains(e) {
-                        return Err(ProductError::UnknownEdition(e.clone()));
+                    if !state.editions.iter().any(|x| x == e) {
+                        return Err(ProductError::UnknownEdition(e.to_string()));
                     }
                 }
                 validate_policy(&c.policy)?;
                 let event = PolicySet {
                     product: state.code.clone(),
-                    edition: c.edition,
+                    edition: c.edition.map(String::from),
                     policy: c.policy,
                     set_at: now,
                 };
@@ -325,9 +325,9 @@ mod tests {
 
     fn created(c: &CreateProduct) -> ProductEvent {
         ProductEvent::ProductCreated(ProductCreated {
-            code: c.code.clone(),
-            name: c.name.clone(),
-            editions: c.editions.clone(),
+            code: String::from(c.code.clone()),
+            name: String::from(c.name.clone()),
+            editions: contracts::text::strings(c.editions.clone()),
             features: c.features.clone(),
             bundles: c.bundles.clone(),
             policy: c.policy.clone(),
@@ -371,9 +371,9 @@ mod tests {
     #[test]
     fn malformed_codes_names_and_lists_are_rejected() {
         let mut bad_code = integration_platform();
-        bad_code.code = "Integration Platform".into();
+        bad_code.code = "Integration Platform".try_into().expect("valid text");
         let mut bad_name = integration_platform();
-        bad_name.name = " ".into();
+        bad_name.name = " ".try_into().expect("valid text");
         let mut dup = integration_platform();
         dup.editions.push(dup.editions[0].clone());
         for (c, e) in [
@@ -417,8 +417,8 @@ mod tests {
                 policy: policy.clone(),
             }))
             .then_expect_events(vec![ProductEvent::PolicySet(PolicySet {
-                product: c.code.clone(),
-                edition: Some(edition),
+                product: String::from(c.code.clone()),
+                edition: Some(String::from(edition)),
                 policy,
                 set_at: now(),
             })]);
@@ -435,7 +435,7 @@ mod tests {
         let c = integration_platform();
         fw().given(vec![created(&c)])
             .when(ProductCommand::SetPolicy(SetPolicy {
-                edition: Some("moon".into()),
+                edition: Some("moon".try_into().expect("valid text")),
                 policy: Policy::default(),
             }))
             .then_expect_error(ProductError::UnknownEdition("moon".into()));

@@ -1,15 +1,21 @@
 //! `GET /v1/audit`: filtered pages of the audit trail, or the whole filtered
 //! trail streamed as NDJSON or CSV, row by row, without holding it in memory.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use actix_web::web::Bytes;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
+use contracts::text::Text;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use service_kit::Problem;
+use service_kit::{Problem, Query};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{timeout_at, Instant};
 use uuid::Uuid;
 
 use super::licenses::{limit_of, Page};
@@ -31,10 +37,12 @@ pub enum Format {
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     pub license_id: Option<Uuid>,
-    pub actor: Option<String>,
-    pub event_type: Option<String>,
-    pub correlation_id: Option<String>,
+    pub actor: Option<Text<MAX_TEXT>>,
+    pub event_type: Option<Text<MAX_TEXT>>,
+    pub correlation_id: Option<Text<MAX_TEXT>>,
+    #[serde(default, with = "contracts::time::strict_option")]
     pub from: Option<DateTime<Utc>>,
+    #[serde(default, with = "contracts::time::strict_option")]
     pub to: Option<DateTime<Utc>>,
     /// The last `event_id` of the previous page (pages only).
     pub cursor: Option<Uuid>,
@@ -110,9 +118,7 @@ fn check(q: &AuditQuery) -> Result<(), Problem> {
         ("event_type", &q.event_type),
         ("correlation_id", &q.correlation_id),
     ] {
-        if v.as_ref()
-            .is_some_and(|v| v.is_empty() || v.len() > MAX_TEXT)
-        {
+        if v.as_ref().is_some_and(|v| v.is_empty()) {
             return Err(Problem::unprocessable(
                 "INVALID_FILTER",
                 format!("{field} must be 1-{MAX_TEXT} characters"),
@@ -149,13 +155,13 @@ fn select(q: &AuditQuery) -> QueryBuilder<'static, Postgres> {
         sql.push(" AND license_id = ").push_bind(v);
     }
     if let Some(v) = &q.actor {
-        sql.push(" AND actor_id = ").push_bind(v.clone());
+        sql.push(" AND actor_id = ").push_bind(v.to_string());
     }
     if let Some(v) = &q.event_type {
-        sql.push(" AND event_type = ").push_bind(v.clone());
+        sql.push(" AND event_type = ").push_bind(v.to_string());
     }
     if let Some(v) = &q.correlation_id {
-        sql.push(" AND correlation_id = ").push_bind(v.clone());
+        sql.push(" AND correlation_id = ").push_bind(v.to_string());
     }
     if let Some(v) = q.from {
         sql.push(" AND recorded_at >= ").push_bind(v);
@@ -170,14 +176,11 @@ fn select(q: &AuditQuery) -> QueryBuilder<'static, Postgres> {
     sql
 }
 
-pub async fn query(
-    app: web::Data<App>,
-    q: web::Query<AuditQuery>,
-) -> Result<HttpResponse, Problem> {
+pub async fn query(app: web::Data<App>, q: Query<AuditQuery>) -> Result<HttpResponse, Problem> {
     let q = q.into_inner();
     check(&q)?;
     if q.format != Format::Json {
-        return Ok(export(app.pool.clone(), q));
+        return export(app.pool.clone(), q, app.export_timeout).await;
     }
     let limit = limit_of(q.limit)?;
     let mut sql = select(&q);
@@ -200,44 +203,115 @@ pub async fn query(
 
 /// Streams rows as the database sends them; the bounded channel holds the
 /// query back while the client reads slowly.
-fn export(pool: PgPool, q: AuditQuery) -> HttpResponse {
+///
+/// The answer starts only once the query has produced its first row (or
+/// its end), so a query that fails at once is a 503, not a `200 OK` with
+/// an empty body. Past that, a failure or the end of `limit` (the export's
+/// time bound, however slowly the client reads) ends the body with an
+/// error line (NDJSON `{"error": …}`, CSV `#error,…`) once the client has
+/// read what was already queued, and always with an unclean chunked end:
+/// only an export that reached its last row ends cleanly.
+async fn export(pool: PgPool, q: AuditQuery, limit: Duration) -> Result<HttpResponse, Problem> {
     let format = q.format;
-    let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let (started, first) = oneshot::channel::<Result<(), Problem>>();
+    let complete = Arc::new(AtomicBool::new(false));
+    let done = complete.clone();
     tokio::spawn(async move {
-        if format == Format::Csv && tx.send(Ok(Bytes::from(CSV_HEADER))).await.is_err() {
-            return;
-        }
+        let deadline = Instant::now() + limit;
+        let mut started = Some(started);
         let mut sql = select(&q);
         let mut rows = sql.build().fetch(&pool);
-        loop {
-            let line = match rows.try_next().await {
-                Ok(Some(r)) => match record(&r) {
-                    Ok(rec) => line_of(format, &rec),
-                    Err(e) => Err(e.to_string()),
-                },
-                Ok(None) => break,
-                Err(e) => Err(e.to_string()),
+        if format == Format::Csv {
+            let _ = tx.try_send(Bytes::from(CSV_HEADER));
+        }
+        let failure = loop {
+            let row = match timeout_at(deadline, rows.try_next()).await {
+                Err(_) => break "the export took longer than its time bound".to_string(),
+                Ok(Err(e)) => {
+                    if let Some(s) = started.take() {
+                        let _ = s.send(Err(unavailable(e)));
+                        return;
+                    }
+                    tracing::error!(error = %e, "audit export failed mid-stream");
+                    break "the audit trail could not be read to the end".to_string();
+                }
+                Ok(Ok(None)) => {
+                    done.store(true, Ordering::SeqCst);
+                    if let Some(s) = started.take() {
+                        let _ = s.send(Ok(()));
+                    }
+                    return;
+                }
+                Ok(Ok(Some(r))) => r,
             };
-            let chunk = line.map(Bytes::from).map_err(|e| {
-                tracing::error!(error = %e, "audit export failed mid-stream");
-                // Cuts the response short, so a client never mistakes a
-                // truncated export for a complete one.
-                std::io::Error::other("audit export failed")
-            });
-            let failed = chunk.is_err();
-            if tx.send(chunk).await.is_err() || failed {
-                return;
+            if let Some(s) = started.take() {
+                let _ = s.send(Ok(()));
+            }
+            let line = match record(&row)
+                .map_err(|e| e.to_string())
+                .and_then(|r| line_of(format, &r))
+            {
+                Ok(line) => line,
+                Err(e) => {
+                    tracing::error!(error = %e, "audit export failed mid-stream");
+                    break "a row of the audit trail could not be read".to_string();
+                }
+            };
+            match timeout_at(deadline, tx.send(Bytes::from(line))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return, // the client went away
+                Err(_) => break "the export took longer than its time bound".to_string(),
+            }
+        };
+        // The client may be behind by a channel's worth of rows: give it
+        // a moment to take them and then the reason, never past the bound.
+        let grace = deadline.min(Instant::now() + Duration::from_secs(30));
+        let _ = timeout_at(grace, tx.send(Bytes::from(error_line(format, &failure)))).await;
+    });
+    match first.await {
+        Ok(Ok(())) => {}
+        Ok(Err(p)) => return Err(p),
+        Err(_) => return Err(Problem::internal()),
+    }
+    let body = futures::stream::unfold((rx, false), move |(mut rx, cut)| {
+        let complete = complete.clone();
+        async move {
+            if cut {
+                return None;
+            }
+            match rx.recv().await {
+                Some(bytes) => Some((Ok(bytes), (rx, false))),
+                // The sender is gone: a clean end only after the last row.
+                None if complete.load(Ordering::SeqCst) => None,
+                None => {
+                    // A moment for what is queued (the error line) to reach
+                    // the socket: the server cuts the connection at once.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let cut = std::io::Error::other("audit export cut short");
+                    Some((Err(cut), (rx, true)))
+                }
             }
         }
     });
-    let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let content_type = match format {
         Format::Csv => "text/csv; charset=utf-8",
         _ => "application/x-ndjson",
     };
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type(content_type)
-        .streaming(body)
+        .streaming(body))
+}
+
+/// The last line of an export that did not reach its end.
+fn error_line(format: Format, message: &str) -> String {
+    match format {
+        Format::Csv => format!("#error,EXPORT_INCOMPLETE,{}\n", csv_field(message)),
+        _ => format!(
+            "{}\n",
+            serde_json::json!({"error": {"code": "EXPORT_INCOMPLETE", "message": message}})
+        ),
+    }
 }
 
 fn line_of(format: Format, r: &AuditRecord) -> Result<String, String> {

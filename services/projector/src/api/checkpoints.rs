@@ -3,9 +3,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
+use contracts::text::Name;
 use contracts::topics::{ACTIVATION, DOMAIN, GRANTS, ISSUANCE};
 use serde::{Deserialize, Serialize};
-use service_kit::Problem;
+use service_kit::{Problem, Query};
 
 use super::unavailable;
 use crate::checkpoints::{
@@ -18,7 +19,7 @@ const CONTEXTS: [&str; 4] = [ISSUANCE, ACTIVATION, DOMAIN, GRANTS];
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointQuery {
-    pub context: Option<String>,
+    pub context: Option<Name>,
     pub tree_size: Option<u64>,
     /// An event-store global position: the first checkpoint covering it.
     pub position: Option<i64>,
@@ -66,10 +67,7 @@ fn needs_context(field: &str) -> Problem {
         .with_field("context")
 }
 
-pub async fn list(
-    app: web::Data<App>,
-    q: web::Query<CheckpointQuery>,
-) -> Result<HttpResponse, Problem> {
+pub async fn list(app: web::Data<App>, q: Query<CheckpointQuery>) -> Result<HttpResponse, Problem> {
     let q = q.into_inner();
     let s = match (
         q.context.as_deref().map(context).transpose()?,
@@ -118,7 +116,7 @@ pub async fn list(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsistencyQuery {
-    pub context: String,
+    pub context: Name,
     pub from: u64,
     pub to: u64,
 }
@@ -128,7 +126,7 @@ pub struct ConsistencyQuery {
 /// caller checks it against the two signed roots.
 pub async fn consistency(
     app: web::Data<App>,
-    q: web::Query<ConsistencyQuery>,
+    q: Query<ConsistencyQuery>,
 ) -> Result<HttpResponse, Problem> {
     let q = q.into_inner();
     let c = context(&q.context)?;

@@ -8,11 +8,12 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use contracts::activation::Fingerprint;
 use contracts::issuance::LicenseStatus;
+use contracts::text::Name;
 use eventstore::bundle::{self, BundleChain};
 use eventstore::chain::{verify_chain, ChainReport};
 use serde::{Deserialize, Serialize};
 use service_kit::json::Json;
-use service_kit::Problem;
+use service_kit::{Problem, Query};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
@@ -42,9 +43,10 @@ pub async fn get(app: web::Data<App>, id: web::Path<Uuid>) -> Result<HttpRespons
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    pub status: Option<String>,
-    pub product: Option<String>,
-    pub customer: Option<String>,
+    pub status: Option<Name>,
+    pub product: Option<Name>,
+    pub customer: Option<Name>,
+    #[serde(default, with = "contracts::time::strict_option")]
     pub expiring_before: Option<DateTime<Utc>>,
     /// The last `license_id` of the previous page.
     pub cursor: Option<Uuid>,
@@ -67,10 +69,12 @@ pub fn limit_of(limit: Option<i64>) -> Result<i64, Problem> {
     Ok(limit)
 }
 
-pub async fn list(app: web::Data<App>, q: web::Query<ListQuery>) -> Result<HttpResponse, Problem> {
+pub async fn list(app: web::Data<App>, q: Query<ListQuery>) -> Result<HttpResponse, Problem> {
     let limit = limit_of(q.limit)?;
     if let Some(s) = &q.status {
-        if serde_json::from_value::<LicenseStatus>(serde_json::Value::String(s.clone())).is_err() {
+        if serde_json::from_value::<LicenseStatus>(serde_json::Value::String(s.to_string()))
+            .is_err()
+        {
             return Err(Problem::unprocessable(
                 "INVALID_STATUS",
                 "status must be active, suspended, expired, revoked, reclaimed or deleted",
@@ -81,13 +85,13 @@ pub async fn list(app: web::Data<App>, q: web::Query<ListQuery>) -> Result<HttpR
     let mut sql: QueryBuilder<'_, Postgres> =
         QueryBuilder::new("SELECT license_id, state FROM license_state WHERE status IS NOT NULL");
     if let Some(v) = &q.status {
-        sql.push(" AND status = ").push_bind(v.clone());
+        sql.push(" AND status = ").push_bind(v.to_string());
     }
     if let Some(v) = &q.product {
-        sql.push(" AND product = ").push_bind(v.clone());
+        sql.push(" AND product = ").push_bind(v.to_string());
     }
     if let Some(v) = &q.customer {
-        sql.push(" AND customer = ").push_bind(v.clone());
+        sql.push(" AND customer = ").push_bind(v.to_string());
     }
     if let Some(v) = q.expiring_before {
         sql.push(" AND expires_at < ").push_bind(v);
@@ -114,6 +118,7 @@ pub async fn list(app: web::Data<App>, q: web::Query<ListQuery>) -> Result<HttpR
 #[serde(deny_unknown_fields)]
 pub struct AsOfQuery {
     /// Default: now.
+    #[serde(default, with = "contracts::time::strict_option")]
     pub as_of: Option<DateTime<Utc>>,
 }
 
@@ -193,7 +198,7 @@ async fn known(pool: &PgPool, id: Uuid) -> Result<(), Problem> {
 pub async fn as_of(
     app: web::Data<App>,
     id: web::Path<Uuid>,
-    q: web::Query<AsOfQuery>,
+    q: Query<AsOfQuery>,
 ) -> Result<HttpResponse, Problem> {
     let at = q.as_of.unwrap_or_else(|| app.clock.now());
     let state = state_at(&app.pool, *id, at).await?;
@@ -486,14 +491,15 @@ pub enum DecisionKind {
 pub struct DecisionRequest {
     pub kind: DecisionKind,
     /// The instant the request was (or would have been) made.
+    #[serde(with = "contracts::time::strict")]
     pub at: DateTime<Utc>,
     /// The device's components as the client reports them (hashed here as
     /// the activation service hashes them).
     #[serde(default)]
     pub fingerprint: Option<Fingerprint>,
     #[serde(default)]
-    pub features: Vec<String>,
-    #[serde(default)]
+    pub features: Vec<Name>,
+    #[serde(default, with = "contracts::time::strict_option")]
     pub client_time: Option<DateTime<Utc>>,
 }
 

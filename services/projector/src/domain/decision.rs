@@ -48,7 +48,7 @@ pub fn reevaluate(
     state: &LicenseState,
     kind: Kind,
     device: Option<&BTreeMap<String, String>>,
-    features: &[String],
+    features: &[contracts::text::Name],
     client_time: Option<DateTime<Utc>>,
     at: DateTime<Utc>,
     tolerance: Duration,
