@@ -301,6 +301,15 @@ else
 fi
 
 # --- start -------------------------------------------------------------------
+# Every partition keeps its active segment open, and a test run creates
+# thousands of partitions (a topic prefix per test): the broker gets as many
+# descriptors as it may have (as root: raised to the kernel's per-process
+# maximum), or it stops accepting connections with "Too many open files".
+if [[ "$(id -u)" == 0 ]]; then
+  nr_open="$(cat /proc/sys/fs/nr_open 2>/dev/null || echo 1048576)"
+  ulimit -Hn "$nr_open" 2>/dev/null || true
+fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # setsid: own session, so the broker outlives this shell and its job control;
 # the inner bash writes its own pid (== the java pid after exec).
 (

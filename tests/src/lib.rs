@@ -33,10 +33,20 @@ pub fn admin_client() -> reqwest::Client {
 /// A client with `token`, trusting the tests' CA (services a test serves
 /// over HTTPS have certificates from [`test_ca`]).
 pub fn client_with(token: &str) -> reqwest::Client {
+    client_authorized(&format!("Bearer {token}"))
+}
+
+/// An installed product's client: `Authorization: License <key>`.
+pub fn license_client(key: &str) -> reqwest::Client {
+    client_authorized(&format!("License {key}"))
+}
+
+/// A client sending `Authorization: <value>` on every request.
+pub fn client_authorized(value: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
-        format!("Bearer {token}").parse().expect("header value"),
+        value.parse().expect("header value"),
     );
     let pem = std::fs::read(&test_ca().ca_file).expect("CA file");
     reqwest::Client::builder()

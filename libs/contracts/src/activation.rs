@@ -28,6 +28,7 @@ pub const PUBLISH_SIGNING_KEY: &str = "PublishSigningKey";
 // Event types; every one is at version "1".
 pub const DEVICE_ACTIVATED: &str = "DeviceActivated";
 pub const DEVICE_SEEN: &str = "DeviceSeen";
+pub const OFFLINE_RESPONSE_ISSUED: &str = "OfflineResponseIssued";
 pub const CLOCK_ROLLBACK_DETECTED: &str = "ClockRollbackDetected";
 pub const ACTIVATION_UNINSTALLED: &str = "ActivationUninstalled";
 pub const ACTIVATION_MIGRATED: &str = "ActivationMigrated";
@@ -38,6 +39,15 @@ pub const TRIAL_ENDED: &str = "TrialEnded";
 pub const SIGNING_KEY_PUBLISHED: &str = "SigningKeyPublished";
 
 pub const MAX_COMPONENTS: usize = 16;
+
+/// `typ` of an activation file's claims (and of an offline response).
+pub const ACTIVATION_TYP: &str = "activation";
+/// `typ` of an uninstall receipt's claims.
+pub const RECEIPT_TYP: &str = "uninstall-receipt";
+/// JWS header `typ` of an uninstall receipt (activation files keep `JWT`):
+/// a receipt is never taken for a file, by us or by a JOSE library
+/// checking the header.
+pub const RECEIPT_JWS_TYP: &str = "uninstall-receipt+jwt";
 
 /// Hardware components as a client reports them, e.g.
 /// `{"machine_id": "…", "disk": "…", "board": "…", "mac": "…"}`.
@@ -50,6 +60,8 @@ pub struct Fingerprint(pub BTreeMap<String, String>);
 pub enum FingerprintError {
     #[error("a fingerprint needs 1 to {MAX_COMPONENTS} components")]
     Count,
+    #[error("this product identifies a device by at least {0} components")]
+    TooFew(u32),
     #[error("component names are 1-32 characters of a-z 0-9 _ -")]
     Name,
     #[error("component values are 1-256 characters")]
@@ -88,6 +100,20 @@ impl Fingerprint {
         Ok(out)
     }
 
+    /// [`Fingerprint::components`] of a device as a product's policy
+    /// identifies devices: at least `min_matches` components, since two
+    /// devices are one only when that many are equal.
+    pub fn components_for(
+        &self,
+        min_matches: u32,
+    ) -> Result<BTreeMap<String, String>, FingerprintError> {
+        let components = self.components()?;
+        if components.len() < min_matches.max(1) as usize {
+            return Err(FingerprintError::TooFew(min_matches.max(1)));
+        }
+        Ok(components)
+    }
+
     /// The fingerprint digest: SHA-256 over the sorted `name=digest` lines.
     pub fn digest(&self) -> Result<String, FingerprintError> {
         Ok(digest_of(&self.components()?))
@@ -106,17 +132,16 @@ pub fn digest_of(components: &BTreeMap<String, String>) -> String {
     hex::encode(h.finalize())
 }
 
-/// Whether two devices are one: same digest, or at least `min_matches`
-/// components equal (fewer when a device reports fewer components, so a
-/// two-component device still needs both).
+/// Whether two devices are one: at least `min_matches` components equal —
+/// never fewer, whatever the devices report, so one shared component (a
+/// MAC address) never makes two machines one.
 pub fn same_device(
     a: &BTreeMap<String, String>,
     b: &BTreeMap<String, String>,
     min_matches: u32,
 ) -> bool {
     let equal = a.iter().filter(|(k, v)| b.get(*k) == Some(*v)).count();
-    let needed = (min_matches.max(1) as usize).min(a.len().min(b.len()));
-    equal >= needed && equal > 0
+    equal >= min_matches.max(1) as usize
 }
 
 // ---------------------------------------------------------------- events
@@ -164,6 +189,19 @@ pub struct ClockRollbackDetected {
     pub last_seen: DateTime<Utc>,
     pub tolerance_secs: u32,
     pub detected_at: DateTime<Utc>,
+}
+
+/// An offline request of a device that holds its seat was answered: the
+/// nonce is spent (a request file answers once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineResponseIssued {
+    pub activation_id: Uuid,
+    pub license_id: Uuid,
+    pub nonce: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_time: Option<DateTime<Utc>>,
+    pub issued_at: DateTime<Utc>,
 }
 
 /// The seat is free again; the activation id is revoked for ever.
@@ -300,6 +338,27 @@ pub struct ActivationClaims {
     pub nonce: Option<String>,
 }
 
+/// What an uninstall receipt (JWS payload, header `typ`
+/// [`RECEIPT_JWS_TYP`]) says: that the activation ended, by which event.
+/// Its own shape, so no reader of activation files takes it for one. It
+/// has no `exp`: the proof of an uninstall does not lapse.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptClaims {
+    /// Always [`RECEIPT_TYP`].
+    pub typ: String,
+    pub iss: String,
+    pub activation_id: Uuid,
+    pub license_id: Uuid,
+    /// The uninstalled device's fingerprint digest.
+    pub fingerprint: String,
+    /// When the seat was freed (JWT NumericDate).
+    pub uninstalled_at: i64,
+    pub iat: i64,
+    /// The `ActivationUninstalled` event.
+    pub event: EventPosition,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureGrant {
@@ -360,15 +419,28 @@ mod tests {
     }
 
     #[test]
-    fn a_small_fingerprint_must_match_entirely() {
-        let a = fp(&[("machine_id", "m-1"), ("disk", "d-1")])
+    fn fewer_components_than_the_policy_match_never_make_one_device() {
+        let mac = fp(&[("mac", "AA:BB:CC:DD:EE:01")])
             .components()
             .expect("valid");
-        let b = fp(&[("machine_id", "m-1"), ("disk", "d-2")])
+        let full = device().components().expect("valid");
+        // One shared MAC is not a device, nor are two equal components when
+        // the policy wants three.
+        assert!(!same_device(&mac, &full, 3));
+        assert!(!same_device(&mac, &mac, 3));
+        let two = fp(&[("machine_id", "m-1"), ("disk", "d-1")])
             .components()
             .expect("valid");
-        assert!(same_device(&a, &a, 3));
-        assert!(!same_device(&a, &b, 3));
+        assert!(!same_device(&two, &full, 3));
+        assert!(same_device(&two, &full, 2));
+        // A product whose policy asks for one component gets what it asked.
+        assert!(same_device(&mac, &full, 1));
+        assert_eq!(
+            fp(&[("mac", "x")]).components_for(3),
+            Err(FingerprintError::TooFew(3))
+        );
+        assert!(device().components_for(3).is_ok());
+        assert!(device().components_for(5).is_err());
     }
 
     #[test]

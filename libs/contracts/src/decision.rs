@@ -81,6 +81,58 @@ pub fn policy(license: &LicenseView) -> Policy {
     license.policy.clone().unwrap_or_default()
 }
 
+/// What a device's reported clock means, against the latest time it
+/// reported before (`last_seen`). The one rule of every context that
+/// takes a client's time (activation, validation, leases, sync).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientClock {
+    /// No time reported, and the policy does not ask for one: nothing to
+    /// check, nothing to record.
+    Unreported,
+    /// Believable: `record` is what to keep as the device's latest time —
+    /// the report, but never beyond the server's time, so a wrong reading
+    /// ahead cannot lock the device out once its clock is put right.
+    Fine { record: DateTime<Utc> },
+    /// Earlier than a time the device reported before, beyond the
+    /// tolerance: refused (and recorded by the caller).
+    RolledBack { last_seen: DateTime<Utc> },
+    /// The policy demands a time and the request has none.
+    Missing,
+}
+
+/// The time to keep of a report `reported` at `now`: never beyond the
+/// server's time ([`client_clock`]'s `record`).
+pub fn recordable(reported: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    reported.min(now)
+}
+
+pub fn client_clock(
+    reported: Option<DateTime<Utc>>,
+    last_seen: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    tolerance: Duration,
+    required: bool,
+) -> ClientClock {
+    let Some(t) = reported else {
+        return if required {
+            ClientClock::Missing
+        } else {
+            ClientClock::Unreported
+        };
+    };
+    // A recorded time beyond the server's cannot have been believable
+    // when recorded (stored before the cap existed): it is held to that
+    // bound, so it locks no device out.
+    if let Some(last) = last_seen.map(|l| l.min(now)) {
+        if crate::time::add(t, tolerance) < last {
+            return ClientClock::RolledBack { last_seen: last };
+        }
+    }
+    ClientClock::Fine {
+        record: recordable(t, now),
+    }
+}
+
 /// The live seat a device holds, if any.
 pub fn seat_of<'a, S: LiveSeat>(
     live: &[&'a S],
@@ -114,6 +166,9 @@ pub fn validate<S: LiveSeat>(
     }
     let mut v = v;
     let policy = policy(license);
+    if policy.require_client_time && check.client_time.is_none() {
+        return v.with_code("CLIENT_TIME_REQUIRED");
+    }
     if let Some(device) = check.device {
         let in_use = live.len() as u32;
         let Some(seat) = seat_of(live, device, policy.fingerprint_min_matches) else {
@@ -128,10 +183,15 @@ pub fn validate<S: LiveSeat>(
         if in_use > policy.max_activations {
             return v.with_code("TOO_MANY_ACTIVATIONS");
         }
-        if let (Some(t), Some(last)) = (check.client_time, seat.last_client_time()) {
-            if crate::time::add(t, tolerance) < last {
-                return v.with_code("CLOCK_ROLLBACK");
-            }
+        match client_clock(
+            check.client_time,
+            seat.last_client_time(),
+            now,
+            tolerance,
+            policy.require_client_time,
+        ) {
+            ClientClock::RolledBack { .. } => return v.with_code("CLOCK_ROLLBACK"),
+            ClientClock::Fine { .. } | ClientClock::Unreported | ClientClock::Missing => {}
         }
     }
     let missing: Vec<String> = check
@@ -175,4 +235,63 @@ pub fn admit<S: LiveSeat>(
         return Admission::TooManyActivations(policy.max_activations);
     }
     Admission::New
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        crate::time::parse(s).expect("valid")
+    }
+
+    #[test]
+    fn a_clock_ahead_is_recorded_capped_and_never_locks_the_device_out() {
+        let now = t("2026-12-06T12:00:00Z");
+        let tol = Duration::minutes(10);
+        let far = t("9999-12-31T23:59:59Z");
+        let ClientClock::Fine { record } = client_clock(Some(far), None, now, tol, false) else {
+            panic!("a time ahead is not a rollback");
+        };
+        assert_eq!(record, now);
+        // The true time afterwards is no rollback from the capped record,
+        // nor from one recorded uncapped before the rule existed.
+        assert_eq!(
+            client_clock(Some(now), Some(record), now, tol, false),
+            ClientClock::Fine { record: now }
+        );
+        assert_eq!(
+            client_clock(Some(now), Some(far), now, tol, false),
+            ClientClock::Fine { record: now }
+        );
+    }
+
+    #[test]
+    fn a_clock_set_back_beyond_the_tolerance_is_a_rollback() {
+        let now = t("2026-12-06T12:00:00Z");
+        let tol = Duration::minutes(10);
+        let last = t("2026-12-06T11:00:00Z");
+        assert_eq!(
+            client_clock(Some(t("2026-12-06T10:49:59Z")), Some(last), now, tol, false),
+            ClientClock::RolledBack { last_seen: last }
+        );
+        assert!(matches!(
+            client_clock(Some(t("2026-12-06T10:50:00Z")), Some(last), now, tol, false),
+            ClientClock::Fine { .. }
+        ));
+    }
+
+    #[test]
+    fn a_missing_time_is_refused_only_where_the_policy_demands_one() {
+        let now = t("2026-12-06T12:00:00Z");
+        let tol = Duration::minutes(10);
+        assert_eq!(
+            client_clock(None, Some(now), now, tol, false),
+            ClientClock::Unreported
+        );
+        assert_eq!(
+            client_clock(None, None, now, tol, true),
+            ClientClock::Missing
+        );
+    }
 }

@@ -28,6 +28,9 @@ pub enum ActorKind {
     Scheduler,
     /// The system itself (bootstrap, migrations).
     System,
+    /// An installed product, authenticated by its license key or by an
+    /// activation file of its license (id = the license id).
+    License,
 }
 
 impl Actor {

@@ -392,6 +392,10 @@ pub struct Grant {
     pub offline_grace_hours: u32,
     pub lease_ttl_secs: u32,
     pub lease_grace_secs: u32,
+    /// The policy's `require_client_time`: leases and syncs for this
+    /// license must report the client's clock. Omitted when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_client_time: bool,
     /// The registrable domain the license is bound to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
@@ -509,6 +513,7 @@ impl Grant {
             offline_grace_hours: policy.offline_grace_hours,
             lease_ttl_secs: policy.lease_ttl_secs,
             lease_grace_secs: policy.lease_grace_secs,
+            require_client_time: policy.require_client_time,
             domain,
             version: v.version,
         }

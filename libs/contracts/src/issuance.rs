@@ -170,6 +170,11 @@ pub struct Policy {
     /// ... and is reclaimed this long after that.
     #[serde(default = "d_lease_grace_secs")]
     pub lease_grace_secs: u32,
+    /// Devices must report their clock (`client_time`) on activation,
+    /// validation, leases and sync: a request without it is refused rather
+    /// than let past the rollback check.
+    #[serde(default)]
+    pub require_client_time: bool,
 }
 
 impl Default for Policy {
@@ -190,6 +195,7 @@ impl Default for Policy {
             floating_seats: d_floating_seats(),
             lease_ttl_secs: d_lease_ttl_secs(),
             lease_grace_secs: d_lease_grace_secs(),
+            require_client_time: false,
         }
     }
 }

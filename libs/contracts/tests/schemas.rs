@@ -53,6 +53,7 @@ const SYNC_SCHEMA: &str = "commands/grants/Sync.v1.json";
 const HEARTBEAT_SCHEMA: &str = "commands/grants/Heartbeat.v1.json";
 const GRANT_CLAIMS_SCHEMA: &str = "files/GrantClaims.v1.json";
 const CHECKPOINT_CLAIMS_SCHEMA: &str = "files/CheckpointClaims.v1.json";
+const RECEIPT_CLAIMS_SCHEMA: &str = "files/ReceiptClaims.v1.json";
 
 /// The pattern of a hex SHA-256 digest; every `*digest`, `*hash` and
 /// `fingerprint` has it, and every digest in a map of `components`.
@@ -131,6 +132,7 @@ const EVENT_TYPES: &[(&str, &str, &str)] = &[
     (ISSUANCE, API_KEY_ALLOWLIST_CHANGED, API_KEY_AGGREGATE),
     (ACTIVATION, DEVICE_ACTIVATED, ACTIVATIONS_AGGREGATE),
     (ACTIVATION, DEVICE_SEEN, ACTIVATIONS_AGGREGATE),
+    (ACTIVATION, OFFLINE_RESPONSE_ISSUED, ACTIVATIONS_AGGREGATE),
     (ACTIVATION, CLOCK_ROLLBACK_DETECTED, ACTIVATIONS_AGGREGATE),
     (ACTIVATION, ACTIVATION_UNINSTALLED, ACTIVATIONS_AGGREGATE),
     (ACTIVATION, ACTIVATION_MIGRATED, ACTIVATIONS_AGGREGATE),
@@ -342,6 +344,7 @@ fn contracts() -> Vec<Contract> {
         event(API_KEY_ALLOWLIST_CHANGED, allowlists_changed),
         event(DEVICE_ACTIVATED, devices_activated),
         event(DEVICE_SEEN, devices_seen),
+        event(OFFLINE_RESPONSE_ISSUED, offline_responses_issued),
         event(CLOCK_ROLLBACK_DETECTED, clock_rollbacks),
         event(ACTIVATION_UNINSTALLED, activations_uninstalled),
         event(ACTIVATION_MIGRATED, activations_migrated),
@@ -392,6 +395,7 @@ fn contracts() -> Vec<Contract> {
         request_body("Heartbeat", heartbeats),
         // Files.
         typed(ACTIVATION_CLAIMS_SCHEMA, activation_claims),
+        typed(RECEIPT_CLAIMS_SCHEMA, receipt_claims),
         typed(GRANT_CLAIMS_SCHEMA, grant_claims),
         typed(CHECKPOINT_CLAIMS_SCHEMA, checkpoint_claims),
     ]
@@ -526,6 +530,7 @@ fn enterprise_policy() -> Policy {
         floating_seats: 5,
         lease_ttl_secs: 900,
         lease_grace_secs: 120,
+        require_client_time: true,
     }
 }
 
@@ -1297,9 +1302,9 @@ fn activation_claims() -> Vec<ActivationClaims> {
             },
             nonce: Some("n-5f0c1e7a2b".into()),
         },
-        // None set: the receipt of an uninstall, without features.
+        // None set: a temporary license's file, without features.
         ActivationClaims {
-            typ: "uninstall-receipt".into(),
+            typ: "activation".into(),
             iss: "https://licensing.example.com".into(),
             activation_id: uuid(ACTIVATION_3),
             license_id: uuid(LICENSE_2),
@@ -1318,6 +1323,60 @@ fn activation_claims() -> Vec<ActivationClaims> {
                 hash: DIGEST_2.into(),
             },
             nonce: None,
+        },
+    ]
+}
+
+fn offline_responses_issued() -> Vec<OfflineResponseIssued> {
+    vec![
+        OfflineResponseIssued {
+            activation_id: uuid(ACTIVATION_1),
+            license_id: uuid(LICENSE_1),
+            nonce: "n-5f0c1e7a2b".into(),
+            client_time: Some(at("2026-03-02T01:14:00Z")),
+            issued_at: at("2026-03-02T01:15:02Z"),
+        },
+        OfflineResponseIssued {
+            activation_id: uuid(ACTIVATION_3),
+            license_id: uuid(LICENSE_2),
+            nonce: "7d1c".into(),
+            client_time: None,
+            issued_at: at("2026-06-02T16:45:30Z"),
+        },
+    ]
+}
+
+fn receipt_claims() -> Vec<ReceiptClaims> {
+    vec![
+        ReceiptClaims {
+            typ: RECEIPT_TYP.into(),
+            iss: "https://licensing.example.com".into(),
+            activation_id: uuid(ACTIVATION_3),
+            license_id: uuid(LICENSE_2),
+            fingerprint: digest_of(&container()),
+            uninstalled_at: 1_780_418_730,
+            iat: 1_780_418_731,
+            event: EventPosition {
+                aggregate_type: ACTIVATIONS_AGGREGATE.into(),
+                aggregate_id: LICENSE_2.into(),
+                sequence: 5,
+                hash: DIGEST_2.into(),
+            },
+        },
+        ReceiptClaims {
+            typ: RECEIPT_TYP.into(),
+            iss: "licensing.activation".into(),
+            activation_id: uuid(ACTIVATION_1),
+            license_id: uuid(LICENSE_1),
+            fingerprint: digest_of(&workstation()),
+            uninstalled_at: 1_772_414_102,
+            iat: 1_772_414_102,
+            event: EventPosition {
+                aggregate_type: ACTIVATIONS_AGGREGATE.into(),
+                aggregate_id: LICENSE_1.into(),
+                sequence: 9,
+                hash: DIGEST_1.into(),
+            },
         },
     ]
 }
@@ -1970,6 +2029,7 @@ fn grants() -> Vec<Grant> {
             offline_grace_hours: 168,
             lease_ttl_secs: 900,
             lease_grace_secs: 120,
+            require_client_time: true,
             domain: Some("example.com".into()),
             version: 4,
         },
@@ -1987,6 +2047,7 @@ fn grants() -> Vec<Grant> {
             offline_grace_hours: 72,
             lease_ttl_secs: 300,
             lease_grace_secs: 60,
+            require_client_time: false,
             domain: None,
             version: 1,
         },
@@ -2004,6 +2065,7 @@ fn grants() -> Vec<Grant> {
             offline_grace_hours: 72,
             lease_ttl_secs: 300,
             lease_grace_secs: 0,
+            require_client_time: false,
             domain: None,
             version: 2,
         },
@@ -2708,10 +2770,15 @@ fn actor_kinds() -> Vec<ActorKind> {
         ActorKind::Service,
         ActorKind::Scheduler,
         ActorKind::System,
+        ActorKind::License,
     ];
     for k in &all {
         match k {
-            ActorKind::ApiKey | ActorKind::Service | ActorKind::Scheduler | ActorKind::System => {}
+            ActorKind::ApiKey
+            | ActorKind::Service
+            | ActorKind::Scheduler
+            | ActorKind::System
+            | ActorKind::License => {}
         }
     }
     all
@@ -3422,7 +3489,7 @@ fn enums_list_serde_variant_names() {
     }
     assert_eq!(
         names(&actor_kinds()),
-        ["api_key", "service", "scheduler", "system"]
+        ["api_key", "service", "scheduler", "system", "license"]
             .map(String::from)
             .into()
     );
@@ -5116,4 +5183,14 @@ fn grant_samples_are_consistent() {
             policy.lease_grace_secs
         )
     );
+}
+
+#[test]
+fn a_receipt_is_never_read_as_an_activation_file_nor_a_file_as_a_receipt() {
+    for receipt in to_values(&receipt_claims()) {
+        assert!(serde_json::from_value::<ActivationClaims>(receipt).is_err());
+    }
+    for file in to_values(&activation_claims()) {
+        assert!(serde_json::from_value::<ReceiptClaims>(file).is_err());
+    }
 }

@@ -1,6 +1,13 @@
-//! API-key authentication and scope checks, the same in every service.
+//! Authentication and scope checks, the same in every service.
 //!
-//! A request carries `Authorization: Bearer <SecretId>.<SecretKey>`. The
+//! Two kinds of caller. The vendor's own services and operators carry
+//! `Authorization: Bearer <SecretId>.<SecretKey>`, an API key whose scopes
+//! name what it may do, on every license. An installed product carries its
+//! license key, `Authorization: License <key>`, and reaches that license
+//! only (see [`Principal::reach`]); the routes that take it say so by
+//! using [`require_or_license`].
+//!
+//! For API keys, the
 //! key is looked up in the service's replica of issuance's API keys (table
 //! `api_keys`, fed by [`ApiKeyReplica`]) or matched against the bootstrap
 //! admin key from configuration; only SHA-256 digests are compared, in
@@ -40,11 +47,42 @@ pub const ADMIN: &str = "admin";
 pub struct Principal {
     pub key_id: String,
     pub scopes: Vec<String>,
+    /// An installed product's credential (its license key, or a file of
+    /// its license): it reaches this license and nothing else.
+    pub license: Option<uuid::Uuid>,
 }
 
 impl Principal {
+    /// The credential of an installed product holding `license`.
+    pub fn of_license(license: uuid::Uuid) -> Self {
+        Self {
+            key_id: format!("license:{license}"),
+            scopes: Vec::new(),
+            license: Some(license),
+        }
+    }
+
     pub fn actor(&self) -> Actor {
-        Actor::new(ActorKind::ApiKey, self.key_id.clone())
+        match self.license {
+            Some(id) => Actor::new(ActorKind::License, id.to_string()),
+            None => Actor::new(ActorKind::ApiKey, self.key_id.clone()),
+        }
+    }
+
+    /// Whether this caller may act on `license`: an API key with the
+    /// route's scope reaches every license, a license credential its own.
+    /// Refused as 404 `not_found` (the caller's own code for the thing it
+    /// asked about), so a product cannot even learn that another
+    /// customer's license or activation exists.
+    pub fn reach(
+        &self,
+        license: uuid::Uuid,
+        not_found: impl FnOnce() -> Problem,
+    ) -> Result<(), Problem> {
+        match self.license {
+            Some(own) if own != license => Err(not_found()),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -66,7 +104,9 @@ impl FromRequest for Principal {
 struct KeyEntry {
     secret_digest: String,
     scopes: Vec<String>,
-    allowlist: Vec<Cidr>,
+    /// None when an entry does not parse: the key is then refused
+    /// everywhere rather than usable from anywhere.
+    allowlist: Option<Vec<Cidr>>,
     revoked: bool,
 }
 
@@ -108,6 +148,9 @@ pub struct Authenticator {
     admin: Option<(String, String)>,
     enabled: bool,
     cache: TtlCache<String, Option<KeyEntry>>,
+    /// License key digest → the license it opens (None: no such live
+    /// license), from the service's license replica.
+    licenses: TtlCache<String, Option<uuid::Uuid>>,
 }
 
 impl Authenticator {
@@ -129,6 +172,7 @@ impl Authenticator {
             admin,
             enabled,
             cache: TtlCache::new(CACHE_TTL),
+            licenses: TtlCache::new(CACHE_TTL),
         }
     }
 
@@ -138,7 +182,7 @@ impl Authenticator {
                 return Ok(Some(KeyEntry {
                     secret_digest: digest.clone(),
                     scopes: vec![ADMIN.to_string()],
-                    allowlist: Vec::new(),
+                    allowlist: Some(Vec::new()),
                     revoked: false,
                 }));
             }
@@ -152,21 +196,14 @@ impl Authenticator {
         .bind(key_id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "api key lookup failed");
-            Problem::new(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "AUTH_UNAVAILABLE",
-                "API keys cannot be checked right now",
-            )
-        })?;
+        .map_err(auth_unavailable)?;
         let entry = match row {
             Some(r) => {
                 let allowlist: Vec<String> = r.try_get("allowlist").unwrap_or_default();
                 Some(KeyEntry {
                     secret_digest: r.try_get("secret_digest").unwrap_or_default(),
                     scopes: r.try_get("scopes").unwrap_or_default(),
-                    allowlist: allowlist.iter().filter_map(|c| Cidr::parse(c)).collect(),
+                    allowlist: allowlist.iter().map(|c| Cidr::parse(c)).collect(),
                     revoked: r.try_get("revoked").unwrap_or(true),
                 })
             }
@@ -174,6 +211,52 @@ impl Authenticator {
         };
         self.cache.insert(key_id.to_string(), entry.clone());
         Ok(entry)
+    }
+
+    /// The license a license key opens, for an installed product's
+    /// credential: 401 `BAD_CREDENTIALS` for a key no live license has
+    /// here (mistyped, unknown, deleted), so the header never tells a
+    /// guesser more than that.
+    pub async fn license(&self, key: &str) -> Result<Principal, Problem> {
+        let bad = || Problem::unauthorized("BAD_CREDENTIALS", "the license key is not valid");
+        if key.len() > 64 {
+            return Err(bad());
+        }
+        let digest = crate::replica::key_digest(key, "Authorization").map_err(|_| bad())?;
+        let id = match self.licenses.get(&digest) {
+            Some(id) => id,
+            None => {
+                let view = crate::replica::license_by_digest(&self.pool, &digest)
+                    .await
+                    .map_err(auth_unavailable)?;
+                let id = view
+                    .filter(|l| l.status != contracts::issuance::LicenseStatus::Deleted)
+                    .map(|l| l.id);
+                self.licenses.insert(digest, id);
+                id
+            }
+        };
+        id.map(Principal::of_license).ok_or_else(bad)
+    }
+
+    /// Checks a request for `scope`, or — where `license_ok` — for a
+    /// license credential; the principal on success.
+    pub async fn credential(
+        &self,
+        req: &HttpRequest,
+        scope: &str,
+        license_ok: bool,
+    ) -> Result<Principal, Problem> {
+        let header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if license_ok {
+            if let Some(key) = header.and_then(|v| v.strip_prefix("License ")) {
+                return self.license(key.trim()).await;
+            }
+        }
+        self.check(req, scope).await
     }
 
     /// Checks a request for `scope`; the principal on success.
@@ -198,14 +281,19 @@ impl Authenticator {
                 "the API key was revoked",
             ));
         }
-        if !entry.allowlist.is_empty() {
-            let peer: Option<IpAddr> = req.peer_addr().map(|a| a.ip());
-            if !peer.is_some_and(|ip| entry.allowlist.iter().any(|c| c.contains(ip))) {
-                return Err(Problem::forbidden(
-                    "ADDRESS_NOT_ALLOWED",
-                    "this API key may not be used from this address",
-                ));
+        let allowed = match &entry.allowlist {
+            None => false,
+            Some(list) if list.is_empty() => true,
+            Some(list) => {
+                let peer: Option<IpAddr> = req.peer_addr().map(|a| a.ip());
+                peer.is_some_and(|ip| list.iter().any(|c| c.contains(ip)))
             }
+        };
+        if !allowed {
+            return Err(Problem::forbidden(
+                "ADDRESS_NOT_ALLOWED",
+                "this API key may not be used from this address",
+            ));
         }
         if !entry.scopes.iter().any(|s| s == scope || s == ADMIN) {
             return Err(Problem::forbidden(
@@ -217,8 +305,18 @@ impl Authenticator {
         Ok(Principal {
             key_id: key_id.to_string(),
             scopes: entry.scopes,
+            license: None,
         })
     }
+}
+
+fn auth_unavailable(e: sqlx::Error) -> Problem {
+    tracing::error!(error = %e, "credential lookup failed");
+    Problem::new(
+        actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        "AUTH_UNAVAILABLE",
+        "Credentials cannot be checked right now",
+    )
 }
 
 /// Middleware body for a resource or scope — `.wrap(from_fn(require("issuer")))`:
@@ -231,23 +329,62 @@ pub fn require(
 ) -> LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, actix_web::Error>>
        + Clone
        + 'static {
+    guard(scope, false)
+}
+
+/// [`require`], or an installed product's license credential
+/// (`Authorization: License <key>`), which reaches its own license only:
+/// the handler checks the target with [`Principal::reach`].
+pub fn require_or_license(
+    scope: &'static str,
+) -> impl Fn(
+    ServiceRequest,
+    Next<BoxBody>,
+) -> LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, actix_web::Error>>
+       + Clone
+       + 'static {
+    guard(scope, true)
+}
+
+fn guard(
+    scope: &'static str,
+    license_ok: bool,
+) -> impl Fn(
+    ServiceRequest,
+    Next<BoxBody>,
+) -> LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, actix_web::Error>>
+       + Clone
+       + 'static {
     move |req: ServiceRequest, next: Next<BoxBody>| {
         Box::pin(async move {
-            let Some(auth) = req.app_data::<web::Data<Authenticator>>().cloned() else {
-                return Err(Problem::internal().into());
-            };
-            if auth.enabled {
-                let principal = auth.check(req.request(), scope).await?;
+            // A credential another layer already established (a service's
+            // own scheme, e.g. activation files) stands.
+            if req.extensions().get::<Principal>().is_none() {
+                let principal = authenticate(&req, scope, license_ok).await?;
                 req.extensions_mut().insert(principal);
-            } else {
-                req.extensions_mut().insert(Principal {
-                    key_id: "auth-disabled".into(),
-                    scopes: vec![ADMIN.into()],
-                });
             }
             next.call(req).await
         })
     }
+}
+
+/// The principal of a request for `scope` (or its license credential).
+pub async fn authenticate(
+    req: &ServiceRequest,
+    scope: &str,
+    license_ok: bool,
+) -> Result<Principal, Problem> {
+    let Some(auth) = req.app_data::<web::Data<Authenticator>>().cloned() else {
+        return Err(Problem::internal());
+    };
+    if !auth.enabled {
+        return Ok(Principal {
+            key_id: "auth-disabled".into(),
+            scopes: vec![ADMIN.into()],
+            license: None,
+        });
+    }
+    auth.credential(req.request(), scope, license_ok).await
 }
 
 /// Keeps the `api_keys` replica from issuance's API key events.

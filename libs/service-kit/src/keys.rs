@@ -271,6 +271,11 @@ impl Signer {
         self.ring.sign(payload)
     }
 
+    /// [`Signer::sign`] with another JWS header `typ`.
+    pub fn sign_typed<T: Serialize>(&self, payload: &T, typ: &str) -> Result<String, SigningError> {
+        self.ring.sign_typed(payload, typ)
+    }
+
     /// Every published key (read at most once a second).
     pub async fn jwks(&self) -> Result<Jwks, sqlx::Error> {
         if let Some((at, keys)) = &*self.cache.read().await {

@@ -195,10 +195,16 @@ impl KeyRing {
 
     /// Compact JWS of `payload` (JSON), header `{alg: ES256, kid, typ: JWT}`.
     pub fn sign<T: Serialize>(&self, payload: &T) -> Result<String, SigningError> {
+        self.sign_typed(payload, "JWT")
+    }
+
+    /// [`KeyRing::sign`] with another header `typ` (RFC 7515 §4.1.9), for
+    /// documents that must never pass for one another.
+    pub fn sign_typed<T: Serialize>(&self, payload: &T, typ: &str) -> Result<String, SigningError> {
         let header = Header {
             alg: "ES256".into(),
             kid: Some(self.kid.clone()),
-            typ: Some("JWT".into()),
+            typ: Some(typ.into()),
         };
         let header = serde_json::to_vec(&header).map_err(|_| SigningError::Payload)?;
         let body = serde_json::to_vec(payload).map_err(|_| SigningError::Payload)?;

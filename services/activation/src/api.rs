@@ -1,22 +1,27 @@
-//! HTTP API of activation. Every route but the JWKS needs an API key with
-//! the `activator` scope.
+//! HTTP API of activation. An installed product authenticates with its
+//! own license — `Authorization: License <key>`, or `Authorization:
+//! Activation <file>` with a live activation file of the license — and
+//! reaches that license only; the vendor's services hold an API key with
+//! the `activator` scope and reach every license. Trials, which a device
+//! asks for before it holds any license, need the API key.
 
 use std::time::Duration;
 
-use actix_web::middleware::from_fn;
-use actix_web::{web, HttpResponse};
+use actix_web::body::BoxBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, HttpMessage, HttpResponse};
 use chrono::{DateTime, Utc};
 use contracts::activation::*;
 use contracts::text::{Name, Text};
 use serde::{Deserialize, Serialize};
-use service_kit::auth::require;
+use service_kit::auth::{require, require_or_license, Principal};
 use service_kit::command::Caller;
 use service_kit::{Json, Problem};
 use uuid::Uuid;
 
 use crate::app::{db_problem, Activation, Issued, ValidateRequest};
 use crate::domain::TrialStatus;
-use crate::store;
 
 pub const ACTIVATOR: &str = "activator";
 
@@ -29,68 +34,84 @@ pub type FileText = Text<16384>;
 #[derive(Clone, Copy)]
 pub struct TrialWait(pub Duration);
 
+/// Middleware, outside [`require_or_license`]: `Authorization: Activation
+/// <file>` makes the caller the holder of the file's license.
+async fn file_credential(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let file = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Activation "))
+        .map(|f| f.trim().to_owned());
+    if let Some(file) = file {
+        let Some(app) = req.app_data::<web::Data<Activation>>().cloned() else {
+            return Err(Problem::internal().into());
+        };
+        if file.len() > 16_384 {
+            return Err(Problem::unauthorized(
+                "BAD_CREDENTIALS",
+                "the activation file is not valid",
+            )
+            .into());
+        }
+        let license = app.holder_of_file(&file).await?;
+        req.extensions_mut().insert(Principal::of_license(license));
+    }
+    next.call(req).await
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    // Routes an installed product calls for its own license.
+    macro_rules! product {
+        ($path:expr, $route:expr) => {
+            web::resource($path)
+                .wrap(from_fn(require_or_license(ACTIVATOR)))
+                .wrap(from_fn(file_credential))
+                .route($route)
+        };
+    }
     let activator = || from_fn(require(ACTIVATOR));
-    cfg.service(
-        web::resource("/v1/activations")
-            .wrap(activator())
-            .route(web::post().to(activate)),
-    )
-    .service(
-        web::resource("/v1/activations/offline")
-            .wrap(activator())
-            .route(web::post().to(activate_offline)),
-    )
-    .service(
-        web::resource("/v1/activations/search")
-            .wrap(activator())
-            .route(web::post().to(search)),
-    )
-    .service(
-        web::resource("/v1/activations/verify")
-            .wrap(activator())
-            .route(web::post().to(verify)),
-    )
-    .service(
-        web::resource("/v1/activations/{id}")
-            .wrap(activator())
-            .route(web::get().to(get_activation)),
-    )
-    .service(
-        web::resource("/v1/activations/{id}/file")
-            .wrap(activator())
-            .route(web::get().to(get_file)),
-    )
-    .service(
-        web::resource("/v1/activations/{id}/uninstall")
-            .wrap(activator())
-            .route(web::post().to(uninstall)),
-    )
-    .service(
-        web::resource("/v1/activations/{id}/migrate")
-            .wrap(activator())
-            .route(web::post().to(migrate)),
-    )
-    .service(
-        web::resource("/v1/licenses/{id}/activations")
-            .wrap(activator())
-            .route(web::get().to(license_activations)),
-    )
-    .service(
-        web::resource("/v1/trials")
-            .wrap(activator())
-            .route(web::post().to(start_trial)),
-    )
-    .service(
-        web::resource("/v1/trials/{id}")
-            .wrap(activator())
-            .route(web::get().to(get_trial)),
-    )
-    .service(
-        web::resource("/v1/validate")
-            .wrap(activator())
-            .route(web::post().to(validate)),
-    );
+    cfg.service(product!("/v1/activations", web::post().to(activate)))
+        .service(product!(
+            "/v1/activations/offline",
+            web::post().to(activate_offline)
+        ))
+        .service(product!("/v1/activations/search", web::post().to(search)))
+        .service(product!("/v1/activations/verify", web::post().to(verify)))
+        .service(product!(
+            "/v1/activations/{id}",
+            web::get().to(get_activation)
+        ))
+        .service(product!(
+            "/v1/activations/{id}/file",
+            web::get().to(get_file)
+        ))
+        .service(product!(
+            "/v1/activations/{id}/uninstall",
+            web::post().to(uninstall)
+        ))
+        .service(product!(
+            "/v1/activations/{id}/migrate",
+            web::post().to(migrate)
+        ))
+        .service(product!(
+            "/v1/licenses/{id}/activations",
+            web::get().to(license_activations)
+        ))
+        .service(product!("/v1/validate", web::post().to(validate)))
+        .service(
+            web::resource("/v1/trials")
+                .wrap(activator())
+                .route(web::post().to(start_trial)),
+        )
+        .service(
+            web::resource("/v1/trials/{id}")
+                .wrap(activator())
+                .route(web::get().to(get_trial)),
+        );
 }
 
 fn id_of(raw: &str, field: &str) -> Result<Uuid, Problem> {
@@ -102,7 +123,9 @@ fn id_of(raw: &str, field: &str) -> Result<Uuid, Problem> {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActivateBody {
-    pub license_key: LicenseKeyText,
+    /// Optional with a license credential (which names the license).
+    #[serde(default)]
+    pub license_key: Option<LicenseKeyText>,
     pub fingerprint: Fingerprint,
     #[serde(default, with = "contracts::time::strict_option")]
     pub client_time: Option<DateTime<Utc>>,
@@ -112,7 +135,8 @@ pub struct ActivateBody {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfflineRequest {
-    pub license_key: LicenseKeyText,
+    #[serde(default)]
+    pub license_key: Option<LicenseKeyText>,
     pub fingerprint: Fingerprint,
     pub nonce: Text<128>,
     #[serde(with = "contracts::time::strict")]
@@ -164,7 +188,9 @@ async fn activate(
     caller: Caller,
     Json(body): Json<ActivateBody>,
 ) -> Result<HttpResponse, Problem> {
-    let license = app.license_by_key(&body.license_key).await?;
+    let license = app
+        .license_for(&caller.principal, body.license_key.as_deref())
+        .await?;
     let policy = crate::domain::seats::policy(&license);
     let device = app
         .device(&body.fingerprint, body.client_time, &policy)
@@ -190,7 +216,9 @@ async fn activate_offline(
                 .with_field("nonce"),
         );
     }
-    let license = app.license_by_key(&req.license_key).await?;
+    let license = app
+        .license_for(&caller.principal, req.license_key.as_deref())
+        .await?;
     let policy = crate::domain::seats::policy(&license);
     let device = app
         .device(&req.fingerprint, Some(req.client_time), &policy)
@@ -213,21 +241,19 @@ async fn activate_offline(
 
 async fn get_activation(
     app: web::Data<Activation>,
+    principal: Principal,
     id: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
     let id = id_of(&id, "id")?;
-    let seat = store::seat(&app.pool, id)
-        .await
-        .map_err(db_problem)?
-        .ok_or_else(|| Problem::not_found("ACTIVATION_NOT_FOUND", "no such activation"))?;
-    Ok(HttpResponse::Ok().json(seat))
+    Ok(HttpResponse::Ok().json(app.seat_row(&principal, id).await?))
 }
 
 async fn get_file(
     app: web::Data<Activation>,
+    principal: Principal,
     id: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let issued = app.file(id_of(&id, "id")?).await?;
+    let issued = app.file(&principal, id_of(&id, "id")?).await?;
     Ok(HttpResponse::Ok().json(issued_body(&issued)))
 }
 
@@ -238,7 +264,7 @@ async fn uninstall(
 ) -> Result<HttpResponse, Problem> {
     let id = id_of(&id, "id")?;
     let ctx = caller.context(UNINSTALL, &id);
-    let receipt = app.uninstall(&ctx, id).await?;
+    let receipt = app.uninstall(&ctx, &caller.principal, id).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "activation_id": id,
         "status": "uninstalled",
@@ -255,7 +281,13 @@ async fn migrate(
     let id = id_of(&id, "id")?;
     let ctx = caller.context(MIGRATE, &(id, &body));
     let issued = app
-        .migrate(&ctx, id, &body.fingerprint, body.client_time)
+        .migrate(
+            &ctx,
+            &caller.principal,
+            id,
+            &body.fingerprint,
+            body.client_time,
+        )
         .await?;
     let mut body = issued_body(&issued);
     body["migrated_from"] = serde_json::json!(id);
@@ -264,12 +296,11 @@ async fn migrate(
 
 async fn license_activations(
     app: web::Data<Activation>,
+    principal: Principal,
     id: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
     let id = id_of(&id, "id")?;
-    let seats = store::seats_of_license(&app.pool, id)
-        .await
-        .map_err(db_problem)?;
+    let seats = app.seats_of_license(&principal, id).await?;
     let revoked: Vec<Uuid> = seats
         .iter()
         .filter(|s| s.status != "live")
@@ -284,15 +315,17 @@ async fn license_activations(
 
 async fn search(
     app: web::Data<Activation>,
+    principal: Principal,
     Json(body): Json<DeviceBody>,
 ) -> Result<HttpResponse, Problem> {
-    let seats = app.by_device(&body.fingerprint).await?;
+    let seats = app.by_device(&principal, &body.fingerprint).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "activations": seats })))
 }
 
 /// Whether a file may be installed: signed by us, and its activation live.
 async fn verify(
     app: web::Data<Activation>,
+    principal: Principal,
     Json(body): Json<VerifyBody>,
 ) -> Result<HttpResponse, Problem> {
     let invalid =
@@ -305,10 +338,17 @@ async fn verify(
     let Ok(claims) = serde_json::from_value::<ActivationClaims>(claims) else {
         return Ok(invalid("NOT_AN_ACTIVATION_FILE"));
     };
-    if claims.typ != "activation" {
+    if claims.typ != ACTIVATION_TYP {
         return Ok(invalid("NOT_AN_ACTIVATION_FILE"));
     }
-    let seat = store::seat(&app.pool, claims.activation_id)
+    // A product asks about its own license's files only.
+    if principal
+        .reach(claims.license_id, Problem::internal)
+        .is_err()
+    {
+        return Ok(invalid("NOT_FOUND"));
+    }
+    let seat = crate::store::seat(&app.pool, claims.activation_id)
         .await
         .map_err(db_problem)?;
     let code = match seat.as_ref().map(|s| s.status.as_str()) {
@@ -358,7 +398,7 @@ async fn start_trial(
                 // The trial's seat commits just before the license replica
                 // row of the same reaction: until then the file cannot be
                 // built yet, which is a reason to wait, not a 404.
-                match app.file(activation_id).await {
+                match app.file(&caller.principal, activation_id).await {
                     Ok(issued) => {
                         let mut body = issued_body(&issued);
                         body["trial_id"] = serde_json::json!(s.trial_id);
@@ -380,13 +420,14 @@ async fn start_trial(
 
 async fn get_trial(
     app: web::Data<Activation>,
+    principal: Principal,
     id: web::Path<Text<512>>,
 ) -> Result<HttpResponse, Problem> {
     let t = app.trial(&id).await?;
     let s = t.state.ok_or_else(Problem::internal)?;
     let mut body = trial_body(&s);
     if let (TrialStatus::Active, Some(activation_id)) = (s.status, s.activation_id) {
-        if let Ok(issued) = app.file(activation_id).await {
+        if let Ok(issued) = app.file(&principal, activation_id).await {
             body["activation_file"] = serde_json::json!(issued.file);
         }
     }
@@ -395,7 +436,8 @@ async fn get_trial(
 
 async fn validate(
     app: web::Data<Activation>,
+    principal: Principal,
     Json(body): Json<ValidateRequest>,
 ) -> Result<HttpResponse, Problem> {
-    Ok(HttpResponse::Ok().json(app.validate(&body).await?))
+    Ok(HttpResponse::Ok().json(app.validate(&principal, &body).await?))
 }

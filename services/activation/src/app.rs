@@ -9,6 +9,7 @@ use contracts::issuance::{LicenseStatus, Policy};
 use contracts::license_view::LicenseView;
 use contracts::{CommandOutcome, OutcomeStatus};
 use eventstore::{CommandContext, Executed, Repository, StoreError};
+use service_kit::auth::Principal;
 use service_kit::command::store_problem;
 use service_kit::Problem;
 use sqlx::PgPool;
@@ -49,7 +50,9 @@ pub fn db_problem(e: sqlx::Error) -> Problem {
 fn status_of(code: &str, _field: Option<&str>) -> StatusCode {
     if code.ends_with("_NOT_FOUND") {
         StatusCode::NOT_FOUND
-    } else if code.ends_with("_NOT_ALLOWED") && code != "TRIAL_NOT_ALLOWED" || code == "SAME_DEVICE"
+    } else if code.ends_with("_NOT_ALLOWED") && code != "TRIAL_NOT_ALLOWED"
+        || code == "SAME_DEVICE"
+        || code == "CLIENT_TIME_REQUIRED"
     {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -69,7 +72,19 @@ fn accepted<A>(done: Executed<A>) -> Result<A, Problem> {
 }
 
 pub fn fingerprint_problem(e: FingerprintError) -> Problem {
-    Problem::unprocessable("INVALID_FINGERPRINT", e.to_string()).with_field("fingerprint")
+    let code = match e {
+        FingerprintError::TooFew(_) => "FINGERPRINT_TOO_SMALL",
+        _ => "INVALID_FINGERPRINT",
+    };
+    Problem::unprocessable(code, e.to_string()).with_field("fingerprint")
+}
+
+fn activation_not_found() -> Problem {
+    Problem::not_found("ACTIVATION_NOT_FOUND", "no such activation")
+}
+
+fn license_not_found() -> Problem {
+    Problem::not_found("LICENSE_NOT_FOUND", "no such license")
 }
 
 impl AsRef<Signer> for Activation {
@@ -114,7 +129,73 @@ impl Activation {
         }
     }
 
-    /// The device a request describes, with the latest time it reported
+    /// A license by id (a product's own, named by its credential).
+    pub async fn license(&self, id: Uuid) -> Result<LicenseView, Problem> {
+        match store::license(&self.pool, id).await {
+            Ok(Some(l)) if l.status != LicenseStatus::Deleted => Ok(l),
+            Ok(_) => Err(license_not_found()),
+            Err(e) => Err(db_problem(e)),
+        }
+    }
+
+    /// The license a request is about. An API key names it by the body's
+    /// `license_key`; an installed product's credential is its license, and
+    /// a key in the body must then be that license's.
+    pub async fn license_for(
+        &self,
+        caller: &Principal,
+        key: Option<&str>,
+    ) -> Result<LicenseView, Problem> {
+        match (caller.license, key) {
+            (None, Some(key)) => self.license_by_key(key).await,
+            (None, None) => Err(Problem::unprocessable(
+                "MISSING_FIELD",
+                "license_key is required unless the request carries a license credential",
+            )
+            .with_field("license_key")),
+            (Some(own), None) => self.license(own).await,
+            (Some(own), Some(key)) => {
+                let license = self.license_by_key(key).await?;
+                if license.id != own {
+                    return Err(Problem::forbidden(
+                        "LICENSE_MISMATCH",
+                        "the license key is not the one the request is authenticated with",
+                    )
+                    .with_field("license_key"));
+                }
+                Ok(license)
+            }
+        }
+    }
+
+    /// The license an activation file opens, for a product authenticating
+    /// with `Authorization: Activation <file>`: a file we signed, an
+    /// activation file (never a receipt), not expired, whose activation is
+    /// live. Anything else is 401 `BAD_CREDENTIALS`.
+    pub async fn holder_of_file(&self, file: &str) -> Result<Uuid, Problem> {
+        let bad = || Problem::unauthorized("BAD_CREDENTIALS", "the activation file is not valid");
+        let claims = match self.signer.verify(file).await {
+            Ok(c) => c,
+            Err(service_kit::keys::VerifyError::Store(e)) => return Err(db_problem(e)),
+            Err(_) => return Err(bad()),
+        };
+        let claims: ActivationClaims = serde_json::from_value(claims).map_err(|_| bad())?;
+        if claims.typ != ACTIVATION_TYP
+            || claims.exp.is_some_and(|exp| exp <= self.now().timestamp())
+        {
+            return Err(bad());
+        }
+        let seat = store::seat(&self.pool, claims.activation_id)
+            .await
+            .map_err(db_problem)?;
+        match seat {
+            Some(s) if s.status == "live" && s.license_id == claims.license_id => Ok(s.license_id),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The device a request describes — with at least as many components
+    /// as the license's policy compares — and the latest time it reported
     /// under any license.
     pub async fn device(
         &self,
@@ -122,8 +203,10 @@ impl Activation {
         client_time: Option<DateTime<Utc>>,
         policy: &Policy,
     ) -> Result<Device, Problem> {
-        let components = fingerprint.components().map_err(fingerprint_problem)?;
-        let seen = store::seats_of_device(&self.pool, &components, policy.fingerprint_min_matches)
+        let components = fingerprint
+            .components_for(policy.fingerprint_min_matches)
+            .map_err(fingerprint_problem)?;
+        let seen = store::seats_of_device(&self.pool, &components)
             .await
             .map_err(db_problem)?;
         Ok(Device {
@@ -150,7 +233,7 @@ impl Activation {
             device,
             activation_id: new_id,
             offline,
-            nonce,
+            nonce: nonce.clone(),
         };
         let done = self
             .seats
@@ -163,7 +246,9 @@ impl Activation {
             .cloned()
             .ok_or_else(Problem::internal)?;
         let created = seat.activation_id == new_id;
-        self.issued(license, seat, created).await
+        // An offline response binds the nonce of the request it answers.
+        let nonce = if offline { nonce } else { None };
+        self.issued_with(license, seat, created, nonce).await
     }
 
     /// Signs the file of a live seat with the license as it stands now (a
@@ -174,9 +259,17 @@ impl Activation {
         seat: Seat,
         created: bool,
     ) -> Result<Issued, Problem> {
-        let file = self
-            .sign(&license, &seat, "activation", seat.granted_at_sequence)
-            .await?;
+        self.issued_with(license, seat, created, None).await
+    }
+
+    async fn issued_with(
+        &self,
+        license: LicenseView,
+        seat: Seat,
+        created: bool,
+        nonce: Option<String>,
+    ) -> Result<Issued, Problem> {
+        let file = self.sign(&license, &seat, nonce).await?;
         Ok(Issued {
             expires_at: license.expires_at,
             seat,
@@ -186,21 +279,31 @@ impl Activation {
         })
     }
 
-    async fn sign(
-        &self,
-        license: &LicenseView,
-        seat: &Seat,
-        typ: &str,
-        sequence: u64,
-    ) -> Result<String, Problem> {
-        let aggregate_id = license.id.to_string();
+    /// The position of the stored event at `sequence` of a license's seats.
+    async fn position(&self, license: Uuid, sequence: u64) -> Result<EventPosition, Problem> {
+        let aggregate_id = license.to_string();
         let hash = store::event_hash(&self.pool, ACTIVATIONS_AGGREGATE, &aggregate_id, sequence)
             .await
             .map_err(db_problem)?
             .ok_or_else(Problem::internal)?;
+        Ok(EventPosition {
+            aggregate_type: ACTIVATIONS_AGGREGATE.into(),
+            aggregate_id,
+            sequence,
+            hash,
+        })
+    }
+
+    async fn sign(
+        &self,
+        license: &LicenseView,
+        seat: &Seat,
+        nonce: Option<String>,
+    ) -> Result<String, Problem> {
+        let event = self.position(license.id, seat.granted_at_sequence).await?;
         let now = self.now().timestamp();
         let claims = ActivationClaims {
-            typ: typ.into(),
+            typ: ACTIVATION_TYP.into(),
             iss: self.issuer.clone(),
             activation_id: seat.activation_id,
             license_id: license.id,
@@ -218,18 +321,9 @@ impl Activation {
             fingerprint: seat.fingerprint.clone(),
             iat: now,
             nbf: now,
-            exp: if typ == "activation" {
-                license.expires_at.map(|t| t.timestamp())
-            } else {
-                None
-            },
-            event: EventPosition {
-                aggregate_type: ACTIVATIONS_AGGREGATE.into(),
-                aggregate_id,
-                sequence,
-                hash,
-            },
-            nonce: seat.nonce.clone(),
+            exp: license.expires_at.map(|t| t.timestamp()),
+            event,
+            nonce,
         };
         self.signer.sign(&claims).map_err(|e| {
             tracing::error!(error = %e, "signing failed");
@@ -237,22 +331,84 @@ impl Activation {
         })
     }
 
-    /// The license an activation belongs to (from the seat index).
-    async fn license_of(&self, activation_id: Uuid) -> Result<LicenseView, Problem> {
-        let not_found = || Problem::not_found("ACTIVATION_NOT_FOUND", "no such activation");
+    /// An uninstall receipt: its own claims and JWS `typ`, citing the
+    /// event that ended the seat.
+    async fn receipt(
+        &self,
+        license: &LicenseView,
+        seat: &Seat,
+        sequence: u64,
+    ) -> Result<String, Problem> {
+        let now = self.now().timestamp();
+        let claims = ReceiptClaims {
+            typ: RECEIPT_TYP.into(),
+            iss: self.issuer.clone(),
+            activation_id: seat.activation_id,
+            license_id: license.id,
+            fingerprint: seat.fingerprint.clone(),
+            uninstalled_at: seat.ended_at.map_or(now, |t| t.timestamp()),
+            iat: now,
+            event: self.position(license.id, sequence).await?,
+        };
+        self.signer
+            .sign_typed(&claims, RECEIPT_JWS_TYP)
+            .map_err(|e| {
+                tracing::error!(error = %e, "signing failed");
+                Problem::internal()
+            })
+    }
+
+    /// The license an activation belongs to (from the seat index), if the
+    /// caller reaches it: another license's activation is not found.
+    async fn license_of(
+        &self,
+        caller: &Principal,
+        activation_id: Uuid,
+    ) -> Result<LicenseView, Problem> {
         let row = store::seat(&self.pool, activation_id)
             .await
             .map_err(db_problem)?
-            .ok_or_else(not_found)?;
+            .ok_or_else(activation_not_found)?;
+        caller.reach(row.license_id, activation_not_found)?;
         store::license(&self.pool, row.license_id)
             .await
             .map_err(db_problem)?
-            .ok_or_else(not_found)
+            .ok_or_else(activation_not_found)
+    }
+
+    /// An activation as the index holds it, if the caller reaches it.
+    pub async fn seat_row(
+        &self,
+        caller: &Principal,
+        activation_id: Uuid,
+    ) -> Result<store::SeatRow, Problem> {
+        let row = store::seat(&self.pool, activation_id)
+            .await
+            .map_err(db_problem)?
+            .ok_or_else(activation_not_found)?;
+        caller.reach(row.license_id, activation_not_found)?;
+        Ok(row)
+    }
+
+    /// A license's seats, if the caller reaches it.
+    pub async fn seats_of_license(
+        &self,
+        caller: &Principal,
+        license_id: Uuid,
+    ) -> Result<Vec<store::SeatRow>, Problem> {
+        caller.reach(license_id, license_not_found)?;
+        store::seats_of_license(&self.pool, license_id)
+            .await
+            .map_err(db_problem)
     }
 
     /// The license and seat behind an activation id.
-    pub async fn seat(&self, activation_id: Uuid) -> Result<(LicenseView, Seat), Problem> {
-        let license = self.license_of(activation_id).await?;
+    pub async fn seat(
+        &self,
+        caller: &Principal,
+        activation_id: Uuid,
+    ) -> Result<(LicenseView, Seat), Problem> {
+        let license = self.license_of(caller, activation_id).await?;
         let (seats, _) = self
             .seats
             .load(&license.id.to_string())
@@ -267,8 +423,8 @@ impl Activation {
     }
 
     /// Re-issues the file of a live activation (recovery).
-    pub async fn file(&self, activation_id: Uuid) -> Result<Issued, Problem> {
-        let (license, seat) = self.seat(activation_id).await?;
+    pub async fn file(&self, caller: &Principal, activation_id: Uuid) -> Result<Issued, Problem> {
+        let (license, seat) = self.seat(caller, activation_id).await?;
         if seat.status != SeatStatus::Live {
             return Err(Problem::conflict(
                 "ACTIVATION_REVOKED",
@@ -284,9 +440,10 @@ impl Activation {
     pub async fn uninstall(
         &self,
         ctx: &CommandContext,
+        caller: &Principal,
         activation_id: Uuid,
     ) -> Result<String, Problem> {
-        let license = self.license_of(activation_id).await?;
+        let license = self.license_of(caller, activation_id).await?;
         let done = self
             .seats
             .execute(
@@ -306,18 +463,18 @@ impl Activation {
             .get(&activation_id)
             .cloned()
             .ok_or_else(Problem::internal)?;
-        self.sign(&license, &seat, "uninstall-receipt", sequence)
-            .await
+        self.receipt(&license, &seat, sequence).await
     }
 
     pub async fn migrate(
         &self,
         ctx: &CommandContext,
+        caller: &Principal,
         activation_id: Uuid,
         fingerprint: &Fingerprint,
         client_time: Option<DateTime<Utc>>,
     ) -> Result<Issued, Problem> {
-        let license = self.license_of(activation_id).await?;
+        let license = self.license_of(caller, activation_id).await?;
         let device = self
             .device(
                 fingerprint,
@@ -368,21 +525,32 @@ impl Activation {
         fingerprint: &Fingerprint,
         client_time: Option<DateTime<Utc>>,
     ) -> Result<Trial, Problem> {
-        let components = fingerprint.components().map_err(fingerprint_problem)?;
-        let features = store::product_features(&self.pool, product)
+        let (features, policy) = store::product(&self.pool, product)
             .await
             .map_err(db_problem)?
             .ok_or_else(|| {
                 Problem::not_found("PRODUCT_NOT_FOUND", "no such product").with_field("product")
             })?;
-        let min = Policy::default().fingerprint_min_matches;
+        // A trial's license is issued under the product's default policy:
+        // its device rules decide.
+        let min = policy.fingerprint_min_matches;
+        let components = fingerprint
+            .components_for(min)
+            .map_err(fingerprint_problem)?;
+        if policy.require_client_time && client_time.is_none() {
+            return Err(Problem::unprocessable(
+                "CLIENT_TIME_REQUIRED",
+                "this product's policy requires the device's clock (client_time)",
+            )
+            .with_field("client_time"));
+        }
         let fp = digest_of(&components);
         let trial_id = format!("{product}:{fp}");
         let similar = store::similar_trial(&self.pool, product, &components, min)
             .await
             .map_err(db_problem)?
             .filter(|t| *t != trial_id);
-        let paid = store::seats_of_device(&self.pool, &components, min)
+        let paid = store::seats_of_device(&self.pool, &components)
             .await
             .map_err(db_problem)?
             .iter()
@@ -416,16 +584,21 @@ impl Activation {
     }
 
     /// Read-only validation: no event, whatever the answer.
-    pub async fn validate(&self, req: &ValidateRequest) -> Result<Validation, Problem> {
-        let license = match self.license_by_key(&req.license_key).await {
+    pub async fn validate(
+        &self,
+        caller: &Principal,
+        req: &ValidateRequest,
+    ) -> Result<Validation, Problem> {
+        let license = match self.license_for(caller, req.license_key.as_deref()).await {
             Ok(l) => l,
             Err(p) if p.code() == "LICENSE_NOT_FOUND" => {
                 return Ok(Validation::default().with_code("NOT_FOUND"))
             }
             Err(p) => return Err(p),
         };
+        let min = crate::domain::seats::policy(&license).fingerprint_min_matches;
         let device = match &req.fingerprint {
-            Some(f) => Some(f.components().map_err(fingerprint_problem)?),
+            Some(f) => Some(f.components_for(min).map_err(fingerprint_problem)?),
             None => None,
         };
         let seats = match device {
@@ -448,26 +621,40 @@ impl Activation {
         ))
     }
 
-    /// Recovery by device: every activation of a device, any license.
+    /// Recovery by device: every activation of a device — of any license
+    /// for an API key, of its own license for a product (whose fingerprint
+    /// must then have as many components as its policy compares). Each
+    /// seat matches under its own license's policy.
     pub async fn by_device(
         &self,
+        caller: &Principal,
         fingerprint: &Fingerprint,
     ) -> Result<Vec<store::SeatRow>, Problem> {
-        let components = fingerprint.components().map_err(fingerprint_problem)?;
-        store::seats_of_device(
-            &self.pool,
-            &components,
-            Policy::default().fingerprint_min_matches,
-        )
-        .await
-        .map_err(db_problem)
+        let components = match caller.license {
+            Some(own) => {
+                let min =
+                    crate::domain::seats::policy(&self.license(own).await?).fingerprint_min_matches;
+                fingerprint.components_for(min)
+            }
+            None => fingerprint.components(),
+        }
+        .map_err(fingerprint_problem)?;
+        let seats = store::seats_of_device(&self.pool, &components)
+            .await
+            .map_err(db_problem)?;
+        Ok(seats
+            .into_iter()
+            .filter(|s| caller.license.is_none_or(|own| own == s.license_id))
+            .collect())
     }
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
-    pub license_key: crate::api::LicenseKeyText,
+    /// Optional with a license credential (which names the license).
+    #[serde(default)]
+    pub license_key: Option<crate::api::LicenseKeyText>,
     #[serde(default)]
     pub fingerprint: Option<Fingerprint>,
     #[serde(default)]

@@ -51,16 +51,19 @@ impl TxHandler for ReplicaConsumer {
             PRODUCT_AGGREGATE if e.event_type == PRODUCT_CREATED => {
                 let p: ProductCreated = bus::payload(&e)?;
                 let features: Vec<String> = p.features.into_iter().map(|f| f.code).collect();
-                sqlx::query(
-                    "INSERT INTO product_replica (code, features) VALUES ($1, $2) \
-                     ON CONFLICT (code) DO NOTHING",
-                )
-                .bind(&p.code)
-                .bind(serde_json::to_value(features).unwrap_or_default())
-                .execute(&mut *tx)
-                .await
-                .map_err(transient)?;
-                Ok(())
+                store::upsert_product(tx, &p.code, Some(&features), &p.policy)
+                    .await
+                    .map_err(transient)
+            }
+            // A trial is issued under the product's default policy.
+            PRODUCT_AGGREGATE if e.event_type == POLICY_SET => {
+                let p: PolicySet = bus::payload(&e)?;
+                if p.edition.is_some() {
+                    return Ok(());
+                }
+                store::upsert_product(tx, &p.product, None, &p.policy)
+                    .await
+                    .map_err(transient)
             }
             LICENSE_AGGREGATE => {
                 let Some(view) = service_kit::replica::fold_license(tx, &e).await? else {
@@ -258,8 +261,8 @@ impl ReactionConsumer {
         components: &std::collections::BTreeMap<String, String>,
         superseded_by: Uuid,
     ) -> Result<(), HandleError> {
-        let min = Policy::default().fingerprint_min_matches;
-        let seats = store::seats_of_device(&self.app.pool, components, min)
+        // Each trial seat matches under its own license's policy.
+        let seats = store::seats_of_device(&self.app.pool, components)
             .await
             .map_err(transient)?;
         for s in seats

@@ -190,7 +190,7 @@ pub async fn live_seats(pool: &PgPool, license_id: Uuid) -> Result<Seats, sqlx::
                 granted_at_sequence: u64::try_from(granted).unwrap_or(0),
                 last_client_time: row.last_client_time,
                 offline: false,
-                nonce: None,
+                nonces: Default::default(),
                 ended_at: None,
             },
         );
@@ -198,24 +198,30 @@ pub async fn live_seats(pool: &PgPool, license_id: Uuid) -> Result<Seats, sqlx::
     Ok(seats)
 }
 
-/// Every seat, of any license, on a device matching `components`.
+/// Every seat, of any license, on a device matching `components`: each
+/// seat is the device's when as many components match as its own
+/// license's policy asks (the rule of `contracts::activation::same_device`).
 pub async fn seats_of_device(
     pool: &PgPool,
     components: &BTreeMap<String, String>,
-    min_matches: u32,
 ) -> Result<Vec<SeatRow>, sqlx::Error> {
     let q = format!(
-        "SELECT {SEAT_COLUMNS} FROM activations WHERE component_digests && $1 \
-         ORDER BY activated_at"
+        "SELECT s.*, (l.view -> 'policy' ->> 'fingerprint_min_matches')::bigint AS min \
+         FROM (SELECT {SEAT_COLUMNS} FROM activations WHERE component_digests && $1) s \
+         LEFT JOIN license_replica l ON l.license_id = s.license_id \
+         ORDER BY s.activated_at"
     );
     let rows = sqlx::query(&q)
         .bind(digests(components))
         .fetch_all(pool)
         .await?;
+    let default = contracts::issuance::Policy::default().fingerprint_min_matches;
     let mut out = Vec::new();
     for r in &rows {
         let s = seat_row(r)?;
-        if same_device(&s.components, components, min_matches) {
+        let min: Option<i64> = r.try_get("min")?;
+        let min = min.and_then(|m| u32::try_from(m).ok()).unwrap_or(default);
+        if same_device(&s.components, components, min) {
             out.push(s);
         }
     }
@@ -268,16 +274,51 @@ pub async fn trial_by_issue_command(
 
 pub use service_kit::replica::{license, license_by_digest};
 
-pub async fn product_features(
+/// A product's features and default policy (a trial's license is issued
+/// under it); products replicated before policies were kept have the
+/// default one.
+pub async fn product(
     pool: &PgPool,
     code: &str,
-) -> Result<Option<Vec<String>>, sqlx::Error> {
-    let v: Option<Value> =
-        sqlx::query_scalar("SELECT features FROM product_replica WHERE code = $1")
+) -> Result<Option<(Vec<String>, contracts::issuance::Policy)>, sqlx::Error> {
+    let row = sqlx::query("SELECT features, policy FROM product_replica WHERE code = $1")
+        .bind(code)
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let features: Value = row.try_get("features")?;
+    let policy: Option<Value> = row.try_get("policy")?;
+    Ok(serde_json::from_value(features).ok().map(|f| {
+        let policy = policy
+            .and_then(|p| serde_json::from_value(p).ok())
+            .unwrap_or_default();
+        (f, policy)
+    }))
+}
+
+/// Keeps a product's features and default policy.
+pub async fn upsert_product(
+    conn: &mut PgConnection,
+    code: &str,
+    features: Option<&[String]>,
+    policy: &contracts::issuance::Policy,
+) -> Result<(), sqlx::Error> {
+    let policy = serde_json::to_value(policy).unwrap_or_default();
+    match features {
+        Some(features) => sqlx::query(
+            "INSERT INTO product_replica (code, features, policy) VALUES ($1, $2, $3) \
+             ON CONFLICT (code) DO NOTHING",
+        )
+        .bind(code)
+        .bind(serde_json::to_value(features).unwrap_or_default())
+        .bind(policy),
+        None => sqlx::query("UPDATE product_replica SET policy = $2 WHERE code = $1")
             .bind(code)
-            .fetch_optional(pool)
-            .await?;
-    Ok(v.and_then(|v| serde_json::from_value(v).ok()))
+            .bind(policy),
+    }
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// The hash of one stored event (the position an activation file cites).

@@ -10,7 +10,7 @@ use chrono::Utc;
 use contracts::domain::*;
 use contracts::text::Text;
 use serde::Deserialize;
-use service_kit::auth::require;
+use service_kit::auth::{require, require_or_license, Principal};
 use service_kit::command::Caller;
 use service_kit::rate_limit::{limit, RateLimiter};
 use service_kit::{Json, Problem, Query};
@@ -44,7 +44,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, public_limit: Arc<RateLimiter>) {
     )
     .service(
         web::resource("/v1/domain-check")
-            .wrap(from_fn(require("activator")))
+            .wrap(from_fn(require_or_license("activator")))
             .route(web::get().to(domain_check)),
     )
     .service(
@@ -141,17 +141,41 @@ async fn reset(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CheckQuery {
-    license_key: Text<64>,
+    /// For an API key; a product sends its key in `Authorization: License`
+    /// instead, out of URLs and the logs that keep them.
+    #[serde(default)]
+    license_key: Option<Text<64>>,
     host: HostText,
 }
 
 /// The hot path: memory only, no event.
 async fn domain_check(
     app: web::Data<DomainBinding>,
+    principal: Principal,
     q: Query<CheckQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let digest = service_kit::replica::key_digest(&q.license_key, "license_key")?;
-    let entry = app.cache.by_key(&digest);
+    let entry =
+        match (principal.license, &q.license_key) {
+            (Some(own), None) => app.cache.by_id(own),
+            // The point of the header is to keep keys out of URLs (and the
+            // logs and proxies that keep URLs): a second one there is refused.
+            (Some(_), Some(_)) => return Err(Problem::unprocessable(
+                "INVALID_QUERY",
+                "a request authenticated by its license names it in the Authorization header only",
+            )
+            .with_field("license_key")),
+            (None, Some(key)) => {
+                let digest = service_kit::replica::key_digest(key, "license_key")?;
+                app.cache.by_key(&digest)
+            }
+            (None, None) => {
+                return Err(Problem::unprocessable(
+                    "MISSING_FIELD",
+                    "license_key is required unless the request carries a license credential",
+                )
+                .with_field("license_key"))
+            }
+        };
     let host = host::registrable(&q.host);
     Ok(HttpResponse::Ok().json(check::check(entry.as_ref(), &host, Utc::now())))
 }

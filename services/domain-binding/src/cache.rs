@@ -101,6 +101,13 @@ impl Cache {
         }
     }
 
+    /// The entry of a license by id (a product's own, named by its
+    /// credential).
+    pub fn by_id(&self, id: Uuid) -> Option<Entry> {
+        let inner = self.inner.read().ok()?;
+        inner.by_id.get(&id).cloned()
+    }
+
     pub fn by_key(&self, key_digest: &str) -> Option<Entry> {
         let inner = self.inner.read().ok()?;
         let id = inner.by_key.get(key_digest)?;

@@ -257,9 +257,7 @@ async fn heartbeat(
     } else {
         service_kit::json::parse(&body)?
     };
-    if let Some(t) = beat.client_time {
-        app.check_clock(&c, t).await?;
-    }
+    app.check_clock(&c, beat.client_time, false).await?;
     let deadline = app.heartbeat(&c, lease_id).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "lease_id": lease_id, "deadline": deadline,

@@ -262,23 +262,36 @@ impl GrantSync {
 
     /// Refuses (and records) a reported time that fell back beyond the
     /// tolerance.
+    /// The client's reported clock under the rule every context shares
+    /// (`contracts::decision::client_clock`): kept as its latest time (a
+    /// time ahead of the server's is kept as the server's, so one wrong
+    /// reading locks nothing out), refused and
+    /// recorded when set back; refused when missing where `required`.
     pub async fn check_clock(
         &self,
         client: &ClientRow,
-        time: DateTime<Utc>,
+        time: Option<DateTime<Utc>>,
+        required: bool,
     ) -> Result<(), Problem> {
+        use contracts::decision::{client_clock, recordable, ClientClock};
         let tolerance = chrono::Duration::seconds(i64::from(self.settings.clock_tolerance_secs));
-        // A time ahead of the server's is kept as the server's time plus
-        // the tolerance: one wrong reading does not lock the client out.
-        let last = store::report_client_time(
-            &self.pool,
-            client.client_id,
-            time,
-            contracts::time::add(self.now(), tolerance),
-        )
-        .await
-        .map_err(db_problem)?;
-        let Some(last) = last.filter(|last| time < contracts::time::add(*last, -tolerance)) else {
+        let now = self.now();
+        let Some(time) = time else {
+            if required {
+                return Err(Problem::unprocessable(
+                    "CLIENT_TIME_REQUIRED",
+                    "this license's policy requires the client's clock (client_time)",
+                )
+                .with_field("client_time"));
+            }
+            return Ok(());
+        };
+        let last = store::report_client_time(&self.pool, client.client_id, recordable(time, now))
+            .await
+            .map_err(db_problem)?;
+        let ClientClock::RolledBack { last_seen: last } =
+            client_clock(Some(time), last, now, tolerance, required)
+        else {
             return Ok(());
         };
         // One record per time fallen back from: a client stuck behind it is
@@ -318,10 +331,9 @@ impl GrantSync {
         req: CheckoutLease,
     ) -> Result<Lease, Problem> {
         Self::assigned(client, req.license_id)?;
-        if let Some(t) = req.client_time {
-            self.check_clock(client, t).await?;
-        }
         let grant = self.grant(req.license_id).await?;
+        self.check_clock(client, req.client_time, grant.require_client_time)
+            .await?;
         let bundles = store::bundles_of(&self.pool, &grant.product)
             .await
             .map_err(db_problem)?;
@@ -559,9 +571,7 @@ impl GrantSync {
         client: &ClientRow,
         req: SyncRequest,
     ) -> Result<serde_json::Value, Problem> {
-        if let Some(t) = req.client_time {
-            self.check_clock(client, t).await?;
-        }
+        self.check_clock(client, req.client_time, false).await?;
         let wait = req
             .wait_ms
             .map_or(self.settings.sync_wait, Duration::from_millis)

@@ -501,20 +501,20 @@ pub async fn client_by_key(pool: &PgPool, key_id: &str) -> Result<Option<ClientR
 
 /// Records the time a client reported (at most `ceiling`); the latest
 /// time it had reported before (None the first time).
+/// Keeps `record` as the client's latest time unless it had a later one;
+/// the time it had before.
 pub async fn report_client_time(
     pool: &PgPool,
     client_id: Uuid,
-    time: DateTime<Utc>,
-    ceiling: DateTime<Utc>,
+    record: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar(
         "WITH old AS (SELECT last_client_time FROM clients WHERE client_id = $1 FOR UPDATE) \
-         UPDATE clients SET last_client_time = greatest(old.last_client_time, least($2, $3)) \
+         UPDATE clients SET last_client_time = greatest(old.last_client_time, $2) \
          FROM old WHERE client_id = $1 RETURNING old.last_client_time",
     )
     .bind(client_id)
-    .bind(time)
-    .bind(ceiling)
+    .bind(record)
     .fetch_optional(pool)
     .await
     .map(Option::flatten)

@@ -25,10 +25,12 @@ impl InlineProjection<License> for LicenseLookup {
             .unwrap_or_default();
         sqlx::query(
             "INSERT INTO license_lookup \
-               (license_id, key_digest, contract, product, customer, status, expires_at, reclaim_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+               (license_id, key_digest, contract, product, customer, status, expires_at, reclaim_at, \
+                fingerprint_min_matches) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (license_id) DO UPDATE SET status = EXCLUDED.status, \
-               expires_at = EXCLUDED.expires_at, reclaim_at = EXCLUDED.reclaim_at",
+               expires_at = EXCLUDED.expires_at, reclaim_at = EXCLUDED.reclaim_at, \
+               fingerprint_min_matches = EXCLUDED.fingerprint_min_matches",
         )
         .bind(s.id)
         .bind(&s.key_digest)
@@ -38,6 +40,7 @@ impl InlineProjection<License> for LicenseLookup {
         .bind(status)
         .bind(s.expires_at)
         .bind(s.reclaim_at())
+        .bind(i32::try_from(s.policy.fingerprint_min_matches).unwrap_or(i32::MAX))
         .execute(&mut *tx)
         .await?;
         Ok(())

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use contracts::activation::{same_device, ActivationClaims};
+use contracts::activation::{same_device, ActivationClaims, ACTIVATION_TYP};
 use contracts::issuance::Policy;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -27,9 +27,12 @@ pub async fn by_activation_file(
             .find(|k| k.kid == kid)
             .and_then(|k| signing::verifying_key(k).ok())
     });
+    // An activation file only: an uninstall receipt has claims of its
+    // own and never parses as one.
     let Some(claims) = verified
         .ok()
         .and_then(|v| serde_json::from_value::<ActivationClaims>(v).ok())
+        .filter(|c| c.typ == ACTIVATION_TYP)
     else {
         return Ok(None);
     };
@@ -41,24 +44,28 @@ pub async fn by_activation_file(
     Ok(license.filter(|l| *l == claims.license_id).map(|l| vec![l]))
 }
 
-/// Licenses with a live activation on a device matching `components`.
+/// Licenses with a live activation on a device matching `components`,
+/// each seat under its own license's policy.
 pub async fn by_device(
     pool: &PgPool,
     components: &BTreeMap<String, String>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT license_id, components FROM activation_replica \
-         WHERE status = 'live' AND component_digests && $1",
+        "SELECT a.license_id, a.components, l.fingerprint_min_matches AS min \
+         FROM activation_replica a LEFT JOIN license_lookup l USING (license_id) \
+         WHERE a.status = 'live' AND a.component_digests && $1",
     )
     .bind(components.values().cloned().collect::<Vec<_>>())
     .fetch_all(pool)
     .await?;
-    let min = Policy::default().fingerprint_min_matches;
+    let default = Policy::default().fingerprint_min_matches;
     let mut ids = Vec::new();
     for r in rows {
         let theirs: BTreeMap<String, String> =
             serde_json::from_value(r.try_get("components")?).unwrap_or_default();
         let id: Uuid = r.try_get("license_id")?;
+        let min: Option<i32> = r.try_get("min")?;
+        let min = min.and_then(|m| u32::try_from(m).ok()).unwrap_or(default);
         if same_device(&theirs, components, min) && !ids.contains(&id) {
             ids.push(id);
         }

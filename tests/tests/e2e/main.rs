@@ -4,6 +4,7 @@
 mod activation;
 mod checkpoints;
 mod crash;
+mod credentials;
 mod domain;
 mod grants;
 mod hostile;

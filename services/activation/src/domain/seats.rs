@@ -1,8 +1,8 @@
 //! The seats of one license: its device activations, the consistency
 //! boundary for max activations, uninstall and migration.
 
-use contracts::decision::StatusRefusal;
-use std::collections::BTreeMap;
+use contracts::decision::{client_clock, ClientClock, StatusRefusal};
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use contracts::activation::*;
@@ -38,7 +38,8 @@ pub struct Seat {
     pub granted_at_sequence: u64,
     pub last_client_time: Option<DateTime<Utc>>,
     pub offline: bool,
-    pub nonce: Option<String>,
+    /// Nonces of the offline requests this seat answered: each answers once.
+    pub nonces: BTreeSet<String>,
     pub ended_at: Option<DateTime<Utc>>,
 }
 
@@ -100,6 +101,7 @@ pub enum SeatsCommand {
 pub enum SeatsEvent {
     DeviceActivated(DeviceActivated),
     DeviceSeen(DeviceSeen),
+    OfflineResponseIssued(OfflineResponseIssued),
     ClockRollbackDetected(ClockRollbackDetected),
     ActivationUninstalled(ActivationUninstalled),
     ActivationMigrated(ActivationMigrated),
@@ -111,6 +113,7 @@ impl DomainEvent for SeatsEvent {
         match self {
             Self::DeviceActivated(_) => DEVICE_ACTIVATED,
             Self::DeviceSeen(_) => DEVICE_SEEN,
+            Self::OfflineResponseIssued(_) => OFFLINE_RESPONSE_ISSUED,
             Self::ClockRollbackDetected(_) => CLOCK_ROLLBACK_DETECTED,
             Self::ActivationUninstalled(_) => ACTIVATION_UNINSTALLED,
             Self::ActivationMigrated(_) => ACTIVATION_MIGRATED,
@@ -169,6 +172,10 @@ pub enum SeatsError {
     SameDevice,
     #[error("the new device already holds a seat of this license")]
     DeviceAlreadyActivated,
+    #[error("this product's policy requires the device's clock (client_time)")]
+    ClientTimeRequired,
+    #[error("this offline request was answered before: a request file answers once")]
+    NonceReused,
 }
 
 impl CodedError for SeatsError {
@@ -187,11 +194,15 @@ impl CodedError for SeatsError {
             Self::MigrationLimitReached(_) => "MIGRATION_LIMIT_REACHED",
             Self::SameDevice => "SAME_DEVICE",
             Self::DeviceAlreadyActivated => "DEVICE_ALREADY_ACTIVATED",
+            Self::ClientTimeRequired => "CLIENT_TIME_REQUIRED",
+            Self::NonceReused => "NONCE_REUSED",
         }
     }
     fn field(&self) -> Option<&'static str> {
         match self {
             Self::SameDevice | Self::DeviceAlreadyActivated => Some("fingerprint"),
+            Self::ClientTimeRequired => Some("client_time"),
+            Self::NonceReused => Some("nonce"),
             _ => None,
         }
     }
@@ -222,31 +233,48 @@ impl Seats {
             .find(|s| same_device(&s.components, components, min))
     }
 
-    fn rollback(
+    /// The device's clock under the shared rule: the time to record
+    /// (capped), or the refusal — a rollback is an event, recorded.
+    fn clock(
         &self,
-        license_id: Uuid,
+        license: &LicenseView,
         activation_id: Option<Uuid>,
         device: &Device,
         seat_time: Option<DateTime<Utc>>,
         services: &ActivationServices,
-    ) -> Option<SeatsEvent> {
-        let client_time = device.client_time?;
+    ) -> Result<Result<Option<DateTime<Utc>>, SeatsEvent>, SeatsError> {
         let last_seen = match (device.last_seen, seat_time) {
-            (Some(a), Some(b)) => a.max(b),
-            (a, b) => a.or(b)?,
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
         };
-        if contracts::time::add(client_time, services.clock_tolerance) >= last_seen {
-            return None;
-        }
-        Some(SeatsEvent::ClockRollbackDetected(ClockRollbackDetected {
-            license_id,
-            activation_id,
-            fingerprint: device.fingerprint.clone(),
-            client_time,
-            last_seen,
-            tolerance_secs: u32::try_from(services.clock_tolerance.num_seconds()).unwrap_or(0),
-            detected_at: services.clock.now(),
-        }))
+        let now = services.clock.now();
+        Ok(Ok(
+            match client_clock(
+                device.client_time,
+                last_seen,
+                now,
+                services.clock_tolerance,
+                policy(license).require_client_time,
+            ) {
+                ClientClock::Unreported => None,
+                ClientClock::Fine { record } => Some(record),
+                ClientClock::Missing => return Err(SeatsError::ClientTimeRequired),
+                ClientClock::RolledBack { last_seen } => {
+                    return Ok(Err(SeatsEvent::ClockRollbackDetected(
+                        ClockRollbackDetected {
+                            license_id: license.id,
+                            activation_id,
+                            fingerprint: device.fingerprint.clone(),
+                            client_time: device.client_time.unwrap_or(now),
+                            last_seen,
+                            tolerance_secs: u32::try_from(services.clock_tolerance.num_seconds())
+                                .unwrap_or(0),
+                            detected_at: now,
+                        },
+                    )))
+                }
+            },
+        ))
     }
 
     fn activate(
@@ -262,18 +290,35 @@ impl Seats {
         usable(license, now)?;
         let policy = policy(license);
         let existing = self.seat_of(&device.components, policy.fingerprint_min_matches);
-        if let Some(e) = self.rollback(
-            license.id,
+        let client_time = match self.clock(
+            license,
             existing.map(|s| s.activation_id),
             device,
             existing.and_then(|s| s.last_client_time),
             services,
-        ) {
-            return Ok(vec![e]);
-        }
+        )? {
+            Ok(t) => t,
+            Err(rollback) => return Ok(vec![rollback]),
+        };
         if let Some(seat) = existing {
-            // The same device again: its seat, not a new one.
-            return Ok(match device.client_time {
+            // The same device again: its seat, not a new one. An offline
+            // request spends its nonce, once.
+            if offline {
+                let nonce = nonce.unwrap_or_default();
+                if seat.nonces.contains(&nonce) {
+                    return Err(SeatsError::NonceReused);
+                }
+                return Ok(vec![SeatsEvent::OfflineResponseIssued(
+                    OfflineResponseIssued {
+                        activation_id: seat.activation_id,
+                        license_id: license.id,
+                        nonce,
+                        client_time,
+                        issued_at: now,
+                    },
+                )]);
+            }
+            return Ok(match client_time {
                 Some(t) if seat.last_client_time.is_none_or(|last| t > last) => {
                     vec![SeatsEvent::DeviceSeen(DeviceSeen {
                         activation_id: seat.activation_id,
@@ -296,7 +341,7 @@ impl Seats {
             kind: license.kind,
             fingerprint: device.fingerprint.clone(),
             components: device.components.clone(),
-            client_time: device.client_time,
+            client_time,
             offline,
             nonce,
             activated_at: now,
@@ -368,16 +413,17 @@ impl Seats {
         if self.seat_of(&device.components, min).is_some() {
             return Err(SeatsError::DeviceAlreadyActivated);
         }
-        if let Some(e) = self.rollback(license.id, None, device, None, services) {
-            return Ok(vec![e]);
-        }
+        let client_time = match self.clock(license, None, device, None, services)? {
+            Ok(t) => t,
+            Err(rollback) => return Ok(vec![rollback]),
+        };
         Ok(vec![SeatsEvent::ActivationMigrated(ActivationMigrated {
             license_id: license.id,
             from_activation_id: activation_id,
             activation_id: new_activation_id,
             fingerprint: device.fingerprint.clone(),
             components: device.components.clone(),
-            client_time: device.client_time,
+            client_time,
             migrations_used: self.migrations_used + 1,
             migrated_at: now,
         })])
@@ -491,7 +537,7 @@ impl Aggregate for Seats {
                         granted_at_sequence: sequence,
                         last_client_time: e.client_time,
                         offline: e.offline,
-                        nonce: e.nonce,
+                        nonces: e.nonce.into_iter().collect(),
                         ended_at: None,
                     },
                 );
@@ -500,6 +546,15 @@ impl Aggregate for Seats {
                 self.changed.insert(e.activation_id);
                 if let Some(s) = self.seats.get_mut(&e.activation_id) {
                     s.last_client_time = Some(e.client_time);
+                }
+            }
+            SeatsEvent::OfflineResponseIssued(e) => {
+                self.changed.insert(e.activation_id);
+                if let Some(s) = self.seats.get_mut(&e.activation_id) {
+                    s.nonces.insert(e.nonce);
+                    if let Some(t) = e.client_time {
+                        s.last_client_time = Some(s.last_client_time.map_or(t, |last| last.max(t)));
+                    }
                 }
             }
             SeatsEvent::ClockRollbackDetected(_) => {}
@@ -525,7 +580,7 @@ impl Aggregate for Seats {
                             granted_at_sequence: sequence,
                             last_client_time: e.client_time,
                             offline: false,
-                            nonce: None,
+                            nonces: BTreeSet::new(),
                             ended_at: None,
                             ..from
                         },

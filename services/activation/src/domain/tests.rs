@@ -231,13 +231,13 @@ fn a_clock_within_tolerance_is_fine_and_a_later_time_is_remembered() {
         .given(vec![activated(1, id(1), LicenseKind::Formal)])
         .when(activate(
             formal(),
-            device_of(1, 0, Some(now() + Duration::hours(1))),
+            device_of(1, 0, Some(now() - Duration::minutes(5))),
             id(2),
         ))
         .then_expect_events(vec![SeatsEvent::DeviceSeen(DeviceSeen {
             activation_id: id(1),
             license_id: license_id(),
-            client_time: now() + Duration::hours(1),
+            client_time: now() - Duration::minutes(5),
             seen_at: now(),
         })]);
     // Another license saw this device later: a new seat is refused too.
@@ -621,4 +621,113 @@ fn an_offline_activation_records_its_nonce_and_obeys_the_seat_limit() {
         ])
         .when(offline(3, id(3)))
         .then_expect_error(SeatsError::TooManyActivations(2));
+}
+
+#[test]
+fn a_clock_in_year_9999_is_recorded_at_the_servers_bound_and_locks_nothing_out() {
+    let far = contracts::time::parse("9999-12-31T23:59:59Z").expect("valid");
+    let events = seats()
+        .given_no_previous_events()
+        .when(activate(formal(), device_of(1, 0, Some(far)), id(1)))
+        .inspect_result()
+        .expect("accepted");
+    let SeatsEvent::DeviceActivated(e) = &events[0] else {
+        panic!("{events:?}");
+    };
+    assert_eq!(e.client_time, Some(now()));
+    // The device's true time afterwards is no rollback, even from a time
+    // recorded uncapped before the rule.
+    let mut poisoned = activated(1, id(1), LicenseKind::Formal);
+    if let SeatsEvent::DeviceActivated(e) = &mut poisoned {
+        e.client_time = Some(far);
+    }
+    let events = seats()
+        .given(vec![poisoned])
+        .when(activate(formal(), device_of(1, 0, Some(now())), id(2)))
+        .inspect_result()
+        .expect("accepted");
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(e, SeatsEvent::ClockRollbackDetected(_))),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_policy_that_requires_the_clock_refuses_a_request_without_one() {
+    let mut l = formal();
+    if let Some(p) = l.policy.as_mut() {
+        p.require_client_time = true;
+    }
+    seats()
+        .given_no_previous_events()
+        .when(activate(l.clone(), device(1), id(1)))
+        .then_expect_error(SeatsError::ClientTimeRequired);
+    let events = seats()
+        .given_no_previous_events()
+        .when(activate(l, device_of(1, 0, Some(now())), id(1)))
+        .inspect_result()
+        .expect("accepted");
+    assert!(matches!(events[0], SeatsEvent::DeviceActivated(_)));
+}
+
+#[test]
+fn an_offline_request_nonce_answers_once_per_seat() {
+    let offline = |nonce: &str| SeatsCommand::Activate {
+        license: formal(),
+        device: device(1),
+        activation_id: id(2),
+        offline: true,
+        nonce: Some(nonce.into()),
+    };
+    let mut first = activated(1, id(1), LicenseKind::Formal);
+    if let SeatsEvent::DeviceActivated(e) = &mut first {
+        e.offline = true;
+        e.nonce = Some("n-1".into());
+    }
+    // The nonce of the activating request is spent...
+    seats()
+        .given(vec![first.clone()])
+        .when(offline("n-1"))
+        .then_expect_error(SeatsError::NonceReused);
+    // ... a new one is answered once, and recorded.
+    let issued = SeatsEvent::OfflineResponseIssued(OfflineResponseIssued {
+        activation_id: id(1),
+        license_id: license_id(),
+        nonce: "n-2".into(),
+        client_time: None,
+        issued_at: now(),
+    });
+    seats()
+        .given(vec![first.clone()])
+        .when(offline("n-2"))
+        .then_expect_events(vec![issued.clone()]);
+    seats()
+        .given(vec![first, issued])
+        .when(offline("n-2"))
+        .then_expect_error(SeatsError::NonceReused);
+}
+
+#[test]
+fn one_shared_component_is_not_the_same_device() {
+    // A MAC shared with a seated machine: a new device, not that seat.
+    let fp = Fingerprint(
+        [("mac".to_string(), "mac-1".to_string())]
+            .into_iter()
+            .collect(),
+    );
+    let components = fp.components().expect("valid");
+    let mac_only = Device {
+        fingerprint: digest_of(&components),
+        components,
+        client_time: None,
+        last_seen: None,
+    };
+    let events = seats()
+        .given(vec![activated(1, id(1), LicenseKind::Formal)])
+        .when(activate(formal(), mac_only, id(2)))
+        .inspect_result()
+        .expect("accepted");
+    assert!(matches!(&events[0], SeatsEvent::DeviceActivated(e) if e.activation_id == id(2)));
 }

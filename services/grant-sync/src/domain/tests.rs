@@ -59,6 +59,7 @@ fn grant() -> Grant {
         offline_grace_hours: 72,
         lease_ttl_secs: 60,
         lease_grace_secs: 30,
+        require_client_time: false,
         domain: None,
         version: 1,
     }
