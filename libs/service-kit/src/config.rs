@@ -8,8 +8,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use contracts::net::Cidr;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// Prefix of every environment variable this loader reads.
 pub const ENV_PREFIX: &str = "LICENSING_";
@@ -259,6 +260,44 @@ pub struct CommonConfig {
     /// False stops signing checkpoints; exists only to measure their cost.
     #[serde(default = "default_true")]
     pub checkpoints_enabled: bool,
+    /// Proxies (addresses or CIDRs) whose `X-Forwarded-For` names the
+    /// client (see [`crate::client_addr::client_ip`]): a list, or one
+    /// comma-separated string. Empty: the header is never believed, the
+    /// peer is the client.
+    #[serde(default, deserialize_with = "cidrs")]
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// Every entry must parse: a proxy list silently shortened by a typo would
+/// make the service rate-limit (and later allowlist) the proxy instead of
+/// its clients.
+fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Cidr>, D::Error> {
+    /// A TOML array, or (what an environment variable more easily holds)
+    /// one string of comma-separated entries.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Entries {
+        List(Vec<String>),
+        Text(String),
+    }
+    let entries = match Entries::deserialize(d).map_err(|_| {
+        serde::de::Error::custom("trusted_proxies: expected a list of IP addresses or CIDRs")
+    })? {
+        Entries::List(list) => list,
+        Entries::Text(text) if text.trim().is_empty() => vec![],
+        Entries::Text(text) => text.split(',').map(str::to_string).collect(),
+    };
+    entries
+        .iter()
+        .map(|e| {
+            Cidr::parse(e.trim()).ok_or_else(|| {
+                let shown: String = e.chars().take(64).collect();
+                serde::de::Error::custom(format!(
+                    "trusted_proxies: {shown:?} is not an IP address or CIDR"
+                ))
+            })
+        })
+        .collect()
 }
 
 fn default_http_addr() -> String {
@@ -324,6 +363,7 @@ impl fmt::Debug for CommonConfig {
             .field("checkpoints_enabled", &self.checkpoints_enabled)
             .field("tls_cert_file", &self.tls_cert_file)
             .field("tls_key_file", &self.tls_key_file)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod cache;
 pub mod checkpoints;
+pub mod client_addr;
 pub mod clock;
 pub mod command;
 pub mod config;

@@ -1,9 +1,13 @@
 //! Per-address token buckets for open endpoints (the public license query):
 //! `.wrap(from_fn(limit(limiter)))`. Over the limit → 429 problem+json
 //! `RATE_LIMITED` with `Retry-After`.
+//!
+//! The address is the client's ([`client_ip`]: the peer, or what trusted
+//! proxies forward), and an IPv6 client is one /64: a single host is
+//! routinely given a whole /64 and may rotate through it at will.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -14,6 +18,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 use futures::future::LocalBoxFuture;
 
+use crate::client_addr::client_ip;
 use crate::Problem;
 
 /// Buckets kept before idle (full) ones are dropped.
@@ -34,8 +39,10 @@ impl RateLimiter {
         }
     }
 
-    /// Takes a token for `ip`; else the seconds until one is there.
+    /// Takes a token for `ip`'s bucket (see [`bucket`]); else the seconds
+    /// until one is there.
     pub fn take(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+        let ip = bucket(ip);
         let Ok(mut buckets) = self.buckets.lock() else {
             return Ok(());
         };
@@ -57,6 +64,15 @@ impl RateLimiter {
     }
 }
 
+/// The bucket of an address: an IPv4 address (also written IPv4-mapped,
+/// `::ffff:a.b.c.d`) is its own, an IPv6 address shares its /64.
+pub fn bucket(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
+}
+
 pub fn limit(
     limiter: Arc<RateLimiter>,
 ) -> impl Fn(
@@ -68,8 +84,7 @@ pub fn limit(
     move |req: ServiceRequest, next: Next<BoxBody>| {
         let limiter = limiter.clone();
         Box::pin(async move {
-            let ip = req.peer_addr().map(|a| a.ip());
-            if let Some(ip) = ip {
+            if let Some(ip) = client_ip(req.request()) {
                 if let Err(retry) = limiter.take(ip, Instant::now()) {
                     let problem = Problem::new(
                         StatusCode::TOO_MANY_REQUESTS,
@@ -109,5 +124,38 @@ mod tests {
         assert!(l.take(ip, t0 + Duration::from_millis(500)).is_err());
         // Another address has its own bucket.
         assert_eq!(l.take([10, 0, 0, 1].into(), t0), Ok(()));
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn an_ipv6_client_rotating_through_its_64_shares_one_bucket() {
+        let l = RateLimiter::new(1, 3);
+        let t0 = Instant::now();
+        for host in [
+            "2001:db8:1:2::1",
+            "2001:db8:1:2::2",
+            "2001:db8:1:2:ffff:ffff:ffff:ffff",
+        ] {
+            assert_eq!(l.take(ip(host), t0), Ok(()), "{host}");
+        }
+        assert!(l.take(ip("2001:db8:1:2:dead:beef::7"), t0).is_err());
+        // The next /64 is another client.
+        assert_eq!(l.take(ip("2001:db8:1:3::1"), t0), Ok(()));
+        assert_eq!(bucket(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+    }
+
+    #[test]
+    fn a_mapped_address_shares_the_bucket_of_its_ipv4_address() {
+        let l = RateLimiter::new(1, 2);
+        let t0 = Instant::now();
+        assert_eq!(l.take(ip("203.0.113.7"), t0), Ok(()));
+        assert_eq!(l.take(ip("::ffff:203.0.113.7"), t0), Ok(()));
+        assert!(l.take(ip("203.0.113.7"), t0).is_err());
+        // IPv4 addresses are not grouped: a neighbour has its own.
+        assert_eq!(l.take(ip("203.0.113.8"), t0), Ok(()));
+        assert_eq!(bucket(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
     }
 }

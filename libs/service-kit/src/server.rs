@@ -8,6 +8,9 @@ use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpServer};
 
+use contracts::net::Cidr;
+
+use crate::client_addr::TrustedProxies;
 use crate::config::CommonConfig;
 use crate::health::{self, Readiness, ReadyCheck};
 use crate::json::{self, configure_extractors, BodyLimit, DEFAULT_BODY_LIMIT};
@@ -29,6 +32,7 @@ pub struct ServiceApp {
     // client per check instead of creating its own.
     readiness: OnceLock<Arc<Readiness>>,
     tls: Option<rustls::ServerConfig>,
+    trusted_proxies: TrustedProxies,
 }
 
 impl ServiceApp {
@@ -44,13 +48,16 @@ impl ServiceApp {
             handle_signals: true,
             readiness: OnceLock::new(),
             tls: None,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 
-    /// [`ServiceApp::new`] with the body limit and TLS taken from the
-    /// config.
+    /// [`ServiceApp::new`] with the body limit, TLS and trusted proxies
+    /// taken from the config.
     pub fn from_config(name: impl Into<String>, config: &CommonConfig) -> std::io::Result<Self> {
-        let app = Self::new(name).with_body_limit(config.max_body_bytes);
+        let app = Self::new(name)
+            .with_body_limit(config.max_body_bytes)
+            .with_trusted_proxies(config.trusted_proxies.clone());
         Ok(match (&config.tls_cert_file, &config.tls_key_file) {
             (Some(cert), Some(key)) => app.with_tls(tls_config(cert, key)?),
             (None, None) => app,
@@ -65,6 +72,13 @@ impl ServiceApp {
     /// Serves HTTPS only, with `tls`.
     pub fn with_tls(mut self, tls: rustls::ServerConfig) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// The proxies whose `X-Forwarded-For` names the client
+    /// ([`crate::client_addr::client_ip`]).
+    pub fn with_trusted_proxies(mut self, proxies: Vec<Cidr>) -> Self {
+        self.trusted_proxies = TrustedProxies(proxies.into());
         self
     }
 
@@ -149,6 +163,7 @@ impl ServiceApp {
             .app_data(web::Data::new(self.metrics.clone()))
             .app_data(web::Data::from(self.readiness()))
             .app_data(BodyLimit(self.body_limit))
+            .app_data(self.trusted_proxies.clone())
             .configure(configure_extractors)
             .route("/healthz", web::get().to(health::healthz))
             .route("/readyz", web::get().to(health::readyz))

@@ -190,6 +190,86 @@ fn errors_name_the_field_or_file() {
     );
 }
 
+#[test]
+fn trusted_proxies_are_addresses_or_cidrs_and_a_bad_entry_fails_the_load() {
+    use contracts::net::Cidr;
+    let dir = config_dir(&[("base.toml", "reclaim_after_days = 90")]);
+    let db = ("LICENSING_DATABASE_URL", "postgres://db/x");
+    let cfg: IssuanceConfig = load_from(&dir, "issuance", env(&[db])).unwrap();
+    assert!(cfg.common.trusted_proxies.is_empty());
+    let cfg: IssuanceConfig = load_from(
+        &dir,
+        "issuance",
+        env(&[
+            db,
+            (
+                "LICENSING_TRUSTED_PROXIES",
+                r#"["10.0.0.0/8", "2001:db8::1"]"#,
+            ),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.common.trusted_proxies,
+        vec![
+            Cidr::parse("10.0.0.0/8").unwrap(),
+            Cidr::parse("2001:db8::1").unwrap()
+        ]
+    );
+    for bad in [
+        r#"["10.0.0.0/8", "10.0.0.0/33"]"#,
+        r#"["proxy.internal"]"#,
+        r#"[""]"#,
+    ] {
+        let err = load_from::<IssuanceConfig>(
+            &dir,
+            "issuance",
+            env(&[db, ("LICENSING_TRUSTED_PROXIES", bad)]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(&err, ConfigError::Invalid { .. }) && text.contains("trusted_proxies"),
+            "{bad}: {text}"
+        );
+        assert!(
+            text.contains("10.0.0.0/33")
+                || text.contains("proxy.internal")
+                || text.contains("\"\""),
+            "{bad}: {text}"
+        );
+    }
+    // One string of comma-separated entries, as an environment variable
+    // most easily holds them.
+    let cfg: IssuanceConfig = load_from(
+        &dir,
+        "issuance",
+        env(&[db, ("LICENSING_TRUSTED_PROXIES", "10.0.0.1, fd00::/8")]),
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.common.trusted_proxies,
+        vec![
+            Cidr::parse("10.0.0.1").unwrap(),
+            Cidr::parse("fd00::/8").unwrap()
+        ]
+    );
+    let err = load_from::<IssuanceConfig>(
+        &dir,
+        "issuance",
+        env(&[db, ("LICENSING_TRUSTED_PROXIES", "10.0.0.1,,10.0.0.2")]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("trusted_proxies"), "{err}");
+    let err = load_from::<IssuanceConfig>(
+        &dir,
+        "issuance",
+        env(&[db, ("LICENSING_TRUSTED_PROXIES", "7")]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("trusted_proxies"), "{err}");
+}
+
 /// The only test here touching the process environment, so no other test
 /// can observe it.
 #[test]

@@ -542,3 +542,86 @@ async fn control_characters_in_urls_are_refused_before_routing() {
     )
     .await;
 }
+
+#[actix_web::test]
+async fn the_rate_limit_keys_on_the_client_behind_trusted_proxies_and_on_ipv6_64s() {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use actix_web::middleware::from_fn;
+    use contracts::net::Cidr;
+    use service_kit::rate_limit::{limit, RateLimiter};
+
+    let limiter = Arc::new(RateLimiter::new(1, 2));
+    let app =
+        ServiceApp::new("test").with_trusted_proxies(vec![Cidr::parse("10.0.0.0/8").unwrap()]);
+    let svc = test::init_service(app.app(move |cfg| {
+        cfg.service(
+            web::resource("/open")
+                .wrap(from_fn(limit(limiter)))
+                .route(web::get().to(|| async { HttpResponse::Ok().finish() })),
+        );
+    }))
+    .await;
+    // The statuses of requests `(peer, X-Forwarded-For)`, in order.
+    macro_rules! statuses {
+        ($requests:expr) => {{
+            let mut out = Vec::new();
+            for (peer, xff) in $requests {
+                let peer: &str = peer;
+                let xff: Option<&str> = xff;
+                let mut req = test::TestRequest::get()
+                    .uri("/open")
+                    .peer_addr(SocketAddr::new(peer.parse().unwrap(), 5000));
+                if let Some(xff) = xff {
+                    req = req.insert_header(("X-Forwarded-For", xff));
+                }
+                out.push(
+                    test::call_service(&svc, req.to_request())
+                        .await
+                        .status()
+                        .as_u16(),
+                );
+            }
+            out
+        }};
+    }
+    // Two clients behind one trusted proxy: a burst each.
+    for client in ["198.51.100.1", "198.51.100.2"] {
+        let hop = format!("6.6.6.6, {client}");
+        assert_eq!(
+            statuses!([("10.0.0.2", Some(hop.as_str())); 3]),
+            [200, 200, 429],
+            "{client}"
+        );
+    }
+    // An untrusted peer inventing a new X-Forwarded-For each time is still
+    // one client.
+    assert_eq!(
+        statuses!([
+            ("203.0.113.7", Some("1.1.1.1")),
+            ("203.0.113.7", Some("1.1.1.2")),
+            ("203.0.113.7", Some("1.1.1.3")),
+        ]),
+        [200, 200, 429]
+    );
+    // So is an IPv6 client rotating through its /64, and a mapped address
+    // is its IPv4 client.
+    assert_eq!(
+        statuses!([
+            ("2001:db8:5:6::1", None),
+            ("2001:db8:5:6::2", None),
+            ("2001:db8:5:6:ffff::3", None),
+            ("2001:db8:5:7::1", None),
+        ]),
+        [200, 200, 429, 200]
+    );
+    assert_eq!(
+        statuses!([
+            ("192.0.2.10", None),
+            ("::ffff:192.0.2.10", None),
+            ("192.0.2.10", None),
+        ]),
+        [200, 200, 429]
+    );
+}
