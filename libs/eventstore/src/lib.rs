@@ -18,5 +18,5 @@ pub use chain::{verify_chain, ChainProblem, ChainReport, StoredEvent};
 pub use db::{can_rewrite_history, connect, grant_serving, is_migrated, migrate};
 pub use store::{
     derived_id, request_digest, CodedError, CommandContext, Executed, InlineProjection, Refusal,
-    Repository, StoreError, DIGEST_MISMATCH_CODE,
+    Refused, Repository, StoreError, DIGEST_MISMATCH_CODE,
 };

@@ -140,6 +140,16 @@ pub enum StoreError {
     Serde(#[from] serde_json::Error),
 }
 
+/// A command refused inside its append's transaction, by a rule across
+/// aggregates that only the database can decide (see
+/// [`InlineProjection::claim`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<&'static str>,
+}
+
 /// A read table kept by the writing service itself, updated in the same
 /// transaction as the events (lookups the command side needs right away:
 /// keys by digest, licenses due for expiry). Never a published read model.
@@ -151,6 +161,22 @@ pub trait InlineProjection<A: Aggregate>: Send + Sync {
         aggregate_id: &str,
         aggregate: &A,
     ) -> Result<(), sqlx::Error>;
+
+    /// Takes what the aggregate's new state holds to the exclusion of every
+    /// other aggregate (a registrable domain per product), first thing in
+    /// the append's transaction. `Ok(Err(refused))` when another aggregate
+    /// holds it: the transaction is rolled back, so no event, projection or
+    /// claim is stored, and the command is rejected with `refused` like a
+    /// rule of the aggregate (its outcome recorded). An aggregate alone
+    /// cannot decide this: it sees only its own stream.
+    async fn claim(
+        &self,
+        _tx: &mut sqlx::PgConnection,
+        _aggregate_id: &str,
+        _aggregate: &A,
+    ) -> Result<Result<(), Refused>, sqlx::Error> {
+        Ok(Ok(()))
+    }
 }
 
 pub struct Repository<A: Aggregate> {
@@ -283,22 +309,12 @@ where
                 .handle(command.clone(), &self.services, &sink)
                 .await
             {
-                let (outcome, fresh) = self
-                    .record_rejection(
-                        aggregate_id,
-                        ctx,
-                        e.code(),
-                        &e.to_string(),
-                        e.field(),
-                        !fresh,
-                    )
-                    .await?;
-                let (aggregate, _) = self.load(&outcome.aggregate_id).await?;
-                return Ok(Executed {
-                    outcome,
-                    aggregate,
-                    replayed: !fresh,
-                });
+                let refused = Refused {
+                    code: e.code(),
+                    message: e.to_string(),
+                    field: e.field(),
+                };
+                return self.rejected(aggregate_id, ctx, &refused, !fresh).await;
             }
             let events = sink.collect().await;
             let sequence = last + events.len() as i64;
@@ -345,10 +361,41 @@ where
                         return Ok(done);
                     }
                 }
+                Err(AppendError::Refused(refused)) => {
+                    return self.rejected(aggregate_id, ctx, &refused, !fresh).await;
+                }
                 Err(AppendError::Store(e)) => return Err(e),
             }
         }
         Err(StoreError::Conflict(aggregate_id.to_string()))
+    }
+
+    /// Records `refused` as the command's outcome and answers it with the
+    /// aggregate as stored (the first outcome, when the command id was
+    /// used before).
+    async fn rejected(
+        &self,
+        aggregate_id: &str,
+        ctx: &CommandContext,
+        refused: &Refused,
+        named: bool,
+    ) -> Result<Executed<A>, StoreError> {
+        let (outcome, fresh) = self
+            .record_rejection(
+                aggregate_id,
+                ctx,
+                refused.code,
+                &refused.message,
+                refused.field,
+                named,
+            )
+            .await?;
+        let (aggregate, _) = self.load(&outcome.aggregate_id).await?;
+        Ok(Executed {
+            outcome,
+            aggregate,
+            replayed: !fresh,
+        })
     }
 
     /// Records a rejection for a command that never reached the aggregate (its
@@ -494,6 +541,16 @@ where
         })
         .map_err(StoreError::from)?;
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        if let Some(p) = &self.projection {
+            if let Err(refused) = p
+                .claim(&mut tx, aggregate_id, aggregate)
+                .await
+                .map_err(classify)?
+            {
+                // Dropping the transaction rolls it back.
+                return Err(AppendError::Refused(refused));
+            }
+        }
         for (i, event) in events.iter().enumerate() {
             let payload = encode_event(event)?;
             sqlx::query(
@@ -545,6 +602,7 @@ where
 enum AppendError {
     SequenceTaken,
     CommandTaken,
+    Refused(Refused),
     Store(StoreError),
 }
 

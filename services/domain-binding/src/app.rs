@@ -1,6 +1,7 @@
 //! Domain-binding use cases behind the HTTP API and the Kafka reactions:
-//! claim the domain, run the binding command, release what is no longer
-//! bound, keep the host-check cache current.
+//! run the binding command (its transaction also takes and lets go of the
+//! domain claims, see `store::BindingIndex`), keep the host-check cache
+//! current.
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use uuid::Uuid;
 use crate::cache::Cache;
 use crate::domain::host::{self, Registrable};
 use crate::domain::{Binding, BindingCommand, BindingServices};
-use crate::store::{self, BindingIndex, Claim};
+use crate::store::BindingIndex;
 
 pub struct DomainBinding {
     pub pool: PgPool,
@@ -75,57 +76,24 @@ impl DomainBinding {
             .0)
     }
 
-    /// Claims `host`'s domain for the license, runs `command`, and settles the
-    /// claims: the new domain's kept on success, the old one's released.
-    async fn rebind(
+    /// Runs a binding command; another license of the product holding the
+    /// domain refuses it inside its transaction (`DOMAIN_TAKEN`).
+    async fn run(
         &self,
         ctx: &CommandContext,
-        license: &LicenseView,
-        host: &Registrable,
+        license_id: Uuid,
         command: BindingCommand,
     ) -> Result<Binding, Problem> {
-        let before = self.binding(license.id).await?;
-        let claim = store::claim(&self.pool, &license.product, &host.domain, license.id)
-            .await
-            .map_err(db_problem)?;
-        if let Claim::Taken(_) = claim {
-            return Err(Problem::conflict(
-                "DOMAIN_TAKEN",
-                format!(
-                    "{} is bound to another license of {}",
-                    host.domain, license.product
-                ),
-            )
-            .with_field("domain"));
-        }
         let done = self
             .bindings
-            .execute(&license.id.to_string(), command, ctx)
-            .await;
-        let failed = match &done {
-            Ok(d) => rejection(d),
-            Err(_) => Some(Problem::internal()),
-        };
-        let after = done.as_ref().ok().map(|d| d.aggregate.clone());
-        let holds_new = after
-            .as_ref()
-            .is_some_and(|b| b.domain.as_deref() == Some(&host.domain));
-        if failed.is_some() && claim == Claim::New && !holds_new {
-            store::release(&self.pool, &license.product, &host.domain, license.id)
-                .await
-                .map_err(db_problem)?;
-        }
-        let done = done.map_err(store_problem)?;
-        if let Some(p) = failed {
+            .execute(&license_id.to_string(), command, ctx)
+            .await
+            .map_err(store_problem)?;
+        if let Some(p) = rejection(&done) {
             return Err(p);
         }
-        if let Some(old) = before.domain.filter(|d| *d != host.domain) {
-            store::release(&self.pool, &license.product, &old, license.id)
-                .await
-                .map_err(db_problem)?;
-        }
         self.cache
-            .set_domain(license.id, done.aggregate.domain.clone());
+            .set_domain(license_id, done.aggregate.domain.clone());
         Ok(done.aggregate)
     }
 
@@ -137,11 +105,8 @@ impl DomainBinding {
     ) -> Result<Binding, Problem> {
         let host = parse_host(raw, "domain")?;
         let license = self.license(license_id).await?;
-        let command = BindingCommand::Bind {
-            license: license.clone(),
-            host: host.clone(),
-        };
-        self.rebind(ctx, &license, &host, command).await
+        let command = BindingCommand::Bind { license, host };
+        self.run(ctx, license_id, command).await
     }
 
     pub async fn change(
@@ -154,11 +119,11 @@ impl DomainBinding {
         let host = parse_host(raw, "domain")?;
         let license = self.license(license_id).await?;
         let command = BindingCommand::Change {
-            license: license.clone(),
-            host: host.clone(),
+            license,
+            host,
             accept_fee,
         };
-        self.rebind(ctx, &license, &host, command).await
+        self.run(ctx, license_id, command).await
     }
 
     /// Unbinds (operator reset or release): the claim goes with the event.
@@ -168,22 +133,6 @@ impl DomainBinding {
         license_id: Uuid,
         command: BindingCommand,
     ) -> Result<Binding, Problem> {
-        let before = self.binding(license_id).await?;
-        let done = self
-            .bindings
-            .execute(&license_id.to_string(), command, ctx)
-            .await
-            .map_err(store_problem)?;
-        if let Some(p) = rejection(&done) {
-            return Err(p);
-        }
-        if let Some(old) = before.domain {
-            store::release(&self.pool, &before.product, &old, license_id)
-                .await
-                .map_err(db_problem)?;
-        }
-        self.cache
-            .set_domain(license_id, done.aggregate.domain.clone());
-        Ok(done.aggregate)
+        self.run(ctx, license_id, command).await
     }
 }

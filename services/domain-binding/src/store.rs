@@ -1,9 +1,10 @@
-//! Domain binding's tables: the inline `bindings` index and the domain
-//! claims that keep one live license per registrable domain and product.
+//! Domain binding's tables, both written in the transaction of a
+//! `DomainBinding`'s events: the `bindings` index and the domain claims
+//! that keep one live license per registrable domain and product.
 
 use async_trait::async_trait;
-use eventstore::InlineProjection;
-use sqlx::{PgConnection, PgPool, Row};
+use eventstore::{InlineProjection, Refused};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::Binding;
@@ -37,96 +38,50 @@ impl InlineProjection<Binding> for BindingIndex {
         .await?;
         Ok(())
     }
-}
 
-/// How long a claim whose holder has not bound the domain is honoured (the
-/// holder's command is still running); after it, the claim is an orphan.
-const CLAIM_GRACE_SECS: i64 = 30;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// Claimed by this call: release it if the binding fails.
-    New,
-    /// This license held it already.
-    Held,
-    /// Another license holds the domain.
-    Taken(Uuid),
-}
-
-pub async fn claim(
-    pool: &PgPool,
-    product: &str,
-    domain: &str,
-    license_id: Uuid,
-) -> Result<Claim, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO domain_claims (product, domain, license_id) VALUES ($1, $2, $3) \
-         ON CONFLICT (product, domain) DO NOTHING",
-    )
-    .bind(product)
-    .bind(domain)
-    .bind(license_id)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(Claim::New);
-    }
-    let Some(row) = sqlx::query(
-        "SELECT c.license_id, \
-           (c.claimed_at < now() - make_interval(secs => $3)) AS stale, \
-           (b.domain IS NOT DISTINCT FROM c.domain AND NOT coalesce(b.released, false) \
-              AND b.license_id IS NOT NULL) AS bound \
-         FROM domain_claims c LEFT JOIN bindings b ON b.license_id = c.license_id \
-         WHERE c.product = $1 AND c.domain = $2",
-    )
-    .bind(product)
-    .bind(domain)
-    .bind(CLAIM_GRACE_SECS as f64)
-    .fetch_optional(pool)
-    .await?
-    else {
-        // Released between the two statements: try once more.
-        return Box::pin(claim(pool, product, domain, license_id)).await;
-    };
-    let holder: Uuid = row.try_get("license_id")?;
-    if holder == license_id {
-        return Ok(Claim::Held);
-    }
-    let stale: bool = row.try_get("stale")?;
-    let bound: bool = row.try_get("bound")?;
-    if bound || !stale {
-        return Ok(Claim::Taken(holder));
-    }
-    let taken_over = sqlx::query(
-        "UPDATE domain_claims SET license_id = $3, claimed_at = now() \
-         WHERE product = $1 AND domain = $2 AND license_id = $4",
-    )
-    .bind(product)
-    .bind(domain)
-    .bind(license_id)
-    .bind(holder)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(if taken_over == 1 {
-        Claim::New
-    } else {
-        Claim::Taken(holder)
-    })
-}
-
-pub async fn release(
-    pool: &PgPool,
-    product: &str,
-    domain: &str,
-    license_id: Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM domain_claims WHERE product = $1 AND domain = $2 AND license_id = $3")
-        .bind(product)
-        .bind(domain)
+    /// The license's claim follows its binding: the bound domain's row is
+    /// taken, any other row of the license is let go. The primary key
+    /// (product, domain) decides between licenses: this insert waits for
+    /// another transaction inserting the same row, then inserts (that one
+    /// rolled back) or, as `DO UPDATE`, locks the committed row and
+    /// answers its holder, so the read cannot be overtaken before this
+    /// transaction ends. Taking comes before letting go, so two licenses
+    /// swapping domains never wait on each other's old row.
+    async fn claim(
+        &self,
+        tx: &mut PgConnection,
+        aggregate_id: &str,
+        b: &Binding,
+    ) -> Result<Result<(), Refused>, sqlx::Error> {
+        let Ok(license_id) = Uuid::parse_str(aggregate_id) else {
+            return Ok(Ok(()));
+        };
+        if let Some(domain) = &b.domain {
+            let holder: Uuid = sqlx::query_scalar(
+                "INSERT INTO domain_claims (product, domain, license_id) VALUES ($1, $2, $3) \
+                 ON CONFLICT (product, domain) DO UPDATE SET license_id = domain_claims.license_id \
+                 RETURNING license_id",
+            )
+            .bind(&b.product)
+            .bind(domain)
+            .bind(license_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if holder != license_id {
+                return Ok(Err(Refused {
+                    code: "DOMAIN_TAKEN",
+                    message: format!("{domain} is bound to another license of {}", b.product),
+                    field: Some("domain"),
+                }));
+            }
+        }
+        sqlx::query(
+            "DELETE FROM domain_claims WHERE license_id = $1 AND domain IS DISTINCT FROM $2",
+        )
         .bind(license_id)
-        .execute(pool)
+        .bind(&b.domain)
+        .execute(&mut *tx)
         .await?;
-    Ok(())
+        Ok(Ok(()))
+    }
 }
