@@ -22,9 +22,11 @@ fi
 # shellcheck disable=SC1090
 source "$SECRETS"
 export LICENSING_ADMIN_KEY LICENSING_LICENSE_KEY_SECRET
-# Activation's and grant sync's signing keys (one each): generated (mode
-# 0600) on their first start.
+# Every service's signing key (one each) and the key grant sync seals
+# upstream secrets with: generated (mode 0600) on their first start.
 export LICENSING_SIGNING_KEY_GENERATE=true
+export LICENSING_UPSTREAM_SECRET_KEY_FILE="$RUN/grant-sync-upstream-secret.key"
+export LICENSING_UPSTREAM_SECRET_KEY_GENERATE=true
 printf '%s\n' "$LICENSING_ADMIN_KEY" >"$RUN/admin.key"
 
 # Each service serves as its own database role; `<service> migrate` applies

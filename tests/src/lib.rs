@@ -471,6 +471,11 @@ impl ServiceProcess {
                 std::env::temp_dir().join(format!("{prefix}-signing.pem")),
             )
             .env("LICENSING_SIGNING_KEY_GENERATE", "true")
+            .env(
+                "LICENSING_UPSTREAM_SECRET_KEY_FILE",
+                std::env::temp_dir().join(format!("{prefix}-upstream-secret.key")),
+            )
+            .env("LICENSING_UPSTREAM_SECRET_KEY_GENERATE", "true")
             .env("RUST_LOG", "info,sqlx=warn,actix_web=warn")
             .envs(env.iter().copied())
             .stdout(
@@ -736,7 +741,21 @@ pub fn grant_sync_config(
         upstream_timeout_ms: 5_000,
         upstream_ca_file: None,
         upstream_allowed_networks: vec![],
+        upstream_secret_key_file: Some(upstream_secret_key_path(prefix)),
+        upstream_secret_key_generate: true,
     }
+}
+
+/// An upstream secret key file of its own for each grant sync a test
+/// configures (generated on first start).
+pub fn upstream_secret_key_path(prefix: &str) -> String {
+    std::env::temp_dir()
+        .join(format!(
+            "{prefix}-{}-upstream-secret.key",
+            Uuid::new_v4().simple()
+        ))
+        .display()
+        .to_string()
 }
 
 pub async fn start_grant_sync(infra: &Infra, prefix: &str) -> InProcess {

@@ -35,6 +35,7 @@ use eventstore::{
     derived_id, request_digest, CodedError, CommandContext, InlineProjection, Refusal, Repository,
     StoreError,
 };
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use signing::{Jwk, Jwks, KeyRing, SigningError};
 use sqlx::{PgConnection, PgPool};
@@ -71,6 +72,27 @@ pub fn load_ring(path: &Path, generate: bool) -> Result<KeyRing, PlatformError> 
         .map_err(|e| PlatformError::Config(format!("signing_key_file {}: {e}", path.display())))?;
     KeyRing::from_pem_thumbprint(&pem)
         .map_err(|e| PlatformError::Config(format!("signing_key_file {}: {e}", path.display())))
+}
+
+/// The 32-byte secret key in the file at `path`: 64 hexadecimal digits
+/// (surrounding whitespace ignored). With `generate`, a missing file is
+/// first created with 32 random bytes from the operating system, mode
+/// 0600, like [`load_ring`]'s key. Errors name the file, never its content.
+pub fn load_secret_key(path: &Path, generate: bool) -> Result<[u8; 32], PlatformError> {
+    let named =
+        |e: &dyn std::fmt::Display| PlatformError::Config(format!("{}: {e}", path.display()));
+    if !path.exists() && generate {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut key)
+            .map_err(|e| named(&format!("generating a key: {e}")))?;
+        write_private(path, &format!("{}\n", hex::encode(key))).map_err(|e| named(&e))?;
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| named(&e))?;
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut key)
+        .map_err(|_| named(&"not 32 bytes written as 64 hexadecimal digits"))?;
+    Ok(key)
 }
 
 fn write_private(path: &Path, pem: &str) -> std::io::Result<()> {
@@ -501,6 +523,39 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains(&path.display().to_string()), "{msg}");
         assert!(!msg.contains("SECRET-CONTENT"), "{msg}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_generated_secret_key_is_private_hex_and_read_back_the_same() {
+        let path = temp_path("secret.key");
+        let key = load_secret_key(&path, true).expect("generated");
+        let mode = std::fs::metadata(&path).expect("file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let text = std::fs::read_to_string(&path).expect("file");
+        assert_eq!(text.trim(), hex::encode(key));
+        assert_eq!(load_secret_key(&path, true).expect("read back"), key);
+        assert_ne!(key, [0u8; 32]);
+        let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+    }
+
+    #[test]
+    fn a_secret_key_file_that_is_not_64_hex_digits_is_named_without_its_content() {
+        let path = temp_path("bad.key");
+        let dir = path.parent().expect("dir");
+        std::fs::create_dir_all(dir).expect("dir");
+        for content in ["SECRET-CONTENT", &"ab".repeat(31), &"zz".repeat(32)] {
+            std::fs::write(&path, content).expect("write");
+            let Err(e) = load_secret_key(&path, true) else {
+                panic!("{content:?} loads");
+            };
+            let msg = e.to_string();
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+            assert!(!msg.contains("SECRET-CONTENT"), "{msg}");
+        }
+        let absent = dir.join("absent.key");
+        assert!(load_secret_key(&absent, false).is_err());
+        assert!(!absent.exists());
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -23,7 +23,8 @@ use crate::flight::SingleFlight;
 use crate::heartbeat::{Beat, Heartbeats};
 use crate::notify::Notifier;
 use crate::remote::{Remote, Target};
-use crate::store::{self, ClientRow, Cursor};
+use crate::secrets::SecretBox;
+use crate::store::{self, ClientRow, Cursor, StoredSecret};
 
 /// Settings the use cases need.
 #[derive(Debug, Clone)]
@@ -45,6 +46,7 @@ pub struct GrantSync {
     pub notifier: Notifier,
     pub remote: Remote,
     pub settings: Settings,
+    secrets: SecretBox,
     clock: Arc<dyn Clock>,
     clients_seen: TtlCache<String, ClientRow>,
     feeds: SingleFlight<FeedKey, Arc<(Vec<store::FeedRow>, Cursor)>>,
@@ -131,6 +133,7 @@ impl GrantSync {
         notifier: Notifier,
         remote: Remote,
         settings: Settings,
+        secrets: SecretBox,
     ) -> Self {
         let clock = services.clock.clone();
         Self {
@@ -150,6 +153,7 @@ impl GrantSync {
             notifier,
             remote,
             settings,
+            secrets,
             clock,
             clients_seen: TtlCache::new(CLIENT_CACHE),
             feeds: SingleFlight::default(),
@@ -721,17 +725,15 @@ impl GrantSync {
     ) -> Result<Upstream, Problem> {
         let upstream_id = derived_id(ctx.command_id, "upstream");
         let secret_digest = service_kit::auth::secret_digest(&spec.secret);
+        let sealed = self.secrets.seal(upstream_id, &spec.secret).map_err(|e| {
+            tracing::error!(error = %e, "sealing an upstream secret failed");
+            Problem::internal()
+        })?;
         // The secret is kept apart from the events; a registration that
         // fails leaves a row nothing refers to.
-        sqlx::query(
-            "INSERT INTO upstream_credentials (upstream_id, secret) VALUES ($1, $2) \
-             ON CONFLICT (upstream_id) DO NOTHING",
-        )
-        .bind(upstream_id)
-        .bind(spec.secret.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(db_problem)?;
+        store::insert_upstream_secret(&self.pool, upstream_id, &sealed)
+            .await
+            .map_err(db_problem)?;
         let command = UpstreamCommand::Register {
             upstream_id,
             spec,
@@ -743,13 +745,7 @@ impl GrantSync {
                 .await,
         );
         if done.is_err() {
-            let _ = sqlx::query("DELETE FROM upstream_credentials WHERE upstream_id = $1 \
-                                 AND NOT EXISTS (SELECT 1 FROM events WHERE aggregate_type = $2 AND aggregate_id = $3)")
-                .bind(upstream_id)
-                .bind(UPSTREAM_AGGREGATE)
-                .bind(upstream_id.to_string())
-                .execute(&self.pool)
-                .await;
+            let _ = store::delete_orphan_secret(&self.pool, upstream_id).await;
         }
         Ok(done?.aggregate)
     }
@@ -773,18 +769,30 @@ impl GrantSync {
         let u = self.upstream(upstream_id).await?;
         let pinned = u.pinned_keys.clone();
         let reg = u.registered.ok_or_else(Problem::internal)?;
-        let secret: Option<String> =
-            sqlx::query_scalar("SELECT secret FROM upstream_credentials WHERE upstream_id = $1")
-                .bind(upstream_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_problem)?;
-        let secret = secret.ok_or_else(|| {
-            Problem::conflict(
-                "UPSTREAM_SECRET_MISSING",
-                "the upstream's secret is not stored here",
-            )
-        })?;
+        let stored = store::upstream_secret(&self.pool, upstream_id)
+            .await
+            .map_err(db_problem)?
+            .ok_or_else(|| {
+                Problem::conflict(
+                    "UPSTREAM_SECRET_MISSING",
+                    "the upstream's secret is not stored here",
+                )
+            })?;
+        let secret = match stored {
+            StoredSecret::Sealed(sealed) => {
+                self.secrets.open(upstream_id, &sealed).map_err(|e| {
+                    tracing::error!(upstream = %upstream_id, error = %e,
+                        "an upstream secret does not open: wrong upstream_secret_key_file, \
+                         or the row was altered or copied from another upstream");
+                    Problem::conflict(
+                        "UPSTREAM_SECRET_UNREADABLE",
+                        "the upstream's stored secret does not open under this server's \
+                         upstream secret key; register the upstream again",
+                    )
+                })?
+            }
+            StoredSecret::Plaintext(secret) => secret,
+        };
         Ok((reg, secret, pinned))
     }
 
@@ -989,4 +997,56 @@ impl GrantSync {
         }
         Ok((changed, skipped))
     }
+}
+
+/// Seals every upstream secret still stored in plaintext (from before
+/// secrets were sealed), once the key is known to be the one the sealed
+/// ones were sealed with: a wrong key would otherwise seal them under a key
+/// nothing else opens with. Refuses when no sealed secret opens; names the
+/// upstreams of single ones that do not (altered or moved rows).
+pub async fn seal_stored_secrets(
+    pool: &PgPool,
+    secrets: &SecretBox,
+    key_file: &str,
+) -> Result<(), service_kit::platform::PlatformError> {
+    use service_kit::platform::PlatformError;
+    let stored = store::upstream_secrets(pool).await?;
+    let (mut sealed, mut unreadable) = (0usize, Vec::new());
+    for (id, s) in &stored {
+        if let StoredSecret::Sealed(s) = s {
+            sealed += 1;
+            if secrets.open(*id, s).is_err() {
+                unreadable.push(*id);
+            }
+        }
+    }
+    if sealed > 0 && unreadable.len() == sealed {
+        return Err(PlatformError::Config(format!(
+            "upstream_secret_key_file {key_file} opens none of the {sealed} stored upstream \
+             secrets: it is not the key they were sealed with"
+        )));
+    }
+    for id in &unreadable {
+        tracing::error!(upstream = %id,
+            "an upstream secret does not open under upstream_secret_key_file \
+             (altered, or copied from another upstream); register the upstream again");
+    }
+    let mut converted = 0;
+    for (id, s) in &stored {
+        if let StoredSecret::Plaintext(secret) = s {
+            let s = secrets
+                .seal(*id, secret)
+                .map_err(|e| PlatformError::Config(format!("sealing upstream secrets: {e}")))?;
+            if store::seal_plaintext_secret(pool, *id, &s).await? {
+                converted += 1;
+            }
+        }
+    }
+    if converted > 0 {
+        tracing::info!(
+            count = converted,
+            "sealed upstream secrets stored in plaintext"
+        );
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@ pub mod flight;
 pub mod heartbeat;
 pub mod notify;
 pub mod remote;
+pub mod secrets;
 pub mod store;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::domain::GrantServices;
 use crate::heartbeat::Heartbeats;
 use crate::notify::Notifier;
 use crate::remote::Remote;
+use crate::secrets::SecretBox;
 
 pub const SERVICE: &str = "grant-sync";
 
@@ -94,6 +96,14 @@ pub struct Config {
     /// loopback, private and link-local addresses are refused otherwise.
     #[serde(default)]
     pub upstream_allowed_networks: Vec<String>,
+    /// The key upstream secrets are sealed with at rest (AES-256-GCM): a
+    /// file holding 32 bytes as 64 hexadecimal digits. Required.
+    #[serde(default)]
+    pub upstream_secret_key_file: Option<String>,
+    /// Create `upstream_secret_key_file` (32 random bytes, mode 0600) when
+    /// it does not exist: for development; in production it is provisioned.
+    #[serde(default)]
+    pub upstream_secret_key_generate: bool,
 }
 
 impl AsRef<CommonConfig> for Config {
@@ -114,7 +124,18 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
             })?,
     })
     .map_err(|e| PlatformError::Config(format!("upstream client: {e}")))?;
+    let key_file = config.upstream_secret_key_file.clone().ok_or_else(|| {
+        PlatformError::Config(
+            "upstream_secret_key_file is required: upstream secrets are stored sealed under it"
+                .into(),
+        )
+    })?;
+    let secrets = SecretBox::new(&service_kit::keys::load_secret_key(
+        std::path::Path::new(&key_file),
+        config.upstream_secret_key_generate,
+    )?);
     let mut platform = Platform::start(SERVICE, config.common, &schema()).await?;
+    app::seal_stored_secrets(&platform.pool, &secrets, &key_file).await?;
     if !options.handle_signals {
         platform = platform.without_signals();
     }
@@ -137,6 +158,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
             sync_wait: Duration::from_millis(config.sync_wait_ms),
             sync_max_wait: Duration::from_millis(config.sync_max_wait_ms),
         },
+        secrets,
     ));
     platform.spawn_relay(GRANTS)?;
     platform.spawn_consumer(

@@ -1,6 +1,6 @@
 //! Grant sync's tables: the inline indexes of its aggregates (clients,
-//! leases, imported licenses and products), the grants it serves, and the
-//! change feed clients sync from.
+//! leases, imported licenses and products), the grants it serves, the
+//! change feed clients sync from, and the sealed upstream secrets.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,6 +12,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::domain::{Client, ImportedLicense, LeaseStatus, Leases, Upstream};
+use crate::secrets::Sealed;
 
 /// The channel every change-feed row is announced on (payload: license id);
 /// `pg_notify` delivers at commit, to every instance.
@@ -607,6 +608,110 @@ pub async fn changes_since(
         ));
     }
     Ok((out, next))
+}
+
+// ---------------------------------------------------------------- upstream secrets
+
+/// An upstream's secret as stored: sealed, or in plaintext from before
+/// secrets were sealed (until the next start-up seals it).
+#[derive(Debug)]
+pub enum StoredSecret {
+    Sealed(Sealed),
+    Plaintext(String),
+}
+
+fn stored_secret(r: &sqlx::postgres::PgRow) -> Result<StoredSecret, sqlx::Error> {
+    let nonce: Option<Vec<u8>> = r.try_get("nonce")?;
+    let ciphertext: Option<Vec<u8>> = r.try_get("ciphertext")?;
+    Ok(match (nonce, ciphertext) {
+        (Some(nonce), Some(ciphertext)) => StoredSecret::Sealed(Sealed { nonce, ciphertext }),
+        // The table's check constraint leaves only the plaintext form.
+        _ => StoredSecret::Plaintext(
+            r.try_get::<Option<String>, _>("plaintext_secret")?
+                .unwrap_or_default(),
+        ),
+    })
+}
+
+/// Stores a new upstream's sealed secret; a replayed registration keeps
+/// the first.
+pub async fn insert_upstream_secret(
+    pool: &PgPool,
+    upstream_id: Uuid,
+    sealed: &Sealed,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO upstream_credentials (upstream_id, nonce, ciphertext) VALUES ($1, $2, $3) \
+         ON CONFLICT (upstream_id) DO NOTHING",
+    )
+    .bind(upstream_id)
+    .bind(&sealed.nonce)
+    .bind(&sealed.ciphertext)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Deletes the secret of a registration that recorded no event.
+pub async fn delete_orphan_secret(pool: &PgPool, upstream_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM upstream_credentials WHERE upstream_id = $1 \
+         AND NOT EXISTS (SELECT 1 FROM events WHERE aggregate_type = $2 AND aggregate_id = $3)",
+    )
+    .bind(upstream_id)
+    .bind(UPSTREAM_AGGREGATE)
+    .bind(upstream_id.to_string())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn upstream_secret(
+    pool: &PgPool,
+    upstream_id: Uuid,
+) -> Result<Option<StoredSecret>, sqlx::Error> {
+    sqlx::query(
+        "SELECT nonce, ciphertext, plaintext_secret FROM upstream_credentials WHERE upstream_id = $1",
+    )
+    .bind(upstream_id)
+    .fetch_optional(pool)
+    .await?
+    .as_ref()
+    .map(stored_secret)
+    .transpose()
+}
+
+/// Every stored secret, by upstream.
+pub async fn upstream_secrets(pool: &PgPool) -> Result<Vec<(Uuid, StoredSecret)>, sqlx::Error> {
+    sqlx::query(
+        "SELECT upstream_id, nonce, ciphertext, plaintext_secret FROM upstream_credentials \
+         ORDER BY upstream_id",
+    )
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get("upstream_id")?, stored_secret(r)?)))
+    .collect()
+}
+
+/// Replaces a plaintext secret with its sealed form; false when another
+/// instance did it first.
+pub async fn seal_plaintext_secret(
+    pool: &PgPool,
+    upstream_id: Uuid,
+    sealed: &Sealed,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE upstream_credentials SET nonce = $2, ciphertext = $3, plaintext_secret = NULL \
+         WHERE upstream_id = $1 AND plaintext_secret IS NOT NULL",
+    )
+    .bind(upstream_id)
+    .bind(&sealed.nonce)
+    .bind(&sealed.ciphertext)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
 #[cfg(test)]

@@ -333,3 +333,192 @@ async fn an_upstream_is_trusted_only_as_far_as_its_certificate_and_its_signature
     vendor.running.stop().await;
     dist.running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_secrets_are_sealed_at_rest_and_a_wrong_key_is_named() {
+    let infra = Infra::get();
+    let (vendor_prefix, dist_prefix) = (infra.prefix().await, infra.prefix().await);
+    let issuance = start_issuance(&infra, &vendor_prefix).await;
+    let vendor = start_grant_sync_configured(&infra, &vendor_prefix, |c| {
+        let (cert, key) = test_ca().server("vendor");
+        c.common.tls_cert_file = Some(cert);
+        c.common.tls_key_file = Some(key);
+    })
+    .await;
+    // The distributor, on a database and key file this test restarts it on.
+    let dist_db = infra.fresh_db("grants").await;
+    let key_file = upstream_secret_key_path(&dist_prefix);
+    let signing = signing_key_path(&dist_prefix);
+    let dist_config = |key_file: &str| {
+        let mut c = grant_sync_config(&infra, &dist_db, &dist_prefix, &signing);
+        c.upstream_ca_file = Some(test_ca().ca_file.display().to_string());
+        c.upstream_allowed_networks = vec!["127.0.0.0/8".into()];
+        c.upstream_secret_key_file = Some(key_file.to_string());
+        c
+    };
+    let options = || grant_sync::Options {
+        handle_signals: false,
+        ..Default::default()
+    };
+    let dist = grant_sync::start(dist_config(&key_file), options())
+        .await
+        .expect("grant sync starts");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(&key_file).expect("the key file was generated");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let text = std::fs::read_to_string(&key_file).expect("key file");
+        assert!(
+            text.trim().len() == 64 && text.trim().chars().all(|c| c.is_ascii_hexdigit()),
+            "32 bytes as hex"
+        );
+    }
+    let (v, d) = (vendor.url(), dist.url());
+    let admin = admin_client();
+    let (s, lic) = call(
+        &admin,
+        "POST",
+        &format!("{}/v1/licenses", issuance.url()),
+        Some(&crate::license_body()),
+    )
+    .await;
+    assert_eq!(s, 201, "{lic}");
+    let license = lic["id"].as_str().expect("id").to_string();
+    let known = wait_until(Duration::from_secs(15), || async {
+        call(
+            &admin,
+            "GET",
+            &format!("{v}/v1/licenses/{license}/leases"),
+            None,
+        )
+        .await
+        .0 == 200
+    })
+    .await;
+    assert!(known, "the vendor knows the license");
+    let (s, member) = call(
+        &admin,
+        "POST",
+        &format!("{v}/v1/clients"),
+        Some(&json!({"name": "Distributor North", "licenses": [license]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{member}");
+    let token = member["token"].as_str().expect("token").to_string();
+    let secret_part = token.split('.').nth(1).expect("secret").to_string();
+    let member = json!({
+        "client_id": member["client_id"],
+        "key_id": token.split('.').next(),
+        "secret": secret_part,
+    });
+    let (s, up) = register_upstream(&d, &member, &v, false).await;
+    assert_eq!(s, 201, "{up}");
+    let up = up["upstream_id"].as_str().expect("id").to_string();
+
+    // The row holds a nonce and a ciphertext, never the secret.
+    let pd = pool(&dist_db).await;
+    let row = |id: String| {
+        let pd = pd.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<Vec<u8>>, Option<Vec<u8>>)>(
+                "SELECT row_to_json(c)::text, nonce, ciphertext FROM upstream_credentials c \
+                 WHERE upstream_id = $1::uuid",
+            )
+            .bind(id)
+            .fetch_one(&pd)
+            .await
+            .expect("credentials row")
+        }
+    };
+    let (text, nonce, ciphertext) = row(up.clone()).await;
+    assert!(
+        !text.contains(&secret_part) && !text.contains(&hex::encode(&secret_part)),
+        "the secret is stored in the clear: {text}"
+    );
+    assert_eq!(nonce.as_ref().map(Vec::len), Some(12), "{text}");
+    assert_eq!(
+        ciphertext.as_ref().map(Vec::len),
+        Some(token.len() + 16),
+        "{text}"
+    );
+    assert!(text.contains("\"plaintext_secret\":null"), "{text}");
+
+    // The sealed secret still opens: check and sync work.
+    assert_eq!(act(&d, &up, "check").await["last_check"]["status"], "ok");
+    let b = act(&d, &up, "sync").await;
+    assert_eq!(b["resources"]["licenses"]["status"], "ok", "{b}");
+    assert_eq!(b["resources"]["licenses"]["items"], 1, "{b}");
+
+    // A ciphertext copied into another upstream's row does not open there
+    // (the upstream id is its associated data): a clear refusal.
+    let (s, other) = register_upstream(&d, &member, &v, false).await;
+    assert_eq!(s, 201, "{other}");
+    let other = other["upstream_id"].as_str().expect("id").to_string();
+    sqlx::query(
+        "UPDATE upstream_credentials SET nonce = $2, ciphertext = $3 WHERE upstream_id = $1::uuid",
+    )
+    .bind(&other)
+    .bind(&nonce)
+    .bind(&ciphertext)
+    .execute(&pd)
+    .await
+    .expect("move the ciphertext");
+    let (s, b) = call(
+        &admin,
+        "POST",
+        &format!("{d}/v1/upstreams/{other}/check"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (409, Some("UPSTREAM_SECRET_UNREADABLE")),
+        "{b}"
+    );
+    assert!(!b.to_string().contains(&secret_part), "{b}");
+
+    // A secret stored in plaintext before sealing existed is sealed at the
+    // next start-up, and still works.
+    sqlx::query(
+        "UPDATE upstream_credentials SET nonce = NULL, ciphertext = NULL, plaintext_secret = $2 \
+         WHERE upstream_id = $1::uuid",
+    )
+    .bind(&other)
+    .bind(&token)
+    .execute(&pd)
+    .await
+    .expect("a legacy plaintext row");
+    dist.stop().await;
+    let dist = grant_sync::start(dist_config(&key_file), options())
+        .await
+        .expect("grant sync restarts");
+    let d = dist.url();
+    let (text, nonce, _) = row(other.clone()).await;
+    assert!(
+        !text.contains(&secret_part),
+        "not sealed at start-up: {text}"
+    );
+    assert_eq!(nonce.as_ref().map(Vec::len), Some(12), "{text}");
+    assert_eq!(act(&d, &other, "check").await["last_check"]["status"], "ok");
+    dist.stop().await;
+
+    // Another key opens none of the stored secrets: the service refuses to
+    // start and says why, naming the file and nothing secret.
+    let wrong = upstream_secret_key_path(&dist_prefix);
+    let Err(e) = grant_sync::start(dist_config(&wrong), options()).await else {
+        panic!("grant sync started with the wrong upstream secret key");
+    };
+    let msg = e.to_string();
+    assert!(
+        msg.contains("upstream_secret_key_file")
+            && msg.contains(&wrong)
+            && msg.contains("opens none"),
+        "{msg}"
+    );
+    assert!(!msg.contains(&secret_part), "{msg}");
+    let (text, _, _) = row(other.clone()).await;
+    assert!(text.contains("\"plaintext_secret\":null"), "{text}");
+
+    issuance.running.stop().await;
+    vendor.running.stop().await;
+}
