@@ -564,7 +564,7 @@ pub async fn read_topic(
     // The operator's groups: `<prefix>.operator.*`.
     let prefix = topic.split('.').next().unwrap_or_default().to_string();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = kafka
+        let consumer: BaseConsumer<bus::ReadsToEnd> = kafka
             .client()
             .set(
                 "group.id",
@@ -573,7 +573,7 @@ pub async fn read_topic(
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "true")
-            .create()
+            .create_with_context(bus::ReadsToEnd)
             .expect("consumer");
         let md = consumer
             .fetch_metadata(Some(&topic), Duration::from_secs(10))

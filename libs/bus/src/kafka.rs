@@ -8,6 +8,9 @@ use std::fmt;
 use std::path::Path;
 
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::ClientContext;
 
 /// librdkafka properties whose values are secrets: never logged or shown.
 const SECRET_KEYS: &[&str] = &[
@@ -17,6 +20,30 @@ const SECRET_KEYS: &[&str] = &[
     "ssl.key.pem",
     "sasl.oauthbearer.client.secret",
 ];
+
+/// The context of a consumer that reads partitions to their end
+/// (`enable.partition.eof`): `create_with_context(ReadsToEnd)`.
+///
+/// librdkafka reports each partition's end as an error event, and rdkafka
+/// hands every error event to the context's `error` before `poll` returns
+/// it as `PartitionEOF`; the default context logs it at ERROR — some 1,400
+/// lines a test run of what is the answer such a reader waits for. This
+/// one logs the end at debug and every other error as rdkafka would
+/// (ERROR, same target).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadsToEnd;
+
+impl ClientContext for ReadsToEnd {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::debug!(target: "rdkafka::client", "librdkafka: end of partition: {reason}");
+        } else {
+            tracing::error!(target: "rdkafka::client", "librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for ReadsToEnd {}
 
 /// Bootstrap servers and security properties of one principal.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -157,5 +184,51 @@ mod tests {
         assert_eq!(k.brokers(), "b:9092");
         assert_eq!(k.username(), Some("u"));
         assert!(k.to_properties().contains("sasl.password=hunter2\n"));
+    }
+}
+
+#[cfg(test)]
+mod read_to_end_tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::{Event, Level, Subscriber};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+    use super::*;
+
+    /// Level and target of every event logged.
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<(Level, String)>>>);
+
+    impl<S: Subscriber> Layer<S> for Seen {
+        fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+            if let Ok(mut seen) = self.0.lock() {
+                seen.push((*event.metadata().level(), event.metadata().target().into()));
+            }
+        }
+    }
+
+    #[test]
+    fn the_end_of_a_partition_is_logged_at_debug_and_real_errors_at_error() {
+        let seen = Seen::default();
+        let subscriber = tracing_subscriber::registry().with(seen.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            ReadsToEnd.error(
+                KafkaError::Global(RDKafkaErrorCode::PartitionEOF),
+                "Fetch from broker 1 reached end of partition at offset 3",
+            );
+            ReadsToEnd.error(
+                KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+                "1/1 brokers are down",
+            );
+        });
+        let seen = seen.0.lock().map(|s| s.clone()).unwrap_or_default();
+        assert_eq!(
+            seen,
+            vec![
+                (Level::DEBUG, "rdkafka::client".to_string()),
+                (Level::ERROR, "rdkafka::client".to_string()),
+            ]
+        );
     }
 }

@@ -21,7 +21,7 @@ pub use consumer::{
     panic_message, payload, run_consumer, transient, ConsumerConfig, HandleError, Incoming,
     TxHandler,
 };
-pub use kafka::Kafka;
+pub use kafka::{Kafka, ReadsToEnd};
 pub use provision::{provision, Deployment};
 pub use topics::ensure_topics;
 
@@ -82,7 +82,7 @@ pub async fn publish_json<T: Serialize>(
 /// a high watermark holds is remembered: it never changes.
 pub struct Watermarks {
     client: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
-    peek: std::sync::Arc<std::sync::Mutex<rdkafka::consumer::BaseConsumer>>,
+    peek: std::sync::Arc<std::sync::Mutex<rdkafka::consumer::BaseConsumer<ReadsToEnd>>>,
     /// `(topic, partition, from, high)` → whether a message (not only
     /// commit markers) sits in `from..high`.
     verdicts: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<PartitionRange, bool>>>,
@@ -109,7 +109,7 @@ impl Watermarks {
             .set("isolation.level", "read_committed")
             // An empty fetch at a partition's end answers at once.
             .set("fetch.wait.max.ms", "10")
-            .create()?;
+            .create_with_context(ReadsToEnd)?;
         let watermarks = Self {
             client: std::sync::Arc::new(client),
             peek: std::sync::Arc::new(std::sync::Mutex::new(peek)),

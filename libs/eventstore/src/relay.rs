@@ -243,13 +243,13 @@ impl Relay {
         let key = self.config.name.clone();
         let group = self.config.reader_group.clone();
         tokio::task::spawn_blocking(move || -> Result<Checkpoint, RelayError> {
-            let consumer: BaseConsumer = kafka
+            let consumer: BaseConsumer<bus::ReadsToEnd> = kafka
                 .client()
                 .set("group.id", &group)
                 .set("enable.auto.commit", "false")
                 .set("isolation.level", "read_committed")
                 .set("enable.partition.eof", "true")
-                .create()?;
+                .create_with_context(bus::ReadsToEnd)?;
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&topic, partition, Offset::Beginning)?;
             consumer.assign(&tpl)?;

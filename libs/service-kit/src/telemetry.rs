@@ -10,7 +10,10 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
-use tracing::Instrument;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Instrument, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// Header carrying the correlation id in both directions.
@@ -18,16 +21,27 @@ pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
 /// Installs the global subscriber: JSON lines (`format = "json"`, the
 /// default) or human-readable (`"pretty"`), filtered by `RUST_LOG`
-/// (default `info`).
+/// (default `info`). Requests actix-http's parser rejects are not logged
+/// unless `RUST_LOG` asks for debug everywhere or names `actix_http` (see
+/// [`CallerErrors`]).
 ///
 /// Calling it again is a no-op, because integration tests start several
 /// services in one process and only the first subscriber can be global.
 pub fn init(service: &str, format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let rust_log = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|spec| !spec.trim().is_empty());
+    let filter = rust_log
+        .as_deref()
+        .and_then(|spec| EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let quiet = CallerErrors::unless_wanted(rust_log.as_deref());
     let installed = if format.eq_ignore_ascii_case("pretty") {
         tracing_subscriber::fmt()
             .pretty()
             .with_env_filter(filter)
+            .finish()
+            .with(quiet)
             .try_init()
             .is_ok()
     } else {
@@ -37,11 +51,68 @@ pub fn init(service: &str, format: &str) {
             .with_current_span(true)
             .with_span_list(false)
             .with_env_filter(filter)
+            .finish()
+            .with(quiet)
             .try_init()
             .is_ok()
     };
     if installed {
         tracing::info!(service, log_format = format, "telemetry initialised");
+    }
+}
+
+/// Drops actix-http's `stream error: …` events, which it logs at ERROR for
+/// every connection that ends in a dispatch error: a malformed request
+/// line or header, a body that breaks off, a slow or vanished client. All
+/// of them are the caller's doing, answered 400/408 or not at all, and any
+/// client could fill the log with them at will. tracing cannot lower an
+/// event's level, and an `EnvFilter` directive could only silence the whole
+/// `actix_http::h1::dispatcher` target, which would hide its other ERROR
+/// events too (a response body stream failing, actix's own internal
+/// errors); so this looks at the one message, before any layer formats it.
+/// Not installed when `RUST_LOG` asks for debug everywhere or names
+/// `actix_http`: then they are shown, as debugging output.
+#[derive(Debug, Clone, Copy)]
+pub struct CallerErrors;
+
+/// The module whose dispatch errors [`CallerErrors`] drops.
+const DISPATCHER: &str = "actix_http::h1::dispatcher";
+
+impl CallerErrors {
+    /// The layer, unless `rust_log` wants these messages.
+    pub fn unless_wanted(rust_log: Option<&str>) -> Option<Self> {
+        let shown = rust_log.is_some_and(|spec| {
+            spec.split(',').map(str::trim).any(|directive| {
+                directive.starts_with("actix_http")
+                    || ["debug", "trace"]
+                        .iter()
+                        .any(|level| directive.eq_ignore_ascii_case(level))
+            })
+        });
+        (!shown).then_some(Self)
+    }
+}
+
+impl<S: Subscriber> Layer<S> for CallerErrors {
+    fn event_enabled(&self, event: &Event<'_>, _: Context<'_, S>) -> bool {
+        let meta = event.metadata();
+        if *meta.level() != Level::ERROR || meta.target() != DISPATCHER {
+            return true;
+        }
+        let mut message = MessageStart(false);
+        event.record(&mut message);
+        !message.0
+    }
+}
+
+/// Whether an event's message starts with `stream error`.
+struct MessageStart(bool);
+
+impl Visit for MessageStart {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}").starts_with("stream error");
+        }
     }
 }
 
@@ -212,6 +283,63 @@ impl ResponseError for Correlated {
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
+
+    #[test]
+    fn caller_errors_are_dropped_unless_rust_log_wants_them() {
+        for spec in [
+            None,
+            Some("info"),
+            Some("warn,sqlx=warn"),
+            Some("info,projector=debug"),
+        ] {
+            assert!(CallerErrors::unless_wanted(spec).is_some(), "{spec:?}");
+        }
+        for spec in [
+            "debug",
+            "TRACE",
+            "info,actix_http=debug",
+            "actix_http::h1=trace",
+        ] {
+            assert!(CallerErrors::unless_wanted(Some(spec)).is_none(), "{spec}");
+        }
+    }
+
+    /// Levels of the events that reach a layer behind [`CallerErrors`].
+    #[derive(Clone, Default)]
+    struct Seen(std::sync::Arc<std::sync::Mutex<Vec<(Level, String)>>>);
+
+    impl<S: Subscriber> Layer<S> for Seen {
+        fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+            if let Ok(mut seen) = self.0.lock() {
+                seen.push((*event.metadata().level(), event.metadata().target().into()));
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_dispatchers_stream_errors_are_dropped() {
+        let seen = Seen::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(CallerErrors)
+            .with(seen.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(target: "actix_http::h1::dispatcher", "stream error: {}", "parse error");
+            tracing::error!(target: "actix_http::h1::dispatcher", "Response payload stream error: x");
+            tracing::error!(target: "actix_http::h1::dispatcher", "Internal server error: unexpected eof");
+            tracing::error!(target: "elsewhere", "stream error: ours");
+            tracing::debug!(target: "actix_http::h1::dispatcher", "stream error: at debug");
+        });
+        let seen = seen.0.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![
+                (Level::ERROR, DISPATCHER.to_string()),
+                (Level::ERROR, DISPATCHER.to_string()),
+                (Level::ERROR, "elsewhere".to_string()),
+                (Level::DEBUG, DISPATCHER.to_string()),
+            ]
+        );
+    }
 
     #[test]
     fn accepts_only_safe_ids() {

@@ -9,6 +9,7 @@ mod domain;
 mod grants;
 mod hostile;
 mod issuance;
+mod logs;
 mod projector;
 mod store;
 mod trust;
