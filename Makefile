@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: python-deps run stop test bench infra-up infra-down build lint fmt
+.PHONY: python-deps run stop test bench infra-up infra-down build lint fmt rotate-admin-key
 
 infra-up:
 	@bash infra/up.sh
@@ -20,6 +20,11 @@ run: infra-up build
 stop:
 	@bash infra/services.sh stop
 	@bash infra/down.sh
+
+# A new bootstrap admin key for `make run`'s services, in force within a
+# second (see README, "Security and trust").
+rotate-admin-key:
+	@bash infra/rotate-admin-key.sh
 
 # Unit tests need nothing; integration and end-to-end tests use the
 # PostgreSQL server and Kafka broker started by infra-up (reused if running).
@@ -38,6 +43,7 @@ bench: infra-up
 	@bash bench/grants.sh
 	@bash bench/projector.sh
 	@bash bench/trust.sh
+	@bash bench/callers.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

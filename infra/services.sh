@@ -8,9 +8,11 @@ mkdir -p "$RUN/logs" "$RUN/pids"
 # shellcheck disable=SC1091
 source "$RUN/infra.env"
 
-# Secrets of this local installation, made once: the bootstrap admin key
-# (written to .run/admin.key, one line, the whole bearer token) and the
-# secret license keys are derived from.
+# Secrets of this local installation, made once: the first bootstrap admin
+# key (.run/admin.key, one line, the whole bearer token; the services read
+# that file, so `make rotate-admin-key` replaces the key, and emptying the
+# file revokes it, without a restart) and the secret license keys are
+# derived from.
 SECRETS="$RUN/secrets.env"
 if [[ ! -f "$SECRETS" ]]; then
   umask 077
@@ -21,13 +23,16 @@ if [[ ! -f "$SECRETS" ]]; then
 fi
 # shellcheck disable=SC1090
 source "$SECRETS"
-export LICENSING_ADMIN_KEY LICENSING_LICENSE_KEY_SECRET
+export LICENSING_LICENSE_KEY_SECRET
+export LICENSING_ADMIN_KEY_FILE="$RUN/admin.key"
 # Every service's signing key (one each) and the key grant sync seals
 # upstream secrets with: generated (mode 0600) on their first start.
 export LICENSING_SIGNING_KEY_GENERATE=true
 export LICENSING_UPSTREAM_SECRET_KEY_FILE="$RUN/grant-sync-upstream-secret.key"
 export LICENSING_UPSTREAM_SECRET_KEY_GENERATE=true
-printf '%s\n' "$LICENSING_ADMIN_KEY" >"$RUN/admin.key"
+[[ -f "$RUN/admin.key" ]] || (umask 077 && printf '%s\n' "$LICENSING_ADMIN_KEY" >"$RUN/admin.key")
+# The key in force (rotated ones replace the first in the file).
+LICENSING_ADMIN_KEY="$(grep -v '^#' "$RUN/admin.key" | head -n1 || true)"
 
 # Each service serves as its own database role; `<service> migrate` applies
 # its migrations as the owner first, so that the serving process never holds

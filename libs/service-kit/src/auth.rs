@@ -143,9 +143,85 @@ pub fn split_token(token: &str) -> Option<(&str, &str)> {
     (ok(id) && ok(secret)).then_some((id, secret))
 }
 
+/// The bootstrap admin keys: from configuration, and from a file read
+/// again within a second of a change, so that a key can be rotated or
+/// revoked without restarting anything. Only `(SecretId, digest)` pairs.
+#[derive(Default)]
+struct BootstrapKeys {
+    inline: Vec<(String, String)>,
+    file: Option<std::path::PathBuf>,
+    read: std::sync::Mutex<FileKeys>,
+}
+
+#[derive(Default)]
+struct FileKeys {
+    checked: Option<std::time::Instant>,
+    keys: Vec<(String, String)>,
+}
+
+/// `(SecretId, digest)` of each well-formed token in `text` (commas or
+/// lines between them, `#` comments); the malformed ones are counted.
+fn parse_tokens(text: &str) -> (Vec<(String, String)>, usize) {
+    let mut keys = Vec::new();
+    let mut bad = 0;
+    for token in text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default())
+        .flat_map(|l| l.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        match split_token(token) {
+            Some((id, secret)) => keys.push((id.to_string(), secret_digest(secret))),
+            None => bad += 1,
+        }
+    }
+    (keys, bad)
+}
+
+impl BootstrapKeys {
+    fn matches(&self, key_id: &str, digest: &str) -> bool {
+        let hit =
+            |keys: &[(String, String)]| keys.iter().any(|(id, d)| id == key_id && same(d, digest));
+        hit(&self.inline) || self.file.is_some() && hit(&self.file_keys())
+    }
+
+    /// The file's keys, read again once a second (it is a few lines).
+    fn file_keys(&self) -> Vec<(String, String)> {
+        let Some(path) = &self.file else {
+            return Vec::new();
+        };
+        let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        if read.checked.is_some_and(|t| t.elapsed() < CACHE_TTL) {
+            return read.keys.clone();
+        }
+        read.checked = Some(std::time::Instant::now());
+        let keys = match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let (keys, bad) = parse_tokens(&text);
+                if bad > 0 && keys != read.keys {
+                    tracing::warn!(file = %path.display(), bad, "admin key file holds malformed keys; ignored");
+                }
+                keys
+            }
+            Err(e) => {
+                if !read.keys.is_empty() {
+                    tracing::warn!(file = %path.display(), error = %e, "admin key file unreadable: no bootstrap key");
+                }
+                Vec::new()
+            }
+        };
+        if keys != read.keys {
+            tracing::info!(file = %path.display(), keys = keys.len(), "bootstrap admin keys changed");
+            read.keys = keys;
+        }
+        read.keys.clone()
+    }
+}
+
 pub struct Authenticator {
     pool: PgPool,
-    admin: Option<(String, String)>,
+    admin: BootstrapKeys,
     enabled: bool,
     cache: TtlCache<String, Option<KeyEntry>>,
     /// License key digest → the license it opens (None: no such live
@@ -158,12 +234,14 @@ impl Authenticator {
     /// holds every scope; with `enabled` false every route is open (for
     /// measuring auth's own cost only — logged loudly).
     pub fn new(pool: PgPool, admin_key: Option<&str>, enabled: bool) -> Self {
-        let admin = admin_key
-            .and_then(split_token)
-            .map(|(id, secret)| (id.to_string(), secret_digest(secret)));
-        if admin_key.is_some() && admin.is_none() {
-            tracing::warn!("admin key is malformed and is ignored");
+        let (inline, bad) = parse_tokens(admin_key.unwrap_or_default());
+        if bad > 0 {
+            tracing::warn!(bad, "admin key is malformed and is ignored");
         }
+        let admin = BootstrapKeys {
+            inline,
+            ..BootstrapKeys::default()
+        };
         if !enabled {
             tracing::warn!("AUTHENTICATION IS DISABLED: every endpoint is open");
         }
@@ -176,17 +254,13 @@ impl Authenticator {
         }
     }
 
+    /// Bootstrap admin keys also from `file` (see `admin_key_file`).
+    pub fn with_admin_key_file(mut self, file: Option<&str>) -> Self {
+        self.admin.file = file.map(std::path::PathBuf::from);
+        self
+    }
+
     async fn entry(&self, key_id: &str) -> Result<Option<KeyEntry>, Problem> {
-        if let Some((id, digest)) = &self.admin {
-            if id == key_id {
-                return Ok(Some(KeyEntry {
-                    secret_digest: digest.clone(),
-                    scopes: vec![ADMIN.to_string()],
-                    allowlist: Some(Vec::new()),
-                    revoked: false,
-                }));
-            }
-        }
         if let Some(entry) = self.cache.get(&key_id.to_string()) {
             return Ok(entry);
         }
@@ -270,6 +344,13 @@ impl Authenticator {
             .ok_or_else(|| Problem::unauthorized("UNAUTHENTICATED", "an API key is required"))?;
         let (key_id, secret) = split_token(token)
             .ok_or_else(|| Problem::unauthorized("BAD_CREDENTIALS", "the API key is not valid"))?;
+        if self.admin.matches(key_id, &secret_digest(secret)) {
+            return Ok(Principal {
+                key_id: key_id.to_string(),
+                scopes: vec![ADMIN.to_string()],
+                license: None,
+            });
+        }
         let entry = self
             .entry(key_id)
             .await?
@@ -285,8 +366,9 @@ impl Authenticator {
             None => false,
             Some(list) if list.is_empty() => true,
             Some(list) => {
-                let peer: Option<IpAddr> = req.peer_addr().map(|a| a.ip());
-                peer.is_some_and(|ip| list.iter().any(|c| c.contains(ip)))
+                // Behind a trusted proxy, the address it vouches for.
+                let client: Option<IpAddr> = crate::client_addr::client_ip(req);
+                client.is_some_and(|ip| list.iter().any(|c| c.contains(ip)))
             }
         };
         if !allowed {
@@ -454,6 +536,7 @@ impl TxHandler for ApiKeyReplica {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 
@@ -463,6 +546,32 @@ mod tests {
         assert_eq!(split_token("nodot"), None);
         assert_eq!(split_token(".x"), None);
         assert_eq!(split_token("a.b c"), None);
+    }
+
+    #[test]
+    fn bootstrap_keys_follow_their_file() {
+        let path = std::env::temp_dir().join(format!("admin-{}.key", uuid::Uuid::new_v4()));
+        let keys = BootstrapKeys {
+            file: Some(path.clone()),
+            ..BootstrapKeys::default()
+        };
+        let old = secret_digest("old");
+        let new = secret_digest("new");
+        assert!(!keys.matches("AKIDa", &old), "no file, no key");
+        std::fs::write(&path, "# bootstrap\nAKIDa.old\n").unwrap();
+        keys.read.lock().unwrap().checked = None;
+        assert!(keys.matches("AKIDa", &old));
+        // Rotated: within a second the old key is gone, the new one works.
+        std::fs::write(&path, "AKIDb.new, not-a-key\n").unwrap();
+        keys.read.lock().unwrap().checked = None;
+        assert!(!keys.matches("AKIDa", &old));
+        assert!(keys.matches("AKIDb", &new));
+        assert!(!keys.matches("AKIDb", &old), "the id alone is nothing");
+        // Revoked: an empty file holds no key.
+        std::fs::write(&path, "").unwrap();
+        keys.read.lock().unwrap().checked = None;
+        assert!(!keys.matches("AKIDb", &new));
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

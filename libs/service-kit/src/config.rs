@@ -227,10 +227,17 @@ pub struct CommonConfig {
     /// model) sets its own.
     #[serde(default)]
     pub consumer_group_prefix: Option<String>,
-    /// Bootstrap admin API key (`<SecretId>.<SecretKey>`), holding every
-    /// scope; a secret, never logged.
+    /// Bootstrap admin API keys (`<SecretId>.<SecretKey>`, several separated
+    /// by commas while one replaces another), holding every scope; secrets,
+    /// never logged.
     #[serde(default)]
     pub admin_key: Option<String>,
+    /// A file of bootstrap admin keys, one per line, read again within a
+    /// second of any change: rotating (write the new key) or revoking
+    /// (empty the file) takes effect without a restart. A file that cannot
+    /// be read holds no key.
+    #[serde(default)]
+    pub admin_key_file: Option<String>,
     /// False opens every endpoint; only for measuring auth's cost.
     #[serde(default = "default_true")]
     pub auth_enabled: bool,
@@ -356,6 +363,7 @@ impl fmt::Debug for CommonConfig {
             .field("db_pool_size", &self.db_pool_size)
             .field("consumer_group_prefix", &self.consumer_group_prefix)
             .field("admin_key", &self.admin_key.as_ref().map(|_| REDACTED))
+            .field("admin_key_file", &self.admin_key_file)
             .field("auth_enabled", &self.auth_enabled)
             .field("signing_key_file", &self.signing_key_file)
             .field("signing_key_generate", &self.signing_key_generate)

@@ -119,11 +119,14 @@ impl Platform {
         let producer = bus::producer(&kafka)?;
         let topics = Topics::new(config.topic_prefix.clone());
         let (shutdown, _) = watch::channel(false);
-        let auth = web::Data::new(Authenticator::new(
-            pool.clone(),
-            config.admin_key.as_deref(),
-            config.auth_enabled,
-        ));
+        let auth = web::Data::new(
+            Authenticator::new(
+                pool.clone(),
+                config.admin_key.as_deref(),
+                config.auth_enabled,
+            )
+            .with_admin_key_file(config.admin_key_file.as_deref()),
+        );
         let mut platform = Self {
             name: name.to_string(),
             config,

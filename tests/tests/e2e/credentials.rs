@@ -628,3 +628,56 @@ async fn a_product_checks_its_host_with_its_key_in_a_header_not_the_url() {
     assert_eq!((s, b["field"].as_str()), (422, Some("license_key")), "{b}");
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_bootstrap_admin_key_rotates_and_is_revoked_without_a_restart() {
+    let infra = Infra::get();
+    let prefix = infra.prefix().await;
+    let db = infra.fresh_db("issuance").await;
+    let file = std::env::temp_dir().join(format!("{prefix}-admin.key"));
+    let first = format!("AKIDboot1.{}", "a".repeat(64));
+    let second = format!("AKIDboot2.{}", "b".repeat(64));
+    std::fs::write(&file, format!("{first}\n")).expect("key file");
+    let mut config = issuance_config(&infra, &db, &prefix);
+    config.common.admin_key = None;
+    config.common.admin_key_file = Some(file.display().to_string());
+    let options = issuance::Options {
+        handle_signals: false,
+        ..Default::default()
+    };
+    let running = issuance::start(config, options)
+        .await
+        .expect("issuance starts");
+    let url = format!("{}/v1/api-keys", running.url());
+    let status = |token: String| {
+        let url = url.clone();
+        async move {
+            call(
+                &client_with(&token),
+                "POST",
+                &url,
+                Some(&json!({"scopes": ["auditor"]})),
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(status(first.clone()).await, 201);
+    assert_eq!(status(second.clone()).await, 401);
+    // Rotated: the old key stops, the new one works, no restart.
+    std::fs::write(&file, format!("{second}\n")).expect("key file");
+    let rotated = wait_until(Duration::from_secs(5), || async {
+        status(first.clone()).await == 401 && status(second.clone()).await == 201
+    })
+    .await;
+    assert!(rotated, "the rotation took effect");
+    // Revoked: an empty file holds no key.
+    std::fs::write(&file, "").expect("key file");
+    let revoked = wait_until(Duration::from_secs(5), || async {
+        status(second.clone()).await == 401
+    })
+    .await;
+    assert!(revoked, "the revocation took effect");
+    let _ = std::fs::remove_file(&file);
+    running.stop().await;
+}
