@@ -25,6 +25,9 @@ fi
 source "$SECRETS"
 export LICENSING_LICENSE_KEY_SECRET
 export LICENSING_ADMIN_KEY_FILE="$RUN/admin.key"
+# Only the file: a key exported in the operator's shell would outlive its
+# rotation and revocation.
+export -n LICENSING_ADMIN_KEY
 # Every service's signing key (one each) and the key grant sync seals
 # upstream secrets with: generated (mode 0600) on their first start.
 export LICENSING_SIGNING_KEY_GENERATE=true

@@ -170,6 +170,14 @@ impl CommandEnvelope {
         if !printable(&self.actor.id, 128) {
             return Err("actor.id");
         }
+        if self
+            .actor
+            .via
+            .as_deref()
+            .is_some_and(|v| !printable(v, 300))
+        {
+            return Err("actor.via");
+        }
         Ok(())
     }
 }

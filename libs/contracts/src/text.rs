@@ -174,6 +174,13 @@ pub fn control_in_json(bytes: &[u8]) -> Option<String> {
     })
 }
 
+/// [`control_in_json`] of a parsed document: the path of the first string
+/// (key or value) holding a control character.
+pub fn control_in_value(value: &serde_json::Value) -> Option<String> {
+    let mut path = String::new();
+    find_control(value, &mut path).then_some(path)
+}
+
 /// Control characters inside JSON strings: escaped C0 and C1 (`\n`,
 /// `\u0000`, `\u009f`, any case), raw DEL and raw C1 (UTF-8 `C2 80`–`C2 9F`). Raw C0
 /// bytes inside a string are invalid JSON, refused by the parser already.

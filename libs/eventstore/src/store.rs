@@ -426,6 +426,14 @@ where
         field: Option<&str>,
         named: bool,
     ) -> Result<(CommandOutcome, bool), StoreError> {
+        // Rejection texts may quote what a caller sent (a serde message, a
+        // code it named): stored and published bounded and printable.
+        let message: String = message
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(500)
+            .collect();
+        let message = message.as_str();
         let inserted = sqlx::query(
             "INSERT INTO command_outcomes \
                (command_id, command_type, request_digest, aggregate_id, status, error_code, error_message, error_field) \

@@ -196,7 +196,22 @@ impl BootstrapKeys {
             return read.keys.clone();
         }
         read.checked = Some(std::time::Instant::now());
-        let keys = match std::fs::read_to_string(path) {
+        // A regular file of a few lines: anything else (a FIFO that would
+        // block, a directory, something huge) holds no key.
+        let readable = std::fs::metadata(path)
+            .map_err(|e| e.to_string())
+            .and_then(|m| {
+                if !m.is_file() {
+                    Err("not a regular file".to_string())
+                } else if m.len() > 64 * 1024 {
+                    Err("larger than 64 KiB".to_string())
+                } else {
+                    Ok(())
+                }
+            });
+        let keys = match readable
+            .and_then(|()| std::fs::read_to_string(path).map_err(|e| e.to_string()))
+        {
             Ok(text) => {
                 let (keys, bad) = parse_tokens(&text);
                 if bad > 0 && keys != read.keys {

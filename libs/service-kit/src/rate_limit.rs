@@ -24,10 +24,23 @@ use crate::Problem;
 /// Buckets kept before idle (full) ones are dropped.
 const MAX_BUCKETS: usize = 100_000;
 
+/// Where every new address goes while the table is full of addresses that
+/// are all still limited: one shared bucket, so a flood of fresh addresses
+/// is limited as one and costs no more than one look-up each.
+const OVERFLOW: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+
 pub struct RateLimiter {
     per_sec: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Default)]
+struct Buckets {
+    map: HashMap<IpAddr, (f64, Instant)>,
+    /// When idle buckets were last dropped: at most once a second, so a
+    /// full table of busy addresses is not scanned on every request.
+    swept: Option<Instant>,
 }
 
 impl RateLimiter {
@@ -35,24 +48,31 @@ impl RateLimiter {
         Self {
             per_sec: f64::from(per_sec.max(1)),
             burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets::default()),
         }
     }
 
     /// Takes a token for `ip`'s bucket (see [`bucket`]); else the seconds
     /// until one is there.
     pub fn take(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
-        let ip = bucket(ip);
-        let Ok(mut buckets) = self.buckets.lock() else {
+        let mut ip = bucket(ip);
+        let Ok(mut guard) = self.buckets.lock() else {
             return Ok(());
         };
-        if buckets.len() >= MAX_BUCKETS {
-            let (rate, burst) = (self.per_sec, self.burst);
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
-            });
+        let b = &mut *guard;
+        if b.map.len() >= MAX_BUCKETS && !b.map.contains_key(&ip) {
+            if b.swept.is_none_or(|t| now.duration_since(t).as_secs() >= 1) {
+                b.swept = Some(now);
+                let (rate, burst) = (self.per_sec, self.burst);
+                b.map.retain(|_, (tokens, at)| {
+                    *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+                });
+            }
+            if b.map.len() >= MAX_BUCKETS {
+                ip = OVERFLOW;
+            }
         }
-        let (tokens, at) = buckets.entry(ip).or_insert((self.burst, now));
+        let (tokens, at) = b.map.entry(ip).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_sec).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
@@ -128,6 +148,38 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
+    }
+
+    #[test]
+    fn a_flood_of_new_addresses_shares_one_bucket_once_the_table_is_full() {
+        let l = RateLimiter::new(1, 2);
+        let t0 = Instant::now();
+        // Fill the table with addresses that are all still limited.
+        for i in 0..MAX_BUCKETS as u32 {
+            assert_eq!(l.take(IpAddr::V4(i.into()), t0), Ok(()));
+        }
+        let fresh = |i: u32| {
+            IpAddr::V6(std::net::Ipv6Addr::new(
+                0x2001, 0xdb8, 0, i as u16, 0, 0, 0, 1,
+            ))
+        };
+        // New addresses draw from the overflow bucket: its burst, then no more.
+        assert_eq!(l.take(fresh(1), t0), Ok(()));
+        assert_eq!(l.take(fresh(2), t0), Ok(()));
+        assert!(l.take(fresh(3), t0).is_err());
+        // Known addresses keep their own buckets.
+        assert_eq!(l.take(IpAddr::V4(7u32.into()), t0), Ok(()));
+        // Once they are idle again, a sweep makes room.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(l.take(fresh(4), later), Ok(()));
+        assert_eq!(
+            l.buckets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .map
+                .len(),
+            1
+        );
     }
 
     #[test]

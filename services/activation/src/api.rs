@@ -192,10 +192,10 @@ async fn activate(
         .license_for(&caller.principal, body.license_key.as_deref())
         .await?;
     let policy = crate::domain::seats::policy(&license);
-    let device = app
-        .device(&body.fingerprint, body.client_time, &policy)
-        .await?;
-    let ctx = caller.context(ACTIVATE, &body);
+    let device = app.device(&body.fingerprint, body.client_time, &policy)?;
+    // The device's clock reading is no part of what the request asks: a
+    // retry a second later is the same request.
+    let ctx = caller.context(ACTIVATE, &(&body.license_key, &body.fingerprint));
     let issued = app.activate(&ctx, license, device, false, None).await?;
     let mut res = if issued.created {
         HttpResponse::Created()
@@ -220,10 +220,8 @@ async fn activate_offline(
         .license_for(&caller.principal, req.license_key.as_deref())
         .await?;
     let policy = crate::domain::seats::policy(&license);
-    let device = app
-        .device(&req.fingerprint, Some(req.client_time), &policy)
-        .await?;
-    let ctx = caller.context(ACTIVATE, &req);
+    let device = app.device(&req.fingerprint, Some(req.client_time), &policy)?;
+    let ctx = caller.context(ACTIVATE, &(&req.license_key, &req.fingerprint, &req.nonce));
     let issued = app
         .activate(&ctx, license, device, true, Some(req.nonce.to_string()))
         .await?;
@@ -279,7 +277,7 @@ async fn migrate(
     Json(body): Json<MigrateBody>,
 ) -> Result<HttpResponse, Problem> {
     let id = id_of(&id, "id")?;
-    let ctx = caller.context(MIGRATE, &(id, &body));
+    let ctx = caller.context(MIGRATE, &(id, &body.fingerprint));
     let issued = app
         .migrate(
             &ctx,

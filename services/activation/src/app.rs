@@ -79,6 +79,14 @@ pub fn fingerprint_problem(e: FingerprintError) -> Problem {
     Problem::unprocessable(code, e.to_string()).with_field("fingerprint")
 }
 
+/// A replayed request whose activation has ended since its first run.
+fn ended() -> Problem {
+    Problem::conflict(
+        "ACTIVATION_REVOKED",
+        "the activation this request made has ended since",
+    )
+}
+
 fn activation_not_found() -> Problem {
     Problem::not_found("ACTIVATION_NOT_FOUND", "no such activation")
 }
@@ -194,10 +202,10 @@ impl Activation {
         }
     }
 
-    /// The device a request describes — with at least as many components
-    /// as the license's policy compares — and the latest time it reported
-    /// under any license.
-    pub async fn device(
+    /// The device a request describes, with at least as many components
+    /// as the license's policy compares. Its clock is judged against what
+    /// it reported under this license only (the seats aggregate's rule).
+    pub fn device(
         &self,
         fingerprint: &Fingerprint,
         client_time: Option<DateTime<Utc>>,
@@ -206,12 +214,8 @@ impl Activation {
         let components = fingerprint
             .components_for(policy.fingerprint_min_matches)
             .map_err(fingerprint_problem)?;
-        let seen = store::seats_of_device(&self.pool, &components)
-            .await
-            .map_err(db_problem)?;
         Ok(Device {
             fingerprint: digest_of(&components),
-            last_seen: seen.iter().filter_map(|s| s.last_client_time).max(),
             components,
             client_time,
         })
@@ -240,12 +244,31 @@ impl Activation {
             .execute(&license.id.to_string(), command, ctx)
             .await
             .map_err(store_problem)?;
+        let replayed = done.replayed;
         let seats = accepted(done)?;
-        let seat = seats
-            .seat_of(&components, min)
-            .cloned()
-            .ok_or_else(Problem::internal)?;
-        let created = seat.activation_id == new_id;
+        let (seat, created) = if replayed {
+            // The answer of the first run: the seat its events name (its
+            // DeviceActivated, or the seat it found), live or not by now.
+            let first = store::command_seat(&self.pool, license.id, ctx.command_id)
+                .await
+                .map_err(db_problem)?;
+            let seat = match first {
+                Some((id, _)) => seats.seats.get(&id),
+                None => seats.seat_of(&components, min),
+            };
+            let seat = seat.cloned().ok_or_else(ended)?;
+            if seat.status != SeatStatus::Live {
+                return Err(ended());
+            }
+            (seat, first.is_some_and(|(_, created)| created))
+        } else {
+            let seat = seats
+                .seat_of(&components, min)
+                .cloned()
+                .ok_or_else(Problem::internal)?;
+            let created = seat.activation_id == new_id;
+            (seat, created)
+        };
         // An offline response binds the nonce of the request it answers.
         let nonce = if offline { nonce } else { None };
         self.issued_with(license, seat, created, nonce).await
@@ -475,13 +498,11 @@ impl Activation {
         client_time: Option<DateTime<Utc>>,
     ) -> Result<Issued, Problem> {
         let license = self.license_of(caller, activation_id).await?;
-        let device = self
-            .device(
-                fingerprint,
-                client_time,
-                &crate::domain::seats::policy(&license),
-            )
-            .await?;
+        let device = self.device(
+            fingerprint,
+            client_time,
+            &crate::domain::seats::policy(&license),
+        )?;
         let new_id = Uuid::now_v7();
         let done = self
             .seats

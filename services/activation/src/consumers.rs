@@ -128,7 +128,6 @@ impl ReplicaConsumer {
             fingerprint: t.fingerprint.clone(),
             components: t.components.clone(),
             client_time: t.client_time,
-            last_seen: None,
         };
         let done = self
             .app

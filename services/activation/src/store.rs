@@ -190,7 +190,6 @@ pub async fn live_seats(pool: &PgPool, license_id: Uuid) -> Result<Seats, sqlx::
                 granted_at_sequence: u64::try_from(granted).unwrap_or(0),
                 last_client_time: row.last_client_time,
                 offline: false,
-                nonces: Default::default(),
                 ended_at: None,
             },
         );
@@ -319,6 +318,29 @@ pub async fn upsert_product(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The seat a command's events name — `(activation id, whether it created
+/// it)` — for a replay of that command; None when it appended no event.
+pub async fn command_seat(
+    pool: &PgPool,
+    license_id: Uuid,
+    command_id: Uuid,
+) -> Result<Option<(Uuid, bool)>, sqlx::Error> {
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT event_type, payload ->> 'activation_id' FROM events \
+         WHERE aggregate_type = 'LicenseActivations' AND aggregate_id = $1 \
+           AND metadata ->> 'command_id' = $2 AND payload ->> 'activation_id' IS NOT NULL \
+         ORDER BY sequence LIMIT 1",
+    )
+    .bind(license_id.to_string())
+    .bind(command_id.to_string())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|(event_type, id)| {
+        let id = Uuid::parse_str(&id?).ok()?;
+        Some((id, event_type == contracts::activation::DEVICE_ACTIVATED))
+    }))
 }
 
 /// The hash of one stored event (the position an activation file cites).

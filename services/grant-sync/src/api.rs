@@ -257,7 +257,7 @@ async fn heartbeat(
     } else {
         service_kit::json::parse(&body)?
     };
-    app.check_clock(&c, beat.client_time, false).await?;
+    app.check_clock(&c, beat.client_time, None).await?;
     let deadline = app.heartbeat(&c, lease_id).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "lease_id": lease_id, "deadline": deadline,

@@ -264,23 +264,30 @@ impl GrantSync {
         }
     }
 
-    /// Refuses (and records) a reported time that fell back beyond the
-    /// tolerance.
     /// The client's reported clock under the rule every context shares
     /// (`contracts::decision::client_clock`): kept as its latest time (a
     /// time ahead of the server's is kept as the server's, so one wrong
-    /// reading locks nothing out), refused and
-    /// recorded when set back; refused when missing where `required`.
+    /// reading locks nothing out), refused and recorded when set back;
+    /// refused when missing where `required` — given for a checkout (its
+    /// license's policy); for a sync or a heartbeat, when any license of
+    /// the client requires it (so a client cannot keep a lease alive by
+    /// no longer telling its time).
     pub async fn check_clock(
         &self,
         client: &ClientRow,
         time: Option<DateTime<Utc>>,
-        required: bool,
+        required: Option<bool>,
     ) -> Result<(), Problem> {
         use contracts::decision::{client_clock, recordable, ClientClock};
         let tolerance = chrono::Duration::seconds(i64::from(self.settings.clock_tolerance_secs));
         let now = self.now();
         let Some(time) = time else {
+            let required = match required {
+                Some(r) => r,
+                None => store::clock_required(&self.pool, &client.licenses)
+                    .await
+                    .map_err(db_problem)?,
+            };
             if required {
                 return Err(Problem::unprocessable(
                     "CLIENT_TIME_REQUIRED",
@@ -294,7 +301,7 @@ impl GrantSync {
             .await
             .map_err(db_problem)?;
         let ClientClock::RolledBack { last_seen: last } =
-            client_clock(Some(time), last, now, tolerance, required)
+            client_clock(Some(time), last, now, tolerance, false)
         else {
             return Ok(());
         };
@@ -336,7 +343,7 @@ impl GrantSync {
     ) -> Result<Lease, Problem> {
         Self::assigned(client, req.license_id)?;
         let grant = self.grant(req.license_id).await?;
-        self.check_clock(client, req.client_time, grant.require_client_time)
+        self.check_clock(client, req.client_time, Some(grant.require_client_time))
             .await?;
         let bundles = store::bundles_of(&self.pool, &grant.product)
             .await
@@ -575,7 +582,7 @@ impl GrantSync {
         client: &ClientRow,
         req: SyncRequest,
     ) -> Result<serde_json::Value, Problem> {
-        self.check_clock(client, req.client_time, false).await?;
+        self.check_clock(client, req.client_time, None).await?;
         let wait = req
             .wait_ms
             .map_or(self.settings.sync_wait, Duration::from_millis)

@@ -502,6 +502,18 @@ pub async fn client_by_key(pool: &PgPool, key_id: &str) -> Result<Option<ClientR
 
 /// Records the time a client reported (at most `ceiling`); the latest
 /// time it had reported before (None the first time).
+/// Whether a license among `licenses` has a policy that requires the
+/// client's clock (its grant's `require_client_time`).
+pub async fn clock_required(pool: &PgPool, licenses: &[Uuid]) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(bool_or((grant_doc ->> 'require_client_time')::boolean), false) \
+         FROM grants WHERE license_id = ANY($1)",
+    )
+    .bind(licenses)
+    .fetch_one(pool)
+    .await
+}
+
 /// Keeps `record` as the client's latest time unless it had a later one;
 /// the time it had before.
 pub async fn report_client_time(

@@ -11,6 +11,7 @@ mod hostile;
 mod issuance;
 mod logs;
 mod projector;
+mod review;
 mod store;
 mod trust;
 mod upstreams;

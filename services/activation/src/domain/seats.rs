@@ -38,8 +38,6 @@ pub struct Seat {
     pub granted_at_sequence: u64,
     pub last_client_time: Option<DateTime<Utc>>,
     pub offline: bool,
-    /// Nonces of the offline requests this seat answered: each answers once.
-    pub nonces: BTreeSet<String>,
     pub ended_at: Option<DateTime<Utc>>,
 }
 
@@ -48,6 +46,10 @@ pub struct Seats {
     pub license_id: Option<Uuid>,
     pub seats: BTreeMap<Uuid, Seat>,
     pub migrations_used: u32,
+    /// Nonces of the offline requests the license answered, whatever seat
+    /// they were for (an uninstalled or migrated one included): a request
+    /// file answers once.
+    pub nonces: BTreeSet<String>,
     /// Events folded so far (the next event's sequence is this plus one).
     pub version: u64,
     /// Seats the current command changed: the inline index rewrites only
@@ -62,8 +64,6 @@ pub struct Device {
     pub fingerprint: String,
     pub components: BTreeMap<String, String>,
     pub client_time: Option<DateTime<Utc>>,
-    /// The latest time this device reported under any license.
-    pub last_seen: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -234,19 +234,18 @@ impl Seats {
     }
 
     /// The device's clock under the shared rule: the time to record
-    /// (capped), or the refusal — a rollback is an event, recorded.
+    /// (capped), or the refusal — a rollback is an event, recorded. Only
+    /// the time the device reported under this license counts: another
+    /// customer who knows a device's components must neither learn when it
+    /// last reported nor lock it out by reporting for it.
     fn clock(
         &self,
         license: &LicenseView,
         activation_id: Option<Uuid>,
         device: &Device,
-        seat_time: Option<DateTime<Utc>>,
+        last_seen: Option<DateTime<Utc>>,
         services: &ActivationServices,
     ) -> Result<Result<Option<DateTime<Utc>>, SeatsEvent>, SeatsError> {
-        let last_seen = match (device.last_seen, seat_time) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
         let now = services.clock.now();
         Ok(Ok(
             match client_clock(
@@ -300,14 +299,14 @@ impl Seats {
             Ok(t) => t,
             Err(rollback) => return Ok(vec![rollback]),
         };
+        // An offline request spends its nonce, once per license.
+        if offline && nonce.as_ref().is_some_and(|n| self.nonces.contains(n)) {
+            return Err(SeatsError::NonceReused);
+        }
         if let Some(seat) = existing {
-            // The same device again: its seat, not a new one. An offline
-            // request spends its nonce, once.
+            // The same device again: its seat, not a new one.
             if offline {
                 let nonce = nonce.unwrap_or_default();
-                if seat.nonces.contains(&nonce) {
-                    return Err(SeatsError::NonceReused);
-                }
                 return Ok(vec![SeatsEvent::OfflineResponseIssued(
                     OfflineResponseIssued {
                         activation_id: seat.activation_id,
@@ -523,6 +522,9 @@ impl Aggregate for Seats {
             SeatsEvent::DeviceActivated(e) => {
                 self.license_id = Some(e.license_id);
                 self.changed.insert(e.activation_id);
+                if let Some(n) = &e.nonce {
+                    self.nonces.insert(n.clone());
+                }
                 self.seats.insert(
                     e.activation_id,
                     Seat {
@@ -537,7 +539,6 @@ impl Aggregate for Seats {
                         granted_at_sequence: sequence,
                         last_client_time: e.client_time,
                         offline: e.offline,
-                        nonces: e.nonce.into_iter().collect(),
                         ended_at: None,
                     },
                 );
@@ -550,8 +551,8 @@ impl Aggregate for Seats {
             }
             SeatsEvent::OfflineResponseIssued(e) => {
                 self.changed.insert(e.activation_id);
+                self.nonces.insert(e.nonce);
                 if let Some(s) = self.seats.get_mut(&e.activation_id) {
-                    s.nonces.insert(e.nonce);
                     if let Some(t) = e.client_time {
                         s.last_client_time = Some(s.last_client_time.map_or(t, |last| last.max(t)));
                     }
@@ -580,7 +581,6 @@ impl Aggregate for Seats {
                             granted_at_sequence: sequence,
                             last_client_time: e.client_time,
                             offline: false,
-                            nonces: BTreeSet::new(),
                             ended_at: None,
                             ..from
                         },

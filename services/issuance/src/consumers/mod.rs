@@ -52,12 +52,12 @@ impl TxHandler for CommandConsumer {
         }
         // As over HTTP: no control character in any string of the payload,
         // whatever its type (PostgreSQL cannot even store a NUL).
-        if let Some(field) = msg
-            .payload
-            .as_deref()
-            .and_then(contracts::text::control_in_json)
-            .filter(|f| f.starts_with("payload"))
-        {
+        if let Some(field) = contracts::text::control_in_value(&env.payload) {
+            let field = if field.is_empty() {
+                "payload".to_string()
+            } else {
+                format!("payload.{field}")
+            };
             let outcome = CommandOutcome {
                 command_id: env.command_id,
                 status: OutcomeStatus::Rejected,

@@ -212,6 +212,14 @@ impl LicenseState {
                     a.last_client_time = a.last_client_time.max(Some(p.client_time));
                 }
             }
+            // The device's clock as an offline request reported it: the
+            // activation service judges later reports against it too.
+            OFFLINE_RESPONSE_ISSUED => {
+                let p: OfflineResponseIssued = decode(e)?;
+                if let Some(a) = self.activations.get_mut(&p.activation_id) {
+                    a.last_client_time = a.last_client_time.max(p.client_time);
+                }
+            }
             ACTIVATION_UNINSTALLED => {
                 let p: ActivationUninstalled = decode(e)?;
                 self.end(
