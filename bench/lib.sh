@@ -145,6 +145,8 @@ provision() {
 # defaults), then the arguments (later assignments win). Each service runs
 # as its own Kafka principal (binary = role). Log: $DIR/<name>.log.
 SPAWN_ENV=()
+# Every service signs (checkpoints at least): a key of its own per run
+# unless the caller names one (a later assignment wins).
 spawn_service() {
   local name="$1" bin="$2" db="$3" port; shift 3
   provision
@@ -158,6 +160,7 @@ spawn_service() {
     LICENSING_DB_POOL_SIZE="$DB_POOL" \
     LICENSING_CONFIG_DIR=/nonexistent \
     LICENSING_ADMIN_KEY="$ADMIN_KEY" \
+    LICENSING_SIGNING_KEY_FILE="$DIR/$name-signing.pem" LICENSING_SIGNING_KEY_GENERATE=true \
     RUST_LOG="$SERVICE_LOG" \
     "${SPAWN_ENV[@]}" "$@" "$BIN/$bin" >>"$DIR/$name.log" 2>&1 &
   PIDS[$name]=$!

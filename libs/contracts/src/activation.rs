@@ -23,6 +23,7 @@ pub const REVOKE_ACTIVATIONS: &str = "RevokeActivations";
 pub const START_TRIAL: &str = "StartTrial";
 pub const COMPLETE_TRIAL: &str = "CompleteTrial";
 pub const END_TRIAL: &str = "EndTrial";
+pub const FAIL_TRIAL: &str = "FailTrial";
 pub const PUBLISH_SIGNING_KEY: &str = "PublishSigningKey";
 
 // Event types; every one is at version "1".
@@ -36,6 +37,7 @@ pub const ACTIVATIONS_REVOKED: &str = "ActivationsRevoked";
 pub const TRIAL_STARTED: &str = "TrialStarted";
 pub const TRIAL_ACTIVATED: &str = "TrialActivated";
 pub const TRIAL_ENDED: &str = "TrialEnded";
+pub const TRIAL_FAILED: &str = "TrialFailed";
 pub const SIGNING_KEY_PUBLISHED: &str = "SigningKeyPublished";
 
 pub const MAX_COMPONENTS: usize = 16;
@@ -286,6 +288,19 @@ pub struct TrialEnded {
     /// The license whose activation ended the trial.
     pub superseded_by: Uuid,
     pub ended_at: DateTime<Utc>,
+}
+
+/// Issuance refused the trial's license (its `IssueLicense` outcome): the
+/// trial never ran. The device may start it again once the cause is fixed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialFailed {
+    pub trial_id: String,
+    pub license_id: Uuid,
+    /// Issuance's stable code and message for the refusal.
+    pub code: String,
+    pub message: String,
+    pub failed_at: DateTime<Utc>,
 }
 
 /// A public key that signs activation files, recorded before its first

@@ -189,6 +189,48 @@ pub enum OutcomeStatus {
     Rejected,
 }
 
+/// What kind of refusal a code is, declared with the error that has it
+/// (`eventstore::CodedError::kind`), stored with the outcome and published
+/// with it: the HTTP status of a refusal follows from its kind alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The command is malformed, or names what the catalog does not hold.
+    Invalid,
+    /// The command's target does not exist.
+    NotFound,
+    /// The target's state refuses the command now.
+    Conflict,
+    /// The sender may not send this command.
+    Forbidden,
+    /// The command needs a charge its sender did not accept.
+    PaymentRequired,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::Forbidden => "forbidden",
+            Self::PaymentRequired => "payment_required",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Invalid,
+            Self::NotFound,
+            Self::Conflict,
+            Self::Forbidden,
+            Self::PaymentRequired,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomeError {
@@ -197,6 +239,9 @@ pub struct OutcomeError {
     /// The payload field the rejection is about, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Absent only from outcomes stored before kinds were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ErrorKind>,
 }
 
 /// The answer to a command, published on `<prefix>.command-outcomes` keyed by

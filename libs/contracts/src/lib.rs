@@ -19,7 +19,7 @@ pub mod time;
 pub mod topics;
 
 pub use envelope::{
-    Actor, ActorKind, CommandEnvelope, CommandOutcome, EventEnvelope, EventMetadata, OutcomeError,
-    OutcomeStatus,
+    Actor, ActorKind, CommandEnvelope, CommandOutcome, ErrorKind, EventEnvelope, EventMetadata,
+    OutcomeError, OutcomeStatus,
 };
 pub use topics::Topics;

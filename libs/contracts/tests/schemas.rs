@@ -20,7 +20,8 @@ use contracts::domain::*;
 use contracts::grants::*;
 use contracts::issuance::*;
 use contracts::{
-    Actor, ActorKind, CommandEnvelope, CommandOutcome, EventEnvelope, OutcomeError, OutcomeStatus,
+    Actor, ActorKind, CommandEnvelope, CommandOutcome, ErrorKind, EventEnvelope, OutcomeError,
+    OutcomeStatus,
 };
 use jsonschema::Validator;
 use serde::de::DeserializeOwned;
@@ -140,6 +141,7 @@ const EVENT_TYPES: &[(&str, &str, &str)] = &[
     (ACTIVATION, TRIAL_STARTED, TRIAL_AGGREGATE),
     (ACTIVATION, TRIAL_ACTIVATED, TRIAL_AGGREGATE),
     (ACTIVATION, TRIAL_ENDED, TRIAL_AGGREGATE),
+    (ACTIVATION, TRIAL_FAILED, TRIAL_AGGREGATE),
     (ACTIVATION, SIGNING_KEY_PUBLISHED, SIGNING_KEY_AGGREGATE),
     (DOMAIN, DOMAIN_BOUND, BINDING_AGGREGATE),
     (DOMAIN, DOMAIN_CHANGED, BINDING_AGGREGATE),
@@ -352,6 +354,7 @@ fn contracts() -> Vec<Contract> {
         event(TRIAL_STARTED, trials_started),
         event(TRIAL_ACTIVATED, trials_activated),
         event(TRIAL_ENDED, trials_ended),
+        event(TRIAL_FAILED, trials_failed),
         event(SIGNING_KEY_PUBLISHED, signing_keys_published),
         event(DOMAIN_BOUND, domains_bound),
         event(DOMAIN_CHANGED, domains_changed),
@@ -1242,6 +1245,25 @@ fn trials_ended() -> Vec<TrialEnded> {
             license_id: uuid(LICENSE_3),
             superseded_by: uuid(LICENSE_1),
             ended_at: at("2026-04-01T00:00:00.75Z"),
+        },
+    ]
+}
+
+fn trials_failed() -> Vec<TrialFailed> {
+    vec![
+        TrialFailed {
+            trial_id: trial_id("viewer", &container()),
+            license_id: uuid(TRIAL_LICENSE),
+            code: "INVALID_FEATURES".into(),
+            message: "features must be unique codes, at most 200".into(),
+            failed_at: at("2026-03-20T09:00:00Z"),
+        },
+        TrialFailed {
+            trial_id: trial_id("cad-suite", &workstation()),
+            license_id: uuid(LICENSE_3),
+            code: "UNKNOWN_PRODUCT".into(),
+            message: String::new(),
+            failed_at: at("2026-04-01T00:00:00.75Z"),
         },
     ]
 }
@@ -2403,6 +2425,7 @@ fn command_outcomes() -> Vec<CommandOutcome> {
                 code: "INVALID_PRODUCT".into(),
                 message: "product must be 1-64 characters of a-z, 0-9 and '-', starting with a letter or digit".into(),
                 field: Some("product".into()),
+                kind: Some(ErrorKind::Invalid),
             }),
             aggregate_id: LICENSE_1.into(),
             sequence: Some(3),
@@ -2429,6 +2452,7 @@ fn command_outcomes() -> Vec<CommandOutcome> {
                 code: "LICENSE_EXISTS".into(),
                 message: "license already exists".into(),
                 field: None,
+                kind: None,
             }),
             aggregate_id: LICENSE_2.into(),
             sequence: None,
@@ -3692,6 +3716,11 @@ fn command_outcome_is_strict() {
         "an error without message",
     );
     assert_rejected_by_both::<T>(p, &without(&doc, "/error/code"), "an error without code");
+    assert_rejected_by_both::<T>(
+        p,
+        &with(&doc, "/error/kind", json!("teapot")),
+        "an unknown error kind",
+    );
     assert_rejected_by_both::<T>(
         p,
         &with(&doc, "/error", json!("INVALID_PRODUCT")),

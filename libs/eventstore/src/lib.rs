@@ -15,6 +15,7 @@ pub mod relay;
 pub mod store;
 
 pub use chain::{verify_chain, ChainProblem, ChainReport, StoredEvent};
+pub use contracts::ErrorKind;
 pub use db::{can_rewrite_history, connect, grant_serving, is_migrated, migrate};
 pub use store::{
     derived_id, request_digest, CodedError, CommandContext, Executed, InlineProjection, Refusal,

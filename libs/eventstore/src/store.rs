@@ -7,7 +7,7 @@
 use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
-use contracts::{Actor, CommandOutcome, EventMetadata, OutcomeError, OutcomeStatus};
+use contracts::{Actor, CommandOutcome, ErrorKind, EventMetadata, OutcomeError, OutcomeStatus};
 use cqrs_es::{Aggregate, DomainEvent};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -18,6 +18,8 @@ const MAX_ATTEMPTS: usize = 8;
 /// The stable machine code of a business-rule failure.
 pub trait CodedError: std::error::Error {
     fn code(&self) -> &'static str;
+    /// What kind of refusal it is (its HTTP status follows from this).
+    fn kind(&self) -> ErrorKind;
     /// The payload field the failure is about, when there is one.
     fn field(&self) -> Option<&'static str> {
         None
@@ -28,7 +30,7 @@ pub trait CodedError: std::error::Error {
 /// command's outcome is `rejected` with the event's code, and the event is
 /// stored all the same, so the refusal is part of the audited history.
 pub trait Refusal {
-    fn refusal(&self) -> Option<(&'static str, String)> {
+    fn refusal(&self) -> Option<Refused> {
         None
     }
 }
@@ -140,14 +142,41 @@ pub enum StoreError {
     Serde(#[from] serde_json::Error),
 }
 
-/// A command refused inside its append's transaction, by a rule across
-/// aggregates that only the database can decide (see
-/// [`InlineProjection::claim`]).
+/// Why a command is refused: by its aggregate (a [`CodedError`]), by an
+/// event that records the refusal ([`Refusal`]), inside its append's
+/// transaction by a rule across aggregates that only the database can
+/// decide ([`InlineProjection::claim`]), or before it reached an aggregate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     pub code: &'static str,
+    pub kind: ErrorKind,
     pub message: String,
     pub field: Option<&'static str>,
+}
+
+impl Refused {
+    pub fn new(code: &'static str, kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            kind,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn with_field(mut self, field: &'static str) -> Self {
+        self.field = Some(field);
+        self
+    }
+
+    pub fn of<E: CodedError>(e: &E) -> Self {
+        Self {
+            code: e.code(),
+            kind: e.kind(),
+            message: e.to_string(),
+            field: e.field(),
+        }
+    }
 }
 
 /// A read table kept by the writing service itself, updated in the same
@@ -309,12 +338,9 @@ where
                 .handle(command.clone(), &self.services, &sink)
                 .await
             {
-                let refused = Refused {
-                    code: e.code(),
-                    message: e.to_string(),
-                    field: e.field(),
-                };
-                return self.rejected(aggregate_id, ctx, &refused, !fresh).await;
+                return self
+                    .rejected(aggregate_id, ctx, &Refused::of(&e), !fresh)
+                    .await;
             }
             let events = sink.collect().await;
             let sequence = last + events.len() as i64;
@@ -326,10 +352,11 @@ where
                 } else {
                     OutcomeStatus::Accepted
                 },
-                error: refusal.map(|(code, message)| OutcomeError {
-                    code: code.to_string(),
-                    message,
-                    field: None,
+                error: refusal.map(|r| OutcomeError {
+                    code: r.code.to_string(),
+                    message: r.message,
+                    field: r.field.map(str::to_string),
+                    kind: Some(r.kind),
                 }),
                 aggregate_id: aggregate_id.to_string(),
                 sequence: u64::try_from(sequence).ok(),
@@ -381,14 +408,7 @@ where
         named: bool,
     ) -> Result<Executed<A>, StoreError> {
         let (outcome, fresh) = self
-            .record_rejection(
-                aggregate_id,
-                ctx,
-                refused.code,
-                &refused.message,
-                refused.field,
-                named,
-            )
+            .record_rejection(aggregate_id, ctx, refused, named)
             .await?;
         let (aggregate, _) = self.load(&outcome.aggregate_id).await?;
         Ok(Executed {
@@ -405,12 +425,10 @@ where
         &self,
         aggregate_id: &str,
         ctx: &CommandContext,
-        code: &str,
-        message: &str,
-        field: Option<&str>,
+        refused: &Refused,
     ) -> Result<CommandOutcome, StoreError> {
         Ok(self
-            .record_rejection(aggregate_id, ctx, code, message, field, true)
+            .record_rejection(aggregate_id, ctx, refused, true)
             .await?
             .0)
     }
@@ -421,14 +439,16 @@ where
         &self,
         aggregate_id: &str,
         ctx: &CommandContext,
-        code: &str,
-        message: &str,
-        field: Option<&str>,
+        refused: &Refused,
         named: bool,
     ) -> Result<(CommandOutcome, bool), StoreError> {
+        let Refused {
+            code, kind, field, ..
+        } = *refused;
         // Rejection texts may quote what a caller sent (a serde message, a
         // code it named): stored and published bounded and printable.
-        let message: String = message
+        let message: String = refused
+            .message
             .chars()
             .filter(|c| !c.is_control())
             .take(500)
@@ -436,8 +456,9 @@ where
         let message = message.as_str();
         let inserted = sqlx::query(
             "INSERT INTO command_outcomes \
-               (command_id, command_type, request_digest, aggregate_id, status, error_code, error_message, error_field) \
-             VALUES ($1, $2, $3, $4, 'rejected', $5, $6, $7) ON CONFLICT (command_id) DO NOTHING",
+               (command_id, command_type, request_digest, aggregate_id, status, error_code, \
+                error_message, error_field, error_kind) \
+             VALUES ($1, $2, $3, $4, 'rejected', $5, $6, $7, $8) ON CONFLICT (command_id) DO NOTHING",
         )
         .bind(ctx.command_id)
         .bind(&ctx.command_type)
@@ -446,6 +467,7 @@ where
         .bind(code)
         .bind(message)
         .bind(field)
+        .bind(kind.as_str())
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -457,6 +479,7 @@ where
                     code: code.to_string(),
                     message: message.to_string(),
                     field: field.map(str::to_string),
+                    kind: Some(kind),
                 }),
                 aggregate_id: aggregate_id.to_string(),
                 sequence: None,
@@ -496,7 +519,7 @@ where
 
     async fn stored_outcome(&self, command_id: Uuid) -> Result<Option<Stored>, StoreError> {
         let row = sqlx::query(
-            "SELECT aggregate_id, status, error_code, error_message, error_field, sequence, \
+            "SELECT aggregate_id, status, error_code, error_message, error_field, error_kind, sequence, \
                request_digest, command_type \
              FROM command_outcomes WHERE command_id = $1",
         )
@@ -508,6 +531,7 @@ where
         let code: Option<String> = row.try_get("error_code")?;
         let message: Option<String> = row.try_get("error_message")?;
         let field: Option<String> = row.try_get("error_field")?;
+        let kind: Option<String> = row.try_get("error_kind")?;
         let sequence: Option<i64> = row.try_get("sequence")?;
         let outcome = CommandOutcome {
             command_id,
@@ -520,6 +544,7 @@ where
                 code,
                 message: message.unwrap_or_default(),
                 field,
+                kind: kind.as_deref().and_then(ErrorKind::parse),
             }),
             aggregate_id: row.try_get("aggregate_id")?,
             sequence: sequence.and_then(|s| u64::try_from(s).ok()),
@@ -577,14 +602,17 @@ where
             .await
             .map_err(classify)?;
         }
-        let (status, code, message) = match &outcome.error {
-            Some(e) => ("rejected", Some(e.code.as_str()), Some(e.message.as_str())),
-            None => ("accepted", None, None),
+        let error = outcome.error.as_ref();
+        let status = if error.is_some() {
+            "rejected"
+        } else {
+            "accepted"
         };
         sqlx::query(
             "INSERT INTO command_outcomes \
-               (command_id, command_type, request_digest, aggregate_id, status, sequence, error_code, error_message) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+               (command_id, command_type, request_digest, aggregate_id, status, sequence, error_code, \
+                error_message, error_field, error_kind) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(ctx.command_id)
         .bind(&ctx.command_type)
@@ -592,8 +620,10 @@ where
         .bind(aggregate_id)
         .bind(status)
         .bind(outcome.sequence.and_then(|s| i64::try_from(s).ok()))
-        .bind(code)
-        .bind(message)
+        .bind(error.map(|e| e.code.as_str()))
+        .bind(error.map(|e| e.message.as_str()))
+        .bind(error.and_then(|e| e.field.as_deref()))
+        .bind(error.and_then(|e| e.kind).map(ErrorKind::as_str))
         .execute(&mut *tx)
         .await
         .map_err(classify)?;

@@ -4,7 +4,7 @@
 
 use actix_web::http::StatusCode;
 use chrono::Utc;
-use contracts::{CommandEnvelope, CommandOutcome, OutcomeStatus};
+use contracts::{CommandEnvelope, CommandOutcome, ErrorKind, OutcomeStatus};
 use eventstore::{request_digest, CommandContext, StoreError, DIGEST_MISMATCH_CODE};
 use serde::Serialize;
 use uuid::Uuid;
@@ -35,22 +35,31 @@ pub fn store_problem(e: StoreError) -> Problem {
     }
 }
 
-/// The problem of a command the aggregate refused: its stored code, message
-/// and field, with the HTTP status the service gives that code
-/// (`status_of(code, field)`). None when the command was accepted.
-pub fn rejection(
-    outcome: &CommandOutcome,
-    status_of: impl Fn(&str, Option<&str>) -> StatusCode,
-) -> Option<Problem> {
+/// The HTTP status of every refusal of its kind: the one place a refusal
+/// becomes a status. An outcome stored before kinds were recorded answers
+/// 409, the status most refusals had.
+pub fn status_of(kind: Option<ErrorKind>) -> StatusCode {
+    match kind {
+        Some(ErrorKind::Invalid) => StatusCode::UNPROCESSABLE_ENTITY,
+        Some(ErrorKind::NotFound) => StatusCode::NOT_FOUND,
+        Some(ErrorKind::Forbidden) => StatusCode::FORBIDDEN,
+        Some(ErrorKind::PaymentRequired) => StatusCode::PAYMENT_REQUIRED,
+        Some(ErrorKind::Conflict) | None => StatusCode::CONFLICT,
+    }
+}
+
+/// The problem of a refused command: its stored code, message and field,
+/// with the status of its kind. None when the command was accepted.
+pub fn rejection(outcome: &CommandOutcome) -> Option<Problem> {
     if outcome.status != OutcomeStatus::Rejected {
         return None;
     }
-    let (code, message, field) = outcome
+    let (code, message, field, kind) = outcome
         .error
         .as_ref()
-        .map(|e| (e.code.clone(), e.message.clone(), e.field.clone()))
-        .unwrap_or_else(|| ("REJECTED".into(), String::new(), None));
-    let status = status_of(&code, field.as_deref());
+        .map(|e| (e.code.clone(), e.message.clone(), e.field.clone(), e.kind))
+        .unwrap_or_else(|| ("REJECTED".into(), String::new(), None, None));
+    let status = status_of(kind);
     let p = Problem::new(status, code, "Command rejected").with_detail(message);
     Some(match field {
         Some(f) => p.with_field(f),

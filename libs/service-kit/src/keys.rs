@@ -32,8 +32,8 @@ use contracts::activation::{
 use contracts::{Actor, ActorKind};
 use cqrs_es::{Aggregate, DomainEvent};
 use eventstore::{
-    derived_id, request_digest, CodedError, CommandContext, InlineProjection, Refusal, Repository,
-    StoreError,
+    derived_id, request_digest, CodedError, CommandContext, ErrorKind, InlineProjection, Refusal,
+    Repository, StoreError,
 };
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -153,6 +153,10 @@ pub enum SigningKeyError {
 impl CodedError for SigningKeyError {
     fn code(&self) -> &'static str {
         "KID_TAKEN"
+    }
+
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Conflict
     }
 }
 

@@ -369,6 +369,10 @@ fn trial_body(t: &crate::domain::trial::TrialState) -> serde_json::Value {
         "license_id": t.license_id,
         "status": t.status,
         "activation_id": t.activation_id,
+        "failure": t.failure.as_ref().map(|f| serde_json::json!({
+            "code": f.code,
+            "message": f.message,
+        })),
     })
 }
 
@@ -406,6 +410,19 @@ async fn start_trial(
                     Err(p) => return Err(p),
                 }
             }
+        }
+        if let Some(f) = s
+            .failure
+            .as_ref()
+            .filter(|_| s.status == TrialStatus::Failed)
+        {
+            return Err(Problem::conflict(
+                "TRIAL_FAILED",
+                format!(
+                    "issuance refused the trial's license: {}: {}",
+                    f.code, f.message
+                ),
+            ));
         }
         if s.status == TrialStatus::Ended || tokio::time::Instant::now() >= deadline {
             return Ok(HttpResponse::Accepted()

@@ -2,7 +2,6 @@
 //! find the license and the device, run the seat or trial command, sign
 //! the file.
 
-use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
 use contracts::activation::*;
 use contracts::issuance::{LicenseStatus, Policy};
@@ -46,22 +45,8 @@ pub fn db_problem(e: sqlx::Error) -> Problem {
     store_problem(StoreError::Database(e))
 }
 
-/// The HTTP answer to a refused command.
-fn status_of(code: &str, _field: Option<&str>) -> StatusCode {
-    if code.ends_with("_NOT_FOUND") {
-        StatusCode::NOT_FOUND
-    } else if code.ends_with("_NOT_ALLOWED") && code != "TRIAL_NOT_ALLOWED"
-        || code == "SAME_DEVICE"
-        || code == "CLIENT_TIME_REQUIRED"
-    {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::CONFLICT
-    }
-}
-
 pub fn rejection(outcome: &CommandOutcome) -> Problem {
-    service_kit::command::rejection(outcome, status_of).unwrap_or_else(Problem::internal)
+    service_kit::command::rejection(outcome).unwrap_or_else(Problem::internal)
 }
 
 fn accepted<A>(done: Executed<A>) -> Result<A, Problem> {

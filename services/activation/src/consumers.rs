@@ -304,3 +304,79 @@ impl ReactionConsumer {
         Ok(())
     }
 }
+
+/// Follows `<prefix>.command-outcomes` for the commands activation sent:
+/// a trial whose `IssueLicense` issuance refused ends as `TrialFailed`
+/// with issuance's code and message. Every other outcome is ignored.
+pub struct OutcomeConsumer {
+    pub app: Arc<Activation>,
+}
+
+#[async_trait]
+impl TxHandler for OutcomeConsumer {
+    async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError> {
+        // Outcomes are keyed by command id: only ours are read further.
+        let Some(command_id) = msg
+            .key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| Uuid::parse_str(k).ok())
+        else {
+            return Ok(());
+        };
+        let Some(trial_id) = store::trial_by_issue_command(tx, command_id)
+            .await
+            .map_err(transient)?
+        else {
+            return Ok(());
+        };
+        let outcome: contracts::CommandOutcome = match msg.json("a command outcome") {
+            Ok(o) => o,
+            Err(err) => {
+                tracing::warn!(%command_id, error = %err, "unreadable outcome of a trial's license");
+                return Ok(());
+            }
+        };
+        if outcome.command_id != command_id || outcome.status != OutcomeStatus::Rejected {
+            return Ok(());
+        }
+        let (code, message) = outcome
+            .error
+            .map(|e| (e.code, e.message))
+            .unwrap_or_else(|| ("REJECTED".into(), String::new()));
+        // Stored as issuance said it, but printable and bounded: the
+        // message reaches an event and the trial's answer.
+        let printable = |s: String, max: usize| -> String {
+            s.chars().filter(|c| !c.is_control()).take(max).collect()
+        };
+        let correlation = msg
+            .header("correlation_id")
+            .filter(|c| contracts::envelope::is_trace_id(c))
+            .map_or_else(|| command_id.to_string(), str::to_string);
+        let ctx = CommandContext {
+            command_id: derived_id(command_id, "trial-failed"),
+            command_type: FAIL_TRIAL.into(),
+            correlation_id: correlation,
+            causation_id: Some(command_id.to_string()),
+            actor: Actor::new(ActorKind::Service, crate::SERVICE),
+            occurred_at: chrono::Utc::now(),
+            request_digest: eventstore::request_digest(FAIL_TRIAL, &command_id),
+        };
+        let done = self
+            .app
+            .trials
+            .execute(
+                &trial_id,
+                TrialCommand::Fail {
+                    issue_command_id: command_id,
+                    code: printable(code, 100),
+                    message: printable(message, 500),
+                },
+                &ctx,
+            )
+            .await
+            .map_err(transient)?;
+        refused("trial failure", &done.outcome);
+        Ok(())
+    }
+}

@@ -20,7 +20,7 @@ use service_kit::CommonConfig;
 use sqlx::migrate::Migrator;
 
 use crate::app::Activation;
-use crate::consumers::{ReactionConsumer, ReplicaConsumer};
+use crate::consumers::{OutcomeConsumer, ReactionConsumer, ReplicaConsumer};
 use crate::domain::ActivationServices;
 
 pub const SERVICE: &str = "activation";
@@ -99,6 +99,12 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
             producer: platform.producer.clone(),
             issuance_commands: platform.topics.commands(ISSUANCE),
         },
+    );
+    platform.spawn_unsequenced_consumer(
+        "outcomes",
+        vec![platform.topics.outcomes()],
+        200,
+        OutcomeConsumer { app: app.clone() },
     );
     let data = web::Data::from(app);
     let wait = web::Data::new(api::TrialWait(Duration::from_millis(config.trial_wait_ms)));

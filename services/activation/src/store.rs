@@ -79,7 +79,8 @@ impl InlineProjection<Trial> for TrialIndex {
                license_id, issue_command_id, status, activation_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (trial_id) DO UPDATE SET status = EXCLUDED.status, \
-               activation_id = EXCLUDED.activation_id",
+               activation_id = EXCLUDED.activation_id, license_id = EXCLUDED.license_id, \
+               issue_command_id = EXCLUDED.issue_command_id",
         )
         .bind(&t.trial_id)
         .bind(&t.product)
@@ -235,7 +236,8 @@ pub async fn similar_trial(
     min_matches: u32,
 ) -> Result<Option<String>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT trial_id, components FROM trials WHERE product = $1 AND component_digests && $2",
+        "SELECT trial_id, components FROM trials \
+         WHERE product = $1 AND component_digests && $2 AND status <> 'failed'",
     )
     .bind(product)
     .bind(digests(components))

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
 use contracts::license_view::LicenseView;
 use eventstore::{CommandContext, Executed, Repository};
 use service_kit::command::store_problem;
@@ -34,19 +33,8 @@ pub fn parse_host(raw: &str, field: &str) -> Result<Registrable, Problem> {
         .map_err(|e| Problem::unprocessable(e.code(), e.to_string()).with_field(field))
 }
 
-fn status_of(code: &str, _field: Option<&str>) -> StatusCode {
-    match code {
-        "LICENSE_NOT_FOUND" => StatusCode::NOT_FOUND,
-        "FEE_NOT_ACCEPTED" => StatusCode::PAYMENT_REQUIRED,
-        "INVALID_REASON" | "SAME_DOMAIN" | "DOMAIN_NOT_REQUIRED" => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
-        _ => StatusCode::CONFLICT,
-    }
-}
-
 fn rejection(done: &Executed<Binding>) -> Option<Problem> {
-    service_kit::command::rejection(&done.outcome, status_of)
+    service_kit::command::rejection(&done.outcome)
 }
 
 impl DomainBinding {

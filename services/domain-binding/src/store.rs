@@ -3,7 +3,7 @@
 //! that keep one live license per registrable domain and product.
 
 use async_trait::async_trait;
-use eventstore::{InlineProjection, Refused};
+use eventstore::{ErrorKind, InlineProjection, Refused};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -68,11 +68,12 @@ impl InlineProjection<Binding> for BindingIndex {
             .fetch_one(&mut *tx)
             .await?;
             if holder != license_id {
-                return Ok(Err(Refused {
-                    code: "DOMAIN_TAKEN",
-                    message: format!("{domain} is bound to another license of {}", b.product),
-                    field: Some("domain"),
-                }));
+                return Ok(Err(Refused::new(
+                    "DOMAIN_TAKEN",
+                    ErrorKind::Conflict,
+                    format!("{domain} is bound to another license of {}", b.product),
+                )
+                .with_field("domain")));
             }
         }
         sqlx::query(

@@ -80,25 +80,8 @@ fn flight_problem(e: String) -> Problem {
     )
 }
 
-fn status_of(code: &str, _field: Option<&str>) -> StatusCode {
-    match code {
-        "LICENSE_NOT_FOUND" | "LEASE_NOT_FOUND" | "CLIENT_NOT_FOUND" | "UPSTREAM_NOT_FOUND" => {
-            StatusCode::NOT_FOUND
-        }
-        c if c.starts_with("INVALID_")
-            || c == "ALLOWLIST_TOO_LONG"
-            || c == "INSECURE_ENDPOINT"
-            || c == "FEATURE_NOT_GRANTED"
-            || c == "FEATURES_MISSING" =>
-        {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
-        _ => StatusCode::CONFLICT,
-    }
-}
-
 fn rejected<A>(done: &Executed<A>) -> Option<Problem> {
-    service_kit::command::rejection(&done.outcome, status_of)
+    service_kit::command::rejection(&done.outcome)
 }
 
 fn checked<A>(done: Result<Executed<A>, eventstore::StoreError>) -> Result<Executed<A>, Problem> {

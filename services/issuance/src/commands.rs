@@ -3,7 +3,9 @@
 
 use contracts::issuance::*;
 use contracts::{CommandEnvelope, CommandOutcome};
-use eventstore::{request_digest, CommandContext, Executed, Repository, StoreError};
+use eventstore::{
+    request_digest, CommandContext, ErrorKind, Executed, Refused, Repository, StoreError,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -60,6 +62,10 @@ impl Dispatched {
     }
 }
 
+fn invalid_aggregate_id(message: &str) -> Refused {
+    Refused::new("INVALID_AGGREGATE_ID", ErrorKind::Invalid, message).with_field("aggregate_id")
+}
+
 pub fn context(env: &CommandEnvelope) -> CommandContext {
     CommandContext {
         command_id: env.command_id,
@@ -105,7 +111,13 @@ impl Issuance {
                 "{} needs the admin scope: send it on the admin-commands topic",
                 env.command_type
             );
-            return self.refuse(env, &ctx, "INSUFFICIENT_SCOPE", &message).await;
+            return self
+                .refuse(
+                    env,
+                    &ctx,
+                    Refused::new("INSUFFICIENT_SCOPE", ErrorKind::Forbidden, message),
+                )
+                .await;
         }
         self.dispatch(env).await
     }
@@ -136,8 +148,7 @@ impl Issuance {
                             .refuse(
                                 env,
                                 &ctx,
-                                "INVALID_AGGREGATE_ID",
-                                "aggregate_id must be the product code",
+                                invalid_aggregate_id("aggregate_id must be the product code"),
                             )
                             .await;
                     }
@@ -161,8 +172,7 @@ impl Issuance {
                         .refuse(
                             env,
                             &ctx,
-                            "INVALID_AGGREGATE_ID",
-                            "aggregate_id must be a UUID",
+                            invalid_aggregate_id("aggregate_id must be a UUID"),
                         )
                         .await;
                 };
@@ -183,7 +193,12 @@ impl Issuance {
             }
             other => {
                 let message = format!("unknown command type {other:?}");
-                self.refuse(env, &ctx, "UNKNOWN_COMMAND", &message).await
+                self.refuse(
+                    env,
+                    &ctx,
+                    Refused::new("UNKNOWN_COMMAND", ErrorKind::Invalid, message),
+                )
+                .await
             }
         }
     }
@@ -261,7 +276,11 @@ impl Issuance {
                 Ok(Ok(p))
             }
             Err(e) => Ok(Err(self
-                .refuse(env, ctx, "INVALID_PAYLOAD", &e.to_string())
+                .refuse(
+                    env,
+                    ctx,
+                    Refused::new("INVALID_PAYLOAD", ErrorKind::Invalid, e.to_string()),
+                )
                 .await?)),
         }
     }
@@ -272,12 +291,11 @@ impl Issuance {
         &self,
         env: &CommandEnvelope,
         ctx: &CommandContext,
-        code: &str,
-        message: &str,
+        refused: Refused,
     ) -> Result<Dispatched, StoreError> {
         let outcome = self
             .licenses
-            .reject(&env.aggregate_id, ctx, code, message, None)
+            .reject(&env.aggregate_id, ctx, &refused)
             .await?;
         Ok(Dispatched::Refused(outcome))
     }

@@ -709,6 +709,69 @@ async fn a_renewal_shows_in_the_next_file() {
     st.stop().await;
 }
 
+/// Activation's product replica holds a product issuance does not (a
+/// replica restored from another backup than the catalogue, say):
+/// activation starts the trial, issuance refuses its `IssueLicense` over
+/// Kafka, and the outcome on `command-outcomes` fails the trial with
+/// issuance's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trial_issuance_refuses_fails_with_its_reason_and_may_be_asked_for_again() {
+    let st = stack(None).await;
+    let product = format!("ghost-{}", st.prefix);
+    sqlx::query("INSERT INTO product_replica (code, features) VALUES ($1, '[\"f1\"]')")
+        .bind(&product)
+        .execute(&st.pool)
+        .await
+        .expect("replica row");
+    let fingerprint = device(3, 0);
+    let body = json!({"product": product, "fingerprint": fingerprint});
+    let (s, b) = st.post("/v1/trials", Some(&body)).await;
+    assert_eq!((s, b["code"].as_str()), (409, Some("TRIAL_FAILED")), "{b}");
+    assert!(
+        b["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("PRODUCT_NOT_FOUND"),
+        "{b}"
+    );
+    let components: std::collections::BTreeMap<String, String> =
+        serde_json::from_value::<contracts::activation::Fingerprint>(fingerprint)
+            .expect("fingerprint")
+            .components()
+            .expect("components");
+    let trial_id = format!(
+        "{product}:{}",
+        contracts::activation::digest_of(&components)
+    );
+    let (s, t) = st.get(&format!("/v1/trials/{trial_id}")).await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["failure"]["code"], "PRODUCT_NOT_FOUND", "{t}");
+    assert!(t["activation_file"].is_null());
+    // Recorded once, caused by issuance's outcome; no license, no seat.
+    let failed = "SELECT count(*) FROM events WHERE event_type = 'TrialFailed'";
+    assert_eq!(count(&st.pool, failed).await, 1);
+    assert_eq!(
+        count(&st.pool, "SELECT count(*) FROM activations").await,
+        0,
+        "no seat for a failed trial"
+    );
+    // The trial never ran: the device may ask again, and fails again
+    // for the same reason (a second, distinct failure).
+    let (s, b) = st.post("/v1/trials", Some(&body)).await;
+    assert_eq!((s, b["code"].as_str()), (409, Some("TRIAL_FAILED")), "{b}");
+    assert_eq!(count(&st.pool, failed).await, 2);
+    assert_eq!(
+        count(
+            &st.pool,
+            "SELECT count(*) FROM events WHERE event_type = 'TrialStarted'"
+        )
+        .await,
+        2
+    );
+    st.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_trial_runs_over_kafka_once_per_device_and_ends_when_a_formal_license_arrives() {
     let st = stack(None).await;

@@ -58,6 +58,9 @@ impl CodedError for CounterError {
     fn code(&self) -> &'static str {
         "ZERO"
     }
+    fn kind(&self) -> eventstore::ErrorKind {
+        eventstore::ErrorKind::Invalid
+    }
     fn field(&self) -> Option<&'static str> {
         Some("by")
     }
@@ -186,8 +189,8 @@ async fn a_rejection_is_stored_and_answered_again_without_an_event() {
     assert_eq!(first.outcome.status, OutcomeStatus::Rejected);
     let err = first.outcome.error.clone().expect("error");
     assert_eq!(
-        (err.code.as_str(), err.field.as_deref()),
-        ("ZERO", Some("by"))
+        (err.code.as_str(), err.field.as_deref(), err.kind),
+        ("ZERO", Some("by"), Some(eventstore::ErrorKind::Invalid))
     );
     assert!(!first.replayed);
     let again = repo
@@ -195,6 +198,7 @@ async fn a_rejection_is_stored_and_answered_again_without_an_event() {
         .await
         .expect("executed");
     assert!(again.replayed);
+    // The replay answers from the stored row, kind included.
     assert_eq!(again.outcome, first.outcome);
     assert_eq!(count(&pool, "SELECT count(*) FROM events").await, 0);
 }

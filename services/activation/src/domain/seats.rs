@@ -9,7 +9,7 @@ use contracts::activation::*;
 use contracts::issuance::{LicenseKind, LicenseStatus};
 use contracts::license_view::LicenseView;
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::{CodedError, Refusal};
+use eventstore::{CodedError, ErrorKind, Refusal, Refused};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -127,10 +127,11 @@ impl DomainEvent for SeatsEvent {
 }
 
 impl Refusal for SeatsEvent {
-    fn refusal(&self) -> Option<(&'static str, String)> {
+    fn refusal(&self) -> Option<Refused> {
         match self {
-            Self::ClockRollbackDetected(e) => Some((
+            Self::ClockRollbackDetected(e) => Some(Refused::new(
                 CLOCK_ROLLBACK,
+                ErrorKind::Conflict,
                 format!(
                     "the device's clock reads {}, before {} it reported earlier",
                     e.client_time.to_rfc3339(),
@@ -196,6 +197,17 @@ impl CodedError for SeatsError {
             Self::DeviceAlreadyActivated => "DEVICE_ALREADY_ACTIVATED",
             Self::ClientTimeRequired => "CLIENT_TIME_REQUIRED",
             Self::NonceReused => "NONCE_REUSED",
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::LicenseNotFound | Self::ActivationNotFound => ErrorKind::NotFound,
+            Self::UninstallNotAllowed
+            | Self::MigrationNotAllowed
+            | Self::SameDevice
+            | Self::ClientTimeRequired => ErrorKind::Invalid,
+            _ => ErrorKind::Conflict,
         }
     }
     fn field(&self) -> Option<&'static str> {

@@ -221,7 +221,10 @@ fn a_clock_set_back_is_refused_and_recorded() {
         panic!("expected ClockRollbackDetected, got {events:?}");
     };
     assert_eq!(e.last_seen, now());
-    assert_eq!(events[0].refusal().map(|r| r.0), Some(CLOCK_ROLLBACK_CODE));
+    assert_eq!(
+        events[0].refusal().map(|r| r.code),
+        Some(CLOCK_ROLLBACK_CODE)
+    );
 }
 
 #[test]
@@ -502,6 +505,44 @@ fn a_trial_completes_once_and_ends_once() {
             activation_id: id(7),
         })
         .then_expect_error(TrialError::NotFound);
+}
+
+#[test]
+fn a_refused_trial_fails_once_and_may_start_again() {
+    let trial_id = match started() {
+        TrialEvent::TrialStarted(e) => e.trial_id,
+        _ => unreachable!("built above"),
+    };
+    let fail = |command_id| TrialCommand::Fail {
+        issue_command_id: command_id,
+        code: "INVALID_FEATURES".into(),
+        message: "too many".into(),
+    };
+    let failed = TrialEvent::TrialFailed(TrialFailed {
+        trial_id,
+        license_id: license_id(),
+        code: "INVALID_FEATURES".into(),
+        message: "too many".into(),
+        failed_at: now(),
+    });
+    trials()
+        .given(vec![started()])
+        .when(fail(id(50)))
+        .then_expect_events(vec![failed.clone()]);
+    // Another command's outcome, or a second one, changes nothing.
+    trials()
+        .given(vec![started()])
+        .when(fail(id(51)))
+        .then_expect_events(vec![]);
+    trials()
+        .given(vec![started(), failed.clone()])
+        .when(fail(id(50)))
+        .then_expect_events(vec![]);
+    // A trial that never ran may be asked for again.
+    trials()
+        .given(vec![started(), failed])
+        .when(start(None, false))
+        .then_expect_events(vec![started()]);
 }
 
 fn check_of(license: LicenseView, given: Vec<SeatsEvent>, check: validation::Check<'_>) -> String {

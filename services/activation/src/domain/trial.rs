@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use contracts::activation::*;
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::{CodedError, Refusal};
+use eventstore::{CodedError, ErrorKind, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -19,6 +19,8 @@ pub enum TrialStatus {
     Pending,
     Active,
     Ended,
+    /// Issuance refused its license; the device may start it again.
+    Failed,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +36,14 @@ pub struct TrialState {
     pub status: TrialStatus,
     pub activation_id: Option<Uuid>,
     pub started_at: DateTime<Utc>,
+    /// Issuance's refusal, when the trial failed.
+    pub failure: Option<TrialFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialFailure {
+    pub code: String,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -63,6 +73,12 @@ pub enum TrialCommand {
     End {
         superseded_by: Uuid,
     },
+    /// Issuance refused `IssueLicense` number `issue_command_id`.
+    Fail {
+        issue_command_id: Uuid,
+        code: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +86,7 @@ pub enum TrialEvent {
     TrialStarted(TrialStarted),
     TrialActivated(TrialActivated),
     TrialEnded(TrialEnded),
+    TrialFailed(TrialFailed),
 }
 
 impl DomainEvent for TrialEvent {
@@ -78,6 +95,7 @@ impl DomainEvent for TrialEvent {
             Self::TrialStarted(_) => TRIAL_STARTED,
             Self::TrialActivated(_) => TRIAL_ACTIVATED,
             Self::TrialEnded(_) => TRIAL_ENDED,
+            Self::TrialFailed(_) => TRIAL_FAILED,
         }
         .into()
     }
@@ -104,6 +122,13 @@ impl CodedError for TrialError {
             Self::AlreadyUsed => "TRIAL_ALREADY_USED",
             Self::NotMixable => "TRIAL_NOT_ALLOWED",
             Self::NotFound => "TRIAL_NOT_FOUND",
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotFound => ErrorKind::NotFound,
+            Self::AlreadyUsed | Self::NotMixable => ErrorKind::Conflict,
         }
     }
     fn field(&self) -> Option<&'static str> {
@@ -143,6 +168,24 @@ impl Aggregate for Trial {
                     holds_paid_seat,
                 },
                 None,
+            )
+            | (
+                TrialCommand::Start {
+                    trial_id,
+                    product,
+                    fingerprint,
+                    components,
+                    features,
+                    client_time,
+                    license_id,
+                    issue_command_id,
+                    similar_trial,
+                    holds_paid_seat,
+                },
+                Some(TrialState {
+                    status: TrialStatus::Failed,
+                    ..
+                }),
             ) => {
                 if similar_trial.is_some() {
                     return Err(TrialError::AlreadyUsed);
@@ -186,6 +229,27 @@ impl Aggregate for Trial {
                     ended_at: now,
                 })
             }
+            (
+                TrialCommand::Fail {
+                    issue_command_id,
+                    code,
+                    message,
+                },
+                Some(s),
+            ) => {
+                // Only the outcome of the command this run sent counts: a
+                // late outcome of an earlier run changes nothing.
+                if s.status != TrialStatus::Pending || s.issue_command_id != issue_command_id {
+                    return Ok(());
+                }
+                TrialEvent::TrialFailed(TrialFailed {
+                    trial_id: s.trial_id.clone(),
+                    license_id: s.license_id,
+                    code,
+                    message,
+                    failed_at: now,
+                })
+            }
         };
         sink.write(event, self).await;
         Ok(())
@@ -206,6 +270,7 @@ impl Aggregate for Trial {
                     status: TrialStatus::Pending,
                     activation_id: None,
                     started_at: e.started_at,
+                    failure: None,
                 })
             }
             TrialEvent::TrialActivated(e) => {
@@ -217,6 +282,15 @@ impl Aggregate for Trial {
             TrialEvent::TrialEnded(_) => {
                 if let Some(s) = &mut self.state {
                     s.status = TrialStatus::Ended;
+                }
+            }
+            TrialEvent::TrialFailed(e) => {
+                if let Some(s) = &mut self.state {
+                    s.status = TrialStatus::Failed;
+                    s.failure = Some(TrialFailure {
+                        code: e.code,
+                        message: e.message,
+                    });
                 }
             }
         }

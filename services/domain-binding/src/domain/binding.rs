@@ -5,7 +5,7 @@ use contracts::domain::*;
 use contracts::issuance::LicenseStatus;
 use contracts::license_view::LicenseView;
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::{CodedError, Refusal};
+use eventstore::{CodedError, ErrorKind, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -112,6 +112,15 @@ impl CodedError for BindingError {
             Self::SameDomain(_) => "SAME_DOMAIN",
             Self::FeeNotAccepted { .. } => "FEE_NOT_ACCEPTED",
             Self::Reason => "INVALID_REASON",
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::LicenseNotFound => ErrorKind::NotFound,
+            Self::FeeNotAccepted { .. } => ErrorKind::PaymentRequired,
+            Self::Reason | Self::SameDomain(_) | Self::NotRequired => ErrorKind::Invalid,
+            _ => ErrorKind::Conflict,
         }
     }
     fn field(&self) -> Option<&'static str> {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use contracts::grants::*;
 use contracts::net;
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::{CodedError, Refusal};
+use eventstore::{CodedError, ErrorKind, Refusal, Refused};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -74,10 +74,11 @@ impl DomainEvent for ClientEvent {
 }
 
 impl Refusal for ClientEvent {
-    fn refusal(&self) -> Option<(&'static str, String)> {
+    fn refusal(&self) -> Option<Refused> {
         match self {
-            Self::ClientClockRollbackDetected(e) => Some((
+            Self::ClientClockRollbackDetected(e) => Some(Refused::new(
                 "CLOCK_ROLLBACK",
+                ErrorKind::Conflict,
                 format!(
                     "the client's time {} is before {} it reported earlier",
                     e.reported_time.to_rfc3339(),
@@ -126,6 +127,14 @@ impl CodedError for ClientError {
             Self::InvalidAllowlistEntry(_) => "INVALID_ALLOWLIST_ENTRY",
             Self::InvalidCallbackUrl => "INVALID_CALLBACK_URL",
             Self::InvalidReason => "INVALID_REASON",
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotFound | Self::UnknownLicenses(_) => ErrorKind::NotFound,
+            Self::AlreadyExists | Self::Revoked => ErrorKind::Conflict,
+            _ => ErrorKind::Invalid,
         }
     }
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use contracts::grants::*;
 use contracts::issuance::{BundleDef, LicenseStatus};
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::{CodedError, Refusal};
+use eventstore::{CodedError, ErrorKind, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -162,6 +162,16 @@ impl CodedError for LeasesError {
             Self::NoSeats { .. } => "NO_SEATS_AVAILABLE",
             Self::LeaseNotFound => "LEASE_NOT_FOUND",
             Self::LeaseEnded(_) => "LEASE_ENDED",
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::LeaseNotFound => ErrorKind::NotFound,
+            Self::NotGranted(_) | Self::FeaturesMissing { .. } | Self::InvalidQuantity => {
+                ErrorKind::Invalid
+            }
+            _ => ErrorKind::Conflict,
         }
     }
 

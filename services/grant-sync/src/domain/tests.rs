@@ -579,7 +579,7 @@ fn a_revoked_client_stays_revoked_and_a_rollback_is_recorded() {
         detected_at: now(),
     });
     use eventstore::Refusal;
-    assert_eq!(detected.refusal().map(|r| r.0), Some("CLOCK_ROLLBACK"));
+    assert_eq!(detected.refusal().map(|r| r.code), Some("CLOCK_ROLLBACK"));
     clients()
         .given(vec![registered()])
         .when(ClientCommand::ClockRollback {

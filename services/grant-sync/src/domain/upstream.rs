@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use contracts::grants::*;
 use contracts::net;
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::{CodedError, Refusal};
+use eventstore::{CodedError, ErrorKind, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -113,6 +113,14 @@ impl CodedError for UpstreamError {
             Self::InvalidSecret => "INVALID_SECRET",
             Self::InvalidRemark => "INVALID_REMARK",
             Self::OtherUpstream(_) => "LICENSE_FROM_OTHER_UPSTREAM",
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotFound => ErrorKind::NotFound,
+            Self::AlreadyExists | Self::OtherUpstream(_) => ErrorKind::Conflict,
+            _ => ErrorKind::Invalid,
         }
     }
 

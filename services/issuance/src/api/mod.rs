@@ -174,27 +174,8 @@ impl LicenseBody {
     }
 }
 
-fn status_of(code: &str, field: Option<&str>) -> StatusCode {
-    match code {
-        "LICENSE_NOT_FOUND" | "API_KEY_NOT_FOUND" => StatusCode::NOT_FOUND,
-        "PRODUCT_NOT_FOUND" if field == Some("code") => StatusCode::NOT_FOUND,
-        "LICENSE_EXISTS" | "PRODUCT_EXISTS" | "API_KEY_EXISTS" => StatusCode::CONFLICT,
-        "LICENSE_REVOKED"
-        | "LICENSE_DELETED"
-        | "LICENSE_RECLAIMED"
-        | "LICENSE_SUSPENDED"
-        | "LICENSE_EXPIRED"
-        | "LICENSE_NOT_SUSPENDED"
-        | "LICENSE_NOT_EXPIRED"
-        | "LICENSE_NOT_DUE"
-        | "LICENSE_PERPETUAL"
-        | "API_KEY_REVOKED" => StatusCode::CONFLICT,
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
-    }
-}
-
 fn rejection(outcome: &CommandOutcome) -> Problem {
-    service_kit::command::rejection(outcome, status_of).unwrap_or_else(Problem::internal)
+    service_kit::command::rejection(outcome).unwrap_or_else(Problem::internal)
 }
 
 /// Runs an envelope and renders the outcome: `status` on success.

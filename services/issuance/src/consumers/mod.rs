@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bus::{HandleError, Incoming, TxHandler};
-use contracts::{CommandEnvelope, CommandOutcome, OutcomeError, OutcomeStatus};
+use contracts::{CommandEnvelope, CommandOutcome, ErrorKind, OutcomeError, OutcomeStatus};
 use eventstore::{StoreError, DIGEST_MISMATCH_CODE};
 use rdkafka::producer::FutureProducer;
 use sqlx::PgConnection;
@@ -39,6 +39,7 @@ impl TxHandler for CommandConsumer {
                     code: "INVALID_ENVELOPE".into(),
                     message: format!("{field} is missing, too long or not printable"),
                     field: Some(field.into()),
+                    kind: Some(ErrorKind::Invalid),
                 }),
                 aggregate_id: env
                     .aggregate_id
@@ -65,6 +66,7 @@ impl TxHandler for CommandConsumer {
                     code: "INVALID_FIELD".into(),
                     message: "must not contain control characters".into(),
                     field: Some(field),
+                    kind: Some(ErrorKind::Invalid),
                 }),
                 aggregate_id: env.aggregate_id.clone(),
                 sequence: None,
@@ -87,6 +89,7 @@ impl TxHandler for CommandConsumer {
                     code: DIGEST_MISMATCH_CODE.into(),
                     message: "command id reused with a different command".into(),
                     field: Some("command_id".into()),
+                    kind: Some(ErrorKind::Invalid),
                 }),
                 aggregate_id: env.aggregate_id.clone(),
                 sequence: None,

@@ -7,7 +7,7 @@ use contracts::issuance::*;
 use contracts::{net, text};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::CodedError;
+use eventstore::{CodedError, ErrorKind};
 use serde::{Deserialize, Serialize};
 
 use super::IssuanceServices;
@@ -103,6 +103,14 @@ impl CodedError for ApiKeyError {
             Self::InvalidAllowlistEntry(_) => "INVALID_ALLOWLIST_ENTRY",
             Self::InvalidCallbackUrl => "INVALID_CALLBACK_URL",
             Self::InvalidRemark => "INVALID_REMARK",
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotFound => ErrorKind::NotFound,
+            Self::AlreadyExists | Self::Revoked => ErrorKind::Conflict,
+            _ => ErrorKind::Invalid,
         }
     }
 

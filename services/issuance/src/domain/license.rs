@@ -15,7 +15,7 @@ use contracts::issuance::*;
 use contracts::text::{self, Name};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::CodedError;
+use eventstore::{CodedError, ErrorKind};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -198,6 +198,25 @@ impl CodedError for LicenseError {
             Self::NotSuspended => "LICENSE_NOT_SUSPENDED",
             Self::NotExpired => "LICENSE_NOT_EXPIRED",
             Self::NotDue => "LICENSE_NOT_DUE",
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotFound => ErrorKind::NotFound,
+            Self::AlreadyExists
+            | Self::Perpetual
+            | Self::Revoked
+            | Self::Deleted
+            | Self::Reclaimed
+            | Self::Suspended
+            | Self::Expired
+            | Self::NotSuspended
+            | Self::NotExpired
+            | Self::NotDue => ErrorKind::Conflict,
+            // A product or feature the catalog does not hold is a bad
+            // request for a license, not a missing license.
+            _ => ErrorKind::Invalid,
         }
     }
 

@@ -10,7 +10,7 @@ use contracts::issuance::{
 };
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::CodedError;
+use eventstore::{CodedError, ErrorKind};
 use serde::{Deserialize, Serialize};
 
 use super::{valid_code, IssuanceServices};
@@ -112,6 +112,14 @@ impl CodedError for ProductError {
             Self::BundleUnknownFeature { .. } => "BUNDLE_UNKNOWN_FEATURE",
             Self::UnknownEdition(_) => "UNKNOWN_EDITION",
             Self::InvalidPolicy(_) => "INVALID_POLICY",
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotFound => ErrorKind::NotFound,
+            Self::AlreadyExists => ErrorKind::Conflict,
+            _ => ErrorKind::Invalid,
         }
     }
 
