@@ -36,8 +36,9 @@ pub fn store_problem(e: StoreError) -> Problem {
 }
 
 /// The HTTP status of every refusal of its kind: the one place a refusal
-/// becomes a status. An outcome stored before kinds were recorded answers
-/// 409, the status most refusals had.
+/// becomes a status. (Refusals stored before kinds were recorded had
+/// theirs filled in by the migration that added them; a refusal without
+/// one would be a conflict.)
 pub fn status_of(kind: Option<ErrorKind>) -> StatusCode {
     match kind {
         Some(ErrorKind::Invalid) => StatusCode::UNPROCESSABLE_ENTITY,

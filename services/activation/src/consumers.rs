@@ -7,6 +7,8 @@
 //! - `ReactionConsumer` follows activation's own events: a started trial
 //!   sends `IssueLicense` to issuance; a temporary or formal activation ends
 //!   the device's trial of that product (no mixing).
+//! - `OutcomeConsumer` follows `<prefix>.command-outcomes`: a trial whose
+//!   `IssueLicense` issuance refused fails with issuance's reason.
 //!
 //! Reactions run as commands with ids derived from the causing event, so a
 //! redelivered event repeats nothing.
@@ -25,7 +27,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::app::Activation;
-use crate::domain::{Device, SeatsCommand, TrialCommand};
+use crate::domain::{Device, SeatsCommand, TrialCommand, TrialStatus};
 use crate::store;
 
 /// The context of a command caused by event `e`.
@@ -124,6 +126,11 @@ impl ReplicaConsumer {
         let Some(t) = trial.state else {
             return Ok(());
         };
+        // A trial that failed (or already ran) takes no seat from a late
+        // license.
+        if t.status != TrialStatus::Pending || t.issue_command_id != e.command_id {
+            return Ok(());
+        }
         let device = Device {
             fingerprint: t.fingerprint.clone(),
             components: t.components.clone(),
@@ -338,6 +345,26 @@ impl TxHandler for OutcomeConsumer {
             }
         };
         if outcome.command_id != command_id || outcome.status != OutcomeStatus::Rejected {
+            return Ok(());
+        }
+        // Only issuance's stored verdict on our command counts: answers
+        // to another message that merely reused its id (which any writer
+        // of the command topic can send once it has seen the id) are
+        // not, and neither is anything about another aggregate, or a
+        // refusal of a license that exists all the same.
+        let (trial, _) = self.app.trials.load(&trial_id).await.map_err(transient)?;
+        let Some(t) = trial.state else {
+            return Ok(());
+        };
+        let code = outcome.error.as_ref().map(|e| e.code.as_str());
+        if code.is_some_and(|c| contracts::envelope::UNSTORED_ANSWERS.contains(&c))
+            || outcome.aggregate_id != t.license_id.to_string()
+            || store::license(&self.app.pool, t.license_id)
+                .await
+                .map_err(transient)?
+                .is_some()
+        {
+            tracing::warn!(%command_id, ?code, "an outcome that does not fail the trial");
             return Ok(());
         }
         let (code, message) = outcome

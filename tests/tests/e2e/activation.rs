@@ -1063,3 +1063,95 @@ async fn activation_events_reach_the_audit_trail_with_their_actor() {
     projector.running.stop().await;
     st.stop().await;
 }
+
+/// Only issuance's stored verdict on a trial's own `IssueLicense` fails
+/// the trial: an answer to another message that reused the command id,
+/// or a refusal naming another aggregate, changes nothing, even from a
+/// principal that may write `command-outcomes`. (Issuance is not running
+/// here, so the trial stays pending until an outcome arrives.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_issuances_own_refusal_of_a_trials_license_fails_the_trial() {
+    let infra = Infra::get();
+    let prefix = infra.prefix().await;
+    let db = infra.fresh_db("activation").await;
+    let mut config = activation_config(&infra, &db, &prefix, &signing_key_path(&prefix));
+    config.trial_wait_ms = 200;
+    let running = activation::start(
+        config,
+        activation::Options {
+            handle_signals: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("activation starts");
+    let act = InProcess { running, db };
+    let pool = pool(&act.db).await;
+    let product = format!("pending-{prefix}");
+    sqlx::query("INSERT INTO product_replica (code, features) VALUES ($1, '[\"f1\"]')")
+        .bind(&product)
+        .execute(&pool)
+        .await
+        .expect("replica row");
+    let (s, t) = call(
+        &admin_client(),
+        "POST",
+        &format!("{}/v1/trials", act.url()),
+        Some(&json!({"product": product, "fingerprint": device(4, 0)})),
+    )
+    .await;
+    assert_eq!((s, t["status"].as_str()), (202, Some("pending")), "{t}");
+    let trial_id = t["trial_id"].as_str().expect("trial id").to_string();
+    let license_id = t["license_id"].as_str().expect("license id").to_string();
+    let command_id: uuid::Uuid =
+        sqlx::query_scalar("SELECT issue_command_id FROM trials WHERE trial_id = $1")
+            .bind(&trial_id)
+            .fetch_one(&pool)
+            .await
+            .expect("trial row");
+    let producer: rdkafka::producer::FutureProducer =
+        infra.kafka("issuance").client().create().expect("producer");
+    let topic = contracts::Topics::new(&prefix).outcomes();
+    let rejected = |code: &str, aggregate: &str| {
+        json!({
+            "command_id": command_id,
+            "status": "rejected",
+            "error": {"code": code, "message": "refused", "kind": "invalid"},
+            "aggregate_id": aggregate,
+        })
+    };
+    // Same key, so one partition: read in this order.
+    for body in [
+        rejected("IDEMPOTENCY_KEY_REUSED", &license_id),
+        rejected("INVALID_ENVELOPE", &license_id),
+        rejected("UNKNOWN_FEATURES", "another-aggregate"),
+        rejected("UNKNOWN_FEATURES", &license_id),
+    ] {
+        send_raw(
+            &producer,
+            &topic,
+            &command_id.to_string(),
+            &serde_json::to_vec(&body).expect("json"),
+        )
+        .await;
+    }
+    let admin = admin_client();
+    let url = format!("{}/v1/trials/{trial_id}", act.url());
+    let failed = wait_until(Duration::from_secs(15), || {
+        let (admin, url) = (admin.clone(), url.clone());
+        async move { call(&admin, "GET", &url, None).await.1["status"] == "failed" }
+    })
+    .await;
+    assert!(failed, "the trial failed");
+    let (_, t) = call(&admin, "GET", &url, None).await;
+    assert_eq!(t["failure"]["code"], "UNKNOWN_FEATURES", "{t}");
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM events WHERE event_type = 'TrialFailed'"
+        )
+        .await,
+        1
+    );
+    act.running.stop().await;
+}

@@ -1,5 +1,7 @@
-//! A trial: one per product and device, ever. Started here, issued by
-//! issuance over Kafka, completed when its license arrives.
+//! A trial: one per product and device, ever (a trial that failed, whose
+//! license issuance refused, never ran and may be started again). Started
+//! here, issued by issuance over Kafka, completed when its license
+//! arrives, failed when issuance's outcome refuses it.
 
 use std::collections::BTreeMap;
 
