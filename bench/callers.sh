@@ -97,13 +97,15 @@ IDLE_WAIT="$IDLE_WAIT" wait_idle
 
 # --- wrk scripts ------------------------------------------------------------------------
 lua() {  # name method path auth_var [body_var]
+  local body=nil
+  [[ -n "${5:-}" ]] && body="os.getenv(\"$5\")"
   {
     wrk_lua_head
     cat <<LUA
 function init(args)
   local headers = { ["Authorization"] = os.getenv("$4"), ["Content-Type"] = "application/json" }
   n = 1
-  reqs[1] = wrk.format("$2", "$3", headers, ${5:+os.getenv("$5")}${5:-nil})
+  reqs[1] = wrk.format("$2", "$3", headers, $body)
 end
 LUA
     wrk_lua_tail
