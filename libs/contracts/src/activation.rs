@@ -252,6 +252,58 @@ pub struct ActivationsRevoked {
     pub revoked_at: DateTime<Utc>,
 }
 
+/// Payload of `Activate`: `POST /v1/activations`, or an envelope on
+/// `<prefix>.activation.commands` whose aggregate id is the license's id
+/// (a `license_key` beside it must be that license's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Activate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license_key: Option<crate::text::Text<64>>,
+    pub fingerprint: Fingerprint,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::strict_option"
+    )]
+    pub client_time: Option<DateTime<Utc>>,
+}
+
+/// Payload of `Migrate`: `POST /v1/activations/{id}/migrate`, or an
+/// envelope whose aggregate id is the activation's id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Migrate {
+    pub fingerprint: Fingerprint,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::strict_option"
+    )]
+    pub client_time: Option<DateTime<Utc>>,
+}
+
+/// Payload of `StartTrial`: `POST /v1/trials`, or an envelope whose
+/// aggregate id is the product's code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartTrial {
+    pub product: crate::text::Name,
+    pub fingerprint: Fingerprint,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::time::strict_option"
+    )]
+    pub client_time: Option<DateTime<Utc>>,
+}
+
+/// Payload of `Uninstall` (`POST /v1/activations/{id}/uninstall`, or an
+/// envelope whose aggregate id is the activation's id): nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uninstall {}
+
 /// A trial was asked for; `issue_command_id` is the `IssueLicense` command
 /// sent to issuance for `license_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

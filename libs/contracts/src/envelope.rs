@@ -266,4 +266,9 @@ pub struct CommandOutcome {
     pub aggregate_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<u64>,
+    /// What the HTTP answer to the same command carries that a sender
+    /// needs next (an activation's id, say), never a secret or a bearer
+    /// credential: those are read over HTTP by what this names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
 }

@@ -102,9 +102,13 @@ const CURRENCY: &str = "^[A-Z]{3}$";
 /// Folders under `schemas/` whose every `*.json` must be covered here.
 const SCHEMA_DIRS: &[&str] = &["events", "commands", "files"];
 
-/// Members serde reads as any JSON value (`serde_json::Value`): only the
-/// schema checks them.
-const ANY_JSON: &[(&str, &str)] = &[(EVENT_ENVELOPE, "/payload"), (COMMAND_ENVELOPE, "/payload")];
+/// Members serde reads as any JSON value (`serde_json::Value`, or any
+/// object): only the schema checks them.
+const ANY_JSON: &[(&str, &str)] = &[
+    (EVENT_ENVELOPE, "/payload"),
+    (COMMAND_ENVELOPE, "/payload"),
+    (COMMAND_OUTCOME, "/result"),
+];
 
 /// The bounded contexts that publish events: each names the folder of its
 /// payload schemas under `events/`.
@@ -191,6 +195,10 @@ const COMMAND_TYPES: &[(&str, &str)] = &[
     (ISSUANCE, DELETE_LICENSE),
     (ISSUANCE, "CreateApiKey"),
     (ISSUANCE, "SetAllowlist"),
+    (ACTIVATION, ACTIVATE),
+    (ACTIVATION, MIGRATE),
+    (ACTIVATION, UNINSTALL),
+    (ACTIVATION, START_TRIAL),
     (DOMAIN, BIND_DOMAIN),
     (DOMAIN, CHANGE_DOMAIN),
     (DOMAIN, RESET_DOMAIN),
@@ -385,6 +393,10 @@ fn contracts() -> Vec<Contract> {
         command(REINSTATE_LICENSE, empties),
         command("CreateApiKey", api_key_specs),
         command("SetAllowlist", allowlists),
+        command(ACTIVATE, activates),
+        command(MIGRATE, migrates),
+        command(UNINSTALL, uninstalls),
+        command(START_TRIAL, trial_starts),
         command(BIND_DOMAIN, domain_bindings),
         command(CHANGE_DOMAIN, domain_changes),
         command(RESET_DOMAIN, domain_resets),
@@ -1264,6 +1276,69 @@ fn trials_failed() -> Vec<TrialFailed> {
             code: "UNKNOWN_PRODUCT".into(),
             message: String::new(),
             failed_at: at("2026-04-01T00:00:00.75Z"),
+        },
+    ]
+}
+
+fn fingerprint() -> Fingerprint {
+    Fingerprint(
+        [
+            ("machine_id", "4c4c4544-0042-3510-8052-b4c04f4e4432"),
+            ("disk", "S4EWNX0R123456"),
+            ("board", "PF2ABCDE"),
+            ("mac", "AA:BB:CC:DD:EE:01"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    )
+}
+
+fn activates() -> Vec<Activate> {
+    vec![
+        Activate {
+            license_key: Some(
+                contracts::text::Text::parse("ACME-7Q2K-9XPD-4MWT-HB3R-2").expect("text"),
+            ),
+            fingerprint: fingerprint(),
+            client_time: Some(at("2026-03-06T08:00:00Z")),
+        },
+        Activate {
+            license_key: None,
+            fingerprint: fingerprint(),
+            client_time: None,
+        },
+    ]
+}
+
+fn migrates() -> Vec<Migrate> {
+    vec![
+        Migrate {
+            fingerprint: fingerprint(),
+            client_time: Some(at("2026-03-07T09:30:00.25Z")),
+        },
+        Migrate {
+            fingerprint: fingerprint(),
+            client_time: None,
+        },
+    ]
+}
+
+fn uninstalls() -> Vec<Uninstall> {
+    vec![Uninstall {}, Uninstall {}]
+}
+
+fn trial_starts() -> Vec<StartTrial> {
+    vec![
+        StartTrial {
+            product: contracts::text::Name::parse("cad-suite").expect("name"),
+            fingerprint: fingerprint(),
+            client_time: Some(at("2026-03-06T08:00:00Z")),
+        },
+        StartTrial {
+            product: contracts::text::Name::parse("viewer").expect("name"),
+            fingerprint: fingerprint(),
+            client_time: None,
         },
     ]
 }
@@ -2429,6 +2504,7 @@ fn command_outcomes() -> Vec<CommandOutcome> {
             }),
             aggregate_id: LICENSE_1.into(),
             sequence: Some(3),
+            result: Some(json!({"activation_id": ACTIVATION_1, "license_id": LICENSE_1})),
         },
         // None set.
         CommandOutcome {
@@ -2437,6 +2513,7 @@ fn command_outcomes() -> Vec<CommandOutcome> {
             error: None,
             aggregate_id: LICENSE_2.into(),
             sequence: None,
+            result: None,
         },
         CommandOutcome {
             command_id: uuid("01956a41-0c00-7000-8000-0000000000ab"),
@@ -2444,6 +2521,7 @@ fn command_outcomes() -> Vec<CommandOutcome> {
             error: None,
             aggregate_id: LICENSE_2.into(),
             sequence: Some(1),
+            result: None,
         },
         CommandOutcome {
             command_id: uuid("01956a41-0c00-7000-8000-0000000000ac"),
@@ -2456,6 +2534,7 @@ fn command_outcomes() -> Vec<CommandOutcome> {
             }),
             aggregate_id: LICENSE_2.into(),
             sequence: None,
+            result: None,
         },
     ]
 }

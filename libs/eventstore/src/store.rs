@@ -4,6 +4,7 @@
 //! record: a duplicate command — over HTTP, over Kafka, concurrently or after
 //! a crash — returns the first outcome and appends nothing.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
@@ -151,7 +152,7 @@ pub struct Refused {
     pub code: &'static str,
     pub kind: ErrorKind,
     pub message: String,
-    pub field: Option<&'static str>,
+    pub field: Option<Cow<'static, str>>,
 }
 
 impl Refused {
@@ -164,8 +165,8 @@ impl Refused {
         }
     }
 
-    pub fn with_field(mut self, field: &'static str) -> Self {
-        self.field = Some(field);
+    pub fn with_field(mut self, field: impl Into<Cow<'static, str>>) -> Self {
+        self.field = Some(field.into());
         self
     }
 
@@ -174,7 +175,7 @@ impl Refused {
             code: e.code(),
             kind: e.kind(),
             message: e.to_string(),
-            field: e.field(),
+            field: e.field().map(Cow::Borrowed),
         }
     }
 }
@@ -355,11 +356,12 @@ where
                 error: refusal.map(|r| OutcomeError {
                     code: r.code.to_string(),
                     message: r.message,
-                    field: r.field.map(str::to_string),
+                    field: r.field.map(Cow::into_owned),
                     kind: Some(r.kind),
                 }),
                 aggregate_id: aggregate_id.to_string(),
                 sequence: u64::try_from(sequence).ok(),
+                result: None,
             };
             match self
                 .append(aggregate_id, last, &events, ctx, &outcome, &aggregate)
@@ -442,9 +444,7 @@ where
         refused: &Refused,
         named: bool,
     ) -> Result<(CommandOutcome, bool), StoreError> {
-        let Refused {
-            code, kind, field, ..
-        } = *refused;
+        let (code, kind, field) = (refused.code, refused.kind, refused.field.as_deref());
         // Rejection texts may quote what a caller sent (a serde message, a
         // code it named): stored and published bounded and printable.
         let message: String = refused
@@ -483,6 +483,7 @@ where
                 }),
                 aggregate_id: aggregate_id.to_string(),
                 sequence: None,
+                result: None,
             };
             return Ok((outcome, true));
         }
@@ -548,6 +549,7 @@ where
             }),
             aggregate_id: row.try_get("aggregate_id")?,
             sequence: sequence.and_then(|s| u64::try_from(s).ok()),
+            result: None,
         };
         Ok(Some(Stored {
             outcome,

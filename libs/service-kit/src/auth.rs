@@ -74,11 +74,7 @@ impl Principal {
     /// Refused as 404 `not_found` (the caller's own code for the thing it
     /// asked about), so a product cannot even learn that another
     /// customer's license or activation exists.
-    pub fn reach(
-        &self,
-        license: uuid::Uuid,
-        not_found: impl FnOnce() -> Problem,
-    ) -> Result<(), Problem> {
+    pub fn reach<E>(&self, license: uuid::Uuid, not_found: impl FnOnce() -> E) -> Result<(), E> {
         match self.license {
             Some(own) if own != license => Err(not_found()),
             _ => Ok(()),

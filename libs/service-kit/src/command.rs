@@ -1,16 +1,130 @@
 //! What every command handler takes from an HTTP request (the command id
-//! from `Idempotency-Key`, the caller's API key, the correlation id) and how
-//! a store failure is answered.
+//! from `Idempotency-Key`, the caller's API key, the correlation id), the
+//! one error type of the use cases beneath both channels ([`Failure`]),
+//! and how a refusal or a store failure is answered over HTTP.
 
 use actix_web::http::StatusCode;
 use chrono::Utc;
 use contracts::{CommandEnvelope, CommandOutcome, ErrorKind, OutcomeStatus};
-use eventstore::{request_digest, CommandContext, StoreError, DIGEST_MISMATCH_CODE};
+use eventstore::{request_digest, CommandContext, Refused, StoreError, DIGEST_MISMATCH_CODE};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::{CorrelationId, Problem};
+
+/// What a use case answers instead of its result, whichever channel ran
+/// it. Over HTTP each is a problem with its kind's status; over Kafka a
+/// refusal becomes the command's stored outcome.
+#[derive(Debug)]
+pub enum Failure {
+    /// Refused before any aggregate (an unknown license, a fingerprint too
+    /// small): nothing stored yet.
+    Refused(Refused),
+    /// The aggregate refused the command: its outcome is stored.
+    Rejected(Box<CommandOutcome>),
+    Store(StoreError),
+}
+
+impl Failure {
+    pub fn refused(code: &'static str, kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self::Refused(Refused::new(code, kind, message))
+    }
+
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::refused(code, ErrorKind::Invalid, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::refused(code, ErrorKind::NotFound, message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::refused(code, ErrorKind::Conflict, message)
+    }
+
+    /// The same failure, about `field` (when it is a refusal).
+    pub fn with_field(self, field: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        match self {
+            Self::Refused(r) => Self::Refused(r.with_field(field)),
+            other => other,
+        }
+    }
+
+    /// Something that should not happen (a stored event missing): logged
+    /// here, answered as a store failure (retried over Kafka, 503 over
+    /// HTTP) without its text.
+    pub fn internal(what: &str) -> Self {
+        tracing::error!(what, "internal failure");
+        Self::Store(StoreError::Corrupt(what.to_string()))
+    }
+
+    /// The refusal's code.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Refused(r) => Some(r.code),
+            Self::Rejected(o) => o.error.as_ref().map(|e| e.code.as_str()),
+            Self::Store(_) => None,
+        }
+    }
+}
+
+impl From<Refused> for Failure {
+    fn from(r: Refused) -> Self {
+        Self::Refused(r)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(StoreError::Database(e))
+    }
+}
+
+impl From<Refused> for Problem {
+    fn from(r: Refused) -> Self {
+        Failure::Refused(r).into()
+    }
+}
+
+impl From<Failure> for Problem {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Refused(r) => {
+                let status = status_of(Some(r.kind));
+                let p = Problem::new(status, r.code, status.canonical_reason().unwrap_or("Error"))
+                    .with_detail(r.message);
+                match r.field {
+                    Some(field) => p.with_field(field.into_owned()),
+                    None => p,
+                }
+            }
+            Failure::Rejected(outcome) => rejection(&outcome).unwrap_or_else(Problem::internal),
+            Failure::Store(e) => store_problem(e),
+        }
+    }
+}
+
+/// The command context of an envelope; its request digest is the one of
+/// its raw payload until the handler has read the typed payload (which
+/// digests as the same request over HTTP does).
+pub fn context(env: &CommandEnvelope) -> CommandContext {
+    CommandContext {
+        command_id: env.command_id,
+        command_type: env.command_type.clone(),
+        correlation_id: env.correlation_id.clone(),
+        causation_id: env.causation_id.clone(),
+        actor: env.actor.clone(),
+        occurred_at: env.issued_at,
+        request_digest: request_digest(&env.command_type, &env.payload),
+    }
+}
 
 pub fn store_problem(e: StoreError) -> Problem {
     match e {

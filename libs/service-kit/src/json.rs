@@ -158,12 +158,29 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
 }
 
 fn classify(err: serde_json::Error, path: Option<&serde_path_to_error::Path>) -> Problem {
+    let (code, detail, field) = classify_parts(&err, path);
+    if code == "MALFORMED_JSON" {
+        return Problem::bad_request(code, detail);
+    }
+    let problem = Problem::unprocessable(code, detail);
+    match field {
+        Some(field) => problem.with_field(field),
+        None => problem,
+    }
+}
+
+/// Serde's error as a stable code, a bounded message and the field it is
+/// about (`MALFORMED_JSON` when the bytes are no JSON document at all).
+fn classify_parts(
+    err: &serde_json::Error,
+    path: Option<&serde_path_to_error::Path>,
+) -> (&'static str, String, Option<String>) {
     let message = err.to_string();
     let detail = truncate(&message);
     if !err.is_data() {
         // Syntax, EOF (including an empty body) and I/O all mean the bytes
         // are not one JSON document.
-        return Problem::bad_request("MALFORMED_JSON", detail);
+        return ("MALFORMED_JSON", detail, None);
     }
     let base = path.map(path_string).unwrap_or_default();
     let (code, field) = if let Some(name) = quoted_after(&message, "unknown field `") {
@@ -173,11 +190,37 @@ fn classify(err: serde_json::Error, path: Option<&serde_path_to_error::Path>) ->
     } else {
         ("INVALID_FIELD", (!base.is_empty()).then_some(base))
     };
-    let problem = Problem::unprocessable(code, detail);
-    match field {
-        Some(field) => problem.with_field(field),
-        None => problem,
+    (code, detail, field)
+}
+
+/// A command's payload, read as strictly as a request body: a control
+/// character, an unknown or missing field or a value of the wrong shape is
+/// refused (kind invalid) naming `payload.<field>`.
+pub fn decode_payload<T: DeserializeOwned>(
+    payload: &serde_json::Value,
+) -> Result<T, eventstore::Refused> {
+    use eventstore::{ErrorKind, Refused};
+    let in_payload = |field: String| {
+        if field.is_empty() {
+            "payload".to_string()
+        } else {
+            format!("payload.{field}")
+        }
+    };
+    if let Some(field) = contracts::text::control_in_value(payload) {
+        return Err(Refused::new(
+            "INVALID_FIELD",
+            ErrorKind::Invalid,
+            "must not contain control characters",
+        )
+        .with_field(in_payload(field)));
     }
+    serde_path_to_error::deserialize(payload).map_err(|err| {
+        let path = err.path().clone();
+        let (code, detail, field) = classify_parts(err.inner(), Some(&path));
+        Refused::new(code, ErrorKind::Invalid, detail)
+            .with_field(in_payload(field.unwrap_or_default()))
+    })
 }
 
 /// `payload.items[2].sku`; unknown segments (where serde_path_to_error could

@@ -11,6 +11,7 @@ pub mod checkpoints;
 pub mod client_addr;
 pub mod clock;
 pub mod command;
+pub mod command_topic;
 pub mod config;
 pub mod health;
 pub mod json;

@@ -64,14 +64,15 @@ pub async fn fold_license(
 /// The digest a license is found by, from a typed key in `field`; a
 /// mistyped key fails its check character (422 `KEY_CHECK_FAILED`) before
 /// any look-up.
-pub fn key_digest(raw: &str, field: &str) -> Result<String, crate::Problem> {
+pub fn key_digest(raw: &str, field: &'static str) -> Result<String, eventstore::Refused> {
     use contracts::license_key::{digest, normalize, KeyError};
     let key = normalize(raw).map_err(|e| {
         let code = match e {
             KeyError::Check => "KEY_CHECK_FAILED",
             _ => "INVALID_LICENSE_KEY",
         };
-        crate::Problem::unprocessable(code, e.to_string()).with_field(field)
+        eventstore::Refused::new(code, eventstore::ErrorKind::Invalid, e.to_string())
+            .with_field(field)
     })?;
     Ok(digest(&key))
 }

@@ -13,15 +13,16 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpMessage, HttpResponse};
 use chrono::{DateTime, Utc};
 use contracts::activation::*;
-use contracts::text::{Name, Text};
+use contracts::text::Text;
 use serde::{Deserialize, Serialize};
 use service_kit::auth::{require, require_or_license, Principal};
 use service_kit::command::Caller;
 use service_kit::{Json, Problem};
 use uuid::Uuid;
 
-use crate::app::{db_problem, Activation, Issued, ValidateRequest};
+use crate::app::{Activation, Issued, ValidateRequest};
 use crate::domain::TrialStatus;
+use service_kit::command::Failure;
 
 pub const ACTIVATOR: &str = "activator";
 
@@ -57,7 +58,13 @@ async fn file_credential(
             )
             .into());
         }
-        let license = app.holder_of_file(&file).await?;
+        let license = app
+            .holder_of_file(&file)
+            .await
+            .map_err(Problem::from)?
+            .ok_or_else(|| {
+                Problem::unauthorized("BAD_CREDENTIALS", "the activation file is not valid")
+            })?;
         req.extensions_mut().insert(Principal::of_license(license));
     }
     next.call(req).await
@@ -120,17 +127,6 @@ fn id_of(raw: &str, field: &str) -> Result<Uuid, Problem> {
     })
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActivateBody {
-    /// Optional with a license credential (which names the license).
-    #[serde(default)]
-    pub license_key: Option<LicenseKeyText>,
-    pub fingerprint: Fingerprint,
-    #[serde(default, with = "contracts::time::strict_option")]
-    pub client_time: Option<DateTime<Utc>>,
-}
-
 /// The offline request file: what a device without network writes out.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -141,23 +137,6 @@ pub struct OfflineRequest {
     pub nonce: Text<128>,
     #[serde(with = "contracts::time::strict")]
     pub client_time: DateTime<Utc>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct MigrateBody {
-    pub fingerprint: Fingerprint,
-    #[serde(default, with = "contracts::time::strict_option")]
-    pub client_time: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrialBody {
-    pub product: Name,
-    pub fingerprint: Fingerprint,
-    #[serde(default, with = "contracts::time::strict_option")]
-    pub client_time: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,7 +165,7 @@ fn issued_body(i: &Issued) -> serde_json::Value {
 async fn activate(
     app: web::Data<Activation>,
     caller: Caller,
-    Json(body): Json<ActivateBody>,
+    Json(body): Json<Activate>,
 ) -> Result<HttpResponse, Problem> {
     let license = app
         .license_for(&caller.principal, body.license_key.as_deref())
@@ -274,7 +253,7 @@ async fn migrate(
     app: web::Data<Activation>,
     caller: Caller,
     id: web::Path<String>,
-    Json(body): Json<MigrateBody>,
+    Json(body): Json<Migrate>,
 ) -> Result<HttpResponse, Problem> {
     let id = id_of(&id, "id")?;
     let ctx = caller.context(MIGRATE, &(id, &body.fingerprint));
@@ -330,7 +309,7 @@ async fn verify(
         |code: &str| HttpResponse::Ok().json(serde_json::json!({ "valid": false, "code": code }));
     let claims = match app.signer.verify(&body.activation_file).await {
         Ok(c) => c,
-        Err(service_kit::keys::VerifyError::Store(e)) => return Err(db_problem(e)),
+        Err(service_kit::keys::VerifyError::Store(e)) => return Err(Failure::from(e).into()),
         Err(_) => return Ok(invalid("BAD_SIGNATURE")),
     };
     let Ok(claims) = serde_json::from_value::<ActivationClaims>(claims) else {
@@ -348,7 +327,7 @@ async fn verify(
     }
     let seat = crate::store::seat(&app.pool, claims.activation_id)
         .await
-        .map_err(db_problem)?;
+        .map_err(|e| Problem::from(Failure::from(e)))?;
     let code = match seat.as_ref().map(|s| s.status.as_str()) {
         Some("live") => "VALID",
         Some(_) => "REVOKED",
@@ -380,7 +359,7 @@ async fn start_trial(
     app: web::Data<Activation>,
     wait: web::Data<TrialWait>,
     caller: Caller,
-    Json(body): Json<TrialBody>,
+    Json(body): Json<StartTrial>,
 ) -> Result<HttpResponse, Problem> {
     let ctx = caller.context(START_TRIAL, &body);
     let trial = app
@@ -406,8 +385,8 @@ async fn start_trial(
                         body["trial_id"] = serde_json::json!(s.trial_id);
                         return Ok(HttpResponse::Created().json(body));
                     }
-                    Err(p) if p.code() == "ACTIVATION_NOT_FOUND" => {}
-                    Err(p) => return Err(p),
+                    Err(f) if f.code() == Some("ACTIVATION_NOT_FOUND") => {}
+                    Err(f) => return Err(f.into()),
                 }
             }
         }

@@ -6,11 +6,10 @@ use chrono::{DateTime, Utc};
 use contracts::activation::*;
 use contracts::issuance::{LicenseStatus, Policy};
 use contracts::license_view::LicenseView;
-use contracts::{CommandOutcome, OutcomeStatus};
-use eventstore::{CommandContext, Executed, Repository, StoreError};
+use contracts::{ErrorKind, OutcomeStatus};
+use eventstore::{CommandContext, Executed, Repository};
 use service_kit::auth::Principal;
-use service_kit::command::store_problem;
-use service_kit::Problem;
+use service_kit::command::Failure;
 use sqlx::PgPool;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -41,43 +40,35 @@ pub struct Issued {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-pub fn db_problem(e: sqlx::Error) -> Problem {
-    store_problem(StoreError::Database(e))
-}
-
-pub fn rejection(outcome: &CommandOutcome) -> Problem {
-    service_kit::command::rejection(outcome).unwrap_or_else(Problem::internal)
-}
-
-fn accepted<A>(done: Executed<A>) -> Result<A, Problem> {
+fn accepted<A>(done: Executed<A>) -> Result<A, Failure> {
     if done.outcome.status == OutcomeStatus::Rejected {
-        return Err(rejection(&done.outcome));
+        return Err(Failure::Rejected(Box::new(done.outcome)));
     }
     Ok(done.aggregate)
 }
 
-pub fn fingerprint_problem(e: FingerprintError) -> Problem {
+pub fn fingerprint_refused(e: FingerprintError) -> Failure {
     let code = match e {
         FingerprintError::TooFew(_) => "FINGERPRINT_TOO_SMALL",
         _ => "INVALID_FINGERPRINT",
     };
-    Problem::unprocessable(code, e.to_string()).with_field("fingerprint")
+    Failure::invalid(code, e.to_string()).with_field("fingerprint")
 }
 
 /// A replayed request whose activation has ended since its first run.
-fn ended() -> Problem {
-    Problem::conflict(
+fn ended() -> Failure {
+    Failure::conflict(
         "ACTIVATION_REVOKED",
         "the activation this request made has ended since",
     )
 }
 
-fn activation_not_found() -> Problem {
-    Problem::not_found("ACTIVATION_NOT_FOUND", "no such activation")
+fn activation_not_found() -> Failure {
+    Failure::not_found("ACTIVATION_NOT_FOUND", "no such activation")
 }
 
-fn license_not_found() -> Problem {
-    Problem::not_found("LICENSE_NOT_FOUND", "no such license")
+fn license_not_found() -> Failure {
+    Failure::not_found("LICENSE_NOT_FOUND", "no such license")
 }
 
 impl AsRef<Signer> for Activation {
@@ -110,24 +101,24 @@ impl Activation {
 
     /// The license a typed key names; a mistyped key is caught by its check
     /// character before any look-up.
-    pub async fn license_by_key(&self, key: &str) -> Result<LicenseView, Problem> {
+    pub async fn license_by_key(&self, key: &str) -> Result<LicenseView, Failure> {
         let digest = service_kit::replica::key_digest(key, "license_key")?;
         match store::license_by_digest(&self.pool, &digest).await {
             Ok(Some(l)) if l.status != LicenseStatus::Deleted => Ok(l),
-            Ok(_) => Err(Problem::not_found(
+            Ok(_) => Err(Failure::not_found(
                 "LICENSE_NOT_FOUND",
                 "no license has this key",
             )),
-            Err(e) => Err(db_problem(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// A license by id (a product's own, named by its credential).
-    pub async fn license(&self, id: Uuid) -> Result<LicenseView, Problem> {
+    pub async fn license(&self, id: Uuid) -> Result<LicenseView, Failure> {
         match store::license(&self.pool, id).await {
             Ok(Some(l)) if l.status != LicenseStatus::Deleted => Ok(l),
             Ok(_) => Err(license_not_found()),
-            Err(e) => Err(db_problem(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -138,10 +129,10 @@ impl Activation {
         &self,
         caller: &Principal,
         key: Option<&str>,
-    ) -> Result<LicenseView, Problem> {
+    ) -> Result<LicenseView, Failure> {
         match (caller.license, key) {
             (None, Some(key)) => self.license_by_key(key).await,
-            (None, None) => Err(Problem::unprocessable(
+            (None, None) => Err(Failure::invalid(
                 "MISSING_FIELD",
                 "license_key is required unless the request carries a license credential",
             )
@@ -150,8 +141,9 @@ impl Activation {
             (Some(own), Some(key)) => {
                 let license = self.license_by_key(key).await?;
                 if license.id != own {
-                    return Err(Problem::forbidden(
+                    return Err(Failure::refused(
                         "LICENSE_MISMATCH",
+                        ErrorKind::Forbidden,
                         "the license key is not the one the request is authenticated with",
                     )
                     .with_field("license_key"));
@@ -164,27 +156,25 @@ impl Activation {
     /// The license an activation file opens, for a product authenticating
     /// with `Authorization: Activation <file>`: a file we signed, an
     /// activation file (never a receipt), not expired, whose activation is
-    /// live. Anything else is 401 `BAD_CREDENTIALS`.
-    pub async fn holder_of_file(&self, file: &str) -> Result<Uuid, Problem> {
-        let bad = || Problem::unauthorized("BAD_CREDENTIALS", "the activation file is not valid");
+    /// live. None for anything else (the API answers 401).
+    pub async fn holder_of_file(&self, file: &str) -> Result<Option<Uuid>, Failure> {
         let claims = match self.signer.verify(file).await {
             Ok(c) => c,
-            Err(service_kit::keys::VerifyError::Store(e)) => return Err(db_problem(e)),
-            Err(_) => return Err(bad()),
+            Err(service_kit::keys::VerifyError::Store(e)) => return Err(e.into()),
+            Err(_) => return Ok(None),
         };
-        let claims: ActivationClaims = serde_json::from_value(claims).map_err(|_| bad())?;
+        let Ok(claims) = serde_json::from_value::<ActivationClaims>(claims) else {
+            return Ok(None);
+        };
         if claims.typ != ACTIVATION_TYP
             || claims.exp.is_some_and(|exp| exp <= self.now().timestamp())
         {
-            return Err(bad());
+            return Ok(None);
         }
-        let seat = store::seat(&self.pool, claims.activation_id)
-            .await
-            .map_err(db_problem)?;
-        match seat {
-            Some(s) if s.status == "live" && s.license_id == claims.license_id => Ok(s.license_id),
-            _ => Err(bad()),
-        }
+        let seat = store::seat(&self.pool, claims.activation_id).await?;
+        Ok(seat
+            .filter(|s| s.status == "live" && s.license_id == claims.license_id)
+            .map(|s| s.license_id))
     }
 
     /// The device a request describes, with at least as many components
@@ -195,10 +185,10 @@ impl Activation {
         fingerprint: &Fingerprint,
         client_time: Option<DateTime<Utc>>,
         policy: &Policy,
-    ) -> Result<Device, Problem> {
+    ) -> Result<Device, Failure> {
         let components = fingerprint
             .components_for(policy.fingerprint_min_matches)
-            .map_err(fingerprint_problem)?;
+            .map_err(fingerprint_refused)?;
         Ok(Device {
             fingerprint: digest_of(&components),
             components,
@@ -213,7 +203,7 @@ impl Activation {
         device: Device,
         offline: bool,
         nonce: Option<String>,
-    ) -> Result<Issued, Problem> {
+    ) -> Result<Issued, Failure> {
         let min = crate::domain::seats::policy(&license).fingerprint_min_matches;
         let components = device.components.clone();
         let new_id = Uuid::now_v7();
@@ -227,16 +217,13 @@ impl Activation {
         let done = self
             .seats
             .execute(&license.id.to_string(), command, ctx)
-            .await
-            .map_err(store_problem)?;
+            .await?;
         let replayed = done.replayed;
         let seats = accepted(done)?;
         let (seat, created) = if replayed {
             // The answer of the first run: the seat its events name (its
             // DeviceActivated, or the seat it found), live or not by now.
-            let first = store::command_seat(&self.pool, license.id, ctx.command_id)
-                .await
-                .map_err(db_problem)?;
+            let first = store::command_seat(&self.pool, license.id, ctx.command_id).await?;
             let seat = match first {
                 Some((id, _)) => seats.seats.get(&id),
                 None => seats.seat_of(&components, min),
@@ -250,7 +237,7 @@ impl Activation {
             let seat = seats
                 .seat_of(&components, min)
                 .cloned()
-                .ok_or_else(Problem::internal)?;
+                .ok_or_else(|| Failure::internal("a seat or event the command just stored"))?;
             let created = seat.activation_id == new_id;
             (seat, created)
         };
@@ -266,7 +253,7 @@ impl Activation {
         license: LicenseView,
         seat: Seat,
         created: bool,
-    ) -> Result<Issued, Problem> {
+    ) -> Result<Issued, Failure> {
         self.issued_with(license, seat, created, None).await
     }
 
@@ -276,7 +263,7 @@ impl Activation {
         seat: Seat,
         created: bool,
         nonce: Option<String>,
-    ) -> Result<Issued, Problem> {
+    ) -> Result<Issued, Failure> {
         let file = self.sign(&license, &seat, nonce).await?;
         Ok(Issued {
             expires_at: license.expires_at,
@@ -288,12 +275,11 @@ impl Activation {
     }
 
     /// The position of the stored event at `sequence` of a license's seats.
-    async fn position(&self, license: Uuid, sequence: u64) -> Result<EventPosition, Problem> {
+    async fn position(&self, license: Uuid, sequence: u64) -> Result<EventPosition, Failure> {
         let aggregate_id = license.to_string();
         let hash = store::event_hash(&self.pool, ACTIVATIONS_AGGREGATE, &aggregate_id, sequence)
-            .await
-            .map_err(db_problem)?
-            .ok_or_else(Problem::internal)?;
+            .await?
+            .ok_or_else(|| Failure::internal("a seat or event the command just stored"))?;
         Ok(EventPosition {
             aggregate_type: ACTIVATIONS_AGGREGATE.into(),
             aggregate_id,
@@ -307,7 +293,7 @@ impl Activation {
         license: &LicenseView,
         seat: &Seat,
         nonce: Option<String>,
-    ) -> Result<String, Problem> {
+    ) -> Result<String, Failure> {
         let event = self.position(license.id, seat.granted_at_sequence).await?;
         let now = self.now().timestamp();
         let claims = ActivationClaims {
@@ -333,10 +319,9 @@ impl Activation {
             event,
             nonce,
         };
-        self.signer.sign(&claims).map_err(|e| {
-            tracing::error!(error = %e, "signing failed");
-            Problem::internal()
-        })
+        self.signer
+            .sign(&claims)
+            .map_err(|e| Failure::internal(&format!("signing failed: {e}")))
     }
 
     /// An uninstall receipt: its own claims and JWS `typ`, citing the
@@ -346,7 +331,7 @@ impl Activation {
         license: &LicenseView,
         seat: &Seat,
         sequence: u64,
-    ) -> Result<String, Problem> {
+    ) -> Result<String, Failure> {
         let now = self.now().timestamp();
         let claims = ReceiptClaims {
             typ: RECEIPT_TYP.into(),
@@ -360,10 +345,7 @@ impl Activation {
         };
         self.signer
             .sign_typed(&claims, RECEIPT_JWS_TYP)
-            .map_err(|e| {
-                tracing::error!(error = %e, "signing failed");
-                Problem::internal()
-            })
+            .map_err(|e| Failure::internal(&format!("signing failed: {e}")))
     }
 
     /// The license an activation belongs to (from the seat index), if the
@@ -372,15 +354,13 @@ impl Activation {
         &self,
         caller: &Principal,
         activation_id: Uuid,
-    ) -> Result<LicenseView, Problem> {
+    ) -> Result<LicenseView, Failure> {
         let row = store::seat(&self.pool, activation_id)
-            .await
-            .map_err(db_problem)?
+            .await?
             .ok_or_else(activation_not_found)?;
         caller.reach(row.license_id, activation_not_found)?;
         store::license(&self.pool, row.license_id)
-            .await
-            .map_err(db_problem)?
+            .await?
             .ok_or_else(activation_not_found)
     }
 
@@ -389,10 +369,9 @@ impl Activation {
         &self,
         caller: &Principal,
         activation_id: Uuid,
-    ) -> Result<store::SeatRow, Problem> {
+    ) -> Result<store::SeatRow, Failure> {
         let row = store::seat(&self.pool, activation_id)
-            .await
-            .map_err(db_problem)?
+            .await?
             .ok_or_else(activation_not_found)?;
         caller.reach(row.license_id, activation_not_found)?;
         Ok(row)
@@ -403,11 +382,9 @@ impl Activation {
         &self,
         caller: &Principal,
         license_id: Uuid,
-    ) -> Result<Vec<store::SeatRow>, Problem> {
+    ) -> Result<Vec<store::SeatRow>, Failure> {
         caller.reach(license_id, license_not_found)?;
-        store::seats_of_license(&self.pool, license_id)
-            .await
-            .map_err(db_problem)
+        Ok(store::seats_of_license(&self.pool, license_id).await?)
     }
 
     /// The license and seat behind an activation id.
@@ -415,32 +392,28 @@ impl Activation {
         &self,
         caller: &Principal,
         activation_id: Uuid,
-    ) -> Result<(LicenseView, Seat), Problem> {
+    ) -> Result<(LicenseView, Seat), Failure> {
         let license = self.license_of(caller, activation_id).await?;
-        let (seats, _) = self
-            .seats
-            .load(&license.id.to_string())
-            .await
-            .map_err(store_problem)?;
+        let (seats, _) = self.seats.load(&license.id.to_string()).await?;
         let seat = seats
             .seats
             .get(&activation_id)
             .cloned()
-            .ok_or_else(|| Problem::not_found("ACTIVATION_NOT_FOUND", "no such activation"))?;
+            .ok_or_else(activation_not_found)?;
         Ok((license, seat))
     }
 
     /// Re-issues the file of a live activation (recovery).
-    pub async fn file(&self, caller: &Principal, activation_id: Uuid) -> Result<Issued, Problem> {
+    pub async fn file(&self, caller: &Principal, activation_id: Uuid) -> Result<Issued, Failure> {
         let (license, seat) = self.seat(caller, activation_id).await?;
         if seat.status != SeatStatus::Live {
-            return Err(Problem::conflict(
+            return Err(Failure::conflict(
                 "ACTIVATION_REVOKED",
                 format!("the activation is {:?}", seat.status).to_lowercase(),
             ));
         }
         crate::domain::seats::usable(&license, self.now())
-            .map_err(|e| Problem::conflict(eventstore::CodedError::code(&e), e.to_string()))?;
+            .map_err(|e| Failure::Refused(eventstore::Refused::of(&e)))?;
         self.issued(license, seat, false).await
     }
 
@@ -450,7 +423,7 @@ impl Activation {
         ctx: &CommandContext,
         caller: &Principal,
         activation_id: Uuid,
-    ) -> Result<String, Problem> {
+    ) -> Result<String, Failure> {
         let license = self.license_of(caller, activation_id).await?;
         let done = self
             .seats
@@ -462,15 +435,14 @@ impl Activation {
                 },
                 ctx,
             )
-            .await
-            .map_err(store_problem)?;
+            .await?;
         let sequence = done.outcome.sequence.unwrap_or_default();
         let seats = accepted(done)?;
         let seat = seats
             .seats
             .get(&activation_id)
             .cloned()
-            .ok_or_else(Problem::internal)?;
+            .ok_or_else(|| Failure::internal("a seat or event the command just stored"))?;
         self.receipt(&license, &seat, sequence).await
     }
 
@@ -481,7 +453,7 @@ impl Activation {
         activation_id: Uuid,
         fingerprint: &Fingerprint,
         client_time: Option<DateTime<Utc>>,
-    ) -> Result<Issued, Problem> {
+    ) -> Result<Issued, Failure> {
         let license = self.license_of(caller, activation_id).await?;
         let device = self.device(
             fingerprint,
@@ -501,8 +473,7 @@ impl Activation {
                 },
                 ctx,
             )
-            .await
-            .map_err(store_problem)?;
+            .await?;
         let granted_at = done.outcome.sequence;
         let seats = accepted(done)?;
         // A replayed command answers with the seat its first run granted:
@@ -512,9 +483,9 @@ impl Activation {
             .values()
             .find(|s| s.activation_id == new_id || Some(s.granted_at_sequence) == granted_at)
             .cloned()
-            .ok_or_else(Problem::internal)?;
+            .ok_or_else(|| Failure::internal("a seat or event the command just stored"))?;
         if seat.status != SeatStatus::Live {
-            return Err(Problem::conflict(
+            return Err(Failure::conflict(
                 "ACTIVATION_REVOKED",
                 format!("the activation is {:?}", seat.status).to_lowercase(),
             ));
@@ -530,21 +501,18 @@ impl Activation {
         product: &str,
         fingerprint: &Fingerprint,
         client_time: Option<DateTime<Utc>>,
-    ) -> Result<Trial, Problem> {
-        let (features, policy) = store::product(&self.pool, product)
-            .await
-            .map_err(db_problem)?
-            .ok_or_else(|| {
-                Problem::not_found("PRODUCT_NOT_FOUND", "no such product").with_field("product")
-            })?;
+    ) -> Result<Trial, Failure> {
+        let (features, policy) = store::product(&self.pool, product).await?.ok_or_else(|| {
+            Failure::not_found("PRODUCT_NOT_FOUND", "no such product").with_field("product")
+        })?;
         // A trial's license is issued under the product's default policy:
         // its device rules decide.
         let min = policy.fingerprint_min_matches;
         let components = fingerprint
             .components_for(min)
-            .map_err(fingerprint_problem)?;
+            .map_err(fingerprint_refused)?;
         if policy.require_client_time && client_time.is_none() {
-            return Err(Problem::unprocessable(
+            return Err(Failure::invalid(
                 "CLIENT_TIME_REQUIRED",
                 "this product's policy requires the device's clock (client_time)",
             )
@@ -553,12 +521,10 @@ impl Activation {
         let fp = digest_of(&components);
         let trial_id = format!("{product}:{fp}");
         let similar = store::similar_trial(&self.pool, product, &components, min)
-            .await
-            .map_err(db_problem)?
+            .await?
             .filter(|t| *t != trial_id);
         let paid = store::seats_of_device(&self.pool, &components)
-            .await
-            .map_err(db_problem)?
+            .await?
             .iter()
             .any(|s| s.product == product && s.status == "live" && s.kind != "trial");
         let command = TrialCommand::Start {
@@ -573,18 +539,14 @@ impl Activation {
             similar_trial: similar,
             holds_paid_seat: paid,
         };
-        let done = self
-            .trials
-            .execute(&trial_id, command, ctx)
-            .await
-            .map_err(store_problem)?;
+        let done = self.trials.execute(&trial_id, command, ctx).await?;
         accepted(done)
     }
 
-    pub async fn trial(&self, trial_id: &str) -> Result<Trial, Problem> {
-        let (t, _) = self.trials.load(trial_id).await.map_err(store_problem)?;
+    pub async fn trial(&self, trial_id: &str) -> Result<Trial, Failure> {
+        let (t, _) = self.trials.load(trial_id).await?;
         if t.state.is_none() {
-            return Err(Problem::not_found("TRIAL_NOT_FOUND", "no such trial"));
+            return Err(Failure::not_found("TRIAL_NOT_FOUND", "no such trial"));
         }
         Ok(t)
     }
@@ -594,23 +556,21 @@ impl Activation {
         &self,
         caller: &Principal,
         req: &ValidateRequest,
-    ) -> Result<Validation, Problem> {
+    ) -> Result<Validation, Failure> {
         let license = match self.license_for(caller, req.license_key.as_deref()).await {
             Ok(l) => l,
-            Err(p) if p.code() == "LICENSE_NOT_FOUND" => {
+            Err(f) if f.code() == Some("LICENSE_NOT_FOUND") => {
                 return Ok(Validation::default().with_code("NOT_FOUND"))
             }
-            Err(p) => return Err(p),
+            Err(f) => return Err(f),
         };
         let min = crate::domain::seats::policy(&license).fingerprint_min_matches;
         let device = match &req.fingerprint {
-            Some(f) => Some(f.components_for(min).map_err(fingerprint_problem)?),
+            Some(f) => Some(f.components_for(min).map_err(fingerprint_refused)?),
             None => None,
         };
         let seats = match device {
-            Some(_) => store::live_seats(&self.pool, license.id)
-                .await
-                .map_err(db_problem)?,
+            Some(_) => store::live_seats(&self.pool, license.id).await?,
             None => Seats::default(),
         };
         let check = Check {
@@ -635,7 +595,7 @@ impl Activation {
         &self,
         caller: &Principal,
         fingerprint: &Fingerprint,
-    ) -> Result<Vec<store::SeatRow>, Problem> {
+    ) -> Result<Vec<store::SeatRow>, Failure> {
         let components = match caller.license {
             Some(own) => {
                 let min =
@@ -644,10 +604,8 @@ impl Activation {
             }
             None => fingerprint.components(),
         }
-        .map_err(fingerprint_problem)?;
-        let seats = store::seats_of_device(&self.pool, &components)
-            .await
-            .map_err(db_problem)?;
+        .map_err(fingerprint_refused)?;
+        let seats = store::seats_of_device(&self.pool, &components).await?;
         Ok(seats
             .into_iter()
             .filter(|s| caller.license.is_none_or(|own| own == s.license_id))

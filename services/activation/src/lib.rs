@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod app;
+pub mod commands;
 pub mod consumers;
 pub mod domain;
 pub mod store;
@@ -98,6 +99,17 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
             app: app.clone(),
             producer: platform.producer.clone(),
             issuance_commands: platform.topics.commands(ISSUANCE),
+        },
+    );
+    platform.spawn_unsequenced_consumer(
+        "commands",
+        vec![platform.topics.commands(ACTIVATION)],
+        50,
+        service_kit::command_topic::CommandTopic {
+            dispatcher: app.clone(),
+            producer: platform.producer.clone(),
+            outcomes_topic: platform.topics.outcomes(),
+            admin_topic: None,
         },
     );
     platform.spawn_unsequenced_consumer(

@@ -16,6 +16,7 @@ use crate::domain::{
     ApiKey, IssuanceServices, License, LicenseCommand, Product, ProductCommand, ProductState,
 };
 use crate::lookup::LicenseLookup;
+use service_kit::command::context;
 
 /// Payload of commands that carry nothing (reinstate, delete).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -64,18 +65,6 @@ impl Dispatched {
 
 fn invalid_aggregate_id(message: &str) -> Refused {
     Refused::new("INVALID_AGGREGATE_ID", ErrorKind::Invalid, message).with_field("aggregate_id")
-}
-
-pub fn context(env: &CommandEnvelope) -> CommandContext {
-    CommandContext {
-        command_id: env.command_id,
-        command_type: env.command_type.clone(),
-        correlation_id: env.correlation_id.clone(),
-        causation_id: env.causation_id.clone(),
-        actor: env.actor.clone(),
-        occurred_at: env.issued_at,
-        request_digest: request_digest(&env.command_type, &env.payload),
-    }
 }
 
 impl Issuance {
@@ -270,18 +259,12 @@ impl Issuance {
         env: &CommandEnvelope,
         ctx: &mut CommandContext,
     ) -> Result<Result<P, Dispatched>, StoreError> {
-        match serde_json::from_value::<P>(env.payload.clone()) {
+        match service_kit::json::decode_payload::<P>(&env.payload) {
             Ok(p) => {
                 ctx.request_digest = request_digest(&env.command_type, &p);
                 Ok(Ok(p))
             }
-            Err(e) => Ok(Err(self
-                .refuse(
-                    env,
-                    ctx,
-                    Refused::new("INVALID_PAYLOAD", ErrorKind::Invalid, e.to_string()),
-                )
-                .await?)),
+            Err(refused) => Ok(Err(self.refuse(env, ctx, refused).await?)),
         }
     }
 

@@ -21,7 +21,6 @@ use service_kit::CommonConfig;
 use sqlx::migrate::Migrator;
 
 use crate::commands::Issuance;
-use crate::consumers::CommandConsumer;
 use crate::domain::IssuanceServices;
 use crate::keys::HmacKeys;
 
@@ -93,11 +92,11 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
             platform.topics.admin_commands(ISSUANCE),
         ],
         1,
-        CommandConsumer {
-            issuance: issuance.clone(),
+        service_kit::command_topic::CommandTopic {
+            dispatcher: issuance.clone(),
             producer: platform.producer.clone(),
             outcomes_topic: platform.topics.outcomes(),
-            admin_topic: platform.topics.admin_commands(ISSUANCE),
+            admin_topic: Some(platform.topics.admin_commands(ISSUANCE)),
         },
     );
     platform.spawn_consumer(

@@ -3,6 +3,7 @@
 
 mod activation;
 mod checkpoints;
+mod commands;
 mod crash;
 mod credentials;
 mod domain;
@@ -513,9 +514,15 @@ async fn a_poison_command_is_dead_lettered_and_the_next_one_still_applies() {
         .find(|o| o.command_id == bad.command_id)
         .expect("outcome of the bad command");
     assert_eq!(rejected.status, OutcomeStatus::Rejected);
+    // Read as strictly as the HTTP body, the field named in the envelope.
+    let error = rejected.error.expect("error");
     assert_eq!(
-        rejected.error.map(|e| e.code),
-        Some("INVALID_PAYLOAD".to_string())
+        (error.code.as_str(), error.field.as_deref(), error.kind),
+        (
+            "MISSING_FIELD",
+            Some("payload.customer"),
+            Some(contracts::ErrorKind::Invalid)
+        )
     );
     issuance.running.stop().await;
 }

@@ -1,0 +1,654 @@
+//! One command path: every command activation takes over HTTP it takes
+//! over Kafka (`<prefix>.activation.commands`, sent as another team's
+//! service), through the same use case, with the same answer.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use contracts::{Actor, ActorKind, CommandEnvelope, CommandOutcome, ErrorKind, OutcomeStatus};
+use e2e::*;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+struct Stack {
+    infra: Infra,
+    prefix: String,
+    issuance: InProcess,
+    activation: InProcess,
+    admin: reqwest::Client,
+    product: String,
+    /// Activation's database.
+    pool: sqlx::PgPool,
+}
+
+impl Stack {
+    async fn start() -> Self {
+        let infra = Infra::get();
+        let prefix = infra.prefix().await;
+        let issuance = start_issuance(&infra, &prefix).await;
+        let activation = start_activation(&infra, &prefix).await;
+        let pool = pool(&activation.db).await;
+        let admin = admin_client();
+        let product = format!("cmd-{prefix}");
+        let (s, b) = call(
+            &admin,
+            "POST",
+            &format!("{}/v1/products", issuance.url()),
+            Some(&json!({
+                "code": product,
+                "name": "Command path product",
+                "features": [{"code": "f1", "name": "F1"}],
+                "policy": {"max_activations": 10, "max_migrations": 2},
+            })),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        Self {
+            infra,
+            prefix,
+            issuance,
+            activation,
+            admin,
+            product,
+            pool,
+        }
+    }
+
+    /// A formal license of the product, once activation's replica has it.
+    async fn license(&self) -> (String, String) {
+        let (s, b) = call(
+            &self.admin,
+            "POST",
+            &format!("{}/v1/licenses", self.issuance.url()),
+            Some(
+                &json!({"product": self.product, "customer": "Acme", "kind": "formal",
+                         "features": ["f1"]}),
+            ),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        let id = b["id"].as_str().expect("id").to_string();
+        let key = b["key"].as_str().expect("key").to_string();
+        let found = wait_for_count(
+            &self.pool,
+            &format!("SELECT count(*) FROM license_replica WHERE license_id = '{id}'"),
+            1,
+            Duration::from_secs(15),
+        )
+        .await;
+        assert!(found, "the license reached activation's replica");
+        (id, key)
+    }
+
+    async fn http(&self, path: &str, key: Uuid, body: &Value) -> (u16, Value) {
+        let res = self
+            .admin
+            .post(format!("{}{path}", self.activation.url()))
+            .header("Idempotency-Key", key.to_string())
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn kafka(
+        &self,
+        id: Uuid,
+        command_type: &str,
+        aggregate: &str,
+        payload: Value,
+    ) -> CommandOutcome {
+        let env = CommandEnvelope {
+            command_id: id,
+            command_type: command_type.into(),
+            aggregate_id: aggregate.into(),
+            issued_at: Utc::now(),
+            actor: Actor::new(ActorKind::Service, "orders"),
+            correlation_id: format!("cmd-{}", id.simple()),
+            causation_id: None,
+            payload,
+        };
+        let topics = contracts::Topics::new(&self.prefix);
+        let before = self.outcomes(id).await.len();
+        send_command(&self.infra.caller(), &topics.commands("activation"), &env).await;
+        for _ in 0..60 {
+            let found = self.outcomes(id).await;
+            if found.len() > before {
+                return found.into_iter().last().expect("outcome");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("no outcome for {command_type} {id}");
+    }
+
+    /// Every outcome published for a command id, in order.
+    async fn outcomes(&self, id: Uuid) -> Vec<CommandOutcome> {
+        let topics = contracts::Topics::new(&self.prefix);
+        read_topic(
+            &self.infra.operator(),
+            &topics.outcomes(),
+            0,
+            Duration::from_secs(1),
+        )
+        .await
+        .iter()
+        .filter_map(|m| serde_json::from_value::<CommandOutcome>(json_of(m)).ok())
+        .filter(|o| o.command_id == id)
+        .collect()
+    }
+
+    async fn events(&self) -> i64 {
+        count(&self.pool, "SELECT count(*) FROM events").await
+    }
+}
+
+fn device(n: u32) -> Value {
+    json!({"machine_id": format!("m-{n}"), "disk": format!("d-{n}"),
+           "board": format!("b-{n}"), "mac": format!("aa:bb:cc:dd:ee:{n:02x}")})
+}
+
+/// The status an HTTP answer has for an outcome's kind.
+fn status_of(o: &CommandOutcome) -> u16 {
+    match o.error.as_ref().and_then(|e| e.kind) {
+        None => 200,
+        Some(ErrorKind::Invalid) => 422,
+        Some(ErrorKind::NotFound) => 404,
+        Some(ErrorKind::Conflict) => 409,
+        Some(ErrorKind::Forbidden) => 403,
+        Some(ErrorKind::PaymentRequired) => 402,
+    }
+}
+
+/// An HTTP answer and a Kafka outcome say the same: both accepted, or
+/// both refused with the same code, field and status.
+fn assert_same(what: &str, http: &(u16, Value), kafka: &CommandOutcome) {
+    let (status, body) = http;
+    match &kafka.error {
+        None => {
+            assert_eq!(kafka.status, OutcomeStatus::Accepted, "{what}: {kafka:?}");
+            assert!((200..300).contains(status), "{what}: HTTP {status} {body}");
+        }
+        Some(e) => {
+            assert_eq!(kafka.status, OutcomeStatus::Rejected, "{what}");
+            assert_eq!(
+                (Some(e.code.as_str()), e.field.as_deref(), status_of(kafka)),
+                (body["code"].as_str(), body["field"].as_str(), *status),
+                "{what}: HTTP {body} / Kafka {kafka:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_activation_command_answers_the_same_over_kafka_as_over_http() {
+    let st = Stack::start().await;
+    let (a, key_a) = st.license().await;
+    let (b, key_b) = st.license().await;
+
+    // Activate: accepted on both channels, one seat each.
+    let http = st
+        .http(
+            "/v1/activations",
+            Uuid::now_v7(),
+            &json!({"license_key": key_a, "fingerprint": device(1)}),
+        )
+        .await;
+    let kafka_id = Uuid::now_v7();
+    let before = st.events().await;
+    let kafka = st
+        .kafka(
+            kafka_id,
+            "Activate",
+            &b,
+            json!({"license_key": key_b, "fingerprint": device(1)}),
+        )
+        .await;
+    assert_same("Activate", &http, &kafka);
+    assert_eq!(
+        st.events().await,
+        before + 1,
+        "one event for one accepted command"
+    );
+    let result = kafka.result.clone().expect("result");
+    assert_eq!(result["license_id"], b);
+    let activation_b = result["activation_id"]
+        .as_str()
+        .expect("activation id")
+        .to_string();
+    // The file is read over HTTP by the activation id the outcome names.
+    let (s, f) = call(
+        &st.admin,
+        "GET",
+        &format!("{}/v1/activations/{activation_b}/file", st.activation.url()),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{f}");
+    assert_eq!(
+        claims(f["activation_file"].as_str().expect("file"))["license_id"],
+        b
+    );
+    // The same command id again: the same outcome, nothing appended.
+    let again = st
+        .kafka(
+            kafka_id,
+            "Activate",
+            &b,
+            json!({"license_key": key_b, "fingerprint": device(1)}),
+        )
+        .await;
+    assert_eq!(
+        (again.status, again.result.clone()),
+        (kafka.status, kafka.result.clone())
+    );
+    assert_eq!(st.events().await, before + 1, "a duplicate appends nothing");
+
+    // Refusals, each with the same code, field and status on both sides.
+    let small = json!({"mac": "aa:bb:cc:dd:ee:ff"});
+    let http = st
+        .http(
+            "/v1/activations",
+            Uuid::now_v7(),
+            &json!({"license_key": key_a, "fingerprint": small}),
+        )
+        .await;
+    let kafka = st
+        .kafka(
+            Uuid::now_v7(),
+            "Activate",
+            &b,
+            json!({"fingerprint": small}),
+        )
+        .await;
+    assert_same("Activate, one component", &http, &kafka);
+    assert_eq!(
+        kafka.error.as_ref().map(|e| e.code.as_str()),
+        Some("FINGERPRINT_TOO_SMALL")
+    );
+    let missing = Uuid::now_v7();
+    let http = st
+        .http(
+            &format!("/v1/activations/{missing}/uninstall"),
+            Uuid::now_v7(),
+            &json!({}),
+        )
+        .await;
+    let kafka = st
+        .kafka(Uuid::now_v7(), "Uninstall", &missing.to_string(), json!({}))
+        .await;
+    assert_same("Uninstall of no activation", &http, &kafka);
+    assert_eq!(status_of(&kafka), 404);
+
+    // Migrate: accepted on both channels, the new activation named.
+    let activation_a = {
+        let (s, body) = call(
+            &st.admin,
+            "GET",
+            &format!("{}/v1/licenses/{a}/activations", st.activation.url()),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{body}");
+        body["activations"][0]["activation_id"]
+            .as_str()
+            .expect("seat")
+            .to_string()
+    };
+    let http = st
+        .http(
+            &format!("/v1/activations/{activation_a}/migrate"),
+            Uuid::now_v7(),
+            &json!({"fingerprint": device(2)}),
+        )
+        .await;
+    let before = st.events().await;
+    let kafka = st
+        .kafka(
+            Uuid::now_v7(),
+            "Migrate",
+            &activation_b,
+            json!({"fingerprint": device(2)}),
+        )
+        .await;
+    assert_same("Migrate", &http, &kafka);
+    assert_eq!(st.events().await, before + 1);
+    let migrated = kafka.result.clone().expect("result");
+    assert_eq!(migrated["migrated_from"], activation_b);
+    let new_b = migrated["activation_id"]
+        .as_str()
+        .expect("new activation")
+        .to_string();
+    assert_ne!(new_b, activation_b);
+
+    // Uninstall: accepted on both, with a receipt.
+    let new_a = http.1["activation_id"]
+        .as_str()
+        .expect("new activation")
+        .to_string();
+    let http = st
+        .http(
+            &format!("/v1/activations/{new_a}/uninstall"),
+            Uuid::now_v7(),
+            &json!({}),
+        )
+        .await;
+    let kafka = st
+        .kafka(Uuid::now_v7(), "Uninstall", &new_b, json!({}))
+        .await;
+    assert_same("Uninstall", &http, &kafka);
+    let receipt = kafka
+        .result
+        .as_ref()
+        .and_then(|r| r["receipt"].as_str())
+        .expect("receipt");
+    assert_eq!(claims(receipt)["activation_id"], new_b);
+
+    // StartTrial: accepted on both (the trial itself runs over Kafka).
+    let http = st
+        .http(
+            "/v1/trials",
+            Uuid::now_v7(),
+            &json!({"product": st.product, "fingerprint": device(7)}),
+        )
+        .await;
+    let kafka = st
+        .kafka(
+            Uuid::now_v7(),
+            "StartTrial",
+            &st.product,
+            json!({"product": st.product, "fingerprint": device(8)}),
+        )
+        .await;
+    assert_same("StartTrial", &http, &kafka);
+    let trial = kafka.result.clone().expect("result");
+    let url = format!(
+        "{}/v1/trials/{}",
+        st.activation.url(),
+        trial["trial_id"].as_str().expect("id")
+    );
+    let admin = st.admin.clone();
+    let active = wait_until(Duration::from_secs(20), || {
+        let (admin, url) = (admin.clone(), url.clone());
+        async move { call(&admin, "GET", &url, None).await.1["status"] == "active" }
+    })
+    .await;
+    assert!(active, "the trial sent over Kafka ran");
+    // And refused alike: a second trial for the device.
+    let http = st
+        .http(
+            "/v1/trials",
+            Uuid::now_v7(),
+            &json!({"product": st.product, "fingerprint": device(7)}),
+        )
+        .await;
+    let kafka = st
+        .kafka(
+            Uuid::now_v7(),
+            "StartTrial",
+            &st.product,
+            json!({"product": st.product, "fingerprint": device(8)}),
+        )
+        .await;
+    assert_same("StartTrial again", &http, &kafka);
+    assert_eq!(
+        kafka.error.as_ref().map(|e| e.code.as_str()),
+        Some("TRIAL_ALREADY_USED")
+    );
+
+    st.issuance.running.stop().await;
+    st.activation.running.stop().await;
+}
+
+/// A command id is one idempotency key across HTTP and Kafka; a payload
+/// Kafka cannot read is refused naming the field, and stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_id_is_one_key_across_channels_and_bad_commands_are_named() {
+    let st = Stack::start().await;
+    let (a, key_a) = st.license().await;
+    let id = Uuid::now_v7();
+    let body = json!({"license_key": key_a, "fingerprint": device(3)});
+    let (s, first) = st.http("/v1/activations", id, &body).await;
+    assert_eq!(s, 201, "{first}");
+    let before = st.events().await;
+    let kafka = st.kafka(id, "Activate", &a, body.clone()).await;
+    assert_eq!(kafka.status, OutcomeStatus::Accepted, "{kafka:?}");
+    assert_eq!(
+        kafka.result.as_ref().map(|r| r["activation_id"].clone()),
+        Some(first["activation_id"].clone())
+    );
+    assert_eq!(
+        st.events().await,
+        before,
+        "the HTTP command's replay appends nothing"
+    );
+    // The same id for another device is another command.
+    let reused = st
+        .kafka(
+            id,
+            "Activate",
+            &a,
+            json!({"license_key": key_a, "fingerprint": device(4)}),
+        )
+        .await;
+    assert_eq!(
+        reused
+            .error
+            .as_ref()
+            .map(|e| (e.code.as_str(), e.field.as_deref())),
+        Some(("IDEMPOTENCY_KEY_REUSED", Some("command_id")))
+    );
+    // A license key of another license than the aggregate's.
+    let (_, key_b) = st.license().await;
+    let kafka = st
+        .kafka(
+            Uuid::now_v7(),
+            "Activate",
+            &a,
+            json!({"license_key": key_b, "fingerprint": device(5)}),
+        )
+        .await;
+    assert_eq!(
+        kafka.error.as_ref().map(|e| (e.code.as_str(), e.kind)),
+        Some(("LICENSE_MISMATCH", Some(ErrorKind::Forbidden)))
+    );
+    // Unreadable payloads, aggregate ids and command types.
+    let cases = [
+        (
+            "Activate",
+            a.clone(),
+            json!({"fingerprint": device(6), "extra": 1}),
+            "UNKNOWN_FIELD",
+            "payload.extra",
+        ),
+        (
+            "Activate",
+            a.clone(),
+            json!({}),
+            "MISSING_FIELD",
+            "payload.fingerprint",
+        ),
+        (
+            "Activate",
+            "not-a-uuid".to_string(),
+            json!({"fingerprint": device(6)}),
+            "INVALID_AGGREGATE_ID",
+            "aggregate_id",
+        ),
+        (
+            "StartTrial",
+            "other".to_string(),
+            json!({"product": st.product, "fingerprint": device(6)}),
+            "INVALID_AGGREGATE_ID",
+            "aggregate_id",
+        ),
+        (
+            "RevokeActivations",
+            a.clone(),
+            json!({}),
+            "UNKNOWN_COMMAND",
+            "command_type",
+        ),
+    ];
+    let before = st.events().await;
+    for (command_type, aggregate, payload, code, field) in cases {
+        let id = Uuid::now_v7();
+        let o = st
+            .kafka(id, command_type, &aggregate, payload.clone())
+            .await;
+        assert_eq!(
+            o.error
+                .as_ref()
+                .map(|e| (e.code.as_str(), e.field.as_deref(), e.kind)),
+            Some((code, Some(field), Some(ErrorKind::Invalid))),
+            "{command_type} {payload}"
+        );
+        // Stored: a duplicate is answered the same way.
+        let again = st.kafka(id, command_type, &aggregate, payload).await;
+        assert_eq!(again.error, o.error);
+    }
+    assert_eq!(
+        st.events().await,
+        before,
+        "no refused command appended an event"
+    );
+    st.issuance.running.stop().await;
+    st.activation.running.stop().await;
+}
+
+/// Activation SIGKILLed while its command topic is being consumed: once it
+/// is back every command sent has exactly one effect and one stored
+/// outcome, and every outcome published for a command id says the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigkill_of_activation_mid_batch_loses_no_command_and_repeats_no_effect() {
+    const COMMANDS: usize = 120;
+    let infra = Infra::get();
+    let prefix = infra.prefix().await;
+    let issuance = start_issuance(&infra, &prefix).await;
+    let admin = admin_client();
+    let product = format!("cmdkill-{prefix}");
+    let (s, b) = call(
+        &admin,
+        "POST",
+        &format!("{}/v1/products", issuance.url()),
+        Some(
+            &json!({"code": product, "name": "Kill", "features": [{"code": "f1", "name": "F1"}],
+                     "policy": {"max_activations": 1000}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = call(
+        &admin,
+        "POST",
+        &format!("{}/v1/licenses", issuance.url()),
+        Some(
+            &json!({"product": product, "customer": "Acme", "kind": "formal", "features": ["f1"]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let license = b["id"].as_str().expect("id").to_string();
+    let db = infra.fresh_db("activation_cmdkill").await;
+    let mut service = ServiceProcess::spawn("activation", &infra, &db, &prefix, free_port()).await;
+    let pool = pool(&db).await;
+    let replicated = wait_for_count(
+        &pool,
+        &format!("SELECT count(*) FROM license_replica WHERE license_id = '{license}'"),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(replicated, "the license reached activation");
+
+    let producer: rdkafka::producer::FutureProducer =
+        infra.caller().client().create().expect("producer");
+    let topic = contracts::Topics::new(&prefix).commands("activation");
+    let ids: Vec<Uuid> = (0..COMMANDS).map(|_| Uuid::now_v7()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let env = CommandEnvelope {
+            command_id: *id,
+            command_type: "Activate".into(),
+            aggregate_id: license.clone(),
+            issued_at: Utc::now(),
+            actor: Actor::new(ActorKind::Service, "orders"),
+            correlation_id: format!("kill-{i}"),
+            causation_id: None,
+            payload: json!({"fingerprint": device(i as u32 + 10)}),
+        };
+        send_raw(
+            &producer,
+            &topic,
+            &license,
+            &serde_json::to_vec(&env).expect("json"),
+        )
+        .await;
+    }
+    let activated = "SELECT count(*) FROM events WHERE event_type = 'DeviceActivated'";
+    let mut at_kill = 0;
+    for _ in 0..3000 {
+        at_kill = count(&pool, activated).await;
+        if at_kill >= 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    service.kill();
+    assert!(
+        (10..COMMANDS as i64).contains(&at_kill),
+        "killed mid-stream ({at_kill} applied)"
+    );
+    let _service = ServiceProcess::spawn("activation", &infra, &db, &prefix, free_port()).await;
+    let all = wait_for_count(&pool, activated, COMMANDS as i64, Duration::from_secs(60)).await;
+    assert!(all, "every command applied after the restart");
+    assert_eq!(
+        count(&pool, activated).await,
+        COMMANDS as i64,
+        "no effect twice"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM (SELECT metadata::jsonb->>'command_id' FROM events \
+             WHERE event_type = 'DeviceActivated' GROUP BY 1 HAVING count(*) > 1) twice"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM command_outcomes WHERE command_type = 'Activate' AND status = 'accepted'"
+        )
+        .await,
+        COMMANDS as i64
+    );
+    // Published at least once each; a repeat after the kill says the same.
+    let outcomes = read_topic(
+        &infra.operator(),
+        &contracts::Topics::new(&prefix).outcomes(),
+        COMMANDS,
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut by_id: std::collections::HashMap<Uuid, Vec<CommandOutcome>> = Default::default();
+    for o in outcomes
+        .iter()
+        .filter_map(|m| serde_json::from_value::<CommandOutcome>(json_of(m)).ok())
+    {
+        by_id.entry(o.command_id).or_default().push(o);
+    }
+    for id in &ids {
+        let seen = by_id
+            .get(id)
+            .unwrap_or_else(|| panic!("no outcome for {id}"));
+        assert!(
+            seen.iter().all(|o| o.status == OutcomeStatus::Accepted
+                && o.result.as_ref().map(|r| &r["activation_id"])
+                    == seen[0].result.as_ref().map(|r| &r["activation_id"])),
+            "{id}: {seen:?}"
+        );
+    }
+    issuance.running.stop().await;
+}
