@@ -208,6 +208,15 @@ mod tests {
         );
         // Admin commands: nobody but the cluster's super users.
         assert!(writers("p.issuance.admin-commands").is_empty());
+        assert!(writers("p.domain.admin-commands").is_empty());
+        // Another team's service may send each context its commands.
+        for topic in [
+            "p.issuance.commands",
+            "p.activation.commands",
+            "p.domain.commands",
+        ] {
+            assert!(writers(topic).contains("User:licensing-caller"), "{topic}");
+        }
         // The operator reads everything and writes nothing.
         let operator: Vec<&Binding> = b
             .iter()

@@ -16,9 +16,8 @@ use service_kit::rate_limit::{limit, RateLimiter};
 use service_kit::{Json, Problem, Query};
 use uuid::Uuid;
 
-use crate::app::{parse_host, DomainBinding};
-use crate::domain::binding::follow_up;
-use crate::domain::{check, host, Binding, BindingCommand};
+use crate::app::{parse_host, view, DomainBinding};
+use crate::domain::{check, host, BindingCommand};
 
 pub fn routes(cfg: &mut web::ServiceConfig, public_limit: Arc<RateLimiter>) {
     let issuer = || from_fn(require("issuer"));
@@ -59,18 +58,6 @@ fn license_id(raw: &str) -> Result<Uuid, Problem> {
         .map_err(|_| Problem::bad_request("INVALID_ID", "id must be a UUID").with_field("id"))
 }
 
-fn body(license_id: Uuid, b: &Binding) -> serde_json::Value {
-    serde_json::json!({
-        "license_id": license_id,
-        "product": b.product,
-        "domain": b.domain,
-        "changes_used": b.changes_used,
-        "released": b.released,
-        "bound_at": b.bound_at,
-        "follow_up": b.domain.as_deref().map(follow_up).unwrap_or_default(),
-    })
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HostQuery {
@@ -91,7 +78,7 @@ async fn get_binding(
     let id = license_id(&id)?;
     app.license(id).await?;
     let b = app.binding(id).await?;
-    Ok(HttpResponse::Ok().json(body(id, &b)))
+    Ok(HttpResponse::Ok().json(view(id, &b)))
 }
 
 async fn bind(
@@ -103,7 +90,7 @@ async fn bind(
     let id = license_id(&id)?;
     let ctx = caller.context(BIND_DOMAIN, &(id, &req));
     let b = app.bind(&ctx, id, &req.domain).await?;
-    Ok(HttpResponse::Ok().json(body(id, &b)))
+    Ok(HttpResponse::Ok().json(view(id, &b)))
 }
 
 async fn change(
@@ -115,7 +102,7 @@ async fn change(
     let id = license_id(&id)?;
     let ctx = caller.context(CHANGE_DOMAIN, &(id, &req));
     let b = app.change(&ctx, id, &req.domain, req.accept_fee).await?;
-    Ok(HttpResponse::Ok().json(body(id, &b)))
+    Ok(HttpResponse::Ok().json(view(id, &b)))
 }
 
 async fn reset(
@@ -135,7 +122,7 @@ async fn reset(
             },
         )
         .await?;
-    Ok(HttpResponse::Ok().json(body(id, &b)))
+    Ok(HttpResponse::Ok().json(view(id, &b)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use contracts::license_view::LicenseView;
 use eventstore::{CommandContext, Executed, Repository};
-use service_kit::command::store_problem;
-use service_kit::Problem;
+use service_kit::command::Failure;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -23,18 +22,22 @@ pub struct DomainBinding {
     pub cache: Arc<Cache>,
 }
 
-pub fn db_problem(e: sqlx::Error) -> Problem {
-    store_problem(eventstore::StoreError::Database(e))
-}
-
 /// A host as submitted in `field`, reduced to its registrable domain.
-pub fn parse_host(raw: &str, field: &str) -> Result<Registrable, Problem> {
-    host::registrable(raw)
-        .map_err(|e| Problem::unprocessable(e.code(), e.to_string()).with_field(field))
+pub fn parse_host(raw: &str, field: &'static str) -> Result<Registrable, Failure> {
+    host::registrable(raw).map_err(|e| Failure::invalid(e.code(), e.to_string()).with_field(field))
 }
 
-fn rejection(done: &Executed<Binding>) -> Option<Problem> {
-    service_kit::command::rejection(&done.outcome)
+/// A binding as the HTTP answer and a command's outcome show it.
+pub fn view(license_id: Uuid, b: &Binding) -> serde_json::Value {
+    serde_json::json!({
+        "license_id": license_id,
+        "product": b.product,
+        "domain": b.domain,
+        "changes_used": b.changes_used,
+        "released": b.released,
+        "bound_at": b.bound_at,
+        "follow_up": b.domain.as_deref().map(crate::domain::binding::follow_up).unwrap_or_default(),
+    })
 }
 
 impl DomainBinding {
@@ -48,20 +51,14 @@ impl DomainBinding {
         }
     }
 
-    pub async fn license(&self, id: Uuid) -> Result<LicenseView, Problem> {
+    pub async fn license(&self, id: Uuid) -> Result<LicenseView, Failure> {
         service_kit::replica::license(&self.pool, id)
-            .await
-            .map_err(db_problem)?
-            .ok_or_else(|| Problem::not_found("LICENSE_NOT_FOUND", "no such license"))
+            .await?
+            .ok_or_else(|| Failure::not_found("LICENSE_NOT_FOUND", "no such license"))
     }
 
-    pub async fn binding(&self, license_id: Uuid) -> Result<Binding, Problem> {
-        Ok(self
-            .bindings
-            .load(&license_id.to_string())
-            .await
-            .map_err(store_problem)?
-            .0)
+    pub async fn binding(&self, license_id: Uuid) -> Result<Binding, Failure> {
+        Ok(self.bindings.load(&license_id.to_string()).await?.0)
     }
 
     /// Runs a binding command; another license of the product holding the
@@ -71,14 +68,13 @@ impl DomainBinding {
         ctx: &CommandContext,
         license_id: Uuid,
         command: BindingCommand,
-    ) -> Result<Binding, Problem> {
-        let done = self
+    ) -> Result<Binding, Failure> {
+        let done: Executed<Binding> = self
             .bindings
             .execute(&license_id.to_string(), command, ctx)
-            .await
-            .map_err(store_problem)?;
-        if let Some(p) = rejection(&done) {
-            return Err(p);
+            .await?;
+        if done.outcome.status == contracts::OutcomeStatus::Rejected {
+            return Err(Failure::Rejected(Box::new(done.outcome)));
         }
         self.cache
             .set_domain(license_id, done.aggregate.domain.clone());
@@ -90,7 +86,7 @@ impl DomainBinding {
         ctx: &CommandContext,
         license_id: Uuid,
         raw: &str,
-    ) -> Result<Binding, Problem> {
+    ) -> Result<Binding, Failure> {
         let host = parse_host(raw, "domain")?;
         let license = self.license(license_id).await?;
         let command = BindingCommand::Bind { license, host };
@@ -103,7 +99,7 @@ impl DomainBinding {
         license_id: Uuid,
         raw: &str,
         accept_fee: bool,
-    ) -> Result<Binding, Problem> {
+    ) -> Result<Binding, Failure> {
         let host = parse_host(raw, "domain")?;
         let license = self.license(license_id).await?;
         let command = BindingCommand::Change {
@@ -120,7 +116,7 @@ impl DomainBinding {
         ctx: &CommandContext,
         license_id: Uuid,
         command: BindingCommand,
-    ) -> Result<Binding, Problem> {
+    ) -> Result<Binding, Failure> {
         self.run(ctx, license_id, command).await
     }
 }

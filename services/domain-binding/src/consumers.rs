@@ -10,6 +10,7 @@ use bus::{HandleError, Incoming, TxHandler};
 use contracts::domain::{ReleaseReason, RELEASE_DOMAIN};
 use contracts::issuance::*;
 use eventstore::CommandContext;
+use service_kit::command::Failure;
 use sqlx::PgConnection;
 
 use crate::app::DomainBinding;
@@ -36,7 +37,8 @@ impl TxHandler for ReplicaConsumer {
             _ => return Ok(()),
         };
         let ctx = CommandContext::reaction(&e, RELEASE_DOMAIN, "release-domain", crate::SERVICE);
-        self.app
+        let done = self
+            .app
             .unbind(
                 &ctx,
                 view.id,
@@ -45,8 +47,15 @@ impl TxHandler for ReplicaConsumer {
                     reason,
                 },
             )
-            .await
-            .map_err(|p| HandleError::Transient(format!("{}: {:?}", p.code(), p.detail())))?;
-        Ok(())
+            .await;
+        match done {
+            Ok(_) => Ok(()),
+            // A refusal is the release's stored answer: retrying changes nothing.
+            Err(Failure::Refused(_) | Failure::Rejected(_)) => {
+                tracing::warn!(license = %view.id, "domain release refused");
+                Ok(())
+            }
+            Err(Failure::Store(e)) => Err(bus::transient(e)),
+        }
     }
 }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod app;
 pub mod cache;
+pub mod commands;
 pub mod consumers;
 pub mod domain;
 pub mod store;
@@ -93,6 +94,20 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
         vec![platform.topics.events(ISSUANCE)],
         200,
         ReplicaConsumer { app: app.clone() },
+    );
+    platform.spawn_unsequenced_consumer(
+        "commands",
+        vec![
+            platform.topics.commands(contracts::topics::DOMAIN),
+            platform.topics.admin_commands(contracts::topics::DOMAIN),
+        ],
+        50,
+        service_kit::command_topic::CommandTopic {
+            dispatcher: app.clone(),
+            producer: platform.producer.clone(),
+            outcomes_topic: platform.topics.outcomes(),
+            admin_topic: Some(platform.topics.admin_commands(contracts::topics::DOMAIN)),
+        },
     );
     platform.spawn(cache::run(
         cache,

@@ -81,16 +81,8 @@ impl Stack {
     }
 
     async fn http(&self, path: &str, key: Uuid, body: &Value) -> (u16, Value) {
-        let res = self
-            .admin
-            .post(format!("{}{path}", self.activation.url()))
-            .header("Idempotency-Key", key.to_string())
-            .json(body)
-            .send()
-            .await
-            .expect("request");
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
+        let url = format!("{}{path}", self.activation.url());
+        http(reqwest::Method::POST, &url, key, body).await
     }
 
     async fn kafka(
@@ -100,48 +92,82 @@ impl Stack {
         aggregate: &str,
         payload: Value,
     ) -> CommandOutcome {
-        let env = CommandEnvelope {
-            command_id: id,
-            command_type: command_type.into(),
-            aggregate_id: aggregate.into(),
-            issued_at: Utc::now(),
-            actor: Actor::new(ActorKind::Service, "orders"),
-            correlation_id: format!("cmd-{}", id.simple()),
-            causation_id: None,
-            payload,
-        };
-        let topics = contracts::Topics::new(&self.prefix);
-        let before = self.outcomes(id).await.len();
-        send_command(&self.infra.caller(), &topics.commands("activation"), &env).await;
-        for _ in 0..60 {
-            let found = self.outcomes(id).await;
-            if found.len() > before {
-                return found.into_iter().last().expect("outcome");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("no outcome for {command_type} {id}");
-    }
-
-    /// Every outcome published for a command id, in order.
-    async fn outcomes(&self, id: Uuid) -> Vec<CommandOutcome> {
-        let topics = contracts::Topics::new(&self.prefix);
-        read_topic(
-            &self.infra.operator(),
-            &topics.outcomes(),
-            0,
-            Duration::from_secs(1),
+        let topic = contracts::Topics::new(&self.prefix).commands("activation");
+        let env = envelope(id, command_type, aggregate, payload);
+        send_and_await(
+            &self.infra,
+            &self.prefix,
+            &self.infra.caller(),
+            &topic,
+            &env,
         )
         .await
-        .iter()
-        .filter_map(|m| serde_json::from_value::<CommandOutcome>(json_of(m)).ok())
-        .filter(|o| o.command_id == id)
-        .collect()
     }
 
     async fn events(&self) -> i64 {
         count(&self.pool, "SELECT count(*) FROM events").await
     }
+}
+
+/// Sends `env` on `topic` as `sender` and waits for a new outcome of its id.
+async fn send_and_await(
+    infra: &Infra,
+    prefix: &str,
+    sender: &bus::Kafka,
+    topic: &str,
+    env: &CommandEnvelope,
+) -> CommandOutcome {
+    let before = outcomes_of(infra, prefix, env.command_id).await.len();
+    send_command(sender, topic, env).await;
+    for _ in 0..60 {
+        let found = outcomes_of(infra, prefix, env.command_id).await;
+        if found.len() > before {
+            return found.into_iter().last().expect("outcome");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no outcome for {} {}", env.command_type, env.command_id);
+}
+
+/// Every outcome published for a command id, in order.
+async fn outcomes_of(infra: &Infra, prefix: &str, id: Uuid) -> Vec<CommandOutcome> {
+    read_topic(
+        &infra.operator(),
+        &contracts::Topics::new(prefix).outcomes(),
+        0,
+        Duration::from_secs(1),
+    )
+    .await
+    .iter()
+    .filter_map(|m| serde_json::from_value::<CommandOutcome>(json_of(m)).ok())
+    .filter(|o| o.command_id == id)
+    .collect()
+}
+
+fn envelope(id: Uuid, command_type: &str, aggregate: &str, payload: Value) -> CommandEnvelope {
+    CommandEnvelope {
+        command_id: id,
+        command_type: command_type.into(),
+        aggregate_id: aggregate.into(),
+        issued_at: Utc::now(),
+        actor: Actor::new(ActorKind::Service, "orders"),
+        correlation_id: format!("cmd-{}", id.simple()),
+        causation_id: None,
+        payload,
+    }
+}
+
+/// An HTTP request with an idempotency key, as the admin.
+async fn http(method: reqwest::Method, url: &str, key: Uuid, body: &Value) -> (u16, Value) {
+    let res = admin_client()
+        .request(method, url)
+        .header("Idempotency-Key", key.to_string())
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
 }
 
 fn device(n: u32) -> Value {
@@ -651,4 +677,172 @@ async fn a_sigkill_of_activation_mid_batch_loses_no_command_and_repeats_no_effec
         );
     }
     issuance.running.stop().await;
+}
+
+/// Domain binding's commands over Kafka answer as their HTTP twins; the
+/// operator reset is taken only from the admin topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_domain_command_answers_the_same_over_kafka_as_over_http() {
+    let infra = Infra::get();
+    let prefix = infra.prefix().await;
+    let issuance = start_issuance(&infra, &prefix).await;
+    let domain = start_domain_binding(&infra, &prefix).await;
+    let pool = pool(&domain.db).await;
+    let admin = admin_client();
+    let license = || async {
+        let (s, b) = call(
+            &admin,
+            "POST",
+            &format!("{}/v1/licenses", issuance.url()),
+            Some(
+                &json!({"product": "cloud-engine", "edition": "mainland", "customer": "Acme",
+                         "kind": "formal", "features": ["site-engine"]}),
+            ),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        let id = b["id"].as_str().expect("id").to_string();
+        let known = wait_for_count(
+            &pool,
+            &format!("SELECT count(*) FROM license_replica WHERE license_id = '{id}'"),
+            1,
+            Duration::from_secs(15),
+        )
+        .await;
+        assert!(known, "the license reached domain binding");
+        id
+    };
+    let (a, b, c, d) = (
+        license().await,
+        license().await,
+        license().await,
+        license().await,
+    );
+    let url = |id: &str, tail: &str| format!("{}/v1/licenses/{id}/domain{tail}", domain.url());
+    let topic = contracts::Topics::new(&prefix).commands("domain");
+    let admin_topic = contracts::Topics::new(&prefix).admin_commands("domain");
+    let kafka = |id: Uuid, command_type: &'static str, aggregate: &str, payload: Value| {
+        let env = envelope(id, command_type, aggregate, payload);
+        let (infra, prefix, topic) = (&infra, &prefix, topic.clone());
+        async move { send_and_await(infra, prefix, &infra.caller(), &topic, &env).await }
+    };
+    let events = || count(&pool, "SELECT count(*) FROM events");
+    let tag = Uuid::new_v4().simple().to_string()[..10].to_string();
+    let host = |n: &str| format!("www.{n}-{tag}.com");
+    let put = reqwest::Method::PUT;
+    let post = reqwest::Method::POST;
+
+    // Bind: accepted on both, the registrable domain bound.
+    let h = http(
+        put.clone(),
+        &url(&a, ""),
+        Uuid::now_v7(),
+        &json!({"domain": host("a")}),
+    )
+    .await;
+    let before = events().await;
+    let id = Uuid::now_v7();
+    let k = kafka(id, "BindDomain", &b, json!({"domain": host("b")})).await;
+    assert_same("BindDomain", &h, &k);
+    assert_eq!(events().await, before + 1);
+    let bound = format!("b-{tag}.com");
+    assert_eq!(
+        k.result.as_ref().map(|r| r["domain"].clone()),
+        Some(json!(bound))
+    );
+    let again = kafka(id, "BindDomain", &b, json!({"domain": host("b")})).await;
+    assert_eq!((again.status, &again.result), (k.status, &k.result));
+    assert_eq!(events().await, before + 1, "a duplicate appends nothing");
+
+    // Refused alike: a second bind, another license's domain (refused in
+    // the append's transaction), a URL for a host.
+    // (what, HTTP target and body, Kafka target and payload)
+    type Side = (String, Value);
+    let cases: Vec<(&str, Side, Side)> = vec![
+        (
+            "already bound",
+            (a.clone(), json!({"domain": host("x")})),
+            (b.clone(), json!({"domain": host("y")})),
+        ),
+        (
+            "taken",
+            (c.clone(), json!({"domain": host("b")})),
+            (d.clone(), json!({"domain": host("a")})),
+        ),
+        (
+            "a URL",
+            (c.clone(), json!({"domain": "https://x.example.org"})),
+            (d.clone(), json!({"domain": "https://x.example.org"})),
+        ),
+    ];
+    let before = events().await;
+    for (what, (ha, hb), (ka, kb)) in cases {
+        let h = http(put.clone(), &url(&ha, ""), Uuid::now_v7(), &hb).await;
+        let k = kafka(Uuid::now_v7(), "BindDomain", &ka, kb).await;
+        assert_same(what, &h, &k);
+        assert_eq!(k.status, OutcomeStatus::Rejected, "{what}");
+    }
+    assert_eq!(events().await, before, "no refused bind appended an event");
+
+    // Change: accepted on both; the same domain again refused alike.
+    let h = http(
+        post.clone(),
+        &url(&a, "/change"),
+        Uuid::now_v7(),
+        &json!({"domain": host("a2")}),
+    )
+    .await;
+    let k = kafka(
+        Uuid::now_v7(),
+        "ChangeDomain",
+        &b,
+        json!({"domain": host("b2")}),
+    )
+    .await;
+    assert_same("ChangeDomain", &h, &k);
+    let h = http(
+        post.clone(),
+        &url(&a, "/change"),
+        Uuid::now_v7(),
+        &json!({"domain": host("a2")}),
+    )
+    .await;
+    let k = kafka(
+        Uuid::now_v7(),
+        "ChangeDomain",
+        &b,
+        json!({"domain": host("b2")}),
+    )
+    .await;
+    assert_same("ChangeDomain to the same domain", &h, &k);
+    assert_eq!(
+        k.error.as_ref().map(|e| e.code.as_str()),
+        Some("SAME_DOMAIN")
+    );
+
+    // The operator reset: refused on the callers' topic, taken on the
+    // admin topic (which only administrators write).
+    let reset = json!({"reason": "customer asked"});
+    let k = kafka(Uuid::now_v7(), "ResetDomain", &b, reset.clone()).await;
+    assert_eq!(
+        k.error.as_ref().map(|e| (e.code.as_str(), e.kind)),
+        Some(("INSUFFICIENT_SCOPE", Some(ErrorKind::Forbidden)))
+    );
+    let h = http(
+        reqwest::Method::DELETE,
+        &url(&a, ""),
+        Uuid::now_v7(),
+        &reset,
+    )
+    .await;
+    let env = envelope(Uuid::now_v7(), "ResetDomain", &b, reset);
+    let k = send_and_await(&infra, &prefix, &infra.kafka("admin"), &admin_topic, &env).await;
+    assert_same("ResetDomain", &h, &k);
+    assert_eq!(
+        k.result.as_ref().map(|r| r["domain"].clone()),
+        Some(Value::Null)
+    );
+
+    issuance.running.stop().await;
+    domain.running.stop().await;
 }
