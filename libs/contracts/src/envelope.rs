@@ -231,16 +231,6 @@ impl ErrorKind {
     }
 }
 
-/// Codes of the answers a command consumer publishes without storing them:
-/// the message was not the command its id names (an unreadable envelope,
-/// a control character, an id reused for another command). They say
-/// nothing about the command first sent with that id.
-pub const UNSTORED_ANSWERS: [&str; 3] = [
-    "INVALID_ENVELOPE",
-    "INVALID_FIELD",
-    "IDEMPOTENCY_KEY_REUSED",
-];
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomeError {

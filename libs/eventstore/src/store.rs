@@ -684,11 +684,3 @@ pub fn decode_event<E: DomainEvent>(event_type: &str, payload: &str) -> Result<E
     serde_json::from_value(serde_json::Value::Object(map))
         .map_err(|e| StoreError::Corrupt(format!("{event_type}: {e}")))
 }
-
-#[cfg(test)]
-mod unstored {
-    #[test]
-    fn a_reused_command_id_is_among_the_answers_readers_of_outcomes_skip() {
-        assert!(contracts::envelope::UNSTORED_ANSWERS.contains(&super::DIGEST_MISMATCH_CODE));
-    }
-}

@@ -111,9 +111,9 @@ impl From<Failure> for Problem {
     }
 }
 
-/// The command context of an envelope; its request digest is the one of
-/// its raw payload until the handler has read the typed payload (which
-/// digests as the same request over HTTP does).
+/// The command context of an envelope from Kafka; its request digest is
+/// the one of its raw payload until the handler has read the typed payload
+/// (which digests as the same request over HTTP does).
 pub fn context(env: &CommandEnvelope) -> CommandContext {
     CommandContext {
         command_id: env.command_id,
@@ -121,7 +121,9 @@ pub fn context(env: &CommandEnvelope) -> CommandContext {
         correlation_id: env.correlation_id.clone(),
         causation_id: env.causation_id.clone(),
         actor: env.actor.clone(),
-        occurred_at: env.issued_at,
+        // The sender's `issued_at` is its own claim, unbounded: an event
+        // happens when this service records it.
+        occurred_at: Utc::now(),
         request_digest: request_digest(&env.command_type, &env.payload),
     }
 }

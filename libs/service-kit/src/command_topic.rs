@@ -1,8 +1,8 @@
-//! A service's command topics (`<prefix>.<context>.commands`, and for
-//! issuance its admin topic): each envelope is checked, handed to the
-//! service's one dispatcher — the same use cases its HTTP handlers call —
-//! and its outcome published on `<prefix>.command-outcomes`, keyed by
-//! command id. A command's authority is the topic it came through (only
+//! A service's command topics (`<prefix>.<context>.commands`, and where a
+//! context has one its admin topic): each envelope is checked, handed to
+//! the service's one dispatcher — the same use cases its HTTP handlers
+//! call — and its outcome published on `<prefix>.command-outcomes`, keyed
+//! by command id. A command's authority is the topic it came through (only
 //! administrators write an admin topic), and the stored actor records that
 //! topic beside the actor the envelope claims.
 
@@ -11,24 +11,43 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bus::{HandleError, Incoming, TxHandler};
 use contracts::{CommandEnvelope, CommandOutcome, ErrorKind, OutcomeError, OutcomeStatus};
-use eventstore::{Refused, StoreError, DIGEST_MISMATCH_CODE};
+use eventstore::{CommandContext, Refused, StoreError, DIGEST_MISMATCH_CODE};
 use rdkafka::producer::FutureProducer;
 use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::command::Failure;
+
+/// The answer to a command from Kafka: its outcome, and whether that
+/// outcome is the one stored for the command id (an aggregate's verdict,
+/// answered the same to every duplicate) or only this message's answer (a
+/// refusal before any aggregate, as over HTTP, evaluated again on a retry;
+/// or an answer to a message that was not the command its id names).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub outcome: CommandOutcome,
+    pub stored: bool,
+}
+
+/// Headers of every published outcome: which service answered, and
+/// whether the outcome is the command's stored one. A reader that acts on
+/// another service's verdict (activation on issuance's, for trials) takes
+/// only that service's stored outcomes: whoever may send a command with
+/// some id can make any service answer under that id.
+pub const SOURCE_HEADER: &str = "source";
+pub const STORED_HEADER: &str = "stored";
 
 /// A service's command handler for envelopes from Kafka.
 #[async_trait]
 pub trait Dispatch: Send + Sync + 'static {
-    /// The outcome of a checked envelope (stored, so that a duplicate is
-    /// answered the same way); `admin`: it came through a topic only
-    /// administrators write.
-    async fn dispatch(
-        &self,
-        env: &CommandEnvelope,
-        admin: bool,
-    ) -> Result<CommandOutcome, StoreError>;
+    /// The answer to a checked envelope; `admin`: it came through a topic
+    /// only administrators write.
+    async fn dispatch(&self, env: &CommandEnvelope, admin: bool) -> Result<Answer, StoreError>;
 }
 
 pub struct CommandTopic<D> {
+    /// The answering service, named in each outcome's `source` header.
+    pub service: &'static str,
     pub dispatcher: Arc<D>,
     pub producer: FutureProducer,
     pub outcomes_topic: String,
@@ -37,11 +56,10 @@ pub struct CommandTopic<D> {
     pub admin_topic: Option<String>,
 }
 
-/// An answer that is published but not stored: the message was not the
-/// command its id names (see `contracts::envelope::UNSTORED_ANSWERS`).
-fn unstored(env: &CommandEnvelope, aggregate_id: String, refused: Refused) -> CommandOutcome {
-    CommandOutcome {
-        command_id: env.command_id,
+/// A refusal answered without being stored.
+fn answer_only(command_id: Uuid, aggregate_id: String, refused: Refused) -> Answer {
+    let outcome = CommandOutcome {
+        command_id,
         status: OutcomeStatus::Rejected,
         error: Some(OutcomeError {
             code: refused.code.into(),
@@ -52,6 +70,10 @@ fn unstored(env: &CommandEnvelope, aggregate_id: String, refused: Refused) -> Co
         aggregate_id,
         sequence: None,
         result: None,
+    };
+    Answer {
+        outcome,
+        stored: false,
     }
 }
 
@@ -73,8 +95,8 @@ impl<D: Dispatch> TxHandler for CommandTopic<D> {
                 format!("{field} is missing, too long or not printable"),
             )
             .with_field(field);
-            let outcome = unstored(&env, aggregate_id, refused);
-            return self.answer(&env, &outcome).await;
+            let answer = answer_only(env.command_id, aggregate_id, refused);
+            return self.answer(&env, &answer).await;
         }
         // As over HTTP: no control character in any string of the payload,
         // whatever its type (PostgreSQL cannot even store a NUL).
@@ -90,13 +112,13 @@ impl<D: Dispatch> TxHandler for CommandTopic<D> {
                 "must not contain control characters",
             )
             .with_field(field);
-            let outcome = unstored(&env, env.aggregate_id.clone(), refused);
-            return self.answer(&env, &outcome).await;
+            let answer = answer_only(env.command_id, env.aggregate_id.clone(), refused);
+            return self.answer(&env, &answer).await;
         }
         env.actor = env.actor.via_topic(&msg.topic);
         let admin = self.admin_topic.as_deref() == Some(msg.topic.as_str());
-        let outcome = match self.dispatcher.dispatch(&env, admin).await {
-            Ok(outcome) => outcome,
+        let answer = match self.dispatcher.dispatch(&env, admin).await {
+            Ok(answer) => answer,
             // Not stored: the first command with this id keeps its outcome.
             Err(StoreError::DigestMismatch) => {
                 let refused = Refused::new(
@@ -105,22 +127,18 @@ impl<D: Dispatch> TxHandler for CommandTopic<D> {
                     "command id reused with a different command",
                 )
                 .with_field("command_id");
-                unstored(&env, env.aggregate_id.clone(), refused)
+                answer_only(env.command_id, env.aggregate_id.clone(), refused)
             }
             // Data the database refuses fails the same way every time.
             Err(StoreError::Database(e)) => return Err(HandleError::from(e)),
             Err(e) => return Err(HandleError::Transient(e.to_string())),
         };
-        self.answer(&env, &outcome).await
+        self.answer(&env, &answer).await
     }
 }
 
 impl<D> CommandTopic<D> {
-    async fn answer(
-        &self,
-        env: &CommandEnvelope,
-        outcome: &CommandOutcome,
-    ) -> Result<(), HandleError> {
+    async fn answer(&self, env: &CommandEnvelope, answer: &Answer) -> Result<(), HandleError> {
         let correlation = if contracts::envelope::is_trace_id(&env.correlation_id) {
             env.correlation_id.as_str()
         } else {
@@ -130,26 +148,30 @@ impl<D> CommandTopic<D> {
             &self.producer,
             &self.outcomes_topic,
             &env.command_id.to_string(),
-            outcome,
-            &[("correlation_id", correlation)],
+            &answer.outcome,
+            &[
+                ("correlation_id", correlation),
+                (SOURCE_HEADER, self.service),
+                (STORED_HEADER, if answer.stored { "true" } else { "false" }),
+            ],
         )
         .await
         .map_err(|e| HandleError::Transient(e.to_string()))
     }
 }
 
-/// Runs a use case for a command from Kafka and answers its outcome: the
-/// one the repository stored for the command id, with `result` from the
-/// use case's answer; a refusal before any aggregate (bad payload, unknown
-/// license) is stored here as the command's outcome, so that a duplicate
-/// is answered the same way.
+/// Answers a use case run for a command from Kafka: the outcome the
+/// repository stored for the command id, with `result` from the use case's
+/// answer; a refusal before any aggregate (a bad payload, a license not
+/// replicated yet) is answered without being stored, as over HTTP, so a
+/// retry is evaluated again.
 pub async fn settle<A, T>(
     repository: &eventstore::Repository<A>,
-    ctx: &eventstore::CommandContext,
+    ctx: &CommandContext,
     aggregate_id: &str,
-    answer: Result<T, crate::command::Failure>,
+    answer: Result<T, Failure>,
     result: impl FnOnce(&T) -> Option<serde_json::Value>,
-) -> Result<CommandOutcome, StoreError>
+) -> Result<Answer, StoreError>
 where
     A: cqrs_es::Aggregate,
     A::Command: Clone,
@@ -158,26 +180,32 @@ where
 {
     match answer {
         Ok(value) => {
-            let mut outcome = match repository.outcome(ctx.command_id).await? {
-                Some(stored) => stored,
-                // A use case that appended nothing (a read it answered):
-                // nothing stored, nothing to replay.
-                None => CommandOutcome {
-                    command_id: ctx.command_id,
-                    status: OutcomeStatus::Accepted,
-                    error: None,
-                    aggregate_id: aggregate_id.to_string(),
-                    sequence: None,
-                    result: None,
-                },
-            };
+            let stored = repository.outcome(ctx.command_id).await?;
+            let found = stored.is_some();
+            // A use case that appended nothing stored no outcome either.
+            let mut outcome = stored.unwrap_or_else(|| CommandOutcome {
+                command_id: ctx.command_id,
+                status: OutcomeStatus::Accepted,
+                error: None,
+                aggregate_id: aggregate_id.to_string(),
+                sequence: None,
+                result: None,
+            });
             outcome.result = result(&value);
-            Ok(outcome)
+            Ok(Answer {
+                outcome,
+                stored: found,
+            })
         }
-        Err(crate::command::Failure::Refused(refused)) => {
-            repository.reject(aggregate_id, ctx, &refused).await
-        }
-        Err(crate::command::Failure::Rejected(outcome)) => Ok(*outcome),
-        Err(crate::command::Failure::Store(e)) => Err(e),
+        Err(Failure::Refused(refused)) => Ok(answer_only(
+            ctx.command_id,
+            aggregate_id.to_string(),
+            refused,
+        )),
+        Err(Failure::Rejected(outcome)) => Ok(Answer {
+            outcome: *outcome,
+            stored: true,
+        }),
+        Err(Failure::Store(e)) => Err(e),
     }
 }

@@ -361,7 +361,8 @@ async fn start_trial(
     caller: Caller,
     Json(body): Json<StartTrial>,
 ) -> Result<HttpResponse, Problem> {
-    let ctx = caller.context(START_TRIAL, &body);
+    let mut ctx = caller.context(START_TRIAL, &body);
+    ctx.request_digest = crate::app::trial_digest(&body);
     let trial = app
         .start_trial(&ctx, &body.product, &body.fingerprint, body.client_time)
         .await?;

@@ -40,6 +40,27 @@ pub struct Issued {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// The digest of a trial request in the shape it has always had (every
+/// field written, `client_time` null when absent), so a retry across an
+/// upgrade is the same request; over HTTP and Kafka alike.
+pub fn trial_digest(body: &StartTrial) -> String {
+    #[derive(serde::Serialize)]
+    struct Shape<'a> {
+        product: &'a contracts::text::Name,
+        fingerprint: &'a Fingerprint,
+        #[serde(with = "contracts::time::strict_option")]
+        client_time: Option<DateTime<Utc>>,
+    }
+    eventstore::request_digest(
+        START_TRIAL,
+        &Shape {
+            product: &body.product,
+            fingerprint: &body.fingerprint,
+            client_time: body.client_time,
+        },
+    )
+}
+
 fn accepted<A>(done: Executed<A>) -> Result<A, Failure> {
     if done.outcome.status == OutcomeStatus::Rejected {
         return Err(Failure::Rejected(Box::new(done.outcome)));

@@ -1,7 +1,8 @@
 //! Activation's commands from `<prefix>.activation.commands`: the use cases
 //! of the HTTP routes, each answered as its outcome on `command-outcomes`.
-//! The sender is another internal service (only they may write the topic):
-//! like an `activator` API key it reaches every license.
+//! The sender is another team's service (the `caller` principal writes the
+//! topic): like an `activator` API key it reaches every license, and names
+//! a license it activates by its key.
 //!
 //! | command type | aggregate id | payload | HTTP twin |
 //! |---|---|---|---|
@@ -15,13 +16,13 @@
 
 use async_trait::async_trait;
 use contracts::activation::*;
-use contracts::{CommandEnvelope, CommandOutcome, ErrorKind};
+use contracts::{CommandEnvelope, ErrorKind};
 use eventstore::{request_digest, CommandContext, Refused, StoreError};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use service_kit::auth::Principal;
 use service_kit::command::{context, Failure};
-use service_kit::command_topic::{settle, Dispatch};
+use service_kit::command_topic::{settle, Answer, Dispatch};
 use service_kit::json::decode_payload;
 use uuid::Uuid;
 
@@ -78,11 +79,17 @@ impl Activation {
             request_digest(ACTIVATE, &(&b.license_key, &b.fingerprint))
         })?;
         let license_id = aggregate_uuid(env, "the license's id")?;
-        let license = self
-            .license_for(
-                &Principal::of_license(license_id),
-                body.license_key.as_deref(),
+        // As with an API key over HTTP, the key proves the sender knows the
+        // license: its id alone (in outcomes, files, events) is no secret.
+        let Some(key) = body.license_key.as_deref() else {
+            return Err(Failure::invalid(
+                "MISSING_FIELD",
+                "license_key is required: a command names the license by its key",
             )
+            .with_field("payload.license_key"));
+        };
+        let license = self
+            .license_for(&Principal::of_license(license_id), Some(key))
             .await?;
         let policy = crate::domain::seats::policy(&license);
         let device = self.device(&body.fingerprint, body.client_time, &policy)?;
@@ -118,8 +125,7 @@ impl Activation {
         env: &CommandEnvelope,
         ctx: &mut CommandContext,
     ) -> Result<crate::domain::Trial, Failure> {
-        let body: StartTrial =
-            Self::payload(env, ctx, |b: &StartTrial| request_digest(START_TRIAL, b))?;
+        let body: StartTrial = Self::payload(env, ctx, crate::app::trial_digest)?;
         if body.product.as_str() != env.aggregate_id {
             return Err(Failure::invalid(
                 "INVALID_AGGREGATE_ID",
@@ -134,11 +140,7 @@ impl Activation {
 
 #[async_trait]
 impl Dispatch for Activation {
-    async fn dispatch(
-        &self,
-        env: &CommandEnvelope,
-        _admin: bool,
-    ) -> Result<CommandOutcome, StoreError> {
+    async fn dispatch(&self, env: &CommandEnvelope, _admin: bool) -> Result<Answer, StoreError> {
         let mut ctx = context(env);
         let target = env.aggregate_id.as_str();
         match env.command_type.as_str() {
@@ -180,16 +182,18 @@ impl Dispatch for Activation {
                 .await
             }
             other => {
-                let refused = Refused::new(
-                    "UNKNOWN_COMMAND",
-                    ErrorKind::Invalid,
-                    format!(
-                        "unknown command type {other:?}: this topic takes {}",
-                        COMMAND_TYPES.join(", ")
-                    ),
-                )
-                .with_field("command_type");
-                self.seats.reject(target, &ctx, &refused).await
+                let refused = Failure::Refused(
+                    Refused::new(
+                        "UNKNOWN_COMMAND",
+                        ErrorKind::Invalid,
+                        format!(
+                            "unknown command type {other:?}: this topic takes {}",
+                            COMMAND_TYPES.join(", ")
+                        ),
+                    )
+                    .with_field("command_type"),
+                );
+                settle(&self.seats, &ctx, target, Err::<(), _>(refused), |_| None).await
             }
         }
     }

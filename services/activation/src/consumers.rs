@@ -29,6 +29,7 @@ use uuid::Uuid;
 use crate::app::Activation;
 use crate::domain::{Device, SeatsCommand, TrialCommand, TrialStatus};
 use crate::store;
+use service_kit::command_topic::{SOURCE_HEADER, STORED_HEADER};
 
 /// The context of a command caused by event `e`.
 pub fn reaction(e: &EventEnvelope, command_type: &str, purpose: &str) -> CommandContext {
@@ -312,6 +313,9 @@ impl ReactionConsumer {
     }
 }
 
+/// The service whose stored outcomes decide a trial (`source` header).
+const ISSUANCE_SERVICE: &str = "issuance";
+
 /// Follows `<prefix>.command-outcomes` for the commands activation sent:
 /// a trial whose `IssueLicense` issuance refused ends as `TrialFailed`
 /// with issuance's code and message. Every other outcome is ignored.
@@ -347,24 +351,26 @@ impl TxHandler for OutcomeConsumer {
         if outcome.command_id != command_id || outcome.status != OutcomeStatus::Rejected {
             return Ok(());
         }
-        // Only issuance's stored verdict on our command counts: answers
-        // to another message that merely reused its id (which any writer
-        // of the command topic can send once it has seen the id) are
-        // not, and neither is anything about another aggregate, or a
-        // refusal of a license that exists all the same.
+        // Only issuance's stored verdict on our command counts: any
+        // service answers under whatever id a command it takes carries
+        // (and answers to a message that merely reused the id are not
+        // stored), so outcomes from another source, answers that are not
+        // the command's stored outcome, outcomes about another aggregate
+        // and refusals of a license that exists all the same fail nothing.
         let (trial, _) = self.app.trials.load(&trial_id).await.map_err(transient)?;
         let Some(t) = trial.state else {
             return Ok(());
         };
-        let code = outcome.error.as_ref().map(|e| e.code.as_str());
-        if code.is_some_and(|c| contracts::envelope::UNSTORED_ANSWERS.contains(&c))
+        if msg.header(SOURCE_HEADER) != Some(ISSUANCE_SERVICE)
+            || msg.header(STORED_HEADER) != Some("true")
             || outcome.aggregate_id != t.license_id.to_string()
             || store::license(&self.app.pool, t.license_id)
                 .await
                 .map_err(transient)?
                 .is_some()
         {
-            tracing::warn!(%command_id, ?code, "an outcome that does not fail the trial");
+            tracing::warn!(%command_id, source = ?msg.header(SOURCE_HEADER),
+                "an outcome that does not fail the trial");
             return Ok(());
         }
         let (code, message) = outcome

@@ -13,10 +13,10 @@
 
 use async_trait::async_trait;
 use contracts::domain::*;
-use contracts::{CommandEnvelope, CommandOutcome, ErrorKind};
+use contracts::{CommandEnvelope, ErrorKind};
 use eventstore::{request_digest, StoreError};
 use service_kit::command::{context, Failure};
-use service_kit::command_topic::{settle, Dispatch};
+use service_kit::command_topic::{settle, Answer, Dispatch};
 use service_kit::json::decode_payload;
 use uuid::Uuid;
 
@@ -88,11 +88,7 @@ impl DomainBinding {
 
 #[async_trait]
 impl Dispatch for DomainBinding {
-    async fn dispatch(
-        &self,
-        env: &CommandEnvelope,
-        admin: bool,
-    ) -> Result<CommandOutcome, StoreError> {
+    async fn dispatch(&self, env: &CommandEnvelope, admin: bool) -> Result<Answer, StoreError> {
         let mut ctx = context(env);
         let answer = self.kafka(env, admin, &mut ctx).await;
         settle(

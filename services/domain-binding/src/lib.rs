@@ -103,6 +103,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
         ],
         50,
         service_kit::command_topic::CommandTopic {
+            service: SERVICE,
             dispatcher: app.clone(),
             producer: platform.producer.clone(),
             outcomes_topic: platform.topics.outcomes(),

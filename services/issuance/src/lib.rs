@@ -93,6 +93,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
         ],
         1,
         service_kit::command_topic::CommandTopic {
+            service: SERVICE,
             dispatcher: issuance.clone(),
             producer: platform.producer.clone(),
             outcomes_topic: platform.topics.outcomes(),

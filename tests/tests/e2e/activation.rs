@@ -1065,9 +1065,11 @@ async fn activation_events_reach_the_audit_trail_with_their_actor() {
 }
 
 /// Only issuance's stored verdict on a trial's own `IssueLicense` fails
-/// the trial: an answer to another message that reused the command id,
-/// or a refusal naming another aggregate, changes nothing, even from a
-/// principal that may write `command-outcomes`. (Issuance is not running
+/// the trial: an outcome without a source, another service's answer under
+/// that id (any writer of a command topic can make one), an answer that is
+/// not the command's stored outcome, or a refusal naming another aggregate
+/// changes nothing, even from a principal that may write
+/// `command-outcomes`. (Issuance is not running
 /// here, so the trial stays pending until an outcome arrives.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn only_issuances_own_refusal_of_a_trials_license_fails_the_trial() {
@@ -1120,20 +1122,39 @@ async fn only_issuances_own_refusal_of_a_trials_license_fails_the_trial() {
             "aggregate_id": aggregate,
         })
     };
-    // Same key, so one partition: read in this order.
-    for body in [
-        rejected("IDEMPOTENCY_KEY_REUSED", &license_id),
-        rejected("INVALID_ENVELOPE", &license_id),
-        rejected("UNKNOWN_FEATURES", "another-aggregate"),
-        rejected("UNKNOWN_FEATURES", &license_id),
-    ] {
-        send_raw(
-            &producer,
-            &topic,
-            &command_id.to_string(),
-            &serde_json::to_vec(&body).expect("json"),
-        )
-        .await;
+    // (body, source header, stored header); the same key, so one
+    // partition: read in this order. Only the last is issuance's stored
+    // verdict on the trial's own license.
+    let messages = [
+        (rejected("LICENSE_NOT_FOUND", &license_id), None, None),
+        (
+            rejected("LICENSE_NOT_FOUND", &license_id),
+            Some("activation"),
+            Some("true"),
+        ),
+        (
+            rejected("IDEMPOTENCY_KEY_REUSED", &license_id),
+            Some("issuance"),
+            Some("false"),
+        ),
+        (
+            rejected("UNKNOWN_FEATURES", "another-aggregate"),
+            Some("issuance"),
+            Some("true"),
+        ),
+        (
+            rejected("UNKNOWN_FEATURES", &license_id),
+            Some("issuance"),
+            Some("true"),
+        ),
+    ];
+    for (body, source, stored) in messages {
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        headers.extend(source.map(|s| ("source", s)));
+        headers.extend(stored.map(|s| ("stored", s)));
+        bus::publish_json(&producer, &topic, &command_id.to_string(), &body, &headers)
+            .await
+            .expect("published");
     }
     let admin = admin_client();
     let url = format!("{}/v1/trials/{trial_id}", act.url());

@@ -135,7 +135,7 @@ async fn outcomes_of(infra: &Infra, prefix: &str, id: Uuid) -> Vec<CommandOutcom
         &infra.operator(),
         &contracts::Topics::new(prefix).outcomes(),
         0,
-        Duration::from_secs(1),
+        Duration::from_secs(10),
     )
     .await
     .iter()
@@ -285,7 +285,7 @@ async fn every_activation_command_answers_the_same_over_kafka_as_over_http() {
             Uuid::now_v7(),
             "Activate",
             &b,
-            json!({"fingerprint": small}),
+            json!({"license_key": key_b, "fingerprint": small}),
         )
         .await;
     assert_same("Activate, one component", &http, &kafka);
@@ -479,6 +479,48 @@ async fn a_command_id_is_one_key_across_channels_and_bad_commands_are_named() {
         kafka.error.as_ref().map(|e| (e.code.as_str(), e.kind)),
         Some(("LICENSE_MISMATCH", Some(ErrorKind::Forbidden)))
     );
+    // Kafka first, then HTTP with the same key: the uninstall of the
+    // activation above, answered once, appended once.
+    let activation = first["activation_id"].as_str().expect("activation");
+    let uninstall = Uuid::now_v7();
+    let before = st.events().await;
+    let kafka = st
+        .kafka(uninstall, "Uninstall", activation, json!({}))
+        .await;
+    assert_eq!(kafka.status, OutcomeStatus::Accepted, "{kafka:?}");
+    let (s, h) = st
+        .http(
+            &format!("/v1/activations/{activation}/uninstall"),
+            uninstall,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, h["activation_id"].as_str()),
+        (200, Some(activation)),
+        "{h}"
+    );
+    assert_eq!(
+        st.events().await,
+        before + 1,
+        "one uninstall for one command id"
+    );
+    // Over Kafka too a license is named by its key, never by its id alone.
+    let kafka = st
+        .kafka(
+            Uuid::now_v7(),
+            "Activate",
+            &a,
+            json!({"fingerprint": device(9)}),
+        )
+        .await;
+    assert_eq!(
+        kafka
+            .error
+            .as_ref()
+            .map(|e| (e.code.as_str(), e.field.as_deref())),
+        Some(("MISSING_FIELD", Some("payload.license_key")))
+    );
     // Unreadable payloads, aggregate ids and command types.
     let cases = [
         (
@@ -530,7 +572,14 @@ async fn a_command_id_is_one_key_across_channels_and_bad_commands_are_named() {
             Some((code, Some(field), Some(ErrorKind::Invalid))),
             "{command_type} {payload}"
         );
-        // Stored: a duplicate is answered the same way.
+        // Refused before any aggregate: answered, not stored (as over
+        // HTTP), and a duplicate is evaluated again to the same answer.
+        let stored = count(
+            &st.pool,
+            &format!("SELECT count(*) FROM command_outcomes WHERE command_id = '{id}'"),
+        )
+        .await;
+        assert_eq!(stored, 0, "{command_type} {payload}");
         let again = st.kafka(id, command_type, &aggregate, payload).await;
         assert_eq!(again.error, o.error);
     }
@@ -576,6 +625,7 @@ async fn a_sigkill_of_activation_mid_batch_loses_no_command_and_repeats_no_effec
     .await;
     assert_eq!(s, 201, "{b}");
     let license = b["id"].as_str().expect("id").to_string();
+    let key = b["key"].as_str().expect("key").to_string();
     let db = infra.fresh_db("activation_cmdkill").await;
     let mut service = ServiceProcess::spawn("activation", &infra, &db, &prefix, free_port()).await;
     let pool = pool(&db).await;
@@ -601,7 +651,7 @@ async fn a_sigkill_of_activation_mid_batch_loses_no_command_and_repeats_no_effec
             actor: Actor::new(ActorKind::Service, "orders"),
             correlation_id: format!("kill-{i}"),
             causation_id: None,
-            payload: json!({"fingerprint": device(i as u32 + 10)}),
+            payload: json!({"license_key": key, "fingerprint": device(i as u32 + 10)}),
         };
         send_raw(
             &producer,

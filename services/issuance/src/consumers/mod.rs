@@ -5,24 +5,25 @@
 pub mod activations;
 
 use async_trait::async_trait;
-use contracts::{CommandEnvelope, CommandOutcome};
+use contracts::CommandEnvelope;
 use eventstore::StoreError;
-use service_kit::command_topic::Dispatch;
+use service_kit::command_topic::{Answer, Dispatch};
 
 use crate::commands::{Authority, Issuance};
 
 #[async_trait]
 impl Dispatch for Issuance {
-    async fn dispatch(
-        &self,
-        env: &CommandEnvelope,
-        admin: bool,
-    ) -> Result<CommandOutcome, StoreError> {
+    async fn dispatch(&self, env: &CommandEnvelope, admin: bool) -> Result<Answer, StoreError> {
         let authority = if admin {
             Authority::Admin
         } else {
             Authority::Issuer
         };
-        Ok(self.dispatch_as(env, authority).await?.outcome().clone())
+        // Every outcome of issuance's dispatcher is stored, refusals before
+        // an aggregate too (their targets are the aggregates' own ids).
+        Ok(Answer {
+            outcome: self.dispatch_as(env, authority).await?.outcome().clone(),
+            stored: true,
+        })
     }
 }
