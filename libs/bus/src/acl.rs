@@ -209,6 +209,7 @@ mod tests {
         // Admin commands: nobody but the cluster's super users.
         assert!(writers("p.issuance.admin-commands").is_empty());
         assert!(writers("p.domain.admin-commands").is_empty());
+        assert!(writers("p.grants.admin-commands").is_empty());
         // Another team's service may send each context its commands.
         for topic in [
             "p.issuance.commands",

@@ -64,15 +64,12 @@ pub enum StatusRefusal {
 /// The status in force at `now`: the expiry date decides even before the
 /// scheduler's event has been recorded.
 pub fn status_refusal(license: &LicenseView, now: DateTime<Utc>) -> Option<StatusRefusal> {
-    match license.status {
+    match license.status.at(license.expires_at, now) {
         LicenseStatus::Suspended => Some(StatusRefusal::Suspended),
         LicenseStatus::Revoked => Some(StatusRefusal::Revoked),
         LicenseStatus::Expired => Some(StatusRefusal::Expired),
         LicenseStatus::Reclaimed => Some(StatusRefusal::Reclaimed),
         LicenseStatus::Deleted => Some(StatusRefusal::Deleted),
-        LicenseStatus::Active if license.expires_at.is_some_and(|t| t <= now) => {
-            Some(StatusRefusal::Expired)
-        }
         LicenseStatus::Active => None,
     }
 }

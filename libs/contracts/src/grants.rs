@@ -312,6 +312,13 @@ impl SyncResource {
     pub const ALL: [Self; 3] = [Self::Catalog, Self::Licenses, Self::Revocations];
 }
 
+/// Payload of `CheckUpstream` (`POST /v1/upstreams/{id}/check`, or an
+/// envelope on `<prefix>.grants.admin-commands` whose aggregate id is the
+/// upstream's id): nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckUpstream {}
+
 /// Body of `POST /v1/upstreams/{id}/sync`: one resource or `"all"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -522,10 +529,7 @@ impl Grant {
     /// Whether new work may start at `now`: active and not past its expiry.
     /// Work already granted is not judged by this (expiry never stops it).
     pub fn new_work_refusal(&self, now: DateTime<Utc>) -> Option<LicenseStatus> {
-        match self.status {
-            LicenseStatus::Active if self.expires_at.is_some_and(|t| t <= now) => {
-                Some(LicenseStatus::Expired)
-            }
+        match self.status.at(self.expires_at, now) {
             LicenseStatus::Active => None,
             other => Some(other),
         }

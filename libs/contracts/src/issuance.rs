@@ -65,6 +65,23 @@ pub enum LicenseStatus {
     Deleted,
 }
 
+impl LicenseStatus {
+    /// The standing in force at `now` of a license recorded with this
+    /// status and `expires_at`: an active license past its expiry is
+    /// expired even before the scheduler's event records it. Every context
+    /// judges a license by this one rule.
+    pub fn at(
+        self,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        match self {
+            Self::Active if expires_at.is_some_and(|t| t <= now) => Self::Expired,
+            standing => standing,
+        }
+    }
+}
+
 // ---------------------------------------------------------------- catalog
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

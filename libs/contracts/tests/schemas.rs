@@ -207,6 +207,7 @@ const COMMAND_TYPES: &[(&str, &str)] = &[
     (GRANTS, CHECKOUT_LEASE),
     (GRANTS, REGISTER_UPSTREAM),
     (GRANTS, SYNC_UPSTREAM),
+    (GRANTS, CHECK_UPSTREAM),
 ];
 
 /// HTTP request bodies under `commands/` that are no command's payload
@@ -397,6 +398,7 @@ fn contracts() -> Vec<Contract> {
         command(MIGRATE, migrates),
         command(UNINSTALL, uninstalls),
         command(START_TRIAL, trial_starts),
+        command(CHECK_UPSTREAM, upstream_checks),
         command(BIND_DOMAIN, domain_bindings),
         command(CHANGE_DOMAIN, domain_changes),
         command(RESET_DOMAIN, domain_resets),
@@ -1322,6 +1324,10 @@ fn migrates() -> Vec<Migrate> {
             client_time: None,
         },
     ]
+}
+
+fn upstream_checks() -> Vec<CheckUpstream> {
+    vec![CheckUpstream {}, CheckUpstream {}]
 }
 
 fn uninstalls() -> Vec<Uninstall> {

@@ -24,6 +24,9 @@ pub enum Failure {
     /// The aggregate refused the command: its outcome is stored.
     Rejected(Box<CommandOutcome>),
     Store(StoreError),
+    /// Something that should not happen (signing failed, an event the
+    /// command just stored is missing); logged where it happened.
+    Internal(String),
 }
 
 impl Failure {
@@ -51,12 +54,11 @@ impl Failure {
         }
     }
 
-    /// Something that should not happen (a stored event missing): logged
-    /// here, answered as a store failure (retried over Kafka, 503 over
-    /// HTTP) without its text.
+    /// Something that should not happen: logged here, answered 500 over
+    /// HTTP without its text, retried over Kafka.
     pub fn internal(what: &str) -> Self {
         tracing::error!(what, "internal failure");
-        Self::Store(StoreError::Corrupt(what.to_string()))
+        Self::Internal(what.to_string())
     }
 
     /// The refusal's code.
@@ -64,7 +66,7 @@ impl Failure {
         match self {
             Self::Refused(r) => Some(r.code),
             Self::Rejected(o) => o.error.as_ref().map(|e| e.code.as_str()),
-            Self::Store(_) => None,
+            Self::Store(_) | Self::Internal(_) => None,
         }
     }
 }
@@ -107,6 +109,7 @@ impl From<Failure> for Problem {
             }
             Failure::Rejected(outcome) => rejection(&outcome).unwrap_or_else(Problem::internal),
             Failure::Store(e) => store_problem(e),
+            Failure::Internal(_) => Problem::internal(),
         }
     }
 }
@@ -126,6 +129,17 @@ pub fn context(env: &CommandEnvelope) -> CommandContext {
         occurred_at: Utc::now(),
         request_digest: request_digest(&env.command_type, &env.payload),
     }
+}
+
+/// An envelope's aggregate id as the UUID it must be (`names` says whose).
+pub fn aggregate_uuid(env: &CommandEnvelope, names: &str) -> Result<Uuid, Failure> {
+    Uuid::parse_str(&env.aggregate_id).map_err(|_| {
+        Failure::invalid(
+            "INVALID_AGGREGATE_ID",
+            format!("aggregate_id must be {names} (a UUID)"),
+        )
+        .with_field("aggregate_id")
+    })
 }
 
 pub fn store_problem(e: StoreError) -> Problem {

@@ -47,7 +47,7 @@ pub trait Dispatch: Send + Sync + 'static {
 
 pub struct CommandTopic<D> {
     /// The answering service, named in each outcome's `source` header.
-    pub service: &'static str,
+    pub service: String,
     pub dispatcher: Arc<D>,
     pub producer: FutureProducer,
     pub outcomes_topic: String,
@@ -151,7 +151,7 @@ impl<D> CommandTopic<D> {
             &answer.outcome,
             &[
                 ("correlation_id", correlation),
-                (SOURCE_HEADER, self.service),
+                (SOURCE_HEADER, self.service.as_str()),
                 (STORED_HEADER, if answer.stored { "true" } else { "false" }),
             ],
         )
@@ -207,5 +207,6 @@ where
             stored: true,
         }),
         Err(Failure::Store(e)) => Err(e),
+        Err(Failure::Internal(what)) => Err(StoreError::Corrupt(what)),
     }
 }

@@ -290,6 +290,32 @@ impl Platform {
         self.spawn_any_consumer(consumer, topics, batch_max, handler, true);
     }
 
+    /// The consumer of a context's command topics: `<prefix>.<context>.commands`
+    /// and, with `admin`, `<prefix>.<context>.admin-commands` (whose
+    /// commands carry the admin authority: only administrators write it),
+    /// each envelope through `dispatcher`, each outcome on
+    /// `<prefix>.command-outcomes` (see [`crate::command_topic`]).
+    pub fn spawn_command_topics<D: crate::command_topic::Dispatch>(
+        &mut self,
+        context: &str,
+        admin: bool,
+        batch_max: usize,
+        dispatcher: std::sync::Arc<D>,
+    ) {
+        let admin_topic = admin.then(|| self.topics.admin_commands(context));
+        let topics = std::iter::once(self.topics.commands(context))
+            .chain(admin_topic.clone())
+            .collect();
+        let handler = crate::command_topic::CommandTopic {
+            service: self.name.clone(),
+            dispatcher,
+            producer: self.producer.clone(),
+            outcomes_topic: self.topics.outcomes(),
+            admin_topic,
+        };
+        self.spawn_unsequenced_consumer("commands", topics, batch_max, handler);
+    }
+
     /// A consumer of topics that carry no event streams (commands,
     /// checkpoints): no per-aggregate sequences to guard.
     pub fn spawn_unsequenced_consumer<H: TxHandler>(

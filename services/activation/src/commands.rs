@@ -21,7 +21,7 @@ use eventstore::{request_digest, CommandContext, Refused, StoreError};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use service_kit::auth::Principal;
-use service_kit::command::{context, Failure};
+use service_kit::command::{aggregate_uuid, context, Failure};
 use service_kit::command_topic::{settle, Answer, Dispatch};
 use service_kit::json::decode_payload;
 use uuid::Uuid;
@@ -30,16 +30,6 @@ use crate::app::{Activation, Issued};
 
 /// Every command type this service takes from its command topic.
 pub const COMMAND_TYPES: [&str; 4] = [ACTIVATE, MIGRATE, UNINSTALL, START_TRIAL];
-
-fn aggregate_uuid(env: &CommandEnvelope, names: &str) -> Result<Uuid, Failure> {
-    Uuid::parse_str(&env.aggregate_id).map_err(|_| {
-        Failure::invalid(
-            "INVALID_AGGREGATE_ID",
-            format!("aggregate_id must be {names} (a UUID)"),
-        )
-        .with_field("aggregate_id")
-    })
-}
 
 fn issued_result(i: &Issued) -> Option<serde_json::Value> {
     Some(json!({

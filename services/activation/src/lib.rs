@@ -101,18 +101,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
             issuance_commands: platform.topics.commands(ISSUANCE),
         },
     );
-    platform.spawn_unsequenced_consumer(
-        "commands",
-        vec![platform.topics.commands(ACTIVATION)],
-        50,
-        service_kit::command_topic::CommandTopic {
-            service: SERVICE,
-            dispatcher: app.clone(),
-            producer: platform.producer.clone(),
-            outcomes_topic: platform.topics.outcomes(),
-            admin_topic: None,
-        },
-    );
+    platform.spawn_command_topics(ACTIVATION, false, 50, app.clone());
     platform.spawn_unsequenced_consumer(
         "outcomes",
         vec![platform.topics.outcomes()],

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use contracts::domain::*;
 use contracts::{CommandEnvelope, ErrorKind};
 use eventstore::{request_digest, StoreError};
-use service_kit::command::{context, Failure};
+use service_kit::command::{aggregate_uuid, context, Failure};
 use service_kit::command_topic::{settle, Answer, Dispatch};
 use service_kit::json::decode_payload;
 use uuid::Uuid;
@@ -26,16 +26,6 @@ use crate::domain::{Binding, BindingCommand};
 /// Every command type this service takes from its command topics.
 pub const COMMAND_TYPES: [&str; 3] = [BIND_DOMAIN, CHANGE_DOMAIN, RESET_DOMAIN];
 
-fn license_id(env: &CommandEnvelope) -> Result<Uuid, Failure> {
-    Uuid::parse_str(&env.aggregate_id).map_err(|_| {
-        Failure::invalid(
-            "INVALID_AGGREGATE_ID",
-            "aggregate_id must be the license's id (a UUID)",
-        )
-        .with_field("aggregate_id")
-    })
-}
-
 impl DomainBinding {
     async fn kafka(
         &self,
@@ -43,7 +33,7 @@ impl DomainBinding {
         admin: bool,
         ctx: &mut eventstore::CommandContext,
     ) -> Result<(Uuid, Binding), Failure> {
-        let id = license_id(env)?;
+        let id = aggregate_uuid(env, "the license's id")?;
         let binding = match env.command_type.as_str() {
             BIND_DOMAIN => {
                 let req: BindDomain = decode_payload(&env.payload)?;

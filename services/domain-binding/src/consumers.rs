@@ -56,6 +56,7 @@ impl TxHandler for ReplicaConsumer {
                 Ok(())
             }
             Err(Failure::Store(e)) => Err(bus::transient(e)),
+            Err(Failure::Internal(what)) => Err(HandleError::Transient(what)),
         }
     }
 }

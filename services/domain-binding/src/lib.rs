@@ -95,21 +95,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
         200,
         ReplicaConsumer { app: app.clone() },
     );
-    platform.spawn_unsequenced_consumer(
-        "commands",
-        vec![
-            platform.topics.commands(contracts::topics::DOMAIN),
-            platform.topics.admin_commands(contracts::topics::DOMAIN),
-        ],
-        50,
-        service_kit::command_topic::CommandTopic {
-            service: SERVICE,
-            dispatcher: app.clone(),
-            producer: platform.producer.clone(),
-            outcomes_topic: platform.topics.outcomes(),
-            admin_topic: Some(platform.topics.admin_commands(contracts::topics::DOMAIN)),
-        },
-    );
+    platform.spawn_command_topics(contracts::topics::DOMAIN, true, 50, app.clone());
     platform.spawn(cache::run(
         cache,
         Duration::from_millis(config.cache_refresh_ms.max(10)),

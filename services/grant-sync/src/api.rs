@@ -12,10 +12,11 @@ use service_kit::command::Caller;
 use service_kit::{Json, Problem};
 use uuid::Uuid;
 
-use crate::app::{db_problem, GrantSync};
-use crate::domain::client::ClientState;
-use crate::domain::{Lease, Upstream};
+use crate::app::{client_view, resources_of, upstream_view, GrantSync};
+use crate::domain::Lease;
+use crate::heartbeat::Beat;
 use crate::store::{self, ClientRow};
+use service_kit::command::Failure;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let client = || from_fn(require("sync-client"));
@@ -99,24 +100,6 @@ fn path_id(raw: &str) -> Result<Uuid, Problem> {
         .map_err(|_| Problem::bad_request("INVALID_ID", "id must be a UUID").with_field("id"))
 }
 
-fn client_body(s: &ClientState, token: Option<String>) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "client_id": s.client_id,
-        "name": s.name,
-        "key_id": s.key_id,
-        "licenses": s.licenses,
-        "allowlist": s.allowlist,
-        "callback_url": s.callback_url,
-        "registered_at": s.registered_at,
-        "revoked": s.revoked,
-        "scopes": ["sync-client"],
-    });
-    if let Some(t) = token {
-        v["token"] = t.into();
-    }
-    v
-}
-
 fn lease_body(
     license_id: Uuid,
     l: &Lease,
@@ -145,7 +128,7 @@ async fn register_client(
 ) -> Result<HttpResponse, Problem> {
     let ctx = caller.context(REGISTER_CLIENT, &req);
     let (state, token) = app.register_client(&ctx, req).await?;
-    Ok(HttpResponse::Created().json(client_body(&state, token)))
+    Ok(HttpResponse::Created().json(client_view(&state, token)))
 }
 
 async fn get_client(
@@ -153,7 +136,7 @@ async fn get_client(
     id: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
     let state = app.client_state(path_id(&id)?).await?;
-    Ok(HttpResponse::Ok().json(client_body(&state, None)))
+    Ok(HttpResponse::Ok().json(client_view(&state, None)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,21 +154,37 @@ async fn revoke_client(
     let id = path_id(&id)?;
     let ctx = caller.context(REVOKE_CLIENT, &(id, &req.reason));
     let state = app.revoke_client(&ctx, id, req.reason).await?;
-    Ok(HttpResponse::Ok().json(client_body(&state, None)))
+    Ok(HttpResponse::Ok().json(client_view(&state, None)))
+}
+
+/// The license client a request's credentials belong to: 403 for
+/// credentials of no client, 401 for a revoked one.
+async fn client_of(app: &GrantSync, principal: &Principal) -> Result<ClientRow, Problem> {
+    match app.client(principal).await? {
+        None => Err(Problem::forbidden(
+            "NOT_A_CLIENT",
+            "these credentials belong to no license client; register one with POST /v1/clients",
+        )),
+        Some(c) if c.revoked => Err(Problem::unauthorized(
+            "CLIENT_REVOKED",
+            "this license client was revoked",
+        )),
+        Some(c) => Ok(c),
+    }
 }
 
 async fn me(app: web::Data<GrantSync>, principal: Principal) -> Result<HttpResponse, Problem> {
-    let c = app.client(&principal).await?;
+    let c = client_of(&app, &principal).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "client_id": c.client_id, "name": c.name, "licenses": c.licenses,
     })))
 }
 
 async fn catalog(app: web::Data<GrantSync>, principal: Principal) -> Result<HttpResponse, Problem> {
-    let c = app.client(&principal).await?;
+    let c = client_of(&app, &principal).await?;
     let products = store::catalog_of(&app.pool, &c.licenses)
         .await
-        .map_err(db_problem)?;
+        .map_err(|e| Problem::from(Failure::from(e)))?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "products": products })))
 }
 
@@ -194,8 +193,18 @@ async fn sync(
     principal: Principal,
     Json(req): Json<SyncRequest>,
 ) -> Result<HttpResponse, Problem> {
-    let c = app.client(&principal).await?;
-    Ok(HttpResponse::Ok().json(app.sync(&c, req).await?))
+    let c = client_of(&app, &principal).await?;
+    let cursor = match req.cursor.as_deref() {
+        None => None,
+        Some(raw) => Some(store::Cursor::decode(raw).ok_or_else(|| {
+            Problem::bad_request(
+                "INVALID_CURSOR",
+                "cursor must be a next_cursor this server returned",
+            )
+            .with_field("cursor")
+        })?),
+    };
+    Ok(HttpResponse::Ok().json(app.sync(&c, req, cursor).await?))
 }
 
 async fn checkout(
@@ -203,7 +212,7 @@ async fn checkout(
     caller: Caller,
     Json(req): Json<CheckoutLease>,
 ) -> Result<HttpResponse, Problem> {
-    let c = app.client(&caller.principal).await?;
+    let c = client_of(&app, &caller.principal).await?;
     // The client is part of the request (one client's key never answers
     // another's); its clock reading is not.
     let ctx = caller.context(
@@ -221,7 +230,7 @@ async fn client_lease(
     id: &str,
 ) -> Result<(ClientRow, Uuid), Problem> {
     let lease_id = path_id(id)?;
-    Ok((app.client(principal).await?, lease_id))
+    Ok((client_of(app, principal).await?, lease_id))
 }
 
 async fn get_lease(
@@ -258,7 +267,23 @@ async fn heartbeat(
         service_kit::json::parse(&body)?
     };
     app.check_clock(&c, beat.client_time, None).await?;
-    let deadline = app.heartbeat(&c, lease_id).await?;
+    let deadline = match app.heartbeat(&c, lease_id).await? {
+        Beat::Renewed(deadline) => deadline,
+        Beat::NotFound => return Err(Problem::not_found("LEASE_NOT_FOUND", "no such lease")),
+        Beat::Expired => {
+            return Err(Problem::new(
+                actix_web::http::StatusCode::GONE,
+                "LEASE_EXPIRED",
+                "the lease expired (no heartbeat within its TTL and grace) and its seats were reclaimed",
+            ))
+        }
+        Beat::Ended(status) => {
+            return Err(Problem::conflict(
+                "LEASE_ENDED",
+                format!("the lease is {status}"),
+            ))
+        }
+    };
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "lease_id": lease_id, "deadline": deadline,
     })))
@@ -294,44 +319,6 @@ async fn license_leases(
     })))
 }
 
-fn upstream_body(u: &Upstream) -> serde_json::Value {
-    let Some(r) = &u.registered else {
-        return serde_json::Value::Null;
-    };
-    let syncs: serde_json::Map<String, serde_json::Value> = SyncResource::ALL
-        .iter()
-        .map(|res| {
-            let key = serde_json::to_value(res)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let v = u.syncs.get(res).map_or(
-                serde_json::json!({"last_sync_at": null, "status": "never"}),
-                |s| {
-                    serde_json::json!({
-                        "last_sync_at": s.synced_at, "status": s.status,
-                        "items": s.items, "message": s.message,
-                    })
-                },
-            );
-            (key, v)
-        })
-        .collect();
-    serde_json::json!({
-        "upstream_id": r.upstream_id,
-        "name": r.name,
-        "member_id": r.member_id,
-        "endpoint": r.endpoint,
-        "secret_digest": r.secret_digest,
-        "price_protection": r.price_protection,
-        "remark": r.remark,
-        "registered_at": r.registered_at,
-        "last_check": u.last_check,
-        "resources": syncs,
-        "products": u.products.keys().collect::<Vec<_>>(),
-    })
-}
-
 async fn register_upstream(
     app: web::Data<GrantSync>,
     caller: Caller,
@@ -339,7 +326,7 @@ async fn register_upstream(
 ) -> Result<HttpResponse, Problem> {
     let ctx = caller.context(REGISTER_UPSTREAM, &req);
     let u = app.register_upstream(&ctx, req).await?;
-    Ok(HttpResponse::Created().json(upstream_body(&u)))
+    Ok(HttpResponse::Created().json(upstream_view(&u)))
 }
 
 async fn get_upstream(
@@ -347,7 +334,7 @@ async fn get_upstream(
     id: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
     let u = app.upstream(path_id(&id)?).await?;
-    Ok(HttpResponse::Ok().json(upstream_body(&u)))
+    Ok(HttpResponse::Ok().json(upstream_view(&u)))
 }
 
 async fn check_upstream(
@@ -358,7 +345,7 @@ async fn check_upstream(
     let id = path_id(&id)?;
     let ctx = caller.context(CHECK_UPSTREAM, &id);
     let u = app.check_upstream(&ctx, id).await?;
-    Ok(HttpResponse::Ok().json(upstream_body(&u)))
+    Ok(HttpResponse::Ok().json(upstream_view(&u)))
 }
 
 async fn sync_upstream(
@@ -368,22 +355,8 @@ async fn sync_upstream(
     Json(req): Json<SyncUpstream>,
 ) -> Result<HttpResponse, Problem> {
     let id = path_id(&id)?;
-    let resources: Vec<SyncResource> = if req.resource == "all" {
-        SyncResource::ALL.to_vec()
-    } else {
-        vec![
-            serde_json::from_value(serde_json::Value::String(req.resource.to_string())).map_err(
-                |_| {
-                    Problem::unprocessable(
-                        "INVALID_RESOURCE",
-                        "resource must be catalog, licenses, revocations or all",
-                    )
-                    .with_field("resource")
-                },
-            )?,
-        ]
-    };
+    let resources = resources_of(&req)?;
     let ctx = caller.context(SYNC_UPSTREAM, &(id, &req));
     let u = app.sync_upstream(&ctx, id, &resources).await?;
-    Ok(HttpResponse::Ok().json(upstream_body(&u)))
+    Ok(HttpResponse::Ok().json(upstream_view(&u)))
 }

@@ -6,15 +6,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
 use contracts::grants::*;
+use contracts::ErrorKind;
 use eventstore::{derived_id, CommandContext, Executed, Repository};
 use service_kit::auth::Principal;
 use service_kit::cache::TtlCache;
-use service_kit::command::store_problem;
+use service_kit::command::Failure;
 use service_kit::keys::Signer;
-use service_kit::Problem;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -67,29 +66,96 @@ impl AsRef<Signer> for GrantSync {
 /// the client row can be kept long.
 const CLIENT_CACHE: Duration = Duration::from_secs(300);
 
-pub fn db_problem(e: sqlx::Error) -> Problem {
-    store_problem(eventstore::StoreError::Database(e))
-}
-
-fn flight_problem(e: String) -> Problem {
+fn flight_failure(e: String) -> Failure {
     tracing::error!(error = %e, "sync read failed");
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "STORE_UNAVAILABLE",
-        "The grant store is unavailable",
-    )
+    Failure::Store(eventstore::StoreError::Corrupt(
+        "the grant store is unavailable".into(),
+    ))
 }
 
-fn rejected<A>(done: &Executed<A>) -> Option<Problem> {
-    service_kit::command::rejection(&done.outcome)
-}
-
-fn checked<A>(done: Result<Executed<A>, eventstore::StoreError>) -> Result<Executed<A>, Problem> {
-    let done = done.map_err(store_problem)?;
-    match rejected(&done) {
-        Some(p) => Err(p),
-        None => Ok(done),
+fn checked<A>(done: Result<Executed<A>, eventstore::StoreError>) -> Result<Executed<A>, Failure> {
+    let done = done?;
+    if done.outcome.status == contracts::OutcomeStatus::Rejected {
+        return Err(Failure::Rejected(Box::new(done.outcome)));
     }
+    Ok(done)
+}
+
+/// A client as the HTTP answer and a command's outcome show it (the token
+/// only once, on registration).
+pub fn client_view(s: &client::ClientState, token: Option<String>) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "client_id": s.client_id,
+        "name": s.name,
+        "key_id": s.key_id,
+        "licenses": s.licenses,
+        "allowlist": s.allowlist,
+        "callback_url": s.callback_url,
+        "registered_at": s.registered_at,
+        "revoked": s.revoked,
+        "scopes": ["sync-client"],
+    });
+    if let Some(t) = token {
+        v["token"] = t.into();
+    }
+    v
+}
+
+/// An upstream as the HTTP answer and a command's outcome show it (never
+/// its secret).
+pub fn upstream_view(u: &Upstream) -> serde_json::Value {
+    let Some(r) = &u.registered else {
+        return serde_json::Value::Null;
+    };
+    let syncs: serde_json::Map<String, serde_json::Value> = SyncResource::ALL
+        .iter()
+        .map(|res| {
+            let key = serde_json::to_value(res)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let v = u.syncs.get(res).map_or(
+                serde_json::json!({"last_sync_at": null, "status": "never"}),
+                |s| {
+                    serde_json::json!({
+                        "last_sync_at": s.synced_at, "status": s.status,
+                        "items": s.items, "message": s.message,
+                    })
+                },
+            );
+            (key, v)
+        })
+        .collect();
+    serde_json::json!({
+        "upstream_id": r.upstream_id,
+        "name": r.name,
+        "member_id": r.member_id,
+        "endpoint": r.endpoint,
+        "secret_digest": r.secret_digest,
+        "price_protection": r.price_protection,
+        "remark": r.remark,
+        "registered_at": r.registered_at,
+        "last_check": u.last_check,
+        "resources": syncs,
+        "products": u.products.keys().collect::<Vec<_>>(),
+    })
+}
+
+/// The resources a `SyncUpstream` names (`all`, or one of them).
+pub fn resources_of(req: &SyncUpstream) -> Result<Vec<SyncResource>, Failure> {
+    if req.resource.as_str() == "all" {
+        return Ok(SyncResource::ALL.to_vec());
+    }
+    let one = serde_json::from_value(serde_json::Value::String(req.resource.to_string())).map_err(
+        |_| {
+            Failure::invalid(
+                "INVALID_RESOURCE",
+                "resource must be catalog, licenses, revocations or all",
+            )
+            .with_field("resource")
+        },
+    )?;
+    Ok(vec![one])
 }
 
 /// A command this server gives itself (scheduler, reactions without a
@@ -155,13 +221,12 @@ impl GrantSync {
         &self,
         ctx: &CommandContext,
         spec: RegisterClient,
-    ) -> Result<(client::ClientState, Option<String>), Problem> {
+    ) -> Result<(client::ClientState, Option<String>), Failure> {
         let client_id = Uuid::now_v7();
         let key_id = format!("SC{}", client_id.simple());
         let secret = service_kit::auth::new_secret();
         let known: BTreeSet<Uuid> = store::known_licenses(&self.pool, &spec.licenses)
-            .await
-            .map_err(db_problem)?
+            .await?
             .into_iter()
             .collect();
         let command = ClientCommand::Register {
@@ -176,20 +241,19 @@ impl GrantSync {
                 .execute_new(&client_id.to_string(), command, ctx)
                 .await,
         )?;
-        let state = done.aggregate.state.ok_or_else(Problem::internal)?;
+        let state = done
+            .aggregate
+            .state
+            .ok_or_else(|| Failure::internal("state the command just stored"))?;
         // A replayed registration cannot show the secret again.
         let token = (!done.replayed).then(|| format!("{}.{secret}", state.key_id));
         Ok((state, token))
     }
 
-    pub async fn client_state(&self, client_id: Uuid) -> Result<client::ClientState, Problem> {
-        let (c, _) = self
-            .clients
-            .load(&client_id.to_string())
-            .await
-            .map_err(store_problem)?;
+    pub async fn client_state(&self, client_id: Uuid) -> Result<client::ClientState, Failure> {
+        let (c, _) = self.clients.load(&client_id.to_string()).await?;
         c.state
-            .ok_or_else(|| Problem::not_found("CLIENT_NOT_FOUND", "no such client"))
+            .ok_or_else(|| Failure::not_found("CLIENT_NOT_FOUND", "no such client"))
     }
 
     pub async fn revoke_client(
@@ -197,7 +261,7 @@ impl GrantSync {
         ctx: &CommandContext,
         client_id: Uuid,
         reason: String,
-    ) -> Result<client::ClientState, Problem> {
+    ) -> Result<client::ClientState, Failure> {
         let done = checked(
             self.clients
                 .execute(
@@ -207,40 +271,32 @@ impl GrantSync {
                 )
                 .await,
         )?;
-        done.aggregate.state.ok_or_else(Problem::internal)
+        done.aggregate
+            .state
+            .ok_or_else(|| Failure::internal("state the command just stored"))
     }
 
-    /// The client behind a request's credentials.
-    pub async fn client(&self, principal: &Principal) -> Result<ClientRow, Problem> {
+    /// The client behind a request's credentials, if any (revoked ones
+    /// included: the API tells them apart; only live ones are cached).
+    pub async fn client(&self, principal: &Principal) -> Result<Option<ClientRow>, Failure> {
         if let Some(c) = self.clients_seen.get(&principal.key_id) {
-            return Ok(c);
+            return Ok(Some(c));
         }
-        let row = store::client_by_key(&self.pool, &principal.key_id)
-            .await
-            .map_err(db_problem)?
-            .ok_or_else(|| {
-                Problem::forbidden(
-                    "NOT_A_CLIENT",
-                    "these credentials belong to no license client; register one with POST /v1/clients",
-                )
-            })?;
-        if row.revoked {
-            return Err(Problem::unauthorized(
-                "CLIENT_REVOKED",
-                "this license client was revoked",
-            ));
+        let row = store::client_by_key(&self.pool, &principal.key_id).await?;
+        if let Some(live) = row.as_ref().filter(|r| !r.revoked) {
+            self.clients_seen
+                .insert(principal.key_id.clone(), live.clone());
         }
-        self.clients_seen
-            .insert(principal.key_id.clone(), row.clone());
         Ok(row)
     }
 
-    pub fn assigned(client: &ClientRow, license_id: Uuid) -> Result<(), Problem> {
+    pub fn assigned(client: &ClientRow, license_id: Uuid) -> Result<(), Failure> {
         if client.licenses.contains(&license_id) {
             Ok(())
         } else {
-            Err(Problem::forbidden(
+            Err(Failure::refused(
                 "LICENSE_NOT_ASSIGNED",
+                ErrorKind::Forbidden,
                 "this license is not assigned to this client",
             )
             .with_field("license_id"))
@@ -260,19 +316,17 @@ impl GrantSync {
         client: &ClientRow,
         time: Option<DateTime<Utc>>,
         required: Option<bool>,
-    ) -> Result<(), Problem> {
+    ) -> Result<(), Failure> {
         use contracts::decision::{client_clock, recordable, ClientClock};
         let tolerance = chrono::Duration::seconds(i64::from(self.settings.clock_tolerance_secs));
         let now = self.now();
         let Some(time) = time else {
             let required = match required {
                 Some(r) => r,
-                None => store::clock_required(&self.pool, &client.licenses)
-                    .await
-                    .map_err(db_problem)?,
+                None => store::clock_required(&self.pool, &client.licenses).await?,
             };
             if required {
-                return Err(Problem::unprocessable(
+                return Err(Failure::invalid(
                     "CLIENT_TIME_REQUIRED",
                     "this license's policy requires the client's clock (client_time)",
                 )
@@ -280,9 +334,8 @@ impl GrantSync {
             }
             return Ok(());
         };
-        let last = store::report_client_time(&self.pool, client.client_id, recordable(time, now))
-            .await
-            .map_err(db_problem)?;
+        let last =
+            store::report_client_time(&self.pool, client.client_id, recordable(time, now)).await?;
         let ClientClock::RolledBack { last_seen: last } =
             client_clock(Some(time), last, now, tolerance, false)
         else {
@@ -302,20 +355,22 @@ impl GrantSync {
         let done = self
             .clients
             .execute(&client.client_id.to_string(), command, &ctx)
-            .await
-            .map_err(store_problem)?;
-        Err(rejected(&done).unwrap_or_else(|| {
-            Problem::conflict("CLOCK_ROLLBACK", "the client's clock went backwards")
-        }))
+            .await?;
+        if done.outcome.status == contracts::OutcomeStatus::Rejected {
+            return Err(Failure::Rejected(Box::new(done.outcome)));
+        }
+        Err(Failure::conflict(
+            "CLOCK_ROLLBACK",
+            "the client's clock went backwards",
+        ))
     }
 
     // ------------------------------------------------------------ leases
 
-    pub async fn grant(&self, license_id: Uuid) -> Result<Grant, Problem> {
+    pub async fn grant(&self, license_id: Uuid) -> Result<Grant, Failure> {
         store::grant(&self.pool, license_id)
-            .await
-            .map_err(db_problem)?
-            .ok_or_else(|| Problem::not_found("LICENSE_NOT_FOUND", "no such license"))
+            .await?
+            .ok_or_else(|| Failure::not_found("LICENSE_NOT_FOUND", "no such license"))
     }
 
     pub async fn checkout(
@@ -323,14 +378,12 @@ impl GrantSync {
         ctx: &CommandContext,
         client: &ClientRow,
         req: CheckoutLease,
-    ) -> Result<Lease, Problem> {
+    ) -> Result<Lease, Failure> {
         Self::assigned(client, req.license_id)?;
         let grant = self.grant(req.license_id).await?;
         self.check_clock(client, req.client_time, Some(grant.require_client_time))
             .await?;
-        let bundles = store::bundles_of(&self.pool, &grant.product)
-            .await
-            .map_err(db_problem)?;
+        let bundles = store::bundles_of(&self.pool, &grant.product).await?;
         let lease_id = derived_id(ctx.command_id, "lease");
         let command = LeasesCommand::Checkout {
             lease_id,
@@ -349,39 +402,14 @@ impl GrantSync {
             .leases
             .get(&lease_id)
             .cloned()
-            .ok_or_else(Problem::internal)
+            .ok_or_else(|| Failure::internal("state the command just stored"))
     }
 
-    pub async fn heartbeat(
-        &self,
-        client: &ClientRow,
-        lease_id: Uuid,
-    ) -> Result<DateTime<Utc>, Problem> {
-        let beat = self
-            .heartbeats
+    pub async fn heartbeat(&self, client: &ClientRow, lease_id: Uuid) -> Result<Beat, Failure> {
+        self.heartbeats
             .beat(lease_id, client.client_id)
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "heartbeat failed");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "STORE_UNAVAILABLE",
-                    "The lease store is unavailable",
-                )
-            })?;
-        match beat {
-            Beat::Renewed(deadline) => Ok(deadline),
-            Beat::NotFound => Err(Problem::not_found("LEASE_NOT_FOUND", "no such lease")),
-            Beat::Expired => Err(Problem::new(
-                StatusCode::GONE,
-                "LEASE_EXPIRED",
-                "the lease expired (no heartbeat within its TTL and grace) and its seats were reclaimed",
-            )),
-            Beat::Ended(status) => Err(Problem::conflict(
-                "LEASE_ENDED",
-                format!("the lease is {status}"),
-            )),
-        }
+            .map_err(|e| Failure::internal(&format!("heartbeat failed: {e}")))
     }
 
     /// The license and heartbeat deadline of one of the client's leases.
@@ -389,16 +417,15 @@ impl GrantSync {
         &self,
         client: &ClientRow,
         lease_id: Uuid,
-    ) -> Result<(Uuid, DateTime<Utc>), Problem> {
+    ) -> Result<(Uuid, DateTime<Utc>), Failure> {
         sqlx::query_as(
             "SELECT license_id, deadline FROM leases WHERE lease_id = $1 AND client_id = $2",
         )
         .bind(lease_id)
         .bind(client.client_id)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(db_problem)?
-        .ok_or_else(|| Problem::not_found("LEASE_NOT_FOUND", "no such lease"))
+        .await?
+        .ok_or_else(|| Failure::not_found("LEASE_NOT_FOUND", "no such lease"))
     }
 
     /// One of the client's leases: its license, its deadline, its state.
@@ -406,18 +433,14 @@ impl GrantSync {
         &self,
         client: &ClientRow,
         lease_id: Uuid,
-    ) -> Result<(Uuid, DateTime<Utc>, Lease), Problem> {
+    ) -> Result<(Uuid, DateTime<Utc>, Lease), Failure> {
         let (license_id, deadline) = self.lease_row(client, lease_id).await?;
-        let (leases, _) = self
-            .leases
-            .load(&license_id.to_string())
-            .await
-            .map_err(store_problem)?;
+        let (leases, _) = self.leases.load(&license_id.to_string()).await?;
         let lease = leases
             .leases
             .get(&lease_id)
             .cloned()
-            .ok_or_else(|| Problem::not_found("LEASE_NOT_FOUND", "no such lease"))?;
+            .ok_or_else(|| Failure::not_found("LEASE_NOT_FOUND", "no such lease"))?;
         Ok((license_id, deadline, lease))
     }
 
@@ -426,7 +449,7 @@ impl GrantSync {
         ctx: &CommandContext,
         client: &ClientRow,
         lease_id: Uuid,
-    ) -> Result<(Uuid, Lease), Problem> {
+    ) -> Result<(Uuid, Lease), Failure> {
         let (license_id, _) = self.lease_row(client, lease_id).await?;
         let command = LeasesCommand::Release {
             lease_id,
@@ -442,7 +465,7 @@ impl GrantSync {
             .leases
             .get(&lease_id)
             .cloned()
-            .ok_or_else(Problem::internal)?;
+            .ok_or_else(|| Failure::internal("state the command just stored"))?;
         Ok((license_id, lease))
     }
 
@@ -456,7 +479,7 @@ impl GrantSync {
         reason: LeaseEndReason,
         client_id: Option<Uuid>,
         license_version: Option<u64>,
-    ) -> Result<(), Problem> {
+    ) -> Result<(), Failure> {
         let command = LeasesCommand::Revoke {
             license_id,
             reason,
@@ -475,7 +498,7 @@ impl GrantSync {
     /// heartbeat is accepted from then on) and records `LeaseExpired`. A
     /// crash in between leaves them `expiring`, and the next round
     /// finishes them; the derived command id makes a repeat a no-op.
-    pub async fn reclaim_due(&self) -> Result<usize, Problem> {
+    pub async fn reclaim_due(&self) -> Result<usize, Failure> {
         let now = self.now();
         let rows: Vec<(Uuid, Uuid, DateTime<Utc>)> = sqlx::query_as(
             "WITH due AS (SELECT lease_id FROM leases WHERE status = 'live' \
@@ -486,14 +509,12 @@ impl GrantSync {
         )
         .bind(now)
         .fetch_all(&self.pool)
-        .await
-        .map_err(db_problem)?;
+        .await?;
         let mut pending: Vec<(Uuid, Uuid, DateTime<Utc>)> = sqlx::query_as(
             "SELECT lease_id, license_id, deadline FROM leases WHERE status = 'expiring' LIMIT 500",
         )
         .fetch_all(&self.pool)
-        .await
-        .map_err(db_problem)?;
+        .await?;
         pending.extend(rows);
         pending.sort();
         pending.dedup();
@@ -506,8 +527,7 @@ impl GrantSync {
             let done = self
                 .leases
                 .execute(&license_id.to_string(), command, &ctx)
-                .await
-                .map_err(store_problem)?;
+                .await?;
             // Ended meanwhile (released, revoked): the index already says so.
             if done.aggregate.leases.get(lease_id).map(|l| l.status) == Some(LeaseStatus::Live) {
                 tracing::warn!(%lease_id, "lease still live after expiry");
@@ -527,7 +547,7 @@ impl GrantSync {
         leases: Vec<LeaseSummary>,
         revocations: &[Revocation],
         now: DateTime<Utc>,
-    ) -> Result<(String, DateTime<Utc>), Problem> {
+    ) -> Result<(String, DateTime<Utc>), Failure> {
         let grace = grants
             .iter()
             .map(|g| g.offline_grace_hours)
@@ -550,10 +570,10 @@ impl GrantSync {
             leases,
             revocations: revocations.to_vec(),
         };
-        let jws = self.signer.sign(&claims).map_err(|e| {
-            tracing::error!(error = %e, "signing a grant document failed");
-            Problem::internal()
-        })?;
+        let jws = self
+            .signer
+            .sign(&claims)
+            .map_err(|e| Failure::internal(&format!("signing a grant document failed: {e}")))?;
         Ok((jws, valid_until))
     }
 
@@ -564,29 +584,21 @@ impl GrantSync {
         &self,
         client: &ClientRow,
         req: SyncRequest,
-    ) -> Result<serde_json::Value, Problem> {
+        cursor: Option<Cursor>,
+    ) -> Result<serde_json::Value, Failure> {
         self.check_clock(client, req.client_time, None).await?;
         let wait = req
             .wait_ms
             .map_or(self.settings.sync_wait, Duration::from_millis)
             .min(self.settings.sync_max_wait);
-        let (changes, revocations, next) = match req.cursor.as_deref() {
+        let (changes, revocations, next) = match cursor {
             None => {
                 // Head first: anything after it shows as a change next time.
-                let head = store::head(&self.pool).await.map_err(db_problem)?;
-                let revocations = store::revocations_of(&self.pool, &client.licenses)
-                    .await
-                    .map_err(db_problem)?;
+                let head = store::head(&self.pool).await?;
+                let revocations = store::revocations_of(&self.pool, &client.licenses).await?;
                 (Vec::new(), revocations, head)
             }
-            Some(raw) => {
-                let cursor = Cursor::decode(raw).ok_or_else(|| {
-                    Problem::bad_request(
-                        "INVALID_CURSOR",
-                        "cursor must be a next_cursor this server returned",
-                    )
-                    .with_field("cursor")
-                })?;
+            Some(cursor) => {
                 let (changes, next) = self.wait_for_changes(client, cursor, wait).await?;
                 let revocations = changes
                     .iter()
@@ -609,7 +621,7 @@ impl GrantSync {
                     .map_err(|e| e.to_string())
             })
             .await
-            .map_err(flight_problem)?;
+            .map_err(flight_failure)?;
         let changes = if req.cursor.is_none() {
             grants
                 .iter()
@@ -623,9 +635,7 @@ impl GrantSync {
         } else {
             changes
         };
-        let leases = store::live_leases(&self.pool, client.client_id)
-            .await
-            .map_err(db_problem)?;
+        let leases = store::live_leases(&self.pool, client.client_id).await?;
         let (document, valid_until) =
             self.grant_document(client, &grants, leases, &revocations, now)?;
         let grants: &[Grant] = &grants;
@@ -645,7 +655,7 @@ impl GrantSync {
         client: &ClientRow,
         mut cursor: Cursor,
         wait: Duration,
-    ) -> Result<(Vec<Change>, Cursor), Problem> {
+    ) -> Result<(Vec<Change>, Cursor), Failure> {
         let mut rx = self.notifier.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         // After a relevant announcement, its row may still be below an older
@@ -662,7 +672,7 @@ impl GrantSync {
                         .map_err(|e| e.to_string())
                 })
                 .await
-                .map_err(flight_problem)?;
+                .map_err(flight_failure)?;
             let next = feed.1;
             let changes: Vec<Change> = feed
                 .0
@@ -712,18 +722,16 @@ impl GrantSync {
         &self,
         ctx: &CommandContext,
         spec: RegisterUpstream,
-    ) -> Result<Upstream, Problem> {
+    ) -> Result<Upstream, Failure> {
         let upstream_id = derived_id(ctx.command_id, "upstream");
         let secret_digest = service_kit::auth::secret_digest(&spec.secret);
-        let sealed = self.secrets.seal(upstream_id, &spec.secret).map_err(|e| {
-            tracing::error!(error = %e, "sealing an upstream secret failed");
-            Problem::internal()
-        })?;
+        let sealed = self
+            .secrets
+            .seal(upstream_id, &spec.secret)
+            .map_err(|e| Failure::internal(&format!("sealing an upstream secret failed: {e}")))?;
         // The secret is kept apart from the events; a registration that
         // fails leaves a row nothing refers to.
-        store::insert_upstream_secret(&self.pool, upstream_id, &sealed)
-            .await
-            .map_err(db_problem)?;
+        store::insert_upstream_secret(&self.pool, upstream_id, &sealed).await?;
         let command = UpstreamCommand::Register {
             upstream_id,
             spec,
@@ -740,14 +748,10 @@ impl GrantSync {
         Ok(done?.aggregate)
     }
 
-    pub async fn upstream(&self, upstream_id: Uuid) -> Result<Upstream, Problem> {
-        let (u, _) = self
-            .upstreams
-            .load(&upstream_id.to_string())
-            .await
-            .map_err(store_problem)?;
+    pub async fn upstream(&self, upstream_id: Uuid) -> Result<Upstream, Failure> {
+        let (u, _) = self.upstreams.load(&upstream_id.to_string()).await?;
         if u.registered.is_none() {
-            return Err(Problem::not_found("UPSTREAM_NOT_FOUND", "no such upstream"));
+            return Err(Failure::not_found("UPSTREAM_NOT_FOUND", "no such upstream"));
         }
         Ok(u)
     }
@@ -755,15 +759,16 @@ impl GrantSync {
     async fn credentials(
         &self,
         upstream_id: Uuid,
-    ) -> Result<(UpstreamRegistered, String, Vec<PinnedKey>), Problem> {
+    ) -> Result<(UpstreamRegistered, String, Vec<PinnedKey>), Failure> {
         let u = self.upstream(upstream_id).await?;
         let pinned = u.pinned_keys.clone();
-        let reg = u.registered.ok_or_else(Problem::internal)?;
+        let reg = u
+            .registered
+            .ok_or_else(|| Failure::internal("state the command just stored"))?;
         let stored = store::upstream_secret(&self.pool, upstream_id)
-            .await
-            .map_err(db_problem)?
+            .await?
             .ok_or_else(|| {
-                Problem::conflict(
+                Failure::conflict(
                     "UPSTREAM_SECRET_MISSING",
                     "the upstream's secret is not stored here",
                 )
@@ -774,7 +779,7 @@ impl GrantSync {
                     tracing::error!(upstream = %upstream_id, error = %e,
                         "an upstream secret does not open: wrong upstream_secret_key_file, \
                          or the row was altered or copied from another upstream");
-                    Problem::conflict(
+                    Failure::conflict(
                         "UPSTREAM_SECRET_UNREADABLE",
                         "the upstream's stored secret does not open under this server's \
                          upstream secret key; register the upstream again",
@@ -790,7 +795,7 @@ impl GrantSync {
         &self,
         ctx: &CommandContext,
         upstream_id: Uuid,
-    ) -> Result<Upstream, Problem> {
+    ) -> Result<Upstream, Failure> {
         let (reg, secret, _) = self.credentials(upstream_id).await?;
         let target = Target {
             endpoint: &reg.endpoint,
@@ -816,7 +821,7 @@ impl GrantSync {
         ctx: &CommandContext,
         upstream_id: Uuid,
         resources: &[SyncResource],
-    ) -> Result<Upstream, Problem> {
+    ) -> Result<Upstream, Failure> {
         let (reg, secret, pinned) = self.credentials(upstream_id).await?;
         let target = Target {
             endpoint: &reg.endpoint,
@@ -870,18 +875,17 @@ impl GrantSync {
             )?;
             last = Some(done.aggregate);
         }
-        last.ok_or_else(Problem::internal)
+        last.ok_or_else(|| Failure::internal("state the command just stored"))
     }
 
     /// Who holds each of `ids` here: None for this server's own licenses,
     /// an upstream's id for imported ones; absent when unknown.
-    async fn holders(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Option<Uuid>>, Problem> {
+    async fn holders(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Option<Uuid>>, Failure> {
         let rows: Vec<(Uuid, Option<Uuid>)> =
             sqlx::query_as("SELECT license_id, upstream_id FROM grants WHERE license_id = ANY($1)")
                 .bind(ids)
                 .fetch_all(&self.pool)
-                .await
-                .map_err(db_problem)?;
+                .await?;
         Ok(rows.into_iter().collect())
     }
 
@@ -891,14 +895,13 @@ impl GrantSync {
         &self,
         upstream_id: Uuid,
         products: Vec<CatalogProduct>,
-    ) -> Result<(Vec<CatalogProduct>, u32), Problem> {
+    ) -> Result<(Vec<CatalogProduct>, u32), Failure> {
         let codes: Vec<String> = products.iter().map(|p| p.code.clone()).collect();
         let held: HashMap<String, Option<Uuid>> =
             sqlx::query_as("SELECT code, upstream_id FROM products WHERE code = ANY($1)")
                 .bind(&codes)
                 .fetch_all(&self.pool)
-                .await
-                .map_err(db_problem)?
+                .await?
                 .into_iter()
                 .collect();
         let total = products.len();
@@ -919,7 +922,7 @@ impl GrantSync {
         upstream_id: Uuid,
         resource: SyncResource,
         pulled: crate::remote::Pulled,
-    ) -> Result<(u32, u32), Problem> {
+    ) -> Result<(u32, u32), Failure> {
         let mut changed = 0;
         let mut skipped = 0;
         let ids: Vec<Uuid> = match resource {

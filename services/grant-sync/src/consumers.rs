@@ -21,8 +21,17 @@ use uuid::Uuid;
 use crate::app::GrantSync;
 use crate::store;
 
-fn problem(p: service_kit::Problem) -> HandleError {
-    HandleError::Transient(format!("{}: {:?}", p.code(), p.detail()))
+/// A reaction's failure, retried: revoking leases refuses nothing a
+/// retry could not get past, so a refusal is logged loudly.
+fn problem(f: service_kit::command::Failure) -> HandleError {
+    use service_kit::command::Failure;
+    match f {
+        Failure::Store(e) => bus::transient(e),
+        refused => {
+            tracing::error!(code = ?refused.code(), "reaction refused");
+            HandleError::Transient(format!("refused: {:?}", refused.code()))
+        }
+    }
 }
 
 /// `<prefix>.issuance.events`, `<prefix>.activation.events` and

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod app;
+pub mod commands;
 pub mod consumers;
 pub mod domain;
 pub mod flight;
@@ -183,6 +184,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
         Duration::from_millis(config.scheduler_interval_ms.max(10)),
         platform.shutdown_signal(),
     ));
+    platform.spawn_command_topics(GRANTS, true, 50, app.clone());
     let data = web::Data::from(app);
     platform
         .serve(move |cfg| {

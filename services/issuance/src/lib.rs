@@ -85,21 +85,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
     platform.signer(services.clock.clone()).await?;
     let issuance = Arc::new(Issuance::new(platform.pool.clone(), services));
     platform.spawn_relay(ISSUANCE)?;
-    platform.spawn_unsequenced_consumer(
-        "commands",
-        vec![
-            platform.topics.commands(ISSUANCE),
-            platform.topics.admin_commands(ISSUANCE),
-        ],
-        1,
-        service_kit::command_topic::CommandTopic {
-            service: SERVICE,
-            dispatcher: issuance.clone(),
-            producer: platform.producer.clone(),
-            outcomes_topic: platform.topics.outcomes(),
-            admin_topic: Some(platform.topics.admin_commands(ISSUANCE)),
-        },
-    );
+    platform.spawn_command_topics(ISSUANCE, true, 1, issuance.clone());
     platform.spawn_consumer(
         "activation-replica",
         vec![platform.topics.events(ACTIVATION)],

@@ -896,3 +896,142 @@ async fn every_domain_command_answers_the_same_over_kafka_as_over_http() {
     issuance.running.stop().await;
     domain.running.stop().await;
 }
+
+/// Grant sync's commands over Kafka answer as their HTTP twins; upstream
+/// commands are taken only from the admin topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_grant_sync_command_answers_the_same_over_kafka_as_over_http() {
+    let infra = Infra::get();
+    let prefix = infra.prefix().await;
+    let issuance = start_issuance(&infra, &prefix).await;
+    let grants = start_grant_sync(&infra, &prefix).await;
+    let pool = pool(&grants.db).await;
+    let g = grants.url();
+    let (s, b) = call(
+        &admin_client(),
+        "POST",
+        &format!("{}/v1/licenses", issuance.url()),
+        Some(
+            &json!({"product": "integration-platform", "edition": "enterprise",
+                     "customer": "Plant Co", "kind": "formal", "features": ["data-access"]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let license = b["id"].as_str().expect("id").to_string();
+    let url = format!("{g}/v1/licenses/{license}/leases");
+    let admin = admin_client();
+    let known = wait_until(Duration::from_secs(15), || async {
+        call(&admin, "GET", &url, None).await.0 == 200
+    })
+    .await;
+    assert!(known, "the license reached grant sync");
+    let register = |name: &'static str| {
+        let (g, license) = (g.clone(), license.clone());
+        async move {
+            let (s, b) = call(
+                &admin_client(),
+                "POST",
+                &format!("{g}/v1/clients"),
+                Some(&json!({"name": name, "licenses": [license]})),
+            )
+            .await;
+            assert_eq!(s, 201, "{b}");
+            b["client_id"].as_str().expect("client").to_string()
+        }
+    };
+    let (a, b) = (register("plant-a").await, register("plant-b").await);
+    let topic = contracts::Topics::new(&prefix).commands("grants");
+    let admin_topic = contracts::Topics::new(&prefix).admin_commands("grants");
+    let kafka = |id: Uuid, command_type: &'static str, aggregate: &str, payload: Value| {
+        let env = envelope(id, command_type, aggregate, payload);
+        let (infra, prefix, topic) = (&infra, &prefix, topic.clone());
+        async move { send_and_await(infra, prefix, &infra.caller(), &topic, &env).await }
+    };
+    let events = || count(&pool, "SELECT count(*) FROM events");
+    let post = reqwest::Method::POST;
+    let reason = json!({"reason": "contract ended"});
+
+    // RevokeClient: accepted on both; a duplicate appends nothing.
+    let h = http(
+        post.clone(),
+        &format!("{g}/v1/clients/{a}/revoke"),
+        Uuid::now_v7(),
+        &reason,
+    )
+    .await;
+    let before = events().await;
+    let id = Uuid::now_v7();
+    let k = kafka(id, "RevokeClient", &b, reason.clone()).await;
+    assert_same("RevokeClient", &h, &k);
+    assert_eq!(events().await, before + 1);
+    assert_eq!(
+        k.result.as_ref().map(|r| r["revoked"].clone()),
+        Some(json!(true))
+    );
+    assert!(k.result.as_ref().is_some_and(|r| r.get("token").is_none()));
+    let again = kafka(id, "RevokeClient", &b, reason.clone()).await;
+    assert_eq!((again.status, &again.result), (k.status, &k.result));
+    assert_eq!(events().await, before + 1, "a duplicate appends nothing");
+    // Refused alike: revoked again, and no such client.
+    let h = http(
+        post.clone(),
+        &format!("{g}/v1/clients/{a}/revoke"),
+        Uuid::now_v7(),
+        &reason,
+    )
+    .await;
+    let k = kafka(Uuid::now_v7(), "RevokeClient", &b, reason.clone()).await;
+    assert_same("RevokeClient again", &h, &k);
+    let missing = Uuid::now_v7();
+    let h = http(
+        post.clone(),
+        &format!("{g}/v1/clients/{missing}/revoke"),
+        Uuid::now_v7(),
+        &reason,
+    )
+    .await;
+    let k = kafka(
+        Uuid::now_v7(),
+        "RevokeClient",
+        &missing.to_string(),
+        reason.clone(),
+    )
+    .await;
+    assert_same("RevokeClient of no client", &h, &k);
+
+    // Upstream commands: refused on the callers' topic, run from the admin
+    // topic (here on an upstream that does not exist, answered as over HTTP).
+    let k = kafka(
+        Uuid::now_v7(),
+        "CheckUpstream",
+        &missing.to_string(),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        k.error.as_ref().map(|e| (e.code.as_str(), e.kind)),
+        Some(("INSUFFICIENT_SCOPE", Some(ErrorKind::Forbidden)))
+    );
+    for (command_type, tail, payload) in [
+        ("CheckUpstream", "check", json!({})),
+        ("SyncUpstream", "sync", json!({"resource": "all"})),
+    ] {
+        let h = http(
+            post.clone(),
+            &format!("{g}/v1/upstreams/{missing}/{tail}"),
+            Uuid::now_v7(),
+            &payload,
+        )
+        .await;
+        let env = envelope(Uuid::now_v7(), command_type, &missing.to_string(), payload);
+        let k = send_and_await(&infra, &prefix, &infra.kafka("admin"), &admin_topic, &env).await;
+        assert_same(command_type, &h, &k);
+        assert_eq!(
+            k.error.as_ref().map(|e| e.code.as_str()),
+            Some("UPSTREAM_NOT_FOUND")
+        );
+    }
+    issuance.running.stop().await;
+    grants.running.stop().await;
+}

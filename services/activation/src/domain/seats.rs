@@ -383,10 +383,9 @@ impl Seats {
         }
         // An expired license is deleted at issuance, never uninstalled.
         if matches!(
-            license.status,
+            license.status.at(license.expires_at, now),
             LicenseStatus::Expired | LicenseStatus::Reclaimed
-        ) || license.expires_at.is_some_and(|at| at <= now)
-        {
+        ) {
             return Err(SeatsError::Expired);
         }
         usable(license, now)?;

@@ -135,10 +135,7 @@ impl CodedError for BindingError {
 
 /// Whether a license may be bound or rebound at `now`.
 fn live(license: &LicenseView, now: DateTime<Utc>) -> Result<(), BindingError> {
-    match license.status {
-        LicenseStatus::Active if license.expires_at.is_some_and(|t| t <= now) => {
-            Err(BindingError::Expired)
-        }
+    match license.status.at(license.expires_at, now) {
         LicenseStatus::Active => Ok(()),
         LicenseStatus::Suspended => Err(BindingError::Suspended),
         LicenseStatus::Revoked => Err(BindingError::Revoked),

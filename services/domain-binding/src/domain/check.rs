@@ -22,7 +22,7 @@ pub struct Entry {
 impl Entry {
     /// Active and not past its expiry.
     pub fn live(&self, now: DateTime<Utc>) -> bool {
-        self.status == LicenseStatus::Active && self.expires_at.is_none_or(|t| t > now)
+        self.status.at(self.expires_at, now) == LicenseStatus::Active
     }
 }
 
@@ -51,12 +51,11 @@ pub fn check(
     let Some(e) = entry else {
         return answer("NOT_FOUND", None);
     };
-    let code = match e.status {
+    let code = match e.status.at(e.expires_at, now) {
         LicenseStatus::Deleted => Some("NOT_FOUND"),
         LicenseStatus::Suspended => Some("LICENSE_SUSPENDED"),
         LicenseStatus::Revoked | LicenseStatus::Reclaimed => Some("LICENSE_REVOKED"),
         LicenseStatus::Expired => Some("LICENSE_EXPIRED"),
-        LicenseStatus::Active if !e.live(now) => Some("LICENSE_EXPIRED"),
         LicenseStatus::Active => None,
     };
     if let Some(code) = code {

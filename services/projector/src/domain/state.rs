@@ -339,12 +339,7 @@ impl LicenseState {
     /// expired even before the scheduler's event says so.
     pub fn status_at(&self, at: DateTime<Utc>) -> Option<LicenseStatus> {
         let l = self.license.as_ref()?;
-        Some(match l.status {
-            LicenseStatus::Active if l.expires_at.is_some_and(|x| x <= at) => {
-                LicenseStatus::Expired
-            }
-            s => s,
-        })
+        Some(l.status.at(l.expires_at, at))
     }
 }
 
