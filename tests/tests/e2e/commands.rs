@@ -1035,3 +1035,55 @@ async fn every_grant_sync_command_answers_the_same_over_kafka_as_over_http() {
     issuance.running.stop().await;
     grants.running.stop().await;
 }
+
+/// The README's example of another team's service (Python, confluent-kafka
+/// from PyPI, the caller principal's properties file) sends a command and
+/// reads its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_readme_example_sends_a_command_and_reads_its_outcome_with_another_client() {
+    let st = Stack::start().await;
+    let (a, key_a) = st.license().await;
+    let payload = json!({"license_key": key_a, "fingerprint": device(11)}).to_string();
+    let args = (
+        st.infra.kafka_file("caller"),
+        format!("{}.activation.commands", st.prefix),
+        a.clone(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(repo_root().join("examples/send_command.py"))
+            .arg(&args.0)
+            .arg(&args.1)
+            .arg("Activate")
+            .arg(&args.2)
+            .arg(&payload)
+            .output()
+            .expect("python3 runs (make test installs confluent-kafka)")
+    })
+    .await
+    .expect("example");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "confluent-kafka missing: run `make python-deps`: {stderr}"
+    );
+    assert!(out.status.success(), "{stderr}");
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(answer["headers"]["source"], "activation", "{answer}");
+    assert_eq!(answer["headers"]["stored"], "true", "{answer}");
+    assert_eq!(answer["outcome"]["status"], "accepted", "{answer}");
+    assert_eq!(answer["outcome"]["result"]["license_id"], a.as_str());
+    let activation = answer["outcome"]["result"]["activation_id"]
+        .as_str()
+        .expect("activation id");
+    let (s, f) = call(
+        &st.admin,
+        "GET",
+        &format!("{}/v1/activations/{activation}/file", st.activation.url()),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{f}");
+    st.issuance.running.stop().await;
+    st.activation.running.stop().await;
+}
