@@ -194,6 +194,18 @@ pub struct Policy {
     pub require_client_time: bool,
 }
 
+impl Policy {
+    /// When a license expiring at `expires_at` under this policy is
+    /// reclaimed: the one statement of the rule (issuance's scheduler and
+    /// every license view compute it here).
+    pub fn reclaim_at(
+        &self,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> chrono::DateTime<chrono::Utc> {
+        crate::time::add_days(expires_at, self.reclaim_after_days)
+    }
+}
+
 impl Default for Policy {
     fn default() -> Self {
         Self {

@@ -70,10 +70,11 @@ impl LicenseView {
     ) -> Result<Option<Self>, FoldError> {
         if e.event_type == LICENSE_ISSUED {
             let p: LicenseIssued = decode(e)?;
+            // Events recorded before policies were read as the default
+            // policy, as issuance does.
             let reclaim_at = p
                 .expires_at
-                .zip(p.policy.as_ref())
-                .map(|(at, policy)| crate::time::add_days(at, policy.reclaim_after_days));
+                .map(|at| p.policy.clone().unwrap_or_default().reclaim_at(at));
             return Ok(Some(Self {
                 id: p.license_id,
                 product: p.product,
@@ -100,9 +101,8 @@ impl LicenseView {
         match e.event_type.as_str() {
             LICENSE_RENEWED => {
                 let p: LicenseRenewed = decode(e)?;
-                if let (Some(old), Some(reclaim)) = (v.expires_at, v.reclaim_at) {
-                    v.reclaim_at = Some(reclaim + (p.expires_at - old));
-                }
+                let policy = v.policy.clone().unwrap_or_default();
+                v.reclaim_at = Some(policy.reclaim_at(p.expires_at));
                 v.expires_at = Some(p.expires_at);
                 if v.status == LicenseStatus::Expired {
                     v.status = LicenseStatus::Active;
@@ -275,6 +275,37 @@ mod tests {
         assert_eq!(
             v.expires_at.map(|r| r.to_rfc3339()),
             Some("2028-11-01T00:00:00+00:00".into())
+        );
+    }
+
+    /// Renewal moves the reclaim date by the policy's one rule, saturating
+    /// at the last instant of year 9999 like every date sum.
+    #[test]
+    fn a_renewal_reclaims_by_the_policys_rule_even_near_the_end_of_time() {
+        let mut p = issued();
+        p["expires_at"] = json!("9999-11-01T00:00:00Z");
+        let v = LicenseView::fold(None, &envelope(LICENSE_ISSUED, 1, p)).expect("folds");
+        let last = v.as_ref().and_then(|v| v.reclaim_at);
+        assert!(
+            last.is_some_and(|r| r.to_rfc3339().starts_with("9999-12-31T23:59:59")),
+            "{last:?}"
+        );
+        let renewed = json!({"license_id": ID, "previous_expires_at": "9999-11-01T00:00:00Z",
+            "expires_at": "9999-12-01T00:00:00Z", "order_ref": "PO",
+            "renewed_at": "2027-11-02T00:00:00Z"});
+        let v = LicenseView::fold(v, &envelope(LICENSE_RENEWED, 2, renewed))
+            .expect("folds")
+            .expect("view");
+        assert_eq!(v.reclaim_at, last);
+        let policy = Policy::default();
+        let at = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .expect("date")
+                .with_timezone(&Utc)
+        };
+        assert_eq!(
+            policy.reclaim_at(at("2028-11-01T00:00:00Z")),
+            at("2029-01-30T00:00:00Z")
         );
     }
 

@@ -50,8 +50,7 @@ pub struct LicenseState {
 
 impl LicenseState {
     pub fn reclaim_at(&self) -> Option<DateTime<Utc>> {
-        self.expires_at
-            .map(|e| contracts::time::add_days(e, self.policy.reclaim_after_days))
+        self.expires_at.map(|e| self.policy.reclaim_at(e))
     }
 }
 
