@@ -193,7 +193,10 @@ mod tests {
                 .filter(|x| {
                     x.resource == Resource::Topic
                         && x.operation == Operation::Write
-                        && x.name == topic
+                        && match x.pattern {
+                            Pattern::Literal => x.name == topic,
+                            Pattern::Prefixed => topic.starts_with(&x.name),
+                        }
                 })
                 .map(|x| x.principal.clone())
                 .collect()

@@ -281,6 +281,19 @@ where
         Ok((aggregate, sequence))
     }
 
+    /// The stored outcome of the command `ctx` describes: None when its id
+    /// was never stored, `DigestMismatch` when it was, for another command.
+    pub async fn outcome_of(
+        &self,
+        ctx: &CommandContext,
+    ) -> Result<Option<CommandOutcome>, StoreError> {
+        match self.stored_outcome(ctx.command_id).await? {
+            None => Ok(None),
+            Some(stored) if stored.is_for(ctx, None) => Ok(Some(stored.outcome)),
+            Some(_) => Err(StoreError::DigestMismatch),
+        }
+    }
+
     /// The stored outcome of a command, if it was ever handled.
     pub async fn outcome(&self, command_id: Uuid) -> Result<Option<CommandOutcome>, StoreError> {
         Ok(self.stored_outcome(command_id).await?.map(|s| s.outcome))

@@ -14,8 +14,10 @@ use crate::auth::Principal;
 use crate::{CorrelationId, Problem};
 
 /// What a use case answers instead of its result, whichever channel ran
-/// it. Over HTTP each is a problem with its kind's status; over Kafka a
-/// refusal becomes the command's stored outcome.
+/// it. Over HTTP each is a problem with its kind's status; over Kafka an
+/// aggregate's refusal is the command's stored outcome and a refusal made
+/// before any aggregate an answer that is not stored (see
+/// `command_topic::settle`).
 #[derive(Debug)]
 pub enum Failure {
     /// Refused before any aggregate (an unknown license, a fingerprint too

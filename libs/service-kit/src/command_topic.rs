@@ -180,7 +180,7 @@ where
 {
     match answer {
         Ok(value) => {
-            let stored = repository.outcome(ctx.command_id).await?;
+            let stored = repository.outcome_of(ctx).await?;
             let found = stored.is_some();
             // A use case that appended nothing stored no outcome either.
             let mut outcome = stored.unwrap_or_else(|| CommandOutcome {
@@ -202,10 +202,23 @@ where
             aggregate_id.to_string(),
             refused,
         )),
-        Err(Failure::Rejected(outcome)) => Ok(Answer {
+        // A refusal of this command, stored under its id.
+        Err(Failure::Rejected(outcome)) if outcome.command_id == ctx.command_id => Ok(Answer {
             outcome: *outcome,
             stored: true,
         }),
+        // A refusal of a step the use case ran under an id of its own (an
+        // upstream pull's imports): this command's answer, not stored.
+        Err(Failure::Rejected(step)) => {
+            let mut outcome = *step;
+            outcome.command_id = ctx.command_id;
+            outcome.aggregate_id = aggregate_id.to_string();
+            outcome.sequence = None;
+            Ok(Answer {
+                outcome,
+                stored: false,
+            })
+        }
         Err(Failure::Store(e)) => Err(e),
         Err(Failure::Internal(what)) => Err(StoreError::Corrupt(what)),
     }

@@ -6,7 +6,6 @@
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 use contracts::grants::*;
-use serde::Deserialize;
 use service_kit::auth::{require, Principal};
 use service_kit::command::Caller;
 use service_kit::{Json, Problem};
@@ -139,21 +138,15 @@ async fn get_client(
     Ok(HttpResponse::Ok().json(client_view(&state, None)))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Reason {
-    reason: String,
-}
-
 async fn revoke_client(
     app: web::Data<GrantSync>,
     caller: Caller,
     id: web::Path<String>,
-    Json(req): Json<Reason>,
+    Json(req): Json<RevokeClient>,
 ) -> Result<HttpResponse, Problem> {
     let id = path_id(&id)?;
     let ctx = caller.context(REVOKE_CLIENT, &(id, &req.reason));
-    let state = app.revoke_client(&ctx, id, req.reason).await?;
+    let state = app.revoke_client(&ctx, id, req.reason.into()).await?;
     Ok(HttpResponse::Ok().json(client_view(&state, None)))
 }
 

@@ -409,7 +409,12 @@ impl GrantSync {
         self.heartbeats
             .beat(lease_id, client.client_id)
             .await
-            .map_err(|e| Failure::internal(&format!("heartbeat failed: {e}")))
+            .map_err(|e| {
+                tracing::error!(error = %e, "heartbeat failed");
+                Failure::Store(eventstore::StoreError::Corrupt(
+                    "the lease store is unavailable".into(),
+                ))
+            })
     }
 
     /// The license and heartbeat deadline of one of the client's leases.

@@ -20,7 +20,7 @@ use service_kit::command::{aggregate_uuid, context, Failure};
 use service_kit::command_topic::{settle, Answer, Dispatch};
 use service_kit::json::decode_payload;
 
-use crate::app::{client_view, resources_of, upstream_view, GrantSync};
+use crate::app::{client_view, resources_of, GrantSync};
 
 /// Every command type this service takes from its command topics.
 pub const COMMAND_TYPES: [&str; 3] = [REVOKE_CLIENT, CHECK_UPSTREAM, SYNC_UPSTREAM];
@@ -38,6 +38,13 @@ fn admin_only(env: &CommandEnvelope, admin: bool) -> Result<(), Failure> {
         ),
     )
     .with_field("command_type"))
+}
+
+/// What an upstream command's outcome carries: the upstream it was about.
+/// Its state (endpoint, member id, secret digest) is an administrator's
+/// to read over HTTP; outcomes are read by every caller.
+fn upstream_result(id: uuid::Uuid) -> serde_json::Value {
+    serde_json::json!({ "upstream_id": id })
 }
 
 impl GrantSync {
@@ -60,7 +67,13 @@ impl GrantSync {
                 let id = aggregate_uuid(env, "the upstream's id")?;
                 let _: CheckUpstream = decode_payload(&env.payload)?;
                 ctx.request_digest = request_digest(CHECK_UPSTREAM, &id);
-                Ok(upstream_view(&self.check_upstream(ctx, id).await?))
+                // A duplicate is answered from its stored outcome without
+                // calling the upstream again; an id used for another
+                // command is refused before any call.
+                if self.upstreams.outcome_of(ctx).await?.is_none() {
+                    self.check_upstream(ctx, id).await?;
+                }
+                Ok(upstream_result(id))
             }
             SYNC_UPSTREAM => {
                 admin_only(env, admin)?;
@@ -68,9 +81,13 @@ impl GrantSync {
                 let req: SyncUpstream = decode_payload(&env.payload)?;
                 let resources = resources_of(&req)?;
                 ctx.request_digest = request_digest(SYNC_UPSTREAM, &(id, &req));
-                Ok(upstream_view(
-                    &self.sync_upstream(ctx, id, &resources).await?,
-                ))
+                // Refused before any call when the id names another command.
+                // A pull records each resource under an id of its own, so a
+                // duplicate pulls again (as a retried HTTP request does):
+                // the imports change only what changed.
+                self.upstreams.outcome_of(ctx).await?;
+                self.sync_upstream(ctx, id, &resources).await?;
+                Ok(upstream_result(id))
             }
             other => Err(Failure::invalid(
                 "UNKNOWN_COMMAND",

@@ -184,7 +184,8 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
         Duration::from_millis(config.scheduler_interval_ms.max(10)),
         platform.shutdown_signal(),
     ));
-    platform.spawn_command_topics(GRANTS, true, 50, app.clone());
+    // One command a transaction: an upstream pull may take its timeouts.
+    platform.spawn_command_topics(GRANTS, true, 1, app.clone());
     let data = web::Data::from(app);
     platform
         .serve(move |cfg| {

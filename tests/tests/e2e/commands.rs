@@ -109,54 +109,6 @@ impl Stack {
     }
 }
 
-/// Sends `env` on `topic` as `sender` and waits for a new outcome of its id.
-async fn send_and_await(
-    infra: &Infra,
-    prefix: &str,
-    sender: &bus::Kafka,
-    topic: &str,
-    env: &CommandEnvelope,
-) -> CommandOutcome {
-    let before = outcomes_of(infra, prefix, env.command_id).await.len();
-    send_command(sender, topic, env).await;
-    for _ in 0..60 {
-        let found = outcomes_of(infra, prefix, env.command_id).await;
-        if found.len() > before {
-            return found.into_iter().last().expect("outcome");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("no outcome for {} {}", env.command_type, env.command_id);
-}
-
-/// Every outcome published for a command id, in order.
-async fn outcomes_of(infra: &Infra, prefix: &str, id: Uuid) -> Vec<CommandOutcome> {
-    read_topic(
-        &infra.operator(),
-        &contracts::Topics::new(prefix).outcomes(),
-        0,
-        Duration::from_secs(10),
-    )
-    .await
-    .iter()
-    .filter_map(|m| serde_json::from_value::<CommandOutcome>(json_of(m)).ok())
-    .filter(|o| o.command_id == id)
-    .collect()
-}
-
-fn envelope(id: Uuid, command_type: &str, aggregate: &str, payload: Value) -> CommandEnvelope {
-    CommandEnvelope {
-        command_id: id,
-        command_type: command_type.into(),
-        aggregate_id: aggregate.into(),
-        issued_at: Utc::now(),
-        actor: Actor::new(ActorKind::Service, "orders"),
-        correlation_id: format!("cmd-{}", id.simple()),
-        causation_id: None,
-        payload,
-    }
-}
-
 /// An HTTP request with an idempotency key, as the admin.
 async fn http(method: reqwest::Method, url: &str, key: Uuid, body: &Value) -> (u16, Value) {
     let res = admin_client()

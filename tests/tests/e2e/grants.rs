@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use e2e::*;
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 /// Issues a license at issuance; its id and key.
 async fn issue(issuance: &str, body: Value) -> (String, String) {
@@ -922,6 +923,76 @@ async fn a_distributor_syncs_from_the_vendor_and_serves_its_own_clients() {
     )
     .await;
     assert_eq!((s, b["field"].as_str()), (422, Some("resource")));
+
+    // The same commands over Kafka, from the admin topic only: the check
+    // answers its stored outcome to a duplicate without calling the
+    // upstream again; the outcome names the upstream and nothing of its
+    // state (which is an administrator's to read).
+    let admin_topic = contracts::Topics::new(&dist_prefix).admin_commands("grants");
+    let checks = || {
+        count(
+            &dp,
+            "SELECT count(*) FROM events WHERE event_type = 'UpstreamChecked'",
+        )
+    };
+    let before = checks().await;
+    let check = envelope(Uuid::now_v7(), "CheckUpstream", &up_id, json!({}));
+    let k = send_and_await(
+        &infra,
+        &dist_prefix,
+        &infra.kafka("admin"),
+        &admin_topic,
+        &check,
+    )
+    .await;
+    assert_eq!(k.status, contracts::OutcomeStatus::Accepted, "{k:?}");
+    assert_eq!(k.result, Some(json!({"upstream_id": up_id})));
+    assert_eq!(checks().await, before + 1);
+    let again = send_and_await(
+        &infra,
+        &dist_prefix,
+        &infra.kafka("admin"),
+        &admin_topic,
+        &check,
+    )
+    .await;
+    assert_eq!((again.status, again.sequence), (k.status, k.sequence));
+    assert_eq!(
+        checks().await,
+        before + 1,
+        "a duplicate check calls nothing"
+    );
+    let sync_env = envelope(
+        Uuid::now_v7(),
+        "SyncUpstream",
+        &up_id,
+        json!({"resource": "licenses"}),
+    );
+    let k = send_and_await(
+        &infra,
+        &dist_prefix,
+        &infra.kafka("admin"),
+        &admin_topic,
+        &sync_env,
+    )
+    .await;
+    assert_eq!(k.status, contracts::OutcomeStatus::Accepted, "{k:?}");
+    assert_eq!(k.result, Some(json!({"upstream_id": up_id})));
+    // On the callers' topic both are refused before any call.
+    let callers = contracts::Topics::new(&dist_prefix).commands("grants");
+    for (command_type, payload) in [
+        ("CheckUpstream", json!({})),
+        ("SyncUpstream", json!({"resource": "all"})),
+    ] {
+        let env = envelope(Uuid::now_v7(), command_type, &up_id, payload);
+        let k = send_and_await(&infra, &dist_prefix, &infra.caller(), &callers, &env).await;
+        assert_eq!(
+            k.error.as_ref().map(|e| e.code.as_str()),
+            Some("INSUFFICIENT_SCOPE"),
+            "{command_type}"
+        );
+    }
+    assert_eq!(checks().await, before + 1);
 
     // What came from the vendor entered as the distributor's own events.
     let p = pool(&dist.db).await;
