@@ -22,7 +22,6 @@ use uuid::Uuid;
 
 use crate::app::{Activation, Issued, ValidateRequest};
 use crate::domain::TrialStatus;
-use service_kit::command::Failure;
 
 pub const ACTIVATOR: &str = "activator";
 
@@ -305,40 +304,13 @@ async fn verify(
     principal: Principal,
     Json(body): Json<VerifyBody>,
 ) -> Result<HttpResponse, Problem> {
-    let invalid =
-        |code: &str| HttpResponse::Ok().json(serde_json::json!({ "valid": false, "code": code }));
-    let claims = match app.signer.verify(&body.activation_file).await {
-        Ok(c) => c,
-        Err(service_kit::keys::VerifyError::Store(e)) => return Err(Failure::from(e).into()),
-        Err(_) => return Ok(invalid("BAD_SIGNATURE")),
-    };
-    let Ok(claims) = serde_json::from_value::<ActivationClaims>(claims) else {
-        return Ok(invalid("NOT_AN_ACTIVATION_FILE"));
-    };
-    if claims.typ != ACTIVATION_TYP {
-        return Ok(invalid("NOT_AN_ACTIVATION_FILE"));
+    let v = app.verify_file(&principal, &body.activation_file).await?;
+    let mut answer = serde_json::json!({ "valid": v.code == "VALID", "code": v.code });
+    if let Some((activation_id, license_id)) = v.ids {
+        answer["activation_id"] = serde_json::json!(activation_id);
+        answer["license_id"] = serde_json::json!(license_id);
     }
-    // A product asks about its own license's files only.
-    if principal
-        .reach(claims.license_id, Problem::internal)
-        .is_err()
-    {
-        return Ok(invalid("NOT_FOUND"));
-    }
-    let seat = crate::store::seat(&app.pool, claims.activation_id)
-        .await
-        .map_err(|e| Problem::from(Failure::from(e)))?;
-    let code = match seat.as_ref().map(|s| s.status.as_str()) {
-        Some("live") => "VALID",
-        Some(_) => "REVOKED",
-        None => "NOT_FOUND",
-    };
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "valid": code == "VALID",
-        "code": code,
-        "activation_id": claims.activation_id,
-        "license_id": claims.license_id,
-    })))
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 fn trial_body(t: &crate::domain::trial::TrialState) -> serde_json::Value {

@@ -30,6 +30,13 @@ pub struct Activation {
     pub issuer: String,
 }
 
+/// What `verify_file` found.
+pub struct FileVerdict {
+    pub code: &'static str,
+    /// The activation and license the file names, once it was read.
+    pub ids: Option<(Uuid, Uuid)>,
+}
+
 /// A seat and its freshly signed file.
 pub struct Issued {
     pub seat: Seat,
@@ -196,6 +203,43 @@ impl Activation {
         Ok(seat
             .filter(|s| s.status == "live" && s.license_id == claims.license_id)
             .map(|s| s.license_id))
+    }
+
+    /// Whether a file may be installed: `VALID` (signed by us, an
+    /// activation file, its activation live), `REVOKED`, `NOT_FOUND` (no
+    /// such activation, or another license's for a product's credential),
+    /// `BAD_SIGNATURE` or `NOT_AN_ACTIVATION_FILE`; with its ids once read.
+    pub async fn verify_file(
+        &self,
+        caller: &Principal,
+        file: &str,
+    ) -> Result<FileVerdict, Failure> {
+        let verdict = |code| FileVerdict { code, ids: None };
+        let claims = match self.signer.verify(file).await {
+            Ok(c) => c,
+            Err(service_kit::keys::VerifyError::Store(e)) => return Err(e.into()),
+            Err(_) => return Ok(verdict("BAD_SIGNATURE")),
+        };
+        let Some(claims) = serde_json::from_value::<ActivationClaims>(claims)
+            .ok()
+            .filter(|c| c.typ == ACTIVATION_TYP)
+        else {
+            return Ok(verdict("NOT_AN_ACTIVATION_FILE"));
+        };
+        // A product asks about its own license's files only.
+        if caller.reach(claims.license_id, || ()).is_err() {
+            return Ok(verdict("NOT_FOUND"));
+        }
+        let seat = store::seat(&self.pool, claims.activation_id).await?;
+        let code = match seat.as_ref().map(|s| s.status.as_str()) {
+            Some("live") => "VALID",
+            Some(_) => "REVOKED",
+            None => "NOT_FOUND",
+        };
+        Ok(FileVerdict {
+            code,
+            ids: Some((claims.activation_id, claims.license_id)),
+        })
     }
 
     /// The device a request describes, with at least as many components

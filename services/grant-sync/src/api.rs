@@ -15,7 +15,6 @@ use crate::app::{client_view, resources_of, upstream_view, GrantSync};
 use crate::domain::Lease;
 use crate::heartbeat::Beat;
 use crate::store::{self, ClientRow};
-use service_kit::command::Failure;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let client = || from_fn(require("sync-client"));
@@ -175,9 +174,7 @@ async fn me(app: web::Data<GrantSync>, principal: Principal) -> Result<HttpRespo
 
 async fn catalog(app: web::Data<GrantSync>, principal: Principal) -> Result<HttpResponse, Problem> {
     let c = client_of(&app, &principal).await?;
-    let products = store::catalog_of(&app.pool, &c.licenses)
-        .await
-        .map_err(|e| Problem::from(Failure::from(e)))?;
+    let products = app.catalog(&c).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "products": products })))
 }
 

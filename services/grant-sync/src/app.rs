@@ -290,6 +290,11 @@ impl GrantSync {
         Ok(row)
     }
 
+    /// The products of the client's licenses.
+    pub async fn catalog(&self, client: &ClientRow) -> Result<Vec<CatalogProduct>, Failure> {
+        Ok(store::catalog_of(&self.pool, &client.licenses).await?)
+    }
+
     pub fn assigned(client: &ClientRow, license_id: Uuid) -> Result<(), Failure> {
         if client.licenses.contains(&license_id) {
             Ok(())

@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 use eventstore::InlineProjection;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
 use crate::domain::License;
 
@@ -45,4 +46,23 @@ impl InlineProjection<License> for LicenseLookup {
         .await?;
         Ok(())
     }
+}
+
+/// The license a key digest names.
+pub async fn by_key_digest(pool: &PgPool, digest: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT license_id FROM license_lookup WHERE key_digest = $1")
+        .bind(digest)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The licenses of a contract number (at most 100, deleted ones left out).
+pub async fn by_contract(pool: &PgPool, contract: &str) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT license_id FROM license_lookup WHERE contract = $1 AND status <> 'deleted' \
+         ORDER BY license_id LIMIT 100",
+    )
+    .bind(contract)
+    .fetch_all(pool)
+    .await
 }

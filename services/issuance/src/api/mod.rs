@@ -323,12 +323,10 @@ async fn lookup(
         };
         Problem::unprocessable(code, e.to_string()).with_field("key")
     })?;
-    let id: Option<Uuid> =
-        sqlx::query_scalar("SELECT license_id FROM license_lookup WHERE key_digest = $1")
-            .bind(crate::domain::license_key::digest(&normalized))
-            .fetch_optional(&issuance.pool)
-            .await
-            .map_err(|e| store_problem(StoreError::Database(e)))?;
+    let digest = crate::domain::license_key::digest(&normalized);
+    let id = crate::lookup::by_key_digest(&issuance.pool, &digest)
+        .await
+        .map_err(|e| store_problem(StoreError::Database(e)))?;
     let id =
         id.ok_or_else(|| Problem::not_found("LICENSE_NOT_FOUND", "no license has this key"))?;
     let (license, version) = issuance
@@ -365,14 +363,9 @@ async fn recover(
     let db = |e: sqlx::Error| store_problem(StoreError::Database(e));
     let (method, ids, field) = match (&r.contract, &r.activation_file, &r.fingerprint) {
         (Some(c), None, None) if !c.trim().is_empty() && c.len() <= 200 => {
-            let ids: Vec<Uuid> = sqlx::query_scalar(
-                "SELECT license_id FROM license_lookup WHERE contract = $1 AND status <> 'deleted' \
-                 ORDER BY license_id LIMIT 100",
-            )
-            .bind(c.trim())
-            .fetch_all(&issuance.pool)
-            .await
-            .map_err(db)?;
+            let ids = crate::lookup::by_contract(&issuance.pool, c.trim())
+                .await
+                .map_err(db)?;
             (RecoveryMethod::Contract, ids, "contract")
         }
         (None, Some(file), None) => {
