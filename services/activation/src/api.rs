@@ -279,7 +279,7 @@ async fn license_activations(
     let seats = app.seats_of_license(&principal, id).await?;
     let revoked: Vec<Uuid> = seats
         .iter()
-        .filter(|s| s.status != "live")
+        .filter(|s| s.status != crate::domain::SeatStatus::Live)
         .map(|s| s.activation_id)
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({

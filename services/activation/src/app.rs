@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use contracts::activation::*;
-use contracts::issuance::{LicenseStatus, Policy};
+use contracts::issuance::{LicenseKind, LicenseStatus, Policy};
 use contracts::license_view::LicenseView;
 use contracts::{ErrorKind, OutcomeStatus};
 use eventstore::{CommandContext, Executed, Repository};
@@ -201,7 +201,7 @@ impl Activation {
         }
         let seat = store::seat(&self.pool, claims.activation_id).await?;
         Ok(seat
-            .filter(|s| s.status == "live" && s.license_id == claims.license_id)
+            .filter(|s| s.status == SeatStatus::Live && s.license_id == claims.license_id)
             .map(|s| s.license_id))
     }
 
@@ -231,8 +231,8 @@ impl Activation {
             return Ok(verdict("NOT_FOUND"));
         }
         let seat = store::seat(&self.pool, claims.activation_id).await?;
-        let code = match seat.as_ref().map(|s| s.status.as_str()) {
-            Some("live") => "VALID",
+        let code = match seat.map(|s| s.status) {
+            Some(SeatStatus::Live) => "VALID",
             Some(_) => "REVOKED",
             None => "NOT_FOUND",
         };
@@ -591,7 +591,9 @@ impl Activation {
         let paid = store::seats_of_device(&self.pool, &components)
             .await?
             .iter()
-            .any(|s| s.product == product && s.status == "live" && s.kind != "trial");
+            .any(|s| {
+                s.product == product && s.status == SeatStatus::Live && s.kind != LicenseKind::Trial
+            });
         let command = TrialCommand::Start {
             trial_id: trial_id.clone(),
             product: product.to_string(),

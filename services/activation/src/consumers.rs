@@ -27,7 +27,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::app::Activation;
-use crate::domain::{Device, SeatsCommand, TrialCommand, TrialStatus};
+use crate::domain::{Device, SeatStatus, SeatsCommand, TrialCommand, TrialStatus};
 use crate::store;
 use service_kit::command_topic::{SOURCE_HEADER, STORED_HEADER};
 
@@ -272,10 +272,9 @@ impl ReactionConsumer {
         let seats = store::seats_of_device(&self.app.pool, components)
             .await
             .map_err(transient)?;
-        for s in seats
-            .iter()
-            .filter(|s| s.kind == "trial" && s.status == "live" && s.product == product)
-        {
+        for s in seats.iter().filter(|s| {
+            s.kind == LicenseKind::Trial && s.status == SeatStatus::Live && s.product == product
+        }) {
             let purpose = format!("end-trial-seat:{}", s.activation_id);
             let done = self
                 .app

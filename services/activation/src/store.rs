@@ -103,11 +103,11 @@ pub struct SeatRow {
     pub activation_id: Uuid,
     pub license_id: Uuid,
     pub product: String,
-    pub kind: String,
+    pub kind: contracts::issuance::LicenseKind,
     pub fingerprint: String,
     #[serde(skip)]
     pub components: BTreeMap<String, String>,
-    pub status: String,
+    pub status: crate::domain::SeatStatus,
     pub activated_at: DateTime<Utc>,
     pub last_client_time: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
@@ -116,16 +116,21 @@ pub struct SeatRow {
 const SEAT_COLUMNS: &str = "activation_id, license_id, product, kind, fingerprint, components, \
      status, activated_at, last_client_time, ended_at";
 
+/// A snake_case enum stored as text (a seat's kind or status).
+fn stored_enum<T: serde::de::DeserializeOwned>(text: String) -> Result<T, sqlx::Error> {
+    serde_json::from_value(Value::String(text)).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
 fn seat_row(r: &sqlx::postgres::PgRow) -> Result<SeatRow, sqlx::Error> {
     let components: Value = r.try_get("components")?;
     Ok(SeatRow {
         activation_id: r.try_get("activation_id")?,
         license_id: r.try_get("license_id")?,
         product: r.try_get("product")?,
-        kind: r.try_get("kind")?,
+        kind: stored_enum(r.try_get("kind")?)?,
         fingerprint: r.try_get("fingerprint")?,
         components: serde_json::from_value(components).unwrap_or_default(),
-        status: r.try_get("status")?,
+        status: stored_enum(r.try_get("status")?)?,
         activated_at: r.try_get("activated_at")?,
         last_client_time: r.try_get("last_client_time")?,
         ended_at: r.try_get("ended_at")?,
@@ -174,16 +179,13 @@ pub async fn live_seats(pool: &PgPool, license_id: Uuid) -> Result<Seats, sqlx::
     for r in &rows {
         let row = seat_row(r)?;
         let granted: i64 = r.try_get("granted_at_sequence")?;
-        let Ok(kind) = serde_json::from_value(Value::String(row.kind.clone())) else {
-            continue;
-        };
         seats.seats.insert(
             row.activation_id,
             Seat {
                 activation_id: row.activation_id,
                 license_id: row.license_id,
                 product: row.product,
-                kind,
+                kind: row.kind,
                 fingerprint: row.fingerprint,
                 components: row.components,
                 status: SeatStatus::Live,
