@@ -16,25 +16,7 @@ use uuid::Uuid;
 /// Retries of a command whose aggregate moved on between load and append.
 const MAX_ATTEMPTS: usize = 8;
 
-/// The stable machine code of a business-rule failure.
-pub trait CodedError: std::error::Error {
-    fn code(&self) -> &'static str;
-    /// What kind of refusal it is (its HTTP status follows from this).
-    fn kind(&self) -> ErrorKind;
-    /// The payload field the failure is about, when there is one.
-    fn field(&self) -> Option<&'static str> {
-        None
-    }
-}
-
-/// An event that records a refusal (a detected clock rollback, say): the
-/// command's outcome is `rejected` with the event's code, and the event is
-/// stored all the same, so the refusal is part of the audited history.
-pub trait Refusal {
-    fn refusal(&self) -> Option<Refused> {
-        None
-    }
-}
+pub use domain_kit::{CodedError, Refusal, Refused};
 
 /// Digest of a command's type and (re-serialised, typed) payload: the same
 /// command sent over HTTP or Kafka has the same digest.
@@ -141,43 +123,6 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("serialisation error: {0}")]
     Serde(#[from] serde_json::Error),
-}
-
-/// Why a command is refused: by its aggregate (a [`CodedError`]), by an
-/// event that records the refusal ([`Refusal`]), inside its append's
-/// transaction by a rule across aggregates that only the database can
-/// decide ([`InlineProjection::claim`]), or before it reached an aggregate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    pub code: &'static str,
-    pub kind: ErrorKind,
-    pub message: String,
-    pub field: Option<Cow<'static, str>>,
-}
-
-impl Refused {
-    pub fn new(code: &'static str, kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            kind,
-            message: message.into(),
-            field: None,
-        }
-    }
-
-    pub fn with_field(mut self, field: impl Into<Cow<'static, str>>) -> Self {
-        self.field = Some(field.into());
-        self
-    }
-
-    pub fn of<E: CodedError>(e: &E) -> Self {
-        Self {
-            code: e.code(),
-            kind: e.kind(),
-            message: e.to_string(),
-            field: e.field().map(Cow::Borrowed),
-        }
-    }
 }
 
 /// A read table kept by the writing service itself, updated in the same

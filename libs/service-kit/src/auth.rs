@@ -127,17 +127,7 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// Splits a bearer token `<SecretId>.<SecretKey>`.
-pub fn split_token(token: &str) -> Option<(&str, &str)> {
-    let (id, secret) = token.split_once('.')?;
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 128
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    };
-    (ok(id) && ok(secret)).then_some((id, secret))
-}
+pub use domain_kit::split_token;
 
 /// The bootstrap admin keys: from configuration, and from a file read
 /// again within a second of a change, so that a key can be rotated or

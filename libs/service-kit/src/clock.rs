@@ -1,25 +1,3 @@
-//! The clock every domain reads time from, injectable so the scheduler and
-//! tests can move it.
+//! The clock every domain reads time from (see `domain_kit`).
 
-use chrono::{DateTime, Utc};
-
-pub trait Clock: Send + Sync {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock that stands still: for given/when/then tests.
-pub struct FixedClock(pub DateTime<Utc>);
-
-impl Clock for FixedClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0
-    }
-}
+pub use domain_kit::{Clock, FixedClock, SystemClock};

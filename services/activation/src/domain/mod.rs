@@ -7,8 +7,8 @@ pub mod validation;
 
 use std::sync::Arc;
 
+pub use domain_kit::{Clock, SystemClock};
 pub use seats::{Device, Seat, SeatStatus, Seats, SeatsCommand, SeatsError, SeatsEvent};
-pub use service_kit::clock::{Clock, SystemClock};
 pub use trial::{Trial, TrialCommand, TrialError, TrialEvent, TrialStatus};
 
 #[derive(Clone)]

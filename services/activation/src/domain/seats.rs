@@ -9,7 +9,7 @@ use contracts::activation::*;
 use contracts::issuance::{LicenseKind, LicenseStatus};
 use contracts::license_view::LicenseView;
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::{CodedError, ErrorKind, Refusal, Refused};
+use domain_kit::{CodedError, ErrorKind, Refusal, Refused};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

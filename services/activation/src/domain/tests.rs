@@ -8,12 +8,12 @@ use contracts::activation::*;
 use contracts::issuance::{LicenseKind, LicenseStatus, Policy};
 use contracts::license_view::LicenseView;
 use cqrs_es::test::TestFramework;
-use eventstore::Refusal;
+use domain_kit::Refusal;
 use uuid::Uuid;
 
 use super::*;
 
-use service_kit::clock::FixedClock;
+use domain_kit::FixedClock;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0)

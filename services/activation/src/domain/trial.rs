@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use contracts::activation::*;
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::{CodedError, ErrorKind, Refusal};
+use domain_kit::{CodedError, ErrorKind, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

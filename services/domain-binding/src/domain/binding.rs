@@ -5,7 +5,7 @@ use contracts::domain::*;
 use contracts::issuance::LicenseStatus;
 use contracts::license_view::LicenseView;
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::{CodedError, ErrorKind, Refusal};
+use domain_kit::{CodedError, ErrorKind, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

@@ -7,7 +7,7 @@ pub mod host;
 use std::sync::Arc;
 
 pub use binding::{Binding, BindingCommand, BindingError, BindingEvent};
-pub use service_kit::clock::{Clock, SystemClock};
+pub use domain_kit::{Clock, SystemClock};
 
 #[derive(Clone)]
 pub struct BindingServices {

@@ -14,7 +14,7 @@ use super::check::{check, Entry};
 use super::host::registrable;
 use super::*;
 
-use service_kit::clock::FixedClock;
+use domain_kit::FixedClock;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0)

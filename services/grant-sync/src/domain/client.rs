@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use contracts::grants::*;
 use contracts::net;
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::{CodedError, ErrorKind, Refusal, Refused};
+use domain_kit::{CodedError, ErrorKind, Refusal, Refused};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use contracts::grants::*;
 use contracts::issuance::{BundleDef, LicenseStatus};
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::{CodedError, ErrorKind, Refusal};
+use domain_kit::{CodedError, ErrorKind, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

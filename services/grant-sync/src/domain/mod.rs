@@ -8,8 +8,8 @@ pub mod upstream;
 use std::sync::Arc;
 
 pub use client::{Client, ClientCommand, ClientError, ClientEvent};
+pub use domain_kit::{Clock, SystemClock};
 pub use leases::{Lease, LeaseStatus, Leases, LeasesCommand, LeasesError, LeasesEvent};
-pub use service_kit::clock::{Clock, SystemClock};
 pub use upstream::{
     ImportedLicense, ImportedLicenseCommand, ImportedLicenseEvent, Upstream, UpstreamCommand,
     UpstreamError, UpstreamEvent,

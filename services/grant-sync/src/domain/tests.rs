@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::upstream::CallResult;
 use super::*;
 
-use service_kit::clock::FixedClock;
+use domain_kit::FixedClock;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0)
@@ -540,7 +540,7 @@ fn bad_registrations_name_their_field() {
         ),
     ];
     for (command, error) in cases {
-        use eventstore::CodedError;
+        use domain_kit::CodedError;
         assert!(error.field().is_some(), "{error:?} names a field");
         clients()
             .given_no_previous_events()
@@ -578,7 +578,7 @@ fn a_revoked_client_stays_revoked_and_a_rollback_is_recorded() {
         tolerance_secs: 600,
         detected_at: now(),
     });
-    use eventstore::Refusal;
+    use domain_kit::Refusal;
     assert_eq!(detected.refusal().map(|r| r.code), Some("CLOCK_ROLLBACK"));
     clients()
         .given(vec![registered()])

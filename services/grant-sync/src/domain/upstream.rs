@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use contracts::grants::*;
 use contracts::net;
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::{CodedError, ErrorKind, Refusal};
+use domain_kit::{CodedError, ErrorKind, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -145,7 +145,7 @@ fn check_spec(spec: &RegisterUpstream) -> Result<(), UpstreamError> {
     if !spec.endpoint.starts_with("https://") && !spec.allow_insecure_http {
         return Err(UpstreamError::InsecureEndpoint);
     }
-    if service_kit::auth::split_token(&spec.secret).is_none() {
+    if domain_kit::split_token(&spec.secret).is_none() {
         return Err(UpstreamError::InvalidSecret);
     }
     if spec

@@ -7,7 +7,7 @@ use contracts::issuance::*;
 use contracts::{net, text};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::{CodedError, ErrorKind};
+use domain_kit::{CodedError, ErrorKind};
 use serde::{Deserialize, Serialize};
 
 use super::IssuanceServices;
@@ -54,7 +54,7 @@ pub enum ApiKeyEvent {
     ApiKeyAllowlistChanged(ApiKeyAllowlistChanged),
 }
 
-impl eventstore::Refusal for ApiKeyEvent {}
+impl domain_kit::Refusal for ApiKeyEvent {}
 
 impl DomainEvent for ApiKeyEvent {
     fn event_type(&self) -> String {

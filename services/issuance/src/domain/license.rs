@@ -15,7 +15,7 @@ use contracts::issuance::*;
 use contracts::text::{self, Name};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::{CodedError, ErrorKind};
+use domain_kit::{CodedError, ErrorKind};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -92,7 +92,7 @@ pub enum LicenseEvent {
     LicenseKeyRecovered(LicenseKeyRecovered),
 }
 
-impl eventstore::Refusal for LicenseEvent {}
+impl domain_kit::Refusal for LicenseEvent {}
 
 impl DomainEvent for LicenseEvent {
     fn event_type(&self) -> String {

@@ -14,7 +14,7 @@ pub use api_key::{ApiKey, ApiKeyCommand, ApiKeyError, ApiKeyEvent};
 pub use license::{License, LicenseCommand, LicenseError, LicenseEvent};
 pub use product::{Product, ProductCommand, ProductError, ProductEvent, ProductState};
 
-pub use service_kit::clock::{Clock, SystemClock};
+pub use domain_kit::{Clock, SystemClock};
 
 /// Where a license's key comes from. Keys are derived, not stored: a
 /// database leak alone reveals none, yet the owner can always recover one.
@@ -43,7 +43,7 @@ pub mod test_support {
     use super::*;
     use chrono::{DateTime, TimeZone, Utc};
 
-    pub use service_kit::clock::FixedClock;
+    pub use domain_kit::FixedClock;
 
     pub struct FixedKeys;
 

@@ -10,7 +10,7 @@ use contracts::issuance::{
 };
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
-use eventstore::{CodedError, ErrorKind};
+use domain_kit::{CodedError, ErrorKind};
 use serde::{Deserialize, Serialize};
 
 use super::{valid_code, IssuanceServices};
@@ -65,7 +65,7 @@ pub enum ProductEvent {
     PolicySet(PolicySet),
 }
 
-impl eventstore::Refusal for ProductEvent {}
+impl domain_kit::Refusal for ProductEvent {}
 
 impl DomainEvent for ProductEvent {
     fn event_type(&self) -> String {

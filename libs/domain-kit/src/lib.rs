@@ -1,0 +1,103 @@
+//! What the domains of every service share, free of the database, the
+//! broker and HTTP: the clock they read time from, and how a refusal is
+//! told — a coded error with its kind, or an event that records one.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+pub use contracts::ErrorKind;
+
+/// The clock every domain reads time from, injectable so the scheduler and
+/// tests can move it.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that stands still: for given/when/then tests.
+pub struct FixedClock(pub DateTime<Utc>);
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+/// An aggregate's error: a stable code, the kind of refusal it is (its
+/// HTTP status follows from this) and the field it is about.
+pub trait CodedError: std::error::Error {
+    fn code(&self) -> &'static str;
+    /// What kind of refusal it is (its HTTP status follows from this).
+    fn kind(&self) -> ErrorKind;
+    /// The payload field the failure is about, when there is one.
+    fn field(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// An event that records a refusal (a detected clock rollback, say): the
+/// command's outcome is `rejected` with the event's code, and the event is
+/// stored all the same, so the refusal is part of the audited history.
+pub trait Refusal {
+    fn refusal(&self) -> Option<Refused> {
+        None
+    }
+}
+
+/// Why a command is refused: by its aggregate (a [`CodedError`]), by an
+/// event that records the refusal ([`Refusal`]), inside its append's
+/// transaction by a rule across aggregates that only the database can
+/// decide, or before it reached an aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub code: &'static str,
+    pub kind: ErrorKind,
+    pub message: String,
+    pub field: Option<Cow<'static, str>>,
+}
+
+impl Refused {
+    pub fn new(code: &'static str, kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            kind,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<Cow<'static, str>>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn of<E: CodedError>(e: &E) -> Self {
+        Self {
+            code: e.code(),
+            kind: e.kind(),
+            message: e.to_string(),
+            field: e.field().map(Cow::Borrowed),
+        }
+    }
+}
+
+/// `<SecretId>.<SecretKey>`: both 1-128 characters of `[A-Za-z0-9_-]`.
+/// The one reading of a bearer token, for the services that check one and
+/// the domains that store one (an upstream's secret).
+pub fn split_token(token: &str) -> Option<(&str, &str)> {
+    let (id, secret) = token.split_once('.')?;
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    (ok(id) && ok(secret)).then_some((id, secret))
+}
