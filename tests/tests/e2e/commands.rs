@@ -104,6 +104,22 @@ impl Stack {
         .await
     }
 
+    /// One command on both channels, each under a fresh id: the HTTP
+    /// answer and the Kafka outcome, asserted to say the same.
+    async fn twins(
+        &self,
+        what: &str,
+        (path, body): (&str, Value),
+        (command_type, aggregate, payload): (&str, &str, Value),
+    ) -> ((u16, Value), CommandOutcome) {
+        let http = self.http(path, Uuid::now_v7(), &body).await;
+        let kafka = self
+            .kafka(Uuid::now_v7(), command_type, aggregate, payload)
+            .await;
+        assert_same(what, &http, &kafka);
+        (http, kafka)
+    }
+
     async fn events(&self) -> i64 {
         count(&self.pool, "SELECT count(*) FROM events").await
     }
@@ -225,38 +241,32 @@ async fn every_activation_command_answers_the_same_over_kafka_as_over_http() {
 
     // Refusals, each with the same code, field and status on both sides.
     let small = json!({"mac": "aa:bb:cc:dd:ee:ff"});
-    let http = st
-        .http(
-            "/v1/activations",
-            Uuid::now_v7(),
-            &json!({"license_key": key_a, "fingerprint": small}),
+    let (_, kafka) = st
+        .twins(
+            "Activate, one component",
+            (
+                "/v1/activations",
+                json!({"license_key": key_a, "fingerprint": small}),
+            ),
+            (
+                "Activate",
+                &b,
+                json!({"license_key": key_b, "fingerprint": small}),
+            ),
         )
         .await;
-    let kafka = st
-        .kafka(
-            Uuid::now_v7(),
-            "Activate",
-            &b,
-            json!({"license_key": key_b, "fingerprint": small}),
-        )
-        .await;
-    assert_same("Activate, one component", &http, &kafka);
     assert_eq!(
         kafka.error.as_ref().map(|e| e.code.as_str()),
         Some("FINGERPRINT_TOO_SMALL")
     );
     let missing = Uuid::now_v7();
-    let http = st
-        .http(
-            &format!("/v1/activations/{missing}/uninstall"),
-            Uuid::now_v7(),
-            &json!({}),
+    let (_, kafka) = st
+        .twins(
+            "Uninstall of no activation",
+            (&format!("/v1/activations/{missing}/uninstall"), json!({})),
+            ("Uninstall", &missing.to_string(), json!({})),
         )
         .await;
-    let kafka = st
-        .kafka(Uuid::now_v7(), "Uninstall", &missing.to_string(), json!({}))
-        .await;
-    assert_same("Uninstall of no activation", &http, &kafka);
     assert_eq!(status_of(&kafka), 404);
 
     // Migrate: accepted on both channels, the new activation named.
@@ -305,17 +315,13 @@ async fn every_activation_command_answers_the_same_over_kafka_as_over_http() {
         .as_str()
         .expect("new activation")
         .to_string();
-    let http = st
-        .http(
-            &format!("/v1/activations/{new_a}/uninstall"),
-            Uuid::now_v7(),
-            &json!({}),
+    let (_, kafka) = st
+        .twins(
+            "Uninstall",
+            (&format!("/v1/activations/{new_a}/uninstall"), json!({})),
+            ("Uninstall", &new_b, json!({})),
         )
         .await;
-    let kafka = st
-        .kafka(Uuid::now_v7(), "Uninstall", &new_b, json!({}))
-        .await;
-    assert_same("Uninstall", &http, &kafka);
     let receipt = kafka
         .result
         .as_ref()
@@ -324,22 +330,20 @@ async fn every_activation_command_answers_the_same_over_kafka_as_over_http() {
     assert_eq!(claims(receipt)["activation_id"], new_b);
 
     // StartTrial: accepted on both (the trial itself runs over Kafka).
-    let http = st
-        .http(
-            "/v1/trials",
-            Uuid::now_v7(),
-            &json!({"product": st.product, "fingerprint": device(7)}),
-        )
-        .await;
-    let kafka = st
-        .kafka(
-            Uuid::now_v7(),
+    let (_, kafka) = st
+        .twins(
             "StartTrial",
-            &st.product,
-            json!({"product": st.product, "fingerprint": device(8)}),
+            (
+                "/v1/trials",
+                json!({"product": st.product, "fingerprint": device(7)}),
+            ),
+            (
+                "StartTrial",
+                &st.product,
+                json!({"product": st.product, "fingerprint": device(8)}),
+            ),
         )
         .await;
-    assert_same("StartTrial", &http, &kafka);
     let trial = kafka.result.clone().expect("result");
     let url = format!(
         "{}/v1/trials/{}",
@@ -354,22 +358,20 @@ async fn every_activation_command_answers_the_same_over_kafka_as_over_http() {
     .await;
     assert!(active, "the trial sent over Kafka ran");
     // And refused alike: a second trial for the device.
-    let http = st
-        .http(
-            "/v1/trials",
-            Uuid::now_v7(),
-            &json!({"product": st.product, "fingerprint": device(7)}),
+    let (_, kafka) = st
+        .twins(
+            "StartTrial again",
+            (
+                "/v1/trials",
+                json!({"product": st.product, "fingerprint": device(7)}),
+            ),
+            (
+                "StartTrial",
+                &st.product,
+                json!({"product": st.product, "fingerprint": device(8)}),
+            ),
         )
         .await;
-    let kafka = st
-        .kafka(
-            Uuid::now_v7(),
-            "StartTrial",
-            &st.product,
-            json!({"product": st.product, "fingerprint": device(8)}),
-        )
-        .await;
-    assert_same("StartTrial again", &http, &kafka);
     assert_eq!(
         kafka.error.as_ref().map(|e| e.code.as_str()),
         Some("TRIAL_ALREADY_USED")
