@@ -1,22 +1,22 @@
 //! The event store of every service: checked-in migrations, the command
 //! handler that appends events and the command's outcome in one transaction,
-//! the hash chain and its verifier, and the outbox relay to Kafka.
+//! reading the hash chain back (its rule and verifier are the `evidence`
+//! crate's), and the outbox relay to Kafka.
 //!
 //! Domain types come from cqrs-es (`Aggregate`, `DomainEvent`), so aggregates
 //! are tested with its `TestFramework`; the write path is ours because the
 //! idempotency record must commit atomically with the events (see
-//! docs/adr/0001-event-store.md).
+//! docs/adr/0001-event-store-write-path.md).
 
-pub mod bundle;
 pub mod chain;
 pub mod db;
-pub mod merkle;
 pub mod relay;
 pub mod store;
 
 pub use chain::{verify_chain, ChainProblem, ChainReport, StoredEvent};
 pub use contracts::ErrorKind;
 pub use db::{can_rewrite_history, connect, grant_serving, is_migrated, migrate};
+pub use evidence::{bundle, merkle};
 pub use store::{
     derived_id, request_digest, CodedError, CommandContext, Executed, InlineProjection, Refusal,
     Refused, Repository, StoreError, DIGEST_MISMATCH_CODE,

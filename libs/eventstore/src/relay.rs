@@ -300,7 +300,7 @@ impl Relay {
             .fetch_all(&mut *conn)
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("tx_id_text")?, StoredEvent::from_row(r)?)))
+            .map(|r| Ok((r.try_get("tx_id_text")?, crate::chain::from_row(r)?)))
             .collect()
     }
 

@@ -6,7 +6,7 @@ pub mod api;
 pub mod app;
 pub mod commands;
 pub mod consumers;
-pub mod domain;
+pub use activation_domain as domain;
 pub mod store;
 
 use std::sync::Arc;

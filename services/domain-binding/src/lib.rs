@@ -7,7 +7,7 @@ pub mod app;
 pub mod cache;
 pub mod commands;
 pub mod consumers;
-pub mod domain;
+pub use domain_binding_domain as domain;
 pub mod store;
 
 use std::sync::Arc;

@@ -7,7 +7,7 @@ pub mod api;
 pub mod app;
 pub mod commands;
 pub mod consumers;
-pub mod domain;
+pub use grant_sync_domain as domain;
 pub mod flight;
 pub mod heartbeat;
 pub mod notify;

@@ -4,7 +4,7 @@
 pub mod api;
 pub mod commands;
 pub mod consumers;
-pub mod domain;
+pub use issuance_domain as domain;
 pub mod keys;
 pub mod lookup;
 pub mod recovery;

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use eventstore::bundle::{verify_bundle, BundleReport, DisputeBundle};
+use evidence::bundle::{verify_bundle, BundleReport, DisputeBundle};
 use p256::ecdsa::VerifyingKey;
 use p256::pkcs8::DecodePublicKey;
 
@@ -212,18 +212,18 @@ mod tests {
             payload: "{}".into(),
             metadata: "{}".into(),
             recorded_at: chrono::Utc::now(),
-            prev_hash: eventstore::chain::ZERO_HASH.to_vec(),
+            prev_hash: evidence::chain::ZERO_HASH.to_vec(),
             hash: vec![],
         };
         e.hash = e.compute_hash(&e.prev_hash).to_vec();
-        let chain = eventstore::bundle::BundleChain {
+        let chain = evidence::bundle::BundleChain {
             context: "issuance".into(),
             aggregate_type: "License".into(),
             aggregate_id: "l1".into(),
             events: vec![e],
             proofs: vec![],
         };
-        eventstore::bundle::seal(
+        evidence::bundle::seal(
             uuid::Uuid::now_v7(),
             chrono::Utc::now(),
             vec![chain],

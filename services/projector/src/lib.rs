@@ -4,7 +4,7 @@
 
 pub mod api;
 pub mod checkpoints;
-pub mod domain;
+pub use projector_domain as domain;
 pub mod models;
 pub mod rebuild;
 

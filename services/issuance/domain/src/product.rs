@@ -322,7 +322,7 @@ mod tests {
     use cqrs_es::test::TestFramework;
 
     use super::*;
-    use crate::domain::test_support::{now, services};
+    use crate::test_support::{now, services};
 
     pub fn integration_platform() -> CreateProduct {
         serde_json::from_str(include_str!(

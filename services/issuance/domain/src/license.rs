@@ -594,9 +594,9 @@ mod tests {
     use cqrs_es::test::TestFramework;
 
     use super::*;
-    use crate::domain::product::{Product, ProductCommand, ProductEvent};
-    use crate::domain::test_support::{now, services, services_at, FixedKeys};
-    use crate::domain::KeySource;
+    use crate::product::{Product, ProductCommand, ProductEvent};
+    use crate::test_support::{now, services, services_at, FixedKeys};
+    use crate::KeySource;
 
     fn catalog() -> ProductState {
         let seed: CreateProduct = serde_json::from_str(include_str!(

@@ -260,7 +260,7 @@ mod tests {
     use cqrs_es::test::TestFramework;
 
     use super::*;
-    use crate::domain::test_support::{now, services};
+    use crate::test_support::{now, services};
 
     fn spec() -> CreateApiKey {
         CreateApiKey {
