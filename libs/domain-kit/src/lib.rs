@@ -101,3 +101,36 @@ pub fn split_token(token: &str) -> Option<(&str, &str)> {
     };
     (ok(id) && ok(secret)).then_some((id, secret))
 }
+
+/// The version every event type is recorded under today; a changed payload
+/// gets a new version and an upcaster, not a silent reinterpretation.
+pub const EVENT_VERSION: &str = contracts::issuance::V1;
+
+/// Declares an aggregate's event enum and its `cqrs_es::DomainEvent`
+/// impl from one table: each variant wraps the `contracts` payload of the
+/// same name and is recorded under the published event type beside it.
+/// The crate calling it depends on `serde` and `cqrs_es`.
+#[macro_export]
+macro_rules! events {
+    ($(#[$attr:meta])* $vis:vis enum $name:ident {
+        $($variant:ident => $event_type:expr),+ $(,)?
+    }) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone, PartialEq, ::serde::Serialize, ::serde::Deserialize)]
+        $vis enum $name {
+            $($variant($variant)),+
+        }
+
+        impl ::cqrs_es::DomainEvent for $name {
+            fn event_type(&self) -> String {
+                match self {
+                    $(Self::$variant(_) => $event_type),+
+                }
+                .into()
+            }
+            fn event_version(&self) -> String {
+                $crate::EVENT_VERSION.into()
+            }
+        }
+    };
+}

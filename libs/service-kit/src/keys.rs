@@ -30,7 +30,7 @@ use contracts::activation::{
     SigningKeyPublished, PUBLISH_SIGNING_KEY, SIGNING_KEY_AGGREGATE, SIGNING_KEY_PUBLISHED,
 };
 use contracts::{Actor, ActorKind};
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use eventstore::{
     derived_id, request_digest, CodedError, CommandContext, ErrorKind, InlineProjection, Refusal,
     Repository, StoreError,
@@ -128,17 +128,9 @@ pub struct SigningKey {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PublishSigningKey(pub Jwk);
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum SigningKeyEvent {
-    SigningKeyPublished(SigningKeyPublished),
-}
-
-impl DomainEvent for SigningKeyEvent {
-    fn event_type(&self) -> String {
-        SIGNING_KEY_PUBLISHED.into()
-    }
-    fn event_version(&self) -> String {
-        contracts::issuance::V1.into()
+domain_kit::events! {
+    pub enum SigningKeyEvent {
+        SigningKeyPublished => SIGNING_KEY_PUBLISHED,
     }
 }
 
@@ -403,6 +395,8 @@ pub async fn jwks<S: AsRef<Signer> + 'static>(
 
 #[cfg(test)]
 mod tests {
+    use cqrs_es::DomainEvent;
+
     use std::os::unix::fs::PermissionsExt;
 
     use chrono::{DateTime, TimeZone};

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use contracts::activation::*;
 use contracts::issuance::{LicenseKind, LicenseStatus};
 use contracts::license_view::LicenseView;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind, Refusal, Refused};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -97,32 +97,15 @@ pub enum SeatsCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum SeatsEvent {
-    DeviceActivated(DeviceActivated),
-    DeviceSeen(DeviceSeen),
-    OfflineResponseIssued(OfflineResponseIssued),
-    ClockRollbackDetected(ClockRollbackDetected),
-    ActivationUninstalled(ActivationUninstalled),
-    ActivationMigrated(ActivationMigrated),
-    ActivationsRevoked(ActivationsRevoked),
-}
-
-impl DomainEvent for SeatsEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::DeviceActivated(_) => DEVICE_ACTIVATED,
-            Self::DeviceSeen(_) => DEVICE_SEEN,
-            Self::OfflineResponseIssued(_) => OFFLINE_RESPONSE_ISSUED,
-            Self::ClockRollbackDetected(_) => CLOCK_ROLLBACK_DETECTED,
-            Self::ActivationUninstalled(_) => ACTIVATION_UNINSTALLED,
-            Self::ActivationMigrated(_) => ACTIVATION_MIGRATED,
-            Self::ActivationsRevoked(_) => ACTIVATIONS_REVOKED,
-        }
-        .into()
-    }
-    fn event_version(&self) -> String {
-        contracts::issuance::V1.into()
+domain_kit::events! {
+    pub enum SeatsEvent {
+        DeviceActivated => DEVICE_ACTIVATED,
+        DeviceSeen => DEVICE_SEEN,
+        OfflineResponseIssued => OFFLINE_RESPONSE_ISSUED,
+        ClockRollbackDetected => CLOCK_ROLLBACK_DETECTED,
+        ActivationUninstalled => ACTIVATION_UNINSTALLED,
+        ActivationMigrated => ACTIVATION_MIGRATED,
+        ActivationsRevoked => ACTIVATIONS_REVOKED,
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use contracts::activation::*;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -83,26 +83,12 @@ pub enum TrialCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum TrialEvent {
-    TrialStarted(TrialStarted),
-    TrialActivated(TrialActivated),
-    TrialEnded(TrialEnded),
-    TrialFailed(TrialFailed),
-}
-
-impl DomainEvent for TrialEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::TrialStarted(_) => TRIAL_STARTED,
-            Self::TrialActivated(_) => TRIAL_ACTIVATED,
-            Self::TrialEnded(_) => TRIAL_ENDED,
-            Self::TrialFailed(_) => TRIAL_FAILED,
-        }
-        .into()
-    }
-    fn event_version(&self) -> String {
-        contracts::issuance::V1.into()
+domain_kit::events! {
+    pub enum TrialEvent {
+        TrialStarted => TRIAL_STARTED,
+        TrialActivated => TRIAL_ACTIVATED,
+        TrialEnded => TRIAL_ENDED,
+        TrialFailed => TRIAL_FAILED,
     }
 }
 

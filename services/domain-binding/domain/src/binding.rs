@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use contracts::domain::*;
 use contracts::issuance::LicenseStatus;
 use contracts::license_view::LicenseView;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -43,28 +43,13 @@ pub enum BindingCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum BindingEvent {
-    DomainBound(DomainBound),
-    DomainChanged(DomainChanged),
-    DomainChangeCharged(DomainChangeCharged),
-    DomainReset(DomainReset),
-    DomainReleased(DomainReleased),
-}
-
-impl DomainEvent for BindingEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::DomainBound(_) => DOMAIN_BOUND,
-            Self::DomainChanged(_) => DOMAIN_CHANGED,
-            Self::DomainChangeCharged(_) => DOMAIN_CHANGE_CHARGED,
-            Self::DomainReset(_) => DOMAIN_RESET,
-            Self::DomainReleased(_) => DOMAIN_RELEASED,
-        }
-        .into()
-    }
-    fn event_version(&self) -> String {
-        contracts::issuance::V1.into()
+domain_kit::events! {
+    pub enum BindingEvent {
+        DomainBound => DOMAIN_BOUND,
+        DomainChanged => DOMAIN_CHANGED,
+        DomainChangeCharged => DOMAIN_CHANGE_CHARGED,
+        DomainReset => DOMAIN_RESET,
+        DomainReleased => DOMAIN_RELEASED,
     }
 }
 

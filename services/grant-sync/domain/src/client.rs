@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use contracts::grants::*;
 use contracts::net;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind, Refusal, Refused};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -52,24 +52,11 @@ pub enum ClientCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ClientEvent {
-    ClientRegistered(ClientRegistered),
-    ClientRevoked(ClientRevoked),
-    ClientClockRollbackDetected(ClientClockRollbackDetected),
-}
-
-impl DomainEvent for ClientEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::ClientRegistered(_) => CLIENT_REGISTERED,
-            Self::ClientRevoked(_) => CLIENT_REVOKED,
-            Self::ClientClockRollbackDetected(_) => CLIENT_CLOCK_ROLLBACK_DETECTED,
-        }
-        .into()
-    }
-    fn event_version(&self) -> String {
-        contracts::issuance::V1.into()
+domain_kit::events! {
+    pub enum ClientEvent {
+        ClientRegistered => CLIENT_REGISTERED,
+        ClientRevoked => CLIENT_REVOKED,
+        ClientClockRollbackDetected => CLIENT_CLOCK_ROLLBACK_DETECTED,
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use contracts::grants::*;
 use contracts::issuance::{BundleDef, LicenseStatus};
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -93,26 +93,12 @@ pub enum LeasesCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum LeasesEvent {
-    LeaseGranted(LeaseGranted),
-    LeaseReleased(LeaseReleased),
-    LeaseExpired(LeaseExpired),
-    LeasesRevoked(LeasesRevoked),
-}
-
-impl DomainEvent for LeasesEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::LeaseGranted(_) => LEASE_GRANTED,
-            Self::LeaseReleased(_) => LEASE_RELEASED,
-            Self::LeaseExpired(_) => LEASE_EXPIRED,
-            Self::LeasesRevoked(_) => LEASES_REVOKED,
-        }
-        .into()
-    }
-    fn event_version(&self) -> String {
-        contracts::issuance::V1.into()
+domain_kit::events! {
+    pub enum LeasesEvent {
+        LeaseGranted => LEASE_GRANTED,
+        LeaseReleased => LEASE_RELEASED,
+        LeaseExpired => LEASE_EXPIRED,
+        LeasesRevoked => LEASES_REVOKED,
     }
 }
 

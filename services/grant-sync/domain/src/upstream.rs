@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use contracts::grants::*;
 use contracts::net;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -57,26 +57,12 @@ pub enum UpstreamCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum UpstreamEvent {
-    UpstreamRegistered(UpstreamRegistered),
-    UpstreamChecked(UpstreamChecked),
-    UpstreamProductImported(UpstreamProductImported),
-    UpstreamSynced(UpstreamSynced),
-}
-
-impl DomainEvent for UpstreamEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::UpstreamRegistered(_) => UPSTREAM_REGISTERED,
-            Self::UpstreamChecked(_) => UPSTREAM_CHECKED,
-            Self::UpstreamProductImported(_) => UPSTREAM_PRODUCT_IMPORTED,
-            Self::UpstreamSynced(_) => UPSTREAM_SYNCED,
-        }
-        .into()
-    }
-    fn event_version(&self) -> String {
-        contracts::issuance::V1.into()
+domain_kit::events! {
+    pub enum UpstreamEvent {
+        UpstreamRegistered => UPSTREAM_REGISTERED,
+        UpstreamChecked => UPSTREAM_CHECKED,
+        UpstreamProductImported => UPSTREAM_PRODUCT_IMPORTED,
+        UpstreamSynced => UPSTREAM_SYNCED,
     }
 }
 
@@ -293,22 +279,10 @@ pub enum ImportedLicenseCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ImportedLicenseEvent {
-    UpstreamLicenseImported(UpstreamLicenseImported),
-    UpstreamRevocationsImported(UpstreamRevocationsImported),
-}
-
-impl DomainEvent for ImportedLicenseEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::UpstreamLicenseImported(_) => UPSTREAM_LICENSE_IMPORTED,
-            Self::UpstreamRevocationsImported(_) => UPSTREAM_REVOCATIONS_IMPORTED,
-        }
-        .into()
-    }
-    fn event_version(&self) -> String {
-        contracts::issuance::V1.into()
+domain_kit::events! {
+    pub enum ImportedLicenseEvent {
+        UpstreamLicenseImported => UPSTREAM_LICENSE_IMPORTED,
+        UpstreamRevocationsImported => UPSTREAM_REVOCATIONS_IMPORTED,
     }
 }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use contracts::issuance::*;
 use contracts::{net, text};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -46,31 +46,16 @@ pub enum ApiKeyCommand {
     SetAllowlist(SetAllowlist),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ApiKeyEvent {
-    ApiKeyCreated(ApiKeyCreated),
-    ApiKeyRotated(ApiKeyRotated),
-    ApiKeyRevoked(ApiKeyRevoked),
-    ApiKeyAllowlistChanged(ApiKeyAllowlistChanged),
+domain_kit::events! {
+    pub enum ApiKeyEvent {
+        ApiKeyCreated => API_KEY_CREATED,
+        ApiKeyRotated => API_KEY_ROTATED,
+        ApiKeyRevoked => API_KEY_REVOKED,
+        ApiKeyAllowlistChanged => API_KEY_ALLOWLIST_CHANGED,
+    }
 }
 
 impl domain_kit::Refusal for ApiKeyEvent {}
-
-impl DomainEvent for ApiKeyEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::ApiKeyCreated(_) => API_KEY_CREATED,
-            Self::ApiKeyRotated(_) => API_KEY_ROTATED,
-            Self::ApiKeyRevoked(_) => API_KEY_REVOKED,
-            Self::ApiKeyAllowlistChanged(_) => API_KEY_ALLOWLIST_CHANGED,
-        }
-        .to_string()
-    }
-
-    fn event_version(&self) -> String {
-        V1.to_string()
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiKeyError {

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use contracts::issuance::*;
 use contracts::text::{self, Name};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -78,43 +78,22 @@ pub enum LicenseCommand {
     RecordKeyRecovery(RecoveryMethod),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum LicenseEvent {
-    LicenseIssued(LicenseIssued),
-    LicenseRenewed(LicenseRenewed),
-    LicenseFeaturesAmended(LicenseFeaturesAmended),
-    LicenseSuspended(LicenseSuspended),
-    LicenseReinstated(LicenseReinstated),
-    LicenseRevoked(LicenseRevoked),
-    LicenseExpired(LicenseExpired),
-    LicenseReclaimed(LicenseReclaimed),
-    LicenseDeleted(LicenseDeleted),
-    LicenseKeyRecovered(LicenseKeyRecovered),
+domain_kit::events! {
+    pub enum LicenseEvent {
+        LicenseIssued => LICENSE_ISSUED,
+        LicenseRenewed => LICENSE_RENEWED,
+        LicenseFeaturesAmended => LICENSE_FEATURES_AMENDED,
+        LicenseSuspended => LICENSE_SUSPENDED,
+        LicenseReinstated => LICENSE_REINSTATED,
+        LicenseRevoked => LICENSE_REVOKED,
+        LicenseExpired => LICENSE_EXPIRED,
+        LicenseReclaimed => LICENSE_RECLAIMED,
+        LicenseDeleted => LICENSE_DELETED,
+        LicenseKeyRecovered => LICENSE_KEY_RECOVERED,
+    }
 }
 
 impl domain_kit::Refusal for LicenseEvent {}
-
-impl DomainEvent for LicenseEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::LicenseIssued(_) => LICENSE_ISSUED,
-            Self::LicenseRenewed(_) => LICENSE_RENEWED,
-            Self::LicenseFeaturesAmended(_) => LICENSE_FEATURES_AMENDED,
-            Self::LicenseSuspended(_) => LICENSE_SUSPENDED,
-            Self::LicenseReinstated(_) => LICENSE_REINSTATED,
-            Self::LicenseRevoked(_) => LICENSE_REVOKED,
-            Self::LicenseExpired(_) => LICENSE_EXPIRED,
-            Self::LicenseReclaimed(_) => LICENSE_RECLAIMED,
-            Self::LicenseDeleted(_) => LICENSE_DELETED,
-            Self::LicenseKeyRecovered(_) => LICENSE_KEY_RECOVERED,
-        }
-        .to_string()
-    }
-
-    fn event_version(&self) -> String {
-        V1.to_string()
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LicenseError {

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use contracts::issuance::{
     BundleDef, CreateProduct, FeatureDef, Policy, PolicySet, ProductCreated, SetPolicy, POLICY_SET,
-    PRODUCT_AGGREGATE, PRODUCT_CREATED, V1,
+    PRODUCT_AGGREGATE, PRODUCT_CREATED,
 };
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -59,27 +59,14 @@ pub enum ProductCommand {
     SetPolicy(SetPolicy),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ProductEvent {
-    ProductCreated(ProductCreated),
-    PolicySet(PolicySet),
+domain_kit::events! {
+    pub enum ProductEvent {
+        ProductCreated => PRODUCT_CREATED,
+        PolicySet => POLICY_SET,
+    }
 }
 
 impl domain_kit::Refusal for ProductEvent {}
-
-impl DomainEvent for ProductEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::ProductCreated(_) => PRODUCT_CREATED,
-            Self::PolicySet(_) => POLICY_SET,
-        }
-        .to_string()
-    }
-
-    fn event_version(&self) -> String {
-        V1.to_string()
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProductError {
