@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::domain::validation::{self, Check, Validation};
 use crate::domain::{
-    ActivationServices, Device, Seat, SeatStatus, Seats, SeatsCommand, Trial, TrialCommand,
+    trial, ActivationServices, Device, Seat, SeatStatus, Seats, SeatsCommand, Trial, TrialCommand,
 };
 use crate::store::{self, SeatIndex, TrialIndex};
 use service_kit::keys::Signer;
@@ -592,7 +592,9 @@ impl Activation {
             .await?
             .iter()
             .any(|s| {
-                s.product == product && s.status == SeatStatus::Live && s.kind != LicenseKind::Trial
+                s.product == product
+                    && s.status == SeatStatus::Live
+                    && trial::excludes(s.kind, LicenseKind::Trial)
             });
         let command = TrialCommand::Start {
             trial_id: trial_id.clone(),

@@ -27,7 +27,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::app::Activation;
-use crate::domain::{Device, SeatStatus, SeatsCommand, TrialCommand, TrialStatus};
+use crate::domain::{trial, Device, SeatStatus, SeatsCommand, TrialCommand, TrialStatus};
 use crate::store;
 use service_kit::command_topic::{SOURCE_HEADER, STORED_HEADER};
 
@@ -193,10 +193,7 @@ impl TxHandler for ReactionConsumer {
             TRIAL_STARTED => self.issue_trial(&e).await,
             DEVICE_ACTIVATED => {
                 let p: DeviceActivated = bus::payload(&e)?;
-                if p.kind == LicenseKind::Trial {
-                    return Ok(());
-                }
-                self.end_trials(&e, &p.product, &p.components, p.license_id)
+                self.end_trials(&e, p.kind, &p.product, &p.components, p.license_id)
                     .await
             }
             ACTIVATION_MIGRATED => {
@@ -205,11 +202,11 @@ impl TxHandler for ReactionConsumer {
                     .await
                     .map_err(transient)?;
                 match license {
-                    Some(l) if l.kind != LicenseKind::Trial => {
-                        self.end_trials(&e, &l.product, &p.components, p.license_id)
+                    Some(l) => {
+                        self.end_trials(&e, l.kind, &l.product, &p.components, p.license_id)
                             .await
                     }
-                    _ => Ok(()),
+                    None => Ok(()),
                 }
             }
             _ => Ok(()),
@@ -259,11 +256,13 @@ impl ReactionConsumer {
         .map_err(transient)
     }
 
-    /// No mixing: the trial seats of `product` on this device are revoked
-    /// and their trials ended.
+    /// No mixing (`trial::excludes`): the seats of `product` on this
+    /// device that a new seat of `kind` excludes — trial seats, when it is
+    /// paid — are revoked and their trials ended.
     async fn end_trials(
         &self,
         e: &EventEnvelope,
+        kind: LicenseKind,
         product: &str,
         components: &std::collections::BTreeMap<String, String>,
         superseded_by: Uuid,
@@ -273,7 +272,11 @@ impl ReactionConsumer {
             .await
             .map_err(transient)?;
         for s in seats.iter().filter(|s| {
-            s.kind == LicenseKind::Trial && s.status == SeatStatus::Live && s.product == product
+            // Only trial seats give way: a paid seat is never ended by one.
+            s.kind == LicenseKind::Trial
+                && trial::excludes(s.kind, kind)
+                && s.status == SeatStatus::Live
+                && s.product == product
         }) {
             let purpose = format!("end-trial-seat:{}", s.activation_id);
             let done = self

@@ -1,7 +1,7 @@
 //! The seats of one license: its device activations, the consistency
 //! boundary for max activations, uninstall and migration.
 
-use contracts::decision::{client_clock, ClientClock, StatusRefusal};
+use contracts::decision::{self, client_clock, Admission, ClientClock, StatusRefusal};
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
@@ -203,16 +203,21 @@ impl CodedError for SeatsError {
     }
 }
 
+impl From<StatusRefusal> for SeatsError {
+    fn from(r: StatusRefusal) -> Self {
+        match r {
+            StatusRefusal::Suspended => Self::Suspended,
+            StatusRefusal::Revoked => Self::Revoked,
+            StatusRefusal::Expired => Self::Expired,
+            StatusRefusal::Reclaimed => Self::Reclaimed,
+            StatusRefusal::Deleted => Self::LicenseNotFound,
+        }
+    }
+}
+
 /// Whether a license can take new activations at `now`.
 pub fn usable(license: &LicenseView, now: DateTime<Utc>) -> Result<(), SeatsError> {
-    match contracts::decision::status_refusal(license, now) {
-        None => Ok(()),
-        Some(StatusRefusal::Suspended) => Err(SeatsError::Suspended),
-        Some(StatusRefusal::Revoked) => Err(SeatsError::Revoked),
-        Some(StatusRefusal::Expired) => Err(SeatsError::Expired),
-        Some(StatusRefusal::Reclaimed) => Err(SeatsError::Reclaimed),
-        Some(StatusRefusal::Deleted) => Err(SeatsError::LicenseNotFound),
-    }
+    contracts::decision::status_refusal(license, now).map_or(Ok(()), |r| Err(r.into()))
 }
 
 pub use contracts::decision::policy;
@@ -281,9 +286,15 @@ impl Seats {
         services: &ActivationServices,
     ) -> Result<Vec<SeatsEvent>, SeatsError> {
         let now = services.clock.now();
-        usable(license, now)?;
-        let policy = policy(license);
-        let existing = self.seat_of(&device.components, policy.fingerprint_min_matches);
+        // The projector's re-evaluation of past activations admits through
+        // the same rule, so both answer alike for the same facts.
+        let live: Vec<&Seat> = self.live().collect();
+        let admission = decision::admit(license, &live, &device.components, now);
+        let existing = match admission {
+            Admission::Refused(r) => return Err(r.into()),
+            Admission::Existing(id) => self.seats.get(&id),
+            Admission::New | Admission::TooManyActivations(_) => None,
+        };
         let client_time = match self.clock(
             license,
             existing.map(|s| s.activation_id),
@@ -324,9 +335,8 @@ impl Seats {
                 _ => vec![],
             });
         }
-        let in_use = self.live().count() as u32;
-        if in_use >= policy.max_activations {
-            return Err(SeatsError::TooManyActivations(policy.max_activations));
+        if let Admission::TooManyActivations(max) = admission {
+            return Err(SeatsError::TooManyActivations(max));
         }
         Ok(vec![SeatsEvent::DeviceActivated(DeviceActivated {
             activation_id,

@@ -768,3 +768,14 @@ fn one_shared_component_is_not_the_same_device() {
         .expect("accepted");
     assert!(matches!(&events[0], SeatsEvent::DeviceActivated(e) if e.activation_id == id(2)));
 }
+
+#[test]
+fn a_trial_and_a_paid_seat_exclude_each_other_and_nothing_else_does() {
+    use LicenseKind::{Formal, Temporary, Trial};
+    assert!(trial::excludes(Trial, Formal));
+    assert!(trial::excludes(Formal, Trial));
+    assert!(trial::excludes(Temporary, Trial));
+    assert!(!trial::excludes(Trial, Trial));
+    assert!(!trial::excludes(Formal, Temporary));
+    assert!(!trial::excludes(Formal, Formal));
+}

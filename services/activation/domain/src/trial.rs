@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use contracts::activation::*;
+use contracts::issuance::LicenseKind;
 use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind, Refusal};
 use serde::{Deserialize, Serialize};
@@ -93,6 +94,15 @@ domain_kit::events! {
 }
 
 impl Refusal for TrialEvent {}
+
+/// No mixing: on one device, a live seat of `held` kind and a new one of
+/// `incoming` kind of the same product exclude each other when exactly one
+/// of them is a trial. A trial is refused beside a paid seat
+/// (`holds_paid_seat` of `TrialCommand::Start`); a paid seat ends the
+/// device's trial seats of the product.
+pub fn excludes(held: LicenseKind, incoming: LicenseKind) -> bool {
+    (held == LicenseKind::Trial) != (incoming == LicenseKind::Trial)
+}
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TrialError {
