@@ -19,6 +19,9 @@ use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 pub mod routes;
+pub mod stack;
+
+pub use stack::{machine, merged, License, Stack};
 
 /// The bootstrap admin key every test service is configured with.
 pub const ADMIN_TOKEN: &str = "AKIDtestadmin.0123456789abcdef0123456789abcdef";

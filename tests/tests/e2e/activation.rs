@@ -5,109 +5,60 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use e2e::routes::Svc;
 use e2e::*;
 use serde_json::{json, Value};
 
-struct Stack {
-    issuance: InProcess,
-    activation: InProcess,
+struct Seats {
+    stack: Stack,
     iss: String,
     act: String,
-    admin: reqwest::Client,
     product: String,
     /// Activation's database.
     pool: sqlx::PgPool,
-    prefix: String,
+}
+
+impl std::ops::Deref for Seats {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.stack
+    }
 }
 
 /// Issuance with the seed catalog plus a product of its own (max 10 seats,
 /// one migration), and activation, sharing a topic prefix.
-async fn stack(clock: Option<Arc<ManualClock>>) -> Stack {
-    let infra = Infra::get();
-    let prefix = infra.prefix().await;
-    let issuance = start_issuance(&infra, &prefix).await;
-    let db = infra.fresh_db("activation").await;
-    let mut options = activation::Options {
-        handle_signals: false,
-        ..Default::default()
-    };
-    if let Some(c) = clock {
-        options.clock = c;
+async fn stack(clock: Option<Arc<ManualClock>>) -> Seats {
+    let builder = Stack::builder().with(Svc::Activation);
+    let stack = match clock {
+        Some(c) => builder.activation_clock(c),
+        None => builder,
     }
-    let running = activation::start(
-        activation_config(&infra, &db, &prefix, &signing_key_path(&prefix)),
-        options,
-    )
-    .await
-    .expect("activation starts");
-    let pool = pool(&db).await;
-    let activation = InProcess { running, db };
-    let admin = admin_client();
-    let product = format!("seats-{prefix}");
-    let (s, b) = call(
-        &admin,
-        "POST",
-        &format!("{}/v1/products", issuance.running.url()),
-        Some(&json!({
-            "code": product,
-            "name": "Seat test product",
-            "features": [{"code": "f1", "name": "F1"}, {"code": "f2", "name": "F2"}],
-            "policy": {"max_activations": 10, "max_migrations": 1},
-        })),
-    )
+    .start()
     .await;
-    assert_eq!(s, 201, "{b}");
-    Stack {
-        iss: issuance.running.url(),
-        act: activation.running.url(),
-        issuance,
-        activation,
-        admin,
+    let product = stack
+        .product(json!({"max_activations": 10, "max_migrations": 1}))
+        .await;
+    Seats {
+        iss: stack.url(Svc::Issuance),
+        act: stack.url(Svc::Activation),
+        pool: stack.pool(Svc::Activation).await,
         product,
-        pool,
-        prefix,
+        stack,
     }
 }
 
-impl Stack {
+impl Seats {
     /// Issues a license; its id and key, once activation has the license.
     async fn issue(&self, kind: &str, extra: Value) -> (String, String) {
-        let mut body = json!({
-            "product": self.product, "customer": "ACME", "kind": kind, "features": ["f1"],
-        });
-        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-            b.extend(e.clone());
-        }
-        let (s, b) = call(
-            &self.admin,
-            "POST",
-            &format!("{}/v1/licenses", self.iss),
-            Some(&body),
-        )
-        .await;
-        assert_eq!(s, 201, "{b}");
-        let key = b["key"].as_str().expect("key").to_string();
-        let id = b["id"].as_str().expect("id").to_string();
-        let act = self.act.clone();
-        let admin = self.admin.clone();
-        let k = key.clone();
-        let arrived = wait_until(Duration::from_secs(15), || {
-            let (act, admin, k) = (act.clone(), admin.clone(), k.clone());
-            async move {
-                call(
-                    &admin,
-                    "POST",
-                    &format!("{act}/v1/validate"),
-                    Some(&json!({"license_key": k})),
-                )
-                .await
-                .1["code"]
-                    != "NOT_FOUND"
-            }
-        })
-        .await;
-        assert!(arrived, "the license reached activation over Kafka");
-        (id, key)
+        let body = merged(
+            json!({
+                "product": self.product, "customer": "ACME", "kind": kind, "features": ["f1"],
+            }),
+            extra,
+        );
+        let l = self.stack.issue(&body).await;
+        self.stack.until_activation_knows(&l.key).await;
+        (l.id, l.key)
     }
 
     async fn activate(&self, key: &str, device: &Value) -> (u16, Value) {
@@ -145,8 +96,7 @@ impl Stack {
     }
 
     async fn stop(self) {
-        self.activation.running.stop().await;
-        self.issuance.running.stop().await;
+        self.stack.stop().await;
     }
 }
 
@@ -917,7 +867,7 @@ async fn license_keys_are_recovered_by_activation_file_and_by_device() {
         )
     );
     // Every recovery is an audited event.
-    let issuance_pool = pool(&st.issuance.db).await;
+    let issuance_pool = st.pool(Svc::Issuance).await;
     let recovered = count(
         &issuance_pool,
         "SELECT count(*) FROM events WHERE event_type = 'LicenseKeyRecovered'",
@@ -1040,7 +990,7 @@ async fn a_rotated_key_keeps_older_files_valid_and_the_jwks_serves_both() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn activation_events_reach_the_audit_trail_with_their_actor() {
     let st = stack(None).await;
-    let projector = start_projector(&Infra::get(), &st.prefix).await;
+    let projector = start_projector(&st.infra, &st.prefix).await;
     let (license_id, key) = st.issue("formal", json!({})).await;
     let (s, _) = st.activate(&key, &device(1, 0)).await;
     assert_eq!(s, 201);

@@ -6,82 +6,46 @@ use std::time::Duration;
 
 use chrono::Utc;
 use contracts::{Actor, ActorKind, CommandEnvelope, CommandOutcome, ErrorKind, OutcomeStatus};
+use e2e::routes::Svc;
 use e2e::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-struct Stack {
-    infra: Infra,
-    prefix: String,
-    issuance: InProcess,
-    activation: InProcess,
-    admin: reqwest::Client,
+struct Commands {
+    stack: Stack,
     product: String,
     /// Activation's database.
     pool: sqlx::PgPool,
 }
 
-impl Stack {
+impl std::ops::Deref for Commands {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.stack
+    }
+}
+
+impl Commands {
     async fn start() -> Self {
-        let infra = Infra::get();
-        let prefix = infra.prefix().await;
-        let issuance = start_issuance(&infra, &prefix).await;
-        let activation = start_activation(&infra, &prefix).await;
-        let pool = pool(&activation.db).await;
-        let admin = admin_client();
-        let product = format!("cmd-{prefix}");
-        let (s, b) = call(
-            &admin,
-            "POST",
-            &format!("{}/v1/products", issuance.url()),
-            Some(&json!({
-                "code": product,
-                "name": "Command path product",
-                "features": [{"code": "f1", "name": "F1"}],
-                "policy": {"max_activations": 10, "max_migrations": 2},
-            })),
-        )
-        .await;
-        assert_eq!(s, 201, "{b}");
+        let stack = Stack::start(&[Svc::Activation]).await;
+        let product = stack
+            .product(json!({"max_activations": 10, "max_migrations": 2}))
+            .await;
         Self {
-            infra,
-            prefix,
-            issuance,
-            activation,
-            admin,
+            pool: stack.pool(Svc::Activation).await,
             product,
-            pool,
+            stack,
         }
     }
 
     /// A formal license of the product, once activation's replica has it.
     async fn license(&self) -> (String, String) {
-        let (s, b) = call(
-            &self.admin,
-            "POST",
-            &format!("{}/v1/licenses", self.issuance.url()),
-            Some(
-                &json!({"product": self.product, "customer": "Acme", "kind": "formal",
-                         "features": ["f1"]}),
-            ),
-        )
-        .await;
-        assert_eq!(s, 201, "{b}");
-        let id = b["id"].as_str().expect("id").to_string();
-        let key = b["key"].as_str().expect("key").to_string();
-        let found = wait_for_count(
-            &self.pool,
-            &format!("SELECT count(*) FROM license_replica WHERE license_id = '{id}'"),
-            1,
-            Duration::from_secs(15),
-        )
-        .await;
-        assert!(found, "the license reached activation's replica");
-        (id, key)
+        let l = self.stack.license(&self.product, "Acme", json!({})).await;
+        (l.id, l.key)
     }
 
     async fn http(&self, path: &str, key: Uuid, body: &Value) -> (u16, Value) {
-        let url = format!("{}{path}", self.activation.url());
+        let url = format!("{}{path}", self.url(Svc::Activation));
         http(reqwest::Method::POST, &url, key, body).await
     }
 
@@ -177,7 +141,7 @@ fn assert_same(what: &str, http: &(u16, Value), kafka: &CommandOutcome) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_activation_command_answers_the_same_over_kafka_as_over_http() {
-    let st = Stack::start().await;
+    let st = Commands::start().await;
     let (a, key_a) = st.license().await;
     let (b, key_b) = st.license().await;
 
@@ -215,7 +179,10 @@ async fn every_activation_command_answers_the_same_over_kafka_as_over_http() {
     let (s, f) = call(
         &st.admin,
         "GET",
-        &format!("{}/v1/activations/{activation_b}/file", st.activation.url()),
+        &format!(
+            "{}/v1/activations/{activation_b}/file",
+            st.url(Svc::Activation)
+        ),
         None,
     )
     .await;
@@ -274,7 +241,7 @@ async fn every_activation_command_answers_the_same_over_kafka_as_over_http() {
         let (s, body) = call(
             &st.admin,
             "GET",
-            &format!("{}/v1/licenses/{a}/activations", st.activation.url()),
+            &format!("{}/v1/licenses/{a}/activations", st.url(Svc::Activation)),
             None,
         )
         .await;
@@ -347,7 +314,7 @@ async fn every_activation_command_answers_the_same_over_kafka_as_over_http() {
     let trial = kafka.result.clone().expect("result");
     let url = format!(
         "{}/v1/trials/{}",
-        st.activation.url(),
+        st.url(Svc::Activation),
         trial["trial_id"].as_str().expect("id")
     );
     let admin = st.admin.clone();
@@ -377,15 +344,14 @@ async fn every_activation_command_answers_the_same_over_kafka_as_over_http() {
         Some("TRIAL_ALREADY_USED")
     );
 
-    st.issuance.running.stop().await;
-    st.activation.running.stop().await;
+    st.stack.stop().await;
 }
 
 /// A command id is one idempotency key across HTTP and Kafka; a payload
 /// Kafka cannot read is refused naming the field, and stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_command_id_is_one_key_across_channels_and_bad_commands_are_named() {
-    let st = Stack::start().await;
+    let st = Commands::start().await;
     let (a, key_a) = st.license().await;
     let id = Uuid::now_v7();
     let body = json!({"license_key": key_a, "fingerprint": device(3)});
@@ -542,8 +508,7 @@ async fn a_command_id_is_one_key_across_channels_and_bad_commands_are_named() {
         before,
         "no refused command appended an event"
     );
-    st.issuance.running.stop().await;
-    st.activation.running.stop().await;
+    st.stack.stop().await;
 }
 
 /// Activation SIGKILLed while its command topic is being consumed: once it
@@ -995,7 +960,7 @@ async fn every_grant_sync_command_answers_the_same_over_kafka_as_over_http() {
 /// reads its outcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_readme_example_sends_a_command_and_reads_its_outcome_with_another_client() {
-    let st = Stack::start().await;
+    let st = Commands::start().await;
     let (a, key_a) = st.license().await;
     let payload = json!({"license_key": key_a, "fingerprint": device(11)}).to_string();
     let args = (
@@ -1033,11 +998,13 @@ async fn the_readme_example_sends_a_command_and_reads_its_outcome_with_another_c
     let (s, f) = call(
         &st.admin,
         "GET",
-        &format!("{}/v1/activations/{activation}/file", st.activation.url()),
+        &format!(
+            "{}/v1/activations/{activation}/file",
+            st.url(Svc::Activation)
+        ),
         None,
     )
     .await;
     assert_eq!(s, 200, "{f}");
-    st.issuance.running.stop().await;
-    st.activation.running.stop().await;
+    st.stack.stop().await;
 }

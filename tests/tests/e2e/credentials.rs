@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use e2e::routes::Svc;
 use e2e::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -12,9 +13,7 @@ use uuid::Uuid;
 /// Issuance, activation and domain binding on one prefix, with a product
 /// of the test's own.
 struct Products {
-    issuance: InProcess,
-    activation: InProcess,
-    domain: InProcess,
+    stack: Stack,
     iss: String,
     act: String,
     product: String,
@@ -22,78 +21,29 @@ struct Products {
 
 impl Products {
     async fn start(policy: Value) -> Self {
-        let infra = Infra::get();
-        let prefix = infra.prefix().await;
-        let issuance = start_issuance(&infra, &prefix).await;
-        let activation = start_activation(&infra, &prefix).await;
-        let domain = start_domain_binding(&infra, &prefix).await;
-        let product = format!("cred-{}", &Uuid::new_v4().simple().to_string()[..8]);
-        let (s, b) = call(
-            &admin_client(),
-            "POST",
-            &format!("{}/v1/products", issuance.url()),
-            Some(&json!({
-                "code": product, "name": "Credential test product",
-                "features": [{"code": "f1", "name": "F1"}],
-                "policy": policy,
-            })),
-        )
-        .await;
-        assert_eq!(s, 201, "{b}");
+        let stack = Stack::start(&[Svc::Activation, Svc::Domain]).await;
+        let product = stack.product(policy).await;
         Self {
-            iss: issuance.url(),
-            act: activation.url(),
-            issuance,
-            activation,
-            domain,
+            iss: stack.url(Svc::Issuance),
+            act: stack.url(Svc::Activation),
             product,
+            stack,
         }
     }
 
     /// A customer's license: its id and key, once activation knows it.
     async fn license(&self, customer: &str) -> (String, String) {
-        let (s, b) = call(
-            &admin_client(),
-            "POST",
-            &format!("{}/v1/licenses", self.iss),
-            Some(
-                &json!({"product": self.product, "customer": customer, "kind": "formal",
-                         "features": ["f1"]}),
-            ),
-        )
-        .await;
-        assert_eq!(s, 201, "{b}");
-        let (id, key) = (
-            b["id"].as_str().expect("id").to_string(),
-            b["key"].as_str().expect("key").to_string(),
-        );
-        let validate = format!("{}/v1/validate", self.act);
-        let product = license_client(&key);
-        let known = wait_until(Duration::from_secs(15), || async {
-            call(&product, "POST", &validate, Some(&json!({}))).await.0 == 200
-        })
-        .await;
-        assert!(known, "the license reached activation");
-        (id, key)
+        let l = self.stack.license(&self.product, customer, json!({})).await;
+        (l.id, l.key)
     }
 
     async fn events(&self) -> i64 {
-        let pool = pool(&self.activation.db).await;
-        let n = count(&pool, "SELECT count(*) FROM events").await;
-        pool.close().await;
-        n
+        self.stack.events(Svc::Activation).await
     }
 
     async fn stop(self) {
-        self.issuance.running.stop().await;
-        self.activation.running.stop().await;
-        self.domain.running.stop().await;
+        self.stack.stop().await;
     }
-}
-
-fn machine(n: u32) -> Value {
-    json!({"machine_id": format!("m-{n}"), "disk": format!("d-{n}"), "board": format!("b-{n}"),
-           "mac": format!("aa:bb:cc:00:00:{n:02x}")})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -274,7 +224,7 @@ async fn the_cross_customer_migrate_is_refused_and_a_license_reaches_only_itself
     .await;
     assert_eq!((s, b["status"].as_str()), (200, Some("live")), "{b}");
     // Events a product caused name its license as the actor.
-    let pool = pool(&p.activation.db).await;
+    let pool = p.stack.pool(Svc::Activation).await;
     let actor: Value = sqlx::query_scalar(
         "SELECT metadata -> 'actor' FROM events WHERE event_type = 'DeviceActivated' \
          AND payload ->> 'activation_id' = $1",
@@ -384,7 +334,7 @@ async fn a_year_9999_client_time_does_not_lock_the_device_out() {
     .await;
     assert_eq!((s, b["code"].as_str()), (200, Some("VALID")), "{b}");
     // What was kept is the server's bound, not year 9999.
-    let pool = pool(&p.activation.db).await;
+    let pool = p.stack.pool(Svc::Activation).await;
     let kept: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT max(last_client_time) FROM activations")
             .fetch_one(&pool)
@@ -579,7 +529,7 @@ async fn a_retried_migration_returns_its_first_outcome() {
     let again: Value = again.json().await.expect("json");
     assert_eq!(again["activation_id"], first["activation_id"]);
     assert_eq!(again["migrated_from"], first["migrated_from"]);
-    let pool = pool(&p.activation.db).await;
+    let pool = p.stack.pool(Svc::Activation).await;
     assert_eq!(
         count(
             &pool,
@@ -594,7 +544,7 @@ async fn a_retried_migration_returns_its_first_outcome() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_product_checks_its_host_with_its_key_in_a_header_not_the_url() {
     let p = Products::start(json!({"max_activations": 1})).await;
-    let dom = p.domain.url();
+    let dom = p.stack.url(Svc::Domain);
     let (_, key) = p.license("Host Co").await;
     let (_, other_key) = p.license("Other Co").await;
     let url = format!("{dom}/v1/domain-check?host=www.example.com");

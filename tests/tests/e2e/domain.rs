@@ -4,38 +4,38 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use e2e::routes::Svc;
 use e2e::*;
 use serde_json::{json, Value};
 
-struct Stack {
-    issuance: InProcess,
-    domain: InProcess,
+struct Bindings {
+    stack: Stack,
     iss: String,
     dom: String,
-    admin: reqwest::Client,
+    /// Domain binding's database.
     pool: sqlx::PgPool,
 }
 
-async fn stack(clock: Option<Arc<ManualClock>>) -> Stack {
-    let infra = Infra::get();
-    let prefix = infra.prefix().await;
-    let db = infra.fresh_db("issuance").await;
-    let mut options = issuance::Options {
-        handle_signals: false,
-        ..Default::default()
-    };
-    if let Some(c) = clock {
-        options.clock = c;
+impl std::ops::Deref for Bindings {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.stack
     }
-    let issuance = start_issuance_with(&infra, &prefix, db, options).await;
-    let domain = start_domain_binding(&infra, &prefix).await;
-    Stack {
-        iss: issuance.running.url(),
-        dom: domain.running.url(),
-        pool: pool(&domain.db).await,
-        issuance,
-        domain,
-        admin: admin_client(),
+}
+
+async fn stack(clock: Option<Arc<ManualClock>>) -> Bindings {
+    let builder = Stack::builder().with(Svc::Domain);
+    let stack = match clock {
+        Some(c) => builder.issuance_clock(c),
+        None => builder,
+    }
+    .start()
+    .await;
+    Bindings {
+        iss: stack.url(Svc::Issuance),
+        dom: stack.url(Svc::Domain),
+        pool: stack.pool(Svc::Domain).await,
+        stack,
     }
 }
 
@@ -51,40 +51,25 @@ fn enc(s: &str) -> String {
     out
 }
 
-impl Stack {
+impl Bindings {
     /// A cloud-engine license, once domain binding knows it: id and key.
     async fn issue(&self, extra: Value) -> (String, String) {
-        let mut body = json!({"product": "cloud-engine", "edition": "mainland",
-            "customer": "ACME", "kind": "formal", "features": ["site-engine"]});
-        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-            b.extend(e.clone());
-        }
-        let (s, b) = call(
-            &self.admin,
-            "POST",
-            &format!("{}/v1/licenses", self.iss),
-            Some(&body),
-        )
-        .await;
-        assert_eq!(s, 201, "{b}");
-        let id = b["id"].as_str().expect("id").to_string();
-        let key = b["key"].as_str().expect("key").to_string();
+        let body = merged(
+            json!({"product": "cloud-engine", "edition": "mainland",
+            "customer": "ACME", "kind": "formal", "features": ["site-engine"]}),
+            extra,
+        );
+        let License { id, key } = self.stack.issue(&body).await;
         let url = format!("{}/v1/licenses/{id}/domain", self.dom);
-        let admin = self.admin.clone();
-        let known = wait_until(Duration::from_secs(15), || {
-            let (admin, url) = (admin.clone(), url.clone());
-            async move { call(&admin, "GET", &url, None).await.0 == 200 }
+        let known = wait_until(Duration::from_secs(15), || async {
+            call(&self.admin, "GET", &url, None).await.0 == 200
         })
         .await;
         assert!(known, "the license reached domain binding over Kafka");
-        let mut cached = false;
-        for _ in 0..100 {
-            if self.check(&key, "example.com").await["code"] != "NOT_FOUND" {
-                cached = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let cached = wait_until(Duration::from_secs(5), || async {
+            self.check(&key, "example.com").await["code"] != "NOT_FOUND"
+        })
+        .await;
         assert!(cached, "the host-check cache has the license");
         (id, key)
     }
@@ -128,13 +113,10 @@ impl Stack {
 
     /// Waits until the host check answers `code` (the cache follows Kafka).
     async fn check_becomes(&self, key: &str, host: &str, code: &str) -> bool {
-        for _ in 0..150 {
-            if self.check(key, host).await["code"] == code {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
+        wait_until(Duration::from_secs(15), || async {
+            self.check(key, host).await["code"] == code
+        })
+        .await
     }
 
     async fn events(&self, event_type: &str) -> i64 {
@@ -146,8 +128,7 @@ impl Stack {
     }
 
     async fn stop(self) {
-        self.domain.running.stop().await;
-        self.issuance.running.stop().await;
+        self.stack.stop().await;
     }
 }
 
@@ -159,7 +140,7 @@ async fn the_public_suffix_list_test_cases_pass_through_the_api() {
     let admin = admin_client();
     let cases = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../services/domain-binding/src/domain/psl_cases.txt"),
+            .join("../services/domain-binding/domain/src/psl_cases.txt"),
     )
     .expect("psl cases");
     let mut n = 0;

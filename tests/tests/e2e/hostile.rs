@@ -17,38 +17,27 @@ use uuid::Uuid;
 
 /// All five services on one prefix, with a license, an activation and a
 /// grant-sync client to aim at.
-struct Stack {
-    services: HashMap<Svc, InProcess>,
+struct Targeted {
+    stack: Stack,
     targets: Targets,
     client_token: String,
 }
 
-impl Stack {
-    async fn start(infra: &Infra, prefix: &str) -> Self {
-        let mut services = HashMap::new();
-        services.insert(Svc::Issuance, start_issuance(infra, prefix).await);
-        // Trials answer 202 at once rather than waiting for issuance.
-        let db = infra.fresh_db("activation").await;
-        let mut config = activation_config(infra, &db, prefix, &signing_key_path(prefix));
-        config.trial_wait_ms = 100;
-        let options = activation::Options {
-            handle_signals: false,
-            ..Default::default()
-        };
-        let running = activation::start(config, options)
-            .await
-            .expect("activation starts");
-        services.insert(Svc::Activation, InProcess { running, db });
-        services.insert(Svc::Domain, start_domain_binding(infra, prefix).await);
-        // Long polls are answered within a second, whatever a request asks.
-        let grants = start_grant_sync_configured(infra, prefix, |c| {
-            c.sync_wait_ms = 200;
-            c.sync_max_wait_ms = 1_000;
-        })
-        .await;
-        services.insert(Svc::Grants, grants);
-        services.insert(Svc::Projector, start_projector(infra, prefix).await);
-        let url = |s: Svc| services[&s].url();
+impl Targeted {
+    async fn start() -> Self {
+        let stack = Stack::builder()
+            // Trials answer 202 at once rather than waiting for issuance.
+            .activation(|c| c.trial_wait_ms = 100)
+            .with(Svc::Domain)
+            // Long polls are answered within a second, whatever a request asks.
+            .grants(|c| {
+                c.sync_wait_ms = 200;
+                c.sync_max_wait_ms = 1_000;
+            })
+            .with(Svc::Projector)
+            .start()
+            .await;
+        let url = |s: Svc| stack.url(s);
         let admin = admin_client();
         let (s, license) = call(
             &admin,
@@ -110,14 +99,14 @@ impl Stack {
             .with("lease", lease["lease_id"].as_str().expect("lease"))
             .with("command", Uuid::now_v7().to_string());
         Self {
-            services,
+            stack,
             targets,
             client_token,
         }
     }
 
     fn base(&self, svc: Svc) -> String {
-        self.services[&svc].url()
+        self.stack.url(svc)
     }
 
     /// The client a route's scope calls for (the admin key holds every
@@ -134,7 +123,7 @@ impl Stack {
     async fn stored(&self) -> Vec<(Svc, i64, i64)> {
         let mut out = Vec::new();
         for svc in [Svc::Issuance, Svc::Activation, Svc::Domain, Svc::Grants] {
-            let pool = pool(&self.services[&svc].db).await;
+            let pool = self.stack.pool(svc).await;
             let events = count(&pool, "SELECT count(*) FROM events").await;
             let outcomes = count(&pool, "SELECT count(*) FROM command_outcomes").await;
             pool.close().await;
@@ -144,9 +133,7 @@ impl Stack {
     }
 
     async fn stop(self) {
-        for (_, s) in self.services {
-            s.running.stop().await;
-        }
+        self.stack.stop().await;
     }
 }
 
@@ -191,9 +178,7 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nul_bytes_in_every_text_of_every_route_get_a_named_4xx_and_store_nothing() {
-    let infra = Infra::get();
-    let prefix = infra.prefix().await;
-    let stack = Stack::start(&infra, &prefix).await;
+    let stack = Targeted::start().await;
     let before = stack.stored().await;
     let mut tried = 0;
     for route in routes::all() {
@@ -820,9 +805,7 @@ fn mutate(rng: &mut Rng, route: &Route, targets: &Targets) -> (String, String, O
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_seeded_fuzz_over_the_route_table_gets_no_5xx_and_only_problem_json_4xx() {
-    let infra = Infra::get();
-    let prefix = infra.prefix().await;
-    let stack = Stack::start(&infra, &prefix).await;
+    let stack = Targeted::start().await;
     let seed: u64 = std::env::var("FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

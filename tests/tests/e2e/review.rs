@@ -8,115 +8,50 @@ use std::time::Duration;
 
 use chrono::Utc;
 use contracts::{Actor, ActorKind, CommandEnvelope, CommandOutcome};
+use e2e::routes::Svc;
 use e2e::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 /// Issuance and activation on one prefix (grant sync on demand), with a
 /// product of the test's own.
-struct Stack {
-    issuance: InProcess,
-    activation: InProcess,
-    grants: Option<InProcess>,
-    projector: Option<InProcess>,
-    prefix: String,
-    iss: String,
+struct Review {
+    stack: Stack,
     act: String,
     product: String,
 }
 
-impl Stack {
+impl Review {
     async fn start(policy: Value, with_grants: bool) -> Self {
-        let infra = Infra::get();
-        let prefix = infra.prefix().await;
-        let issuance = start_issuance(&infra, &prefix).await;
-        let activation = start_activation(&infra, &prefix).await;
-        let grants = if with_grants {
-            Some(start_grant_sync(&infra, &prefix).await)
-        } else {
-            None
-        };
-        let product = new_product(&issuance.url(), policy).await;
+        let mut services = vec![Svc::Activation];
+        if with_grants {
+            services.push(Svc::Grants);
+        }
+        let stack = Stack::start(&services).await;
+        let product = stack.product(policy).await;
         Self {
-            iss: issuance.url(),
-            act: activation.url(),
-            issuance,
-            activation,
-            grants,
-            projector: None,
-            prefix,
+            act: stack.url(Svc::Activation),
             product,
+            stack,
         }
     }
 
     /// The projector on the stack's prefix.
     async fn with_projector(&mut self) -> String {
-        let projector = start_projector(&Infra::get(), &self.prefix).await;
-        let url = projector.url();
-        self.projector = Some(projector);
-        url
+        self.stack.add(Svc::Projector).await
     }
 
-    /// A formal license of the test's product, once activation knows it.
+    /// A formal license of the test's product (two seats of `f1`), once
+    /// activation knows it.
     async fn license(&self, customer: &str) -> (String, String) {
-        self.license_of(&self.product.clone(), customer).await
-    }
-
-    async fn license_of(&self, product: &str, customer: &str) -> (String, String) {
-        let (s, b) = call(
-            &admin_client(),
-            "POST",
-            &format!("{}/v1/licenses", self.iss),
-            Some(
-                &json!({"product": product, "customer": customer, "kind": "formal",
-                          "features": ["f1"], "seats": {"f1": 2}}),
-            ),
-        )
-        .await;
-        assert_eq!(s, 201, "{b}");
-        let (id, key) = (
-            b["id"].as_str().expect("id").to_string(),
-            b["key"].as_str().expect("key").to_string(),
-        );
-        let validate = format!("{}/v1/validate", self.act);
-        let holder = license_client(&key);
-        let known = wait_until(Duration::from_secs(15), || async {
-            call(&holder, "POST", &validate, Some(&json!({}))).await.0 == 200
-        })
-        .await;
-        assert!(known, "the license reached activation");
-        (id, key)
+        let seats = json!({"seats": {"f1": 2}});
+        let l = self.stack.license(&self.product, customer, seats).await;
+        (l.id, l.key)
     }
 
     async fn stop(self) {
-        self.issuance.running.stop().await;
-        self.activation.running.stop().await;
-        for s in [self.grants, self.projector].into_iter().flatten() {
-            s.running.stop().await;
-        }
+        self.stack.stop().await;
     }
-}
-
-async fn new_product(iss: &str, policy: Value) -> String {
-    let product = format!("rev-{}", &Uuid::new_v4().simple().to_string()[..8]);
-    let (s, b) = call(
-        &admin_client(),
-        "POST",
-        &format!("{iss}/v1/products"),
-        Some(&json!({
-            "code": product, "name": "Review product",
-            "features": [{"code": "f1", "name": "F1"}],
-            "policy": policy,
-        })),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    product
-}
-
-fn machine(n: u32) -> Value {
-    json!({"machine_id": format!("m-{n}"), "disk": format!("d-{n}"), "board": format!("b-{n}"),
-           "mac": format!("aa:bb:cc:00:00:{n:02x}")})
 }
 
 /// POST with an Idempotency-Key; status and JSON body.
@@ -141,7 +76,7 @@ async fn post_keyed(client: &reqwest::Client, url: &str, key: &str, body: &Value
 /// the handler looked for the device's live seat and found none).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_activation_retried_after_its_seat_ended_answers_409_not_500() {
-    let p = Stack::start(json!({"max_activations": 2}), false).await;
+    let p = Review::start(json!({"max_activations": 2}), false).await;
     let act = p.act.clone();
     let (_, key) = p.license("Retry Ended Co").await;
     let product = license_client(&key);
@@ -175,7 +110,7 @@ async fn an_activation_retried_after_its_seat_ended_answers_409_not_500() {
 /// "this device already held a seat").
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replayed_activation_answers_201_as_its_first_run_did() {
-    let p = Stack::start(json!({"max_activations": 2}), false).await;
+    let p = Review::start(json!({"max_activations": 2}), false).await;
     let act = p.act.clone();
     let (_, key) = p.license("Replay Status Co").await;
     let product = license_client(&key);
@@ -199,7 +134,7 @@ async fn a_replayed_activation_answers_201_as_its_first_run_did() {
 /// IDEMPOTENCY_KEY_REUSED), so the retry answers the first outcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_activation_retry_with_the_devices_next_clock_reading_answers_the_first_outcome() {
-    let p = Stack::start(json!({"max_activations": 2}), false).await;
+    let p = Review::start(json!({"max_activations": 2}), false).await;
     let act = p.act.clone();
     let (_, key) = p.license("Retry Clock Co").await;
     let product = license_client(&key);
@@ -230,7 +165,7 @@ async fn an_activation_retry_with_the_devices_next_clock_reading_answers_the_fir
 /// (they were per seat, so the file was answered again with a new seat).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_offline_request_file_answers_once_even_after_its_seat_is_uninstalled() {
-    let p = Stack::start(json!({"max_activations": 2}), false).await;
+    let p = Review::start(json!({"max_activations": 2}), false).await;
     let act = p.act.clone();
     let (_, key) = p.license("Nonce Replay Co").await;
     let operator = admin_client();
@@ -268,7 +203,7 @@ async fn an_offline_request_file_answers_once_even_after_its_seat_is_uninstalled
 /// the refusal).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn another_customers_report_for_a_device_reveals_nothing_to_a_rollback_probe() {
-    let p = Stack::start(json!({"max_activations": 2}), false).await;
+    let p = Review::start(json!({"max_activations": 2}), false).await;
     let act = p.act.clone();
     let (_, victim_key) = p.license("Victim Co").await;
     let (_, attacker_key) = p.license("Attacker Co").await;
@@ -308,7 +243,7 @@ async fn another_customers_report_for_a_device_reveals_nothing_to_a_rollback_pro
 /// (it was refused as CLOCK_ROLLBACK under the victim's untouched license).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn another_customer_cannot_lock_a_device_out_of_offline_activation() {
-    let p = Stack::start(json!({"max_activations": 2}), false).await;
+    let p = Review::start(json!({"max_activations": 2}), false).await;
     let act = p.act.clone();
     let (_, victim_key) = p.license("Air Gap Victim Co").await;
     let (_, attacker_key) = p.license("Squatter Co").await;
@@ -342,7 +277,7 @@ async fn another_customer_cannot_lock_a_device_out_of_offline_activation() {
 /// hour is CLOCK_ROLLBACK at activation and in the re-evaluation alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_projectors_reevaluation_keeps_the_clock_of_offline_responses() {
-    let mut p = Stack::start(json!({"max_activations": 2}), false).await;
+    let mut p = Review::start(json!({"max_activations": 2}), false).await;
     let projector = p.with_projector().await;
     let act = p.act.clone();
     let (license_id, key) = p.license("Offline Clock Co").await;
@@ -409,12 +344,12 @@ async fn the_projectors_reevaluation_keeps_the_clock_of_offline_responses() {
 /// set back could stop sending it and keep its lease for ever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn heartbeats_and_syncs_without_client_time_are_refused_under_require_client_time() {
-    let p = Stack::start(
+    let p = Review::start(
         json!({"max_activations": 2, "require_client_time": true, "floating_seats": 2}),
         true,
     )
     .await;
-    let grants = p.grants.as_ref().expect("grant sync").url();
+    let grants = p.stack.url(Svc::Grants);
     let (license_id, _) = p.license("Clockless Co").await;
     let admin = admin_client();
     let leases = format!("{grants}/v1/licenses/{license_id}/leases");
