@@ -516,20 +516,35 @@ impl Drop for ServiceProcess {
     }
 }
 
+/// The one polling helper of the suite: calls `attempt` every 50 ms until
+/// `done` holds for its answer or `timeout` passes, and returns the last
+/// answer either way, so the caller's assertion shows what was seen.
+pub async fn eventually<T, F, Fut>(
+    timeout: Duration,
+    mut attempt: F,
+    done: impl Fn(&T) -> bool,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let answer = attempt().await;
+        if done(&answer) || Instant::now() >= deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls `check` until it holds or `timeout` passes.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+pub async fn wait_until<F, Fut>(timeout: Duration, check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+    eventually(timeout, check, |ok| *ok).await
 }
 
 pub async fn send_command(kafka: &bus::Kafka, topic: &str, env: &CommandEnvelope) {

@@ -728,15 +728,12 @@ async fn a_trial_runs_over_kafka_once_per_device_and_ends_when_a_formal_license_
     let body = json!({"product": st.product, "fingerprint": device(1, 0)});
     // The product reaches activation's replica over Kafka; until then the
     // trial is refused (404) and nothing is recorded.
-    let mut answer = (0, Value::Null);
-    for _ in 0..100 {
-        answer = st.post("/v1/trials", Some(&body)).await;
-        if answer.1["code"] != "PRODUCT_NOT_FOUND" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (s, t) = answer;
+    let (s, t) = eventually(
+        Duration::from_secs(10),
+        || st.post("/v1/trials", Some(&body)),
+        |a| a.1["code"] != "PRODUCT_NOT_FOUND",
+    )
+    .await;
     assert_eq!(s, 201, "{t}");
     let c = claims(t["activation_file"].as_str().expect("file"));
     assert_eq!(c["kind"], "trial");
@@ -836,15 +833,12 @@ async fn license_keys_are_recovered_by_activation_file_and_by_device() {
         }
     };
     // Issuance learns activations over Kafka.
-    let mut answer = (0, Value::Null);
-    for _ in 0..100 {
-        answer = recover(json!({"activation_file": file})).await;
-        if answer.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (s, b) = answer;
+    let (s, b) = eventually(
+        Duration::from_secs(10),
+        || recover(json!({"activation_file": file})),
+        |a| a.0 == 200,
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["licenses"][0]["id"], license_id.as_str());
     assert_eq!(b["licenses"][0]["key"], key.as_str());
@@ -915,20 +909,13 @@ async fn a_rotated_key_keeps_older_files_valid_and_the_jwks_serves_both() {
     let first = start(key_a.clone()).await;
     let act = first.url();
     let body = json!({"license_key": key, "fingerprint": device(1, 0)});
-    let mut answer = (0, Value::Null);
-    for _ in 0..100 {
-        answer = call(
-            &admin,
-            "POST",
-            &format!("{act}/v1/activations"),
-            Some(&body),
-        )
-        .await;
-        if answer.0 == 201 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let activations = format!("{act}/v1/activations");
+    let answer = eventually(
+        Duration::from_secs(10),
+        || call(&admin, "POST", &activations, Some(&body)),
+        |a| a.0 == 201,
+    )
+    .await;
     assert_eq!(answer.0, 201, "{}", answer.1);
     let old_file = answer.1["activation_file"]
         .as_str()
@@ -999,15 +986,13 @@ async fn activation_events_reach_the_audit_trail_with_their_actor() {
         projector.running.url()
     );
     let admin = st.admin.clone();
-    let mut row = Value::Null;
-    for _ in 0..100 {
-        let (_, b) = call(&admin, "GET", &url, None).await;
-        if let Some(first) = b["items"].as_array().and_then(|a| a.first()) {
-            row = first.clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (_, page) = eventually(
+        Duration::from_secs(10),
+        || call(&admin, "GET", &url, None),
+        |(_, b)| b["items"].as_array().is_some_and(|a| !a.is_empty()),
+    )
+    .await;
+    let row = page["items"][0].clone();
     assert_eq!(row["context"], "activation", "{row}");
     assert_eq!(row["actor"]["kind"], "api_key", "{row}");
     projector.running.stop().await;

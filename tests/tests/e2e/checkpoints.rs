@@ -109,13 +109,13 @@ async fn a_rewrite_that_recomputes_every_hash_is_caught_by_the_signed_checkpoint
     let events = count(&p, "SELECT count(*) FROM events").await;
     // Published once the relay has them all (the checkpoint covers what
     // is committed below the watermark, as the relay does).
-    let cp = loop {
-        let cp = checkpoint_now(&iss).await;
-        if cp["tree_size"].as_i64() == Some(events) {
-            break cp;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let cp = eventually(
+        Duration::from_secs(15),
+        || checkpoint_now(&iss),
+        |cp| cp["tree_size"].as_i64() == Some(events),
+    )
+    .await;
+    assert_eq!(cp["tree_size"].as_i64(), Some(events), "{cp}");
     assert_eq!(cp["root_hash"].as_str().map(str::len), Some(64));
 
     // It is on Kafka, readable by the operator, and any JOSE library
@@ -291,13 +291,13 @@ async fn dispute_bundles_carry_inclusion_proofs_that_verify_offline_and_fail_aft
     assert_eq!(s, 200, "{b}");
     let p = pool(&issuance.db).await;
     let events = count(&p, "SELECT count(*) FROM events").await;
-    let first = loop {
-        let cp = checkpoint_now(&iss).await;
-        if cp["tree_size"].as_i64() == Some(events) {
-            break cp;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let first = eventually(
+        Duration::from_secs(15),
+        || checkpoint_now(&iss),
+        |cp| cp["tree_size"].as_i64() == Some(events),
+    )
+    .await;
+    assert_eq!(first["tree_size"].as_i64(), Some(events), "{first}");
 
     // The projector serves it, its signature checked against the keys
     // issuance published, its root checked against the projector's own
@@ -367,13 +367,13 @@ async fn dispute_bundles_carry_inclusion_proofs_that_verify_offline_and_fail_aft
         .await;
     }
     let events = count(&p, "SELECT count(*) FROM events").await;
-    let second = loop {
-        let cp = checkpoint_now(&iss).await;
-        if cp["tree_size"].as_i64() == Some(events) {
-            break cp;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let second = eventually(
+        Duration::from_secs(15),
+        || checkpoint_now(&iss),
+        |cp| cp["tree_size"].as_i64() == Some(events),
+    )
+    .await;
+    assert_eq!(second["tree_size"].as_i64(), Some(events), "{second}");
     let (m, n) = (
         first["tree_size"].as_u64().expect("m"),
         second["tree_size"].as_u64().expect("n"),

@@ -21,16 +21,14 @@ fn device(n: u32) -> Value {
 async fn live_until(proj: &str, id: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
     let admin = admin_client();
     let url = format!("{proj}/v1/licenses/{id}");
-    let mut last = Value::Null;
-    for _ in 0..300 {
-        let (s, b) = call(&admin, "GET", &url, None).await;
-        if s == 200 && cond(&b) {
-            return b;
-        }
-        last = b;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("projector never showed {what}: {last}");
+    let (s, b) = eventually(
+        Duration::from_secs(15),
+        || call(&admin, "GET", &url, None),
+        |(s, b)| *s == 200 && cond(b),
+    )
+    .await;
+    assert!(s == 200 && cond(&b), "projector never showed {what}: {b}");
+    b
 }
 
 async fn as_of(proj: &str, id: &str, at: DateTime<Utc>) -> Value {
@@ -206,14 +204,12 @@ async fn as_of_state_and_decisions_follow_a_scripted_lifecycle() {
     // The audit trail (which as-of folds) has its own consumer: let it
     // catch up with the live row before reading the past from it.
     let live_events = live_until(&proj, &id, "the live row", |_| true).await["events"].clone();
-    let mut folded_now = Value::Null;
-    for _ in 0..100 {
-        folded_now = as_of(&proj, &id, Utc::now()).await["events_folded"].clone();
-        if folded_now == live_events {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let folded_now = eventually(
+        Duration::from_secs(5),
+        || async { as_of(&proj, &id, Utc::now()).await["events_folded"].clone() },
+        |f| *f == live_events,
+    )
+    .await;
     assert_eq!(folded_now, live_events);
 
     // Hand-computed expectations at each instant.
@@ -264,14 +260,12 @@ async fn as_of_state_and_decisions_follow_a_scripted_lifecycle() {
     // as_of = now is the live row, field for field.
     // (Each read model has its own consumer, so wait for both to settle.)
     let live_now = live_until(&proj, &id, "the live row", |_| true).await;
-    let mut now = Value::Null;
-    for _ in 0..100 {
-        now = as_of(&proj, &id, Utc::now()).await;
-        if now["state"] == live_now {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let now = eventually(
+        Duration::from_secs(5),
+        || as_of(&proj, &id, Utc::now()),
+        |n| n["state"] == live_now,
+    )
+    .await;
     assert_eq!(now["state"], live_now);
     assert_eq!(live_now["status"], live_row["status"]);
 
@@ -500,22 +494,15 @@ async fn projections(proj: &str) -> Value {
 
 /// Waits until every model's latest rebuild `id` is done.
 async fn rebuild_done(proj: &str, id: &str, timeout: Duration) -> Value {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let status = projections(proj).await;
-        let done = status["models"].as_array().is_some_and(|ms| {
+    let done = |status: &Value| {
+        status["models"].as_array().is_some_and(|ms| {
             ms.iter()
                 .all(|m| m["rebuild"]["id"] == id && m["rebuild"]["status"] == "done")
-        });
-        if done {
-            return status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "rebuild {id} did not finish: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        })
+    };
+    let status = eventually(timeout, || projections(proj), done).await;
+    assert!(done(&status), "rebuild {id} did not finish: {status}");
+    status
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -714,14 +701,12 @@ async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_ser
     assert!(done, "fresh projector caught up");
     // Each model has its own consumer: wait for the other one too.
     let live_rows = rows(&pool).await;
-    let mut fresh_rows = rows(&fresh_pool).await;
-    for _ in 0..100 {
-        if fresh_rows == live_rows {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        fresh_rows = rows(&fresh_pool).await;
-    }
+    let fresh_rows = eventually(
+        Duration::from_secs(10),
+        || rows(&fresh_pool),
+        |r| *r == live_rows,
+    )
+    .await;
     assert_eq!(fresh_rows, live_rows);
 
     // Bad input changes nothing.
@@ -993,22 +978,14 @@ async fn a_dispute_bundle_verifies_offline_and_every_tampering_is_named() {
 
     // The history: every event with its links, every chain intact. (The
     // audit trail has its own consumer: wait for it too.)
-    let mut history = Value::Null;
-    for _ in 0..100 {
-        let (s, h) = call(
-            &admin,
-            "GET",
-            &format!("{proj}/v1/licenses/{id}/history"),
-            None,
-        )
-        .await;
-        assert_eq!(s, 200, "{h}");
-        history = h;
-        if history["chains"].as_array().map(Vec::len) == Some(2) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let url = format!("{proj}/v1/licenses/{id}/history");
+    let (s, history) = eventually(
+        Duration::from_secs(10),
+        || call(&admin, "GET", &url, None),
+        |(_, h)| h["chains"].as_array().map(Vec::len) == Some(2),
+    )
+    .await;
+    assert_eq!(s, 200, "{history}");
     let events = history["events"].as_array().expect("events");
     assert!(events.len() >= 4, "{history}");
     assert!(events.iter().all(|e| e["link_ok"] == true), "{history}");
@@ -1214,20 +1191,14 @@ async fn the_audit_trail_filters_pages_streams_exports_and_follows_a_trial_acros
     let to = instant().await;
 
     // A trial: activation asks issuance over Kafka, then activates.
-    let mut trial = (0, Value::Null);
-    for _ in 0..100 {
-        trial = call(
-            &admin,
-            "POST",
-            &format!("{act}/v1/trials"),
-            Some(&json!({"product": "integration-platform", "fingerprint": device(9)})),
-        )
-        .await;
-        if trial.0 == 201 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let trials = format!("{act}/v1/trials");
+    let body = json!({"product": "integration-platform", "fingerprint": device(9)});
+    let trial = eventually(
+        Duration::from_secs(10),
+        || call(&admin, "POST", &trials, Some(&body)),
+        |t| t.0 == 201,
+    )
+    .await;
     assert_eq!(trial.0, 201, "{}", trial.1);
     let trial_license = trial.1["license_id"].as_str().expect("license").to_string();
     let pool = pool(&projector.db).await;
