@@ -1,6 +1,9 @@
 //! What the domains of every service share, free of the database, the
 //! broker and HTTP: the clock they read time from, and how a refusal is
-//! told — a coded error with its kind, or an event that records one.
+//! told — a coded error with its kind, or an event that records one; and
+//! the `SigningKey` aggregate of every service that signs.
+
+pub mod signing_key;
 
 use std::borrow::Cow;
 

@@ -1,13 +1,15 @@
 //! The signing keys of a service that signs documents (ES256 compact JWS):
-//! the PKCS#8 PEM key file, the `SigningKey` aggregate that records each
-//! key's public half as `SigningKeyPublished` before its first signature,
-//! the `signing_keys` index of those events, and the `Signer` that signs
-//! with the configured key and verifies with every key ever published, so
-//! files signed before a rotation keep verifying and the JWKS never drops
-//! a key that signed a live document.
+//! the PKCS#8 PEM key file, the `signing_keys` index of the `SigningKey`
+//! aggregate's events (the aggregate itself is pure and lives in
+//! `domain_kit::signing_key`), the `Signer` that signs with the configured
+//! key and verifies with every key ever published, so files signed before a
+//! rotation keep verifying and the JWKS never drops a key that signed a
+//! live document, and the JWKS route.
 //!
 //! A service using it:
-//! - creates the table in its own migration:
+//! - creates the table in its own migration (each service's history
+//!   already holds it, and a migration is never rewritten, so the table is
+//!   not moved into the event store's migrations):
 //!   `CREATE TABLE signing_keys (kid text PRIMARY KEY, jwk jsonb NOT NULL,
 //!   published_at timestamptz NOT NULL);`
 //! - loads its ring with [`load_ring`] before starting the platform, builds
@@ -26,17 +28,13 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpResponse};
 use async_trait::async_trait;
 use chrono::Utc;
-use contracts::activation::{
-    SigningKeyPublished, PUBLISH_SIGNING_KEY, SIGNING_KEY_AGGREGATE, SIGNING_KEY_PUBLISHED,
-};
+use contracts::activation::PUBLISH_SIGNING_KEY;
 use contracts::{Actor, ActorKind};
-use cqrs_es::Aggregate;
 use eventstore::{
-    derived_id, request_digest, CodedError, CommandContext, ErrorKind, InlineProjection, Refusal,
-    Repository, StoreError,
+    derived_id, request_digest, CommandContext, InlineProjection, Repository, StoreError,
 };
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use signing::{Jwk, Jwks, KeyRing, SigningError};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::RwLock;
@@ -109,84 +107,9 @@ fn write_private(path: &Path, pem: &str) -> std::io::Result<()> {
     f.write_all(pem.as_bytes())
 }
 
-// ---------------------------------------------------------------------------
-// The aggregate
-
-/// What the `SigningKey` aggregate needs from outside: the time a key is
-/// published at.
-#[derive(Clone)]
-pub struct KeyServices {
-    pub clock: Arc<dyn Clock>,
-}
-
-/// One public key (one stream per kid), recorded before its first signature.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SigningKey {
-    pub published: Option<SigningKeyPublished>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PublishSigningKey(pub Jwk);
-
-domain_kit::events! {
-    pub enum SigningKeyEvent {
-        SigningKeyPublished => SIGNING_KEY_PUBLISHED,
-    }
-}
-
-impl Refusal for SigningKeyEvent {}
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SigningKeyError {
-    #[error("kid {0} already names another key")]
-    KidTaken(String),
-}
-
-impl CodedError for SigningKeyError {
-    fn code(&self) -> &'static str {
-        "KID_TAKEN"
-    }
-
-    fn kind(&self) -> ErrorKind {
-        ErrorKind::Conflict
-    }
-}
-
-impl Aggregate for SigningKey {
-    const TYPE: &'static str = SIGNING_KEY_AGGREGATE;
-    type Command = PublishSigningKey;
-    type Event = SigningKeyEvent;
-    type Error = SigningKeyError;
-    type Services = KeyServices;
-
-    async fn handle(
-        &mut self,
-        PublishSigningKey(jwk): Self::Command,
-        services: &Self::Services,
-        sink: &cqrs_es::event_sink::EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        if let Some(p) = &self.published {
-            if p.x == jwk.x && p.y == jwk.y {
-                return Ok(());
-            }
-            return Err(SigningKeyError::KidTaken(jwk.kid));
-        }
-        let event = SigningKeyEvent::SigningKeyPublished(SigningKeyPublished {
-            kid: jwk.kid,
-            kty: jwk.kty,
-            crv: jwk.crv,
-            x: jwk.x,
-            y: jwk.y,
-            published_at: services.clock.now(),
-        });
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, SigningKeyEvent::SigningKeyPublished(e): Self::Event) {
-        self.published = Some(e);
-    }
-}
+pub use domain_kit::signing_key::{
+    KeyServices, PublishSigningKey, SigningKey, SigningKeyError, SigningKeyEvent,
+};
 
 // ---------------------------------------------------------------------------
 // The index
@@ -395,47 +318,9 @@ pub async fn jwks<S: AsRef<Signer> + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use cqrs_es::DomainEvent;
-
     use std::os::unix::fs::PermissionsExt;
 
-    use chrono::{DateTime, TimeZone};
-    use cqrs_es::test::TestFramework;
-
     use super::*;
-
-    use crate::clock::FixedClock;
-
-    fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0)
-            .single()
-            .expect("valid date")
-    }
-
-    fn keys() -> TestFramework<SigningKey> {
-        TestFramework::with(KeyServices {
-            clock: Arc::new(FixedClock(now())),
-        })
-    }
-
-    fn jwk(ring: &KeyRing) -> Jwk {
-        ring.jwks()
-            .keys
-            .into_iter()
-            .find(|k| k.kid == ring.active_kid())
-            .expect("active key")
-    }
-
-    fn published(jwk: &Jwk) -> SigningKeyEvent {
-        SigningKeyEvent::SigningKeyPublished(SigningKeyPublished {
-            kid: jwk.kid.clone(),
-            kty: jwk.kty.clone(),
-            crv: jwk.crv.clone(),
-            x: jwk.x.clone(),
-            y: jwk.y.clone(),
-            published_at: now(),
-        })
-    }
 
     fn ring() -> KeyRing {
         let pem = signing::generate_pem().expect("pem");
@@ -446,46 +331,6 @@ mod tests {
         std::env::temp_dir()
             .join(format!("service-kit-keys-{}", Uuid::now_v7()))
             .join(name)
-    }
-
-    #[test]
-    fn a_new_key_is_published_at_the_clock_time() {
-        let jwk = jwk(&ring());
-        keys()
-            .given_no_previous_events()
-            .when(PublishSigningKey(jwk.clone()))
-            .then_expect_events(vec![published(&jwk)]);
-    }
-
-    #[test]
-    fn publishing_the_same_key_again_records_nothing() {
-        let jwk = jwk(&ring());
-        keys()
-            .given(vec![published(&jwk)])
-            .when(PublishSigningKey(jwk))
-            .then_expect_events(vec![]);
-    }
-
-    #[test]
-    fn another_key_under_a_published_kid_is_refused() {
-        let first = jwk(&ring());
-        let other = Jwk {
-            kid: first.kid.clone(),
-            ..jwk(&ring())
-        };
-        keys()
-            .given(vec![published(&first)])
-            .when(PublishSigningKey(other))
-            .then_expect_error(SigningKeyError::KidTaken(first.kid.clone()));
-        assert_eq!(SigningKeyError::KidTaken(first.kid).code(), "KID_TAKEN");
-    }
-
-    #[test]
-    fn the_published_event_keeps_its_contract_names() {
-        let e = published(&jwk(&ring()));
-        assert_eq!(e.event_type(), "SigningKeyPublished");
-        assert_eq!(e.event_version(), "1");
-        assert_eq!(SigningKey::TYPE, "SigningKey");
     }
 
     #[test]
