@@ -2,18 +2,20 @@
 //! from `<prefix>.checkpoints`, checked against the keys each service
 //! published on its own events topic (`SigningKeyPublished`), and against
 //! the projector's own copy of the events (the leaves of each service's
-//! Merkle tree are the audit trail's chain hashes, by `leaf_index`).
+//! Merkle tree are the audit trail's chain hashes, by `leaf_index`). Their
+//! rows are `store::checkpoints`'; here are the consumer that files them,
+//! the task that verifies those waiting for their key, and the checks.
 
 use async_trait::async_trait;
 use bus::{HandleError, Incoming, TxHandler};
-use chrono::{DateTime, Utc};
-use contracts::activation::{SigningKeyPublished, SIGNING_KEY_PUBLISHED};
+use contracts::activation::SigningKeyPublished;
 use contracts::checkpoint::{CheckpointClaims, CheckpointMessage};
 use eventstore::merkle::{self, Hash};
 use serde::Serialize;
-use sha2::Digest;
 use signing::Jwks;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
+
+use crate::store::checkpoints::{self as store, Stored};
 
 /// Files every checkpoint message as received (unverified: its service's
 /// key may not have been projected yet; it is verified when used).
@@ -51,22 +53,7 @@ impl TxHandler for CheckpointConsumer {
                 )))
             }
         };
-        sqlx::query(
-            "INSERT INTO service_checkpoints (context, tree_size, root_hash, jws_digest, \
-               last_position, signed_at, kid, jws, verified) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-        )
-        .bind(&c.context)
-        .bind(size)
-        .bind(&c.root_hash)
-        .bind(hex::encode(sha2::Sha256::digest(m.checkpoint.as_bytes())))
-        .bind(c.last_position)
-        .bind(c.signed_at)
-        .bind(kid)
-        .bind(&m.checkpoint)
-        .bind(verified)
-        .execute(&mut *tx)
-        .await?;
+        store::insert(&mut *tx, &c, size, &kid, &m.checkpoint, verified).await?;
         Ok(())
     }
 }
@@ -103,18 +90,7 @@ async fn verify_pending_once(pool: &PgPool) -> Result<(), sqlx::Error> {
         }
         keys.insert(context.to_string(), jwks);
     }
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS}, jws_digest FROM service_checkpoints WHERE verified IS NULL \
-           AND (context, kid) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
-         ORDER BY received_at LIMIT 500"
-    ))
-    .bind(&contexts)
-    .bind(&kids)
-    .fetch_all(pool)
-    .await?;
-    for r in &rows {
-        let c = stored(r)?;
-        let digest: String = r.try_get("jws_digest")?;
+    for (c, digest) in store::pending(pool, &contexts, &kids).await? {
         let verdict = match keys.get(&c.context) {
             Some(k) => signature(k, &c),
             None => Signature::UnknownKey,
@@ -124,105 +100,9 @@ async fn verify_pending_once(pool: &PgPool) -> Result<(), sqlx::Error> {
             Signature::Invalid => false,
             Signature::UnknownKey => continue,
         };
-        sqlx::query(
-            "UPDATE service_checkpoints SET verified = $5 WHERE context = $1 AND tree_size = $2 \
-             AND root_hash = $3 AND jws_digest = $4",
-        )
-        .bind(&c.context)
-        .bind(i64::try_from(c.tree_size).unwrap_or(i64::MAX))
-        .bind(&c.root_hash)
-        .bind(digest)
-        .bind(verified)
-        .execute(pool)
-        .await?;
+        store::set_verified(pool, &c, digest, verified).await?;
     }
     Ok(())
-}
-
-/// A stored checkpoint.
-#[derive(Debug, Clone, Serialize)]
-pub struct Stored {
-    pub context: String,
-    pub tree_size: u64,
-    pub root_hash: String,
-    pub last_position: Option<i64>,
-    pub signed_at: DateTime<Utc>,
-    pub kid: Option<String>,
-    pub checkpoint: String,
-}
-
-fn stored(r: &sqlx::postgres::PgRow) -> Result<Stored, sqlx::Error> {
-    let size: i64 = r.try_get("tree_size")?;
-    Ok(Stored {
-        context: r.try_get("context")?,
-        tree_size: u64::try_from(size).unwrap_or_default(),
-        root_hash: r.try_get("root_hash")?,
-        last_position: r.try_get("last_position")?,
-        signed_at: r.try_get("signed_at")?,
-        kid: r.try_get("kid")?,
-        checkpoint: r.try_get("jws")?,
-    })
-}
-
-const COLUMNS: &str = "context, tree_size, root_hash, last_position, signed_at, kid, jws";
-
-/// Which checkpoints to read.
-pub enum Select {
-    /// The latest of each context.
-    Latest,
-    /// The latest of one context.
-    LatestOf(String),
-    /// Those of a context with this size.
-    Size(String, u64),
-    /// The first of a context whose tree holds the event at this global
-    /// position.
-    Covering(String, i64),
-}
-
-pub async fn select(pool: &PgPool, s: &Select) -> Result<Vec<Stored>, sqlx::Error> {
-    // Only checkpoints whose signature was checked: one still waiting for
-    // its key is no evidence yet.
-    let (filter, context, n) = match s {
-        Select::Latest => ("WHERE verified", None, None),
-        Select::LatestOf(c) => ("WHERE verified AND context = $1", Some(c), None),
-        Select::Size(c, n) => (
-            "WHERE verified AND context = $1 AND tree_size = $2",
-            Some(c),
-            Some(i64::try_from(*n).unwrap_or(i64::MAX)),
-        ),
-        Select::Covering(c, p) => (
-            "WHERE verified AND context = $1 AND last_position >= $2",
-            Some(c),
-            Some(*p),
-        ),
-    };
-    let sql = match s {
-        Select::Latest => format!(
-            "SELECT DISTINCT ON (context) {COLUMNS} FROM service_checkpoints {filter} \
-             ORDER BY context, tree_size DESC, received_at"
-        ),
-        Select::LatestOf(_) => format!(
-            "SELECT {COLUMNS} FROM service_checkpoints {filter} \
-             ORDER BY tree_size DESC, received_at LIMIT 1"
-        ),
-        // One size may be signed more than once (a restart re-signs);
-        // a few suffice.
-        Select::Size(..) => format!(
-            "SELECT {COLUMNS} FROM service_checkpoints {filter} ORDER BY received_at LIMIT 16"
-        ),
-        Select::Covering(..) => format!(
-            "SELECT {COLUMNS} FROM service_checkpoints {filter} \
-             ORDER BY tree_size, received_at LIMIT 1"
-        ),
-    };
-    let mut q = sqlx::query(&sql);
-    if let Some(c) = context {
-        q = q.bind(c);
-    }
-    if let Some(n) = n {
-        q = q.bind(n);
-    }
-    q.fetch_all(pool).await?.iter().map(stored).collect()
 }
 
 /// The keys a service published on its own events topic (which only that
@@ -231,13 +111,7 @@ pub async fn keys_of<'e, E: sqlx::PgExecutor<'e>>(
     db: E,
     context: &str,
 ) -> Result<Jwks, sqlx::Error> {
-    let rows: Vec<String> = sqlx::query_scalar(
-        "SELECT payload::text FROM audit_trail WHERE context = $1 AND event_type = $2",
-    )
-    .bind(context)
-    .bind(SIGNING_KEY_PUBLISHED)
-    .fetch_all(db)
-    .await?;
+    let rows = store::published_keys(db, context).await?;
     Ok(Jwks {
         keys: rows
             .iter()
@@ -291,23 +165,10 @@ pub async fn leaves(
     let size_i64 = i64::try_from(size).unwrap_or(i64::MAX);
     // From the index alone: a size beyond what is held is answered without
     // reading every leaf first.
-    let held: i64 = sqlx::query_scalar(
-        "SELECT coalesce(max(leaf_index) + 1, 0) FROM audit_trail WHERE context = $1",
-    )
-    .bind(context)
-    .fetch_one(pool)
-    .await?;
-    if held < size_i64 {
+    if store::leaves_held(pool, context).await? < size_i64 {
         return Ok(None);
     }
-    let rows: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT leaf_index, hash FROM audit_trail WHERE context = $1 AND leaf_index < $2 \
-         ORDER BY leaf_index",
-    )
-    .bind(context)
-    .bind(size_i64)
-    .fetch_all(pool)
-    .await?;
+    let rows = store::leaf_hashes(pool, context, size_i64).await?;
     if rows.len() as u64 != size {
         return Ok(None);
     }

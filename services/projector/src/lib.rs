@@ -1,12 +1,15 @@
 //! Projector: read models built from every context's events — license state
 //! and the audit trail — with blue/green rebuilds, as-of state, history and
-//! signed dispute bundles. `start` wires it so tests can run it in-process.
+//! signed dispute bundles. `api` serves the reads, `models` and
+//! `checkpoints` consume the topics, `rebuild` swaps models in, and `store`
+//! holds all of their SQL. `start` wires it so tests can run it in-process.
 
 pub mod api;
 pub mod checkpoints;
 pub use projector_domain as domain;
 pub mod models;
 pub mod rebuild;
+pub mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -5,8 +5,10 @@
 //! rebuild's consumer is at or past the live one's offsets on every
 //! partition, one transaction swaps the tables and hands the live consumer
 //! the rebuild's offsets; a replayed event changes nothing on either side.
+//! The statements are `store::rebuild`'s; this module decides when each
+//! runs, and in which transaction.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,11 +16,12 @@ use bus::{ConsumerConfig, Watermarks};
 use chrono::{DateTime, Utc};
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::models::{ModelConsumer, ReadModel, NEXT};
+use crate::store::rebuild as store;
 
 const POLL: Duration = Duration::from_millis(250);
 /// A remainder up to this many offsets may be commit markers alone.
@@ -119,55 +122,14 @@ impl Projections {
         };
         let id = Uuid::now_v7();
         let mut tx = self.pool.begin().await?;
-        let running: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM projection_rebuilds WHERE status = 'running'")
-                .fetch_one(&mut *tx)
-                .await?;
-        if running > 0 {
+        if store::running_count(&mut tx).await? > 0 {
             return Err(RebuildError::InProgress);
         }
         for m in &models {
             for table in m.tables() {
-                sqlx::query(&format!("DROP TABLE IF EXISTS {table}{NEXT}"))
-                    .execute(&mut *tx)
-                    .await?;
-                // The primary key now (it is the duplicate guard), the other
-                // indexes once the rows are in: building an index in one
-                // pass is far cheaper than maintaining it row by row.
-                sqlx::query(&format!(
-                    "CREATE TABLE {table}{NEXT} (LIKE {table} INCLUDING ALL EXCLUDING INDEXES)"
-                ))
-                .execute(&mut *tx)
-                .await?;
-                let key: Vec<String> = sqlx::query_scalar(
-                    "SELECT a.attname::text FROM pg_index i \
-                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-                     WHERE i.indrelid = $1::regclass AND i.indisprimary \
-                     ORDER BY array_position(i.indkey::int2[], a.attnum)",
-                )
-                .bind(*table)
-                .fetch_all(&mut *tx)
-                .await?;
-                if !key.is_empty() {
-                    sqlx::query(&format!(
-                        "ALTER TABLE {table}{NEXT} ADD PRIMARY KEY ({})",
-                        key.join(", ")
-                    ))
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                store::create_next(&mut tx, table).await?;
             }
-            // The partial unique index allows one running rebuild per model,
-            // whichever projector instance started it.
-            let inserted = sqlx::query(
-                "INSERT INTO projection_rebuilds (rebuild_id, model, status) \
-                 VALUES ($1, $2, 'running') ON CONFLICT DO NOTHING",
-            )
-            .bind(id)
-            .bind(m.name())
-            .execute(&mut *tx)
-            .await?;
-            if inserted.rows_affected() != 1 {
+            if !store::insert_running(&mut tx, id, m.name()).await? {
                 return Err(RebuildError::InProgress);
             }
         }
@@ -181,14 +143,7 @@ impl Projections {
 
     /// Resumes rebuilds a stopped projector left running.
     pub async fn resume(self: &Arc<Self>) -> Result<(), sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT rebuild_id, model FROM projection_rebuilds WHERE status = 'running'",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        for r in rows {
-            let id: Uuid = r.try_get("rebuild_id")?;
-            let name: String = r.try_get("model")?;
+        for (id, name) in store::running(&self.pool).await? {
             // A model this instance does not serve is another instance's.
             if let Ok(m) = self.model(&name) {
                 tracing::info!(rebuild = %id, model = %name, "resuming rebuild");
@@ -204,7 +159,7 @@ impl Projections {
             let name = model.name();
             if let Err(e) = this.run(id, model).await {
                 tracing::error!(rebuild = %id, model = name, error = %e, "rebuild failed");
-                fail(&this.pool, id, name, &e.to_string()).await;
+                let _ = store::mark_failed(&this.pool, id, name, &e.to_string()).await;
             }
         });
     }
@@ -265,7 +220,7 @@ impl Projections {
             let _ = stop.send(true);
             let _ = consumer.await;
             for table in model.tables() {
-                index_next(&self.pool, table).await?;
+                store::index_next(&self.pool, table).await?;
             }
             match self.swap(id, model.as_ref(), &group).await {
                 Ok(Swap::Done) => {
@@ -290,21 +245,11 @@ impl Projections {
 
     /// Partitions where the live consumer is ahead of `group`.
     async fn behind(&self, group: &str, model: &str) -> Result<Vec<(String, i32)>, sqlx::Error> {
-        behind(&self.pool, group, &self.live_group(model)).await
+        store::behind(&self.pool, group, &self.live_group(model)).await
     }
 
     async fn record_progress(&self, id: Uuid, model: &str, group: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE projection_rebuilds SET events = \
-               (SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE consumer = $3) \
-             WHERE rebuild_id = $1 AND model = $2 AND status = 'running'",
-        )
-        .bind(id)
-        .bind(model)
-        .bind(group)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        store::record_progress(&self.pool, id, model, group).await
     }
 
     /// The swap: one transaction, under locks that hold the live consumer
@@ -318,90 +263,28 @@ impl Projections {
     ) -> Result<Swap, sqlx::Error> {
         let live = self.live_group(model.name());
         for table in model.tables() {
-            sqlx::query(&format!("ANALYZE {table}{NEXT}"))
-                .execute(&self.pool)
-                .await?;
+            store::analyze_next(&self.pool, table).await?;
         }
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SET LOCAL lock_timeout = '1s'")
-            .execute(&mut *tx)
-            .await?;
-        let status: Option<String> = sqlx::query_scalar(
-            "SELECT status FROM projection_rebuilds WHERE rebuild_id = $1 AND model = $2 FOR UPDATE",
-        )
-        .bind(id)
-        .bind(model.name())
-        .fetch_optional(&mut *tx)
-        .await?;
+        store::set_lock_timeout(&mut tx).await?;
+        let status = store::lock_rebuild(&mut tx, id, model.name()).await?;
         if status.as_deref() != Some("running") {
             return Ok(Swap::NotOurs);
         }
         // The live consumer's offset rows first, as each of its batches
         // takes them (then the tables): waiting for a batch rather than
         // deadlocking with it, and the offsets read below cannot move.
-        sqlx::query(
-            "SELECT 1 FROM consumer_offsets WHERE consumer = $1 ORDER BY topic, partition FOR UPDATE",
-        )
-        .bind(&live)
-        .execute(&mut *tx)
-        .await?;
-        let tables = model.tables().join(", ");
-        sqlx::query(&format!("LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE"))
-            .execute(&mut *tx)
-            .await?;
-        if !behind(&mut *tx, group, &live).await?.is_empty() {
+        store::lock_offsets(&mut tx, &live).await?;
+        store::lock_tables(&mut tx, model.tables()).await?;
+        if !store::behind(&mut *tx, group, &live).await?.is_empty() {
             tx.rollback().await?;
             return Ok(Swap::Behind);
         }
         for table in model.tables() {
-            replace_table(&mut tx, table).await?;
+            store::replace_table(&mut tx, table).await?;
         }
-        sqlx::query(
-            "INSERT INTO consumer_offsets (consumer, topic, partition, next_offset) \
-             SELECT $1, topic, partition, next_offset FROM consumer_offsets WHERE consumer = $2 \
-             ON CONFLICT (consumer, topic, partition) DO UPDATE \
-               SET next_offset = GREATEST(consumer_offsets.next_offset, EXCLUDED.next_offset), \
-                   updated_at = now()",
-        )
-        .bind(&live)
-        .bind(group)
-        .execute(&mut *tx)
-        .await?;
-        // Each aggregate's last sequence goes with the offsets.
-        sqlx::query(
-            "INSERT INTO consumer_sequences (consumer, topic, aggregate_type, aggregate_id, last_sequence) \
-             SELECT $1, topic, aggregate_type, aggregate_id, last_sequence FROM consumer_sequences \
-             WHERE consumer = $2 \
-             ON CONFLICT (consumer, topic, aggregate_type, aggregate_id) DO UPDATE \
-               SET last_sequence = GREATEST(consumer_sequences.last_sequence, EXCLUDED.last_sequence)",
-        )
-        .bind(&live)
-        .bind(group)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM consumer_sequences WHERE consumer = $1")
-            .bind(group)
-            .execute(&mut *tx)
-            .await?;
-        let events: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE consumer = $1",
-        )
-        .bind(group)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM consumer_offsets WHERE consumer = $1")
-            .bind(group)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE projection_rebuilds SET status = 'done', finished_at = clock_timestamp(), events = $3 \
-             WHERE rebuild_id = $1 AND model = $2",
-        )
-        .bind(id)
-        .bind(model.name())
-        .bind(events)
-        .execute(&mut *tx)
-        .await?;
+        let events = store::hand_over(&mut tx, &live, group).await?;
+        store::mark_done(&mut tx, id, model.name(), events).await?;
         tx.commit().await?;
         Ok(Swap::Done)
     }
@@ -466,22 +349,10 @@ impl Projections {
         model: &str,
         marks: &[bus::PartitionMarks],
     ) -> Result<Option<RebuildStatus>, StatusError> {
-        let Some(r) = sqlx::query(
-            "SELECT rebuild_id, status, started_at, finished_at, events, error, \
-               clock_timestamp() AS now FROM projection_rebuilds \
-             WHERE model = $1 ORDER BY started_at DESC LIMIT 1",
-        )
-        .bind(model)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
+        let Some(r) = store::latest(&self.pool, model).await? else {
             return Ok(None);
         };
-        let id: Uuid = r.try_get("rebuild_id")?;
-        let status: String = r.try_get("status")?;
-        let started_at: DateTime<Utc> = r.try_get("started_at")?;
-        let finished_at: Option<DateTime<Utc>> = r.try_get("finished_at")?;
-        let now: DateTime<Utc> = r.try_get("now")?;
+        let (id, status) = (r.rebuild_id, r.status);
         let (events, lag) = if status == "running" {
             let cps = self
                 .checkpoints(&self.rebuild_group(model, id), marks)
@@ -493,9 +364,10 @@ impl Projections {
                 cps.iter().map(|c| c.lag).sum(),
             )
         } else {
-            (r.try_get("events")?, 0)
+            (r.events, 0)
         };
-        let secs = (finished_at.unwrap_or(now) - started_at).num_milliseconds() as f64 / 1000.0;
+        let secs =
+            (r.finished_at.unwrap_or(r.now) - r.started_at).num_milliseconds() as f64 / 1000.0;
         let rate = if secs > 0.0 {
             events as f64 / secs
         } else {
@@ -506,12 +378,12 @@ impl Projections {
             table: format!("{model}{}", if status == "running" { NEXT } else { "" }),
             eta_secs: (status == "running" && rate > 0.0).then(|| lag as f64 / rate),
             status,
-            started_at,
-            finished_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
             events,
             events_per_sec: rate,
             lag,
-            error: r.try_get("error")?,
+            error: r.error,
         }))
     }
 }
@@ -537,20 +409,7 @@ async fn checkpoints(
     consumer: &str,
     marks: &[bus::PartitionMarks],
 ) -> Result<Vec<Checkpoint>, sqlx::Error> {
-    let stored: BTreeMap<(String, i32), i64> = sqlx::query(
-        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1",
-    )
-    .bind(consumer)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok((
-            (r.try_get("topic")?, r.try_get("partition")?),
-            r.try_get("next_offset")?,
-        ))
-    })
-    .collect::<Result<_, sqlx::Error>>()?;
+    let stored = store::offsets(pool, consumer).await?;
     Ok(marks
         .iter()
         .map(|(topic, partition, low, high)| {
@@ -567,91 +426,4 @@ async fn checkpoints(
             }
         })
         .collect())
-}
-
-async fn behind<'e, E>(db: E, group: &str, live: &str) -> Result<Vec<(String, i32)>, sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
-{
-    sqlx::query(
-        "SELECT l.topic, l.partition FROM consumer_offsets l \
-         LEFT JOIN consumer_offsets r \
-           ON r.consumer = $1 AND r.topic = l.topic AND r.partition = l.partition \
-         WHERE l.consumer = $2 AND l.next_offset > coalesce(r.next_offset, 0)",
-    )
-    .bind(group)
-    .bind(live)
-    .fetch_all(db)
-    .await?
-    .iter()
-    .map(|r| Ok((r.try_get("topic")?, r.try_get("partition")?)))
-    .collect()
-}
-
-/// Gives `table_next` every index of `table` but its primary key (kept from
-/// the start), under the live names plus `_next`.
-async fn index_next(pool: &PgPool, table: &str) -> Result<(), sqlx::Error> {
-    let indexes: Vec<(String, bool, String)> = sqlx::query_as(
-        "SELECT c.relname::text, i.indisunique, \
-           regexp_replace(pg_get_indexdef(i.indexrelid), '^CREATE (UNIQUE )?INDEX \\S+ ON \\S+ ', '\\1') \
-         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
-         WHERE i.indrelid = $1::regclass AND NOT i.indisprimary",
-    )
-    .bind(table)
-    .fetch_all(pool)
-    .await?;
-    for (name, unique, shape) in indexes {
-        let unique = if unique { "UNIQUE " } else { "" };
-        sqlx::query(&format!(
-            "CREATE {unique}INDEX IF NOT EXISTS {name}{NEXT} ON {table}{NEXT} {shape}"
-        ))
-        .execute(pool)
-        .await?;
-    }
-    Ok(())
-}
-
-/// Drops `table` and renames `table_next` to it, its indexes taking the old
-/// indexes' names (matched by definition), so every generation looks alike.
-async fn replace_table(tx: &mut PgConnection, table: &str) -> Result<(), sqlx::Error> {
-    let shapes = |t: String| {
-        sqlx::query_as::<_, (String, String)>(
-            "SELECT indexname, regexp_replace(indexdef, '^CREATE (UNIQUE )?INDEX \\S+ ON \\S+ ', '\\1') \
-             FROM pg_indexes WHERE schemaname = current_schema() AND tablename = $1",
-        )
-        .bind(t)
-    };
-    let old: HashMap<String, String> = shapes(table.to_string())
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(name, shape)| (shape, name))
-        .collect();
-    let new = shapes(format!("{table}{NEXT}")).fetch_all(&mut *tx).await?;
-    sqlx::query(&format!("DROP TABLE {table}"))
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(&format!("ALTER TABLE {table}{NEXT} RENAME TO {table}"))
-        .execute(&mut *tx)
-        .await?;
-    for (name, shape) in new {
-        if let Some(old_name) = old.get(&shape) {
-            sqlx::query(&format!("ALTER INDEX {name} RENAME TO {old_name}"))
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-async fn fail(pool: &PgPool, id: Uuid, model: &str, error: &str) {
-    let _ = sqlx::query(
-        "UPDATE projection_rebuilds SET status = 'failed', finished_at = clock_timestamp(), error = $3 \
-         WHERE rebuild_id = $1 AND model = $2 AND status = 'running'",
-    )
-    .bind(id)
-    .bind(model)
-    .bind(error)
-    .execute(pool)
-    .await;
 }

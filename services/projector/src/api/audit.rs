@@ -1,5 +1,6 @@
 //! `GET /v1/audit`: filtered pages of the audit trail, or the whole filtered
 //! trail streamed as NDJSON or CSV, row by row, without holding it in memory.
+//! The rows, and the stream of them, are `store::audit`'s.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,16 +11,16 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use contracts::text::Text;
 use futures::TryStreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use service_kit::{Problem, Query};
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout_at, Instant};
 use uuid::Uuid;
 
 use super::licenses::{limit_of, Page};
 use super::unavailable;
+use crate::store::audit::{self as store, AuditRecord, Filter};
 use crate::App;
 
 const MAX_TEXT: usize = 256;
@@ -51,66 +52,10 @@ pub struct AuditQuery {
     pub format: Format,
 }
 
-#[derive(Debug, Serialize)]
-pub struct AuditRecord {
-    pub event_id: Uuid,
-    pub context: String,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub license_id: Option<Uuid>,
-    pub event_type: String,
-    pub event_version: String,
-    pub occurred_at: DateTime<Utc>,
-    pub recorded_at: DateTime<Utc>,
-    pub actor: serde_json::Value,
-    pub command_id: Uuid,
-    pub correlation_id: String,
-    pub causation_id: Option<String>,
-    pub payload: serde_json::Value,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
-const COLUMNS: &str = "event_id, context, aggregate_type, aggregate_id, sequence, license_id, \
-     event_type, event_version, occurred_at, recorded_at, actor_kind, actor_id, actor_via, \
-     command_id, correlation_id, causation_id, payload, prev_hash, hash";
-
 /// CSV header; `payload` is the event's JSON text.
 const CSV_HEADER: &str = "event_id,context,aggregate_type,aggregate_id,sequence,license_id,\
      event_type,event_version,occurred_at,recorded_at,actor_kind,actor_id,actor_via,command_id,\
      correlation_id,causation_id,payload,prev_hash,hash\n";
-
-fn record(r: &PgRow) -> Result<AuditRecord, sqlx::Error> {
-    Ok(AuditRecord {
-        event_id: r.try_get("event_id")?,
-        context: r.try_get("context")?,
-        aggregate_type: r.try_get("aggregate_type")?,
-        aggregate_id: r.try_get("aggregate_id")?,
-        sequence: r.try_get("sequence")?,
-        license_id: r.try_get("license_id")?,
-        event_type: r.try_get("event_type")?,
-        event_version: r.try_get("event_version")?,
-        occurred_at: r.try_get("occurred_at")?,
-        recorded_at: r.try_get("recorded_at")?,
-        actor: {
-            let mut a = serde_json::json!({
-                "kind": r.try_get::<String, _>("actor_kind")?,
-                "id": r.try_get::<String, _>("actor_id")?,
-            });
-            if let Some(via) = r.try_get::<Option<String>, _>("actor_via")? {
-                a["via"] = via.into();
-            }
-            a
-        },
-        command_id: r.try_get("command_id")?,
-        correlation_id: r.try_get("correlation_id")?,
-        causation_id: r.try_get("causation_id")?,
-        payload: r.try_get("payload")?,
-        prev_hash: r.try_get("prev_hash")?,
-        hash: r.try_get("hash")?,
-    })
-}
 
 fn check(q: &AuditQuery) -> Result<(), Problem> {
     for (field, v) in [
@@ -148,32 +93,16 @@ fn check(q: &AuditQuery) -> Result<(), Problem> {
     Ok(())
 }
 
-fn select(q: &AuditQuery) -> QueryBuilder<'static, Postgres> {
-    let mut sql: QueryBuilder<'static, Postgres> =
-        QueryBuilder::new(format!("SELECT {COLUMNS} FROM audit_trail WHERE true"));
-    if let Some(v) = q.license_id {
-        sql.push(" AND license_id = ").push_bind(v);
+fn filter(q: &AuditQuery) -> Filter {
+    Filter {
+        license_id: q.license_id,
+        actor: q.actor.as_ref().map(|v| v.to_string()),
+        event_type: q.event_type.as_ref().map(|v| v.to_string()),
+        correlation_id: q.correlation_id.as_ref().map(|v| v.to_string()),
+        from: q.from,
+        to: q.to,
+        cursor: q.cursor,
     }
-    if let Some(v) = &q.actor {
-        sql.push(" AND actor_id = ").push_bind(v.to_string());
-    }
-    if let Some(v) = &q.event_type {
-        sql.push(" AND event_type = ").push_bind(v.to_string());
-    }
-    if let Some(v) = &q.correlation_id {
-        sql.push(" AND correlation_id = ").push_bind(v.to_string());
-    }
-    if let Some(v) = q.from {
-        sql.push(" AND recorded_at >= ").push_bind(v);
-    }
-    if let Some(v) = q.to {
-        sql.push(" AND recorded_at < ").push_bind(v);
-    }
-    if let Some(v) = q.cursor {
-        sql.push(" AND event_id > ").push_bind(v);
-    }
-    sql.push(" ORDER BY event_id");
-    sql
 }
 
 pub async fn query(app: web::Data<App>, q: Query<AuditQuery>) -> Result<HttpResponse, Problem> {
@@ -183,17 +112,8 @@ pub async fn query(app: web::Data<App>, q: Query<AuditQuery>) -> Result<HttpResp
         return export(app.pool.clone(), q, app.export_timeout).await;
     }
     let limit = limit_of(q.limit)?;
-    let mut sql = select(&q);
-    sql.push(" LIMIT ").push_bind(limit);
-    let rows = sql
-        .build()
-        .fetch_all(&app.pool)
+    let items = store::page(&app.pool, &filter(&q), limit)
         .await
-        .map_err(unavailable)?;
-    let items = rows
-        .iter()
-        .map(record)
-        .collect::<Result<Vec<_>, _>>()
         .map_err(unavailable)?;
     let next_cursor = (items.len() as i64 == limit)
         .then(|| items.last().map(|i| i.event_id.to_string()))
@@ -220,8 +140,8 @@ async fn export(pool: PgPool, q: AuditQuery, limit: Duration) -> Result<HttpResp
     tokio::spawn(async move {
         let deadline = Instant::now() + limit;
         let mut started = Some(started);
-        let mut sql = select(&q);
-        let mut rows = sql.build().fetch(&pool);
+        let mut trail = store::export(pool, &filter(&q));
+        let mut rows = trail.rows();
         if format == Format::Csv {
             let _ = tx.try_send(Bytes::from(CSV_HEADER));
         }
@@ -248,7 +168,7 @@ async fn export(pool: PgPool, q: AuditQuery, limit: Duration) -> Result<HttpResp
             if let Some(s) = started.take() {
                 let _ = s.send(Ok(()));
             }
-            let line = match record(&row)
+            let line = match row
                 .map_err(|e| e.to_string())
                 .and_then(|r| line_of(format, &r))
             {

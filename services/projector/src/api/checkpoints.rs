@@ -9,9 +9,8 @@ use serde::{Deserialize, Serialize};
 use service_kit::{Problem, Query};
 
 use super::unavailable;
-use crate::checkpoints::{
-    keys_of, leaves, matches_events, select, signature, Select, Signature, Stored,
-};
+use crate::checkpoints::{keys_of, leaves, matches_events, signature, Signature};
+use crate::store::checkpoints::{select, Select, Stored};
 use crate::App;
 
 const CONTEXTS: [&str; 4] = [ISSUANCE, ACTIVATION, DOMAIN, GRANTS];

@@ -1,6 +1,7 @@
 //! Licenses: the live row, the filtered list, the state at an instant, the
 //! history with its hash-chain links, the signed dispute bundle, and the
-//! re-evaluation of a past request.
+//! re-evaluation of a past request. Rows come from `store::licenses` and
+//! `store::checkpoints`; the folds, chain checks and proofs are here.
 
 use std::collections::BTreeMap;
 
@@ -14,12 +15,13 @@ use eventstore::chain::{verify_chain, ChainReport};
 use serde::{Deserialize, Serialize};
 use service_kit::json::Json;
 use service_kit::{Problem, Query};
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{envelope_of, unavailable, EventRow, ENVELOPE_COLUMNS, EVENT_COLUMNS};
+use super::unavailable;
 use crate::domain::decision::{self, Decision, Kind};
 use crate::domain::LicenseState;
+use crate::store::licenses::{self as store, ListFilter};
 use crate::App;
 
 const DEFAULT_PAGE: i64 = 100;
@@ -30,13 +32,7 @@ fn not_found() -> Problem {
 }
 
 pub async fn get(app: web::Data<App>, id: web::Path<Uuid>) -> Result<HttpResponse, Problem> {
-    let state: Option<serde_json::Value> = sqlx::query_scalar(
-        "SELECT state FROM license_state WHERE license_id = $1 AND status IS NOT NULL",
-    )
-    .bind(*id)
-    .fetch_optional(&app.pool)
-    .await
-    .map_err(unavailable)?;
+    let state = store::state(&app.pool, *id).await.map_err(unavailable)?;
     Ok(HttpResponse::Ok().json(state.ok_or_else(not_found)?))
 }
 
@@ -82,27 +78,14 @@ pub async fn list(app: web::Data<App>, q: Query<ListQuery>) -> Result<HttpRespon
             .with_field("status"));
         }
     }
-    let mut sql: QueryBuilder<'_, Postgres> =
-        QueryBuilder::new("SELECT license_id, state FROM license_state WHERE status IS NOT NULL");
-    if let Some(v) = &q.status {
-        sql.push(" AND status = ").push_bind(v.to_string());
-    }
-    if let Some(v) = &q.product {
-        sql.push(" AND product = ").push_bind(v.to_string());
-    }
-    if let Some(v) = &q.customer {
-        sql.push(" AND customer = ").push_bind(v.to_string());
-    }
-    if let Some(v) = q.expiring_before {
-        sql.push(" AND expires_at < ").push_bind(v);
-    }
-    if let Some(v) = q.cursor {
-        sql.push(" AND license_id > ").push_bind(v);
-    }
-    sql.push(" ORDER BY license_id LIMIT ").push_bind(limit);
-    let rows: Vec<(Uuid, serde_json::Value)> = sql
-        .build_query_as()
-        .fetch_all(&app.pool)
+    let filter = ListFilter {
+        status: q.status.as_ref().map(|v| v.to_string()),
+        product: q.product.as_ref().map(|v| v.to_string()),
+        customer: q.customer.as_ref().map(|v| v.to_string()),
+        expiring_before: q.expiring_before,
+        cursor: q.cursor,
+    };
+    let rows = store::list(&app.pool, &filter, limit)
         .await
         .map_err(unavailable)?;
     let next_cursor = (rows.len() as i64 == limit)
@@ -143,25 +126,14 @@ pub async fn state_at(
     id: Uuid,
     at: DateTime<Utc>,
 ) -> Result<Option<LicenseState>, Problem> {
-    // Sorted here rather than by the database: a long history would not
-    // fit the server's sort memory and spill to disk.
-    let sql = format!(
-        "SELECT {ENVELOPE_COLUMNS} FROM audit_trail WHERE license_id = $1 AND recorded_at <= $2"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(id)
-        .bind(at)
-        .fetch_all(pool)
+    let mut events = store::events_until(pool, id, at)
         .await
         .map_err(unavailable)?;
-    if rows.is_empty() {
+    if events.is_empty() {
         return Ok(None);
     }
-    let mut events = rows
-        .iter()
-        .map(|r| Ok((r.try_get::<String, _>("context")?, envelope_of(r)?)))
-        .collect::<Result<Vec<_>, super::RowError>>()
-        .map_err(unavailable)?;
+    // Sorted here rather than by the database: a long history would not
+    // fit the server's sort memory and spill to disk.
     events.sort_unstable_by(|(c1, a), (c2, b)| {
         (c1, &a.aggregate_type, &a.aggregate_id, a.sequence).cmp(&(
             c2,
@@ -182,13 +154,7 @@ pub async fn state_at(
 }
 
 async fn known(pool: &PgPool, id: Uuid) -> Result<(), Problem> {
-    let any: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM audit_trail WHERE license_id = $1)")
-            .bind(id)
-            .fetch_one(pool)
-            .await
-            .map_err(unavailable)?;
-    if any {
+    if store::has_events(pool, id).await.map_err(unavailable)? {
         Ok(())
     } else {
         Err(not_found())
@@ -218,19 +184,9 @@ pub async fn as_of(
 /// Every aggregate that has an event about the license, whole: a chain can
 /// only be checked from its first event.
 async fn chains_of(pool: &PgPool, id: Uuid) -> Result<Vec<BundleChain>, Problem> {
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM audit_trail WHERE (aggregate_type, aggregate_id) IN \
-           (SELECT DISTINCT aggregate_type, aggregate_id FROM audit_trail WHERE license_id = $1) \
-         ORDER BY context, aggregate_type, aggregate_id, sequence"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(id)
-        .fetch_all(pool)
-        .await
-        .map_err(unavailable)?;
+    let rows = store::chain_events(pool, id).await.map_err(unavailable)?;
     let mut chains: Vec<BundleChain> = Vec::new();
-    for r in &rows {
-        let e = EventRow::from_row(r).map_err(unavailable)?;
+    for e in rows {
         let same = chains.last().is_some_and(|c| {
             c.context == e.context
                 && c.aggregate_type == e.stored.aggregate_type
@@ -339,26 +295,6 @@ fn inconsistent(detail: String) -> Problem {
     .with_detail(detail)
 }
 
-/// Each event's leaf in its service's tree, for the license's chains.
-async fn leaf_indexes(
-    pool: &PgPool,
-    id: Uuid,
-) -> Result<std::collections::HashMap<(String, String, String, i64), u64>, Problem> {
-    let rows: Vec<(String, String, String, i64, Option<i64>)> = sqlx::query_as(
-        "SELECT context, aggregate_type, aggregate_id, sequence, leaf_index FROM audit_trail \
-         WHERE (aggregate_type, aggregate_id) IN \
-           (SELECT DISTINCT aggregate_type, aggregate_id FROM audit_trail WHERE license_id = $1)",
-    )
-    .bind(id)
-    .fetch_all(pool)
-    .await
-    .map_err(unavailable)?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(c, t, a, s, l)| Some(((c, t, a, s), u64::try_from(l?).ok()?)))
-        .collect())
-}
-
 /// Per context, the latest service checkpoint the projector can stand
 /// behind (its signature verifies under the service's published keys and
 /// the projector's own copy of the events gives its root), with an
@@ -368,22 +304,16 @@ async fn prove(
     id: Uuid,
     chains: &mut [BundleChain],
 ) -> Result<Vec<(bundle::ServiceHead, String)>, Problem> {
-    use crate::checkpoints::{keys_of, leaves, select, signature, Select, Signature};
-    let leaf_of = leaf_indexes(pool, id).await?;
+    use crate::checkpoints::{keys_of, leaves, signature, Signature};
+    use crate::store::checkpoints::{select, verified_sizes, Select};
+    let leaf_of = store::leaf_indexes(pool, id).await.map_err(unavailable)?;
     let mut contexts: Vec<String> = chains.iter().map(|c| c.context.clone()).collect();
     contexts.sort();
     contexts.dedup();
     let mut heads = Vec::new();
     for context in contexts {
         let keys = keys_of(pool, &context).await.map_err(unavailable)?;
-        let candidates = sqlx::query_scalar::<_, i64>(
-            "SELECT DISTINCT tree_size FROM service_checkpoints WHERE verified AND context = $1 \
-             ORDER BY tree_size DESC LIMIT 8",
-        )
-        .bind(&context)
-        .fetch_all(pool)
-        .await
-        .map_err(unavailable)?;
+        let candidates = verified_sizes(pool, &context).await.map_err(unavailable)?;
         'sizes: for size in candidates {
             let size = u64::try_from(size).unwrap_or_default();
             let Some(l) = leaves(pool, &context, size).await.map_err(unavailable)? else {

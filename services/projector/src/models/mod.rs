@@ -2,6 +2,7 @@
 //! can be added and backfilled over the full history — or rebuilt — without
 //! touching the others. The same `apply` writes the live tables and a
 //! rebuild's (`suffix`), which is what makes a rebuild equal to the live rows.
+//! A model folds and batches; its statements are in `crate::store`.
 
 pub mod audit;
 pub mod license_state;
