@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::domain::{
     ApiKey, IssuanceServices, License, LicenseCommand, Product, ProductCommand, ProductState,
 };
-use crate::lookup::LicenseLookup;
+use crate::store::LicenseLookup;
 use service_kit::command::context;
 
 /// Payload of commands that carry nothing (reinstate, delete).

@@ -6,9 +6,9 @@ pub mod commands;
 pub mod consumers;
 pub use issuance_domain as domain;
 pub mod keys;
-pub mod lookup;
 pub mod recovery;
 pub mod scheduler;
+pub mod store;
 
 use std::sync::Arc;
 use std::time::Duration;

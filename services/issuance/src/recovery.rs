@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 
 use contracts::activation::{same_device, ActivationClaims, ACTIVATION_TYP};
 use contracts::issuance::Policy;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::store;
 
 /// The license of an activation file signed by one of activation's
 /// published keys; None when the file does not verify or names no known
@@ -15,9 +17,7 @@ pub async fn by_activation_file(
     pool: &PgPool,
     file: &str,
 ) -> Result<Option<Vec<Uuid>>, sqlx::Error> {
-    let keys: Vec<serde_json::Value> = sqlx::query_scalar("SELECT jwk FROM activation_keys")
-        .fetch_all(pool)
-        .await?;
+    let keys = store::activation_keys(pool).await?;
     let keys: Vec<signing::Jwk> = keys
         .into_iter()
         .filter_map(|k| serde_json::from_value(k).ok())
@@ -36,11 +36,7 @@ pub async fn by_activation_file(
     else {
         return Ok(None);
     };
-    let license: Option<Uuid> =
-        sqlx::query_scalar("SELECT license_id FROM activation_replica WHERE activation_id = $1")
-            .bind(claims.activation_id)
-            .fetch_optional(pool)
-            .await?;
+    let license = store::replica_license(pool, claims.activation_id).await?;
     Ok(license.filter(|l| *l == claims.license_id).map(|l| vec![l]))
 }
 
@@ -50,22 +46,15 @@ pub async fn by_device(
     pool: &PgPool,
     components: &BTreeMap<String, String>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT a.license_id, a.components, l.fingerprint_min_matches AS min \
-         FROM activation_replica a LEFT JOIN license_lookup l USING (license_id) \
-         WHERE a.status = 'live' AND a.component_digests && $1",
-    )
-    .bind(components.values().cloned().collect::<Vec<_>>())
-    .fetch_all(pool)
-    .await?;
+    let rows =
+        store::live_activations_sharing(pool, components.values().cloned().collect()).await?;
     let default = Policy::default().fingerprint_min_matches;
     let mut ids = Vec::new();
     for r in rows {
         let theirs: BTreeMap<String, String> =
-            serde_json::from_value(r.try_get("components")?).unwrap_or_default();
-        let id: Uuid = r.try_get("license_id")?;
-        let min: Option<i32> = r.try_get("min")?;
-        let min = min.and_then(|m| u32::try_from(m).ok()).unwrap_or(default);
+            serde_json::from_value(r.components).unwrap_or_default();
+        let id = r.license_id;
+        let min = r.min.and_then(|m| u32::try_from(m).ok()).unwrap_or(default);
         if same_device(&theirs, components, min) && !ids.contains(&id) {
             ids.push(id);
         }

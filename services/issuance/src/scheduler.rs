@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::commands::Issuance;
 use crate::domain::LicenseCommand;
+use crate::store;
 
 const LOCK_KEY: i64 = 0x6c69_6373_6368_6564; // "licsched"
 const BATCH: i64 = 500;
@@ -33,29 +34,12 @@ pub async fn run(issuance: Arc<Issuance>, every: Duration, mut shutdown: watch::
 pub async fn tick(issuance: &Issuance) -> Result<usize, eventstore::StoreError> {
     let now = issuance.licenses.services().clock.now();
     let mut tx = issuance.pool.begin().await?;
-    let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(LOCK_KEY)
-        .fetch_one(&mut *tx)
-        .await?;
+    let leader = store::try_xact_lock(&mut tx, LOCK_KEY).await?;
     if !leader {
         return Ok(0);
     }
-    let expiring: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT license_id FROM license_lookup \
-         WHERE status IN ('active', 'suspended') AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
-    )
-    .bind(now)
-    .bind(BATCH)
-    .fetch_all(&mut *tx)
-    .await?;
-    let reclaimable: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT license_id FROM license_lookup \
-         WHERE status = 'expired' AND reclaim_at <= $1 ORDER BY reclaim_at LIMIT $2",
-    )
-    .bind(now)
-    .bind(BATCH)
-    .fetch_all(&mut *tx)
-    .await?;
+    let expiring = store::expiring_licenses(&mut tx, now, BATCH).await?;
+    let reclaimable = store::reclaimable_licenses(&mut tx, now, BATCH).await?;
     let correlation = format!("scheduler-{}", Uuid::now_v7());
     let mut applied = 0;
     for (ids, command, kind) in [

@@ -324,7 +324,7 @@ async fn lookup(
         Problem::unprocessable(code, e.to_string()).with_field("key")
     })?;
     let digest = crate::domain::license_key::digest(&normalized);
-    let id = crate::lookup::by_key_digest(&issuance.pool, &digest)
+    let id = crate::store::license_by_key_digest(&issuance.pool, &digest)
         .await
         .map_err(|e| store_problem(StoreError::Database(e)))?;
     let id =
@@ -363,7 +363,7 @@ async fn recover(
     let db = |e: sqlx::Error| store_problem(StoreError::Database(e));
     let (method, ids, field) = match (&r.contract, &r.activation_file, &r.fingerprint) {
         (Some(c), None, None) if !c.trim().is_empty() && c.len() <= 200 => {
-            let ids = crate::lookup::by_contract(&issuance.pool, c.trim())
+            let ids = crate::store::licenses_by_contract(&issuance.pool, c.trim())
                 .await
                 .map_err(db)?;
             (RecoveryMethod::Contract, ids, "contract")
