@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use contracts::license_view::LicenseView;
-use serde_json::Value;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::domain::check::Entry;
+use crate::store;
 
 /// Revisions re-read below the highest seen, for late commits.
 const OVERLAP: i64 = 1_000;
@@ -144,43 +144,31 @@ impl Cache {
             (false, Ok(i)) => (i.license_rev - OVERLAP, i.binding_rev - OVERLAP),
             _ => (i64::MIN, i64::MIN),
         };
-        let licenses = sqlx::query(
-            "SELECT key_digest, view, rev FROM license_replica WHERE rev > $1 ORDER BY rev",
-        )
-        .bind(lrev)
-        .fetch_all(&self.pool)
-        .await?;
-        let bindings = sqlx::query(
-            "SELECT license_id, domain, released, rev FROM bindings WHERE rev > $1 ORDER BY rev",
-        )
-        .bind(brev)
-        .fetch_all(&self.pool)
-        .await?;
+        let licenses = store::licenses_since(&self.pool, lrev).await?;
+        let bindings = store::bindings_since(&self.pool, brev).await?;
         let mut pending = self.pending.write().map_err(|_| sqlx::Error::PoolClosed)?;
         let mut inner = self.inner.write().map_err(|_| sqlx::Error::PoolClosed)?;
-        for r in &licenses {
-            let view: Value = r.try_get("view")?;
-            let Ok(view) = serde_json::from_value::<LicenseView>(view) else {
+        for r in licenses {
+            let Ok(view) = serde_json::from_value::<LicenseView>(r.view) else {
                 continue;
             };
             let id = view.id;
-            inner.upsert_license(r.try_get("key_digest")?, view);
+            inner.upsert_license(r.key_digest, view);
             if let Some(domain) = pending.remove(&id) {
                 inner.set_domain(id, domain);
             }
-            inner.license_rev = inner.license_rev.max(r.try_get("rev")?);
+            inner.license_rev = inner.license_rev.max(r.rev);
         }
-        for r in &bindings {
-            let id: Uuid = r.try_get("license_id")?;
-            let released: bool = r.try_get("released")?;
-            let domain: Option<String> = r.try_get("domain")?;
-            let domain = domain.filter(|_| !released);
+        for r in bindings {
+            let id = r.license_id;
+            let released = r.released;
+            let domain = r.domain.filter(|_| !released);
             if inner.by_id.contains_key(&id) {
                 inner.set_domain(id, domain);
             } else {
                 pending.insert(id, domain);
             }
-            inner.binding_rev = inner.binding_rev.max(r.try_get("rev")?);
+            inner.binding_rev = inner.binding_rev.max(r.rev);
         }
         if full {
             if let Ok(mut t) = self.last_full.write() {

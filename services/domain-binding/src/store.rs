@@ -1,10 +1,13 @@
 //! Domain binding's tables, both written in the transaction of a
 //! `DomainBinding`'s events: the `bindings` index and the domain claims
-//! that keep one live license per registrable domain and product.
+//! that keep one live license per registrable domain and product. The
+//! host-check cache's reads of the license replica and of `bindings`
+//! (by `rev`) are here too.
 
 use async_trait::async_trait;
 use eventstore::{ErrorKind, InlineProjection, Refused};
-use sqlx::PgConnection;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::domain::Binding;
@@ -85,4 +88,58 @@ impl InlineProjection<Binding> for BindingIndex {
         .await?;
         Ok(Ok(()))
     }
+}
+
+/// A row of the license replica, as the host-check cache reads it.
+pub struct ReplicaRow {
+    pub key_digest: Option<String>,
+    pub view: Value,
+    pub rev: i64,
+}
+
+/// License replica rows with a `rev` above `rev`, in `rev` order.
+pub async fn licenses_since(pool: &PgPool, rev: i64) -> Result<Vec<ReplicaRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT key_digest, view, rev FROM license_replica WHERE rev > $1 ORDER BY rev",
+    )
+    .bind(rev)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ReplicaRow {
+                key_digest: r.try_get("key_digest")?,
+                view: r.try_get("view")?,
+                rev: r.try_get("rev")?,
+            })
+        })
+        .collect()
+}
+
+/// A row of `bindings`, as the host-check cache reads it.
+pub struct BindingRow {
+    pub license_id: Uuid,
+    pub domain: Option<String>,
+    pub released: bool,
+    pub rev: i64,
+}
+
+/// `bindings` rows with a `rev` above `rev`, in `rev` order.
+pub async fn bindings_since(pool: &PgPool, rev: i64) -> Result<Vec<BindingRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT license_id, domain, released, rev FROM bindings WHERE rev > $1 ORDER BY rev",
+    )
+    .bind(rev)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(BindingRow {
+                license_id: r.try_get("license_id")?,
+                domain: r.try_get("domain")?,
+                released: r.try_get("released")?,
+                rev: r.try_get("rev")?,
+            })
+        })
+        .collect()
 }
