@@ -16,7 +16,6 @@ use contracts::issuance::*;
 use contracts::EventEnvelope;
 use eventstore::CommandContext;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::app::GrantSync;
 use crate::store;
@@ -173,13 +172,10 @@ impl TxHandler for ReactionConsumer {
         match e.event_type.as_str() {
             CLIENT_REVOKED => {
                 let p: ClientRevoked = bus::payload(&e)?;
-                let licenses: Vec<Uuid> =
-                    sqlx::query_scalar("SELECT licenses FROM clients WHERE client_id = $1")
-                        .bind(p.client_id)
-                        .fetch_optional(&self.app.pool)
-                        .await
-                        .map_err(transient)?
-                        .unwrap_or_default();
+                let licenses = store::client_licenses(&self.app.pool, p.client_id)
+                    .await
+                    .map_err(transient)?
+                    .unwrap_or_default();
                 for license_id in licenses {
                     let ctx = CommandContext::reaction(
                         &e,

@@ -8,11 +8,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
 use crate::domain::Clock;
+use crate::store;
 
 /// How a heartbeat went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,28 +116,10 @@ async fn renew(
     pairs.dedup();
     let ids: Vec<Uuid> = pairs.iter().map(|p| p.0).collect();
     let clients: Vec<Uuid> = pairs.iter().map(|p| p.1).collect();
-    // `lease_id = ANY` keeps the look-up on the primary key whatever the
-    // statistics say; the client must be the lease's own.
-    let rows = sqlx::query(
-        "WITH b AS (SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS b(lease_id, client_id)), \
-         due AS (SELECT l.lease_id FROM leases l JOIN b ON b.lease_id = l.lease_id \
-                   AND b.client_id = l.client_id \
-                 WHERE l.lease_id = ANY($1) AND l.status = 'live' \
-                   AND l.deadline + make_interval(secs => l.grace_secs) > $3 \
-                 ORDER BY l.lease_id FOR UPDATE OF l) \
-         UPDATE leases l SET deadline = $3 + make_interval(secs => l.ttl_secs) \
-         FROM due WHERE l.lease_id = due.lease_id AND l.lease_id = ANY($1) \
-         RETURNING l.lease_id, l.client_id, l.deadline",
-    )
-    .bind(&ids)
-    .bind(&clients)
-    .bind(now)
-    .fetch_all(pool)
-    .await?;
+    let rows = store::renew_leases(pool, &ids, &clients, now).await?;
     let mut out = HashMap::with_capacity(batch.len());
     for r in rows {
-        let key = (r.try_get("lease_id")?, r.try_get("client_id")?);
-        out.insert(key, Beat::Renewed(r.try_get("deadline")?));
+        out.insert((r.lease_id, r.client_id), Beat::Renewed(r.deadline));
     }
     let missed: Vec<Uuid> = pairs
         .iter()
@@ -146,17 +129,10 @@ async fn renew(
     if missed.is_empty() {
         return Ok(out);
     }
-    let rows =
-        sqlx::query("SELECT lease_id, client_id, status FROM leases WHERE lease_id = ANY($1)")
-            .bind(&missed)
-            .fetch_all(pool)
-            .await?;
+    let rows = store::lease_owners(pool, &missed).await?;
     let mut found = HashMap::new();
     for r in rows {
-        let id: Uuid = r.try_get("lease_id")?;
-        let client: Uuid = r.try_get("client_id")?;
-        let status: String = r.try_get("status")?;
-        found.insert(id, (client, status));
+        found.insert(r.lease_id, (r.client_id, r.status));
     }
     let unanswered: Vec<&Request> = batch
         .iter()

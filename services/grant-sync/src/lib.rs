@@ -179,7 +179,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
         ReactionConsumer { app: app.clone() },
     );
     platform.spawn(notifier.listen(platform.pool.clone(), platform.shutdown_signal()));
-    platform.spawn(scheduler(
+    platform.spawn(app::reclaim_scheduler(
         app.clone(),
         Duration::from_millis(config.scheduler_interval_ms.max(10)),
         platform.shutdown_signal(),
@@ -193,22 +193,4 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
             api::routes(cfg);
         })
         .await
-}
-
-/// Reclaims leases whose heartbeats stopped. Every instance runs it: the
-/// claim (`FOR UPDATE SKIP LOCKED`, then `expiring`) gives each lease to one.
-async fn scheduler(
-    app: Arc<GrantSync>,
-    every: Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        if let Err(p) = app.reclaim_due().await {
-            tracing::warn!(code = p.code(), "lease reclaim failed; retrying");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
 }

@@ -1,6 +1,10 @@
 //! Grant sync's tables: the inline indexes of its aggregates (clients,
 //! leases, imported licenses and products), the grants it serves, the
-//! change feed clients sync from, and the sealed upstream secrets.
+//! change feed clients sync from, and the sealed upstream secrets. Every
+//! query of the service is here, the heartbeats' and the lease reclaim's
+//! too.
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -393,6 +397,36 @@ pub async fn known_licenses(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, sq
         .await
 }
 
+/// Who holds each of `ids` here: None for this server's own licenses,
+/// an upstream's id for imported ones; absent when unknown.
+pub async fn grant_holders(
+    pool: &PgPool,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Option<Uuid>>, sqlx::Error> {
+    let rows: Vec<(Uuid, Option<Uuid>)> =
+        sqlx::query_as("SELECT license_id, upstream_id FROM grants WHERE license_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Who defines each of the products `codes` here: None for this server's
+/// own, an upstream's id for imported ones; absent when unknown.
+pub async fn product_holders(
+    pool: &PgPool,
+    codes: &[String],
+) -> Result<HashMap<String, Option<Uuid>>, sqlx::Error> {
+    Ok(
+        sqlx::query_as("SELECT code, upstream_id FROM products WHERE code = ANY($1)")
+            .bind(codes)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect(),
+    )
+}
+
 pub async fn bundles_of(pool: &PgPool, product: &str) -> Result<Vec<BundleDef>, sqlx::Error> {
     let v: Option<Value> = sqlx::query_scalar("SELECT bundles FROM products WHERE code = $1")
         .bind(product)
@@ -474,6 +508,120 @@ pub async fn live_leases(pool: &PgPool, client_id: Uuid) -> Result<Vec<LeaseSumm
         .collect()
 }
 
+/// The license and heartbeat deadline of one of a client's leases.
+pub async fn lease_of_client(
+    pool: &PgPool,
+    lease_id: Uuid,
+    client_id: Uuid,
+) -> Result<Option<(Uuid, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as("SELECT license_id, deadline FROM leases WHERE lease_id = $1 AND client_id = $2")
+        .bind(lease_id)
+        .bind(client_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A lease to reclaim: `(lease_id, license_id, deadline)`.
+pub type DueLease = (Uuid, Uuid, DateTime<Utc>);
+
+/// Marks `expiring` the live leases (at most 500) whose deadline plus
+/// grace has passed at `now`, skipping rows another instance holds; the
+/// leases it marked.
+pub async fn mark_due_leases_expiring(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+) -> Result<Vec<DueLease>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH due AS (SELECT lease_id FROM leases WHERE status = 'live' \
+           AND deadline + make_interval(secs => grace_secs) <= $1 \
+           ORDER BY deadline LIMIT 500 FOR UPDATE SKIP LOCKED) \
+         UPDATE leases l SET status = 'expiring' FROM due WHERE l.lease_id = due.lease_id \
+         RETURNING l.lease_id, l.license_id, l.deadline",
+    )
+    .bind(now)
+    .fetch_all(pool)
+    .await
+}
+
+/// Leases left `expiring` (at most 500).
+pub async fn expiring_leases(pool: &PgPool) -> Result<Vec<DueLease>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT lease_id, license_id, deadline FROM leases WHERE status = 'expiring' LIMIT 500",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A lease a heartbeat renewed, and its new deadline.
+pub struct Renewed {
+    pub lease_id: Uuid,
+    pub client_id: Uuid,
+    pub deadline: DateTime<Utc>,
+}
+
+/// Moves the deadline of each live lease among `ids` (paired with
+/// `clients`, in lease-id order) still within its grace at `now` to `now`
+/// plus its TTL, in one statement.
+pub async fn renew_leases(
+    pool: &PgPool,
+    ids: &[Uuid],
+    clients: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<Vec<Renewed>, sqlx::Error> {
+    // `lease_id = ANY` keeps the look-up on the primary key whatever the
+    // statistics say; the client must be the lease's own.
+    let rows = sqlx::query(
+        "WITH b AS (SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS b(lease_id, client_id)), \
+         due AS (SELECT l.lease_id FROM leases l JOIN b ON b.lease_id = l.lease_id \
+                   AND b.client_id = l.client_id \
+                 WHERE l.lease_id = ANY($1) AND l.status = 'live' \
+                   AND l.deadline + make_interval(secs => l.grace_secs) > $3 \
+                 ORDER BY l.lease_id FOR UPDATE OF l) \
+         UPDATE leases l SET deadline = $3 + make_interval(secs => l.ttl_secs) \
+         FROM due WHERE l.lease_id = due.lease_id AND l.lease_id = ANY($1) \
+         RETURNING l.lease_id, l.client_id, l.deadline",
+    )
+    .bind(ids)
+    .bind(clients)
+    .bind(now)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(Renewed {
+                lease_id: r.try_get("lease_id")?,
+                client_id: r.try_get("client_id")?,
+                deadline: r.try_get("deadline")?,
+            })
+        })
+        .collect()
+}
+
+/// A lease's client and status.
+pub struct LeaseOwner {
+    pub lease_id: Uuid,
+    pub client_id: Uuid,
+    pub status: String,
+}
+
+/// The client and status of each of `ids` that exists.
+pub async fn lease_owners(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<LeaseOwner>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT lease_id, client_id, status FROM leases WHERE lease_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(pool)
+            .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(LeaseOwner {
+                lease_id: r.try_get("lease_id")?,
+                client_id: r.try_get("client_id")?,
+                status: r.try_get("status")?,
+            })
+        })
+        .collect()
+}
+
 /// A registered client, as requests need it.
 #[derive(Debug, Clone)]
 pub struct ClientRow {
@@ -498,6 +646,17 @@ pub async fn client_by_key(pool: &PgPool, key_id: &str) -> Result<Option<ClientR
         })
     })
     .transpose()
+}
+
+/// The licenses of a client (None when there is no such client).
+pub async fn client_licenses(
+    pool: &PgPool,
+    client_id: Uuid,
+) -> Result<Option<Vec<Uuid>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT licenses FROM clients WHERE client_id = $1")
+        .bind(client_id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Records the time a client reported (at most `ceiling`); the latest
