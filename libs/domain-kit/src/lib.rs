@@ -137,3 +137,38 @@ macro_rules! events {
         }
     };
 }
+
+/// Implements `cqrs_es::Aggregate` for an aggregate written as two plain
+/// functions: `decide(&mut self, command, &services) -> Result<Vec<Event>,
+/// Error>` (what a command records, judged on the state as it stands) and
+/// `evolve(&mut self, event)` (how a recorded event changes the state). The
+/// aggregate stays free of the framework's sink and of `async`, and every
+/// aggregate is wired alike. The crate calling it depends on `cqrs_es`.
+#[macro_export]
+macro_rules! aggregate {
+    ($aggregate:ty, $type_name:expr, $command:ty, $event:ty, $error:ty, $services:ty) => {
+        impl ::cqrs_es::Aggregate for $aggregate {
+            const TYPE: &'static str = $type_name;
+            type Command = $command;
+            type Event = $event;
+            type Error = $error;
+            type Services = $services;
+
+            async fn handle(
+                &mut self,
+                command: $command,
+                services: &$services,
+                sink: &::cqrs_es::event_sink::EventSink<Self>,
+            ) -> Result<(), $error> {
+                for event in self.decide(command, services)? {
+                    sink.write(event, self).await;
+                }
+                Ok(())
+            }
+
+            fn apply(&mut self, event: $event) {
+                self.evolve(event)
+            }
+        }
+    };
+}

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use contracts::activation::{SigningKeyPublished, SIGNING_KEY_AGGREGATE, SIGNING_KEY_PUBLISHED};
-use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use signing::Jwk;
 
@@ -52,22 +51,25 @@ impl CodedError for SigningKeyError {
     }
 }
 
-impl Aggregate for SigningKey {
-    const TYPE: &'static str = SIGNING_KEY_AGGREGATE;
-    type Command = PublishSigningKey;
-    type Event = SigningKeyEvent;
-    type Error = SigningKeyError;
-    type Services = KeyServices;
+crate::aggregate!(
+    SigningKey,
+    SIGNING_KEY_AGGREGATE,
+    PublishSigningKey,
+    SigningKeyEvent,
+    SigningKeyError,
+    KeyServices
+);
 
-    async fn handle(
+impl SigningKey {
+    /// The events `command` records, decided on the state as it stands.
+    pub fn decide(
         &mut self,
-        PublishSigningKey(jwk): Self::Command,
-        services: &Self::Services,
-        sink: &cqrs_es::event_sink::EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+        PublishSigningKey(jwk): PublishSigningKey,
+        services: &KeyServices,
+    ) -> Result<Vec<SigningKeyEvent>, SigningKeyError> {
         if let Some(p) = &self.published {
             if p.x == jwk.x && p.y == jwk.y {
-                return Ok(());
+                return Ok(vec![]);
             }
             return Err(SigningKeyError::KidTaken(jwk.kid));
         }
@@ -79,11 +81,11 @@ impl Aggregate for SigningKey {
             y: jwk.y,
             published_at: services.clock.now(),
         });
-        sink.write(event, self).await;
-        Ok(())
+        Ok(vec![event])
     }
 
-    fn apply(&mut self, SigningKeyEvent::SigningKeyPublished(e): Self::Event) {
+    /// Folds one recorded event into the state.
+    pub fn evolve(&mut self, SigningKeyEvent::SigningKeyPublished(e): SigningKeyEvent) {
         self.published = Some(e);
     }
 }
@@ -92,7 +94,7 @@ impl Aggregate for SigningKey {
 mod tests {
     use chrono::{DateTime, TimeZone, Utc};
     use cqrs_es::test::TestFramework;
-    use cqrs_es::DomainEvent;
+    use cqrs_es::{Aggregate, DomainEvent};
     use signing::KeyRing;
 
     use super::*;

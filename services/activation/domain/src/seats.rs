@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use contracts::activation::*;
 use contracts::issuance::{LicenseKind, LicenseStatus};
 use contracts::license_view::LicenseView;
-use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind, Refusal, Refused};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -461,19 +460,22 @@ impl Seats {
     }
 }
 
-impl Aggregate for Seats {
-    const TYPE: &'static str = ACTIVATIONS_AGGREGATE;
-    type Command = SeatsCommand;
-    type Event = SeatsEvent;
-    type Error = SeatsError;
-    type Services = ActivationServices;
+domain_kit::aggregate!(
+    Seats,
+    ACTIVATIONS_AGGREGATE,
+    SeatsCommand,
+    SeatsEvent,
+    SeatsError,
+    ActivationServices
+);
 
-    async fn handle(
+impl Seats {
+    /// The events `command` records, decided on the state as it stands.
+    pub fn decide(
         &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &cqrs_es::event_sink::EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+        command: SeatsCommand,
+        services: &ActivationServices,
+    ) -> Result<Vec<SeatsEvent>, SeatsError> {
         self.changed.clear();
         let events = match command {
             SeatsCommand::Activate {
@@ -513,13 +515,11 @@ impl Aggregate for Seats {
                 _ => vec![],
             },
         };
-        for e in events {
-            sink.write(e, self).await;
-        }
-        Ok(())
+        Ok(events)
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    /// Folds one recorded event into the state.
+    pub fn evolve(&mut self, event: SeatsEvent) {
         self.version += 1;
         let sequence = self.version;
         match event {

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use contracts::activation::*;
 use contracts::issuance::LicenseKind;
-use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -137,19 +136,22 @@ impl CodedError for TrialError {
     }
 }
 
-impl Aggregate for Trial {
-    const TYPE: &'static str = TRIAL_AGGREGATE;
-    type Command = TrialCommand;
-    type Event = TrialEvent;
-    type Error = TrialError;
-    type Services = ActivationServices;
+domain_kit::aggregate!(
+    Trial,
+    TRIAL_AGGREGATE,
+    TrialCommand,
+    TrialEvent,
+    TrialError,
+    ActivationServices
+);
 
-    async fn handle(
+impl Trial {
+    /// The events `command` records, decided on the state as it stands.
+    pub fn decide(
         &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &cqrs_es::event_sink::EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+        command: TrialCommand,
+        services: &ActivationServices,
+    ) -> Result<Vec<TrialEvent>, TrialError> {
         let now = services.clock.now();
         let event = match (command, &self.state) {
             (
@@ -207,7 +209,7 @@ impl Aggregate for Trial {
             (_, None) => return Err(TrialError::NotFound),
             (TrialCommand::Complete { activation_id }, Some(s)) => {
                 if s.status != TrialStatus::Pending {
-                    return Ok(());
+                    return Ok(vec![]);
                 }
                 TrialEvent::TrialActivated(TrialActivated {
                     trial_id: s.trial_id.clone(),
@@ -218,7 +220,7 @@ impl Aggregate for Trial {
             }
             (TrialCommand::End { superseded_by }, Some(s)) => {
                 if s.status == TrialStatus::Ended {
-                    return Ok(());
+                    return Ok(vec![]);
                 }
                 TrialEvent::TrialEnded(TrialEnded {
                     trial_id: s.trial_id.clone(),
@@ -238,7 +240,7 @@ impl Aggregate for Trial {
                 // Only the outcome of the command this run sent counts: a
                 // late outcome of an earlier run changes nothing.
                 if s.status != TrialStatus::Pending || s.issue_command_id != issue_command_id {
-                    return Ok(());
+                    return Ok(vec![]);
                 }
                 TrialEvent::TrialFailed(TrialFailed {
                     trial_id: s.trial_id.clone(),
@@ -249,11 +251,11 @@ impl Aggregate for Trial {
                 })
             }
         };
-        sink.write(event, self).await;
-        Ok(())
+        Ok(vec![event])
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    /// Folds one recorded event into the state.
+    pub fn evolve(&mut self, event: TrialEvent) {
         match event {
             TrialEvent::TrialStarted(e) => {
                 self.state = Some(TrialState {

@@ -4,7 +4,6 @@ use chrono::{DateTime, Utc};
 use contracts::domain::*;
 use contracts::issuance::LicenseStatus;
 use contracts::license_view::LicenseView;
-use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -217,19 +216,22 @@ impl Binding {
     }
 }
 
-impl Aggregate for Binding {
-    const TYPE: &'static str = BINDING_AGGREGATE;
-    type Command = BindingCommand;
-    type Event = BindingEvent;
-    type Error = BindingError;
-    type Services = BindingServices;
+domain_kit::aggregate!(
+    Binding,
+    BINDING_AGGREGATE,
+    BindingCommand,
+    BindingEvent,
+    BindingError,
+    BindingServices
+);
 
-    async fn handle(
+impl Binding {
+    /// The events `command` records, decided on the state as it stands.
+    pub fn decide(
         &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &cqrs_es::event_sink::EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+        command: BindingCommand,
+        services: &BindingServices,
+    ) -> Result<Vec<BindingEvent>, BindingError> {
         let now = services.clock.now();
         let events = match command {
             BindingCommand::Bind { license, host } => self.bind(&license, &host, now)?,
@@ -266,13 +268,11 @@ impl Aggregate for Binding {
                 _ => vec![],
             },
         };
-        for e in events {
-            sink.write(e, self).await;
-        }
-        Ok(())
+        Ok(events)
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    /// Folds one recorded event into the state.
+    pub fn evolve(&mut self, event: BindingEvent) {
         match event {
             BindingEvent::DomainBound(e) => {
                 self.license_id = Some(e.license_id);

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use contracts::grants::*;
 use contracts::net;
-use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind, Refusal, Refused};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -171,19 +170,22 @@ fn check_spec(spec: &RegisterClient, known: &BTreeSet<Uuid>) -> Result<(), Clien
     Ok(())
 }
 
-impl Aggregate for Client {
-    const TYPE: &'static str = CLIENT_AGGREGATE;
-    type Command = ClientCommand;
-    type Event = ClientEvent;
-    type Error = ClientError;
-    type Services = GrantServices;
+domain_kit::aggregate!(
+    Client,
+    CLIENT_AGGREGATE,
+    ClientCommand,
+    ClientEvent,
+    ClientError,
+    GrantServices
+);
 
-    async fn handle(
+impl Client {
+    /// The events `command` records, decided on the state as it stands.
+    pub fn decide(
         &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &cqrs_es::event_sink::EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+        command: ClientCommand,
+        services: &GrantServices,
+    ) -> Result<Vec<ClientEvent>, ClientError> {
         let now = services.clock.now();
         let event = match command {
             ClientCommand::Register {
@@ -238,11 +240,11 @@ impl Aggregate for Client {
                 })
             }
         };
-        sink.write(event, self).await;
-        Ok(())
+        Ok(vec![event])
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    /// Folds one recorded event into the state.
+    pub fn evolve(&mut self, event: ClientEvent) {
         match event {
             ClientEvent::ClientRegistered(e) => {
                 self.state = Some(ClientState {

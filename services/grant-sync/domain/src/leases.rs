@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use contracts::grants::*;
 use contracts::issuance::{BundleDef, LicenseStatus};
-use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -303,19 +302,22 @@ impl Leases {
     }
 }
 
-impl Aggregate for Leases {
-    const TYPE: &'static str = LEASES_AGGREGATE;
-    type Command = LeasesCommand;
-    type Event = LeasesEvent;
-    type Error = LeasesError;
-    type Services = GrantServices;
+domain_kit::aggregate!(
+    Leases,
+    LEASES_AGGREGATE,
+    LeasesCommand,
+    LeasesEvent,
+    LeasesError,
+    GrantServices
+);
 
-    async fn handle(
+impl Leases {
+    /// The events `command` records, decided on the state as it stands.
+    pub fn decide(
         &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &cqrs_es::event_sink::EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+        command: LeasesCommand,
+        services: &GrantServices,
+    ) -> Result<Vec<LeasesEvent>, LeasesError> {
         self.changed.clear();
         let now = services.clock.now();
         let events = match command {
@@ -379,13 +381,11 @@ impl Aggregate for Leases {
                 }
             }
         };
-        for e in events {
-            sink.write(e, self).await;
-        }
-        Ok(())
+        Ok(events)
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    /// Folds one recorded event into the state.
+    pub fn evolve(&mut self, event: LeasesEvent) {
         match event {
             LeasesEvent::LeaseGranted(e) => {
                 self.license_id = Some(e.license_id);

@@ -424,7 +424,7 @@ async fn the_inline_index_sees_only_what_the_command_changed() {
         granted(1, 1, "data-access", &["data-access"], 1),
         granted(2, 1, "data-access", &["data-access"], 1),
     ] {
-        a.apply(e);
+        a.evolve(e);
     }
     let sink = cqrs_es::event_sink::EventSink::default();
     a.handle(checkout(3, 1, "data-access", 1), &services(), &sink)

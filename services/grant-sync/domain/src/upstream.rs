@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use contracts::grants::*;
 use contracts::net;
-use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -144,19 +143,22 @@ fn check_spec(spec: &RegisterUpstream) -> Result<(), UpstreamError> {
     Ok(())
 }
 
-impl Aggregate for Upstream {
-    const TYPE: &'static str = UPSTREAM_AGGREGATE;
-    type Command = UpstreamCommand;
-    type Event = UpstreamEvent;
-    type Error = UpstreamError;
-    type Services = GrantServices;
+domain_kit::aggregate!(
+    Upstream,
+    UPSTREAM_AGGREGATE,
+    UpstreamCommand,
+    UpstreamEvent,
+    UpstreamError,
+    GrantServices
+);
 
-    async fn handle(
+impl Upstream {
+    /// The events `command` records, decided on the state as it stands.
+    pub fn decide(
         &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &cqrs_es::event_sink::EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+        command: UpstreamCommand,
+        services: &GrantServices,
+    ) -> Result<Vec<UpstreamEvent>, UpstreamError> {
         self.imported.clear();
         let now = services.clock.now();
         let mut events = vec![];
@@ -229,13 +231,11 @@ impl Aggregate for Upstream {
                 }));
             }
         }
-        for e in events {
-            sink.write(e, self).await;
-        }
-        Ok(())
+        Ok(events)
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    /// Folds one recorded event into the state.
+    pub fn evolve(&mut self, event: UpstreamEvent) {
         match event {
             UpstreamEvent::UpstreamRegistered(e) => self.registered = Some(e),
             UpstreamEvent::UpstreamChecked(e) => {
@@ -288,23 +288,26 @@ domain_kit::events! {
 
 impl Refusal for ImportedLicenseEvent {}
 
-impl Aggregate for ImportedLicense {
-    const TYPE: &'static str = UPSTREAM_LICENSE_AGGREGATE;
-    type Command = ImportedLicenseCommand;
-    type Event = ImportedLicenseEvent;
-    type Error = UpstreamError;
-    type Services = GrantServices;
+domain_kit::aggregate!(
+    ImportedLicense,
+    UPSTREAM_LICENSE_AGGREGATE,
+    ImportedLicenseCommand,
+    ImportedLicenseEvent,
+    UpstreamError,
+    GrantServices
+);
 
-    async fn handle(
+impl ImportedLicense {
+    /// The events `command` records, decided on the state as it stands.
+    pub fn decide(
         &mut self,
         ImportedLicenseCommand::Import {
             upstream_id,
             grant,
             revocations,
-        }: Self::Command,
-        services: &Self::Services,
-        sink: &cqrs_es::event_sink::EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+        }: ImportedLicenseCommand,
+        services: &GrantServices,
+    ) -> Result<Vec<ImportedLicenseEvent>, UpstreamError> {
         self.grant_changed = None;
         self.new_revocations.clear();
         let license_id = grant
@@ -340,13 +343,11 @@ impl Aggregate for ImportedLicense {
                 },
             ));
         }
-        for e in events {
-            sink.write(e, self).await;
-        }
-        Ok(())
+        Ok(events)
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    /// Folds one recorded event into the state.
+    pub fn evolve(&mut self, event: ImportedLicenseEvent) {
         match event {
             ImportedLicenseEvent::UpstreamLicenseImported(e) => {
                 self.upstream_id = Some(e.upstream_id);

@@ -5,8 +5,6 @@
 use chrono::{DateTime, Utc};
 use contracts::issuance::*;
 use contracts::{net, text};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -151,19 +149,22 @@ impl ApiKey {
     }
 }
 
-impl Aggregate for ApiKey {
-    const TYPE: &'static str = API_KEY_AGGREGATE;
-    type Command = ApiKeyCommand;
-    type Event = ApiKeyEvent;
-    type Error = ApiKeyError;
-    type Services = IssuanceServices;
+domain_kit::aggregate!(
+    ApiKey,
+    API_KEY_AGGREGATE,
+    ApiKeyCommand,
+    ApiKeyEvent,
+    ApiKeyError,
+    IssuanceServices
+);
 
-    async fn handle(
+impl ApiKey {
+    /// The events `command` records, decided on the state as it stands.
+    pub fn decide(
         &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+        command: ApiKeyCommand,
+        services: &IssuanceServices,
+    ) -> Result<Vec<ApiKeyEvent>, ApiKeyError> {
         let now = services.clock.now();
         let event = match command {
             ApiKeyCommand::Create {
@@ -210,11 +211,11 @@ impl Aggregate for ApiKey {
                 })
             }
         };
-        sink.write(event, self).await;
-        Ok(())
+        Ok(vec![event])
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    /// Folds one recorded event into the state.
+    pub fn evolve(&mut self, event: ApiKeyEvent) {
         if let ApiKeyEvent::ApiKeyCreated(e) = event {
             self.state = Some(ApiKeyState {
                 key_id: e.key_id,

@@ -13,8 +13,6 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use contracts::issuance::*;
 use contracts::text::{self, Name};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -472,19 +470,22 @@ impl License {
     }
 }
 
-impl Aggregate for License {
-    const TYPE: &'static str = LICENSE_AGGREGATE;
-    type Command = LicenseCommand;
-    type Event = LicenseEvent;
-    type Error = LicenseError;
-    type Services = IssuanceServices;
+domain_kit::aggregate!(
+    License,
+    LICENSE_AGGREGATE,
+    LicenseCommand,
+    LicenseEvent,
+    LicenseError,
+    IssuanceServices
+);
 
-    async fn handle(
+impl License {
+    /// The events `command` records, decided on the state as it stands.
+    pub fn decide(
         &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+        command: LicenseCommand,
+        services: &IssuanceServices,
+    ) -> Result<Vec<LicenseEvent>, LicenseError> {
         let event = match command {
             // The owner may see the key of any license still on record.
             LicenseCommand::RecordKeyRecovery(method) => {
@@ -518,11 +519,11 @@ impl Aggregate for License {
             } => self.issue(license_id, spec, product, services)?,
             other => self.transition(other, services)?,
         };
-        sink.write(event, self).await;
-        Ok(())
+        Ok(vec![event])
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    /// Folds one recorded event into the state.
+    pub fn evolve(&mut self, event: LicenseEvent) {
         if let LicenseEvent::LicenseIssued(e) = event {
             self.state = Some(LicenseState {
                 id: e.license_id,
@@ -583,7 +584,7 @@ mod tests {
         ))
         .expect("seed");
         let mut p = Product::default();
-        p.apply(ProductEvent::ProductCreated(ProductCreated {
+        p.evolve(ProductEvent::ProductCreated(ProductCreated {
             code: String::from(seed.code),
             name: String::from(seed.name),
             editions: contracts::text::strings(seed.editions),
@@ -832,9 +833,9 @@ mod tests {
             .when(renew)
             .then_expect_events(renewed(in_days(31)));
         let mut l = License::default();
-        l.apply(formal());
-        l.apply(expired());
-        l.apply(renewed(now()).remove(0));
+        l.evolve(formal());
+        l.evolve(expired());
+        l.evolve(renewed(now()).remove(0));
         assert_eq!(l.state.map(|s| s.status), Some(LicenseStatus::Active));
     }
 

@@ -8,8 +8,6 @@ use contracts::issuance::{
     BundleDef, CreateProduct, FeatureDef, Policy, PolicySet, ProductCreated, SetPolicy, POLICY_SET,
     PRODUCT_AGGREGATE, PRODUCT_CREATED,
 };
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use domain_kit::{CodedError, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -224,21 +222,24 @@ fn validate(c: &CreateProduct) -> Result<(), ProductError> {
     Ok(())
 }
 
-impl Aggregate for Product {
-    const TYPE: &'static str = PRODUCT_AGGREGATE;
-    type Command = ProductCommand;
-    type Event = ProductEvent;
-    type Error = ProductError;
-    type Services = IssuanceServices;
+domain_kit::aggregate!(
+    Product,
+    PRODUCT_AGGREGATE,
+    ProductCommand,
+    ProductEvent,
+    ProductError,
+    IssuanceServices
+);
 
-    async fn handle(
+impl Product {
+    /// The events `command` records, decided on the state as it stands.
+    pub fn decide(
         &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+        command: ProductCommand,
+        services: &IssuanceServices,
+    ) -> Result<Vec<ProductEvent>, ProductError> {
         let now = services.clock.now();
-        match command {
+        let event = match command {
             ProductCommand::Create(c) => {
                 if self.state.is_some() {
                     return Err(ProductError::AlreadyExists);
@@ -254,7 +255,7 @@ impl Aggregate for Product {
                     edition_policies: c.edition_policies,
                     created_at: now,
                 };
-                sink.write(ProductEvent::ProductCreated(event), self).await;
+                ProductEvent::ProductCreated(event)
             }
             ProductCommand::SetPolicy(c) => {
                 let state = self.state.as_ref().ok_or(ProductError::NotFound)?;
@@ -270,13 +271,14 @@ impl Aggregate for Product {
                     policy: c.policy,
                     set_at: now,
                 };
-                sink.write(ProductEvent::PolicySet(event), self).await;
+                ProductEvent::PolicySet(event)
             }
-        }
-        Ok(())
+        };
+        Ok(vec![event])
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    /// Folds one recorded event into the state.
+    pub fn evolve(&mut self, event: ProductEvent) {
         match event {
             ProductEvent::ProductCreated(e) => {
                 self.state = Some(ProductState {
