@@ -198,6 +198,14 @@ impl ConsumerContext for AssignTracker {
 }
 
 impl AssignTracker {
+    /// Checks the partition against Postgres again before its next message
+    /// (after a failed seek or an unreadable stored offset).
+    fn recheck(&self, topic: &str, partition: i32) {
+        if let Ok(mut f) = self.fresh.lock() {
+            f.insert((topic.to_string(), partition));
+        }
+    }
+
     fn take(&self, topic: &str, partition: i32) -> bool {
         self.fresh
             .lock()
@@ -295,10 +303,7 @@ pub async fn run_consumer<H: TxHandler>(
                         tracing::warn!(consumer = %config.name, error = %e, "seek failed");
                         consumer
                             .context()
-                            .fresh
-                            .lock()
-                            .map(|mut f| f.insert((incoming.topic.clone(), incoming.partition)))
-                            .ok();
+                            .recheck(&incoming.topic, incoming.partition);
                     }
                     continue;
                 }
@@ -321,10 +326,7 @@ pub async fn run_consumer<H: TxHandler>(
                     tracing::warn!(consumer = %config.name, error = %e, "stored offset unreadable");
                     consumer
                         .context()
-                        .fresh
-                        .lock()
-                        .map(|mut f| f.insert((incoming.topic.clone(), incoming.partition)))
-                        .ok();
+                        .recheck(&incoming.topic, incoming.partition);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }

@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use actix_web::body::BoxBody;
-use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::dev::{Payload, ServiceRequest};
 use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
@@ -32,12 +32,12 @@ use contracts::issuance::{
 };
 use contracts::net::Cidr;
 use contracts::{Actor, ActorKind, EventEnvelope};
-use futures::future::LocalBoxFuture;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool, Row};
 
 use crate::cache::TtlCache;
 use crate::problem::Problem;
+use crate::server::Middleware;
 
 const CACHE_TTL: Duration = Duration::from_secs(1);
 pub const ADMIN: &str = "admin";
@@ -404,40 +404,18 @@ fn auth_unavailable(e: sqlx::Error) -> Problem {
 
 /// Middleware body for a resource or scope — `.wrap(from_fn(require("issuer")))`:
 /// only callers holding `scope` (or `admin`) get through.
-pub fn require(
-    scope: &'static str,
-) -> impl Fn(
-    ServiceRequest,
-    Next<BoxBody>,
-) -> LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, actix_web::Error>>
-       + Clone
-       + 'static {
+pub fn require(scope: &'static str) -> impl Middleware {
     guard(scope, false)
 }
 
 /// [`require`], or an installed product's license credential
 /// (`Authorization: License <key>`), which reaches its own license only:
 /// the handler checks the target with [`Principal::reach`].
-pub fn require_or_license(
-    scope: &'static str,
-) -> impl Fn(
-    ServiceRequest,
-    Next<BoxBody>,
-) -> LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, actix_web::Error>>
-       + Clone
-       + 'static {
+pub fn require_or_license(scope: &'static str) -> impl Middleware {
     guard(scope, true)
 }
 
-fn guard(
-    scope: &'static str,
-    license_ok: bool,
-) -> impl Fn(
-    ServiceRequest,
-    Next<BoxBody>,
-) -> LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, actix_web::Error>>
-       + Clone
-       + 'static {
+fn guard(scope: &'static str, license_ok: bool) -> impl Middleware {
     move |req: ServiceRequest, next: Next<BoxBody>| {
         Box::pin(async move {
             // A credential another layer already established (a service's

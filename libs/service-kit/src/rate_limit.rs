@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::ServiceRequest;
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
-use futures::future::LocalBoxFuture;
 
 use crate::client_addr::client_ip;
+use crate::server::Middleware;
 use crate::Problem;
 
 /// Buckets kept before idle (full) ones are dropped.
@@ -93,14 +93,7 @@ pub fn bucket(ip: IpAddr) -> IpAddr {
     }
 }
 
-pub fn limit(
-    limiter: Arc<RateLimiter>,
-) -> impl Fn(
-    ServiceRequest,
-    Next<BoxBody>,
-) -> LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, actix_web::Error>>
-       + Clone
-       + 'static {
+pub fn limit(limiter: Arc<RateLimiter>) -> impl Middleware {
     move |req: ServiceRequest, next: Next<BoxBody>| {
         let limiter = limiter.clone();
         Box::pin(async move {

@@ -17,6 +17,16 @@ use crate::json::{self, configure_extractors, BodyLimit, DEFAULT_BODY_LIMIT};
 use crate::metrics::{self, Metrics};
 use crate::{problem, telemetry};
 
+/// What a guard's future answers.
+pub type Guarded =
+    futures::future::LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, actix_web::Error>>;
+
+/// The shape of every guard the kit wraps routes in (`from_fn(require(..))`,
+/// rate limits): one name for actix's middleware function type.
+pub trait Middleware: Fn(ServiceRequest, Next<BoxBody>) -> Guarded + Clone + 'static {}
+
+impl<F> Middleware for F where F: Fn(ServiceRequest, Next<BoxBody>) -> Guarded + Clone + 'static {}
+
 /// Seconds in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 

@@ -227,28 +227,12 @@ impl KeyRing {
 /// The kid and payload of a compact JWS, **not verified**: only to file a
 /// document (by what it says it is) before its signature is checked.
 pub fn peek(jws: &str) -> Result<(Option<String>, serde_json::Value), SigningError> {
-    let mut parts = jws.split('.');
-    let (Some(h), Some(p), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(SigningError::Malformed);
-    };
-    let header: Header = B64
-        .decode(h)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or(SigningError::Malformed)?;
-    let body = B64.decode(p).map_err(|_| SigningError::Malformed)?;
-    let payload = serde_json::from_slice(&body).map_err(|_| SigningError::Payload)?;
-    Ok((header.kid, payload))
+    let (header, _, p, _) = split(jws)?;
+    Ok((header.kid, payload_of(p)?))
 }
 
-/// Verifies a compact JWS with keys looked up by `kid` (for verifiers that
-/// hold only a JWKS, such as `licensectl`).
-pub fn verify_with(
-    jws: &str,
-    key_for: impl Fn(&str) -> Option<VerifyingKey>,
-) -> Result<serde_json::Value, SigningError> {
+/// The three parts of a compact JWS, the header decoded.
+fn split(jws: &str) -> Result<(Header, &str, &str, &str), SigningError> {
     let mut parts = jws.split('.');
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -260,6 +244,21 @@ pub fn verify_with(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or(SigningError::Malformed)?;
+    Ok((header, h, p, s))
+}
+
+fn payload_of(p: &str) -> Result<serde_json::Value, SigningError> {
+    let body = B64.decode(p).map_err(|_| SigningError::Malformed)?;
+    serde_json::from_slice(&body).map_err(|_| SigningError::Payload)
+}
+
+/// Verifies a compact JWS with keys looked up by `kid` (for verifiers that
+/// hold only a JWKS, such as `licensectl`).
+pub fn verify_with(
+    jws: &str,
+    key_for: impl Fn(&str) -> Option<VerifyingKey>,
+) -> Result<serde_json::Value, SigningError> {
+    let (header, h, p, s) = split(jws)?;
     if header.alg != "ES256" {
         return Err(SigningError::Header);
     }
@@ -270,8 +269,7 @@ pub fn verify_with(
     let input_len = h.len() + 1 + p.len();
     key.verify(&jws.as_bytes()[..input_len], &sig)
         .map_err(|_| SigningError::BadSignature)?;
-    let body = B64.decode(p).map_err(|_| SigningError::Malformed)?;
-    serde_json::from_slice(&body).map_err(|_| SigningError::Payload)
+    payload_of(p)
 }
 
 #[cfg(test)]
