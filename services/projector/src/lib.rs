@@ -1,10 +1,12 @@
 //! Projector: read models built from every context's events — license state
 //! and the audit trail — with blue/green rebuilds, as-of state, history and
-//! signed dispute bundles. `api` serves the reads, `models` and
-//! `checkpoints` consume the topics, `rebuild` swaps models in, and `store`
-//! holds all of their SQL. `start` wires it so tests can run it in-process.
+//! signed dispute bundles. `app` holds the use cases over a license's
+//! events, `api` serves the reads, `models` and `checkpoints` consume the
+//! topics, `rebuild` swaps models in, and `store` holds all of their SQL.
+//! `start` wires it so tests can run it in-process.
 
 pub mod api;
+pub mod app;
 pub mod checkpoints;
 pub use projector_domain as domain;
 pub mod models;
@@ -18,11 +20,11 @@ use actix_web::web;
 use contracts::topics::{ACTIVATION, DOMAIN, GRANTS, ISSUANCE};
 use serde::Deserialize;
 use service_kit::clock::{Clock, SystemClock};
-use service_kit::keys::Signer;
 use service_kit::platform::{Platform, PlatformError, Running};
 use service_kit::CommonConfig;
 use sqlx::migrate::Migrator;
 
+pub use crate::app::App;
 use crate::models::ModelConsumer;
 use crate::rebuild::Projections;
 
@@ -76,23 +78,6 @@ pub struct Config {
 impl AsRef<CommonConfig> for Config {
     fn as_ref(&self) -> &CommonConfig {
         &self.common
-    }
-}
-
-/// What the HTTP handlers share.
-pub struct App {
-    pub pool: sqlx::PgPool,
-    pub signer: Arc<Signer>,
-    pub projections: Arc<Projections>,
-    pub clock: Arc<dyn Clock>,
-    pub issuer: String,
-    pub tolerance: chrono::Duration,
-    pub export_timeout: std::time::Duration,
-}
-
-impl AsRef<Signer> for App {
-    fn as_ref(&self) -> &Signer {
-        &self.signer
     }
 }
 

@@ -1,6 +1,7 @@
 //! Read API of the projector: its routes and the role each needs. Handlers
-//! read through `crate::store` (and the checkpoint and rebuild modules),
-//! and answer a failed read as 503 `READ_MODEL_UNAVAILABLE`.
+//! call `crate::app`'s use cases or read through `crate::store` (and the
+//! checkpoint and rebuild modules), and answer a failed read as 503
+//! `READ_MODEL_UNAVAILABLE`.
 
 mod admin;
 mod audit;
