@@ -267,6 +267,9 @@ impl ReactionConsumer {
         components: &std::collections::BTreeMap<String, String>,
         superseded_by: Uuid,
     ) -> Result<(), HandleError> {
+        if !trial::excludes(LicenseKind::Trial, kind) {
+            return Ok(());
+        }
         // Each trial seat matches under its own license's policy.
         let seats = store::seats_of_device(&self.app.pool, components)
             .await
