@@ -560,10 +560,12 @@ async fn an_audit_export_cut_mid_stream_ends_with_an_error_the_client_sees() {
     let mut received = Vec::new();
     let first = res.chunk().await.expect("bytes").expect("a first chunk");
     received.extend_from_slice(&first);
-    // The database connection serving the export goes away.
+    // The database connection serving the export goes away (this test's
+    // database only: other tests run beside it on the same server).
     let killed: i64 = sqlx::query_scalar(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-         WHERE query LIKE '%FROM audit_trail%' AND pid <> pg_backend_pid()",
+         WHERE query LIKE '%FROM audit_trail%' AND pid <> pg_backend_pid() \
+           AND datname = current_database()",
     )
     .fetch_one(&pool)
     .await
