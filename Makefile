@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: python-deps run stop test bench infra-up infra-down build lint fmt rotate-admin-key
+.PHONY: python-deps run stop test bench infra-up infra-down build build-release build-debug lint fmt rotate-admin-key
 
 infra-up:
 	@bash infra/up.sh
@@ -14,7 +14,17 @@ infra-down:
 build:
 	$(CARGO) build --workspace --bins
 
-run: infra-up build
+# `make run` serves release builds: the speed a user measures is the real
+# one (LICENSING_PROFILE=debug serves the debug builds of `make build`).
+LICENSING_PROFILE ?= release
+export LICENSING_PROFILE
+
+build-release:
+	$(CARGO) build --release --workspace --bins
+
+build-debug: build
+
+run: infra-up build-$(LICENSING_PROFILE)
 	@bash infra/services.sh start
 
 stop:

@@ -42,11 +42,17 @@ LICENSING_ADMIN_KEY="$(grep -v '^#' "$RUN/admin.key" | head -n1 || true)"
 # the owner's password (passwords made by infra/postgres/up.sh).
 pg_password() { sed -n "s/^$1=//p" "$RUN/pg-roles.env" | head -n1; }
 
+# Release builds (`make run` builds them): a newcomer trying the running
+# system measures it at its real speed. LICENSING_PROFILE=debug runs the
+# debug binaries of `cargo build` instead.
+PROFILE="${LICENSING_PROFILE:-release}"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE"
+
 SERVICES=(issuance:8081:issuance activation:8082:activation domain-binding:8083:domain_binding grant-sync:8084:grant_sync projector:8085:projector)
 
 start() {
   # Topics and ACLs of the deployment, as the Kafka administrator.
-  "$ROOT/target/debug/licensectl" kafka provision \
+  "$BIN/licensectl" kafka provision \
     --config "$LICENSING_KAFKA_CLIENTS/admin.properties" --prefix "$LICENSING_TOPIC_PREFIX"
   for entry in "${SERVICES[@]}"; do
     IFS=: read -r name port db <<<"$entry"
@@ -59,14 +65,14 @@ start() {
     serving_url="postgres://$role:$(pg_password "$role")@127.0.0.1:$LICENSING_PG_PORT/$db"
     LICENSING_DATABASE_URL="$serving_url" \
     LICENSING_DATABASE_MIGRATION_URL="postgres://licensing_owner:$(pg_password licensing_owner)@127.0.0.1:$LICENSING_PG_PORT/$db" \
-      "$ROOT/target/debug/$name" migrate >>"$RUN/logs/$name.log" 2>&1 \
+      "$BIN/$name" migrate >>"$RUN/logs/$name.log" 2>&1 \
       || { echo "$name: migrating failed; see .run/logs/$name.log" >&2; exit 1; }
     LICENSING_SIGNING_KEY_FILE="$RUN/$name-signing.pem" \
     LICENSING_HTTP_ADDR="127.0.0.1:$port" \
     LICENSING_DATABASE_URL="$serving_url" \
     LICENSING_KAFKA_BROKERS="$LICENSING_KAFKA_BROKERS" \
     LICENSING_KAFKA_PROPERTIES_FILE="$LICENSING_KAFKA_CLIENTS/$name.properties" \
-      nohup "$ROOT/target/debug/$name" >>"$RUN/logs/$name.log" 2>&1 &
+      nohup "$BIN/$name" >>"$RUN/logs/$name.log" 2>&1 &
     echo $! >"$pidfile"
   done
   for entry in "${SERVICES[@]}"; do
