@@ -13,6 +13,12 @@
 //! to `relay_checkpoints` for lag reporting. One relay per database holds an
 //! advisory lock; its transactional id also fences a zombie predecessor at
 //! the broker.
+//!
+//! The relay sleeps until a commit wakes it: the `events_appended` trigger
+//! NOTIFYs at every commit that appended events, and `idle_wait` is only the
+//! fallback poll. Committed events the watermark still holds back (an older
+//! transaction is open somewhere in the cluster) are polled for until they
+//! show.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,10 +31,16 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::watch;
 
 use crate::chain::{StoredEvent, STORED_EVENT_COLUMNS};
+
+/// The channel the `events_appended` trigger notifies at commit.
+pub const EVENTS_APPENDED: &str = "events_appended";
+/// How often the relay polls for committed events the watermark holds back.
+const HELD_BACK_POLL: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -46,7 +58,8 @@ pub struct RelayConfig {
     /// one): under the service's granted group prefix.
     pub reader_group: String,
     pub batch_size: i64,
-    /// How long to wait before polling again when nothing is pending.
+    /// How long to wait for a commit's notification before polling anyway
+    /// (a lost notification costs at most this much latency).
     pub idle_wait: Duration,
 }
 
@@ -66,7 +79,7 @@ impl RelayConfig {
             topic,
             checkpoint_topic: checkpoint_topic.into(),
             batch_size: 10_000,
-            idle_wait: Duration::from_millis(10),
+            idle_wait: Duration::from_millis(500),
         }
     }
 }
@@ -169,6 +182,8 @@ impl Relay {
             .await?;
             at.leaves = Some(u64::try_from(n).unwrap_or_default());
         }
+        let mut commits = PgListener::connect_with(&self.pool).await?;
+        commits.listen(EVENTS_APPENDED).await?;
         self.stats.active.store(true, Ordering::Relaxed);
         tracing::info!(relay = %self.config.name, topic = %self.config.topic,
             tx_id = %at.tx_id, position = at.global_position, "relay active");
@@ -180,7 +195,17 @@ impl Relay {
                 global_position: e.global_position,
                 leaves: Some(first_leaf + batch.len() as u64),
             }) else {
-                tokio::time::sleep(self.config.idle_wait).await;
+                if self.held_back(&mut conn, &at).await? {
+                    // Committed, but an older transaction (anywhere in the
+                    // cluster, so no notification of ours announces its
+                    // end) still holds the watermark: poll until it passes.
+                    tokio::time::sleep(HELD_BACK_POLL).await;
+                } else {
+                    tokio::select! {
+                        n = commits.recv() => { n?; }
+                        _ = tokio::time::sleep(self.config.idle_wait) => {}
+                    }
+                }
                 continue;
             };
             if let Err(e) = self.publish(&producer, &batch, first_leaf, &next).await {
@@ -277,6 +302,24 @@ impl Relay {
         })
         .await
         .map_err(|_| RelayError::Cancelled)?
+    }
+
+    /// Whether committed events wait behind the watermark (an older
+    /// transaction is still open): the rows this session can see beyond
+    /// the checkpoint are committed ones.
+    async fn held_back(
+        &self,
+        conn: &mut PgConnection,
+        at: &Checkpoint,
+    ) -> Result<bool, RelayError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events \
+             WHERE (tx_id, global_position) > ($1::text::xid8, $2))",
+        )
+        .bind(&at.tx_id)
+        .bind(at.global_position)
+        .fetch_one(&mut *conn)
+        .await?)
     }
 
     async fn pending(

@@ -288,3 +288,84 @@ async fn the_relay_waits_for_a_late_commit_instead_of_skipping_it() {
     stop.send(true).expect("stop");
     task.await.expect("relay stops");
 }
+
+/// The relay sleeps until a commit wakes it: with its fallback poll set to a
+/// minute, a committed event still reaches Kafka at once (the
+/// `events_appended` trigger's NOTIFY), and one held back by an older open
+/// transaction follows that transaction's commit as promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_wakes_on_commit_rather_than_on_its_poll() {
+    let infra = Infra::get();
+    let db = infra.fresh_db("relay-wake").await;
+    let pool = eventstore::connect(&db, 8).await.expect("pool");
+    eventstore::migrate(&pool).await.expect("migrate");
+    let prefix = infra.prefix_with_partitions(1).await;
+    let topics = Topics::new(&prefix);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut config = RelayConfig::new(
+        "wake",
+        &infra.kafka("issuance"),
+        topics.events("issuance"),
+        topics.relay_checkpoints("issuance"),
+    );
+    config.reader_group = format!("{prefix}.issuance.relay-wake");
+    config.idle_wait = Duration::from_secs(60);
+    let relay = Relay::new(pool.clone(), config);
+    let stats = relay.stats();
+    let task = tokio::spawn(relay.run(stopped));
+    let active = wait_until(Duration::from_secs(30), || async {
+        stats.active.load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .await;
+    assert!(active, "relay became active");
+    // Past the relay's first (empty) poll: from here only a wake-up helps.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let published = |n: u64| {
+        let stats = stats.clone();
+        async move { stats.published.load(std::sync::atomic::Ordering::Relaxed) >= n }
+    };
+    let started = std::time::Instant::now();
+    sqlx::query(INSERT)
+        .bind("woken")
+        .execute(&pool)
+        .await
+        .expect("insert");
+    assert!(
+        wait_until(Duration::from_secs(20), || published(1)).await,
+        "published on commit"
+    );
+    let first = started.elapsed();
+
+    // Held back by an older open transaction, then released by its commit.
+    let mut older = sqlx::PgConnection::connect(&db).await.expect("connect");
+    let mut tx = older.begin().await.expect("begin");
+    sqlx::query(INSERT)
+        .bind("older")
+        .execute(&mut *tx)
+        .await
+        .expect("insert older");
+    sqlx::query(INSERT)
+        .bind("newer")
+        .execute(&pool)
+        .await
+        .expect("insert newer");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!published(2).await, "nothing passes an open transaction");
+    let released = std::time::Instant::now();
+    tx.commit().await.expect("commit older");
+    assert!(
+        wait_until(Duration::from_secs(20), || published(3)).await,
+        "both published after the older commit"
+    );
+    let second = released.elapsed();
+    // Other tests' open transactions on the same server can hold the
+    // watermark for seconds; a minute is what the poll alone would take.
+    assert!(
+        first < Duration::from_secs(20) && second < Duration::from_secs(20),
+        "woken by commits, not by the minute-long poll ({first:?}, {second:?})"
+    );
+    println!("commit to published: {first:?}; after the older commit: {second:?}");
+    stop.send(true).expect("stop");
+    task.await.expect("relay stops");
+}
