@@ -208,34 +208,66 @@ const INSERT: &str = "INSERT INTO events (aggregate_type, aggregate_id, sequence
      json_build_object('occurred_at', '2026-11-01T00:00:00Z', 'command_id', gen_random_uuid(), \
        'correlation_id', 'relay-test', 'actor', json_build_object('kind', 'system', 'id', 'test')))";
 
+/// A relay of its own over a fresh event store and a one-partition prefix
+/// (the topic's order is the order of publication), running and active.
+struct TestRelay {
+    db: String,
+    pool: sqlx::PgPool,
+    topics: Topics,
+    stats: Arc<eventstore::relay::RelayStats>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestRelay {
+    async fn start(infra: &Infra, name: &str, idle_wait: Option<Duration>) -> Self {
+        let db = infra.fresh_db(name).await;
+        let pool = eventstore::connect(&db, 8).await.expect("pool");
+        eventstore::migrate(&pool).await.expect("migrate");
+        let prefix = infra.prefix_with_partitions(1).await;
+        let topics = Topics::new(&prefix);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut config = RelayConfig::new(
+            name,
+            &infra.kafka("issuance"),
+            topics.events("issuance"),
+            topics.relay_checkpoints("issuance"),
+        );
+        config.reader_group = format!("{prefix}.issuance.relay-{name}");
+        if let Some(wait) = idle_wait {
+            config.idle_wait = wait;
+        }
+        let relay = Relay::new(pool.clone(), config);
+        let stats = relay.stats();
+        let task = tokio::spawn(relay.run(stopped));
+        let active = wait_until(Duration::from_secs(30), || async {
+            stats.active.load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .await;
+        assert!(active, "relay became active");
+        Self {
+            db,
+            pool,
+            topics,
+            stats,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).expect("stop");
+        self.task.await.expect("relay stops");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_relay_waits_for_a_late_commit_instead_of_skipping_it() {
     let infra = Infra::get();
-    let db = infra.fresh_db("relay").await;
-    let pool = eventstore::connect(&db, 8).await.expect("pool");
-    eventstore::migrate(&pool).await.expect("migrate");
-    // One partition: the topic's order is the order of publication.
-    let prefix = infra.prefix_with_partitions(1).await;
-    let topics = Topics::new(&prefix);
-
     // The relay runs first: the open transaction below holds back every
     // watermark of the cluster (other tests' too) and should do so briefly.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut config = RelayConfig::new(
-        "test",
-        &infra.kafka("issuance"),
-        topics.events("issuance"),
-        topics.relay_checkpoints("issuance"),
-    );
-    config.reader_group = format!("{prefix}.issuance.relay-test");
-    let relay = Relay::new(pool.clone(), config);
-    let stats = relay.stats();
-    let task = tokio::spawn(relay.run(stopped));
-    let active = wait_until(Duration::from_secs(30), || async {
-        stats.active.load(std::sync::atomic::Ordering::Relaxed)
-    })
-    .await;
-    assert!(active, "relay became active");
+    let relay = TestRelay::start(&infra, "late", None).await;
+    let (db, pool, topics) = (relay.db.clone(), relay.pool.clone(), &relay.topics);
 
     // An early transaction writes first but commits last.
     let mut early = sqlx::PgConnection::connect(&db).await.expect("connect");
@@ -285,8 +317,7 @@ async fn the_relay_waits_for_a_late_commit_instead_of_skipping_it() {
         vec!["early", "late"],
         "published in commit-safe order, nothing skipped"
     );
-    stop.send(true).expect("stop");
-    task.await.expect("relay stops");
+    relay.stop().await;
 }
 
 /// The relay sleeps until a commit wakes it: with its fallback poll set to a
@@ -296,28 +327,8 @@ async fn the_relay_waits_for_a_late_commit_instead_of_skipping_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_relay_wakes_on_commit_rather_than_on_its_poll() {
     let infra = Infra::get();
-    let db = infra.fresh_db("relay-wake").await;
-    let pool = eventstore::connect(&db, 8).await.expect("pool");
-    eventstore::migrate(&pool).await.expect("migrate");
-    let prefix = infra.prefix_with_partitions(1).await;
-    let topics = Topics::new(&prefix);
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut config = RelayConfig::new(
-        "wake",
-        &infra.kafka("issuance"),
-        topics.events("issuance"),
-        topics.relay_checkpoints("issuance"),
-    );
-    config.reader_group = format!("{prefix}.issuance.relay-wake");
-    config.idle_wait = Duration::from_secs(60);
-    let relay = Relay::new(pool.clone(), config);
-    let stats = relay.stats();
-    let task = tokio::spawn(relay.run(stopped));
-    let active = wait_until(Duration::from_secs(30), || async {
-        stats.active.load(std::sync::atomic::Ordering::Relaxed)
-    })
-    .await;
-    assert!(active, "relay became active");
+    let relay = TestRelay::start(&infra, "wake", Some(Duration::from_secs(60))).await;
+    let (db, pool, stats) = (relay.db.clone(), relay.pool.clone(), relay.stats.clone());
     // Past the relay's first (empty) poll: from here only a wake-up helps.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -366,6 +377,5 @@ async fn the_relay_wakes_on_commit_rather_than_on_its_poll() {
         "woken by commits, not by the minute-long poll ({first:?}, {second:?})"
     );
     println!("commit to published: {first:?}; after the older commit: {second:?}");
-    stop.send(true).expect("stop");
-    task.await.expect("relay stops");
+    relay.stop().await;
 }
