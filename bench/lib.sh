@@ -166,6 +166,36 @@ spawn_service() {
   PIDS[$name]=$!
   PORTS[$name]=$port
 }
+# All five services, as a user runs them (issue 17: every benchmark runs
+# the whole stack, whose consumers and replicas take their share of the
+# machine): fresh databases bench_<tag>_<service>_<RAND> (DB_ISS, DB_ACT,
+# DB_DOM, DB_GS, DB_PROJ), their signing keys in $DIR, ready on return, at
+# ISS, ACT, DOM, GS and PROJ. Extra environment for one service:
+# STACK_ENV_<name>=(...) arrays (name with _ for -), e.g. STACK_ENV_activation.
+spawn_stack() {     # tag
+  local tag="$1" svc db var
+  DB_ISS="bench_${tag}_issuance_$RAND"; DB_ACT="bench_${tag}_activation_$RAND"
+  DB_DOM="bench_${tag}_domain_$RAND"; DB_GS="bench_${tag}_grants_$RAND"
+  DB_PROJ="bench_${tag}_projector_$RAND"
+  BENCH_DBS+=("$DB_ISS" "$DB_ACT" "$DB_DOM" "$DB_GS" "$DB_PROJ")
+  DBS_CREATED=1
+  for db in "$DB_ISS" "$DB_ACT" "$DB_DOM" "$DB_GS" "$DB_PROJ"; do
+    sql "$PG_BASE/postgres" -c "CREATE DATABASE $db"
+  done
+  declare -A dbs=([issuance]="$DB_ISS" [activation]="$DB_ACT" [domain-binding]="$DB_DOM"
+                  [grant-sync]="$DB_GS" [projector]="$DB_PROJ")
+  for svc in issuance activation domain-binding grant-sync projector; do
+    var="STACK_ENV_${svc//-/_}[@]"
+    spawn_service "$svc" "$svc" "$PG_BASE/${dbs[$svc]}" \
+      LICENSING_LICENSE_KEY_SECRET="$KEY_SECRET" \
+      LICENSING_UPSTREAM_SECRET_KEY_FILE="$DIR/upstream-secret.key" LICENSING_UPSTREAM_SECRET_KEY_GENERATE=true \
+      ${!var+"${!var}"}
+  done
+  for svc in issuance activation domain-binding grant-sync projector; do wait_ready "$svc"; done
+  ISS="http://127.0.0.1:${PORTS[issuance]}"; ACT="http://127.0.0.1:${PORTS[activation]}"
+  DOM="http://127.0.0.1:${PORTS[domain-binding]}"; GS="http://127.0.0.1:${PORTS[grant-sync]}"
+  PROJ="http://127.0.0.1:${PORTS[projector]}"
+}
 wait_ready() {      # name [timeout_s]
   local name="$1" limit="${2:-60}" url="http://127.0.0.1:${PORTS[$1]}/readyz"
   for _ in $(seq 1 $((limit * 10))); do
@@ -346,6 +376,37 @@ function done(summary, latency, requests)
   f:close()
 end
 LUA
+}
+
+# The whole wrk script for a list of requests: BENCH_WRK_REQS names a file of
+# lines "METHOD<TAB>path<TAB>JSON body (may be empty)", each sent with
+# `Authorization: Bearer $BENCH_WRK_TOKEN`, formatted once in init and
+# rotated over, each thread from its own offset.
+wrk_requests_lua() {
+  wrk_lua_head
+  cat <<'LUA'
+-- Written by bench/lib.sh (wrk_requests_lua).
+local token = os.getenv("BENCH_WRK_TOKEN")
+local reqs_file = os.getenv("BENCH_WRK_REQS")
+
+function init(args)
+  local headers = { ["Authorization"] = "Bearer " .. token }
+  local json = { ["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json" }
+  for line in io.lines(reqs_file) do
+    local method, path, body = line:match("^(%u+)\t([^\t]+)\t?(.*)$")
+    assert(method, "bad request line: " .. line)
+    n = n + 1
+    if body == "" then
+      reqs[n] = wrk.format(method, path, headers)
+    else
+      reqs[n] = wrk.format(method, path, json, body)
+    end
+  end
+  assert(n > 0, "no requests")
+  i = math.floor(((tid or 0) * n) / 2) % n
+end
+LUA
+  wrk_lua_tail
 }
 
 run_wrk() {         # tag url connections secs measure|warmup

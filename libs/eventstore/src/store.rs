@@ -152,6 +152,12 @@ pub trait InlineProjection<A: Aggregate>: Send + Sync {
     ) -> Result<Result<(), Refused>, sqlx::Error> {
         Ok(Ok(()))
     }
+
+    /// Called once the append's transaction committed, with the state it
+    /// stored: an in-memory copy of this service's own writes is current
+    /// the moment the command is answered (read-your-writes), without
+    /// waiting for the copy's follower to hear of the commit.
+    fn committed(&self, _aggregate_id: &str, _aggregate: &A) {}
 }
 
 pub struct Repository<A: Aggregate> {
@@ -326,11 +332,14 @@ where
                 .await
             {
                 Ok(()) => {
+                    if let Some(p) = &self.projection {
+                        p.committed(aggregate_id, &aggregate);
+                    }
                     return Ok(Executed {
                         outcome,
                         aggregate,
                         replayed: false,
-                    })
+                    });
                 }
                 Err(AppendError::SequenceTaken) => {
                     // Another writer won this sequence; spread the retries so

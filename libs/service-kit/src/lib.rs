@@ -13,6 +13,7 @@ pub mod clock;
 pub mod command;
 pub mod command_topic;
 pub mod config;
+pub mod follow;
 pub mod health;
 pub mod json;
 pub mod keys;

@@ -18,11 +18,14 @@ use crate::domain::validation::{self, Check, Validation};
 use crate::domain::{
     trial, ActivationServices, Device, Seat, SeatStatus, Seats, SeatsCommand, Trial, TrialCommand,
 };
+use crate::index::{ValidationIndex, Wanted};
 use crate::store::{self, SeatIndex, TrialIndex};
 use service_kit::keys::Signer;
 
 pub struct Activation {
     pub pool: PgPool,
+    /// Licenses and live seats in memory, for validation.
+    pub index: Arc<ValidationIndex>,
     pub seats: Repository<Seats>,
     pub trials: Repository<Trial>,
     /// Signs the files; publishes and serves the keys (`SigningKey`).
@@ -99,6 +102,55 @@ fn license_not_found() -> Failure {
     Failure::not_found("LICENSE_NOT_FOUND", "no such license")
 }
 
+/// The license a request is about. An API key names it by the body's
+/// `license_key`; an installed product's credential is its license, and a
+/// key in the body must then be that license's.
+fn wanted(caller: &Principal, key: Option<&str>) -> Result<Wanted, Failure> {
+    let digest = |key| service_kit::replica::key_digest(key, "license_key");
+    match (caller.license, key) {
+        (None, None) => Err(Failure::invalid(
+            "MISSING_FIELD",
+            "license_key is required unless the request carries a license credential",
+        )
+        .with_field("license_key")),
+        (own, Some(key)) => Ok(Wanted::Key {
+            digest: digest(key)?,
+            own,
+        }),
+        (Some(own), None) => Ok(Wanted::Id(own)),
+    }
+}
+
+/// What was found for `wanted`, by the same rules from the tables and from
+/// the index: a deleted license is not found, and a key must name the
+/// credential's own license.
+fn found_as<'a>(
+    wanted: &Wanted,
+    found: Option<&'a LicenseView>,
+) -> Result<&'a LicenseView, Failure> {
+    let license = match (found, wanted) {
+        (Some(l), _) if l.status != LicenseStatus::Deleted => l,
+        (_, Wanted::Id(_)) => return Err(license_not_found()),
+        (_, Wanted::Key { .. }) => {
+            return Err(Failure::not_found(
+                "LICENSE_NOT_FOUND",
+                "no license has this key",
+            ))
+        }
+    };
+    if let Wanted::Key { own: Some(own), .. } = wanted {
+        if license.id != *own {
+            return Err(Failure::refused(
+                "LICENSE_MISMATCH",
+                ErrorKind::Forbidden,
+                "the license key is not the one the request is authenticated with",
+            )
+            .with_field("license_key"));
+        }
+    }
+    Ok(license)
+}
+
 impl AsRef<Signer> for Activation {
     fn as_ref(&self) -> &Signer {
         &self.signer
@@ -112,12 +164,14 @@ impl Activation {
         signer: Arc<Signer>,
         issuer: String,
     ) -> Self {
+        let index = Arc::new(ValidationIndex::default());
         Self {
             seats: Repository::new(pool.clone(), services.clone())
-                .with_projection(Arc::new(SeatIndex))
+                .with_projection(Arc::new(SeatIndex(index.clone())))
                 .with_local_serialisation(),
             trials: Repository::new(pool.clone(), services).with_projection(Arc::new(TrialIndex)),
             pool,
+            index,
             signer,
             issuer,
         }
@@ -131,54 +185,30 @@ impl Activation {
     /// character before any look-up.
     pub async fn license_by_key(&self, key: &str) -> Result<LicenseView, Failure> {
         let digest = service_kit::replica::key_digest(key, "license_key")?;
-        match store::license_by_digest(&self.pool, &digest).await {
-            Ok(Some(l)) if l.status != LicenseStatus::Deleted => Ok(l),
-            Ok(_) => Err(Failure::not_found(
-                "LICENSE_NOT_FOUND",
-                "no license has this key",
-            )),
-            Err(e) => Err(e.into()),
-        }
+        let wanted = Wanted::Key { digest, own: None };
+        self.fetch(&wanted).await
     }
 
     /// A license by id (a product's own, named by its credential).
     pub async fn license(&self, id: Uuid) -> Result<LicenseView, Failure> {
-        match store::license(&self.pool, id).await {
-            Ok(Some(l)) if l.status != LicenseStatus::Deleted => Ok(l),
-            Ok(_) => Err(license_not_found()),
-            Err(e) => Err(e.into()),
-        }
+        self.fetch(&Wanted::Id(id)).await
     }
 
-    /// The license a request is about. An API key names it by the body's
-    /// `license_key`; an installed product's credential is its license, and
-    /// a key in the body must then be that license's.
+    /// The license a request is about, read from the tables.
     pub async fn license_for(
         &self,
         caller: &Principal,
         key: Option<&str>,
     ) -> Result<LicenseView, Failure> {
-        match (caller.license, key) {
-            (None, Some(key)) => self.license_by_key(key).await,
-            (None, None) => Err(Failure::invalid(
-                "MISSING_FIELD",
-                "license_key is required unless the request carries a license credential",
-            )
-            .with_field("license_key")),
-            (Some(own), None) => self.license(own).await,
-            (Some(own), Some(key)) => {
-                let license = self.license_by_key(key).await?;
-                if license.id != own {
-                    return Err(Failure::refused(
-                        "LICENSE_MISMATCH",
-                        ErrorKind::Forbidden,
-                        "the license key is not the one the request is authenticated with",
-                    )
-                    .with_field("license_key"));
-                }
-                Ok(license)
-            }
-        }
+        self.fetch(&wanted(caller, key)?).await
+    }
+
+    async fn fetch(&self, wanted: &Wanted) -> Result<LicenseView, Failure> {
+        let found = match wanted {
+            Wanted::Id(id) => store::license(&self.pool, *id).await?,
+            Wanted::Key { digest, .. } => store::license_by_digest(&self.pool, digest).await?,
+        };
+        found_as(wanted, found.as_ref()).cloned()
     }
 
     /// The license an activation file opens, for a product authenticating
@@ -620,40 +650,45 @@ impl Activation {
         Ok(t)
     }
 
-    /// Read-only validation: no event, whatever the answer.
+    /// Read-only validation: no event, whatever the answer. From the
+    /// validation index when it holds the license, else from the tables.
     pub async fn validate(
         &self,
         caller: &Principal,
         req: &ValidateRequest,
     ) -> Result<Validation, Failure> {
-        let license = match self.license_for(caller, req.license_key.as_deref()).await {
+        let wanted = wanted(caller, req.license_key.as_deref())?;
+        let (now, tolerance) = (self.now(), self.seats.services().clock_tolerance);
+        let answer = |license: Result<&LicenseView, Failure>, seats: &Seats| {
+            let license = match license {
+                Ok(l) => l,
+                Err(f) if f.code() == Some("LICENSE_NOT_FOUND") => {
+                    return Ok(Validation::default().with_code("NOT_FOUND"))
+                }
+                Err(f) => return Err(f),
+            };
+            let device = device_of(license, req)?;
+            let check = Check {
+                device: device.as_ref(),
+                features: &req.features,
+                client_time: req.client_time,
+            };
+            Ok(validation::validate(license, seats, &check, now, tolerance))
+        };
+        if let Some(done) = self.index.read(&wanted, |license, seats| {
+            answer(found_as(&wanted, Some(license)), seats)
+        }) {
+            return done;
+        }
+        let license = match self.fetch(&wanted).await {
             Ok(l) => l,
-            Err(f) if f.code() == Some("LICENSE_NOT_FOUND") => {
-                return Ok(Validation::default().with_code("NOT_FOUND"))
-            }
-            Err(f) => return Err(f),
+            Err(f) => return answer(Err(f), &Seats::default()),
         };
-        let min = crate::domain::seats::policy(&license).fingerprint_min_matches;
-        let device = match &req.fingerprint {
-            Some(f) => Some(f.components_for(min).map_err(fingerprint_refused)?),
-            None => None,
-        };
-        let seats = match device {
+        let seats = match req.fingerprint {
             Some(_) => store::live_seats(&self.pool, license.id).await?,
             None => Seats::default(),
         };
-        let check = Check {
-            device: device.as_ref(),
-            features: &req.features,
-            client_time: req.client_time,
-        };
-        Ok(validation::validate(
-            &license,
-            &seats,
-            &check,
-            self.now(),
-            self.seats.services().clock_tolerance,
-        ))
+        answer(Ok(&license), &seats)
     }
 
     /// Recovery by device: every activation of a device — of any license
@@ -680,6 +715,18 @@ impl Activation {
             .filter(|s| caller.license.is_none_or(|own| own == s.license_id))
             .collect())
     }
+}
+
+/// The device a validation asks about, compared as the license's policy says.
+fn device_of(
+    license: &LicenseView,
+    req: &ValidateRequest,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, Failure> {
+    let min = crate::domain::seats::policy(license).fingerprint_min_matches;
+    req.fingerprint
+        .as_ref()
+        .map(|f| f.components_for(min).map_err(fingerprint_refused))
+        .transpose()
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]

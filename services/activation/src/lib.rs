@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod commands;
 pub mod consumers;
+pub mod index;
 pub use activation_domain as domain;
 pub mod store;
 
@@ -83,6 +84,20 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
         services,
         signer,
         config.issuer,
+    ));
+    platform.spawn(service_kit::follow::follow(
+        platform.pool.clone(),
+        index::CHANNEL,
+        Arc::new(index::Followed {
+            index: app.index.clone(),
+            pool: platform.pool.clone(),
+        }),
+        platform.shutdown_signal(),
+    ));
+    platform.spawn(index::export(
+        app.index.clone(),
+        platform.metrics.clone(),
+        platform.shutdown_signal(),
     ));
     platform.spawn_relay(ACTIVATION)?;
     platform.spawn_consumer(

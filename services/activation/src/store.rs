@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use contracts::activation::same_device;
+use contracts::license_view::LicenseView;
 use eventstore::InlineProjection;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
@@ -25,10 +26,16 @@ fn digests(components: &BTreeMap<String, String>) -> Vec<String> {
     components.values().cloned().collect()
 }
 
-pub struct SeatIndex;
+/// The seats' inline table, and the validation index a command of this
+/// instance updates once it commits.
+pub struct SeatIndex(pub std::sync::Arc<crate::index::ValidationIndex>);
 
 #[async_trait]
 impl InlineProjection<Seats> for SeatIndex {
+    fn committed(&self, _aggregate_id: &str, seats: &Seats) {
+        self.0.committed(seats);
+    }
+
     async fn apply(
         &self,
         tx: &mut PgConnection,
@@ -39,10 +46,11 @@ impl InlineProjection<Seats> for SeatIndex {
             sqlx::query(
                 "INSERT INTO activations (activation_id, license_id, product, kind, fingerprint, \
                    components, component_digests, status, activated_at, granted_at_sequence, \
-                   last_client_time, ended_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                   last_client_time, ended_at, seats_version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
                  ON CONFLICT (activation_id) DO UPDATE SET status = EXCLUDED.status, \
-                   last_client_time = EXCLUDED.last_client_time, ended_at = EXCLUDED.ended_at",
+                   last_client_time = EXCLUDED.last_client_time, ended_at = EXCLUDED.ended_at, \
+                   seats_version = EXCLUDED.seats_version",
             )
             .bind(s.activation_id)
             .bind(s.license_id)
@@ -56,6 +64,7 @@ impl InlineProjection<Seats> for SeatIndex {
             .bind(i64::try_from(s.granted_at_sequence).unwrap_or(i64::MAX))
             .bind(s.last_client_time)
             .bind(s.ended_at)
+            .bind(i64::try_from(seats.version).unwrap_or(i64::MAX))
             .execute(&mut *tx)
             .await?;
         }
@@ -164,6 +173,25 @@ pub async fn seats_of_license(
         .collect()
 }
 
+fn live_seat(r: &sqlx::postgres::PgRow) -> Result<Seat, sqlx::Error> {
+    let row = seat_row(r)?;
+    let granted: i64 = r.try_get("granted_at_sequence")?;
+    Ok(Seat {
+        activation_id: row.activation_id,
+        license_id: row.license_id,
+        product: row.product,
+        kind: row.kind,
+        fingerprint: row.fingerprint,
+        components: row.components,
+        status: SeatStatus::Live,
+        activated_at: row.activated_at,
+        granted_at_sequence: u64::try_from(granted).unwrap_or(0),
+        last_client_time: row.last_client_time,
+        offline: false,
+        ended_at: None,
+    })
+}
+
 /// The live seats of a license as the domain sees them (validation reads
 /// these instead of folding the license's whole history).
 pub async fn live_seats(pool: &PgPool, license_id: Uuid) -> Result<Seats, sqlx::Error> {
@@ -177,27 +205,61 @@ pub async fn live_seats(pool: &PgPool, license_id: Uuid) -> Result<Seats, sqlx::
         ..Seats::default()
     };
     for r in &rows {
-        let row = seat_row(r)?;
-        let granted: i64 = r.try_get("granted_at_sequence")?;
-        seats.seats.insert(
-            row.activation_id,
-            Seat {
-                activation_id: row.activation_id,
-                license_id: row.license_id,
-                product: row.product,
-                kind: row.kind,
-                fingerprint: row.fingerprint,
-                components: row.components,
-                status: SeatStatus::Live,
-                activated_at: row.activated_at,
-                granted_at_sequence: u64::try_from(granted).unwrap_or(0),
-                last_client_time: row.last_client_time,
-                offline: false,
-                ended_at: None,
-            },
-        );
+        let seat = live_seat(r)?;
+        seats.seats.insert(seat.activation_id, seat);
     }
     Ok(seats)
+}
+
+/// What the validation index copies of some licenses (of all when `ids` is
+/// None): their replica views, their live seats, and per license with
+/// seats the `LicenseActivations` version the rows were last written at.
+pub struct IndexRows {
+    pub licenses: Vec<LicenseView>,
+    pub live: Vec<Seat>,
+    pub versions: Vec<(Uuid, u64)>,
+}
+
+pub async fn index_rows(pool: &PgPool, ids: Option<&[Uuid]>) -> Result<IndexRows, sqlx::Error> {
+    // Separate texts for all and some, so neither plan is a compromise.
+    let filter = if ids.is_some() {
+        "license_id = ANY($1)"
+    } else {
+        "$1::uuid[] IS NULL"
+    };
+    let ids = ids.map(<[Uuid]>::to_vec);
+    let views: Vec<Value> =
+        sqlx::query_scalar(&format!("SELECT view FROM license_replica WHERE {filter}"))
+            .bind(&ids)
+            .fetch_all(pool)
+            .await?;
+    let versions: Vec<(Uuid, i64)> = sqlx::query_as(&format!(
+        "SELECT license_id, max(seats_version) FROM activations WHERE {filter} GROUP BY license_id"
+    ))
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let live = sqlx::query(&format!(
+        "SELECT {SEAT_COLUMNS}, granted_at_sequence FROM activations \
+         WHERE {filter} AND status = 'live'"
+    ))
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(live_seat)
+    .collect::<Result<_, _>>()?;
+    Ok(IndexRows {
+        licenses: views
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect(),
+        live,
+        versions: versions
+            .into_iter()
+            .map(|(id, v)| (id, u64::try_from(v).unwrap_or(0)))
+            .collect(),
+    })
 }
 
 /// Every seat, of any license, on a device matching `components`: each

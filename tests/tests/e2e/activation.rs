@@ -1111,3 +1111,206 @@ async fn only_issuances_own_refusal_of_a_trials_license_fails_the_trial() {
     );
     act.running.stop().await;
 }
+
+/// How long after `committed` first holds `seen` holds too (both polled
+/// every 5 ms from the same start; zero when `seen` came first).
+async fn lag<C, S>(committed: impl Fn() -> C, seen: impl Fn() -> S) -> Duration
+where
+    C: std::future::Future<Output = bool>,
+    S: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    let (t0, t1) = tokio::time::timeout(
+        Duration::from_secs(15),
+        futures::future::join(first_time(start, committed), first_time(start, seen)),
+    )
+    .await
+    .expect("the change was committed and seen within 15 s");
+    t1.saturating_sub(t0)
+}
+
+/// When, after `start`, `check` first holds (polled every 5 ms).
+async fn first_time<F: std::future::Future<Output = bool>>(
+    start: std::time::Instant,
+    check: impl Fn() -> F,
+) -> Duration {
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Validation answers from activation's in-memory index (issue 17): a seat
+/// command is there when it is answered, and every change committed by
+/// anyone else (another activation instance's seats, issuance's renewal,
+/// suspension and revocation arriving in the replica) within the index's
+/// bound of one second after it committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn validation_answers_from_memory_and_follows_every_change_within_its_bound() {
+    const BOUND: Duration = Duration::from_secs(1);
+    let st = stack(None).await;
+    let (license_id, key) = st.issue("formal", json!({})).await;
+    let expires = Utc::now() + chrono::Duration::days(30);
+    let (temp_id, temp_key) = st
+        .issue("temporary", json!({"expires_at": expires.to_rfc3339()}))
+        .await;
+    // A second instance on the same database: its writes reach the first
+    // instance's index only through the notifications.
+    let other = activation::start(
+        activation_config(
+            &st.infra,
+            &st.service(Svc::Activation).db,
+            &st.prefix,
+            &signing_key_path(&st.prefix),
+        ),
+        activation::Options {
+            handle_signals: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("a second activation instance starts");
+    let asked = std::sync::atomic::AtomicU64::new(0);
+    let validate_a = |body: Value| {
+        asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (admin, url) = (st.admin.clone(), format!("{}/v1/validate", st.act));
+        async move { call(&admin, "POST", &url, Some(&body)).await.1 }
+    };
+    let seat = |n| json!({"license_key": key, "fingerprint": device(n, 0)});
+
+    // This instance's own commands: there when answered.
+    let (s, a) = st.activate(&key, &device(1, 0)).await;
+    assert_eq!(s, 201, "{a}");
+    assert_eq!(validate_a(seat(1)).await["code"], "VALID");
+    let id = a["activation_id"].as_str().expect("id");
+    let (s, _) = st
+        .post(&format!("/v1/activations/{id}/uninstall"), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(validate_a(seat(1)).await["code"], "NO_ACTIVATION");
+
+    // The other instance's seats.
+    let at_b = |path: String, body: Option<Value>| {
+        let (admin, url) = (st.admin.clone(), format!("{}{path}", other.url()));
+        async move { call(&admin, "POST", &url, body.as_ref()).await }
+    };
+    let (s, b) = at_b("/v1/activations".into(), Some(seat(2))).await;
+    assert_eq!(s, 201, "{b}");
+    let activated = lag(
+        || async { true },
+        || async { validate_a(seat(2)).await["code"] == "VALID" },
+    )
+    .await;
+    let id = b["activation_id"].as_str().expect("id").to_string();
+    let (s, _) = at_b(format!("/v1/activations/{id}/uninstall"), None).await;
+    assert_eq!(s, 200);
+    let uninstalled = lag(
+        || async { true },
+        || async { validate_a(seat(2)).await["code"] == "NO_ACTIVATION" },
+    )
+    .await;
+
+    // Issuance's changes, from the moment they are in the replica table.
+    let replica = |id: String, field: &'static str| {
+        let pool = st.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>(&format!(
+                "SELECT view->>'{field}' FROM license_replica WHERE license_id = $1::uuid"
+            ))
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("replica row")
+        }
+    };
+    let later = expires + chrono::Duration::days(365);
+    let (s, r) = call(
+        &st.admin,
+        "POST",
+        &format!("{}/v1/licenses/{temp_id}/renew", st.iss),
+        Some(&json!({"expires_at": later.to_rfc3339(), "order_ref": "PO-1"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    let is_later = |v: &Value| {
+        v.as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| t.timestamp() == later.timestamp())
+    };
+    let renewed = lag(
+        || async { is_later(&json!(replica(temp_id.clone(), "expires_at").await)) },
+        || async { is_later(&validate_a(json!({"license_key": temp_key})).await["expires_at"]) },
+    )
+    .await;
+    let mut changes = vec![];
+    for (action, status, code) in [
+        ("suspend", "suspended", "SUSPENDED"),
+        ("revoke", "revoked", "REVOKED"),
+    ] {
+        let (s, r) = call(
+            &st.admin,
+            "POST",
+            &format!("{}/v1/licenses/{license_id}/{action}", st.iss),
+            Some(&json!({"reason": "issue 17"})),
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+        let took = lag(
+            || async { replica(license_id.clone(), "status").await.as_deref() == Some(status) },
+            || async { validate_a(json!({"license_key": key})).await["code"] == code },
+        )
+        .await;
+        changes.push((action, took));
+    }
+    eprintln!(
+        "validation index lag after commit: activated {activated:?}, uninstalled \
+         {uninstalled:?}, renewed {renewed:?}, {changes:?}"
+    );
+    for (what, took) in [
+        ("activation at the other instance", activated),
+        ("uninstall at the other instance", uninstalled),
+        ("renewal", renewed),
+    ]
+    .into_iter()
+    .chain(changes)
+    {
+        assert!(
+            took <= BOUND,
+            "{what} reached the index {took:?} after it committed"
+        );
+    }
+
+    // The answers came from memory.
+    let asked = asked.load(std::sync::atomic::Ordering::Relaxed);
+    let metrics = eventually(
+        Duration::from_secs(5),
+        || async {
+            reqwest::get(format!("{}/metrics", st.act))
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text")
+        },
+        |text| from_index(text) >= asked,
+    )
+    .await;
+    assert!(
+        from_index(&metrics) >= asked,
+        "{asked} validations, {} from the index",
+        from_index(&metrics)
+    );
+    other.stop().await;
+    st.stop().await;
+}
+
+/// `validations_total{source="index"}` in a metrics text.
+fn from_index(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("validations_total{source=\"index\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
