@@ -49,6 +49,7 @@ test: infra-up build python-deps
 bench: infra-up
 	@bash bench/run.sh
 	@bash bench/activation.sh
+	@bash bench/aggregates.sh
 	@bash bench/domain.sh
 	@bash bench/grants.sh
 	@bash bench/projector.sh

@@ -250,6 +250,17 @@ wait_idle() {       # [message suffix]
   fi
   return 0
 }
+# Waits (at most `secs`) until two readings in a row of the machine's busy
+# cores, 2 s each, are below 0.6: a running stack's consumers and relays
+# have caught up with what the last phase produced.
+settle() {          # secs
+  local t0 calm=0
+  t0=$(now_ms)
+  while (( calm < 2 && $(now_ms) - t0 < $1 * 1000 )); do
+    if awk -v b="$(machine_busy 2)" 'BEGIN { exit !(b < 0.6) }'; then calm=$((calm + 1)); else calm=0; fi
+  done
+  say "settled in $(( ($(now_ms) - t0) / 1000 )) s"
+}
 # This checkout's PostgreSQL (postmaster = parent of its checkpointer) and
 # Kafka broker: other stacks on the same machine are not counted as ours.
 locate_infra() {

@@ -253,6 +253,10 @@ impl Infra {
             "topic_partitions": 3,
             "log_format": "pretty",
             "db_pool_size": 16,
+            // Every other command stores a snapshot, so the suite's
+            // commands load aggregates through snapshots (and through the
+            // events after one); `Stack::stop` checks them against replays.
+            "snapshot_every": 2,
             "admin_key": ADMIN_TOKEN,
         }))
         .expect("valid config")

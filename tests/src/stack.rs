@@ -256,11 +256,57 @@ impl Stack {
         assert!(known, "the license reached activation");
     }
 
+    /// Stops every service, after checking that each aggregate they
+    /// snapshotted loads through its snapshot to what its whole stream
+    /// folds to (every aggregate type, on the streams the test made).
     pub async fn stop(self) {
+        for (svc, s) in &self.services {
+            let pool = pool(&s.db).await;
+            let differ = snapshot_mismatches(*svc, &pool).await;
+            pool.close().await;
+            assert!(
+                differ.is_empty(),
+                "{svc:?}: snapshots differ from replays: {differ:?}"
+            );
+        }
         for (_, s) in self.services {
             s.running.stop().await;
         }
     }
+}
+
+/// Aggregates of `svc` whose snapshot does not load to their replay.
+pub async fn snapshot_mismatches(svc: Svc, pool: &PgPool) -> Vec<String> {
+    use eventstore::snapshot_mismatches as check;
+    let results = match svc {
+        Svc::Issuance => vec![
+            check::<issuance::domain::License>(pool).await,
+            check::<issuance::domain::Product>(pool).await,
+            check::<issuance::domain::ApiKey>(pool).await,
+        ],
+        Svc::Activation => vec![
+            check::<activation::domain::Seats>(pool).await,
+            check::<activation::domain::Trial>(pool).await,
+        ],
+        Svc::Domain => vec![check::<domain_binding::domain::Binding>(pool).await],
+        Svc::Grants => vec![
+            check::<grant_sync::domain::Client>(pool).await,
+            check::<grant_sync::domain::Leases>(pool).await,
+            check::<grant_sync::domain::Upstream>(pool).await,
+            check::<grant_sync::domain::ImportedLicense>(pool).await,
+        ],
+        Svc::Projector => vec![],
+    };
+    let mut differ: Vec<String> = results
+        .into_iter()
+        .flat_map(|r| r.expect("snapshots readable"))
+        .collect();
+    differ.extend(
+        check::<domain_kit::signing_key::SigningKey>(pool)
+            .await
+            .expect("snapshots readable"),
+    );
+    differ
 }
 
 /// A device's fingerprint components, distinct per `n`.

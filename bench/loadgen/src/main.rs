@@ -47,6 +47,9 @@
 //!       grant sync: parks every client in a long-poll POST /v1/sync, makes
 //!       one license change per round at issuance and times each client's
 //!       answer from the change's HTTP 200 (src/grants.rs).
+//!   loadgen long-stream --url ISS [--history 10000] [--count 200] [--body JSON]
+//!       issuance: a suspension on a license with `history` past events
+//!       beside the same on fresh licenses, interleaved (src/stream.rs).
 //!   loadgen events --out-dir D [--licenses 100000] [--events 1000000] [--hot-license-events 10000]
 //!       projector: a synthetic, contract-valid history of the four
 //!       contexts' events as `<key>\t<json>` lines for Kafka's console
@@ -65,6 +68,7 @@ use uuid::Uuid;
 
 mod events;
 mod grants;
+mod stream;
 
 /// Default `IssueLicense` body (override with `--body`). The edition must be
 /// one the product has: the seed catalog's integration-platform has
@@ -74,7 +78,7 @@ const BODY: &str = r#"{"product":"integration-platform","edition":"enterprise","
 fn main() -> Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
-        bail!("usage: loadgen http-issue|activate|validate|sign|relay-watch|relay-trace|cpu|grants-setup|sync-fanout|events ... (see the source header)");
+        bail!("usage: loadgen http-issue|activate|validate|sign|relay-watch|relay-trace|cpu|grants-setup|sync-fanout|events|long-stream ... (see the source header)");
     }
     let cmd = args.remove(0);
     let opts = Opts::parse(&args)?;
@@ -94,6 +98,7 @@ fn main() -> Result<()> {
         "grants-setup" => rt()?.block_on(grants::setup(&opts))?,
         "sync-fanout" => rt()?.block_on(grants::fanout(&opts))?,
         "events" => events::run(&opts)?,
+        "long-stream" => rt()?.block_on(stream::run(&opts))?,
         "sign" => sign(&opts)?,
         "cpu" => cpu(&args)?,
         other => bail!("unknown subcommand {other:?}"),

@@ -33,6 +33,15 @@ impl Clock for FixedClock {
     }
 }
 
+/// The version of an aggregate's fold: its `evolve` and the shape of its
+/// state. Stored snapshots carry it. Raise it with any change after which a
+/// snapshot taken by the old fold could differ from a replay by the new
+/// one; the old snapshots are then ignored (the next command folds the
+/// whole stream and stores a new one).
+pub trait Folding {
+    const FOLD_VERSION: u32;
+}
+
 /// An aggregate's error: a stable code, the kind of refusal it is (its
 /// HTTP status follows from this) and the field it is about.
 pub trait CodedError: std::error::Error {
@@ -144,9 +153,27 @@ macro_rules! events {
 /// `evolve(&mut self, event)` (how a recorded event changes the state). The
 /// aggregate stays free of the framework's sink and of `async`, and every
 /// aggregate is wired alike. The crate calling it depends on `cqrs_es`.
+///
+/// `fold = N` sets the aggregate's [`Folding::FOLD_VERSION`] (1 unless
+/// given).
 #[macro_export]
 macro_rules! aggregate {
     ($aggregate:ty, $type_name:expr, $command:ty, $event:ty, $error:ty, $services:ty) => {
+        $crate::aggregate!(
+            $aggregate,
+            $type_name,
+            $command,
+            $event,
+            $error,
+            $services,
+            fold = 1
+        );
+    };
+    ($aggregate:ty, $type_name:expr, $command:ty, $event:ty, $error:ty, $services:ty, fold = $fold:expr) => {
+        impl $crate::Folding for $aggregate {
+            const FOLD_VERSION: u32 = $fold;
+        }
+
         impl ::cqrs_es::Aggregate for $aggregate {
             const TYPE: &'static str = $type_name;
             type Command = $command;

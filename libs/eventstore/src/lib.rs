@@ -18,6 +18,7 @@ pub use contracts::ErrorKind;
 pub use db::{can_rewrite_history, connect, grant_serving, is_migrated, migrate};
 pub use evidence::{bundle, merkle};
 pub use store::{
-    derived_id, request_digest, CodedError, CommandContext, Executed, InlineProjection, Refusal,
-    Refused, Repository, StoreError, DIGEST_MISMATCH_CODE,
+    derived_id, request_digest, set_snapshot_every, snapshot_mismatches, CodedError,
+    CommandContext, Executed, Folding, InlineProjection, Refusal, Refused, Repository, StoreError,
+    DEFAULT_SNAPSHOT_EVERY, DIGEST_MISMATCH_CODE,
 };

@@ -173,7 +173,7 @@ pub async fn settle<A, T>(
     result: impl FnOnce(&T) -> Option<serde_json::Value>,
 ) -> Result<Answer, StoreError>
 where
-    A: cqrs_es::Aggregate,
+    A: cqrs_es::Aggregate + eventstore::Folding,
     A::Command: Clone,
     A::Error: eventstore::CodedError,
     A::Event: eventstore::Refusal,

@@ -244,6 +244,11 @@ pub struct CommonConfig {
     /// Postgres connections per instance.
     #[serde(default = "default_db_pool_size")]
     pub db_pool_size: u32,
+    /// Events between two snapshots of an aggregate (stored in the
+    /// command's transaction; loading reads the snapshot and the events
+    /// after it). 0 turns snapshots off.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u32,
     /// PKCS#8 PEM file of the P-256 key this service signs with (its
     /// checkpoints, and its documents: activation files, grant documents,
     /// dispute bundles). Its kid is its RFC 7638 thumbprint; to rotate,
@@ -328,6 +333,9 @@ fn default_true() -> bool {
 fn default_db_pool_size() -> u32 {
     32
 }
+fn default_snapshot_every() -> u32 {
+    eventstore::DEFAULT_SNAPSHOT_EVERY
+}
 fn default_checkpoint_interval_ms() -> u64 {
     5_000
 }
@@ -361,6 +369,7 @@ impl fmt::Debug for CommonConfig {
             .field("log_format", &self.log_format)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("db_pool_size", &self.db_pool_size)
+            .field("snapshot_every", &self.snapshot_every)
             .field("consumer_group_prefix", &self.consumer_group_prefix)
             .field("admin_key", &self.admin_key.as_ref().map(|_| REDACTED))
             .field("admin_key_file", &self.admin_key_file)

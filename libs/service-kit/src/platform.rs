@@ -97,6 +97,7 @@ impl Platform {
             migrate(&config, schema).await?;
         }
         let pool = eventstore::connect(&config.database_url, config.db_pool_size).await?;
+        eventstore::set_snapshot_every(config.snapshot_every);
         if config.database_migration_url.is_none()
             && !eventstore::is_migrated(&pool, schema.migrator).await?
         {

@@ -80,7 +80,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         };
     }
     let activator = || from_fn(require(ACTIVATOR));
-    cfg.service(product!("/v1/activations", web::post().to(activate)))
+    // The hottest route first: actix tries resources in order, and every
+    // pattern with a `{segment}` before it costs a regex match.
+    cfg.service(product!("/v1/validate", web::post().to(validate)))
+        .service(product!("/v1/activations", web::post().to(activate)))
         .service(product!(
             "/v1/activations/offline",
             web::post().to(activate_offline)
@@ -107,7 +110,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/v1/licenses/{id}/activations",
             web::get().to(license_activations)
         ))
-        .service(product!("/v1/validate", web::post().to(validate)))
         .service(
             web::resource("/v1/trials")
                 .wrap(activator())

@@ -66,6 +66,10 @@ impl CodedError for CounterError {
     }
 }
 
+impl eventstore::Folding for Counter {
+    const FOLD_VERSION: u32 = 1;
+}
+
 impl Aggregate for Counter {
     const TYPE: &'static str = "Counter";
     type Command = CounterCommand;
@@ -378,4 +382,106 @@ async fn the_relay_wakes_on_commit_rather_than_on_its_poll() {
     );
     println!("commit to published: {first:?}; after the older commit: {second:?}");
     relay.stop().await;
+}
+
+/// `Counter` after a change of its fold: it also counts its additions, a
+/// field a snapshot of the old fold does not have.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CounterV2 {
+    total: u64,
+    #[serde(default)]
+    adds: u64,
+}
+
+impl eventstore::Folding for CounterV2 {
+    const FOLD_VERSION: u32 = 2;
+}
+
+impl Aggregate for CounterV2 {
+    const TYPE: &'static str = "Counter";
+    type Command = CounterCommand;
+    type Event = CounterEvent;
+    type Error = CounterError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        c: CounterCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), CounterError> {
+        let CounterCommand::Add(by) = c;
+        let total = self.total + by;
+        sink.write(CounterEvent::Added(Added { by, total }), self)
+            .await;
+        Ok(())
+    }
+
+    fn apply(&mut self, e: CounterEvent) {
+        let CounterEvent::Added(a) = e;
+        self.total = a.total;
+        self.adds += 1;
+    }
+}
+
+/// The row of `snapshots` for aggregate `id`: fold version and sequence.
+async fn snapshot_row(pool: &sqlx::PgPool, id: &str) -> Option<(i32, i64)> {
+    sqlx::query_as("SELECT fold_version, sequence FROM snapshots WHERE aggregate_id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .expect("snapshot row")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshots_load_what_the_stream_replays_and_a_changed_fold_ignores_them() {
+    let infra = Infra::get();
+    let (_, pool) = repository(&infra).await;
+    let v1 = Repository::<Counter>::new(pool.clone(), ()).with_snapshot_every(10);
+    for n in 1..=25u64 {
+        v1.execute("c", CounterCommand::Add(n), &ctx(Uuid::now_v7(), n))
+            .await
+            .expect("added");
+    }
+    // Taken in the commands' transactions, every ten events.
+    assert_eq!(snapshot_row(&pool, "c").await, Some((1, 20)));
+    let (loaded, at) = v1.load("c").await.expect("load");
+    let (replayed, replayed_at) = v1.replay_all("c").await.expect("replay");
+    assert_eq!((loaded.total, at), (325, 25));
+    assert_eq!((replayed.total, replayed_at), (325, 25));
+    assert!(eventstore::snapshot_mismatches::<Counter>(&pool)
+        .await
+        .expect("checked")
+        .is_empty());
+
+    // A new fold ignores the old fold's snapshot: folded from the first
+    // event, it counts all 25 additions (the old snapshot would have
+    // said 0 and 5), and its next command stores a snapshot of its own.
+    let v2 = Repository::<CounterV2>::new(pool.clone(), ()).with_snapshot_every(10);
+    let (state, at) = v2.load("c").await.expect("load");
+    assert_eq!((state.total, state.adds, at), (325, 25, 25));
+    v2.execute("c", CounterCommand::Add(1), &ctx(Uuid::now_v7(), 1))
+        .await
+        .expect("added");
+    assert_eq!(snapshot_row(&pool, "c").await, Some((2, 26)));
+    let (state, _) = v2.load("c").await.expect("load");
+    assert_eq!((state.total, state.adds), (326, 26));
+    assert!(eventstore::snapshot_mismatches::<CounterV2>(&pool)
+        .await
+        .expect("checked")
+        .is_empty());
+
+    // A snapshot that does not read as the state is ignored, and reported.
+    sqlx::query("UPDATE snapshots SET state = '\"garbage\"' WHERE aggregate_id = 'c'")
+        .execute(&pool)
+        .await
+        .expect("spoil");
+    let (state, at) = v2.load("c").await.expect("load");
+    assert_eq!((state.total, state.adds, at), (326, 26, 26));
+    assert_eq!(
+        eventstore::snapshot_mismatches::<CounterV2>(&pool)
+            .await
+            .expect("checked"),
+        vec!["c".to_string()]
+    );
 }
