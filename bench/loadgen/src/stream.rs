@@ -90,8 +90,14 @@ pub async fn run(o: &Opts) -> Result<Value> {
             .timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()?,
-        url: o.get("url").context("--url")?.trim_end_matches('/').to_string(),
-        token: std::env::var("LOADGEN_TOKEN").ok().filter(|t| !t.is_empty()),
+        url: o
+            .get("url")
+            .context("--url")?
+            .trim_end_matches('/')
+            .to_string(),
+        token: std::env::var("LOADGEN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
     };
     let long = iss.issue(&body).await?;
     let t0 = Instant::now();
