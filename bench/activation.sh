@@ -155,9 +155,12 @@ jq -c '{signs_per_sec, signs_per_sec_per_thread, verify_per_sec, verify_per_sec_
 
 # --- 2. activations ----------------------------------------------------------------
 say "2/4 activate: warm-up $WARMUP, then $COUNT activations of distinct devices, $CLIENTS clients, over $LICENSES licenses"
+pg_statements_reset
 measured activate 240 activate --url "$ACT" --keys-file "$DIR/keys.txt" --clients "$CLIENTS" \
   --count "$COUNT" --warmup "$WARMUP" --device-prefix "bench-$RAND" --correlation-id "bench-act-$RAND"
 jq -c '{per_sec, p50_ms, p99_ms, errors, error_kinds}' "$DIR/activate.json" >&2
+say "the statements that took the most database time during the activations (all services):"
+pg_statements_top "$DIR/activate-statements.jsonl"
 
 # --- 3 and 4. validate beside the host check ------------------------------------------
 # Device i's body as loadgen sends it (bench/loadgen device_body): license i

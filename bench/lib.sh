@@ -301,6 +301,26 @@ measured() {        # tag timeout loadgen-args...
   cpu_diff "$DIR/cpu-$tag-0.json" "$DIR/cpu-$tag-1.json" "$(( t1 - t0 ))e-3" >"$DIR/cpu-$tag.json"
 }
 
+# --- where the database time goes ------------------------------------------------------
+# pg_stat_statements (loaded by infra/postgres/up.sh): reset before a phase,
+# then the statements that took the most execution time during it, across
+# this run's databases, as JSON lines in `file` (and the top 12 on stderr).
+pg_statements_reset() {
+  sql "$PG_BASE/postgres" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
+    -c "SELECT pg_stat_statements_reset()" >/dev/null
+}
+pg_statements_top() {   # file [per_units]
+  sql "$PG_BASE/postgres" -c "
+    SELECT json_build_object('database', d.datname, 'calls', s.calls,
+             'total_ms', round(s.total_exec_time::numeric, 1),
+             'mean_ms', round(s.mean_exec_time::numeric, 3), 'rows', s.rows,
+             'query', left(regexp_replace(s.query, '\s+', ' ', 'g'), 160))
+      FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+     WHERE d.datname LIKE '%$RAND%'
+     ORDER BY s.total_exec_time DESC LIMIT 25" >"$1"
+  jq -r '"  \(.total_ms) ms  \(.calls) calls  \(.database | sub("_[0-9a-f]+$"; ""))  \(.query[0:110])"' "$1" | head -n 12 >&2
+}
+
 # --- database counters -------------------------------------------------------------
 # Cumulative counters of a database (flushed by backends within ~1 s).
 db_stats() {        # db_url file

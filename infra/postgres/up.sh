@@ -205,6 +205,10 @@ full_page_writes = on
 # Bulk writes (read-model rebuilds) would otherwise checkpoint every few
 # seconds, each checkpoint followed by a wave of full-page images.
 max_wal_size = 4GB
+# Where the database time goes, per statement (bench/activation.sh reports
+# it); its overhead is a few percent at most.
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = all
 password_encryption = 'scram-sha-256'
 timezone = 'UTC'
 log_timezone = 'UTC'

@@ -122,6 +122,9 @@ impl CommandContext {
 pub struct Executed<A> {
     pub outcome: CommandOutcome,
     pub aggregate: A,
+    /// Sequence and hash (hex) of each event this execution appended (none
+    /// for a replayed answer or a refusal stored without events).
+    pub appended: Vec<(u64, String)>,
     /// True when this is the stored answer to an earlier identical command.
     pub replayed: bool,
 }
@@ -364,7 +367,7 @@ where
                 .append(aggregate_id, &loaded, &events, ctx, &outcome)
                 .await
             {
-                Ok(()) => {
+                Ok(appended) => {
                     let aggregate = loaded.aggregate;
                     if let Some(p) = &self.projection {
                         p.committed(aggregate_id, &aggregate);
@@ -372,6 +375,7 @@ where
                     return Ok(Executed {
                         outcome,
                         aggregate,
+                        appended,
                         replayed: false,
                     });
                 }
@@ -417,6 +421,7 @@ where
         Ok(Executed {
             outcome,
             aggregate,
+            appended: vec![],
             replayed: !fresh,
         })
     }
@@ -515,6 +520,7 @@ where
         Ok(Some(Executed {
             outcome,
             aggregate,
+            appended: vec![],
             replayed: true,
         }))
     }
@@ -560,7 +566,7 @@ where
     }
 
     /// Appends `events` to the aggregate `loaded` was, which they already
-    /// changed.
+    /// changed; each appended event's sequence and hash (hex).
     async fn append(
         &self,
         aggregate_id: &str,
@@ -568,7 +574,7 @@ where
         events: &[A::Event],
         ctx: &CommandContext,
         outcome: &CommandOutcome,
-    ) -> Result<(), AppendError> {
+    ) -> Result<Vec<(u64, String)>, AppendError> {
         let (last, aggregate) = (loaded.sequence, &loaded.aggregate);
         let sequence = last + events.len() as i64;
         let snapshot =
@@ -592,47 +598,51 @@ where
                 return Err(AppendError::Refused(refused));
             }
         }
-        for (i, event) in events.iter().enumerate() {
-            let payload = encode_event(event)?;
-            sqlx::query(
-                "INSERT INTO events \
-                   (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                 VALUES ($1, $2, $3, $4, $5, $6::text::json, $7::text::json)",
-            )
-            .bind(A::TYPE)
-            .bind(aggregate_id)
-            .bind(last + 1 + i as i64)
-            .bind(event.event_type())
-            .bind(event.event_version())
-            .bind(payload)
-            .bind(&metadata)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        }
         let error = outcome.error.as_ref();
         let status = if error.is_some() {
             "rejected"
         } else {
             "accepted"
         };
-        sqlx::query(
-            "INSERT INTO command_outcomes \
-               (command_id, command_type, request_digest, aggregate_id, status, sequence, error_code, \
-                error_message, error_field, error_kind) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        let payloads = events
+            .iter()
+            .map(encode_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        // Events and outcome in one statement (one round trip); the hash
+        // chain's trigger sees each earlier row of the statement, and the
+        // hashes it computed come back.
+        let hashes: Vec<(i64, String)> = sqlx::query_as(
+            "WITH ev AS ( \
+               INSERT INTO events \
+                 (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+               SELECT $1, $2, u.s, u.t, u.v, u.p::json, $7::text::json \
+               FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[]) AS u(s, t, v, p) \
+               ORDER BY u.s \
+               RETURNING sequence, hash), \
+             oc AS ( \
+               INSERT INTO command_outcomes \
+                 (command_id, command_type, request_digest, aggregate_id, status, sequence, \
+                  error_code, error_message, error_field, error_kind) \
+               VALUES ($8, $9, $10, $2, $11, $12, $13, $14, $15, $16)) \
+             SELECT sequence, encode(hash, 'hex') FROM ev ORDER BY sequence",
         )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .bind((last + 1..=sequence).collect::<Vec<i64>>())
+        .bind(events.iter().map(DomainEvent::event_type).collect::<Vec<_>>())
+        .bind(events.iter().map(DomainEvent::event_version).collect::<Vec<_>>())
+        .bind(payloads)
+        .bind(&metadata)
         .bind(ctx.command_id)
         .bind(&ctx.command_type)
         .bind(&ctx.request_digest)
-        .bind(aggregate_id)
         .bind(status)
         .bind(outcome.sequence.and_then(|s| i64::try_from(s).ok()))
         .bind(error.map(|e| e.code.as_str()))
         .bind(error.map(|e| e.message.as_str()))
         .bind(error.and_then(|e| e.field.as_deref()))
         .bind(error.and_then(|e| e.kind).map(ErrorKind::as_str))
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(classify)?;
         if let Some(p) = &self.projection {
@@ -660,7 +670,10 @@ where
             .map_err(classify)?;
         }
         tx.commit().await.map_err(classify)?;
-        Ok(())
+        Ok(hashes
+            .into_iter()
+            .map(|(seq, hash)| (u64::try_from(seq).unwrap_or(0), hash))
+            .collect())
     }
 }
 

@@ -194,7 +194,7 @@ impl Activation {
         self.fetch(&Wanted::Id(id)).await
     }
 
-    /// The license a request is about, read from the tables.
+    /// The license a request is about.
     pub async fn license_for(
         &self,
         caller: &Principal,
@@ -203,10 +203,16 @@ impl Activation {
         self.fetch(&wanted(caller, key)?).await
     }
 
+    /// From the validation index when it holds the license (it trails
+    /// the replica by milliseconds, the replica trails issuance by its
+    /// Kafka delay), else from the replica table.
     async fn fetch(&self, wanted: &Wanted) -> Result<LicenseView, Failure> {
-        let found = match wanted {
-            Wanted::Id(id) => store::license(&self.pool, *id).await?,
-            Wanted::Key { digest, .. } => store::license_by_digest(&self.pool, digest).await?,
+        let found = match self.index.license(wanted) {
+            Some(l) => Some(l),
+            None => match wanted {
+                Wanted::Id(id) => store::license(&self.pool, *id).await?,
+                Wanted::Key { digest, .. } => store::license_by_digest(&self.pool, digest).await?,
+            },
         };
         found_as(wanted, found.as_ref()).cloned()
     }
@@ -314,6 +320,7 @@ impl Activation {
             .execute(&license.id.to_string(), command, ctx)
             .await?;
         let replayed = done.replayed;
+        let appended = done.appended.clone();
         let seats = accepted(done)?;
         let (seat, created) = if replayed {
             // The answer of the first run: the seat its events name (its
@@ -338,7 +345,8 @@ impl Activation {
         };
         // An offline response binds the nonce of the request it answers.
         let nonce = if offline { nonce } else { None };
-        self.issued_with(license, seat, created, nonce).await
+        self.issued_with(license, seat, created, nonce, &appended)
+            .await
     }
 
     /// Signs the file of a live seat with the license as it stands now (a
@@ -349,7 +357,7 @@ impl Activation {
         seat: Seat,
         created: bool,
     ) -> Result<Issued, Failure> {
-        self.issued_with(license, seat, created, None).await
+        self.issued_with(license, seat, created, None, &[]).await
     }
 
     async fn issued_with(
@@ -358,8 +366,9 @@ impl Activation {
         seat: Seat,
         created: bool,
         nonce: Option<String>,
+        appended: &[(u64, String)],
     ) -> Result<Issued, Failure> {
-        let file = self.sign(&license, &seat, nonce).await?;
+        let file = self.sign(&license, &seat, nonce, appended).await?;
         Ok(Issued {
             expires_at: license.expires_at,
             seat,
@@ -370,11 +379,21 @@ impl Activation {
     }
 
     /// The position of the stored event at `sequence` of a license's seats.
-    async fn position(&self, license: Uuid, sequence: u64) -> Result<EventPosition, Failure> {
+    /// `appended`: the events the command at hand stored, whose hashes
+    /// need no look-up.
+    async fn position(
+        &self,
+        license: Uuid,
+        sequence: u64,
+        appended: &[(u64, String)],
+    ) -> Result<EventPosition, Failure> {
         let aggregate_id = license.to_string();
-        let hash = store::event_hash(&self.pool, ACTIVATIONS_AGGREGATE, &aggregate_id, sequence)
-            .await?
-            .ok_or_else(|| Failure::internal("a seat or event the command just stored"))?;
+        let hash = match appended.iter().find(|(s, _)| *s == sequence) {
+            Some((_, hash)) => hash.clone(),
+            None => store::event_hash(&self.pool, ACTIVATIONS_AGGREGATE, &aggregate_id, sequence)
+                .await?
+                .ok_or_else(|| Failure::internal("a seat or event the command just stored"))?,
+        };
         Ok(EventPosition {
             aggregate_type: ACTIVATIONS_AGGREGATE.into(),
             aggregate_id,
@@ -388,8 +407,11 @@ impl Activation {
         license: &LicenseView,
         seat: &Seat,
         nonce: Option<String>,
+        appended: &[(u64, String)],
     ) -> Result<String, Failure> {
-        let event = self.position(license.id, seat.granted_at_sequence).await?;
+        let event = self
+            .position(license.id, seat.granted_at_sequence, appended)
+            .await?;
         let now = self.now().timestamp();
         let claims = ActivationClaims {
             typ: ACTIVATION_TYP.into(),
@@ -436,7 +458,7 @@ impl Activation {
             fingerprint: seat.fingerprint.clone(),
             uninstalled_at: seat.ended_at.map_or(now, |t| t.timestamp()),
             iat: now,
-            event: self.position(license.id, sequence).await?,
+            event: self.position(license.id, sequence, &[]).await?,
         };
         self.signer
             .sign_typed(&claims, RECEIPT_JWS_TYP)

@@ -97,28 +97,42 @@ pub struct ValidationIndex {
 impl ValidationIndex {
     /// `answer` over the license `wanted` names and its live seats; None
     /// when the index cannot answer (not live, or the license unknown to
-    /// it) and the tables must.
+    /// it) and the tables must. Counted as a validation.
     pub fn read<R>(
         &self,
         wanted: &Wanted,
         answer: impl FnOnce(&LicenseView, &Seats) -> R,
     ) -> Option<R> {
-        let answered = self.live.load(Ordering::Acquire).then(|| {
-            let inner = self.inner.read().ok()?;
-            let id = match wanted {
-                Wanted::Id(id) => *id,
-                Wanted::Key { digest, .. } => *inner.by_key.get(digest)?,
-            };
-            let license = inner.licenses.get(&id)?;
-            let none = Seats::default();
-            Some(answer(license, inner.seats.get(&id).unwrap_or(&none)))
-        });
+        let answered = self.lookup(wanted, answer);
         let counter = match answered {
-            Some(Some(_)) => &self.answered,
-            _ => &self.fell_back,
+            Some(_) => &self.answered,
+            None => &self.fell_back,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        answered.flatten()
+        answered
+    }
+
+    /// The license `wanted` names, when the index holds it.
+    pub fn license(&self, wanted: &Wanted) -> Option<LicenseView> {
+        self.lookup(wanted, |license, _| license.clone())
+    }
+
+    fn lookup<R>(
+        &self,
+        wanted: &Wanted,
+        answer: impl FnOnce(&LicenseView, &Seats) -> R,
+    ) -> Option<R> {
+        if !self.live.load(Ordering::Acquire) {
+            return None;
+        }
+        let inner = self.inner.read().ok()?;
+        let id = match wanted {
+            Wanted::Id(id) => *id,
+            Wanted::Key { digest, .. } => *inner.by_key.get(digest)?,
+        };
+        let license = inner.licenses.get(&id)?;
+        let none = Seats::default();
+        Some(answer(license, inner.seats.get(&id).unwrap_or(&none)))
     }
 
     /// The state a command of this instance committed.
