@@ -256,21 +256,25 @@ impl Stack {
         assert!(known, "the license reached activation");
     }
 
-    /// Stops every service, after checking that each aggregate they
+    /// Stops every service, then checks that each aggregate they
     /// snapshotted loads through its snapshot to what its whole stream
     /// folds to (every aggregate type, on the streams the test made).
     pub async fn stop(self) {
-        for (svc, s) in &self.services {
-            let pool = pool(&s.db).await;
-            let differ = snapshot_mismatches(*svc, &pool).await;
+        let mut stopped = vec![];
+        for (svc, s) in self.services {
+            s.running.stop().await;
+            stopped.push((svc, s.db));
+        }
+        // Once nothing appends any more: a snapshot and a replay read the
+        // same stream.
+        for (svc, db) in stopped {
+            let pool = pool(&db).await;
+            let differ = snapshot_mismatches(svc, &pool).await;
             pool.close().await;
             assert!(
                 differ.is_empty(),
                 "{svc:?}: snapshots differ from replays: {differ:?}"
             );
-        }
-        for (_, s) in self.services {
-            s.running.stop().await;
         }
     }
 }

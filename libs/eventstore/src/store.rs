@@ -650,21 +650,35 @@ where
                 .await
                 .map_err(classify)?;
         }
-        if snapshot {
-            // In the events' transaction: a snapshot never runs ahead of
-            // the stream it stands for.
+        // In the events' transaction, so a snapshot never runs ahead of
+        // the stream; it names its last event's hash, so it is used only
+        // while that event is the stream's. A state that does not
+        // serialise costs the snapshot, never the command.
+        let last_hash = hashes.last().map(|(_, h)| h.as_str());
+        let state = match (snapshot, last_hash) {
+            (true, Some(_)) => serde_json::to_string(aggregate)
+                .map_err(|e| {
+                    tracing::warn!(aggregate_type = A::TYPE, aggregate_id, error = %e,
+                        "aggregate state not serialisable; no snapshot")
+                })
+                .ok(),
+            _ => None,
+        };
+        if let (Some(state), Some(hash)) = (state, last_hash) {
             sqlx::query(
-                "INSERT INTO snapshots (aggregate_type, aggregate_id, fold_version, sequence, state) \
-                 VALUES ($1, $2, $3, $4, $5::text::json) \
+                "INSERT INTO snapshots \
+                   (aggregate_type, aggregate_id, fold_version, sequence, event_hash, state) \
+                 VALUES ($1, $2, $3, $4, decode($5, 'hex'), $6::text::json) \
                  ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
                    fold_version = EXCLUDED.fold_version, sequence = EXCLUDED.sequence, \
-                   state = EXCLUDED.state",
+                   event_hash = EXCLUDED.event_hash, state = EXCLUDED.state",
             )
             .bind(A::TYPE)
             .bind(aggregate_id)
             .bind(fold_version::<A>())
             .bind(sequence)
-            .bind(serde_json::to_string(aggregate).map_err(StoreError::from)?)
+            .bind(hash)
+            .bind(state)
             .execute(&mut *tx)
             .await
             .map_err(classify)?;
@@ -687,9 +701,12 @@ async fn fold<A: Aggregate + Folding>(
     snapshots: bool,
 ) -> Result<Loaded<A>, StoreError> {
     let rows = sqlx::query(
-        "WITH s AS (SELECT sequence, state FROM snapshots \
-                    WHERE $4 AND aggregate_type = $1 AND aggregate_id = $2 \
-                      AND fold_version = $3) \
+        "WITH s AS (SELECT n.sequence, n.state FROM snapshots n \
+                    JOIN events e ON e.aggregate_type = n.aggregate_type \
+                     AND e.aggregate_id = n.aggregate_id AND e.sequence = n.sequence \
+                     AND e.hash = n.event_hash \
+                    WHERE $4 AND n.aggregate_type = $1 AND n.aggregate_id = $2 \
+                      AND n.fold_version = $3) \
          SELECT sequence, NULL::text AS event_type, state::text AS payload FROM s \
          UNION ALL \
          SELECT sequence, event_type, payload::text FROM events \

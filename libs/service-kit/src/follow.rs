@@ -9,7 +9,9 @@
 //! are lost, so a lost connection marks the copy not live (callers then
 //! read the tables) until a new session has listened and reloaded it all.
 //! The copy thus trails a commit by one notification and one reload
-//! (milliseconds), never by a missed change.
+//! (milliseconds), never by a missed change; a connection that died
+//! silently is found by a probe after 5 s without a notification (the
+//! copy is then not live within 8 s).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -21,6 +23,12 @@ use tokio::sync::watch;
 
 /// Pause before a new session after a failed one.
 const RETRY: Duration = Duration::from_secs(1);
+/// A connection that died without a reset (a failover, a dropped NAT
+/// entry) delivers nothing and reports nothing: after this much silence
+/// the session asks the server for an answer, and ends if none comes
+/// within `PROBE_TIMEOUT`.
+const QUIET: Duration = Duration::from_secs(5);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[async_trait::async_trait]
 pub trait Follower: Send + Sync + 'static {
@@ -39,7 +47,7 @@ pub async fn follow<F: Follower>(
 ) {
     let mut failing = false;
     loop {
-        let ended = session(&pool, channel, &*follower, &mut shutdown).await;
+        let ended = session(&pool, channel, &*follower, &mut shutdown, &mut failing).await;
         follower.set_live(false);
         match ended {
             Ok(()) => return,
@@ -62,15 +70,25 @@ async fn session<F: Follower>(
     channel: &'static str,
     follower: &F,
     shutdown: &mut watch::Receiver<bool>,
+    failing: &mut bool,
 ) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(channel).await?;
     follower.reload(None).await?;
     follower.set_live(true);
+    *failing = false;
     tracing::info!(channel, "in-memory copy loaded and followed");
     loop {
         let first = tokio::select! {
             n = listener.try_recv() => n?,
+            _ = tokio::time::sleep(QUIET) => {
+                let probe = sqlx::query("SELECT 1").execute(&mut listener);
+                match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Err(sqlx::Error::PoolTimedOut),
+                }
+            }
             _ = shutdown.changed() => return Ok(()),
         };
         let Some(first) = first else {

@@ -151,7 +151,9 @@ impl ValidationIndex {
         }
     }
 
-    /// Reads `ids`' rows (every row when None) and keeps what is newer.
+    /// Reads `ids`' rows and keeps what is newer; with None, reads every
+    /// row and replaces the whole index (a change a racing command put in
+    /// meanwhile comes back with its notification).
     pub async fn reload(&self, pool: &PgPool, ids: Option<&[Uuid]>) -> Result<(), sqlx::Error> {
         let rows = store::index_rows(pool, ids).await?;
         let mut seats: HashMap<Uuid, Seats> = rows
@@ -172,6 +174,18 @@ impl ValidationIndex {
             }
         }
         let mut inner = self.inner.write().map_err(|_| sqlx::Error::PoolClosed)?;
+        match ids {
+            None => *inner = Inner::default(),
+            // A view that no longer reads is no answer (the tables say
+            // NOT_FOUND for it too).
+            Some(ids) => {
+                for id in ids {
+                    if !rows.licenses.iter().any(|v| v.id == *id) {
+                        inner.licenses.remove(id);
+                    }
+                }
+            }
+        }
         for view in rows.licenses {
             inner.put_license(view);
         }
