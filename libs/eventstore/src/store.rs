@@ -611,21 +611,28 @@ where
         // Events and outcome in one statement (one round trip); the hash
         // chain's trigger sees each earlier row of the statement, and the
         // hashes it computed come back.
-        let hashes: Vec<(i64, String)> = sqlx::query_as(
-            "WITH ev AS ( \
-               INSERT INTO events \
-                 (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-               SELECT $1, $2, u.s, u.t, u.v, u.p::json, $7::text::json \
-               FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[]) AS u(s, t, v, p) \
-               ORDER BY u.s \
-               RETURNING sequence, hash), \
+        // A command without events inserts none: even an empty INSERT
+        // would fire the relay's statement trigger.
+        let appending = if events.is_empty() {
+            "SELECT NULL::bigint AS sequence, NULL::bytea AS hash WHERE false"
+        } else {
+            "INSERT INTO events \
+               (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             SELECT $1, $2, u.s, u.t, u.v, u.p::json, $7::text::json \
+             FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[]) AS u(s, t, v, p) \
+             ORDER BY u.s \
+             RETURNING sequence, hash"
+        };
+        let statement = format!(
+            "WITH ev AS ({appending}), \
              oc AS ( \
                INSERT INTO command_outcomes \
                  (command_id, command_type, request_digest, aggregate_id, status, sequence, \
                   error_code, error_message, error_field, error_kind) \
                VALUES ($8, $9, $10, $2, $11, $12, $13, $14, $15, $16)) \
-             SELECT sequence, encode(hash, 'hex') FROM ev ORDER BY sequence",
-        )
+             SELECT sequence, encode(hash, 'hex') FROM ev ORDER BY sequence"
+        );
+        let hashes: Vec<(i64, String)> = sqlx::query_as(&statement)
         .bind(A::TYPE)
         .bind(aggregate_id)
         .bind((last + 1..=sequence).collect::<Vec<i64>>())
