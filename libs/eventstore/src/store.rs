@@ -633,25 +633,35 @@ where
              SELECT sequence, encode(hash, 'hex') FROM ev ORDER BY sequence"
         );
         let hashes: Vec<(i64, String)> = sqlx::query_as(&statement)
-        .bind(A::TYPE)
-        .bind(aggregate_id)
-        .bind((last + 1..=sequence).collect::<Vec<i64>>())
-        .bind(events.iter().map(DomainEvent::event_type).collect::<Vec<_>>())
-        .bind(events.iter().map(DomainEvent::event_version).collect::<Vec<_>>())
-        .bind(payloads)
-        .bind(&metadata)
-        .bind(ctx.command_id)
-        .bind(&ctx.command_type)
-        .bind(&ctx.request_digest)
-        .bind(status)
-        .bind(outcome.sequence.and_then(|s| i64::try_from(s).ok()))
-        .bind(error.map(|e| e.code.as_str()))
-        .bind(error.map(|e| e.message.as_str()))
-        .bind(error.and_then(|e| e.field.as_deref()))
-        .bind(error.and_then(|e| e.kind).map(ErrorKind::as_str))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(classify)?;
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .bind((last + 1..=sequence).collect::<Vec<i64>>())
+            .bind(
+                events
+                    .iter()
+                    .map(DomainEvent::event_type)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(DomainEvent::event_version)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(payloads)
+            .bind(&metadata)
+            .bind(ctx.command_id)
+            .bind(&ctx.command_type)
+            .bind(&ctx.request_digest)
+            .bind(status)
+            .bind(outcome.sequence.and_then(|s| i64::try_from(s).ok()))
+            .bind(error.map(|e| e.code.as_str()))
+            .bind(error.map(|e| e.message.as_str()))
+            .bind(error.and_then(|e| e.field.as_deref()))
+            .bind(error.and_then(|e| e.kind).map(ErrorKind::as_str))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(classify)?;
         if let Some(p) = &self.projection {
             p.apply(&mut tx, aggregate_id, aggregate)
                 .await
