@@ -179,10 +179,10 @@ impl ValidationIndex {
             // A view that no longer reads is no answer (the tables say
             // NOT_FOUND for it too).
             Some(ids) => {
-                for id in ids {
-                    if !rows.licenses.iter().any(|v| v.id == *id) {
-                        inner.licenses.remove(id);
-                    }
+                let read: std::collections::HashSet<Uuid> =
+                    rows.licenses.iter().map(|v| v.id).collect();
+                for id in ids.iter().filter(|id| !read.contains(id)) {
+                    inner.licenses.remove(id);
                 }
             }
         }
