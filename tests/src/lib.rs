@@ -402,6 +402,8 @@ pub fn projector_config(infra: &Infra, db: &str, prefix: &str) -> projector::Con
         clock_tolerance_secs: 600,
         rebuild_batch: 5_000,
         export_timeout_secs: 600,
+        // Every as-of answer of the suite folds through snapshots.
+        as_of_snapshot_every: 2,
     }
 }
 

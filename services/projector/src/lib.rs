@@ -51,6 +51,10 @@ fn d_export_timeout() -> u64 {
     600
 }
 
+fn d_as_of_snapshot_every() -> usize {
+    500
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     #[serde(flatten)]
@@ -73,6 +77,10 @@ pub struct Config {
     /// reads; past it the export ends with an error line.
     #[serde(default = "d_export_timeout")]
     pub export_timeout_secs: u64,
+    /// An as-of answer stores a snapshot of the license's state every this
+    /// many events it folds, and later answers fold from the nearest one.
+    #[serde(default = "d_as_of_snapshot_every")]
+    pub as_of_snapshot_every: usize,
 }
 
 impl AsRef<CommonConfig> for Config {
@@ -179,7 +187,10 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<Running, Plat
         issuer: config.issuer,
         tolerance: chrono::Duration::seconds(i64::from(config.clock_tolerance_secs)),
         export_timeout: std::time::Duration::from_secs(config.export_timeout_secs.max(1)),
+        snapshot_every: config.as_of_snapshot_every.max(1),
+        metrics: platform.metrics.clone(),
     });
+    app::describe_metrics(&platform.metrics);
     platform
         .serve(move |cfg| {
             cfg.app_data(app.clone());

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use e2e::routes::Svc;
 use e2e::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -1386,4 +1387,207 @@ async fn the_audit_trail_filters_pages_streams_exports_and_follows_a_trial_acros
     projector.running.stop().await;
     activation.running.stop().await;
     issuance.running.stop().await;
+}
+
+/// The sum of a metric's series whose line starts with `series`.
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+async fn metrics_of(url: &str) -> String {
+    reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// The as-of answer at each instant, folded from the first event: every
+/// snapshot of the license is dropped before each.
+async fn full_folds(proj: &str, pool: &sqlx::PgPool, id: &str, at: &[DateTime<Utc>]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for t in at {
+        sqlx::query("DELETE FROM license_state_snapshots WHERE license_id = $1::uuid")
+            .bind(id)
+            .execute(pool)
+            .await
+            .expect("snapshots dropped");
+        out.push(as_of(proj, id, *t).await);
+    }
+    out
+}
+
+async fn snapshots(pool: &sqlx::PgPool, id: &str) -> i64 {
+    count(
+        pool,
+        &format!("SELECT count(*) FROM license_state_snapshots WHERE license_id = '{id}'"),
+    )
+    .await
+}
+
+/// The suite's projector snapshots every 2 events. A late event is one a
+/// stalled relay publishes long after it was recorded: here the domain
+/// context's own Kafka identity publishes a binding recorded in the middle
+/// of the license's history, after snapshots past that instant exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn as_of_folds_from_snapshots_equal_to_a_full_fold_and_a_late_event_invalidates_them() {
+    let stack = Stack::start(&[Svc::Projector]).await;
+    let proj = stack.url(Svc::Projector);
+    let pool = stack.pool(Svc::Projector).await;
+    let admin = admin_client();
+    let product = stack.product(json!({})).await;
+    let lic = stack
+        .issue(
+            &json!({"product": product, "customer": "Snapshot Ltd", "kind": "formal",
+                       "features": ["f1"]}),
+        )
+        .await;
+    let id = lic.id.clone();
+    let url = |what: &str| format!("{}/v1/licenses/{id}/{what}", stack.url(Svc::Issuance));
+    // Issued, then four suspensions and reinstatements: nine events, and
+    // an instant after each.
+    let mut instants = vec![instant().await];
+    let mut late_at = None;
+    for round in 0..4 {
+        let (s, b) = call(
+            &admin,
+            "POST",
+            &url("suspend"),
+            Some(&json!({"reason": "unpaid"})),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        if round == 1 {
+            late_at = Some(instant().await);
+        }
+        instants.push(instant().await);
+        let (s, b) = call(&admin, "POST", &url("reinstate"), None).await;
+        assert_eq!(s, 200, "{b}");
+        instants.push(instant().await);
+    }
+    let late_at = late_at.expect("an instant for the late event");
+    live_until(&proj, &id, "every event", |v| v["status"] == "active").await;
+    let projected = wait_until(Duration::from_secs(15), || async {
+        as_of(&proj, &id, Utc::now()).await["events_folded"] == 9
+    })
+    .await;
+    assert!(projected, "nine events projected");
+
+    // Answers through snapshots equal the folds from the first event.
+    let stored = wait_until(Duration::from_secs(5), || async {
+        snapshots(&pool, &id).await >= 4
+    })
+    .await;
+    assert!(stored, "the fold from the first event left snapshots");
+    let before = metrics_of(&proj).await;
+    let mut through = Vec::new();
+    for t in &instants {
+        through.push(as_of(&proj, &id, *t).await);
+    }
+    let after = metrics_of(&proj).await;
+    let from_snapshot = r#"as_of_folds_total{from="snapshot"}"#;
+    assert!(
+        metric(&after, from_snapshot) >= metric(&before, from_snapshot) + instants.len() as u64 - 1,
+        "every answer past the first snapshot folded from one"
+    );
+    assert_eq!(through, full_folds(&proj, &pool, &id, &instants).await);
+    let statuses: Vec<_> = through
+        .iter()
+        .map(|a| a["effective_status"].clone())
+        .collect();
+    assert_eq!(statuses[1], "suspended");
+    assert_eq!(statuses[2], "active");
+
+    // Snapshots past `late_at` exist when the late event arrives.
+    for t in &instants {
+        as_of(&proj, &id, *t).await;
+    }
+    let stored = wait_until(Duration::from_secs(5), || async {
+        count(
+            &pool,
+            &format!(
+                "SELECT count(*) FROM license_state_snapshots WHERE license_id = '{id}' \
+                 AND upto > '{}'",
+                late_at.to_rfc3339()
+            ),
+        )
+        .await
+            >= 2
+    })
+    .await;
+    assert!(stored, "snapshots after the late event's instant");
+    let late = contracts::EventEnvelope {
+        event_id: Uuid::now_v7(),
+        event_type: contracts::domain::DOMAIN_BOUND.into(),
+        event_version: "1".into(),
+        aggregate_type: contracts::domain::BINDING_AGGREGATE.into(),
+        aggregate_id: id.clone(),
+        sequence: 1,
+        global_position: 1,
+        occurred_at: late_at,
+        recorded_at: late_at,
+        command_id: Uuid::now_v7(),
+        correlation_id: "late".into(),
+        causation_id: None,
+        actor: contracts::Actor::new(contracts::ActorKind::Service, "domain-binding"),
+        payload: json!({"license_id": id, "product": product, "domain": "late.example",
+                        "requested_host": "late.example", "follow_up": [],
+                        "bound_at": late_at}),
+        prev_hash: "00".repeat(32),
+        hash: "11".repeat(32),
+    };
+    let producer: rdkafka::producer::FutureProducer = stack
+        .infra
+        .kafka("domain-binding")
+        .client()
+        .create()
+        .expect("producer");
+    send_raw(
+        &producer,
+        &contracts::Topics::new(&stack.prefix).events("domain"),
+        &id,
+        &serde_json::to_vec(&late).expect("json"),
+    )
+    .await;
+    let arrived = wait_until(Duration::from_secs(15), || async {
+        count(
+            &pool,
+            &format!(
+                "SELECT count(*) FROM audit_trail WHERE event_id = '{}'",
+                late.event_id
+            ),
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(arrived, "the late event reached the audit trail");
+
+    let before = metrics_of(&proj).await;
+    let mut through = Vec::new();
+    for t in &instants {
+        through.push(as_of(&proj, &id, *t).await);
+    }
+    let after = metrics_of(&proj).await;
+    let invalidated = "as_of_snapshots_invalidated_total";
+    assert!(
+        metric(&after, invalidated) >= metric(&before, invalidated) + 2,
+        "the snapshots the late event contradicts were dropped"
+    );
+    for (t, a) in instants.iter().zip(&through) {
+        let bound = a["state"]["domain"]["domain"].as_str();
+        if *t >= late_at {
+            assert_eq!(bound, Some("late.example"), "at {t}: {a}");
+        } else {
+            assert_eq!(bound, None, "at {t}: {a}");
+        }
+    }
+    assert_eq!(through.last().expect("answers")["events_folded"], 10);
+    assert_eq!(through, full_folds(&proj, &pool, &id, &instants).await);
+    pool.close().await;
+    stack.stop().await;
 }

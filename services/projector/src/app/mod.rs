@@ -16,7 +16,7 @@ mod chains;
 mod state;
 
 pub use chains::{ChainSummary, History, HistoryEvent};
-pub use state::{AsOf, DecisionAnswer, DecisionKind, DecisionRequest};
+pub use state::{describe_metrics, AsOf, DecisionAnswer, DecisionKind, DecisionRequest};
 
 use std::sync::Arc;
 
@@ -35,6 +35,9 @@ pub struct App {
     pub issuer: String,
     pub tolerance: chrono::Duration,
     pub export_timeout: std::time::Duration,
+    /// Events an as-of fold folds between two snapshots it takes.
+    pub snapshot_every: usize,
+    pub metrics: service_kit::Metrics,
 }
 
 impl AsRef<Signer> for App {

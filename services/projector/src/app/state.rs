@@ -7,12 +7,15 @@ use chrono::{DateTime, Utc};
 use contracts::activation::Fingerprint;
 use contracts::issuance::LicenseStatus;
 use contracts::text::Name;
+use contracts::EventEnvelope;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{App, Error};
 use crate::domain::decision::{self, Decision, Kind};
+use crate::domain::state::FOLD_VERSION;
 use crate::domain::LicenseState;
 use crate::store::licenses as store;
 
@@ -75,37 +78,167 @@ fn invalid(code: &'static str, field: &'static str, message: impl Into<String>) 
     }
 }
 
-/// Every event of the license recorded up to `at`, folded with the live
-/// model's own function. Events come ordered by aggregate and sequence: the
-/// fold depends only on each aggregate's order.
-async fn state_at(
-    pool: &PgPool,
-    id: Uuid,
-    at: DateTime<Utc>,
-) -> Result<Option<LicenseState>, Error> {
-    let mut events = store::events_until(pool, id, at).await?;
-    if events.is_empty() {
-        return Ok(None);
+type Event = (String, EventEnvelope<Box<RawValue>>);
+
+/// The live model dead-letters an event off its contract and goes on
+/// without it; so do the as-of folds.
+fn fold_one(state: &mut LicenseState, (context, e): &Event) {
+    if let Err(err) = state.apply(context, e) {
+        tracing::warn!(event_id = %e.event_id, error = %err, "event skipped by the as-of fold");
     }
-    // Sorted here rather than by the database: a long history would not
-    // fit the server's sort memory and spill to disk.
-    events.sort_unstable_by(|(c1, a), (c2, b)| {
-        (c1, &a.aggregate_type, &a.aggregate_id, a.sequence).cmp(&(
-            c2,
-            &b.aggregate_type,
-            &b.aggregate_id,
-            b.sequence,
-        ))
-    });
-    let mut state = LicenseState::new(id);
-    for (context, e) in &events {
-        // The live model dead-letters an event off its contract and goes
-        // on without it; so does this fold.
-        if let Err(err) = state.apply(context, e) {
-            tracing::warn!(event_id = %e.event_id, error = %err, "event skipped by the as-of fold");
+}
+
+impl App {
+    /// Every event of the license recorded up to `at`, folded with the live
+    /// model's own function: from the nearest earlier snapshot that still
+    /// covers exactly the events recorded up to its instant, in recorded
+    /// order, taking a snapshot every `snapshot_every` events on the way.
+    /// None when the license had no event yet.
+    async fn state_at(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<LicenseState>, Error> {
+        let base = self.snapshot_before(id, at).await?;
+        let since = base.as_ref().map(|(s, _)| s.upto);
+        let mut events = store::events_between(&self.pool, id, since, at).await?;
+        let (mut state, covered) = match base {
+            Some((s, state)) => (state, s.events_covered),
+            None if events.is_empty() => return Ok(None),
+            None => (LicenseState::new(id), 0),
+        };
+        events.sort_unstable_by(|(c1, a), (c2, b)| {
+            (
+                a.recorded_at,
+                c1,
+                &a.aggregate_type,
+                &a.aggregate_id,
+                a.sequence,
+            )
+                .cmp(&(
+                    b.recorded_at,
+                    c2,
+                    &b.aggregate_type,
+                    &b.aggregate_id,
+                    b.sequence,
+                ))
+        });
+        if !state.continues_in_order(events.iter().map(|(_, e)| e)) {
+            // An aggregate's events were recorded out of its order: fold
+            // them all grouped by aggregate instead, and keep nothing.
+            tracing::info!(license_id = %id, "as-of folded from the first event: events recorded out of their aggregate's order");
+            return self.fold_grouped(id, at).await;
         }
+        let from = if since.is_some() { "snapshot" } else { "start" };
+        self.metrics.inc_counter(FOLDS, &[("from", from)], 1);
+        self.metrics.inc_counter(FOLDED, &[], events.len() as u64);
+        let mut cuts = Vec::new();
+        let mut since_cut = 0;
+        for (i, ev) in events.iter().enumerate() {
+            fold_one(&mut state, ev);
+            since_cut += 1;
+            // A cut only where the next event was recorded later: a
+            // snapshot covers every event up to its instant.
+            let boundary = events
+                .get(i + 1)
+                .is_none_or(|(_, next)| next.recorded_at > ev.1.recorded_at);
+            if boundary && since_cut >= self.snapshot_every {
+                since_cut = 0;
+                match serde_json::to_string(&state) {
+                    Ok(json) => cuts.push(store::Snapshot {
+                        upto: ev.1.recorded_at,
+                        events_covered: covered + i as i64 + 1,
+                        state: json,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(license_id = %id, error = %e, "as-of snapshot not serialised")
+                    }
+                }
+            }
+        }
+        if !cuts.is_empty() {
+            // Off the answer's path: a snapshot is only ever a shortcut.
+            let pool = self.pool.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store::save_snapshots(&pool, id, FOLD_VERSION, cuts).await {
+                    tracing::warn!(license_id = %id, error = %e, "as-of snapshots not stored");
+                }
+            });
+        }
+        Ok(Some(state))
     }
-    Ok(Some(state))
+
+    /// The latest usable snapshot at or before `at`, read. When it is stale
+    /// (an event recorded before its instant arrived after it), every stale
+    /// snapshot of the license is dropped; one that does not read as a
+    /// state is dropped too; then the next is tried.
+    async fn snapshot_before(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Option<(store::Snapshot, LicenseState)>, Error> {
+        // Each round drops at least one snapshot; then the fold starts
+        // from the first event.
+        for _ in 0..3 {
+            let unreadable = match store::snapshot_before(&self.pool, id, at, FOLD_VERSION).await? {
+                None => return Ok(None),
+                Some(Ok(s)) => match serde_json::from_str::<LicenseState>(&s.state) {
+                    Ok(state) if state.license_id == id => return Ok(Some((s, state))),
+                    _ => {
+                        tracing::warn!(license_id = %id, upto = %s.upto, "as-of snapshot unreadable; dropped");
+                        Some(s.upto)
+                    }
+                },
+                Some(Err(_)) => None,
+            };
+            let dropped = store::drop_snapshots(&self.pool, id, unreadable).await?;
+            self.metrics.inc_counter(INVALIDATED, &[], dropped);
+        }
+        Ok(None)
+    }
+
+    /// Every event up to `at` sorted by aggregate and sequence and folded,
+    /// without snapshots.
+    async fn fold_grouped(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Option<LicenseState>, Error> {
+        let mut events = store::events_between(&self.pool, id, None, at).await?;
+        if events.is_empty() {
+            return Ok(None);
+        }
+        // Sorted here rather than by the database: a long history would
+        // not fit the server's sort memory and spill to disk.
+        events.sort_unstable_by(|(c1, a), (c2, b)| {
+            (c1, &a.aggregate_type, &a.aggregate_id, a.sequence).cmp(&(
+                c2,
+                &b.aggregate_type,
+                &b.aggregate_id,
+                b.sequence,
+            ))
+        });
+        self.metrics.inc_counter(FOLDS, &[("from", "start")], 1);
+        self.metrics.inc_counter(FOLDED, &[], events.len() as u64);
+        let mut state = LicenseState::new(id);
+        for ev in &events {
+            fold_one(&mut state, ev);
+        }
+        Ok(Some(state))
+    }
+}
+
+const FOLDS: &str = "as_of_folds_total";
+const FOLDED: &str = "as_of_events_folded_total";
+const INVALIDATED: &str = "as_of_snapshots_invalidated_total";
+
+/// Describes the as-of metrics.
+pub fn describe_metrics(metrics: &service_kit::Metrics) {
+    metrics.describe(
+        FOLDS,
+        "As-of folds (state and decisions), by where they started: a snapshot or the first event.",
+    );
+    metrics.describe(FOLDED, "Events folded by as-of answers.");
+    metrics.describe(
+        INVALIDATED,
+        "As-of snapshots dropped because an event recorded before their instant arrived after them.",
+    );
 }
 
 async fn known(pool: &PgPool, id: Uuid) -> Result<(), Error> {
@@ -120,7 +253,7 @@ impl App {
     /// The license folded from its events up to `at` (default: now).
     pub async fn as_of(&self, id: Uuid, at: Option<DateTime<Utc>>) -> Result<AsOf, Error> {
         let at = at.unwrap_or_else(|| self.clock.now());
-        let state = state_at(&self.pool, id, at).await?;
+        let state = self.state_at(id, at).await?;
         if state.is_none() {
             known(&self.pool, id).await?;
         }
@@ -162,7 +295,7 @@ impl App {
                 "an activation names the device's fingerprint",
             ));
         }
-        let state = match state_at(&self.pool, id, req.at).await? {
+        let state = match self.state_at(id, req.at).await? {
             Some(s) => s,
             None => {
                 known(&self.pool, id).await?;

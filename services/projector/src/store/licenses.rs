@@ -243,20 +243,118 @@ fn envelope_of(r: &PgRow) -> Result<EventEnvelope<Box<RawValue>>, RowError> {
     })
 }
 
-/// Every event of the license recorded up to `at`, with its context, in no
-/// particular order: the caller sorts them.
-pub async fn events_until(
+/// Every event of the license recorded after `after` (from the first when
+/// None) up to `at`, with its context, in no particular order: the caller
+/// sorts them.
+pub async fn events_between(
     pool: &PgPool,
     id: Uuid,
+    after: Option<DateTime<Utc>>,
     at: DateTime<Utc>,
 ) -> Result<Vec<(String, EventEnvelope<Box<RawValue>>)>, RowError> {
     let sql = format!(
-        "SELECT {ENVELOPE_COLUMNS} FROM audit_trail WHERE license_id = $1 AND recorded_at <= $2"
+        "SELECT {ENVELOPE_COLUMNS} FROM audit_trail WHERE license_id = $1 \
+           AND recorded_at > coalesce($2, '-infinity'::timestamptz) AND recorded_at <= $3"
     );
-    let rows = sqlx::query(&sql).bind(id).bind(at).fetch_all(pool).await?;
+    let rows = sqlx::query(&sql)
+        .bind(id)
+        .bind(after)
+        .bind(at)
+        .fetch_all(pool)
+        .await?;
     rows.iter()
         .map(|r| Ok((r.try_get::<String, _>("context")?, envelope_of(r)?)))
         .collect()
+}
+
+/// A stored as-of snapshot: the license's state folded from every event
+/// recorded up to `upto`, `events_covered` of them.
+pub struct Snapshot {
+    pub upto: DateTime<Utc>,
+    pub events_covered: i64,
+    pub state: String,
+}
+
+/// The latest snapshot of fold `fold` at or before `at`: Ok(Some(Ok(..)))
+/// while the audit trail still holds exactly the events it covers, its
+/// instant (Ok(Some(Err(upto)))) when it does not.
+pub async fn snapshot_before(
+    pool: &PgPool,
+    id: Uuid,
+    at: DateTime<Utc>,
+    fold: i32,
+) -> Result<Option<Result<Snapshot, DateTime<Utc>>>, sqlx::Error> {
+    let row: Option<(DateTime<Utc>, i64, Option<String>)> = sqlx::query_as(
+        "SELECT s.upto, s.events_covered, \
+           CASE WHEN c.n = s.events_covered THEN s.state::text END \
+         FROM (SELECT upto, events_covered, state FROM license_state_snapshots \
+               WHERE license_id = $1 AND upto <= $2 AND fold = $3 \
+               ORDER BY upto DESC LIMIT 1) s \
+         CROSS JOIN LATERAL (SELECT count(*) AS n FROM audit_trail \
+               WHERE license_id = $1 AND recorded_at <= s.upto) c",
+    )
+    .bind(id)
+    .bind(at)
+    .bind(fold)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(upto, events_covered, state)| match state {
+        Some(state) => Ok(Snapshot {
+            upto,
+            events_covered,
+            state,
+        }),
+        None => Err(upto),
+    }))
+}
+
+/// Drops the license's snapshots that no longer cover exactly the events
+/// recorded up to their instant (one arrived late), and the one at `upto`
+/// when given (it does not read).
+pub async fn drop_snapshots(
+    pool: &PgPool,
+    id: Uuid,
+    upto: Option<DateTime<Utc>>,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM license_state_snapshots s WHERE s.license_id = $1 AND (s.upto = $2 \
+           OR s.events_covered <> (SELECT count(*) FROM audit_trail a \
+                                   WHERE a.license_id = $1 AND a.recorded_at <= s.upto))",
+    )
+    .bind(id)
+    .bind(upto)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Stores snapshots of the license (replacing any at the same instant).
+pub async fn save_snapshots(
+    pool: &PgPool,
+    id: Uuid,
+    fold: i32,
+    snapshots: Vec<Snapshot>,
+) -> Result<(), sqlx::Error> {
+    let (mut upto, mut covered, mut state) = (Vec::new(), Vec::new(), Vec::new());
+    for s in snapshots {
+        upto.push(s.upto);
+        covered.push(s.events_covered);
+        state.push(s.state);
+    }
+    sqlx::query(
+        "INSERT INTO license_state_snapshots (license_id, upto, fold, events_covered, state) \
+         SELECT $1, u, $2, c, s::json FROM unnest($3::timestamptz[], $4::int8[], $5::text[]) AS x(u, c, s) \
+         ON CONFLICT (license_id, upto) DO UPDATE SET fold = EXCLUDED.fold, \
+           events_covered = EXCLUDED.events_covered, state = EXCLUDED.state",
+    )
+    .bind(id)
+    .bind(fold)
+    .bind(upto)
+    .bind(covered)
+    .bind(state)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Whether the audit trail holds any event about the license.
