@@ -44,6 +44,7 @@ python-deps:
 	@python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 
 test: infra-up build python-deps
+	@bash infra/postgres/drop-test-dbs.sh
 	$(CARGO) test --workspace --no-fail-fast
 
 bench: infra-up

@@ -101,6 +101,34 @@ pub struct LeaseView {
     pub granted_at: DateTime<Utc>,
 }
 
+/// The activation ids an activation event names, whatever its type.
+#[derive(Default, Deserialize)]
+struct ActivationRefs {
+    #[serde(default)]
+    activation_id: Option<Uuid>,
+    #[serde(default)]
+    from_activation_id: Option<Uuid>,
+    #[serde(default)]
+    activation_ids: Vec<Uuid>,
+}
+
+/// The activations an event reads or changes. A license's activations are
+/// stored apart from the rest of its state, one row each: the live model
+/// loads only these before folding the event, so a license's thousandth
+/// activation costs what its first did.
+pub fn activations_of<P: Payload>(e: &EventEnvelope<P>) -> Vec<Uuid> {
+    if e.aggregate_type != ACTIVATIONS_AGGREGATE {
+        return Vec::new();
+    }
+    // One that does not decode is refused by `apply` too.
+    let r: ActivationRefs = decode(e).unwrap_or_default();
+    r.activation_ids
+        .into_iter()
+        .chain(r.activation_id)
+        .chain(r.from_activation_id)
+        .collect()
+}
+
 impl LicenseState {
     pub fn new(license_id: Uuid) -> Self {
         Self {
@@ -661,6 +689,64 @@ mod tests {
             );
         }
         assert_eq!((s.live_activations, s.leases_in_use), (1, 3));
+    }
+
+    #[test]
+    fn folding_with_only_the_activations_an_event_names_equals_the_whole_fold() {
+        const B: &str = "0192f5c4-0000-7000-8000-0000000000a2";
+        const C: &str = "0192f5c4-0000-7000-8000-0000000000a3";
+        let act = |seq, t: &str, payload: serde_json::Value| {
+            ("activation", ev(ACTIVATIONS_AGGREGATE, seq, t, payload))
+        };
+        let activated = |seq, a: &str| {
+            act(
+                seq,
+                DEVICE_ACTIVATED,
+                json!({"activation_id": a, "license_id": ID, "product": "p", "kind": "formal",
+                       "fingerprint": "f", "components": {"disk": a}, "offline": false,
+                       "activated_at": "2026-01-02T00:00:00Z"}),
+            )
+        };
+        let mut events = streams()
+            .into_iter()
+            .flat_map(|(c, es)| es.into_iter().map(move |e| (c, e)))
+            .filter(|(_, e)| e.aggregate_type != ACTIVATIONS_AGGREGATE)
+            .collect::<Vec<_>>();
+        events.extend([
+            activated(1, ACT),
+            activated(2, B),
+            act(3, DEVICE_SEEN, json!({"activation_id": B, "license_id": ID,
+                                       "client_time": "2026-01-05T00:00:00Z",
+                                       "seen_at": "2026-01-05T00:00:00Z"})),
+            act(4, ACTIVATION_MIGRATED, json!({
+                "license_id": ID, "from_activation_id": ACT, "activation_id": C,
+                "fingerprint": "g", "components": {"disk": "d2"}, "migrations_used": 1,
+                "migrated_at": "2026-01-03T00:00:00Z"})),
+            act(5, ACTIVATIONS_REVOKED, json!({"license_id": ID, "activation_ids": [B],
+                                              "reason": "license_suspended", "revoked_at": "2026-01-06T00:00:00Z"})),
+            activated(6, ACT),
+            act(7, ACTIVATION_UNINSTALLED, json!({"activation_id": C, "license_id": ID,
+                                                 "uninstalled_at": "2026-01-07T00:00:00Z"})),
+        ]);
+        let whole = fold(events.clone().into_iter());
+        // As the live model keeps it: the state without its activations,
+        // and the activations apart, loaded per event by name.
+        let mut rest = LicenseState::new(id());
+        let mut rows: BTreeMap<Uuid, ActivationView> = BTreeMap::new();
+        for (c, e) in &events {
+            rest.activations = activations_of(e)
+                .iter()
+                .filter_map(|a| rows.get(a).map(|v| (*a, v.clone())))
+                .collect();
+            rest.apply(c, e).expect("folds");
+            rows.extend(std::mem::take(&mut rest.activations));
+        }
+        rest.activations = rows;
+        assert_eq!(rest, whole);
+        assert_eq!(whole.live_activations, 1);
+        assert!(whole.activations[&Uuid::parse_str(B).expect("uuid")]
+            .last_client_time
+            .is_some());
     }
 
     #[test]

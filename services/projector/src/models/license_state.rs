@@ -1,7 +1,8 @@
 //! `license_state`: one row per license, the fold of every context's events
-//! about it (domain::LicenseState). A batch touches each license once: its
-//! row locked and read, its events folded, the changed states written back
-//! in one statement (`store::licenses`).
+//! about it (domain::LicenseState), its activations one row each in
+//! `license_activations`. A batch touches each license once: its row locked
+//! and read with the activations its events name, its events folded, the
+//! changed states and those activations written back (`store::licenses`).
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Decoded, ReadModel};
+use crate::domain::state::activations_of;
 use crate::domain::LicenseState;
 use crate::store::licenses::{self as store, Updates};
 
@@ -25,7 +27,7 @@ impl ReadModel for LicenseStates {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["license_state"]
+        &["license_state", "license_activations"]
     }
 
     async fn apply(
@@ -48,6 +50,19 @@ impl ReadModel for LicenseStates {
         for (id, state) in store::lock_states(tx, suffix, &ids).await? {
             current.insert(id, state.unwrap_or_else(|| LicenseState::new(id)));
         }
+        // The license rows are locked: no other lane changes these.
+        let named: Vec<Uuid> = by_license
+            .values()
+            .flatten()
+            .flat_map(|d| activations_of(&d.raw))
+            .collect();
+        if !named.is_empty() {
+            for (license, a) in store::activations(tx, suffix, &ids, &named).await? {
+                if let Some(state) = current.get_mut(&license) {
+                    state.activations.insert(a.activation_id, a);
+                }
+            }
+        }
         let mut out = Updates::default();
         for (id, evs) in by_license {
             let state = current.entry(id).or_insert_with(|| LicenseState::new(id));
@@ -58,7 +73,8 @@ impl ReadModel for LicenseStates {
                     .map_err(|err| HandleError::Poison(err.to_string()))?;
             }
             if changed {
-                out.push(state)
+                let activations = std::mem::take(&mut state.activations);
+                out.push(state, activations.into_values())
                     .map_err(|e| HandleError::Transient(e.to_string()))?;
             }
         }

@@ -1,5 +1,6 @@
 //! The licenses' rows: `license_state` (each license's fold and its filter
-//! columns, written by the model and read by the license routes), and a
+//! columns, written by the model and read by the license routes) with its
+//! activations one row each in `license_activations`, and a
 //! license's events in `audit_trail` — for its state at an instant, its
 //! history and its dispute bundle.
 
@@ -15,6 +16,7 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::{and, RowError};
+use crate::domain::state::ActivationView;
 use crate::domain::LicenseState;
 
 /// Makes sure each license has a row, then locks and reads them; a license
@@ -50,6 +52,24 @@ pub async fn lock_states(
         .collect()
 }
 
+/// The stored activations of `licenses` among `ids`, each with its license.
+pub async fn activations(
+    tx: &mut PgConnection,
+    suffix: &str,
+    licenses: &[Uuid],
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, ActivationView)>, sqlx::Error> {
+    let rows: Vec<(Uuid, Json<ActivationView>)> = sqlx::query_as(&format!(
+        "SELECT license_id, view FROM license_activations{suffix} \
+         WHERE license_id = ANY($1) AND activation_id = ANY($2)"
+    ))
+    .bind(licenses)
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.into_iter().map(|(l, v)| (l, v.0)).collect())
+}
+
 /// The filter columns of a state, as stored beside it.
 #[derive(Default)]
 pub struct Updates {
@@ -65,6 +85,9 @@ pub struct Updates {
     leases_in_use: Vec<i32>,
     domain: Vec<Option<String>>,
     updated_at: Vec<Option<DateTime<Utc>>>,
+    activation_id: Vec<Uuid>,
+    activation_license: Vec<Uuid>,
+    activation_view: Vec<serde_json::Value>,
 }
 
 impl Updates {
@@ -73,8 +96,18 @@ impl Updates {
         self.id.is_empty()
     }
 
-    /// Adds a state's row; an error when the state does not serialise.
-    pub fn push(&mut self, s: &LicenseState) -> Result<(), serde_json::Error> {
+    /// Adds a state's row and its activations' rows (the state's own
+    /// `activations` stay empty); an error when one does not serialise.
+    pub fn push(
+        &mut self,
+        s: &LicenseState,
+        activations: impl IntoIterator<Item = ActivationView>,
+    ) -> Result<(), serde_json::Error> {
+        for a in activations {
+            self.activation_view.push(serde_json::to_value(&a)?);
+            self.activation_id.push(a.activation_id);
+            self.activation_license.push(s.license_id);
+        }
         let l = s.license.as_ref();
         self.id.push(s.license_id);
         self.state.push(serde_json::to_value(s)?);
@@ -131,14 +164,31 @@ pub async fn upsert(tx: &mut PgConnection, suffix: &str, out: Updates) -> Result
     .bind(out.updated_at)
     .execute(&mut *tx)
     .await?;
+    if !out.activation_id.is_empty() {
+        sqlx::query(&format!(
+            "INSERT INTO license_activations{suffix} (license_id, activation_id, view) \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) \
+             ON CONFLICT (license_id, activation_id) DO UPDATE SET view = EXCLUDED.view"
+        ))
+        .bind(out.activation_license)
+        .bind(out.activation_id)
+        .bind(out.activation_view)
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok(())
 }
 
+/// `state` with its activations put back, by license id column `id`.
+const WITH_ACTIVATIONS: &str = "jsonb_set(state, '{activations}', coalesce((\
+       SELECT jsonb_object_agg(a.activation_id::text, a.view) FROM license_activations a \
+       WHERE a.license_id = license_state.license_id), '{}'::jsonb))";
+
 /// The live state of a license that has been issued.
 pub async fn state(pool: &PgPool, id: Uuid) -> Result<Option<serde_json::Value>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT state FROM license_state WHERE license_id = $1 AND status IS NOT NULL",
-    )
+    sqlx::query_scalar(&format!(
+        "SELECT {WITH_ACTIVATIONS} FROM license_state WHERE license_id = $1 AND status IS NOT NULL"
+    ))
     .bind(id)
     .fetch_optional(pool)
     .await
@@ -161,8 +211,9 @@ pub async fn list(
     f: &ListFilter,
     limit: i64,
 ) -> Result<Vec<(Uuid, serde_json::Value)>, sqlx::Error> {
-    let mut sql: QueryBuilder<'_, Postgres> =
-        QueryBuilder::new("SELECT license_id, state FROM license_state WHERE status IS NOT NULL");
+    let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(format!(
+        "SELECT license_id, {WITH_ACTIVATIONS} FROM license_state WHERE status IS NOT NULL"
+    ));
     and(&mut sql, "status = ", f.status.clone());
     and(&mut sql, "product = ", f.product.clone());
     and(&mut sql, "customer = ", f.customer.clone());
