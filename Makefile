@@ -50,12 +50,14 @@ test: infra-up build python-deps
 bench: infra-up
 	@bash bench/run.sh
 	@bash bench/activation.sh
+	@bash bench/pipeline.sh
 	@bash bench/aggregates.sh
 	@bash bench/domain.sh
 	@bash bench/grants.sh
 	@bash bench/projector.sh
 	@bash bench/trust.sh
 	@bash bench/callers.sh
+	@bash bench/summary.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -209,6 +209,9 @@ max_wal_size = 4GB
 # it); its overhead is a few percent at most.
 shared_preload_libraries = 'pg_stat_statements'
 pg_stat_statements.track = all
+# Commit times of rows (pg_xact_commit_timestamp): bench/pipeline.sh times
+# commit -> projector row with them; a few bytes per transaction.
+track_commit_timestamp = on
 password_encryption = 'scram-sha-256'
 timezone = 'UTC'
 log_timezone = 'UTC'
