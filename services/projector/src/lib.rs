@@ -188,6 +188,7 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<Running, Plat
         tolerance: chrono::Duration::seconds(i64::from(config.clock_tolerance_secs)),
         export_timeout: std::time::Duration::from_secs(config.export_timeout_secs.max(1)),
         snapshot_every: config.as_of_snapshot_every.max(1),
+        snapshots: Default::default(),
         metrics: platform.metrics.clone(),
     });
     app::describe_metrics(&platform.metrics);

@@ -16,7 +16,9 @@ mod chains;
 mod state;
 
 pub use chains::{ChainSummary, History, HistoryEvent};
-pub use state::{describe_metrics, AsOf, DecisionAnswer, DecisionKind, DecisionRequest};
+pub use state::{
+    describe_metrics, AsOf, DecisionAnswer, DecisionKind, DecisionRequest, SnapshotCache,
+};
 
 use std::sync::Arc;
 
@@ -37,6 +39,7 @@ pub struct App {
     pub export_timeout: std::time::Duration,
     /// Events an as-of fold folds between two snapshots it takes.
     pub snapshot_every: usize,
+    pub snapshots: SnapshotCache,
     pub metrics: service_kit::Metrics,
 }
 

@@ -1,7 +1,8 @@
 //! The license's state at an instant, folded from its events, and what
 //! the activation service would have answered a request made then.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use contracts::activation::Fingerprint;
@@ -96,10 +97,10 @@ impl App {
     /// None when the license had no event yet.
     async fn state_at(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<LicenseState>, Error> {
         let base = self.snapshot_before(id, at).await?;
-        let since = base.as_ref().map(|(s, _)| s.upto);
+        let since = base.as_ref().map(|(upto, _, _)| *upto);
         let mut events = store::events_between(&self.pool, id, since, at).await?;
         let (mut state, covered) = match base {
-            Some((s, state)) => (state, s.events_covered),
+            Some((_, covered, state)) => (state, covered),
             None if events.is_empty() => return Ok(None),
             None => (LicenseState::new(id), 0),
         };
@@ -164,28 +165,42 @@ impl App {
         Ok(Some(state))
     }
 
-    /// The latest usable snapshot at or before `at`, read. When it is stale
-    /// (an event recorded before its instant arrived after it), every stale
-    /// snapshot of the license is dropped; one that does not read as a
-    /// state is dropped too; then the next is tried.
+    /// The latest usable snapshot at or before `at`: its instant, its event
+    /// count and its state. When it is stale (an event recorded before its
+    /// instant arrived after it), every stale snapshot of the license is
+    /// dropped; one that does not read as a state is dropped too; then the
+    /// next is tried.
     async fn snapshot_before(
         &self,
         id: Uuid,
         at: DateTime<Utc>,
-    ) -> Result<Option<(store::Snapshot, LicenseState)>, Error> {
+    ) -> Result<Option<(DateTime<Utc>, i64, LicenseState)>, Error> {
         // Each round drops at least one snapshot; then the fold starts
         // from the first event.
         for _ in 0..3 {
             let unreadable = match store::snapshot_before(&self.pool, id, at, FOLD_VERSION).await? {
                 None => return Ok(None),
-                Some(Ok(s)) => match serde_json::from_str::<LicenseState>(&s.state) {
-                    Ok(state) if state.license_id == id => return Ok(Some((s, state))),
-                    _ => {
-                        tracing::warn!(license_id = %id, upto = %s.upto, "as-of snapshot unreadable; dropped");
-                        Some(s.upto)
+                Some((upto, covered, true)) => {
+                    let key = (id, upto, covered);
+                    if let Some(state) = self.snapshots.get(&key) {
+                        return Ok(Some((upto, covered, (*state).clone())));
                     }
-                },
-                Some(Err(_)) => None,
+                    let text =
+                        store::snapshot_state(&self.pool, id, upto, FOLD_VERSION, covered).await?;
+                    match text.map(|t| serde_json::from_str::<LicenseState>(&t)) {
+                        // Replaced meanwhile: read again.
+                        None => continue,
+                        Some(Ok(state)) if state.license_id == id => {
+                            self.snapshots.put(key, Arc::new(state.clone()));
+                            return Ok(Some((upto, covered, state)));
+                        }
+                        Some(_) => {
+                            tracing::warn!(license_id = %id, upto = %upto, "as-of snapshot unreadable; dropped");
+                            Some(upto)
+                        }
+                    }
+                }
+                Some((_, _, false)) => None,
             };
             let dropped = store::drop_snapshots(&self.pool, id, unreadable).await?;
             self.metrics.inc_counter(INVALIDATED, &[], dropped);
@@ -221,6 +236,38 @@ impl App {
             fold_one(&mut state, ev);
         }
         Ok(Some(state))
+    }
+}
+
+/// The latest snapshot states read, by license, instant and event count: a
+/// license asked about again folds from memory. A few entries only: a
+/// state can weigh megabytes.
+#[derive(Default)]
+pub struct SnapshotCache {
+    entries: Mutex<VecDeque<(SnapshotKey, Arc<LicenseState>)>>,
+}
+
+type SnapshotKey = (Uuid, DateTime<Utc>, i64);
+
+const CACHED_SNAPSHOTS: usize = 16;
+
+impl SnapshotCache {
+    fn get(&self, key: &SnapshotKey) -> Option<Arc<LicenseState>> {
+        let entries = self.entries.lock().ok()?;
+        entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, s)| s.clone())
+    }
+
+    fn put(&self, key: SnapshotKey, state: Arc<LicenseState>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|(k, _)| *k != key);
+            if entries.len() >= CACHED_SNAPSHOTS {
+                entries.pop_front();
+            }
+            entries.push_back((key, state));
+        }
     }
 }
 

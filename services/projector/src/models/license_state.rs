@@ -51,13 +51,18 @@ impl ReadModel for LicenseStates {
             current.insert(id, state.unwrap_or_else(|| LicenseState::new(id)));
         }
         // The license rows are locked: no other lane changes these.
-        let named: Vec<Uuid> = by_license
-            .values()
-            .flatten()
-            .flat_map(|d| activations_of(&d.raw))
+        let mut named: Vec<(Uuid, Uuid)> = by_license
+            .iter()
+            .flat_map(|(id, evs)| {
+                evs.iter()
+                    .flat_map(|d| activations_of(&d.raw))
+                    .map(move |a| (*id, a))
+            })
             .collect();
+        named.sort_unstable();
+        named.dedup();
         if !named.is_empty() {
-            for (license, a) in store::activations(tx, suffix, &ids, &named).await? {
+            for (license, a) in store::activations(tx, suffix, &named).await? {
                 if let Some(state) = current.get_mut(&license) {
                     state.activations.insert(a.activation_id, a);
                 }

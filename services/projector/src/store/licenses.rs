@@ -52,16 +52,19 @@ pub async fn lock_states(
         .collect()
 }
 
-/// The stored activations of `licenses` among `ids`, each with its license.
+/// The stored activations among `(license, activation)` pairs, each with its
+/// license.
 pub async fn activations(
     tx: &mut PgConnection,
     suffix: &str,
-    licenses: &[Uuid],
-    ids: &[Uuid],
+    pairs: &[(Uuid, Uuid)],
 ) -> Result<Vec<(Uuid, ActivationView)>, sqlx::Error> {
+    let (licenses, ids): (Vec<Uuid>, Vec<Uuid>) = pairs.iter().copied().unzip();
+    // Key look-ups joined to the pairs: a rebuild's table has no planner
+    // statistics while it fills, and a scan per batch would be quadratic.
     let rows: Vec<(Uuid, Json<ActivationView>)> = sqlx::query_as(&format!(
-        "SELECT license_id, view FROM license_activations{suffix} \
-         WHERE license_id = ANY($1) AND activation_id = ANY($2)"
+        "SELECT a.license_id, a.view FROM unnest($1::uuid[], $2::uuid[]) AS k(l, i) \
+         JOIN license_activations{suffix} a ON a.license_id = k.l AND a.activation_id = k.i"
     ))
     .bind(licenses)
     .bind(ids)
@@ -326,19 +329,18 @@ pub struct Snapshot {
     pub state: String,
 }
 
-/// The latest snapshot of fold `fold` at or before `at`: Ok(Some(Ok(..)))
-/// while the audit trail still holds exactly the events it covers, its
-/// instant (Ok(Some(Err(upto)))) when it does not.
+/// The instant and event count of the latest snapshot of fold `fold` at or
+/// before `at`, and whether the audit trail still holds exactly the events
+/// it covers.
 pub async fn snapshot_before(
     pool: &PgPool,
     id: Uuid,
     at: DateTime<Utc>,
     fold: i32,
-) -> Result<Option<Result<Snapshot, DateTime<Utc>>>, sqlx::Error> {
-    let row: Option<(DateTime<Utc>, i64, Option<String>)> = sqlx::query_as(
-        "SELECT s.upto, s.events_covered, \
-           CASE WHEN c.n = s.events_covered THEN s.state::text END \
-         FROM (SELECT upto, events_covered, state FROM license_state_snapshots \
+) -> Result<Option<(DateTime<Utc>, i64, bool)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT s.upto, s.events_covered, c.n = s.events_covered \
+         FROM (SELECT upto, events_covered FROM license_state_snapshots \
                WHERE license_id = $1 AND upto <= $2 AND fold = $3 \
                ORDER BY upto DESC LIMIT 1) s \
          CROSS JOIN LATERAL (SELECT count(*) AS n FROM audit_trail \
@@ -348,15 +350,28 @@ pub async fn snapshot_before(
     .bind(at)
     .bind(fold)
     .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|(upto, events_covered, state)| match state {
-        Some(state) => Ok(Snapshot {
-            upto,
-            events_covered,
-            state,
-        }),
-        None => Err(upto),
-    }))
+    .await
+}
+
+/// The state of the snapshot at `upto`, if it is still the one covering
+/// `events_covered` events.
+pub async fn snapshot_state(
+    pool: &PgPool,
+    id: Uuid,
+    upto: DateTime<Utc>,
+    fold: i32,
+    events_covered: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT state::text FROM license_state_snapshots \
+         WHERE license_id = $1 AND upto = $2 AND fold = $3 AND events_covered = $4",
+    )
+    .bind(id)
+    .bind(upto)
+    .bind(fold)
+    .bind(events_covered)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Drops the license's snapshots that no longer cover exactly the events
