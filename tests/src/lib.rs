@@ -404,6 +404,7 @@ pub fn projector_config(infra: &Infra, db: &str, prefix: &str) -> projector::Con
         export_timeout_secs: 600,
         // Every as-of answer of the suite folds through snapshots.
         as_of_snapshot_every: 2,
+        as_of_snapshot_min_age_secs: 0,
     }
 }
 

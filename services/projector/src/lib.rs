@@ -55,6 +55,10 @@ fn d_as_of_snapshot_every() -> usize {
     500
 }
 
+fn d_as_of_snapshot_min_age() -> u32 {
+    60
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
     #[serde(flatten)]
@@ -81,6 +85,10 @@ pub struct Config {
     /// many events it folds, and later answers fold from the nearest one.
     #[serde(default = "d_as_of_snapshot_every")]
     pub as_of_snapshot_every: usize,
+    /// Events recorded less than this long ago are not snapshotted: an
+    /// event of another context recorded before them may still arrive.
+    #[serde(default = "d_as_of_snapshot_min_age")]
+    pub as_of_snapshot_min_age_secs: u32,
 }
 
 impl AsRef<CommonConfig> for Config {
@@ -188,6 +196,7 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<Running, Plat
         tolerance: chrono::Duration::seconds(i64::from(config.clock_tolerance_secs)),
         export_timeout: std::time::Duration::from_secs(config.export_timeout_secs.max(1)),
         snapshot_every: config.as_of_snapshot_every.max(1),
+        snapshot_min_age: chrono::Duration::seconds(i64::from(config.as_of_snapshot_min_age_secs)),
         snapshots: Default::default(),
         metrics: platform.metrics.clone(),
     });

@@ -283,6 +283,10 @@ impl Projections {
         for table in model.tables() {
             store::replace_table(&mut tx, table).await?;
         }
+        if model.tables().contains(&crate::models::audit::NAME) {
+            // As-of snapshots were counted against the old audit trail.
+            crate::store::licenses::drop_all_snapshots(&mut tx).await?;
+        }
         let events = store::hand_over(&mut tx, &live, group).await?;
         store::mark_done(&mut tx, id, model.name(), events).await?;
         tx.commit().await?;

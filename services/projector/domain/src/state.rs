@@ -22,8 +22,11 @@ use contracts::EventEnvelope;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Bumped whenever `apply` makes something else of an event: snapshots of
-/// states folded by another version are not used.
+/// Bumped whenever `apply` makes something else of an event, or the shape
+/// of `LicenseState` (or of `LicenseView`, flattened into it) changes: a
+/// snapshot of another version is not used. A field added with a serde
+/// default would otherwise read old snapshots as if the fold had left it
+/// at its default.
 pub const FOLD_VERSION: i32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -727,6 +730,9 @@ mod tests {
             activated(6, ACT),
             act(7, ACTIVATION_UNINSTALLED, json!({"activation_id": C, "license_id": ID,
                                                  "uninstalled_at": "2026-01-07T00:00:00Z"})),
+            act(8, OFFLINE_RESPONSE_ISSUED, json!({"activation_id": ACT, "license_id": ID,
+                                                  "nonce": "n", "client_time": "2026-01-08T00:00:00Z",
+                                                  "issued_at": "2026-01-08T00:00:00Z"})),
         ]);
         let whole = fold(events.clone().into_iter());
         // As the live model keeps it: the state without its activations,

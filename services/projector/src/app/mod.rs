@@ -39,6 +39,9 @@ pub struct App {
     pub export_timeout: std::time::Duration,
     /// Events an as-of fold folds between two snapshots it takes.
     pub snapshot_every: usize,
+    /// Events younger than this are not snapshotted (they may still be
+    /// joined by late ones).
+    pub snapshot_min_age: chrono::Duration,
     pub snapshots: SnapshotCache,
     pub metrics: service_kit::Metrics,
 }

@@ -19,6 +19,7 @@ use crate::domain::decision::{self, Decision, Kind};
 use crate::domain::state::FOLD_VERSION;
 use crate::domain::LicenseState;
 use crate::store::licenses as store;
+use contracts::issuance::LICENSE_AGGREGATE;
 
 #[derive(Debug, Serialize)]
 pub struct AsOf {
@@ -89,16 +90,101 @@ fn fold_one(state: &mut LicenseState, (context, e): &Event) {
     }
 }
 
+/// A snapshot an answer folds from: its instant, its event count, its state.
+type Base = (DateTime<Utc>, i64, LicenseState);
+
+/// Most snapshots kept per license (the newest).
+const KEPT_SNAPSHOTS: i64 = 64;
+
+/// Whether a snapshot's state is one the fold could have made of this
+/// license: its id, and its license part present once issuance's events
+/// were folded (a flattened part that did not decode reads as absent).
+fn plausible(state: &LicenseState, id: Uuid) -> bool {
+    state.license_id == id
+        && (state.license.is_some()
+            || !state
+                .sequences
+                .keys()
+                .any(|k| k.starts_with(&format!("{LICENSE_AGGREGATE}/"))))
+}
+
 impl App {
     /// Every event of the license recorded up to `at`, folded with the live
     /// model's own function: from the nearest earlier snapshot that still
     /// covers exactly the events recorded up to its instant, in recorded
-    /// order, taking a snapshot every `snapshot_every` events on the way.
-    /// None when the license had no event yet.
+    /// order, taking snapshots on the way. None when the license had no
+    /// event yet.
     async fn state_at(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<LicenseState>, Error> {
-        let base = self.snapshot_before(id, at).await?;
-        let since = base.as_ref().map(|(upto, _, _)| *upto);
-        let mut events = store::events_between(&self.pool, id, since, at).await?;
+        // A snapshot found stale or unreadable is dropped (outside the
+        // read-only transaction) and the next one tried; after a few
+        // rounds the fold starts from the first event.
+        for round in 0..3 {
+            let mut tx = store::begin_read(&self.pool).await?;
+            let found = if round < 2 {
+                store::snapshot_before(&mut tx, id, at, FOLD_VERSION).await?
+            } else {
+                None
+            };
+            let (base, drop) = match found {
+                None => (None, None),
+                Some((_, _, false)) => (None, Some(None)),
+                Some((upto, covered, true)) => {
+                    match self.snapshot_state(&mut tx, id, upto, covered).await? {
+                        Some(state) => (Some((upto, covered, state)), None),
+                        None => (None, Some(Some(upto))),
+                    }
+                }
+            };
+            if let Some(unreadable) = drop {
+                tx.rollback().await?;
+                let dropped = store::drop_snapshots(&self.pool, id, unreadable).await?;
+                self.metrics.inc_counter(INVALIDATED, &[], dropped);
+                continue;
+            }
+            let since = base.as_ref().map(|(upto, _, _)| *upto);
+            let events = store::events_between(&mut tx, id, since, at).await?;
+            tx.commit().await?;
+            return self.fold(id, at, base, events).await;
+        }
+        Ok(None)
+    }
+
+    /// The state of the valid snapshot at `upto` (from memory when it was
+    /// read lately); None when it does not read as a state of this license.
+    async fn snapshot_state(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        id: Uuid,
+        upto: DateTime<Utc>,
+        covered: i64,
+    ) -> Result<Option<LicenseState>, Error> {
+        let key = (id, upto, covered);
+        if let Some(state) = self.snapshots.get(&key) {
+            return Ok(Some((*state).clone()));
+        }
+        let text = store::snapshot_state(tx, id, upto, FOLD_VERSION, covered).await?;
+        match text.map(|t| serde_json::from_str::<LicenseState>(&t)) {
+            Some(Ok(state)) if plausible(&state, id) => {
+                self.snapshots.put(key, Arc::new(state.clone()));
+                Ok(Some(state))
+            }
+            _ => {
+                tracing::warn!(license_id = %id, upto = %upto, "as-of snapshot unreadable; dropped");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Folds `events` (those recorded after the base's instant) onto the
+    /// base, in recorded order, and stores snapshots on the way.
+    async fn fold(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+        base: Option<Base>,
+        mut events: Vec<Event>,
+    ) -> Result<Option<LicenseState>, Error> {
+        let from = if base.is_some() { "snapshot" } else { "start" };
         let (mut state, covered) = match base {
             Some((_, covered, state)) => (state, covered),
             None if events.is_empty() => return Ok(None),
@@ -126,25 +212,34 @@ impl App {
             tracing::info!(license_id = %id, "as-of folded from the first event: events recorded out of their aggregate's order");
             return self.fold_grouped(id, at).await;
         }
-        let from = if since.is_some() { "snapshot" } else { "start" };
         self.metrics.inc_counter(FOLDS, &[("from", from)], 1);
         self.metrics.inc_counter(FOLDED, &[], events.len() as u64);
+        // Events of the last moments may still arrive late from another
+        // context's topic, which would make a snapshot of them stale.
+        let settled = self.clock.now() - self.snapshot_min_age;
         let mut cuts = Vec::new();
         let mut since_cut = 0;
         for (i, ev) in events.iter().enumerate() {
             fold_one(&mut state, ev);
             since_cut += 1;
-            // A cut only where the next event was recorded later: a
-            // snapshot covers every event up to its instant.
+            let folded = covered + i as i64 + 1;
+            // Cuts grow apart with the history (an eighth of it at least),
+            // so a license keeps a few dozen snapshots, not one per
+            // `snapshot_every` events of a long life; and only where the
+            // next event was recorded later: a snapshot covers every event
+            // up to its instant.
+            let spacing = self
+                .snapshot_every
+                .max(usize::try_from(folded / 8).unwrap_or(usize::MAX));
             let boundary = events
                 .get(i + 1)
                 .is_none_or(|(_, next)| next.recorded_at > ev.1.recorded_at);
-            if boundary && since_cut >= self.snapshot_every {
+            if boundary && since_cut >= spacing && ev.1.recorded_at <= settled {
                 since_cut = 0;
                 match serde_json::to_string(&state) {
                     Ok(json) => cuts.push(store::Snapshot {
                         upto: ev.1.recorded_at,
-                        events_covered: covered + i as i64 + 1,
+                        events_covered: folded,
                         state: json,
                     }),
                     Err(e) => {
@@ -157,55 +252,14 @@ impl App {
             // Off the answer's path: a snapshot is only ever a shortcut.
             let pool = self.pool.clone();
             tokio::spawn(async move {
-                if let Err(e) = store::save_snapshots(&pool, id, FOLD_VERSION, cuts).await {
+                if let Err(e) =
+                    store::save_snapshots(&pool, id, FOLD_VERSION, cuts, KEPT_SNAPSHOTS).await
+                {
                     tracing::warn!(license_id = %id, error = %e, "as-of snapshots not stored");
                 }
             });
         }
         Ok(Some(state))
-    }
-
-    /// The latest usable snapshot at or before `at`: its instant, its event
-    /// count and its state. When it is stale (an event recorded before its
-    /// instant arrived after it), every stale snapshot of the license is
-    /// dropped; one that does not read as a state is dropped too; then the
-    /// next is tried.
-    async fn snapshot_before(
-        &self,
-        id: Uuid,
-        at: DateTime<Utc>,
-    ) -> Result<Option<(DateTime<Utc>, i64, LicenseState)>, Error> {
-        // Each round drops at least one snapshot; then the fold starts
-        // from the first event.
-        for _ in 0..3 {
-            let unreadable = match store::snapshot_before(&self.pool, id, at, FOLD_VERSION).await? {
-                None => return Ok(None),
-                Some((upto, covered, true)) => {
-                    let key = (id, upto, covered);
-                    if let Some(state) = self.snapshots.get(&key) {
-                        return Ok(Some((upto, covered, (*state).clone())));
-                    }
-                    let text =
-                        store::snapshot_state(&self.pool, id, upto, FOLD_VERSION, covered).await?;
-                    match text.map(|t| serde_json::from_str::<LicenseState>(&t)) {
-                        // Replaced meanwhile: read again.
-                        None => continue,
-                        Some(Ok(state)) if state.license_id == id => {
-                            self.snapshots.put(key, Arc::new(state.clone()));
-                            return Ok(Some((upto, covered, state)));
-                        }
-                        Some(_) => {
-                            tracing::warn!(license_id = %id, upto = %upto, "as-of snapshot unreadable; dropped");
-                            Some(upto)
-                        }
-                    }
-                }
-                Some((_, _, false)) => None,
-            };
-            let dropped = store::drop_snapshots(&self.pool, id, unreadable).await?;
-            self.metrics.inc_counter(INVALIDATED, &[], dropped);
-        }
-        Ok(None)
     }
 
     /// Every event up to `at` sorted by aggregate and sequence and folded,
@@ -215,7 +269,9 @@ impl App {
         id: Uuid,
         at: DateTime<Utc>,
     ) -> Result<Option<LicenseState>, Error> {
-        let mut events = store::events_between(&self.pool, id, None, at).await?;
+        let mut tx = store::begin_read(&self.pool).await?;
+        let mut events = store::events_between(&mut tx, id, None, at).await?;
+        tx.commit().await?;
         if events.is_empty() {
             return Ok(None);
         }

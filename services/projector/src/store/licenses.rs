@@ -301,7 +301,7 @@ fn envelope_of(r: &PgRow) -> Result<EventEnvelope<Box<RawValue>>, RowError> {
 /// None) up to `at`, with its context, in no particular order: the caller
 /// sorts them.
 pub async fn events_between(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     id: Uuid,
     after: Option<DateTime<Utc>>,
     at: DateTime<Utc>,
@@ -314,7 +314,7 @@ pub async fn events_between(
         .bind(id)
         .bind(after)
         .bind(at)
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await?;
     rows.iter()
         .map(|r| Ok((r.try_get::<String, _>("context")?, envelope_of(r)?)))
@@ -333,7 +333,7 @@ pub struct Snapshot {
 /// before `at`, and whether the audit trail still holds exactly the events
 /// it covers.
 pub async fn snapshot_before(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     id: Uuid,
     at: DateTime<Utc>,
     fold: i32,
@@ -349,14 +349,14 @@ pub async fn snapshot_before(
     .bind(id)
     .bind(at)
     .bind(fold)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await
 }
 
 /// The state of the snapshot at `upto`, if it is still the one covering
 /// `events_covered` events.
 pub async fn snapshot_state(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     id: Uuid,
     upto: DateTime<Utc>,
     fold: i32,
@@ -370,8 +370,20 @@ pub async fn snapshot_state(
     .bind(upto)
     .bind(fold)
     .bind(events_covered)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await
+}
+
+/// A read-only transaction on one snapshot of the database: a snapshot's
+/// validity and the events after it are read as of the same moment.
+pub async fn begin_read(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 /// Drops the license's snapshots that no longer cover exactly the events
@@ -394,32 +406,48 @@ pub async fn drop_snapshots(
     Ok(done.rows_affected())
 }
 
-/// Stores snapshots of the license (replacing any at the same instant).
+/// Stores snapshots of the license (replacing any at the same instant), one
+/// statement each, then drops all but its newest `keep`.
 pub async fn save_snapshots(
     pool: &PgPool,
     id: Uuid,
     fold: i32,
     snapshots: Vec<Snapshot>,
+    keep: i64,
 ) -> Result<(), sqlx::Error> {
-    let (mut upto, mut covered, mut state) = (Vec::new(), Vec::new(), Vec::new());
     for s in snapshots {
-        upto.push(s.upto);
-        covered.push(s.events_covered);
-        state.push(s.state);
+        sqlx::query(
+            "INSERT INTO license_state_snapshots (license_id, upto, fold, events_covered, state) \
+             VALUES ($1, $2, $3, $4, $5::json) \
+             ON CONFLICT (license_id, upto) DO UPDATE SET fold = EXCLUDED.fold, \
+               events_covered = EXCLUDED.events_covered, state = EXCLUDED.state",
+        )
+        .bind(id)
+        .bind(s.upto)
+        .bind(fold)
+        .bind(s.events_covered)
+        .bind(s.state)
+        .execute(pool)
+        .await?;
     }
     sqlx::query(
-        "INSERT INTO license_state_snapshots (license_id, upto, fold, events_covered, state) \
-         SELECT $1, u, $2, c, s::json FROM unnest($3::timestamptz[], $4::int8[], $5::text[]) AS x(u, c, s) \
-         ON CONFLICT (license_id, upto) DO UPDATE SET fold = EXCLUDED.fold, \
-           events_covered = EXCLUDED.events_covered, state = EXCLUDED.state",
+        "DELETE FROM license_state_snapshots WHERE license_id = $1 AND upto < ( \
+           SELECT min(upto) FROM (SELECT upto FROM license_state_snapshots WHERE license_id = $1 \
+                                  ORDER BY upto DESC LIMIT $2) newest)",
     )
     .bind(id)
-    .bind(fold)
-    .bind(upto)
-    .bind(covered)
-    .bind(state)
+    .bind(keep)
     .execute(pool)
     .await?;
+    Ok(())
+}
+
+/// Every as-of snapshot: the audit trail they were counted against is
+/// being replaced by a rebuilt one.
+pub async fn drop_all_snapshots(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM license_state_snapshots")
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
