@@ -574,12 +574,17 @@ async fn guard<'a>(
     let topics: Vec<&str> = keys.iter().map(|k| k.0).collect();
     let types: Vec<&str> = keys.iter().map(|k| k.1).collect();
     let ids: Vec<&str> = keys.iter().map(|k| k.2).collect();
-    // Sorted, so concurrent batches lock in one order.
+    // One key look-up per aggregate, locked in the keys' (sorted) order,
+    // so concurrent batches lock in one order. A join would do too, but
+    // its plan is prepared once per connection, usually while the table
+    // is still empty: a hash join over all of the consumer's rows, which
+    // made every batch cost as much as the consumer had ever seen.
     let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-        "SELECT s.topic, s.aggregate_type, s.aggregate_id, s.last_sequence FROM consumer_sequences s \
-         JOIN unnest($2::text[], $3::text[], $4::text[]) AS k(tp, t, i) \
-           ON s.topic = k.tp AND s.aggregate_type = k.t AND s.aggregate_id = k.i \
-         WHERE s.consumer = $1 ORDER BY s.topic, s.aggregate_type, s.aggregate_id FOR UPDATE OF s",
+        "SELECT s.topic, s.aggregate_type, s.aggregate_id, s.last_sequence \
+         FROM unnest($2::text[], $3::text[], $4::text[]) AS k(tp, t, i) \
+         CROSS JOIN LATERAL (SELECT c.topic, c.aggregate_type, c.aggregate_id, c.last_sequence \
+           FROM consumer_sequences c WHERE c.consumer = $1 AND c.topic = k.tp \
+             AND c.aggregate_type = k.t AND c.aggregate_id = k.i FOR UPDATE) s",
     )
     .bind(consumer)
     .bind(&topics)

@@ -60,11 +60,13 @@ pub async fn activations(
     pairs: &[(Uuid, Uuid)],
 ) -> Result<Vec<(Uuid, ActivationView)>, sqlx::Error> {
     let (licenses, ids): (Vec<Uuid>, Vec<Uuid>) = pairs.iter().copied().unzip();
-    // Key look-ups joined to the pairs: a rebuild's table has no planner
-    // statistics while it fills, and a scan per batch would be quadratic.
+    // One key look-up per pair (LATERAL): a plan prepared while the table
+    // was small, or a rebuild's table without statistics, would otherwise
+    // scan it per batch.
     let rows: Vec<(Uuid, Json<ActivationView>)> = sqlx::query_as(&format!(
         "SELECT a.license_id, a.view FROM unnest($1::uuid[], $2::uuid[]) AS k(l, i) \
-         JOIN license_activations{suffix} a ON a.license_id = k.l AND a.activation_id = k.i"
+         CROSS JOIN LATERAL (SELECT license_id, view FROM license_activations{suffix} \
+           WHERE license_id = k.l AND activation_id = k.i) a"
     ))
     .bind(licenses)
     .bind(ids)
