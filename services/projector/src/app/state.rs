@@ -225,16 +225,19 @@ impl App {
             let folded = covered + i as i64 + 1;
             // Cuts grow apart with the history (an eighth of it at least),
             // so a license keeps a few dozen snapshots, not one per
-            // `snapshot_every` events of a long life; and only where the
-            // next event was recorded later: a snapshot covers every event
-            // up to its instant.
+            // `snapshot_every` events of a long life — and one more at the
+            // answer's own last event, where the next answer about the
+            // same moment starts; only where the next event was recorded
+            // later: a snapshot covers every event up to its instant.
             let spacing = self
                 .snapshot_every
                 .max(usize::try_from(folded / 8).unwrap_or(usize::MAX));
+            let last = i + 1 == events.len();
             let boundary = events
                 .get(i + 1)
                 .is_none_or(|(_, next)| next.recorded_at > ev.1.recorded_at);
-            if boundary && since_cut >= spacing && ev.1.recorded_at <= settled {
+            let due = since_cut >= spacing || (last && since_cut >= self.snapshot_every);
+            if boundary && due && ev.1.recorded_at <= settled {
                 since_cut = 0;
                 match serde_json::to_string(&state) {
                     Ok(json) => cuts.push(store::Snapshot {
