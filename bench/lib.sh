@@ -476,6 +476,33 @@ slim_log() {        # file path_regex who
   mv "$1.slim" "$1"
 }
 
+# --- the pgbench reference -----------------------------------------------------------
+# What an IssueLicense is compared with: pgbench inserting one ~300-byte
+# JSON row per transaction into a new table `bench_rows` of database `db`,
+# `clients` clients, 2 threads, `secs` seconds. Sets PG_TPS; pgbench's
+# report in $DIR/pgbench.txt, CPU per process in $DIR/cpu-pgbench.json.
+PGBIN="${LICENSING_PG_BIN:-/usr/lib/postgresql/15/bin}"
+pgbench_rows() {    # db clients secs
+  local db="$1" clients="$2" secs="$3" t0 t1
+  [[ -x "$PGBIN/pgbench" ]] || die "$PGBIN/pgbench not found"
+  sql "$PG_BASE/$db" -c "CREATE TABLE bench_rows (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    payload json NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now())"
+  cat >"$DIR/pgbench.sql" <<'EOF'
+\set n random(1, 1000000000)
+INSERT INTO bench_rows (payload) VALUES (('{"license_id":"' || gen_random_uuid() || '","product":"integration-platform","edition":"mainland","customer":"ACME Corp","kind":"formal","features":["data-access"],"issued_at":"' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '","command_id":"' || gen_random_uuid() || '","actor":{"kind":"service","id":"pgbench"},"n":' || :n || '}')::json);
+EOF
+  cpu_snap "$DIR/cpu-pgbench-0.json"; t0=$(now_ms)
+  PGPASSWORD=licensing timeout $((secs + 60)) "$PGBIN/pgbench" -h 127.0.0.1 -p "$LICENSING_PG_PORT" \
+    -U licensing -n -c "$clients" -j 2 -T "$secs" -f "$DIR/pgbench.sql" "$db" \
+    >"$DIR/pgbench.txt" 2>"$DIR/pgbench.err"
+  t1=$(now_ms); cpu_snap "$DIR/cpu-pgbench-1.json"
+  cpu_diff "$DIR/cpu-pgbench-0.json" "$DIR/cpu-pgbench-1.json" "$(( t1 - t0 ))e-3" >"$DIR/cpu-pgbench.json"
+  PG_TPS="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$DIR/pgbench.txt")"
+  [[ -n "$PG_TPS" ]] || die "could not read pgbench tps; see $DIR/pgbench.txt"
+}
+
 # --- results -------------------------------------------------------------------------
 # Adds (or replaces) block `key` of .run/bench/results.json with the JSON of
 # `file` (the results file is created if missing; other keys are kept).

@@ -41,12 +41,10 @@ SERVICE_LOG="${BENCH_PIPE_RUST_LOG:-info}"
 DEADLINE="${BENCH_PIPE_DEADLINE:-600}"
 IDLE_WAIT="${BENCH_PIPE_IDLE_WAIT:-60}"
 PARTITIONS=12
-PGBIN="${LICENSING_PG_BIN:-/usr/lib/postgresql/15/bin}"
 TARGET_RATIO=0.3
 TARGET_ROW_P99_MS=200
 
 require_tools jq psql curl join
-[[ -x "$PGBIN/pgbench" ]] || die "$PGBIN/pgbench not found"
 
 build_release issuance activation domain-binding grant-sync projector loadgen
 
@@ -84,22 +82,7 @@ jq -c '{throughput_per_s, latency_ms}' "$DIR/http.json" >&2
 # The services stay up (their consumers drain what phase 1 published).
 settle 5
 say "1/2 pgbench: -c $CLIENTS -j 2 -T $PGBENCH_SECS -n, one ~300-byte json row per transaction"
-sql "$ISS_DB_URL" -c "CREATE TABLE bench_rows (
-  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-  payload json NOT NULL,
-  recorded_at timestamptz NOT NULL DEFAULT now())"
-cat >"$DIR/pgbench.sql" <<'EOF'
-\set n random(1, 1000000000)
-INSERT INTO bench_rows (payload) VALUES (('{"license_id":"' || gen_random_uuid() || '","product":"integration-platform","edition":"mainland","customer":"ACME Corp","kind":"formal","features":["data-access"],"issued_at":"' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '","command_id":"' || gen_random_uuid() || '","actor":{"kind":"service","id":"pgbench"},"n":' || :n || '}')::json);
-EOF
-cpu_snap "$DIR/cpu-pgbench-0.json"; t0=$(now_ms)
-PGPASSWORD=licensing timeout $((PGBENCH_SECS + 60)) "$PGBIN/pgbench" -h 127.0.0.1 -p "$LICENSING_PG_PORT" \
-  -U licensing -n -c "$CLIENTS" -j 2 -T "$PGBENCH_SECS" -f "$DIR/pgbench.sql" "$DB_ISS" \
-  >"$DIR/pgbench.txt" 2>"$DIR/pgbench.err"
-t1=$(now_ms); cpu_snap "$DIR/cpu-pgbench-1.json"
-cpu_diff "$DIR/cpu-pgbench-0.json" "$DIR/cpu-pgbench-1.json" "$(( t1 - t0 ))e-3" >"$DIR/cpu-pgbench.json"
-PG_TPS="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$DIR/pgbench.txt")"
-[[ -n "$PG_TPS" ]] || die "could not read pgbench tps; see $DIR/pgbench.txt"
+pgbench_rows "$DB_ISS" "$CLIENTS" "$PGBENCH_SECS"
 say "pgbench: $PG_TPS tps"
 
 # --- 2. commit -> projector row at a steady rate --------------------------------------

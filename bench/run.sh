@@ -47,7 +47,6 @@ AUTH_ROUNDS="${BENCH_AUTH_ROUNDS:-2}"
 IDLE_WAIT="${BENCH_IDLE_WAIT:-120}"
 BODY_ARGS=(); [[ -n "${BENCH_BODY:-}" ]] && BODY_ARGS=(--body "$BENCH_BODY")
 PARTITIONS=12
-PGBIN="${LICENSING_PG_BIN:-/usr/lib/postgresql/15/bin}"
 
 require_tools jq psql curl
 [[ -x "$PGBIN/pgbench" ]] || die "$PGBIN/pgbench not found"
@@ -189,22 +188,8 @@ stop_service issuance   # idle during pgbench; must be down for the backlog
 
 # --- 2. pgbench: one comparable row per transaction --------------------------------
 say "2/4 pgbench: -c $CLIENTS -j 2 -T $PGBENCH_SECS -n, one ~300-byte json row per transaction"
-sql "$ISS_URL_DB" -c "CREATE TABLE bench_rows (
-  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-  payload json NOT NULL,
-  recorded_at timestamptz NOT NULL DEFAULT now())"
-cat >"$DIR/pgbench.sql" <<'EOF'
-\set n random(1, 1000000000)
-INSERT INTO bench_rows (payload) VALUES (('{"license_id":"' || gen_random_uuid() || '","product":"integration-platform","edition":"mainland","customer":"ACME Corp","kind":"formal","features":["data-access"],"issued_at":"' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '","command_id":"' || gen_random_uuid() || '","actor":{"kind":"service","id":"pgbench"},"n":' || :n || '}')::json);
-EOF
 db_stats "$ISS_URL_DB" "$DIR/db-pgbench-0.json"
-cpu_snap "$DIR/cpu-pgbench-0.json"; t0=$(now_ms)
-PGPASSWORD=licensing timeout $((PGBENCH_SECS + 60)) "$PGBIN/pgbench" -h 127.0.0.1 -p "$LICENSING_PG_PORT" \
-  -U licensing -n -c "$CLIENTS" -j 2 -T "$PGBENCH_SECS" -f "$DIR/pgbench.sql" "$DB_ISS" \
-  >"$DIR/pgbench.txt" 2>"$DIR/pgbench.err"
-t1=$(now_ms); cpu_snap "$DIR/cpu-pgbench-1.json"
-cpu_diff "$DIR/cpu-pgbench-0.json" "$DIR/cpu-pgbench-1.json" "$(( (t1 - t0) ))e-3" >"$DIR/cpu-pgbench.json"
-PG_TPS="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$DIR/pgbench.txt")"
+pgbench_rows "$DB_ISS" "$CLIENTS" "$PGBENCH_SECS"
 PG_LAT="$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$DIR/pgbench.txt")"
 PG_TX="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$DIR/pgbench.txt")"
 db_stats "$ISS_URL_DB" "$DIR/db-pgbench-1.json"
