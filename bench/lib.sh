@@ -503,6 +503,53 @@ EOF
   [[ -n "$PG_TPS" ]] || die "could not read pgbench tps; see $DIR/pgbench.txt"
 }
 
+# --- commit -> projector row at a steady rate ---------------------------------------
+# An open loop of `rate` IssueLicense/s for `secs` s against $ISS (correlation
+# id bench-<tag>-<RAND>), waiting at most 60 s for its events to reach the
+# projector's audit_trail. For each event, commit -> projector row is the
+# commit time of its row in issuance's `events` to the commit time of its
+# `audit_trail` row, both from PostgreSQL's commit timestamps
+# (track_commit_timestamp, on in infra/postgres/up.sh; one server, one
+# clock), joined by event id; the relay's share (commit -> Kafka checkpoint)
+# from `loadgen relay-trace`. Writes $DIR/<tag>.json: {http, commit_to_row,
+# commit_to_relay_checkpoint, cpu_cores}.
+latency_step() {    # tag rate secs issuance_db_url projector_db_url
+  local tag="$1" rate="$2" secs="$3" iss_db="$4" proj_db="$5" corr="bench-$1-$RAND" ok n t0 t1 trace
+  local commit_us="(extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint"
+  cpu_snap "$DIR/cpu-$tag-0.json"; t0=$(now_ms)
+  timeout $((secs + 60)) "$LOADGEN" relay-trace --db "$iss_db" --correlation-id "$corr" \
+    --duration $((secs + 15)) --interval-ms 10 >"$DIR/$tag-relay.json" &
+  trace=$!
+  timeout $((secs + 60)) "$LOADGEN" http-issue ${BODY_ARGS[@]+"${BODY_ARGS[@]}"} --url "$ISS" --rate "$rate" \
+    --duration "$secs" --max-inflight 512 --threads 1 --correlation-id "$corr" >"$DIR/$tag-http.json"
+  ok="$(jq .ok "$DIR/$tag-http.json")"
+  for _ in $(seq 1 600); do
+    n="$(sql "$proj_db" -c "SELECT count(*) FROM audit_trail WHERE correlation_id = '$corr'")"
+    (( n >= ok )) && break
+    sleep 0.1
+  done
+  t1=$(now_ms); cpu_snap "$DIR/cpu-$tag-1.json"
+  wait "$trace" || { say "WARNING: relay trace failed"; echo null >"$DIR/$tag-relay.json"; }
+  cpu_diff "$DIR/cpu-$tag-0.json" "$DIR/cpu-$tag-1.json" "$(( t1 - t0 ))e-3" >"$DIR/cpu-$tag.json"
+  sql "$iss_db" -F $'\t' -c "SELECT event_id, $commit_us FROM events
+    WHERE metadata->>'correlation_id' = '$corr' ORDER BY 1" >"$DIR/$tag-commit-issuance.tsv"
+  sql "$proj_db" -F $'\t' -c "SELECT event_id, $commit_us FROM audit_trail
+    WHERE correlation_id = '$corr' ORDER BY 1" >"$DIR/$tag-commit-projector.tsv"
+  LC_ALL=C join -t $'\t' "$DIR/$tag-commit-issuance.tsv" "$DIR/$tag-commit-projector.tsv" \
+    | awk -F '\t' '$2 != "" && $3 != "" { print $3 - $2 }' | sort -n >"$DIR/$tag-commit-to-row.us"
+  awk -v events="$(wc -l <"$DIR/$tag-commit-issuance.tsv")" '{ v[NR] = $1 }
+    function ms(q,  r, i) { r = q * NR; i = int(r); if (i < r) i++; if (i < 1) i = 1; return sprintf("%.2f", v[i] / 1000) }
+    END { if (NR == 0) { printf "{\"events\":%d,\"with_both_commit_times\":0,\"p50_ms\":null,\"p99_ms\":null,\"max_ms\":null}\n", events; exit }
+          printf "{\"events\":%d,\"with_both_commit_times\":%d,\"p50_ms\":%s,\"p99_ms\":%s,\"max_ms\":%s}\n", events, NR, ms(0.5), ms(0.99), ms(1) }' \
+    "$DIR/$tag-commit-to-row.us" \
+    | jq -c '. + {method: "pg_xact_commit_timestamp(xmin) of the event row in issuance.events and of its audit_trail row"}' \
+    >"$DIR/$tag-commit-to-row.json"
+  jq -n --slurpfile h "$DIR/$tag-http.json" --slurpfile r "$DIR/$tag-relay.json" \
+    --slurpfile p "$DIR/$tag-commit-to-row.json" --slurpfile c "$DIR/cpu-$tag.json" \
+    '{http: $h[0], commit_to_row: $p[0], commit_to_relay_checkpoint: $r[0], cpu_cores: $c[0]}' >"$DIR/$tag.json"
+  jq -c '{rate: .http.target_rate_per_s, achieved: .http.achieved_rate_per_s, http_ms: .http.latency_ms, commit_to_row: .commit_to_row, relay_ms: .commit_to_relay_checkpoint.commit_to_published_ms}' "$DIR/$tag.json" >&2
+}
+
 # --- results -------------------------------------------------------------------------
 # Adds (or replaces) block `key` of .run/bench/results.json with the JSON of
 # `file` (the results file is created if missing; other keys are kept).

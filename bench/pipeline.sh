@@ -87,44 +87,8 @@ say "pgbench: $PG_TPS tps"
 
 # --- 2. commit -> projector row at a steady rate --------------------------------------
 settle 5
-CORR="bench-rate-$RAND"
 say "2/2 open loop: $RATE IssueLicense/s for ${RATE_SECS}s"
-cpu_snap "$DIR/cpu-rate-0.json"; t0=$(now_ms)
-timeout $((RATE_SECS + 60)) "$LOADGEN" relay-trace --db "$ISS_DB_URL" --correlation-id "$CORR" \
-  --duration $((RATE_SECS + 15)) --interval-ms 10 >"$DIR/rate-relay.json" &
-TRACE=$!
-timeout $((RATE_SECS + 60)) "$LOADGEN" http-issue --url "$ISS" --rate "$RATE" --duration "$RATE_SECS" \
-  --max-inflight 512 --threads 1 --correlation-id "$CORR" >"$DIR/rate-http.json"
-OK="$(jq .ok "$DIR/rate-http.json")"
-for _ in $(seq 1 600); do    # at most 60 s for the tail to be projected
-  n="$(sql "$PROJ_DB_URL" -c "SELECT count(*) FROM audit_trail WHERE correlation_id = '$CORR'")"
-  (( n >= OK )) && break
-  sleep 0.1
-done
-t1=$(now_ms); cpu_snap "$DIR/cpu-rate-1.json"
-wait "$TRACE" || { say "WARNING: relay trace failed"; echo null >"$DIR/rate-relay.json"; }
-cpu_diff "$DIR/cpu-rate-0.json" "$DIR/cpu-rate-1.json" "$(( t1 - t0 ))e-3" >"$DIR/cpu-rate.json"
-
-# Commit times (µs since the epoch) by event id, on both sides.
-commit_us="(extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint"
-sql "$ISS_DB_URL" -F $'\t' -c "SELECT event_id, $commit_us FROM events
-  WHERE metadata->>'correlation_id' = '$CORR' ORDER BY 1" >"$DIR/commit-issuance.tsv"
-sql "$PROJ_DB_URL" -F $'\t' -c "SELECT event_id, $commit_us FROM audit_trail
-  WHERE correlation_id = '$CORR' ORDER BY 1" >"$DIR/commit-projector.tsv"
-LC_ALL=C join -t $'\t' "$DIR/commit-issuance.tsv" "$DIR/commit-projector.tsv" \
-  | awk -F '\t' '$2 != "" && $3 != "" { print $3 - $2 }' | sort -n >"$DIR/commit-to-row.us"
-EVENTS="$(wc -l <"$DIR/commit-issuance.tsv")"
-PAIRED="$(wc -l <"$DIR/commit-to-row.us")"
-(( PAIRED > 0 )) || die "no event has both commit times; see $DIR/commit-*.tsv"
-pct() {   # q -> ms (nearest rank) of commit-to-row.us
-  awk -v q="$1" '{ v[NR] = $1 } END { r = q * NR; i = int(r); if (i < r) i++; if (i < 1) i = 1
-    printf "%.2f\n", v[i] / 1000 }' "$DIR/commit-to-row.us"
-}
-jq -n --argjson events "$EVENTS" --argjson paired "$PAIRED" --argjson p50 "$(pct 0.50)" \
-  --argjson p99 "$(pct 0.99)" --argjson max "$(pct 1.0)" \
-  '{events: $events, with_both_commit_times: $paired, p50_ms: $p50, p99_ms: $p99, max_ms: $max,
-    method: "pg_xact_commit_timestamp(xmin) of the event row in issuance.events and of its audit_trail row"}' \
-  >"$DIR/commit-to-row.json"
+latency_step rate "$RATE" "$RATE_SECS" "$ISS_DB_URL" "$PROJ_DB_URL"
 
 # --- results ----------------------------------------------------------------------
 jq -n --arg run "$RUN_ID" --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg commit "$COMMIT" \
@@ -134,21 +98,20 @@ jq -n --arg run "$RUN_ID" --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg comm
   --argjson wall "$(( $(now_ms) - T_START ))" \
   --slurpfile http "$DIR/http.json" --slurpfile cpu_http "$DIR/cpu-http.json" \
   --slurpfile cpu_pg "$DIR/cpu-pgbench.json" \
-  --slurpfile rate_http "$DIR/rate-http.json" --slurpfile relay "$DIR/rate-relay.json" \
-  --slurpfile row "$DIR/commit-to-row.json" --slurpfile cpu_rate "$DIR/cpu-rate.json" '
-  ($http[0]) as $h | ($rate_http[0]) as $r | ($row[0]) as $l
+  --slurpfile step "$DIR/rate.json" '
+  ($http[0]) as $h | ($step[0].http) as $r | ($step[0].commit_to_row) as $l
   | {run: $run, date: $date, commit: $commit, uncommitted: $dirty,
      background_cores_before: ($bg | tonumber), wall_s: ($wall / 1000),
      services: "issuance, activation, domain-binding, grant-sync, projector",
      http_issue: ($h + {cpu_cores: $cpu_http[0]}),
      pgbench: {tps: $pg_tps, clients: $clients, threads: 2, seconds: $pg_secs, cpu_cores: $cpu_pg[0]},
      ratio_http_to_pgbench: (($h.throughput_per_s / $pg_tps * 1000 | round) / 1000),
-     steady_rate: {http: $r, commit_to_projector_row: $l, commit_to_relay_checkpoint: $relay[0],
-                   cpu_cores: $cpu_rate[0]},
+     steady_rate: {http: $r, commit_to_projector_row: $l,
+                   commit_to_relay_checkpoint: $step[0].commit_to_relay_checkpoint, cpu_cores: $step[0].cpu_cores},
      targets: {
        ratio: {target: ">= \($t_ratio)", met: (($h.throughput_per_s / $pg_tps) >= $t_ratio)},
        sustained: {target: "\($rate) cmd/s", met: (($r.achieved_rate_per_s // 0) >= $rate * 0.98 and ($r.errors // 1) == 0)},
-       commit_to_row_p99: {target: "<= \($t_p99) ms", met: ($l.p99_ms <= $t_p99 and $l.with_both_commit_times == $l.events)}
+       commit_to_row_p99: {target: "<= \($t_p99) ms", met: ($l.p99_ms != null and $l.p99_ms <= $t_p99 and $l.with_both_commit_times == $l.events)}
      }}' >"$DIR/pipeline.json"
 merge_results pipeline "$DIR/pipeline.json"
 

@@ -249,42 +249,10 @@ t1=$(now_ms)
 CATCHUP_MS=$((t1 - t0))
 say "projector: $n of $TOTAL_EVENTS events projected $((CATCHUP_MS)) ms after spawn"
 (( CATCHUP_DONE == 1 )) || say "WARNING: projector did not catch up; phase-4 latencies include backlog"
-# One open-loop step: `rate` cmd/s for `secs`, then commit -> row latencies
-# of exactly its events (correlation id bench-<tag>-<rand>).
-latency_step() {    # tag rate secs
-  local tag="$1" rate="$2" secs="$3" corr="bench-$1-$RAND" ok n t0 t1 trace
-  cpu_snap "$DIR/cpu-$tag-0.json"; t0=$(now_ms)
-  # Splits the latency: commit -> relay checkpoint (published, Kafka-committed).
-  timeout $((secs + 60)) "$LOADGEN" relay-trace --db "$ISS_URL_DB" --correlation-id "$corr" \
-    --duration $((secs + 15)) --interval-ms 10 >"$DIR/$tag-relay.json" &
-  trace=$!
-  timeout $((secs + 60)) "$LOADGEN" http-issue "${BODY_ARGS[@]}" --url "$ISS" --rate "$rate" --duration "$secs" \
-    --max-inflight 512 --threads 1 --correlation-id "$corr" >"$DIR/$tag-http.json"
-  ok="$(jq .ok "$DIR/$tag-http.json")"
-  for _ in $(seq 1 600); do    # at most 60 s for the tail to be projected
-    n="$(sql "$PROJ_URL_DB" -c "SELECT count(*) FROM audit_trail WHERE correlation_id = '$corr'")"
-    (( n >= ok )) && break
-    sleep 0.1
-  done
-  t1=$(now_ms); cpu_snap "$DIR/cpu-$tag-1.json"
-  wait "$trace" || { say "WARNING: relay trace failed"; echo null >"$DIR/$tag-relay.json"; }
-  cpu_diff "$DIR/cpu-$tag-0.json" "$DIR/cpu-$tag-1.json" "$(( (t1 - t0) ))e-3" >"$DIR/cpu-$tag.json"
-  # The v2 read models keep no projection time (a rebuild must reproduce
-  # them row for row), so only the count of projected rows is reported;
-  # the relay trace gives commit -> published.
-  sql "$PROJ_URL_DB" >"$DIR/$tag-projector.json" <<EOF
-SELECT json_build_object('events', count(*), 'latency', 'not measured: no projection time is stored')
-  FROM audit_trail WHERE correlation_id = '$corr';
-EOF
-  jq -n --slurpfile h "$DIR/$tag-http.json" --slurpfile r "$DIR/$tag-relay.json" \
-    --slurpfile p "$DIR/$tag-projector.json" --slurpfile c "$DIR/cpu-$tag.json" \
-    '{http: $h[0], commit_to_row: $p[0], commit_to_relay_checkpoint: $r[0], cpu_cores: $c[0]}' >"$DIR/$tag.json"
-  jq -c '{rate: .http.target_rate_per_s, achieved: .http.achieved_rate_per_s, http_ms: .http.latency_ms, commit_to_row: .commit_to_row, relay_ms: .commit_to_relay_checkpoint.commit_to_published_ms}' "$DIR/$tag.json" >&2
-}
-latency_step lat "$RATE" "$RATE_SECS"
+latency_step lat "$RATE" "$RATE_SECS" "$ISS_URL_DB" "$PROJ_URL_DB"
 # Informative only: the same at a rate the machine is not saturated by.
 say "4b: the same at $RATE_LOW cmd/s for ${RATE_LOW_SECS}s (not a target; separates saturation from pipeline latency)"
-latency_step low "$RATE_LOW" "$RATE_LOW_SECS"
+latency_step low "$RATE_LOW" "$RATE_LOW_SECS" "$ISS_URL_DB" "$PROJ_URL_DB"
 
 # --- results ----------------------------------------------------------------------
 MEM="$(free -b | awk '/^Mem:/ { printf "%.1f GiB", $2 / 1073741824 }')"
