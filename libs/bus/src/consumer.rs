@@ -49,6 +49,24 @@ pub struct Incoming {
 }
 
 impl Incoming {
+    pub(crate) fn from_message<M: Message>(msg: &M) -> Self {
+        Self {
+            topic: msg.topic().to_string(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().map(<[u8]>::to_vec),
+            headers: msg
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
     /// The message as an event envelope; a message that is not one is poison.
     pub fn event(&self) -> Result<contracts::EventEnvelope, HandleError> {
         self.json("an event envelope")
@@ -271,21 +289,7 @@ pub async fn run_consumer<H: TxHandler>(
                 continue;
             }
         };
-        let incoming = Incoming {
-            topic: msg.topic().to_string(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-            key: msg.key().map(<[u8]>::to_vec),
-            payload: msg.payload().map(<[u8]>::to_vec),
-            headers: msg
-                .headers()
-                .map(|hs| {
-                    hs.iter()
-                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
+        let incoming = Incoming::from_message(&msg);
         if consumer.context().take(&incoming.topic, incoming.partition) {
             match stored_offset(
                 &worker.pool,
@@ -368,18 +372,71 @@ struct Worker<H> {
 /// Where an event stands in its aggregate's stream, as read from its
 /// envelope (the headers are not trusted: the body is what gets applied).
 #[derive(serde::Deserialize)]
-struct Position {
-    aggregate_type: String,
-    aggregate_id: String,
-    sequence: i64,
+pub(crate) struct Position {
+    pub(crate) aggregate_type: String,
+    pub(crate) aggregate_id: String,
+    pub(crate) sequence: i64,
 }
 
 /// Why a message was refused.
-enum Refusal {
+pub(crate) enum Refusal {
     /// By the handler (or unreadable): past it, the aggregate moves on.
     Poison(String),
     /// By the sequence guard: not the next event of its aggregate.
     OutOfSequence(String),
+}
+
+impl Refusal {
+    pub(crate) fn reason(&self) -> &str {
+        match self {
+            Refusal::Poison(r) | Refusal::OutOfSequence(r) => r,
+        }
+    }
+}
+
+/// Publishes a refused message to `<topic>.dlq` with the reason and where it
+/// came from in its headers; it may be skipped only once this succeeded.
+pub(crate) async fn publish_dead_letter(
+    dlq: &FutureProducer,
+    consumer: &str,
+    m: &Incoming,
+    reason: &str,
+) -> Result<(), HandleError> {
+    tracing::warn!(consumer, topic = %m.topic, partition = m.partition,
+        offset = m.offset, reason, "dead-lettering message");
+    let mut headers = OwnedHeaders::new_with_capacity(m.headers.len() + 5);
+    for (k, v) in &m.headers {
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(v),
+        });
+    }
+    let partition = m.partition.to_string();
+    let offset = m.offset.to_string();
+    for (key, value) in [
+        ("dlq_reason", reason),
+        ("dlq_consumer", consumer),
+        ("dlq_source_topic", m.topic.as_str()),
+        ("dlq_source_partition", partition.as_str()),
+        ("dlq_source_offset", offset.as_str()),
+    ] {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    let topic = Topics::dlq(&m.topic);
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(headers);
+    if let Some(k) = &m.key {
+        record = record.key(k.as_slice());
+    }
+    if let Some(p) = &m.payload {
+        record = record.payload(p.as_slice());
+    }
+    dlq.send(record, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| HandleError::Transient(format!("dead-letter publish: {e}")))?;
+    Ok(())
 }
 
 impl<H: TxHandler> Worker<H> {
@@ -454,20 +511,7 @@ impl<H: TxHandler> Worker<H> {
                 };
             }
             if !fresh.is_empty() {
-                use futures::FutureExt;
-                // A handler that panics on a message would panic on it after
-                // every restart: the message is poison, the lane goes on.
-                let handled =
-                    std::panic::AssertUnwindSafe(self.handler.handle_batch(&mut tx, &fresh))
-                        .catch_unwind()
-                        .await
-                        .unwrap_or_else(|panic| {
-                            Err(HandleError::Poison(format!(
-                                "the handler panicked: {}",
-                                panic_message(&*panic)
-                            )))
-                        });
-                match handled {
+                match handle_guarded(self.handler.as_ref(), &mut tx, &fresh).await {
                     Ok(()) => {}
                     Err(HandleError::Poison(reason)) => return Ok(Err(Refusal::Poison(reason))),
                     Err(e) => return Err(e),
@@ -487,45 +531,8 @@ impl<H: TxHandler> Worker<H> {
     }
 
     async fn dead_letter(&self, m: &Incoming, refusal: Refusal) -> Result<(), HandleError> {
-        let (reason, in_sequence) = match &refusal {
-            Refusal::Poison(r) => (r.as_str(), true),
-            Refusal::OutOfSequence(r) => (r.as_str(), false),
-        };
-        tracing::warn!(consumer = %self.name, topic = %m.topic, partition = m.partition,
-            offset = m.offset, reason, "dead-lettering message");
-        let mut headers = OwnedHeaders::new_with_capacity(m.headers.len() + 5);
-        for (k, v) in &m.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v),
-            });
-        }
-        let partition = m.partition.to_string();
-        let offset = m.offset.to_string();
-        for (key, value) in [
-            ("dlq_reason", reason),
-            ("dlq_consumer", self.name.as_str()),
-            ("dlq_source_topic", m.topic.as_str()),
-            ("dlq_source_partition", partition.as_str()),
-            ("dlq_source_offset", offset.as_str()),
-        ] {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
-        let topic = Topics::dlq(&m.topic);
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(headers);
-        if let Some(k) = &m.key {
-            record = record.key(k.as_slice());
-        }
-        if let Some(p) = &m.payload {
-            record = record.payload(p.as_slice());
-        }
-        self.dlq
-            .send(record, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| HandleError::Transient(format!("dead-letter publish: {e}")))?;
+        let in_sequence = matches!(refusal, Refusal::Poison(_));
+        publish_dead_letter(&self.dlq, &self.name, m, refusal.reason()).await?;
         // Only now is it safe to move past the message.
         let mut tx = self.pool.begin().await?;
         let next = lock_offset(&mut tx, &self.name, &m.topic, m.partition).await?;
@@ -540,6 +547,26 @@ impl<H: TxHandler> Worker<H> {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The handler's answer for a batch, a panic turned into poison: a handler
+/// that panics on a message would panic on it after every restart, so the
+/// message is refused and the lane goes on.
+pub(crate) async fn handle_guarded<H: TxHandler + ?Sized>(
+    handler: &H,
+    tx: &mut PgConnection,
+    msgs: &[&Incoming],
+) -> Result<(), HandleError> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(handler.handle_batch(tx, msgs))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            Err(HandleError::Poison(format!(
+                "the handler panicked: {}",
+                panic_message(&*panic)
+            )))
+        })
 }
 
 /// The messages to apply: the next event of each aggregate, in order; an
@@ -623,6 +650,20 @@ async fn guard<'a>(
         i.push(id.as_str());
         q.push(*seq);
     }
+    store_sequences(tx, consumer, &tp, &t, &i, &q).await?;
+    Ok(Ok(kept))
+}
+
+/// Sets aggregates' last sequences (`topic`, `aggregate_type`, `aggregate_id`,
+/// `last_sequence`, column by column).
+async fn store_sequences(
+    tx: &mut PgConnection,
+    consumer: &str,
+    topics: &[&str],
+    types: &[&str],
+    ids: &[&str],
+    sequences: &[i64],
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO consumer_sequences (consumer, topic, aggregate_type, aggregate_id, last_sequence) \
          SELECT $1, tp, t, i, q FROM unnest($2::text[], $3::text[], $4::text[], $5::int8[]) AS u(tp, t, i, q) \
@@ -630,13 +671,13 @@ async fn guard<'a>(
          DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
     )
     .bind(consumer)
-    .bind(&tp)
-    .bind(&t)
-    .bind(&i)
-    .bind(&q)
+    .bind(topics)
+    .bind(types)
+    .bind(ids)
+    .bind(sequences)
     .execute(&mut *tx)
     .await?;
-    Ok(Ok(kept))
+    Ok(())
 }
 
 async fn stored_offset(

@@ -6,6 +6,7 @@ pub mod acl;
 pub mod consumer;
 pub mod kafka;
 pub mod provision;
+pub mod replay;
 pub mod scram;
 pub mod topics;
 pub mod wire;
@@ -23,6 +24,7 @@ pub use consumer::{
 };
 pub use kafka::{Kafka, ReadsToEnd};
 pub use provision::{provision, Deployment};
+pub use replay::{run_replay, ReplayConfig, ReplayError};
 pub use topics::ensure_topics;
 
 #[derive(Debug, thiserror::Error)]

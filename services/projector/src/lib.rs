@@ -44,7 +44,7 @@ fn d_tolerance() -> u32 {
 }
 
 fn d_rebuild_batch() -> usize {
-    5_000
+    10_000
 }
 
 fn d_export_timeout() -> u64 {
@@ -74,7 +74,8 @@ pub struct Config {
     /// service's `clock_tolerance_secs`).
     #[serde(default = "d_tolerance")]
     pub clock_tolerance_secs: u32,
-    /// Most messages of one partition per rebuild transaction (a checkpoint).
+    /// Most messages, of all partitions, per rebuild transaction (a
+    /// checkpoint).
     #[serde(default = "d_rebuild_batch")]
     pub rebuild_batch: usize,
     /// Longest an audit export may stream, however slowly its client

@@ -1,10 +1,12 @@
 //! Blue/green rebuilds. A rebuild of a model fills `<table>_next` from the
-//! start of the event topics with its own consumer group (offsets committed
-//! with each batch, so a restarted projector resumes where it stopped), while
-//! the live tables keep serving and the live consumer keeps writing. Once the
-//! rebuild's consumer is at or past the live one's offsets on every
-//! partition, one transaction swaps the tables and hands the live consumer
-//! the rebuild's offsets; a replayed event changes nothing on either side.
+//! start of the event topics under its own consumer name (`bus::run_replay`:
+//! chunks spanning every partition, offsets and the sequence guard's last
+//! sequences committed with each chunk, so a restarted projector resumes
+//! where it stopped), while the live tables keep serving and the live
+//! consumer keeps writing. Once the rebuild is at or past the live
+//! consumer's offsets on every partition, one transaction swaps the tables
+//! and hands the live consumer the rebuild's offsets and sequences; a
+//! replayed event changes nothing on either side.
 //! The statements are `store::rebuild`'s; this module decides when each
 //! runs, and in which transaction.
 
@@ -12,18 +14,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus::{ConsumerConfig, Watermarks};
+use bus::{ReplayConfig, Watermarks};
 use chrono::{DateTime, Utc};
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::models::{ModelConsumer, ReadModel, NEXT};
 use crate::store::rebuild as store;
 
 const POLL: Duration = Duration::from_millis(250);
+/// Longest the live consumer is held at a swap for the replay to catch up.
+const CATCH_UP: Duration = Duration::from_secs(5);
 /// A remainder up to this many offsets may be commit markers alone.
 const MARKER_SLACK: i64 = 16;
 
@@ -36,7 +41,8 @@ pub struct Projections {
     /// `<group prefix>.projector`: consumer names are `<this>.<model>`.
     pub group_base: String,
     pub models: Vec<Arc<dyn ReadModel>>,
-    /// Messages per rebuild transaction: large, since nothing waits on them.
+    /// Messages per rebuild transaction, across partitions: large, since
+    /// nothing waits on them.
     pub batch: usize,
     pub watermarks: Watermarks,
     pub shutdown: watch::Receiver<bool>,
@@ -168,67 +174,52 @@ impl Projections {
         let name = model.name();
         let group = self.rebuild_group(name, id);
         let mut shutdown = self.shutdown.clone();
-        loop {
-            let (stop, stop_rx) = watch::channel(false);
-            let mut config = ConsumerConfig::new(&group, &self.kafka, self.topics.clone());
-            config.batch_max = self.batch;
-            let handler = Arc::new(ModelConsumer {
-                model: model.clone(),
-                contexts: self.contexts.clone(),
-                suffix: NEXT,
-            });
-            let mut consumer = tokio::spawn(bus::run_consumer(
-                self.pool.clone(),
-                self.dlq.clone(),
-                config,
-                handler,
-                stop_rx,
-            ));
-            // Consume until at or past the live consumer everywhere.
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(POLL) => {}
-                    _ = shutdown.changed() => {}
-                    ended = &mut consumer => {
-                        let why = match ended {
-                            Ok(Err(e)) => e.to_string(),
-                            _ => "the rebuild's consumer stopped".to_string(),
-                        };
-                        return Err(sqlx::Error::Protocol(format!("kafka: {why}")));
-                    }
+        let mut replay = Replay::default();
+        let mut indexed = false;
+        let result = loop {
+            if !replay.running() {
+                replay.start(self, model.clone(), &group);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = shutdown.changed() => {}
+                why = replay.ended() => {
+                    break Err(sqlx::Error::Protocol(format!("kafka: {why}")));
                 }
-                if *shutdown.borrow() {
-                    let _ = stop.send(true);
-                    let _ = consumer.await;
-                    return Ok(());
-                }
-                // A failed read is retried at the next poll, not fatal.
-                if let Err(e) = self.record_progress(id, name, &group).await {
-                    tracing::warn!(rebuild = %id, model = name, error = %e, "progress not recorded");
+            }
+            if *shutdown.borrow() {
+                break Ok(());
+            }
+            // A failed read is retried at the next poll, not fatal.
+            if let Err(e) = self.record_progress(id, name, &group).await {
+                tracing::warn!(rebuild = %id, model = name, error = %e, "progress not recorded");
+                continue;
+            }
+            match self.behind(&group, name).await {
+                Ok(b) if b.is_empty() => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(rebuild = %id, model = name, error = %e, "offsets unreadable");
                     continue;
                 }
-                match self.behind(&group, name).await {
-                    Ok(b) if b.is_empty() => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(rebuild = %id, model = name, error = %e, "offsets unreadable");
-                    }
+            }
+            if !indexed {
+                // Caught up once: the other indexes now, in one pass each.
+                // The replay goes on; each build holds its writes until done.
+                for table in model.tables() {
+                    store::index_next(&self.pool, table).await?;
+                    store::analyze_next(&self.pool, table).await?;
                 }
+                indexed = true;
+                continue;
             }
-            // Stop the rebuild's consumer so nothing writes the next tables
-            // while they are indexed and become the live ones.
-            let _ = stop.send(true);
-            let _ = consumer.await;
-            for table in model.tables() {
-                store::index_next(&self.pool, table).await?;
-            }
-            match self.swap(id, model.as_ref(), &group).await {
+            match self.swap(id, model.as_ref(), &group, &mut replay).await {
                 Ok(Swap::Done) => {
                     tracing::info!(rebuild = %id, model = name, "rebuild swapped in");
-                    return Ok(());
+                    break Ok(());
                 }
                 // Another task took this rebuild over or ended it.
-                Ok(Swap::NotOurs) => return Ok(()),
+                Ok(Swap::NotOurs) => break Ok(()),
                 Ok(Swap::Behind) => {}
                 // Lock timeout (a long export, a busy live batch) or a
                 // deadlock: nothing changed; try again after more consuming.
@@ -237,10 +228,11 @@ impl Projections {
                 {
                     tracing::info!(rebuild = %id, model = name, "swap postponed: {e}");
                 }
-                Err(e) => return Err(e),
+                Err(e) => break Err(e),
             }
-            // The live consumer moved ahead meanwhile: consume some more.
-        }
+        };
+        replay.stop().await;
+        result
     }
 
     /// Partitions where the live consumer is ahead of `group`.
@@ -253,18 +245,20 @@ impl Projections {
     }
 
     /// The swap: one transaction, under locks that hold the live consumer
-    /// off the live tables. False (and nothing changed) when the live
-    /// consumer got ahead again.
+    /// off the live tables. It first freezes the live consumer's offsets and
+    /// lets the replay, still running, catch up to them (at most
+    /// `CATCH_UP`: the live projection pauses that long at most); chasing a
+    /// live consumer that never stops would otherwise never end under
+    /// steady traffic. Behind (and nothing changed) when the replay did not
+    /// catch up in time.
     async fn swap(
         &self,
         id: Uuid,
         model: &dyn ReadModel,
         group: &str,
+        replay: &mut Replay,
     ) -> Result<Swap, sqlx::Error> {
         let live = self.live_group(model.name());
-        for table in model.tables() {
-            store::analyze_next(&self.pool, table).await?;
-        }
         let mut tx = self.pool.begin().await?;
         store::set_lock_timeout(&mut tx).await?;
         let status = store::lock_rebuild(&mut tx, id, model.name()).await?;
@@ -275,7 +269,19 @@ impl Projections {
         // takes them (then the tables): waiting for a batch rather than
         // deadlocking with it, and the offsets read below cannot move.
         store::lock_offsets(&mut tx, &live).await?;
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        while !store::behind(&self.pool, group, &live).await?.is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                tx.rollback().await?;
+                return Ok(Swap::Behind);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Nothing writes the next tables from here; should the swap fail,
+        // the caller starts the replay again.
+        replay.stop().await;
         store::lock_tables(&mut tx, model.tables()).await?;
+        // A live partition that had no offset row yet was not frozen.
         if !store::behind(&mut *tx, group, &live).await?.is_empty() {
             tx.rollback().await?;
             return Ok(Swap::Behind);
@@ -389,6 +395,64 @@ impl Projections {
             lag,
             error: r.error,
         }))
+    }
+}
+
+type ReplayTask = JoinHandle<Result<(), bus::ReplayError>>;
+
+/// A rebuild's replay task, started and stopped as the rebuild goes.
+#[derive(Default)]
+struct Replay {
+    running: Option<(watch::Sender<bool>, ReplayTask)>,
+}
+
+impl Replay {
+    fn running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    fn start(&mut self, p: &Projections, model: Arc<dyn ReadModel>, group: &str) {
+        let (stop, stop_rx) = watch::channel(false);
+        let config = ReplayConfig {
+            name: group.to_string(),
+            kafka: p.kafka.clone(),
+            topics: p.topics.clone(),
+            chunk: p.batch,
+        };
+        let handler = Arc::new(ModelConsumer {
+            model,
+            contexts: p.contexts.clone(),
+            suffix: NEXT,
+        });
+        let task = tokio::spawn(bus::run_replay(
+            p.pool.clone(),
+            p.dlq.clone(),
+            config,
+            handler,
+            stop_rx,
+        ));
+        self.running = Some((stop, task));
+    }
+
+    /// Why the task ended on its own; pending while it runs (or there is none).
+    async fn ended(&mut self) -> String {
+        let Some((_, task)) = self.running.as_mut() else {
+            return std::future::pending().await;
+        };
+        let why = match task.await {
+            Ok(Err(e)) => e.to_string(),
+            _ => "the rebuild's replay stopped".to_string(),
+        };
+        self.running = None;
+        why
+    }
+
+    /// Stops the task once its chunk in flight is applied.
+    async fn stop(&mut self) {
+        if let Some((stop, task)) = self.running.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! The HTTP and Kafka surfaces as a hostile caller tries them (issue 15):
 //! every text of every route with a NUL byte, years no RFC 3339 reader
 //! takes, invented methods, idempotency keys reused on another target, an
-//! export cut in the middle, a handler that panics on a Kafka message, and
-//! a seeded fuzzer over the route table.
+//! export cut in the middle, a handler that panics on a Kafka message, a
+//! rebuild's replay fed refusals and run twice at once, and a seeded fuzzer
+//! over the route table.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -675,6 +676,235 @@ async fn a_kafka_message_whose_handler_panics_is_dead_lettered_and_the_lane_goes
     );
     let _ = stop.send(true);
     let _ = consumer.await;
+}
+
+/// Records each event it applies in `replay_seen`, in the transaction;
+/// panics on the note "boom", refuses the note "poison".
+struct Recording;
+
+#[async_trait::async_trait]
+impl bus::TxHandler for Recording {
+    async fn handle(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        msg: &bus::Incoming,
+    ) -> Result<(), bus::HandleError> {
+        let e: Value = msg.json("an event")?;
+        let note = e["payload"]["note"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match note.as_str() {
+            "boom" => panic!("cannot handle {note}"),
+            "poison" => return Err(bus::HandleError::Poison("refused: poison".into())),
+            _ => {}
+        }
+        sqlx::query("INSERT INTO replay_seen (note) VALUES ($1)")
+            .bind(&note)
+            .execute(&mut *tx)
+            .await
+            .map_err(bus::transient)?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_what_live_would() {
+    let infra = Infra::get();
+    let prefix = infra.prefix_with_partitions(2).await;
+    let db = infra.fresh_db("replay").await;
+    let topic = contracts::Topics::new(&prefix).events("issuance");
+    let p = pool(&db).await;
+    eventstore::migrate(&p).await.expect("migrate");
+    sqlx::query("CREATE TABLE replay_seen (n bigserial PRIMARY KEY, note text NOT NULL)")
+        .execute(&p)
+        .await
+        .expect("table");
+    let producer = infra.kafka("admin").client().create().expect("producer");
+    let event = |id: &str, sequence: i64, note: &str| {
+        serde_json::to_vec(&json!({"aggregate_type": "T", "aggregate_id": id,
+            "sequence": sequence, "payload": {"note": note}}))
+        .expect("json")
+    };
+    // Aggregate a: a panic, a refusal, a duplicate and a jump among its
+    // events; b: a message that is no event; c: enough for many chunks.
+    let a = [
+        (1, "a1"),
+        (2, "boom"),
+        (3, "poison"),
+        (4, "a4"),
+        (4, "a4 again"),
+        (9, "a9 jumped"),
+        (5, "a5"),
+    ];
+    for (sequence, note) in a {
+        send_raw(&producer, &topic, "a", &event("a", sequence, note)).await;
+    }
+    send_raw(&producer, &topic, "b", &event("b", 1, "b1")).await;
+    send_raw(&producer, &topic, "b", b"not json").await;
+    send_raw(&producer, &topic, "b", &event("b", 2, "b2")).await;
+    for sequence in 1..=300 {
+        send_raw(
+            &producer,
+            &topic,
+            "c",
+            &event("c", sequence, &format!("c{sequence}")),
+        )
+        .await;
+    }
+
+    // Two readers under one name, in small chunks, as two projector
+    // instances resuming the same rebuild would.
+    let name = format!("{prefix}.projector.rebuild.test");
+    let kafka = infra.kafka("projector");
+    let mut readers = Vec::new();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    for _ in 0..2 {
+        readers.push(tokio::spawn(bus::run_replay(
+            p.clone(),
+            bus::producer(&kafka).expect("producer"),
+            bus::ReplayConfig {
+                name: name.clone(),
+                kafka: kafka.clone(),
+                topics: vec![topic.clone()],
+                chunk: 7,
+            },
+            Arc::new(Recording),
+            shutdown.clone(),
+        )));
+    }
+    let expected = 3 + 2 + 300;
+    let done = wait_until(Duration::from_secs(60), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM replay_seen")
+            .fetch_one(&p)
+            .await
+            .expect("count");
+        n >= expected
+    })
+    .await;
+    assert!(done, "the replay applied every event");
+    // Long enough for a second application to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop.send(true);
+    for r in readers {
+        r.await.expect("joined").expect("the replay ended cleanly");
+    }
+    let seen: Vec<String> = sqlx::query_scalar("SELECT note FROM replay_seen ORDER BY n")
+        .fetch_all(&p)
+        .await
+        .expect("notes");
+    assert_eq!(seen.len(), expected as usize, "each event applied once");
+    let only = |prefix: &str| -> Vec<&str> {
+        seen.iter()
+            .map(String::as_str)
+            .filter(|n| n.starts_with(prefix))
+            .collect()
+    };
+    assert_eq!(only("a"), ["a1", "a4", "a5"], "in order, refusals skipped");
+    assert_eq!(only("b"), ["b1", "b2"]);
+    let c: Vec<String> = (1..=300).map(|i| format!("c{i}")).collect();
+    assert_eq!(only("c"), c);
+    use rdkafka::message::{Headers, Message};
+    let dead = read_topic(
+        &infra.operator(),
+        &contracts::Topics::dlq(&topic),
+        4,
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut reasons: Vec<String> = dead
+        .iter()
+        .map(|m| {
+            let h = m.headers().expect("headers");
+            let get = |k: &str| {
+                h.iter()
+                    .find(|x| x.key == k)
+                    .map(|x| String::from_utf8_lossy(x.value.unwrap_or_default()).to_string())
+                    .unwrap_or_default()
+            };
+            assert_eq!(get("dlq_consumer"), name);
+            get("dlq_reason")
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons.len(),
+        4,
+        "each refusal dead-lettered once: {reasons:?}"
+    );
+    assert!(
+        reasons[0].starts_with("not an event envelope"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].contains("refused: poison"), "{reasons:?}");
+    assert!(reasons[2].contains("expected 5, got 9"), "{reasons:?}");
+    assert!(
+        reasons[3].contains("panicked") && reasons[3].contains("boom"),
+        "{reasons:?}"
+    );
+
+    // Restarted, it applies nothing again.
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let again = tokio::spawn(bus::run_replay(
+        p.clone(),
+        bus::producer(&kafka).expect("producer"),
+        bus::ReplayConfig {
+            name: name.clone(),
+            kafka: kafka.clone(),
+            topics: vec![topic.clone()],
+            chunk: 1_000,
+        },
+        Arc::new(Recording),
+        shutdown,
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = stop.send(true);
+    again.await.expect("joined").expect("ended cleanly");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM replay_seen")
+        .fetch_one(&p)
+        .await
+        .expect("count");
+    assert_eq!(n, expected, "a restarted replay applies nothing twice");
+
+    // Handed over to a live consumer, the guard's last sequences go where
+    // they are ahead of its own: a refused event in sequence counts as
+    // seen, a jump does not.
+    let live = format!("{prefix}.projector.live");
+    sqlx::query(
+        "INSERT INTO consumer_sequences (consumer, topic, aggregate_type, aggregate_id, last_sequence) \
+         VALUES ($1, $2, 'T', 'a', 7), ($1, $2, 'T', 'c', 100)",
+    )
+    .bind(&live)
+    .bind(&topic)
+    .execute(&p)
+    .await
+    .expect("live rows");
+    let mut tx = p.begin().await.expect("tx");
+    bus::replay::hand_over_sequences(&mut tx, &live, &name)
+        .await
+        .expect("handed over");
+    tx.commit().await.expect("commit");
+    let last: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT consumer, aggregate_id, last_sequence FROM consumer_sequences \
+         ORDER BY consumer, aggregate_id",
+    )
+    .fetch_all(&p)
+    .await
+    .expect("sequences");
+    assert_eq!(
+        last,
+        [
+            (live.clone(), "a".into(), 7),
+            (live.clone(), "b".into(), 2),
+            (live.clone(), "c".into(), 300)
+        ],
+        "the live consumer's sequences, the replay's gone"
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM replay_sequences")
+        .fetch_one(&p)
+        .await
+        .expect("count");
+    assert_eq!(left, 0, "the replay's chunk rows are deleted");
 }
 
 /// A small deterministic generator (xorshift), so a failing case can be

@@ -485,3 +485,38 @@ async fn snapshots_load_what_the_stream_replays_and_a_changed_fold_ignores_them(
         vec!["c".to_string()]
     );
 }
+
+/// Every service's migrations run after the event store's against one
+/// `_sqlx_migrations` table: a version both use would read as the other's,
+/// "previously applied but modified", and stop the service at start-up.
+#[test]
+fn no_service_migration_shares_a_version_with_the_event_stores() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let versions = |dir: std::path::PathBuf| -> Vec<String> {
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter_map(|f| {
+                let name = f.expect("entry").file_name().to_string_lossy().to_string();
+                name.ends_with(".sql")
+                    .then(|| name.split('_').next().unwrap_or_default().to_string())
+            })
+            .collect()
+    };
+    let store = versions(root.join("libs/eventstore/migrations"));
+    assert!(!store.is_empty());
+    for service in [
+        "activation",
+        "domain-binding",
+        "grant-sync",
+        "issuance",
+        "projector",
+    ] {
+        let own = versions(root.join("services").join(service).join("migrations"));
+        assert!(!own.is_empty(), "{service} has migrations");
+        let shared: Vec<&String> = own.iter().filter(|v| store.contains(v)).collect();
+        assert!(
+            shared.is_empty(),
+            "{service} reuses event-store versions {shared:?}"
+        );
+    }
+}

@@ -187,11 +187,14 @@ pub async fn published_keys<'e, E: sqlx::PgExecutor<'e>>(
     db: E,
     context: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT payload::text FROM audit_trail WHERE context = $1 AND event_type = $2",
-    )
+    // The type as a literal, so that every plan — a generic one prepared
+    // while the trail was empty included — reads the partial index
+    // `audit_trail_keys` (a handful of rows), never the whole trail.
+    sqlx::query_scalar(&format!(
+        "SELECT payload::text FROM audit_trail \
+         WHERE context = $1 AND event_type = '{SIGNING_KEY_PUBLISHED}'"
+    ))
     .bind(context)
-    .bind(SIGNING_KEY_PUBLISHED)
     .fetch_all(db)
     .await
 }

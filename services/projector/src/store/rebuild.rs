@@ -165,21 +165,7 @@ pub async fn hand_over(tx: &mut PgConnection, live: &str, group: &str) -> Result
     .execute(&mut *tx)
     .await?;
     // Each aggregate's last sequence goes with the offsets.
-    sqlx::query(
-        "INSERT INTO consumer_sequences (consumer, topic, aggregate_type, aggregate_id, last_sequence) \
-         SELECT $1, topic, aggregate_type, aggregate_id, last_sequence FROM consumer_sequences \
-         WHERE consumer = $2 \
-         ON CONFLICT (consumer, topic, aggregate_type, aggregate_id) DO UPDATE \
-           SET last_sequence = GREATEST(consumer_sequences.last_sequence, EXCLUDED.last_sequence)",
-    )
-    .bind(live)
-    .bind(group)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("DELETE FROM consumer_sequences WHERE consumer = $1")
-        .bind(group)
-        .execute(&mut *tx)
-        .await?;
+    bus::replay::hand_over_sequences(tx, live, group).await?;
     let events: i64 = sqlx::query_scalar(
         "SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE consumer = $1",
     )

@@ -1,0 +1,545 @@
+//! A rebuild's reader: event topics read from where a consumer name's
+//! stored offsets stand (the beginning, for a new one) in chunks that span
+//! every partition, each chunk applied in one Postgres transaction with the
+//! offsets it reaches — the same exactly-once effect as `run_consumer`, at a
+//! fraction of its cost per event when there is a whole history to read.
+//!
+//! What makes it cheaper: one transaction per chunk (thousands of messages
+//! of every partition, where a live lane commits what one partition had
+//! queued), and the per-aggregate sequence guard kept in memory — loaded
+//! once, checked without a query, each chunk's last sequences written back
+//! as one row (`replay_sequences`), which a restarted replay reads back
+//! and a rebuild's swap hands to the live consumer
+//! (`hand_over_sequences`).
+//!
+//! The guard's verdicts are `run_consumer`'s: an event applied before is
+//! skipped, one that is not its aggregate's next is dead-lettered, and one
+//! the handler refuses (poison, or a panic) is dead-lettered but counts as
+//! seen. A refused event inside a chunk is found by halving the chunk under
+//! savepoints, so the rest of the chunk still applies in order.
+//!
+//! Partitions are assigned, not balanced by a group: every instance running
+//! the same replay reads everything, and a transaction-scoped advisory lock
+//! on the name plus a check of the stored offsets against the ones its state
+//! was read at makes the second writer reload rather than apply twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::watch;
+
+use crate::consumer::{handle_guarded, publish_dead_letter, Position, Refusal};
+use crate::{HandleError, Incoming, Kafka, TxHandler};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a chunk waits for more messages once it has some.
+const FILL_WAIT: Duration = Duration::from_millis(50);
+/// How often an idle replay looks for partitions added to its topics.
+const METADATA_EVERY: Duration = Duration::from_secs(10);
+/// The advisory-lock class of replays (`pg_advisory_xact_lock(class, key)`).
+const LOCK_CLASS: i32 = 0x5245_504c; // "REPL"
+
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    /// The key of its offsets and sequences (`consumer_offsets`,
+    /// `consumer_sequences`) and of its dead letters' `dlq_consumer`.
+    pub name: String,
+    pub kafka: Kafka,
+    pub topics: Vec<String>,
+    /// Most messages applied in one transaction.
+    pub chunk: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// (topic, aggregate type, aggregate id)
+type Aggregate = (String, String, String);
+
+/// What the replay has applied, as stored: read at (re)start, advanced by
+/// each committed chunk.
+#[derive(Default)]
+struct Applied {
+    offsets: HashMap<(String, i32), i64>,
+    sequences: HashMap<Aggregate, i64>,
+}
+
+/// Why a chunk was not applied.
+enum ChunkError {
+    /// Retry the same chunk.
+    Transient(String),
+    /// Another writer moved the stored offsets: reload and read again.
+    Moved,
+}
+
+impl From<sqlx::Error> for ChunkError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Transient(e.to_string())
+    }
+}
+
+impl From<HandleError> for ChunkError {
+    fn from(e: HandleError) -> Self {
+        Self::Transient(e.to_string())
+    }
+}
+
+/// Replays until `shutdown` turns true (a chunk being applied is finished).
+pub async fn run_replay<H: TxHandler>(
+    pool: PgPool,
+    dlq: FutureProducer,
+    config: ReplayConfig,
+    handler: Arc<H>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ReplayError> {
+    let chunk = config.chunk.max(1);
+    let mut backoff = Duration::from_millis(100);
+    'reload: loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let mut applied = match load(&pool, &config.name).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(replay = %config.name, error = %e, "stored offsets unreadable");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let consumer: Arc<StreamConsumer> = Arc::new(
+            config
+                .kafka
+                .client()
+                .set("group.id", &config.name)
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("isolation.level", "read_committed")
+                .set("fetch.wait.max.ms", "100")
+                .set("max.partition.fetch.bytes", "4194304")
+                .create()?,
+        );
+        let mut partitions = match assign(&consumer, &config.topics, &applied.offsets).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(replay = %config.name, error = %e, "partitions unreadable");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let mut looked = Instant::now();
+        loop {
+            let mut msgs: Vec<Incoming> = Vec::new();
+            // Fill a chunk: wait as long as it takes for the first message,
+            // a moment for more.
+            while msgs.len() < chunk {
+                let wait = if msgs.is_empty() {
+                    METADATA_EVERY
+                } else {
+                    FILL_WAIT
+                };
+                let got = tokio::select! {
+                    m = tokio::time::timeout(wait, consumer.recv()) => m,
+                    changed = shutdown.changed() => {
+                        if changed.is_err() {
+                            // The sender is gone: nobody can stop us later.
+                            return Ok(());
+                        }
+                        break;
+                    }
+                };
+                match got {
+                    Ok(Ok(m)) => {
+                        let m = Incoming::from_message(&m);
+                        // After a reload, Kafka may hand over what the
+                        // stored offsets already hold.
+                        let next = applied.offsets.get(&(m.topic.clone(), m.partition));
+                        if next.is_none_or(|n| m.offset >= *n) {
+                            msgs.push(m);
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(replay = %config.name, error = %e, "kafka receive failed");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if msgs.is_empty() {
+                if *shutdown.borrow() {
+                    return Ok(());
+                }
+                if looked.elapsed() >= METADATA_EVERY {
+                    looked = Instant::now();
+                    // Unreadable metadata is asked again at the next look.
+                    let now = count_partitions(&consumer, &config.topics).await;
+                    if now.is_ok_and(|n| n != partitions) {
+                        tracing::info!(replay = %config.name, "partitions added; reassigning");
+                        match assign(&consumer, &config.topics, &applied.offsets).await {
+                            Ok(n) => partitions = n,
+                            Err(_) => continue 'reload,
+                        }
+                    }
+                }
+                continue;
+            }
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match apply_chunk(
+                    &pool,
+                    &dlq,
+                    &config.name,
+                    handler.as_ref(),
+                    &mut applied,
+                    &msgs,
+                )
+                .await
+                {
+                    Ok(()) => break,
+                    Err(ChunkError::Moved) => {
+                        tracing::info!(replay = %config.name,
+                            "another writer moved the stored offsets; reloading");
+                        continue 'reload;
+                    }
+                    Err(ChunkError::Transient(e)) => {
+                        tracing::warn!(replay = %config.name, error = %e, "chunk failed; retrying");
+                        if *shutdown.borrow() {
+                            return Ok(());
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The stored offsets and last sequences of `name`.
+async fn load(pool: &PgPool, name: &str) -> Result<Applied, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let offsets: Vec<(String, i32, i64)> = sqlx::query_as(
+        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1",
+    )
+    .bind(name)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Applied {
+        offsets: offsets.into_iter().map(|(t, p, n)| ((t, p), n)).collect(),
+        sequences: sequences(&mut conn, name).await?,
+    })
+}
+
+/// The chunk rows' shape: topic → aggregate type → aggregate id → last
+/// sequence (each name once per chunk, not once per aggregate).
+type Nested = BTreeMap<String, BTreeMap<String, BTreeMap<String, i64>>>;
+
+/// The last sequences of `name`: its chunks' rows, and any per-aggregate
+/// rows (a consumer's, or a rebuild begun before chunks were stored so).
+async fn sequences(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<HashMap<Aggregate, i64>, sqlx::Error> {
+    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT topic, aggregate_type, aggregate_id, last_sequence \
+         FROM consumer_sequences WHERE consumer = $1",
+    )
+    .bind(name)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out: HashMap<Aggregate, i64> = rows
+        .into_iter()
+        .map(|(tp, t, i, q)| ((tp, t, i), q))
+        .collect();
+    let chunks: Vec<Json<Nested>> =
+        sqlx::query_scalar("SELECT sequences FROM replay_sequences WHERE consumer = $1")
+            .bind(name)
+            .fetch_all(&mut *conn)
+            .await?;
+    for Json(chunk) in chunks {
+        for (topic, types) in chunk {
+            for (ty, ids) in types {
+                for (id, q) in ids {
+                    let last = out.entry((topic.clone(), ty.clone(), id)).or_insert(q);
+                    *last = (*last).max(q);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Gives the live consumer `live` the last sequences replay `group`
+/// reached where they are ahead of its own, and deletes the replay's: in
+/// the transaction that hands `live` the replay's offsets.
+pub async fn hand_over_sequences(
+    tx: &mut PgConnection,
+    live: &str,
+    group: &str,
+) -> Result<(), sqlx::Error> {
+    let all = sequences(tx, group).await?;
+    let (mut tp, mut t, mut i, mut q) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((topic, ty, id), seq) in &all {
+        tp.push(topic.as_str());
+        t.push(ty.as_str());
+        i.push(id.as_str());
+        q.push(*seq);
+    }
+    // Most equal the live consumer's: filtered out before the insert, since
+    // a conflicting row is locked (written) even when its update is not.
+    sqlx::query(
+        "INSERT INTO consumer_sequences (consumer, topic, aggregate_type, aggregate_id, last_sequence) \
+         SELECT $1, u.tp, u.t, u.i, u.q \
+         FROM unnest($2::text[], $3::text[], $4::text[], $5::int8[]) AS u(tp, t, i, q) \
+         WHERE NOT EXISTS (SELECT 1 FROM consumer_sequences c WHERE c.consumer = $1 \
+           AND c.topic = u.tp AND c.aggregate_type = u.t AND c.aggregate_id = u.i \
+           AND c.last_sequence >= u.q) \
+         ON CONFLICT (consumer, topic, aggregate_type, aggregate_id) \
+         DO UPDATE SET last_sequence = GREATEST(consumer_sequences.last_sequence, EXCLUDED.last_sequence)",
+    )
+    .bind(live)
+    .bind(&tp)
+    .bind(&t)
+    .bind(&i)
+    .bind(&q)
+    .execute(&mut *tx)
+    .await?;
+    forget_sequences(tx, group).await
+}
+
+/// Deletes every last sequence stored for `name`.
+pub async fn forget_sequences(tx: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM consumer_sequences WHERE consumer = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM replay_sequences WHERE consumer = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// The topics' partitions, from the broker's metadata.
+async fn partitions_of(
+    consumer: &Arc<StreamConsumer>,
+    topics: &[String],
+) -> Result<Vec<(String, i32)>, rdkafka::error::KafkaError> {
+    let (consumer, topics) = (consumer.clone(), topics.to_vec());
+    // A blocking call of librdkafka's: off the runtime's threads.
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for topic in &topics {
+            let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            for t in meta.topics() {
+                out.extend(
+                    t.partitions()
+                        .iter()
+                        .map(|p| (t.name().to_string(), p.id())),
+                );
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|_| rdkafka::error::KafkaError::Canceled)?
+}
+
+async fn count_partitions(
+    consumer: &Arc<StreamConsumer>,
+    topics: &[String],
+) -> Result<usize, rdkafka::error::KafkaError> {
+    Ok(partitions_of(consumer, topics).await?.len())
+}
+
+/// Assigns every partition of the topics, each from its stored offset (the
+/// beginning when there is none); answers how many there are.
+async fn assign(
+    consumer: &Arc<StreamConsumer>,
+    topics: &[String],
+    offsets: &HashMap<(String, i32), i64>,
+) -> Result<usize, rdkafka::error::KafkaError> {
+    let parts = partitions_of(consumer, topics).await?;
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in &parts {
+        let from = offsets
+            .get(&(topic.clone(), *partition))
+            .map_or(Offset::Beginning, |n| Offset::Offset(*n));
+        tpl.add_partition_offset(topic, *partition, from)?;
+    }
+    consumer.assign(&tpl)?;
+    Ok(parts.len())
+}
+
+/// Applies one chunk in one transaction; `applied` moves only once it
+/// committed.
+async fn apply_chunk<H: TxHandler + ?Sized>(
+    pool: &PgPool,
+    dlq: &FutureProducer,
+    name: &str,
+    handler: &H,
+    applied: &mut Applied,
+    msgs: &[Incoming],
+) -> Result<(), ChunkError> {
+    // The guard, in memory: the chunk's verdicts and last sequences.
+    let mut last: HashMap<Aggregate, i64> = HashMap::new();
+    let mut kept: Vec<&Incoming> = Vec::with_capacity(msgs.len());
+    let mut refused: Vec<(&Incoming, Refusal)> = Vec::new();
+    for m in msgs {
+        let p: Position = match m.json("an event envelope") {
+            Ok(p) => p,
+            Err(HandleError::Poison(r) | HandleError::Transient(r)) => {
+                refused.push((m, Refusal::Poison(r)));
+                continue;
+            }
+        };
+        let key = (m.topic.clone(), p.aggregate_type, p.aggregate_id);
+        let before = last
+            .get(&key)
+            .or_else(|| applied.sequences.get(&key))
+            .copied()
+            .unwrap_or(0);
+        let expected = before + 1;
+        if p.sequence < expected {
+            continue;
+        }
+        if p.sequence > expected {
+            let reason = format!(
+                "sequence out of order: {}/{} expected {expected}, got {}",
+                key.1, key.2, p.sequence
+            );
+            refused.push((m, Refusal::OutOfSequence(reason)));
+            continue;
+        }
+        last.insert(key, p.sequence);
+        kept.push(m);
+    }
+    let mut next: HashMap<(String, i32), i64> = HashMap::new();
+    for m in msgs {
+        next.insert((m.topic.clone(), m.partition), m.offset + 1);
+    }
+
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(LOCK_CLASS)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    let stored: Vec<(String, i32, i64)> = sqlx::query_as(
+        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1",
+    )
+    .bind(name)
+    .fetch_all(&mut *tx)
+    .await?;
+    let stored: HashMap<(String, i32), i64> =
+        stored.into_iter().map(|(t, p, n)| ((t, p), n)).collect();
+    if stored != applied.offsets {
+        return Err(ChunkError::Moved);
+    }
+    for (m, reason) in apply_isolating(&mut tx, handler, &kept).await? {
+        refused.push((m, Refusal::Poison(reason)));
+    }
+    // Published before the commit: a failed commit republishes them (at
+    // least once, as `run_consumer` does), a commit never skips one unsent.
+    for (m, refusal) in &refused {
+        publish_dead_letter(dlq, name, m, refusal.reason()).await?;
+    }
+    if !last.is_empty() {
+        let mut chunk = Nested::new();
+        for ((topic, ty, id), seq) in &last {
+            chunk
+                .entry(topic.clone())
+                .or_default()
+                .entry(ty.clone())
+                .or_default()
+                .insert(id.clone(), *seq);
+        }
+        sqlx::query("INSERT INTO replay_sequences (consumer, sequences) VALUES ($1, $2)")
+            .bind(name)
+            .bind(Json(chunk))
+            .execute(&mut *tx)
+            .await?;
+    }
+    let (mut topics, mut parts, mut offs) = (Vec::new(), Vec::new(), Vec::new());
+    for ((topic, partition), n) in &next {
+        topics.push(topic.as_str());
+        parts.push(*partition);
+        offs.push(*n);
+    }
+    sqlx::query(
+        "INSERT INTO consumer_offsets (consumer, topic, partition, next_offset) \
+         SELECT $1, t, p, n FROM unnest($2::text[], $3::int4[], $4::int8[]) AS u(t, p, n) \
+         ON CONFLICT (consumer, topic, partition) \
+         DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+    )
+    .bind(name)
+    .bind(&topics)
+    .bind(&parts)
+    .bind(&offs)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    applied.sequences.extend(last);
+    applied.offsets.extend(next);
+    Ok(())
+}
+
+/// Applies the messages in order; those the handler refuses are found by
+/// halving under savepoints and answered with the reason, the others
+/// applied.
+async fn apply_isolating<'a, H: TxHandler + ?Sized>(
+    tx: &mut PgConnection,
+    handler: &H,
+    msgs: &[&'a Incoming],
+) -> Result<Vec<(&'a Incoming, String)>, HandleError> {
+    let mut refused = Vec::new();
+    // The parts still to apply, the next one last.
+    let mut todo: Vec<&[&Incoming]> = vec![msgs];
+    while let Some(part) = todo.pop() {
+        if part.is_empty() {
+            continue;
+        }
+        sqlx::query("SAVEPOINT replay_part")
+            .execute(&mut *tx)
+            .await?;
+        match handle_guarded(handler, tx, part).await {
+            Ok(()) => {
+                sqlx::query("RELEASE SAVEPOINT replay_part")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Err(HandleError::Poison(reason)) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT replay_part")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("RELEASE SAVEPOINT replay_part")
+                    .execute(&mut *tx)
+                    .await?;
+                if let [one] = part {
+                    refused.push((*one, reason));
+                } else {
+                    let (first, second) = part.split_at(part.len() / 2);
+                    todo.push(second);
+                    todo.push(first);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(refused)
+}
