@@ -15,7 +15,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::domain::{Client, ImportedLicense, LeaseStatus, Leases, Upstream};
+use crate::domain::{Client, ImportedLicense, Lease, LeaseStatus, Leases, Upstream};
 use crate::secrets::Sealed;
 
 /// The channel every change-feed row is announced on (payload: license id);
@@ -110,7 +110,7 @@ impl InlineProjection<Leases> for LeaseIndex {
         let Some(license_id) = leases.license_id else {
             return Ok(());
         };
-        for l in leases.changed.iter().filter_map(|id| leases.leases.get(id)) {
+        for l in leases.changed.iter().filter_map(|id| leases.touched(id)) {
             let deadline = contracts::time::add_secs(l.granted_at, i64::from(l.ttl_secs));
             sqlx::query(
                 "INSERT INTO leases (lease_id, license_id, client_id, feature, features, quantity, \
@@ -519,6 +519,68 @@ pub async fn lease_of_client(
         .bind(client_id)
         .fetch_optional(pool)
         .await
+}
+
+/// A lease as the inline index holds it, live or ended (`expiring`, marked
+/// by the reclaim scheduler, is live until its expiry is recorded).
+pub async fn lease(pool: &PgPool, lease_id: Uuid) -> Result<Option<Lease>, sqlx::Error> {
+    type Row = (
+        Uuid,
+        Uuid,
+        String,
+        Vec<String>,
+        i32,
+        String,
+        i32,
+        i32,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+    );
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT lease_id, client_id, feature, features, quantity, status, ttl_secs, grace_secs, \
+           granted_at, ended_at FROM leases WHERE lease_id = $1",
+    )
+    .bind(lease_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some((
+        lease_id,
+        client_id,
+        feature,
+        features,
+        quantity,
+        status,
+        ttl,
+        grace,
+        granted_at,
+        ended_at,
+    )) = row
+    else {
+        return Ok(None);
+    };
+    let status = match status.as_str() {
+        "released" => LeaseStatus::Released,
+        "expired" => LeaseStatus::Expired,
+        "revoked" => LeaseStatus::Revoked,
+        "live" | "expiring" => LeaseStatus::Live,
+        other => {
+            return Err(sqlx::Error::Decode(
+                format!("a lease's status reads {other:?}").into(),
+            ))
+        }
+    };
+    Ok(Some(Lease {
+        lease_id,
+        client_id,
+        feature,
+        features,
+        quantity: u32::try_from(quantity).unwrap_or(0),
+        ttl_secs: u32::try_from(ttl).unwrap_or(0),
+        grace_secs: u32::try_from(grace).unwrap_or(0),
+        granted_at,
+        status,
+        ended_at,
+    }))
 }
 
 /// A lease to reclaim: `(lease_id, license_id, deadline)`.

@@ -48,10 +48,23 @@ pub struct Lease {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
+/// What an ended lease leaves in the state: enough to answer a late
+/// release of it as ended rather than unknown. The whole lease stays in
+/// the `leases` table (the inline index), not in every fold and snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedLease {
+    pub client_id: Uuid,
+    pub status: LeaseStatus,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Leases {
     pub license_id: Option<Uuid>,
+    /// The live leases.
     pub leases: BTreeMap<Uuid, Lease>,
+    /// Every ended lease, by id.
+    #[serde(default)]
+    pub ended: BTreeMap<Uuid, EndedLease>,
     /// The newest license version known to end leases, and why: a
     /// checkout decided on a grant no newer than it is refused, whatever
     /// that (stale) grant says.
@@ -59,6 +72,10 @@ pub struct Leases {
     /// Leases the current command changed: the inline index rewrites only these.
     #[serde(skip)]
     pub changed: BTreeSet<Uuid>,
+    /// The leases the current command ended, whole: for the inline index
+    /// and the command's answer.
+    #[serde(skip)]
+    pub just_ended: BTreeMap<Uuid, Lease>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -223,29 +240,35 @@ pub fn features_for(
 impl Leases {
     /// Seats of `feature` held by live leases.
     pub fn used(&self, feature: &str) -> u32 {
-        self.leases
-            .values()
-            .filter(|l| l.status == LeaseStatus::Live && l.features.iter().any(|f| f == feature))
+        self.live()
+            .filter(|l| l.features.iter().any(|f| f == feature))
             .map(|l| l.quantity)
             .sum()
     }
 
     pub fn live(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.values()
+    }
+
+    /// A lease the current command granted, changed or ended.
+    pub fn touched(&self, lease_id: &Uuid) -> Option<&Lease> {
         self.leases
-            .values()
-            .filter(|l| l.status == LeaseStatus::Live)
+            .get(lease_id)
+            .or_else(|| self.just_ended.get(lease_id))
     }
 
     fn owned(&self, lease_id: Uuid, client_id: Uuid) -> Result<&Lease, LeasesError> {
-        let lease = self
+        if let Some(lease) = self
             .leases
             .get(&lease_id)
             .filter(|l| l.client_id == client_id)
-            .ok_or(LeasesError::LeaseNotFound)?;
-        if lease.status != LeaseStatus::Live {
-            return Err(LeasesError::LeaseEnded(lease.status.as_str()));
+        {
+            return Ok(lease);
         }
-        Ok(lease)
+        match self.ended.get(&lease_id) {
+            Some(e) if e.client_id == client_id => Err(LeasesError::LeaseEnded(e.status.as_str())),
+            _ => Err(LeasesError::LeaseNotFound),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -293,22 +316,34 @@ impl Leases {
         }))
     }
 
+    /// Moves a live lease to the ended ones (an ended lease stays as it
+    /// ended).
     fn end(&mut self, id: Uuid, status: LeaseStatus, at: DateTime<Utc>) {
-        if let Some(l) = self.leases.get_mut(&id) {
+        if let Some(mut l) = self.leases.remove(&id) {
             l.status = status;
             l.ended_at = Some(at);
+            self.ended.insert(
+                id,
+                EndedLease {
+                    client_id: l.client_id,
+                    status,
+                },
+            );
             self.changed.insert(id);
+            self.just_ended.insert(id, l);
         }
     }
 }
 
+// 2: ended leases moved out of `leases` into `ended`.
 domain_kit::aggregate!(
     Leases,
     LEASES_AGGREGATE,
     LeasesCommand,
     LeasesEvent,
     LeasesError,
-    GrantServices
+    GrantServices,
+    fold = 2
 );
 
 impl Leases {
@@ -319,6 +354,7 @@ impl Leases {
         services: &GrantServices,
     ) -> Result<Vec<LeasesEvent>, LeasesError> {
         self.changed.clear();
+        self.just_ended.clear();
         let now = services.clock.now();
         let events = match command {
             LeasesCommand::Checkout {

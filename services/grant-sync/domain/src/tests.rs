@@ -169,6 +169,67 @@ fn released_expired_and_revoked_leases_free_their_seats() {
         .then_expect_events(vec![granted(4, 2, "data-access", &["data-access"], 10)]);
 }
 
+fn released(lease: u128, client: u128) -> LeasesEvent {
+    LeasesEvent::LeaseReleased(LeaseReleased {
+        lease_id: id(100 + lease),
+        license_id: license_id(),
+        client_id: id(200 + client),
+        released_at: now(),
+    })
+}
+
+#[test]
+fn an_ended_lease_leaves_only_its_client_and_how_it_ended_in_the_state() {
+    let mut state = Leases::default();
+    for n in 0..1_000 {
+        state.evolve(granted(n, 1, "data-access", &["data-access"], 1));
+        state.evolve(released(n, 1));
+    }
+    state.evolve(granted(1_000, 1, "data-access", &["data-access"], 2));
+    assert_eq!(state.live().count(), 1);
+    assert_eq!(state.used("data-access"), 2);
+    assert_eq!(state.ended.len(), 1_000);
+    let first = state.ended[&id(100)];
+    assert_eq!(
+        (first.client_id, first.status),
+        (id(201), LeaseStatus::Released)
+    );
+    // What a thousand ended leases weigh in a snapshot: their ids, clients
+    // and ends, not their features, quantities and times.
+    let bytes = serde_json::to_vec(&state).expect("json").len();
+    let whole = serde_json::to_vec(&state.leases[&id(1_100)])
+        .expect("json")
+        .len();
+    assert!(
+        bytes < whole * 1_000 / 2,
+        "{bytes} bytes, a whole lease {whole}"
+    );
+}
+
+#[test]
+fn releasing_an_ended_lease_answers_how_it_ended_and_another_clients_is_not_found() {
+    let history = || {
+        vec![
+            granted(1, 1, "data-access", &["data-access"], 1),
+            released(1, 1),
+        ]
+    };
+    leases()
+        .given(history())
+        .when(LeasesCommand::Release {
+            lease_id: id(101),
+            client_id: id(201),
+        })
+        .then_expect_error(LeasesError::LeaseEnded("released"));
+    leases()
+        .given(history())
+        .when(LeasesCommand::Release {
+            lease_id: id(101),
+            client_id: id(202),
+        })
+        .then_expect_error(LeasesError::LeaseNotFound);
+}
+
 #[test]
 fn a_module_checkout_leases_every_required_feature() {
     let all = [

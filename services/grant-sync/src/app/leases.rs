@@ -66,10 +66,17 @@ impl GrantSync {
                 .execute(&req.license_id.to_string(), command, ctx)
                 .await,
         )?;
-        done.aggregate
-            .leases
-            .get(&lease_id)
-            .cloned()
+        self.lease_as_stored(&done.aggregate, lease_id).await
+    }
+
+    /// A lease as the command left it; one it did not touch (a replayed
+    /// checkout of a lease ended since) from the inline index.
+    async fn lease_as_stored(&self, leases: &Leases, lease_id: Uuid) -> Result<Lease, Failure> {
+        if let Some(l) = leases.touched(&lease_id) {
+            return Ok(l.clone());
+        }
+        store::lease(&self.pool, lease_id)
+            .await?
             .ok_or_else(|| Failure::internal("state the command just stored"))
     }
 
@@ -103,11 +110,9 @@ impl GrantSync {
         lease_id: Uuid,
     ) -> Result<(Uuid, DateTime<Utc>, Lease), Failure> {
         let (license_id, deadline) = self.lease_row(client, lease_id).await?;
-        let (leases, _) = self.leases.load(&license_id.to_string()).await?;
-        let lease = leases
-            .leases
-            .get(&lease_id)
-            .cloned()
+        // Live or ended, the inline index holds the whole lease.
+        let lease = store::lease(&self.pool, lease_id)
+            .await?
             .ok_or_else(|| Failure::not_found("LEASE_NOT_FOUND", "no such lease"))?;
         Ok((license_id, deadline, lease))
     }
@@ -128,12 +133,7 @@ impl GrantSync {
                 .execute(&license_id.to_string(), command, ctx)
                 .await,
         )?;
-        let lease = done
-            .aggregate
-            .leases
-            .get(&lease_id)
-            .cloned()
-            .ok_or_else(|| Failure::internal("state the command just stored"))?;
+        let lease = self.lease_as_stored(&done.aggregate, lease_id).await?;
         Ok((license_id, lease))
     }
 
