@@ -378,6 +378,32 @@ pub(crate) struct Position {
     pub(crate) sequence: i64,
 }
 
+/// Longest aggregate type or id a consumer keeps a sequence for.
+const MAX_AGGREGATE_NAME: usize = 256;
+
+impl Position {
+    /// The message's position, or why it cannot have one: a name the
+    /// guard's own rows could not store (a NUL byte, a control character)
+    /// or longer than any stream's would stall every reader of the topic
+    /// on a database error, so it is refused like an unreadable message.
+    pub(crate) fn of(m: &Incoming) -> Result<Self, String> {
+        let p: Position = m.json("an event envelope").map_err(|e| match e {
+            HandleError::Poison(r) | HandleError::Transient(r) => r,
+        })?;
+        for (what, name) in [
+            ("aggregate_type", &p.aggregate_type),
+            ("aggregate_id", &p.aggregate_id),
+        ] {
+            if name.len() > MAX_AGGREGATE_NAME || name.chars().any(char::is_control) {
+                return Err(format!(
+                    "{what} is longer than {MAX_AGGREGATE_NAME} bytes or holds a control character"
+                ));
+            }
+        }
+        Ok(p)
+    }
+}
+
 /// Why a message was refused.
 pub(crate) enum Refusal {
     /// By the handler (or unreadable): past it, the aggregate moves on.
@@ -578,10 +604,9 @@ async fn guard<'a>(
 ) -> Result<Result<Vec<&'a Incoming>, Refusal>, HandleError> {
     let mut positions = Vec::with_capacity(msgs.len());
     for m in msgs {
-        let p: Position = match m.json("an event envelope") {
+        let p = match Position::of(m) {
             Ok(p) => p,
-            Err(HandleError::Poison(r)) => return Ok(Err(Refusal::Poison(r))),
-            Err(e) => return Err(e),
+            Err(r) => return Ok(Err(Refusal::Poison(r))),
         };
         positions.push(p);
     }

@@ -230,6 +230,17 @@ pub async fn run_replay<H: TxHandler>(
     }
 }
 
+/// Takes the replay `name`'s lock until the transaction ends: no chunk of
+/// it commits meanwhile.
+pub async fn lock(tx: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(LOCK_CLASS)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 /// The stored offsets and last sequences of `name`.
 async fn load(pool: &PgPool, name: &str) -> Result<Applied, sqlx::Error> {
     let mut conn = pool.acquire().await?;
@@ -285,7 +296,7 @@ async fn sequences(
 }
 
 /// Gives the live consumer `live` the last sequences replay `group`
-/// reached where they are ahead of its own, and deletes the replay's: in
+/// reached where they differ from its own, and deletes the replay's: in
 /// the transaction that hands `live` the replay's offsets.
 pub async fn hand_over_sequences(
     tx: &mut PgConnection,
@@ -300,17 +311,20 @@ pub async fn hand_over_sequences(
         i.push(id.as_str());
         q.push(*seq);
     }
-    // Most equal the live consumer's: filtered out before the insert, since
-    // a conflicting row is locked (written) even when its update is not.
+    // The replay's, not the greater: it has read every message the live
+    // consumer has (its offsets are at or past them) and its guard is the
+    // one that made the tables the live consumer goes on with. Most equal
+    // the live consumer's: filtered out before the insert, since a
+    // conflicting row is locked (written) even when its update is not.
     sqlx::query(
         "INSERT INTO consumer_sequences (consumer, topic, aggregate_type, aggregate_id, last_sequence) \
          SELECT $1, u.tp, u.t, u.i, u.q \
          FROM unnest($2::text[], $3::text[], $4::text[], $5::int8[]) AS u(tp, t, i, q) \
          WHERE NOT EXISTS (SELECT 1 FROM consumer_sequences c WHERE c.consumer = $1 \
            AND c.topic = u.tp AND c.aggregate_type = u.t AND c.aggregate_id = u.i \
-           AND c.last_sequence >= u.q) \
+           AND c.last_sequence = u.q) \
          ON CONFLICT (consumer, topic, aggregate_type, aggregate_id) \
-         DO UPDATE SET last_sequence = GREATEST(consumer_sequences.last_sequence, EXCLUDED.last_sequence)",
+         DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
     )
     .bind(live)
     .bind(&tp)
@@ -401,9 +415,9 @@ async fn apply_chunk<H: TxHandler + ?Sized>(
     let mut kept: Vec<&Incoming> = Vec::with_capacity(msgs.len());
     let mut refused: Vec<(&Incoming, Refusal)> = Vec::new();
     for m in msgs {
-        let p: Position = match m.json("an event envelope") {
+        let p = match Position::of(m) {
             Ok(p) => p,
-            Err(HandleError::Poison(r) | HandleError::Transient(r)) => {
+            Err(r) => {
                 refused.push((m, Refusal::Poison(r)));
                 continue;
             }
@@ -431,15 +445,12 @@ async fn apply_chunk<H: TxHandler + ?Sized>(
     }
     let mut next: HashMap<(String, i32), i64> = HashMap::new();
     for m in msgs {
-        next.insert((m.topic.clone(), m.partition), m.offset + 1);
+        let n = next.entry((m.topic.clone(), m.partition)).or_insert(0);
+        *n = (*n).max(m.offset + 1);
     }
 
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-        .bind(LOCK_CLASS)
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+    lock(&mut tx, name).await?;
     let stored: Vec<(String, i32, i64)> = sqlx::query_as(
         "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1",
     )

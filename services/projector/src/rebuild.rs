@@ -18,6 +18,7 @@ use bus::{ReplayConfig, Watermarks};
 use chrono::{DateTime, Utc};
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -166,6 +167,11 @@ impl Projections {
             if let Err(e) = this.run(id, model).await {
                 tracing::error!(rebuild = %id, model = name, error = %e, "rebuild failed");
                 let _ = store::mark_failed(&this.pool, id, name, &e.to_string()).await;
+                // A failed rebuild is not resumed: its checkpoint goes.
+                let group = this.rebuild_group(name, id);
+                if let Err(e) = store::forget_consumer(&this.pool, &group).await {
+                    tracing::warn!(rebuild = %id, model = name, error = %e, "checkpoint not deleted");
+                }
             }
         });
     }
@@ -174,11 +180,17 @@ impl Projections {
         let name = model.name();
         let group = self.rebuild_group(name, id);
         let mut shutdown = self.shutdown.clone();
+        // A pool of its own: at a swap the live consumer's lanes wait on
+        // their frozen offsets, each holding one of the shared pool's
+        // connections, while the replay must go on to catch up.
+        let replay_pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_lazy_with((*self.pool.connect_options()).clone());
         let mut replay = Replay::default();
         let mut indexed = false;
         let result = loop {
             if !replay.running() {
-                replay.start(self, model.clone(), &group);
+                replay.start(self, &replay_pool, model.clone(), &group);
             }
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
@@ -191,9 +203,14 @@ impl Projections {
                 break Ok(());
             }
             // A failed read is retried at the next poll, not fatal.
-            if let Err(e) = self.record_progress(id, name, &group).await {
-                tracing::warn!(rebuild = %id, model = name, error = %e, "progress not recorded");
-                continue;
+            match self.record_progress(id, name, &group).await {
+                Ok(true) => {}
+                // Another instance swapped it in, or it was ended.
+                Ok(false) => break Ok(()),
+                Err(e) => {
+                    tracing::warn!(rebuild = %id, model = name, error = %e, "progress not recorded");
+                    continue;
+                }
             }
             match self.behind(&group, name).await {
                 Ok(b) if b.is_empty() => {}
@@ -228,6 +245,9 @@ impl Projections {
                 {
                     tracing::info!(rebuild = %id, model = name, "swap postponed: {e}");
                 }
+                Err(sqlx::Error::PoolTimedOut) => {
+                    tracing::info!(rebuild = %id, model = name, "swap postponed: no connection");
+                }
                 Err(e) => break Err(e),
             }
         };
@@ -240,7 +260,13 @@ impl Projections {
         store::behind(&self.pool, group, &self.live_group(model)).await
     }
 
-    async fn record_progress(&self, id: Uuid, model: &str, group: &str) -> Result<(), sqlx::Error> {
+    /// False when the rebuild is no longer running.
+    async fn record_progress(
+        &self,
+        id: Uuid,
+        model: &str,
+        group: &str,
+    ) -> Result<bool, sqlx::Error> {
         store::record_progress(&self.pool, id, model, group).await
     }
 
@@ -270,7 +296,9 @@ impl Projections {
         // deadlocking with it, and the offsets read below cannot move.
         store::lock_offsets(&mut tx, &live).await?;
         let deadline = tokio::time::Instant::now() + CATCH_UP;
-        while !store::behind(&self.pool, group, &live).await?.is_empty() {
+        // On the swap's own connection (each statement sees the replay's
+        // new commits): the shared pool may be held by waiting lanes.
+        while !store::behind(&mut *tx, group, &live).await?.is_empty() {
             if tokio::time::Instant::now() >= deadline {
                 tx.rollback().await?;
                 return Ok(Swap::Behind);
@@ -280,6 +308,8 @@ impl Projections {
         // Nothing writes the next tables from here; should the swap fail,
         // the caller starts the replay again.
         replay.stop().await;
+        // And no chunk of a replay of it elsewhere (another instance).
+        bus::replay::lock(&mut tx, group).await?;
         store::lock_tables(&mut tx, model.tables()).await?;
         // A live partition that had no offset row yet was not frozen.
         if !store::behind(&mut *tx, group, &live).await?.is_empty() {
@@ -411,7 +441,7 @@ impl Replay {
         self.running.is_some()
     }
 
-    fn start(&mut self, p: &Projections, model: Arc<dyn ReadModel>, group: &str) {
+    fn start(&mut self, p: &Projections, pool: &PgPool, model: Arc<dyn ReadModel>, group: &str) {
         let (stop, stop_rx) = watch::channel(false);
         let config = ReplayConfig {
             name: group.to_string(),
@@ -425,7 +455,7 @@ impl Replay {
             suffix: NEXT,
         });
         let task = tokio::spawn(bus::run_replay(
-            p.pool.clone(),
+            pool.clone(),
             p.dlq.clone(),
             config,
             handler,

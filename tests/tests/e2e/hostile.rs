@@ -740,6 +740,8 @@ async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_wh
     for (sequence, note) in a {
         send_raw(&producer, &topic, "a", &event("a", sequence, note)).await;
     }
+    // A name the guard's rows could not store: refused, not retried forever.
+    send_raw(&producer, &topic, "b", &event("b\u{0}", 1, "nul")).await;
     send_raw(&producer, &topic, "b", &event("b", 1, "b1")).await;
     send_raw(&producer, &topic, "b", b"not json").await;
     send_raw(&producer, &topic, "b", &event("b", 2, "b2")).await;
@@ -808,7 +810,7 @@ async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_wh
     let dead = read_topic(
         &infra.operator(),
         &contracts::Topics::dlq(&topic),
-        4,
+        5,
         Duration::from_secs(30),
     )
     .await;
@@ -829,17 +831,18 @@ async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_wh
     reasons.sort();
     assert_eq!(
         reasons.len(),
-        4,
+        5,
         "each refusal dead-lettered once: {reasons:?}"
     );
+    assert!(reasons[0].contains("control character"), "{reasons:?}");
     assert!(
-        reasons[0].starts_with("not an event envelope"),
+        reasons[1].starts_with("not an event envelope"),
         "{reasons:?}"
     );
-    assert!(reasons[1].contains("refused: poison"), "{reasons:?}");
-    assert!(reasons[2].contains("expected 5, got 9"), "{reasons:?}");
+    assert!(reasons[2].contains("refused: poison"), "{reasons:?}");
+    assert!(reasons[3].contains("expected 5, got 9"), "{reasons:?}");
     assert!(
-        reasons[3].contains("panicked") && reasons[3].contains("boom"),
+        reasons[4].contains("panicked") && reasons[4].contains("boom"),
         "{reasons:?}"
     );
 
@@ -866,9 +869,10 @@ async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_wh
         .expect("count");
     assert_eq!(n, expected, "a restarted replay applies nothing twice");
 
-    // Handed over to a live consumer, the guard's last sequences go where
-    // they are ahead of its own: a refused event in sequence counts as
-    // seen, a jump does not.
+    // Handed over to a live consumer, the guard's last sequences replace
+    // its own (the replay read everything it did, and made the tables it
+    // goes on with): a refused event in sequence counts as seen, a jump
+    // does not.
     let live = format!("{prefix}.projector.live");
     sqlx::query(
         "INSERT INTO consumer_sequences (consumer, topic, aggregate_type, aggregate_id, last_sequence) \
@@ -894,7 +898,7 @@ async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_wh
     assert_eq!(
         last,
         [
-            (live.clone(), "a".into(), 7),
+            (live.clone(), "a".into(), 5),
             (live.clone(), "b".into(), 2),
             (live.clone(), "c".into(), 300)
         ],

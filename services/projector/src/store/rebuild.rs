@@ -77,14 +77,14 @@ pub async fn running(pool: &PgPool) -> Result<Vec<(Uuid, String)>, sqlx::Error> 
 }
 
 /// Sets a running rebuild's `events` to the offsets its consumer `group`
-/// has committed.
+/// has committed; false when the rebuild is no longer running.
 pub async fn record_progress(
     pool: &PgPool,
     id: Uuid,
     model: &str,
     group: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
         "UPDATE projection_rebuilds SET events = \
            (SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE consumer = $3) \
          WHERE rebuild_id = $1 AND model = $2 AND status = 'running'",
@@ -94,7 +94,18 @@ pub async fn record_progress(
     .bind(group)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Deletes consumer `group`'s offsets and sequences.
+pub async fn forget_consumer(pool: &PgPool, group: &str) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM consumer_offsets WHERE consumer = $1")
+        .bind(group)
+        .execute(&mut *tx)
+        .await?;
+    bus::replay::forget_sequences(&mut tx, group).await?;
+    tx.commit().await
 }
 
 /// Refreshes the planner's statistics of `<table>_next`.
