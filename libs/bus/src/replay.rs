@@ -54,6 +54,11 @@ pub struct ReplayConfig {
     pub topics: Vec<String>,
     /// Most messages applied in one transaction.
     pub chunk: usize,
+    /// Past this many stored chunk rows, the next chunk replaces them all
+    /// with one (`MAX_CHUNK_ROWS` is a good default): a replay tailing a
+    /// busy topic in small chunks would otherwise pile them up for every
+    /// reload and the hand-over to read.
+    pub compact_after: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +76,12 @@ type Aggregate = (String, String, String);
 struct Applied {
     offsets: HashMap<(String, i32), i64>,
     sequences: HashMap<Aggregate, i64>,
+    /// Rows of `replay_sequences` stored for it.
+    rows: usize,
 }
+
+/// The default of `ReplayConfig::compact_after`.
+pub const MAX_CHUNK_ROWS: usize = 1_024;
 
 /// Why a chunk was not applied.
 enum ChunkError {
@@ -204,6 +214,7 @@ pub async fn run_replay<H: TxHandler>(
                     handler.as_ref(),
                     &mut applied,
                     &msgs,
+                    config.compact_after,
                 )
                 .await
                 {
@@ -252,6 +263,13 @@ async fn load(pool: &PgPool, name: &str) -> Result<Applied, sqlx::Error> {
     .await?;
     Ok(Applied {
         offsets: offsets.into_iter().map(|(t, p, n)| ((t, p), n)).collect(),
+        rows: sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM replay_sequences WHERE consumer = $1",
+        )
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))?,
         sequences: sequences(&mut conn, name).await?,
     })
 }
@@ -409,6 +427,7 @@ async fn apply_chunk<H: TxHandler + ?Sized>(
     handler: &H,
     applied: &mut Applied,
     msgs: &[Incoming],
+    compact_after: usize,
 ) -> Result<(), ChunkError> {
     // The guard, in memory: the chunk's verdicts and last sequences.
     let mut last: HashMap<Aggregate, i64> = HashMap::new();
@@ -470,9 +489,17 @@ async fn apply_chunk<H: TxHandler + ?Sized>(
     for (m, refusal) in &refused {
         publish_dead_letter(dlq, name, m, refusal.reason()).await?;
     }
-    if !last.is_empty() {
+    let compact = applied.rows >= compact_after.max(1);
+    if compact {
+        sqlx::query("DELETE FROM replay_sequences WHERE consumer = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if !last.is_empty() || compact {
         let mut chunk = Nested::new();
-        for ((topic, ty, id), seq) in &last {
+        let every = compact.then_some(&applied.sequences);
+        for ((topic, ty, id), seq) in every.into_iter().flatten().chain(&last) {
             chunk
                 .entry(topic.clone())
                 .or_default()
@@ -505,6 +532,11 @@ async fn apply_chunk<H: TxHandler + ?Sized>(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    applied.rows = if compact {
+        1
+    } else {
+        applied.rows + usize::from(!last.is_empty())
+    };
     applied.sequences.extend(last);
     applied.offsets.extend(next);
     Ok(())

@@ -448,6 +448,7 @@ impl Replay {
             kafka: p.kafka.clone(),
             topics: p.topics.clone(),
             chunk: p.batch,
+            compact_after: bus::replay::MAX_CHUNK_ROWS,
         };
         let handler = Arc::new(ModelConsumer {
             model,

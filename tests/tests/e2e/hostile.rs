@@ -770,6 +770,8 @@ async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_wh
                 kafka: kafka.clone(),
                 topics: vec![topic.clone()],
                 chunk: 7,
+                // Compacted many times over, so that is tested too.
+                compact_after: 5,
             },
             Arc::new(Recording),
             shutdown.clone(),
@@ -856,6 +858,7 @@ async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_wh
             kafka: kafka.clone(),
             topics: vec![topic.clone()],
             chunk: 1_000,
+            compact_after: 5,
         },
         Arc::new(Recording),
         shutdown,
@@ -868,6 +871,12 @@ async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_wh
         .await
         .expect("count");
     assert_eq!(n, expected, "a restarted replay applies nothing twice");
+
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM replay_sequences")
+        .fetch_one(&p)
+        .await
+        .expect("count");
+    assert!((1..=5).contains(&rows), "chunk rows compacted: {rows}");
 
     // Handed over to a live consumer, the guard's last sequences replace
     // its own (the replay read everything it did, and made the tables it
