@@ -668,15 +668,24 @@ async fn guard<'a>(
         last.insert(key, p.sequence);
         kept.push(*m);
     }
+    let (tp, t, i, q) = sequence_columns(&last);
+    store_sequences(tx, consumer, &tp, &t, &i, &q).await?;
+    Ok(Ok(kept))
+}
+
+/// Last sequences by (topic, aggregate type, aggregate id), as the four
+/// columns the statements bind.
+pub(crate) fn sequence_columns(
+    last: &HashMap<(String, String, String), i64>,
+) -> (Vec<&str>, Vec<&str>, Vec<&str>, Vec<i64>) {
     let (mut tp, mut t, mut i, mut q) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((topic, ty, id), seq) in &last {
+    for ((topic, ty, id), seq) in last {
         tp.push(topic.as_str());
         t.push(ty.as_str());
         i.push(id.as_str());
         q.push(*seq);
     }
-    store_sequences(tx, consumer, &tp, &t, &i, &q).await?;
-    Ok(Ok(kept))
+    (tp, t, i, q)
 }
 
 /// Sets aggregates' last sequences (`topic`, `aggregate_type`, `aggregate_id`,

@@ -34,7 +34,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
-use crate::consumer::{handle_guarded, publish_dead_letter, Position, Refusal};
+use crate::consumer::{handle_guarded, publish_dead_letter, sequence_columns, Position, Refusal};
 use crate::{HandleError, Incoming, Kafka, TxHandler};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -322,13 +322,7 @@ pub async fn hand_over_sequences(
     group: &str,
 ) -> Result<(), sqlx::Error> {
     let all = sequences(tx, group).await?;
-    let (mut tp, mut t, mut i, mut q) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((topic, ty, id), seq) in &all {
-        tp.push(topic.as_str());
-        t.push(ty.as_str());
-        i.push(id.as_str());
-        q.push(*seq);
-    }
+    let (tp, t, i, q) = sequence_columns(&all);
     // The replay's, not the greater: it has read every message the live
     // consumer has (its offsets are at or past them) and its guard is the
     // one that made the tables the live consumer goes on with. Most equal

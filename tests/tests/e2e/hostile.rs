@@ -761,21 +761,24 @@ async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_wh
     let kafka = infra.kafka("projector");
     let mut readers = Vec::new();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    for _ in 0..2 {
-        readers.push(tokio::spawn(bus::run_replay(
+    let replay = |chunk: usize, shutdown: tokio::sync::watch::Receiver<bool>| {
+        tokio::spawn(bus::run_replay(
             p.clone(),
             bus::producer(&kafka).expect("producer"),
             bus::ReplayConfig {
                 name: name.clone(),
                 kafka: kafka.clone(),
                 topics: vec![topic.clone()],
-                chunk: 7,
+                chunk,
                 // Compacted many times over, so that is tested too.
                 compact_after: 5,
             },
             Arc::new(Recording),
-            shutdown.clone(),
-        )));
+            shutdown,
+        ))
+    };
+    for _ in 0..2 {
+        readers.push(replay(7, shutdown.clone()));
     }
     let expected = 3 + 2 + 300;
     let done = wait_until(Duration::from_secs(60), || async {
@@ -850,19 +853,7 @@ async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_wh
 
     // Restarted, it applies nothing again.
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let again = tokio::spawn(bus::run_replay(
-        p.clone(),
-        bus::producer(&kafka).expect("producer"),
-        bus::ReplayConfig {
-            name: name.clone(),
-            kafka: kafka.clone(),
-            topics: vec![topic.clone()],
-            chunk: 1_000,
-            compact_after: 5,
-        },
-        Arc::new(Recording),
-        shutdown,
-    ));
+    let again = replay(1_000, shutdown);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _ = stop.send(true);
     again.await.expect("joined").expect("ended cleanly");

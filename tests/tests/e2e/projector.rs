@@ -778,6 +778,20 @@ async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_ser
     issuance.running.stop().await;
 }
 
+/// Rebuilds every model and waits (up to a minute) for both to be done.
+async fn rebuild_all(proj: &str) {
+    let (s, started) = call(
+        &admin_client(),
+        "POST",
+        &format!("{proj}/v1/admin/rebuild"),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(s, 202, "{started}");
+    let rid = started["rebuild_id"].as_str().expect("id").to_string();
+    rebuild_done(proj, &rid, Duration::from_secs(60)).await;
+}
+
 /// Issues a license every `every` until told to stop; answers how many.
 fn steady_writer(
     iss: String,
@@ -832,16 +846,7 @@ async fn a_rebuild_swaps_in_under_steady_traffic_and_equals_a_quiet_one() {
     // A new license every 20 ms throughout: the live consumer never
     // stands still, so the swap must hold it to catch up.
     let (stop, writer) = steady_writer(iss.clone(), Duration::from_millis(20));
-    let (s, started) = call(
-        &admin_client(),
-        "POST",
-        &format!("{proj}/v1/admin/rebuild"),
-        Some(&json!({})),
-    )
-    .await;
-    assert_eq!(s, 202, "{started}");
-    let rid = started["rebuild_id"].as_str().expect("id").to_string();
-    rebuild_done(&proj, &rid, Duration::from_secs(60)).await;
+    rebuild_all(&proj).await;
     let _ = stop.send(true);
     let written = writer.await.expect("writer") as i64;
     assert!(
@@ -866,16 +871,7 @@ async fn a_rebuild_swaps_in_under_steady_traffic_and_equals_a_quiet_one() {
     );
 
     // A rebuild without traffic reproduces the tables the first one left.
-    let (s, started) = call(
-        &admin_client(),
-        "POST",
-        &format!("{proj}/v1/admin/rebuild"),
-        Some(&json!({})),
-    )
-    .await;
-    assert_eq!(s, 202, "{started}");
-    let rid = started["rebuild_id"].as_str().expect("id").to_string();
-    rebuild_done(&proj, &rid, Duration::from_secs(60)).await;
+    rebuild_all(&proj).await;
     let quiet = rows(&pool).await;
     assert_eq!(quiet.0, live.0, "license_state equal row for row");
     assert_eq!(quiet.1, live.1, "audit_trail equal row for row");
