@@ -194,7 +194,9 @@ pub async fn run_replay<H: TxHandler>(
                 if looked.elapsed() >= METADATA_EVERY {
                     looked = Instant::now();
                     // Unreadable metadata is asked again at the next look.
-                    let now = count_partitions(&consumer, &config.topics).await;
+                    let now = partitions_of(&consumer, &config.topics)
+                        .await
+                        .map(|p| p.len());
                     if now.is_ok_and(|n| n != partitions) {
                         tracing::info!(replay = %config.name, "partitions added; reassigning");
                         match assign(&consumer, &config.topics, &applied.offsets).await {
@@ -384,13 +386,6 @@ async fn partitions_of(
     })
     .await
     .map_err(|_| rdkafka::error::KafkaError::Canceled)?
-}
-
-async fn count_partitions(
-    consumer: &Arc<StreamConsumer>,
-    topics: &[String],
-) -> Result<usize, rdkafka::error::KafkaError> {
-    Ok(partitions_of(consumer, topics).await?.len())
 }
 
 /// Assigns every partition of the topics, each from its stored offset (the

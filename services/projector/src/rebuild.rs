@@ -169,7 +169,12 @@ impl Projections {
                 let _ = store::mark_failed(&this.pool, id, name, &e.to_string()).await;
                 // A failed rebuild is not resumed: its checkpoint goes.
                 let group = this.rebuild_group(name, id);
-                if let Err(e) = store::forget_consumer(&this.pool, &group).await {
+                let forgotten = async {
+                    let mut tx = this.pool.begin().await?;
+                    store::forget_consumer(&mut tx, &group).await?;
+                    tx.commit().await
+                };
+                if let Err(e) = forgotten.await {
                     tracing::warn!(rebuild = %id, model = name, error = %e, "checkpoint not deleted");
                 }
             }

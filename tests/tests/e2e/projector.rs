@@ -643,15 +643,7 @@ async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_ser
 
     // While a second rebuild runs, the live tables keep serving and the
     // live consumer keeps projecting; a second start is refused.
-    let (s, started) = call(
-        &admin_client(),
-        "POST",
-        &format!("{proj}/v1/admin/rebuild"),
-        Some(&json!({})),
-    )
-    .await;
-    assert_eq!(s, 202, "{started}");
-    let rid = started["rebuild_id"].as_str().expect("id").to_string();
+    let rid = start_rebuild(&proj).await;
     let (s, b) = call(
         &admin_client(),
         "POST",
@@ -778,8 +770,8 @@ async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_ser
     issuance.running.stop().await;
 }
 
-/// Rebuilds every model and waits (up to a minute) for both to be done.
-async fn rebuild_all(proj: &str) {
+/// Starts a rebuild of every model; its id.
+async fn start_rebuild(proj: &str) -> String {
     let (s, started) = call(
         &admin_client(),
         "POST",
@@ -788,7 +780,12 @@ async fn rebuild_all(proj: &str) {
     )
     .await;
     assert_eq!(s, 202, "{started}");
-    let rid = started["rebuild_id"].as_str().expect("id").to_string();
+    started["rebuild_id"].as_str().expect("id").to_string()
+}
+
+/// Rebuilds every model and waits (up to a minute) for both to be done.
+async fn rebuild_all(proj: &str) {
+    let rid = start_rebuild(proj).await;
     rebuild_done(proj, &rid, Duration::from_secs(60)).await;
 }
 
@@ -955,15 +952,7 @@ async fn a_rebuild_interrupted_by_sigkill_resumes_from_its_checkpoint_and_ends_i
     assert!(states, "live license_state caught up");
     let before = rows(&pool).await;
 
-    let (s, started) = call(
-        &admin_client(),
-        "POST",
-        &format!("{proj}/v1/admin/rebuild"),
-        Some(&json!({})),
-    )
-    .await;
-    assert_eq!(s, 202, "{started}");
-    let rid = started["rebuild_id"].as_str().expect("id").to_string();
+    let rid = start_rebuild(&proj).await;
     let mid = wait_until(Duration::from_secs(60), || async {
         count(&pool, "SELECT count(*) FROM audit_trail_next").await > 50
     })

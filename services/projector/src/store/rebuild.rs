@@ -98,14 +98,12 @@ pub async fn record_progress(
 }
 
 /// Deletes consumer `group`'s offsets and sequences.
-pub async fn forget_consumer(pool: &PgPool, group: &str) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+pub async fn forget_consumer(tx: &mut PgConnection, group: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM consumer_offsets WHERE consumer = $1")
         .bind(group)
         .execute(&mut *tx)
         .await?;
-    bus::replay::forget_sequences(&mut tx, group).await?;
-    tx.commit().await
+    bus::replay::forget_sequences(tx, group).await
 }
 
 /// Refreshes the planner's statistics of `<table>_next`.
@@ -183,10 +181,7 @@ pub async fn hand_over(tx: &mut PgConnection, live: &str, group: &str) -> Result
     .bind(group)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("DELETE FROM consumer_offsets WHERE consumer = $1")
-        .bind(group)
-        .execute(&mut *tx)
-        .await?;
+    forget_consumer(tx, group).await?;
     Ok(events)
 }
 
