@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: python-deps run stop test bench infra-up infra-down build build-release build-debug lint fmt rotate-admin-key
+.PHONY: python-deps run stop status test bench infra-up infra-down build build-release build-debug lint fmt rotate-admin-key
 
 infra-up:
 	@bash infra/up.sh
@@ -31,6 +31,11 @@ stop:
 	@bash infra/services.sh stop
 	@bash infra/down.sh
 
+# Each service's pid, port, readiness, relay role and restarts by its
+# supervisor.
+status:
+	@bash infra/services.sh status
+
 # A new bootstrap admin key for `make run`'s services, in force within a
 # second (see README, "Security and trust").
 rotate-admin-key:
@@ -39,13 +44,19 @@ rotate-admin-key:
 # Unit tests need nothing; integration and end-to-end tests use the
 # PostgreSQL server and Kafka broker started by infra-up (reused if running).
 # The JOSE interoperability test verifies activation files with Python's
-# jwcrypto, from PyPI.
+# jwcrypto, and the API fuzzing test runs Schemathesis against every
+# service's OpenAPI document; both from PyPI.
 python-deps:
 	@python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 
+# The fault tests (tests/tests/faults) kill the broker and stop the
+# database, so they run alone, first; the rest runs even when they fail.
 test: infra-up build python-deps
 	@bash infra/postgres/drop-test-dbs.sh
-	$(CARGO) test --workspace --no-fail-fast
+	@status=0; \
+	  $(CARGO) test -p e2e --test faults || status=$$?; \
+	  $(CARGO) test --workspace --no-fail-fast || status=$$?; \
+	  exit $$status
 
 bench: infra-up
 	@bash bench/run.sh

@@ -137,10 +137,19 @@ cleanup_hook() {
   local f
   for f in "$DIR"/produce-*.pid; do [[ -f "$f" ]] && kill "$(cat "$f")" 2>/dev/null; done
   [[ "${BENCH_KEEP:-0}" == 1 ]] || rm -rf "$SEED_DIR"
+  wal_size RESET
+}
+# A rebuild writes gigabytes: 4 GB of WAL between checkpoints while this
+# runs (infra/postgres/up.sh keeps 1 GB for the test suite's disk).
+wal_size() {        # SET | RESET
+  local stmt="ALTER SYSTEM RESET max_wal_size"
+  [[ "$1" == SET ]] && stmt="ALTER SYSTEM SET max_wal_size = '4GB'"
+  [[ -n "${PG_BASE:-}" ]] && sql "$PG_BASE/postgres" -c "$stmt" -c "SELECT pg_reload_conf()" >/dev/null 2>&1 || true
 }
 install_traps
 
 locate_infra
+wal_size SET
 wait_idle
 
 # Bounded from here on.

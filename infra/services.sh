@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Starts (or stops) the five services in the background for `make run`,
-# against the PostgreSQL and Kafka of infra/up.sh. Logs in .run/logs/.
+# Starts (or stops, or shows) the five services in the background for
+# `make run`, against the PostgreSQL and Kafka of infra/up.sh. Logs in
+# .run/logs/. Each service runs under a supervisor that starts it again
+# when it exits unexpectedly (after 1 s, doubling to 30 s while it keeps
+# failing within a minute of its start), and logs each restart in the
+# service's log; `stop` stops the supervisors first.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUN="$ROOT/.run"
@@ -33,6 +37,10 @@ export -n LICENSING_ADMIN_KEY
 export LICENSING_SIGNING_KEY_GENERATE=true
 export LICENSING_UPSTREAM_SECRET_KEY_FILE="$RUN/grant-sync-upstream-secret.key"
 export LICENSING_UPSTREAM_SECRET_KEY_GENERATE=true
+# A developer's callback receiver runs on this machine: webhooks may call
+# loopback over plain HTTP here (the default configuration refuses both).
+export LICENSING_WEBHOOK_ALLOW_HTTP=true
+export LICENSING_WEBHOOK_ALLOWED_NETWORKS='["127.0.0.0/8", "::1/128"]'
 [[ -f "$RUN/admin.key" ]] || (umask 077 && printf '%s\n' "$LICENSING_ADMIN_KEY" >"$RUN/admin.key")
 # The key in force (rotated ones replace the first in the file).
 LICENSING_ADMIN_KEY="$(grep -v '^#' "$RUN/admin.key" | head -n1 || true)"
@@ -50,17 +58,38 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE"
 
 SERVICES=(issuance:8081:issuance activation:8082:activation domain-binding:8083:domain_binding grant-sync:8084:grant_sync projector:8085:projector)
 
+# Runs `$BIN/$1` until `stop`: starts it again when it exits, with backoff.
+supervise() {
+  local name="$1" log="$RUN/logs/$1.log" delay=1 started rc
+  trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0' TERM INT
+  while true; do
+    started=$SECONDS
+    "$BIN/$name" >>"$log" 2>&1 &
+    child=$!
+    echo "$child" >"$RUN/pids/$name.pid"
+    rc=0
+    wait "$child" || rc=$?
+    [[ -f "$RUN/pids/$name.stopping" ]] && exit 0
+    if ((SECONDS - started >= 60)); then delay=1; fi
+    printf '{"timestamp":"%s","level":"ERROR","message":"exited unexpectedly (status %s); starting it again in %s s","service":"%s","target":"supervisor"}\n' \
+      "$(date -u +%FT%T.%6NZ)" "$rc" "$delay" "$name" >>"$log"
+    sleep "$delay"
+    delay=$((delay * 2 > 30 ? 30 : delay * 2))
+  done
+}
+
 start() {
   # Topics and ACLs of the deployment, as the Kafka administrator.
   "$BIN/licensectl" kafka provision \
     --config "$LICENSING_KAFKA_CLIENTS/admin.properties" --prefix "$LICENSING_TOPIC_PREFIX"
   for entry in "${SERVICES[@]}"; do
     IFS=: read -r name port db <<<"$entry"
-    pidfile="$RUN/pids/$name.pid"
+    pidfile="$RUN/pids/$name.supervisor.pid"
     if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-      echo "$name already running (pid $(cat "$pidfile"))"
+      echo "$name already running (supervisor pid $(cat "$pidfile"))"
       continue
     fi
+    rm -f "$RUN/pids/$name.stopping"
     role="licensing_${db}"
     serving_url="postgres://$role:$(pg_password "$role")@127.0.0.1:$LICENSING_PG_PORT/$db"
     LICENSING_DATABASE_URL="$serving_url" \
@@ -72,7 +101,7 @@ start() {
     LICENSING_DATABASE_URL="$serving_url" \
     LICENSING_KAFKA_BROKERS="$LICENSING_KAFKA_BROKERS" \
     LICENSING_KAFKA_PROPERTIES_FILE="$LICENSING_KAFKA_CLIENTS/$name.properties" \
-      nohup "$BIN/$name" >>"$RUN/logs/$name.log" 2>&1 &
+      nohup setsid bash "$ROOT/infra/services.sh" supervise "$name" >/dev/null 2>&1 &
     echo $! >"$pidfile"
   done
   for entry in "${SERVICES[@]}"; do
@@ -103,21 +132,45 @@ start() {
 stop() {
   for entry in "${SERVICES[@]}"; do
     IFS=: read -r name _ _ <<<"$entry"
-    pidfile="$RUN/pids/$name.pid"
-    [[ -f "$pidfile" ]] || continue
-    pid="$(cat "$pidfile")"
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid"
-      for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    rm -f "$pidfile"
+    touch "$RUN/pids/$name.stopping"
+    for pidfile in "$RUN/pids/$name.supervisor.pid" "$RUN/pids/$name.pid"; do
+      [[ -f "$pidfile" ]] || continue
+      pid="$(cat "$pidfile")"
+      if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid"
+        for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+      rm -f "$pidfile"
+    done
+    rm -f "$RUN/pids/$name.stopping"
     echo "$name stopped"
+  done
+}
+
+# Each service's pid, port, readiness (its /readyz, within a second) and
+# relay role (whether this instance holds its context's relay lock).
+status() {
+  printf '%-15s %-8s %-6s %-10s %-9s %s\n' service pid port readiness relay restarts
+  for entry in "${SERVICES[@]}"; do
+    IFS=: read -r name port _ <<<"$entry"
+    pid=-
+    if [[ -f "$RUN/pids/$name.pid" ]] && kill -0 "$(cat "$RUN/pids/$name.pid")" 2>/dev/null; then
+      pid="$(cat "$RUN/pids/$name.pid")"
+    fi
+    ready="$(curl -s -m 1 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz" || true)"
+    case "$ready" in 200) ready=ready ;; 503) ready=not-ready ;; *) ready=down ;; esac
+    relay="$(curl -s -m 1 "http://127.0.0.1:$port/metrics" 2>/dev/null | sed -n 's/^relay_active{[^}]*} //p' | head -n1)"
+    case "$relay" in 1) relay=active ;; 0) relay=standby ;; *) relay=- ;; esac
+    restarts="$(grep -c '"target":"supervisor"' "$RUN/logs/$name.log" 2>/dev/null || true)"
+    printf '%-15s %-8s %-6s %-10s %-9s %s\n' "$name" "$pid" "$port" "$ready" "$relay" "${restarts:-0}"
   done
 }
 
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  status) status ;;
+  supervise) supervise "$2" ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

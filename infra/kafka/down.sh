@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Stop the local Kafka broker of this checkout: SIGTERM (controlled shutdown),
-# SIGKILL after 30 s. Keeps the data.
+# SIGKILL after 30 s. Keeps the data. With --kill: SIGKILL at once, a crash
+# (the fault tests use it).
 set -euo pipefail
+
+SIGNAL=TERM
+[[ "${1:-}" == "--kill" ]] && SIGNAL=KILL
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 RUN="$ROOT/.run"
@@ -31,7 +35,7 @@ if ! is_ours; then
   exit 0
 fi
 
-kill -TERM "$pid" 2>/dev/null || true
+kill -"$SIGNAL" "$pid" 2>/dev/null || true
 for _ in $(seq 300); do               # 30 s
   is_ours || break
   sleep 0.1

@@ -266,6 +266,11 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 delete.topic.enable=true
+# A development and test broker creates and deletes thousands of topics
+# (one prefix per test): deleted logs go at once, and the metadata log is
+# snapshotted often, so a restart (the fault tests SIGKILL it) replays little.
+file.delete.delay.ms=1000
+metadata.log.max.record.bytes.between.snapshots=1048576
 EOF
 )
 write_clients

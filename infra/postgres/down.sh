@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Stop the local PostgreSQL server of this checkout (pg_ctl stop -m fast). Keeps the data.
+# With --immediate: pg_ctl stop -m immediate, a crash the server recovers
+# from at its next start (the fault tests use it).
 set -euo pipefail
+
+MODE=fast
+[[ "${1:-}" == "--immediate" ]] && MODE=immediate
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 RUN="$ROOT/.run"
@@ -25,7 +30,7 @@ flock 9
 
 DATA="$(readlink -f "$RUN/pg")/data"
 if as_pg "$PGBIN/pg_ctl" status -D "$DATA" >/dev/null 2>&1; then
-  as_pg "$PGBIN/pg_ctl" stop -D "$DATA" -m fast -w -t 60 -s || die "pg_ctl stop failed"
+  as_pg "$PGBIN/pg_ctl" stop -D "$DATA" -m "$MODE" -w -t 60 -s || die "pg_ctl stop failed"
   say "stopped"
 else
   say "not running"

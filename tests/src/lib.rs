@@ -321,7 +321,15 @@ pub async fn start_issuance_with(
     db: String,
     options: issuance::Options,
 ) -> InProcess {
-    let running = issuance::start(issuance_config(infra, &db, prefix), options)
+    start_issuance_configured(issuance_config(infra, &db, prefix), db, options).await
+}
+
+pub async fn start_issuance_configured(
+    config: issuance::Config,
+    db: String,
+    options: issuance::Options,
+) -> InProcess {
+    let running = issuance::start(config, options)
         .await
         .expect("issuance starts");
     seed_products(&running.url()).await;
@@ -401,6 +409,7 @@ pub fn projector_config(infra: &Infra, db: &str, prefix: &str) -> projector::Con
         models: None,
         clock_tolerance_secs: 600,
         rebuild_batch: 5_000,
+        rebuild_cached_states: 250_000,
         export_timeout_secs: 600,
         // Every as-of answer of the suite folds through snapshots.
         as_of_snapshot_every: 2,
@@ -506,8 +515,14 @@ impl ServiceProcess {
                 .is_ok_and(|r| r.status().is_success())
         })
         .await;
-        assert!(ready, "{bin} did not become ready");
-        Self { child, url, port }
+        let mut spawned = Self { child, url, port };
+        if !ready {
+            // Killed here: a process left running would load the machine
+            // for the rest of the suite.
+            spawned.kill();
+            panic!("{bin} did not become ready");
+        }
+        spawned
     }
 
     /// SIGKILL: no shutdown hook runs, nothing is flushed.
@@ -575,6 +590,16 @@ pub async fn send_raw(producer: &FutureProducer, topic: &str, key: &str, body: &
         .expect("message sent");
 }
 
+/// A message's header as text (a dead letter's `dlq_consumer`, `dlq_reason`).
+pub fn header(m: &OwnedMessage, key: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    m.headers()?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).to_string())
+}
+
 /// Every committed message of `topic` (all partitions, from the beginning),
 /// read until at least `min` arrived and every partition hit its end, or
 /// until `timeout`.
@@ -589,7 +614,7 @@ pub async fn read_topic(
     // The operator's groups: `<prefix>.operator.*`.
     let prefix = topic.split('.').next().unwrap_or_default().to_string();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer<bus::ReadsToEnd> = kafka
+        let consumer: BaseConsumer<bus::Quiet> = kafka
             .client()
             .set(
                 "group.id",
@@ -598,7 +623,7 @@ pub async fn read_topic(
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "true")
-            .create_with_context(bus::ReadsToEnd)
+            .create_with_context(bus::Quiet)
             .expect("consumer");
         let md = consumer
             .fetch_metadata(Some(&topic), Duration::from_secs(10))
@@ -712,6 +737,19 @@ pub fn claims(jws: &str) -> serde_json::Value {
         .decode(payload)
         .expect("base64url");
     serde_json::from_slice(&bytes).expect("json claims")
+}
+
+/// Alters one base64url character so the decoded bytes change too.
+/// Flipping the lowest bits of a segment's last character may touch only
+/// its padding bits, which lenient decoders (Python's among them) ignore,
+/// so the top bit of the character's six is flipped instead.
+pub fn altered_b64url(c: u8) -> u8 {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let i = ALPHABET
+        .iter()
+        .position(|a| *a == c)
+        .expect("a base64url character");
+    ALPHABET[i ^ 32]
 }
 
 /// Runs the Python JOSE verifier (jwcrypto) on a compact JWS against a

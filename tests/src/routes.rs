@@ -25,6 +25,18 @@ impl Svc {
         Svc::Grants,
         Svc::Projector,
     ];
+
+    /// The service's name: its binary, crate and OpenAPI document
+    /// (`schemas/openapi/<name>.json`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Svc::Issuance => "issuance",
+            Svc::Activation => "activation",
+            Svc::Domain => "domain-binding",
+            Svc::Grants => "grant-sync",
+            Svc::Projector => "projector",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +187,38 @@ pub fn all() -> Vec<Route> {
             "admin",
             Some(json!({"allowlist": ["192.0.2.0/24"]})),
         ),
+        r(
+            Issuance,
+            "PUT",
+            "/v1/api-keys/{key}/callback",
+            "admin",
+            Some(json!({"callback_url": "https://crm.example/hook2",
+                        "callback_events": ["LicenseIssued", "LicenseRevoked"]})),
+        ),
+        r(
+            Issuance,
+            "DELETE",
+            "/v1/api-keys/{key}/callback",
+            "admin",
+            None,
+        ),
+        q(
+            r(
+                Issuance,
+                "GET",
+                "/v1/api-keys/{key}/deliveries",
+                "admin",
+                None,
+            ),
+            &[("limit", "10")],
+        ),
+        r(
+            Issuance,
+            "POST",
+            "/v1/api-keys/{key}/deliveries/{delivery}/redeliver",
+            "admin",
+            None,
+        ),
         r(Issuance, "POST", "/v1/admin/checkpoints", "admin", None),
         // activation
         r(
@@ -316,8 +360,9 @@ pub fn all() -> Vec<Route> {
             "POST",
             "/v1/clients",
             "issuer",
+            // A callback_url needs admin (PUT …/callback below).
             Some(json!({"name": "plant 7", "licenses": ["{license}"],
-                        "allowlist": ["127.0.0.1"], "callback_url": "https://plant7.example/cb"})),
+                        "allowlist": ["127.0.0.1"]})),
         ),
         r(Grants, "GET", "/v1/clients/me", "client", None),
         r(Grants, "GET", "/v1/clients/{client}", "issuer", None),
@@ -327,6 +372,38 @@ pub fn all() -> Vec<Route> {
             "/v1/clients/{client}/revoke",
             "issuer",
             Some(json!({"reason": "decommissioned"})),
+        ),
+        r(
+            Grants,
+            "PUT",
+            "/v1/clients/{client}/callback",
+            "admin",
+            Some(json!({"callback_url": "https://plant.example/hook",
+                        "callback_events": ["LeaseExpired"]})),
+        ),
+        r(
+            Grants,
+            "DELETE",
+            "/v1/clients/{client}/callback",
+            "admin",
+            None,
+        ),
+        q(
+            r(
+                Grants,
+                "GET",
+                "/v1/clients/{client}/deliveries",
+                "admin",
+                None,
+            ),
+            &[("limit", "10")],
+        ),
+        r(
+            Grants,
+            "POST",
+            "/v1/clients/{client}/deliveries/{delivery}/redeliver",
+            "admin",
+            None,
         ),
         r(Grants, "GET", "/v1/catalog", "client", None),
         r(

@@ -23,8 +23,10 @@ pub struct StackBuilder {
     services: Vec<Svc>,
     issuance_clock: Option<Arc<ManualClock>>,
     activation_clock: Option<Arc<ManualClock>>,
+    issuance: Option<Configure<issuance::Config>>,
     activation: Option<Configure<activation::Config>>,
     grants: Option<Configure<grant_sync::Config>>,
+    projector: Option<Configure<projector::Config>>,
 }
 
 impl StackBuilder {
@@ -47,6 +49,11 @@ impl StackBuilder {
         self.with(Svc::Activation)
     }
 
+    pub fn issuance(mut self, f: impl FnOnce(&mut issuance::Config) + Send + 'static) -> Self {
+        self.issuance = Some(Box::new(f));
+        self
+    }
+
     pub fn activation(mut self, f: impl FnOnce(&mut activation::Config) + Send + 'static) -> Self {
         self.activation = Some(Box::new(f));
         self.with(Svc::Activation)
@@ -55,6 +62,11 @@ impl StackBuilder {
     pub fn grants(mut self, f: impl FnOnce(&mut grant_sync::Config) + Send + 'static) -> Self {
         self.grants = Some(Box::new(f));
         self.with(Svc::Grants)
+    }
+
+    pub fn projector(mut self, f: impl FnOnce(&mut projector::Config) + Send + 'static) -> Self {
+        self.projector = Some(Box::new(f));
+        self.with(Svc::Projector)
     }
 
     pub async fn start(mut self) -> Stack {
@@ -69,9 +81,13 @@ impl StackBuilder {
         if let Some(c) = self.issuance_clock.take() {
             options.clock = c;
         }
+        let mut config = issuance_config(&infra, &db, &prefix);
+        if let Some(f) = self.issuance.take() {
+            f(&mut config);
+        }
         services.insert(
             Svc::Issuance,
-            start_issuance_with(&infra, &prefix, db, options).await,
+            start_issuance_configured(config, db, options).await,
         );
         let mut stack = Stack {
             infra,
@@ -95,7 +111,14 @@ impl StackBuilder {
                 start_grant_sync_configured(infra, prefix, configure).await
             }
             Svc::Domain => start_domain_binding(infra, prefix).await,
-            Svc::Projector => start_projector(infra, prefix).await,
+            Svc::Projector => {
+                let db = infra.fresh_db("projector").await;
+                let mut config = projector_config(infra, &db, prefix);
+                if let Some(f) = self.projector.take() {
+                    f(&mut config);
+                }
+                start_projector_with(config, db).await
+            }
             Svc::Issuance => start_issuance(infra, prefix).await,
         }
     }

@@ -29,7 +29,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::Offset;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, watch};
@@ -97,6 +97,15 @@ pub enum HandleError {
     /// Something outside the message failed (database, broker): retry it.
     #[error("transient failure: {0}")]
     Transient(String),
+}
+
+impl crate::outage::Unreachable for HandleError {
+    fn outage(&self) -> Option<&'static crate::outage::Outage> {
+        match self {
+            HandleError::Transient(_) => crate::outage::down(),
+            HandleError::Poison(_) => None,
+        }
+    }
 }
 
 /// A failure a handler hit: transient, unless it is a database error the
@@ -167,6 +176,15 @@ pub trait TxHandler: Send + Sync + 'static {
         }
         Ok(())
     }
+
+    /// A replay's chunk committed: what the handler applied for it is
+    /// stored. A handler keeping state across a replay's chunks keeps it.
+    fn committed(&self) {}
+
+    /// A replay's chunk did not commit: what the handler applied for it is
+    /// not stored. `stale`: the stored rows may since have been written by
+    /// another writer (a reload), so nothing kept from earlier chunks holds.
+    fn abandoned(&self, _stale: bool) {}
 }
 
 #[derive(Debug, Clone)]
@@ -201,7 +219,15 @@ pub struct AssignTracker {
     fresh: Mutex<HashSet<(String, i32)>>,
 }
 
-impl ClientContext for AssignTracker {}
+impl ClientContext for AssignTracker {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::kafka::quiet_error(error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::kafka::quiet_log(level, fac, message);
+    }
+}
 
 impl ConsumerContext for AssignTracker {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -235,7 +261,7 @@ impl AssignTracker {
 /// Consumes until `shutdown` turns true, then finishes in-flight batches.
 pub async fn run_consumer<H: TxHandler>(
     pool: PgPool,
-    dlq: FutureProducer,
+    dlq: crate::Producer,
     config: ConsumerConfig,
     handler: Arc<H>,
     mut shutdown: watch::Receiver<bool>,
@@ -284,7 +310,7 @@ pub async fn run_consumer<H: TxHandler>(
         let msg = match msg {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(consumer = %config.name, error = %e, "kafka receive failed");
+                crate::outage::warn(&format!("{}: kafka receive", config.name), &e);
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -332,7 +358,7 @@ pub async fn run_consumer<H: TxHandler>(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(consumer = %config.name, error = %e, "stored offset unreadable");
+                    crate::outage::warn(&format!("{}: stored offset unreadable", config.name), &e);
                     consumer
                         .context()
                         .recheck(&incoming.topic, incoming.partition);
@@ -360,7 +386,7 @@ pub async fn run_consumer<H: TxHandler>(
 
 struct Worker<H> {
     pool: PgPool,
-    dlq: FutureProducer,
+    dlq: crate::Producer,
     consumer: Arc<StreamConsumer<AssignTracker>>,
     name: String,
     handler: Arc<H>,
@@ -423,7 +449,7 @@ impl Refusal {
 /// Publishes a refused message to `<topic>.dlq` with the reason and where it
 /// came from in its headers; it may be skipped only once this succeeded.
 pub(crate) async fn publish_dead_letter(
-    dlq: &FutureProducer,
+    dlq: &crate::Producer,
     consumer: &str,
     m: &Incoming,
     reason: &str,
@@ -481,7 +507,7 @@ impl<H: TxHandler> Worker<H> {
                 match self.apply_batch(&batch).await {
                     Ok(()) => break,
                     Err(e) => {
-                        tracing::warn!(consumer = %self.name, error = %e, "batch failed; retrying");
+                        crate::outage::warn(&format!("{}: batch failed; retrying", self.name), &e);
                         if *self.shutdown.borrow() {
                             return;
                         }

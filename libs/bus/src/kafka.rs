@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::Path;
 
 use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::ClientContext;
@@ -21,29 +22,60 @@ const SECRET_KEYS: &[&str] = &[
     "sasl.oauthbearer.client.secret",
 ];
 
-/// The context of a consumer that reads partitions to their end
-/// (`enable.partition.eof`): `create_with_context(ReadsToEnd)`.
+/// The context of every client the project creates
+/// (`create_with_context(Quiet)`; [`Producer`] for producers).
 ///
-/// librdkafka reports each partition's end as an error event, and rdkafka
-/// hands every error event to the context's `error` before `poll` returns
-/// it as `PartitionEOF`; the default context logs it at ERROR — some 1,400
-/// lines a test run of what is the answer such a reader waits for. This
-/// one logs the end at debug and every other error as rdkafka would
-/// (ERROR, same target).
+/// rdkafka's default context logs every error event at ERROR and every
+/// librdkafka log line at its level: during a broker outage that is dozens
+/// of lines a second per service (`AllBrokersDown`, `Connection refused`),
+/// and a reader of partitions to their end (`enable.partition.eof`) logs
+/// each end as an error (rdkafka hands it to `error` before `poll` returns
+/// it as `PartitionEOF`). This one logs a partition's end at debug, tells
+/// every other error through the broker's [`outage`](crate::outage)
+/// tracker (one ERROR, summaries, one INFO at the end), and keeps
+/// librdkafka's warnings to debug while the broker is known down.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ReadsToEnd;
+pub struct Quiet;
 
-impl ClientContext for ReadsToEnd {
+/// A producer whose errors are told as [`Quiet`] tells them.
+pub type Producer = rdkafka::producer::FutureProducer<Quiet>;
+
+impl ClientContext for Quiet {
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
-            tracing::debug!(target: "rdkafka::client", "librdkafka: end of partition: {reason}");
-        } else {
-            tracing::error!(target: "rdkafka::client", "librdkafka: {error}: {reason}");
-        }
+        quiet_error(error, reason);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        quiet_log(level, fac, message);
     }
 }
 
-impl ConsumerContext for ReadsToEnd {}
+impl ConsumerContext for Quiet {}
+
+/// [`Quiet`]'s `error`, for contexts of their own.
+pub fn quiet_error(error: KafkaError, reason: &str) {
+    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+        tracing::debug!(target: "rdkafka::client", "librdkafka: end of partition: {reason}");
+    } else {
+        crate::outage::kafka().failed("librdkafka", &format_args!("{error}: {reason}"));
+    }
+}
+
+/// [`Quiet`]'s `log`, for contexts of their own.
+pub fn quiet_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    use RDKafkaLogLevel::*;
+    match level {
+        Emerg | Alert | Critical | Error => {
+            crate::outage::kafka().failed("librdkafka", &format_args!("{fac}: {message}"));
+        }
+        Warning if !crate::outage::kafka().is_down() => {
+            tracing::warn!(target: "rdkafka::client", "librdkafka: {fac}: {message}");
+        }
+        Warning | Notice | Info | Debug => {
+            tracing::debug!(target: "rdkafka::client", "librdkafka: {fac}: {message}");
+        }
+    }
+}
 
 /// Bootstrap servers and security properties of one principal.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -94,8 +126,13 @@ impl Kafka {
     }
 
     /// A fresh librdkafka client configuration holding every property.
+    ///
+    /// A client waits at most a second between reconnection attempts
+    /// (librdkafka's default grows to ten), so a service works again about
+    /// a second after its broker returns; a property set here wins.
     pub fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
+        c.set("reconnect.backoff.max.ms", "1000");
         for (k, v) in &self.props {
             c.set(k, v);
         }
@@ -188,7 +225,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod read_to_end_tests {
+mod quiet_tests {
     use std::sync::{Arc, Mutex};
 
     use tracing::{Event, Level, Subscriber};
@@ -209,26 +246,30 @@ mod read_to_end_tests {
     }
 
     #[test]
-    fn the_end_of_a_partition_is_logged_at_debug_and_real_errors_at_error() {
+    fn the_end_of_a_partition_is_logged_at_debug_and_an_outage_once() {
         let seen = Seen::default();
         let subscriber = tracing_subscriber::registry().with(seen.clone());
         tracing::subscriber::with_default(subscriber, || {
-            ReadsToEnd.error(
+            Quiet.error(
                 KafkaError::Global(RDKafkaErrorCode::PartitionEOF),
                 "Fetch from broker 1 reached end of partition at offset 3",
             );
-            ReadsToEnd.error(
-                KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
-                "1/1 brokers are down",
-            );
+            for _ in 0..50 {
+                Quiet.error(
+                    KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+                    "1/1 brokers are down",
+                );
+                Quiet.log(
+                    RDKafkaLogLevel::Error,
+                    "FAIL",
+                    "Connect to 127.0.0.1:9092 failed",
+                );
+                Quiet.log(RDKafkaLogLevel::Warning, "REQTMOUT", "timed out");
+            }
         });
         let seen = seen.0.lock().map(|s| s.clone()).unwrap_or_default();
-        assert_eq!(
-            seen,
-            vec![
-                (Level::DEBUG, "rdkafka::client".to_string()),
-                (Level::ERROR, "rdkafka::client".to_string()),
-            ]
-        );
+        let at_warn_or_above = seen.iter().filter(|(l, _)| *l <= Level::WARN).count();
+        assert_eq!(seen[0], (Level::DEBUG, "rdkafka::client".to_string()));
+        assert_eq!(at_warn_or_above, 1, "{seen:?}");
     }
 }

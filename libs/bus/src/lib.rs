@@ -5,6 +5,7 @@
 pub mod acl;
 pub mod consumer;
 pub mod kafka;
+pub mod outage;
 pub mod provision;
 pub mod replay;
 pub mod scram;
@@ -15,14 +16,14 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde::Serialize;
 
 pub use consumer::{
     panic_message, payload, run_consumer, transient, ConsumerConfig, HandleError, Incoming,
     TxHandler,
 };
-pub use kafka::{Kafka, ReadsToEnd};
+pub use kafka::{Kafka, Producer, Quiet};
 pub use provision::{provision, Deployment};
 pub use replay::{run_replay, ReplayConfig, ReplayError};
 pub use topics::ensure_topics;
@@ -41,7 +42,7 @@ pub enum BusError {
 
 /// An idempotent producer (`acks=all`, `enable.idempotence=true`): broker-side
 /// de-duplication of retries and per-partition order.
-pub fn producer(kafka: &Kafka) -> Result<FutureProducer, KafkaError> {
+pub fn producer(kafka: &Kafka) -> Result<Producer, KafkaError> {
     kafka
         .client()
         .set("enable.idempotence", "true")
@@ -50,12 +51,12 @@ pub fn producer(kafka: &Kafka) -> Result<FutureProducer, KafkaError> {
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "200000")
         .set("message.timeout.ms", "30000")
-        .create()
+        .create_with_context(Quiet)
 }
 
 /// Publishes one JSON message and waits for the broker's acknowledgement.
 pub async fn publish_json<T: Serialize>(
-    producer: &FutureProducer,
+    producer: &Producer,
     topic: &str,
     key: &str,
     value: &T,
@@ -83,8 +84,8 @@ pub async fn publish_json<T: Serialize>(
 /// TLS and SASL handshake), all partitions at once, and what the log below
 /// a high watermark holds is remembered: it never changes.
 pub struct Watermarks {
-    client: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
-    peek: std::sync::Arc<std::sync::Mutex<rdkafka::consumer::BaseConsumer<ReadsToEnd>>>,
+    client: std::sync::Arc<rdkafka::consumer::BaseConsumer<Quiet>>,
+    peek: std::sync::Arc<std::sync::Mutex<rdkafka::consumer::BaseConsumer<Quiet>>>,
     /// `(topic, partition, from, high)` → whether a message (not only
     /// commit markers) sits in `from..high`.
     verdicts: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<PartitionRange, bool>>>,
@@ -102,7 +103,7 @@ impl Watermarks {
     /// `group`: the id its peeking consumer uses (it only assigns, but
     /// librdkafka wants one), under the principal's granted groups.
     pub fn new(kafka: &Kafka, group: &str) -> Result<Self, KafkaError> {
-        let client = kafka.client().create()?;
+        let client = kafka.client().create_with_context(Quiet)?;
         let peek = kafka
             .client()
             .set("group.id", group)
@@ -111,7 +112,7 @@ impl Watermarks {
             .set("isolation.level", "read_committed")
             // An empty fetch at a partition's end answers at once.
             .set("fetch.wait.max.ms", "10")
-            .create_with_context(ReadsToEnd)?;
+            .create_with_context(Quiet)?;
         let watermarks = Self {
             client: std::sync::Arc::new(client),
             peek: std::sync::Arc::new(std::sync::Mutex::new(peek)),

@@ -18,6 +18,13 @@ pub struct Deployment {
     pub topics: Topics,
     /// Partitions of new topics (None: the catalogue's).
     pub partitions: Option<i32>,
+    /// Replicas of each new topic (None: the catalogue's, 1). A production
+    /// cluster wants 3.
+    pub replication_factor: Option<i32>,
+    /// `min.insync.replicas` of each new topic (None: the broker's). With
+    /// `acks=all`, 2 of 3 keeps every acknowledged write through the loss
+    /// of one broker.
+    pub min_insync_replicas: Option<i32>,
     /// Prefix of consumer group ids (the services' `consumer_group_prefix`).
     pub group_prefix: String,
     /// Role → user name, for roles not run as their default user.
@@ -30,6 +37,8 @@ impl Deployment {
             group_prefix: topics.prefix().to_string(),
             topics,
             partitions: None,
+            replication_factor: None,
+            min_insync_replicas: None,
             users: BTreeMap::new(),
         }
     }
@@ -52,7 +61,7 @@ pub async fn provision(admin: &Kafka, d: &Deployment) -> Result<Provisioned, Bus
     let wire = |e: WireError| BusError::Provision(e.to_string());
     // First: it fails fast on wrong credentials, where librdkafka retries.
     let mut conn = Connection::open(admin).await.map_err(wire)?;
-    crate::topics::ensure_topics(admin, &d.topics, d.partitions).await?;
+    crate::topics::ensure_topics(admin, d).await?;
     match conn.create_acls(&bindings).await {
         Ok(()) => {}
         Err(WireError::Broker { code, .. }) if code == SECURITY_DISABLED => {

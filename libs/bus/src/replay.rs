@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
@@ -106,7 +105,7 @@ impl From<HandleError> for ChunkError {
 /// Replays until `shutdown` turns true (a chunk being applied is finished).
 pub async fn run_replay<H: TxHandler>(
     pool: PgPool,
-    dlq: FutureProducer,
+    dlq: crate::Producer,
     config: ReplayConfig,
     handler: Arc<H>,
     mut shutdown: watch::Receiver<bool>,
@@ -117,16 +116,17 @@ pub async fn run_replay<H: TxHandler>(
         if *shutdown.borrow() {
             return Ok(());
         }
+        handler.abandoned(true);
         let mut applied = match load(&pool, &config.name).await {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(replay = %config.name, error = %e, "stored offsets unreadable");
+                crate::outage::warn(&format!("{}: stored offsets unreadable", config.name), &e);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
-        let consumer: Arc<StreamConsumer> = Arc::new(
+        let consumer: Arc<StreamConsumer<crate::Quiet>> = Arc::new(
             config
                 .kafka
                 .client()
@@ -137,12 +137,12 @@ pub async fn run_replay<H: TxHandler>(
                 .set("isolation.level", "read_committed")
                 .set("fetch.wait.max.ms", "100")
                 .set("max.partition.fetch.bytes", "4194304")
-                .create()?,
+                .create_with_context(crate::Quiet)?,
         );
         let mut partitions = match assign(&consumer, &config.topics, &applied.offsets).await {
             Ok(n) => n,
             Err(e) => {
-                tracing::warn!(replay = %config.name, error = %e, "partitions unreadable");
+                crate::outage::warn(&format!("{}: partitions unreadable", config.name), &e);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -181,7 +181,7 @@ pub async fn run_replay<H: TxHandler>(
                         }
                     }
                     Ok(Err(e)) => {
-                        tracing::warn!(replay = %config.name, error = %e, "kafka receive failed");
+                        crate::outage::warn(&format!("{}: kafka receive", config.name), &e);
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                     Err(_) => break,
@@ -220,14 +220,23 @@ pub async fn run_replay<H: TxHandler>(
                 )
                 .await
                 {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        handler.committed();
+                        break;
+                    }
                     Err(ChunkError::Moved) => {
                         tracing::info!(replay = %config.name,
                             "another writer moved the stored offsets; reloading");
                         continue 'reload;
                     }
                     Err(ChunkError::Transient(e)) => {
-                        tracing::warn!(replay = %config.name, error = %e, "chunk failed; retrying");
+                        // A commit whose outcome is unknown is retried, and
+                        // the retry finds the offsets moved: a reload.
+                        handler.abandoned(false);
+                        crate::outage::warn(
+                            &format!("{}: chunk failed; retrying", config.name),
+                            &e,
+                        );
                         if *shutdown.borrow() {
                             return Ok(());
                         }
@@ -365,7 +374,7 @@ pub async fn forget_sequences(tx: &mut PgConnection, name: &str) -> Result<(), s
 
 /// The topics' partitions, from the broker's metadata.
 async fn partitions_of(
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<StreamConsumer<crate::Quiet>>,
     topics: &[String],
 ) -> Result<Vec<(String, i32)>, rdkafka::error::KafkaError> {
     let (consumer, topics) = (consumer.clone(), topics.to_vec());
@@ -391,7 +400,7 @@ async fn partitions_of(
 /// Assigns every partition of the topics, each from its stored offset (the
 /// beginning when there is none); answers how many there are.
 async fn assign(
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<StreamConsumer<crate::Quiet>>,
     topics: &[String],
     offsets: &HashMap<(String, i32), i64>,
 ) -> Result<usize, rdkafka::error::KafkaError> {
@@ -411,7 +420,7 @@ async fn assign(
 /// committed.
 async fn apply_chunk<H: TxHandler + ?Sized>(
     pool: &PgPool,
-    dlq: &FutureProducer,
+    dlq: &crate::Producer,
     name: &str,
     handler: &H,
     applied: &mut Applied,

@@ -2,7 +2,6 @@ use std::time::Duration;
 
 use contracts::Topics;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Deserialize;
@@ -50,24 +49,28 @@ pub fn catalogue(
         .collect())
 }
 
-/// Creates every catalogue topic that does not exist yet; existing ones are
-/// left as they are. `partitions` overrides the catalogue (tests use few).
-/// Needs a principal allowed to create topics (provisioning).
-pub async fn ensure_topics(
-    kafka: &Kafka,
-    topics: &Topics,
-    partitions: Option<i32>,
-) -> Result<(), BusError> {
-    let admin: AdminClient<DefaultClientContext> = kafka.client().create()?;
-    let specs = catalogue(topics, partitions)?;
+/// Creates every catalogue topic of the deployment that does not exist yet;
+/// existing ones are left as they are. The deployment's partitions,
+/// replication factor and `min.insync.replicas` override the catalogue
+/// (tests use few partitions, production 3 replicas). Needs a principal
+/// allowed to create topics (provisioning).
+pub async fn ensure_topics(kafka: &Kafka, d: &crate::Deployment) -> Result<(), BusError> {
+    let admin: AdminClient<crate::Quiet> = kafka.client().create_with_context(crate::Quiet)?;
+    let specs = catalogue(&d.topics, d.partitions)?;
     let retention: Vec<String> = specs.iter().map(|s| s.3.retention_ms.to_string()).collect();
+    let min_insync = d.min_insync_replicas.map(|n| n.to_string());
     let new: Vec<NewTopic<'_>> = specs
         .iter()
         .zip(&retention)
         .map(|((name, p, rf, spec), retention)| {
-            NewTopic::new(name, *p, TopicReplication::Fixed(*rf))
+            let rf = d.replication_factor.unwrap_or(*rf);
+            let topic = NewTopic::new(name, *p, TopicReplication::Fixed(rf))
                 .set("retention.ms", retention)
-                .set("cleanup.policy", &spec.cleanup_policy)
+                .set("cleanup.policy", &spec.cleanup_policy);
+            match &min_insync {
+                Some(n) => topic.set("min.insync.replicas", n),
+                None => topic,
+            }
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -85,7 +88,7 @@ pub async fn ensure_topics(
 /// Of `names`, those this principal cannot see: missing, or not granted.
 /// A service checks its topics at start-up instead of creating them.
 pub async fn unavailable(kafka: &Kafka, names: Vec<String>) -> Result<Vec<String>, BusError> {
-    let client: BaseConsumer = kafka.client().create()?;
+    let client: BaseConsumer<crate::Quiet> = kafka.client().create_with_context(crate::Quiet)?;
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
         for name in names {

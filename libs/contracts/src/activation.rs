@@ -57,6 +57,32 @@ pub const RECEIPT_JWS_TYP: &str = "uninstall-receipt+jwt";
 #[serde(transparent)]
 pub struct Fingerprint(pub BTreeMap<String, String>);
 
+/// A fingerprint in an OpenAPI document: an object of component names to
+/// values.
+impl utoipa::PartialSchema for Fingerprint {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .description(Some(
+                "Hardware components, name to value, e.g. `{\"machine_id\": \"…\", \
+                 \"disk\": \"…\", \"board\": \"…\", \"mac\": \"…\"}`: 1 to 16 of \
+                 them, names of 1-32 characters of a-z 0-9 _ - (case and surrounding \
+                 spaces ignored), values of 1-256 characters; at least as many as the \
+                 product's policy compares. Only their digests are kept.",
+            ))
+            .min_properties(Some(1))
+            .max_properties(Some(MAX_COMPONENTS))
+            .additional_properties(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1)),
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Fingerprint {}
+
 /// Why a fingerprint cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FingerprintError {
@@ -255,12 +281,14 @@ pub struct ActivationsRevoked {
 /// Payload of `Activate`: `POST /v1/activations`, or an envelope on
 /// `<prefix>.activation.commands` whose aggregate id is the license's id
 /// (a `license_key` beside it must be that license's).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Activate {
+    /// Optional with a license credential (which names the license).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub license_key: Option<crate::text::Text<64>>,
     pub fingerprint: Fingerprint,
+    /// The device's clock; required where the product's policy says so.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -271,10 +299,12 @@ pub struct Activate {
 
 /// Payload of `Migrate`: `POST /v1/activations/{id}/migrate`, or an
 /// envelope whose aggregate id is the activation's id.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Migrate {
+    /// The new device.
     pub fingerprint: Fingerprint,
+    /// The new device's clock; required where the product's policy says so.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -285,11 +315,13 @@ pub struct Migrate {
 
 /// Payload of `StartTrial`: `POST /v1/trials`, or an envelope whose
 /// aggregate id is the product's code.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartTrial {
+    /// The product's code.
     pub product: crate::text::Name,
     pub fingerprint: Fingerprint,
+    /// The device's clock; required where the product's policy says so.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -395,6 +427,14 @@ pub struct ActivationClaims {
     #[serde(default)]
     pub features: Vec<FeatureGrant>,
     pub fingerprint: String,
+    /// The seat's component digests (name → digest) and how many must
+    /// match: a device with a part replaced since is still this one, as
+    /// the server decides (`same_device`), also offline. Absent in files
+    /// made before they were added: then only `fingerprint` identifies it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_matches: Option<u32>,
     pub iat: i64,
     pub nbf: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

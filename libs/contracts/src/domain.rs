@@ -27,7 +27,7 @@ pub const DOMAIN_RESET: &str = "DomainReset";
 pub const DOMAIN_RELEASED: &str = "DomainReleased";
 
 /// Body of `PUT /v1/licenses/{id}/domain`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BindDomain {
     /// Any host of the domain; the registrable domain is what gets bound.
@@ -35,7 +35,7 @@ pub struct BindDomain {
 }
 
 /// Body of `POST /v1/licenses/{id}/domain/change`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeDomain {
     pub domain: HostText,
@@ -45,7 +45,7 @@ pub struct ChangeDomain {
 }
 
 /// Body of `DELETE /v1/licenses/{id}/domain` (operator reset).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetDomain {
     pub reason: Note,

@@ -17,7 +17,7 @@ pub struct Actor {
     pub via: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActorKind {
     /// A caller authenticated by an API key (id = the key's public SecretId).
@@ -182,7 +182,7 @@ impl CommandEnvelope {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeStatus {
     Accepted,
@@ -192,7 +192,7 @@ pub enum OutcomeStatus {
 /// What kind of refusal a code is, declared with the error that has it
 /// (`eventstore::CodedError::kind`), stored with the outcome and published
 /// with it: the HTTP status of a refusal follows from its kind alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The command is malformed, or names what the catalog does not hold.
@@ -231,34 +231,39 @@ impl ErrorKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomeError {
     pub code: String,
     pub message: String,
     /// The payload field the rejection is about, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub field: Option<String>,
     /// Absent only from outcomes stored before kinds were recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = ErrorKind)]
     pub kind: Option<ErrorKind>,
 }
 
 /// The answer to a command, published on `<prefix>.command-outcomes` keyed by
 /// command id, and returned again for any duplicate of the command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandOutcome {
     pub command_id: Uuid,
     pub status: OutcomeStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = OutcomeError)]
     pub error: Option<OutcomeError>,
     pub aggregate_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u64)]
     pub sequence: Option<u64>,
     /// What the HTTP answer to the same command carries that a sender
     /// needs next (an activation's id, say), never a secret or a bearer
     /// credential: those are read over HTTP by what this names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
     pub result: Option<serde_json::Value>,
 }

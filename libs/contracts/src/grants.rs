@@ -22,6 +22,7 @@ pub const UPSTREAM_LICENSE_AGGREGATE: &str = "UpstreamLicense";
 pub const REGISTER_CLIENT: &str = "RegisterClient";
 pub const REVOKE_CLIENT: &str = "RevokeClient";
 pub const RECORD_CLIENT_CLOCK: &str = "RecordClientClock";
+pub const SET_CLIENT_CALLBACK: &str = "SetClientCallback";
 pub const CHECKOUT_LEASE: &str = "CheckoutLease";
 pub const RELEASE_LEASE: &str = "ReleaseLease";
 pub const EXPIRE_LEASE: &str = "ExpireLease";
@@ -35,6 +36,8 @@ pub const IMPORT_LICENSE: &str = "ImportLicense";
 pub const CLIENT_REGISTERED: &str = "ClientRegistered";
 pub const CLIENT_REVOKED: &str = "ClientRevoked";
 pub const CLIENT_CLOCK_ROLLBACK_DETECTED: &str = "ClientClockRollbackDetected";
+pub const CLIENT_CALLBACK_CHANGED: &str = "ClientCallbackChanged";
+pub const CLIENT_CALLBACK_DISABLED: &str = "ClientCallbackDisabled";
 pub const LEASE_GRANTED: &str = "LeaseGranted";
 pub const LEASE_RELEASED: &str = "LeaseReleased";
 pub const LEASE_EXPIRED: &str = "LeaseExpired";
@@ -52,7 +55,7 @@ pub const MAX_QUANTITY: u32 = 10_000;
 // ---------------------------------------------------------------- clients
 
 /// Body of `POST /v1/clients`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterClient {
     pub name: Name,
@@ -62,8 +65,14 @@ pub struct RegisterClient {
     /// means anywhere.
     #[serde(default)]
     pub allowlist: Vec<Text<64>>,
+    /// Where the events of its licenses are delivered (signed webhooks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<Text<2048>>,
+    /// The event types delivered there; default: the licenses' lifecycle,
+    /// activations, domain changes and leases ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 32)]
+    pub callback_events: Option<Vec<Text<64>>>,
 }
 
 /// A license client was registered. Its credentials are an API key with
@@ -79,11 +88,44 @@ pub struct ClientRegistered {
     pub allowlist: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// The event types delivered to `callback_url` (absent: none is set,
+    /// or the client predates webhooks and receives nothing until set).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callback_events: Vec<String>,
     pub registered_at: DateTime<Utc>,
 }
 
-/// Body of `POST /v1/clients/{id}/revoke`.
+/// Body of `PUT /v1/clients/{id}/callback` (`DELETE` removes it): as an
+/// API key's.
+pub type SetClientCallback = crate::issuance::SetCallback;
+
+/// The client's callback set, changed or removed; it is enabled again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCallbackChanged {
+    pub client_id: Uuid,
+    /// Left out when removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callback_events: Vec<String>,
+    pub changed_at: DateTime<Utc>,
+}
+
+/// The client's callback kept failing: nothing is sent to it until it is
+/// set again; what waits stays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCallbackDisabled {
+    pub client_id: Uuid,
+    pub callback_url: String,
+    /// Failed attempts in a row when it was disabled.
+    pub failures: u32,
+    pub disabled_at: DateTime<Utc>,
+}
+
+/// Body of `POST /v1/clients/{id}/revoke`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeClient {
     pub reason: Note,
@@ -118,7 +160,7 @@ fn one() -> u32 {
 }
 
 /// Body of `POST /v1/leases`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutLease {
     pub license_id: Uuid,
@@ -136,7 +178,7 @@ pub struct CheckoutLease {
 }
 
 /// Body of `POST /v1/leases/{id}/heartbeat` (optional).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     #[serde(
@@ -218,7 +260,7 @@ pub struct LeasesRevoked {
 // ---------------------------------------------------------------- upstreams
 
 /// Body of `POST /v1/upstreams`: a license server this one syncs from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterUpstream {
     pub name: Name,
@@ -258,7 +300,7 @@ pub struct UpstreamRegistered {
 
 /// A public key of an upstream's JWKS (RFC 7517), pinned when the upstream
 /// is checked: its grant documents must verify under one of them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PinnedKey {
     pub kid: String,
@@ -269,7 +311,7 @@ pub struct PinnedKey {
 }
 
 /// How a call to an upstream went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamStatus {
     Ok,
@@ -280,12 +322,14 @@ pub enum UpstreamStatus {
     UpstreamError,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamChecked {
     pub upstream_id: Uuid,
     pub status: UpstreamStatus,
+    /// The upstream's HTTP status, when it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub http_status: Option<u16>,
     pub message: String,
     pub latency_ms: u64,
@@ -320,10 +364,19 @@ impl SyncResource {
 pub struct CheckUpstream {}
 
 /// Body of `POST /v1/upstreams/{id}/sync`: one resource or `"all"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncUpstream {
+    #[schema(schema_with = resource_names)]
     pub resource: Name,
+}
+
+/// `SyncUpstream::resource` in an OpenAPI document: the names it takes.
+fn resource_names() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["catalog", "licenses", "revocations", "all"]))
+        .build()
 }
 
 /// One resource pulled from an upstream: when, how it went, how many items
@@ -340,7 +393,7 @@ pub struct UpstreamSynced {
 }
 
 /// A product as the catalog endpoint serves it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogProduct {
     pub code: String,
@@ -379,22 +432,25 @@ pub struct UpstreamRevocationsImported {
 
 /// What a license grants a client, as the sync protocol and grant
 /// documents carry it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
     pub license_id: Uuid,
     pub product: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub edition: Option<String>,
     pub kind: LicenseKind,
     /// `expired`: work already granted continues, new work is refused.
     pub status: LicenseStatus,
     #[serde(default)]
+    #[schema(required = true)]
     pub modules: Vec<String>,
     pub features: Vec<String>,
     /// Concurrent quantity of each feature.
     pub seats: BTreeMap<String, u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub expires_at: Option<DateTime<Utc>>,
     pub offline_grace_hours: u32,
     pub lease_ttl_secs: u32,
@@ -405,13 +461,14 @@ pub struct Grant {
     pub require_client_time: bool,
     /// The registrable domain the license is bound to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub domain: Option<String>,
     /// The license's version at its issuer (issuance sequence).
     pub version: u64,
 }
 
 /// An activation that may never be installed again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Revocation {
     pub activation_id: Uuid,
@@ -421,7 +478,7 @@ pub struct Revocation {
     pub revoked_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
     GrantAdded,
@@ -433,18 +490,22 @@ pub enum ChangeKind {
 }
 
 /// One entry of the change feed a client syncs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Change {
     pub kind: ChangeKind,
     pub license_id: Uuid,
     pub at: DateTime<Utc>,
-    /// The grant, revocation, domain or lease the change is about.
+    /// The grant, revocation, domain or lease the change is about: a
+    /// `Grant` (`grant_*`), a `Revocation` (`activation_revoked`),
+    /// `{"license_id", "domain"}` (`domain_rebound`, `domain` null when
+    /// unbound) or `{"lease_id", "feature"}` (`lease_revoked`).
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
 
 /// Body of `POST /v1/sync`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncRequest {
     /// `next_cursor` of the previous answer; none for a first sync.

@@ -39,11 +39,13 @@ pub const API_KEY_CREATED: &str = "ApiKeyCreated";
 pub const API_KEY_ROTATED: &str = "ApiKeyRotated";
 pub const API_KEY_REVOKED: &str = "ApiKeyRevoked";
 pub const API_KEY_ALLOWLIST_CHANGED: &str = "ApiKeyAllowlistChanged";
+pub const API_KEY_CALLBACK_CHANGED: &str = "ApiKeyCallbackChanged";
+pub const API_KEY_CALLBACK_DISABLED: &str = "ApiKeyCallbackDisabled";
 pub const V1: &str = "1";
 /// Kept for code that named the first event's version explicitly.
 pub const LICENSE_ISSUED_V1: &str = V1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LicenseKind {
     /// Pre-license on install: time-limited, never uninstalled or migrated.
@@ -54,7 +56,7 @@ pub enum LicenseKind {
     Formal,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LicenseStatus {
     Active,
@@ -84,7 +86,7 @@ impl LicenseStatus {
 
 // ---------------------------------------------------------------- catalog
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureDef {
     pub code: String,
@@ -92,7 +94,7 @@ pub struct FeatureDef {
 }
 
 /// A product module: usable only when every required feature is granted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BundleDef {
     pub code: String,
@@ -145,7 +147,7 @@ fn d_lease_grace_secs() -> u32 {
 }
 
 /// The rules of one product edition. Money is in integer minor units.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     #[serde(default = "d_trial_days")]
@@ -229,8 +231,32 @@ impl Default for Policy {
     }
 }
 
+/// [`Policy`] in an OpenAPI document as answers show it, every field
+/// present (a request may leave any out for its default). A schema only:
+/// answers serialise the `Policy` itself.
+pub struct PolicyView;
+
+impl utoipa::PartialSchema for PolicyView {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::Schema;
+        use utoipa::openapi::RefOr;
+        let mut schema = <Policy as utoipa::PartialSchema>::schema();
+        if let RefOr::T(Schema::Object(o)) = &mut schema {
+            o.required = o.properties.keys().cloned().collect();
+            o.description = Some(
+                "The rules of one product edition, as answers show them. Money is in integer \
+                 minor units."
+                    .into(),
+            );
+        }
+        schema
+    }
+}
+
+impl utoipa::ToSchema for PolicyView {}
+
 /// Command payload of `CreateProduct`; body of `POST /v1/products`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
     pub code: Name,
@@ -265,7 +291,7 @@ pub struct ProductCreated {
 }
 
 /// Command payload of `SetPolicy`; body of `PUT /v1/products/{code}/policy`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPolicy {
     /// None sets the product's default policy.
@@ -288,7 +314,7 @@ pub struct PolicySet {
 // ---------------------------------------------------------------- licenses
 
 /// Command payload of `IssueLicense`; also the body of `POST /v1/licenses`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueLicense {
     pub product: Name,
@@ -346,7 +372,8 @@ pub struct LicenseIssued {
     pub policy: Option<Policy>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Body of `POST /v1/licenses/{id}/renew`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewLicense {
     #[serde(with = "crate::time::strict")]
@@ -366,7 +393,9 @@ pub struct LicenseRenewed {
     pub renewed_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Body of `POST /v1/licenses/{id}/features`: the modules and features the
+/// license grants from now on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AmendFeatures {
     #[serde(default)]
@@ -385,7 +414,8 @@ pub struct LicenseFeaturesAmended {
     pub amended_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Body of `POST /v1/licenses/{id}/suspend` and `/revoke`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reason {
     pub reason: Note,
@@ -474,15 +504,44 @@ pub const SCOPES: [&str; 6] = [
 ];
 pub const MAX_ALLOWLIST: usize = 10;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A scope in an OpenAPI document: one of [`SCOPES`]. A schema only:
+/// requests read a [`Name`].
+pub struct Scope;
+
+impl utoipa::PartialSchema for Scope {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(SCOPES))
+            .description(Some(
+                "A scope an API key can hold; `admin` implies every other.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Scope {}
+
+/// Body of `POST /v1/api-keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
+    /// Each at most once.
+    #[schema(value_type = Vec<Scope>, min_items = 1)]
     pub scopes: Vec<Name>,
     /// Addresses or CIDRs allowed to use the key; empty = anywhere.
     #[serde(default)]
+    #[schema(max_items = 10)]
     pub allowlist: Vec<Text<64>>,
+    /// Where the events of the licenses this key issues are delivered
+    /// (signed webhooks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<Text<2048>>,
+    /// The event types delivered there; default: the licenses' lifecycle,
+    /// activations, domain changes and leases ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 32)]
+    pub callback_events: Option<Vec<Text<64>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remark: Option<Note>,
 }
@@ -498,6 +557,10 @@ pub struct ApiKeyCreated {
     pub allowlist: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// The event types delivered to `callback_url` (absent: none is set,
+    /// or the key predates webhooks and receives the default set).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callback_events: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remark: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -518,9 +581,12 @@ pub struct ApiKeyRevoked {
     pub revoked_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Body of `PUT /v1/api-keys/{id}/allowlist`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetAllowlist {
+    /// Addresses or CIDRs allowed to use the key; empty = anywhere.
+    #[schema(max_items = 10)]
     pub allowlist: Vec<Text<64>>,
 }
 
@@ -530,4 +596,41 @@ pub struct ApiKeyAllowlistChanged {
     pub key_id: String,
     pub allowlist: Vec<String>,
     pub changed_at: DateTime<Utc>,
+}
+
+/// Body of `PUT /v1/api-keys/{id}/callback` (`DELETE` removes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetCallback {
+    pub callback_url: Text<2048>,
+    /// The event types delivered there; default: as before (the default
+    /// set for a first callback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 32)]
+    pub callback_events: Option<Vec<Text<64>>>,
+}
+
+/// The key's callback set, changed or removed; it is enabled again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyCallbackChanged {
+    pub key_id: String,
+    /// Left out when removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callback_events: Vec<String>,
+    pub changed_at: DateTime<Utc>,
+}
+
+/// The key's callback kept failing: nothing is sent to it until it is set
+/// again; what waits stays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyCallbackDisabled {
+    pub key_id: String,
+    pub callback_url: String,
+    /// Failed attempts in a row when it was disabled.
+    pub failures: u32,
+    pub disabled_at: DateTime<Utc>,
 }

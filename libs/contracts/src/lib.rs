@@ -17,6 +17,7 @@ pub mod net;
 pub mod text;
 pub mod time;
 pub mod topics;
+pub mod webhooks;
 
 pub use envelope::{
     Actor, ActorKind, CommandEnvelope, CommandOutcome, ErrorKind, EventEnvelope, EventMetadata,

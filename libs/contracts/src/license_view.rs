@@ -9,16 +9,19 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// A license as the read side shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LicenseView {
     pub id: Uuid,
     pub product: String,
+    #[schema(required = true)]
     pub edition: Option<String>,
     pub customer: String,
     #[serde(default)]
+    #[schema(required = true)]
     pub contract: Option<String>,
     pub kind: LicenseKind,
     #[serde(default)]
+    #[schema(required = true)]
     pub modules: Vec<String>,
     pub features: Vec<String>,
     /// Floating seats set by the license (others: the policy's).
@@ -26,14 +29,19 @@ pub struct LicenseView {
     pub seats: std::collections::BTreeMap<String, u32>,
     pub status: LicenseStatus,
     pub issued_at: DateTime<Utc>,
+    /// Null: perpetual.
+    #[schema(required = true)]
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
+    #[schema(required = true)]
     pub reclaim_at: Option<DateTime<Utc>>,
     /// Hex SHA-256 of the normalised key (never the key itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub key_digest: Option<String>,
     /// The edition's policy as it stood at issue time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = PolicyView)]
     pub policy: Option<Policy>,
     /// Sequence of the last issuance event folded in.
     pub version: u64,

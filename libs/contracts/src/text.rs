@@ -44,6 +44,24 @@ pub type Name = Text<200>;
 /// Free text a person writes: reasons, remarks, order references.
 pub type Note = Text<1000>;
 
+/// A caller text in an OpenAPI document: a string of at most `MAX`
+/// characters, one component per bound (`Text1024`).
+impl<const MAX: usize> utoipa::PartialSchema for Text<MAX> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .max_length(Some(MAX))
+            .description(Some("Text without control characters."))
+            .into()
+    }
+}
+
+impl<const MAX: usize> utoipa::ToSchema for Text<MAX> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Owned(format!("Text{MAX}"))
+    }
+}
+
 impl<const MAX: usize> Text<MAX> {
     pub fn parse(s: impl Into<String>) -> Result<Self, TextError> {
         let s = s.into();

@@ -135,6 +135,8 @@ const EVENT_TYPES: &[(&str, &str, &str)] = &[
     (ISSUANCE, API_KEY_ROTATED, API_KEY_AGGREGATE),
     (ISSUANCE, API_KEY_REVOKED, API_KEY_AGGREGATE),
     (ISSUANCE, API_KEY_ALLOWLIST_CHANGED, API_KEY_AGGREGATE),
+    (ISSUANCE, API_KEY_CALLBACK_CHANGED, API_KEY_AGGREGATE),
+    (ISSUANCE, API_KEY_CALLBACK_DISABLED, API_KEY_AGGREGATE),
     (ACTIVATION, DEVICE_ACTIVATED, ACTIVATIONS_AGGREGATE),
     (ACTIVATION, DEVICE_SEEN, ACTIVATIONS_AGGREGATE),
     (ACTIVATION, OFFLINE_RESPONSE_ISSUED, ACTIVATIONS_AGGREGATE),
@@ -155,6 +157,8 @@ const EVENT_TYPES: &[(&str, &str, &str)] = &[
     (GRANTS, CLIENT_REGISTERED, CLIENT_AGGREGATE),
     (GRANTS, CLIENT_REVOKED, CLIENT_AGGREGATE),
     (GRANTS, CLIENT_CLOCK_ROLLBACK_DETECTED, CLIENT_AGGREGATE),
+    (GRANTS, CLIENT_CALLBACK_CHANGED, CLIENT_AGGREGATE),
+    (GRANTS, CLIENT_CALLBACK_DISABLED, CLIENT_AGGREGATE),
     (GRANTS, LEASE_GRANTED, LEASES_AGGREGATE),
     (GRANTS, LEASE_RELEASED, LEASES_AGGREGATE),
     (GRANTS, LEASE_EXPIRED, LEASES_AGGREGATE),
@@ -195,6 +199,7 @@ const COMMAND_TYPES: &[(&str, &str)] = &[
     (ISSUANCE, DELETE_LICENSE),
     (ISSUANCE, "CreateApiKey"),
     (ISSUANCE, "SetAllowlist"),
+    (ISSUANCE, "SetCallback"),
     (ACTIVATION, ACTIVATE),
     (ACTIVATION, MIGRATE),
     (ACTIVATION, UNINSTALL),
@@ -203,6 +208,7 @@ const COMMAND_TYPES: &[(&str, &str)] = &[
     (DOMAIN, CHANGE_DOMAIN),
     (DOMAIN, RESET_DOMAIN),
     (GRANTS, REGISTER_CLIENT),
+    (GRANTS, SET_CLIENT_CALLBACK),
     (GRANTS, REVOKE_CLIENT),
     (GRANTS, CHECKOUT_LEASE),
     (GRANTS, REGISTER_UPSTREAM),
@@ -353,6 +359,8 @@ fn contracts() -> Vec<Contract> {
         event(API_KEY_ROTATED, api_keys_rotated),
         event(API_KEY_REVOKED, api_keys_revoked),
         event(API_KEY_ALLOWLIST_CHANGED, allowlists_changed),
+        event(API_KEY_CALLBACK_CHANGED, callbacks_changed),
+        event(API_KEY_CALLBACK_DISABLED, callbacks_disabled),
         event(DEVICE_ACTIVATED, devices_activated),
         event(DEVICE_SEEN, devices_seen),
         event(OFFLINE_RESPONSE_ISSUED, offline_responses_issued),
@@ -373,6 +381,8 @@ fn contracts() -> Vec<Contract> {
         event(CLIENT_REGISTERED, clients_registered),
         event(CLIENT_REVOKED, clients_revoked),
         event(CLIENT_CLOCK_ROLLBACK_DETECTED, client_clock_rollbacks),
+        event(CLIENT_CALLBACK_CHANGED, client_callbacks_changed),
+        event(CLIENT_CALLBACK_DISABLED, client_callbacks_disabled),
         event(LEASE_GRANTED, leases_granted),
         event(LEASE_RELEASED, leases_released),
         event(LEASE_EXPIRED, leases_expired),
@@ -394,6 +404,7 @@ fn contracts() -> Vec<Contract> {
         command(REINSTATE_LICENSE, empties),
         command("CreateApiKey", api_key_specs),
         command("SetAllowlist", allowlists),
+        command("SetCallback", callbacks),
         command(ACTIVATE, activates),
         command(MIGRATE, migrates),
         command(UNINSTALL, uninstalls),
@@ -403,6 +414,7 @@ fn contracts() -> Vec<Contract> {
         command(CHANGE_DOMAIN, domain_changes),
         command(RESET_DOMAIN, domain_resets),
         command(REGISTER_CLIENT, client_registrations),
+        command(SET_CLIENT_CALLBACK, callbacks),
         command(REVOKE_CLIENT, client_revocations),
         command(CHECKOUT_LEASE, lease_checkouts),
         command(REGISTER_UPSTREAM, upstream_registrations),
@@ -953,6 +965,12 @@ fn api_key_specs() -> Vec<CreateApiKey> {
                     .try_into()
                     .expect("valid text"),
             ),
+            callback_events: Some(
+                strings(&["LicenseIssued", "DeviceActivated"])
+                    .into_iter()
+                    .map(|s| s.try_into().expect("valid text"))
+                    .collect(),
+            ),
             remark: Some("Billing system (prod)".try_into().expect("valid text")),
         },
         // None set: usable from anywhere; serde still writes the empty list.
@@ -963,6 +981,7 @@ fn api_key_specs() -> Vec<CreateApiKey> {
                 .collect::<Vec<_>>(),
             allowlist: vec![],
             callback_url: None,
+            callback_events: None,
             remark: None,
         },
     ]
@@ -978,6 +997,10 @@ fn api_keys_created() -> Vec<ApiKeyCreated> {
             scopes: contracts::text::strings(s.scopes),
             allowlist: contracts::text::strings(s.allowlist),
             callback_url: s.callback_url.map(String::from),
+            callback_events: s
+                .callback_events
+                .map(contracts::text::strings)
+                .unwrap_or_default(),
             remark: s.remark.map(String::from),
             created_at,
         })
@@ -1019,6 +1042,61 @@ fn allowlists_changed() -> Vec<ApiKeyAllowlistChanged> {
             changed_at,
         })
         .collect()
+}
+
+fn callbacks() -> Vec<SetCallback> {
+    vec![
+        SetCallback {
+            callback_url: "https://billing.example.com/hooks/v2"
+                .try_into()
+                .expect("valid text"),
+            callback_events: Some(
+                strings(&["LicenseSuspended", "LeaseExpired"])
+                    .into_iter()
+                    .map(|s| s.try_into().expect("valid text"))
+                    .collect(),
+            ),
+        },
+        // The events as they were.
+        SetCallback {
+            callback_url: "https://billing.example.com/hooks/v3"
+                .try_into()
+                .expect("valid text"),
+            callback_events: None,
+        },
+    ]
+}
+
+fn callbacks_changed() -> Vec<ApiKeyCallbackChanged> {
+    per_key(|key_id, _, changed_at| (key_id, changed_at))
+        .into_iter()
+        .zip(callbacks())
+        .map(|((key_id, changed_at), c)| ApiKeyCallbackChanged {
+            key_id,
+            callback_url: Some(c.callback_url.into()),
+            callback_events: c
+                .callback_events
+                .map(contracts::text::strings)
+                .unwrap_or_default(),
+            changed_at,
+        })
+        // Removed.
+        .chain(per_key(|key_id, _, changed_at| ApiKeyCallbackChanged {
+            key_id,
+            callback_url: None,
+            callback_events: vec![],
+            changed_at,
+        }))
+        .collect()
+}
+
+fn callbacks_disabled() -> Vec<ApiKeyCallbackDisabled> {
+    per_key(|key_id, _, disabled_at| ApiKeyCallbackDisabled {
+        key_id,
+        callback_url: "https://billing.example.com/hooks/licensing".into(),
+        failures: 20,
+        disabled_at,
+    })
 }
 
 // Activation.
@@ -1394,6 +1472,8 @@ fn activation_claims() -> Vec<ActivationClaims> {
                 },
             ],
             fingerprint: digest_of(&workstation()),
+            components: workstation(),
+            min_matches: Some(3),
             iat: 1_772_414_102,
             nbf: 1_772_414_042,
             exp: Some(1_814_399_999),
@@ -1416,6 +1496,8 @@ fn activation_claims() -> Vec<ActivationClaims> {
             kind: LicenseKind::Temporary,
             features: vec![],
             fingerprint: digest_of(&container()),
+            components: BTreeMap::new(),
+            min_matches: None,
             iat: 1_780_418_730,
             nbf: 1_780_418_730,
             exp: None,
@@ -1688,6 +1770,12 @@ fn client_registrations() -> Vec<RegisterClient> {
                     .try_into()
                     .expect("valid text"),
             ),
+            callback_events: Some(
+                strings(&["LicenseSuspended", "LeaseExpired"])
+                    .into_iter()
+                    .map(|s| s.try_into().expect("valid text"))
+                    .collect(),
+            ),
         },
         // None set: from anywhere; serde still writes the empty list.
         RegisterClient {
@@ -1695,6 +1783,46 @@ fn client_registrations() -> Vec<RegisterClient> {
             licenses: vec![uuid(LICENSE_2)],
             allowlist: vec![],
             callback_url: None,
+            callback_events: None,
+        },
+    ]
+}
+
+fn client_callbacks_changed() -> Vec<ClientCallbackChanged> {
+    callbacks()
+        .into_iter()
+        .map(|c| ClientCallbackChanged {
+            client_id: uuid(CLIENT_1),
+            callback_url: Some(c.callback_url.into()),
+            callback_events: c
+                .callback_events
+                .map(contracts::text::strings)
+                .unwrap_or_default(),
+            changed_at: at("2026-07-03T10:00:00Z"),
+        })
+        // Removed.
+        .chain([ClientCallbackChanged {
+            client_id: uuid(CLIENT_2),
+            callback_url: None,
+            callback_events: vec![],
+            changed_at: at("2026-07-04T10:00:00Z"),
+        }])
+        .collect()
+}
+
+fn client_callbacks_disabled() -> Vec<ClientCallbackDisabled> {
+    vec![
+        ClientCallbackDisabled {
+            client_id: uuid(CLIENT_1),
+            callback_url: "https://buildfarm.acme.example/hooks/licensing".into(),
+            failures: 20,
+            disabled_at: at("2026-07-05T10:00:00Z"),
+        },
+        ClientCallbackDisabled {
+            client_id: uuid(CLIENT_2),
+            callback_url: "https://ws.example/hook".into(),
+            failures: 4_000,
+            disabled_at: at("2026-07-06T10:00:00.25Z"),
         },
     ]
 }
@@ -1721,6 +1849,10 @@ fn clients_registered() -> Vec<ClientRegistered> {
                 licenses: r.licenses,
                 allowlist: contracts::text::strings(r.allowlist),
                 callback_url: r.callback_url.map(String::from),
+                callback_events: r
+                    .callback_events
+                    .map(contracts::text::strings)
+                    .unwrap_or_default(),
                 registered_at,
             },
         )

@@ -52,6 +52,36 @@ pub trait CodedError: std::error::Error {
     fn field(&self) -> Option<&'static str> {
         None
     }
+    /// Every code this error answers, with its kind: what an API document
+    /// lists for the routes whose commands reach this aggregate.
+    fn codes() -> Vec<(&'static str, ErrorKind)>
+    where
+        Self: Sized;
+}
+
+/// Implements [`CodedError`]'s `code`, `kind` and `codes` from one table
+/// (`Self::Variant { .. } => "CODE", Kind;`), so the codes an API document
+/// lists are the ones the matches answer, and a new variant cannot be left
+/// out of either.
+#[macro_export]
+macro_rules! coded {
+    ($($pat:pat => $code:literal, $kind:ident;)+) => {
+        fn code(&self) -> &'static str {
+            match self {
+                $($pat => $code,)+
+            }
+        }
+
+        fn kind(&self) -> $crate::ErrorKind {
+            match self {
+                $($pat => $crate::ErrorKind::$kind,)+
+            }
+        }
+
+        fn codes() -> Vec<(&'static str, $crate::ErrorKind)> {
+            vec![$(($code, $crate::ErrorKind::$kind)),+]
+        }
+    };
 }
 
 /// An event that records a refusal (a detected clock rollback, say): the

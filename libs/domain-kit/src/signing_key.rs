@@ -9,7 +9,7 @@ use contracts::activation::{SigningKeyPublished, SIGNING_KEY_AGGREGATE, SIGNING_
 use serde::{Deserialize, Serialize};
 use signing::Jwk;
 
-use crate::{Clock, CodedError, ErrorKind, Refusal};
+use crate::{Clock, CodedError, Refusal};
 
 /// What the `SigningKey` aggregate needs from outside: the time a key is
 /// published at.
@@ -42,12 +42,8 @@ pub enum SigningKeyError {
 }
 
 impl CodedError for SigningKeyError {
-    fn code(&self) -> &'static str {
-        "KID_TAKEN"
-    }
-
-    fn kind(&self) -> ErrorKind {
-        ErrorKind::Conflict
+    crate::coded! {
+        _ => "KID_TAKEN", Conflict;
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -104,6 +104,17 @@ enum RelayError {
     Cancelled,
 }
 
+impl bus::outage::Unreachable for RelayError {
+    fn outage(&self) -> Option<&'static bus::outage::Outage> {
+        match self {
+            RelayError::Database(e) => e.outage(),
+            RelayError::Kafka(e) => e.outage(),
+            RelayError::Corrupt(..) => None,
+            RelayError::Cancelled => bus::outage::down(),
+        }
+    }
+}
+
 /// What the checkpoint topic holds for a relay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Checkpoint {
@@ -142,7 +153,7 @@ impl Relay {
                 r = self.session() => {
                     self.stats.active.store(false, Ordering::Relaxed);
                     if let Err(e) = r {
-                        tracing::warn!(relay = %self.config.name, error = %e, "relay session ended");
+                        bus::outage::warn(&format!("{}: relay session ended", self.config.name), &e);
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -237,8 +248,8 @@ impl Relay {
         }
     }
 
-    async fn transactional_producer(&self) -> Result<FutureProducer, RelayError> {
-        let producer: FutureProducer = self
+    async fn transactional_producer(&self) -> Result<bus::Producer, RelayError> {
+        let producer: bus::Producer = self
             .config
             .kafka
             .client()
@@ -249,7 +260,7 @@ impl Relay {
             .set("compression.type", "lz4")
             .set("queue.buffering.max.messages", "200000")
             .set("transaction.timeout.ms", "60000")
-            .create()?;
+            .create_with_context(bus::Quiet)?;
         let p = producer.clone();
         tokio::task::spawn_blocking(move || p.init_transactions(Duration::from_secs(30)))
             .await
@@ -268,13 +279,13 @@ impl Relay {
         let key = self.config.name.clone();
         let group = self.config.reader_group.clone();
         tokio::task::spawn_blocking(move || -> Result<Checkpoint, RelayError> {
-            let consumer: BaseConsumer<bus::ReadsToEnd> = kafka
+            let consumer: BaseConsumer<bus::Quiet> = kafka
                 .client()
                 .set("group.id", &group)
                 .set("enable.auto.commit", "false")
                 .set("isolation.level", "read_committed")
                 .set("enable.partition.eof", "true")
-                .create_with_context(bus::ReadsToEnd)?;
+                .create_with_context(bus::Quiet)?;
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&topic, partition, Offset::Beginning)?;
             consumer.assign(&tpl)?;
@@ -355,7 +366,7 @@ impl Relay {
     /// acknowledgement (pipelined), plus the checkpoint record.
     async fn publish(
         &self,
-        producer: &FutureProducer,
+        producer: &bus::Producer,
         batch: &[(String, StoredEvent)],
         first_leaf: u64,
         checkpoint: &Checkpoint,
@@ -395,7 +406,7 @@ impl Relay {
 }
 
 async fn send(
-    producer: &FutureProducer,
+    producer: &bus::Producer,
     mut record: FutureRecord<'_, [u8], [u8]>,
     pending: &mut Vec<DeliveryFuture>,
 ) -> Result<(), RelayError> {

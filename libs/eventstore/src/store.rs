@@ -143,6 +143,15 @@ pub enum StoreError {
     Serde(#[from] serde_json::Error),
 }
 
+impl bus::outage::Unreachable for StoreError {
+    fn outage(&self) -> Option<&'static bus::outage::Outage> {
+        match self {
+            StoreError::Database(e) => e.outage(),
+            _ => None,
+        }
+    }
+}
+
 /// A read table kept by the writing service itself, updated in the same
 /// transaction as the events (lookups the command side needs right away:
 /// keys by digest, licenses due for expiry). Never a published read model.

@@ -28,7 +28,7 @@ use crate::merkle;
 pub const BUNDLE_FORMAT: &str = "licensing.dispute-bundle/v2";
 pub const CHECKPOINT_TYP: &str = "dispute-checkpoint";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisputeBundle {
     pub format: String,
@@ -39,12 +39,13 @@ pub struct DisputeBundle {
     pub checkpoint: String,
     /// The services' signed checkpoints the inclusion proofs are against.
     #[serde(default)]
+    #[schema(required = true)]
     pub service_checkpoints: Vec<ServiceCheckpoint>,
 }
 
 /// A service's own checkpoint (compact JWS of
 /// `contracts::checkpoint::CheckpointClaims`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceCheckpoint {
     pub context: String,
@@ -53,7 +54,7 @@ pub struct ServiceCheckpoint {
 
 /// That one event (by sequence) is leaf `leaf_index` of the tree of
 /// `tree_size` leaves a service checkpoint signed: the audit path, hex.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InclusionProof {
     pub sequence: i64,
@@ -71,7 +72,7 @@ pub struct ServiceHead {
     pub root_hash: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BundleChain {
     pub context: String,
@@ -81,6 +82,7 @@ pub struct BundleChain {
     /// Inclusion proofs of the chain's first events (those published before
     /// the service checkpoint of the context), in order.
     #[serde(default)]
+    #[schema(required = true)]
     pub proofs: Vec<InclusionProof>,
 }
 

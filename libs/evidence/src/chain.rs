@@ -14,7 +14,7 @@ pub const ZERO_HASH: [u8; 32] = [0; 32];
 
 /// One row of the `events` table, with `payload` and `metadata` exactly as
 /// stored (their text is what the hash covers).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredEvent {
     pub global_position: i64,
     pub event_id: Uuid,
@@ -27,8 +27,10 @@ pub struct StoredEvent {
     pub metadata: String,
     pub recorded_at: DateTime<Utc>,
     #[serde(with = "hex_bytes")]
+    #[schema(value_type = String)]
     pub prev_hash: Vec<u8>,
     #[serde(with = "hex_bytes")]
+    #[schema(value_type = String)]
     pub hash: Vec<u8>,
 }
 
@@ -132,7 +134,7 @@ pub enum StoredEventError {
     Hash,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "problem", rename_all = "snake_case")]
 pub enum ChainProblem {
     /// The stored hash is not the hash of the stored content: altered in place.
@@ -143,11 +145,12 @@ pub enum ChainProblem {
     SequenceGap { expected: i64, found: i64 },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChainReport {
     pub aggregate_type: String,
     pub aggregate_id: String,
     pub events: usize,
+    #[schema(required = true)]
     pub head_hash: Option<String>,
     pub problems: Vec<ChainProblem>,
 }

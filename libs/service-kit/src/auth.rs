@@ -394,7 +394,7 @@ impl Authenticator {
 }
 
 fn auth_unavailable(e: sqlx::Error) -> Problem {
-    tracing::error!(error = %e, "credential lookup failed");
+    bus::outage::error("credential lookup", &e);
     Problem::new(
         actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
         "AUTH_UNAVAILABLE",

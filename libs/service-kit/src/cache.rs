@@ -1,44 +1,37 @@
-//! A small map whose entries expire: the look-ups that requests repeat
-//! (API keys, clients) read their table at most once per entry lifetime.
+//! A bounded map whose entries expire (`moka`): the look-ups that requests
+//! repeat (API keys, clients) read their table at most once per entry
+//! lifetime.
 
-use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// At most this many entries; beyond it the map starts over (a flood of
-/// distinct keys cannot grow memory without bound).
-const MAX_ENTRIES: usize = 100_000;
+/// At most this many entries; past it the least used go first, so a flood
+/// of distinct keys cannot grow memory without bound.
+const MAX_ENTRIES: u64 = 100_000;
 
-pub struct TtlCache<K, V> {
-    ttl: Duration,
-    entries: Mutex<HashMap<K, (V, Instant)>>,
-}
+pub struct TtlCache<K, V>(moka::sync::Cache<K, V>);
 
-impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
+impl<K, V> TtlCache<K, V>
+where
+    K: Eq + Hash + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
     pub fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            entries: Mutex::new(HashMap::new()),
-        }
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(MAX_ENTRIES)
+                .time_to_live(ttl)
+                .build(),
+        )
     }
 
     /// The entry, if stored less than the lifetime ago.
     pub fn get(&self, key: &K) -> Option<V> {
-        let entries = self.entries.lock().ok()?;
-        entries
-            .get(key)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(v, _)| v.clone())
+        self.0.get(key)
     }
 
     pub fn insert(&self, key: K, value: V) {
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
-            }
-            entries.insert(key, (value, Instant::now()));
-        }
+        self.0.insert(key, value);
     }
 }
 

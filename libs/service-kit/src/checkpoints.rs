@@ -22,7 +22,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use contracts::checkpoint::{CheckpointClaims, CheckpointMessage, CHECKPOINT_TYP};
 use eventstore::merkle::{leaf_hash, Frontier};
-use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::{watch, Mutex};
@@ -81,7 +80,7 @@ struct State {
 pub struct Checkpointer {
     pool: PgPool,
     signer: Arc<Signer>,
-    producer: FutureProducer,
+    producer: bus::Producer,
     config: CheckpointConfig,
     state: Mutex<Option<State>>,
 }
@@ -98,7 +97,7 @@ impl Checkpointer {
     pub fn new(
         pool: PgPool,
         signer: Arc<Signer>,
-        producer: FutureProducer,
+        producer: bus::Producer,
         config: CheckpointConfig,
     ) -> Self {
         Self {

@@ -157,7 +157,7 @@ pub fn store_problem(e: StoreError) -> Problem {
             "the aggregate changed concurrently; retry",
         ),
         other => {
-            tracing::error!(error = %other, "store failure");
+            bus::outage::error("store failure", &other);
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "STORE_UNAVAILABLE",

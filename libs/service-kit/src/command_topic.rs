@@ -12,7 +12,6 @@ use async_trait::async_trait;
 use bus::{HandleError, Incoming, TxHandler};
 use contracts::{CommandEnvelope, CommandOutcome, ErrorKind, OutcomeError, OutcomeStatus};
 use eventstore::{CommandContext, Refused, StoreError, DIGEST_MISMATCH_CODE};
-use rdkafka::producer::FutureProducer;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -49,7 +48,7 @@ pub struct CommandTopic<D> {
     /// The answering service, named in each outcome's `source` header.
     pub service: String,
     pub dispatcher: Arc<D>,
-    pub producer: FutureProducer,
+    pub producer: bus::Producer,
     pub outcomes_topic: String,
     /// The topic whose commands carry the admin authority, if the service
     /// has one.

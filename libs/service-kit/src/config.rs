@@ -278,6 +278,48 @@ pub struct CommonConfig {
     /// peer is the client.
     #[serde(default, deserialize_with = "cidrs")]
     pub trusted_proxies: Vec<Cidr>,
+    /// Webhooks (a service that delivers them): plain `http://` callback
+    /// URLs are refused unless this is set (`make run` sets it).
+    #[serde(default)]
+    pub webhook_allow_http: bool,
+    /// Networks callbacks may reach although not public (`make run`:
+    /// loopback); empty, only public addresses are called.
+    #[serde(default)]
+    pub webhook_allowed_networks: Vec<String>,
+    /// Time for one delivery: connecting, sending, the answer's headers.
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub webhook_timeout_ms: u64,
+    /// A failing delivery is retried for this long after its first attempt.
+    #[serde(default = "default_webhook_retry_secs")]
+    pub webhook_retry_secs: u64,
+    /// The wait after a delivery's first failure, doubled after each.
+    #[serde(default = "default_webhook_backoff_ms")]
+    pub webhook_backoff_ms: u64,
+    #[serde(default = "default_webhook_backoff_max_ms")]
+    pub webhook_backoff_max_ms: u64,
+    /// An endpoint is disabled (an event) after this many failed attempts
+    /// in a row...
+    #[serde(default = "default_webhook_disable_after_failures")]
+    pub webhook_disable_after_failures: u32,
+    /// ...spanning at least this long.
+    #[serde(default = "default_webhook_retry_secs")]
+    pub webhook_disable_after_secs: u64,
+}
+
+fn default_webhook_timeout_ms() -> u64 {
+    10_000
+}
+fn default_webhook_retry_secs() -> u64 {
+    86_400
+}
+fn default_webhook_backoff_ms() -> u64 {
+    1_000
+}
+fn default_webhook_backoff_max_ms() -> u64 {
+    3_600_000
+}
+fn default_webhook_disable_after_failures() -> u32 {
+    20
 }
 
 /// Every entry must parse: a proxy list silently shortened by a typo would

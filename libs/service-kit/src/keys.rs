@@ -217,6 +217,11 @@ impl Signer {
         self.ring.sign_typed(payload, typ)
     }
 
+    /// A detached JWS over `body` ([`KeyRing::sign_detached`]).
+    pub fn sign_detached(&self, body: &[u8], typ: &str) -> Result<String, SigningError> {
+        self.ring.sign_detached(body, typ)
+    }
+
     /// Every published key (read at most once a second).
     pub async fn jwks(&self) -> Result<Jwks, sqlx::Error> {
         if let Some((at, keys)) = &*self.cache.read().await {

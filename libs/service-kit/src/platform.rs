@@ -14,7 +14,6 @@ use actix_web::web;
 use bus::TxHandler;
 use contracts::Topics;
 use eventstore::relay::{Relay, RelayConfig};
-use rdkafka::producer::FutureProducer;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -67,7 +66,7 @@ pub struct Platform {
     pub pool: PgPool,
     /// This service's Kafka principal: every client it creates uses it.
     pub kafka: bus::Kafka,
-    pub producer: FutureProducer,
+    pub producer: bus::Producer,
     pub topics: Topics,
     pub metrics: Metrics,
     pub auth: web::Data<Authenticator>,
@@ -78,6 +77,8 @@ pub struct Platform {
     used_topics: Vec<String>,
     signer: Option<Arc<Signer>>,
     checkpointer: Option<Arc<Checkpointer>>,
+    openapi: Option<web::Bytes>,
+    from_memory: &'static [&'static str],
 }
 
 impl Platform {
@@ -143,6 +144,8 @@ impl Platform {
             used_topics: Vec::new(),
             signer: None,
             checkpointer: None,
+            openapi: None,
+            from_memory: &[],
         };
         // Every service enforces API keys from its own replica of them.
         let issuance_events = platform.topics.events(contracts::topics::ISSUANCE);
@@ -356,8 +359,25 @@ impl Platform {
         });
     }
 
+    /// The service's OpenAPI document, served openly at `/openapi.json`.
+    pub fn document(&mut self, doc: utoipa::openapi::OpenApi) -> Result<(), PlatformError> {
+        let json = doc
+            .to_json()
+            .map_err(|e| PlatformError::Config(format!("the OpenAPI document: {e}")))?;
+        self.openapi = Some(web::Bytes::from(json));
+        Ok(())
+    }
+
     /// Binds the HTTP server (health, readiness, metrics and `routes`) and
     /// starts it with everything spawned so far.
+    /// Routes the service answers without its database: they are served
+    /// while it is down, when every other `/v1/…` route answers 503
+    /// `STORE_UNAVAILABLE` at once (see `health::fail_fast`). The same list
+    /// the service gives its document's [`ProblemCodes`](crate::openapi::ProblemCodes).
+    pub fn from_memory(&mut self, paths: &'static [&'static str]) {
+        self.from_memory = paths;
+    }
+
     pub async fn serve<F>(self, routes: F) -> Result<Running, PlatformError>
     where
         F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
@@ -365,6 +385,7 @@ impl Platform {
         let mut used = self.used_topics.clone();
         used.sort();
         used.dedup();
+        let probed_topic = used.first().cloned().unwrap_or_default();
         let missing = bus::topics::unavailable(&self.kafka, used).await?;
         if !missing.is_empty() {
             return Err(PlatformError::Config(format!(
@@ -375,9 +396,11 @@ impl Platform {
         }
         let mut app = ServiceApp::from_config(self.name.clone(), &self.config)?
             .with_metrics(self.metrics.clone())
+            .with_routes_from_memory(self.from_memory)
             .with_ready_check(ReadyCheck::Postgres(self.pool.clone()))
             .with_ready_check(ReadyCheck::Kafka {
                 kafka: self.kafka.clone(),
+                topic: probed_topic,
             });
         if !self.handle_signals {
             app = app.disable_signals();
@@ -385,8 +408,12 @@ impl Platform {
         let auth = self.auth.clone();
         let signer = self.signer.clone().map(web::Data::from);
         let checkpointer = self.checkpointer.clone().map(web::Data::from);
+        let openapi = self.openapi.clone();
         let routes = move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(auth.clone());
+            if let Some(json) = &openapi {
+                crate::openapi::route(cfg, json.clone());
+            }
             if let Some(s) = &signer {
                 cfg.app_data(s.clone());
                 crate::keys::routes::<Signer>(cfg);

@@ -150,16 +150,20 @@ impl Problem {
     }
 }
 
-#[derive(Serialize)]
-struct ProblemBody<'a> {
+/// A problem+json answer (RFC 9457) as every route writes it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemBody<'a> {
     #[serde(rename = "type")]
     kind: String,
     title: &'a str,
     status: u16,
     code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     detail: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     field: Option<&'a str>,
 }
 
@@ -261,12 +265,14 @@ fn normalize_error(err: actix_web::Error) -> actix_web::Error {
     if err.as_error::<Problem>().is_some() {
         return err;
     }
+    // A problem answer carried as an error (a middleware's refusal) is
+    // deliberate: nothing failed.
+    if is_problem(err.error_response().headers()) {
+        return err;
+    }
     let status = err.as_response_error().status_code();
     if status.is_server_error() {
         tracing::error!(error = %err, "request failed");
-    }
-    if is_problem(err.error_response().headers()) {
-        return err;
     }
     Problem::from_status(status).into()
 }

@@ -38,9 +38,10 @@ pub struct ServiceApp {
     ready_checks: Vec<ReadyCheck>,
     body_limit: usize,
     handle_signals: bool,
-    // Built once from `ready_checks` so that every worker shares one Kafka
-    // client per check instead of creating its own.
+    // Built once from `ready_checks` so that every worker shares one probe
+    // per check instead of running its own.
     readiness: OnceLock<Arc<Readiness>>,
+    from_memory: Arc<[&'static str]>,
     tls: Option<rustls::ServerConfig>,
     trusted_proxies: TrustedProxies,
 }
@@ -57,6 +58,7 @@ impl ServiceApp {
             body_limit: DEFAULT_BODY_LIMIT,
             handle_signals: true,
             readiness: OnceLock::new(),
+            from_memory: Arc::from(Vec::new()),
             tls: None,
             trusted_proxies: TrustedProxies::default(),
         }
@@ -104,6 +106,13 @@ impl ServiceApp {
         self
     }
 
+    /// Routes answered without the database (see [`health::fail_fast`]):
+    /// they are served while it is down.
+    pub fn with_routes_from_memory(mut self, paths: &[&'static str]) -> Self {
+        self.from_memory = Arc::from(paths.to_vec());
+        self
+    }
+
     /// Largest accepted JSON body in bytes (see [`BodyLimit`]).
     pub fn with_body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
@@ -138,7 +147,7 @@ impl ServiceApp {
     fn readiness(&self) -> Arc<Readiness> {
         Arc::clone(
             self.readiness
-                .get_or_init(|| Arc::new(Readiness::new(self.ready_checks.clone()))),
+                .get_or_init(|| Readiness::start(self.ready_checks.clone())),
         )
     }
 
@@ -169,6 +178,8 @@ impl ServiceApp {
         let service_for_panics = Arc::clone(&service);
         let metrics = self.metrics.clone();
         let metrics_for_panics = self.metrics.clone();
+        let database = self.readiness().database();
+        let from_memory = Arc::clone(&self.from_memory);
         App::new()
             .app_data(web::Data::new(self.metrics.clone()))
             .app_data(web::Data::from(self.readiness()))
@@ -191,6 +202,9 @@ impl ServiceApp {
                     req,
                     next,
                 )
+            }))
+            .wrap(from_fn(move |req: ServiceRequest, next: Next<BoxBody>| {
+                health::fail_fast(database.clone(), Arc::clone(&from_memory), req, next)
             }))
             .wrap(from_fn(json::refuse_control_in_url))
             .wrap(from_fn(problem::normalize_errors))

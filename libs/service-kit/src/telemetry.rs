@@ -31,10 +31,10 @@ pub fn init(service: &str, format: &str) {
     let rust_log = std::env::var("RUST_LOG")
         .ok()
         .filter(|spec| !spec.trim().is_empty());
-    let filter = rust_log
-        .as_deref()
-        .and_then(|spec| EnvFilter::try_new(spec).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+    let spec = rust_log.as_deref().unwrap_or("info");
+    let filter = EnvFilter::try_new(with_outage_quiet(spec))
+        .or_else(|_| EnvFilter::try_new(with_outage_quiet("info")))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let quiet = CallerErrors::unless_wanted(rust_log.as_deref());
     let installed = if format.eq_ignore_ascii_case("pretty") {
         tracing_subscriber::fmt()
@@ -59,6 +59,31 @@ pub fn init(service: &str, format: &str) {
     if installed {
         tracing::info!(service, log_format = format, "telemetry initialised");
     }
+}
+
+/// sqlx's own lines about a database going away: one WARN per pooled
+/// connection for the server's "terminating connection" notice, one per
+/// connection failing its check on release, one per slow acquire. The
+/// outage tracker (`bus::outage`) tells that story once; these targets
+/// carry nothing else of ours (a server notice is never an error, and a
+/// failed acquire reaches the caller as an error). `RUST_LOG` naming a
+/// target keeps the operator's choice for it.
+const OUTAGE_QUIET: &[&str] = &[
+    "sqlx::postgres::notice=error",
+    "sqlx_core::pool::connection=error",
+    "sqlx::pool::acquire=error",
+];
+
+fn with_outage_quiet(spec: &str) -> String {
+    let mut spec = spec.to_owned();
+    for directive in OUTAGE_QUIET {
+        let target = directive.split('=').next().unwrap_or_default();
+        if !spec.contains(target) {
+            spec.push(',');
+            spec.push_str(directive);
+        }
+    }
+    spec
 }
 
 /// Drops actix-http's `stream error: …` events, which it logs at ERROR for
@@ -358,5 +383,23 @@ mod tests {
                 .0,
             "67e55044-10b1-426f-9247-bb680e5fe0c8"
         );
+    }
+}
+
+#[cfg(test)]
+mod outage_quiet_tests {
+    use super::*;
+
+    #[test]
+    fn sqlx_outage_lines_are_quiet_unless_rust_log_names_their_target() {
+        let spec = with_outage_quiet("info,sqlx=warn");
+        assert!(spec.starts_with("info,sqlx=warn,"));
+        for d in OUTAGE_QUIET {
+            assert!(spec.contains(d), "{spec}");
+        }
+        assert!(EnvFilter::try_new(&spec).is_ok());
+        let chosen = with_outage_quiet("info,sqlx::postgres::notice=warn");
+        assert!(!chosen.contains("sqlx::postgres::notice=error"), "{chosen}");
+        assert!(chosen.contains("sqlx::pool::acquire=error"));
     }
 }

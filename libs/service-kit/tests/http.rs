@@ -424,6 +424,47 @@ async fn readyz_names_an_unreachable_postgres() {
 }
 
 #[actix_web::test]
+async fn while_the_database_is_down_its_routes_answer_503_at_once_and_the_others_serve() {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect_lazy("postgres://app:hunter2@127.0.0.1:1/issuance")
+        .unwrap();
+    let app = ServiceApp::new("test")
+        .with_ready_check(ReadyCheck::Postgres(pool))
+        .with_routes_from_memory(&["/v1/correlation"]);
+    let svc = service!(app);
+    // The probe finds it down (not merely not probed yet).
+    let mut known = false;
+    for _ in 0..100 {
+        let res =
+            test::call_service(&svc, test::TestRequest::get().uri("/readyz").to_request()).await;
+        let (_, _, body) = problem(res).await;
+        if body["detail"] == "failed checks: postgres" {
+            known = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(known, "the probe never found the database down");
+    let started = Instant::now();
+    let res = test::call_service(
+        &svc,
+        test::TestRequest::get().uri("/v1/licenses").to_request(),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_millis(200));
+    assert_eq!(res.headers().get("retry-after").unwrap(), "1");
+    let (status, ct, body) = problem(res).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ct, "application/problem+json");
+    assert_eq!(body["code"], "STORE_UNAVAILABLE");
+    // A route served from memory and the platform's own still answer.
+    for uri in ["/v1/correlation", "/healthz"] {
+        let res = test::call_service(&svc, test::TestRequest::get().uri(uri).to_request()).await;
+        assert_eq!(res.status(), StatusCode::OK, "{uri}");
+    }
+}
+
+#[actix_web::test]
 async fn serve_binds_port_zero_and_answers() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

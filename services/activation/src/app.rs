@@ -35,9 +35,25 @@ pub struct Activation {
 
 /// What `verify_file` found.
 pub struct FileVerdict {
-    pub code: &'static str,
+    pub code: FileCode,
     /// The activation and license the file names, once it was read.
     pub ids: Option<(Uuid, Uuid)>,
+}
+
+/// Whether a file may be installed, as `POST /v1/activations/verify`
+/// answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FileCode {
+    /// Signed by this service, an activation file, its activation live.
+    Valid,
+    /// Its activation ended (uninstalled, migrated, revoked).
+    Revoked,
+    /// No such activation, or another license's for a product's credential.
+    NotFound,
+    BadSignature,
+    /// Signed by this service but not an activation file (a receipt).
+    NotAnActivationFile,
 }
 
 /// A seat and its freshly signed file.
@@ -254,23 +270,23 @@ impl Activation {
         let claims = match self.signer.verify(file).await {
             Ok(c) => c,
             Err(service_kit::keys::VerifyError::Store(e)) => return Err(e.into()),
-            Err(_) => return Ok(verdict("BAD_SIGNATURE")),
+            Err(_) => return Ok(verdict(FileCode::BadSignature)),
         };
         let Some(claims) = serde_json::from_value::<ActivationClaims>(claims)
             .ok()
             .filter(|c| c.typ == ACTIVATION_TYP)
         else {
-            return Ok(verdict("NOT_AN_ACTIVATION_FILE"));
+            return Ok(verdict(FileCode::NotAnActivationFile));
         };
         // A product asks about its own license's files only.
         if caller.reach(claims.license_id, || ()).is_err() {
-            return Ok(verdict("NOT_FOUND"));
+            return Ok(verdict(FileCode::NotFound));
         }
         let seat = store::seat(&self.pool, claims.activation_id).await?;
         let code = match seat.map(|s| s.status) {
-            Some(SeatStatus::Live) => "VALID",
-            Some(_) => "REVOKED",
-            None => "NOT_FOUND",
+            Some(SeatStatus::Live) => FileCode::Valid,
+            Some(_) => FileCode::Revoked,
+            None => FileCode::NotFound,
         };
         Ok(FileVerdict {
             code,
@@ -430,6 +446,10 @@ impl Activation {
                 })
                 .collect(),
             fingerprint: seat.fingerprint.clone(),
+            // So that a reader offline recognises the device as this
+            // service does, a replaced part and all.
+            components: seat.components.clone(),
+            min_matches: Some(crate::domain::seats::policy(license).fingerprint_min_matches),
             iat: now,
             nbf: now,
             exp: license.expires_at.map(|t| t.timestamp()),
@@ -446,17 +466,19 @@ impl Activation {
     async fn receipt(
         &self,
         license: &LicenseView,
-        seat: &Seat,
+        activation_id: Uuid,
+        fingerprint: &str,
+        ended_at: Option<DateTime<Utc>>,
         sequence: u64,
     ) -> Result<String, Failure> {
         let now = self.now().timestamp();
         let claims = ReceiptClaims {
             typ: RECEIPT_TYP.into(),
             iss: self.issuer.clone(),
-            activation_id: seat.activation_id,
+            activation_id,
             license_id: license.id,
-            fingerprint: seat.fingerprint.clone(),
-            uninstalled_at: seat.ended_at.map_or(now, |t| t.timestamp()),
+            fingerprint: fingerprint.to_string(),
+            uninstalled_at: ended_at.map_or(now, |t| t.timestamp()),
             iat: now,
             event: self.position(license.id, sequence, &[]).await?,
         };
@@ -504,31 +526,30 @@ impl Activation {
         Ok(store::seats_of_license(&self.pool, license_id).await?)
     }
 
-    /// The license and seat behind an activation id.
-    pub async fn seat(
+    /// The license and live seat behind an activation id; an ended one is
+    /// refused, naming how it ended.
+    async fn live_seat(
         &self,
         caller: &Principal,
         activation_id: Uuid,
     ) -> Result<(LicenseView, Seat), Failure> {
         let license = self.license_of(caller, activation_id).await?;
         let (seats, _) = self.seats.load(&license.id.to_string()).await?;
-        let seat = seats
-            .seats
-            .get(&activation_id)
-            .cloned()
-            .ok_or_else(activation_not_found)?;
-        Ok((license, seat))
+        if let Some(seat) = seats.seats.get(&activation_id) {
+            return Ok((license, seat.clone()));
+        }
+        match seats.ended.get(&activation_id) {
+            Some(e) => Err(Failure::conflict(
+                "ACTIVATION_REVOKED",
+                format!("the activation is {:?}", e.status).to_lowercase(),
+            )),
+            None => Err(activation_not_found()),
+        }
     }
 
     /// Re-issues the file of a live activation (recovery).
     pub async fn file(&self, caller: &Principal, activation_id: Uuid) -> Result<Issued, Failure> {
-        let (license, seat) = self.seat(caller, activation_id).await?;
-        if seat.status != SeatStatus::Live {
-            return Err(Failure::conflict(
-                "ACTIVATION_REVOKED",
-                format!("the activation is {:?}", seat.status).to_lowercase(),
-            ));
-        }
+        let (license, seat) = self.live_seat(caller, activation_id).await?;
         crate::domain::seats::usable(&license, self.now())
             .map_err(|e| Failure::Refused(eventstore::Refused::of(&e)))?;
         self.issued(license, seat, false).await
@@ -555,12 +576,17 @@ impl Activation {
             .await?;
         let sequence = done.outcome.sequence.unwrap_or_default();
         let seats = accepted(done)?;
-        let seat = seats
-            .seats
-            .get(&activation_id)
-            .cloned()
-            .ok_or_else(|| Failure::internal("a seat or event the command just stored"))?;
-        self.receipt(&license, &seat, sequence).await
+        // This run ended the seat; a replayed command finds it in the
+        // index, as the first run left it.
+        let (fingerprint, ended_at) = match seats.touched(&activation_id) {
+            Some(s) => (s.fingerprint.clone(), s.ended_at),
+            None => store::seat(&self.pool, activation_id)
+                .await?
+                .map(|s| (s.fingerprint, s.ended_at))
+                .ok_or_else(|| Failure::internal("a seat or event the command just stored"))?,
+        };
+        self.receipt(&license, activation_id, &fingerprint, ended_at, sequence)
+            .await
     }
 
     pub async fn migrate(
@@ -594,19 +620,12 @@ impl Activation {
         let granted_at = done.outcome.sequence;
         let seats = accepted(done)?;
         // A replayed command answers with the seat its first run granted:
-        // the one whose event is the outcome's.
+        // the one whose event is the outcome's, if it is still live.
         let seat = seats
-            .seats
-            .values()
+            .live()
             .find(|s| s.activation_id == new_id || Some(s.granted_at_sequence) == granted_at)
             .cloned()
-            .ok_or_else(|| Failure::internal("a seat or event the command just stored"))?;
-        if seat.status != SeatStatus::Live {
-            return Err(Failure::conflict(
-                "ACTIVATION_REVOKED",
-                format!("the activation is {:?}", seat.status).to_lowercase(),
-            ));
-        }
+            .ok_or_else(ended)?;
         self.issued(license, seat, true).await
     }
 
@@ -751,7 +770,8 @@ fn device_of(
         .transpose()
 }
 
-#[derive(Debug, Clone, serde::Deserialize)]
+/// Body of `POST /v1/validate`.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
     /// Optional with a license credential (which names the license).

@@ -22,7 +22,6 @@ use contracts::issuance::*;
 use contracts::license_view::LicenseView;
 use contracts::{Actor, ActorKind, CommandEnvelope, EventEnvelope, OutcomeStatus};
 use eventstore::{derived_id, CommandContext, StoreError};
-use rdkafka::producer::FutureProducer;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -180,7 +179,7 @@ impl ReplicaConsumer {
 
 pub struct ReactionConsumer {
     pub app: Arc<Activation>,
-    pub producer: FutureProducer,
+    pub producer: bus::Producer,
     /// `<prefix>.issuance.commands`.
     pub issuance_commands: String,
 }

@@ -125,6 +125,8 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
     );
     let data = web::Data::from(app);
     let wait = web::Data::new(api::TrialWait(Duration::from_millis(config.trial_wait_ms)));
+    platform.document(<api::ApiDoc as utoipa::OpenApi>::openapi())?;
+    platform.from_memory(api::FROM_MEMORY);
     platform
         .serve(move |cfg| {
             cfg.app_data(data.clone()).app_data(wait.clone());

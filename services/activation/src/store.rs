@@ -42,7 +42,7 @@ impl InlineProjection<Seats> for SeatIndex {
         _aggregate_id: &str,
         seats: &Seats,
     ) -> Result<(), sqlx::Error> {
-        for s in seats.changed.iter().filter_map(|id| seats.seats.get(id)) {
+        for s in seats.changed.iter().filter_map(|id| seats.touched(id)) {
             sqlx::query(
                 "INSERT INTO activations (activation_id, license_id, product, kind, fingerprint, \
                    components, component_digests, status, activated_at, granted_at_sequence, \
@@ -106,19 +106,25 @@ impl InlineProjection<Trial> for TrialIndex {
     }
 }
 
-/// A seat as the index holds it.
-#[derive(Debug, Clone, serde::Serialize)]
+/// A seat as the index holds it (and the API shows it).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Activation)]
 pub struct SeatRow {
     pub activation_id: Uuid,
     pub license_id: Uuid,
     pub product: String,
     pub kind: contracts::issuance::LicenseKind,
+    /// The device's fingerprint digest.
     pub fingerprint: String,
     #[serde(skip)]
     pub components: BTreeMap<String, String>,
     pub status: crate::domain::SeatStatus,
     pub activated_at: DateTime<Utc>,
+    /// The latest clock reading the device reported, if any.
+    #[schema(required = true)]
     pub last_client_time: Option<DateTime<Utc>>,
+    /// When the seat ended; null while live.
+    #[schema(required = true)]
     pub ended_at: Option<DateTime<Utc>>,
 }
 

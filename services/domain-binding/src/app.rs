@@ -28,16 +28,37 @@ pub fn parse_host(raw: &str, field: &'static str) -> Result<Registrable, Failure
 }
 
 /// A binding as the HTTP answer and a command's outcome show it.
-pub fn view(license_id: Uuid, b: &Binding) -> serde_json::Value {
-    serde_json::json!({
-        "license_id": license_id,
-        "product": b.product,
-        "domain": b.domain,
-        "changes_used": b.changes_used,
-        "released": b.released,
-        "bound_at": b.bound_at,
-        "follow_up": b.domain.as_deref().map(crate::domain::binding::follow_up).unwrap_or_default(),
-    })
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct BindingView {
+    pub license_id: Uuid,
+    pub product: String,
+    /// The bound registrable domain; null while none is bound.
+    #[schema(required = true)]
+    pub domain: Option<String>,
+    /// Changes made so far (the policy's free ones first).
+    pub changes_used: u32,
+    /// The license left service: nothing binds it again.
+    pub released: bool,
+    #[schema(required = true)]
+    pub bound_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// What to set up so the bound domain serves the product.
+    pub follow_up: Vec<String>,
+}
+
+pub fn view(license_id: Uuid, b: &Binding) -> BindingView {
+    BindingView {
+        license_id,
+        product: b.product.clone(),
+        domain: b.domain.clone(),
+        changes_used: b.changes_used,
+        released: b.released,
+        bound_at: b.bound_at,
+        follow_up: b
+            .domain
+            .as_deref()
+            .map(crate::domain::binding::follow_up)
+            .unwrap_or_default(),
+    }
 }
 
 impl DomainBinding {

@@ -84,10 +84,12 @@ pub struct Cache {
 }
 
 /// A live license of a domain, as the public query shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct PublicLicense {
     pub product: String,
+    #[schema(required = true)]
     pub edition: Option<String>,
+    #[schema(required = true)]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -200,7 +202,7 @@ pub async fn run(
 ) {
     loop {
         if let Err(e) = cache.refresh().await {
-            tracing::warn!(error = %e, "host-check cache refresh failed");
+            bus::outage::warn("host-check cache refresh", &e);
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -86,7 +86,7 @@ impl Dispatch for DomainBinding {
             &ctx,
             &env.aggregate_id,
             answer,
-            |(id, b)| Some(view(*id, b)),
+            |(id, b)| serde_json::to_value(view(*id, b)).ok(),
         )
         .await
     }

@@ -106,6 +106,8 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
         config.license_query_burst,
     ));
     let data = web::Data::from(app);
+    platform.document(<api::ApiDoc as utoipa::OpenApi>::openapi())?;
+    platform.from_memory(api::FROM_MEMORY);
     platform
         .serve(move |cfg| {
             cfg.app_data(data.clone());

@@ -60,7 +60,8 @@ impl GrantSync {
                 let req: RevokeClient = decode_payload(&env.payload)?;
                 ctx.request_digest = request_digest(REVOKE_CLIENT, &(id, &req.reason));
                 let state = self.revoke_client(ctx, id, req.reason.into()).await?;
-                Ok(client_view(&state, None))
+                serde_json::to_value(client_view(&state, None))
+                    .map_err(|e| Failure::internal(&format!("a client's view: {e}")))
             }
             CHECK_UPSTREAM => {
                 admin_only(env, admin)?;

@@ -96,7 +96,7 @@ async fn answer(pool: &PgPool, now: DateTime<Utc>, batch: Vec<Request>) {
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, "heartbeat batch failed");
+            bus::outage::error("heartbeat batch", &e);
             for r in batch {
                 let _ = r.reply.send(Err(e.to_string()));
             }

@@ -135,6 +135,8 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
         std::path::Path::new(&key_file),
         config.upstream_secret_key_generate,
     )?);
+    let webhooks = service_kit::webhooks::WebhookConfig::from_common(&config.common)
+        .map_err(PlatformError::Config)?;
     let mut platform = Platform::start(SERVICE, config.common, &schema()).await?;
     app::seal_stored_secrets(&platform.pool, &secrets, &key_file).await?;
     if !options.handle_signals {
@@ -149,7 +151,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
         GrantServices {
             clock: clock.clone(),
         },
-        signer,
+        signer.clone(),
         Heartbeats::start(platform.pool.clone(), clock, config.heartbeat_batch_max),
         notifier.clone(),
         remote,
@@ -184,13 +186,56 @@ pub async fn start(config: Config, options: Options) -> Result<Running, Platform
         Duration::from_millis(config.scheduler_interval_ms.max(10)),
         platform.shutdown_signal(),
     ));
+    let webhooks_in = service_kit::webhooks::Enqueuer::of_every_context(
+        &platform.topics,
+        store::ClientsOfLicense,
+    );
+    platform.spawn_consumer("webhooks", webhooks_in.topic_names(), 200, webhooks_in);
+    platform.spawn(service_kit::webhooks::run(
+        platform.pool.clone(),
+        signer,
+        webhooks.clone(),
+        Arc::new(CallbackOwner(app.clone())),
+        platform.shutdown_signal(),
+    ));
     // One command a transaction: an upstream pull may take its timeouts.
     platform.spawn_command_topics(GRANTS, true, 1, app.clone());
     let data = web::Data::from(app);
+    let webhooks = web::Data::new(webhooks);
+    platform.document(<api::ApiDoc as utoipa::OpenApi>::openapi())?;
     platform
         .serve(move |cfg| {
-            cfg.app_data(data.clone());
+            cfg.app_data(data.clone()).app_data(webhooks.clone());
             api::routes(cfg);
         })
         .await
+}
+
+/// Disables a license client's callback that keeps failing, as the
+/// client's event.
+struct CallbackOwner(Arc<GrantSync>);
+
+#[async_trait::async_trait]
+impl service_kit::webhooks::Owner for CallbackOwner {
+    async fn disable(&self, endpoint: &str, failures: i32) -> Result<(), String> {
+        let client = endpoint
+            .strip_prefix("client:")
+            .and_then(|id| uuid::Uuid::parse_str(id).ok())
+            .ok_or_else(|| format!("{endpoint} is no license client's"))?;
+        let failures = u32::try_from(failures).unwrap_or(0);
+        let ctx = app::system_context(
+            "DisableClientCallback",
+            &format!("webhooks-disable:{client}:{}", uuid::Uuid::now_v7()),
+        );
+        self.0
+            .clients
+            .execute(
+                &client.to_string(),
+                domain::ClientCommand::DisableCallback { failures },
+                &ctx,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
 }

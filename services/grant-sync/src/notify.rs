@@ -41,7 +41,7 @@ impl Notifier {
             match PgListener::connect_with(&pool).await {
                 Ok(mut listener) => {
                     if let Err(e) = listener.listen(CHANNEL).await {
-                        tracing::warn!(error = %e, "LISTEN failed");
+                        bus::outage::warn("change listener: LISTEN", &e);
                     } else {
                         // Whatever happened while disconnected: wake everyone.
                         let _ = self.tx.send(Uuid::nil());
@@ -53,7 +53,7 @@ impl Notifier {
                                         let _ = self.tx.send(id);
                                     }
                                     Err(e) => {
-                                        tracing::warn!(error = %e, "change listener lost its connection");
+                                        bus::outage::warn("change listener lost its connection", &e);
                                         break;
                                     }
                                 },
@@ -62,7 +62,7 @@ impl Notifier {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "change listener cannot connect"),
+                Err(e) => bus::outage::warn("change listener cannot connect", &e),
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}

@@ -58,6 +58,31 @@ pub async fn record_change(
 
 pub struct ClientIndex;
 
+/// A license client's webhook endpoint.
+pub fn endpoint_of(client_id: Uuid) -> String {
+    format!("client:{client_id}")
+}
+
+/// The audience of a license's events: the live clients it is assigned to.
+pub struct ClientsOfLicense;
+
+#[async_trait]
+impl service_kit::webhooks::Audience for ClientsOfLicense {
+    async fn of_license(
+        &self,
+        tx: &mut PgConnection,
+        license: Uuid,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let clients: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT client_id FROM clients WHERE licenses @> ARRAY[$1]::uuid[] AND NOT revoked",
+        )
+        .bind(license)
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(clients.into_iter().map(endpoint_of).collect())
+    }
+}
+
 #[async_trait]
 impl InlineProjection<Client> for ClientIndex {
     async fn apply(
@@ -67,6 +92,17 @@ impl InlineProjection<Client> for ClientIndex {
         c: &Client,
     ) -> Result<(), sqlx::Error> {
         let Some(s) = &c.state else { return Ok(()) };
+        // A client registered before webhooks has a URL and no events: it
+        // receives nothing until its callback is set.
+        let endpoint = match (&s.callback_url, s.revoked, s.callback_events.is_empty()) {
+            (Some(url), false, false) => Some(service_kit::webhooks::Endpoint {
+                url,
+                events: &s.callback_events,
+                disabled: s.callback_disabled,
+            }),
+            _ => None,
+        };
+        service_kit::webhooks::put_endpoint(tx, &endpoint_of(s.client_id), endpoint).await?;
         sqlx::query(
             "INSERT INTO clients (client_id, key_id, name, licenses, revoked, registered_at) \
              VALUES ($1, $2, $3, $4, $5, $6) \

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::domain::{
     ApiKey, IssuanceServices, License, LicenseCommand, Product, ProductCommand, ProductState,
 };
-use crate::store::LicenseLookup;
+use crate::store::{LicenseLookup, WebhookEndpoints};
 use service_kit::command::context;
 
 /// Payload of commands that carry nothing (reinstate, delete).
@@ -73,7 +73,8 @@ impl Issuance {
             licenses: Repository::new(pool.clone(), services.clone())
                 .with_projection(Arc::new(LicenseLookup)),
             products: Repository::new(pool.clone(), services.clone()),
-            api_keys: Repository::new(pool.clone(), services),
+            api_keys: Repository::new(pool.clone(), services)
+                .with_projection(Arc::new(WebhookEndpoints)),
             pool,
         }
     }

@@ -21,7 +21,7 @@ const BATCH: i64 = 500;
 pub async fn run(issuance: Arc<Issuance>, every: Duration, mut shutdown: watch::Receiver<bool>) {
     loop {
         if let Err(e) = tick(&issuance).await {
-            tracing::warn!(error = %e, "scheduler tick failed");
+            bus::outage::warn("scheduler tick", &e);
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -9,7 +9,40 @@ use eventstore::InlineProjection;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::domain::License;
+use crate::domain::{ApiKey, License};
+
+/// An API key's webhook endpoint, kept inline with the key's events: the
+/// sender reads it, the webhook consumer matches events against it.
+pub struct WebhookEndpoints;
+
+pub fn endpoint_of(key_id: &str) -> String {
+    format!("api-key:{key_id}")
+}
+
+#[async_trait]
+impl InlineProjection<ApiKey> for WebhookEndpoints {
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        _aggregate_id: &str,
+        key: &ApiKey,
+    ) -> Result<(), sqlx::Error> {
+        let Some(s) = &key.state else {
+            return Ok(());
+        };
+        // A key made before webhooks has a URL and no events: it receives
+        // nothing until its callback is set (PUT …/callback).
+        let endpoint = match (&s.callback_url, s.revoked, s.callback_events.is_empty()) {
+            (Some(url), false, false) => Some(service_kit::webhooks::Endpoint {
+                url,
+                events: &s.callback_events,
+                disabled: s.callback_disabled,
+            }),
+            _ => None,
+        };
+        service_kit::webhooks::put_endpoint(tx, &endpoint_of(&s.key_id), endpoint).await
+    }
+}
 
 /// The license lookup table, kept inline with the License's events.
 pub struct LicenseLookup;

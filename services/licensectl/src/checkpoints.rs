@@ -139,13 +139,13 @@ async fn load(source: &Source) -> anyhow::Result<Vec<String>> {
 
 /// Every committed message of `topic`, read to the end of each partition.
 fn read_topic(kafka: &bus::Kafka, topic: &str, group: &str) -> anyhow::Result<Vec<String>> {
-    let consumer: BaseConsumer<bus::ReadsToEnd> = kafka
+    let consumer: BaseConsumer<bus::Quiet> = kafka
         .client()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
-        .create_with_context(bus::ReadsToEnd)
+        .create_with_context(bus::Quiet)
         .context("Kafka consumer")?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(15))

@@ -8,72 +8,60 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use crate::{flags, USAGE};
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Create the deployment's topics and every principal's ACLs
+    /// (idempotent: `make run` runs it at every start).
+    Provision(Args),
+}
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The administrator's librdkafka properties.
+    #[arg(long, env = "LICENSING_KAFKA_ADMIN_CONFIG", hide_env_values = true)]
     pub config: PathBuf,
+    /// Bootstrap servers, overriding the properties' own.
+    #[arg(long)]
     pub brokers: Option<String>,
-    pub prefix: String,
+    #[command(flatten)]
+    pub prefix: crate::Prefix,
+    /// The consumer-group prefix the ACLs allow (the topic prefix when left out).
+    #[arg(long)]
     pub group_prefix: Option<String>,
+    /// Partitions of each topic created (the topic file's when left out).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub partitions: Option<i32>,
-    pub users: BTreeMap<String, String>,
+    /// Replicas of each topic created (the topic file's, 1, when left out;
+    /// 3 in production).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=32))]
+    pub replication_factor: Option<i32>,
+    /// `min.insync.replicas` of each topic created (the broker's when left
+    /// out; 2 with 3 replicas in production).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=32))]
+    pub min_insync_replicas: Option<i32>,
+    /// The user of each role, as ROLE=USER pairs, comma-separated (roles:
+    /// schemas/acls.toml).
+    #[arg(long, value_delimiter = ',', value_parser = role_user)]
+    pub users: Vec<(String, String)>,
 }
 
-pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Args> {
-    match args.first().map(String::as_str) {
-        Some("provision") => {}
-        _ => bail!(USAGE),
-    }
-    let mut f = flags(
-        &args[1..],
-        &[
-            "--config",
-            "--brokers",
-            "--prefix",
-            "--group-prefix",
-            "--partitions",
-            "--users",
-        ],
-    )?;
-    let config = f
-        .remove("--config")
-        .or_else(|| env("LICENSING_KAFKA_ADMIN_CONFIG"))
-        .with_context(|| {
-            format!("--config (the administrator's librdkafka properties) is required\n{USAGE}")
-        })?;
-    let partitions = match f.remove("--partitions") {
-        None => None,
-        Some(v) => match v.parse::<i32>() {
-            Ok(n) if (1..=1000).contains(&n) => Some(n),
-            _ => bail!("--partitions must be 1..1000, not {v:?}"),
-        },
-    };
-    let mut users = BTreeMap::new();
-    if let Some(list) = f.remove("--users") {
-        for pair in list.split(',').filter(|p| !p.trim().is_empty()) {
-            let Some((role, user)) = pair.split_once('=') else {
-                bail!("--users takes role=user pairs, not {pair:?}");
-            };
-            users.insert(role.trim().to_string(), user.trim().to_string());
+/// `ROLE=USER`.
+fn role_user(pair: &str) -> Result<(String, String), String> {
+    match pair.split_once('=') {
+        Some((role, user)) if !role.trim().is_empty() && !user.trim().is_empty() => {
+            Ok((role.trim().to_string(), user.trim().to_string()))
         }
+        _ => Err(format!("takes ROLE=USER pairs, not {pair:?}")),
     }
-    Ok(Args {
-        config: PathBuf::from(config),
-        brokers: f.remove("--brokers"),
-        prefix: f
-            .remove("--prefix")
-            .or_else(|| env("LICENSING_TOPIC_PREFIX"))
-            .unwrap_or_else(|| "licensing".into()),
-        group_prefix: f.remove("--group-prefix"),
-        partitions,
-        users,
-    })
 }
 
-pub async fn run(a: &Args) -> anyhow::Result<bool> {
+pub async fn run(a: &Args, json: bool) -> anyhow::Result<bool> {
     let known: Vec<String> = bus::acl::roles()?.into_iter().map(|r| r.role).collect();
-    if let Some(bad) = a.users.keys().find(|r| !known.contains(r)) {
+    let users: BTreeMap<String, String> = a.users.iter().cloned().collect();
+    if users.len() < a.users.len() {
+        bail!("--users names a role twice");
+    }
+    if let Some(bad) = users.keys().find(|r| !known.contains(r)) {
         bail!("no role {bad:?} in acls.toml (roles: {})", known.join(", "));
     }
     let mut admin = bus::Kafka::default()
@@ -82,22 +70,34 @@ pub async fn run(a: &Args) -> anyhow::Result<bool> {
     if let Some(b) = &a.brokers {
         admin = admin.set("bootstrap.servers", b);
     }
-    let mut d = bus::Deployment::new(contracts::Topics::new(&a.prefix));
+    let mut d = bus::Deployment::new(contracts::Topics::new(&a.prefix.prefix));
     d.partitions = a.partitions;
+    if let (Some(rf), Some(min)) = (a.replication_factor, a.min_insync_replicas) {
+        if min > rf {
+            bail!("--min-insync-replicas {min} exceeds --replication-factor {rf}: no write could ever succeed");
+        }
+    }
+    d.replication_factor = a.replication_factor;
+    d.min_insync_replicas = a.min_insync_replicas;
     if let Some(g) = &a.group_prefix {
         d.group_prefix = g.clone();
     }
-    d.users = a.users.clone();
+    d.users = users;
     let done = bus::provision(&admin, &d).await?;
-    if done.authorizer {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"prefix": a.prefix.prefix, "authorizer": done.authorizer, "acls": done.acls})
+        );
+    } else if done.authorizer {
         println!(
             "provisioned prefix {}: topics present, {} ACL bindings applied",
-            a.prefix, done.acls
+            a.prefix.prefix, done.acls
         );
     } else {
         println!(
             "provisioned prefix {}: topics present; the cluster has no authorizer, no ACLs applied",
-            a.prefix
+            a.prefix.prefix
         );
     }
     Ok(true)
@@ -107,31 +107,31 @@ pub async fn run(a: &Args) -> anyhow::Result<bool> {
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
+    fn parse(line: &str) -> Result<Args, clap::Error> {
+        match crate::tests::parse(line)?.command {
+            crate::Command::Kafka(Command::Provision(a)) => Ok(a),
+            other => panic!("not kafka provision: {other:?}"),
+        }
     }
 
     #[test]
     fn provision_arguments() {
-        let none = |_: &str| None;
         let a = parse(
-            &args("provision --config a.properties --prefix p --users issuance=x,caller=y --partitions 3"),
-            none,
+            "kafka provision --config a.properties --prefix p --users issuance=x,caller=y --partitions 3",
         )
         .expect("parses");
-        assert_eq!(a.prefix, "p");
+        assert_eq!(a.prefix.prefix, "p");
         assert_eq!(a.partitions, Some(3));
-        assert_eq!(a.users["issuance"], "x");
-        assert_eq!(a.users["caller"], "y");
-        assert!(parse(&args("provision"), none).is_err());
-        assert!(parse(&args("provision --config a --partitions 0"), none).is_err());
-        assert!(parse(&args("provision --config a --users issuance"), none).is_err());
-        assert!(parse(&args("frobnicate --config a"), none).is_err());
-        let env =
-            |k: &str| (k == "LICENSING_KAFKA_ADMIN_CONFIG").then(|| "e.properties".to_string());
         assert_eq!(
-            parse(&args("provision"), env).expect("env").config,
-            PathBuf::from("e.properties")
+            a.users,
+            [
+                ("issuance".into(), "x".into()),
+                ("caller".into(), "y".into())
+            ]
         );
+        assert!(parse("kafka provision --config a --partitions 0").is_err());
+        assert!(parse("kafka provision --config a --users issuance").is_err());
+        assert!(parse("kafka frobnicate --config a").is_err());
+        assert!(parse("kafka provision --config a --partition 3").is_err());
     }
 }

@@ -1,40 +1,74 @@
-//! licensectl — the operators' and auditors' command line.
+//! licensectl — the operators' and auditors' command line: stored chains
+//! and signed checkpoints verified (`verify`), dispute bundles checked
+//! offline (`verify-bundle`), projector rebuilds driven (`rebuild`), the
+//! audit trail exported to a file (`export`) and a Kafka deployment
+//! provisioned (`kafka provision`). `licensectl help` and `<command>
+//! --help` describe each; the README shows them.
 //!
-//! `licensectl verify --database-url URL [--aggregate-type T --aggregate-id ID]`
-//! re-hashes an aggregate's stored events (or every aggregate's) and prints
-//! one JSON report per aggregate; exits 1 when any chain is broken. With
-//! checkpoints (`--checkpoints FILE` or `--kafka-config FILE`, `--context`,
-//! `--jwks`) it also checks every stored event against the service's
-//! signed checkpoints (see `checkpoints`).
+//! Text on standard output by default, JSON with `--json`; progress and
+//! diagnostics on standard error (bars only on a terminal).
 //!
-//! `licensectl verify-bundle` checks a dispute bundle offline,
-//! `licensectl rebuild` drives a projector rebuild, and `licensectl kafka
-//! provision` creates a deployment's topics and ACLs; see `USAGE`.
-//!
-//! Exit codes: 0 success, 1 the check or the rebuild failed, 2 usage or IO.
+//! Exit codes: 0 success, 1 the check, export or rebuild failed, 2 usage or
+//! IO.
 
 mod checkpoints;
+mod export;
 mod kafka;
 mod rebuild;
+mod verify;
 mod verify_bundle;
 
-use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use sqlx::PgPool;
+use clap::{Parser, Subcommand};
 
-const USAGE: &str = "usage:
-  licensectl verify --database-url URL [--aggregate-type TYPE --aggregate-id ID]
-                    [--context C --jwks F1[,F2] (--checkpoints FILE | --kafka-config FILE [--prefix P])]
-  licensectl verify-bundle --bundle FILE (--jwks F1[,F2] | --public-key PEM_FILE)
-                           [--service-jwks CONTEXT=FILE[,CONTEXT=FILE]]
-  licensectl rebuild --url BASE_URL --api-key KEY [--models M1,M2] [--poll-ms 500] [--timeout-secs 3600]
-  licensectl kafka provision --config ADMIN_PROPERTIES [--brokers HOSTS] [--prefix licensing]
-                             [--group-prefix G] [--partitions N] [--users role=user,...]
-environment: LICENSING_DATABASE_URL, LICENSING_PROJECTOR_URL, LICENSING_API_KEY,
-             LICENSING_KAFKA_ADMIN_CONFIG, LICENSING_TOPIC_PREFIX
-exit codes: 0 ok, 1 chain broken / bundle invalid / rebuild failed, 2 usage or IO error";
+#[derive(Debug, Parser)]
+#[command(
+    name = "licensectl",
+    version,
+    about = "The licensing backend's command line for operators and auditors",
+    after_help = "Exit codes: 0 ok; 1 a chain broken, a bundle invalid, an export or a \
+                  rebuild failed; 2 usage or IO error."
+)]
+pub struct Cli {
+    /// Print the result as JSON on standard output (one document, or one
+    /// per line for `verify`) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Re-hash stored event chains; with checkpoints, also check every
+    /// stored event against the service's signed checkpoints.
+    Verify(verify::Args),
+    /// Check a dispute bundle offline, with nothing but trusted public keys.
+    VerifyBundle(verify_bundle::Args),
+    /// Start (or join) a projector rebuild and follow it to the end.
+    Rebuild(rebuild::Args),
+    /// Export the audit trail, or a filtered part of it, to a file.
+    Export(export::Args),
+    /// Kafka administration.
+    #[command(subcommand)]
+    Kafka(kafka::Command),
+}
+
+/// The deployment's topic prefix, shared by the commands that name topics.
+#[derive(Debug, clap::Args)]
+pub struct Prefix {
+    /// The deployment's topic prefix.
+    #[arg(
+        long,
+        env = "LICENSING_TOPIC_PREFIX",
+        hide_env_values = true,
+        default_value = "licensing"
+    )]
+    pub prefix: String,
+}
 
 /// Largest bundle or checkpoint file read: a dispute bundle of a license
 /// with a long history is tens of MiB; beyond this it is not ours.
@@ -44,7 +78,7 @@ const MAX_JWKS_FILE: u64 = 1 << 20;
 
 /// A file's text, refused beyond `max` bytes rather than read into memory
 /// whatever its size (a path may name a device or a pipe).
-fn read_bounded(path: &std::path::Path, max: u64) -> anyhow::Result<String> {
+fn read_bounded(path: &Path, max: u64) -> anyhow::Result<String> {
     use std::io::Read;
     let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut bytes = Vec::new();
@@ -57,25 +91,18 @@ fn read_bounded(path: &std::path::Path, max: u64) -> anyhow::Result<String> {
     String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
 }
 
-/// A comma-separated list of files; an empty one is a usage error, not "no
-/// keys".
-fn file_list(flag: &str, value: &str) -> anyhow::Result<Vec<std::path::PathBuf>> {
-    let files: Vec<std::path::PathBuf> = value
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(Into::into)
-        .collect();
-    if files.is_empty() {
-        bail!("{flag} names no file\n{USAGE}");
+/// A non-empty path, for comma-separated file lists: `a,,b` names two
+/// files, a lone `,` none (a usage error, not "no keys").
+fn file_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("an empty file name".into());
     }
-    Ok(files)
+    Ok(PathBuf::from(s))
 }
 
 /// The keys of JWKS files, each one checked to be a key we can verify
 /// with: a file holding something else is an error, not silently fewer keys.
-fn read_jwks(
-    paths: &[std::path::PathBuf],
-) -> anyhow::Result<Vec<(String, p256::ecdsa::VerifyingKey)>> {
+fn read_jwks(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, p256::ecdsa::VerifyingKey)>> {
     let mut keys = Vec::new();
     for path in paths {
         let jwks: signing::Jwks = serde_json::from_str(&read_bounded(path, MAX_JWKS_FILE)?)
@@ -89,29 +116,37 @@ fn read_jwks(
     Ok(keys)
 }
 
-/// `--name value` pairs; unlike `flag`, refuses unknown, repeated and
-/// value-less flags, so that a typo cannot silently fall back to a default.
-fn flags(args: &[String], known: &[&str]) -> anyhow::Result<HashMap<String, String>> {
-    let mut out = HashMap::new();
-    let mut it = args.iter();
-    while let Some(name) = it.next() {
-        if !known.contains(&name.as_str()) {
-            bail!("unknown argument {name:?}\n{USAGE}");
-        }
-        let value = it
-            .next()
-            .filter(|v| !v.starts_with("--"))
-            .with_context(|| format!("{name} needs a value\n{USAGE}"))?;
-        if out.insert(name.clone(), value.clone()).is_some() {
-            bail!("{name} given twice\n{USAGE}");
-        }
+/// A progress bar on standard error, drawn only on a terminal (hidden
+/// otherwise, so logs and pipes get the text lines alone).
+fn bar(len: Option<u64>, template: &str) -> indicatif::ProgressBar {
+    let bar = match len {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("#>-"));
     }
-    Ok(out)
+    bar
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    match run(std::env::args().skip(1).collect()).await {
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version exit 0, usage errors 2.
+        Err(e) => e.exit(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("licensectl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -121,141 +156,83 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Vec<String>) -> anyhow::Result<bool> {
-    match args.first().map(String::as_str) {
-        Some("verify") => verify(args).await,
-        Some("verify-bundle") => verify_bundle::run(&verify_bundle::parse(&args[1..])?),
-        Some("rebuild") => {
-            let env = |k: &str| std::env::var(k).ok();
-            rebuild::run(&rebuild::parse(&args[1..], env)?).await
-        }
-        Some("kafka") => {
-            let env = |k: &str| std::env::var(k).ok();
-            kafka::run(&kafka::parse(&args[1..], env)?).await
-        }
-        _ => bail!(USAGE),
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    match cli.command {
+        Command::Verify(a) => verify::run(&a, cli.json).await,
+        Command::VerifyBundle(a) => verify_bundle::run(&a, cli.json),
+        Command::Rebuild(a) => rebuild::run(&a, cli.json).await,
+        Command::Export(a) => export::run(&a, cli.json).await,
+        Command::Kafka(kafka::Command::Provision(a)) => kafka::run(&a, cli.json).await,
     }
-}
-
-async fn verify(args: Vec<String>) -> anyhow::Result<bool> {
-    let mut f = flags(
-        &args[1..],
-        &[
-            "--database-url",
-            "--aggregate-type",
-            "--aggregate-id",
-            "--checkpoints",
-            "--kafka-config",
-            "--prefix",
-            "--context",
-            "--jwks",
-        ],
-    )?;
-    let url = f
-        .remove("--database-url")
-        .or_else(|| std::env::var("LICENSING_DATABASE_URL").ok())
-        .context(USAGE)?;
-    let source = match (f.remove("--checkpoints"), f.remove("--kafka-config")) {
-        (Some(_), Some(_)) => bail!("--checkpoints or --kafka-config, not both\n{USAGE}"),
-        (Some(p), None) => Some(checkpoints::Source::File(p.into())),
-        (None, Some(c)) => Some(checkpoints::Source::Kafka {
-            config: c.into(),
-            prefix: f
-                .remove("--prefix")
-                .or_else(|| std::env::var("LICENSING_TOPIC_PREFIX").ok())
-                .unwrap_or_else(|| "licensing".into()),
-        }),
-        (None, None) => None,
-    };
-    let against = match source {
-        Some(source) => Some(checkpoints::Args {
-            source,
-            context: f
-                .remove("--context")
-                .with_context(|| format!("checkpoints need --context\n{USAGE}"))?,
-            jwks: file_list(
-                "--jwks",
-                &f.remove("--jwks").with_context(|| {
-                    format!("checkpoints need --jwks (the service's keys)\n{USAGE}")
-                })?,
-            )?,
-        }),
-        None => None,
-    };
-    let pool = PgPool::connect(&url)
-        .await
-        .context("connecting to the event store")?;
-    let targets: Vec<(String, String)> =
-        match (f.remove("--aggregate-type"), f.remove("--aggregate-id")) {
-            (Some(t), Some(id)) => vec![(t, id)],
-            (None, None) => {
-                sqlx::query_as(
-                    "SELECT DISTINCT aggregate_type, aggregate_id FROM events ORDER BY 1, 2",
-                )
-                .fetch_all(&pool)
-                .await?
-            }
-            _ => bail!(USAGE),
-        };
-    let mut intact = true;
-    for (t, id) in targets {
-        let report = eventstore::chain::verify(&pool, &t, &id).await?;
-        intact &= report.is_intact();
-        println!("{}", serde_json::to_string(&report)?);
-    }
-    if let Some(a) = against {
-        let (reports, hold) = checkpoints::run(&pool, &a).await?;
-        for r in &reports {
-            println!(
-                "{}",
-                serde_json::to_string(&serde_json::json!({ "checkpoint": r }))?
-            );
-            if r.status == "contradicted" {
-                for e in &r.inconsistent_events {
-                    eprintln!(
-                        "licensectl: {} {} #{} (position {}) contradicts the {} checkpoint of {} events signed {}",
-                        e.aggregate_type, e.aggregate_id, e.sequence, e.global_position,
-                        r.context, r.tree_size, r.signed_at
-                    );
-                }
-            }
-        }
-        let verified = reports.iter().filter(|r| r.status != "unverified").count();
-        if verified == 0 {
-            eprintln!(
-                "licensectl: no checkpoint of {} verifies under the given keys",
-                a.context
-            );
-        }
-        intact &= hold;
-    }
-    Ok(intact)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
+    /// The command line as licensectl parses it, environment included.
+    pub fn parse(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("licensectl").chain(line.split_whitespace()))
     }
 
     #[test]
-    fn flags_are_pairs_of_known_names_and_values() {
-        let f = flags(&args("--a 1 --b x"), &["--a", "--b"]).expect("parses");
-        assert_eq!(f["--a"], "1");
-        assert_eq!(f["--b"], "x");
-        assert!(flags(&args("--c 1"), &["--a"]).is_err());
-        assert!(flags(&args("--a"), &["--a"]).is_err());
-        assert!(flags(&args("--a --b 1"), &["--a", "--b"]).is_err());
-        assert!(flags(&args("--a 1 --a 2"), &["--a"]).is_err());
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]
-    fn an_empty_file_list_is_a_usage_error() {
-        assert!(file_list("--jwks", ",").is_err());
-        assert!(file_list("--jwks", "").is_err());
-        assert_eq!(file_list("--jwks", "a,,b").expect("two").len(), 2);
+    fn usage_errors_and_help_have_their_exit_codes() {
+        let e = parse("frobnicate").expect_err("unknown command");
+        assert_eq!(e.exit_code(), 2);
+        let e = parse("verify --help").expect_err("help");
+        assert_eq!(e.exit_code(), 0);
+        assert!(e.to_string().contains("--database-url"), "{e}");
+    }
+
+    /// The README shows every command's `--help` as licensectl prints it.
+    #[test]
+    fn the_readme_shows_each_commands_help() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .expect("README.md");
+        for command in [
+            "",
+            "verify",
+            "verify-bundle",
+            "rebuild",
+            "export",
+            "kafka provision",
+        ] {
+            let line = format!("{command} --help");
+            let help = parse(&line).expect_err("help").render().to_string();
+            let shown = format!("$ licensectl {}\n{help}```", line.trim());
+            assert!(
+                readme.contains(&shown),
+                "README.md lacks, or has an old:\n{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_is_global() {
+        assert!(
+            parse("--json kafka provision --config a")
+                .expect("before")
+                .json
+        );
+        assert!(
+            parse("kafka provision --config a --json")
+                .expect("after")
+                .json
+        );
+        assert!(!parse("kafka provision --config a").expect("none").json);
+    }
+
+    #[test]
+    fn an_empty_file_name_is_a_usage_error() {
+        assert!(file_path("").is_err());
+        assert_eq!(file_path("a").expect("one"), PathBuf::from("a"));
     }
 
     #[test]

@@ -1,71 +1,43 @@
 //! `licensectl rebuild`: starts (or joins) a projector rebuild and follows it
 //! to the end, so an operator sees progress and gets a meaningful exit code.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::{flags, USAGE};
-
 const IN_PROGRESS: &str = "REBUILD_IN_PROGRESS";
 const BAR_WIDTH: usize = 24;
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The projector's base URL.
+    #[arg(long, env = "LICENSING_PROJECTOR_URL", hide_env_values = true, value_parser = base_url)]
     pub url: String,
+    /// An API key with the admin scope.
+    #[arg(long, env = "LICENSING_API_KEY", hide_env_values = true)]
     pub api_key: String,
+    /// The models to rebuild, comma-separated (all when left out).
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_parser = model_name)]
     pub models: Option<Vec<String>>,
-    pub poll: Duration,
-    pub timeout: Duration,
+    /// How often to ask the projector for progress, in milliseconds.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    pub poll_ms: u64,
+    /// How long to follow the rebuild before giving up (exit 2), in seconds.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
 }
 
-pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Args> {
-    let mut f = flags(
-        args,
-        &[
-            "--url",
-            "--api-key",
-            "--models",
-            "--poll-ms",
-            "--timeout-secs",
-        ],
-    )?;
-    let url = f
-        .remove("--url")
-        .or_else(|| env("LICENSING_PROJECTOR_URL"))
-        .with_context(|| format!("--url or LICENSING_PROJECTOR_URL is required\n{USAGE}"))?;
-    let api_key = f
-        .remove("--api-key")
-        .or_else(|| env("LICENSING_API_KEY"))
-        .with_context(|| format!("--api-key or LICENSING_API_KEY is required\n{USAGE}"))?;
-    let models = f.remove("--models").map(|m| {
-        m.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect::<Vec<_>>()
-    });
-    if models.as_ref().is_some_and(Vec::is_empty) {
-        bail!("--models names no model\n{USAGE}");
+fn base_url(s: &str) -> Result<String, String> {
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+fn model_name(s: &str) -> Result<String, String> {
+    match s.trim() {
+        "" => Err("an empty model name".into()),
+        m => Ok(m.to_string()),
     }
-    let number = |name: &str, default: u64| -> anyhow::Result<u64> {
-        match f.get(name) {
-            None => Ok(default),
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => bail!("{name} must be a positive integer, not {v:?}"),
-            },
-        }
-    };
-    Ok(Args {
-        url: url.trim_end_matches('/').to_string(),
-        api_key,
-        models,
-        poll: Duration::from_millis(number("--poll-ms", 500)?),
-        timeout: Duration::from_secs(number("--timeout-secs", 3600)?),
-    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,7 +136,7 @@ fn problem_error(what: &str, p: &Problem) -> anyhow::Error {
     )
 }
 
-pub async fn run(args: &Args) -> anyhow::Result<bool> {
+pub async fn run(args: &Args, json: bool) -> anyhow::Result<bool> {
     let api = Api {
         http: reqwest::Client::new(),
         url: args.url.clone(),
@@ -176,9 +148,9 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
         models.join(", ")
     );
 
-    let deadline = Instant::now() + args.timeout;
-    let tty = std::io::stderr().is_terminal();
-    let mut drawn = 0;
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let deadline = Instant::now() + timeout;
+    let mut bars = Bars::new(std::io::stderr().is_terminal());
     loop {
         let snapshot = api.projections().await?;
         // When joining a rebuild, only the projector knows all its models.
@@ -199,7 +171,7 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
                 (name.clone(), r)
             })
             .collect();
-        drawn = draw(&states, tty, drawn);
+        bars.draw(&states);
 
         let status = |s: &str| {
             states
@@ -223,16 +195,25 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
                     .map(|(name, r)| serde_json::json!({"name": name, "rebuild": r}))
                     .collect::<Vec<_>>(),
             });
-            println!("{}", serde_json::to_string_pretty(&summary)?);
+            bars.finish();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                println!("rebuild {id}: {outcome}");
+                let width = states.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+                for (name, r) in &states {
+                    println!("  {}", progress_line(name, r.as_ref(), width));
+                }
+            }
             return Ok(outcome == "done");
         }
         if Instant::now() >= deadline {
             bail!(
                 "rebuild {id} still running after {}s (--timeout-secs)",
-                args.timeout.as_secs()
+                timeout.as_secs()
             );
         }
-        tokio::time::sleep(args.poll).await;
+        tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
     }
 }
 
@@ -271,27 +252,60 @@ async fn start(api: &Api, models: Option<&[String]>) -> anyhow::Result<(String, 
     }
 }
 
-/// Draws the bars; returns how many lines are on screen to redraw next time.
-fn draw(states: &[(String, Option<Rebuild>)], tty: bool, drawn: usize) -> usize {
-    let width = states.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
-    let lines: Vec<String> = states
-        .iter()
-        .map(|(name, r)| progress_line(name, r.as_ref(), width))
-        .collect();
-    let mut err = std::io::stderr().lock();
-    // Progress is best effort: a closed stderr must not fail the rebuild.
-    let _ = if tty {
-        let up = if drawn > 0 {
-            format!("\x1b[{drawn}A")
-        } else {
-            String::new()
+/// Progress on standard error: a bar per model on a terminal, otherwise
+/// one line per poll (for logs).
+struct Bars {
+    multi: Option<indicatif::MultiProgress>,
+    bars: Vec<indicatif::ProgressBar>,
+}
+
+impl Bars {
+    fn new(tty: bool) -> Self {
+        Self {
+            multi: tty.then(indicatif::MultiProgress::new),
+            bars: Vec::new(),
+        }
+    }
+
+    fn draw(&mut self, states: &[(String, Option<Rebuild>)]) {
+        let Some(multi) = &self.multi else {
+            let width = states.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+            let lines: Vec<String> = states
+                .iter()
+                .map(|(name, r)| progress_line(name, r.as_ref(), width))
+                .collect();
+            eprintln!("{}", lines.join(" | "));
+            return;
         };
-        let body: String = lines.iter().map(|l| format!("\r\x1b[K{l}\n")).collect();
-        write!(err, "{up}{body}")
-    } else {
-        writeln!(err, "{}", lines.join(" | "))
-    };
-    lines.len()
+        let width = states.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        while self.bars.len() < states.len() {
+            let bar = crate::bar(
+                Some(0),
+                "{prefix} [{bar:24}] {percent:>3}% {pos}/{len} events {msg}",
+            );
+            self.bars.push(multi.add(bar));
+        }
+        for ((name, r), bar) in states.iter().zip(&self.bars) {
+            bar.set_prefix(format!("{name:<width$}"));
+            let Some(r) = r else {
+                bar.set_message("waiting");
+                continue;
+            };
+            bar.set_length(r.events + r.lag);
+            bar.set_position(r.events);
+            bar.set_message(match (r.status.as_str(), &r.error) {
+                ("running", _) => format!("{:.0} ev/s ETA {}", r.events_per_sec, eta(r.eta_secs)),
+                ("failed", Some(e)) => format!("failed: {e}"),
+                (s, _) => s.to_string(),
+            });
+        }
+    }
+
+    fn finish(&self) {
+        for bar in &self.bars {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// One model's progress: bar, share done, counts, rate and ETA.
@@ -336,61 +350,43 @@ pub fn eta(secs: Option<f64>) -> String {
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
-    }
-
-    fn no_env(_: &str) -> Option<String> {
-        None
+    fn parse(line: &str) -> Result<Args, clap::Error> {
+        match crate::tests::parse(&format!("rebuild {line}"))?.command {
+            crate::Command::Rebuild(a) => Ok(a),
+            other => panic!("not rebuild: {other:?}"),
+        }
     }
 
     #[test]
     fn parses_flags_with_defaults() {
-        let a = parse(&args("--url http://127.0.0.1:8084/ --api-key k"), no_env).expect("ok");
+        let a = parse("--url http://127.0.0.1:8084/ --api-key k").expect("ok");
         assert_eq!(
-            a,
-            Args {
-                url: "http://127.0.0.1:8084".into(),
-                api_key: "k".into(),
-                models: None,
-                poll: Duration::from_millis(500),
-                timeout: Duration::from_secs(3600),
-            }
+            (
+                a.url.as_str(),
+                a.api_key.as_str(),
+                &a.models,
+                a.poll_ms,
+                a.timeout_secs
+            ),
+            ("http://127.0.0.1:8084", "k", &None, 500, 3600)
         );
         let a = parse(
-            &args("--url u --api-key k --models audit_trail,license_state --poll-ms 50 --timeout-secs 9"),
-            no_env,
+            "--url u --api-key k --models audit_trail,license_state --poll-ms 50 --timeout-secs 9",
         )
         .expect("ok");
         assert_eq!(
             a.models,
             Some(vec!["audit_trail".to_string(), "license_state".to_string()])
         );
-        assert_eq!(a.poll, Duration::from_millis(50));
-        assert_eq!(a.timeout, Duration::from_secs(9));
-    }
-
-    #[test]
-    fn falls_back_on_the_environment() {
-        let env = |k: &str| match k {
-            "LICENSING_PROJECTOR_URL" => Some("http://p".to_string()),
-            "LICENSING_API_KEY" => Some("secret".to_string()),
-            _ => None,
-        };
-        let a = parse(&[], env).expect("ok");
-        assert_eq!((a.url.as_str(), a.api_key.as_str()), ("http://p", "secret"));
-        let a = parse(&args("--api-key flag"), env).expect("ok");
-        assert_eq!(a.api_key, "flag");
+        assert_eq!((a.poll_ms, a.timeout_secs), (50, 9));
     }
 
     #[test]
     fn refuses_bad_arguments() {
-        assert!(parse(&args("--api-key k"), no_env).is_err());
-        assert!(parse(&args("--url u"), no_env).is_err());
-        assert!(parse(&args("--url u --api-key k --poll-ms 0"), no_env).is_err());
-        assert!(parse(&args("--url u --api-key k --timeout-secs x"), no_env).is_err());
-        assert!(parse(&args("--url u --api-key k --models ,"), no_env).is_err());
-        assert!(parse(&args("--url u --api-key k --model a"), no_env).is_err());
+        assert!(parse("--url u --api-key k --poll-ms 0").is_err());
+        assert!(parse("--url u --api-key k --timeout-secs x").is_err());
+        assert!(parse("--url u --api-key k --models ,").is_err());
+        assert!(parse("--url u --api-key k --model a").is_err());
     }
 
     fn rebuild(status: &str, events: u64, lag: u64, eta_secs: Option<f64>) -> Rebuild {

@@ -8,12 +8,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use evidence::bundle::{verify_bundle, BundleReport, DisputeBundle};
 use p256::ecdsa::VerifyingKey;
 use p256::pkcs8::DecodePublicKey;
 
-use crate::{file_list, flags, read_bounded, read_jwks, MAX_DATA_FILE, MAX_JWKS_FILE, USAGE};
+use crate::{read_bounded, read_jwks, MAX_DATA_FILE, MAX_JWKS_FILE};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum KeySource {
@@ -21,50 +21,44 @@ pub enum KeySource {
     PublicKey(PathBuf),
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("key").required(true).args(["jwks", "public_key"])))]
 pub struct Args {
+    /// The dispute bundle (`GET /v1/licenses/{id}/dispute-bundle`).
+    #[arg(long)]
     pub bundle: PathBuf,
-    pub key: KeySource,
-    /// (context, JWKS file) of each service whose checkpoints are trusted.
+    /// The projector's JWKS files, comma-separated.
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_parser = crate::file_path)]
+    pub jwks: Vec<PathBuf>,
+    /// The projector's public key as a PEM file, instead of a JWKS.
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
+    /// Each service's JWKS, as CONTEXT=FILE pairs, comma-separated
+    /// (contexts: issuance, activation, domain, grants): the bundle's
+    /// inclusion proofs are checked against their own checkpoints.
+    #[arg(long, value_delimiter = ',', value_parser = service_jwks)]
     pub service_jwks: Vec<(String, PathBuf)>,
 }
 
-pub fn parse(args: &[String]) -> anyhow::Result<Args> {
-    let mut f = flags(
-        args,
-        &["--bundle", "--jwks", "--public-key", "--service-jwks"],
-    )?;
-    let bundle = f
-        .remove("--bundle")
-        .with_context(|| format!("--bundle is required\n{USAGE}"))?;
-    let key = match (f.remove("--jwks"), f.remove("--public-key")) {
-        (Some(p), None) => KeySource::Jwks(file_list("--jwks", &p)?),
-        (None, Some(p)) => KeySource::PublicKey(p.into()),
-        _ => bail!("exactly one of --jwks and --public-key is required\n{USAGE}"),
-    };
-    let service_jwks = match f.remove("--service-jwks") {
-        None => vec![],
-        Some(v) => v
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(|pair| match pair.split_once('=') {
-                Some((ctx, file))
-                    if contracts::checkpoint::service_of(ctx).is_some() && !file.is_empty() =>
-                {
-                    Ok((ctx.to_string(), PathBuf::from(file)))
-                }
-                _ => bail!(
-                    "--service-jwks wants CONTEXT=FILE with CONTEXT one of issuance, \
-                     activation, domain, grants; got {pair:?}\n{USAGE}"
-                ),
-            })
-            .collect::<anyhow::Result<_>>()?,
-    };
-    Ok(Args {
-        bundle: bundle.into(),
-        key,
-        service_jwks,
-    })
+impl Args {
+    fn key(&self) -> KeySource {
+        match &self.public_key {
+            Some(p) => KeySource::PublicKey(p.clone()),
+            None => KeySource::Jwks(self.jwks.clone()),
+        }
+    }
+}
+
+/// `CONTEXT=FILE`, the context one whose service signs checkpoints.
+fn service_jwks(pair: &str) -> Result<(String, PathBuf), String> {
+    match pair.split_once('=') {
+        Some((ctx, file)) if contracts::checkpoint::service_of(ctx).is_some() && !file.is_empty() => {
+            Ok((ctx.to_string(), PathBuf::from(file)))
+        }
+        _ => Err(format!(
+            "wants CONTEXT=FILE with CONTEXT one of issuance, activation, domain, grants; got {pair:?}"
+        )),
+    }
 }
 
 enum Keys {
@@ -98,8 +92,8 @@ impl Keys {
     }
 }
 
-pub fn run(args: &Args) -> anyhow::Result<bool> {
-    let keys = Keys::load(&args.key)?;
+pub fn run(args: &Args, json: bool) -> anyhow::Result<bool> {
+    let keys = Keys::load(&args.key())?;
     let mut services: Vec<(String, String, VerifyingKey)> = Vec::new();
     for (context, file) in &args.service_jwks {
         for (kid, key) in read_jwks(std::slice::from_ref(file))? {
@@ -119,12 +113,17 @@ pub fn run(args: &Args) -> anyhow::Result<bool> {
                 .map(|(_, _, v)| *v)
         },
     );
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    eprintln!("{}", summary(&report).join("\n"));
+    let lines = summary(&report).join("\n");
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        eprintln!("{lines}");
+    } else {
+        println!("{lines}");
+    }
     Ok(report.valid)
 }
 
-/// The stderr lines for a report.
+/// The text lines for a report.
 fn summary(report: &BundleReport) -> Vec<String> {
     if !report.valid {
         return report
@@ -148,43 +147,40 @@ fn summary(report: &BundleReport) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
+    fn parse(line: &str) -> Result<Args, clap::Error> {
+        match crate::tests::parse(&format!("verify-bundle {line}"))?.command {
+            crate::Command::VerifyBundle(a) => Ok(a),
+            other => panic!("not verify-bundle: {other:?}"),
+        }
     }
 
     #[test]
     fn parses_one_key_source() {
+        let a = parse("--bundle b.json --jwks k.json").expect("jwks");
+        assert_eq!(a.bundle, PathBuf::from("b.json"));
+        assert_eq!(a.key(), KeySource::Jwks(vec!["k.json".into()]));
+        assert!(a.service_jwks.is_empty());
         assert_eq!(
-            parse(&args("--bundle b.json --jwks k.json")).expect("jwks"),
-            Args {
-                bundle: "b.json".into(),
-                key: KeySource::Jwks(vec!["k.json".into()]),
-                service_jwks: vec![],
-            }
-        );
-        assert_eq!(
-            parse(&args(
-                "--bundle b --jwks p --service-jwks issuance=i.json,activation=a.json"
-            ))
-            .expect("services")
-            .service_jwks,
+            parse("--bundle b --jwks p --service-jwks issuance=i.json,activation=a.json")
+                .expect("services")
+                .service_jwks,
             vec![
                 ("issuance".to_string(), PathBuf::from("i.json")),
                 ("activation".to_string(), PathBuf::from("a.json"))
             ]
         );
-        assert!(parse(&args("--bundle b --jwks p --service-jwks i.json")).is_err());
-        assert!(parse(&args("--bundle b --jwks p --service-jwks projector=p.json")).is_err());
-        assert!(parse(&args("--bundle b --jwks ,")).is_err());
+        assert!(parse("--bundle b --jwks p --service-jwks i.json").is_err());
+        assert!(parse("--bundle b --jwks p --service-jwks projector=p.json").is_err());
+        assert!(parse("--bundle b --jwks ,").is_err());
         assert_eq!(
-            parse(&args("--public-key k.pem --bundle b.json"))
+            parse("--public-key k.pem --bundle b.json")
                 .expect("pem")
-                .key,
+                .key(),
             KeySource::PublicKey("k.pem".into())
         );
-        assert!(parse(&args("--bundle b.json")).is_err());
-        assert!(parse(&args("--bundle b.json --jwks a --public-key b")).is_err());
-        assert!(parse(&args("--jwks k.json")).is_err());
+        assert!(parse("--bundle b.json").is_err());
+        assert!(parse("--bundle b.json --jwks a --public-key b").is_err());
+        assert!(parse("--jwks k.json").is_err());
     }
 
     #[test]
@@ -244,11 +240,15 @@ mod tests {
         let path = dir.join("bundle.json");
         let run_on = |b: &str| {
             std::fs::write(&path, b).expect("write");
-            run(&Args {
-                bundle: path.clone(),
-                key: KeySource::Jwks(vec![jwks.clone()]),
-                service_jwks: vec![],
-            })
+            run(
+                &Args {
+                    bundle: path.clone(),
+                    jwks: vec![jwks.clone()],
+                    public_key: None,
+                    service_jwks: vec![],
+                },
+                true,
+            )
         };
 
         let mut b = sample_bundle(&ring);
@@ -260,7 +260,7 @@ mod tests {
     }
 
     #[test]
-    fn summarises_on_stderr() {
+    fn summarises_in_a_line() {
         let ring = signing::KeyRing::generate("k1").expect("ring");
         let mut b = sample_bundle(&ring);
         let jwks = ring.jwks();

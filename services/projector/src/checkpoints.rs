@@ -122,7 +122,7 @@ pub async fn keys_of<'e, E: sqlx::PgExecutor<'e>>(
 }
 
 /// Whether the checkpoint's signature verifies under its service's keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Signature {
     Valid,

@@ -47,6 +47,10 @@ fn d_rebuild_batch() -> usize {
     10_000
 }
 
+fn d_rebuild_cached_states() -> usize {
+    250_000
+}
+
 fn d_export_timeout() -> u64 {
     600
 }
@@ -78,6 +82,10 @@ pub struct Config {
     /// checkpoint).
     #[serde(default = "d_rebuild_batch")]
     pub rebuild_batch: usize,
+    /// Most license states a rebuild keeps in memory across its chunks;
+    /// past it they are dropped and read back as chunks need them.
+    #[serde(default = "d_rebuild_cached_states")]
+    pub rebuild_cached_states: usize,
     /// Longest an audit export may stream, however slowly its client
     /// reads; past it the export ends with an error line.
     #[serde(default = "d_export_timeout")]
@@ -180,6 +188,7 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<Running, Plat
         group_base: format!("{group}.{SERVICE}"),
         models,
         batch: config.rebuild_batch.max(1),
+        cached_states: config.rebuild_cached_states,
         watermarks: bus::Watermarks::new(&platform.kafka, &platform.group("watermarks"))
             .map_err(|e| PlatformError::Config(format!("kafka: {e}")))?,
         shutdown: platform.shutdown_signal(),
@@ -202,6 +211,7 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<Running, Plat
         metrics: platform.metrics.clone(),
     });
     app::describe_metrics(&platform.metrics);
+    platform.document(<api::ApiDoc as utoipa::OpenApi>::openapi())?;
     platform
         .serve(move |cfg| {
             cfg.app_data(app.clone());

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use bus::{ReplayConfig, Watermarks};
 use chrono::{DateTime, Utc};
-use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -35,7 +34,7 @@ const MARKER_SLACK: i64 = 16;
 
 pub struct Projections {
     pub pool: PgPool,
-    pub dlq: FutureProducer,
+    pub dlq: bus::Producer,
     pub kafka: bus::Kafka,
     pub topics: Vec<String>,
     pub contexts: Arc<HashMap<String, String>>,
@@ -45,6 +44,8 @@ pub struct Projections {
     /// Messages per rebuild transaction, across partitions: large, since
     /// nothing waits on them.
     pub batch: usize,
+    /// See `Config::rebuild_cached_states`.
+    pub cached_states: usize,
     pub watermarks: Watermarks,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -59,7 +60,9 @@ pub enum RebuildError {
     Db(#[from] sqlx::Error),
 }
 
-#[derive(Debug, Serialize)]
+/// A consumer's position in one partition.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ConsumerCheckpoint)]
 pub struct Checkpoint {
     pub topic: String,
     pub partition: i32,
@@ -68,28 +71,48 @@ pub struct Checkpoint {
     pub lag: i64,
 }
 
-#[derive(Debug, Serialize)]
+/// Where a rebuild stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RebuildState {
+    Running,
+    Done,
+    Failed,
+}
+
+/// A model's latest rebuild.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RebuildStatus {
     pub id: Uuid,
+    #[schema(value_type = RebuildState)]
     pub status: String,
+    /// The table it writes (`<model>_next` while running).
     pub table: String,
     pub started_at: DateTime<Utc>,
+    #[schema(required = true)]
     pub finished_at: Option<DateTime<Utc>>,
     /// Offsets consumed (a transactional producer's commit markers count).
     pub events: i64,
     pub events_per_sec: f64,
     pub lag: i64,
+    /// Null unless running with progress to extrapolate.
+    #[schema(required = true)]
     pub eta_secs: Option<f64>,
+    /// Why it failed; null otherwise.
+    #[schema(required = true)]
     pub error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A read model's live consumer and latest rebuild.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelStatus {
     pub name: String,
     pub table: String,
     pub consumer: String,
     pub lag: i64,
     pub checkpoints: Vec<Checkpoint>,
+    /// Null while the model was never rebuilt.
+    #[schema(required = true)]
     pub rebuild: Option<RebuildStatus>,
 }
 
@@ -456,7 +479,7 @@ impl Replay {
             compact_after: bus::replay::MAX_CHUNK_ROWS,
         };
         let handler = Arc::new(ModelConsumer {
-            model,
+            model: model.for_replay(p.cached_states),
             contexts: p.contexts.clone(),
             suffix: NEXT,
         });
@@ -506,6 +529,15 @@ pub enum StatusError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+}
+
+impl bus::outage::Unreachable for StatusError {
+    fn outage(&self) -> Option<&'static bus::outage::Outage> {
+        match self {
+            StatusError::Kafka(e) => e.outage(),
+            StatusError::Db(e) => e.outage(),
+        }
+    }
 }
 
 async fn checkpoints(

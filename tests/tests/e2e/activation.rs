@@ -157,7 +157,7 @@ async fn an_activation_file_verifies_with_python_jose_and_any_flipped_byte_fails
     assert!(positions.len() > 20);
     for i in positions {
         let mut bytes = rest.as_bytes().to_vec();
-        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        bytes[i] = altered_b64url(bytes[i]);
         let altered = format!("{head}{}", String::from_utf8(bytes).expect("ascii"));
         assert!(
             python_verify(&jwks, false, &altered).is_none(),
@@ -1046,8 +1046,11 @@ async fn only_issuances_own_refusal_of_a_trials_license_fails_the_trial() {
             .fetch_one(&pool)
             .await
             .expect("trial row");
-    let producer: rdkafka::producer::FutureProducer =
-        infra.kafka("issuance").client().create().expect("producer");
+    let producer: bus::Producer = infra
+        .kafka("issuance")
+        .client()
+        .create_with_context(bus::Quiet)
+        .expect("producer");
     let topic = contracts::Topics::new(&prefix).outcomes();
     let rejected = |code: &str, aggregate: &str| {
         json!({

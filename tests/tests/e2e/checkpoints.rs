@@ -42,7 +42,7 @@ fn forge_chain(license: &str, witness: bool) -> Vec<String> {
 /// `licensectl verify` against the store with `extra` arguments.
 fn licensectl_verify(db: &str, extra: &[&str]) -> (bool, String, String) {
     let out = Command::new(bin_path("licensectl"))
-        .args(["verify", "--database-url", db])
+        .args(["--json", "verify", "--database-url", db])
         .args(extra)
         .output()
         .expect("licensectl runs");
@@ -444,6 +444,7 @@ async fn dispute_bundles_carry_inclusion_proofs_that_verify_offline_and_fail_aft
         std::fs::write(&file, b.to_string()).expect("write bundle");
         let out = Command::new(bin_path("licensectl"))
             .args([
+                "--json",
                 "verify-bundle",
                 "--bundle",
                 &file.display().to_string(),

@@ -625,7 +625,7 @@ async fn the_grant_document_verifies_with_python_jose_and_stops_being_valid_at_v
     // Any altered byte fails.
     let mut altered = doc.clone().into_bytes();
     let i = doc.find('.').expect("dot") + 5;
-    altered[i] = if altered[i] == b'A' { b'B' } else { b'A' };
+    altered[i] = altered_b64url(altered[i]);
     assert!(python_verify(&jwks, false, &String::from_utf8(altered).expect("utf8")).is_none());
 
     // Past valid_until it no longer holds.

@@ -811,7 +811,6 @@ async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_wh
     assert_eq!(only("b"), ["b1", "b2"]);
     let c: Vec<String> = (1..=300).map(|i| format!("c{i}")).collect();
     assert_eq!(only("c"), c);
-    use rdkafka::message::{Headers, Message};
     let dead = read_topic(
         &infra.operator(),
         &contracts::Topics::dlq(&topic),
@@ -822,15 +821,8 @@ async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_wh
     let mut reasons: Vec<String> = dead
         .iter()
         .map(|m| {
-            let h = m.headers().expect("headers");
-            let get = |k: &str| {
-                h.iter()
-                    .find(|x| x.key == k)
-                    .map(|x| String::from_utf8_lossy(x.value.unwrap_or_default()).to_string())
-                    .unwrap_or_default()
-            };
-            assert_eq!(get("dlq_consumer"), name);
-            get("dlq_reason")
+            assert_eq!(header(m, "dlq_consumer").as_deref(), Some(name.as_str()));
+            header(m, "dlq_reason").unwrap_or_default()
         })
         .collect();
     reasons.sort();

@@ -3,6 +3,7 @@
 
 mod activation;
 mod checkpoints;
+mod client;
 mod commands;
 mod crash;
 mod credentials;
@@ -11,11 +12,13 @@ mod grants;
 mod hostile;
 mod issuance;
 mod logs;
+mod openapi;
 mod projector;
 mod review;
 mod store;
 mod trust;
 mod upstreams;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -600,6 +600,7 @@ async fn a_rebuild_swaps_in_tables_identical_row_for_row_while_the_live_ones_ser
     // The CLI starts the rebuild and follows it to the end.
     let out = Command::new(bin_path("licensectl"))
         .args([
+            "--json",
             "rebuild",
             "--url",
             &proj,
@@ -1070,7 +1071,8 @@ fn verify_bundle(
     write(&b, bundle);
     write(&k, jwks);
     let mut cmd = Command::new(bin_path("licensectl"));
-    cmd.arg("verify-bundle")
+    cmd.arg("--json")
+        .arg("verify-bundle")
         .arg("--bundle")
         .arg(&b)
         .arg("--jwks")
@@ -1777,6 +1779,328 @@ async fn as_of_folds_from_snapshots_equal_to_a_full_fold_and_a_late_event_invali
     }
     assert_eq!(through.last().expect("answers")["events_folded"], 10);
     assert_eq!(states(&through), full_folds(&pool, &id, &instants).await);
+    pool.close().await;
+    stack.stop().await;
+}
+
+/// A rebuild loads the audit trail with `COPY`, which has no `ON CONFLICT`:
+/// an event reusing another's id must neither stall it nor change what it
+/// ends with. The forgery sits behind the genuine event in its partition,
+/// so both readers see the genuine one first: the live trail skips the
+/// forgery, the rebuild refuses it by name, and both end row for row alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_event_reusing_an_event_id_is_skipped_live_and_dead_lettered_by_a_rebuild() {
+    use rdkafka::message::Message;
+    let stack = Stack::start(&[Svc::Projector]).await;
+    let proj = stack.url(Svc::Projector);
+    let pool = stack.pool(Svc::Projector).await;
+    let product = stack.product(json!({})).await;
+    let lic = stack
+        .issue(
+            &json!({"product": product, "customer": "Forged Ltd", "kind": "formal",
+                       "features": ["f1"]}),
+        )
+        .await;
+    let id = lic.id.clone();
+    live_until(&proj, &id, "issued", |v| v["status"] == "active").await;
+    let sql = format!("SELECT count(*) FROM audit_trail WHERE license_id = '{id}'");
+    let audited = wait_for_count(&pool, &sql, 1, Duration::from_secs(15)).await;
+    assert!(audited, "the issuance event reached the audit trail");
+    let taken: Uuid = sqlx::query_scalar(&format!(
+        "SELECT event_id FROM audit_trail WHERE license_id = '{id}'"
+    ))
+    .fetch_one(&pool)
+    .await
+    .expect("the issued event's id");
+    let topic = contracts::Topics::new(&stack.prefix).events("issuance");
+    let partition = read_topic(&stack.infra.operator(), &topic, 1, Duration::from_secs(30))
+        .await
+        .iter()
+        .find(|m| {
+            m.payload()
+                .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+                .is_some_and(|e| e["event_id"] == taken.to_string())
+        })
+        .map(|m| m.partition())
+        .expect("the issued event's partition");
+    let now = Utc::now();
+    // An aggregate the license model counts without folding: the live
+    // consumer and the rebuild apply it alike.
+    let forged = contracts::EventEnvelope {
+        event_id: taken,
+        event_type: "Forged".into(),
+        event_version: "1".into(),
+        aggregate_type: "Forgery".into(),
+        aggregate_id: Uuid::now_v7().to_string(),
+        sequence: 1,
+        global_position: 1,
+        occurred_at: now,
+        recorded_at: now,
+        command_id: Uuid::now_v7(),
+        correlation_id: "forged".into(),
+        causation_id: None,
+        actor: contracts::Actor::new(contracts::ActorKind::Service, "issuance"),
+        payload: json!({"license_id": id}),
+        prev_hash: "00".repeat(32),
+        hash: "11".repeat(32),
+    };
+    let producer: rdkafka::producer::FutureProducer = stack
+        .infra
+        .kafka("issuance")
+        .client()
+        .create()
+        .expect("producer");
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(&topic)
+                .partition(partition)
+                .key(&id)
+                .payload(&serde_json::to_vec(&forged).expect("json")),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("forgery sent");
+    // The license model counts it; the trail keeps the first event under
+    // that id.
+    live_until(&proj, &id, "the forged event counted", |v| v["events"] == 2).await;
+    let trail: String = sqlx::query_scalar(&format!(
+        "SELECT event_type FROM audit_trail WHERE event_id = '{taken}'"
+    ))
+    .fetch_one(&pool)
+    .await
+    .expect("the taken id's row");
+    assert_eq!(trail, contracts::issuance::LICENSE_ISSUED);
+    let before = rows(&pool).await;
+
+    rebuild_all(&proj).await;
+    assert_eq!(
+        rows(&pool).await,
+        before,
+        "the rebuild equals the live tables"
+    );
+    let dead = read_topic(
+        &stack.infra.operator(),
+        &contracts::Topics::dlq(&topic),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    let reasons: Vec<(String, String)> = dead
+        .iter()
+        .map(|m| {
+            (
+                header(m, "dlq_consumer").unwrap_or_default(),
+                header(m, "dlq_reason").unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons.len(), 1, "dead-lettered once: {reasons:?}");
+    assert!(
+        reasons[0].0.contains(".rebuild.audit_trail."),
+        "by the audit trail's rebuild: {reasons:?}"
+    );
+    assert!(
+        reasons[0].1.contains("event id already in the audit trail"),
+        "{reasons:?}"
+    );
+    pool.close().await;
+    stack.stop().await;
+}
+
+/// `licensectl export` writes what `GET /v1/audit?format=…` streams, byte
+/// for byte, reports the rows with `--json`, and leaves no file behind
+/// when the projector refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn licensectl_export_writes_the_filtered_trail_and_nothing_when_refused() {
+    let stack = Stack::start(&[Svc::Projector]).await;
+    let proj = stack.url(Svc::Projector);
+    let pool = stack.pool(Svc::Projector).await;
+    let product = stack.product(json!({})).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let lic = stack
+            .issue(
+                &json!({"product": product, "customer": format!("Export {n}"),
+                           "kind": "formal", "features": ["f1"]}),
+            )
+            .await;
+        ids.push(lic.id.clone());
+    }
+    let audited = wait_for_count(
+        &pool,
+        "SELECT count(*) FROM audit_trail WHERE license_id IS NOT NULL",
+        3,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(audited, "the issuance events reached the audit trail");
+    let dir = std::env::temp_dir().join(format!("licensectl-export-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let export = |key: &str, file: &std::path::Path, extra: &[&str]| {
+        let out = Command::new(bin_path("licensectl"))
+            .args([
+                "--json",
+                "export",
+                "--url",
+                &proj,
+                "--api-key",
+                key,
+                "--output",
+            ])
+            .arg(file)
+            .args(extra)
+            .output()
+            .expect("licensectl runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+
+    let all = dir.join("all.ndjson");
+    let (code, stdout, stderr) = export(ADMIN_TOKEN, &all, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).expect("summary JSON");
+    let direct = admin_client()
+        .get(format!("{proj}/v1/audit?format=ndjson"))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("body");
+    let written = std::fs::read_to_string(&all).expect("the export");
+    assert_eq!(written, direct, "the file is the stream, byte for byte");
+    assert_eq!(summary["complete"], true, "{summary}");
+    assert_eq!(summary["rows"], direct.lines().count(), "{summary}");
+    assert_eq!(summary["bytes"], direct.len(), "{summary}");
+
+    let one = dir.join("one.csv");
+    let (code, _, stderr) = export(
+        ADMIN_TOKEN,
+        &one,
+        &["--format", "csv", "--license-id", &ids[1]],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let csv = std::fs::read_to_string(&one).expect("the CSV export");
+    let mut lines = csv.lines();
+    assert!(lines
+        .next()
+        .is_some_and(|h| h.starts_with("event_id,context,")));
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 1, "{csv}");
+    assert!(rows[0].contains(&ids[1]), "{csv}");
+
+    // A refused export (a key without the auditor scope) is an error
+    // naming the projector's code, and writes nothing.
+    let refused = dir.join("refused.ndjson");
+    let (code, _, stderr) = export("AKIDnobody.0000000000000000", &refused, &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("GET /v1/audit refused"), "{stderr}");
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(left.len(), 2, "only the two exports: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    pool.close().await;
+    stack.stop().await;
+}
+
+/// A rebuild keeps license states in memory across its chunks and writes
+/// each changed one with only the activations its events name. Here every
+/// chunk is one message and the cache holds two states, so chunks both
+/// continue states from memory and read evicted ones back with all their
+/// stored activations; the rebuilt rows equal the live ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_in_one_message_chunks_with_a_tiny_state_cache_equals_the_live_rows() {
+    let stack = Stack::builder()
+        .with(Svc::Activation)
+        .projector(|c| {
+            c.rebuild_batch = 1;
+            c.rebuild_cached_states = 2;
+        })
+        .start()
+        .await;
+    let proj = stack.url(Svc::Projector);
+    let act = stack.url(Svc::Activation);
+    let pool = stack.pool(Svc::Projector).await;
+    let admin = admin_client();
+    let product = stack.product(json!({"max_activations": 3})).await;
+    let mut licenses = Vec::new();
+    for n in 0..3 {
+        licenses.push(
+            stack
+                .license(&product, &format!("Cache {n}"), json!({}))
+                .await,
+        );
+    }
+    // Interleaved across licenses, so that each license's events fall in
+    // chunks apart: two seats each, one uninstalled, a third activated.
+    let mut seats: Vec<Vec<String>> = vec![Vec::new(); licenses.len()];
+    for round in 0..2u32 {
+        for (n, l) in licenses.iter().enumerate() {
+            let (s, b) = call(
+                &admin,
+                "POST",
+                &format!("{act}/v1/activations"),
+                Some(&json!({"license_key": l.key, "fingerprint": device(10 * n as u32 + round)})),
+            )
+            .await;
+            assert_eq!(s, 201, "{b}");
+            seats[n].push(b["activation_id"].as_str().expect("id").to_string());
+        }
+    }
+    for (n, l) in licenses.iter().enumerate() {
+        let (s, b) = call(
+            &admin,
+            "POST",
+            &format!("{act}/v1/activations/{}/uninstall", seats[n][0]),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        let (s, b) = call(
+            &admin,
+            "POST",
+            &format!("{act}/v1/activations"),
+            Some(&json!({"license_key": l.key, "fingerprint": device(10 * n as u32 + 5)})),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+    }
+    for l in &licenses {
+        live_until(&proj, &l.id, "three seats, one ended", |v| {
+            v["live_activations"] == 2 && v["activations"].as_object().is_some_and(|a| a.len() == 3)
+        })
+        .await;
+    }
+    let activation_rows = wait_for_count(
+        &pool,
+        "SELECT count(*) FROM license_activations",
+        9,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(activation_rows, "every activation projected");
+    // Both models caught up: the audit trail trails the states a little.
+    let trail = "SELECT count(*) FROM audit_trail WHERE license_id IS NOT NULL";
+    let settled = wait_until(Duration::from_secs(15), || async {
+        let a = count(&pool, trail).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a > 0 && count(&pool, trail).await == a
+    })
+    .await;
+    assert!(settled, "the audit trail settled");
+    let before = rows(&pool).await;
+    rebuild_all(&proj).await;
+    let after = rows(&pool).await;
+    assert_eq!(
+        after.0, before.0,
+        "license_state and its activations equal row for row"
+    );
+    assert_eq!(after.1, before.1, "audit_trail equal row for row");
     pool.close().await;
     stack.stop().await;
 }

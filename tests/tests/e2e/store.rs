@@ -64,6 +64,9 @@ impl CodedError for CounterError {
     fn field(&self) -> Option<&'static str> {
         Some("by")
     }
+    fn codes() -> Vec<(&'static str, eventstore::ErrorKind)> {
+        vec![("ZERO", eventstore::ErrorKind::Invalid)]
+    }
 }
 
 impl eventstore::Folding for Counter {

@@ -7,9 +7,7 @@ use chrono::Utc;
 use contracts::{Actor, ActorKind, CommandEnvelope, CommandOutcome, OutcomeStatus};
 use e2e::*;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::Message;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -393,13 +391,7 @@ async fn an_event_with_a_jumped_sequence_is_dead_lettered_everywhere_and_later_e
         .iter()
         .filter(|m| json_of(m)["sequence"] == 1000)
         .filter_map(|m| {
-            let h = m.headers()?;
-            let get = |k: &str| {
-                h.iter()
-                    .find(|x| x.key == k)
-                    .and_then(|x| x.value)
-                    .map(|v| String::from_utf8_lossy(v).to_string())
-            };
+            let get = |k: &str| header(m, k);
             assert!(
                 get("dlq_reason").is_some_and(|r| r.contains("expected 2, got 1000")),
                 "{:?}",

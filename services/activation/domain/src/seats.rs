@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 use super::ActivationServices;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A seat's state: live, or how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SeatStatus {
     Live,
@@ -40,10 +41,22 @@ pub struct Seat {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
+/// What stays of an ended seat: how it ended, which a command on it
+/// answers with (`ACTIVATION_REVOKED`, not `ACTIVATION_NOT_FOUND`). The
+/// whole seat stays in the `activations` table, which the routes read.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EndedSeat {
+    pub status: SeatStatus,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Seats {
     pub license_id: Option<Uuid>,
+    /// The live seats.
     pub seats: BTreeMap<Uuid, Seat>,
+    /// Every ended seat, by id.
+    #[serde(default)]
+    pub ended: BTreeMap<Uuid, EndedSeat>,
     pub migrations_used: u32,
     /// Nonces of the offline requests the license answered, whatever seat
     /// they were for (an uninstalled or migrated one included): a request
@@ -55,6 +68,10 @@ pub struct Seats {
     /// these, not a license's whole history.
     #[serde(skip)]
     pub changed: std::collections::BTreeSet<Uuid>,
+    /// The seats the current command ended, whole: for the inline index
+    /// and the command's answer.
+    #[serde(skip)]
+    pub just_ended: BTreeMap<Uuid, Seat>,
 }
 
 /// A device as a request presents it.
@@ -162,36 +179,24 @@ pub enum SeatsError {
 }
 
 impl CodedError for SeatsError {
-    fn code(&self) -> &'static str {
-        match self {
-            Self::LicenseNotFound => "LICENSE_NOT_FOUND",
-            Self::Suspended => "LICENSE_SUSPENDED",
-            Self::Revoked => "LICENSE_REVOKED",
-            Self::Expired => "LICENSE_EXPIRED",
-            Self::Reclaimed => "LICENSE_RECLAIMED",
-            Self::TooManyActivations(_) => "TOO_MANY_ACTIVATIONS",
-            Self::ActivationNotFound => "ACTIVATION_NOT_FOUND",
-            Self::ActivationEnded(_) => "ACTIVATION_REVOKED",
-            Self::UninstallNotAllowed => "UNINSTALL_NOT_ALLOWED",
-            Self::MigrationNotAllowed => "MIGRATION_NOT_ALLOWED",
-            Self::MigrationLimitReached(_) => "MIGRATION_LIMIT_REACHED",
-            Self::SameDevice => "SAME_DEVICE",
-            Self::DeviceAlreadyActivated => "DEVICE_ALREADY_ACTIVATED",
-            Self::ClientTimeRequired => "CLIENT_TIME_REQUIRED",
-            Self::NonceReused => "NONCE_REUSED",
-        }
+    domain_kit::coded! {
+        Self::LicenseNotFound => "LICENSE_NOT_FOUND", NotFound;
+        Self::Suspended => "LICENSE_SUSPENDED", Conflict;
+        Self::Revoked => "LICENSE_REVOKED", Conflict;
+        Self::Expired => "LICENSE_EXPIRED", Conflict;
+        Self::Reclaimed => "LICENSE_RECLAIMED", Conflict;
+        Self::TooManyActivations(_) => "TOO_MANY_ACTIVATIONS", Conflict;
+        Self::ActivationNotFound => "ACTIVATION_NOT_FOUND", NotFound;
+        Self::ActivationEnded(_) => "ACTIVATION_REVOKED", Conflict;
+        Self::UninstallNotAllowed => "UNINSTALL_NOT_ALLOWED", Invalid;
+        Self::MigrationNotAllowed => "MIGRATION_NOT_ALLOWED", Invalid;
+        Self::MigrationLimitReached(_) => "MIGRATION_LIMIT_REACHED", Conflict;
+        Self::SameDevice => "SAME_DEVICE", Invalid;
+        Self::DeviceAlreadyActivated => "DEVICE_ALREADY_ACTIVATED", Conflict;
+        Self::ClientTimeRequired => "CLIENT_TIME_REQUIRED", Invalid;
+        Self::NonceReused => "NONCE_REUSED", Conflict;
     }
 
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::LicenseNotFound | Self::ActivationNotFound => ErrorKind::NotFound,
-            Self::UninstallNotAllowed
-            | Self::MigrationNotAllowed
-            | Self::SameDevice
-            | Self::ClientTimeRequired => ErrorKind::Invalid,
-            _ => ErrorKind::Conflict,
-        }
-    }
     fn field(&self) -> Option<&'static str> {
         match self {
             Self::SameDevice | Self::DeviceAlreadyActivated => Some("fingerprint"),
@@ -223,7 +228,14 @@ pub use contracts::decision::policy;
 
 impl Seats {
     pub fn live(&self) -> impl Iterator<Item = &Seat> {
-        self.seats.values().filter(|s| s.status == SeatStatus::Live)
+        self.seats.values()
+    }
+
+    /// A seat the current command granted, changed or ended.
+    pub fn touched(&self, activation_id: &Uuid) -> Option<&Seat> {
+        self.seats
+            .get(activation_id)
+            .or_else(|| self.just_ended.get(activation_id))
     }
 
     /// The live seat of a device, if it holds one.
@@ -352,14 +364,13 @@ impl Seats {
     }
 
     fn live_seat(&self, activation_id: Uuid) -> Result<&Seat, SeatsError> {
-        let seat = self
-            .seats
-            .get(&activation_id)
-            .ok_or(SeatsError::ActivationNotFound)?;
-        if seat.status != SeatStatus::Live {
-            return Err(SeatsError::ActivationEnded(seat.status));
+        if let Some(seat) = self.seats.get(&activation_id) {
+            return Ok(seat);
         }
-        Ok(seat)
+        Err(match self.ended.get(&activation_id) {
+            Some(e) => SeatsError::ActivationEnded(e.status),
+            None => SeatsError::ActivationNotFound,
+        })
     }
 
     fn uninstall(
@@ -449,24 +460,29 @@ impl Seats {
         })]
     }
 
+    /// Moves live seats to the ended ones (an ended seat stays as it ended).
     fn end(&mut self, ids: &[Uuid], status: SeatStatus, at: DateTime<Utc>) {
-        self.changed.extend(ids);
         for id in ids {
-            if let Some(s) = self.seats.get_mut(id) {
+            if let Some(mut s) = self.seats.remove(id) {
                 s.status = status;
                 s.ended_at = Some(at);
+                self.ended.insert(*id, EndedSeat { status });
+                self.changed.insert(*id);
+                self.just_ended.insert(*id, s);
             }
         }
     }
 }
 
+// 2: ended seats moved out of `seats` into `ended`.
 domain_kit::aggregate!(
     Seats,
     ACTIVATIONS_AGGREGATE,
     SeatsCommand,
     SeatsEvent,
     SeatsError,
-    ActivationServices
+    ActivationServices,
+    fold = 2
 );
 
 impl Seats {
@@ -477,6 +493,7 @@ impl Seats {
         services: &ActivationServices,
     ) -> Result<Vec<SeatsEvent>, SeatsError> {
         self.changed.clear();
+        self.just_ended.clear();
         let events = match command {
             SeatsCommand::Activate {
                 license,

@@ -274,6 +274,63 @@ fn a_formal_license_uninstalls_and_the_device_gets_a_new_id_afterwards() {
 }
 
 #[test]
+fn an_ended_seat_leaves_only_how_it_ended_in_the_state() {
+    let mut state = Seats::default();
+    for n in 0..1_000u32 {
+        state.evolve(activated(n, id(u128::from(n)), LicenseKind::Formal));
+        state.evolve(SeatsEvent::ActivationUninstalled(ActivationUninstalled {
+            activation_id: id(u128::from(n)),
+            license_id: license_id(),
+            uninstalled_at: now(),
+        }));
+    }
+    state.evolve(activated(1_000, id(1_000), LicenseKind::Formal));
+    assert_eq!(state.live().count(), 1);
+    assert_eq!(state.ended.len(), 1_000);
+    assert_eq!(state.ended[&id(0)].status, SeatStatus::Uninstalled);
+    // The command that ended a seat still has it whole, for the index
+    // and its answer.
+    let last = state.touched(&id(999)).expect("just ended");
+    assert_eq!(
+        (last.status, last.ended_at),
+        (SeatStatus::Uninstalled, Some(now()))
+    );
+    // What a thousand ended seats weigh in a snapshot: their ids and how
+    // they ended, not their devices and times.
+    let bytes = serde_json::to_vec(&state).expect("json").len();
+    let whole = serde_json::to_vec(&state.seats[&id(1_000)])
+        .expect("json")
+        .len();
+    assert!(
+        bytes < whole * 1_000 / 2,
+        "{bytes} bytes, a whole seat {whole}"
+    );
+}
+
+#[test]
+fn a_command_on_an_ended_seat_answers_how_it_ended_and_an_unknown_one_is_not_found() {
+    let history = || {
+        vec![
+            activated(1, id(1), LicenseKind::Formal),
+            SeatsEvent::ActivationsRevoked(ActivationsRevoked {
+                activation_ids: vec![id(1)],
+                license_id: license_id(),
+                reason: RevocationReason::LicenseRevoked,
+                revoked_at: now(),
+            }),
+        ]
+    };
+    seats()
+        .given(history())
+        .when(uninstall(formal(), id(1)))
+        .then_expect_error(SeatsError::ActivationEnded(SeatStatus::Revoked));
+    seats()
+        .given(history())
+        .when(uninstall(formal(), id(2)))
+        .then_expect_error(SeatsError::ActivationNotFound);
+}
+
+#[test]
 fn trial_and_temporary_never_uninstall_and_expired_is_deleted_instead() {
     for kind in [LicenseKind::Trial, LicenseKind::Temporary] {
         seats()

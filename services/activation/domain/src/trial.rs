@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use contracts::activation::*;
 use contracts::issuance::LicenseKind;
-use domain_kit::{CodedError, ErrorKind, Refusal};
+use domain_kit::{CodedError, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ActivationServices;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A trial's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TrialStatus {
     /// Waiting for issuance to issue the license.
@@ -114,20 +115,12 @@ pub enum TrialError {
 }
 
 impl CodedError for TrialError {
-    fn code(&self) -> &'static str {
-        match self {
-            Self::AlreadyUsed => "TRIAL_ALREADY_USED",
-            Self::NotMixable => "TRIAL_NOT_ALLOWED",
-            Self::NotFound => "TRIAL_NOT_FOUND",
-        }
+    domain_kit::coded! {
+        Self::AlreadyUsed => "TRIAL_ALREADY_USED", Conflict;
+        Self::NotMixable => "TRIAL_NOT_ALLOWED", Conflict;
+        Self::NotFound => "TRIAL_NOT_FOUND", NotFound;
     }
 
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::NotFound => ErrorKind::NotFound,
-            Self::AlreadyUsed | Self::NotMixable => ErrorKind::Conflict,
-        }
-    }
     fn field(&self) -> Option<&'static str> {
         match self {
             Self::AlreadyUsed | Self::NotMixable => Some("fingerprint"),

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use contracts::domain::*;
 use contracts::issuance::LicenseStatus;
 use contracts::license_view::LicenseView;
-use domain_kit::{CodedError, ErrorKind, Refusal};
+use domain_kit::{CodedError, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -83,30 +83,20 @@ pub enum BindingError {
 }
 
 impl CodedError for BindingError {
-    fn code(&self) -> &'static str {
-        match self {
-            Self::LicenseNotFound => "LICENSE_NOT_FOUND",
-            Self::Suspended => "LICENSE_SUSPENDED",
-            Self::Revoked => "LICENSE_REVOKED",
-            Self::Expired => "LICENSE_EXPIRED",
-            Self::Reclaimed => "LICENSE_RECLAIMED",
-            Self::NotRequired => "DOMAIN_NOT_REQUIRED",
-            Self::AlreadyBound(_) => "DOMAIN_ALREADY_BOUND",
-            Self::NotBound => "NOT_BOUND",
-            Self::SameDomain(_) => "SAME_DOMAIN",
-            Self::FeeNotAccepted { .. } => "FEE_NOT_ACCEPTED",
-            Self::Reason => "INVALID_REASON",
-        }
+    domain_kit::coded! {
+        Self::LicenseNotFound => "LICENSE_NOT_FOUND", NotFound;
+        Self::Suspended => "LICENSE_SUSPENDED", Conflict;
+        Self::Revoked => "LICENSE_REVOKED", Conflict;
+        Self::Expired => "LICENSE_EXPIRED", Conflict;
+        Self::Reclaimed => "LICENSE_RECLAIMED", Conflict;
+        Self::NotRequired => "DOMAIN_NOT_REQUIRED", Invalid;
+        Self::AlreadyBound(_) => "DOMAIN_ALREADY_BOUND", Conflict;
+        Self::NotBound => "NOT_BOUND", Conflict;
+        Self::SameDomain(_) => "SAME_DOMAIN", Invalid;
+        Self::FeeNotAccepted { .. } => "FEE_NOT_ACCEPTED", PaymentRequired;
+        Self::Reason => "INVALID_REASON", Invalid;
     }
 
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::LicenseNotFound => ErrorKind::NotFound,
-            Self::FeeNotAccepted { .. } => ErrorKind::PaymentRequired,
-            Self::Reason | Self::SameDomain(_) | Self::NotRequired => ErrorKind::Invalid,
-            _ => ErrorKind::Conflict,
-        }
-    }
     fn field(&self) -> Option<&'static str> {
         match self {
             Self::SameDomain(_) => Some("domain"),

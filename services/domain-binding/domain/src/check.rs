@@ -26,13 +26,19 @@ impl Entry {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The answer of `GET /v1/domain-check`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct HostCheck {
     pub authorized: bool,
+    /// `OK`, or why not: `NOT_FOUND`, `LICENSE_SUSPENDED`,
+    /// `LICENSE_REVOKED`, `LICENSE_EXPIRED`, `NOT_BOUND`, `DOMAIN_MISMATCH`,
+    /// or the host's own refusal (`INVALID_HOST`, …).
     pub code: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub registrable_domain: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub bound_domain: Option<String>,
 }
 

@@ -26,6 +26,13 @@ pub struct ClientState {
     pub licenses: Vec<Uuid>,
     pub allowlist: Vec<String>,
     pub callback_url: Option<String>,
+    /// What `callback_url` receives (empty with a URL: a client registered
+    /// before webhooks, which receives nothing until its callback is set).
+    #[serde(default)]
+    pub callback_events: Vec<String>,
+    /// The callback kept failing; nothing is sent until it is set again.
+    #[serde(default)]
+    pub callback_disabled: bool,
     pub registered_at: DateTime<Utc>,
     pub revoked: bool,
 }
@@ -43,6 +50,12 @@ pub enum ClientCommand {
     Revoke {
         reason: String,
     },
+    /// None removes the callback.
+    SetCallback(Option<SetClientCallback>),
+    /// By the webhook sender: the callback failed `failures` times in a row.
+    DisableCallback {
+        failures: u32,
+    },
     /// A reported time fell back beyond the tolerance: record the refusal.
     ClockRollback {
         reported: DateTime<Utc>,
@@ -56,6 +69,8 @@ domain_kit::events! {
         ClientRegistered => CLIENT_REGISTERED,
         ClientRevoked => CLIENT_REVOKED,
         ClientClockRollbackDetected => CLIENT_CLOCK_ROLLBACK_DETECTED,
+        ClientCallbackChanged => CLIENT_CALLBACK_CHANGED,
+        ClientCallbackDisabled => CLIENT_CALLBACK_DISABLED,
     }
 }
 
@@ -96,32 +111,28 @@ pub enum ClientError {
     InvalidAllowlistEntry(String),
     #[error("callback_url must be an http(s) URL of at most 2048 characters")]
     InvalidCallbackUrl,
+    #[error("callback events: {0}")]
+    InvalidCallbackEvents(String),
+    #[error("the client has no callback (or it is disabled already)")]
+    NoCallback,
     #[error("a reason is required (1-500 characters)")]
     InvalidReason,
 }
 
 impl CodedError for ClientError {
-    fn code(&self) -> &'static str {
-        match self {
-            Self::AlreadyExists => "CLIENT_EXISTS",
-            Self::NotFound => "CLIENT_NOT_FOUND",
-            Self::Revoked => "CLIENT_REVOKED",
-            Self::InvalidName => "INVALID_NAME",
-            Self::InvalidLicenses => "INVALID_LICENSES",
-            Self::UnknownLicenses(_) => "LICENSE_NOT_FOUND",
-            Self::AllowlistTooLong => "ALLOWLIST_TOO_LONG",
-            Self::InvalidAllowlistEntry(_) => "INVALID_ALLOWLIST_ENTRY",
-            Self::InvalidCallbackUrl => "INVALID_CALLBACK_URL",
-            Self::InvalidReason => "INVALID_REASON",
-        }
-    }
-
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::NotFound | Self::UnknownLicenses(_) => ErrorKind::NotFound,
-            Self::AlreadyExists | Self::Revoked => ErrorKind::Conflict,
-            _ => ErrorKind::Invalid,
-        }
+    domain_kit::coded! {
+        Self::AlreadyExists => "CLIENT_EXISTS", Conflict;
+        Self::NotFound => "CLIENT_NOT_FOUND", NotFound;
+        Self::Revoked => "CLIENT_REVOKED", Conflict;
+        Self::InvalidName => "INVALID_NAME", Invalid;
+        Self::InvalidLicenses => "INVALID_LICENSES", Invalid;
+        Self::UnknownLicenses(_) => "LICENSE_NOT_FOUND", NotFound;
+        Self::AllowlistTooLong => "ALLOWLIST_TOO_LONG", Invalid;
+        Self::InvalidAllowlistEntry(_) => "INVALID_ALLOWLIST_ENTRY", Invalid;
+        Self::InvalidCallbackUrl => "INVALID_CALLBACK_URL", Invalid;
+        Self::InvalidCallbackEvents(_) => "INVALID_CALLBACK_EVENTS", Invalid;
+        Self::NoCallback => "NO_CALLBACK", Conflict;
+        Self::InvalidReason => "INVALID_REASON", Invalid;
     }
 
     fn field(&self) -> Option<&'static str> {
@@ -130,6 +141,7 @@ impl CodedError for ClientError {
             Self::InvalidLicenses | Self::UnknownLicenses(_) => Some("licenses"),
             Self::AllowlistTooLong | Self::InvalidAllowlistEntry(_) => Some("allowlist"),
             Self::InvalidCallbackUrl => Some("callback_url"),
+            Self::InvalidCallbackEvents(_) => Some("callback_events"),
             Self::InvalidReason => Some("reason"),
             _ => None,
         }
@@ -160,14 +172,24 @@ fn check_spec(spec: &RegisterClient, known: &BTreeSet<Uuid>) -> Result<(), Clien
         net::AllowlistError::TooLong => ClientError::AllowlistTooLong,
         net::AllowlistError::Invalid(bad) => ClientError::InvalidAllowlistEntry(bad),
     })?;
-    if spec
-        .callback_url
-        .as_deref()
-        .is_some_and(|u| !net::is_http_url(u))
-    {
-        return Err(ClientError::InvalidCallbackUrl);
-    }
+    callback_events(
+        spec.callback_url.as_deref(),
+        spec.callback_events.as_deref(),
+        &[],
+    )?;
     Ok(())
+}
+
+/// The events of a callback set to `url` with `events` named or not.
+fn callback_events(
+    url: Option<&str>,
+    events: Option<&[contracts::text::Text<64>]>,
+    current: &[String],
+) -> Result<Vec<String>, ClientError> {
+    contracts::webhooks::callback_events(url, events, current).map_err(|e| match e {
+        contracts::webhooks::CallbackError::Url => ClientError::InvalidCallbackUrl,
+        contracts::webhooks::CallbackError::Events(why) => ClientError::InvalidCallbackEvents(why),
+    })
 }
 
 domain_kit::aggregate!(
@@ -176,7 +198,8 @@ domain_kit::aggregate!(
     ClientCommand,
     ClientEvent,
     ClientError,
-    GrantServices
+    GrantServices,
+    fold = 2
 );
 
 impl Client {
@@ -206,8 +229,45 @@ impl Client {
                     secret_digest,
                     licenses: spec.licenses,
                     allowlist: contracts::text::strings(spec.allowlist),
+                    callback_events: callback_events(
+                        spec.callback_url.as_deref(),
+                        spec.callback_events.as_deref(),
+                        &[],
+                    )?,
                     callback_url: spec.callback_url.map(String::from),
                     registered_at: now,
+                })
+            }
+            ClientCommand::SetCallback(c) => {
+                let s = self.state.as_ref().ok_or(ClientError::NotFound)?;
+                if s.revoked {
+                    return Err(ClientError::Revoked);
+                }
+                let (url, events) = match c {
+                    Some(c) => (Some(c.callback_url), c.callback_events),
+                    None if s.callback_url.is_none() => return Err(ClientError::NoCallback),
+                    None => (None, None),
+                };
+                let events =
+                    callback_events(url.as_deref(), events.as_deref(), &s.callback_events)?;
+                ClientEvent::ClientCallbackChanged(ClientCallbackChanged {
+                    client_id: s.client_id,
+                    callback_url: url.map(String::from),
+                    callback_events: events,
+                    changed_at: now,
+                })
+            }
+            ClientCommand::DisableCallback { failures } => {
+                let s = self.state.as_ref().ok_or(ClientError::NotFound)?;
+                let url = match (&s.callback_url, s.callback_disabled, s.revoked) {
+                    (Some(url), false, false) => url.clone(),
+                    _ => return Err(ClientError::NoCallback),
+                };
+                ClientEvent::ClientCallbackDisabled(ClientCallbackDisabled {
+                    client_id: s.client_id,
+                    callback_url: url,
+                    failures,
+                    disabled_at: now,
                 })
             }
             ClientCommand::Revoke { reason } => {
@@ -255,9 +315,23 @@ impl Client {
                     licenses: e.licenses,
                     allowlist: e.allowlist,
                     callback_url: e.callback_url,
+                    callback_events: e.callback_events,
+                    callback_disabled: false,
                     registered_at: e.registered_at,
                     revoked: false,
                 });
+            }
+            ClientEvent::ClientCallbackChanged(e) => {
+                if let Some(s) = &mut self.state {
+                    s.callback_url = e.callback_url;
+                    s.callback_events = e.callback_events;
+                    s.callback_disabled = false;
+                }
+            }
+            ClientEvent::ClientCallbackDisabled(_) => {
+                if let Some(s) = &mut self.state {
+                    s.callback_disabled = true;
+                }
             }
             ClientEvent::ClientRevoked(_) => {
                 if let Some(s) = &mut self.state {

@@ -8,13 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use contracts::grants::*;
 use contracts::issuance::{BundleDef, LicenseStatus};
-use domain_kit::{CodedError, ErrorKind, Refusal};
+use domain_kit::{CodedError, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::GrantServices;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaseStatus {
     Live,
@@ -151,30 +151,18 @@ pub enum LeasesError {
 }
 
 impl CodedError for LeasesError {
-    fn code(&self) -> &'static str {
-        match self {
-            Self::Suspended => "LICENSE_SUSPENDED",
-            Self::Revoked => "LICENSE_REVOKED",
-            Self::Reclaimed => "LICENSE_RECLAIMED",
-            Self::Deleted => "LICENSE_DELETED",
-            Self::Expired => "LICENSE_EXPIRED",
-            Self::NotGranted(_) => "FEATURE_NOT_GRANTED",
-            Self::FeaturesMissing { .. } => "FEATURES_MISSING",
-            Self::InvalidQuantity => "INVALID_QUANTITY",
-            Self::NoSeats { .. } => "NO_SEATS_AVAILABLE",
-            Self::LeaseNotFound => "LEASE_NOT_FOUND",
-            Self::LeaseEnded(_) => "LEASE_ENDED",
-        }
-    }
-
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::LeaseNotFound => ErrorKind::NotFound,
-            Self::NotGranted(_) | Self::FeaturesMissing { .. } | Self::InvalidQuantity => {
-                ErrorKind::Invalid
-            }
-            _ => ErrorKind::Conflict,
-        }
+    domain_kit::coded! {
+        Self::Suspended => "LICENSE_SUSPENDED", Conflict;
+        Self::Revoked => "LICENSE_REVOKED", Conflict;
+        Self::Reclaimed => "LICENSE_RECLAIMED", Conflict;
+        Self::Deleted => "LICENSE_DELETED", Conflict;
+        Self::Expired => "LICENSE_EXPIRED", Conflict;
+        Self::NotGranted(_) => "FEATURE_NOT_GRANTED", Invalid;
+        Self::FeaturesMissing { .. } => "FEATURES_MISSING", Invalid;
+        Self::InvalidQuantity => "INVALID_QUANTITY", Invalid;
+        Self::NoSeats { .. } => "NO_SEATS_AVAILABLE", Conflict;
+        Self::LeaseNotFound => "LEASE_NOT_FOUND", NotFound;
+        Self::LeaseEnded(_) => "LEASE_ENDED", Conflict;
     }
 
     fn field(&self) -> Option<&'static str> {

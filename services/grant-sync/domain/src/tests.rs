@@ -510,6 +510,7 @@ fn register(licenses: Vec<Uuid>, known: &[Uuid]) -> ClientCommand {
                     .try_into()
                     .expect("valid text"),
             ),
+            callback_events: None,
         },
         known: known.iter().copied().collect(),
     }
@@ -524,8 +525,51 @@ fn registered() -> ClientEvent {
         licenses: vec![license_id()],
         allowlist: vec!["10.0.0.0/8".into()],
         callback_url: Some("https://plant7.example/licensing".into()),
+        callback_events: contracts::webhooks::default_events(),
         registered_at: now(),
     })
+}
+
+#[test]
+fn a_clients_callback_is_changed_removed_and_disabled_once() {
+    let url = "https://plant7.example/v2";
+    let changed = |url: Option<&str>, events: Vec<String>| {
+        ClientEvent::ClientCallbackChanged(ClientCallbackChanged {
+            client_id: id(201),
+            callback_url: url.map(String::from),
+            callback_events: events,
+            changed_at: now(),
+        })
+    };
+    clients()
+        .given(vec![registered()])
+        .when(ClientCommand::SetCallback(Some(SetClientCallback {
+            callback_url: url.try_into().expect("valid text"),
+            callback_events: Some(vec!["LeaseExpired".try_into().expect("valid text")]),
+        })))
+        .then_expect_events(vec![changed(Some(url), vec!["LeaseExpired".into()])]);
+    clients()
+        .given(vec![registered()])
+        .when(ClientCommand::SetCallback(None))
+        .then_expect_events(vec![changed(None, vec![])]);
+    clients()
+        .given(vec![registered(), changed(None, vec![])])
+        .when(ClientCommand::SetCallback(None))
+        .then_expect_error(ClientError::NoCallback);
+    let disabled = ClientEvent::ClientCallbackDisabled(ClientCallbackDisabled {
+        client_id: id(201),
+        callback_url: "https://plant7.example/licensing".into(),
+        failures: 3,
+        disabled_at: now(),
+    });
+    clients()
+        .given(vec![registered()])
+        .when(ClientCommand::DisableCallback { failures: 3 })
+        .then_expect_events(vec![disabled.clone()]);
+    clients()
+        .given(vec![registered(), disabled])
+        .when(ClientCommand::DisableCallback { failures: 4 })
+        .then_expect_error(ClientError::NoCallback);
 }
 
 fn clients() -> TestFramework<Client> {

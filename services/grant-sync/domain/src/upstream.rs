@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use contracts::grants::*;
 use contracts::net;
-use domain_kit::{CodedError, ErrorKind, Refusal};
+use domain_kit::{CodedError, Refusal};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -88,25 +88,15 @@ pub enum UpstreamError {
 }
 
 impl CodedError for UpstreamError {
-    fn code(&self) -> &'static str {
-        match self {
-            Self::AlreadyExists => "UPSTREAM_EXISTS",
-            Self::NotFound => "UPSTREAM_NOT_FOUND",
-            Self::InvalidName => "INVALID_NAME",
-            Self::InvalidEndpoint => "INVALID_ENDPOINT",
-            Self::InsecureEndpoint => "INSECURE_ENDPOINT",
-            Self::InvalidSecret => "INVALID_SECRET",
-            Self::InvalidRemark => "INVALID_REMARK",
-            Self::OtherUpstream(_) => "LICENSE_FROM_OTHER_UPSTREAM",
-        }
-    }
-
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::NotFound => ErrorKind::NotFound,
-            Self::AlreadyExists | Self::OtherUpstream(_) => ErrorKind::Conflict,
-            _ => ErrorKind::Invalid,
-        }
+    domain_kit::coded! {
+        Self::AlreadyExists => "UPSTREAM_EXISTS", Conflict;
+        Self::NotFound => "UPSTREAM_NOT_FOUND", NotFound;
+        Self::InvalidName => "INVALID_NAME", Invalid;
+        Self::InvalidEndpoint => "INVALID_ENDPOINT", Invalid;
+        Self::InsecureEndpoint => "INSECURE_ENDPOINT", Invalid;
+        Self::InvalidSecret => "INVALID_SECRET", Invalid;
+        Self::InvalidRemark => "INVALID_REMARK", Invalid;
+        Self::OtherUpstream(_) => "LICENSE_FROM_OTHER_UPSTREAM", Conflict;
     }
 
     fn field(&self) -> Option<&'static str> {

@@ -23,24 +23,59 @@ use crate::store::{self, ClientRow};
 /// the client row can be kept long.
 pub(super) const CLIENT_CACHE: Duration = Duration::from_secs(300);
 
+/// The one scope a license client's credentials hold.
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+pub enum ClientScope {
+    #[serde(rename = "sync-client")]
+    SyncClient,
+}
+
+/// A license client as the HTTP answer and a command's outcome show it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ClientView {
+    pub client_id: Uuid,
+    pub name: String,
+    /// The id of its credentials (`<key_id>.<secret>`).
+    pub key_id: String,
+    pub licenses: Vec<Uuid>,
+    /// Addresses or CIDRs it may connect from; empty means anywhere.
+    pub allowlist: Vec<String>,
+    /// Where the events of its licenses are delivered, signed.
+    #[schema(required = true)]
+    pub callback_url: Option<String>,
+    /// The event types delivered there (empty without a callback, or for a
+    /// client registered before webhooks, whose URL receives nothing until
+    /// set again).
+    pub callback_events: Vec<String>,
+    /// The callback kept failing: nothing is sent until it is set again.
+    pub callback_disabled: bool,
+    pub registered_at: DateTime<Utc>,
+    pub revoked: bool,
+    pub scopes: Vec<ClientScope>,
+    /// Its bearer token, `<key_id>.<secret>`: shown once, on registration
+    /// (not on a replay of it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub token: Option<String>,
+}
+
 /// A client as the HTTP answer and a command's outcome show it (the token
 /// only once, on registration).
-pub fn client_view(s: &client::ClientState, token: Option<String>) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "client_id": s.client_id,
-        "name": s.name,
-        "key_id": s.key_id,
-        "licenses": s.licenses,
-        "allowlist": s.allowlist,
-        "callback_url": s.callback_url,
-        "registered_at": s.registered_at,
-        "revoked": s.revoked,
-        "scopes": ["sync-client"],
-    });
-    if let Some(t) = token {
-        v["token"] = t.into();
+pub fn client_view(s: &client::ClientState, token: Option<String>) -> ClientView {
+    ClientView {
+        client_id: s.client_id,
+        name: s.name.clone(),
+        key_id: s.key_id.clone(),
+        licenses: s.licenses.clone(),
+        allowlist: s.allowlist.clone(),
+        callback_url: s.callback_url.clone(),
+        callback_events: s.callback_events.clone(),
+        callback_disabled: s.callback_disabled,
+        registered_at: s.registered_at,
+        revoked: s.revoked,
+        scopes: vec![ClientScope::SyncClient],
+        token,
     }
-    v
 }
 
 impl GrantSync {
@@ -95,6 +130,27 @@ impl GrantSync {
                 .execute(
                     &client_id.to_string(),
                     ClientCommand::Revoke { reason },
+                    ctx,
+                )
+                .await,
+        )?;
+        done.aggregate
+            .state
+            .ok_or_else(|| Failure::internal("state the command just stored"))
+    }
+
+    /// Sets, changes or (None) removes the client's callback.
+    pub async fn set_client_callback(
+        &self,
+        ctx: &CommandContext,
+        client_id: Uuid,
+        callback: Option<SetClientCallback>,
+    ) -> Result<client::ClientState, Failure> {
+        let done = checked(
+            self.clients
+                .execute(
+                    &client_id.to_string(),
+                    ClientCommand::SetCallback(callback),
                     ctx,
                 )
                 .await,

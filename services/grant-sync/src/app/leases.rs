@@ -85,7 +85,7 @@ impl GrantSync {
             .beat(lease_id, client.client_id)
             .await
             .map_err(|e| {
-                tracing::error!(error = %e, "heartbeat failed");
+                bus::outage::error("heartbeat", &e);
                 Failure::Store(eventstore::StoreError::Corrupt(
                     "the lease store is unavailable".into(),
                 ))

@@ -22,9 +22,13 @@ mod leases;
 mod sync;
 mod upstreams;
 
-pub use clients::client_view;
+pub use clients::{client_view, ClientScope, ClientView};
 pub use leases::reclaim_scheduler;
-pub use upstreams::{resources_of, seal_stored_secrets, upstream_view};
+pub use sync::SyncAnswer;
+pub use upstreams::{
+    resources_of, seal_stored_secrets, upstream_view, ResourceStatus, ResourceSync, ResourcesView,
+    UpstreamView,
+};
 
 use std::sync::Arc;
 use std::time::Duration;

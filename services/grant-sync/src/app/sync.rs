@@ -12,8 +12,29 @@ use service_kit::command::Failure;
 use super::GrantSync;
 use crate::store::{self, ClientRow, Cursor};
 
+/// The answer of `POST /v1/sync`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SyncAnswer {
+    /// Changes since the cursor (on a first sync, every grant as
+    /// `grant_added`); empty when none came within the wait.
+    pub changes: Vec<Change>,
+    /// Activations revoked since the cursor (on a first sync, all of the
+    /// client's licenses').
+    pub revocations: Vec<Revocation>,
+    /// Every grant of the client's licenses, as they stand.
+    pub grants: Vec<Grant>,
+    pub server_time: DateTime<Utc>,
+    /// The cursor of the next sync.
+    pub next_cursor: String,
+    /// The grant document: a compact JWS (ES256) under a key of this
+    /// service's JWKS, whose claims hold the grants, live leases and
+    /// revocations; valid offline until `valid_until`.
+    pub grant_document: String,
+    pub valid_until: DateTime<Utc>,
+}
+
 fn flight_failure(e: String) -> Failure {
-    tracing::error!(error = %e, "sync read failed");
+    bus::outage::error("sync read", &e);
     Failure::Store(eventstore::StoreError::Corrupt(
         "the grant store is unavailable".into(),
     ))
@@ -67,7 +88,7 @@ impl GrantSync {
         client: &ClientRow,
         req: SyncRequest,
         cursor: Option<Cursor>,
-    ) -> Result<serde_json::Value, Failure> {
+    ) -> Result<SyncAnswer, Failure> {
         self.check_clock(client, req.client_time, None).await?;
         let wait = req
             .wait_ms
@@ -120,16 +141,15 @@ impl GrantSync {
         let leases = store::live_leases(&self.pool, client.client_id).await?;
         let (document, valid_until) =
             self.grant_document(client, &grants, leases, &revocations, now)?;
-        let grants: &[Grant] = &grants;
-        Ok(serde_json::json!({
-            "changes": changes,
-            "revocations": revocations,
-            "grants": grants,
-            "server_time": now,
-            "next_cursor": next.encode(),
-            "grant_document": document,
-            "valid_until": valid_until,
-        }))
+        Ok(SyncAnswer {
+            changes,
+            revocations,
+            grants: grants.to_vec(),
+            server_time: now,
+            next_cursor: next.encode(),
+            grant_document: document,
+            valid_until,
+        })
     }
 
     async fn wait_for_changes(

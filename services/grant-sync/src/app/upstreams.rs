@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use contracts::grants::*;
 use eventstore::{derived_id, CommandContext};
 use service_kit::command::Failure;
@@ -17,43 +18,115 @@ use crate::remote::Target;
 use crate::secrets::SecretBox;
 use crate::store::{self, StoredSecret};
 
+/// How a resource's last pull from an upstream went: `never` before the
+/// first.
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceStatus {
+    Never,
+    Ok,
+    Unreachable,
+    BadCredentials,
+    AddressNotAllowed,
+    MemberMismatch,
+    UpstreamError,
+}
+
+impl From<UpstreamStatus> for ResourceStatus {
+    fn from(s: UpstreamStatus) -> Self {
+        match s {
+            UpstreamStatus::Ok => Self::Ok,
+            UpstreamStatus::Unreachable => Self::Unreachable,
+            UpstreamStatus::BadCredentials => Self::BadCredentials,
+            UpstreamStatus::AddressNotAllowed => Self::AddressNotAllowed,
+            UpstreamStatus::MemberMismatch => Self::MemberMismatch,
+            UpstreamStatus::UpstreamError => Self::UpstreamError,
+        }
+    }
+}
+
+/// A resource's last pull from an upstream.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ResourceSync {
+    /// Null before the first pull.
+    #[schema(required = true)]
+    pub last_sync_at: Option<DateTime<Utc>>,
+    pub status: ResourceStatus,
+    /// Items that changed here; absent before the first pull.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub items: Option<u32>,
+    /// Absent before the first pull.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub message: Option<String>,
+}
+
+/// The last pull of each resource (a field per `SyncResource`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ResourcesView {
+    pub catalog: ResourceSync,
+    pub licenses: ResourceSync,
+    pub revocations: ResourceSync,
+}
+
 /// An upstream as the HTTP answer and a command's outcome show it (never
 /// its secret).
-pub fn upstream_view(u: &Upstream) -> serde_json::Value {
-    let Some(r) = &u.registered else {
-        return serde_json::Value::Null;
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct UpstreamView {
+    pub upstream_id: Uuid,
+    pub name: String,
+    /// This server's client id at the upstream.
+    pub member_id: Uuid,
+    pub endpoint: String,
+    /// Hex SHA-256 of the secret: shows which secret is in use.
+    pub secret_digest: String,
+    pub price_protection: bool,
+    #[schema(required = true)]
+    pub remark: Option<String>,
+    pub registered_at: DateTime<Utc>,
+    /// The last check; null before the first.
+    #[schema(required = true)]
+    pub last_check: Option<UpstreamChecked>,
+    pub resources: ResourcesView,
+    /// The codes of the products imported from it.
+    pub products: Vec<String>,
+}
+
+/// An upstream as the HTTP answer and a command's outcome show it (never
+/// its secret); none before it is registered.
+pub fn upstream_view(u: &Upstream) -> Option<UpstreamView> {
+    let r = u.registered.as_ref()?;
+    let sync = |res: SyncResource| match u.syncs.get(&res) {
+        None => ResourceSync {
+            last_sync_at: None,
+            status: ResourceStatus::Never,
+            items: None,
+            message: None,
+        },
+        Some(s) => ResourceSync {
+            last_sync_at: Some(s.synced_at),
+            status: s.status.into(),
+            items: Some(s.items),
+            message: Some(s.message.clone()),
+        },
     };
-    let syncs: serde_json::Map<String, serde_json::Value> = SyncResource::ALL
-        .iter()
-        .map(|res| {
-            let key = serde_json::to_value(res)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let v = u.syncs.get(res).map_or(
-                serde_json::json!({"last_sync_at": null, "status": "never"}),
-                |s| {
-                    serde_json::json!({
-                        "last_sync_at": s.synced_at, "status": s.status,
-                        "items": s.items, "message": s.message,
-                    })
-                },
-            );
-            (key, v)
-        })
-        .collect();
-    serde_json::json!({
-        "upstream_id": r.upstream_id,
-        "name": r.name,
-        "member_id": r.member_id,
-        "endpoint": r.endpoint,
-        "secret_digest": r.secret_digest,
-        "price_protection": r.price_protection,
-        "remark": r.remark,
-        "registered_at": r.registered_at,
-        "last_check": u.last_check,
-        "resources": syncs,
-        "products": u.products.keys().collect::<Vec<_>>(),
+    Some(UpstreamView {
+        upstream_id: r.upstream_id,
+        name: r.name.clone(),
+        member_id: r.member_id,
+        endpoint: r.endpoint.clone(),
+        secret_digest: r.secret_digest.clone(),
+        price_protection: r.price_protection,
+        remark: r.remark.clone(),
+        registered_at: r.registered_at,
+        last_check: u.last_check.clone(),
+        resources: ResourcesView {
+            catalog: sync(SyncResource::Catalog),
+            licenses: sync(SyncResource::Licenses),
+            revocations: sync(SyncResource::Revocations),
+        },
+        products: u.products.keys().cloned().collect(),
     })
 }
 

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use contracts::issuance::*;
 use contracts::{net, text};
-use domain_kit::{CodedError, ErrorKind};
+use domain_kit::CodedError;
 use serde::{Deserialize, Serialize};
 
 use super::IssuanceServices;
@@ -24,6 +24,13 @@ pub struct ApiKeyState {
     pub scopes: Vec<String>,
     pub allowlist: Vec<String>,
     pub callback_url: Option<String>,
+    /// What `callback_url` receives (empty with a URL: a key made before
+    /// webhooks, which receives the default set).
+    #[serde(default)]
+    pub callback_events: Vec<String>,
+    /// The callback kept failing; nothing is sent until it is set again.
+    #[serde(default)]
+    pub callback_disabled: bool,
     pub remark: Option<String>,
     pub revoked: bool,
     pub created_at: DateTime<Utc>,
@@ -42,6 +49,12 @@ pub enum ApiKeyCommand {
     },
     Revoke,
     SetAllowlist(SetAllowlist),
+    /// None removes the callback.
+    SetCallback(Option<SetCallback>),
+    /// By the webhook sender: the callback failed `failures` times in a row.
+    DisableCallback {
+        failures: u32,
+    },
 }
 
 domain_kit::events! {
@@ -50,6 +63,8 @@ domain_kit::events! {
         ApiKeyRotated => API_KEY_ROTATED,
         ApiKeyRevoked => API_KEY_REVOKED,
         ApiKeyAllowlistChanged => API_KEY_ALLOWLIST_CHANGED,
+        ApiKeyCallbackChanged => API_KEY_CALLBACK_CHANGED,
+        ApiKeyCallbackDisabled => API_KEY_CALLBACK_DISABLED,
     }
 }
 
@@ -71,30 +86,26 @@ pub enum ApiKeyError {
     InvalidAllowlistEntry(String),
     #[error("callback_url must be an http(s) URL of at most 2048 characters")]
     InvalidCallbackUrl,
+    #[error("callback events: {0}")]
+    InvalidCallbackEvents(String),
+    #[error("the key has no callback (or it is disabled already)")]
+    NoCallback,
     #[error("remark must be at most 500 characters without control characters")]
     InvalidRemark,
 }
 
 impl CodedError for ApiKeyError {
-    fn code(&self) -> &'static str {
-        match self {
-            Self::AlreadyExists => "API_KEY_EXISTS",
-            Self::NotFound => "API_KEY_NOT_FOUND",
-            Self::Revoked => "API_KEY_REVOKED",
-            Self::InvalidScopes => "INVALID_SCOPES",
-            Self::AllowlistTooLong => "ALLOWLIST_TOO_LONG",
-            Self::InvalidAllowlistEntry(_) => "INVALID_ALLOWLIST_ENTRY",
-            Self::InvalidCallbackUrl => "INVALID_CALLBACK_URL",
-            Self::InvalidRemark => "INVALID_REMARK",
-        }
-    }
-
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::NotFound => ErrorKind::NotFound,
-            Self::AlreadyExists | Self::Revoked => ErrorKind::Conflict,
-            _ => ErrorKind::Invalid,
-        }
+    domain_kit::coded! {
+        Self::AlreadyExists => "API_KEY_EXISTS", Conflict;
+        Self::NotFound => "API_KEY_NOT_FOUND", NotFound;
+        Self::Revoked => "API_KEY_REVOKED", Conflict;
+        Self::InvalidScopes => "INVALID_SCOPES", Invalid;
+        Self::AllowlistTooLong => "ALLOWLIST_TOO_LONG", Invalid;
+        Self::InvalidAllowlistEntry(_) => "INVALID_ALLOWLIST_ENTRY", Invalid;
+        Self::InvalidCallbackUrl => "INVALID_CALLBACK_URL", Invalid;
+        Self::InvalidCallbackEvents(_) => "INVALID_CALLBACK_EVENTS", Invalid;
+        Self::NoCallback => "NO_CALLBACK", Conflict;
+        Self::InvalidRemark => "INVALID_REMARK", Invalid;
     }
 
     fn field(&self) -> Option<&'static str> {
@@ -102,6 +113,7 @@ impl CodedError for ApiKeyError {
             Self::InvalidScopes => Some("scopes"),
             Self::AllowlistTooLong | Self::InvalidAllowlistEntry(_) => Some("allowlist"),
             Self::InvalidCallbackUrl => Some("callback_url"),
+            Self::InvalidCallbackEvents(_) => Some("callback_events"),
             Self::InvalidRemark => Some("remark"),
             _ => None,
         }
@@ -126,17 +138,29 @@ fn check_spec(spec: &CreateApiKey) -> Result<(), ApiKeyError> {
         return Err(ApiKeyError::InvalidScopes);
     }
     check_allowlist(&spec.allowlist)?;
-    if let Some(url) = &spec.callback_url {
-        if !net::is_http_url(url) {
-            return Err(ApiKeyError::InvalidCallbackUrl);
-        }
-    }
+    callback_events(
+        spec.callback_url.as_deref(),
+        spec.callback_events.as_deref(),
+        &[],
+    )?;
     if let Some(r) = &spec.remark {
         if r.chars().count() > MAX_REMARK_LEN || r.chars().any(char::is_control) {
             return Err(ApiKeyError::InvalidRemark);
         }
     }
     Ok(())
+}
+
+/// The events of a callback set to `url` with `events` named or not.
+fn callback_events(
+    url: Option<&str>,
+    events: Option<&[text::Text<64>]>,
+    current: &[String],
+) -> Result<Vec<String>, ApiKeyError> {
+    contracts::webhooks::callback_events(url, events, current).map_err(|e| match e {
+        contracts::webhooks::CallbackError::Url => ApiKeyError::InvalidCallbackUrl,
+        contracts::webhooks::CallbackError::Events(why) => ApiKeyError::InvalidCallbackEvents(why),
+    })
 }
 
 impl ApiKey {
@@ -155,7 +179,8 @@ domain_kit::aggregate!(
     ApiKeyCommand,
     ApiKeyEvent,
     ApiKeyError,
-    IssuanceServices
+    IssuanceServices,
+    fold = 2
 );
 
 impl ApiKey {
@@ -181,6 +206,11 @@ impl ApiKey {
                     secret_digest,
                     scopes: text::strings(spec.scopes),
                     allowlist: text::strings(spec.allowlist),
+                    callback_events: callback_events(
+                        spec.callback_url.as_deref(),
+                        spec.callback_events.as_deref(),
+                        &[],
+                    )?,
                     callback_url: spec.callback_url.map(String::from),
                     remark: spec.remark.map(String::from),
                     created_at: now,
@@ -210,6 +240,35 @@ impl ApiKey {
                     changed_at: now,
                 })
             }
+            ApiKeyCommand::SetCallback(c) => {
+                let s = self.live()?;
+                let (url, events) = match c {
+                    Some(c) => (Some(c.callback_url), c.callback_events),
+                    None if s.callback_url.is_none() => return Err(ApiKeyError::NoCallback),
+                    None => (None, None),
+                };
+                let events =
+                    callback_events(url.as_deref(), events.as_deref(), &s.callback_events)?;
+                ApiKeyEvent::ApiKeyCallbackChanged(ApiKeyCallbackChanged {
+                    key_id: s.key_id.clone(),
+                    callback_url: url.map(String::from),
+                    callback_events: events,
+                    changed_at: now,
+                })
+            }
+            ApiKeyCommand::DisableCallback { failures } => {
+                let s = self.live()?;
+                let url = match (&s.callback_url, s.callback_disabled) {
+                    (Some(url), false) => url.clone(),
+                    _ => return Err(ApiKeyError::NoCallback),
+                };
+                ApiKeyEvent::ApiKeyCallbackDisabled(ApiKeyCallbackDisabled {
+                    key_id: s.key_id.clone(),
+                    callback_url: url,
+                    failures,
+                    disabled_at: now,
+                })
+            }
         };
         Ok(vec![event])
     }
@@ -223,6 +282,8 @@ impl ApiKey {
                 scopes: e.scopes,
                 allowlist: e.allowlist,
                 callback_url: e.callback_url,
+                callback_events: e.callback_events,
+                callback_disabled: false,
                 remark: e.remark,
                 revoked: false,
                 created_at: e.created_at,
@@ -237,6 +298,12 @@ impl ApiKey {
             ApiKeyEvent::ApiKeyRotated(e) => s.secret_digest = e.secret_digest,
             ApiKeyEvent::ApiKeyRevoked(_) => s.revoked = true,
             ApiKeyEvent::ApiKeyAllowlistChanged(e) => s.allowlist = e.allowlist,
+            ApiKeyEvent::ApiKeyCallbackChanged(e) => {
+                s.callback_url = e.callback_url;
+                s.callback_events = e.callback_events;
+                s.callback_disabled = false;
+            }
+            ApiKeyEvent::ApiKeyCallbackDisabled(_) => s.callback_disabled = true,
         }
     }
 }
@@ -263,6 +330,7 @@ mod tests {
                     .try_into()
                     .expect("valid text"),
             ),
+            callback_events: None,
             remark: Some("billing".try_into().expect("valid text")),
         }
     }
@@ -283,6 +351,7 @@ mod tests {
             scopes: contracts::text::strings(s.scopes),
             allowlist: contracts::text::strings(s.allowlist),
             callback_url: s.callback_url.map(String::from),
+            callback_events: contracts::webhooks::default_events(),
             remark: s.remark.map(String::from),
             created_at: now(),
         })
@@ -329,6 +398,77 @@ mod tests {
             )]);
     }
 
+    fn texts(list: &[&str]) -> Vec<contracts::text::Text<64>> {
+        list.iter()
+            .map(|t| (*t).try_into().expect("valid text"))
+            .collect()
+    }
+
+    fn callback_changed(url: Option<&str>, events: Vec<String>) -> ApiKeyEvent {
+        ApiKeyEvent::ApiKeyCallbackChanged(ApiKeyCallbackChanged {
+            key_id: "AKID1".into(),
+            callback_url: url.map(String::from),
+            callback_events: events,
+            changed_at: now(),
+        })
+    }
+
+    #[test]
+    fn a_callback_is_changed_kept_removed_and_disabled_once() {
+        let url = "https://hooks.example/in";
+        let set = |url: Option<&str>, events: Option<&[&str]>| {
+            ApiKeyCommand::SetCallback(url.map(|u| SetCallback {
+                callback_url: u.try_into().expect("valid text"),
+                callback_events: events.map(texts),
+            }))
+        };
+        // A list replaces the events; no list keeps them.
+        fw().given(vec![created()])
+            .when(set(Some(url), Some(&["LicenseIssued"])))
+            .then_expect_events(vec![callback_changed(
+                Some(url),
+                vec!["LicenseIssued".into()],
+            )]);
+        fw().given(vec![
+            created(),
+            callback_changed(Some(url), vec!["LicenseIssued".into()]),
+        ])
+        .when(set(Some("https://other.example/in"), None))
+        .then_expect_events(vec![callback_changed(
+            Some("https://other.example/in"),
+            vec!["LicenseIssued".into()],
+        )]);
+        fw().given(vec![created()])
+            .when(set(None, None))
+            .then_expect_events(vec![callback_changed(None, vec![])]);
+        fw().given(vec![created(), callback_changed(None, vec![])])
+            .when(set(None, None))
+            .then_expect_error(ApiKeyError::NoCallback);
+        fw().given(vec![created()])
+            .when(set(Some(url), Some(&["ApiKeyCreated"])))
+            .then_expect_error(ApiKeyError::InvalidCallbackEvents(
+                "\"ApiKeyCreated\" is not an event type a callback can receive".into(),
+            ));
+        let disabled = ApiKeyEvent::ApiKeyCallbackDisabled(ApiKeyCallbackDisabled {
+            key_id: "AKID1".into(),
+            callback_url: "https://billing.example/callback".into(),
+            failures: 7,
+            disabled_at: now(),
+        });
+        fw().given(vec![created()])
+            .when(ApiKeyCommand::DisableCallback { failures: 7 })
+            .then_expect_events(vec![disabled.clone()]);
+        fw().given(vec![created(), disabled.clone()])
+            .when(ApiKeyCommand::DisableCallback { failures: 8 })
+            .then_expect_error(ApiKeyError::NoCallback);
+        // Setting it again enables it.
+        let mut key = ApiKey::default();
+        for e in [created(), disabled, callback_changed(Some(url), vec![])] {
+            key.evolve(e);
+        }
+        assert!(!key.state.expect("created").callback_disabled);
+    }
+
     #[test]
     fn create_rejections() {
         let with = |f: &dyn Fn(&mut CreateApiKey)| {
@@ -368,6 +508,10 @@ mod tests {
             (
                 with(&|s| s.remark = Some("r".repeat(501).try_into().expect("valid text"))),
                 ApiKeyError::InvalidRemark,
+            ),
+            (
+                with(&|s| s.callback_events = Some(vec![])),
+                ApiKeyError::InvalidCallbackEvents("name at least one event type".into()),
             ),
         ];
         for (c, e) in cases {

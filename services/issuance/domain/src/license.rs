@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use contracts::issuance::*;
 use contracts::text::{self, Name};
-use domain_kit::{CodedError, ErrorKind};
+use domain_kit::CodedError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -146,54 +146,33 @@ pub enum LicenseError {
 }
 
 impl CodedError for LicenseError {
-    fn code(&self) -> &'static str {
-        match self {
-            Self::AlreadyExists => "LICENSE_EXISTS",
-            Self::NotFound => "LICENSE_NOT_FOUND",
-            Self::UnknownProduct => "PRODUCT_NOT_FOUND",
-            Self::UnknownEdition(_) => "UNKNOWN_EDITION",
-            Self::UnknownFeatures(_) => "UNKNOWN_FEATURES",
-            Self::UnknownModules(_) => "UNKNOWN_MODULES",
-            Self::ModuleFeaturesMissing { .. } => "MODULE_FEATURES_MISSING",
-            Self::InvalidCode { field: "product" } => "INVALID_PRODUCT",
-            Self::InvalidCode { field: "edition" } => "INVALID_EDITION",
-            Self::InvalidCode { .. } => "INVALID_CODE",
-            Self::InvalidText { field: "customer" } => "INVALID_CUSTOMER",
-            Self::InvalidText { .. } => "INVALID_TEXT",
-            Self::InvalidFeatures => "INVALID_FEATURES",
-            Self::InvalidSeats(_) => "INVALID_SEATS",
-            Self::ExpiryRequired => "EXPIRY_REQUIRED",
-            Self::ExpiryInPast => "EXPIRY_IN_PAST",
-            Self::ExpiryNotExtended(_) => "EXPIRY_NOT_EXTENDED",
-            Self::Perpetual => "LICENSE_PERPETUAL",
-            Self::Revoked => "LICENSE_REVOKED",
-            Self::Deleted => "LICENSE_DELETED",
-            Self::Reclaimed => "LICENSE_RECLAIMED",
-            Self::Suspended => "LICENSE_SUSPENDED",
-            Self::Expired => "LICENSE_EXPIRED",
-            Self::NotSuspended => "LICENSE_NOT_SUSPENDED",
-            Self::NotExpired => "LICENSE_NOT_EXPIRED",
-            Self::NotDue => "LICENSE_NOT_DUE",
-        }
-    }
-
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::NotFound => ErrorKind::NotFound,
-            Self::AlreadyExists
-            | Self::Perpetual
-            | Self::Revoked
-            | Self::Deleted
-            | Self::Reclaimed
-            | Self::Suspended
-            | Self::Expired
-            | Self::NotSuspended
-            | Self::NotExpired
-            | Self::NotDue => ErrorKind::Conflict,
-            // A product or feature the catalog does not hold is a bad
-            // request for a license, not a missing license.
-            _ => ErrorKind::Invalid,
-        }
+    domain_kit::coded! {
+        Self::AlreadyExists => "LICENSE_EXISTS", Conflict;
+        Self::NotFound => "LICENSE_NOT_FOUND", NotFound;
+        Self::UnknownProduct => "PRODUCT_NOT_FOUND", Invalid;
+        Self::UnknownEdition(_) => "UNKNOWN_EDITION", Invalid;
+        Self::UnknownFeatures(_) => "UNKNOWN_FEATURES", Invalid;
+        Self::UnknownModules(_) => "UNKNOWN_MODULES", Invalid;
+        Self::ModuleFeaturesMissing { .. } => "MODULE_FEATURES_MISSING", Invalid;
+        Self::InvalidCode { field: "product" } => "INVALID_PRODUCT", Invalid;
+        Self::InvalidCode { field: "edition" } => "INVALID_EDITION", Invalid;
+        Self::InvalidCode { .. } => "INVALID_CODE", Invalid;
+        Self::InvalidText { field: "customer" } => "INVALID_CUSTOMER", Invalid;
+        Self::InvalidText { .. } => "INVALID_TEXT", Invalid;
+        Self::InvalidFeatures => "INVALID_FEATURES", Invalid;
+        Self::InvalidSeats(_) => "INVALID_SEATS", Invalid;
+        Self::ExpiryRequired => "EXPIRY_REQUIRED", Invalid;
+        Self::ExpiryInPast => "EXPIRY_IN_PAST", Invalid;
+        Self::ExpiryNotExtended(_) => "EXPIRY_NOT_EXTENDED", Invalid;
+        Self::Perpetual => "LICENSE_PERPETUAL", Conflict;
+        Self::Revoked => "LICENSE_REVOKED", Conflict;
+        Self::Deleted => "LICENSE_DELETED", Conflict;
+        Self::Reclaimed => "LICENSE_RECLAIMED", Conflict;
+        Self::Suspended => "LICENSE_SUSPENDED", Conflict;
+        Self::Expired => "LICENSE_EXPIRED", Conflict;
+        Self::NotSuspended => "LICENSE_NOT_SUSPENDED", Conflict;
+        Self::NotExpired => "LICENSE_NOT_EXPIRED", Conflict;
+        Self::NotDue => "LICENSE_NOT_DUE", Conflict;
     }
 
     fn field(&self) -> Option<&'static str> {

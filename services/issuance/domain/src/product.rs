@@ -8,7 +8,7 @@ use contracts::issuance::{
     BundleDef, CreateProduct, FeatureDef, Policy, PolicySet, ProductCreated, SetPolicy, POLICY_SET,
     PRODUCT_AGGREGATE, PRODUCT_CREATED,
 };
-use domain_kit::{CodedError, ErrorKind};
+use domain_kit::CodedError;
 use serde::{Deserialize, Serialize};
 
 use super::{valid_code, IssuanceServices};
@@ -22,14 +22,20 @@ pub struct Product {
 }
 
 /// The catalog facts a license is checked against.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Product)]
 pub struct ProductState {
     pub code: String,
     pub name: String,
     pub editions: Vec<String>,
     pub features: Vec<FeatureDef>,
+    /// Modules: each usable only with every feature it requires.
     pub bundles: Vec<BundleDef>,
+    /// The policy of editions without one of their own.
+    #[schema(value_type = contracts::issuance::PolicyView)]
     pub policy: Policy,
+    /// Per-edition policies.
+    #[schema(value_type = BTreeMap<String, contracts::issuance::PolicyView>)]
     pub edition_policies: BTreeMap<String, Policy>,
     pub created_at: DateTime<Utc>,
 }
@@ -87,25 +93,15 @@ pub enum ProductError {
 }
 
 impl CodedError for ProductError {
-    fn code(&self) -> &'static str {
-        match self {
-            Self::AlreadyExists => "PRODUCT_EXISTS",
-            Self::NotFound => "PRODUCT_NOT_FOUND",
-            Self::InvalidCode(_) => "INVALID_CODE",
-            Self::InvalidName(_) => "INVALID_NAME",
-            Self::InvalidList(_) => "INVALID_LIST",
-            Self::BundleUnknownFeature { .. } => "BUNDLE_UNKNOWN_FEATURE",
-            Self::UnknownEdition(_) => "UNKNOWN_EDITION",
-            Self::InvalidPolicy(_) => "INVALID_POLICY",
-        }
-    }
-
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::NotFound => ErrorKind::NotFound,
-            Self::AlreadyExists => ErrorKind::Conflict,
-            _ => ErrorKind::Invalid,
-        }
+    domain_kit::coded! {
+        Self::AlreadyExists => "PRODUCT_EXISTS", Conflict;
+        Self::NotFound => "PRODUCT_NOT_FOUND", NotFound;
+        Self::InvalidCode(_) => "INVALID_CODE", Invalid;
+        Self::InvalidName(_) => "INVALID_NAME", Invalid;
+        Self::InvalidList(_) => "INVALID_LIST", Invalid;
+        Self::BundleUnknownFeature { .. } => "BUNDLE_UNKNOWN_FEATURE", Invalid;
+        Self::UnknownEdition(_) => "UNKNOWN_EDITION", Invalid;
+        Self::InvalidPolicy(_) => "INVALID_POLICY", Invalid;
     }
 
     fn field(&self) -> Option<&'static str> {

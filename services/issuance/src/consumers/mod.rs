@@ -1,8 +1,10 @@
 //! Kafka inputs of issuance beside its command topics (which the shared
 //! `service_kit::command_topic` consumer serves through [`Issuance`]'s
-//! dispatcher): activation's events, replicated for key recovery.
+//! dispatcher): activation's events, replicated for key recovery; every
+//! context's events, matched against API keys' callbacks.
 
 pub mod activations;
+pub mod webhooks;
 
 use async_trait::async_trait;
 use contracts::CommandEnvelope;

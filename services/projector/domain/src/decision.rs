@@ -29,13 +29,16 @@ pub enum Kind {
     Activation,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// What the activation service would have answered.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Decision {
     /// VALID or a validation code; ACTIVATED, ALREADY_ACTIVATED or an
     /// activation refusal code.
     pub code: String,
     pub allowed: bool,
+    /// The seat the device holds (or held) under the license.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub activation_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_features: Vec<String>,

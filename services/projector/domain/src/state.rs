@@ -29,19 +29,24 @@ use uuid::Uuid;
 /// at its default.
 pub const FOLD_VERSION: i32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A license as every context sees it: issuance's fields (those of
+/// `LicenseView`) at the top level, beside the other contexts' parts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LicenseState {
     pub license_id: Uuid,
     /// What issuance says, its fields at the top level (the first form of
     /// this read model); none until issuance's first event has arrived
     /// (another context's topic may deliver first).
     #[serde(flatten)]
+    #[schema(value_type = LicenseView)]
     pub license: Option<LicenseView>,
     /// Features with the date they lapse (the license's expiry).
     pub feature_grants: Vec<FeatureGrant>,
     /// Every activation ever made, live or ended, by id.
     pub activations: BTreeMap<Uuid, ActivationView>,
     pub live_activations: u32,
+    /// Null while no domain was ever bound.
+    #[schema(required = true)]
     pub domain: Option<DomainView>,
     /// Live feature leases by id.
     pub leases: BTreeMap<Uuid, LeaseView>,
@@ -54,16 +59,18 @@ pub struct LicenseState {
     pub positions: BTreeMap<String, i64>,
     pub events: u64,
     /// The latest `recorded_at` folded, whatever the context.
+    #[schema(required = true)]
     pub last_event_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FeatureGrant {
     pub code: String,
+    #[schema(required = true)]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActivationStatus {
     Live,
@@ -72,7 +79,7 @@ pub enum ActivationStatus {
     Revoked,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActivationView {
     pub activation_id: Uuid,
     pub fingerprint: String,
@@ -80,21 +87,25 @@ pub struct ActivationView {
     pub components: BTreeMap<String, String>,
     pub status: ActivationStatus,
     pub activated_at: DateTime<Utc>,
+    #[schema(required = true)]
     pub ended_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub last_client_time: Option<DateTime<Utc>>,
     pub offline: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DomainView {
-    /// None once reset or released.
+    /// Null once reset or released.
+    #[schema(required = true)]
     pub domain: Option<String>,
     pub bound_at: DateTime<Utc>,
     pub changes_used: u32,
+    #[schema(required = true)]
     pub changed_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaseView {
     pub lease_id: Uuid,
     pub client_id: Uuid,

@@ -9,24 +9,51 @@ use service_kit::Problem;
 use uuid::Uuid;
 
 use super::unavailable;
-use crate::rebuild::{ModelStatus, RebuildError};
+use crate::rebuild::{ModelStatus, RebuildError, RebuildState};
 use crate::App;
 
-#[derive(Debug, Deserialize)]
+/// Body of `POST /v1/admin/rebuild`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RebuildRequest {
-    /// Default: every model.
+    /// Read models to rebuild (default: every model).
     #[serde(default)]
+    #[schema(value_type = Vec<ModelName>, max_items = 16)]
     pub models: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A read model's name, in an OpenAPI document: one of the projector's
+/// models. A schema only: the request reads a string.
+pub struct ModelName;
+
+impl utoipa::PartialSchema for ModelName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let names: Vec<&str> = crate::models::all().iter().map(|m| m.name()).collect();
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(names))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ModelName {}
+
+/// A rebuild, started.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RebuildStarted {
     pub rebuild_id: Uuid,
+    /// The models it rebuilds.
     pub models: Vec<String>,
-    pub status: &'static str,
+    /// `running`: follow it at `GET /v1/admin/projections`.
+    pub status: RebuildState,
 }
 
+/// Starts a blue/green rebuild of read models from the full history; the
+/// live models serve until each rebuilt one is swapped in.
+#[utoipa::path(post, path = "/v1/admin/rebuild",
+    request_body = RebuildRequest,
+    responses((status = 202, description = "The rebuild started.", body = RebuildStarted), service_kit::openapi::Invalid, service_kit::openapi::Body, service_kit::openapi::Denied, service_kit::openapi::Conflict, super::Unavailable),
+    security(("api_key" = ["admin"])))]
 pub async fn rebuild(
     app: web::Data<App>,
     body: Json<RebuildRequest>,
@@ -41,7 +68,7 @@ pub async fn rebuild(
         Ok((id, models)) => Ok(HttpResponse::Accepted().json(RebuildStarted {
             rebuild_id: id,
             models,
-            status: "running",
+            status: RebuildState::Running,
         })),
         Err(RebuildError::InProgress) => Err(Problem::conflict(
             "REBUILD_IN_PROGRESS",
@@ -56,14 +83,21 @@ pub async fn rebuild(
     }
 }
 
-#[derive(Debug, Serialize)]
+/// Every read model's consumer checkpoints and lag, and its latest
+/// rebuild.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Projections {
     pub models: Vec<ModelStatus>,
 }
 
+/// The read models' progress: consumer lag per partition, and each
+/// model's latest rebuild.
+#[utoipa::path(get, path = "/v1/admin/projections",
+    responses((status = 200, description = "Each model's status.", body = Projections), service_kit::openapi::Denied, super::Unavailable),
+    security(("api_key" = ["admin"])))]
 pub async fn projections(app: web::Data<App>) -> Result<HttpResponse, Problem> {
     let models = app.projections.status().await.map_err(|e| {
-        tracing::error!(error = %e, "projection status failed");
+        bus::outage::error("projection status", &e);
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "STATUS_UNAVAILABLE",

@@ -11,21 +11,23 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use contracts::text::Text;
 use futures::TryStreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use service_kit::{Problem, Query};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout_at, Instant};
 use uuid::Uuid;
 
-use super::licenses::{limit_of, Page};
+use super::licenses::limit_of;
 use super::unavailable;
 use crate::store::audit::{self as store, AuditRecord, Filter};
 use crate::App;
 
 const MAX_TEXT: usize = 256;
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+/// How the trail is answered: a page of JSON, or the whole filtered trail
+/// streamed as NDJSON or CSV.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     #[default]
@@ -34,22 +36,45 @@ pub enum Format {
     Csv,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     pub license_id: Option<Uuid>,
+    /// The actor's id (an API key's id, a service, a license id), 1-256
+    /// characters.
+    #[param(value_type = Option<Text<256>>)]
     pub actor: Option<Text<MAX_TEXT>>,
+    /// 1-256 characters.
+    #[param(value_type = Option<Text<256>>)]
     pub event_type: Option<Text<MAX_TEXT>>,
+    /// 1-256 characters.
+    #[param(value_type = Option<Text<256>>)]
     pub correlation_id: Option<Text<MAX_TEXT>>,
+    /// Recorded at or after.
     #[serde(default, with = "contracts::time::strict_option")]
     pub from: Option<DateTime<Utc>>,
+    /// Recorded before.
     #[serde(default, with = "contracts::time::strict_option")]
     pub to: Option<DateTime<Utc>>,
     /// The last `event_id` of the previous page (pages only).
     pub cursor: Option<Uuid>,
+    /// Events per page (pages only; default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// `json` (default): a page; `ndjson`, `csv`: every matching event.
     #[serde(default)]
+    #[param(inline)]
     pub format: Format,
+}
+
+/// A page of the audit trail, in `event_id` order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditRecord>,
+    /// The `cursor` of the next page; null on the last one.
+    #[schema(required = true, value_type = Option<Uuid>)]
+    pub next_cursor: Option<String>,
 }
 
 /// CSV header; `payload` is the event's JSON text.
@@ -105,6 +130,20 @@ fn filter(q: &AuditQuery) -> Filter {
     }
 }
 
+/// The audit trail of every context, filtered: a page of it, or all of it
+/// streamed (`format`).
+///
+/// An export that cannot reach its last row (a failure, or the export's
+/// time bound) ends with an error line — NDJSON
+/// `{"error": {"code": "EXPORT_INCOMPLETE", "message": …}}`, CSV
+/// `#error,EXPORT_INCOMPLETE,…` — and an unclean end of the chunked body.
+#[utoipa::path(get, path = "/v1/audit", params(AuditQuery),
+    responses((status = 200, description = "A page (`json`), or the export: NDJSON, one event per line as in a page's `items`; or CSV with a header row, `payload` as JSON text.", content(
+            (AuditPage = "application/json"),
+            (String = "application/x-ndjson"),
+            (String = "text/csv"))),
+        super::Refused, service_kit::openapi::Denied, super::Unavailable),
+    security(("api_key" = ["auditor"])))]
 pub async fn query(app: web::Data<App>, q: Query<AuditQuery>) -> Result<HttpResponse, Problem> {
     let q = q.into_inner();
     check(&q)?;
@@ -118,7 +157,7 @@ pub async fn query(app: web::Data<App>, q: Query<AuditQuery>) -> Result<HttpResp
     let next_cursor = (items.len() as i64 == limit)
         .then(|| items.last().map(|i| i.event_id.to_string()))
         .flatten();
-    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+    Ok(HttpResponse::Ok().json(AuditPage { items, next_cursor }))
 }
 
 /// Streams rows as the database sends them; the bounded channel holds the
@@ -249,9 +288,9 @@ fn line_of(format: Format, r: &AuditRecord) -> Result<String, String> {
                 r.event_version.clone(),
                 r.occurred_at.to_rfc3339(),
                 r.recorded_at.to_rfc3339(),
-                r.actor["kind"].as_str().unwrap_or_default().to_string(),
-                r.actor["id"].as_str().unwrap_or_default().to_string(),
-                r.actor["via"].as_str().unwrap_or_default().to_string(),
+                r.actor.kind.clone(),
+                r.actor.id.clone(),
+                r.actor.via.clone().unwrap_or_default(),
                 r.command_id.to_string(),
                 r.correlation_id.clone(),
                 opt(&r.causation_id),

@@ -15,9 +15,11 @@ use service_kit::{Problem, Query};
 use uuid::Uuid;
 
 use super::unavailable;
-use crate::app::{DecisionRequest, Error};
+use crate::app::{AsOf, DecisionAnswer, DecisionRequest, Error, History};
+use crate::domain::LicenseState;
 use crate::store::licenses::{self as store, ListFilter};
 use crate::App;
+use eventstore::bundle::DisputeBundle;
 
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1_000;
@@ -26,27 +28,42 @@ fn not_found() -> Problem {
     Problem::not_found("LICENSE_NOT_FOUND", "no such license")
 }
 
+/// A license's live state, as the read model holds it.
+#[utoipa::path(get, path = "/v1/licenses/{id}", operation_id = "get_license", params(("id" = Uuid, Path, description = "The license")),
+    responses((status = 200, description = "The license's state.", body = LicenseState), super::BadPath, service_kit::openapi::Denied, service_kit::openapi::NotFound, super::Unavailable),
+    security(("api_key" = ["auditor"])))]
 pub async fn get(app: web::Data<App>, id: web::Path<Uuid>) -> Result<HttpResponse, Problem> {
     let state = store::state(&app.pool, *id).await.map_err(unavailable)?;
     Ok(HttpResponse::Ok().json(state.ok_or_else(not_found)?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    #[param(value_type = Option<LicenseStatus>)]
     pub status: Option<Name>,
+    /// A product's code.
     pub product: Option<Name>,
     pub customer: Option<Name>,
+    /// Licenses expiring before this instant.
     #[serde(default, with = "contracts::time::strict_option")]
     pub expiring_before: Option<DateTime<Utc>>,
     /// The last `license_id` of the previous page.
     pub cursor: Option<Uuid>,
+    /// Licenses per page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Page<T> {
-    pub items: Vec<T>,
+/// A page of licenses, in `license_id` order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LicensePage {
+    /// Each license's state as the read model holds it.
+    #[schema(value_type = Vec<LicenseState>)]
+    pub items: Vec<serde_json::Value>,
+    /// The `cursor` of the next page; null on the last one.
+    #[schema(required = true, value_type = Option<Uuid>)]
     pub next_cursor: Option<String>,
 }
 
@@ -60,6 +77,10 @@ pub fn limit_of(limit: Option<i64>) -> Result<i64, Problem> {
     Ok(limit)
 }
 
+/// Licenses, filtered and a page at a time.
+#[utoipa::path(get, path = "/v1/licenses", operation_id = "list_licenses", params(ListQuery),
+    responses((status = 200, description = "A page of licenses.", body = LicensePage), super::Refused, service_kit::openapi::Denied, super::Unavailable),
+    security(("api_key" = ["auditor"])))]
 pub async fn list(app: web::Data<App>, q: Query<ListQuery>) -> Result<HttpResponse, Problem> {
     let limit = limit_of(q.limit)?;
     if let Some(s) = &q.status {
@@ -86,16 +107,17 @@ pub async fn list(app: web::Data<App>, q: Query<ListQuery>) -> Result<HttpRespon
     let next_cursor = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|(id, _)| id.to_string()))
         .flatten();
-    Ok(HttpResponse::Ok().json(Page {
+    Ok(HttpResponse::Ok().json(LicensePage {
         items: rows.into_iter().map(|(_, s)| s).collect(),
         next_cursor,
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AsOfQuery {
-    /// Default: now.
+    /// The instant (default: now).
     #[serde(default, with = "contracts::time::strict_option")]
     pub as_of: Option<DateTime<Utc>>,
 }
@@ -129,6 +151,11 @@ impl From<Error> for Problem {
     }
 }
 
+/// The license's state at an instant, folded from its events recorded up
+/// to then.
+#[utoipa::path(get, path = "/v1/licenses/{id}/state", params(("id" = Uuid, Path, description = "The license"), AsOfQuery),
+    responses((status = 200, description = "The state at the instant.", body = AsOf), service_kit::openapi::Invalid, service_kit::openapi::Denied, service_kit::openapi::NotFound, super::Unavailable),
+    security(("api_key" = ["auditor"])))]
 pub async fn as_of(
     app: web::Data<App>,
     id: web::Path<Uuid>,
@@ -137,10 +164,22 @@ pub async fn as_of(
     Ok(HttpResponse::Ok().json(app.as_of(*id, q.as_of).await?))
 }
 
+/// Every event about the license, with each hash-chain link and each
+/// aggregate's chain checked.
+#[utoipa::path(get, path = "/v1/licenses/{id}/history", params(("id" = Uuid, Path, description = "The license")),
+    responses((status = 200, description = "The history.", body = History), super::BadPath, service_kit::openapi::Denied, service_kit::openapi::NotFound, super::Unavailable),
+    security(("api_key" = ["auditor"])))]
 pub async fn history(app: web::Data<App>, id: web::Path<Uuid>) -> Result<HttpResponse, Problem> {
     Ok(HttpResponse::Ok().json(app.history(*id).await?))
 }
 
+/// The license's whole history with the services' checkpoints proving
+/// it, signed by the projector: checkable offline with the public keys.
+#[utoipa::path(get, path = "/v1/licenses/{id}/dispute-bundle", params(("id" = Uuid, Path, description = "The license")),
+    responses((status = 200, description = "The signed bundle, as a download.", body = DisputeBundle,
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"dispute-<id>.json\"`"))),
+        super::BadPath, service_kit::openapi::Denied, service_kit::openapi::NotFound, super::Inconsistent, super::Unavailable),
+    security(("api_key" = ["auditor"])))]
 pub async fn dispute_bundle(
     app: web::Data<App>,
     id: web::Path<Uuid>,
@@ -154,6 +193,12 @@ pub async fn dispute_bundle(
         .json(bundle))
 }
 
+/// What the activation service would have answered a validation or an
+/// activation at an instant, under the license's state then.
+#[utoipa::path(post, path = "/v1/licenses/{id}/decisions", params(("id" = Uuid, Path, description = "The license")),
+    request_body = DecisionRequest,
+    responses((status = 200, description = "The re-evaluated decision.", body = DecisionAnswer), service_kit::openapi::Invalid, service_kit::openapi::Body, service_kit::openapi::Denied, service_kit::openapi::NotFound, super::Unavailable),
+    security(("api_key" = ["auditor"])))]
 pub async fn decision(
     app: web::Data<App>,
     id: web::Path<Uuid>,

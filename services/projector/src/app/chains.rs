@@ -12,7 +12,8 @@ use uuid::Uuid;
 use super::{App, Error};
 use crate::store::licenses as store;
 
-#[derive(Debug, Serialize)]
+/// One event about the license, with its hash-chain link checked.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryEvent {
     pub context: String,
     pub event_id: Uuid,
@@ -22,23 +23,32 @@ pub struct HistoryEvent {
     pub event_type: String,
     pub event_version: String,
     pub recorded_at: DateTime<Utc>,
+    /// The event's payload, as its type and version define it.
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
+    /// Who caused the event, when, and under which command.
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
+    /// Hex SHA-256.
     pub prev_hash: String,
+    /// Hex SHA-256.
     pub hash: String,
     /// `hash` is the hash of this content after `prev_hash`, and `prev_hash`
     /// is the previous event's `hash`.
     pub link_ok: bool,
 }
 
-#[derive(Debug, Serialize)]
+/// Every event about a license, in recorded order, and each aggregate's
+/// chain verified.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct History {
     pub license_id: Uuid,
     pub events: Vec<HistoryEvent>,
     pub chains: Vec<ChainSummary>,
 }
 
-#[derive(Debug, Serialize)]
+/// One aggregate's chain as verified.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChainSummary {
     pub context: String,
     #[serde(flatten)]

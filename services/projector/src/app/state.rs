@@ -21,7 +21,8 @@ use crate::domain::LicenseState;
 use crate::store::licenses as store;
 use contracts::issuance::LICENSE_AGGREGATE;
 
-#[derive(Debug, Serialize)]
+/// A license's state at an instant.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AsOf {
     pub license_id: Uuid,
     pub as_of: DateTime<Utc>,
@@ -29,19 +30,66 @@ pub struct AsOf {
     pub exists: bool,
     pub events_folded: u64,
     /// The status in force at `as_of` (an active license past its expiry is
-    /// expired, whether or not the scheduler had recorded it yet).
+    /// expired, whether or not the scheduler had recorded it yet); null
+    /// before the license was issued.
+    #[schema(required = true)]
     pub effective_status: Option<LicenseStatus>,
+    /// The state folded up to `as_of`; null when `exists` is false.
+    #[schema(required = true, value_type = Option<LicenseStateAt>)]
     pub state: Option<LicenseState>,
 }
 
-#[derive(Debug, Deserialize)]
+/// [`LicenseState`] at an instant, in an OpenAPI document: issuance's
+/// fields may be absent. A schema only: answers serialise the state.
+pub struct LicenseStateAt;
+
+impl utoipa::PartialSchema for LicenseStateAt {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use crate::domain::LicenseView;
+        use utoipa::openapi::schema::{AllOf, Schema};
+        use utoipa::openapi::RefOr;
+        let mut schema = <LicenseState as utoipa::PartialSchema>::schema();
+        if let RefOr::T(Schema::AllOf(AllOf {
+            items, description, ..
+        })) = &mut schema
+        {
+            // Issuance's part, its fields typed but none required (they
+            // are all there, or none is).
+            let mut issuance = <LicenseView as utoipa::PartialSchema>::schema();
+            if let RefOr::T(Schema::Object(o)) = &mut issuance {
+                o.required.clear();
+                o.description = None;
+            }
+            for item in items.iter_mut() {
+                if matches!(item, RefOr::Ref(r) if r.ref_location.ends_with("/LicenseView")) {
+                    *item = issuance.clone();
+                }
+            }
+            *description = Some(
+                "A license's state at an instant: a `LicenseState` whose issuance fields \
+                 (`LicenseView`'s) are all absent until an issuance event about the license \
+                 was folded (a trial's license before issuance issued it, or one issuance \
+                 refused)."
+                    .into(),
+            );
+        }
+        schema
+    }
+}
+
+impl utoipa::ToSchema for LicenseStateAt {}
+
+/// Which request to re-evaluate.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum DecisionKind {
     Validation,
     Activation,
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `POST /v1/licenses/{id}/decisions`: a request as a client made
+/// it (or would have).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionRequest {
     pub kind: DecisionKind,
@@ -49,21 +97,27 @@ pub struct DecisionRequest {
     #[serde(with = "contracts::time::strict")]
     pub at: DateTime<Utc>,
     /// The device's components as the client reports them (hashed here as
-    /// the activation service hashes them).
+    /// the activation service hashes them); an activation needs them.
     #[serde(default)]
     pub fingerprint: Option<Fingerprint>,
+    /// Features the request asks for.
     #[serde(default)]
+    #[schema(value_type = Vec<contracts::text::Text<64>>, max_items = 64)]
     pub features: Vec<Name>,
+    /// The device's clock as it reported it, for the rollback check.
     #[serde(default, with = "contracts::time::strict_option")]
     pub client_time: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Serialize)]
+/// A re-evaluated request and the state it was judged under.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DecisionAnswer {
     pub license_id: Uuid,
     pub at: DateTime<Utc>,
-    pub kind: &'static str,
+    pub kind: DecisionKind,
     pub decision: Decision,
+    /// The status in force at `at`; null before the license was issued.
+    #[schema(required = true)]
     pub effective_status: Option<LicenseStatus>,
     pub events_folded: u64,
     /// Activations of the license live at `at`.
@@ -390,9 +444,9 @@ impl App {
             ),
             None => None,
         };
-        let (kind, kind_name) = match req.kind {
-            DecisionKind::Validation => (Kind::Validation, "validation"),
-            DecisionKind::Activation => (Kind::Activation, "activation"),
+        let kind = match req.kind {
+            DecisionKind::Validation => Kind::Validation,
+            DecisionKind::Activation => Kind::Activation,
         };
         if kind == Kind::Activation && device.is_none() {
             return Err(invalid(
@@ -420,7 +474,7 @@ impl App {
         Ok(DecisionAnswer {
             license_id: id,
             at: req.at,
-            kind: kind_name,
+            kind: req.kind,
             decision,
             effective_status: state.status_at(req.at),
             events_folded: state.events,

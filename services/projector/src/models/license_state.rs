@@ -3,8 +3,11 @@
 //! `license_activations`. A batch touches each license once: its row locked
 //! and read with the activations its events name, its events folded, the
 //! changed states and those activations written back (`store::licenses`).
+//! A rebuild's replay keeps its states in memory across chunks instead of
+//! reading them back each chunk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bus::HandleError;
@@ -16,7 +19,39 @@ use crate::domain::state::activations_of;
 use crate::domain::LicenseState;
 use crate::store::licenses::{self as store, Updates};
 
-pub struct LicenseStates;
+pub struct LicenseStates {
+    /// A rebuild's states across its chunks (None live: lanes of several
+    /// topics write the same rows, so each batch reads them under lock).
+    cache: Option<Mutex<Cache>>,
+    /// Most states the cache keeps; past it they are dropped, and read
+    /// again as chunks need them (every one is stored).
+    cached: usize,
+}
+
+/// A rebuild's states, activations included, so that a chunk reads only
+/// licenses it has not seen: the replay is the next tables' one writer.
+#[derive(Default)]
+struct Cache {
+    /// As stored by the chunks committed so far.
+    committed: HashMap<Uuid, LicenseState>,
+    /// As applied by the chunk not yet committed.
+    pending: HashMap<Uuid, LicenseState>,
+}
+
+impl LicenseStates {
+    pub fn live() -> Self {
+        Self {
+            cache: None,
+            cached: 0,
+        }
+    }
+
+    fn cache(&self) -> Option<std::sync::MutexGuard<'_, Cache>> {
+        self.cache
+            .as_ref()
+            .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
 
 pub const NAME: &str = "license_state";
 
@@ -28,6 +63,32 @@ impl ReadModel for LicenseStates {
 
     fn tables(&self) -> &'static [&'static str] {
         &["license_state", "license_activations"]
+    }
+
+    fn for_replay(&self, cached: usize) -> Arc<dyn ReadModel> {
+        Arc::new(Self {
+            cache: Some(Mutex::default()),
+            cached,
+        })
+    }
+
+    fn committed(&self) {
+        if let Some(mut c) = self.cache() {
+            let pending = std::mem::take(&mut c.pending);
+            c.committed.extend(pending);
+            if c.committed.len() > self.cached {
+                c.committed.clear();
+            }
+        }
+    }
+
+    fn abandoned(&self, stale: bool) {
+        if let Some(mut c) = self.cache() {
+            c.pending.clear();
+            if stale {
+                c.committed.clear();
+            }
+        }
     }
 
     async fn apply(
@@ -44,6 +105,9 @@ impl ReadModel for LicenseStates {
         }
         if by_license.is_empty() {
             return Ok(());
+        }
+        if self.cache.is_some() {
+            return self.apply_cached(tx, suffix, by_license).await;
         }
         let ids: Vec<Uuid> = by_license.keys().copied().collect();
         let mut current: BTreeMap<Uuid, LicenseState> = BTreeMap::new();
@@ -87,6 +151,75 @@ impl ReadModel for LicenseStates {
             return Ok(());
         }
         store::upsert(tx, suffix, out).await?;
+        Ok(())
+    }
+}
+
+impl LicenseStates {
+    /// A rebuild's batch: the states from the cache, those it has not seen
+    /// read once (with every stored activation), folded, and each changed
+    /// one written with the activations its events name; the batch's states
+    /// kept as pending until the replay's chunk commits.
+    async fn apply_cached(
+        &self,
+        tx: &mut PgConnection,
+        suffix: &str,
+        by_license: BTreeMap<Uuid, Vec<&Decoded>>,
+    ) -> Result<(), HandleError> {
+        let mut working: BTreeMap<Uuid, LicenseState> = BTreeMap::new();
+        let mut unseen = Vec::new();
+        if let Some(c) = self.cache() {
+            for id in by_license.keys() {
+                match c.pending.get(id).or_else(|| c.committed.get(id)) {
+                    Some(s) => {
+                        working.insert(*id, s.clone());
+                    }
+                    None => unseen.push(*id),
+                }
+            }
+        }
+        if !unseen.is_empty() {
+            let mut stored = Vec::new();
+            for (id, state) in store::lock_states(tx, suffix, &unseen).await? {
+                if state.is_some() {
+                    stored.push(id);
+                }
+                working.insert(id, state.unwrap_or_else(|| LicenseState::new(id)));
+            }
+            if !stored.is_empty() {
+                for (license, a) in store::all_activations(tx, suffix, &stored).await? {
+                    if let Some(state) = working.get_mut(&license) {
+                        state.activations.insert(a.activation_id, a);
+                    }
+                }
+            }
+        }
+        let mut out = Updates::default();
+        for (id, evs) in &by_license {
+            let state = working.entry(*id).or_insert_with(|| LicenseState::new(*id));
+            let mut changed = false;
+            let mut named = BTreeSet::new();
+            for d in evs {
+                named.extend(activations_of(&d.raw));
+                changed |= state
+                    .apply(&d.context, &d.raw)
+                    .map_err(|err| HandleError::Poison(err.to_string()))?;
+            }
+            if changed {
+                // Stored apart: the state's row without them, and only the
+                // activations these events changed.
+                let all = std::mem::take(&mut state.activations);
+                let pushed = out.push(state, named.iter().filter_map(|a| all.get(a).cloned()));
+                state.activations = all;
+                pushed.map_err(|e| HandleError::Transient(e.to_string()))?;
+            }
+        }
+        if !out.is_empty() {
+            store::upsert(tx, suffix, out).await?;
+        }
+        if let Some(mut c) = self.cache() {
+            c.pending.extend(working);
+        }
         Ok(())
     }
 }

@@ -74,13 +74,22 @@ pub trait ReadModel: Send + Sync + 'static {
         suffix: &str,
         events: &[Decoded],
     ) -> Result<(), HandleError>;
+
+    /// The instance a rebuild's replay applies with: the same model, which
+    /// may keep up to `cached` aggregates' states in memory across the
+    /// replay's chunks (`TxHandler::committed`).
+    fn for_replay(&self, cached: usize) -> Arc<dyn ReadModel>;
+
+    /// See `TxHandler::committed` and `TxHandler::abandoned`.
+    fn committed(&self) {}
+    fn abandoned(&self, _stale: bool) {}
 }
 
 /// Every read model this projector maintains.
 pub fn all() -> Vec<Arc<dyn ReadModel>> {
     vec![
         Arc::new(audit::AuditTrail),
-        Arc::new(license_state::LicenseStates),
+        Arc::new(license_state::LicenseStates::live()),
     ]
 }
 
@@ -111,5 +120,13 @@ impl TxHandler for ModelConsumer {
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.model.apply(tx, self.suffix, &events).await
+    }
+
+    fn committed(&self) {
+        self.model.committed();
+    }
+
+    fn abandoned(&self, stale: bool) {
+        self.model.abandoned(stale);
     }
 }

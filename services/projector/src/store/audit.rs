@@ -92,10 +92,7 @@ pub fn actor_kind(a: &contracts::Actor) -> String {
 pub async fn insert(tx: &mut PgConnection, suffix: &str, cols: Columns) -> Result<(), sqlx::Error> {
     // One statement per batch: the arrays are unnested server-side.
     let sql = format!(
-        "INSERT INTO audit_trail{suffix} (event_id, context, aggregate_type, aggregate_id, sequence, \
-           global_position, license_id, event_type, event_version, occurred_at, recorded_at, \
-           actor_kind, actor_id, command_id, correlation_id, causation_id, payload, metadata, \
-           prev_hash, hash, actor_via, leaf_index) \
+        "INSERT INTO audit_trail{suffix} ({INSERTED}) \
          SELECT u.event_id, u.context, u.aggregate_type, u.aggregate_id, u.sequence, \
            u.global_position, u.license_id, u.event_type, u.event_version, u.occurred_at, \
            u.recorded_at, u.actor_kind, u.actor_id, u.command_id, u.correlation_id, \
@@ -139,25 +136,148 @@ pub async fn insert(tx: &mut PgConnection, suffix: &str, cols: Columns) -> Resul
     Ok(())
 }
 
-#[derive(Debug, Serialize)]
+/// Loads a rebuild's batch into `audit_trail<suffix>` with one binary
+/// `COPY`, which PostgreSQL ingests at a fraction of the insert's cost: no
+/// arrays to unnest, no conflict check beyond the primary key. The replay's
+/// sequence guard has already dropped every event applied before, so an
+/// event id already in the table is a second event reusing it — one of the
+/// two forged: poison, where the live insert skips it. Either reader keeps
+/// whichever of the two it read first; across partitions that order is not
+/// the same for both (an id unique per context would settle it; not done).
+pub async fn copy(tx: &mut PgConnection, suffix: &str, cols: Columns) -> Result<(), HandleError> {
+    let data = binary_copy(&cols)?;
+    let mut copy = tx
+        .copy_in_raw(&format!(
+            "COPY audit_trail{suffix} ({INSERTED}) FROM STDIN WITH (FORMAT binary)"
+        ))
+        .await?;
+    copy.send(data).await?;
+    match copy.finish().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("23505") => Err(
+            HandleError::Poison(format!("event id already in the audit trail: {e}")),
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The columns both writes fill, in `Columns`' order.
+const INSERTED: &str = "event_id, context, aggregate_type, aggregate_id, sequence, \
+     global_position, license_id, event_type, event_version, occurred_at, recorded_at, \
+     actor_kind, actor_id, command_id, correlation_id, causation_id, payload, metadata, \
+     prev_hash, hash, actor_via, leaf_index";
+
+/// PostgreSQL's binary `COPY` format: a header, then per row its field
+/// count and each field as a length (-1 for null) and the type's binary
+/// form — the same bytes the insert's binds carry.
+fn binary_copy(c: &Columns) -> Result<Vec<u8>, HandleError> {
+    /// A field's length and bytes; None is SQL null (length -1).
+    fn field(out: &mut Vec<u8>, bytes: Option<&[u8]>) -> Result<(), HandleError> {
+        let Some(bytes) = bytes else {
+            out.extend_from_slice(&(-1i32).to_be_bytes());
+            return Ok(());
+        };
+        let len = i32::try_from(bytes.len())
+            .map_err(|_| HandleError::Poison("a field over 2 GiB".into()))?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(bytes);
+        Ok(())
+    }
+    fn time(out: &mut Vec<u8>, t: &DateTime<Utc>) -> Result<(), HandleError> {
+        // Microseconds since 2000-01-01, as sqlx encodes a bind.
+        let epoch = DateTime::<Utc>::from_timestamp(946_684_800, 0).unwrap_or_default();
+        let micros = (*t - epoch)
+            .num_microseconds()
+            .ok_or_else(|| HandleError::Poison("a timestamp out of range".into()))?;
+        field(out, Some(&micros.to_be_bytes()))
+    }
+    fn text(out: &mut Vec<u8>, s: Option<&str>) -> Result<(), HandleError> {
+        field(out, s.map(str::as_bytes))
+    }
+    fn int8(out: &mut Vec<u8>, n: Option<i64>) -> Result<(), HandleError> {
+        field(out, n.map(i64::to_be_bytes).as_ref().map(|b| &b[..]))
+    }
+    fn uuid(out: &mut Vec<u8>, u: Option<&Uuid>) -> Result<(), HandleError> {
+        field(out, u.map(|u| &u.as_bytes()[..]))
+    }
+
+    let rows = c.event_id.len();
+    let mut out = Vec::with_capacity(19 + rows * 1_024);
+    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    out.extend_from_slice(&0i32.to_be_bytes()); // flags
+    out.extend_from_slice(&0i32.to_be_bytes()); // header extension
+    for i in 0..rows {
+        out.extend_from_slice(&22i16.to_be_bytes());
+        uuid(&mut out, Some(&c.event_id[i]))?;
+        text(&mut out, Some(&c.context[i]))?;
+        text(&mut out, Some(&c.aggregate_type[i]))?;
+        text(&mut out, Some(&c.aggregate_id[i]))?;
+        int8(&mut out, Some(c.sequence[i]))?;
+        int8(&mut out, Some(c.global_position[i]))?;
+        uuid(&mut out, c.license_id[i].as_ref())?;
+        text(&mut out, Some(&c.event_type[i]))?;
+        text(&mut out, Some(&c.event_version[i]))?;
+        time(&mut out, &c.occurred_at[i])?;
+        time(&mut out, &c.recorded_at[i])?;
+        text(&mut out, Some(&c.actor_kind[i]))?;
+        text(&mut out, Some(&c.actor_id[i]))?;
+        uuid(&mut out, Some(&c.command_id[i]))?;
+        text(&mut out, Some(&c.correlation_id[i]))?;
+        text(&mut out, c.causation_id[i].as_deref())?;
+        // json's binary form is its text.
+        text(&mut out, Some(&c.payload[i]))?;
+        text(&mut out, Some(&c.metadata[i]))?;
+        text(&mut out, Some(&c.prev_hash[i]))?;
+        text(&mut out, Some(&c.hash[i]))?;
+        text(&mut out, c.actor_via[i].as_deref())?;
+        int8(&mut out, c.leaf_index[i])?;
+    }
+    out.extend_from_slice(&(-1i16).to_be_bytes());
+    Ok(out)
+}
+
+/// One event of the audit trail.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub event_id: Uuid,
     pub context: String,
     pub aggregate_type: String,
     pub aggregate_id: String,
     pub sequence: i64,
+    /// The license the event is about, if any.
+    #[schema(required = true)]
     pub license_id: Option<Uuid>,
     pub event_type: String,
     pub event_version: String,
     pub occurred_at: DateTime<Utc>,
     pub recorded_at: DateTime<Utc>,
-    pub actor: serde_json::Value,
+    pub actor: AuditActor,
     pub command_id: Uuid,
     pub correlation_id: String,
+    #[schema(required = true)]
     pub causation_id: Option<String>,
+    /// The event's payload, as its type and version define it.
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
+    /// Hex SHA-256.
     pub prev_hash: String,
+    /// Hex SHA-256.
     pub hash: String,
+}
+
+/// Who caused an event (its fields in the order the answer has always had
+/// them).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditActor {
+    /// The API key's id, the service, the license id, …
+    pub id: String,
+    #[schema(value_type = contracts::ActorKind)]
+    pub kind: String,
+    /// The Kafka topic a command came through (`kafka:<topic>`); absent for
+    /// HTTP callers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub via: Option<String>,
 }
 
 const COLUMNS: &str = "event_id, context, aggregate_type, aggregate_id, sequence, license_id, \
@@ -176,15 +296,10 @@ fn record(r: &PgRow) -> Result<AuditRecord, sqlx::Error> {
         event_version: r.try_get("event_version")?,
         occurred_at: r.try_get("occurred_at")?,
         recorded_at: r.try_get("recorded_at")?,
-        actor: {
-            let mut a = serde_json::json!({
-                "kind": r.try_get::<String, _>("actor_kind")?,
-                "id": r.try_get::<String, _>("actor_id")?,
-            });
-            if let Some(via) = r.try_get::<Option<String>, _>("actor_via")? {
-                a["via"] = via.into();
-            }
-            a
+        actor: AuditActor {
+            id: r.try_get("actor_id")?,
+            kind: r.try_get("actor_kind")?,
+            via: r.try_get("actor_via")?,
         },
         command_id: r.try_get("command_id")?,
         correlation_id: r.try_get("correlation_id")?,
@@ -262,5 +377,35 @@ impl Export {
     ) -> impl Stream<Item = Result<Result<AuditRecord, sqlx::Error>, sqlx::Error>> + Send + Unpin + '_
     {
         self.sql.build().fetch(&self.pool).map_ok(|r| record(&r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AuditActor;
+
+    /// The actor is answered as it was when it was built as a JSON value.
+    #[test]
+    fn an_actor_serialises_as_before() {
+        let json = |a: &AuditActor| serde_json::to_string(a).expect("json");
+        let by_key = AuditActor {
+            id: "AKID1".into(),
+            kind: "api_key".into(),
+            via: None,
+        };
+        assert_eq!(
+            json(&by_key),
+            serde_json::json!({"kind": "api_key", "id": "AKID1"}).to_string()
+        );
+        let by_topic = AuditActor {
+            id: "activation".into(),
+            kind: "service".into(),
+            via: Some("kafka:t".into()),
+        };
+        assert_eq!(
+            json(&by_topic),
+            serde_json::json!({"kind": "service", "id": "activation", "via": "kafka:t"})
+                .to_string()
+        );
     }
 }

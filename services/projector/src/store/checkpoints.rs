@@ -42,14 +42,22 @@ pub async fn insert(
 }
 
 /// A stored checkpoint.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = StoredCheckpoint)]
 pub struct Stored {
     pub context: String,
+    /// Events the tree covers.
     pub tree_size: u64,
+    /// Hex Merkle root of those events.
     pub root_hash: String,
+    /// The event-store position of the last event covered.
+    #[schema(required = true)]
     pub last_position: Option<i64>,
     pub signed_at: DateTime<Utc>,
+    /// The signing key's id, from the JWS header.
+    #[schema(required = true)]
     pub kid: Option<String>,
+    /// The compact JWS (ES256) the service published.
     pub checkpoint: String,
 }
 

@@ -75,6 +75,24 @@ pub async fn activations(
     Ok(rows.into_iter().map(|(l, v)| (l, v.0)).collect())
 }
 
+/// Every stored activation of the licenses, each with its license.
+pub async fn all_activations(
+    tx: &mut PgConnection,
+    suffix: &str,
+    licenses: &[Uuid],
+) -> Result<Vec<(Uuid, ActivationView)>, sqlx::Error> {
+    // A key look-up per license, as `activations` does.
+    let rows: Vec<(Uuid, Json<ActivationView>)> = sqlx::query_as(&format!(
+        "SELECT a.license_id, a.view FROM unnest($1::uuid[]) AS k(l) \
+         CROSS JOIN LATERAL (SELECT license_id, view FROM license_activations{suffix} \
+           WHERE license_id = k.l) a"
+    ))
+    .bind(licenses)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.into_iter().map(|(l, v)| (l, v.0)).collect())
+}
+
 /// The filter columns of a state, as stored beside it.
 #[derive(Default)]
 pub struct Updates {

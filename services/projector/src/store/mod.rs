@@ -21,6 +21,15 @@ pub enum RowError {
     Hex(#[from] hex::FromHexError),
 }
 
+impl bus::outage::Unreachable for RowError {
+    fn outage(&self) -> Option<&'static bus::outage::Outage> {
+        match self {
+            RowError::Db(e) => e.outage(),
+            _ => None,
+        }
+    }
+}
+
 /// A list filter: ` AND <condition>$n`, bound to `v`, when it is given.
 fn and<'a, T>(sql: &mut QueryBuilder<'a, Postgres>, condition: &str, v: Option<T>)
 where

@@ -114,9 +114,13 @@ pub async fn analyze_next(pool: &PgPool, table: &str) -> Result<(), sqlx::Error>
     Ok(())
 }
 
-/// Bounds the transaction's waits for locks to one second.
+/// Bounds the transaction's waits for locks to three seconds: longer than
+/// PostgreSQL's `deadlock_timeout` (1 s), after which a waiter cancels the
+/// autovacuum that blocks it. With one second the swap gave up at the very
+/// moment it would have got the lock, and an autovacuum of a freshly loaded
+/// live table postponed it for 40 s (docs/benchmarks.md).
 pub async fn set_lock_timeout(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SET LOCAL lock_timeout = '1s'")
+    sqlx::query("SET LOCAL lock_timeout = '3s'")
         .execute(&mut *tx)
         .await?;
     Ok(())
