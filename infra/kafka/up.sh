@@ -270,6 +270,11 @@ delete.topic.enable=true
 # (one prefix per test): deleted logs go at once, and the metadata log is
 # snapshotted often, so a restart (the fault tests SIGKILL it) replays little.
 file.delete.delay.ms=1000
+# A broker restarted after a crash recovers every partition it holds, and
+# the internal topics' defaults (50 partitions each) would be most of them;
+# one broker gains nothing from 50 coordinators' partitions.
+offsets.topic.num.partitions=4
+transaction.state.log.num.partitions=4
 metadata.log.max.record.bytes.between.snapshots=1048576
 EOF
 )
