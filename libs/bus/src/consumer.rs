@@ -19,6 +19,7 @@
 //! skipped.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -198,6 +199,20 @@ pub struct ConsumerConfig {
     /// The topics carry event envelopes whose per-aggregate sequences are
     /// guarded (every consumer but a command topic's).
     pub sequenced: bool,
+    /// What this instance of the consumer does, for its metrics.
+    pub stats: Arc<ConsumerStats>,
+}
+
+/// One instance's share of a consumer group's work: with several instances
+/// of a service, each applies the messages of the partitions it holds, and
+/// the instances' counts add up to each message once.
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    /// Messages this instance applied and committed (neither those the
+    /// stored offsets or the sequence guard skipped, nor dead letters).
+    pub applied: AtomicU64,
+    /// Partitions the group assigns this instance now.
+    pub partitions: AtomicI64,
 }
 
 impl ConsumerConfig {
@@ -208,15 +223,18 @@ impl ConsumerConfig {
             topics,
             batch_max: 200,
             sequenced: true,
+            stats: Arc::default(),
         }
     }
 }
 
 /// Remembers partitions assigned since their last message, so the consumer
-/// loop can check where Kafka started them against Postgres.
+/// loop can check where Kafka started them against Postgres, and counts
+/// what the group assigns this instance.
 #[derive(Default)]
 pub struct AssignTracker {
     fresh: Mutex<HashSet<(String, i32)>>,
+    stats: Arc<ConsumerStats>,
 }
 
 impl ClientContext for AssignTracker {
@@ -231,12 +249,21 @@ impl ClientContext for AssignTracker {
 
 impl ConsumerContext for AssignTracker {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            if let Ok(mut fresh) = self.fresh.lock() {
-                for e in tpl.elements() {
-                    fresh.insert((e.topic().to_string(), e.partition()));
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                if let Ok(mut fresh) = self.fresh.lock() {
+                    for e in tpl.elements() {
+                        fresh.insert((e.topic().to_string(), e.partition()));
+                    }
                 }
+                let n = i64::try_from(tpl.count()).unwrap_or(i64::MAX);
+                self.stats.partitions.fetch_add(n, Ordering::Relaxed);
             }
+            Rebalance::Revoke(tpl) => {
+                let n = i64::try_from(tpl.count()).unwrap_or(i64::MAX);
+                self.stats.partitions.fetch_sub(n, Ordering::Relaxed);
+            }
+            Rebalance::Error(_) => {}
         }
     }
 }
@@ -285,7 +312,10 @@ pub async fn run_consumer<H: TxHandler>(
             // idle stack on two cores).
             .set("fetch.wait.max.ms", "500")
             .set("isolation.level", "read_committed")
-            .create_with_context(AssignTracker::default())?,
+            .create_with_context(AssignTracker {
+                fresh: Mutex::default(),
+                stats: config.stats.clone(),
+            })?,
     );
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -298,6 +328,7 @@ pub async fn run_consumer<H: TxHandler>(
         handler,
         batch_max: config.batch_max.max(1),
         sequenced: config.sequenced,
+        stats: config.stats.clone(),
         shutdown: shutdown.clone(),
     });
     let mut lanes: HashMap<(String, i32), mpsc::Sender<Incoming>> = HashMap::new();
@@ -392,6 +423,7 @@ struct Worker<H> {
     handler: Arc<H>,
     batch_max: usize,
     sequenced: bool,
+    stats: Arc<ConsumerStats>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -555,6 +587,7 @@ impl<H: TxHandler> Worker<H> {
         let mut tx = self.pool.begin().await?;
         let next = lock_offset(&mut tx, &self.name, &last.topic, last.partition).await?;
         let mut fresh: Vec<&Incoming> = batch.iter().filter(|m| m.offset >= next).collect();
+        let mut applied = 0;
         if !fresh.is_empty() {
             if self.sequenced {
                 fresh = match guard(&mut tx, &self.name, &fresh).await? {
@@ -564,7 +597,7 @@ impl<H: TxHandler> Worker<H> {
             }
             if !fresh.is_empty() {
                 match handle_guarded(self.handler.as_ref(), &mut tx, &fresh).await {
-                    Ok(()) => {}
+                    Ok(()) => applied = fresh.len(),
                     Err(HandleError::Poison(reason)) => return Ok(Err(Refusal::Poison(reason))),
                     Err(e) => return Err(e),
                 }
@@ -579,6 +612,9 @@ impl<H: TxHandler> Worker<H> {
             .await?;
         }
         tx.commit().await?;
+        self.stats
+            .applied
+            .fetch_add(applied as u64, Ordering::Relaxed);
         Ok(Ok(()))
     }
 

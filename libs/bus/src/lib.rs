@@ -20,8 +20,8 @@ use rdkafka::producer::FutureRecord;
 use serde::Serialize;
 
 pub use consumer::{
-    panic_message, payload, run_consumer, transient, ConsumerConfig, HandleError, Incoming,
-    TxHandler,
+    panic_message, payload, run_consumer, transient, ConsumerConfig, ConsumerStats, HandleError,
+    Incoming, TxHandler,
 };
 pub use kafka::{Kafka, Producer, Quiet};
 pub use provision::{provision, Deployment};

@@ -248,32 +248,40 @@ impl Platform {
             "Global position of the last published event.",
         );
         metrics.describe("relay_active", "1 when this instance holds the relay lock.");
-        let mut shutdown = self.shutdown.subscribe();
         let context = context.to_string();
+        let mut published = 0;
+        self.every_second(move || {
+            let labels = [("relay", context.as_str())];
+            let now = stats.published.load(Ordering::Relaxed);
+            metrics.inc_counter("relay_published_total", &labels, now - published);
+            published = now;
+            metrics.set_gauge(
+                "relay_position",
+                &labels,
+                stats.position.load(Ordering::Relaxed),
+            );
+            metrics.set_gauge(
+                "relay_active",
+                &labels,
+                i64::from(stats.active.load(Ordering::Relaxed)),
+            );
+        });
+        Ok(())
+    }
+
+    /// Runs `update` every second until shutdown: how the counters kept by
+    /// the relay and the consumers reach the metrics.
+    fn every_second(&mut self, mut update: impl FnMut() + Send + 'static) {
+        let mut shutdown = self.shutdown.subscribe();
         self.tasks.spawn(async move {
-            let mut published = 0;
             loop {
-                let labels = [("relay", context.as_str())];
-                let now = stats.published.load(Ordering::Relaxed);
-                metrics.inc_counter("relay_published_total", &labels, now - published);
-                published = now;
-                metrics.set_gauge(
-                    "relay_position",
-                    &labels,
-                    stats.position.load(Ordering::Relaxed),
-                );
-                metrics.set_gauge(
-                    "relay_active",
-                    &labels,
-                    i64::from(stats.active.load(Ordering::Relaxed)),
-                );
+                update();
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = shutdown.changed() => return,
                 }
             }
         });
-        Ok(())
     }
 
     /// A consumer of event topics: a consumer group named `<group
@@ -345,6 +353,29 @@ impl Platform {
         let mut config = bus::ConsumerConfig::new(name.clone(), &self.kafka, topics);
         config.batch_max = batch_max;
         config.sequenced = sequenced;
+        let stats = config.stats.clone();
+        let metrics = self.metrics.clone();
+        metrics.describe(
+            "consumer_applied_total",
+            "Messages this instance's consumer applied (each once across instances).",
+        );
+        metrics.describe(
+            "consumer_partitions",
+            "Partitions the consumer group assigns this instance.",
+        );
+        let consumer = consumer.to_string();
+        let mut applied = 0;
+        self.every_second(move || {
+            let labels = [("consumer", consumer.as_str())];
+            let now = stats.applied.load(Ordering::Relaxed);
+            metrics.inc_counter("consumer_applied_total", &labels, now - applied);
+            applied = now;
+            metrics.set_gauge(
+                "consumer_partitions",
+                &labels,
+                stats.partitions.load(Ordering::Relaxed),
+            );
+        });
         let run = bus::run_consumer(
             self.pool.clone(),
             self.producer.clone(),

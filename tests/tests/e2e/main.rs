@@ -15,6 +15,7 @@ mod logs;
 mod openapi;
 mod projector;
 mod review;
+mod scale;
 mod store;
 mod trust;
 mod upstreams;
