@@ -865,6 +865,24 @@ pub async fn start_grant_sync_with(
     InProcess { running, db }
 }
 
+/// How a race for a limited resource ended: the requests answered 201
+/// and those refused 409 with `refusal`; any other answer fails the test.
+pub async fn tally(
+    mut racing: tokio::task::JoinSet<(u16, serde_json::Value)>,
+    refusal: &str,
+) -> (usize, usize) {
+    let (mut granted, mut refused) = (0, 0);
+    while let Some(r) = racing.join_next().await {
+        let (s, b) = r.expect("task");
+        match s {
+            201 => granted += 1,
+            409 if b["code"] == refusal => refused += 1,
+            other => panic!("unexpected {other}: {b}"),
+        }
+    }
+    (granted, refused)
+}
+
 /// Waits until `sql` (a `count(*)`) answers `want`.
 pub async fn wait_for_count(pool: &PgPool, sql: &str, want: i64, timeout: Duration) -> bool {
     wait_until(timeout, || async { count(pool, sql).await == want }).await

@@ -171,10 +171,10 @@ async fn an_activation_file_verifies_with_python_jose_and_any_flipped_byte_fails
 async fn fifty_concurrent_devices_get_exactly_the_ten_seats() {
     let st = stack(None).await;
     let (license_id, key) = st.issue("formal", json!({})).await;
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     for n in 0..50 {
         let (admin, act, key) = (st.admin.clone(), st.act.clone(), key.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             call(
                 &admin,
                 "POST",
@@ -182,19 +182,9 @@ async fn fifty_concurrent_devices_get_exactly_the_ten_seats() {
                 Some(&json!({"license_key": key, "fingerprint": device(100 + n, 0)})),
             )
             .await
-        }));
+        });
     }
-    let mut ok = 0;
-    let mut refused = 0;
-    for t in tasks {
-        let (s, b) = t.await.expect("task");
-        match s {
-            201 => ok += 1,
-            409 if b["code"] == "TOO_MANY_ACTIVATIONS" => refused += 1,
-            other => panic!("unexpected {other}: {b}"),
-        }
-    }
-    assert_eq!((ok, refused), (10, 40));
+    assert_eq!(tally(tasks, "TOO_MANY_ACTIVATIONS").await, (10, 40));
     let (_, list) = st
         .get(&format!("/v1/licenses/{license_id}/activations"))
         .await;

@@ -320,19 +320,7 @@ async fn thirty_clients_racing_for_ten_seats_get_exactly_ten_leases() {
         let (g, license) = (g.clone(), license.clone());
         tasks.spawn(async move { checkout(&g, &t, &license, "data-access").await });
     }
-    let (mut granted, mut refused) = (0, 0);
-    while let Some(r) = tasks.join_next().await {
-        let (s, b) = r.expect("task");
-        match s {
-            201 => granted += 1,
-            409 => {
-                assert_eq!(b["code"], "NO_SEATS_AVAILABLE", "{b}");
-                refused += 1;
-            }
-            other => panic!("unexpected {other}: {b}"),
-        }
-    }
-    assert_eq!((granted, refused), (10, 20));
+    assert_eq!(tally(tasks, "NO_SEATS_AVAILABLE").await, (10, 20));
     assert_eq!(events(&grants.db, "LeaseGranted").await, 10);
     let (_, view) = call(
         &admin_client(),

@@ -25,6 +25,30 @@ fn options(clock: Option<std::sync::Arc<ManualClock>>) -> issuance::Options {
     options
 }
 
+/// Two instances started one after the other from one configuration, on
+/// its database `db`.
+async fn pair_of<C: Clone, F, Fut>(config: &C, db: &str, start: F) -> Pair
+where
+    F: Fn(C, issuance::Options) -> Fut,
+    Fut: std::future::Future<
+        Output = Result<service_kit::platform::Running, service_kit::platform::PlatformError>,
+    >,
+{
+    let mut started = Vec::new();
+    for _ in 0..2 {
+        let running = start(config.clone(), options(None))
+            .await
+            .expect("the instance starts");
+        started.push(InProcess {
+            running,
+            db: db.to_owned(),
+        });
+    }
+    let second = started.pop().expect("two");
+    let first = started.pop().expect("two");
+    [first, second]
+}
+
 /// A `GET` with query parameters, as the admin.
 async fn get_with(url: &str, query: &[(&str, &str)]) -> (u16, Value) {
     let url = reqwest::Url::parse_with_params(url, query).expect("url");
@@ -149,16 +173,7 @@ async fn a_binding_at_one_domain_binding_instance_reaches_the_others_host_checks
     let db = infra.fresh_db("domain").await;
     let mut config = domain_config(&infra, &db, &prefix);
     config.cache_refresh_ms = REFRESH_MS;
-    let start = || async {
-        let running = domain_binding::start(config.clone(), options(None))
-            .await
-            .expect("domain binding starts");
-        InProcess {
-            running,
-            db: db.clone(),
-        }
-    };
-    let pair: Pair = [start().await, start().await];
+    let pair = pair_of(&config, &db, domain_binding::start).await;
     let admin = admin_client();
     let mut licenses = Vec::new();
     for _ in 0..2 {
@@ -275,16 +290,7 @@ async fn two_grant_sync_instances_wake_each_others_long_polls_oversell_no_seat_a
 
     let db = infra.fresh_db("grants").await;
     let config = grant_sync_config(&infra, &db, &prefix, &signing_key_path(&prefix));
-    let start = || async {
-        let running = grant_sync::start(config.clone(), options(None))
-            .await
-            .expect("grant sync starts");
-        InProcess {
-            running,
-            db: db.clone(),
-        }
-    };
-    let pair: Pair = [start().await, start().await];
+    let pair = pair_of(&config, &db, grant_sync::start).await;
     let urls: Vec<String> = pair.iter().map(InProcess::url).collect();
     for url in &urls {
         let known = wait_until(Duration::from_secs(30), || async {
@@ -378,19 +384,10 @@ async fn two_grant_sync_instances_wake_each_others_long_polls_oversell_no_seat_a
             .await
         });
     }
-    let (mut granted, mut refused) = (0, 0);
-    while let Some(r) = racing.join_next().await {
-        let (s, b) = r.expect("task");
-        match s {
-            201 => granted += 1,
-            409 => {
-                assert_eq!(b["code"], "NO_SEATS_AVAILABLE", "{b}");
-                refused += 1;
-            }
-            other => panic!("unexpected {other}: {b}"),
-        }
-    }
-    assert_eq!((granted, refused), (SEATS, CLIENTS - SEATS));
+    assert_eq!(
+        tally(racing, "NO_SEATS_AVAILABLE").await,
+        (SEATS, CLIENTS - SEATS)
+    );
     assert_eq!(events_of_type(&db, "LeaseGranted").await, SEATS as i64);
 
     // No heartbeat comes: both instances' schedulers find every lease due
@@ -463,10 +460,7 @@ async fn two_projectors_apply_each_event_once_between_them_and_share_one_rebuild
     let iss = issuance.url();
     let db = infra.fresh_db("projector").await;
     let config = projector_config(&infra, &db, &prefix);
-    let pair: Pair = [
-        start_projector_with(config.clone(), db.clone()).await,
-        start_projector_with(config.clone(), db.clone()).await,
-    ];
+    let pair = pair_of(&config, &db, |c, _| projector::start(c, false)).await;
     // Each instance holds partitions of each model's group.
     for p in &pair {
         let url = p.url();
@@ -903,16 +897,10 @@ async fn thirty_devices_at_two_activation_instances_get_exactly_the_ten_seats() 
             .await
         });
     }
-    let (mut granted, mut refused) = (0, 0);
-    while let Some(r) = racing.join_next().await {
-        let (s, b) = r.expect("task");
-        match s {
-            201 => granted += 1,
-            409 if b["code"] == "TOO_MANY_ACTIVATIONS" => refused += 1,
-            other => panic!("unexpected {other}: {b}"),
-        }
-    }
-    assert_eq!((granted, refused), (SEATS, DEVICES - SEATS));
+    assert_eq!(
+        tally(racing, "TOO_MANY_ACTIVATIONS").await,
+        (SEATS, DEVICES - SEATS)
+    );
     let pool = st.pool(Svc::Activation).await;
     assert_eq!(
         count(
