@@ -865,6 +865,18 @@ pub async fn start_grant_sync_with(
     InProcess { running, db }
 }
 
+/// How many `event_type` events the database `db` stored.
+pub async fn stored_events(db: &str, event_type: &str) -> i64 {
+    let pool = pool(db).await;
+    let n = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
+        .bind(event_type)
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    pool.close().await;
+    n
+}
+
 /// How a race for a limited resource ended: the requests answered 201
 /// and those refused 409 with `refusal`; any other answer fails the test.
 pub async fn tally(

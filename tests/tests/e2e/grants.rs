@@ -108,17 +108,6 @@ async fn sync(grants: &str, token: &str, body: Value) -> (u16, Value) {
     .await
 }
 
-async fn events(db: &str, event_type: &str) -> i64 {
-    let pool = pool(db).await;
-    let n = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
-        .bind(event_type)
-        .fetch_one(&pool)
-        .await
-        .expect("count");
-    pool.close().await;
-    n
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_connect_with_their_credentials_only_and_get_clear_errors() {
     let infra = Infra::get();
@@ -218,7 +207,7 @@ async fn clients_connect_with_their_credentials_only_and_get_clear_errors() {
     assert!(refused, "a key without sync-client is refused");
 
     // Bad registrations change nothing.
-    let before = events(&grants.db, "ClientRegistered").await;
+    let before = stored_events(&grants.db, "ClientRegistered").await;
     let eleven: Vec<String> = (0..11).map(|i| format!("10.0.0.{i}")).collect();
     let nosuch = uuid::Uuid::now_v7().to_string();
     for (body, code, field) in [
@@ -262,7 +251,7 @@ async fn clients_connect_with_their_credentials_only_and_get_clear_errors() {
             "{b}"
         );
     }
-    assert_eq!(events(&grants.db, "ClientRegistered").await, before);
+    assert_eq!(stored_events(&grants.db, "ClientRegistered").await, before);
 
     // A revoked client is locked out at once, and its leases end.
     let (s, lease) = checkout(&g, &good, &license, "data-access").await;
@@ -321,7 +310,7 @@ async fn thirty_clients_racing_for_ten_seats_get_exactly_ten_leases() {
         tasks.spawn(async move { checkout(&g, &t, &license, "data-access").await });
     }
     assert_eq!(tally(tasks, "NO_SEATS_AVAILABLE").await, (10, 20));
-    assert_eq!(events(&grants.db, "LeaseGranted").await, 10);
+    assert_eq!(stored_events(&grants.db, "LeaseGranted").await, 10);
     let (_, view) = call(
         &admin_client(),
         "GET",
@@ -395,7 +384,7 @@ async fn a_lease_whose_heartbeats_stop_is_reclaimed_after_ttl_and_grace() {
     .await;
     assert_eq!(l["status"], "live");
     assert_eq!(
-        events(&grants.db, "LeaseGranted").await,
+        stored_events(&grants.db, "LeaseGranted").await,
         1,
         "no event per heartbeat"
     );
@@ -422,7 +411,7 @@ async fn a_lease_whose_heartbeats_stop_is_reclaimed_after_ttl_and_grace() {
         "reclaimed after {:?}, before TTL + grace",
         stopped.elapsed()
     );
-    assert_eq!(events(&grants.db, "LeaseExpired").await, 1);
+    assert_eq!(stored_events(&grants.db, "LeaseExpired").await, 1);
     let (s, late) = heartbeat(&g, &a, &lease_id).await;
     assert_eq!(
         (s, late["code"].as_str()),
@@ -556,7 +545,7 @@ async fn after_expiry_live_leases_keep_renewing_while_new_checkouts_fail_and_sus
     }
     assert!(kinds.iter().any(|k| k == "grant_changed"), "{kinds:?}");
     assert!(kinds.iter().any(|k| k == "lease_revoked"), "{kinds:?}");
-    assert_eq!(events(&grants.db, "LeasesRevoked").await, 1);
+    assert_eq!(stored_events(&grants.db, "LeasesRevoked").await, 1);
 
     issuance.running.stop().await;
     grants.running.stop().await;
@@ -773,7 +762,10 @@ async fn sync_long_polls_for_domain_rebinding_revocations_and_grant_changes() {
         (409, Some("CLOCK_ROLLBACK")),
         "{b}"
     );
-    assert_eq!(events(&grants.db, "ClientClockRollbackDetected").await, 1);
+    assert_eq!(
+        stored_events(&grants.db, "ClientClockRollbackDetected").await,
+        1
+    );
     // A bad cursor is a 400 naming the field.
     let (s, b) = sync(&g, &t, json!({"cursor": "nonsense"})).await;
     assert_eq!((s, b["field"].as_str()), (400, Some("cursor")));

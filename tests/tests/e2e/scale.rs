@@ -55,17 +55,6 @@ async fn get_with(url: &str, query: &[(&str, &str)]) -> (u16, Value) {
     call(&admin_client(), "GET", url.as_str(), None).await
 }
 
-async fn events_of_type(db: &str, event_type: &str) -> i64 {
-    let pool = pool(db).await;
-    let n = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
-        .bind(event_type)
-        .fetch_one(&pool)
-        .await
-        .expect("count");
-    pool.close().await;
-    n
-}
-
 /// `(command type, status) → count` of the outcomes of `types`.
 async fn outcomes(db: &str, types: &[&str]) -> HashMap<(String, String), i64> {
     let pool = pool(db).await;
@@ -121,7 +110,7 @@ async fn two_issuance_instances_fire_each_expiry_and_reclaim_once() {
     for (event, advance) in [("LicenseExpired", 11), ("LicenseReclaimed", 91)] {
         clock.advance(chrono::Duration::days(advance));
         let all = wait_until(Duration::from_secs(60), || async {
-            events_of_type(&db, event).await == LICENSES as i64
+            stored_events(&db, event).await == LICENSES as i64
         })
         .await;
         assert!(all, "every license got its {event}");
@@ -142,7 +131,7 @@ async fn two_issuance_instances_fire_each_expiry_and_reclaim_once() {
         "each expiry and reclaim fired once, none refused"
     );
     for event in ["LicenseExpired", "LicenseReclaimed"] {
-        assert_eq!(events_of_type(&db, event).await, LICENSES as i64);
+        assert_eq!(stored_events(&db, event).await, LICENSES as i64);
     }
     for p in pair {
         p.running.stop().await;
@@ -388,17 +377,17 @@ async fn two_grant_sync_instances_wake_each_others_long_polls_oversell_no_seat_a
         tally(racing, "NO_SEATS_AVAILABLE").await,
         (SEATS, CLIENTS - SEATS)
     );
-    assert_eq!(events_of_type(&db, "LeaseGranted").await, SEATS as i64);
+    assert_eq!(stored_events(&db, "LeaseGranted").await, SEATS as i64);
 
     // No heartbeat comes: both instances' schedulers find every lease due
     // after TTL + grace, and each is reclaimed once.
     let reclaimed = wait_until(Duration::from_secs(30), || async {
-        events_of_type(&db, "LeaseExpired").await == SEATS as i64
+        stored_events(&db, "LeaseExpired").await == SEATS as i64
     })
     .await;
     assert!(reclaimed, "every lease reclaimed");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(events_of_type(&db, "LeaseExpired").await, SEATS as i64);
+    assert_eq!(stored_events(&db, "LeaseExpired").await, SEATS as i64);
     let fired = outcomes(&db, &[contracts::grants::EXPIRE_LEASE]).await;
     assert_eq!(
         fired,
