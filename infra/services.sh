@@ -58,10 +58,31 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE"
 
 SERVICES=(issuance:8081:issuance activation:8082:activation domain-binding:8083:domain_binding grant-sync:8084:grant_sync projector:8085:projector)
 
+# Whether process $1 is service $3's $2 (`service`: the binary itself, of
+# any profile; `supervisor`: this script supervising it). A pid file left
+# behind may name a pid the system has since given to another process,
+# which must never be signalled.
+ours() {
+  [[ "$1" =~ ^[1-9][0-9]*$ ]] || return 1
+  if [[ "$2" == service ]]; then
+    [[ "$(basename "$(readlink "/proc/$1/exe" 2>/dev/null)")" == "$3" ]]
+  else
+    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "services.sh supervise $3"
+  fi
+}
+
+# The pid in pid file $1, if that process is still service $3's $2.
+live_pid() {
+  local pid
+  pid="$(cat "$1" 2>/dev/null || true)"
+  ours "$pid" "$2" "$3" && echo "$pid"
+}
+
 # Runs `$BIN/$1` until `stop`: starts it again when it exits, with backoff.
 supervise() {
-  local name="$1" log="$RUN/logs/$1.log" delay=1 started rc
-  trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0' TERM INT
+  local name="$1" log="$RUN/logs/$1.log" delay=1 started rc child=""
+  # The child's pid only while it is ours to signal.
+  trap '[[ -n "$child" ]] && kill -TERM "$child" 2>/dev/null && wait "$child"; exit 0' TERM INT
   while true; do
     started=$SECONDS
     "$BIN/$name" >>"$log" 2>&1 &
@@ -69,24 +90,38 @@ supervise() {
     echo "$child" >"$RUN/pids/$name.pid"
     rc=0
     wait "$child" || rc=$?
+    child=""
+    rm -f "$RUN/pids/$name.pid"
     [[ -f "$RUN/pids/$name.stopping" ]] && exit 0
     if ((SECONDS - started >= 60)); then delay=1; fi
     printf '{"timestamp":"%s","level":"ERROR","message":"exited unexpectedly (status %s); starting it again in %s s","service":"%s","target":"supervisor"}\n' \
       "$(date -u +%FT%T.%6NZ)" "$rc" "$delay" "$name" >>"$log"
-    sleep "$delay"
+    # In the background, so that `stop`'s TERM is handled at once.
+    sleep "$delay" &
+    wait $! || true
+    [[ -f "$RUN/pids/$name.stopping" ]] && exit 0
     delay=$((delay * 2 > 30 ? 30 : delay * 2))
   done
 }
 
+# `start` and `stop` take turns (two `make run` at once would leave a
+# supervisor `stop` does not know of). Released at exit; the supervisors
+# never hold it (9>&-).
+take_turn() {
+  exec 9>"$RUN/pids/services.lock"
+  flock 9
+}
+
 start() {
+  take_turn
   # Topics and ACLs of the deployment, as the Kafka administrator.
   "$BIN/licensectl" kafka provision \
     --config "$LICENSING_KAFKA_CLIENTS/admin.properties" --prefix "$LICENSING_TOPIC_PREFIX"
   for entry in "${SERVICES[@]}"; do
     IFS=: read -r name port db <<<"$entry"
     pidfile="$RUN/pids/$name.supervisor.pid"
-    if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-      echo "$name already running (supervisor pid $(cat "$pidfile"))"
+    if pid="$(live_pid "$pidfile" supervisor "$name")"; then
+      echo "$name already running (supervisor pid $pid)"
       continue
     fi
     rm -f "$RUN/pids/$name.stopping"
@@ -101,7 +136,7 @@ start() {
     LICENSING_DATABASE_URL="$serving_url" \
     LICENSING_KAFKA_BROKERS="$LICENSING_KAFKA_BROKERS" \
     LICENSING_KAFKA_PROPERTIES_FILE="$LICENSING_KAFKA_CLIENTS/$name.properties" \
-      nohup setsid bash "$ROOT/infra/services.sh" supervise "$name" >/dev/null 2>&1 &
+      nohup setsid bash "$ROOT/infra/services.sh" supervise "$name" >/dev/null 2>&1 9>&- &
     echo $! >"$pidfile"
   done
   for entry in "${SERVICES[@]}"; do
@@ -130,16 +165,17 @@ start() {
 }
 
 stop() {
+  take_turn
   for entry in "${SERVICES[@]}"; do
     IFS=: read -r name _ _ <<<"$entry"
     touch "$RUN/pids/$name.stopping"
-    for pidfile in "$RUN/pids/$name.supervisor.pid" "$RUN/pids/$name.pid"; do
-      [[ -f "$pidfile" ]] || continue
-      pid="$(cat "$pidfile")"
-      if kill -0 "$pid" 2>/dev/null; then
+    for kind in supervisor service; do
+      pidfile="$RUN/pids/$name.pid"
+      [[ "$kind" == supervisor ]] && pidfile="$RUN/pids/$name.supervisor.pid"
+      if pid="$(live_pid "$pidfile" "$kind" "$name")"; then
         kill -TERM "$pid"
-        for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-        kill -KILL "$pid" 2>/dev/null || true
+        for _ in $(seq 1 60); do ours "$pid" "$kind" "$name" || break; sleep 0.5; done
+        if ours "$pid" "$kind" "$name"; then kill -KILL "$pid"; fi
       fi
       rm -f "$pidfile"
     done
@@ -154,10 +190,7 @@ status() {
   printf '%-15s %-8s %-6s %-10s %-9s %s\n' service pid port readiness relay restarts
   for entry in "${SERVICES[@]}"; do
     IFS=: read -r name port _ <<<"$entry"
-    pid=-
-    if [[ -f "$RUN/pids/$name.pid" ]] && kill -0 "$(cat "$RUN/pids/$name.pid")" 2>/dev/null; then
-      pid="$(cat "$RUN/pids/$name.pid")"
-    fi
+    pid="$(live_pid "$RUN/pids/$name.pid" service "$name" || echo -)"
     ready="$(curl -s -m 1 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz" || true)"
     case "$ready" in 200) ready=ready ;; 503) ready=not-ready ;; *) ready=down ;; esac
     relay="$(curl -s -m 1 "http://127.0.0.1:$port/metrics" 2>/dev/null | sed -n 's/^relay_active{[^}]*} //p' | head -n1)"

@@ -248,23 +248,19 @@ impl ClientContext for AssignTracker {
 }
 
 impl ConsumerContext for AssignTracker {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                if let Ok(mut fresh) = self.fresh.lock() {
-                    for e in tpl.elements() {
-                        fresh.insert((e.topic().to_string(), e.partition()));
-                    }
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            if let Ok(mut fresh) = self.fresh.lock() {
+                for e in tpl.elements() {
+                    fresh.insert((e.topic().to_string(), e.partition()));
                 }
-                let n = i64::try_from(tpl.count()).unwrap_or(i64::MAX);
-                self.stats.partitions.fetch_add(n, Ordering::Relaxed);
             }
-            Rebalance::Revoke(tpl) => {
-                let n = i64::try_from(tpl.count()).unwrap_or(i64::MAX);
-                self.stats.partitions.fetch_sub(n, Ordering::Relaxed);
-            }
-            Rebalance::Error(_) => {}
         }
+        // What the group left this instance, whatever the rebalance was.
+        let held = consumer.assignment().map_or(0, |a| a.count());
+        self.stats
+            .partitions
+            .store(i64::try_from(held).unwrap_or(i64::MAX), Ordering::Relaxed);
     }
 }
 

@@ -115,18 +115,19 @@ impl Unreachable for sqlx::Error {
                 .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300"),
             _ => false,
         };
-        if lost {
-            Some(postgres())
-        } else {
-            down()
-        }
+        // Anything else is the query's own (a refused write, a denied
+        // permission): logged as it comes, unless the database is away,
+        // when it is part of that outage. Never part of the broker's.
+        (lost || postgres().is_down()).then(postgres)
     }
 }
 
 impl Unreachable for rdkafka::error::KafkaError {
     fn outage(&self) -> Option<&'static Outage> {
-        // What a client of a healthy cluster meets (authorisation, unknown
-        // topic) is logged as it comes; anything else is the broker's.
+        // What a client of a healthy cluster meets (authorisation, an
+        // unknown topic, a fenced producer, too few in-sync replicas) is
+        // logged as it comes, unless the broker is away, when it is part of
+        // that outage; anything else is the broker's. Never the database's.
         use rdkafka::types::RDKafkaErrorCode::*;
         match self.rdkafka_error_code() {
             Some(
@@ -134,11 +135,22 @@ impl Unreachable for rdkafka::error::KafkaError {
                 | GroupAuthorizationFailed
                 | ClusterAuthorizationFailed
                 | TransactionalIdAuthorizationFailed
+                | SaslAuthenticationFailed
+                | Authentication
                 | UnknownTopicOrPartition
                 | UnknownTopic
                 | MessageSizeTooLarge
-                | InvalidMessage,
-            ) => down(),
+                | InvalidMessage
+                | InvalidRecord
+                | ProducerFenced
+                | Fenced
+                | InvalidProducerEpoch
+                | NotEnoughReplicas
+                | NotEnoughReplicasAfterAppend
+                | InvalidReplicationFactor
+                | InvalidConfig
+                | PolicyViolation,
+            ) => kafka().is_down().then(kafka),
             _ => Some(kafka()),
         }
     }

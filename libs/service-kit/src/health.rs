@@ -38,9 +38,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The broker probe's client reconnects within this of the broker's
 /// return (librdkafka's default backoff grows to 10 s).
 const KAFKA_RECONNECT_MAX_MS: &str = "200";
-/// What a request refused because the database is down is told to wait.
-pub const RETRY_AFTER_SECS: u64 = 1;
-
 /// A dependency `/readyz` verifies.
 #[derive(Clone)]
 pub enum ReadyCheck {
@@ -299,40 +296,59 @@ fn store_unavailable() -> Problem {
     .with_detail("the database is unreachable; retry later")
 }
 
+/// Longest a route served from memory may take while the database is
+/// down: past it, the request is waiting for the database after all (a
+/// credential or a license not in memory yet) and is answered as any other.
+const FROM_MEMORY_WHILE_DOWN: Duration = Duration::from_secs(1);
+
 /// Middleware (every service's App has it): while the database's probe
-/// finds it down, a request to one of the service's own routes (`/v1/…`,
-/// but those in `from_memory`) is answered 503 `STORE_UNAVAILABLE` with
-/// `Retry-After` at once instead of after the pool's acquire timeout; one
-/// already waiting is answered so as soon as the probe finds it down (its
-/// work is dropped, as when a client hangs up). While it is up, nothing
-/// changes.
+/// finds it down, a request to one of the service's own routes (`/v1/…`
+/// and the JWKS) is answered 503 `STORE_UNAVAILABLE` with `Retry-After` at
+/// once instead of after the pool's acquire timeout.
+/// - A reading request already waiting is answered so as soon as the probe
+///   finds the database down (its work is dropped, as when a client hangs
+///   up); a writing one runs to its end, since it may have committed, and
+///   an answer of "unavailable" must mean it did nothing.
+/// - Routes in `from_memory` (which append nothing) keep serving, within
+///   [`FROM_MEMORY_WHILE_DOWN`].
+///
+/// While the database is up, nothing changes.
 pub(crate) async fn fail_fast(
     database: Option<watch::Receiver<Probed>>,
     from_memory: Arc<[&'static str]>,
     req: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let guarded = req.path().starts_with("/v1/") && !from_memory.contains(&req.path());
-    let Some(mut database) = database.filter(|_| guarded) else {
+    // The path the router matches: percent-decoded, so no spelling of a
+    // route escapes the guard or its list.
+    let path = req.match_info().as_str();
+    let own = path.starts_with("/v1/") || path == crate::keys::JWKS_PATH;
+    let Some(mut database) = database.filter(|_| own) else {
         return next.call(req).await;
     };
-    let refusal = || {
-        let mut res = store_unavailable().error_response();
-        res.headers_mut().insert(
-            actix_web::http::header::RETRY_AFTER,
-            actix_web::http::header::HeaderValue::from(RETRY_AFTER_SECS),
-        );
-        res
-    };
-    if *database.borrow_and_update() == Probed::Down {
-        return Ok(req.into_response(refusal()));
+    let down = *database.borrow_and_update() == Probed::Down;
+    if from_memory.contains(&path) {
+        if !down {
+            return next.call(req).await;
+        }
+        return match tokio::time::timeout(FROM_MEMORY_WHILE_DOWN, next.call(req)).await {
+            Ok(res) => res,
+            Err(_) => Err(store_unavailable().into()),
+        };
     }
-    // The request is the router's now (it must hold the only reference),
-    // so a refusal while it waits is an error carrying its response.
+    if down {
+        // A path no route serves keeps its 404.
+        if req.resource_map().match_pattern(path).is_none() {
+            return next.call(req).await;
+        }
+        let refusal = store_unavailable().error_response();
+        return Ok(req.into_response(refusal));
+    }
+    if !req.method().is_safe() {
+        return next.call(req).await;
+    }
     tokio::select! {
         res = next.call(req) => res,
-        Ok(_) = database.wait_for(|p| *p == Probed::Down) => Err(
-            actix_web::error::InternalError::from_response("database unreachable", refusal()).into(),
-        ),
+        Ok(_) = database.wait_for(|p| *p == Probed::Down) => Err(store_unavailable().into()),
     }
 }

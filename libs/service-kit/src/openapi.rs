@@ -323,9 +323,6 @@ impl RouteCodes {
 /// document does not have.
 pub struct ProblemCodes {
     pub table: fn() -> Vec<RouteCodes>,
-    /// The routes the service answers without its database (the list it
-    /// gives `Platform::from_memory`): they never answer `STORE_UNAVAILABLE`.
-    pub from_memory: &'static [&'static str],
 }
 
 const AUTH: &[(u16, &str)] = &[
@@ -398,8 +395,9 @@ impl utoipa::Modify for ProblemCodes {
                 let own = table.remove(&(method.to_owned(), path.clone()));
                 let platform = own.is_none() && !path.starts_with("/v1/");
                 add(EVERY);
-                let from_memory = self.from_memory.contains(&path.as_str());
-                if (!platform || path == crate::keys::JWKS_PATH) && !from_memory {
+                // Routes served from memory too: what is not in memory yet
+                // (a credential, a license) needs the database.
+                if !platform || path == crate::keys::JWKS_PATH {
                     add(ANY);
                 }
                 let schemes: BTreeSet<String> = op
@@ -568,11 +566,7 @@ mod tests {
     #[test]
     fn each_status_lists_the_shape_the_table_and_the_shared_layer_codes() {
         let mut d = doc(&[("409", "declared")]);
-        ProblemCodes {
-            table,
-            from_memory: &[],
-        }
-        .modify(&mut d);
+        ProblemCodes { table }.modify(&mut d);
         assert_eq!(
             codes_at(&d, "409"),
             ["CONCURRENT_MODIFICATION", "THING_TAKEN"]
@@ -595,11 +589,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "declares a 402 problem but answers no code there")]
     fn a_declared_status_without_a_code_fails_the_document() {
-        ProblemCodes {
-            table,
-            from_memory: &[],
-        }
-        .modify(&mut doc(&[("402", "declared")]));
+        ProblemCodes { table }.modify(&mut doc(&[("402", "declared")]));
     }
 
     #[test]
@@ -608,10 +598,6 @@ mod tests {
         fn other() -> Vec<RouteCodes> {
             vec![codes_of("get", "/v1/nothing")]
         }
-        ProblemCodes {
-            table: other,
-            from_memory: &[],
-        }
-        .modify(&mut doc(&[]));
+        ProblemCodes { table: other }.modify(&mut doc(&[]));
     }
 }

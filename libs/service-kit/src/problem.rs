@@ -188,9 +188,13 @@ impl ResponseError for Problem {
         // Serialising a struct of strings and integers cannot fail; the
         // fallback only keeps the request path free of panics.
         let body = serde_json::to_vec(&self.body()).unwrap_or_else(|_| b"{}".to_vec());
-        HttpResponse::build(self.status)
-            .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)))
-            .body(body)
+        let mut res = HttpResponse::build(self.status);
+        res.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
+        // Every 503 is a dependency away for now: the caller may come back.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.insert_header((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS)));
+        }
+        res.body(body)
     }
 }
 
@@ -260,6 +264,10 @@ pub(crate) async fn normalize_errors(
     }
     Ok(ServiceResponse::new(req, new))
 }
+
+/// Seconds a 503 answer asks the caller to wait (`Retry-After`): the
+/// readiness probes look again within this while a dependency is away.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 fn normalize_error(err: actix_web::Error) -> actix_web::Error {
     if err.as_error::<Problem>().is_some() {

@@ -58,6 +58,12 @@ async fn leaky() -> Result<HttpResponse, actix_web::Error> {
     ))
 }
 
+/// A request that takes its time (a slow query, a long poll).
+async fn slow() -> HttpResponse {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    HttpResponse::Ok().finish()
+}
+
 #[allow(clippy::panic)]
 async fn panicking() -> HttpResponse {
     panic!("a bug in a handler")
@@ -71,6 +77,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/correlation", web::get().to(echo_correlation))
         .route("/v1/conflict", web::post().to(conflict))
         .route("/v1/leaky", web::get().to(leaky))
+        .route("/v1/slow", web::get().to(slow))
+        .route("/v1/slow", web::post().to(slow))
         .service(web::resource("/v1/things/{id}").route(web::get().to(get_one)));
 }
 
@@ -430,7 +438,7 @@ async fn while_the_database_is_down_its_routes_answer_503_at_once_and_the_others
         .unwrap();
     let app = ServiceApp::new("test")
         .with_ready_check(ReadyCheck::Postgres(pool))
-        .with_routes_from_memory(&["/v1/correlation"]);
+        .with_routes_from_memory(&["/v1/correlation", "/v1/slow"]);
     let svc = service!(app);
     // The probe finds it down (not merely not probed yet).
     let mut known = false;
@@ -457,11 +465,100 @@ async fn while_the_database_is_down_its_routes_answer_503_at_once_and_the_others
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ct, "application/problem+json");
     assert_eq!(body["code"], "STORE_UNAVAILABLE");
+    // Every spelling of a route the router accepts is guarded; a path no
+    // route serves keeps its 404.
+    for (uri, status) in [
+        ("/%761/licenses", StatusCode::SERVICE_UNAVAILABLE),
+        ("/v1/%6Cicenses/7", StatusCode::SERVICE_UNAVAILABLE),
+        ("/v1/nothing-here", StatusCode::NOT_FOUND),
+    ] {
+        let res = test::call_service(&svc, test::TestRequest::get().uri(uri).to_request()).await;
+        assert_eq!(res.status(), status, "{uri}");
+    }
     // A route served from memory and the platform's own still answer.
     for uri in ["/v1/correlation", "/healthz"] {
         let res = test::call_service(&svc, test::TestRequest::get().uri(uri).to_request()).await;
         assert_eq!(res.status(), StatusCode::OK, "{uri}");
     }
+    // One served from memory that waits after all (for what is not in
+    // memory yet) is answered as the others after a second.
+    let started = Instant::now();
+    let err = test::try_call_service(&svc, test::TestRequest::get().uri("/v1/slow").to_request())
+        .await
+        .expect_err("refused");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let res = err.error_response();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers().get("retry-after").unwrap(), "1");
+}
+
+#[actix_web::test]
+async fn once_the_database_is_found_down_a_waiting_read_is_answered_503_and_a_write_runs_to_its_end(
+) {
+    // A "server" that accepts and never answers: each probe times out,
+    // and the second timeout in a row finds the database down.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            open.push(conn);
+        }
+    });
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect_lazy(&format!("postgres://app:hunter2@127.0.0.1:{port}/issuance"))
+        .unwrap();
+    let app = ServiceApp::new("test").with_ready_check(ReadyCheck::Postgres(pool));
+    let svc = service!(app);
+    let started = Instant::now();
+    // What the server sends: the response, or an error rendered by actix
+    // (rendered again by the metrics and problem layers first: the
+    // rendering must not consume the answer).
+    let timed = |req: test::TestRequest| {
+        let call = test::try_call_service(&svc, req.uri("/v1/slow").to_request());
+        async move {
+            let res: HttpResponse = match call.await {
+                Ok(res) => res.into(),
+                Err(e) => e.error_response(),
+            };
+            (res, started.elapsed())
+        }
+    };
+    let ((read, read_at), (write, write_at)) = futures::join!(
+        timed(test::TestRequest::get()),
+        timed(test::TestRequest::post())
+    );
+    assert!(read_at < Duration::from_secs(4), "{read_at:?}");
+    // The read was dropped when the probe found the database down (about
+    // 2 s), with the whole refusal: a problem, and when to come back.
+    assert_eq!(read.headers().get("retry-after").unwrap(), "1");
+    let (status, ct) = (
+        read.status(),
+        read.headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default(),
+    );
+    let body: serde_json::Value =
+        serde_json::from_slice(&actix_web::body::to_bytes(read.into_body()).await.unwrap())
+            .unwrap_or_default();
+    assert_eq!(
+        (status, ct.as_str(), body["code"].as_str()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/problem+json",
+            Some("STORE_UNAVAILABLE")
+        ),
+        "{body}"
+    );
+    // The write may have committed: it is never told "unavailable" for it.
+    assert_eq!(write.status(), StatusCode::OK);
+    assert!(write_at >= Duration::from_secs(5), "{write_at:?}");
+    held.abort();
 }
 
 #[actix_web::test]

@@ -143,7 +143,6 @@ pub const FROM_MEMORY: &[&str] = &["/v1/validate"];
 /// `modifiers(…)` takes a name only.
 const PROBLEM_CODES: service_kit::openapi::ProblemCodes = service_kit::openapi::ProblemCodes {
     table: problem_codes,
-    from_memory: FROM_MEMORY,
 };
 
 /// What each route answers beyond what its shape implies (see

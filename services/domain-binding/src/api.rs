@@ -82,7 +82,6 @@ pub const FROM_MEMORY: &[&str] = &[
 
 const PROBLEM_CODES: ProblemCodes = ProblemCodes {
     table: problem_codes,
-    from_memory: FROM_MEMORY,
 };
 
 /// What each route answers beyond what its shape implies (see

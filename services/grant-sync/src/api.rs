@@ -132,7 +132,6 @@ pub struct ApiDoc;
 /// The problem codes of every route (`modifiers` takes a path, not a call).
 const PROBLEM_CODES: service_kit::openapi::ProblemCodes = service_kit::openapi::ProblemCodes {
     table: problem_codes,
-    from_memory: &[],
 };
 
 /// What each route answers beyond what its shape implies (see

@@ -72,11 +72,6 @@ pub async fn run(a: &Args, json: bool) -> anyhow::Result<bool> {
     }
     let mut d = bus::Deployment::new(contracts::Topics::new(&a.prefix.prefix));
     d.partitions = a.partitions;
-    if let (Some(rf), Some(min)) = (a.replication_factor, a.min_insync_replicas) {
-        if min > rf {
-            bail!("--min-insync-replicas {min} exceeds --replication-factor {rf}: no write could ever succeed");
-        }
-    }
     d.replication_factor = a.replication_factor;
     d.min_insync_replicas = a.min_insync_replicas;
     if let Some(g) = &a.group_prefix {

@@ -903,3 +903,50 @@ async fn thirty_devices_at_two_activation_instances_get_exactly_the_ten_seats() 
     other.stop().await;
     st.stop().await;
 }
+
+/// `licensectl kafka provision` for a fresh prefix on this one-broker
+/// cluster: its exit status and what it printed.
+fn provision(prefix: &str, extra: &[&str]) -> (bool, String) {
+    let infra = Infra::get();
+    let out = std::process::Command::new(bin_path("licensectl"))
+        .args(["kafka", "provision", "--prefix", prefix, "--config"])
+        .arg(infra.kafka_file("admin"))
+        .args(extra)
+        .output()
+        .expect("licensectl runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_provision_refuses_a_replication_the_cluster_cannot_hold() {
+    let infra = Infra::get();
+    let prefix = format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let (ok, text) = provision(&prefix, &["--replication-factor", "3"]);
+    assert!(!ok && text.contains("the cluster has 1"), "{text}");
+    // The catalogue's one replica counts when only the minimum is given.
+    let (ok, text) = provision(&prefix, &["--min-insync-replicas", "2"]);
+    assert!(
+        !ok && text.contains("exceeds the replication factor 1"),
+        "{text}"
+    );
+    // Nothing was created by the refused runs.
+    let events = contracts::Topics::new(&prefix).events("issuance");
+    let operator = infra.operator();
+    let missing = || bus::topics::unavailable(&operator, vec![events.clone()]);
+    assert_eq!(missing().await.expect("metadata"), vec![events.clone()]);
+    // What the cluster can hold is provisioned, and provisioned again with
+    // the same replication asked for explicitly.
+    let (ok, text) = provision(&prefix, &[]);
+    assert!(ok, "{text}");
+    assert!(missing().await.expect("metadata").is_empty());
+    let (ok, text) = provision(
+        &prefix,
+        &["--replication-factor", "1", "--min-insync-replicas", "1"],
+    );
+    assert!(ok, "{text}");
+}

@@ -106,7 +106,6 @@ pub struct ApiDoc;
 
 const PROBLEM_CODES: ProblemCodes = ProblemCodes {
     table: problem_codes,
-    from_memory: &[],
 };
 
 /// What each route answers beyond what its shape implies (see
