@@ -248,7 +248,7 @@ impl ClientContext for AssignTracker {
 }
 
 impl ConsumerContext for AssignTracker {
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             if let Ok(mut fresh) = self.fresh.lock() {
                 for e in tpl.elements() {
@@ -256,11 +256,18 @@ impl ConsumerContext for AssignTracker {
                 }
             }
         }
-        // What the group left this instance, whatever the rebalance was.
-        let held = consumer.assignment().map_or(0, |a| a.count());
-        self.stats
-            .partitions
-            .store(i64::try_from(held).unwrap_or(i64::MAX), Ordering::Relaxed);
+        // Counted from the rebalance itself: asking the consumer for its
+        // assignment here waits on the thread running this callback (a
+        // deadlock when the consumer closes).
+        let count =
+            |tpl: &rdkafka::TopicPartitionList| i64::try_from(tpl.count()).unwrap_or(i64::MAX);
+        let partitions = &self.stats.partitions;
+        match rebalance {
+            Rebalance::Assign(tpl) => partitions.fetch_add(count(tpl), Ordering::Relaxed),
+            Rebalance::Revoke(tpl) => partitions.fetch_sub(count(tpl), Ordering::Relaxed),
+            // rdkafka then unassigns every partition.
+            Rebalance::Error(_) => partitions.swap(0, Ordering::Relaxed),
+        };
     }
 }
 
