@@ -260,6 +260,37 @@ async fn an_offline_activation_round_trip_stores_the_file_answering_the_request_
     stack.stop().await;
 }
 
+/// `action` (`suspend`, `revoke`) on license `id` at issuance; the
+/// client's next validations of device 4 until one answers `code` (or 15 s).
+async fn change_and_validate(
+    stack: &Stack,
+    client: &Client,
+    id: &str,
+    action: &str,
+    reason: &str,
+    code: &str,
+) -> license_client::Validation {
+    let (s, b) = stack
+        .post(
+            Svc::Issuance,
+            &format!("/v1/licenses/{id}/{action}"),
+            &json!({ "reason": reason }),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    eventually(
+        Duration::from_secs(15),
+        || async {
+            client
+                .validate(Some(&device(4)), &[], Utc::now())
+                .await
+                .expect("validate answers")
+        },
+        |v| v.code == code,
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_license_suspended_then_revoked_at_issuance_is_seen_at_the_next_validate_and_sync() {
     let stack = Stack::start(&[Svc::Activation, Svc::Grants]).await;
@@ -280,23 +311,13 @@ async fn a_license_suspended_then_revoked_at_issuance_is_seen_at_the_next_valida
     assert!(before.online);
     assert!(before.document.may_start(license_id, "f1", Utc::now()));
 
-    let (s, b) = stack
-        .post(
-            Svc::Issuance,
-            &format!("/v1/licenses/{}/suspend", license.id),
-            &json!({"reason": "unpaid invoice"}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-    let validated = eventually(
-        Duration::from_secs(15),
-        || async {
-            client
-                .validate(Some(&device(4)), &[], Utc::now())
-                .await
-                .expect("validate answers")
-        },
-        |v| v.code == "SUSPENDED",
+    let validated = change_and_validate(
+        &stack,
+        &client,
+        &license.id,
+        "suspend",
+        "unpaid invoice",
+        "SUSPENDED",
     )
     .await;
     assert!(!validated.valid, "{validated:?}");
@@ -317,23 +338,13 @@ async fn a_license_suspended_then_revoked_at_issuance_is_seen_at_the_next_valida
 
     // Revoked next: the seat ends, and validate, the file check and the
     // grant document all say so.
-    let (s, b) = stack
-        .post(
-            Svc::Issuance,
-            &format!("/v1/licenses/{}/revoke", license.id),
-            &json!({"reason": "contract ended"}),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
-    let validated = eventually(
-        Duration::from_secs(15),
-        || async {
-            client
-                .validate(Some(&device(4)), &[], Utc::now())
-                .await
-                .expect("validate answers")
-        },
-        |v| v.code == "REVOKED",
+    let validated = change_and_validate(
+        &stack,
+        &client,
+        &license.id,
+        "revoke",
+        "contract ended",
+        "REVOKED",
     )
     .await;
     assert_eq!(validated.code, "REVOKED");
