@@ -247,6 +247,7 @@ mod quiet_tests {
 
     #[test]
     fn the_end_of_a_partition_is_logged_at_debug_and_an_outage_once() {
+        let _tracing = crate::TRACING.lock().unwrap_or_else(|e| e.into_inner());
         let seen = Seen::default();
         let subscriber = tracing_subscriber::registry().with(seen.clone());
         tracing::subscriber::with_default(subscriber, || {

@@ -12,6 +12,13 @@ pub mod scram;
 pub mod topics;
 pub mod wire;
 
+/// Held by the unit tests that log through `outage`'s callsites: tracing
+/// caches each callsite's interest globally, and a test logging with no
+/// subscriber while another registers its own can leave the other's
+/// events unseen.
+#[cfg(test)]
+pub(crate) static TRACING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;

@@ -264,6 +264,7 @@ mod tests {
 
     #[test]
     fn an_outage_logs_its_start_a_summary_per_interval_and_its_end() {
+        let _tracing = crate::TRACING.lock().unwrap_or_else(|e| e.into_inner());
         let o = Outage::new("db");
         let t0 = Instant::now();
         assert_eq!(o.recovered_at(t0), Logged::Nothing);
