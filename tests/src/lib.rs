@@ -506,15 +506,7 @@ impl ServiceProcess {
             .spawn()
             .expect("spawn service");
         let url = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let ready = wait_until(Duration::from_secs(90), || async {
-            client
-                .get(format!("{url}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        })
-        .await;
+        let ready = becomes_ready(&url, Duration::from_secs(90)).await;
         let mut spawned = Self { child, url, port };
         if !ready {
             // Killed here: a process left running would load the machine
@@ -561,6 +553,21 @@ where
 }
 
 /// Polls `check` until it holds or `timeout` passes.
+/// Whether `url`'s `/readyz` answers 200 within `timeout`. A service's
+/// first probes run after it binds its port, and on a loaded machine one
+/// may time out once before it counts (see `service_kit::health`).
+pub async fn becomes_ready(url: &str, timeout: Duration) -> bool {
+    let client = reqwest::Client::new();
+    wait_until(timeout, || async {
+        client
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await
+}
+
 pub async fn wait_until<F, Fut>(timeout: Duration, check: F) -> bool
 where
     F: FnMut() -> Fut,

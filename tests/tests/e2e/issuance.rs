@@ -661,6 +661,10 @@ async fn every_route_of_every_service_enforces_api_keys() {
         .chain(others.iter().map(|r| r.url()))
         .collect();
     for url in &urls {
+        assert!(
+            becomes_ready(url, Duration::from_secs(30)).await,
+            "{url}/readyz"
+        );
         for path in ["/healthz", "/readyz", "/metrics"] {
             let (s, _) = call(&anonymous, "GET", &format!("{url}{path}"), None).await;
             assert_eq!(s, 200, "{url}{path}");

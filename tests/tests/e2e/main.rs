@@ -548,6 +548,10 @@ async fn every_service_serves_health_readiness_and_metrics() {
         domain.url(),
         grants.url(),
     ] {
+        assert!(
+            becomes_ready(&url, Duration::from_secs(30)).await,
+            "{url}/readyz"
+        );
         for path in ["/healthz", "/readyz", "/metrics"] {
             let res = client
                 .get(format!("{url}{path}"))
