@@ -408,8 +408,11 @@ pub fn projector_config(infra: &Infra, db: &str, prefix: &str) -> projector::Con
         issuer: "licensing-projector".into(),
         models: None,
         clock_tolerance_secs: 600,
-        rebuild_batch: 5_000,
+        // Windows of many chunks in every rebuild of the suite: each
+        // state written once per window, not once per chunk.
+        rebuild_batch: 100,
         rebuild_cached_states: 250_000,
+        rebuild_window: 250_000,
         export_timeout_secs: 600,
         // Every as-of answer of the suite folds through snapshots.
         as_of_snapshot_every: 2,

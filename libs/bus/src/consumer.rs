@@ -178,13 +178,21 @@ pub trait TxHandler: Send + Sync + 'static {
         Ok(())
     }
 
-    /// A replay's chunk committed: what the handler applied for it is
-    /// stored. A handler keeping state across a replay's chunks keeps it.
+    /// A replay's window (of chunks, one transaction) is about to commit:
+    /// a handler that kept what it applied in memory writes it now, each
+    /// row once however many of the window's chunks changed it.
+    async fn flush(&self, _tx: &mut PgConnection) -> Result<(), HandleError> {
+        Ok(())
+    }
+
+    /// A replay's window committed: what the handler applied for it is
+    /// stored. A handler keeping state across a replay's windows keeps it.
     fn committed(&self) {}
 
-    /// A replay's chunk did not commit: what the handler applied for it is
-    /// not stored. `stale`: the stored rows may since have been written by
-    /// another writer (a reload), so nothing kept from earlier chunks holds.
+    /// A replay's chunk or window did not commit: what the handler applied
+    /// since the last commit is not stored. `stale`: the stored rows may
+    /// since have been written by another writer (a reload), so nothing
+    /// kept from earlier windows holds.
     fn abandoned(&self, _stale: bool) {}
 }
 

@@ -51,8 +51,15 @@ pub struct ReplayConfig {
     pub name: String,
     pub kafka: Kafka,
     pub topics: Vec<String>,
-    /// Most messages applied in one transaction.
+    /// Most messages read and applied at a time.
     pub chunk: usize,
+    /// Most messages one transaction spans (at least `chunk`): a window of
+    /// chunks applied in one transaction, committed with the offsets it
+    /// reaches when it is full or the replay has caught up. A handler that
+    /// keeps its writes in memory (`TxHandler::flush`) writes each row once
+    /// per window rather than once per chunk; a crash loses at most the
+    /// window's work, which the restarted replay reads again.
+    pub window: usize,
     /// Past this many stored chunk rows, the next chunk replaces them all
     /// with one (`MAX_CHUNK_ROWS` is a good default): a replay tailing a
     /// busy topic in small chunks would otherwise pile them up for every
@@ -81,6 +88,18 @@ struct Applied {
 
 /// The default of `ReplayConfig::compact_after`.
 pub const MAX_CHUNK_ROWS: usize = 1_024;
+
+/// The transaction a window of chunks is applied in, and what it has
+/// applied so far.
+struct Window {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    /// The guard's last sequences in this window.
+    last: HashMap<Aggregate, i64>,
+    /// The next offset of each partition read in this window.
+    next: HashMap<(String, i32), i64>,
+    messages: usize,
+    chunks: usize,
+}
 
 /// Why a chunk was not applied.
 enum ChunkError {
@@ -111,6 +130,7 @@ pub async fn run_replay<H: TxHandler>(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ReplayError> {
     let chunk = config.chunk.max(1);
+    let window_size = config.window.max(chunk);
     let mut backoff = Duration::from_millis(100);
     'reload: loop {
         if *shutdown.borrow() {
@@ -150,12 +170,13 @@ pub async fn run_replay<H: TxHandler>(
         };
         backoff = Duration::from_millis(100);
         let mut looked = Instant::now();
+        let mut window: Option<Window> = None;
         loop {
             let mut msgs: Vec<Incoming> = Vec::new();
-            // Fill a chunk: wait as long as it takes for the first message,
-            // a moment for more.
+            // Fill a chunk: wait as long as it takes for the first message
+            // (a moment only while a window is open), a moment for more.
             while msgs.len() < chunk {
-                let wait = if msgs.is_empty() {
+                let wait = if msgs.is_empty() && window.is_none() {
                     METADATA_EVERY
                 } else {
                     FILL_WAIT
@@ -187,7 +208,31 @@ pub async fn run_replay<H: TxHandler>(
                     Err(_) => break,
                 }
             }
+            // Not full: caught up (or stopping), so the window commits.
+            let full = msgs.len() >= chunk && !*shutdown.borrow();
             if msgs.is_empty() {
+                if let Some(w) = window.take() {
+                    if let Err(e) = commit_window(
+                        &config.name,
+                        w,
+                        handler.as_ref(),
+                        &mut applied,
+                        config.compact_after,
+                    )
+                    .await
+                    {
+                        // Its chunks are read again from the stored offsets.
+                        handler.abandoned(false);
+                        if let ChunkError::Transient(e) = e {
+                            crate::outage::warn(
+                                &format!("{}: window failed; reading it again", config.name),
+                                &e,
+                            );
+                        }
+                        continue 'reload;
+                    }
+                    handler.committed();
+                }
                 if *shutdown.borrow() {
                     return Ok(());
                 }
@@ -209,30 +254,59 @@ pub async fn run_replay<H: TxHandler>(
             }
             let mut backoff = Duration::from_millis(50);
             loop {
-                match apply_chunk(
+                let applied_chunk = apply_chunk(
                     &pool,
                     &dlq,
                     &config.name,
                     handler.as_ref(),
-                    &mut applied,
+                    &applied,
+                    &mut window,
                     &msgs,
-                    config.compact_after,
                 )
-                .await
-                {
+                .await;
+                // Err with whether chunks before this one were in the window.
+                let result = match applied_chunk {
+                    Ok(()) if full && window.as_ref().is_some_and(|w| w.messages < window_size) => {
+                        break;
+                    }
+                    Ok(()) => {
+                        let w = window.take().expect("a chunk was applied in it");
+                        let earlier = w.chunks > 1;
+                        commit_window(
+                            &config.name,
+                            w,
+                            handler.as_ref(),
+                            &mut applied,
+                            config.compact_after,
+                        )
+                        .await
+                        .map_err(|e| (e, earlier))
+                    }
+                    Err(e) => Err((e, window.take().is_some_and(|w| w.chunks > 0))),
+                };
+                match result {
                     Ok(()) => {
                         handler.committed();
                         break;
                     }
-                    Err(ChunkError::Moved) => {
+                    Err((ChunkError::Moved, _)) => {
                         tracing::info!(replay = %config.name,
                             "another writer moved the stored offsets; reloading");
                         continue 'reload;
                     }
-                    Err(ChunkError::Transient(e)) => {
+                    Err((ChunkError::Transient(e), earlier)) => {
                         // A commit whose outcome is unknown is retried, and
                         // the retry finds the offsets moved: a reload.
                         handler.abandoned(false);
+                        if earlier {
+                            // Chunks before this one are gone from memory:
+                            // read again from the stored offsets.
+                            crate::outage::warn(
+                                &format!("{}: window failed; reading it again", config.name),
+                                &e,
+                            );
+                            continue 'reload;
+                        }
                         crate::outage::warn(
                             &format!("{}: chunk failed; retrying", config.name),
                             &e,
@@ -416,16 +490,16 @@ async fn assign(
     Ok(parts.len())
 }
 
-/// Applies one chunk in one transaction; `applied` moves only once it
-/// committed.
+/// Applies one chunk in the window's transaction, opening one (and
+/// checking the stored offsets under the replay's lock) when none is open.
 async fn apply_chunk<H: TxHandler + ?Sized>(
     pool: &PgPool,
     dlq: &crate::Producer,
     name: &str,
     handler: &H,
-    applied: &mut Applied,
+    applied: &Applied,
+    window: &mut Option<Window>,
     msgs: &[Incoming],
-    compact_after: usize,
 ) -> Result<(), ChunkError> {
     // The guard, in memory: the chunk's verdicts and last sequences.
     let mut last: HashMap<Aggregate, i64> = HashMap::new();
@@ -442,6 +516,7 @@ async fn apply_chunk<H: TxHandler + ?Sized>(
         let key = (m.topic.clone(), p.aggregate_type, p.aggregate_id);
         let before = last
             .get(&key)
+            .or_else(|| window.as_ref().and_then(|w| w.last.get(&key)))
             .or_else(|| applied.sequences.get(&key))
             .copied()
             .unwrap_or(0);
@@ -460,26 +535,33 @@ async fn apply_chunk<H: TxHandler + ?Sized>(
         last.insert(key, p.sequence);
         kept.push(m);
     }
-    let mut next: HashMap<(String, i32), i64> = HashMap::new();
-    for m in msgs {
-        let n = next.entry((m.topic.clone(), m.partition)).or_insert(0);
-        *n = (*n).max(m.offset + 1);
-    }
 
-    let mut tx = pool.begin().await?;
-    lock(&mut tx, name).await?;
-    let stored: Vec<(String, i32, i64)> = sqlx::query_as(
-        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1",
-    )
-    .bind(name)
-    .fetch_all(&mut *tx)
-    .await?;
-    let stored: HashMap<(String, i32), i64> =
-        stored.into_iter().map(|(t, p, n)| ((t, p), n)).collect();
-    if stored != applied.offsets {
-        return Err(ChunkError::Moved);
-    }
-    for (m, reason) in apply_isolating(&mut tx, handler, &kept).await? {
+    let w = match window {
+        Some(w) => w,
+        None => {
+            let mut tx = pool.begin().await?;
+            lock(&mut tx, name).await?;
+            let stored: Vec<(String, i32, i64)> = sqlx::query_as(
+                "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1",
+            )
+            .bind(name)
+            .fetch_all(&mut *tx)
+            .await?;
+            let stored: HashMap<(String, i32), i64> =
+                stored.into_iter().map(|(t, p, n)| ((t, p), n)).collect();
+            if stored != applied.offsets {
+                return Err(ChunkError::Moved);
+            }
+            window.insert(Window {
+                tx,
+                last: HashMap::new(),
+                next: HashMap::new(),
+                messages: 0,
+                chunks: 0,
+            })
+        }
+    };
+    for (m, reason) in apply_isolating(&mut w.tx, handler, &kept).await? {
         refused.push((m, Refusal::Poison(reason)));
     }
     // Published before the commit: a failed commit republishes them (at
@@ -487,6 +569,30 @@ async fn apply_chunk<H: TxHandler + ?Sized>(
     for (m, refusal) in &refused {
         publish_dead_letter(dlq, name, m, refusal.reason()).await?;
     }
+    for m in msgs {
+        let n = w.next.entry((m.topic.clone(), m.partition)).or_insert(0);
+        *n = (*n).max(m.offset + 1);
+    }
+    w.last.extend(last);
+    w.messages += msgs.len();
+    w.chunks += 1;
+    Ok(())
+}
+
+/// Commits a window: what the handler kept for it, the guard's last
+/// sequences and the offsets reached; `applied` moves only once it
+/// committed.
+async fn commit_window<H: TxHandler + ?Sized>(
+    name: &str,
+    window: Window,
+    handler: &H,
+    applied: &mut Applied,
+    compact_after: usize,
+) -> Result<(), ChunkError> {
+    let Window {
+        mut tx, last, next, ..
+    } = window;
+    handler.flush(&mut tx).await?;
     let compact = applied.rows >= compact_after.max(1);
     if compact {
         sqlx::query("DELETE FROM replay_sequences WHERE consumer = $1")
@@ -495,11 +601,10 @@ async fn apply_chunk<H: TxHandler + ?Sized>(
             .await?;
     }
     if !last.is_empty() || compact {
-        let mut chunk = Nested::new();
+        let mut rows = Nested::new();
         let every = compact.then_some(&applied.sequences);
         for ((topic, ty, id), seq) in every.into_iter().flatten().chain(&last) {
-            chunk
-                .entry(topic.clone())
+            rows.entry(topic.clone())
                 .or_default()
                 .entry(ty.clone())
                 .or_default()
@@ -507,7 +612,7 @@ async fn apply_chunk<H: TxHandler + ?Sized>(
         }
         sqlx::query("INSERT INTO replay_sequences (consumer, sequences) VALUES ($1, $2)")
             .bind(name)
-            .bind(Json(chunk))
+            .bind(Json(rows))
             .execute(&mut *tx)
             .await?;
     }

@@ -51,6 +51,10 @@ fn d_rebuild_cached_states() -> usize {
     250_000
 }
 
+fn d_rebuild_window() -> usize {
+    250_000
+}
+
 fn d_export_timeout() -> u64 {
     600
 }
@@ -86,6 +90,12 @@ pub struct Config {
     /// past it they are dropped and read back as chunks need them.
     #[serde(default = "d_rebuild_cached_states")]
     pub rebuild_cached_states: usize,
+    /// Most messages one rebuild transaction spans (a window of chunks;
+    /// each license state is written once per window). At most
+    /// `rebuild_cached_states`, since a window's states stay in memory
+    /// until it commits; at least `rebuild_batch`.
+    #[serde(default = "d_rebuild_window")]
+    pub rebuild_window: usize,
     /// Longest an audit export may stream, however slowly its client
     /// reads; past it the export ends with an error line.
     #[serde(default = "d_export_timeout")]
@@ -189,6 +199,10 @@ pub async fn start(config: Config, handle_signals: bool) -> Result<Running, Plat
         models,
         batch: config.rebuild_batch.max(1),
         cached_states: config.rebuild_cached_states,
+        window: config
+            .rebuild_window
+            .min(config.rebuild_cached_states)
+            .max(config.rebuild_batch.max(1)),
         watermarks: bus::Watermarks::new(&platform.kafka, &platform.group("watermarks"))
             .map_err(|e| PlatformError::Config(format!("kafka: {e}")))?,
         shutdown: platform.shutdown_signal(),

@@ -41,11 +41,13 @@ pub struct Projections {
     /// `<group prefix>.projector`: consumer names are `<this>.<model>`.
     pub group_base: String,
     pub models: Vec<Arc<dyn ReadModel>>,
-    /// Messages per rebuild transaction, across partitions: large, since
+    /// Messages per rebuild chunk, across partitions: large, since
     /// nothing waits on them.
     pub batch: usize,
     /// See `Config::rebuild_cached_states`.
     pub cached_states: usize,
+    /// Messages per rebuild transaction (`Config::rebuild_window`, bounded).
+    pub window: usize,
     pub watermarks: Watermarks,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -476,6 +478,7 @@ impl Replay {
             kafka: p.kafka.clone(),
             topics: p.topics.clone(),
             chunk: p.batch,
+            window: p.window,
             compact_after: bus::replay::MAX_CHUNK_ROWS,
         };
         let handler = Arc::new(ModelConsumer {

@@ -770,6 +770,9 @@ async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_wh
                 kafka: kafka.clone(),
                 topics: vec![topic.clone()],
                 chunk,
+                // Windows of three chunks: each reader holds the replay's
+                // lock across them, and the other finds the offsets moved.
+                window: 3 * chunk,
                 // Compacted many times over, so that is tested too.
                 compact_after: 5,
             },

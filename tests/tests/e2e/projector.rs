@@ -924,13 +924,16 @@ async fn a_rebuild_interrupted_by_sigkill_resumes_from_its_checkpoint_and_ends_i
                 &db,
                 &prefix,
                 port,
-                &[("LICENSING_REBUILD_BATCH", batch)],
+                &[
+                    ("LICENSING_REBUILD_BATCH", batch),
+                    ("LICENSING_REBUILD_WINDOW", batch),
+                ],
             )
             .await
         }
     };
-    // One message per checkpoint, so the rebuild takes long enough to be
-    // interrupted in the middle.
+    // One message per chunk and per window (a checkpoint), so the rebuild
+    // takes long enough to be interrupted in the middle.
     let mut projector = spawn("1").await;
     let proj = projector.url.clone();
     let pool = pool(&db).await;
@@ -2010,9 +2013,10 @@ async fn licensectl_export_writes_the_filtered_trail_and_nothing_when_refused() 
 
 /// A rebuild keeps license states in memory across its chunks and writes
 /// each changed one with only the activations its events name. Here every
-/// chunk is one message and the cache holds two states, so chunks both
-/// continue states from memory and read evicted ones back with all their
-/// stored activations; the rebuilt rows equal the live ones.
+/// chunk is one message and the cache holds two states (so a window, which
+/// the cache bounds, is two chunks): chunks both continue states from
+/// memory and read evicted ones back with all their stored activations;
+/// the rebuilt rows equal the live ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_in_one_message_chunks_with_a_tiny_state_cache_equals_the_live_rows() {
     let stack = Stack::builder()

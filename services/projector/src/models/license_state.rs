@@ -4,7 +4,8 @@
 //! and read with the activations its events name, its events folded, the
 //! changed states and those activations written back (`store::licenses`).
 //! A rebuild's replay keeps its states in memory across chunks instead of
-//! reading them back each chunk.
+//! reading them back each chunk, and writes each state it changed once per
+//! window of chunks (`TxHandler::flush`) rather than once per chunk.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -32,10 +33,13 @@ pub struct LicenseStates {
 /// licenses it has not seen: the replay is the next tables' one writer.
 #[derive(Default)]
 struct Cache {
-    /// As stored by the chunks committed so far.
+    /// As stored by the windows committed so far.
     committed: HashMap<Uuid, LicenseState>,
-    /// As applied by the chunk not yet committed.
+    /// As applied by the window not yet committed.
     pending: HashMap<Uuid, LicenseState>,
+    /// The licenses the open window changed, each with the activations its
+    /// events named: what `flush` writes.
+    changed: BTreeMap<Uuid, BTreeSet<Uuid>>,
 }
 
 impl LicenseStates {
@@ -54,6 +58,9 @@ impl LicenseStates {
 }
 
 pub const NAME: &str = "license_state";
+
+/// Most states one statement of a flush writes.
+const FLUSH_ROWS: usize = 2_000;
 
 #[async_trait]
 impl ReadModel for LicenseStates {
@@ -85,10 +92,45 @@ impl ReadModel for LicenseStates {
     fn abandoned(&self, stale: bool) {
         if let Some(mut c) = self.cache() {
             c.pending.clear();
+            c.changed.clear();
             if stale {
                 c.committed.clear();
             }
         }
+    }
+
+    async fn flush(&self, tx: &mut PgConnection, suffix: &str) -> Result<(), HandleError> {
+        // Serialised under the cache's (std) lock, written after it: in
+        // statements of bounded size, since a window may have changed a
+        // million states.
+        let parts = {
+            let Some(mut c) = self.cache() else {
+                return Ok(());
+            };
+            let changed = std::mem::take(&mut c.changed);
+            let mut parts = Vec::new();
+            let mut out = Updates::default();
+            for (id, named) in &changed {
+                let Some(state) = c.pending.get_mut(id) else {
+                    continue;
+                };
+                let all = std::mem::take(&mut state.activations);
+                let pushed = out.push(state, named.iter().filter_map(|a| all.get(a).cloned()));
+                state.activations = all;
+                pushed.map_err(|e| HandleError::Transient(e.to_string()))?;
+                if out.len() >= FLUSH_ROWS {
+                    parts.push(std::mem::take(&mut out));
+                }
+            }
+            if !out.is_empty() {
+                parts.push(out);
+            }
+            parts
+        };
+        for out in parts {
+            store::upsert(tx, suffix, out).await?;
+        }
+        Ok(())
     }
 
     async fn apply(
@@ -157,9 +199,9 @@ impl ReadModel for LicenseStates {
 
 impl LicenseStates {
     /// A rebuild's batch: the states from the cache, those it has not seen
-    /// read once (with every stored activation), folded, and each changed
-    /// one written with the activations its events name; the batch's states
-    /// kept as pending until the replay's chunk commits.
+    /// read once (with every stored activation), folded; the batch's states
+    /// kept as pending, and those it changed noted with the activations its
+    /// events name, until the replay's window flushes and commits.
     async fn apply_cached(
         &self,
         tx: &mut PgConnection,
@@ -194,7 +236,7 @@ impl LicenseStates {
                 }
             }
         }
-        let mut out = Updates::default();
+        let mut changed_now: Vec<(Uuid, BTreeSet<Uuid>)> = Vec::new();
         for (id, evs) in &by_license {
             let state = working.entry(*id).or_insert_with(|| LicenseState::new(*id));
             let mut changed = false;
@@ -206,19 +248,16 @@ impl LicenseStates {
                     .map_err(|err| HandleError::Poison(err.to_string()))?;
             }
             if changed {
-                // Stored apart: the state's row without them, and only the
-                // activations these events changed.
-                let all = std::mem::take(&mut state.activations);
-                let pushed = out.push(state, named.iter().filter_map(|a| all.get(a).cloned()));
-                state.activations = all;
-                pushed.map_err(|e| HandleError::Transient(e.to_string()))?;
+                changed_now.push((*id, named));
             }
         }
-        if !out.is_empty() {
-            store::upsert(tx, suffix, out).await?;
-        }
+        // Only now, all of the batch folded: a refused batch (halved under
+        // savepoints by the replay) leaves the cache as it was.
         if let Some(mut c) = self.cache() {
             c.pending.extend(working);
+            for (id, named) in changed_now {
+                c.changed.entry(id).or_default().extend(named);
+            }
         }
         Ok(())
     }

@@ -80,6 +80,12 @@ pub trait ReadModel: Send + Sync + 'static {
     /// replay's chunks (`TxHandler::committed`).
     fn for_replay(&self, cached: usize) -> Arc<dyn ReadModel>;
 
+    /// See `TxHandler::flush`: writes what the replay's window kept in
+    /// memory.
+    async fn flush(&self, _tx: &mut PgConnection, _suffix: &str) -> Result<(), HandleError> {
+        Ok(())
+    }
+
     /// See `TxHandler::committed` and `TxHandler::abandoned`.
     fn committed(&self) {}
     fn abandoned(&self, _stale: bool) {}
@@ -120,6 +126,10 @@ impl TxHandler for ModelConsumer {
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.model.apply(tx, self.suffix, &events).await
+    }
+
+    async fn flush(&self, tx: &mut PgConnection) -> Result<(), HandleError> {
+        self.model.flush(tx, self.suffix).await
     }
 
     fn committed(&self) {

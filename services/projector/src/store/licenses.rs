@@ -119,6 +119,11 @@ impl Updates {
         self.id.is_empty()
     }
 
+    /// How many states it holds.
+    pub fn len(&self) -> usize {
+        self.id.len()
+    }
+
     /// Adds a state's row and its activations' rows (the state's own
     /// `activations` stay empty); an error when one does not serialise.
     pub fn push(
