@@ -163,13 +163,46 @@ pub fn digest_of(components: &BTreeMap<String, String>) -> String {
 /// Whether two devices are one: at least `min_matches` components equal —
 /// never fewer, whatever the devices report, so one shared component (a
 /// MAC address) never makes two machines one.
+///
+/// One pass over both (each sorted by name), ending as soon as the answer
+/// is known: a validation compares the device with every live seat of the
+/// license, and most of them differ from the second component on.
 pub fn same_device(
     a: &BTreeMap<String, String>,
     b: &BTreeMap<String, String>,
     min_matches: u32,
 ) -> bool {
-    let equal = a.iter().filter(|(k, v)| b.get(*k) == Some(*v)).count();
-    equal >= min_matches.max(1) as usize
+    let need = min_matches.max(1) as usize;
+    let (mut ia, mut ib) = (a.iter(), b.iter());
+    let (mut x, mut y) = (ia.next(), ib.next());
+    // Components not yet passed on each side, the current one included.
+    let (mut left_a, mut left_b, mut equal) = (a.len(), b.len(), 0);
+    while let (Some((ka, va)), Some((kb, vb))) = (x, y) {
+        if equal + left_a.min(left_b) < need {
+            return false;
+        }
+        match ka.cmp(kb) {
+            std::cmp::Ordering::Less => {
+                x = ia.next();
+                left_a -= 1;
+            }
+            std::cmp::Ordering::Greater => {
+                y = ib.next();
+                left_b -= 1;
+            }
+            std::cmp::Ordering::Equal => {
+                if va == vb {
+                    equal += 1;
+                    if equal >= need {
+                        return true;
+                    }
+                }
+                (x, y) = (ia.next(), ib.next());
+                (left_a, left_b) = (left_a - 1, left_b - 1);
+            }
+        }
+    }
+    false
 }
 
 // ---------------------------------------------------------------- events
@@ -548,6 +581,38 @@ mod tests {
         );
         assert!(device().components_for(3).is_ok());
         assert!(device().components_for(5).is_err());
+    }
+
+    #[test]
+    fn same_device_agrees_with_counting_every_equal_component() {
+        // Every pair of devices over three names, each component absent or
+        // one of two values, at every threshold: the early exits change no
+        // answer.
+        let names = ["board", "disk", "mac"];
+        let devices: Vec<BTreeMap<String, String>> = (0..27u32)
+            .map(|n| {
+                names
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, name)| match n / 3u32.pow(i as u32) % 3 {
+                        0 => None,
+                        v => Some((name.to_string(), format!("v{v}"))),
+                    })
+                    .collect()
+            })
+            .collect();
+        for a in &devices {
+            for b in &devices {
+                let equal = a.iter().filter(|(k, v)| b.get(*k) == Some(*v)).count();
+                for min in 0..5 {
+                    assert_eq!(
+                        same_device(a, b, min),
+                        equal >= min.max(1) as usize,
+                        "{a:?} {b:?} {min}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
