@@ -148,6 +148,20 @@ pub fn validate<S: LiveSeat>(
     now: DateTime<Utc>,
     tolerance: Duration,
 ) -> Validation {
+    validate_among(license, live.len() as u32, live, check, now, tolerance)
+}
+
+/// [`validate`] of a license with `in_use` live seats, the device sought
+/// among `candidates` only: at least every live seat sharing a component
+/// with it (no other can be it), in the order of the live seats.
+pub fn validate_among<S: LiveSeat>(
+    license: &LicenseView,
+    in_use: u32,
+    candidates: &[&S],
+    check: &Check<'_>,
+    now: DateTime<Utc>,
+    tolerance: Duration,
+) -> Validation {
     let v = Validation {
         license_id: Some(license.id),
         expires_at: license.expires_at,
@@ -167,8 +181,7 @@ pub fn validate<S: LiveSeat>(
         return v.with_code("CLIENT_TIME_REQUIRED");
     }
     if let Some(device) = check.device {
-        let in_use = live.len() as u32;
-        let Some(seat) = seat_of(live, device, policy.fingerprint_min_matches) else {
+        let Some(seat) = seat_of(candidates, device, policy.fingerprint_min_matches) else {
             return v.with_code(match in_use {
                 0 => "NO_ACTIVATION",
                 n if n >= policy.max_activations => "TOO_MANY_ACTIVATIONS",

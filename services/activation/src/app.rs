@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use uuid::Uuid;
 
-use crate::domain::validation::{self, Check, Validation};
+use crate::domain::validation::{self, ByComponent, Check, Validation};
 use crate::domain::{
     trial, ActivationServices, Device, Seat, SeatStatus, Seats, SeatsCommand, Trial, TrialCommand,
 };
@@ -700,36 +700,43 @@ impl Activation {
     ) -> Result<Validation, Failure> {
         let wanted = wanted(caller, req.license_key.as_deref())?;
         let (now, tolerance) = (self.now(), self.seats.services().clock_tolerance);
-        let answer = |license: Result<&LicenseView, Failure>, seats: &Seats| {
-            let license = match license {
-                Ok(l) => l,
-                Err(f) if f.code() == Some("LICENSE_NOT_FOUND") => {
-                    return Ok(Validation::default().with_code("NOT_FOUND"))
-                }
-                Err(f) => return Err(f),
+        // `by`: the index's seats by component (the tables' answer has none).
+        let answer =
+            |license: Result<&LicenseView, Failure>, seats: &Seats, by: Option<&ByComponent>| {
+                let license = match license {
+                    Ok(l) => l,
+                    Err(f) if f.code() == Some("LICENSE_NOT_FOUND") => {
+                        return Ok(Validation::default().with_code("NOT_FOUND"))
+                    }
+                    Err(f) => return Err(f),
+                };
+                let device = device_of(license, req)?;
+                let check = Check {
+                    device: device.as_ref(),
+                    features: &req.features,
+                    client_time: req.client_time,
+                };
+                Ok(match by {
+                    Some(by) => {
+                        validation::validate_indexed(license, seats, by, &check, now, tolerance)
+                    }
+                    None => validation::validate(license, seats, &check, now, tolerance),
+                })
             };
-            let device = device_of(license, req)?;
-            let check = Check {
-                device: device.as_ref(),
-                features: &req.features,
-                client_time: req.client_time,
-            };
-            Ok(validation::validate(license, seats, &check, now, tolerance))
-        };
-        if let Some(done) = self.index.read(&wanted, |license, seats| {
-            answer(found_as(&wanted, Some(license)), seats)
+        if let Some(done) = self.index.read(&wanted, |license, seats, by| {
+            answer(found_as(&wanted, Some(license)), seats, Some(by))
         }) {
             return done;
         }
         let license = match self.fetch(&wanted).await {
             Ok(l) => l,
-            Err(f) => return answer(Err(f), &Seats::default()),
+            Err(f) => return answer(Err(f), &Seats::default(), None),
         };
         let seats = match req.fingerprint {
             Some(_) => store::live_seats(&self.pool, license.id).await?,
             None => Seats::default(),
         };
-        answer(Ok(&license), &seats)
+        answer(Ok(&license), &seats, None)
     }
 
     /// Recovery by device: every activation of a device — of any license

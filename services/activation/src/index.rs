@@ -23,6 +23,7 @@ use contracts::license_view::LicenseView;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::domain::validation::ByComponent;
 use crate::domain::Seats;
 use crate::store;
 
@@ -43,8 +44,8 @@ pub enum Wanted {
 struct Inner {
     licenses: HashMap<Uuid, LicenseView>,
     by_key: HashMap<String, Uuid>,
-    /// Live seats only, per license.
-    seats: HashMap<Uuid, Seats>,
+    /// Live seats only, per license, and by component digest.
+    seats: HashMap<Uuid, (Seats, ByComponent)>,
 }
 
 impl Inner {
@@ -66,21 +67,21 @@ impl Inner {
         if self
             .seats
             .get(&license_id)
-            .is_some_and(|known| known.version > seats.version)
+            .is_some_and(|(known, _)| known.version > seats.version)
         {
             return;
         }
         if seats.seats.is_empty() {
             // Nothing live: only the version is worth keeping.
-            self.seats.insert(
-                license_id,
-                Seats {
-                    version: seats.version,
-                    ..Seats::default()
-                },
-            );
+            let version = Seats {
+                version: seats.version,
+                ..Seats::default()
+            };
+            self.seats
+                .insert(license_id, (version, ByComponent::default()));
         } else {
-            self.seats.insert(license_id, seats);
+            let by = ByComponent::of(&seats);
+            self.seats.insert(license_id, (seats, by));
         }
     }
 }
@@ -101,7 +102,7 @@ impl ValidationIndex {
     pub fn read<R>(
         &self,
         wanted: &Wanted,
-        answer: impl FnOnce(&LicenseView, &Seats) -> R,
+        answer: impl FnOnce(&LicenseView, &Seats, &ByComponent) -> R,
     ) -> Option<R> {
         let answered = self.lookup(wanted, answer);
         let counter = match answered {
@@ -114,13 +115,13 @@ impl ValidationIndex {
 
     /// The license `wanted` names, when the index holds it.
     pub fn license(&self, wanted: &Wanted) -> Option<LicenseView> {
-        self.lookup(wanted, |license, _| license.clone())
+        self.lookup(wanted, |license, _, _| license.clone())
     }
 
     fn lookup<R>(
         &self,
         wanted: &Wanted,
-        answer: impl FnOnce(&LicenseView, &Seats) -> R,
+        answer: impl FnOnce(&LicenseView, &Seats, &ByComponent) -> R,
     ) -> Option<R> {
         if !self.live.load(Ordering::Acquire) {
             return None;
@@ -131,8 +132,9 @@ impl ValidationIndex {
             Wanted::Key { digest, .. } => *inner.by_key.get(digest)?,
         };
         let license = inner.licenses.get(&id)?;
-        let none = Seats::default();
-        Some(answer(license, inner.seats.get(&id).unwrap_or(&none)))
+        let none = (Seats::default(), ByComponent::default());
+        let (seats, by) = inner.seats.get(&id).unwrap_or(&none);
+        Some(answer(license, seats, by))
     }
 
     /// The state a command of this instance committed.
