@@ -837,81 +837,67 @@ fn a_trial_and_a_paid_seat_exclude_each_other_and_nothing_else_does() {
     assert!(!trial::excludes(Formal, Formal));
 }
 
-/// Devices over three component names, each absent or one of two values.
-fn small_devices() -> Vec<BTreeMap<String, String>> {
-    let names = ["board", "disk", "mac"];
-    (0..27u32)
-        .map(|n| {
-            names
-                .iter()
-                .enumerate()
-                .filter_map(|(i, name)| match n / 3u32.pow(i as u32) % 3 {
-                    0 => None,
-                    v => Some((name.to_string(), format!("{name}-digest-{v}"))),
-                })
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn a_validation_from_the_seats_by_component_answers_as_a_scan_of_every_seat() {
-    let devices = small_devices();
-    // Live seats for every third device, so a device may match none, one
-    // or (under a low threshold) several of them.
+    // Seats of devices 0-2, each also with two and with all four parts
+    // replaced: a device asked about below may match none, one or (under
+    // a low threshold) several of them.
     let mut seats = Seats {
         license_id: Some(license_id()),
         ..Seats::default()
     };
-    for (n, components) in devices.iter().enumerate().filter(|(n, _)| n % 3 == 1) {
-        let activation_id = id(1_000 - n as u128);
-        seats.seats.insert(
-            activation_id,
-            Seat {
+    for n in 0..3u32 {
+        for changed in [0, 2, 4] {
+            let d = device_of(n, changed, None);
+            // Ids against the devices' order: the first match by id is
+            // not the first device.
+            let activation_id = id(1_000 - u128::from(10 * n) - changed as u128);
+            seats.seats.insert(
                 activation_id,
-                license_id: license_id(),
-                product: "integration-platform".into(),
-                kind: LicenseKind::Formal,
-                fingerprint: digest_of(components),
-                components: components.clone(),
-                status: SeatStatus::Live,
-                activated_at: now() - Duration::days(1),
-                granted_at_sequence: n as u64,
-                last_client_time: Some(now() - Duration::hours(n as i64)),
-                offline: false,
-                ended_at: None,
-            },
-        );
+                Seat {
+                    activation_id,
+                    license_id: license_id(),
+                    product: "integration-platform".into(),
+                    kind: LicenseKind::Formal,
+                    fingerprint: d.fingerprint,
+                    components: d.components,
+                    status: SeatStatus::Live,
+                    activated_at: now() - Duration::days(1),
+                    granted_at_sequence: u64::from(n),
+                    last_client_time: Some(now() - Duration::hours(i64::from(n))),
+                    offline: false,
+                    ended_at: None,
+                },
+            );
+        }
     }
     let by = validation::ByComponent::of(&seats);
+    let devices: Vec<Device> = (0..4)
+        .flat_map(|n| (0..=4).map(move |changed| device_of(n, changed, None)))
+        .collect();
     let mut answers = std::collections::BTreeSet::new();
-    for min in 1..=3 {
+    for min in 1..=4 {
         for max in [1, 9, 50] {
             let mut license = license(LicenseKind::Formal, max);
             if let Some(p) = license.policy.as_mut() {
                 p.fingerprint_min_matches = min;
             }
-            for device in devices.iter().map(Some).chain([None]) {
+            for device in devices.iter().map(|d| Some(&d.components)).chain([None]) {
                 let check = validation::Check {
                     device,
                     features: &[],
                     client_time: Some(now() - Duration::hours(3)),
                 };
-                let scan =
-                    validation::validate(&license, &seats, &check, now(), Duration::minutes(10));
-                let indexed = validation::validate_indexed(
-                    &license,
-                    &seats,
-                    &by,
-                    &check,
-                    now(),
-                    Duration::minutes(10),
-                );
+                let tolerance = Duration::minutes(10);
+                let scan = validation::validate(&license, &seats, &check, now(), tolerance);
+                let indexed =
+                    validation::validate_indexed(&license, &seats, &by, &check, now(), tolerance);
                 assert_eq!(indexed, scan, "min {min}, max {max}, device {device:?}");
-                answers.insert((scan.code.clone(), scan.activation_id.is_some()));
+                answers.insert((scan.code.clone(), scan.activation_id));
             }
         }
     }
-    // The cases compared cover matches, mismatches and refusals.
-    assert!(answers.len() >= 4, "{answers:?}");
+    // The cases compared cover matches of several seats, mismatches and
+    // refusals.
+    assert!(answers.len() >= 8, "{answers:?}");
 }
