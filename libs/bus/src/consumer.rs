@@ -185,6 +185,11 @@ pub trait TxHandler: Send + Sync + 'static {
         Ok(())
     }
 
+    /// PostgreSQL refused a row `flush` wrote: from now on write in
+    /// `handle_batch`, under the savepoints that isolate a refused event,
+    /// and keep nothing for `flush`.
+    fn write_through(&self) {}
+
     /// A replay's window committed: what the handler applied for it is
     /// stored. A handler keeping state across a replay's windows keeps it.
     fn committed(&self) {}

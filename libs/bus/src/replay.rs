@@ -39,6 +39,11 @@ use crate::{HandleError, Incoming, Kafka, TxHandler};
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a chunk waits for more messages once it has some.
 const FILL_WAIT: Duration = Duration::from_millis(50);
+/// The longest a chunk fills once it has a message. A backlog fills one in
+/// a moment; a chunk still short after this is the tail of live traffic,
+/// and a short chunk commits its window, so a replay tailing a busy topic
+/// still stores its progress this often (a rebuild's swap waits on it).
+const FILL_MAX: Duration = Duration::from_millis(500);
 /// How often an idle replay looks for partitions added to its topics.
 const METADATA_EVERY: Duration = Duration::from_secs(10);
 /// The advisory-lock class of replays (`pg_advisory_xact_lock(class, key)`).
@@ -107,6 +112,10 @@ enum ChunkError {
     Transient(String),
     /// Another writer moved the stored offsets: reload and read again.
     Moved,
+    /// PostgreSQL refused a row the handler wrote in `flush`, outside the
+    /// savepoints that find the event behind it: read the window again
+    /// with each chunk's writes under them (`TxHandler::write_through`).
+    Refused(String),
 }
 
 impl From<sqlx::Error> for ChunkError {
@@ -130,7 +139,7 @@ pub async fn run_replay<H: TxHandler>(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ReplayError> {
     let chunk = config.chunk.max(1);
-    let window_size = config.window.max(chunk);
+    let mut window_size = config.window.max(chunk);
     let mut backoff = Duration::from_millis(100);
     'reload: loop {
         if *shutdown.borrow() {
@@ -174,12 +183,17 @@ pub async fn run_replay<H: TxHandler>(
         loop {
             let mut msgs: Vec<Incoming> = Vec::new();
             // Fill a chunk: wait as long as it takes for the first message
-            // (a moment only while a window is open), a moment for more.
+            // (a moment only while a window is open), a moment for more,
+            // up to FILL_MAX in all.
+            let mut filling: Option<Instant> = None;
             while msgs.len() < chunk {
-                let wait = if msgs.is_empty() && window.is_none() {
-                    METADATA_EVERY
-                } else {
-                    FILL_WAIT
+                let wait = match filling {
+                    None if window.is_none() => METADATA_EVERY,
+                    None => FILL_WAIT,
+                    Some(t) => match FILL_MAX.checked_sub(t.elapsed()) {
+                        Some(left) => left.min(FILL_WAIT),
+                        None => break,
+                    },
                 };
                 let got = tokio::select! {
                     m = tokio::time::timeout(wait, consumer.recv()) => m,
@@ -199,6 +213,7 @@ pub async fn run_replay<H: TxHandler>(
                         let next = applied.offsets.get(&(m.topic.clone(), m.partition));
                         if next.is_none_or(|n| m.offset >= *n) {
                             msgs.push(m);
+                            filling.get_or_insert_with(Instant::now);
                         }
                     }
                     Ok(Err(e)) => {
@@ -223,11 +238,16 @@ pub async fn run_replay<H: TxHandler>(
                     {
                         // Its chunks are read again from the stored offsets.
                         handler.abandoned(false);
-                        if let ChunkError::Transient(e) = e {
-                            crate::outage::warn(
+                        match e {
+                            ChunkError::Transient(e) => crate::outage::warn(
                                 &format!("{}: window failed; reading it again", config.name),
                                 &e,
-                            );
+                            ),
+                            ChunkError::Refused(e) => {
+                                window_size = chunk;
+                                write_through(&config.name, handler.as_ref(), &e);
+                            }
+                            ChunkError::Moved => {}
                         }
                         continue 'reload;
                     }
@@ -294,6 +314,12 @@ pub async fn run_replay<H: TxHandler>(
                             "another writer moved the stored offsets; reloading");
                         continue 'reload;
                     }
+                    Err((ChunkError::Refused(e), _)) => {
+                        handler.abandoned(false);
+                        window_size = chunk;
+                        write_through(&config.name, handler.as_ref(), &e);
+                        continue 'reload;
+                    }
                     Err((ChunkError::Transient(e), earlier)) => {
                         // A commit whose outcome is unknown is retried, and
                         // the retry finds the offsets moved: a reload.
@@ -324,6 +350,16 @@ pub async fn run_replay<H: TxHandler>(
             }
         }
     }
+}
+
+/// From now on (this run of the replay), chunks write what they apply
+/// under their savepoints, and each is a window of its own: a refused row
+/// is then found and its event dead-lettered as the live consumer would,
+/// rather than refusing the same window forever.
+fn write_through<H: TxHandler + ?Sized>(name: &str, handler: &H, refusal: &str) {
+    tracing::warn!(replay = %name, %refusal,
+        "a row of the window was refused when written; reading it again, writing each chunk");
+    handler.write_through();
 }
 
 /// Takes the replay `name`'s lock until the transaction ends: no chunk of
@@ -592,7 +628,10 @@ async fn commit_window<H: TxHandler + ?Sized>(
     let Window {
         mut tx, last, next, ..
     } = window;
-    handler.flush(&mut tx).await?;
+    handler.flush(&mut tx).await.map_err(|e| match e {
+        HandleError::Poison(reason) => ChunkError::Refused(reason),
+        other => ChunkError::from(other),
+    })?;
     let compact = applied.rows >= compact_after.max(1);
     if compact {
         sqlx::query("DELETE FROM replay_sequences WHERE consumer = $1")

@@ -708,6 +708,156 @@ impl bus::TxHandler for Recording {
     }
 }
 
+/// Keeps each event's note in memory and writes the window's notes in
+/// `flush`, as the license model keeps its states; after
+/// `write_through`, writes each batch's at once.
+#[derive(Default)]
+struct Deferring {
+    notes: std::sync::Mutex<Vec<String>>,
+    through: std::sync::atomic::AtomicBool,
+}
+
+impl Deferring {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notes.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+async fn insert_notes(
+    tx: &mut sqlx::PgConnection,
+    notes: Vec<String>,
+) -> Result<(), bus::HandleError> {
+    sqlx::query("INSERT INTO replay_seen (note) SELECT * FROM unnest($1::text[])")
+        .bind(notes)
+        .execute(&mut *tx)
+        .await
+        .map_err(bus::transient)?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl bus::TxHandler for Deferring {
+    async fn handle(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        msg: &bus::Incoming,
+    ) -> Result<(), bus::HandleError> {
+        let e: Value = msg.json("an event")?;
+        let note = e["payload"]["note"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if self.through.load(std::sync::atomic::Ordering::Relaxed) {
+            return insert_notes(tx, vec![note]).await;
+        }
+        self.notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(note);
+        Ok(())
+    }
+
+    async fn flush(&self, tx: &mut sqlx::PgConnection) -> Result<(), bus::HandleError> {
+        insert_notes(tx, self.take()).await
+    }
+
+    fn write_through(&self) {
+        self.through
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn committed(&self) {
+        self.take();
+    }
+
+    fn abandoned(&self, _stale: bool) {
+        self.take();
+    }
+}
+
+/// A row PostgreSQL refuses when a window's kept writes are flushed is
+/// outside the savepoints that find a refused event: the replay reads the
+/// window again writing each chunk, dead-letters that event as the live
+/// consumer would, and goes on, rather than refusing the window forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_row_refused_when_a_window_is_written_is_dead_lettered_and_the_replay_goes_on() {
+    let infra = Infra::get();
+    let prefix = infra.prefix_with_partitions(2).await;
+    let db = infra.fresh_db("replay_flush").await;
+    let topic = contracts::Topics::new(&prefix).events("issuance");
+    let p = pool(&db).await;
+    eventstore::migrate(&p).await.expect("migrate");
+    sqlx::query("CREATE TABLE replay_seen (n bigserial PRIMARY KEY, note text NOT NULL)")
+        .execute(&p)
+        .await
+        .expect("table");
+    let producer = infra.kafka("admin").client().create().expect("producer");
+    for sequence in 1..=50 {
+        // A text column cannot hold a NUL byte: the database refuses it.
+        let note = if sequence == 20 {
+            "d\u{0}20".to_string()
+        } else {
+            format!("d{sequence}")
+        };
+        let body = serde_json::to_vec(&json!({"aggregate_type": "T", "aggregate_id": "d",
+            "sequence": sequence, "payload": {"note": note}}))
+        .expect("json");
+        send_raw(&producer, &topic, "d", &body).await;
+    }
+    let name = format!("{prefix}.projector.rebuild.flush");
+    let kafka = infra.kafka("projector");
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let reader = tokio::spawn(bus::run_replay(
+        p.clone(),
+        bus::producer(&kafka).expect("producer"),
+        bus::ReplayConfig {
+            name: name.clone(),
+            kafka: kafka.clone(),
+            topics: vec![topic.clone()],
+            chunk: 7,
+            // Every event in one window: the refusal comes at its flush.
+            window: 1_000,
+            compact_after: bus::replay::MAX_CHUNK_ROWS,
+        },
+        Arc::new(Deferring::default()),
+        shutdown,
+    ));
+    let done = wait_until(Duration::from_secs(60), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM replay_seen")
+            .fetch_one(&p)
+            .await
+            .expect("count");
+        n >= 49
+    })
+    .await;
+    assert!(done, "the replay went on past the refused row");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop.send(true);
+    reader
+        .await
+        .expect("joined")
+        .expect("the replay ended cleanly");
+    let seen: Vec<String> = sqlx::query_scalar("SELECT note FROM replay_seen ORDER BY n")
+        .fetch_all(&p)
+        .await
+        .expect("notes");
+    let expected: Vec<String> = (1..=50)
+        .filter(|n| *n != 20)
+        .map(|n| format!("d{n}"))
+        .collect();
+    assert_eq!(seen, expected, "every other event once, in order");
+    let dead = read_topic(
+        &infra.operator(),
+        &contracts::Topics::dlq(&topic),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(dead.len(), 1, "the refused event dead-lettered");
+    let reason = header(&dead[0], "dlq_reason").unwrap_or_default();
+    assert!(reason.contains("database refuses its data"), "{reason}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_what_live_would() {
     let infra = Infra::get();

@@ -8,6 +8,7 @@
 //! window of chunks (`TxHandler::flush`) rather than once per chunk.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -27,6 +28,10 @@ pub struct LicenseStates {
     /// Most states the cache keeps; past it they are dropped, and read
     /// again as chunks need them (every one is stored).
     cached: usize,
+    /// Each batch writes the states it changed (under the replay's
+    /// savepoints) instead of leaving them to `flush`: set once a flush
+    /// was refused.
+    write_through: AtomicBool,
 }
 
 /// A rebuild's states, activations included, so that a chunk reads only
@@ -47,6 +52,7 @@ impl LicenseStates {
         Self {
             cache: None,
             cached: 0,
+            write_through: AtomicBool::new(false),
         }
     }
 
@@ -76,6 +82,7 @@ impl ReadModel for LicenseStates {
         Arc::new(Self {
             cache: Some(Mutex::default()),
             cached,
+            write_through: AtomicBool::new(false),
         })
     }
 
@@ -100,37 +107,35 @@ impl ReadModel for LicenseStates {
     }
 
     async fn flush(&self, tx: &mut PgConnection, suffix: &str) -> Result<(), HandleError> {
-        // Serialised under the cache's (std) lock, written after it: in
-        // statements of bounded size, since a window may have changed a
-        // million states.
-        let parts = {
-            let Some(mut c) = self.cache() else {
-                return Ok(());
-            };
-            let changed = std::mem::take(&mut c.changed);
-            let mut parts = Vec::new();
-            let mut out = Updates::default();
-            for (id, named) in &changed {
-                let Some(state) = c.pending.get_mut(id) else {
-                    continue;
+        // A slice at a time: serialised under the cache's (std) lock,
+        // written after it, so a window that changed a million states
+        // holds only one slice's rows beside them.
+        loop {
+            let out = {
+                let Some(mut c) = self.cache() else {
+                    return Ok(());
                 };
-                let all = std::mem::take(&mut state.activations);
-                let pushed = out.push(state, named.iter().filter_map(|a| all.get(a).cloned()));
-                state.activations = all;
-                pushed.map_err(|e| HandleError::Transient(e.to_string()))?;
-                if out.len() >= FLUSH_ROWS {
-                    parts.push(std::mem::take(&mut out));
+                let c = &mut *c;
+                let mut out = Updates::default();
+                while out.len() < FLUSH_ROWS {
+                    let Some((id, named)) = c.changed.pop_first() else {
+                        break;
+                    };
+                    if let Some(state) = c.pending.get_mut(&id) {
+                        push(&mut out, state, &named)?;
+                    }
                 }
+                out
+            };
+            if out.is_empty() {
+                return Ok(());
             }
-            if !out.is_empty() {
-                parts.push(out);
-            }
-            parts
-        };
-        for out in parts {
             store::upsert(tx, suffix, out).await?;
         }
-        Ok(())
+    }
+
+    fn write_through(&self) {
+        self.write_through.store(true, Ordering::Relaxed);
     }
 
     async fn apply(
@@ -197,6 +202,19 @@ impl ReadModel for LicenseStates {
     }
 }
 
+/// Adds a state's row with the activations `named` (the state's others
+/// are stored already), its own `activations` left as they were.
+fn push(
+    out: &mut Updates,
+    state: &mut LicenseState,
+    named: &BTreeSet<Uuid>,
+) -> Result<(), HandleError> {
+    let all = std::mem::take(&mut state.activations);
+    let pushed = out.push(state, named.iter().filter_map(|a| all.get(a).cloned()));
+    state.activations = all;
+    pushed.map_err(|e| HandleError::Transient(e.to_string()))
+}
+
 impl LicenseStates {
     /// A rebuild's batch: the states from the cache, those it has not seen
     /// read once (with every stored activation), folded; the batch's states
@@ -236,6 +254,8 @@ impl LicenseStates {
                 }
             }
         }
+        let through = self.write_through.load(Ordering::Relaxed);
+        let mut out = Updates::default();
         let mut changed_now: Vec<(Uuid, BTreeSet<Uuid>)> = Vec::new();
         for (id, evs) in &by_license {
             let state = working.entry(*id).or_insert_with(|| LicenseState::new(*id));
@@ -247,12 +267,17 @@ impl LicenseStates {
                     .apply(&d.context, &d.raw)
                     .map_err(|err| HandleError::Poison(err.to_string()))?;
             }
-            if changed {
+            if changed && through {
+                push(&mut out, state, &named)?;
+            } else if changed {
                 changed_now.push((*id, named));
             }
         }
-        // Only now, all of the batch folded: a refused batch (halved under
-        // savepoints by the replay) leaves the cache as it was.
+        if !out.is_empty() {
+            store::upsert(tx, suffix, out).await?;
+        }
+        // Only now, all of the batch folded (and written): a refused batch
+        // (halved under savepoints by the replay) leaves the cache as it was.
         if let Some(mut c) = self.cache() {
             c.pending.extend(working);
             for (id, named) in changed_now {

@@ -86,6 +86,9 @@ pub trait ReadModel: Send + Sync + 'static {
         Ok(())
     }
 
+    /// See `TxHandler::write_through`.
+    fn write_through(&self) {}
+
     /// See `TxHandler::committed` and `TxHandler::abandoned`.
     fn committed(&self) {}
     fn abandoned(&self, _stale: bool) {}
@@ -130,6 +133,10 @@ impl TxHandler for ModelConsumer {
 
     async fn flush(&self, tx: &mut PgConnection) -> Result<(), HandleError> {
         self.model.flush(tx, self.suffix).await
+    }
+
+    fn write_through(&self) {
+        self.model.write_through();
     }
 
     fn committed(&self) {
