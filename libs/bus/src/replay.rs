@@ -43,7 +43,7 @@ const FILL_WAIT: Duration = Duration::from_millis(50);
 /// a moment; a chunk still short after this is the tail of live traffic,
 /// and a short chunk commits its window, so a replay tailing a busy topic
 /// still stores its progress this often (a rebuild's swap waits on it).
-const FILL_MAX: Duration = Duration::from_millis(500);
+const FILL_MAX: Duration = Duration::from_secs(2);
 /// How often an idle replay looks for partitions added to its topics.
 const METADATA_EVERY: Duration = Duration::from_secs(10);
 /// The advisory-lock class of replays (`pg_advisory_xact_lock(class, key)`).

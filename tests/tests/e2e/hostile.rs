@@ -689,23 +689,70 @@ impl bus::TxHandler for Recording {
         tx: &mut sqlx::PgConnection,
         msg: &bus::Incoming,
     ) -> Result<(), bus::HandleError> {
-        let e: Value = msg.json("an event")?;
-        let note = e["payload"]["note"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let note = note_of(msg)?;
         match note.as_str() {
             "boom" => panic!("cannot handle {note}"),
             "poison" => return Err(bus::HandleError::Poison("refused: poison".into())),
             _ => {}
         }
-        sqlx::query("INSERT INTO replay_seen (note) VALUES ($1)")
-            .bind(&note)
-            .execute(&mut *tx)
-            .await
-            .map_err(bus::transient)?;
-        Ok(())
+        insert_notes(tx, vec![note]).await
     }
+}
+
+/// The note an event of [`note_event`] carries.
+fn note_of(msg: &bus::Incoming) -> Result<String, bus::HandleError> {
+    let e: Value = msg.json("an event")?;
+    Ok(e["payload"]["note"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// A replay's ground: a provisioned prefix, its issuance events topic, a
+/// migrated database of its own with `replay_seen`, a producer.
+async fn replay_ground(
+    tag: &str,
+) -> (
+    String,
+    String,
+    sqlx::PgPool,
+    rdkafka::producer::FutureProducer,
+) {
+    let infra = Infra::get();
+    let prefix = infra.prefix_with_partitions(2).await;
+    let db = infra.fresh_db(tag).await;
+    let topic = contracts::Topics::new(&prefix).events("issuance");
+    let p = pool(&db).await;
+    eventstore::migrate(&p).await.expect("migrate");
+    sqlx::query("CREATE TABLE replay_seen (n bigserial PRIMARY KEY, note text NOT NULL)")
+        .execute(&p)
+        .await
+        .expect("table");
+    let producer = infra.kafka("admin").client().create().expect("producer");
+    (prefix, topic, p, producer)
+}
+
+/// An event of aggregate `T/id` carrying `note`.
+fn note_event(id: &str, sequence: i64, note: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"aggregate_type": "T", "aggregate_id": id,
+        "sequence": sequence, "payload": {"note": note}}))
+    .expect("json")
+}
+
+/// How many events the handler recorded.
+async fn seen(p: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM replay_seen")
+        .fetch_one(p)
+        .await
+        .expect("count")
+}
+
+/// The notes recorded, in the order they were.
+async fn notes(p: &sqlx::PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT note FROM replay_seen ORDER BY n")
+        .fetch_all(p)
+        .await
+        .expect("notes")
 }
 
 /// Keeps each event's note in memory and writes the window's notes in
@@ -742,11 +789,7 @@ impl bus::TxHandler for Deferring {
         tx: &mut sqlx::PgConnection,
         msg: &bus::Incoming,
     ) -> Result<(), bus::HandleError> {
-        let e: Value = msg.json("an event")?;
-        let note = e["payload"]["note"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let note = note_of(msg)?;
         if self.through.load(std::sync::atomic::Ordering::Relaxed) {
             return insert_notes(tx, vec![note]).await;
         }
@@ -782,16 +825,7 @@ impl bus::TxHandler for Deferring {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_row_refused_when_a_window_is_written_is_dead_lettered_and_the_replay_goes_on() {
     let infra = Infra::get();
-    let prefix = infra.prefix_with_partitions(2).await;
-    let db = infra.fresh_db("replay_flush").await;
-    let topic = contracts::Topics::new(&prefix).events("issuance");
-    let p = pool(&db).await;
-    eventstore::migrate(&p).await.expect("migrate");
-    sqlx::query("CREATE TABLE replay_seen (n bigserial PRIMARY KEY, note text NOT NULL)")
-        .execute(&p)
-        .await
-        .expect("table");
-    let producer = infra.kafka("admin").client().create().expect("producer");
+    let (prefix, topic, p, producer) = replay_ground("replay_flush").await;
     for sequence in 1..=50 {
         // A text column cannot hold a NUL byte: the database refuses it.
         let note = if sequence == 20 {
@@ -799,10 +833,7 @@ async fn a_row_refused_when_a_window_is_written_is_dead_lettered_and_the_replay_
         } else {
             format!("d{sequence}")
         };
-        let body = serde_json::to_vec(&json!({"aggregate_type": "T", "aggregate_id": "d",
-            "sequence": sequence, "payload": {"note": note}}))
-        .expect("json");
-        send_raw(&producer, &topic, "d", &body).await;
+        send_raw(&producer, &topic, "d", &note_event("d", sequence, &note)).await;
     }
     let name = format!("{prefix}.projector.rebuild.flush");
     let kafka = infra.kafka("projector");
@@ -822,14 +853,7 @@ async fn a_row_refused_when_a_window_is_written_is_dead_lettered_and_the_replay_
         Arc::new(Deferring::default()),
         shutdown,
     ));
-    let done = wait_until(Duration::from_secs(60), || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM replay_seen")
-            .fetch_one(&p)
-            .await
-            .expect("count");
-        n >= 49
-    })
-    .await;
+    let done = wait_until(Duration::from_secs(60), || async { seen(&p).await >= 49 }).await;
     assert!(done, "the replay went on past the refused row");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = stop.send(true);
@@ -837,15 +861,15 @@ async fn a_row_refused_when_a_window_is_written_is_dead_lettered_and_the_replay_
         .await
         .expect("joined")
         .expect("the replay ended cleanly");
-    let seen: Vec<String> = sqlx::query_scalar("SELECT note FROM replay_seen ORDER BY n")
-        .fetch_all(&p)
-        .await
-        .expect("notes");
     let expected: Vec<String> = (1..=50)
         .filter(|n| *n != 20)
         .map(|n| format!("d{n}"))
         .collect();
-    assert_eq!(seen, expected, "every other event once, in order");
+    assert_eq!(
+        notes(&p).await,
+        expected,
+        "every other event once, in order"
+    );
     let dead = read_topic(
         &infra.operator(),
         &contracts::Topics::dlq(&topic),
@@ -861,21 +885,8 @@ async fn a_row_refused_when_a_window_is_written_is_dead_lettered_and_the_replay_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_what_live_would() {
     let infra = Infra::get();
-    let prefix = infra.prefix_with_partitions(2).await;
-    let db = infra.fresh_db("replay").await;
-    let topic = contracts::Topics::new(&prefix).events("issuance");
-    let p = pool(&db).await;
-    eventstore::migrate(&p).await.expect("migrate");
-    sqlx::query("CREATE TABLE replay_seen (n bigserial PRIMARY KEY, note text NOT NULL)")
-        .execute(&p)
-        .await
-        .expect("table");
-    let producer = infra.kafka("admin").client().create().expect("producer");
-    let event = |id: &str, sequence: i64, note: &str| {
-        serde_json::to_vec(&json!({"aggregate_type": "T", "aggregate_id": id,
-            "sequence": sequence, "payload": {"note": note}}))
-        .expect("json")
-    };
+    let (prefix, topic, p, producer) = replay_ground("replay").await;
+    let event = note_event;
     // Aggregate a: a panic, a refusal, a duplicate and a jump among its
     // events; b: a message that is no event; c: enough for many chunks.
     let a = [
@@ -935,11 +946,7 @@ async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_wh
     }
     let expected = 3 + 2 + 300;
     let done = wait_until(Duration::from_secs(60), || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM replay_seen")
-            .fetch_one(&p)
-            .await
-            .expect("count");
-        n >= expected
+        seen(&p).await >= expected
     })
     .await;
     assert!(done, "the replay applied every event");
@@ -949,13 +956,11 @@ async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_wh
     for r in readers {
         r.await.expect("joined").expect("the replay ended cleanly");
     }
-    let seen: Vec<String> = sqlx::query_scalar("SELECT note FROM replay_seen ORDER BY n")
-        .fetch_all(&p)
-        .await
-        .expect("notes");
-    assert_eq!(seen.len(), expected as usize, "each event applied once");
+    let recorded = notes(&p).await;
+    assert_eq!(recorded.len(), expected as usize, "each event applied once");
     let only = |prefix: &str| -> Vec<&str> {
-        seen.iter()
+        recorded
+            .iter()
             .map(String::as_str)
             .filter(|n| n.starts_with(prefix))
             .collect()
@@ -1002,11 +1007,11 @@ async fn a_replay_applies_each_event_once_across_two_readers_and_dead_letters_wh
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _ = stop.send(true);
     again.await.expect("joined").expect("ended cleanly");
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM replay_seen")
-        .fetch_one(&p)
-        .await
-        .expect("count");
-    assert_eq!(n, expected, "a restarted replay applies nothing twice");
+    assert_eq!(
+        seen(&p).await,
+        expected,
+        "a restarted replay applies nothing twice"
+    );
 
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM replay_sequences")
         .fetch_one(&p)
