@@ -139,7 +139,7 @@ pub async fn run_replay<H: TxHandler>(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ReplayError> {
     let chunk = config.chunk.max(1);
-    let mut window_size = config.window.max(chunk);
+    let mut window_size = config.window;
     let mut backoff = Duration::from_millis(100);
     'reload: loop {
         if *shutdown.borrow() {
@@ -236,19 +236,8 @@ pub async fn run_replay<H: TxHandler>(
                     )
                     .await
                     {
-                        // Its chunks are read again from the stored offsets.
-                        handler.abandoned(false);
-                        match e {
-                            ChunkError::Transient(e) => crate::outage::warn(
-                                &format!("{}: window failed; reading it again", config.name),
-                                &e,
-                            ),
-                            ChunkError::Refused(e) => {
-                                window_size = chunk;
-                                write_through(&config.name, handler.as_ref(), &e);
-                            }
-                            ChunkError::Moved => {}
-                        }
+                        // Nothing of it is left in memory.
+                        failed(&config.name, handler.as_ref(), e, true, &mut window_size);
                         continue 'reload;
                     }
                     handler.committed();
@@ -309,33 +298,15 @@ pub async fn run_replay<H: TxHandler>(
                         handler.committed();
                         break;
                     }
-                    Err((ChunkError::Moved, _)) => {
-                        tracing::info!(replay = %config.name,
-                            "another writer moved the stored offsets; reloading");
-                        continue 'reload;
-                    }
-                    Err((ChunkError::Refused(e), _)) => {
-                        handler.abandoned(false);
-                        window_size = chunk;
-                        write_through(&config.name, handler.as_ref(), &e);
-                        continue 'reload;
-                    }
-                    Err((ChunkError::Transient(e), earlier)) => {
-                        // A commit whose outcome is unknown is retried, and
-                        // the retry finds the offsets moved: a reload.
-                        handler.abandoned(false);
-                        if earlier {
-                            // Chunks before this one are gone from memory:
-                            // read again from the stored offsets.
-                            crate::outage::warn(
-                                &format!("{}: window failed; reading it again", config.name),
-                                &e,
-                            );
+                    Err((e, earlier)) => {
+                        let Some(retry) =
+                            failed(&config.name, handler.as_ref(), e, earlier, &mut window_size)
+                        else {
                             continue 'reload;
-                        }
+                        };
                         crate::outage::warn(
                             &format!("{}: chunk failed; retrying", config.name),
-                            &e,
+                            &retry,
                         );
                         if *shutdown.borrow() {
                             return Ok(());
@@ -352,14 +323,40 @@ pub async fn run_replay<H: TxHandler>(
     }
 }
 
-/// From now on (this run of the replay), chunks write what they apply
-/// under their savepoints, and each is a window of its own: a refused row
-/// is then found and its event dead-lettered as the live consumer would,
-/// rather than refusing the same window forever.
-fn write_through<H: TxHandler + ?Sized>(name: &str, handler: &H, refusal: &str) {
-    tracing::warn!(replay = %name, %refusal,
-        "a row of the window was refused when written; reading it again, writing each chunk");
-    handler.write_through();
+/// What a chunk or window that did not commit leaves to do: `Some` error
+/// to retry the same chunk (a transient failure with nothing of the
+/// window before it), `None` to reload from the stored offsets. `earlier`:
+/// chunks applied before this one were in the failed transaction.
+fn failed<H: TxHandler + ?Sized>(
+    name: &str,
+    handler: &H,
+    e: ChunkError,
+    earlier: bool,
+    window_size: &mut usize,
+) -> Option<String> {
+    handler.abandoned(false);
+    match e {
+        ChunkError::Moved => {
+            tracing::info!(replay = %name, "another writer moved the stored offsets; reloading");
+        }
+        // From now on (this run of the replay), chunks write what they
+        // apply under their savepoints, and each is a window of its own: a
+        // refused row is then found and its event dead-lettered as the
+        // live consumer would, rather than refusing the same window forever.
+        ChunkError::Refused(refusal) => {
+            tracing::warn!(replay = %name, %refusal,
+                "a row of the window was refused when written; reading it again, writing each chunk");
+            *window_size = 0;
+            handler.write_through();
+        }
+        // A commit whose outcome is unknown is retried, and the retry
+        // finds the offsets moved: a reload.
+        ChunkError::Transient(e) if !earlier => return Some(e),
+        ChunkError::Transient(e) => {
+            crate::outage::warn(&format!("{name}: window failed; reading it again"), &e);
+        }
+    }
+    None
 }
 
 /// Takes the replay `name`'s lock until the transaction ends: no chunk of
