@@ -38,6 +38,18 @@ use tokio::task::JoinSet;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Lanes of one consumer: each applies the messages of the partitions it
+/// was dealt, one transaction at a time. Two let one lane's commit overlap
+/// the other's work; a lane per partition had a busy stack commit a
+/// transaction per message in every consumer (tens of partitions, each
+/// seeing a message every few tens of milliseconds).
+const LANES: usize = 2;
+
+/// How long a lane waits for more messages after the first of a batch:
+/// under load, a transaction (with its commit and offset writes) per few
+/// messages rather than per message, for a few milliseconds of latency.
+const LINGER: Duration = Duration::from_millis(5);
+
 /// One Kafka message, owned, as handed to a handler.
 #[derive(Debug, Clone)]
 pub struct Incoming {
@@ -347,7 +359,9 @@ pub async fn run_consumer<H: TxHandler>(
         stats: config.stats.clone(),
         shutdown: shutdown.clone(),
     });
-    let mut lanes: HashMap<(String, i32), mpsc::Sender<Incoming>> = HashMap::new();
+    // Partitions are dealt to the lanes in the order they are first seen.
+    let mut dealt: HashMap<(String, i32), usize> = HashMap::new();
+    let mut lanes: Vec<mpsc::Sender<Incoming>> = Vec::with_capacity(LANES);
     let mut tasks = JoinSet::new();
     loop {
         let msg = tokio::select! {
@@ -414,14 +428,17 @@ pub async fn run_consumer<H: TxHandler>(
                 }
             }
         }
-        let lane = (incoming.topic.clone(), incoming.partition);
-        let tx = lanes.entry(lane).or_insert_with(|| {
+        let seen = dealt.len();
+        let lane = *dealt
+            .entry((incoming.topic.clone(), incoming.partition))
+            .or_insert(seen % LANES);
+        if lane == lanes.len() {
             let (tx, rx) = mpsc::channel(1_000);
             tasks.spawn(worker.clone().lane(rx));
-            tx
-        });
+            lanes.push(tx);
+        }
         // A full lane applies back-pressure to the whole consumer.
-        if tx.send(incoming).await.is_err() {
+        if lanes[lane].send(incoming).await.is_err() {
             break;
         }
     }
@@ -540,14 +557,25 @@ pub(crate) async fn publish_dead_letter(
 }
 
 impl<H: TxHandler> Worker<H> {
-    /// Applies one partition's messages in order.
+    /// Applies its partitions' messages, each partition's in order.
     async fn lane(self: Arc<Self>, mut rx: mpsc::Receiver<Incoming>) {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
+            let until = tokio::time::Instant::now() + LINGER;
             while batch.len() < self.batch_max {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
+                let next = match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        tokio::time::timeout_at(until, rx.recv())
+                            .await
+                            .ok()
+                            .flatten()
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                };
+                match next {
+                    Some(m) => batch.push(m),
+                    None => break,
                 }
             }
             let mut backoff = Duration::from_millis(50);
@@ -564,11 +592,9 @@ impl<H: TxHandler> Worker<H> {
                     }
                 }
             }
-            if let Some(last) = batch.last() {
-                // Lets Kafka's commit follow what Postgres already holds.
-                let _ = self
-                    .consumer
-                    .store_offset(&last.topic, last.partition, last.offset + 1);
+            // Lets Kafka's commit follow what Postgres already holds.
+            for (topic, partition, next) in ends(&batch) {
+                let _ = self.consumer.store_offset(topic, partition, next);
             }
         }
     }
@@ -597,12 +623,16 @@ impl<H: TxHandler> Worker<H> {
 
     /// Ok(Err(_)) when a message is refused: nothing of the batch applied.
     async fn apply(&self, batch: &[Incoming]) -> Result<Result<(), Refusal>, HandleError> {
-        let Some(last) = batch.last() else {
+        if batch.is_empty() {
             return Ok(Ok(()));
-        };
+        }
+        let ends = ends(batch);
         let mut tx = self.pool.begin().await?;
-        let next = lock_offset(&mut tx, &self.name, &last.topic, last.partition).await?;
-        let mut fresh: Vec<&Incoming> = batch.iter().filter(|m| m.offset >= next).collect();
+        let next = lock_offsets(&mut tx, &self.name, &ends).await?;
+        let mut fresh: Vec<&Incoming> = batch
+            .iter()
+            .filter(|m| m.offset >= next_of(&next, m))
+            .collect();
         let mut applied = 0;
         if !fresh.is_empty() {
             if self.sequenced {
@@ -618,14 +648,7 @@ impl<H: TxHandler> Worker<H> {
                     Err(e) => return Err(e),
                 }
             }
-            store_offset(
-                &mut tx,
-                &self.name,
-                &last.topic,
-                last.partition,
-                last.offset + 1,
-            )
-            .await?;
+            store_offsets(&mut tx, &self.name, &ends).await?;
         }
         tx.commit().await?;
         self.stats
@@ -638,15 +661,16 @@ impl<H: TxHandler> Worker<H> {
         let in_sequence = matches!(refusal, Refusal::Poison(_));
         publish_dead_letter(&self.dlq, &self.name, m, refusal.reason()).await?;
         // Only now is it safe to move past the message.
+        let ends = ends(std::slice::from_ref(m));
         let mut tx = self.pool.begin().await?;
-        let next = lock_offset(&mut tx, &self.name, &m.topic, m.partition).await?;
-        if m.offset >= next {
+        let next = lock_offsets(&mut tx, &self.name, &ends).await?;
+        if m.offset >= next_of(&next, m) {
             // A genuine next event its handler could not apply still counts
             // as seen, so the aggregate's later events are not gaps.
             if self.sequenced && in_sequence {
                 let _ = guard(&mut tx, &self.name, &[m]).await?;
             }
-            store_offset(&mut tx, &self.name, &m.topic, m.partition, m.offset + 1).await?;
+            store_offsets(&mut tx, &self.name, &ends).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -809,47 +833,73 @@ async fn stored_offset(
     .await
 }
 
-async fn lock_offset(
-    tx: &mut PgConnection,
-    consumer: &str,
-    topic: &str,
-    partition: i32,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO consumer_offsets (consumer, topic, partition, next_offset) \
-         VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
-    )
-    .bind(consumer)
-    .bind(topic)
-    .bind(partition)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query_scalar(
-        "SELECT next_offset FROM consumer_offsets \
-         WHERE consumer = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
-    )
-    .bind(consumer)
-    .bind(topic)
-    .bind(partition)
-    .fetch_one(&mut *tx)
-    .await
+/// Each partition of a batch with the offset after its last message,
+/// sorted: the order its offset rows are locked in.
+fn ends(batch: &[Incoming]) -> Vec<(&str, i32, i64)> {
+    let mut ends: HashMap<(&str, i32), i64> = HashMap::new();
+    for m in batch {
+        let next = ends.entry((m.topic.as_str(), m.partition)).or_default();
+        *next = (*next).max(m.offset + 1);
+    }
+    let mut ends: Vec<(&str, i32, i64)> = ends.into_iter().map(|((t, p), n)| (t, p, n)).collect();
+    ends.sort_unstable();
+    ends
 }
 
-async fn store_offset(
+type Offsets = HashMap<(String, i32), i64>;
+
+fn next_of(offsets: &Offsets, m: &Incoming) -> i64 {
+    // Every partition of the batch was locked (a row is made for a new one).
+    offsets
+        .get(&(m.topic.clone(), m.partition))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Locks the stored offsets of the batch's partitions, in `ends`' order,
+/// making a row at 0 for a partition seen for the first time: one
+/// statement, whose no-op update locks an existing row and returns it.
+async fn lock_offsets(
     tx: &mut PgConnection,
     consumer: &str,
-    topic: &str,
-    partition: i32,
-    next: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE consumer_offsets SET next_offset = $4, updated_at = now() \
-         WHERE consumer = $1 AND topic = $2 AND partition = $3",
+    ends: &[(&str, i32, i64)],
+) -> Result<Offsets, sqlx::Error> {
+    let topics: Vec<&str> = ends.iter().map(|e| e.0).collect();
+    let partitions: Vec<i32> = ends.iter().map(|e| e.1).collect();
+    let rows: Vec<(String, i32, i64)> = sqlx::query_as(
+        "INSERT INTO consumer_offsets (consumer, topic, partition, next_offset) \
+         SELECT $1, tp, p, 0 FROM unnest($2::text[], $3::int4[]) WITH ORDINALITY AS k(tp, p, n) \
+         ORDER BY n \
+         ON CONFLICT (consumer, topic, partition) \
+         DO UPDATE SET next_offset = consumer_offsets.next_offset \
+         RETURNING topic, partition, next_offset",
     )
     .bind(consumer)
-    .bind(topic)
-    .bind(partition)
-    .bind(next)
+    .bind(&topics)
+    .bind(&partitions)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.into_iter().map(|(t, p, n)| ((t, p), n)).collect())
+}
+
+/// Moves the batch's partitions' stored offsets past their last messages.
+async fn store_offsets(
+    tx: &mut PgConnection,
+    consumer: &str,
+    ends: &[(&str, i32, i64)],
+) -> Result<(), sqlx::Error> {
+    let topics: Vec<&str> = ends.iter().map(|e| e.0).collect();
+    let partitions: Vec<i32> = ends.iter().map(|e| e.1).collect();
+    let next: Vec<i64> = ends.iter().map(|e| e.2).collect();
+    sqlx::query(
+        "UPDATE consumer_offsets c SET next_offset = greatest(c.next_offset, u.n), updated_at = now() \
+         FROM unnest($2::text[], $3::int4[], $4::int8[]) AS u(tp, p, n) \
+         WHERE c.consumer = $1 AND c.topic = u.tp AND c.partition = u.p",
+    )
+    .bind(consumer)
+    .bind(&topics)
+    .bind(&partitions)
+    .bind(&next)
     .execute(&mut *tx)
     .await?;
     Ok(())
