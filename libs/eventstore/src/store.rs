@@ -192,12 +192,19 @@ pub struct Repository<A: Aggregate> {
     services: A::Services,
     projection: Option<std::sync::Arc<dyn InlineProjection<A>>>,
     stripes: Option<std::sync::Arc<[tokio::sync::Mutex<()>]>>,
+    /// The latest state of aggregates this process wrote last (with local
+    /// serialisation): a command starts from it instead of loading.
+    latest: Option<moka::sync::Cache<String, std::sync::Arc<Loaded<A>>>>,
     snapshot_every: i64,
     _aggregate: PhantomData<A>,
 }
 
+/// Most aggregates whose latest state a repository keeps in memory.
+const LATEST_KEPT: u64 = 4_096;
+
 /// An aggregate as loaded: its state, its last sequence, and the sequence
 /// of the snapshot it was loaded from (0 when none).
+#[derive(Clone)]
 struct Loaded<A> {
     aggregate: A,
     sequence: i64,
@@ -209,7 +216,7 @@ const STRIPES: usize = 64;
 
 impl<A> Repository<A>
 where
-    A: Aggregate + Folding,
+    A: Aggregate + Folding + Clone + 'static,
     A::Command: Clone,
     A::Error: CodedError,
     A::Event: Refusal,
@@ -220,6 +227,7 @@ where
             services,
             projection: None,
             stripes: None,
+            latest: None,
             snapshot_every: i64::from(SNAPSHOT_EVERY.load(std::sync::atomic::Ordering::Relaxed)),
             _aggregate: PhantomData,
         }
@@ -234,8 +242,16 @@ where
     /// For hot aggregates (fifty devices racing for the ten seats of one
     /// license): optimistic retries alone would exhaust their attempts.
     /// Other processes still meet at the append's unique key.
+    ///
+    /// The state each command leaves is kept (for the `LATEST_KEPT`
+    /// aggregates written last), and the aggregate's next command starts
+    /// from it instead of loading its snapshot and events. What another
+    /// process appended since makes the append collide on the next
+    /// sequence, and a command refused on the kept state is judged again
+    /// on the stored one: the kept state decides nothing alone.
     pub fn with_local_serialisation(mut self) -> Self {
         self.stripes = Some((0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
+        self.latest = Some(moka::sync::Cache::new(LATEST_KEPT));
         self
     }
 
@@ -266,6 +282,11 @@ where
     pub fn with_snapshot_every(mut self, events: u32) -> Self {
         self.snapshot_every = i64::from(events);
         self
+    }
+
+    /// Whether the append that takes `loaded` to `sequence` stores a snapshot.
+    fn snapshot_due(&self, loaded: &Loaded<A>, sequence: i64) -> bool {
+        self.snapshot_every > 0 && sequence - loaded.snapshot_at >= self.snapshot_every
     }
 
     async fn load_latest(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
@@ -332,8 +353,15 @@ where
         // outcome row committed with the events is what makes them safe — a
         // duplicate that reaches the append collides on it and is answered
         // from it; one the aggregate refuses finds it when recording.
+        let mut kept = match (&self.latest, fresh) {
+            (Some(latest), false) => latest.remove(aggregate_id),
+            _ => None,
+        };
         for attempt in 0..MAX_ATTEMPTS {
-            let mut loaded = if fresh && attempt == 0 {
+            let from_memory = kept.is_some();
+            let mut loaded = if let Some(kept) = kept.take() {
+                std::sync::Arc::unwrap_or_clone(kept)
+            } else if fresh && attempt == 0 {
                 Loaded {
                     aggregate: A::default(),
                     sequence: 0,
@@ -348,6 +376,10 @@ where
                 .handle(command.clone(), &self.services, &sink)
                 .await
             {
+                if from_memory {
+                    // Another process may have changed what refuses it.
+                    continue;
+                }
                 return self
                     .rejected(aggregate_id, ctx, &Refused::of(&e), !fresh)
                     .await;
@@ -377,6 +409,21 @@ where
                 .await
             {
                 Ok(appended) => {
+                    if let Some(latest) = &self.latest {
+                        let snapshot_at = if self.snapshot_due(&loaded, sequence) {
+                            sequence
+                        } else {
+                            loaded.snapshot_at
+                        };
+                        latest.insert(
+                            aggregate_id.to_string(),
+                            std::sync::Arc::new(Loaded {
+                                aggregate: loaded.aggregate.clone(),
+                                sequence,
+                                snapshot_at,
+                            }),
+                        );
+                    }
                     let aggregate = loaded.aggregate;
                     if let Some(p) = &self.projection {
                         p.committed(aggregate_id, &aggregate);
@@ -586,8 +633,7 @@ where
     ) -> Result<Vec<(u64, String)>, AppendError> {
         let (last, aggregate) = (loaded.sequence, &loaded.aggregate);
         let sequence = last + events.len() as i64;
-        let snapshot =
-            self.snapshot_every > 0 && sequence - loaded.snapshot_at >= self.snapshot_every;
+        let snapshot = self.snapshot_due(loaded, sequence);
         let metadata = serde_json::to_string(&EventMetadata {
             occurred_at: ctx.occurred_at,
             command_id: ctx.command_id,
