@@ -70,6 +70,7 @@ say "1/2 warm-up $WARMUP, then $COUNT IssueLicense, $CLIENTS clients"
 timeout 120 "$LOADGEN" http-issue --url "$ISS" --clients "$CLIENTS" --count "$WARMUP" \
   --correlation-id "bench-warmup-$RAND" >"$DIR/http-warmup.json"
 settle 3
+pg_statements_reset
 cpu_snap "$DIR/cpu-http-0.json"; t0=$(now_ms)
 timeout 300 "$LOADGEN" http-issue --url "$ISS" --clients "$CLIENTS" --count "$COUNT" \
   --correlation-id "bench-http-$RAND" >"$DIR/http.json"
@@ -78,6 +79,8 @@ cpu_diff "$DIR/cpu-http-0.json" "$DIR/cpu-http-1.json" "$(( t1 - t0 ))e-3" >"$DI
 errs="$(jq .errors "$DIR/http.json")"
 (( errs == 0 )) || die "$errs IssueLicense requests failed ($(jq -c .error_kinds "$DIR/http.json"))"
 jq -c '{throughput_per_s, latency_ms}' "$DIR/http.json" >&2
+say "the statements that took the most database time during it (all services):"
+pg_statements_top "$DIR/http-statements.jsonl"
 
 # The services stay up (their consumers drain what phase 1 published).
 settle 5

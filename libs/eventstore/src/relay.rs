@@ -41,6 +41,10 @@ use crate::chain::{StoredEvent, STORED_EVENT_COLUMNS};
 pub const EVENTS_APPENDED: &str = "events_appended";
 /// How often the relay polls for committed events the watermark holds back.
 const HELD_BACK_POLL: Duration = Duration::from_millis(10);
+/// How long the relay waits, once woken, for more commits to publish in
+/// the same Kafka transaction: each transaction writes a marker to every
+/// partition it touched, and each wakes every consumer group of the topic.
+const LINGER: Duration = Duration::from_millis(5);
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -213,7 +217,10 @@ impl Relay {
                     tokio::time::sleep(HELD_BACK_POLL).await;
                 } else {
                     tokio::select! {
-                        n = commits.recv() => { n?; }
+                        n = commits.recv() => {
+                            n?;
+                            tokio::time::sleep(LINGER).await;
+                        }
                         _ = tokio::time::sleep(self.config.idle_wait) => {}
                     }
                 }
