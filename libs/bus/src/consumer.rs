@@ -38,11 +38,13 @@ use tokio::task::JoinSet;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Lanes of one consumer: each applies the messages of the partitions it
-/// was dealt, one transaction at a time. Two let one lane's commit overlap
-/// the other's work; a lane per partition had a busy stack commit a
-/// transaction per message in every consumer (tens of partitions, each
-/// seeing a message every few tens of milliseconds).
+/// Lanes of one consumer that batches: each applies the messages of the
+/// partitions it was dealt, one transaction at a time. Two let one lane's
+/// commit overlap the other's work; a lane per partition had a busy stack
+/// commit a transaction per message in every consumer (tens of
+/// partitions, each seeing a message every few tens of milliseconds).
+/// The price: a partition whose batch waits (a retry, a swap's freeze)
+/// holds up the others of its lane.
 const LANES: usize = 2;
 
 /// How long a lane waits for more messages after the first of a batch:
@@ -177,7 +179,8 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 pub trait TxHandler: Send + Sync + 'static {
     async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<(), HandleError>;
 
-    /// One partition's messages, in order, in one transaction. Handlers that
+    /// A batch's messages in one transaction: from one or more partitions,
+    /// each partition's in order. Handlers that
     /// can write a batch in fewer statements than one per message override it.
     async fn handle_batch(
         &self,
@@ -219,7 +222,9 @@ pub struct ConsumerConfig {
     pub name: String,
     pub kafka: crate::Kafka,
     pub topics: Vec<String>,
-    /// Most messages of one partition applied in one transaction.
+    /// Most messages applied in one transaction. With 1 (commands: slow
+    /// work), each partition has a lane of its own, so partitions are
+    /// worked on side by side and one that waits holds up no other.
     pub batch_max: usize,
     /// The topics carry event envelopes whose per-aggregate sequences are
     /// guarded (every consumer but a command topic's).
@@ -361,7 +366,12 @@ pub async fn run_consumer<H: TxHandler>(
     });
     // Partitions are dealt to the lanes in the order they are first seen.
     let mut dealt: HashMap<(String, i32), usize> = HashMap::new();
-    let mut lanes: Vec<mpsc::Sender<Incoming>> = Vec::with_capacity(LANES);
+    let lane_count = if worker.batch_max > 1 {
+        LANES
+    } else {
+        usize::MAX
+    };
+    let mut lanes: Vec<mpsc::Sender<Incoming>> = Vec::new();
     let mut tasks = JoinSet::new();
     loop {
         let msg = tokio::select! {
@@ -431,7 +441,7 @@ pub async fn run_consumer<H: TxHandler>(
         let seen = dealt.len();
         let lane = *dealt
             .entry((incoming.topic.clone(), incoming.partition))
-            .or_insert(seen % LANES);
+            .or_insert(seen % lane_count);
         if lane == lanes.len() {
             let (tx, rx) = mpsc::channel(1_000);
             tasks.spawn(worker.clone().lane(rx));
@@ -628,11 +638,18 @@ impl<H: TxHandler> Worker<H> {
         }
         let ends = ends(batch);
         let mut tx = self.pool.begin().await?;
-        let next = lock_offsets(&mut tx, &self.name, &ends).await?;
-        let mut fresh: Vec<&Incoming> = batch
-            .iter()
-            .filter(|m| m.offset >= next_of(&next, m))
-            .collect();
+        let mut next = lock_offsets(&mut tx, &self.name, &ends).await?;
+        // Moving each partition's mark past what is kept also drops a
+        // second copy in the batch (Kafka fetching a revoked and
+        // reassigned partition again while the lane still held it).
+        let mut fresh = Vec::with_capacity(batch.len());
+        for m in batch {
+            let mark = next_of(&mut next, m)?;
+            if m.offset >= *mark {
+                *mark = m.offset + 1;
+                fresh.push(m);
+            }
+        }
         let mut applied = 0;
         if !fresh.is_empty() {
             if self.sequenced {
@@ -663,8 +680,8 @@ impl<H: TxHandler> Worker<H> {
         // Only now is it safe to move past the message.
         let ends = ends(std::slice::from_ref(m));
         let mut tx = self.pool.begin().await?;
-        let next = lock_offsets(&mut tx, &self.name, &ends).await?;
-        if m.offset >= next_of(&next, m) {
+        let mut next = lock_offsets(&mut tx, &self.name, &ends).await?;
+        if m.offset >= *next_of(&mut next, m)? {
             // A genuine next event its handler could not apply still counts
             // as seen, so the aggregate's later events are not gaps.
             if self.sequenced && in_sequence {
@@ -848,12 +865,18 @@ fn ends(batch: &[Incoming]) -> Vec<(&str, i32, i64)> {
 
 type Offsets = HashMap<(String, i32), i64>;
 
-fn next_of(offsets: &Offsets, m: &Incoming) -> i64 {
-    // Every partition of the batch was locked (a row is made for a new one).
+/// The stored offset of the message's partition. Every partition of the
+/// batch was locked (a row is made for a new one); one missing is retried,
+/// never taken for 0, which would apply its old messages again.
+fn next_of<'a>(offsets: &'a mut Offsets, m: &Incoming) -> Result<&'a mut i64, HandleError> {
     offsets
-        .get(&(m.topic.clone(), m.partition))
-        .copied()
-        .unwrap_or(0)
+        .get_mut(&(m.topic.clone(), m.partition))
+        .ok_or_else(|| {
+            HandleError::Transient(format!(
+                "no stored offset locked for {}/{}",
+                m.topic, m.partition
+            ))
+        })
 }
 
 /// Locks the stored offsets of the batch's partitions, in `ends`' order,

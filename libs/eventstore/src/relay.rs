@@ -220,6 +220,13 @@ impl Relay {
                         n = commits.recv() => {
                             n?;
                             tokio::time::sleep(LINGER).await;
+                            // One read covers every commit notified so far;
+                            // left unread, each would wake a cycle of its own.
+                            while let Ok(n) =
+                                tokio::time::timeout(Duration::ZERO, commits.recv()).await
+                            {
+                                n?;
+                            }
                         }
                         _ = tokio::time::sleep(self.config.idle_wait) => {}
                     }

@@ -199,8 +199,10 @@ pub struct Repository<A: Aggregate> {
     _aggregate: PhantomData<A>,
 }
 
-/// Most aggregates whose latest state a repository keeps in memory.
+/// Most aggregates whose latest state a repository keeps in memory, and
+/// how long one is kept without a command.
 const LATEST_KEPT: u64 = 4_096;
+const LATEST_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// An aggregate as loaded: its state, its last sequence, and the sequence
 /// of the snapshot it was loaded from (0 when none).
@@ -247,11 +249,17 @@ where
     /// aggregates written last), and the aggregate's next command starts
     /// from it instead of loading its snapshot and events. What another
     /// process appended since makes the append collide on the next
-    /// sequence, and a command refused on the kept state is judged again
-    /// on the stored one: the kept state decides nothing alone.
+    /// sequence; a command refused on the kept state (by the aggregate or
+    /// by a claim), or that would append nothing, is judged again on the
+    /// stored one: the kept state decides nothing alone.
     pub fn with_local_serialisation(mut self) -> Self {
         self.stripes = Some((0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
-        self.latest = Some(moka::sync::Cache::new(LATEST_KEPT));
+        self.latest = Some(
+            moka::sync::Cache::builder()
+                .max_capacity(LATEST_KEPT)
+                .time_to_idle(LATEST_IDLE)
+                .build(),
+        );
         self
     }
 
@@ -385,6 +393,11 @@ where
                     .await;
             }
             let events = sink.collect().await;
+            if from_memory && events.is_empty() {
+                // Nothing would collide: what leaves the aggregate as it
+                // is here may not leave the stored one so.
+                continue;
+            }
             let sequence = loaded.sequence + events.len() as i64;
             let refusal = events.iter().find_map(Refusal::refusal);
             let outcome = CommandOutcome {
@@ -451,6 +464,8 @@ where
                         return Ok(done);
                     }
                 }
+                // A claim is judged before the events collide.
+                Err(AppendError::Refused(_)) if from_memory => continue,
                 Err(AppendError::Refused(refused)) => {
                     return self.rejected(aggregate_id, ctx, &refused, !fresh).await;
                 }

@@ -26,6 +26,10 @@ enum CounterCommand {
     Add(u64),
     /// Adds, if the total is at least the second number.
     AddIfAtLeast(u64, u64),
+    /// Adds what takes the total to this, if it is below; else nothing.
+    RaiseTo(u64),
+    /// Takes the total back to 0.
+    Reset,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +109,19 @@ impl Aggregate for Counter {
         let (by, min) = match c {
             CounterCommand::Add(by) => (by, 0),
             CounterCommand::AddIfAtLeast(by, min) => (by, min),
+            CounterCommand::RaiseTo(target) => {
+                if self.total < target {
+                    let by = target - self.total;
+                    sink.write(CounterEvent::Added(Added { by, total: target }), self)
+                        .await;
+                }
+                return Ok(());
+            }
+            CounterCommand::Reset => {
+                sink.write(CounterEvent::Added(Added { by: 0, total: 0 }), self)
+                    .await;
+                return Ok(());
+            }
         };
         if by == 0 {
             return Err(CounterError::Zero);
@@ -435,7 +452,7 @@ impl Aggregate for CounterV2 {
         _: &(),
         sink: &EventSink<Self>,
     ) -> Result<(), CounterError> {
-        let (CounterCommand::Add(by) | CounterCommand::AddIfAtLeast(by, _)) = c;
+        let by = by_of(&c);
         let total = self.total + by;
         sink.write(CounterEvent::Added(Added { by, total }), self)
             .await;
@@ -449,8 +466,17 @@ impl Aggregate for CounterV2 {
     }
 }
 
+fn by_of(command: &CounterCommand) -> u64 {
+    match command {
+        CounterCommand::Add(by)
+        | CounterCommand::AddIfAtLeast(by, _)
+        | CounterCommand::RaiseTo(by) => *by,
+        CounterCommand::Reset => 0,
+    }
+}
+
 async fn add(repo: &Repository<Counter>, command: CounterCommand) -> eventstore::Executed<Counter> {
-    let (CounterCommand::Add(by) | CounterCommand::AddIfAtLeast(by, _)) = command;
+    let by = by_of(&command);
     repo.execute("k", command, &ctx(Uuid::now_v7(), by))
         .await
         .expect("executed")
@@ -515,6 +541,68 @@ async fn kept_states_start_commands_and_yield_to_what_another_process_appended()
         .expect("verify");
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.events, 7);
+}
+
+/// Refuses to store a counter at 13: a claim, judged on the state a
+/// command leaves before its events are inserted.
+struct NotThirteen;
+
+#[async_trait::async_trait]
+impl eventstore::InlineProjection<Counter> for NotThirteen {
+    async fn apply(
+        &self,
+        _tx: &mut sqlx::PgConnection,
+        _aggregate_id: &str,
+        _aggregate: &Counter,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        _tx: &mut sqlx::PgConnection,
+        _aggregate_id: &str,
+        aggregate: &Counter,
+    ) -> Result<Result<(), eventstore::Refused>, sqlx::Error> {
+        Ok(match aggregate.total {
+            13 => Err(eventstore::Refused::new(
+                "THIRTEEN",
+                eventstore::ErrorKind::Conflict,
+                "13 is taken",
+            )),
+            _ => Ok(()),
+        })
+    }
+}
+
+/// Neither a claim refused on a kept state nor a command that would
+/// append nothing on it is its answer (nothing would collide): both are
+/// judged again on the stored stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_refused_or_a_no_op_on_a_kept_state_is_judged_again_on_the_stored_stream() {
+    let infra = Infra::get();
+    let (_, pool) = repository(&infra).await;
+    let one = Repository::<Counter>::new(pool.clone(), ())
+        .with_projection(Arc::new(NotThirteen))
+        .with_local_serialisation();
+    let other = Repository::<Counter>::new(pool.clone(), ()).with_local_serialisation();
+    add(&one, CounterCommand::Add(5)).await;
+    add(&one, CounterCommand::Add(7)).await;
+    add(&other, CounterCommand::Add(4)).await;
+
+    // 12 + 1 is refused by the claim; the stored 16 + 1 is not.
+    let done = add(&one, CounterCommand::Add(1)).await;
+    assert_eq!(done.outcome.status, OutcomeStatus::Accepted);
+    assert_eq!((done.aggregate.total, done.outcome.sequence), (17, Some(4)));
+
+    // Kept here: 17, which RaiseTo(10) leaves alone; stored: 0.
+    let done = add(&other, CounterCommand::Reset).await;
+    assert_eq!((done.aggregate.total, done.outcome.sequence), (0, Some(5)));
+    let done = add(&one, CounterCommand::RaiseTo(10)).await;
+    assert_eq!(done.outcome.status, OutcomeStatus::Accepted);
+    assert_eq!((done.aggregate.total, done.outcome.sequence), (10, Some(6)));
+    let (state, at) = one.replay_all("k").await.expect("replay");
+    assert_eq!((state.total, at), (10, 6));
 }
 
 /// The row of `snapshots` for aggregate `id`: fold version and sequence.

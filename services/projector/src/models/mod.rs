@@ -66,7 +66,7 @@ pub trait ReadModel: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Its tables, live names; a rebuild writes `<table>_next`.
     fn tables(&self) -> &'static [&'static str];
-    /// Applies one partition's events, in order, inside the consumer's
+    /// Applies a batch's events (each partition's in order) inside the consumer's
     /// transaction. Must be idempotent: a replayed event changes nothing.
     async fn apply(
         &self,
