@@ -365,7 +365,10 @@ where
             (Some(latest), false) => latest.remove(aggregate_id),
             _ => None,
         };
-        for attempt in 0..MAX_ATTEMPTS {
+        // A kept state that turns out stale costs an attempt of its own,
+        // not one of the stored stream's.
+        let extra = usize::from(kept.is_some());
+        for attempt in 0..MAX_ATTEMPTS + extra {
             let from_memory = kept.is_some();
             let mut loaded = if let Some(kept) = kept.take() {
                 std::sync::Arc::unwrap_or_clone(kept)
@@ -448,14 +451,14 @@ where
                         replayed: false,
                     });
                 }
+                // Another process wrote since: read what it wrote, at once.
+                Err(AppendError::SequenceTaken) if from_memory => continue,
                 Err(AppendError::SequenceTaken) => {
                     // Another writer won this sequence; spread the retries so
                     // hot contenders do not collide again in lockstep.
                     let jitter = (Uuid::new_v4().as_u128() % 5) as u64 + 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(
-                        jitter * (attempt as u64 + 1),
-                    ))
-                    .await;
+                    let tried = (attempt - extra) as u64 + 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(jitter * tried)).await;
                     continue;
                 }
                 Err(AppendError::CommandTaken) => {
