@@ -192,21 +192,12 @@ pub struct Repository<A: Aggregate> {
     services: A::Services,
     projection: Option<std::sync::Arc<dyn InlineProjection<A>>>,
     stripes: Option<std::sync::Arc<[tokio::sync::Mutex<()>]>>,
-    /// The latest state of aggregates this process wrote last (with local
-    /// serialisation): a command starts from it instead of loading.
-    latest: Option<moka::sync::Cache<String, std::sync::Arc<Loaded<A>>>>,
     snapshot_every: i64,
     _aggregate: PhantomData<A>,
 }
 
-/// Most aggregates whose latest state a repository keeps in memory, and
-/// how long one is kept without a command.
-const LATEST_KEPT: u64 = 4_096;
-const LATEST_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
-
 /// An aggregate as loaded: its state, its last sequence, and the sequence
 /// of the snapshot it was loaded from (0 when none).
-#[derive(Clone)]
 struct Loaded<A> {
     aggregate: A,
     sequence: i64,
@@ -218,7 +209,7 @@ const STRIPES: usize = 64;
 
 impl<A> Repository<A>
 where
-    A: Aggregate + Folding + Clone + 'static,
+    A: Aggregate + Folding,
     A::Command: Clone,
     A::Error: CodedError,
     A::Event: Refusal,
@@ -229,7 +220,6 @@ where
             services,
             projection: None,
             stripes: None,
-            latest: None,
             snapshot_every: i64::from(SNAPSHOT_EVERY.load(std::sync::atomic::Ordering::Relaxed)),
             _aggregate: PhantomData,
         }
@@ -244,22 +234,8 @@ where
     /// For hot aggregates (fifty devices racing for the ten seats of one
     /// license): optimistic retries alone would exhaust their attempts.
     /// Other processes still meet at the append's unique key.
-    ///
-    /// The state each command leaves is kept (for the `LATEST_KEPT`
-    /// aggregates written last), and the aggregate's next command starts
-    /// from it instead of loading its snapshot and events. What another
-    /// process appended since makes the append collide on the next
-    /// sequence; a command refused on the kept state (by the aggregate or
-    /// by a claim), or that would append nothing, is judged again on the
-    /// stored one: the kept state decides nothing alone.
     pub fn with_local_serialisation(mut self) -> Self {
         self.stripes = Some((0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
-        self.latest = Some(
-            moka::sync::Cache::builder()
-                .max_capacity(LATEST_KEPT)
-                .time_to_idle(LATEST_IDLE)
-                .build(),
-        );
         self
     }
 
@@ -290,11 +266,6 @@ where
     pub fn with_snapshot_every(mut self, events: u32) -> Self {
         self.snapshot_every = i64::from(events);
         self
-    }
-
-    /// Whether the append that takes `loaded` to `sequence` stores a snapshot.
-    fn snapshot_due(&self, loaded: &Loaded<A>, sequence: i64) -> bool {
-        self.snapshot_every > 0 && sequence - loaded.snapshot_at >= self.snapshot_every
     }
 
     async fn load_latest(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
@@ -361,18 +332,8 @@ where
         // outcome row committed with the events is what makes them safe — a
         // duplicate that reaches the append collides on it and is answered
         // from it; one the aggregate refuses finds it when recording.
-        let mut kept = match (&self.latest, fresh) {
-            (Some(latest), false) => latest.remove(aggregate_id),
-            _ => None,
-        };
-        // A kept state that turns out stale costs an attempt of its own,
-        // not one of the stored stream's.
-        let extra = usize::from(kept.is_some());
-        for attempt in 0..MAX_ATTEMPTS + extra {
-            let from_memory = kept.is_some();
-            let mut loaded = if let Some(kept) = kept.take() {
-                std::sync::Arc::unwrap_or_clone(kept)
-            } else if fresh && attempt == 0 {
+        for attempt in 0..MAX_ATTEMPTS {
+            let mut loaded = if fresh && attempt == 0 {
                 Loaded {
                     aggregate: A::default(),
                     sequence: 0,
@@ -387,20 +348,11 @@ where
                 .handle(command.clone(), &self.services, &sink)
                 .await
             {
-                if from_memory {
-                    // Another process may have changed what refuses it.
-                    continue;
-                }
                 return self
                     .rejected(aggregate_id, ctx, &Refused::of(&e), !fresh)
                     .await;
             }
             let events = sink.collect().await;
-            if from_memory && events.is_empty() {
-                // Nothing would collide: what leaves the aggregate as it
-                // is here may not leave the stored one so.
-                continue;
-            }
             let sequence = loaded.sequence + events.len() as i64;
             let refusal = events.iter().find_map(Refusal::refusal);
             let outcome = CommandOutcome {
@@ -425,21 +377,6 @@ where
                 .await
             {
                 Ok(appended) => {
-                    if let Some(latest) = &self.latest {
-                        let snapshot_at = if self.snapshot_due(&loaded, sequence) {
-                            sequence
-                        } else {
-                            loaded.snapshot_at
-                        };
-                        latest.insert(
-                            aggregate_id.to_string(),
-                            std::sync::Arc::new(Loaded {
-                                aggregate: loaded.aggregate.clone(),
-                                sequence,
-                                snapshot_at,
-                            }),
-                        );
-                    }
                     let aggregate = loaded.aggregate;
                     if let Some(p) = &self.projection {
                         p.committed(aggregate_id, &aggregate);
@@ -451,14 +388,14 @@ where
                         replayed: false,
                     });
                 }
-                // Another process wrote since: read what it wrote, at once.
-                Err(AppendError::SequenceTaken) if from_memory => continue,
                 Err(AppendError::SequenceTaken) => {
                     // Another writer won this sequence; spread the retries so
                     // hot contenders do not collide again in lockstep.
                     let jitter = (Uuid::new_v4().as_u128() % 5) as u64 + 1;
-                    let tried = (attempt - extra) as u64 + 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(jitter * tried)).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        jitter * (attempt as u64 + 1),
+                    ))
+                    .await;
                     continue;
                 }
                 Err(AppendError::CommandTaken) => {
@@ -467,8 +404,6 @@ where
                         return Ok(done);
                     }
                 }
-                // A claim is judged before the events collide.
-                Err(AppendError::Refused(_)) if from_memory => continue,
                 Err(AppendError::Refused(refused)) => {
                     return self.rejected(aggregate_id, ctx, &refused, !fresh).await;
                 }
@@ -651,7 +586,8 @@ where
     ) -> Result<Vec<(u64, String)>, AppendError> {
         let (last, aggregate) = (loaded.sequence, &loaded.aggregate);
         let sequence = last + events.len() as i64;
-        let snapshot = self.snapshot_due(loaded, sequence);
+        let snapshot =
+            self.snapshot_every > 0 && sequence - loaded.snapshot_at >= self.snapshot_every;
         let metadata = serde_json::to_string(&EventMetadata {
             occurred_at: ctx.occurred_at,
             command_id: ctx.command_id,

@@ -172,7 +172,7 @@ pub async fn settle<A, T>(
     result: impl FnOnce(&T) -> Option<serde_json::Value>,
 ) -> Result<Answer, StoreError>
 where
-    A: cqrs_es::Aggregate + eventstore::Folding + Clone + 'static,
+    A: cqrs_es::Aggregate + eventstore::Folding,
     A::Command: Clone,
     A::Error: eventstore::CodedError,
     A::Event: eventstore::Refusal,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Connection;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Counter {
     total: u64,
 }
@@ -24,12 +24,6 @@ struct Counter {
 #[derive(Debug, Clone, PartialEq)]
 enum CounterCommand {
     Add(u64),
-    /// Adds, if the total is at least the second number.
-    AddIfAtLeast(u64, u64),
-    /// Adds what takes the total to this, if it is below; else nothing.
-    RaiseTo(u64),
-    /// Takes the total back to 0.
-    Reset,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,34 +52,20 @@ impl DomainEvent for CounterEvent {
 enum CounterError {
     #[error("zero is not an amount")]
     Zero,
-    #[error("the total is below the minimum")]
-    Below,
 }
 
 impl CodedError for CounterError {
     fn code(&self) -> &'static str {
-        match self {
-            CounterError::Zero => "ZERO",
-            CounterError::Below => "BELOW",
-        }
+        "ZERO"
     }
     fn kind(&self) -> eventstore::ErrorKind {
-        match self {
-            CounterError::Zero => eventstore::ErrorKind::Invalid,
-            CounterError::Below => eventstore::ErrorKind::Conflict,
-        }
+        eventstore::ErrorKind::Invalid
     }
     fn field(&self) -> Option<&'static str> {
-        match self {
-            CounterError::Zero => Some("by"),
-            CounterError::Below => Some("min"),
-        }
+        Some("by")
     }
     fn codes() -> Vec<(&'static str, eventstore::ErrorKind)> {
-        vec![
-            ("ZERO", eventstore::ErrorKind::Invalid),
-            ("BELOW", eventstore::ErrorKind::Conflict),
-        ]
+        vec![("ZERO", eventstore::ErrorKind::Invalid)]
     }
 }
 
@@ -106,28 +86,9 @@ impl Aggregate for Counter {
         _: &(),
         sink: &EventSink<Self>,
     ) -> Result<(), CounterError> {
-        let (by, min) = match c {
-            CounterCommand::Add(by) => (by, 0),
-            CounterCommand::AddIfAtLeast(by, min) => (by, min),
-            CounterCommand::RaiseTo(target) => {
-                if self.total < target {
-                    let by = target - self.total;
-                    sink.write(CounterEvent::Added(Added { by, total: target }), self)
-                        .await;
-                }
-                return Ok(());
-            }
-            CounterCommand::Reset => {
-                sink.write(CounterEvent::Added(Added { by: 0, total: 0 }), self)
-                    .await;
-                return Ok(());
-            }
-        };
+        let CounterCommand::Add(by) = c;
         if by == 0 {
             return Err(CounterError::Zero);
-        }
-        if self.total < min {
-            return Err(CounterError::Below);
         }
         let total = self.total + by;
         sink.write(CounterEvent::Added(Added { by, total }), self)
@@ -428,7 +389,7 @@ async fn the_relay_wakes_on_commit_rather_than_on_its_poll() {
 
 /// `Counter` after a change of its fold: it also counts its additions, a
 /// field a snapshot of the old fold does not have.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct CounterV2 {
     total: u64,
     #[serde(default)]
@@ -452,7 +413,7 @@ impl Aggregate for CounterV2 {
         _: &(),
         sink: &EventSink<Self>,
     ) -> Result<(), CounterError> {
-        let by = by_of(&c);
+        let CounterCommand::Add(by) = c;
         let total = self.total + by;
         sink.write(CounterEvent::Added(Added { by, total }), self)
             .await;
@@ -464,145 +425,6 @@ impl Aggregate for CounterV2 {
         self.total = a.total;
         self.adds += 1;
     }
-}
-
-fn by_of(command: &CounterCommand) -> u64 {
-    match command {
-        CounterCommand::Add(by)
-        | CounterCommand::AddIfAtLeast(by, _)
-        | CounterCommand::RaiseTo(by) => *by,
-        CounterCommand::Reset => 0,
-    }
-}
-
-async fn add(repo: &Repository<Counter>, command: CounterCommand) -> eventstore::Executed<Counter> {
-    let by = by_of(&command);
-    repo.execute("k", command, &ctx(Uuid::now_v7(), by))
-        .await
-        .expect("executed")
-}
-
-/// With local serialisation, a command starts from the state the
-/// aggregate's last command here left, not from what is stored; what
-/// another process (here: another repository) appended meanwhile wins:
-/// the kept state's append collides and is retried on the stored stream,
-/// and a command the kept state refuses is judged again on it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kept_states_start_commands_and_yield_to_what_another_process_appended() {
-    let infra = Infra::get();
-    let (_, pool) = repository(&infra).await;
-    let one = Repository::<Counter>::new(pool.clone(), ())
-        .with_local_serialisation()
-        .with_snapshot_every(2);
-    let other = Repository::<Counter>::new(pool.clone(), ()).with_local_serialisation();
-    add(&one, CounterCommand::Add(1)).await;
-    add(&one, CounterCommand::Add(2)).await;
-    assert_eq!(snapshot_row(&pool, "k").await, Some((1, 2)));
-
-    // A stored snapshot that says otherwise (its event hash still
-    // matches) is what a load starts from, and is not what the next
-    // command here starts from.
-    sqlx::query("UPDATE snapshots SET state = '{\"total\": 1000}' WHERE aggregate_id = 'k'")
-        .execute(&pool)
-        .await
-        .expect("spoil");
-    assert_eq!(one.load("k").await.expect("load").0.total, 1000);
-    let done = add(&one, CounterCommand::Add(1)).await;
-    assert_eq!((done.aggregate.total, done.outcome.sequence), (4, Some(3)));
-    sqlx::query("DELETE FROM snapshots WHERE aggregate_id = 'k'")
-        .execute(&pool)
-        .await
-        .expect("forget the snapshot");
-
-    // The other process appends; the kept state (3 events) collides.
-    let done = add(&other, CounterCommand::Add(10)).await;
-    assert_eq!((done.aggregate.total, done.outcome.sequence), (14, Some(4)));
-    let done = add(&one, CounterCommand::Add(1)).await;
-    assert_eq!((done.aggregate.total, done.outcome.sequence), (15, Some(5)));
-
-    // Refused on the kept state (15), accepted on the stored one (20).
-    let done = add(&other, CounterCommand::Add(5)).await;
-    assert_eq!(done.aggregate.total, 20);
-    let done = add(&one, CounterCommand::AddIfAtLeast(1, 18)).await;
-    assert_eq!(done.outcome.status, OutcomeStatus::Accepted);
-    assert_eq!((done.aggregate.total, done.outcome.sequence), (21, Some(7)));
-
-    // Refused on both: a rejection, no event.
-    let done = add(&one, CounterCommand::AddIfAtLeast(1, 100)).await;
-    assert_eq!(done.outcome.status, OutcomeStatus::Rejected);
-    assert_eq!(
-        done.outcome.error.map(|e| e.code),
-        Some("BELOW".to_string())
-    );
-    let (state, at) = one.replay_all("k").await.expect("replay");
-    assert_eq!((state.total, at), (21, 7));
-    let report = eventstore::chain::verify(&pool, "Counter", "k")
-        .await
-        .expect("verify");
-    assert!(report.is_intact(), "{report:?}");
-    assert_eq!(report.events, 7);
-}
-
-/// Refuses to store a counter at 13: a claim, judged on the state a
-/// command leaves before its events are inserted.
-struct NotThirteen;
-
-#[async_trait::async_trait]
-impl eventstore::InlineProjection<Counter> for NotThirteen {
-    async fn apply(
-        &self,
-        _tx: &mut sqlx::PgConnection,
-        _aggregate_id: &str,
-        _aggregate: &Counter,
-    ) -> Result<(), sqlx::Error> {
-        Ok(())
-    }
-
-    async fn claim(
-        &self,
-        _tx: &mut sqlx::PgConnection,
-        _aggregate_id: &str,
-        aggregate: &Counter,
-    ) -> Result<Result<(), eventstore::Refused>, sqlx::Error> {
-        Ok(match aggregate.total {
-            13 => Err(eventstore::Refused::new(
-                "THIRTEEN",
-                eventstore::ErrorKind::Conflict,
-                "13 is taken",
-            )),
-            _ => Ok(()),
-        })
-    }
-}
-
-/// Neither a claim refused on a kept state nor a command that would
-/// append nothing on it is its answer (nothing would collide): both are
-/// judged again on the stored stream.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_claim_refused_or_a_no_op_on_a_kept_state_is_judged_again_on_the_stored_stream() {
-    let infra = Infra::get();
-    let (_, pool) = repository(&infra).await;
-    let one = Repository::<Counter>::new(pool.clone(), ())
-        .with_projection(Arc::new(NotThirteen))
-        .with_local_serialisation();
-    let other = Repository::<Counter>::new(pool.clone(), ()).with_local_serialisation();
-    add(&one, CounterCommand::Add(5)).await;
-    add(&one, CounterCommand::Add(7)).await;
-    add(&other, CounterCommand::Add(4)).await;
-
-    // 12 + 1 is refused by the claim; the stored 16 + 1 is not.
-    let done = add(&one, CounterCommand::Add(1)).await;
-    assert_eq!(done.outcome.status, OutcomeStatus::Accepted);
-    assert_eq!((done.aggregate.total, done.outcome.sequence), (17, Some(4)));
-
-    // Kept here: 17, which RaiseTo(10) leaves alone; stored: 0.
-    let done = add(&other, CounterCommand::Reset).await;
-    assert_eq!((done.aggregate.total, done.outcome.sequence), (0, Some(5)));
-    let done = add(&one, CounterCommand::RaiseTo(10)).await;
-    assert_eq!(done.outcome.status, OutcomeStatus::Accepted);
-    assert_eq!((done.aggregate.total, done.outcome.sequence), (10, Some(6)));
-    let (state, at) = one.replay_all("k").await.expect("replay");
-    assert_eq!((state.total, at), (10, 6));
 }
 
 /// The row of `snapshots` for aggregate `id`: fold version and sequence.
