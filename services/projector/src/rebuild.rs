@@ -255,7 +255,7 @@ impl Projections {
                 // The replay goes on; each build holds its writes until done.
                 for table in model.tables() {
                     store::index_next(&self.pool, table).await?;
-                    store::analyze_next(&self.pool, table).await?;
+                    store::vacuum_next(&self.pool, table).await?;
                 }
                 indexed = true;
                 continue;

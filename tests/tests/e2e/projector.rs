@@ -1586,8 +1586,7 @@ async fn full_folds(pool: &sqlx::PgPool, id: &str, at: &[DateTime<Utc>]) -> Vec<
     let license = Uuid::parse_str(id).expect("uuid");
     let mut out = Vec::new();
     for t in at {
-        let mut c = pool.acquire().await.expect("connection");
-        let mut events = projector::store::licenses::events_between(&mut c, license, None, *t)
+        let mut events = projector::store::licenses::events_until(pool, license, *t)
             .await
             .expect("audit rows");
         events.sort_by(|(c1, a), (c2, b)| {
@@ -1782,6 +1781,50 @@ async fn as_of_folds_from_snapshots_equal_to_a_full_fold_and_a_late_event_invali
     }
     assert_eq!(through.last().expect("answers")["events_folded"], 10);
     assert_eq!(states(&through), full_folds(&pool, &id, &instants).await);
+
+    // Snapshot rows that do not read as this license's state (written by
+    // someone with database access) are dropped when met, and the answers
+    // stay the folds from the first event.
+    let stored = wait_until(Duration::from_secs(5), || async {
+        snapshots(&pool, &id).await >= 2
+    })
+    .await;
+    assert!(stored, "the answers after the late event left snapshots");
+    let forged = sqlx::query(
+        "UPDATE license_state_snapshots SET state = json_build_object('license_id', gen_random_uuid()) \
+         WHERE license_id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(&pool)
+    .await
+    .expect("forge snapshots")
+    .rows_affected();
+    assert!(forged >= 2, "{forged} snapshots forged");
+    let before = metrics_of(&proj).await;
+    let mut through = Vec::new();
+    for t in &instants {
+        through.push(as_of(&proj, &id, *t).await);
+    }
+    let after = metrics_of(&proj).await;
+    assert!(
+        metric(&after, invalidated) > metric(&before, invalidated),
+        "the forged snapshots were dropped"
+    );
+    assert_eq!(states(&through), full_folds(&pool, &id, &instants).await);
+    let left = count(
+        &pool,
+        &format!(
+            "SELECT count(*) FROM license_state_snapshots WHERE license_id = '{id}' \
+             AND (state->>'license_id')::uuid <> license_id"
+        ),
+    )
+    .await;
+    // Those the answers met: a snapshot is read only when an answer starts
+    // from it.
+    assert!(
+        left < forged as i64,
+        "{left} of {forged} forged snapshots left"
+    );
     pool.close().await;
     stack.stop().await;
 }

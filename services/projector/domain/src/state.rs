@@ -86,10 +86,14 @@ pub struct ActivationView {
     /// Component digests: what a re-evaluated request is matched against.
     pub components: BTreeMap<String, String>,
     pub status: ActivationStatus,
+    // Written by hand: a state lists thousands of activations.
+    #[serde(serialize_with = "contracts::time::written")]
     pub activated_at: DateTime<Utc>,
     #[schema(required = true)]
+    #[serde(serialize_with = "contracts::time::written_option")]
     pub ended_at: Option<DateTime<Utc>>,
     #[schema(required = true)]
+    #[serde(serialize_with = "contracts::time::written_option")]
     pub last_client_time: Option<DateTime<Utc>>,
     pub offline: bool,
 }

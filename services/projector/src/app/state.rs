@@ -1,8 +1,8 @@
 //! The license's state at an instant, folded from its events, and what
 //! the activation service would have answered a request made then.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use contracts::activation::Fingerprint;
@@ -147,6 +147,13 @@ fn fold_one(state: &mut LicenseState, (context, e): &Event) {
 /// A snapshot an answer folds from: its instant, its event count, its state.
 type Base = (DateTime<Utc>, i64, LicenseState);
 
+/// A stored snapshot's state, as read.
+enum Snapshot {
+    Read(Arc<LicenseState>),
+    Gone,
+    Unreadable,
+}
+
 /// Most snapshots kept per license (the newest).
 const KEPT_SNAPSHOTS: i64 = 64;
 
@@ -169,62 +176,63 @@ impl App {
     /// order, taking snapshots on the way. None when the license had no
     /// event yet.
     async fn state_at(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<LicenseState>, Error> {
-        // A snapshot found stale or unreadable is dropped (outside the
-        // read-only transaction) and the next one tried; after a few
-        // rounds the fold starts from the first event.
+        // A snapshot found stale or unreadable is dropped and the fold
+        // starts from the first event, or from the next snapshot found
+        // when the stale one did not read; after a few rounds the fold
+        // starts from the first event.
         for round in 0..3 {
-            let mut tx = store::begin_read(&self.pool).await?;
-            let found = if round < 2 {
-                store::snapshot_before(&mut tx, id, at, FOLD_VERSION).await?
-            } else {
-                None
-            };
-            let (base, drop) = match found {
-                None => (None, None),
-                Some((_, _, false)) => (None, Some(None)),
+            let read = store::as_of_read(&self.pool, id, at, FOLD_VERSION, round < 2).await?;
+            let base = match read.snapshot {
+                None => None,
+                Some((_, _, false)) => {
+                    // The events read are every one up to `at`.
+                    let dropped = store::drop_snapshots(&self.pool, id, None).await?;
+                    self.metrics.inc_counter(INVALIDATED, &[], dropped);
+                    None
+                }
                 Some((upto, covered, true)) => {
-                    match self.snapshot_state(&mut tx, id, upto, covered).await? {
-                        Some(state) => (Some((upto, covered, state)), None),
-                        None => (None, Some(Some(upto))),
+                    match self.snapshot_state(id, upto, covered).await? {
+                        Snapshot::Read(state) => Some((upto, covered, Arc::unwrap_or_clone(state))),
+                        // Replaced or dropped since the read: read again.
+                        Snapshot::Gone => continue,
+                        Snapshot::Unreadable => {
+                            let dropped = store::drop_snapshots(&self.pool, id, Some(upto)).await?;
+                            self.metrics.inc_counter(INVALIDATED, &[], dropped);
+                            continue;
+                        }
                     }
                 }
             };
-            if let Some(unreadable) = drop {
-                tx.rollback().await?;
-                let dropped = store::drop_snapshots(&self.pool, id, unreadable).await?;
-                self.metrics.inc_counter(INVALIDATED, &[], dropped);
-                continue;
-            }
-            let since = base.as_ref().map(|(upto, _, _)| *upto);
-            let events = store::events_between(&mut tx, id, since, at).await?;
-            tx.commit().await?;
-            return self.fold(id, at, base, events).await;
+            return self.fold(id, at, base, read.events).await;
         }
         Ok(None)
     }
 
     /// The state of the valid snapshot at `upto` (from memory when it was
-    /// read lately); None when it does not read as a state of this license.
+    /// read lately).
     async fn snapshot_state(
         &self,
-        tx: &mut sqlx::PgConnection,
         id: Uuid,
         upto: DateTime<Utc>,
         covered: i64,
-    ) -> Result<Option<LicenseState>, Error> {
+    ) -> Result<Snapshot, Error> {
         let key = (id, upto, covered);
         if let Some(state) = self.snapshots.get(&key) {
-            return Ok(Some((*state).clone()));
+            return Ok(Snapshot::Read(state));
         }
-        let text = store::snapshot_state(tx, id, upto, FOLD_VERSION, covered).await?;
-        match text.map(|t| serde_json::from_str::<LicenseState>(&t)) {
-            Some(Ok(state)) if plausible(&state, id) => {
-                self.snapshots.put(key, Arc::new(state.clone()));
-                Ok(Some(state))
+        let Some(text) = store::snapshot_state(&self.pool, id, upto, FOLD_VERSION, covered).await?
+        else {
+            return Ok(Snapshot::Gone);
+        };
+        match serde_json::from_str::<LicenseState>(&text) {
+            Ok(state) if plausible(&state, id) => {
+                let state = Arc::new(state);
+                self.snapshots.put(key, state.clone());
+                Ok(Snapshot::Read(state))
             }
             _ => {
                 tracing::warn!(license_id = %id, upto = %upto, "as-of snapshot unreadable; dropped");
-                Ok(None)
+                Ok(Snapshot::Unreadable)
             }
         }
     }
@@ -326,9 +334,7 @@ impl App {
         id: Uuid,
         at: DateTime<Utc>,
     ) -> Result<Option<LicenseState>, Error> {
-        let mut tx = store::begin_read(&self.pool).await?;
-        let mut events = store::events_between(&mut tx, id, None, at).await?;
-        tx.commit().await?;
+        let mut events = store::events_until(&self.pool, id, at).await?;
         if events.is_empty() {
             return Ok(None);
         }
@@ -352,35 +358,45 @@ impl App {
     }
 }
 
-/// The latest snapshot states read, by license, instant and event count: a
-/// license asked about again folds from memory. A few entries only: a
-/// state can weigh megabytes.
-#[derive(Default)]
-pub struct SnapshotCache {
-    entries: Mutex<VecDeque<(SnapshotKey, Arc<LicenseState>)>>,
-}
+/// The snapshot states read lately, by license, instant and event count: a
+/// license asked about again folds from memory. Bounded by an estimate of
+/// their stored text's bytes (a state can weigh megabytes), the least used going
+/// first: a history's few dozen snapshots fit, so answers rotating over its
+/// instants do not read and parse a snapshot each (with 16 entries they
+/// did, for half the answers).
+pub struct SnapshotCache(moka::sync::Cache<SnapshotKey, Arc<LicenseState>>);
 
 type SnapshotKey = (Uuid, DateTime<Utc>, i64);
 
-const CACHED_SNAPSHOTS: usize = 16;
+/// The stored text the cache holds states of, at most (about as much again
+/// in memory).
+const CACHED_SNAPSHOT_BYTES: u64 = 32 << 20;
+
+impl Default for SnapshotCache {
+    fn default() -> Self {
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(CACHED_SNAPSHOT_BYTES)
+                .weigher(|_, state: &Arc<LicenseState>| weight(state))
+                .build(),
+        )
+    }
+}
+
+/// A state's weight: the length of its stored text, estimated from what
+/// makes it long (saturating; moka weighs in `u32`).
+fn weight(state: &LicenseState) -> u32 {
+    let activations = state.activations.len().saturating_mul(650);
+    u32::try_from(activations.saturating_add(4096)).unwrap_or(u32::MAX)
+}
 
 impl SnapshotCache {
     fn get(&self, key: &SnapshotKey) -> Option<Arc<LicenseState>> {
-        let entries = self.entries.lock().ok()?;
-        entries
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, s)| s.clone())
+        self.0.get(key)
     }
 
     fn put(&self, key: SnapshotKey, state: Arc<LicenseState>) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.retain(|(k, _)| *k != key);
-            if entries.len() >= CACHED_SNAPSHOTS {
-                entries.pop_front();
-            }
-            entries.push_back((key, state));
-        }
+        self.0.insert(key, state);
     }
 }
 

@@ -322,28 +322,84 @@ fn envelope_of(r: &PgRow) -> Result<EventEnvelope<Box<RawValue>>, RowError> {
     })
 }
 
-/// Every event of the license recorded after `after` (from the first when
-/// None) up to `at`, with its context, in no particular order: the caller
-/// sorts them.
-pub async fn events_between(
-    tx: &mut PgConnection,
+/// Every event of the license recorded up to `at`, with its context, in no
+/// particular order: the caller sorts them.
+pub async fn events_until(
+    pool: &PgPool,
     id: Uuid,
-    after: Option<DateTime<Utc>>,
     at: DateTime<Utc>,
 ) -> Result<Vec<(String, EventEnvelope<Box<RawValue>>)>, RowError> {
     let sql = format!(
-        "SELECT {ENVELOPE_COLUMNS} FROM audit_trail WHERE license_id = $1 \
-           AND recorded_at > coalesce($2, '-infinity'::timestamptz) AND recorded_at <= $3"
+        "SELECT {ENVELOPE_COLUMNS} FROM audit_trail WHERE license_id = $1 AND recorded_at <= $2"
     );
-    let rows = sqlx::query(&sql)
-        .bind(id)
-        .bind(after)
-        .bind(at)
-        .fetch_all(&mut *tx)
-        .await?;
+    let rows = sqlx::query(&sql).bind(id).bind(at).fetch_all(pool).await?;
     rows.iter()
         .map(|r| Ok((r.try_get::<String, _>("context")?, envelope_of(r)?)))
         .collect()
+}
+
+/// What an as-of fold starts from: the latest snapshot at or before the
+/// instant (its instant, its event count, and whether the audit trail still
+/// holds exactly the events it covers), and the events to fold on it.
+pub struct AsOfRead {
+    pub snapshot: Option<(DateTime<Utc>, i64, bool)>,
+    /// Recorded after a valid snapshot's instant, or from the first event
+    /// when there is none or it is stale; in no particular order.
+    pub events: Vec<(String, EventEnvelope<Box<RawValue>>)>,
+}
+
+/// The snapshot of fold `fold` an as-of answer at `at` starts from (none
+/// unless `snapshots`), its validity and the events after it, in one
+/// statement: one view of the database, so a late event committed meanwhile
+/// is either counted and read or neither, and one round trip.
+pub async fn as_of_read(
+    pool: &PgPool,
+    id: Uuid,
+    at: DateTime<Utc>,
+    fold: i32,
+    snapshots: bool,
+) -> Result<AsOfRead, RowError> {
+    let sql = format!(
+        "WITH s AS (SELECT s.upto, s.events_covered, c.n = s.events_covered AS valid \
+           FROM (SELECT upto, events_covered FROM license_state_snapshots \
+                 WHERE license_id = $1 AND upto <= $2 AND fold = $3 AND $4 \
+                 ORDER BY upto DESC LIMIT 1) s \
+           CROSS JOIN LATERAL (SELECT count(*) AS n FROM audit_trail \
+                 WHERE license_id = $1 AND recorded_at <= s.upto) c) \
+         SELECT s.upto AS snapshot_upto, s.events_covered AS snapshot_covered, \
+                s.valid AS snapshot_valid, e.* \
+         FROM (VALUES (1)) one (x) LEFT JOIN s ON true \
+         LEFT JOIN LATERAL (SELECT {ENVELOPE_COLUMNS} FROM audit_trail \
+               WHERE license_id = $1 AND recorded_at <= $2 AND recorded_at > \
+                 CASE WHEN s.valid THEN s.upto ELSE '-infinity'::timestamptz END) e ON true"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(id)
+        .bind(at)
+        .bind(fold)
+        .bind(snapshots)
+        .fetch_all(pool)
+        .await?;
+    let snapshot = match rows.first() {
+        Some(r) => match r.try_get::<Option<DateTime<Utc>>, _>("snapshot_upto")? {
+            Some(upto) => Some((
+                upto,
+                r.try_get("snapshot_covered")?,
+                r.try_get("snapshot_valid")?,
+            )),
+            None => None,
+        },
+        None => None,
+    };
+    let mut events = Vec::with_capacity(rows.len());
+    for r in &rows {
+        // The one row of an answer with no events to fold.
+        if r.try_get::<Option<Uuid>, _>("event_id")?.is_none() {
+            continue;
+        }
+        events.push((r.try_get::<String, _>("context")?, envelope_of(r)?));
+    }
+    Ok(AsOfRead { snapshot, events })
 }
 
 /// A stored as-of snapshot: the license's state folded from every event
@@ -354,34 +410,10 @@ pub struct Snapshot {
     pub state: String,
 }
 
-/// The instant and event count of the latest snapshot of fold `fold` at or
-/// before `at`, and whether the audit trail still holds exactly the events
-/// it covers.
-pub async fn snapshot_before(
-    tx: &mut PgConnection,
-    id: Uuid,
-    at: DateTime<Utc>,
-    fold: i32,
-) -> Result<Option<(DateTime<Utc>, i64, bool)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT s.upto, s.events_covered, c.n = s.events_covered \
-         FROM (SELECT upto, events_covered FROM license_state_snapshots \
-               WHERE license_id = $1 AND upto <= $2 AND fold = $3 \
-               ORDER BY upto DESC LIMIT 1) s \
-         CROSS JOIN LATERAL (SELECT count(*) AS n FROM audit_trail \
-               WHERE license_id = $1 AND recorded_at <= s.upto) c",
-    )
-    .bind(id)
-    .bind(at)
-    .bind(fold)
-    .fetch_optional(&mut *tx)
-    .await
-}
-
 /// The state of the snapshot at `upto`, if it is still the one covering
 /// `events_covered` events.
 pub async fn snapshot_state(
-    tx: &mut PgConnection,
+    pool: &PgPool,
     id: Uuid,
     upto: DateTime<Utc>,
     fold: i32,
@@ -395,20 +427,8 @@ pub async fn snapshot_state(
     .bind(upto)
     .bind(fold)
     .bind(events_covered)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(pool)
     .await
-}
-
-/// A read-only transaction on one snapshot of the database: a snapshot's
-/// validity and the events after it are read as of the same moment.
-pub async fn begin_read(
-    pool: &PgPool,
-) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
 }
 
 /// Drops the license's snapshots that no longer cover exactly the events

@@ -106,9 +106,13 @@ pub async fn forget_consumer(tx: &mut PgConnection, group: &str) -> Result<(), s
     bus::replay::forget_sequences(tx, group).await
 }
 
-/// Refreshes the planner's statistics of `<table>_next`.
-pub async fn analyze_next(pool: &PgPool, table: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!("ANALYZE {table}{NEXT}"))
+/// Refreshes the planner's statistics of `<table>_next` and marks its
+/// loaded pages all-visible: index-only scans of a table just loaded would
+/// otherwise visit the heap for every row until autovacuum came by (an
+/// as-of answer counts a license's audit rows that way), and autovacuum
+/// would then scan it beside the live writes.
+pub async fn vacuum_next(pool: &PgPool, table: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("VACUUM (ANALYZE) {table}{NEXT}"))
         .execute(pool)
         .await?;
     Ok(())
