@@ -255,7 +255,10 @@ impl Projections {
                 // The replay goes on; each build holds its writes until done.
                 for table in model.tables() {
                     store::index_next(&self.pool, table).await?;
-                    store::vacuum_next(&self.pool, table).await?;
+                    // Only a head start on autovacuum: the rebuild goes on without.
+                    if let Err(e) = store::vacuum_next(&self.pool, table).await {
+                        tracing::warn!(rebuild = %id, table, error = %e, "next table not vacuumed");
+                    }
                 }
                 indexed = true;
                 continue;

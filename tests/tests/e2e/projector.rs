@@ -1825,8 +1825,84 @@ async fn as_of_folds_from_snapshots_equal_to_a_full_fold_and_a_late_event_invali
         left < forged as i64,
         "{left} of {forged} forged snapshots left"
     );
+
+    // A plausible forgery (this license's state, another customer) is not
+    // detectable by the snapshot (docs/architecture.md); but once its row
+    // is gone, no answer starts from what was read of it, even when a fold
+    // cuts a snapshot again at the same instant with the same count. Two
+    // more events, so that the cut at the last one was never read before.
+    for (path, body) in [
+        ("suspend", Some(json!({"reason": "unpaid"}))),
+        ("reinstate", None),
+    ] {
+        let (s, b) = call(&admin, "POST", &url(path), body.as_ref()).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let projected = wait_until(Duration::from_secs(15), || async {
+        let (s, b) = call(&admin, "GET", &state, None).await;
+        s == 200 && b["events_folded"] == 12
+    })
+    .await;
+    assert!(projected, "twelve events projected");
+    let last = instant().await;
+    as_of(&proj, &id, last).await;
+    let cut = latest_snapshot(&pool, &id, last, |(_, n)| n == 12).await;
+    sqlx::query(
+        "UPDATE license_state_snapshots \
+         SET state = jsonb_set(state::jsonb, '{customer}', '\"Forged Ltd\"')::json \
+         WHERE license_id = $1::uuid AND upto = $2",
+    )
+    .bind(&id)
+    .bind(cut.0)
+    .execute(&pool)
+    .await
+    .expect("forge");
+    // The answer follows the row as it now stands, not a state kept in
+    // memory from before it was rewritten (the polls of the live state
+    // above read this snapshot already).
+    let forged = as_of(&proj, &id, last).await;
+    assert_eq!(forged["state"]["customer"], "Forged Ltd", "{forged}");
+    sqlx::query("DELETE FROM license_state_snapshots WHERE license_id = $1::uuid")
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .expect("repair");
+    as_of(&proj, &id, last).await;
+    latest_snapshot(&pool, &id, last, |c| c == cut).await;
+    let answer = as_of(&proj, &id, last).await;
+    assert_ne!(answer["state"]["customer"], "Forged Ltd", "{answer}");
+    assert_eq!(
+        vec![answer["state"].clone()],
+        full_folds(&pool, &id, &[last]).await
+    );
     pool.close().await;
     stack.stop().await;
+}
+
+/// The instant and event count of the license's latest snapshot at or
+/// before `at`, once there is one that `wanted` accepts, within 5 s.
+async fn latest_snapshot(
+    pool: &sqlx::PgPool,
+    id: &str,
+    at: DateTime<Utc>,
+    wanted: impl Fn((DateTime<Utc>, i64)) -> bool,
+) -> (DateTime<Utc>, i64) {
+    for _ in 0..50 {
+        let found: Option<(DateTime<Utc>, i64)> = sqlx::query_as(
+            "SELECT upto, events_covered FROM license_state_snapshots \
+             WHERE license_id = $1::uuid AND upto <= $2 ORDER BY upto DESC LIMIT 1",
+        )
+        .bind(id)
+        .bind(at)
+        .fetch_optional(pool)
+        .await
+        .expect("snapshot");
+        if let Some(f) = found.filter(|f| wanted(*f)) {
+            return f;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no such snapshot at or before {at}");
 }
 
 /// A rebuild loads the audit trail with `COPY`, which has no `ON CONFLICT`:

@@ -181,57 +181,59 @@ impl App {
         // when the stale one did not read; after a few rounds the fold
         // starts from the first event.
         for round in 0..3 {
-            let read = store::as_of_read(&self.pool, id, at, FOLD_VERSION, round < 2).await?;
+            let now = self.clock.now();
+            let read = store::as_of_read(&self.pool, id, at, now, FOLD_VERSION, round < 2).await?;
             let base = match read.snapshot {
                 None => None,
-                Some((_, _, false)) => {
+                Some(found) if !found.valid => {
                     // The events read are every one up to `at`.
                     let dropped = store::drop_snapshots(&self.pool, id, None).await?;
                     self.metrics.inc_counter(INVALIDATED, &[], dropped);
                     None
                 }
-                Some((upto, covered, true)) => {
-                    match self.snapshot_state(id, upto, covered).await? {
-                        Snapshot::Read(state) => Some((upto, covered, Arc::unwrap_or_clone(state))),
-                        // Replaced or dropped since the read: read again.
-                        Snapshot::Gone => continue,
-                        Snapshot::Unreadable => {
-                            let dropped = store::drop_snapshots(&self.pool, id, Some(upto)).await?;
-                            self.metrics.inc_counter(INVALIDATED, &[], dropped);
-                            continue;
-                        }
+                Some(found) => match self.snapshot_state(id, &found).await? {
+                    Snapshot::Read(state) => Some((
+                        found.upto,
+                        found.events_covered,
+                        Arc::unwrap_or_clone(state),
+                    )),
+                    // Replaced or dropped since the read: read again.
+                    Snapshot::Gone => continue,
+                    Snapshot::Unreadable => {
+                        let dropped =
+                            store::drop_snapshots(&self.pool, id, Some(found.upto)).await?;
+                        self.metrics.inc_counter(INVALIDATED, &[], dropped);
+                        continue;
                     }
-                }
+                },
             };
             return self.fold(id, at, base, read.events).await;
         }
         Ok(None)
     }
 
-    /// The state of the valid snapshot at `upto` (from memory when it was
-    /// read lately).
+    /// The state of the valid snapshot `found` (from memory when this
+    /// version of its row was read lately).
     async fn snapshot_state(
         &self,
         id: Uuid,
-        upto: DateTime<Utc>,
-        covered: i64,
+        found: &store::SnapshotRef,
     ) -> Result<Snapshot, Error> {
-        let key = (id, upto, covered);
+        let key = (id, *found);
         if let Some(state) = self.snapshots.get(&key) {
             return Ok(Snapshot::Read(state));
         }
-        let Some(text) = store::snapshot_state(&self.pool, id, upto, FOLD_VERSION, covered).await?
-        else {
+        let Some(text) = store::snapshot_state(&self.pool, id, found, FOLD_VERSION).await? else {
             return Ok(Snapshot::Gone);
         };
         match serde_json::from_str::<LicenseState>(&text) {
             Ok(state) if plausible(&state, id) => {
                 let state = Arc::new(state);
-                self.snapshots.put(key, state.clone());
+                self.snapshots.put(key, state.clone(), text.len());
                 Ok(Snapshot::Read(state))
             }
             _ => {
-                tracing::warn!(license_id = %id, upto = %upto, "as-of snapshot unreadable; dropped");
+                tracing::warn!(license_id = %id, upto = %found.upto, "as-of snapshot unreadable; dropped");
                 Ok(Snapshot::Unreadable)
             }
         }
@@ -278,7 +280,8 @@ impl App {
         self.metrics.inc_counter(FOLDED, &[], events.len() as u64);
         // Events of the last moments may still arrive late from another
         // context's topic, which would make a snapshot of them stale.
-        let settled = self.clock.now() - self.snapshot_min_age;
+        let now = self.clock.now();
+        let settled = now - self.snapshot_min_age;
         let mut cuts = Vec::new();
         let mut since_cut = 0;
         for (i, ev) in events.iter().enumerate() {
@@ -318,7 +321,7 @@ impl App {
             let pool = self.pool.clone();
             tokio::spawn(async move {
                 if let Err(e) =
-                    store::save_snapshots(&pool, id, FOLD_VERSION, cuts, KEPT_SNAPSHOTS).await
+                    store::save_snapshots(&pool, id, now, FOLD_VERSION, cuts, KEPT_SNAPSHOTS).await
                 {
                     tracing::warn!(license_id = %id, error = %e, "as-of snapshots not stored");
                 }
@@ -358,15 +361,21 @@ impl App {
     }
 }
 
-/// The snapshot states read lately, by license, instant and event count: a
-/// license asked about again folds from memory. Bounded by an estimate of
-/// their stored text's bytes (a state can weigh megabytes), the least used going
-/// first: a history's few dozen snapshots fit, so answers rotating over its
-/// instants do not read and parse a snapshot each (with 16 entries they
-/// did, for half the answers).
-pub struct SnapshotCache(moka::sync::Cache<SnapshotKey, Arc<LicenseState>>);
+/// The snapshot states read lately, by license and snapshot row version: a
+/// license asked about again folds from memory. Bounded by the bytes of
+/// the text they were read from (a state can weigh megabytes), the least
+/// used going first: a history's few dozen snapshots fit, so answers
+/// rotating over its instants do not read and parse a snapshot each (with
+/// 16 entries they did, for half the answers).
+pub struct SnapshotCache(moka::sync::Cache<SnapshotKey, Cached>);
 
-type SnapshotKey = (Uuid, DateTime<Utc>, i64);
+type SnapshotKey = (Uuid, store::SnapshotRef);
+
+#[derive(Clone)]
+struct Cached {
+    state: Arc<LicenseState>,
+    bytes: u32,
+}
 
 /// The stored text the cache holds states of, at most (about as much again
 /// in memory).
@@ -377,26 +386,23 @@ impl Default for SnapshotCache {
         Self(
             moka::sync::Cache::builder()
                 .max_capacity(CACHED_SNAPSHOT_BYTES)
-                .weigher(|_, state: &Arc<LicenseState>| weight(state))
+                .weigher(|_, c: &Cached| c.bytes)
                 .build(),
         )
     }
 }
 
-/// A state's weight: the length of its stored text, estimated from what
-/// makes it long (saturating; moka weighs in `u32`).
-fn weight(state: &LicenseState) -> u32 {
-    let activations = state.activations.len().saturating_mul(650);
-    u32::try_from(activations.saturating_add(4096)).unwrap_or(u32::MAX)
-}
-
 impl SnapshotCache {
     fn get(&self, key: &SnapshotKey) -> Option<Arc<LicenseState>> {
-        self.0.get(key)
+        self.0.get(key).map(|c| c.state)
     }
 
-    fn put(&self, key: SnapshotKey, state: Arc<LicenseState>) {
-        self.0.insert(key, state);
+    fn put(&self, key: SnapshotKey, state: Arc<LicenseState>, text_bytes: usize) {
+        let bytes = u32::try_from(text_bytes).unwrap_or(u32::MAX);
+        // Heavier than the whole budget: not kept.
+        if u64::from(bytes) < CACHED_SNAPSHOT_BYTES {
+            self.0.insert(key, Cached { state, bytes });
+        }
     }
 }
 

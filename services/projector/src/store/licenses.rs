@@ -338,36 +338,50 @@ pub async fn events_until(
         .collect()
 }
 
+/// A stored snapshot, as an as-of read found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SnapshotRef {
+    pub upto: DateTime<Utc>,
+    pub events_covered: i64,
+    /// The row's version (its `xmin`): any write of the row changes it, so
+    /// a state kept in memory is the one this row holds.
+    pub version: i64,
+    /// Whether the audit trail still holds exactly the events it covers.
+    pub valid: bool,
+}
+
 /// What an as-of fold starts from: the latest snapshot at or before the
-/// instant (its instant, its event count, and whether the audit trail still
-/// holds exactly the events it covers), and the events to fold on it.
+/// instant, and the events to fold on it.
 pub struct AsOfRead {
-    pub snapshot: Option<(DateTime<Utc>, i64, bool)>,
+    pub snapshot: Option<SnapshotRef>,
     /// Recorded after a valid snapshot's instant, or from the first event
     /// when there is none or it is stale; in no particular order.
     pub events: Vec<(String, EventEnvelope<Box<RawValue>>)>,
 }
 
 /// The snapshot of fold `fold` an as-of answer at `at` starts from (none
-/// unless `snapshots`), its validity and the events after it, in one
-/// statement: one view of the database, so a late event committed meanwhile
-/// is either counted and read or neither, and one round trip.
+/// unless `snapshots`; never one dated after `now`, which no fold takes),
+/// its validity and the events after it, in one statement: one view of the
+/// database, so a late event committed meanwhile is either counted and read
+/// or neither, and one round trip.
 pub async fn as_of_read(
     pool: &PgPool,
     id: Uuid,
     at: DateTime<Utc>,
+    now: DateTime<Utc>,
     fold: i32,
     snapshots: bool,
 ) -> Result<AsOfRead, RowError> {
     let sql = format!(
-        "WITH s AS (SELECT s.upto, s.events_covered, c.n = s.events_covered AS valid \
-           FROM (SELECT upto, events_covered FROM license_state_snapshots \
-                 WHERE license_id = $1 AND upto <= $2 AND fold = $3 AND $4 \
+        "WITH s AS (SELECT s.upto, s.events_covered, s.version, c.n = s.events_covered AS valid \
+           FROM (SELECT upto, events_covered, xmin::text::bigint AS version \
+                 FROM license_state_snapshots \
+                 WHERE license_id = $1 AND upto <= least($2, $5) AND fold = $3 AND $4 \
                  ORDER BY upto DESC LIMIT 1) s \
            CROSS JOIN LATERAL (SELECT count(*) AS n FROM audit_trail \
                  WHERE license_id = $1 AND recorded_at <= s.upto) c) \
          SELECT s.upto AS snapshot_upto, s.events_covered AS snapshot_covered, \
-                s.valid AS snapshot_valid, e.* \
+                s.version AS snapshot_version, s.valid AS snapshot_valid, e.* \
          FROM (VALUES (1)) one (x) LEFT JOIN s ON true \
          LEFT JOIN LATERAL (SELECT {ENVELOPE_COLUMNS} FROM audit_trail \
                WHERE license_id = $1 AND recorded_at <= $2 AND recorded_at > \
@@ -378,15 +392,17 @@ pub async fn as_of_read(
         .bind(at)
         .bind(fold)
         .bind(snapshots)
+        .bind(now)
         .fetch_all(pool)
         .await?;
     let snapshot = match rows.first() {
         Some(r) => match r.try_get::<Option<DateTime<Utc>>, _>("snapshot_upto")? {
-            Some(upto) => Some((
+            Some(upto) => Some(SnapshotRef {
                 upto,
-                r.try_get("snapshot_covered")?,
-                r.try_get("snapshot_valid")?,
-            )),
+                events_covered: r.try_get("snapshot_covered")?,
+                version: r.try_get("snapshot_version")?,
+                valid: r.try_get("snapshot_valid")?,
+            }),
             None => None,
         },
         None => None,
@@ -410,23 +426,23 @@ pub struct Snapshot {
     pub state: String,
 }
 
-/// The state of the snapshot at `upto`, if it is still the one covering
-/// `events_covered` events.
+/// The state of the snapshot `at` refers to, if its row is still that
+/// version (of fold `fold`).
 pub async fn snapshot_state(
     pool: &PgPool,
     id: Uuid,
-    upto: DateTime<Utc>,
+    at: &SnapshotRef,
     fold: i32,
-    events_covered: i64,
 ) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT state::text FROM license_state_snapshots \
-         WHERE license_id = $1 AND upto = $2 AND fold = $3 AND events_covered = $4",
+        "SELECT state::text FROM license_state_snapshots WHERE license_id = $1 AND upto = $2 \
+           AND fold = $3 AND events_covered = $4 AND xmin::text::bigint = $5",
     )
     .bind(id)
-    .bind(upto)
+    .bind(at.upto)
     .bind(fold)
-    .bind(events_covered)
+    .bind(at.events_covered)
+    .bind(at.version)
     .fetch_optional(pool)
     .await
 }
@@ -452,10 +468,11 @@ pub async fn drop_snapshots(
 }
 
 /// Stores snapshots of the license (replacing any at the same instant), one
-/// statement each, then drops all but its newest `keep`.
+/// statement each, then drops all but its newest `keep` at or before `now`.
 pub async fn save_snapshots(
     pool: &PgPool,
     id: Uuid,
+    now: DateTime<Utc>,
     fold: i32,
     snapshots: Vec<Snapshot>,
     keep: i64,
@@ -475,13 +492,17 @@ pub async fn save_snapshots(
         .execute(pool)
         .await?;
     }
+    // Rows dated after `now` were taken by no fold: they would push every
+    // genuine one out.
     sqlx::query(
-        "DELETE FROM license_state_snapshots WHERE license_id = $1 AND upto < ( \
-           SELECT min(upto) FROM (SELECT upto FROM license_state_snapshots WHERE license_id = $1 \
-                                  ORDER BY upto DESC LIMIT $2) newest)",
+        "DELETE FROM license_state_snapshots WHERE license_id = $1 AND (upto > $3 OR upto < ( \
+           SELECT min(upto) FROM (SELECT upto FROM license_state_snapshots \
+                                  WHERE license_id = $1 AND upto <= $3 \
+                                  ORDER BY upto DESC LIMIT $2) newest))",
     )
     .bind(id)
     .bind(keep)
+    .bind(now)
     .execute(pool)
     .await?;
     Ok(())
